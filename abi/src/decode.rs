@@ -1,0 +1,630 @@
+//! The batch decoder: bytes read from `kern.maptrace.events` (or a recording)
+//! → segments → records, with typed errors and exact loss accounting.
+//!
+//! A [`Decoder`] keeps per-shard state across batches, so it can tell a
+//! corrupted stream (a stamp that does not match its position) from lost
+//! records (a `drops_before` delta) and from a missed batch (a position gap,
+//! e.g. a second reader took it).
+
+use crate::kind::{EventKind, Mark, ProbeMethod};
+use crate::raw;
+use alloc::vec::Vec;
+use core::fmt;
+use zerocopy::FromBytes;
+
+const SLOT: usize = raw::MT_SLOT_SIZE as usize;
+const BATCH_HEADER: usize = core::mem::size_of::<raw::mt_batch_header>();
+const SEGMENT_HEADER: usize = core::mem::size_of::<raw::mt_segment_header>();
+
+/// Why a whole batch was refused (nothing in it was decoded).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BatchError {
+    /// Fewer bytes than a batch header, or than the header's `total_bytes`.
+    Truncated {
+        /// Bytes needed.
+        need: u64,
+        /// Bytes present.
+        have: u64,
+    },
+    /// The first word is not `MT_BATCH_MAGIC`.
+    BadMagic(u32),
+    /// The producer speaks another major ABI version.
+    AbiMismatch {
+        /// The version in the batch.
+        found: u16,
+        /// The version this decoder was built for.
+        expected: u16,
+    },
+    /// The header's size or flags are not ones this version defines.
+    BadHeader(&'static str),
+}
+
+/// A problem inside a batch; decoding goes on with the next segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// A segment header or its slots run past the batch.
+    TruncatedSegment {
+        /// Index of the segment in the batch.
+        segment: u32,
+    },
+    /// A segment header does not start with `MT_SEGMENT_MAGIC`.
+    BadSegmentMagic {
+        /// Index of the segment in the batch.
+        segment: u32,
+        /// The word found.
+        found: u32,
+    },
+    /// A segment names a shard twice in one batch, or a shard number that is
+    /// out of range.
+    BadShard {
+        /// The shard number.
+        shard: u16,
+    },
+    /// Positions jumped between batches: records were consumed elsewhere (a
+    /// second reader) or the kext lost them.
+    PositionGap {
+        /// The shard.
+        shard: u16,
+        /// The position that should have come next.
+        expected: u64,
+        /// The position that came.
+        found: u64,
+    },
+    /// A record's stamp does not match its position: a corrupted stream
+    /// (drops never consume positions, so no loss explains it).
+    StampMismatch {
+        /// The shard.
+        shard: u16,
+        /// The slot position.
+        pos: u64,
+        /// The stamp that position must carry.
+        expected: u32,
+        /// The stamp found.
+        found: u32,
+    },
+    /// A record header is not valid (kind, slot count, continuation marker).
+    BadRecord {
+        /// The shard.
+        shard: u16,
+        /// The slot position.
+        pos: u64,
+        /// What is wrong.
+        what: RecordError,
+    },
+    /// The segment's record count disagrees with the records found in it.
+    CountMismatch {
+        /// The shard.
+        shard: u16,
+        /// Records the header announced.
+        announced: u32,
+        /// Records decoded.
+        found: u32,
+    },
+}
+
+/// What is wrong with one record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordError {
+    /// `kind` is not a known `enum mt_kind`.
+    UnknownKind(u8),
+    /// `nslots` is 0, above `MT_RECORD_MAX_SLOTS`, runs past the segment, or
+    /// is not 1 for a fixed-size kind.
+    BadSlotCount(u8),
+    /// A continuation slot does not carry `MT_STAMP_CONT | index`.
+    BadContinuation(u32),
+    /// A path length that does not fit the record's slots.
+    BadPathLength(u16),
+}
+
+impl fmt::Display for BatchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BatchError::Truncated { need, have } => {
+                write!(f, "truncated batch: need {need} bytes, have {have}")
+            }
+            BatchError::BadMagic(m) => write!(f, "not a maptrace batch (magic {m:#010x})"),
+            BatchError::AbiMismatch { found, expected } => write!(
+                f,
+                "ABI mismatch: the kext speaks {}.{}, this reader {}.{}",
+                found >> 8,
+                found & 0xff,
+                expected >> 8,
+                expected & 0xff
+            ),
+            BatchError::BadHeader(what) => write!(f, "bad batch header: {what}"),
+        }
+    }
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::TruncatedSegment { segment } => write!(f, "segment {segment} is truncated"),
+            DecodeError::BadSegmentMagic { segment, found } => {
+                write!(f, "segment {segment} has bad magic {found:#010x}")
+            }
+            DecodeError::BadShard { shard } => write!(f, "bad or repeated shard {shard}"),
+            DecodeError::PositionGap { shard, expected, found } => write!(
+                f,
+                "shard {shard}: positions jumped from {expected} to {found} \
+                 ({} slots read by someone else or lost)",
+                found.wrapping_sub(*expected)
+            ),
+            DecodeError::StampMismatch { shard, pos, expected, found } => write!(
+                f,
+                "shard {shard} pos {pos}: stamp {found:#x} where {expected:#x} belongs (corrupted)"
+            ),
+            DecodeError::BadRecord { shard, pos, what } => {
+                write!(f, "shard {shard} pos {pos}: {what}")
+            }
+            DecodeError::CountMismatch { shard, announced, found } => write!(
+                f,
+                "shard {shard}: segment announced {announced} records, held {found}"
+            ),
+        }
+    }
+}
+
+impl fmt::Display for RecordError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecordError::UnknownKind(k) => write!(f, "unknown record kind {k}"),
+            RecordError::BadSlotCount(n) => write!(f, "bad slot count {n}"),
+            RecordError::BadContinuation(m) => write!(f, "bad continuation marker {m:#x}"),
+            RecordError::BadPathLength(l) => write!(f, "bad path length {l}"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for BatchError {}
+#[cfg(feature = "std")]
+impl std::error::Error for DecodeError {}
+#[cfg(feature = "std")]
+impl std::error::Error for RecordError {}
+
+/// Vnode counts from a record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// `v_usecount` (or the isinuse search result).
+    pub usecount: u16,
+    /// `v_kusecount`; 0 when not known.
+    pub kusecount: u16,
+    /// `v_iocount`; `None` when not known.
+    pub iocount: Option<u16>,
+    /// How they were obtained.
+    pub method: ProbeMethod,
+    /// A count was clamped to 16 bits.
+    pub saturated: bool,
+}
+
+/// What a record says, by kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// `VNOP_MMAP`. Counts are from before `ubc_map` took its reference.
+    Mmap {
+        /// `PROT_*` bits of the mapping.
+        fflags: u32,
+        /// `vnode_vid`.
+        vid: u32,
+        /// Time in the original operation.
+        duration_ns: u32,
+        /// Counts before the operation.
+        counts: Counts,
+    },
+    /// `VNOP_PAGEIN` of one cluster.
+    Pagein {
+        /// File offset of the cluster.
+        offset: i64,
+        /// Bytes.
+        size: u32,
+        /// Time in the original operation.
+        duration_ns: u32,
+        /// Counts before the operation.
+        counts: Counts,
+        /// Low 16 bits of the UPL flags.
+        upl_flags: u16,
+    },
+    /// `VNOP_MNOMAP`: the last mapping went away. Counts still include the
+    /// mapping reference.
+    Mnomap {
+        /// `vnode_vid`.
+        vid: u32,
+        /// Time in the original operation.
+        duration_ns: u32,
+        /// Counts before the operation.
+        counts: Counts,
+    },
+    /// mmap(2) seen by the MAC check.
+    FileMmap {
+        /// The offset argument.
+        file_pos: u64,
+        /// `PROT_*` requested.
+        prot: u32,
+        /// `PROT_*` allowed.
+        maxprot: u32,
+        /// `MAP_*` flags.
+        mmap_flags: u32,
+    },
+    /// The path of the record's vnode id.
+    Path {
+        /// `vnode_vid`.
+        vid: u32,
+        /// The path bytes (not NUL-terminated).
+        path: Vec<u8>,
+        /// Cut at `MT_PATH_MAX`.
+        truncated: bool,
+    },
+    /// A kext marker.
+    Mark {
+        /// Which.
+        mark: Mark,
+        /// Mark-specific.
+        arg0: u32,
+        /// Mark-specific.
+        arg1: u64,
+        /// Mark-specific.
+        arg2: u64,
+    },
+}
+
+/// One decoded record with its place in the stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// The shard (CPU) it was recorded on.
+    pub shard: u16,
+    /// Its 64-bit position in the shard.
+    pub pos: u64,
+    /// Records this shard dropped between the previous record and this one.
+    pub lost_before: u64,
+    /// `enum mt_kind`.
+    pub kind: EventKind,
+    /// Raw `MT_RF_*` flags.
+    pub flags: u8,
+    /// errno of the original operation.
+    pub error: u8,
+    /// Process id.
+    pub pid: u32,
+    /// Nanoseconds since boot.
+    pub timestamp_ns: u64,
+    /// Thread id.
+    pub tid: u64,
+    /// Keyed hash of the vnode.
+    pub vnode_id: u64,
+    /// Kind-specific fields.
+    pub event: Event,
+}
+
+/// A validated batch header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Batch {
+    /// The header as read.
+    pub header: raw::mt_batch_header,
+}
+
+/// A validated segment header with its slot bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct Segment<'a> {
+    /// The header as read.
+    pub header: raw::mt_segment_header,
+    /// `nslots * 64` bytes of raw slots.
+    pub slots: &'a [u8],
+}
+
+/// Per-shard state carried from batch to batch.
+#[derive(Clone, Copy, Debug, Default)]
+struct ShardState {
+    /// Position the next segment of this shard must start at.
+    next_pos: Option<u64>,
+    /// `drops_before` of the last record (mod 2^32).
+    last_drops: Option<u32>,
+    /// Drops attributed to records so far.
+    attributed: u64,
+    /// Cumulative drops per the last segment header.
+    reported: u64,
+}
+
+/// Loss figures of a stream so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Losses {
+    /// Records the kext dropped (per the headers, cumulative).
+    pub dropped: u64,
+    /// Of those, drops not yet placed before a delivered record.
+    pub unattributed: u64,
+    /// Slots skipped by position gaps.
+    pub gap_slots: u64,
+    /// Segments abandoned because of corruption.
+    pub corrupt_segments: u64,
+}
+
+/// Decodes a stream of batches from one kext load (a change of generation
+/// resets the per-shard state).
+#[derive(Debug, Default)]
+pub struct Decoder {
+    generation: Option<u64>,
+    shards: Vec<ShardState>,
+    gap_slots: u64,
+    corrupt_segments: u64,
+    batches: u64,
+}
+
+impl Decoder {
+    /// A decoder with no history.
+    pub fn new() -> Decoder {
+        Decoder::default()
+    }
+
+    /// Batches accepted so far.
+    pub fn batches(&self) -> u64 {
+        self.batches
+    }
+
+    /// The generation of the kext load being decoded.
+    pub fn generation(&self) -> Option<u64> {
+        self.generation
+    }
+
+    /// Loss figures so far.
+    pub fn losses(&self) -> Losses {
+        let dropped = self.shards.iter().map(|s| s.reported.max(s.attributed)).sum();
+        let attributed: u64 = self.shards.iter().map(|s| s.attributed).sum();
+        Losses {
+            dropped,
+            unattributed: dropped - attributed.min(dropped),
+            gap_slots: self.gap_slots,
+            corrupt_segments: self.corrupt_segments,
+        }
+    }
+
+    /// Validates the batch header and decodes every record, returning the
+    /// records and the in-batch problems in stream order (records of one
+    /// segment keep their shard order).
+    pub fn decode(&mut self, bytes: &[u8]) -> Result<(Batch, Vec<Result<Record, DecodeError>>), BatchError> {
+        let batch = parse_batch_header(bytes)?;
+        let h = batch.header;
+        if self.generation != Some(h.generation) {
+            self.generation = Some(h.generation);
+            self.shards.clear();
+        }
+        self.batches += 1;
+        let mut out = Vec::with_capacity(usize::try_from(h.total_records).unwrap_or(0).min(1 << 20));
+        let mut rest = bytes.get(BATCH_HEADER..h.total_bytes as usize).unwrap_or(&[]);
+        let mut seen = [0u64; 4]; // shard bitmap, 256 shards
+        for index in 0..h.nsegments {
+            let seg = match parse_segment(rest, index) {
+                Ok((seg, tail)) => {
+                    rest = tail;
+                    seg
+                }
+                Err(e) => {
+                    // The rest of the batch cannot be located: stop here.
+                    self.corrupt_segments += 1;
+                    out.push(Err(e));
+                    break;
+                }
+            };
+            let shard = seg.header.shard;
+            let (word, bit) = (usize::from(shard / 64), 1u64 << (shard % 64));
+            if u32::from(shard) >= raw::MT_MAX_SHARDS || seen.get(word).is_none_or(|w| w & bit != 0) {
+                self.corrupt_segments += 1;
+                out.push(Err(DecodeError::BadShard { shard }));
+                continue;
+            }
+            if let Some(w) = seen.get_mut(word) {
+                *w |= bit;
+            }
+            self.decode_segment(&seg, &mut out);
+        }
+        Ok((batch, out))
+    }
+
+    fn shard_state(&mut self, shard: u16) -> &mut ShardState {
+        let i = usize::from(shard);
+        if self.shards.len() <= i {
+            self.shards.resize(i + 1, ShardState::default());
+        }
+        // The resize above makes index i exist.
+        &mut self.shards[i]
+    }
+
+    fn decode_segment(&mut self, seg: &Segment<'_>, out: &mut Vec<Result<Record, DecodeError>>) {
+        let h = seg.header;
+        let shard = h.shard;
+        let mut gap = None;
+        {
+            let st = self.shard_state(shard);
+            if let Some(expected) = st.next_pos {
+                if expected != h.first_pos {
+                    gap = Some(DecodeError::PositionGap { shard, expected, found: h.first_pos });
+                    // A gap makes the drop delta of the next record meaningless.
+                    st.last_drops = None;
+                }
+            }
+            st.next_pos = Some(h.first_pos + u64::from(h.nslots));
+            st.reported = st.reported.max(h.dropped_cumulative);
+        }
+        if let Some(DecodeError::PositionGap { expected, found, .. }) = gap {
+            self.gap_slots += found.wrapping_sub(expected);
+        }
+        if let Some(e) = gap {
+            out.push(Err(e));
+        }
+
+        let nslots = seg.slots.len() / SLOT;
+        let mut i = 0usize;
+        let mut found = 0u32;
+        while i < nslots {
+            let pos = h.first_pos + i as u64;
+            match decode_record(seg.slots, i, pos, shard) {
+                Ok((mut rec, used)) => {
+                    let st = self.shard_state(shard);
+                    let drops = rec.lost_before as u32; // decode_record left drops_before here
+                    rec.lost_before = match st.last_drops {
+                        Some(prev) => u64::from(drops.wrapping_sub(prev)),
+                        // First record seen of this shard: everything before
+                        // it is the shard's history, attributed as such.
+                        None => u64::from(drops).saturating_sub(st.attributed),
+                    };
+                    st.last_drops = Some(drops);
+                    st.attributed += rec.lost_before;
+                    out.push(Ok(rec));
+                    found += 1;
+                    i += used;
+                }
+                Err(e) => {
+                    self.corrupt_segments += 1;
+                    out.push(Err(e));
+                    return;
+                }
+            }
+        }
+        if found != h.nrecords {
+            out.push(Err(DecodeError::CountMismatch { shard, announced: h.nrecords, found }));
+        }
+    }
+}
+
+/// Checks the batch header: magic, major version, sizes and flags.
+pub fn parse_batch_header(bytes: &[u8]) -> Result<Batch, BatchError> {
+    let (h, _) = raw::mt_batch_header::read_from_prefix(bytes)
+        .map_err(|_| BatchError::Truncated { need: BATCH_HEADER as u64, have: bytes.len() as u64 })?;
+    if h.magic != raw::MT_BATCH_MAGIC {
+        return Err(BatchError::BadMagic(h.magic));
+    }
+    let expected = raw::MT_ABI_VERSION as u16;
+    if h.abi_version >> 8 != expected >> 8 {
+        return Err(BatchError::AbiMismatch { found: h.abi_version, expected });
+    }
+    if usize::from(h.header_size) != BATCH_HEADER {
+        return Err(BatchError::BadHeader("header_size"));
+    }
+    if h.flags & !raw::MT_BF_ALL != 0 {
+        return Err(BatchError::BadHeader("unknown flags"));
+    }
+    if h.total_bytes < BATCH_HEADER as u64 || h.total_bytes % SLOT as u64 != 0 {
+        return Err(BatchError::BadHeader("total_bytes"));
+    }
+    if h.total_bytes > bytes.len() as u64 {
+        return Err(BatchError::Truncated { need: h.total_bytes, have: bytes.len() as u64 });
+    }
+    Ok(Batch { header: h })
+}
+
+fn parse_segment(bytes: &[u8], index: u32) -> Result<(Segment<'_>, &[u8]), DecodeError> {
+    let (h, rest) = raw::mt_segment_header::read_from_prefix(bytes)
+        .map_err(|_| DecodeError::TruncatedSegment { segment: index })?;
+    if h.magic != raw::MT_SEGMENT_MAGIC {
+        return Err(DecodeError::BadSegmentMagic { segment: index, found: h.magic });
+    }
+    let len = (h.nslots as usize).checked_mul(SLOT).filter(|&l| l <= rest.len());
+    let Some(len) = len else {
+        return Err(DecodeError::TruncatedSegment { segment: index });
+    };
+    let (slots, tail) = rest.split_at(len);
+    debug_assert_eq!(SEGMENT_HEADER, 64);
+    Ok((Segment { header: h, slots }, tail))
+}
+
+fn slot(slots: &[u8], i: usize) -> Option<&[u8]> {
+    slots.get(i * SLOT..(i + 1) * SLOT)
+}
+
+fn counts(c: raw::mt_counts, flags: u8) -> Counts {
+    Counts {
+        usecount: c.usecount,
+        kusecount: c.kusecount,
+        iocount: (flags as u32 & raw::MT_RF_IOCOUNT_UNKNOWN == 0
+            && flags as u32 & raw::MT_RF_COUNTS_MASK != raw::MT_RF_COUNTS_NONE)
+            .then_some(c.iocount),
+        method: ProbeMethod::from_record_flags(flags),
+        saturated: flags as u32 & raw::MT_RF_COUNTS_SATURATED != 0,
+    }
+}
+
+/// Decodes the record whose head is slot `i` at shard position `pos`.
+/// Returns the record (with `lost_before` temporarily holding the raw
+/// `drops_before`) and the number of slots it used.
+fn decode_record(slots: &[u8], i: usize, pos: u64, shard: u16) -> Result<(Record, usize), DecodeError> {
+    let bad = |what| DecodeError::BadRecord { shard, pos, what };
+    let head = slot(slots, i).ok_or(bad(RecordError::BadSlotCount(0)))?;
+    let (h, _) = raw::mt_rec_header::read_from_prefix(head).map_err(|_| bad(RecordError::BadSlotCount(0)))?;
+    let expected = ((pos + 1) as u32) & raw::MT_STAMP_MASK;
+    if h.stamp != expected {
+        return Err(DecodeError::StampMismatch { shard, pos, expected, found: h.stamp });
+    }
+    let kind = EventKind::try_from(h.kind).map_err(|k| bad(RecordError::UnknownKind(k)))?;
+    let n = usize::from(h.nslots);
+    let available = slots.len() / SLOT - i;
+    let multi_ok = kind == EventKind::Path && n <= raw::MT_RECORD_MAX_SLOTS as usize;
+    if n == 0 || n > available || (n > 1 && !multi_ok) {
+        return Err(bad(RecordError::BadSlotCount(h.nslots)));
+    }
+    let event = match kind {
+        EventKind::Mmap => {
+            let r = read::<raw::mt_rec_mmap>(head);
+            Event::Mmap { fflags: r.fflags, vid: r.vid, duration_ns: r.duration_ns, counts: counts(r.counts, h.flags) }
+        }
+        EventKind::Pagein => {
+            let r = read::<raw::mt_rec_pagein>(head);
+            Event::Pagein {
+                offset: r.f_offset,
+                size: r.size,
+                duration_ns: r.duration_ns,
+                counts: counts(r.counts, h.flags),
+                upl_flags: r.upl_flags,
+            }
+        }
+        EventKind::Mnomap => {
+            let r = read::<raw::mt_rec_mnomap>(head);
+            Event::Mnomap { vid: r.vid, duration_ns: r.duration_ns, counts: counts(r.counts, h.flags) }
+        }
+        EventKind::FileMmap => {
+            let r = read::<raw::mt_rec_file_mmap>(head);
+            Event::FileMmap { file_pos: r.file_pos, prot: r.prot, maxprot: r.maxprot, mmap_flags: r.mmap_flags }
+        }
+        EventKind::Mark => {
+            let r = read::<raw::mt_rec_mark>(head);
+            Event::Mark { mark: Mark::from(r.mark), arg0: r.arg0, arg1: r.arg1, arg2: r.arg2 }
+        }
+        EventKind::Path => {
+            let r = read::<raw::mt_rec_path>(head);
+            let len = usize::from(r.path_len);
+            let head_bytes = raw::MT_PATH_HEAD_BYTES as usize;
+            let cont_bytes = raw::MT_PATH_CONT_BYTES as usize;
+            let want_slots = 1 + len.saturating_sub(head_bytes).div_ceil(cont_bytes);
+            if len > raw::MT_PATH_MAX as usize || want_slots != n {
+                return Err(bad(RecordError::BadPathLength(r.path_len)));
+            }
+            let mut path = Vec::with_capacity(len);
+            path.extend_from_slice(r.path.get(..len.min(head_bytes)).unwrap_or(&[]));
+            for k in 1..n {
+                let c = read::<raw::mt_rec_cont>(slot(slots, i + k).unwrap_or(&[0; SLOT]));
+                if c.marker != raw::MT_STAMP_CONT | k as u32 {
+                    return Err(bad(RecordError::BadContinuation(c.marker)));
+                }
+                let take = (len - path.len()).min(cont_bytes);
+                path.extend_from_slice(c.data.get(..take).unwrap_or(&[]));
+            }
+            Event::Path { vid: r.vid, path, truncated: h.flags as u32 & raw::MT_RF_TRUNCATED != 0 }
+        }
+    };
+    let rec = Record {
+        shard,
+        pos,
+        lost_before: u64::from(h.drops_before),
+        kind,
+        flags: h.flags,
+        error: h.error,
+        pid: h.pid,
+        timestamp_ns: h.timestamp_ns,
+        tid: h.tid,
+        vnode_id: h.vnode_id,
+        event,
+    };
+    Ok((rec, n))
+}
+
+/// Reads a 64-byte record struct from a slot (always exactly 64 bytes here).
+fn read<T: FromBytes>(slot: &[u8]) -> T {
+    T::read_from_prefix(slot).map(|(t, _)| t).unwrap_or_else(|_| T::new_zeroed())
+}
