@@ -1,0 +1,412 @@
+//! The engine: filters → record encoding → per-CPU ring → batch drain, plus
+//! the vector table, config and counters. Every method takes `&self`: hooks
+//! call it on many CPUs at once.
+//!
+//! # Invariants
+//!
+//! * Hot-path methods (`wants`, `record`, `record_path`, `vector_original`)
+//!   never block, allocate or sleep: a config load, a hash, one ring CAS.
+//! * Every event handed to `record*` is counted exactly once: recorded,
+//!   filtered (`filtered`), dropped (ring drops) or rejected (`errors`).
+//! * One drain at a time: `drain` is a lock the shim's reader mutex makes
+//!   uncontended; `drain_prepare` copies without consuming, and only
+//!   `drain_commit` — called after the copy to userspace succeeded — advances
+//!   the shards, so a failed copyout loses nothing.
+
+use crate::ffi::bridge;
+use crate::config::{Config, ConfigCell, ConfigError};
+use crate::ffi::bridge::mt_event;
+use crate::record::{self, Head, PATH_MAX};
+use crate::ring::{Peek, Ring, SLOT_SIZE};
+use crate::sync::{AtomicU64, Ordering};
+use crate::vectors::{VectorError, VectorTable, OPS};
+use crate::vnode_id::VnodeIdKey;
+use maptrace_abi::{raw, EventKind};
+use zerocopy::IntoBytes;
+
+/// What happened to an event (`enum mt_record_result`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(i32)]
+pub enum RecordResult {
+    /// In the ring.
+    Recorded = bridge::MT_RECORDED as i32,
+    /// Excluded by the config, or the core is shut down.
+    Filtered = bridge::MT_FILTERED as i32,
+    /// The shard was full; counted.
+    Dropped = bridge::MT_DROPPED as i32,
+    /// Malformed event; counted as an error.
+    Rejected = bridge::MT_REJECTED as i32,
+}
+
+/// Why a drain could not run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DrainError {
+    /// The buffer cannot hold a header, a segment and the largest record.
+    BufferTooSmall,
+    /// Another drain holds the reader lock (the shim serialises; a bug).
+    Busy,
+}
+
+/// Parameters fixed for the life of an engine.
+#[derive(Clone, Copy, Debug)]
+pub struct Params {
+    /// Secret key of the vnode-id hash.
+    pub hash_key: [u64; 2],
+    /// Random per load, copied into batches and stats.
+    pub generation: u64,
+    /// `enum mt_probe_method` reported in stats.
+    pub probe_method: u32,
+}
+
+/// Counters only the shim knows, merged into stats.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ShimCounters {
+    /// Hook invocations.
+    pub hook_calls: u64,
+    /// Hooks running now.
+    pub hooks_in_flight: u64,
+    /// Fail-open paths the shim took.
+    pub errors: u64,
+}
+
+const BATCH_HEADER: usize = core::mem::size_of::<raw::mt_batch_header>();
+const SEGMENT_HEADER: usize = core::mem::size_of::<raw::mt_segment_header>();
+const MAX_SHARDS: usize = raw::MT_MAX_SHARDS as usize;
+/// Smallest buffer a drain accepts: a header, a segment and the largest record.
+pub const MIN_DRAIN_BUFFER: usize = BATCH_HEADER + SEGMENT_HEADER + raw::MT_RECORD_MAX_SLOTS as usize * SLOT_SIZE;
+
+/// Reader-side state, under the drain lock.
+struct DrainState {
+    /// Shard the next drain starts with (round-robin fairness).
+    next_shard: u32,
+    /// Batches committed in this generation.
+    batch_no: u64,
+    /// What the last prepare copied, per shard (`nslots == 0`: nothing).
+    pending: [Peek; MAX_SHARDS],
+    /// Whether `pending` holds an uncommitted prepare.
+    prepared: bool,
+}
+
+/// The core's state. Lives in shim-provided memory in the kext; anywhere in
+/// tests.
+pub struct Engine<'a> {
+    ring: Ring<'a>,
+    config: ConfigCell,
+    key: VnodeIdKey,
+    params: Params,
+    vectors: VectorTable,
+    drain: spin::Mutex<DrainState>,
+    filtered: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl<'a> Engine<'a> {
+    /// An engine over `ring`, recording everything, with a START marker as
+    /// the first record of the generation.
+    pub fn new(ring: Ring<'a>, params: Params) -> Engine<'a> {
+        let e = Engine {
+            ring,
+            config: ConfigCell::new(Config::DEFAULT),
+            key: VnodeIdKey::new(params.hash_key),
+            params,
+            vectors: VectorTable::new(),
+            drain: spin::Mutex::new(DrainState {
+                next_shard: 0,
+                batch_no: 0,
+                pending: [Peek::default(); MAX_SHARDS],
+                prepared: false,
+            }),
+            filtered: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+        };
+        let (slots, shards) = (u64::from(e.ring.cap()), u64::from(e.ring.nshards()));
+        e.mark(raw::MT_MARK_START, 0, slots, shards);
+        e
+    }
+
+    /// The ring (for stats and tests).
+    pub fn ring(&self) -> &Ring<'a> {
+        &self.ring
+    }
+
+    /// Stops recording for good; later events are filtered.
+    pub fn shutdown(&self) {
+        self.config.shut_down();
+    }
+
+    /// Whether an event of `kind` from `pid` would be recorded.
+    #[inline]
+    pub fn wants(&self, kind: u32, pid: u32) -> bool {
+        EventKind::try_from(kind).is_ok_and(|k| self.config.get().wants(k, pid))
+    }
+
+    /// Records one fixed-size event (MMAP, PAGEIN, MNOMAP, FILE_MMAP).
+    #[inline]
+    pub fn record(&self, hint: u32, ev: &mt_event) -> RecordResult {
+        let kind = match EventKind::try_from(ev.kind) {
+            Ok(k @ (EventKind::Mmap | EventKind::Pagein | EventKind::Mnomap | EventKind::FileMmap)) => k,
+            _ => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                return RecordResult::Rejected;
+            }
+        };
+        if !self.config.get().wants(kind, ev.pid) {
+            self.filtered.fetch_add(1, Ordering::Relaxed);
+            return RecordResult::Filtered;
+        }
+        let head = record::head_of(kind, ev, self.key.id(ev.vnode_ptr));
+        let pushed = self.ring.record(hint, 1, |w| {
+            if let Some(bytes) = record::encode_fixed(head, ev, w.drops_before()) {
+                w.head(&bytes);
+            }
+        });
+        match pushed {
+            Ok(()) => RecordResult::Recorded,
+            Err(_) => RecordResult::Dropped,
+        }
+    }
+
+    /// Records the path of `ev.vnode_ptr` (cut at `MT_PATH_MAX`).
+    pub fn record_path(&self, hint: u32, ev: &mt_event, path: &[u8]) -> RecordResult {
+        if !self.config.get().wants(EventKind::Path, ev.pid) {
+            self.filtered.fetch_add(1, Ordering::Relaxed);
+            return RecordResult::Filtered;
+        }
+        let mut head = record::head_of(EventKind::Path, ev, self.key.id(ev.vnode_ptr));
+        let path = match path.get(..PATH_MAX) {
+            Some(cut) if path.len() > PATH_MAX => {
+                head.flags |= raw::MT_RF_TRUNCATED as u8;
+                cut
+            }
+            _ => path,
+        };
+        let k = record::path_slots(path.len());
+        let pushed = self.ring.record(hint, k, |w| {
+            w.head(&record::encode_path_head(head, w.drops_before(), ev.vid, path));
+            for i in 1..k {
+                w.continuation(i, &record::path_continuation(path, i));
+            }
+        });
+        match pushed {
+            Ok(()) => RecordResult::Recorded,
+            Err(_) => RecordResult::Dropped,
+        }
+    }
+
+    /// Records a marker on shard 0 (if markers are wanted).
+    fn mark(&self, mark: u32, arg0: u32, arg1: u64, arg2: u64) {
+        if !self.config.get().wants(EventKind::Mark, 0) {
+            return;
+        }
+        let head = Head { kind: EventKind::Mark, flags: 0, error: 0, pid: 0, timestamp_ns: 0, tid: 0, vnode_id: 0 };
+        // A full shard drops the marker and counts it like any record.
+        let _ = self.ring.record(0, 1, |w| w.head(&record::encode_mark(head, w.drops_before(), mark, arg0, arg1, arg2)));
+    }
+
+    // ------------------------------------------------------------- vectors
+
+    /// The original entry `op` of hooked vector `vector`.
+    #[inline]
+    pub fn vector_original(&self, vector: u64, op: u32) -> Option<u64> {
+        self.vectors.original(vector, op)
+    }
+
+    /// Remembers a vector's original entries before the shim patches it.
+    pub fn vector_insert(&self, vector: u64, originals: [u64; OPS]) -> Result<u32, VectorError> {
+        let index = self.vectors.insert(vector, originals)?;
+        self.mark(raw::MT_MARK_VECTOR_PATCHED, index, 0, 0);
+        Ok(index)
+    }
+
+    /// Entry `i` of the vector table.
+    pub fn vector_get(&self, i: u32) -> Option<(u64, [u64; OPS])> {
+        self.vectors.get(i)
+    }
+
+    /// Vectors in the table.
+    pub fn vector_count(&self) -> u32 {
+        self.vectors.len()
+    }
+
+    // -------------------------------------------------------------- config
+
+    /// Validates and applies a `struct mt_config` write; a CONFIG marker
+    /// records the change.
+    pub fn config_set(&self, bytes: &[u8]) -> Result<(), ConfigError> {
+        let c = Config::parse(bytes)?;
+        self.config.set(c)?;
+        let arg1 = (u64::from(c.flags.bits()) << 32) | u64::from(c.pid);
+        self.mark(raw::MT_MARK_CONFIG, c.mask.bits(), arg1, 0);
+        Ok(())
+    }
+
+    /// The current config.
+    pub fn config_get(&self) -> raw::mt_config {
+        self.config.get().to_raw()
+    }
+
+    // --------------------------------------------------------------- drain
+
+    /// Bytes a batch holding the whole ring could take.
+    pub fn drain_capacity(&self) -> usize {
+        let n = self.ring.nshards() as usize;
+        BATCH_HEADER + n * SEGMENT_HEADER + n * self.ring.cap() as usize * SLOT_SIZE
+    }
+
+    /// Copies one batch into `buf` without consuming anything; returns its
+    /// length (0: nothing to read).
+    pub fn drain_prepare(&self, buf: &mut [u8], now_ns: u64) -> Result<usize, DrainError> {
+        if buf.len() < MIN_DRAIN_BUFFER {
+            return Err(DrainError::BufferTooSmall);
+        }
+        let mut st = self.drain.try_lock().ok_or(DrainError::Busy)?;
+        let n = self.ring.nshards();
+        let start = st.next_shard % n;
+        st.next_shard = st.next_shard.wrapping_add(1);
+        st.pending = [Peek::default(); MAX_SHARDS];
+        st.prepared = true;
+
+        let mut used = BATCH_HEADER;
+        let (mut nsegments, mut records, mut truncated) = (0u32, 0u64, false);
+        for step in 0..n {
+            let shard = (start + step) % n;
+            let region = buf.get_mut(used..).unwrap_or(&mut []);
+            let Some((seg_header, slots)) = region.split_at_mut_checked(SEGMENT_HEADER) else {
+                truncated = true;
+                break;
+            };
+            let peek = self.ring.peek(shard as usize, slots);
+            truncated |= peek.truncated;
+            if peek.records == 0 {
+                continue;
+            }
+            let seg = raw::mt_segment_header {
+                magic: raw::MT_SEGMENT_MAGIC,
+                shard: shard as u16,
+                reserved0: 0,
+                nslots: peek.nslots as u32,
+                nrecords: peek.records as u32,
+                first_pos: peek.first_pos,
+                dropped_cumulative: peek.dropped,
+                backlog_after: peek.backlog_after,
+                ts_min: peek.ts_min,
+                ts_max: peek.ts_max,
+                reserved1: 0,
+            };
+            seg_header.copy_from_slice(seg.as_bytes());
+            used += SEGMENT_HEADER + peek.nslots as usize * SLOT_SIZE;
+            nsegments += 1;
+            records += peek.records;
+            if let Some(p) = st.pending.get_mut(shard as usize) {
+                *p = peek;
+            }
+        }
+        if nsegments == 0 {
+            st.prepared = false;
+            return Ok(0);
+        }
+        let total_dropped = (0..n as usize).map(|i| self.ring.counters(i).dropped).sum();
+        let h = raw::mt_batch_header {
+            magic: raw::MT_BATCH_MAGIC,
+            abi_version: raw::MT_ABI_VERSION as u16,
+            header_size: BATCH_HEADER as u16,
+            flags: if truncated { raw::MT_BF_TRUNCATED } else { 0 },
+            nsegments,
+            batch_no: st.batch_no + 1,
+            generation: self.params.generation,
+            total_bytes: used as u64,
+            total_records: records,
+            total_dropped,
+            drain_ns: now_ns,
+        };
+        if let Some(header) = buf.get_mut(..BATCH_HEADER) {
+            header.copy_from_slice(h.as_bytes());
+        }
+        Ok(used)
+    }
+
+    /// Consumes what the last prepare copied.
+    pub fn drain_commit(&self) {
+        let Some(mut st) = self.drain.try_lock() else {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if !st.prepared {
+            return;
+        }
+        for (shard, peek) in st.pending.iter().enumerate() {
+            if peek.nslots > 0 {
+                self.ring.release(shard, peek);
+            }
+        }
+        st.batch_no += 1;
+        st.prepared = false;
+    }
+
+    /// Forgets the last prepare: its records stay in the ring.
+    pub fn drain_abort(&self) {
+        if let Some(mut st) = self.drain.try_lock() {
+            st.prepared = false;
+        }
+    }
+
+    // --------------------------------------------------------------- stats
+
+    /// Bytes of the stats output.
+    pub fn stats_size(&self) -> usize {
+        core::mem::size_of::<raw::mt_stats_header>()
+            + self.ring.nshards() as usize * core::mem::size_of::<raw::mt_shard_stats>()
+    }
+
+    /// Writes the stats output (header + one entry per shard) into `buf`;
+    /// returns its length, or `None` when `buf` is too small.
+    pub fn stats(&self, shim: ShimCounters, buf: &mut [u8]) -> Option<usize> {
+        let size = self.stats_size();
+        let out = buf.get_mut(..size)?;
+        let c = self.config.get();
+        let h = raw::mt_stats_header {
+            magic: raw::MT_STATS_MAGIC,
+            abi_version: raw::MT_ABI_VERSION as u16,
+            header_size: core::mem::size_of::<raw::mt_stats_header>() as u16,
+            nshards: self.ring.nshards(),
+            slots_per_shard: self.ring.cap(),
+            probe_method: self.params.probe_method,
+            vectors_patched: self.vectors.len(),
+            config_flags: c.flags.bits(),
+            event_mask: c.mask.bits(),
+            generation: self.params.generation,
+            hook_calls: shim.hook_calls,
+            hooks_in_flight: shim.hooks_in_flight,
+            filtered: self.filtered.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed) + shim.errors,
+            reserved0: 0,
+        };
+        let (head, mut rest) = out.split_at_mut(core::mem::size_of::<raw::mt_stats_header>());
+        head.copy_from_slice(h.as_bytes());
+        for i in 0..self.ring.nshards() as usize {
+            let c = self.ring.counters(i);
+            let s = raw::mt_shard_stats {
+                produced_slots: c.produced_slots,
+                dropped: c.dropped,
+                drained_slots: c.drained_slots,
+                drained_records: c.drained_records,
+                backlog_slots: c.produced_slots - c.drained_slots,
+                reserved0: [0; 3],
+            };
+            let (entry, tail) = rest.split_at_mut(core::mem::size_of::<raw::mt_shard_stats>());
+            entry.copy_from_slice(s.as_bytes());
+            rest = tail;
+        }
+        Some(size)
+    }
+
+    /// Events filtered so far.
+    pub fn filtered(&self) -> u64 {
+        self.filtered.load(Ordering::Relaxed)
+    }
+
+    /// Unexpected states seen so far.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,386 @@
+//! The `mt_core_*` C exports: the shim's only way into the core.
+//!
+//! Each export (a) checks pointers and lengths, (b) converts to safe types,
+//! (c) calls one `Engine` method, (d) maps the result to the C return value.
+//! Nothing else: any decision belongs in the engine. Each export is bound to
+//! its typedef from `maptrace_bridge.h`, so a signature drift fails to build.
+
+pub mod bridge;
+#[cfg(all(feature = "kernel", not(test)))]
+mod panic;
+
+use crate::engine::{Engine, Params, RecordResult, ShimCounters};
+use crate::ring::Ring;
+use crate::vectors::{VectorError, OPS};
+use bridge::{mt_core, mt_core_params, mt_event, mt_shim_counters};
+use core::ffi::c_void;
+use core::mem::{align_of, size_of, MaybeUninit};
+use maptrace_abi::raw::mt_config;
+
+/// Alignment of the engine inside the caller's memory.
+const ENGINE_ALIGN: usize = 128;
+
+/// Offset of the ring's memory after the engine.
+const RING_OFF: usize = size_of::<Engine<'static>>().next_multiple_of(ENGINE_ALIGN);
+
+fn ring_bytes(p: &mt_core_params) -> Option<usize> {
+    Ring::mem_size(p.nshards, p.slots_per_shard).ok()
+}
+
+/// Borrows the engine behind a handle from `mt_core_init`.
+///
+/// # Safety
+///
+/// `core` is NULL or was returned by `mt_core_init`, and its memory is still
+/// valid (the shim frees it only after the in-flight count drained).
+unsafe fn engine<'a>(core: *const mt_core) -> Option<&'a Engine<'static>> {
+    // SAFETY: per this function's contract, a non-NULL core points to an
+    // initialised Engine that outlives the call.
+    unsafe { core.cast::<Engine<'static>>().as_ref() }
+}
+
+const _: bridge::mt_core_mem_size_fn = Some(mt_core_mem_size);
+/// See `maptrace_bridge.h`.
+///
+/// # Safety
+///
+/// `params` is NULL or points to a readable `mt_core_params`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mt_core_mem_size(params: *const mt_core_params) -> usize {
+    // SAFETY: the caller passes NULL or a valid params pointer.
+    let Some(p) = (unsafe { params.as_ref() }) else { return 0 };
+    ring_bytes(p).map_or(0, |r| ENGINE_ALIGN - 1 + RING_OFF + r)
+}
+
+const _: bridge::mt_core_init_fn = Some(mt_core_init);
+/// See `maptrace_bridge.h`.
+///
+/// # Safety
+///
+/// `mem` points to `len` writable bytes that nothing else uses until the
+/// core is discarded; `params` is NULL or valid.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mt_core_init(mem: *mut c_void, len: usize, params: *const mt_core_params) -> *mut mt_core {
+    // SAFETY: the caller passes NULL or a valid params pointer.
+    let Some(p) = (unsafe { params.as_ref() }) else { return core::ptr::null_mut() };
+    if mem.is_null() || len == 0 {
+        return core::ptr::null_mut();
+    }
+    // SAFETY: the caller hands us `len` writable bytes for the core's life.
+    let mem = unsafe { core::slice::from_raw_parts_mut(mem.cast::<MaybeUninit<u8>>(), len) };
+    let skip = mem.as_ptr().align_offset(ENGINE_ALIGN);
+    let Some(mem) = mem.get_mut(skip..) else { return core::ptr::null_mut() };
+    if mem.len() < RING_OFF {
+        return core::ptr::null_mut();
+    }
+    let (engine_mem, ring_mem) = mem.split_at_mut(RING_OFF);
+    let Ok(ring) = Ring::init(ring_mem, p.nshards, p.slots_per_shard) else {
+        return core::ptr::null_mut();
+    };
+    let params = Params { hash_key: p.hash_key, generation: p.generation, probe_method: p.probe_method };
+    let slot = engine_mem.as_mut_ptr().cast::<Engine<'static>>();
+    debug_assert_eq!(slot.align_offset(align_of::<Engine<'static>>()), 0);
+    // SAFETY: engine_mem is RING_OFF >= size_of::<Engine> writable bytes,
+    // aligned to ENGINE_ALIGN (>= Engine's alignment), and the ring borrows
+    // memory after it, which the caller keeps valid for the core's life.
+    unsafe { slot.write(Engine::new(ring, params)) };
+    slot.cast::<mt_core>()
+}
+
+const _: bridge::mt_core_shutdown_fn = Some(mt_core_shutdown);
+/// See `maptrace_bridge.h`.
+///
+/// # Safety
+///
+/// `core` is NULL or a live handle from `mt_core_init`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mt_core_shutdown(core: *mut mt_core) {
+    // SAFETY: the caller passes NULL or a live handle.
+    if let Some(e) = unsafe { engine(core) } {
+        e.shutdown();
+    }
+}
+
+const _: bridge::mt_core_wants_fn = Some(mt_core_wants);
+/// See `maptrace_bridge.h`.
+///
+/// # Safety
+///
+/// `core` is NULL or a live handle from `mt_core_init`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mt_core_wants(core: *const mt_core, kind: u32, pid: u32) -> i32 {
+    // SAFETY: the caller passes NULL or a live handle.
+    unsafe { engine(core) }.is_some_and(|e| e.wants(kind, pid)).into()
+}
+
+const _: bridge::mt_core_record_fn = Some(mt_core_record);
+/// See `maptrace_bridge.h`.
+///
+/// # Safety
+///
+/// `core` is NULL or a live handle; `ev` is NULL or a readable `mt_event`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mt_core_record(core: *const mt_core, shard_hint: u32, ev: *const mt_event) -> i32 {
+    // SAFETY: the caller passes NULL or a live handle.
+    let Some(e) = (unsafe { engine(core) }) else { return RecordResult::Filtered as i32 };
+    // SAFETY: the caller passes NULL or a readable event.
+    let Some(ev) = (unsafe { ev.as_ref() }) else { return RecordResult::Rejected as i32 };
+    e.record(shard_hint, ev) as i32
+}
+
+const _: bridge::mt_core_record_path_fn = Some(mt_core_record_path);
+/// See `maptrace_bridge.h`.
+///
+/// # Safety
+///
+/// `core` is NULL or a live handle; `ev` is NULL or readable; `path` points
+/// to `len` readable bytes (or is NULL with `len == 0`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mt_core_record_path(
+    core: *const mt_core,
+    shard_hint: u32,
+    ev: *const mt_event,
+    path: *const u8,
+    len: usize,
+) -> i32 {
+    // SAFETY: the caller passes NULL or a live handle.
+    let Some(e) = (unsafe { engine(core) }) else { return RecordResult::Filtered as i32 };
+    // SAFETY: the caller passes NULL or a readable event.
+    let Some(ev) = (unsafe { ev.as_ref() }) else { return RecordResult::Rejected as i32 };
+    let path = if path.is_null() || len == 0 {
+        &[][..]
+    } else {
+        // SAFETY: the caller guarantees `len` readable bytes at `path`.
+        unsafe { core::slice::from_raw_parts(path, len) }
+    };
+    e.record_path(shard_hint, ev, path) as i32
+}
+
+const _: bridge::mt_core_vector_original_fn = Some(mt_core_vector_original);
+/// See `maptrace_bridge.h`.
+///
+/// # Safety
+///
+/// `core` is NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mt_core_vector_original(core: *const mt_core, vector_addr: u64, op: u32) -> u64 {
+    // SAFETY: the caller passes NULL or a live handle.
+    unsafe { engine(core) }.and_then(|e| e.vector_original(vector_addr, op)).unwrap_or(0)
+}
+
+const _: bridge::mt_core_vector_insert_fn = Some(mt_core_vector_insert);
+/// See `maptrace_bridge.h`.
+///
+/// # Safety
+///
+/// `core` is NULL or a live handle; `originals` is NULL or points to
+/// `MT_VOP__COUNT` readable `u64`s.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mt_core_vector_insert(core: *const mt_core, vector_addr: u64, originals: *const u64) -> i32 {
+    // SAFETY: the caller passes NULL or a live handle.
+    let Some(e) = (unsafe { engine(core) }) else { return bridge::MT_EINVAL as i32 };
+    // SAFETY: the caller passes NULL or MT_VOP__COUNT readable u64s.
+    let Some(o) = (unsafe { originals.cast::<[u64; OPS]>().as_ref() }) else { return bridge::MT_EINVAL as i32 };
+    match e.vector_insert(vector_addr, *o) {
+        Ok(_) => bridge::MT_OK as i32,
+        Err(VectorError::Invalid) => bridge::MT_EINVAL as i32,
+        Err(VectorError::Full) => bridge::MT_ENOSPC as i32,
+    }
+}
+
+const _: bridge::mt_core_vector_get_fn = Some(mt_core_vector_get);
+/// See `maptrace_bridge.h`.
+///
+/// # Safety
+///
+/// `core` is NULL or a live handle; `vector_addr` and `originals` are NULL or
+/// writable (`originals`: `MT_VOP__COUNT` entries).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mt_core_vector_get(
+    core: *const mt_core,
+    index: u32,
+    vector_addr: *mut u64,
+    originals: *mut u64,
+) -> i32 {
+    // SAFETY: the caller passes NULL or a live handle.
+    let Some((v, o)) = (unsafe { engine(core) }).and_then(|e| e.vector_get(index)) else {
+        return bridge::MT_EINVAL as i32;
+    };
+    // SAFETY: the caller passes NULL or a writable u64.
+    if let Some(out) = unsafe { vector_addr.as_mut() } {
+        *out = v;
+    }
+    // SAFETY: the caller passes NULL or MT_VOP__COUNT writable u64s.
+    if let Some(out) = unsafe { originals.cast::<[u64; OPS]>().as_mut() } {
+        *out = o;
+    }
+    bridge::MT_OK as i32
+}
+
+const _: bridge::mt_core_vector_count_fn = Some(mt_core_vector_count);
+/// See `maptrace_bridge.h`.
+///
+/// # Safety
+///
+/// `core` is NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mt_core_vector_count(core: *const mt_core) -> u32 {
+    // SAFETY: the caller passes NULL or a live handle.
+    unsafe { engine(core) }.map_or(0, Engine::vector_count)
+}
+
+const _: bridge::mt_core_config_set_fn = Some(mt_core_config_set);
+/// See `maptrace_bridge.h`.
+///
+/// # Safety
+///
+/// `core` is NULL or a live handle; `buf` is NULL or points to `len`
+/// readable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mt_core_config_set(core: *const mt_core, buf: *const c_void, len: usize) -> i32 {
+    // SAFETY: the caller passes NULL or a live handle.
+    let Some(e) = (unsafe { engine(core) }) else { return bridge::MT_EINVAL as i32 };
+    if buf.is_null() {
+        return bridge::MT_EINVAL as i32;
+    }
+    // SAFETY: the caller guarantees `len` readable bytes at `buf`.
+    let bytes = unsafe { core::slice::from_raw_parts(buf.cast::<u8>(), len) };
+    match e.config_set(bytes) {
+        Ok(()) => bridge::MT_OK as i32,
+        Err(_) => bridge::MT_EINVAL as i32,
+    }
+}
+
+const _: bridge::mt_core_config_get_fn = Some(mt_core_config_get);
+/// See `maptrace_bridge.h`.
+///
+/// # Safety
+///
+/// `core` is NULL or a live handle; `out` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mt_core_config_get(core: *const mt_core, out: *mut mt_config) {
+    // SAFETY: the caller passes NULL or a live handle.
+    let Some(e) = (unsafe { engine(core) }) else { return };
+    // SAFETY: the caller passes NULL or a writable mt_config.
+    if let Some(out) = unsafe { out.as_mut() } {
+        *out = e.config_get();
+    }
+}
+
+const _: bridge::mt_core_drain_capacity_fn = Some(mt_core_drain_capacity);
+/// See `maptrace_bridge.h`.
+///
+/// # Safety
+///
+/// `core` is NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mt_core_drain_capacity(core: *const mt_core) -> usize {
+    // SAFETY: the caller passes NULL or a live handle.
+    unsafe { engine(core) }.map_or(0, Engine::drain_capacity)
+}
+
+const _: bridge::mt_core_drain_prepare_fn = Some(mt_core_drain_prepare);
+/// See `maptrace_bridge.h`.
+///
+/// # Safety
+///
+/// `core` is NULL or a live handle; `buf` points to `len` writable bytes;
+/// `out_len` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mt_core_drain_prepare(
+    core: *const mt_core,
+    buf: *mut c_void,
+    len: usize,
+    now_ns: u64,
+    out_len: *mut usize,
+) -> i32 {
+    // SAFETY: the caller passes NULL or a live handle.
+    let Some(e) = (unsafe { engine(core) }) else { return bridge::MT_EINVAL as i32 };
+    if buf.is_null() {
+        return bridge::MT_EINVAL as i32;
+    }
+    // SAFETY: the caller guarantees `len` writable bytes at `buf`.
+    let buf = unsafe { core::slice::from_raw_parts_mut(buf.cast::<u8>(), len) };
+    let (rc, n) = match e.drain_prepare(buf, now_ns) {
+        Ok(n) => (bridge::MT_OK, n),
+        Err(_) => (bridge::MT_ENOMEM, 0),
+    };
+    // SAFETY: the caller passes NULL or a writable usize.
+    if let Some(out) = unsafe { out_len.as_mut() } {
+        *out = n;
+    }
+    rc as i32
+}
+
+const _: bridge::mt_core_drain_commit_fn = Some(mt_core_drain_commit);
+/// See `maptrace_bridge.h`.
+///
+/// # Safety
+///
+/// `core` is NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mt_core_drain_commit(core: *const mt_core) {
+    // SAFETY: the caller passes NULL or a live handle.
+    if let Some(e) = unsafe { engine(core) } {
+        e.drain_commit();
+    }
+}
+
+const _: bridge::mt_core_drain_abort_fn = Some(mt_core_drain_abort);
+/// See `maptrace_bridge.h`.
+///
+/// # Safety
+///
+/// `core` is NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mt_core_drain_abort(core: *const mt_core) {
+    // SAFETY: the caller passes NULL or a live handle.
+    if let Some(e) = unsafe { engine(core) } {
+        e.drain_abort();
+    }
+}
+
+const _: bridge::mt_core_stats_size_fn = Some(mt_core_stats_size);
+/// See `maptrace_bridge.h`.
+///
+/// # Safety
+///
+/// `core` is NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mt_core_stats_size(core: *const mt_core) -> usize {
+    // SAFETY: the caller passes NULL or a live handle.
+    unsafe { engine(core) }.map_or(0, Engine::stats_size)
+}
+
+const _: bridge::mt_core_stats_fn = Some(mt_core_stats);
+/// See `maptrace_bridge.h`.
+///
+/// # Safety
+///
+/// `core` is NULL or a live handle; `shim` is NULL or readable; `buf` points
+/// to `len` writable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mt_core_stats(
+    core: *const mt_core,
+    shim: *const mt_shim_counters,
+    buf: *mut c_void,
+    len: usize,
+) -> i32 {
+    // SAFETY: the caller passes NULL or a live handle.
+    let Some(e) = (unsafe { engine(core) }) else { return bridge::MT_EINVAL as i32 };
+    if buf.is_null() {
+        return bridge::MT_EINVAL as i32;
+    }
+    // SAFETY: the caller passes NULL or a readable counters struct.
+    let shim = unsafe { shim.as_ref() }.map_or(ShimCounters::default(), |s| ShimCounters {
+        hook_calls: s.hook_calls,
+        hooks_in_flight: s.hooks_in_flight,
+        errors: s.errors,
+    });
+    // SAFETY: the caller guarantees `len` writable bytes at `buf`.
+    let buf = unsafe { core::slice::from_raw_parts_mut(buf.cast::<u8>(), len) };
+    match e.stats(shim, buf) {
+        Some(_) => bridge::MT_OK as i32,
+        None => bridge::MT_ENOMEM as i32,
+    }
+}

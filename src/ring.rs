@@ -1,0 +1,490 @@
+//! The per-CPU event ring: one small lock-free multi-producer ring per shard,
+//! over memory the caller provides (ring-notes §3, "PsRing").
+//!
+//! # Protocol
+//!
+//! Each shard has `cap` 64-byte slots (a power of two) and two words:
+//!
+//! * `enq` (written by producers): `drops << 32 | pos`, both mod 2^32. A
+//!   producer reserves `k` contiguous slots with one CAS moving `pos` to
+//!   `pos + k`, or — when `pos + k - deq > cap` — counts a drop with one CAS
+//!   moving `drops` to `drops + 1`. The new event is the one dropped.
+//! * `deq` (written by the single reader): the 64-bit position of the first
+//!   slot not yet drained.
+//!
+//! A producer that reserved `[pos, pos + k)` owns those slots exclusively: it
+//! writes their bodies, writes continuation markers into the stamp words of
+//! slots 1..k, and finally stores the head stamp `(pos + 1) & MT_STAMP_MASK`
+//! with `Release` — the commit. The reader loads a head stamp with `Acquire`;
+//! if it is the stamp of the position it expects, the whole record is visible.
+//! The reader stops at the first slot whose stamp is not the expected one
+//! (reserved but not yet committed): records are delayed, never torn.
+//!
+//! Slots are reused only after the reader has stored a `deq` past them with
+//! `Release`, and producers load `deq` with `Acquire` before reusing, so a
+//! producer's writes never overlap the reader's copy.
+//!
+//! # Invariants
+//!
+//! * `pos - deq <= cap` (mod 2^32 arithmetic; `cap <= 2^24`).
+//! * A committed head stamp names its own position; stale stamps from the
+//!   previous lap differ by `cap` (mod 2^31) and continuation markers have bit
+//!   31 set, so neither is ever mistaken for a commit.
+//! * `produced slots == deq + backlog`; every record handed to `record` is
+//!   either in the ring, drained, or counted in `drops` — exactly once.
+
+use crate::ffi::bridge;
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use core::mem::{align_of, size_of, MaybeUninit};
+use maptrace_abi::raw;
+
+/// Bytes of a slot.
+pub const SLOT_SIZE: usize = raw::MT_SLOT_SIZE as usize;
+/// Bytes of a slot after its stamp word.
+pub const BODY_SIZE: usize = SLOT_SIZE - 4;
+/// Slots of the largest record.
+pub const MAX_RECORD_SLOTS: u32 = raw::MT_RECORD_MAX_SLOTS;
+
+/// A full shard: the event was dropped and counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dropped;
+
+/// A record body: everything of a 64-byte slot after the stamp word.
+#[cfg(not(loom))]
+struct Body(core::cell::UnsafeCell<[u8; BODY_SIZE]>);
+#[cfg(loom)]
+struct Body(loom::cell::UnsafeCell<[u8; BODY_SIZE]>);
+
+impl Body {
+    fn new() -> Body {
+        #[cfg(not(loom))]
+        return Body(core::cell::UnsafeCell::new([0; BODY_SIZE]));
+        #[cfg(loom)]
+        return Body(loom::cell::UnsafeCell::new([0; BODY_SIZE]));
+    }
+
+    /// # Safety
+    ///
+    /// The caller owns the slot: it reserved it and has not committed it.
+    unsafe fn write(&self, src: &[u8; BODY_SIZE]) {
+        #[cfg(not(loom))]
+        // SAFETY: the caller's reservation makes this the only access to the
+        // body until the commit (module protocol); src is a distinct array.
+        unsafe {
+            self.0.get().write(*src)
+        };
+        #[cfg(loom)]
+        // SAFETY: as above; loom checks the claim.
+        self.0.with_mut(|p| unsafe { p.write(*src) });
+    }
+
+    /// # Safety
+    ///
+    /// The slot is committed and not yet released to producers (the reader
+    /// saw its stamp with Acquire and has not advanced `deq` past it).
+    unsafe fn read(&self) -> [u8; BODY_SIZE] {
+        #[cfg(not(loom))]
+        // SAFETY: committed slots are not written until deq passes them
+        // (module protocol), so this read does not race.
+        return unsafe { self.0.get().read() };
+        #[cfg(loom)]
+        // SAFETY: as above; loom checks the claim.
+        return self.0.with(|p| unsafe { p.read() });
+    }
+}
+
+/// One 64-byte slot: a stamp word, then 60 bytes of record.
+#[repr(C, align(64))]
+pub struct Slot {
+    stamp: AtomicU32,
+    body: Body,
+}
+
+// SAFETY: a Slot is shared between producers and the reader, and the body is
+// accessed under the ring protocol: (1) only the producer holding the
+// reservation writes it, (2) the reader reads it only after the Acquire load
+// of a matching head stamp and before releasing it with a Release store of
+// deq, (3) producers reuse it only after an Acquire load of that deq.
+unsafe impl Sync for Slot {}
+
+impl Slot {
+    fn new() -> Slot {
+        Slot { stamp: AtomicU32::new(0), body: Body::new() }
+    }
+}
+
+/// Producer-written words of a shard, on their own cache line.
+#[repr(C, align(128))]
+struct ProducerSide {
+    /// `drops << 32 | pos`.
+    enq: AtomicU64,
+    /// Times `drops` wrapped from `u32::MAX` to 0.
+    drop_wraps: AtomicU32,
+}
+
+/// Reader-written words of a shard, on their own cache line.
+#[repr(C, align(128))]
+struct ReaderSide {
+    /// 64-bit position of the first undrained slot.
+    deq: AtomicU64,
+    /// Records handed to the reader (stats only).
+    drained_records: AtomicU64,
+    /// Largest 64-bit drop count observed (for the wrap fix-up).
+    drops_seen: AtomicU64,
+}
+
+/// One shard's control words.
+#[repr(C)]
+pub struct Shard {
+    prod: ProducerSide,
+    read: ReaderSide,
+}
+
+impl Shard {
+    fn new() -> Shard {
+        Shard {
+            prod: ProducerSide { enq: AtomicU64::new(0), drop_wraps: AtomicU32::new(0) },
+            read: ReaderSide {
+                deq: AtomicU64::new(0),
+                drained_records: AtomicU64::new(0),
+                drops_seen: AtomicU64::new(0),
+            },
+        }
+    }
+}
+
+/// A shard's counters at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShardCounters {
+    /// Slots ever reserved.
+    pub produced_slots: u64,
+    /// Records dropped (full shard).
+    pub dropped: u64,
+    /// Slots drained.
+    pub drained_slots: u64,
+    /// Records drained.
+    pub drained_records: u64,
+}
+
+/// Writes one reserved record; handed to the fill closure of [`Ring::record`].
+pub struct RecordWriter<'r> {
+    slots: &'r [Slot],
+    mask: u32,
+    pos: u32,
+    k: u32,
+    drops_before: u32,
+}
+
+impl RecordWriter<'_> {
+    /// The shard's cumulative drop count at reservation (mod 2^32).
+    pub fn drops_before(&self) -> u32 {
+        self.drops_before
+    }
+
+    /// The stamp the head slot will carry once committed.
+    pub fn stamp(&self) -> u32 {
+        self.pos.wrapping_add(1) & raw::MT_STAMP_MASK
+    }
+
+    fn slot(&self, i: u32) -> Option<&Slot> {
+        debug_assert!(i < self.k, "slot index inside the reservation");
+        self.slots.get((self.pos.wrapping_add(i) & self.mask) as usize)
+    }
+
+    /// Writes the head record (bytes 4.. of `rec`; the stamp word is written
+    /// at commit).
+    pub fn head(&mut self, rec: &[u8; SLOT_SIZE]) {
+        let mut body = [0u8; BODY_SIZE];
+        body.copy_from_slice(rec.get(4..).unwrap_or(&[0; BODY_SIZE]));
+        if let Some(slot) = self.slot(0) {
+            // SAFETY: slot 0 of this reservation is owned by this writer until
+            // commit (module protocol).
+            unsafe { slot.body.write(&body) };
+        }
+    }
+
+    /// Writes continuation slot `i` (1..k): its marker and 60 data bytes.
+    pub fn continuation(&mut self, i: u32, data: &[u8; BODY_SIZE]) {
+        debug_assert!(i >= 1, "continuations follow the head");
+        if let Some(slot) = self.slot(i) {
+            // SAFETY: slot i of this reservation is owned by this writer until
+            // commit (module protocol).
+            unsafe { slot.body.write(data) };
+            // Ordered before the reader by the head's Release commit.
+            slot.stamp.store(raw::MT_STAMP_CONT | i, Ordering::Relaxed);
+        }
+    }
+
+    fn commit(self) {
+        if let Some(slot) = self.slot(0) {
+            // INVARIANT: publishes every write of this record to the reader.
+            slot.stamp.store(self.stamp(), Ordering::Release);
+        }
+    }
+}
+
+/// The rings of all shards, laid out in caller memory.
+pub struct Ring<'a> {
+    shards: &'a [Shard],
+    slots: &'a [Slot],
+    cap: u32,
+}
+
+/// Why [`Ring::layout`] refused the parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayoutError {
+    /// Shard count out of range.
+    Shards,
+    /// Slots per shard not a power of two in range.
+    Slots,
+    /// The memory is too small.
+    TooSmall,
+}
+
+/// Alignment of the ring's memory (its control words are 128-byte aligned).
+const ALIGN: usize = 128;
+
+/// Byte offsets of the parts of a ring inside its memory.
+#[derive(Clone, Copy, Debug)]
+pub struct RingLayout {
+    /// Offset of the shard array.
+    pub shards_off: usize,
+    /// Offset of the slot array.
+    pub slots_off: usize,
+    /// Total bytes from the (aligned) start.
+    pub size: usize,
+}
+
+impl<'a> Ring<'a> {
+    /// Validates the parameters and computes where everything goes, from a
+    /// 128-byte-aligned start.
+    pub fn layout(nshards: u32, cap: u32) -> Result<RingLayout, LayoutError> {
+        if nshards == 0 || nshards > raw::MT_MAX_SHARDS {
+            return Err(LayoutError::Shards);
+        }
+        if !cap.is_power_of_two() || !(bridge::MT_CORE_MIN_SLOTS..=bridge::MT_CORE_MAX_SLOTS).contains(&cap) {
+            return Err(LayoutError::Slots);
+        }
+        let shards_off = 0;
+        let slots_off = (nshards as usize * size_of::<Shard>()).next_multiple_of(align_of::<Slot>());
+        let size = slots_off + nshards as usize * cap as usize * size_of::<Slot>();
+        Ok(RingLayout { shards_off, slots_off, size })
+    }
+
+    /// Bytes of memory [`Ring::init`] needs, alignment slack included.
+    pub fn mem_size(nshards: u32, cap: u32) -> Result<usize, LayoutError> {
+        Ok(Ring::layout(nshards, cap)?.size + ALIGN - 1)
+    }
+
+    /// Lays the ring out in `mem` (any alignment), zeroing every stamp.
+    /// Positions start at 0.
+    pub fn init(mem: &'a mut [MaybeUninit<u8>], nshards: u32, cap: u32) -> Result<Ring<'a>, LayoutError> {
+        let layout = Ring::layout(nshards, cap)?;
+        let skip = mem.as_ptr().align_offset(ALIGN);
+        let Some(mem) = mem.get_mut(skip..).filter(|m| m.len() >= layout.size) else {
+            return Err(LayoutError::TooSmall);
+        };
+        let nslots = nshards as usize * cap as usize;
+        let base = mem.as_mut_ptr();
+        // SAFETY: shards_off is inside mem (size checked above).
+        let shards_ptr = unsafe { base.add(layout.shards_off) }.cast::<Shard>();
+        // SAFETY: slots_off is inside mem (size checked above).
+        let slots_ptr = unsafe { base.add(layout.slots_off) }.cast::<Slot>();
+        debug_assert_eq!(shards_ptr.align_offset(align_of::<Shard>()), 0);
+        debug_assert_eq!(slots_ptr.align_offset(align_of::<Slot>()), 0);
+        for i in 0..nshards as usize {
+            // SAFETY: element i of the shard array lies inside mem, is aligned
+            // (layout), and is exclusively ours through `&mut mem`.
+            unsafe { shards_ptr.wrapping_add(i).write(Shard::new()) };
+        }
+        for i in 0..nslots {
+            // SAFETY: element i of the slot array lies inside mem, is aligned
+            // (layout), and is exclusively ours through `&mut mem`.
+            unsafe { slots_ptr.wrapping_add(i).write(Slot::new()) };
+        }
+        // SAFETY: the nshards Shards were initialised above; the borrow of mem
+        // for 'a keeps them alive and unaliased by anything but this ring.
+        let shards = unsafe { core::slice::from_raw_parts(shards_ptr, nshards as usize) };
+        // SAFETY: the nslots Slots were initialised above; as above for 'a.
+        let slots = unsafe { core::slice::from_raw_parts(slots_ptr, nslots) };
+        Ok(Ring { shards, slots, cap })
+    }
+
+    /// Number of shards.
+    pub fn nshards(&self) -> u32 {
+        self.shards.len() as u32
+    }
+
+    /// Slots per shard.
+    pub fn cap(&self) -> u32 {
+        self.cap
+    }
+
+    fn shard_slots(&self, shard: usize) -> &[Slot] {
+        let cap = self.cap as usize;
+        self.slots.get(shard * cap..(shard + 1) * cap).unwrap_or(&[])
+    }
+
+    /// Reserves `k` slots on shard `hint % nshards`, lets `fill` write the
+    /// record, and commits it. Never blocks: a full shard drops the event and
+    /// counts it. `k` must be 1..=MAX_RECORD_SLOTS.
+    #[inline]
+    pub fn record<F: FnOnce(&mut RecordWriter<'_>)>(&self, hint: u32, k: u32, fill: F) -> Result<(), Dropped> {
+        debug_assert!((1..=MAX_RECORD_SLOTS).contains(&k), "record size in slots");
+        let index = hint as usize % self.shards.len().max(1);
+        let Some(shard) = self.shards.get(index) else { return Err(Dropped) };
+        let enq = &shard.prod.enq;
+        let mut cur = enq.load(Ordering::Relaxed);
+        let (pos, drops) = loop {
+            let pos = cur as u32;
+            let drops = (cur >> 32) as u32;
+            let deq = shard.read.deq.load(Ordering::Acquire) as u32;
+            let used = pos.wrapping_sub(deq);
+            debug_assert!(used <= self.cap, "pos - deq <= cap");
+            if used + k > self.cap {
+                // Full: drop the new event, counted in the same word.
+                match enq.compare_exchange_weak(cur, cur.wrapping_add(1 << 32), Ordering::Relaxed, Ordering::Relaxed) {
+                    Ok(_) => {
+                        if drops == u32::MAX {
+                            shard.prod.drop_wraps.fetch_add(1, Ordering::Relaxed);
+                        }
+                        return Err(Dropped);
+                    }
+                    Err(now) => {
+                        cur = now;
+                        continue;
+                    }
+                }
+            }
+            let next = (u64::from(drops) << 32) | u64::from(pos.wrapping_add(k));
+            match enq.compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => break (pos, drops),
+                Err(now) => cur = now,
+            }
+        };
+        let mut w = RecordWriter { slots: self.shard_slots(index), mask: self.cap - 1, pos, k, drops_before: drops };
+        fill(&mut w);
+        w.commit();
+        Ok(())
+    }
+
+    /// Counters of shard `i` (a racy but consistent-enough snapshot).
+    pub fn counters(&self, i: usize) -> ShardCounters {
+        let Some(s) = self.shards.get(i) else { return ShardCounters::default() };
+        let deq = s.read.deq.load(Ordering::Acquire);
+        let enq = s.prod.enq.load(Ordering::Acquire);
+        let backlog = u64::from((enq as u32).wrapping_sub(deq as u32));
+        ShardCounters {
+            produced_slots: deq + backlog,
+            dropped: self.drops64(s, enq),
+            drained_slots: deq,
+            drained_records: s.read.drained_records.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The 64-bit drop count of a shard given a snapshot of its `enq`.
+    fn drops64(&self, s: &Shard, enq: u64) -> u64 {
+        let wraps = u64::from(s.prod.drop_wraps.load(Ordering::Relaxed));
+        let mut v = (wraps << 32) | (enq >> 32);
+        let seen = s.read.drops_seen.load(Ordering::Relaxed);
+        // A producer that wrapped `drops` to 0 bumps drop_wraps just after its
+        // CAS; a snapshot inside that window reads 2^32 too little.
+        if v < seen {
+            v += 1 << 32;
+        }
+        s.read.drops_seen.fetch_max(v, Ordering::Relaxed);
+        v
+    }
+
+    /// Scans shard `i` from its `deq` for committed records and copies them
+    /// into `out` (whole 64-byte slots, stamps included) until `out` is full,
+    /// an uncommitted slot is met, or `budget` slots were taken. Advances
+    /// nothing: [`Ring::release`] does, once the copy is known to be safe.
+    pub fn peek(&self, i: usize, out: &mut [u8]) -> Peek {
+        let Some(s) = self.shards.get(i) else { return Peek::default() };
+        let slots = self.shard_slots(i);
+        let mask = u64::from(self.cap - 1);
+        let first = s.read.deq.load(Ordering::Relaxed);
+        let room = (out.len() / SLOT_SIZE) as u64;
+        let mut p = first;
+        let mut peek = Peek { first_pos: first, ..Peek::default() };
+        let mut chunks = out.chunks_exact_mut(SLOT_SIZE);
+        while p - first < room {
+            let Some(head) = slots.get((p & mask) as usize) else { break };
+            let stamp = head.stamp.load(Ordering::Acquire);
+            if stamp != ((p + 1) as u32 & raw::MT_STAMP_MASK) {
+                break; // Not committed yet: the rest waits for the next drain.
+            }
+            // SAFETY: the Acquire load above saw this slot's commit, and deq
+            // has not passed it, so no producer writes it now.
+            let body = unsafe { head.body.read() };
+            let k = u64::from(body.get(5).copied().unwrap_or(1)).clamp(1, u64::from(MAX_RECORD_SLOTS));
+            if p - first + k > room {
+                peek.truncated = true;
+                break;
+            }
+            let ts = body.get(12..20).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes);
+            peek.ts_min = if peek.records == 0 { ts } else { peek.ts_min.min(ts) };
+            peek.ts_max = peek.ts_max.max(ts);
+            for j in 0..k {
+                let Some(dst) = chunks.next() else { break };
+                let (word, rest) = dst.split_at_mut(4);
+                if j == 0 {
+                    word.copy_from_slice(&stamp.to_le_bytes());
+                    rest.copy_from_slice(&body);
+                } else if let Some(c) = slots.get(((p + j) & mask) as usize) {
+                    // Ordered by the head's Acquire above.
+                    word.copy_from_slice(&c.stamp.load(Ordering::Relaxed).to_le_bytes());
+                    // SAFETY: continuation slots of a committed record were
+                    // written before its commit and are not reused before deq
+                    // passes them.
+                    rest.copy_from_slice(&unsafe { c.body.read() });
+                }
+            }
+            p += k;
+            peek.records += 1;
+        }
+        if p - first >= room && self.backlog(i, p) > 0 {
+            peek.truncated = true;
+        }
+        peek.nslots = p - first;
+        let enq = s.prod.enq.load(Ordering::Acquire);
+        peek.dropped = self.drops64(s, enq);
+        peek.backlog_after = u64::from((enq as u32).wrapping_sub(p as u32));
+        peek
+    }
+
+    fn backlog(&self, i: usize, from: u64) -> u64 {
+        self.shards.get(i).map_or(0, |s| u64::from((s.prod.enq.load(Ordering::Acquire) as u32).wrapping_sub(from as u32)))
+    }
+
+    /// Hands the slots a [`Ring::peek`] copied back to producers.
+    pub fn release(&self, i: usize, peek: &Peek) {
+        let Some(s) = self.shards.get(i) else { return };
+        debug_assert_eq!(s.read.deq.load(Ordering::Relaxed), peek.first_pos, "single reader");
+        // INVARIANT: producers may reuse these slots only after this store.
+        s.read.deq.store(peek.first_pos + peek.nslots, Ordering::Release);
+        s.read.drained_records.fetch_add(peek.records, Ordering::Relaxed);
+    }
+}
+
+/// What one [`Ring::peek`] found in a shard.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Peek {
+    /// 64-bit position of the first slot copied.
+    pub first_pos: u64,
+    /// Slots copied.
+    pub nslots: u64,
+    /// Records copied.
+    pub records: u64,
+    /// Committed records were left behind for lack of room.
+    pub truncated: bool,
+    /// Smallest timestamp copied.
+    pub ts_min: u64,
+    /// Largest timestamp copied.
+    pub ts_max: u64,
+    /// The shard's cumulative drops at the time of the peek.
+    pub dropped: u64,
+    /// Slots reserved after the copied ones.
+    pub backlog_after: u64,
+}
