@@ -1,0 +1,174 @@
+//! The decoder against real batches from the engine, then damaged on
+//! purpose: every kind of damage gives its typed error, never a panic and
+//! never silently wrong records. Plus the shard merge.
+
+mod common;
+
+use common::{drain_all, pagein, Mem};
+use maptrace_abi::decode::{BatchError, DecodeError, Decoder, RecordError};
+use maptrace_abi::merge::merge_by_time;
+use maptrace_abi::raw;
+use proptest::prelude::*;
+
+/// One batch with `n` pageins on each of `shards` shards.
+fn batch(shards: u32, n: u64) -> Vec<u8> {
+    let mut mem = Mem::new(shards, 256);
+    let e = mem.engine(shards, 256);
+    for i in 0..n {
+        for s in 0..shards {
+            e.record(s, &pagein(1, u64::from(s), i * 10 + u64::from(s)));
+        }
+    }
+    let mut buf = vec![0u8; 1 << 20];
+    let len = e.drain_prepare(&mut buf, 5).unwrap();
+    buf.truncate(len);
+    buf
+}
+
+fn decode_ok(bytes: &[u8]) -> Vec<maptrace_abi::Record> {
+    let (_, items) = Decoder::new().decode(bytes).unwrap();
+    items.into_iter().map(Result::unwrap).collect()
+}
+
+#[test]
+fn batch_level_damage_is_refused_whole() {
+    let b = batch(1, 3);
+    let mut dec = Decoder::new();
+    assert!(matches!(dec.decode(&b[..10]), Err(BatchError::Truncated { need: 64, have: 10 })));
+    assert!(matches!(dec.decode(&b[..b.len() - 64]), Err(BatchError::Truncated { .. })));
+    let mut bad = b.clone();
+    bad[0] ^= 0xff;
+    assert!(matches!(dec.decode(&bad), Err(BatchError::BadMagic(_))));
+    let mut newer = b.clone();
+    newer[5] = (raw::MT_ABI_VERSION_MAJOR + 1) as u8; // major byte of abi_version
+    let err = dec.decode(&newer).unwrap_err();
+    assert!(matches!(err, BatchError::AbiMismatch { .. }));
+    assert!(err.to_string().contains("ABI mismatch"), "{err}");
+    let mut flags = b.clone();
+    flags[8] = 0x80;
+    assert_eq!(dec.decode(&flags).unwrap_err(), BatchError::BadHeader("unknown flags"));
+    assert_eq!(dec.batches(), 0, "nothing was accepted");
+}
+
+#[test]
+fn a_corrupted_stamp_is_reported_as_corruption() {
+    let mut b = batch(1, 4);
+    // Batch header 64, segment header 64, slot 0 = START marker, slot 1 = first pagein.
+    let stamp_at = 64 + 64 + 64;
+    b[stamp_at] ^= 0x40;
+    let (_, items) = Decoder::new().decode(&b).unwrap();
+    let errs: Vec<_> = items.iter().filter_map(|i| i.as_ref().err()).collect();
+    assert!(matches!(errs[0], DecodeError::StampMismatch { pos: 1, .. }), "{errs:?}");
+    assert_eq!(items.iter().filter(|i| i.is_ok()).count(), 1, "only the record before the damage");
+}
+
+#[test]
+fn bad_kinds_slot_counts_and_continuations_are_typed() {
+    let base = batch(1, 2);
+    let head = 64 + 64 + 64; // first pagein
+    let mut kind = base.clone();
+    kind[head + 8] = 99;
+    let (_, items) = Decoder::new().decode(&kind).unwrap();
+    assert!(items.iter().any(|i| matches!(i, Err(DecodeError::BadRecord { what: RecordError::UnknownKind(99), .. }))));
+    let mut nslots = base.clone();
+    nslots[head + 9] = 3; // a PAGEIN never spans slots
+    let (_, items) = Decoder::new().decode(&nslots).unwrap();
+    assert!(items.iter().any(|i| matches!(i, Err(DecodeError::BadRecord { what: RecordError::BadSlotCount(3), .. }))));
+
+    let mut mem = Mem::new(1, 64);
+    let e = mem.engine(1, 64);
+    e.record_path(0, &pagein(1, 1, 1), &[b'a'; 100]);
+    let mut buf = vec![0u8; 1 << 16];
+    let n = e.drain_prepare(&mut buf, 0).unwrap();
+    let cont = 64 + 64 + 64 + 64; // marker, path head, first continuation
+    buf[cont] = 0x77;
+    let (_, items) = Decoder::new().decode(&buf[..n]).unwrap();
+    assert!(items.iter().any(|i| matches!(i, Err(DecodeError::BadRecord { what: RecordError::BadContinuation(_), .. }))));
+}
+
+#[test]
+fn truncated_segments_and_wrong_counts_are_reported() {
+    let b = batch(2, 3);
+    let mut short = b.clone();
+    // Claim more slots in the first segment than the batch holds.
+    short[64 + 8..64 + 12].copy_from_slice(&1000u32.to_le_bytes());
+    let (_, items) = Decoder::new().decode(&short).unwrap();
+    assert!(matches!(items.last(), Some(Err(DecodeError::TruncatedSegment { segment: 0 }))));
+    let mut count = b.clone();
+    count[64 + 12..64 + 16].copy_from_slice(&9u32.to_le_bytes());
+    let (_, items) = Decoder::new().decode(&count).unwrap();
+    assert!(items.iter().any(|i| matches!(i, Err(DecodeError::CountMismatch { announced: 9, .. }))));
+}
+
+#[test]
+fn a_batch_read_by_someone_else_shows_as_a_position_gap() {
+    let mut mem = Mem::new(1, 64);
+    let e = mem.engine(1, 64);
+    let mut mine = Decoder::new();
+    let mut buf = vec![0u8; 1 << 16];
+    for round in 0..3u64 {
+        for i in 0..5 {
+            e.record(0, &pagein(1, 1, round * 5 + i));
+        }
+        let n = e.drain_prepare(&mut buf, 0).unwrap();
+        e.drain_commit();
+        if round == 1 {
+            continue; // another reader took this batch
+        }
+        let (_, items) = mine.decode(&buf[..n]).unwrap();
+        if round == 2 {
+            assert!(matches!(items[0], Err(DecodeError::PositionGap { expected: 6, found: 11, .. })), "{:?}", items[0]);
+        }
+    }
+    assert_eq!(mine.losses().gap_slots, 5);
+}
+
+#[test]
+fn a_new_generation_resets_the_history() {
+    let a = batch(1, 2);
+    let b = batch(1, 2);
+    let mut b2 = b.clone();
+    b2[24..32].copy_from_slice(&0x1234u64.to_le_bytes()); // another load
+    let mut dec = Decoder::new();
+    dec.decode(&a).unwrap();
+    let (_, items) = dec.decode(&b2).unwrap();
+    assert!(items.iter().all(Result::is_ok), "positions restart with a new generation");
+    let (_, items) = dec.decode(&b).unwrap();
+    assert!(items.iter().all(Result::is_ok));
+}
+
+#[test]
+fn merge_interleaves_shards_by_time_and_keeps_each_shard_in_order() {
+    let recs = decode_ok(&batch(3, 20));
+    let mut runs: Vec<Vec<_>> = vec![Vec::new(); 3];
+    for r in recs {
+        runs[r.shard as usize].push(r);
+    }
+    // A late-committed record on shard 1 with an older timestamp.
+    runs[1][5].timestamp_ns = 0;
+    let merged = merge_by_time(runs.clone());
+    assert_eq!(merged.len(), runs.iter().map(Vec::len).sum::<usize>());
+    for s in 0..3u16 {
+        let pos: Vec<u64> = merged.iter().filter(|r| r.shard == s).map(|r| r.pos).collect();
+        assert!(pos.windows(2).all(|w| w[0] < w[1]), "shard {s} keeps its order");
+    }
+    let ts: Vec<u64> = merged.iter().map(|r| r.timestamp_ns).collect();
+    let inversions = ts.windows(2).filter(|w| w[0] > w[1]).count();
+    assert!(inversions <= 2, "only the planted inversion: {inversions}");
+    assert!(merge_by_time(Vec::new()).is_empty());
+    assert_eq!(merge_by_time(vec![runs[0].clone()]), runs[0]);
+}
+
+proptest! {
+    /// Arbitrary bytes, and real batches with arbitrary damage, never panic.
+    #[test]
+    fn decoder_never_panics(noise in proptest::collection::vec(any::<u8>(), 0..600), at in 0usize..2000, byte in any::<u8>()) {
+        let mut dec = Decoder::new();
+        let _ = dec.decode(&noise);
+        let mut b = batch(2, 6);
+        let i = at % b.len();
+        b[i] = byte;
+        let _ = dec.decode(&b);
+        let _ = drain_all;
+    }
+}
