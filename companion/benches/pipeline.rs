@@ -1,0 +1,2 @@
+//! Throughput of decode + merge + output over a recorded stream.
+fn main() {}

@@ -1,0 +1,27 @@
+//! The `maptrace` companion as a library: sources of raw batches, the decode
+//! pipeline and every output the binary offers, so tests and benchmarks drive
+//! the same code the command line runs.
+
+pub mod control;
+pub mod heatmap;
+pub mod output;
+pub mod perfetto;
+pub mod pipeline;
+pub mod recording;
+pub mod report;
+pub mod source;
+pub mod sysctl;
+
+/// Exit statuses of the `maptrace` binary (documented in the README).
+pub mod exit {
+    /// Everything was read and nothing was lost.
+    pub const OK: u8 = 0;
+    /// The command failed (bad file, source unavailable, refused value).
+    pub const ERROR: u8 = 1;
+    /// The command line was wrong (clap's own status).
+    pub const USAGE: u8 = 2;
+    /// The command finished but records were dropped or skipped.
+    pub const LOSS: u8 = 3;
+    /// The command finished but part of the stream was corrupt.
+    pub const CORRUPT: u8 = 4;
+}

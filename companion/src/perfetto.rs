@@ -1,0 +1,136 @@
+//! Export to the Chrome trace-event JSON format that the Perfetto UI opens:
+//! one track per process and thread, page-ins as slices with their duration,
+//! maps, last unmaps and mmap(2) checks as instants, losses as global instants.
+
+use crate::output::{mark_name, prot_str};
+use crate::pipeline::{Item, Loss};
+use maptrace_abi::{Event, EventKind, ProbeMethod};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::io::{self, Write};
+
+fn us(ns: u64) -> f64 {
+    ns as f64 / 1000.0
+}
+
+fn short(path: Option<&str>, vnode: u64) -> String {
+    match path {
+        Some(p) => p.rsplit('/').next().unwrap_or(p).to_string(),
+        None => format!("vnode:{vnode:016x}"),
+    }
+}
+
+/// Collects trace events from the item stream.
+#[derive(Debug, Default)]
+pub struct Builder {
+    events: Vec<Value>,
+    threads: BTreeSet<(u32, u64)>,
+    last_ts: u64,
+}
+
+impl Builder {
+    /// An empty trace.
+    pub fn new() -> Builder {
+        Builder::default()
+    }
+
+    /// Takes in one item.
+    pub fn observe(&mut self, item: &Item) {
+        let ev = match item {
+            Item::Event(ev) => ev,
+            Item::Loss(l) => {
+                let (name, args) = match l {
+                    Loss::Dropped { shard, count, .. } => {
+                        (format!("LOST {count} records"), json!({ "shard": shard, "count": count, "reason": "dropped" }))
+                    }
+                    Loss::Gap { shard, slots } => {
+                        (format!("GAP {slots} slots"), json!({ "shard": shard, "slots": slots, "reason": "gap" }))
+                    }
+                };
+                self.events.push(json!({
+                    "name": name, "cat": "loss", "ph": "i", "s": "g", "ts": us(self.last_ts),
+                    "pid": 0, "tid": 0, "args": args,
+                }));
+                return;
+            }
+            Item::Corrupt(msg) => {
+                self.events.push(json!({
+                    "name": "CORRUPT", "cat": "loss", "ph": "i", "s": "g", "ts": us(self.last_ts),
+                    "pid": 0, "tid": 0, "args": { "message": msg },
+                }));
+                return;
+            }
+            Item::Reload { .. } => return,
+        };
+        let r = &ev.rec;
+        self.last_ts = self.last_ts.max(r.timestamp_ns);
+        let path = ev.path.as_ref().map(|p| p.text.as_ref());
+        let file = short(path, r.vnode_id);
+        let base = json!({ "pid": r.pid, "tid": r.tid, "ts": us(r.timestamp_ns) });
+        let mut e = match &r.event {
+            Event::Pagein { offset, size, duration_ns, counts, .. } => json!({
+                "name": format!("pagein {file}"), "cat": "pagein", "ph": "X",
+                "dur": us(u64::from(*duration_ns)),
+                "args": {
+                    "path": path, "offset": offset, "size": size,
+                    "usecount": (counts.method != ProbeMethod::None).then_some(counts.usecount),
+                },
+            }),
+            Event::Mmap { fflags, counts, .. } => json!({
+                "name": format!("mmap {file}"), "cat": "map", "ph": "i", "s": "t",
+                "args": {
+                    "path": path, "prot": String::from_utf8_lossy(&prot_str(*fflags)),
+                    "via": if ev.call.is_some() { "mmap" } else { "exec" },
+                    "usecount": (counts.method != ProbeMethod::None).then_some(counts.usecount),
+                },
+            }),
+            Event::Mnomap { counts, .. } => json!({
+                "name": format!("last unmap {file}"), "cat": "map", "ph": "i", "s": "t",
+                "args": {
+                    "path": path,
+                    "usecount": (counts.method != ProbeMethod::None).then_some(counts.usecount),
+                },
+            }),
+            Event::FileMmap { file_pos, prot, mmap_flags, .. } => json!({
+                "name": "mmap(2) check", "cat": "map", "ph": "i", "s": "t",
+                "args": { "file_pos": file_pos, "prot": String::from_utf8_lossy(&prot_str(*prot)), "flags": mmap_flags },
+            }),
+            Event::Mark { mark, .. } => json!({
+                "name": format!("kext {}", mark_name(*mark)), "cat": "kext", "ph": "i", "s": "g",
+            }),
+            Event::Path { .. } => return,
+        };
+        if let (Some(obj), Value::Object(b)) = (e.as_object_mut(), base) {
+            obj.extend(b);
+        }
+        if r.kind != EventKind::Mark {
+            self.threads.insert((r.pid, r.tid));
+        }
+        self.events.push(e);
+    }
+
+    /// The finished trace document.
+    pub fn finish(self) -> Value {
+        let mut all = Vec::with_capacity(self.events.len() + 2 * self.threads.len());
+        let mut last_pid = None;
+        for (pid, tid) in &self.threads {
+            if last_pid != Some(*pid) {
+                all.push(json!({ "name": "process_name", "ph": "M", "pid": pid, "args": { "name": format!("pid {pid}") } }));
+                last_pid = Some(*pid);
+            }
+            all.push(json!({ "name": "thread_name", "ph": "M", "pid": pid, "tid": tid, "args": { "name": format!("tid {tid}") } }));
+        }
+        all.extend(self.events);
+        json!({
+            "traceEvents": all,
+            "displayTimeUnit": "ns",
+            "otherData": { "producer": "maptrace", "clock": "nanoseconds since boot, shown in microseconds" },
+        })
+    }
+}
+
+/// Writes the trace document.
+pub fn write(w: &mut impl Write, doc: &Value) -> io::Result<()> {
+    serde_json::to_writer(&mut *w, doc)?;
+    writeln!(w)
+}

@@ -1,0 +1,319 @@
+//! From raw batches to an ordered stream of items: decode, merge shards by
+//! time, name vnodes from PATH records, pair mmap(2) checks with the
+//! `VNOP_MMAP` that follows them, and turn every loss into an item.
+
+use maptrace_abi::merge::merge_by_time;
+use maptrace_abi::{DecodeError, Decoder, Event, EventKind, EventMask, Record};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The mmap(2) call (MAC check) that led to a `VNOP_MMAP` on the same thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapCall {
+    /// The offset argument of mmap(2).
+    pub file_pos: u64,
+    /// `PROT_*` requested.
+    pub prot: u32,
+    /// `PROT_*` allowed.
+    pub maxprot: u32,
+    /// `MAP_*` flags.
+    pub mmap_flags: u32,
+    /// When the check ran.
+    pub timestamp_ns: u64,
+}
+
+/// A file's name as learned from its PATH record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathName {
+    /// The path, lossily made UTF-8.
+    pub text: Arc<str>,
+    /// The path was cut at `MT_PATH_MAX`.
+    pub truncated: bool,
+}
+
+/// One decoded event with what the pipeline learned about it.
+#[derive(Clone, Debug)]
+pub struct Ev {
+    /// The record as decoded.
+    pub rec: Record,
+    /// The file's path, when a PATH record named its vnode.
+    pub path: Option<PathName>,
+    /// For `VNOP_MMAP`: the mmap(2) call it belongs to; `None` for exec and
+    /// loader maps, which have no MAC check.
+    pub call: Option<MapCall>,
+}
+
+/// How records went missing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loss {
+    /// The kext dropped records because a shard was full.
+    Dropped {
+        /// The shard.
+        shard: u16,
+        /// Records dropped.
+        count: u64,
+        /// Drops happened before this position (`None`: after the last record read).
+        before_pos: Option<u64>,
+    },
+    /// Positions jumped: another reader took batches, or they were lost.
+    Gap {
+        /// The shard.
+        shard: u16,
+        /// Slots skipped.
+        slots: u64,
+    },
+}
+
+/// One element of the processed stream.
+#[derive(Clone, Debug)]
+pub enum Item {
+    /// An event.
+    Event(Box<Ev>),
+    /// Records were lost here.
+    Loss(Loss),
+    /// Part of the stream could not be decoded.
+    Corrupt(String),
+    /// The kext was reloaded: vnode ids and paths start over.
+    Reload {
+        /// The new generation.
+        generation: u64,
+    },
+}
+
+/// Running totals of everything the pipeline saw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Batches fed.
+    pub batches: u64,
+    /// Records decoded, by `EventKind as usize`.
+    pub by_kind: [u64; 8],
+    /// Records decoded.
+    pub events: u64,
+    /// Records the kext dropped (reported through items so far).
+    pub dropped: u64,
+    /// Slots skipped by position gaps.
+    pub gap_slots: u64,
+    /// Corruption reports (bad batches, bad segments, bad records).
+    pub corrupt: u64,
+    /// mmap(2) checks that no `VNOP_MMAP` followed on their thread.
+    pub unpaired_calls: u64,
+}
+
+impl Totals {
+    /// Whether any record went missing or any part was unreadable.
+    pub fn lossy(&self) -> bool {
+        self.dropped > 0 || self.gap_slots > 0
+    }
+
+    /// The exit status these totals call for.
+    pub fn exit_status(&self) -> u8 {
+        if self.corrupt > 0 {
+            crate::exit::CORRUPT
+        } else if self.lossy() {
+            crate::exit::LOSS
+        } else {
+            crate::exit::OK
+        }
+    }
+}
+
+/// Decodes batches into [`Item`]s; one per stream (one kext load or several).
+#[derive(Debug, Default)]
+pub struct Pipeline {
+    decoder: Decoder,
+    paths: HashMap<u64, PathName>,
+    pending: HashMap<u64, MapCall>,
+    totals: Totals,
+    runs: Vec<Vec<Record>>,
+    shard_run: HashMap<u16, usize>,
+}
+
+impl Pipeline {
+    /// A pipeline with no history.
+    pub fn new() -> Pipeline {
+        Pipeline::default()
+    }
+
+    /// Totals so far.
+    pub fn totals(&self) -> Totals {
+        self.totals
+    }
+
+    /// The path of a vnode id, if one was seen.
+    pub fn path_of(&self, vnode_id: u64) -> Option<&PathName> {
+        self.paths.get(&vnode_id)
+    }
+
+    /// Decodes one batch and appends its items to `out`, in time order.
+    /// Returns whether the kext said it left records behind (read again now).
+    pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<Item>) -> bool {
+        self.totals.batches += 1;
+        let before = self.decoder.generation();
+        let (batch, results) = match self.decoder.decode(bytes) {
+            Ok(ok) => ok,
+            Err(e) => {
+                self.totals.corrupt += 1;
+                out.push(Item::Corrupt(format!("batch {}: {e}", self.totals.batches)));
+                return false;
+            }
+        };
+        let h = batch.header;
+        if before.is_some_and(|g| g != h.generation) {
+            self.paths.clear();
+            self.pending.clear();
+            out.push(Item::Reload { generation: h.generation });
+        }
+        self.runs.clear();
+        self.shard_run.clear();
+        for r in results {
+            match r {
+                Ok(rec) => {
+                    let next = self.runs.len();
+                    let i = *self.shard_run.entry(rec.shard).or_insert(next);
+                    if i == self.runs.len() {
+                        self.runs.push(Vec::new());
+                    }
+                    if let Some(run) = self.runs.get_mut(i) {
+                        run.push(rec);
+                    }
+                }
+                Err(DecodeError::PositionGap { shard, expected, found }) => {
+                    let slots = found.wrapping_sub(expected);
+                    self.totals.gap_slots += slots;
+                    out.push(Item::Loss(Loss::Gap { shard, slots }));
+                }
+                Err(e) => {
+                    self.totals.corrupt += 1;
+                    out.push(Item::Corrupt(e.to_string()));
+                }
+            }
+        }
+        let merged = merge_by_time(std::mem::take(&mut self.runs));
+        out.reserve(merged.len());
+        for rec in merged {
+            self.push_record(rec, out);
+        }
+        h.flags & maptrace_abi::raw::MT_BF_TRUNCATED != 0
+    }
+
+    /// Reports drops the kext counted after the last record read; call once
+    /// at the end of a stream.
+    pub fn finish(&mut self, out: &mut Vec<Item>) {
+        let l = self.decoder.losses();
+        if l.unattributed > 0 {
+            self.totals.dropped += l.unattributed;
+            out.push(Item::Loss(Loss::Dropped { shard: u16::MAX, count: l.unattributed, before_pos: None }));
+        }
+        self.totals.unpaired_calls += self.pending.len() as u64;
+        self.pending.clear();
+    }
+
+    fn push_record(&mut self, rec: Record, out: &mut Vec<Item>) {
+        if rec.lost_before > 0 {
+            self.totals.dropped += rec.lost_before;
+            out.push(Item::Loss(Loss::Dropped { shard: rec.shard, count: rec.lost_before, before_pos: Some(rec.pos) }));
+        }
+        self.totals.events += 1;
+        if let Some(n) = self.totals.by_kind.get_mut(rec.kind as usize) {
+            *n += 1;
+        }
+        let mut call = None;
+        match &rec.event {
+            Event::Path { path, truncated, .. } => {
+                let text: Arc<str> = Arc::from(String::from_utf8_lossy(path).as_ref());
+                self.paths.insert(rec.vnode_id, PathName { text, truncated: *truncated });
+            }
+            Event::FileMmap { file_pos, prot, maxprot, mmap_flags } => {
+                let c = MapCall {
+                    file_pos: *file_pos,
+                    prot: *prot,
+                    maxprot: *maxprot,
+                    mmap_flags: *mmap_flags,
+                    timestamp_ns: rec.timestamp_ns,
+                };
+                if self.pending.insert(rec.tid, c).is_some() {
+                    self.totals.unpaired_calls += 1;
+                }
+            }
+            Event::Mmap { .. } => call = self.pending.remove(&rec.tid),
+            _ => {}
+        }
+        let path = self.paths.get(&rec.vnode_id).cloned();
+        out.push(Item::Event(Box::new(Ev { rec, path, call })));
+    }
+}
+
+/// Which events a command shows. Losses and corruption are always shown.
+#[derive(Clone, Debug)]
+pub struct Filter {
+    /// Only these processes (empty: all).
+    pub pids: Vec<u32>,
+    /// Only files whose path starts with this.
+    pub path_prefix: Option<String>,
+    /// Only these kinds.
+    pub kinds: EventMask,
+}
+
+impl Default for Filter {
+    fn default() -> Filter {
+        Filter { pids: Vec::new(), path_prefix: None, kinds: EventMask::all() }
+    }
+}
+
+impl Filter {
+    /// Whether `ev` passes. With a path prefix, events without a known path
+    /// (mmap(2) checks, files whose PATH record was lost) do not pass.
+    pub fn accepts(&self, ev: &Ev) -> bool {
+        if !self.kinds.contains(ev.rec.kind.mask()) {
+            return false;
+        }
+        if !self.pids.is_empty() && !self.pids.contains(&ev.rec.pid) {
+            return false;
+        }
+        match &self.path_prefix {
+            None => true,
+            Some(p) => ev.path.as_ref().is_some_and(|n| n.text.starts_with(p.as_str())),
+        }
+    }
+}
+
+/// Parses a comma-separated list of kind names (`mmap,pagein`).
+pub fn parse_kinds(list: &str) -> Result<EventMask, String> {
+    let mut mask = EventMask::empty();
+    for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match EventKind::from_name(name) {
+            Some(k) => mask |= k.mask(),
+            None => {
+                let known: Vec<_> = EventKind::ALL.iter().map(|k| k.name()).collect();
+                return Err(format!("unknown event kind `{name}` (known: {})", known.join(", ")));
+            }
+        }
+    }
+    if mask.is_empty() {
+        return Err("no event kind given (example: mmap,pagein)".into());
+    }
+    Ok(mask)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_lists_parse_and_refuse_unknown_names() {
+        assert_eq!(parse_kinds("mmap, pagein"), Ok(EventMask::MMAP | EventMask::PAGEIN));
+        let e = parse_kinds("mmap,paging").unwrap_err();
+        assert!(e.contains("paging") && e.contains("file_mmap"), "{e}");
+        assert!(parse_kinds(" , ").is_err());
+    }
+
+    #[test]
+    fn garbage_is_reported_as_corruption_not_dropped() {
+        let mut p = Pipeline::new();
+        let mut out = Vec::new();
+        assert!(!p.feed(&[0u8; 100], &mut out));
+        assert!(matches!(out.as_slice(), [Item::Corrupt(m)] if m.contains("magic")));
+        assert_eq!(p.totals().corrupt, 1);
+        assert_eq!(p.totals().exit_status(), crate::exit::CORRUPT);
+    }
+}

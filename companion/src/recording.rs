@@ -1,0 +1,423 @@
+//! The recording file format: a header, then the raw batches exactly as the
+//! kext returned them, each prefixed by its length.
+//!
+//! ```text
+//! header  magic "MAPTRACE" (8) | format u16 | abi u16 | header_len u32
+//!         | start_unix_ns u64 | host_len u16 | host (host_len bytes)
+//! frame*  len u32 | batch (len bytes)
+//! ```
+//! All integers are little-endian. A file ends after a whole frame; a partial
+//! frame at the end is reported as truncation.
+
+use crate::source::{Next, Source, SourceError};
+use maptrace_abi::raw;
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write};
+use std::path::Path;
+
+/// The first bytes of every recording.
+pub const MAGIC: [u8; 8] = *b"MAPTRACE";
+/// The format version this build writes and reads.
+pub const FORMAT_VERSION: u16 = 1;
+/// Largest batch a frame may hold; a bigger length means a corrupt file.
+pub const MAX_FRAME: u32 = 1 << 30;
+/// Longest host name kept.
+const MAX_HOST: usize = 255;
+/// Bytes of the fixed part of the header.
+const FIXED_HEADER: usize = 8 + 2 + 2 + 4 + 8 + 2;
+
+/// What a recording says about itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// `MT_ABI_VERSION` of the kext that produced the batches.
+    pub abi_version: u16,
+    /// Wall-clock start of the recording, nanoseconds since the Unix epoch.
+    pub start_unix_ns: u64,
+    /// The machine it was recorded on.
+    pub host: String,
+}
+
+/// Why a recording cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordingError {
+    /// The file could not be opened or read.
+    #[error("{path}: {err}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The error.
+        err: io::Error,
+    },
+    /// The first bytes are not [`MAGIC`].
+    #[error("{path}: not a maptrace recording (it does not start with \"MAPTRACE\"); record one with `maptrace record -o FILE`")]
+    BadMagic {
+        /// The file.
+        path: String,
+    },
+    /// A format this build does not read.
+    #[error("{path}: recording format {found} is not supported (this maptrace reads format {FORMAT_VERSION}); use a newer maptrace")]
+    BadFormat {
+        /// The file.
+        path: String,
+        /// The version found.
+        found: u16,
+    },
+    /// Batches of another major ABI version.
+    #[error(
+        "{path}: recorded from a kext with ABI {}.{}, this maptrace reads {}.x; use the maptrace that matches that kext",
+        found >> 8, found & 0xff, raw::MT_ABI_VERSION >> 8
+    )]
+    AbiMismatch {
+        /// The file.
+        path: String,
+        /// The version in the header.
+        found: u16,
+    },
+    /// The file ends inside the header or a frame.
+    #[error("{path}: truncated {what} (need {need} more bytes, the file ends after {have}); the recording was cut off")]
+    Truncated {
+        /// The file.
+        path: String,
+        /// "header" or "batch N".
+        what: String,
+        /// Bytes needed.
+        need: u64,
+        /// Bytes present.
+        have: u64,
+    },
+    /// A header field or frame length that cannot be right.
+    #[error("{path}: corrupt recording: {what}")]
+    Corrupt {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        what: String,
+    },
+}
+
+/// Serialises a header.
+pub fn encode_header(h: &Header) -> Vec<u8> {
+    let host = h.host.as_bytes();
+    let host = host.get(..host.len().min(MAX_HOST)).unwrap_or(host);
+    let len = FIXED_HEADER + host.len();
+    let mut v = Vec::with_capacity(len);
+    v.extend_from_slice(&MAGIC);
+    v.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    v.extend_from_slice(&h.abi_version.to_le_bytes());
+    v.extend_from_slice(&(len as u32).to_le_bytes());
+    v.extend_from_slice(&h.start_unix_ns.to_le_bytes());
+    v.extend_from_slice(&(host.len() as u16).to_le_bytes());
+    v.extend_from_slice(host);
+    v
+}
+
+/// Writes a recording frame by frame.
+#[derive(Debug)]
+pub struct Writer<W: Write> {
+    out: W,
+    frames: u64,
+    bytes: u64,
+}
+
+impl<W: Write> Writer<W> {
+    /// Starts a recording with `header`.
+    pub fn new(mut out: W, header: &Header) -> io::Result<Writer<W>> {
+        let h = encode_header(header);
+        out.write_all(&h)?;
+        Ok(Writer { out, frames: 0, bytes: h.len() as u64 })
+    }
+
+    /// Appends one batch.
+    pub fn write_batch(&mut self, batch: &[u8]) -> io::Result<()> {
+        let len = u32::try_from(batch.len())
+            .ok()
+            .filter(|&l| l <= MAX_FRAME)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "batch larger than a frame may hold"))?;
+        self.out.write_all(&len.to_le_bytes())?;
+        self.out.write_all(batch)?;
+        self.frames += 1;
+        self.bytes += 4 + u64::from(len);
+        Ok(())
+    }
+
+    /// Batches written.
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    /// Bytes written, header included.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Flushes and returns the sink.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+/// Reads as many bytes as are there, up to `buf.len()`.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// Reads a recording: validates the header, then yields its batches.
+#[derive(Debug)]
+pub struct Reader<R: Read> {
+    input: R,
+    path: String,
+    header: Header,
+    frames: u64,
+    offset: u64,
+}
+
+impl Reader<BufReader<File>> {
+    /// Opens the recording at `path`.
+    pub fn open(path: &Path) -> Result<Self, RecordingError> {
+        let name = path.display().to_string();
+        let f = File::open(path).map_err(|err| RecordingError::Io { path: name.clone(), err })?;
+        Reader::new(BufReader::with_capacity(1 << 20, f), &name)
+    }
+}
+
+impl<R: Read> Reader<R> {
+    /// Reads and validates the header from `input` (named `path` in errors).
+    pub fn new(mut input: R, path: &str) -> Result<Reader<R>, RecordingError> {
+        let io_err = |err| RecordingError::Io { path: path.into(), err };
+        let mut fixed = [0u8; FIXED_HEADER];
+        let got = read_full(&mut input, &mut fixed).map_err(io_err)?;
+        if got < MAGIC.len() || fixed[..8] != MAGIC {
+            // A short file that is a prefix of the magic is still not ours.
+            return Err(RecordingError::BadMagic { path: path.into() });
+        }
+        if got < FIXED_HEADER {
+            return Err(RecordingError::Truncated {
+                path: path.into(),
+                what: "header".into(),
+                need: (FIXED_HEADER - got) as u64,
+                have: got as u64,
+            });
+        }
+        let u16_at = |i: usize| u16::from_le_bytes([fixed[i], fixed[i + 1]]);
+        let format = u16_at(8);
+        if format != FORMAT_VERSION {
+            return Err(RecordingError::BadFormat { path: path.into(), found: format });
+        }
+        let abi_version = u16_at(10);
+        if u32::from(abi_version >> 8) != raw::MT_ABI_VERSION >> 8 {
+            return Err(RecordingError::AbiMismatch { path: path.into(), found: abi_version });
+        }
+        let header_len = u32::from_le_bytes([fixed[12], fixed[13], fixed[14], fixed[15]]) as usize;
+        let mut ts = [0u8; 8];
+        ts.copy_from_slice(&fixed[16..24]);
+        let host_len = usize::from(u16_at(24));
+        if host_len > MAX_HOST || header_len != FIXED_HEADER + host_len {
+            return Err(RecordingError::Corrupt {
+                path: path.into(),
+                what: format!("header length {header_len} does not match host name length {host_len}"),
+            });
+        }
+        let mut host = vec![0u8; host_len];
+        let got = read_full(&mut input, &mut host).map_err(io_err)?;
+        if got < host_len {
+            return Err(RecordingError::Truncated {
+                path: path.into(),
+                what: "header".into(),
+                need: (host_len - got) as u64,
+                have: (FIXED_HEADER + got) as u64,
+            });
+        }
+        let header = Header {
+            abi_version,
+            start_unix_ns: u64::from_le_bytes(ts),
+            host: String::from_utf8_lossy(&host).into_owned(),
+        };
+        Ok(Reader { input, path: path.into(), header, frames: 0, offset: header_len as u64 })
+    }
+
+    /// The validated header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// Reads the next batch into `buf`; `Ok(None)` at a clean end of file.
+    pub fn next_frame(&mut self, buf: &mut Vec<u8>) -> Result<Option<usize>, RecordingError> {
+        let io_err = |err| RecordingError::Io { path: self.path.clone(), err };
+        let mut len = [0u8; 4];
+        let got = read_full(&mut self.input, &mut len).map_err(io_err)?;
+        let index = self.frames + 1;
+        if got == 0 {
+            return Ok(None);
+        }
+        if got < 4 {
+            return Err(self.truncated(index, (4 - got) as u64, got as u64));
+        }
+        let len = u32::from_le_bytes(len);
+        if len > MAX_FRAME {
+            return Err(RecordingError::Corrupt {
+                path: self.path.clone(),
+                what: format!("batch {index} at byte {} claims {len} bytes", self.offset),
+            });
+        }
+        let len = len as usize;
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        let got = read_full(&mut self.input, &mut buf[..len]).map_err(|err| RecordingError::Io { path: self.path.clone(), err })?;
+        if got < len {
+            return Err(self.truncated(index, (len - got) as u64, 4 + got as u64));
+        }
+        self.frames = index;
+        self.offset += 4 + len as u64;
+        Ok(Some(len))
+    }
+
+    fn truncated(&self, index: u64, need: u64, have_in_frame: u64) -> RecordingError {
+        RecordingError::Truncated {
+            path: self.path.clone(),
+            what: format!("batch {index}"),
+            need,
+            have: self.offset + have_in_frame,
+        }
+    }
+}
+
+/// A recording as a [`Source`].
+#[derive(Debug)]
+pub struct FileSource {
+    reader: Reader<BufReader<File>>,
+}
+
+impl FileSource {
+    /// Opens and validates the recording at `path`.
+    pub fn open(path: &Path) -> Result<FileSource, SourceError> {
+        Ok(FileSource { reader: Reader::open(path)? })
+    }
+
+    /// The recording's header.
+    pub fn header(&self) -> &Header {
+        self.reader.header()
+    }
+}
+
+impl Source for FileSource {
+    fn describe(&self) -> String {
+        format!("the recording {}", self.reader.path)
+    }
+
+    fn is_live(&self) -> bool {
+        false
+    }
+
+    fn next_batch(&mut self, buf: &mut Vec<u8>) -> Result<Next, SourceError> {
+        Ok(match self.reader.next_frame(buf)? {
+            Some(n) => Next::Batch(n),
+            None => Next::End,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> Header {
+        Header { abi_version: raw::MT_ABI_VERSION as u16, start_unix_ns: 1_700_000_000_000_000_000, host: "mac-mini".into() }
+    }
+
+    fn recording(batches: &[&[u8]]) -> Vec<u8> {
+        let mut w = Writer::new(Vec::new(), &header()).unwrap();
+        for b in batches {
+            w.write_batch(b).unwrap();
+        }
+        assert_eq!(w.frames(), batches.len() as u64);
+        w.finish().unwrap()
+    }
+
+    #[test]
+    fn frames_round_trip_with_the_header() {
+        let bytes = recording(&[b"first", b"", b"third batch"]);
+        let mut r = Reader::new(bytes.as_slice(), "t").unwrap();
+        assert_eq!(r.header(), &header());
+        let mut buf = Vec::new();
+        assert_eq!(r.next_frame(&mut buf).unwrap(), Some(5));
+        assert_eq!(&buf[..5], b"first");
+        assert_eq!(r.next_frame(&mut buf).unwrap(), Some(0));
+        assert_eq!(r.next_frame(&mut buf).unwrap(), Some(11));
+        assert_eq!(&buf[..11], b"third batch");
+        assert_eq!(r.next_frame(&mut buf).unwrap(), None);
+    }
+
+    #[test]
+    fn every_cut_of_a_recording_is_truncation_or_a_clean_prefix() {
+        let bytes = recording(&[b"0123456789", b"abcdef"]);
+        let header_len = encode_header(&header()).len();
+        let frame_ends = [header_len, header_len + 14, header_len + 24];
+        for cut in 8..bytes.len() {
+            let res = Reader::new(&bytes[..cut], "t").and_then(|mut r| {
+                let mut buf = Vec::new();
+                while r.next_frame(&mut buf)?.is_some() {}
+                Ok(())
+            });
+            if frame_ends.contains(&cut) {
+                assert!(res.is_ok(), "cut {cut}: {res:?}");
+            } else {
+                let e = res.unwrap_err();
+                assert!(matches!(e, RecordingError::Truncated { .. }), "cut {cut}: {e:?}");
+                assert!(e.to_string().contains("truncated"), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn foreign_files_and_other_versions_are_refused() {
+        let e = Reader::new(&b"GIF89a...................."[..], "x.gif").unwrap_err();
+        assert!(matches!(e, RecordingError::BadMagic { .. }) && e.to_string().contains("x.gif"));
+        let e = Reader::new(&b""[..], "empty").unwrap_err();
+        assert!(matches!(e, RecordingError::BadMagic { .. }));
+
+        let mut bytes = recording(&[]);
+        bytes[8] = 9;
+        let e = Reader::new(bytes.as_slice(), "t").unwrap_err();
+        assert!(matches!(e, RecordingError::BadFormat { found: 9, .. }), "{e:?}");
+
+        let mut bytes = recording(&[]);
+        bytes[11] = 7; // major ABI 7
+        let e = Reader::new(bytes.as_slice(), "t").unwrap_err();
+        assert!(e.to_string().contains("ABI 7.0"), "{e}");
+
+        let mut bytes = recording(&[]);
+        bytes[12] = 3; // header_len no longer matches the host name
+        let e = Reader::new(bytes.as_slice(), "t").unwrap_err();
+        assert!(matches!(e, RecordingError::Corrupt { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn absurd_frame_lengths_are_corruption() {
+        let mut bytes = recording(&[]);
+        bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+        let mut r = Reader::new(bytes.as_slice(), "t").unwrap();
+        let e = r.next_frame(&mut Vec::new()).unwrap_err();
+        assert!(matches!(e, RecordingError::Corrupt { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn long_host_names_are_cut_not_corrupting() {
+        let h = Header { host: "h".repeat(1000), ..header() };
+        let mut bytes = encode_header(&h);
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        let mut r = Reader::new(bytes.as_slice(), "t").unwrap();
+        assert_eq!(r.header().host.len(), MAX_HOST);
+        assert_eq!(r.next_frame(&mut Vec::new()).unwrap(), Some(0));
+    }
+}

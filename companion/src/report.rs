@@ -1,0 +1,573 @@
+//! The lifecycle report: per file, its mapped epochs (first `VNOP_MMAP` ...
+//! `VNOP_MNOMAP`), the usecount at each step and whether references balance,
+//! its page-ins by process, leak suspects, and what was lost.
+//!
+//! XNU semantics this relies on: `VNOP_MMAP` fires on every map but the
+//! usecount goes +1 once per epoch, and MMAP counts are taken before
+//! `ubc_map`'s reference; `VNOP_MNOMAP` fires once when the last mapping goes
+//! and its counts still include the mapping reference. So an epoch balances
+//! when `usecount(MNOMAP) - 1 == usecount(first MMAP)`.
+
+use crate::output::secs;
+use crate::pipeline::{Item, Totals};
+use maptrace_abi::{Counts, Event, EventKind, ProbeMethod};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::io::{self, Write};
+
+/// Page size used to count distinct pages touched by page-ins.
+pub const PAGE_SIZE: u64 = 4096;
+
+/// One MMAP or MNOMAP of an epoch, with the counts it saw.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Step {
+    /// "mmap" or "mnomap".
+    pub kind: &'static str,
+    /// Nanoseconds since boot.
+    pub ts_ns: u64,
+    /// The process.
+    pub pid: u32,
+    /// Usecount before the operation (`None`: not measured).
+    pub usecount: Option<u16>,
+    /// Iocount before the operation (`None`: not measured).
+    pub iocount: Option<u16>,
+    /// For mmap: "mmap" (an mmap(2) call) or "exec" (exec or loader).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<&'static str>,
+}
+
+/// What the usecounts of an epoch say.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The usecount came back to where it was before the first map.
+    Balanced,
+    /// Fewer references after than before (e.g. the opener closed its fd
+    /// while mapped): normal.
+    Released,
+    /// More references after the last unmap than before the first map.
+    Held,
+    /// Still mapped at the end of the trace.
+    Open,
+    /// Counts missing, or the epoch began before the trace.
+    Unknown,
+}
+
+/// One mapped epoch of a file.
+#[derive(Clone, Debug, Serialize)]
+pub struct Epoch {
+    /// First MMAP (`None`: mapped before the trace began).
+    pub start_ns: Option<u64>,
+    /// The MNOMAP (`None`: still mapped at the end).
+    pub end_ns: Option<u64>,
+    /// `VNOP_MMAP`s in the epoch.
+    pub maps: u64,
+    /// Of those, from mmap(2) calls.
+    pub mmap_calls: u64,
+    /// Of those, from exec or the loader.
+    pub exec_maps: u64,
+    /// Usecount before the first map.
+    pub usecount_before: Option<u16>,
+    /// Usecount at the MNOMAP (includes the mapping reference).
+    pub usecount_at_unmap: Option<u16>,
+    /// `(usecount_at_unmap - 1) - usecount_before`.
+    pub balance: Option<i32>,
+    /// What that means.
+    pub verdict: Verdict,
+    /// Every MMAP and the MNOMAP, in order.
+    pub steps: Vec<Step>,
+}
+
+/// Page-in figures.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Pageins {
+    /// Clusters read.
+    pub count: u64,
+    /// Bytes requested.
+    pub bytes: u64,
+    /// Distinct `PAGE_SIZE` pages covered.
+    pub distinct_pages: u64,
+    /// First page-in.
+    pub first_ns: Option<u64>,
+    /// Last page-in.
+    pub last_ns: Option<u64>,
+    /// Time spent in `VNOP_PAGEIN`.
+    pub total_duration_ns: u64,
+}
+
+/// A process's part in one file.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct FileProcess {
+    /// The process.
+    pub pid: u32,
+    /// Its `VNOP_MMAP`s.
+    pub maps: u64,
+    /// Its page-ins.
+    pub pageins: u64,
+    /// Bytes of those.
+    pub pagein_bytes: u64,
+    /// Last unmaps it caused.
+    pub unmaps: u64,
+}
+
+/// Everything about one file.
+#[derive(Clone, Debug, Serialize)]
+pub struct FileReport {
+    /// The vnode id, 16 hex digits.
+    pub vnode: String,
+    /// Its path, when a PATH record named it.
+    pub path: Option<String>,
+    /// Mapped epochs in order.
+    pub epochs: Vec<Epoch>,
+    /// Page-ins.
+    pub pageins: Pageins,
+    /// By process, by pid.
+    pub by_process: Vec<FileProcess>,
+}
+
+/// Why a file is suspected of leaking a reference.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Suspect {
+    /// The vnode id.
+    pub vnode: String,
+    /// Its path.
+    pub path: Option<String>,
+    /// "still_mapped" or "usecount_not_returned".
+    pub reason: &'static str,
+    /// In words.
+    pub detail: String,
+}
+
+/// A process across all files.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct ProcessReport {
+    /// The process.
+    pub pid: u32,
+    /// Files it mapped or paged in.
+    pub files: u64,
+    /// Its `VNOP_MMAP`s.
+    pub maps: u64,
+    /// Its mmap(2) calls (MAC checks).
+    pub mmap_calls: u64,
+    /// Its page-ins.
+    pub pageins: u64,
+    /// Bytes of those.
+    pub pagein_bytes: u64,
+    /// Last unmaps it caused.
+    pub unmaps: u64,
+}
+
+/// Totals and losses.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct ReportTotals {
+    /// Batches read.
+    pub batches: u64,
+    /// Records read.
+    pub events: u64,
+    /// Records by kind name.
+    pub by_kind: BTreeMap<&'static str, u64>,
+    /// Files seen.
+    pub files: u64,
+    /// Processes seen.
+    pub processes: u64,
+    /// Records the kext dropped.
+    pub dropped: u64,
+    /// Slots skipped by position gaps.
+    pub gap_slots: u64,
+    /// Corrupt parts of the stream.
+    pub corrupt: u64,
+    /// mmap(2) checks with no `VNOP_MMAP` after them on their thread.
+    pub unpaired_mmap_calls: u64,
+    /// Whether anything was lost (the report may then be incomplete).
+    pub incomplete: bool,
+}
+
+/// The whole report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Files, in order of first appearance.
+    pub files: Vec<FileReport>,
+    /// Leak suspects.
+    pub leak_suspects: Vec<Suspect>,
+    /// Processes, by pid.
+    pub processes: Vec<ProcessReport>,
+    /// Totals and losses.
+    pub totals: ReportTotals,
+}
+
+#[derive(Debug, Default)]
+struct FileState {
+    vnode_id: u64,
+    path: Option<String>,
+    epochs: Vec<Epoch>,
+    open: bool,
+    pageins: Pageins,
+    pages: HashSet<u64>,
+    procs: BTreeMap<u32, FileProcess>,
+}
+
+fn use_of(c: &Counts) -> Option<u16> {
+    (c.method != ProbeMethod::None).then_some(c.usecount)
+}
+
+/// Builds a [`Report`] from the item stream.
+#[derive(Debug, Default)]
+pub struct Builder {
+    files: Vec<FileState>,
+    index: HashMap<(u64, u64), usize>,
+    generation: u64,
+    procs: BTreeMap<u32, (ProcessReport, HashSet<usize>)>,
+    corrupt: u64,
+}
+
+impl Builder {
+    /// An empty report.
+    pub fn new() -> Builder {
+        Builder::default()
+    }
+
+    fn file(&mut self, vnode_id: u64) -> usize {
+        let next = self.files.len();
+        let i = *self.index.entry((self.generation, vnode_id)).or_insert(next);
+        if i == next {
+            self.files.push(FileState { vnode_id, ..FileState::default() });
+        }
+        i
+    }
+
+    /// Takes in one item.
+    pub fn observe(&mut self, item: &Item) {
+        let ev = match item {
+            Item::Event(ev) => ev,
+            Item::Reload { .. } => {
+                self.generation += 1;
+                return;
+            }
+            Item::Corrupt(_) => {
+                self.corrupt += 1;
+                return;
+            }
+            Item::Loss(_) => return,
+        };
+        let r = &ev.rec;
+        if matches!(r.kind, EventKind::Mark) {
+            return;
+        }
+        if r.kind == EventKind::FileMmap {
+            self.procs.entry(r.pid).or_default().0.mmap_calls += 1;
+            return;
+        }
+        let fi = self.file(r.vnode_id);
+        let (proc_report, proc_files) = self.procs.entry(r.pid).or_default();
+        proc_report.pid = r.pid;
+        let Some(f) = self.files.get_mut(fi) else { return };
+        if f.path.is_none() {
+            f.path = ev.path.as_ref().map(|p| p.text.to_string());
+        }
+        let fp = f.procs.entry(r.pid).or_insert_with(|| FileProcess { pid: r.pid, ..FileProcess::default() });
+        match &r.event {
+            Event::Path { .. } => return,
+            Event::Mmap { counts, .. } => {
+                let via = if ev.call.is_some() { "mmap" } else { "exec" };
+                if !f.open {
+                    f.open = true;
+                    f.epochs.push(Epoch {
+                        start_ns: Some(r.timestamp_ns),
+                        end_ns: None,
+                        maps: 0,
+                        mmap_calls: 0,
+                        exec_maps: 0,
+                        usecount_before: use_of(counts),
+                        usecount_at_unmap: None,
+                        balance: None,
+                        verdict: Verdict::Open,
+                        steps: Vec::new(),
+                    });
+                }
+                if let Some(e) = f.epochs.last_mut() {
+                    e.maps += 1;
+                    if ev.call.is_some() {
+                        e.mmap_calls += 1;
+                    } else {
+                        e.exec_maps += 1;
+                    }
+                    e.steps.push(Step {
+                        kind: "mmap",
+                        ts_ns: r.timestamp_ns,
+                        pid: r.pid,
+                        usecount: use_of(counts),
+                        iocount: counts.iocount,
+                        via: Some(via),
+                    });
+                }
+                fp.maps += 1;
+                proc_report.maps += 1;
+            }
+            Event::Mnomap { counts, .. } => {
+                if !f.open {
+                    // Mapped before the trace began.
+                    f.epochs.push(Epoch {
+                        start_ns: None,
+                        end_ns: None,
+                        maps: 0,
+                        mmap_calls: 0,
+                        exec_maps: 0,
+                        usecount_before: None,
+                        usecount_at_unmap: None,
+                        balance: None,
+                        verdict: Verdict::Unknown,
+                        steps: Vec::new(),
+                    });
+                }
+                f.open = false;
+                if let Some(e) = f.epochs.last_mut() {
+                    e.end_ns = Some(r.timestamp_ns);
+                    e.usecount_at_unmap = use_of(counts);
+                    e.steps.push(Step {
+                        kind: "mnomap",
+                        ts_ns: r.timestamp_ns,
+                        pid: r.pid,
+                        usecount: use_of(counts),
+                        iocount: counts.iocount,
+                        via: None,
+                    });
+                    e.balance = match (e.usecount_before, e.usecount_at_unmap) {
+                        (Some(b), Some(u)) => Some(i32::from(u) - 1 - i32::from(b)),
+                        _ => None,
+                    };
+                    e.verdict = match e.balance {
+                        Some(0) => Verdict::Balanced,
+                        Some(d) if d < 0 => Verdict::Released,
+                        Some(_) => Verdict::Held,
+                        None => Verdict::Unknown,
+                    };
+                }
+                fp.unmaps += 1;
+                proc_report.unmaps += 1;
+            }
+            Event::Pagein { offset, size, duration_ns, .. } => {
+                let p = &mut f.pageins;
+                p.count += 1;
+                p.bytes += u64::from(*size);
+                p.total_duration_ns += u64::from(*duration_ns);
+                p.first_ns = Some(p.first_ns.map_or(r.timestamp_ns, |t| t.min(r.timestamp_ns)));
+                p.last_ns = Some(p.last_ns.map_or(r.timestamp_ns, |t| t.max(r.timestamp_ns)));
+                let start = u64::try_from(*offset).unwrap_or(0);
+                let end = start.saturating_add(u64::from(*size));
+                let mut page = start / PAGE_SIZE;
+                while page * PAGE_SIZE < end {
+                    f.pages.insert(page);
+                    page += 1;
+                }
+                fp.pageins += 1;
+                fp.pagein_bytes += u64::from(*size);
+                proc_report.pageins += 1;
+                proc_report.pagein_bytes += u64::from(*size);
+            }
+            Event::FileMmap { .. } | Event::Mark { .. } => return,
+        }
+        proc_files.insert(fi);
+    }
+
+    /// Finishes the report with the pipeline's totals.
+    pub fn finish(self, t: &Totals) -> Report {
+        let mut files = Vec::with_capacity(self.files.len());
+        let mut suspects = Vec::new();
+        for mut f in self.files {
+            if f.epochs.is_empty() && f.pageins.count == 0 {
+                // Only a PATH record: nothing happened to the file.
+                continue;
+            }
+            f.pageins.distinct_pages = f.pages.len() as u64;
+            let vnode = format!("{:016x}", f.vnode_id);
+            if let Some(e) = f.epochs.last().filter(|e| e.end_ns.is_none()) {
+                let who: Vec<String> = e.steps.iter().map(|s| s.pid).collect::<BTreeSet<_>>().iter().map(u32::to_string).collect();
+                suspects.push(Suspect {
+                    vnode: vnode.clone(),
+                    path: f.path.clone(),
+                    reason: "still_mapped",
+                    detail: format!(
+                        "mapped {} time(s) since {}s by pid {} with no last unmap (VNOP_MNOMAP) before the trace ended",
+                        e.maps,
+                        e.start_ns.map_or("?".into(), secs),
+                        who.join(",")
+                    ),
+                });
+            }
+            // A held reference counts as returned if a later epoch starts at
+            // or below the baseline again.
+            for (i, e) in f.epochs.iter().enumerate() {
+                let (Verdict::Held, Some(before), Some(at)) = (e.verdict, e.usecount_before, e.usecount_at_unmap) else {
+                    continue;
+                };
+                let returned = f.epochs.get(i + 1..).unwrap_or(&[]).iter().any(|l| l.usecount_before.is_some_and(|u| u <= before));
+                if !returned {
+                    suspects.push(Suspect {
+                        vnode: vnode.clone(),
+                        path: f.path.clone(),
+                        reason: "usecount_not_returned",
+                        detail: format!(
+                            "epoch {}: usecount {before} before the first map, {} after the last unmap ({at} minus the mapping reference): {} reference(s) never returned",
+                            i + 1,
+                            at - 1,
+                            e.balance.unwrap_or(0)
+                        ),
+                    });
+                }
+            }
+            files.push(FileReport {
+                vnode,
+                path: f.path,
+                epochs: f.epochs,
+                pageins: f.pageins,
+                by_process: f.procs.into_values().filter(|p| p.maps + p.pageins + p.unmaps > 0).collect(),
+            });
+        }
+        let processes: Vec<ProcessReport> = self
+            .procs
+            .into_iter()
+            .map(|(pid, (mut p, fs))| {
+                p.pid = pid;
+                p.files = fs.len() as u64;
+                p
+            })
+            .collect();
+        let mut by_kind = BTreeMap::new();
+        for k in EventKind::ALL {
+            by_kind.insert(k.name(), t.by_kind.get(k as usize).copied().unwrap_or(0));
+        }
+        let totals = ReportTotals {
+            batches: t.batches,
+            events: t.events,
+            by_kind,
+            files: files.len() as u64,
+            processes: processes.len() as u64,
+            dropped: t.dropped,
+            gap_slots: t.gap_slots,
+            corrupt: t.corrupt.max(self.corrupt),
+            unpaired_mmap_calls: t.unpaired_calls,
+            incomplete: t.lossy() || t.corrupt > 0,
+        };
+        Report { files, leak_suspects: suspects, processes, totals }
+    }
+}
+
+fn opt_secs(t: Option<u64>) -> String {
+    t.map_or("(before trace)".into(), secs)
+}
+
+fn opt_num(n: Option<u16>) -> String {
+    n.map_or("?".into(), |n| n.to_string())
+}
+
+/// Writes the report as text for people.
+pub fn write_human(w: &mut impl Write, r: &Report) -> io::Result<()> {
+    let t = &r.totals;
+    writeln!(w, "maptrace report: {} events, {} files, {} processes", t.events, t.files, t.processes)?;
+    if t.incomplete {
+        writeln!(
+            w,
+            "!! INCOMPLETE: {} records dropped, {} slots skipped, {} corrupt parts; counts below may miss events",
+            t.dropped, t.gap_slots, t.corrupt
+        )?;
+    }
+    for f in &r.files {
+        writeln!(w)?;
+        writeln!(w, "FILE {}  (vnode {})", f.path.as_deref().unwrap_or("<path unknown>"), f.vnode)?;
+        for (i, e) in f.epochs.iter().enumerate() {
+            let end = e.end_ns.map_or("still mapped".into(), secs);
+            writeln!(
+                w,
+                "  epoch {}  {} .. {}  maps {} ({} mmap(2), {} exec)",
+                i + 1,
+                opt_secs(e.start_ns),
+                end,
+                e.maps,
+                e.mmap_calls,
+                e.exec_maps
+            )?;
+            let balance = match (e.usecount_before, e.usecount_at_unmap) {
+                (Some(b), Some(u)) => format!(
+                    "usecount {b} before first map, {u} at last unmap ({} without the mapping ref): {}",
+                    i32::from(u) - 1,
+                    verdict_word(e.verdict)
+                ),
+                _ => format!(
+                    "usecount {} before first map, {} at last unmap: {}",
+                    opt_num(e.usecount_before),
+                    opt_num(e.usecount_at_unmap),
+                    verdict_word(e.verdict)
+                ),
+            };
+            writeln!(w, "    {balance}")?;
+            let steps: Vec<String> = e
+                .steps
+                .iter()
+                .map(|s| format!("{}{} pid {} use {}", s.kind, s.via.map_or(String::new(), |v| format!("/{v}")), s.pid, opt_num(s.usecount)))
+                .collect();
+            writeln!(w, "    steps: {}", steps.join(" -> "))?;
+        }
+        let p = &f.pageins;
+        if p.count > 0 {
+            writeln!(
+                w,
+                "  page-ins {} clusters, {} bytes, {} distinct pages, first {} last {}, {:.1}us in VNOP_PAGEIN",
+                p.count,
+                p.bytes,
+                p.distinct_pages,
+                opt_secs(p.first_ns),
+                opt_secs(p.last_ns),
+                p.total_duration_ns as f64 / 1e3
+            )?;
+        } else {
+            writeln!(w, "  page-ins none")?;
+        }
+        let procs: Vec<String> = f
+            .by_process
+            .iter()
+            .map(|p| format!("pid {}: {} maps, {} page-ins ({} bytes), {} last unmaps", p.pid, p.maps, p.pageins, p.pagein_bytes, p.unmaps))
+            .collect();
+        writeln!(w, "  by process: {}", procs.join("; "))?;
+    }
+    writeln!(w)?;
+    if r.leak_suspects.is_empty() {
+        writeln!(w, "LEAK SUSPECTS: none")?;
+    } else {
+        writeln!(w, "LEAK SUSPECTS: {}", r.leak_suspects.len())?;
+        for s in &r.leak_suspects {
+            writeln!(w, "  {} [{}] {}", s.path.as_deref().unwrap_or(&s.vnode), s.reason, s.detail)?;
+        }
+    }
+    writeln!(w)?;
+    writeln!(w, "PROCESSES")?;
+    for p in &r.processes {
+        writeln!(
+            w,
+            "  pid {:>7}: {} files, {} maps ({} mmap(2) calls), {} page-ins ({} bytes), {} last unmaps",
+            p.pid, p.files, p.maps, p.mmap_calls, p.pageins, p.pagein_bytes, p.unmaps
+        )?;
+    }
+    writeln!(w)?;
+    let kinds: Vec<String> = t.by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    writeln!(w, "TOTALS  {} batches, {} events: {}", t.batches, t.events, kinds.join(", "))?;
+    writeln!(
+        w,
+        "LOSSES  dropped {}, gap slots {}, corrupt {}, unpaired mmap(2) checks {}{}",
+        t.dropped,
+        t.gap_slots,
+        t.corrupt,
+        t.unpaired_mmap_calls,
+        if t.incomplete { "  (INCOMPLETE)" } else { "  (nothing lost)" }
+    )
+}
+
+fn verdict_word(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Balanced => "balanced",
+        Verdict::Released => "released (references dropped while mapped, e.g. fd closed)",
+        Verdict::Held => "HELD (more references after than before)",
+        Verdict::Open => "still mapped",
+        Verdict::Unknown => "unknown",
+    }
+}
+

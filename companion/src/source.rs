@@ -1,0 +1,110 @@
+//! Where batches come from: one trait over the kext's sysctl, the simulator
+//! and recordings, so every command works the same on each.
+
+use maptrace_abi::raw;
+use std::time::Duration;
+
+/// What [`Source::next_batch`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// A batch of this many bytes is at the start of the buffer.
+    Batch(usize),
+    /// Nothing right now; a live source may have more later.
+    Idle,
+    /// The source is finished (end of a recording, end of a workload).
+    End,
+}
+
+/// Why a source failed. The messages say what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// `kern.maptrace.*` does not exist.
+    #[error(
+        "the maptrace kext is not loaded (sysctl {name} does not exist); \
+         load it with `sudo kmutil load -p maptrace.kext`, or try `maptrace demo` \
+         to see the simulator"
+    )]
+    KextNotLoaded {
+        /// The sysctl that was missing.
+        name: String,
+    },
+    /// The read or write needs root.
+    #[error("not root: {name} can only be {what} by root; run `sudo maptrace ...`")]
+    NotRoot {
+        /// The sysctl.
+        name: String,
+        /// "read" or "written".
+        what: &'static str,
+    },
+    /// The kext speaks another major ABI version.
+    #[error(
+        "ABI mismatch: the loaded kext speaks ABI {}.{}, this maptrace reads {}.x; \
+         use the maptrace binary built with that kext, or load the kext that came with this one",
+        kext >> 8, kext & 0xff, ours >> 8
+    )]
+    AbiMismatch {
+        /// The kext's `MT_ABI_VERSION`.
+        kext: u32,
+        /// Ours.
+        ours: u32,
+    },
+    /// The kext refused a config write.
+    #[error("the kext refused the config (EINVAL): {0}")]
+    ConfigRefused(String),
+    /// A sysctl failed in another way.
+    #[error("sysctl {name} failed: {detail}")]
+    Sysctl {
+        /// The sysctl.
+        name: String,
+        /// What happened.
+        detail: String,
+    },
+    /// The source does not offer this.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A recording is unreadable.
+    #[error(transparent)]
+    Recording(#[from] crate::recording::RecordingError),
+}
+
+/// A producer of raw batches exactly as `kern.maptrace.events` returns them.
+pub trait Source {
+    /// A short name for messages ("sysctl", "sim", "file x.mtr").
+    fn describe(&self) -> String;
+
+    /// Whether the source produces events as they happen (poll it until
+    /// stopped) rather than replaying them.
+    fn is_live(&self) -> bool;
+
+    /// Reads the next batch into `buf` (resized as needed).
+    fn next_batch(&mut self, buf: &mut Vec<u8>) -> Result<Next, SourceError>;
+
+    /// How long to wait after [`Next::Idle`].
+    fn poll_interval(&self) -> Duration {
+        Duration::from_millis(5)
+    }
+
+    /// The raw `kern.maptrace.stats` bytes.
+    fn stats(&mut self) -> Result<Vec<u8>, SourceError> {
+        Err(SourceError::Unsupported(format!(
+            "{} has no kext statistics; use --source sysctl (macOS) or --source sim",
+            self.describe()
+        )))
+    }
+
+    /// The kext's current config.
+    fn config(&mut self) -> Result<raw::mt_config, SourceError> {
+        Err(SourceError::Unsupported(format!(
+            "{} has no kext config; use --source sysctl (macOS) or --source sim",
+            self.describe()
+        )))
+    }
+
+    /// Writes a new config.
+    fn set_config(&mut self, _cfg: &raw::mt_config) -> Result<(), SourceError> {
+        Err(SourceError::Unsupported(format!(
+            "{} has no kext config to change; use --source sysctl (macOS) or --source sim",
+            self.describe()
+        )))
+    }
+}
