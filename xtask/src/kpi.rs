@@ -1,0 +1,281 @@
+//! The project's table of imported KPI symbols: resolving imports to bundles, and OSBundleLibraries.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::kernel::{Arch, MACOS_MIN};
+
+/// The table, relative to the repository root.
+pub const TABLE: &str = "kext-shim/kpi/symbols.tsv";
+
+/// The bundles a third-party kext may link against.
+pub const PUBLIC_BUNDLES: [&str; 6] = [
+    "com.apple.kpi.bsd",
+    "com.apple.kpi.dsep",
+    "com.apple.kpi.iokit",
+    "com.apple.kpi.libkern",
+    "com.apple.kpi.mach",
+    "com.apple.kpi.unsupported",
+];
+
+/// What a symbol is; a data relocation to a function matters on arm64e, to data it does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A function.
+    Func,
+    /// A data object (vnode-op descriptors, sysctl parents).
+    Data,
+}
+
+/// One row: `symbol arch bundle kind`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Mach-O symbol name, with the leading underscore.
+    pub symbol: String,
+    /// `any`, `x86_64` or `arm64`.
+    pub arch: String,
+    /// The exporting bundle.
+    pub bundle: String,
+    /// Function or data.
+    pub kind: Kind,
+}
+
+impl Entry {
+    fn applies_to(&self, arch: Arch) -> bool {
+        self.arch == "any" || self.arch == arch.kpi_arch()
+    }
+}
+
+/// The parsed table.
+#[derive(Debug, Clone, Default)]
+pub struct Table {
+    /// Rows in file order.
+    pub entries: Vec<Entry>,
+}
+
+impl Table {
+    /// Parses the TSV text; rejects malformed rows, private or unknown bundles and duplicates.
+    pub fn parse(text: &str) -> Result<Self> {
+        let mut entries: Vec<Entry> = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim_end();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let cols: Vec<&str> = line.split('\t').collect();
+            let [symbol, arch, bundle, kind] = cols[..] else {
+                bail!("{TABLE}:{}: expected 4 tab-separated columns", n + 1);
+            };
+            if !symbol.starts_with('_') {
+                bail!("{TABLE}:{}: `{symbol}` lacks the Mach-O leading underscore", n + 1);
+            }
+            if !["any", "x86_64", "arm64"].contains(&arch) {
+                bail!("{TABLE}:{}: arch `{arch}` is not any, x86_64 or arm64", n + 1);
+            }
+            if !PUBLIC_BUNDLES.contains(&bundle) {
+                bail!(
+                    "{TABLE}:{}: `{bundle}` is not a public KPI bundle (a kext cannot link it)",
+                    n + 1
+                );
+            }
+            let kind = match kind {
+                "func" => Kind::Func,
+                "data" => Kind::Data,
+                other => bail!("{TABLE}:{}: kind `{other}` is not func or data", n + 1),
+            };
+            let clash = entries.iter().any(|e| {
+                e.symbol == symbol && (e.arch == arch || e.arch == "any" || arch == "any")
+            });
+            if clash {
+                bail!("{TABLE}:{}: `{symbol}` is listed twice for {arch}", n + 1);
+            }
+            entries.push(Entry {
+                symbol: symbol.to_string(),
+                arch: arch.to_string(),
+                bundle: bundle.to_string(),
+                kind,
+            });
+        }
+        Ok(Self { entries })
+    }
+
+    /// Reads the table from the repository.
+    pub fn load(root: &Path) -> Result<Self> {
+        let path = root.join(TABLE);
+        let text = fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+        Self::parse(&text)
+    }
+
+    /// The row for `symbol` on `arch`.
+    pub fn lookup(&self, symbol: &str, arch: Arch) -> Option<&Entry> {
+        self.entries
+            .iter()
+            .find(|e| e.symbol == symbol && e.applies_to(arch))
+    }
+}
+
+/// The minimum bundle version: the Darwin version of `MACOS_MIN` (macOS 11 is Darwin 20).
+pub fn bundle_version() -> String {
+    let major: u32 = MACOS_MIN
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(11);
+    format!("{}.0", major + 9)
+}
+
+/// OSBundleLibraries for a set of bundles: each at `bundle_version()`.
+pub fn libraries<'a>(bundles: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, String> {
+    bundles
+        .into_iter()
+        .map(|b| (b.to_string(), bundle_version()))
+        .collect()
+}
+
+/// The reference data beside the clone (`../shared/reference/xnu-data`), when present.
+pub fn reference_dir(root: &Path) -> Option<PathBuf> {
+    let dir = root.join("../shared/reference/xnu-data");
+    dir.join("symbol_bundles.tsv").is_file().then_some(dir)
+}
+
+/// Checks every table row against an XNU export table (`symbol arch bundle source alias`):
+/// the symbol must be exported by the same bundle for every arch the row claims.
+pub fn check_against_reference(table: &Table, reference: &str) -> Vec<String> {
+    // (symbol or prefix, arch) -> bundles
+    let mut exact: BTreeMap<(&str, &str), BTreeSet<&str>> = BTreeMap::new();
+    let mut prefixes: Vec<(&str, &str, &str)> = Vec::new();
+    for line in reference.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let mut cols = line.split('\t');
+        let (Some(sym), Some(arch), Some(bundle)) = (cols.next(), cols.next(), cols.next()) else {
+            continue;
+        };
+        if let Some(prefix) = sym.strip_suffix('*') {
+            prefixes.push((prefix, arch, bundle));
+        } else {
+            exact.entry((sym, arch)).or_default().insert(bundle);
+        }
+    }
+    let exported = |sym: &str, arch: &str, bundle: &str| {
+        let hit = |a: &str| {
+            exact.get(&(sym, a)).is_some_and(|b| b.contains(bundle))
+                || prefixes
+                    .iter()
+                    .any(|(p, pa, pb)| sym.starts_with(p) && *pa == a && *pb == bundle)
+        };
+        hit("any") || hit(arch)
+    };
+    let mut problems = Vec::new();
+    for e in &table.entries {
+        let archs: Vec<&str> = if e.arch == "any" {
+            vec!["x86_64", "arm64"]
+        } else {
+            vec![e.arch.as_str()]
+        };
+        for arch in archs {
+            if !exported(&e.symbol, arch, &e.bundle) {
+                problems.push(format!(
+                    "{} ({arch}) is not exported by {} in the reference table",
+                    e.symbol, e.bundle
+                ));
+            }
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    }
+
+    #[test]
+    fn project_table_parses_and_has_no_private_symbols() {
+        let table = Table::load(&root()).unwrap();
+        assert!(table.entries.len() > 20);
+        assert_eq!(
+            table.lookup("_IOLog", Arch::Arm64e).unwrap().bundle,
+            "com.apple.kpi.iokit"
+        );
+        assert!(table.lookup("_cpu_number", Arch::X86_64).is_some());
+        // Private on arm64: must not resolve there.
+        assert!(table.lookup("_cpu_number", Arch::Arm64e).is_none());
+        assert!(table.lookup("_vnode_usecount", Arch::X86_64).is_none());
+        assert_eq!(
+            table.lookup("_vnop_mmap_desc", Arch::X86_64).unwrap().kind,
+            Kind::Data
+        );
+    }
+
+    #[test]
+    fn project_table_matches_the_xnu_reference_tables() {
+        let Some(dir) = reference_dir(&root()) else {
+            eprintln!("note: ../shared/reference/xnu-data absent; KPI table not cross-checked");
+            return;
+        };
+        let table = Table::load(&root()).unwrap();
+        for file in ["symbol_bundles.tsv", "symbol_bundles.xnu-7195.141.2.tsv"] {
+            let text = fs::read_to_string(dir.join(file)).unwrap();
+            let problems = check_against_reference(&table, &text);
+            assert!(problems.is_empty(), "{file}: {problems:#?}");
+        }
+    }
+
+    #[test]
+    fn reference_check_catches_wrong_bundle_arch_and_private() {
+        let reference = "# header\n\
+            _a\tany\tcom.apple.kpi.bsd\tf\t\n\
+            _b\tx86_64\tcom.apple.kpi.unsupported\tf\t\n\
+            _c\tany\tcom.apple.kpi.private\tf\t\n\
+            _pre*\tany\tcom.apple.kpi.mach\tf\t\n";
+        let table = Table::parse(
+            "_a\tany\tcom.apple.kpi.bsd\tfunc\n\
+             _b\tany\tcom.apple.kpi.unsupported\tfunc\n\
+             _c\tany\tcom.apple.kpi.bsd\tfunc\n\
+             _prefixed\tany\tcom.apple.kpi.mach\tfunc\n\
+             _d\tarm64\tcom.apple.kpi.libkern\tdata\n",
+        )
+        .unwrap();
+        let problems = check_against_reference(&table, reference);
+        assert_eq!(problems.len(), 4, "{problems:#?}");
+        assert!(problems[0].starts_with("_b (arm64)"));
+        assert!(problems.iter().any(|p| p.starts_with("_c (x86_64)")));
+        assert!(problems.iter().any(|p| p.starts_with("_d (arm64)")));
+    }
+
+    #[test]
+    fn bad_rows_are_rejected() {
+        for bad in [
+            "_a\tany\tcom.apple.kpi.private\tfunc",
+            "_a\tany\tcom.apple.kpi.bsd",
+            "a\tany\tcom.apple.kpi.bsd\tfunc",
+            "_a\tarm64e\tcom.apple.kpi.bsd\tfunc",
+            "_a\tany\tcom.apple.kpi.bsd\tvar",
+            "_a\tany\tcom.apple.kpi.bsd\tfunc\n_a\tx86_64\tcom.apple.kpi.bsd\tfunc",
+        ] {
+            assert!(Table::parse(bad).is_err(), "accepted: {bad}");
+        }
+        let ok = Table::parse("_a\tx86_64\tcom.apple.kpi.bsd\tfunc\n_a\tarm64\tcom.apple.kpi.mach\tfunc")
+            .unwrap();
+        assert_eq!(
+            ok.lookup("_a", Arch::Arm64e).unwrap().bundle,
+            "com.apple.kpi.mach"
+        );
+    }
+
+    #[test]
+    fn libraries_use_the_darwin_version_of_the_minimum_macos() {
+        assert_eq!(bundle_version(), "20.0");
+        let libs = libraries(["com.apple.kpi.bsd", "com.apple.kpi.mach"]);
+        assert_eq!(libs.len(), 2);
+        assert_eq!(libs["com.apple.kpi.bsd"], "20.0");
+    }
+}
