@@ -76,14 +76,22 @@ pub enum StatsError {
 }
 
 fn kind_names(mask: u32) -> Vec<&'static str> {
-    EventKind::ALL.iter().filter(|k| mask & k.mask().bits() != 0).map(|k| k.name()).collect()
+    EventKind::ALL
+        .iter()
+        .filter(|k| mask & k.mask().bits() != 0)
+        .map(|k| k.name())
+        .collect()
 }
 
 /// Decodes the stats bytes.
 pub fn parse_stats(bytes: &[u8]) -> Result<Stats, StatsError> {
     let hsize = size_of::<raw::mt_stats_header>();
     let ssize = size_of::<raw::mt_shard_stats>();
-    let (h, rest) = raw::mt_stats_header::read_from_prefix(bytes).map_err(|_| StatsError::Short { need: hsize, have: bytes.len() })?;
+    let (h, rest) =
+        raw::mt_stats_header::read_from_prefix(bytes).map_err(|_| StatsError::Short {
+            need: hsize,
+            have: bytes.len(),
+        })?;
     if h.magic != raw::MT_STATS_MAGIC {
         return Err(StatsError::Format("bad magic"));
     }
@@ -98,7 +106,10 @@ pub fn parse_stats(bytes: &[u8]) -> Result<Stats, StatsError> {
     }
     let need = hsize + h.nshards as usize * ssize;
     if bytes.len() < need {
-        return Err(StatsError::Short { need, have: bytes.len() });
+        return Err(StatsError::Short {
+            need,
+            have: bytes.len(),
+        });
     }
     let shards: Vec<ShardStats> = rest
         .chunks_exact(ssize)
@@ -145,22 +156,40 @@ pub fn write_stats(w: &mut impl Write, s: &Stats) -> io::Result<()> {
         s.probe_method,
         s.vectors_patched
     )?;
-    writeln!(w, "recording {}, events: {}", if s.enabled { "enabled" } else { "DISABLED" }, s.events.join(","))?;
+    writeln!(
+        w,
+        "recording {}, events: {}",
+        if s.enabled { "enabled" } else { "DISABLED" },
+        s.events.join(",")
+    )?;
     writeln!(
         w,
         "hooks     {} calls, {} in flight, {} filtered out, {} errors (fail-open)",
         s.hook_calls, s.hooks_in_flight, s.filtered, s.errors
     )?;
-    writeln!(w, "{:>5} {:>14} {:>10} {:>14} {:>14} {:>10}", "shard", "produced", "dropped", "drained slots", "drained recs", "backlog")?;
+    writeln!(
+        w,
+        "{:>5} {:>14} {:>10} {:>14} {:>14} {:>10}",
+        "shard", "produced", "dropped", "drained slots", "drained recs", "backlog"
+    )?;
     for sh in &s.shards {
         writeln!(
             w,
             "{:>5} {:>14} {:>10} {:>14} {:>14} {:>10}",
-            sh.shard, sh.produced_slots, sh.dropped, sh.drained_slots, sh.drained_records, sh.backlog_slots
+            sh.shard,
+            sh.produced_slots,
+            sh.dropped,
+            sh.drained_slots,
+            sh.drained_records,
+            sh.backlog_slots
         )?;
     }
     if s.dropped > 0 {
-        writeln!(w, "!! {} records dropped so far (rings full): read more often or record fewer kinds", s.dropped)?;
+        writeln!(
+            w,
+            "!! {} records dropped so far (rings full): read more often or record fewer kinds",
+            s.dropped
+        )?;
     }
     Ok(())
 }
@@ -196,8 +225,20 @@ pub fn view(c: &raw::mt_config) -> ConfigView {
 
 /// Writes a config for people.
 pub fn write_config(w: &mut impl Write, v: &ConfigView) -> io::Result<()> {
-    writeln!(w, "recording  {}", if v.enabled { "enabled" } else { "disabled" })?;
-    writeln!(w, "events     {}", if v.events.is_empty() { "(none)".into() } else { v.events.join(",") })?;
+    writeln!(
+        w,
+        "recording  {}",
+        if v.enabled { "enabled" } else { "disabled" }
+    )?;
+    writeln!(
+        w,
+        "events     {}",
+        if v.events.is_empty() {
+            "(none)".into()
+        } else {
+            v.events.join(",")
+        }
+    )?;
     let pids = match (v.pid, v.exclude_pid) {
         (Some(p), _) => format!("only pid {p}"),
         (None, Some(p)) => format!("all but pid {p}"),
@@ -237,9 +278,13 @@ pub fn apply(current: &raw::mt_config, change: &ConfigChange) -> Result<raw::mt_
     if let Some(on) = change.enable {
         flags.set(ConfigFlags::ENABLE, on);
     }
-    let mask = change.events.map_or(current.event_mask & raw::MT_EVMASK_ALL, |m| m.bits());
+    let mask = change
+        .events
+        .map_or(current.event_mask & raw::MT_EVMASK_ALL, |m| m.bits());
     if mask == 0 {
-        return Err("an empty event list would record nothing: use --disable to stop recording".into());
+        return Err(
+            "an empty event list would record nothing: use --disable to stop recording".into(),
+        );
     }
     if let Some(p) = change.pid {
         flags.remove(ConfigFlags::PID_FILTER | ConfigFlags::PID_EXCLUDE);
@@ -287,23 +332,66 @@ mod tests {
 
     #[test]
     fn changes_keep_what_they_do_not_touch() {
-        let c = apply(&current(), &ConfigChange { events: Some(EventMask::MMAP | EventMask::PAGEIN), ..Default::default() }).unwrap();
+        let c = apply(
+            &current(),
+            &ConfigChange {
+                events: Some(EventMask::MMAP | EventMask::PAGEIN),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(c.event_mask, raw::MT_EVMASK_MMAP | raw::MT_EVMASK_PAGEIN);
-        assert_eq!((c.flags, c.pid), (raw::MT_CF_ENABLE | raw::MT_CF_PID_EXCLUDE, 42));
-        let c = apply(&current(), &ConfigChange { pid: Some(Some(PidFilter::Only(7))), enable: Some(false), ..Default::default() }).unwrap();
+        assert_eq!(
+            (c.flags, c.pid),
+            (raw::MT_CF_ENABLE | raw::MT_CF_PID_EXCLUDE, 42)
+        );
+        let c = apply(
+            &current(),
+            &ConfigChange {
+                pid: Some(Some(PidFilter::Only(7))),
+                enable: Some(false),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!((c.flags, c.pid), (raw::MT_CF_PID_FILTER, 7));
-        let c = apply(&current(), &ConfigChange { pid: Some(None), ..Default::default() }).unwrap();
+        let c = apply(
+            &current(),
+            &ConfigChange {
+                pid: Some(None),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!((c.flags, c.pid), (raw::MT_CF_ENABLE, 0));
     }
 
     #[test]
     fn refusals_say_what_to_do() {
-        assert!(apply(&current(), &ConfigChange::default()).unwrap_err().contains("--enable"));
-        let e = apply(&current(), &ConfigChange { events: Some(EventMask::empty()), ..Default::default() }).unwrap_err();
+        assert!(
+            apply(&current(), &ConfigChange::default())
+                .unwrap_err()
+                .contains("--enable")
+        );
+        let e = apply(
+            &current(),
+            &ConfigChange {
+                events: Some(EventMask::empty()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
         assert!(e.contains("--disable"), "{e}");
         let mut both = current();
         both.flags |= raw::MT_CF_PID_FILTER;
-        let e = apply(&both, &ConfigChange { enable: Some(true), ..Default::default() }).unwrap_err();
+        let e = apply(
+            &both,
+            &ConfigChange {
+                enable: Some(true),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
         assert!(e.contains("pick one"), "{e}");
     }
 
@@ -326,13 +414,29 @@ mod tests {
             errors: 0,
             reserved0: 0,
         };
-        let s0 = raw::mt_shard_stats { produced_slots: 10, dropped: 2, drained_slots: 8, drained_records: 8, backlog_slots: 0, reserved0: [0; 3] };
+        let s0 = raw::mt_shard_stats {
+            produced_slots: 10,
+            dropped: 2,
+            drained_slots: 8,
+            drained_records: 8,
+            backlog_slots: 0,
+            reserved0: [0; 3],
+        };
         let mut bytes = h.as_bytes().to_vec();
         bytes.extend_from_slice(s0.as_bytes());
         bytes.extend_from_slice(s0.as_bytes());
         let s = parse_stats(&bytes).unwrap();
-        assert_eq!((s.shards.len(), s.dropped, s.probe_method, s.events.clone()), (2, 4, "offset", vec!["mmap"]));
-        assert_eq!(parse_stats(&bytes[..100]), Err(StatsError::Short { need: 208, have: 100 }));
+        assert_eq!(
+            (s.shards.len(), s.dropped, s.probe_method, s.events.clone()),
+            (2, 4, "offset", vec!["mmap"])
+        );
+        assert_eq!(
+            parse_stats(&bytes[..100]),
+            Err(StatsError::Short {
+                need: 208,
+                have: 100
+            })
+        );
         let mut bad = bytes.clone();
         bad[0] ^= 1;
         assert_eq!(parse_stats(&bad), Err(StatsError::Format("bad magic")));

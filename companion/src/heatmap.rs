@@ -18,7 +18,9 @@ const BOTTOM: f64 = 60.0;
 /// Ticks per axis.
 const TICKS: u32 = 5;
 /// Process colors, cycled.
-const PALETTE: [&str; 8] = ["#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"];
+const PALETTE: [&str; 8] = [
+    "#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f",
+];
 /// Map and unmap line colors.
 const MAP_COLOR: &str = "#2ca02c";
 const UNMAP_COLOR: &str = "#d62728";
@@ -47,8 +49,22 @@ pub struct FileEvents {
 impl FileEvents {
     /// A name usable as a file name: the path's last part and the vnode id.
     pub fn file_stem(&self) -> String {
-        let base = self.path.as_deref().and_then(|p| p.rsplit('/').next()).filter(|b| !b.is_empty()).unwrap_or("vnode");
-        let clean: String = base.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' { c } else { '_' }).collect();
+        let base = self
+            .path
+            .as_deref()
+            .and_then(|p| p.rsplit('/').next())
+            .filter(|b| !b.is_empty())
+            .unwrap_or("vnode");
+        let clean: String = base
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
         format!("{clean}-{:08x}", self.vnode_id >> 32)
     }
 
@@ -75,20 +91,35 @@ impl Builder {
     pub fn observe(&mut self, item: &Item) {
         let Item::Event(ev) = item else { return };
         let r = &ev.rec;
-        if r.vnode_id == 0 || matches!(r.event, Event::Path { .. } | Event::Mark { .. } | Event::FileMmap { .. }) {
+        if r.vnode_id == 0
+            || matches!(
+                r.event,
+                Event::Path { .. } | Event::Mark { .. } | Event::FileMmap { .. }
+            )
+        {
             return;
         }
         let next = self.files.len();
         let i = *self.index.entry(r.vnode_id).or_insert(next);
         if i == next {
-            self.files.push(FileEvents { vnode_id: r.vnode_id, ..FileEvents::default() });
+            self.files.push(FileEvents {
+                vnode_id: r.vnode_id,
+                ..FileEvents::default()
+            });
         }
-        let Some(f) = self.files.get_mut(i) else { return };
+        let Some(f) = self.files.get_mut(i) else {
+            return;
+        };
         if f.path.is_none() {
             f.path = ev.path.as_ref().map(|p| p.text.to_string());
         }
         match &r.event {
-            Event::Pagein { offset, size, duration_ns, .. } => f.pageins.push(Block {
+            Event::Pagein {
+                offset,
+                size,
+                duration_ns,
+                ..
+            } => f.pageins.push(Block {
                 ts: r.timestamp_ns,
                 dur: u64::from(*duration_ns),
                 offset: u64::try_from(*offset).unwrap_or(0),
@@ -108,7 +139,10 @@ impl Builder {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn bytes_label(n: u64) -> String {
@@ -133,16 +167,34 @@ fn time_label(ns: u64) -> String {
 
 /// Draws one file's heatmap as a standalone SVG document.
 pub fn render(f: &FileEvents) -> String {
-    let times = f.pageins.iter().flat_map(|b| [b.ts, b.ts + b.dur]).chain(f.maps.iter().map(|m| m.0)).chain(f.unmaps.iter().map(|m| m.0));
+    let times = f
+        .pageins
+        .iter()
+        .flat_map(|b| [b.ts, b.ts + b.dur])
+        .chain(f.maps.iter().map(|m| m.0))
+        .chain(f.unmaps.iter().map(|m| m.0));
     let t0 = times.clone().min().unwrap_or(0);
     let span = (times.max().unwrap_or(0) - t0).max(1_000);
-    let max_off = f.pageins.iter().map(|b| b.offset + b.size).max().unwrap_or(0).max(4096);
+    let max_off = f
+        .pageins
+        .iter()
+        .map(|b| b.offset + b.size)
+        .max()
+        .unwrap_or(0)
+        .max(4096);
     let pw = WIDTH - LEFT - RIGHT;
     let ph = HEIGHT - TOP - BOTTOM;
     let x = |t: u64| LEFT + (t.saturating_sub(t0)) as f64 / span as f64 * pw;
     let y = |o: u64| TOP + o as f64 / max_off as f64 * ph;
-    let pids: Vec<u32> = f.pageins.iter().map(|b| b.pid).collect::<BTreeSet<_>>().into_iter().collect();
-    let color = |pid: u32| PALETTE[pids.iter().position(|&p| p == pid).unwrap_or(0) % PALETTE.len()];
+    let pids: Vec<u32> = f
+        .pageins
+        .iter()
+        .map(|b| b.pid)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let color =
+        |pid: u32| PALETTE[pids.iter().position(|&p| p == pid).unwrap_or(0) % PALETTE.len()];
     let title = f.path.clone().unwrap_or_else(|| "(path unknown)".into());
 
     let mut s = String::new();
@@ -151,8 +203,15 @@ pub fn render(f: &FileEvents) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#
     );
     let _ = writeln!(s, r#"<title>maptrace heatmap: {}</title>"#, esc(&title));
-    let _ = writeln!(s, r#"<rect x="0" y="0" width="{WIDTH}" height="{HEIGHT}" fill="white"/>"#);
-    let _ = writeln!(s, r#"<text id="title" x="{LEFT}" y="24" font-size="16" font-weight="bold">{}</text>"#, esc(&title));
+    let _ = writeln!(
+        s,
+        r#"<rect x="0" y="0" width="{WIDTH}" height="{HEIGHT}" fill="white"/>"#
+    );
+    let _ = writeln!(
+        s,
+        r#"<text id="title" x="{LEFT}" y="24" font-size="16" font-weight="bold">{}</text>"#,
+        esc(&title)
+    );
     let _ = writeln!(
         s,
         r##"<text id="subtitle" x="{LEFT}" y="44" fill="#555">vnode {:016x} · {} page-ins, {} maps, {} last unmaps · time from {:.6} s after boot</text>"##,
@@ -163,22 +222,50 @@ pub fn render(f: &FileEvents) -> String {
         t0 as f64 / 1e9
     );
     // Plot frame and axes.
-    let _ = writeln!(s, r##"<rect id="plot" x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="#fafafa" stroke="#333"/>"##);
+    let _ = writeln!(
+        s,
+        r##"<rect id="plot" x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="#fafafa" stroke="#333"/>"##
+    );
     let _ = writeln!(s, r#"<g id="x-axis">"#);
     for i in 0..=TICKS {
         let t = span * u64::from(i) / u64::from(TICKS);
         let xp = x(t0 + t);
-        let _ = writeln!(s, r##"<line x1="{xp:.1}" y1="{}" x2="{xp:.1}" y2="{}" stroke="#333"/>"##, TOP + ph, TOP + ph + 5.0);
-        let _ = writeln!(s, r#"<text x="{xp:.1}" y="{}" text-anchor="middle">{}</text>"#, TOP + ph + 18.0, esc(&time_label(t)));
+        let _ = writeln!(
+            s,
+            r##"<line x1="{xp:.1}" y1="{}" x2="{xp:.1}" y2="{}" stroke="#333"/>"##,
+            TOP + ph,
+            TOP + ph + 5.0
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{xp:.1}" y="{}" text-anchor="middle">{}</text>"#,
+            TOP + ph + 18.0,
+            esc(&time_label(t))
+        );
     }
-    let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">time since first event</text>"#, LEFT + pw / 2.0, HEIGHT - 16.0);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">time since first event</text>"#,
+        LEFT + pw / 2.0,
+        HEIGHT - 16.0
+    );
     let _ = writeln!(s, "</g>");
     let _ = writeln!(s, r#"<g id="y-axis">"#);
     for i in 0..=TICKS {
         let o = max_off * u64::from(i) / u64::from(TICKS);
         let yp = y(o);
-        let _ = writeln!(s, r##"<line x1="{}" y1="{yp:.1}" x2="{LEFT}" y2="{yp:.1}" stroke="#333"/>"##, LEFT - 5.0);
-        let _ = writeln!(s, r#"<text x="{}" y="{:.1}" text-anchor="end">{}</text>"#, LEFT - 8.0, yp + 4.0, bytes_label(o));
+        let _ = writeln!(
+            s,
+            r##"<line x1="{}" y1="{yp:.1}" x2="{LEFT}" y2="{yp:.1}" stroke="#333"/>"##,
+            LEFT - 5.0
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{:.1}" text-anchor="end">{}</text>"#,
+            LEFT - 8.0,
+            yp + 4.0,
+            bytes_label(o)
+        );
     }
     let _ = writeln!(
         s,
@@ -207,7 +294,16 @@ pub fn render(f: &FileEvents) -> String {
     }
     let _ = writeln!(s, "</g>");
     let _ = writeln!(s, r#"<g id="maps">"#);
-    for (list, class, col, dash, what) in [(&f.maps, "map", MAP_COLOR, "", "map"), (&f.unmaps, "unmap", UNMAP_COLOR, r#" stroke-dasharray="6 3""#, "last unmap")] {
+    for (list, class, col, dash, what) in [
+        (&f.maps, "map", MAP_COLOR, "", "map"),
+        (
+            &f.unmaps,
+            "unmap",
+            UNMAP_COLOR,
+            r#" stroke-dasharray="6 3""#,
+            "last unmap",
+        ),
+    ] {
         for (t, pid) in list {
             let xp = x(*t);
             let _ = writeln!(
@@ -221,11 +317,27 @@ pub fn render(f: &FileEvents) -> String {
     let _ = writeln!(s, "</g>");
     // Legend.
     let lx = WIDTH - RIGHT + 20.0;
-    let _ = writeln!(s, r#"<g id="legend"><text x="{lx}" y="{}" font-weight="bold">legend</text>"#, TOP + 10.0);
+    let _ = writeln!(
+        s,
+        r#"<g id="legend"><text x="{lx}" y="{}" font-weight="bold">legend</text>"#,
+        TOP + 10.0
+    );
     let mut ly = TOP + 30.0;
-    let _ = writeln!(s, r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{MAP_COLOR}" stroke-width="2"/><text x="{}" y="{}">map (VNOP_MMAP)</text>"#, lx + 20.0, lx + 26.0, ly + 4.0);
+    let _ = writeln!(
+        s,
+        r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{MAP_COLOR}" stroke-width="2"/><text x="{}" y="{}">map (VNOP_MMAP)</text>"#,
+        lx + 20.0,
+        lx + 26.0,
+        ly + 4.0
+    );
     ly += 20.0;
-    let _ = writeln!(s, r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{UNMAP_COLOR}" stroke-width="2" stroke-dasharray="6 3"/><text x="{}" y="{}">last unmap (MNOMAP)</text>"#, lx + 20.0, lx + 26.0, ly + 4.0);
+    let _ = writeln!(
+        s,
+        r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{UNMAP_COLOR}" stroke-width="2" stroke-dasharray="6 3"/><text x="{}" y="{}">last unmap (MNOMAP)</text>"#,
+        lx + 20.0,
+        lx + 26.0,
+        ly + 4.0
+    );
     for pid in &pids {
         ly += 20.0;
         let _ = writeln!(

@@ -201,10 +201,16 @@ fn open_source(spec: Option<&str>, input: Option<&Path>) -> Result<Box<dyn Sourc
         }
         return Ok(Box::new(FileSource::open(p)?));
     }
-    let default = if cfg!(target_os = "macos") { "sysctl" } else { "sim" };
+    let default = if cfg!(target_os = "macos") {
+        "sysctl"
+    } else {
+        "sim"
+    };
     let spec = spec.unwrap_or(default);
     match spec.split_once(':') {
-        Some(("file", path)) if !path.is_empty() => Ok(Box::new(FileSource::open(Path::new(path))?)),
+        Some(("file", path)) if !path.is_empty() => {
+            Ok(Box::new(FileSource::open(Path::new(path))?))
+        }
         Some(("sim", path)) if !path.is_empty() => open_sim(Some(Path::new(path))),
         None if spec == "sim" => open_sim(None),
         None if spec == "sysctl" => Ok(Box::new(sysctl::open_kext()?)),
@@ -223,13 +229,21 @@ fn open_sim(scenario: Option<&Path>) -> Result<Box<dyn Source>> {
 /// Reads batches until the source ends, the duration passes or Ctrl-C.
 /// After a stop, a live source is drained once more so nothing already in
 /// the kext's rings at that moment is left behind.
-fn drive(src: &mut dyn Source, limit: &Limit, stop: &AtomicBool, mut on_batch: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+fn drive(
+    src: &mut dyn Source,
+    limit: &Limit,
+    stop: &AtomicBool,
+    mut on_batch: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
     let started = Instant::now();
-    let deadline = limit.duration.map(|s| started + Duration::from_secs_f64(s.max(0.0)));
+    let deadline = limit
+        .duration
+        .map(|s| started + Duration::from_secs_f64(s.max(0.0)));
     let mut buf = Vec::new();
     let live = src.is_live();
     loop {
-        let stopping = stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d);
+        let stopping =
+            stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d);
         match src.next_batch(&mut buf)? {
             Next::Batch(n) => on_batch(buf.get(..n).unwrap_or(&[]))?,
             Next::End => break,
@@ -244,7 +258,11 @@ fn drive(src: &mut dyn Source, limit: &Limit, stop: &AtomicBool, mut on_batch: i
 }
 
 /// Runs `each` on every item of the source, then on the closing items.
-fn for_each_item(src: &mut dyn Source, limit: &Limit, mut each: impl FnMut(&Item) -> Result<()>) -> Result<Totals> {
+fn for_each_item(
+    src: &mut dyn Source,
+    limit: &Limit,
+    mut each: impl FnMut(&Item) -> Result<()>,
+) -> Result<Totals> {
     let stop = stop_flag();
     let mut p = Pipeline::new();
     let mut items = Vec::new();
@@ -260,7 +278,11 @@ fn for_each_item(src: &mut dyn Source, limit: &Limit, mut each: impl FnMut(&Item
 }
 
 fn stream(src: &mut dyn Source, a: &StreamArgs, out: &mut impl Write) -> Result<Totals> {
-    let filter = Filter { pids: a.pid.clone(), path_prefix: a.path.clone(), kinds: a.kind.unwrap_or(maptrace_abi::EventMask::all()) };
+    let filter = Filter {
+        pids: a.pid.clone(),
+        path_prefix: a.path.clone(),
+        kinds: a.kind.unwrap_or(maptrace_abi::EventMask::all()),
+    };
     let mut line = Vec::with_capacity(512);
     if !a.json {
         out.write_all(output::TABLE_HEADER.as_bytes())?;
@@ -298,8 +320,11 @@ fn stream(src: &mut dyn Source, a: &StreamArgs, out: &mut impl Write) -> Result<
 }
 
 fn record(src: &mut dyn Source, path: &Path, limit: &Limit, quiet: bool) -> Result<u8> {
-    let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    let start_unix_ns = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let start_unix_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
     let header = recording::Header {
         abi_version: maptrace_abi::raw::MT_ABI_VERSION as u16,
         start_unix_ns,
@@ -323,7 +348,8 @@ fn record(src: &mut dyn Source, path: &Path, limit: &Limit, quiet: bool) -> Resu
         );
     };
     drive(src, limit, &stop, |bytes| {
-        w.write_batch(bytes).with_context(|| format!("writing {}", path.display()))?;
+        w.write_batch(bytes)
+            .with_context(|| format!("writing {}", path.display()))?;
         match maptrace_abi::decode::parse_batch_header(bytes) {
             Ok(b) => {
                 events += b.header.total_records;
@@ -339,7 +365,8 @@ fn record(src: &mut dyn Source, path: &Path, limit: &Limit, quiet: bool) -> Resu
     })?;
     let frames = w.frames();
     let bytes = w.bytes();
-    w.finish().with_context(|| format!("writing {}", path.display()))?;
+    w.finish()
+        .with_context(|| format!("writing {}", path.display()))?;
     progress(events, dropped, bytes, true);
     if !quiet {
         eprintln!("wrote {frames} batches to {}", path.display());
@@ -401,7 +428,11 @@ fn run(cli: Cli) -> Result<u8> {
             let t = stream(src.as_mut(), &a, &mut out)?;
             Ok(t.exit_status())
         }
-        Command::Record { output: path, limit, quiet } => {
+        Command::Record {
+            output: path,
+            limit,
+            quiet,
+        } => {
             let mut src = open_source(source, None)?;
             record(src.as_mut(), &path, &limit, quiet)
         }
@@ -436,7 +467,9 @@ fn run(cli: Cli) -> Result<u8> {
             out.flush()?;
             Ok(exit::OK)
         }
-        Command::Config { action: ConfigAction::Show { json } } => {
+        Command::Config {
+            action: ConfigAction::Show { json },
+        } => {
             let mut src = open_source(source, None)?;
             let v = control::view(&src.config()?);
             if json {
@@ -448,14 +481,21 @@ fn run(cli: Cli) -> Result<u8> {
             out.flush()?;
             Ok(exit::OK)
         }
-        Command::Config { action: ConfigAction::Set(a) } => {
+        Command::Config {
+            action: ConfigAction::Set(a),
+        } => {
             let change = ConfigChange {
                 enable: match (a.enable, a.disable) {
                     (true, _) => Some(true),
                     (_, true) => Some(false),
                     _ => None,
                 },
-                events: a.events.as_deref().map(pipeline::parse_kinds).transpose().map_err(|e| anyhow!("--events: {e}"))?,
+                events: a
+                    .events
+                    .as_deref()
+                    .map(pipeline::parse_kinds)
+                    .transpose()
+                    .map_err(|e| anyhow!("--events: {e}"))?,
                 pid: match (a.pid, a.exclude_pid, a.all_pids) {
                     (Some(p), _, _) => Some(Some(PidFilter::Only(p))),
                     (_, Some(p), _) => Some(Some(PidFilter::Exclude(p))),
@@ -464,7 +504,9 @@ fn run(cli: Cli) -> Result<u8> {
                 },
             };
             if change == ConfigChange::default() {
-                bail!("nothing to change: give --enable, --disable, --events LIST, --pid N, --exclude-pid N or --all-pids");
+                bail!(
+                    "nothing to change: give --enable, --disable, --events LIST, --pid N, --exclude-pid N or --all-pids"
+                );
             }
             let mut src = open_source(source, None)?;
             let new = control::apply(&src.config()?, &change).map_err(|e| anyhow!(e))?;
@@ -473,7 +515,12 @@ fn run(cli: Cli) -> Result<u8> {
             out.flush()?;
             Ok(exit::OK)
         }
-        Command::Export { input, format: ExportFormat::Perfetto, output: dest, limit } => {
+        Command::Export {
+            input,
+            format: ExportFormat::Perfetto,
+            output: dest,
+            limit,
+        } => {
             let mut src = open_source(source, input.as_deref())?;
             let mut b = perfetto::Builder::new();
             let totals = for_each_item(src.as_mut(), &limit, |item| {
@@ -483,7 +530,8 @@ fn run(cli: Cli) -> Result<u8> {
             let doc = b.finish();
             match dest {
                 Some(p) => {
-                    let f = std::fs::File::create(&p).with_context(|| format!("cannot create {}", p.display()))?;
+                    let f = std::fs::File::create(&p)
+                        .with_context(|| format!("cannot create {}", p.display()))?;
                     let mut w = BufWriter::new(f);
                     perfetto::write(&mut w, &doc)?;
                     w.flush()?;
@@ -497,29 +545,48 @@ fn run(cli: Cli) -> Result<u8> {
             warn_losses(&totals);
             Ok(totals.exit_status())
         }
-        Command::Heatmap { input, output: dir, path, limit } => {
+        Command::Heatmap {
+            input,
+            output: dir,
+            path,
+            limit,
+        } => {
             let mut src = open_source(source, input.as_deref())?;
             let mut b = heatmap::Builder::new();
             let totals = for_each_item(src.as_mut(), &limit, |item| {
                 b.observe(item);
                 Ok(())
             })?;
-            std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
             let mut written = 0;
             for f in b.finish() {
                 if let Some(prefix) = &path {
-                    if !f.path.as_deref().is_some_and(|p| p.starts_with(prefix.as_str())) {
+                    if !f
+                        .path
+                        .as_deref()
+                        .is_some_and(|p| p.starts_with(prefix.as_str()))
+                    {
                         continue;
                     }
                 }
                 let file = dir.join(format!("{}.svg", f.file_stem()));
-                std::fs::write(&file, heatmap::render(&f)).with_context(|| format!("cannot write {}", file.display()))?;
-                writeln!(out, "{}  {}", file.display(), f.path.as_deref().unwrap_or("(path unknown)"))?;
+                std::fs::write(&file, heatmap::render(&f))
+                    .with_context(|| format!("cannot write {}", file.display()))?;
+                writeln!(
+                    out,
+                    "{}  {}",
+                    file.display(),
+                    f.path.as_deref().unwrap_or("(path unknown)")
+                )?;
                 written += 1;
             }
             out.flush()?;
             if written == 0 {
-                bail!("no file had page-ins or maps to draw{}", path.map_or(String::new(), |p| format!(" under `{p}`")));
+                bail!(
+                    "no file had page-ins or maps to draw{}",
+                    path.map_or(String::new(), |p| format!(" under `{p}`"))
+                );
             }
             warn_losses(&totals);
             Ok(totals.exit_status())
@@ -533,7 +600,9 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             // A closed pipe (`maptrace stream | head`) is the reader's choice.
-            if e.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe) {
+            if e.downcast_ref::<io::Error>()
+                .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+            {
                 return ExitCode::from(exit::OK);
             }
             eprintln!("maptrace: error: {e:#}");

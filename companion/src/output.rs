@@ -115,7 +115,12 @@ pub fn event_json(out: &mut Vec<u8>, ev: &Ev) {
     num(out, b"error", r.error);
     num(out, b"lost_before", r.lost_before);
     match &r.event {
-        Event::Mmap { fflags, vid, duration_ns, counts } => {
+        Event::Mmap {
+            fflags,
+            vid,
+            duration_ns,
+            counts,
+        } => {
             prot(out, b"prot", *fflags);
             num(out, b"vid", *vid);
             num(out, b"duration_ns", *duration_ns);
@@ -128,19 +133,34 @@ pub fn event_json(out: &mut Vec<u8>, ev: &Ev) {
                 None => out.extend_from_slice(b",\"via\":\"exec\""),
             }
         }
-        Event::Pagein { offset, size, duration_ns, counts, upl_flags } => {
+        Event::Pagein {
+            offset,
+            size,
+            duration_ns,
+            counts,
+            upl_flags,
+        } => {
             num(out, b"offset", *offset);
             num(out, b"size", *size);
             num(out, b"duration_ns", *duration_ns);
             counts_json(out, counts);
             num(out, b"upl_flags", *upl_flags);
         }
-        Event::Mnomap { vid, duration_ns, counts } => {
+        Event::Mnomap {
+            vid,
+            duration_ns,
+            counts,
+        } => {
             num(out, b"vid", *vid);
             num(out, b"duration_ns", *duration_ns);
             counts_json(out, counts);
         }
-        Event::FileMmap { file_pos, prot: p, maxprot, mmap_flags } => {
+        Event::FileMmap {
+            file_pos,
+            prot: p,
+            maxprot,
+            mmap_flags,
+        } => {
             num(out, b"file_pos", *file_pos);
             prot(out, b"prot", *p);
             prot(out, b"maxprot", *maxprot);
@@ -151,7 +171,12 @@ pub fn event_json(out: &mut Vec<u8>, ev: &Ev) {
             key(out, b"truncated");
             out.extend_from_slice(if *truncated { b"true" } else { b"false" });
         }
-        Event::Mark { mark, arg0, arg1, arg2 } => {
+        Event::Mark {
+            mark,
+            arg0,
+            arg1,
+            arg2,
+        } => {
             key(out, b"mark");
             json_str(out, mark_name(*mark));
             num(out, b"arg0", *arg0);
@@ -166,7 +191,11 @@ pub fn event_json(out: &mut Vec<u8>, ev: &Ev) {
 pub fn item_json(out: &mut Vec<u8>, item: &Item) {
     match item {
         Item::Event(ev) => event_json(out, ev),
-        Item::Loss(Loss::Dropped { shard, count, before_pos }) => {
+        Item::Loss(Loss::Dropped {
+            shard,
+            count,
+            before_pos,
+        }) => {
             out.extend_from_slice(b"{\"type\":\"loss\",\"reason\":\"dropped\"");
             key(out, b"shard");
             if *shard == u16::MAX {
@@ -214,8 +243,7 @@ pub fn summary_json(out: &mut Vec<u8>, t: &Totals) {
 }
 
 /// The table's column titles.
-pub const TABLE_HEADER: &str =
-    "       TIME(s)  CPU     PID       TID  KIND        USE KUSE   IO  DETAIL                                 FILE\n";
+pub const TABLE_HEADER: &str = "       TIME(s)  CPU     PID       TID  KIND        USE KUSE   IO  DETAIL                                 FILE\n";
 
 fn human_bytes(n: u64) -> String {
     if n >= 1 << 20 && n % (1 << 20) == 0 {
@@ -236,7 +264,11 @@ fn counts_cols(c: Option<&Counts>) -> (String, String, String) {
     match c {
         Some(c) if c.method != ProbeMethod::None => (
             c.usecount.to_string(),
-            if c.method == ProbeMethod::Offset { c.kusecount.to_string() } else { "-".into() },
+            if c.method == ProbeMethod::Offset {
+                c.kusecount.to_string()
+            } else {
+                "-".into()
+            },
             c.iocount.map_or("-".into(), |i| i.to_string()),
         ),
         _ => ("-".into(), "-".into(), "-".into()),
@@ -247,22 +279,52 @@ fn counts_cols(c: Option<&Counts>) -> (String, String, String) {
 pub fn event_row(w: &mut impl Write, ev: &Ev) -> io::Result<()> {
     let r = &ev.rec;
     let (counts, detail) = match &r.event {
-        Event::Mmap { fflags, duration_ns, counts, .. } => {
+        Event::Mmap {
+            fflags,
+            duration_ns,
+            counts,
+            ..
+        } => {
             let p = String::from_utf8_lossy(&prot_str(*fflags)).into_owned();
             let d = match &ev.call {
-                Some(c) => format!("{p} mmap(2) off={:#x} flags={:#x} {:.1}us", c.file_pos, c.mmap_flags, f64::from(*duration_ns) / 1e3),
+                Some(c) => format!(
+                    "{p} mmap(2) off={:#x} flags={:#x} {:.1}us",
+                    c.file_pos,
+                    c.mmap_flags,
+                    f64::from(*duration_ns) / 1e3
+                ),
                 None => format!("{p} exec/loader map {:.1}us", f64::from(*duration_ns) / 1e3),
             };
             (Some(counts), d)
         }
-        Event::Pagein { offset, size, duration_ns, counts, .. } => (
+        Event::Pagein {
+            offset,
+            size,
+            duration_ns,
+            counts,
+            ..
+        } => (
             Some(counts),
-            format!("off={offset:#x} size={} {:.1}us", human_bytes(u64::from(*size)), f64::from(*duration_ns) / 1e3),
+            format!(
+                "off={offset:#x} size={} {:.1}us",
+                human_bytes(u64::from(*size)),
+                f64::from(*duration_ns) / 1e3
+            ),
         ),
-        Event::Mnomap { duration_ns, counts, .. } => {
-            (Some(counts), format!("last unmap {:.1}us", f64::from(*duration_ns) / 1e3))
-        }
-        Event::FileMmap { file_pos, prot, maxprot, mmap_flags } => (
+        Event::Mnomap {
+            duration_ns,
+            counts,
+            ..
+        } => (
+            Some(counts),
+            format!("last unmap {:.1}us", f64::from(*duration_ns) / 1e3),
+        ),
+        Event::FileMmap {
+            file_pos,
+            prot,
+            maxprot,
+            mmap_flags,
+        } => (
             None,
             format!(
                 "mmap(2) check prot={} max={} flags={mmap_flags:#x} off={file_pos:#x}",
@@ -270,21 +332,38 @@ pub fn event_row(w: &mut impl Write, ev: &Ev) -> io::Result<()> {
                 String::from_utf8_lossy(&prot_str(*maxprot))
             ),
         ),
-        Event::Path { vid, truncated, .. } => {
-            (None, format!("names vnode (vid {vid}){}", if *truncated { " [truncated]" } else { "" }))
-        }
-        Event::Mark { mark, arg0, arg1, arg2 } => (
+        Event::Path { vid, truncated, .. } => (
+            None,
+            format!(
+                "names vnode (vid {vid}){}",
+                if *truncated { " [truncated]" } else { "" }
+            ),
+        ),
+        Event::Mark {
+            mark,
+            arg0,
+            arg1,
+            arg2,
+        } => (
             None,
             match mark {
                 Mark::Start => format!("kext start: {arg2} shards x {arg1} slots"),
-                Mark::Config => format!("config applied: mask={arg0:#x} flags={:#x} pid={}", arg1 >> 32, arg1 & 0xffff_ffff),
+                Mark::Config => format!(
+                    "config applied: mask={arg0:#x} flags={:#x} pid={}",
+                    arg1 >> 32,
+                    arg1 & 0xffff_ffff
+                ),
                 Mark::VectorPatched => format!("vnode-op vector #{arg0} hooked"),
                 Mark::Unknown(m) => format!("mark {m}"),
             },
         ),
     };
     let (u, k, i) = counts_cols(counts);
-    let err = if r.error != 0 { format!(" err={}", r.error) } else { String::new() };
+    let err = if r.error != 0 {
+        format!(" err={}", r.error)
+    } else {
+        String::new()
+    };
     let file = match (&ev.path, r.vnode_id) {
         (Some(p), _) => p.text.to_string(),
         (None, 0) => String::new(),
@@ -311,16 +390,28 @@ pub fn item_row(w: &mut impl Write, item: &Item) -> io::Result<()> {
     match item {
         Item::Event(ev) => event_row(w, ev),
         Item::Loss(Loss::Dropped { shard, count, .. }) if *shard == u16::MAX => {
-            writeln!(w, "!! LOST {count} records at the end of the stream (the kext's rings were full)")
+            writeln!(
+                w,
+                "!! LOST {count} records at the end of the stream (the kext's rings were full)"
+            )
         }
         Item::Loss(Loss::Dropped { shard, count, .. }) => {
-            writeln!(w, "!! LOST {count} records on CPU {shard} here (the kext's ring was full)")
+            writeln!(
+                w,
+                "!! LOST {count} records on CPU {shard} here (the kext's ring was full)"
+            )
         }
         Item::Loss(Loss::Gap { shard, slots }) => {
-            writeln!(w, "!! GAP on CPU {shard}: {slots} slots never reached this reader (another reader, or lost)")
+            writeln!(
+                w,
+                "!! GAP on CPU {shard}: {slots} slots never reached this reader (another reader, or lost)"
+            )
         }
         Item::Corrupt(msg) => writeln!(w, "!! CORRUPT: {msg}"),
-        Item::Reload { generation } => writeln!(w, "-- kext reloaded (generation {generation:#x}); vnode ids start over"),
+        Item::Reload { generation } => writeln!(
+            w,
+            "-- kext reloaded (generation {generation:#x}); vnode ids start over"
+        ),
     }
 }
 
@@ -364,8 +455,16 @@ mod tests {
     #[test]
     fn loss_lines_are_valid_json() {
         for item in [
-            Item::Loss(Loss::Dropped { shard: 2, count: 5, before_pos: Some(9) }),
-            Item::Loss(Loss::Dropped { shard: u16::MAX, count: 1, before_pos: None }),
+            Item::Loss(Loss::Dropped {
+                shard: 2,
+                count: 5,
+                before_pos: Some(9),
+            }),
+            Item::Loss(Loss::Dropped {
+                shard: u16::MAX,
+                count: 1,
+                before_pos: None,
+            }),
             Item::Loss(Loss::Gap { shard: 0, slots: 3 }),
             Item::Corrupt("bad \"thing\"".into()),
             Item::Reload { generation: 7 },

@@ -40,12 +40,14 @@ impl Builder {
             Item::Event(ev) => ev,
             Item::Loss(l) => {
                 let (name, args) = match l {
-                    Loss::Dropped { shard, count, .. } => {
-                        (format!("LOST {count} records"), json!({ "shard": shard, "count": count, "reason": "dropped" }))
-                    }
-                    Loss::Gap { shard, slots } => {
-                        (format!("GAP {slots} slots"), json!({ "shard": shard, "slots": slots, "reason": "gap" }))
-                    }
+                    Loss::Dropped { shard, count, .. } => (
+                        format!("LOST {count} records"),
+                        json!({ "shard": shard, "count": count, "reason": "dropped" }),
+                    ),
+                    Loss::Gap { shard, slots } => (
+                        format!("GAP {slots} slots"),
+                        json!({ "shard": shard, "slots": slots, "reason": "gap" }),
+                    ),
                 };
                 self.events.push(json!({
                     "name": name, "cat": "loss", "ph": "i", "s": "g", "ts": us(self.last_ts),
@@ -68,7 +70,13 @@ impl Builder {
         let file = short(path, r.vnode_id);
         let base = json!({ "pid": r.pid, "tid": r.tid, "ts": us(r.timestamp_ns) });
         let mut e = match &r.event {
-            Event::Pagein { offset, size, duration_ns, counts, .. } => json!({
+            Event::Pagein {
+                offset,
+                size,
+                duration_ns,
+                counts,
+                ..
+            } => json!({
                 "name": format!("pagein {file}"), "cat": "pagein", "ph": "X",
                 "dur": us(u64::from(*duration_ns)),
                 "args": {
@@ -91,7 +99,12 @@ impl Builder {
                     "usecount": (counts.method != ProbeMethod::None).then_some(counts.usecount),
                 },
             }),
-            Event::FileMmap { file_pos, prot, mmap_flags, .. } => json!({
+            Event::FileMmap {
+                file_pos,
+                prot,
+                mmap_flags,
+                ..
+            } => json!({
                 "name": "mmap(2) check", "cat": "map", "ph": "i", "s": "t",
                 "args": { "file_pos": file_pos, "prot": String::from_utf8_lossy(&prot_str(*prot)), "flags": mmap_flags },
             }),

@@ -161,7 +161,9 @@ impl Pipeline {
         if before.is_some_and(|g| g != h.generation) {
             self.paths.clear();
             self.pending.clear();
-            out.push(Item::Reload { generation: h.generation });
+            out.push(Item::Reload {
+                generation: h.generation,
+            });
         }
         self.runs.clear();
         self.shard_run.clear();
@@ -177,7 +179,11 @@ impl Pipeline {
                         run.push(rec);
                     }
                 }
-                Err(DecodeError::PositionGap { shard, expected, found }) => {
+                Err(DecodeError::PositionGap {
+                    shard,
+                    expected,
+                    found,
+                }) => {
                     let slots = found.wrapping_sub(expected);
                     self.totals.gap_slots += slots;
                     out.push(Item::Loss(Loss::Gap { shard, slots }));
@@ -202,7 +208,11 @@ impl Pipeline {
         let l = self.decoder.losses();
         if l.unattributed > 0 {
             self.totals.dropped += l.unattributed;
-            out.push(Item::Loss(Loss::Dropped { shard: u16::MAX, count: l.unattributed, before_pos: None }));
+            out.push(Item::Loss(Loss::Dropped {
+                shard: u16::MAX,
+                count: l.unattributed,
+                before_pos: None,
+            }));
         }
         self.totals.unpaired_calls += self.pending.len() as u64;
         self.pending.clear();
@@ -211,7 +221,11 @@ impl Pipeline {
     fn push_record(&mut self, rec: Record, out: &mut Vec<Item>) {
         if rec.lost_before > 0 {
             self.totals.dropped += rec.lost_before;
-            out.push(Item::Loss(Loss::Dropped { shard: rec.shard, count: rec.lost_before, before_pos: Some(rec.pos) }));
+            out.push(Item::Loss(Loss::Dropped {
+                shard: rec.shard,
+                count: rec.lost_before,
+                before_pos: Some(rec.pos),
+            }));
         }
         self.totals.events += 1;
         if let Some(n) = self.totals.by_kind.get_mut(rec.kind as usize) {
@@ -219,11 +233,24 @@ impl Pipeline {
         }
         let mut call = None;
         match &rec.event {
-            Event::Path { path, truncated, .. } => {
+            Event::Path {
+                path, truncated, ..
+            } => {
                 let text: Arc<str> = Arc::from(String::from_utf8_lossy(path).as_ref());
-                self.paths.insert(rec.vnode_id, PathName { text, truncated: *truncated });
+                self.paths.insert(
+                    rec.vnode_id,
+                    PathName {
+                        text,
+                        truncated: *truncated,
+                    },
+                );
             }
-            Event::FileMmap { file_pos, prot, maxprot, mmap_flags } => {
+            Event::FileMmap {
+                file_pos,
+                prot,
+                maxprot,
+                mmap_flags,
+            } => {
                 let c = MapCall {
                     file_pos: *file_pos,
                     prot: *prot,
@@ -256,7 +283,11 @@ pub struct Filter {
 
 impl Default for Filter {
     fn default() -> Filter {
-        Filter { pids: Vec::new(), path_prefix: None, kinds: EventMask::all() }
+        Filter {
+            pids: Vec::new(),
+            path_prefix: None,
+            kinds: EventMask::all(),
+        }
     }
 }
 
@@ -272,7 +303,10 @@ impl Filter {
         }
         match &self.path_prefix {
             None => true,
-            Some(p) => ev.path.as_ref().is_some_and(|n| n.text.starts_with(p.as_str())),
+            Some(p) => ev
+                .path
+                .as_ref()
+                .is_some_and(|n| n.text.starts_with(p.as_str())),
         }
     }
 }
@@ -285,7 +319,10 @@ pub fn parse_kinds(list: &str) -> Result<EventMask, String> {
             Some(k) => mask |= k.mask(),
             None => {
                 let known: Vec<_> = EventKind::ALL.iter().map(|k| k.name()).collect();
-                return Err(format!("unknown event kind `{name}` (known: {})", known.join(", ")));
+                return Err(format!(
+                    "unknown event kind `{name}` (known: {})",
+                    known.join(", ")
+                ));
             }
         }
     }
@@ -301,7 +338,10 @@ mod tests {
 
     #[test]
     fn kind_lists_parse_and_refuse_unknown_names() {
-        assert_eq!(parse_kinds("mmap, pagein"), Ok(EventMask::MMAP | EventMask::PAGEIN));
+        assert_eq!(
+            parse_kinds("mmap, pagein"),
+            Ok(EventMask::MMAP | EventMask::PAGEIN)
+        );
         let e = parse_kinds("mmap,paging").unwrap_err();
         assert!(e.contains("paging") && e.contains("file_mmap"), "{e}");
         assert!(parse_kinds(" , ").is_err());

@@ -49,13 +49,17 @@ pub enum RecordingError {
         err: io::Error,
     },
     /// The first bytes are not [`MAGIC`].
-    #[error("{path}: not a maptrace recording (it does not start with \"MAPTRACE\"); record one with `maptrace record -o FILE`")]
+    #[error(
+        "{path}: not a maptrace recording (it does not start with \"MAPTRACE\"); record one with `maptrace record -o FILE`"
+    )]
     BadMagic {
         /// The file.
         path: String,
     },
     /// A format this build does not read.
-    #[error("{path}: recording format {found} is not supported (this maptrace reads format {FORMAT_VERSION}); use a newer maptrace")]
+    #[error(
+        "{path}: recording format {found} is not supported (this maptrace reads format {FORMAT_VERSION}); use a newer maptrace"
+    )]
     BadFormat {
         /// The file.
         path: String,
@@ -74,7 +78,9 @@ pub enum RecordingError {
         found: u16,
     },
     /// The file ends inside the header or a frame.
-    #[error("{path}: truncated {what} (need {need} more bytes, the file ends after {have}); the recording was cut off")]
+    #[error(
+        "{path}: truncated {what} (need {need} more bytes, the file ends after {have}); the recording was cut off"
+    )]
     Truncated {
         /// The file.
         path: String,
@@ -124,7 +130,11 @@ impl<W: Write> Writer<W> {
     pub fn new(mut out: W, header: &Header) -> io::Result<Writer<W>> {
         let h = encode_header(header);
         out.write_all(&h)?;
-        Ok(Writer { out, frames: 0, bytes: h.len() as u64 })
+        Ok(Writer {
+            out,
+            frames: 0,
+            bytes: h.len() as u64,
+        })
     }
 
     /// Appends one batch.
@@ -132,7 +142,12 @@ impl<W: Write> Writer<W> {
         let len = u32::try_from(batch.len())
             .ok()
             .filter(|&l| l <= MAX_FRAME)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "batch larger than a frame may hold"))?;
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "batch larger than a frame may hold",
+                )
+            })?;
         self.out.write_all(&len.to_le_bytes())?;
         self.out.write_all(batch)?;
         self.frames += 1;
@@ -185,7 +200,10 @@ impl Reader<BufReader<File>> {
     /// Opens the recording at `path`.
     pub fn open(path: &Path) -> Result<Self, RecordingError> {
         let name = path.display().to_string();
-        let f = File::open(path).map_err(|err| RecordingError::Io { path: name.clone(), err })?;
+        let f = File::open(path).map_err(|err| RecordingError::Io {
+            path: name.clone(),
+            err,
+        })?;
         Reader::new(BufReader::with_capacity(1 << 20, f), &name)
     }
 }
@@ -193,7 +211,10 @@ impl Reader<BufReader<File>> {
 impl<R: Read> Reader<R> {
     /// Reads and validates the header from `input` (named `path` in errors).
     pub fn new(mut input: R, path: &str) -> Result<Reader<R>, RecordingError> {
-        let io_err = |err| RecordingError::Io { path: path.into(), err };
+        let io_err = |err| RecordingError::Io {
+            path: path.into(),
+            err,
+        };
         let mut fixed = [0u8; FIXED_HEADER];
         let got = read_full(&mut input, &mut fixed).map_err(io_err)?;
         if got < MAGIC.len() || fixed[..8] != MAGIC {
@@ -211,11 +232,17 @@ impl<R: Read> Reader<R> {
         let u16_at = |i: usize| u16::from_le_bytes([fixed[i], fixed[i + 1]]);
         let format = u16_at(8);
         if format != FORMAT_VERSION {
-            return Err(RecordingError::BadFormat { path: path.into(), found: format });
+            return Err(RecordingError::BadFormat {
+                path: path.into(),
+                found: format,
+            });
         }
         let abi_version = u16_at(10);
         if u32::from(abi_version >> 8) != raw::MT_ABI_VERSION >> 8 {
-            return Err(RecordingError::AbiMismatch { path: path.into(), found: abi_version });
+            return Err(RecordingError::AbiMismatch {
+                path: path.into(),
+                found: abi_version,
+            });
         }
         let header_len = u32::from_le_bytes([fixed[12], fixed[13], fixed[14], fixed[15]]) as usize;
         let mut ts = [0u8; 8];
@@ -224,7 +251,9 @@ impl<R: Read> Reader<R> {
         if host_len > MAX_HOST || header_len != FIXED_HEADER + host_len {
             return Err(RecordingError::Corrupt {
                 path: path.into(),
-                what: format!("header length {header_len} does not match host name length {host_len}"),
+                what: format!(
+                    "header length {header_len} does not match host name length {host_len}"
+                ),
             });
         }
         let mut host = vec![0u8; host_len];
@@ -242,7 +271,13 @@ impl<R: Read> Reader<R> {
             start_unix_ns: u64::from_le_bytes(ts),
             host: String::from_utf8_lossy(&host).into_owned(),
         };
-        Ok(Reader { input, path: path.into(), header, frames: 0, offset: header_len as u64 })
+        Ok(Reader {
+            input,
+            path: path.into(),
+            header,
+            frames: 0,
+            offset: header_len as u64,
+        })
     }
 
     /// The validated header.
@@ -252,7 +287,10 @@ impl<R: Read> Reader<R> {
 
     /// Reads the next batch into `buf`; `Ok(None)` at a clean end of file.
     pub fn next_frame(&mut self, buf: &mut Vec<u8>) -> Result<Option<usize>, RecordingError> {
-        let io_err = |err| RecordingError::Io { path: self.path.clone(), err };
+        let io_err = |err| RecordingError::Io {
+            path: self.path.clone(),
+            err,
+        };
         let mut len = [0u8; 4];
         let got = read_full(&mut self.input, &mut len).map_err(io_err)?;
         let index = self.frames + 1;
@@ -273,7 +311,11 @@ impl<R: Read> Reader<R> {
         if buf.len() < len {
             buf.resize(len, 0);
         }
-        let got = read_full(&mut self.input, &mut buf[..len]).map_err(|err| RecordingError::Io { path: self.path.clone(), err })?;
+        let got =
+            read_full(&mut self.input, &mut buf[..len]).map_err(|err| RecordingError::Io {
+                path: self.path.clone(),
+                err,
+            })?;
         if got < len {
             return Err(self.truncated(index, (len - got) as u64, 4 + got as u64));
         }
@@ -301,7 +343,9 @@ pub struct FileSource {
 impl FileSource {
     /// Opens and validates the recording at `path`.
     pub fn open(path: &Path) -> Result<FileSource, SourceError> {
-        Ok(FileSource { reader: Reader::open(path)? })
+        Ok(FileSource {
+            reader: Reader::open(path)?,
+        })
     }
 
     /// The recording's header.
@@ -332,7 +376,11 @@ mod tests {
     use super::*;
 
     fn header() -> Header {
-        Header { abi_version: raw::MT_ABI_VERSION as u16, start_unix_ns: 1_700_000_000_000_000_000, host: "mac-mini".into() }
+        Header {
+            abi_version: raw::MT_ABI_VERSION as u16,
+            start_unix_ns: 1_700_000_000_000_000_000,
+            host: "mac-mini".into(),
+        }
     }
 
     fn recording(batches: &[&[u8]]) -> Vec<u8> {
@@ -373,7 +421,10 @@ mod tests {
                 assert!(res.is_ok(), "cut {cut}: {res:?}");
             } else {
                 let e = res.unwrap_err();
-                assert!(matches!(e, RecordingError::Truncated { .. }), "cut {cut}: {e:?}");
+                assert!(
+                    matches!(e, RecordingError::Truncated { .. }),
+                    "cut {cut}: {e:?}"
+                );
                 assert!(e.to_string().contains("truncated"), "{e}");
             }
         }
@@ -389,7 +440,10 @@ mod tests {
         let mut bytes = recording(&[]);
         bytes[8] = 9;
         let e = Reader::new(bytes.as_slice(), "t").unwrap_err();
-        assert!(matches!(e, RecordingError::BadFormat { found: 9, .. }), "{e:?}");
+        assert!(
+            matches!(e, RecordingError::BadFormat { found: 9, .. }),
+            "{e:?}"
+        );
 
         let mut bytes = recording(&[]);
         bytes[11] = 7; // major ABI 7
@@ -413,7 +467,10 @@ mod tests {
 
     #[test]
     fn long_host_names_are_cut_not_corrupting() {
-        let h = Header { host: "h".repeat(1000), ..header() };
+        let h = Header {
+            host: "h".repeat(1000),
+            ..header()
+        };
         let mut bytes = encode_header(&h);
         bytes.extend_from_slice(&0u32.to_le_bytes());
         let mut r = Reader::new(bytes.as_slice(), "t").unwrap();

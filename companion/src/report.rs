@@ -228,9 +228,15 @@ impl Builder {
 
     fn file(&mut self, vnode_id: u64) -> usize {
         let next = self.files.len();
-        let i = *self.index.entry((self.generation, vnode_id)).or_insert(next);
+        let i = *self
+            .index
+            .entry((self.generation, vnode_id))
+            .or_insert(next);
         if i == next {
-            self.files.push(FileState { vnode_id, ..FileState::default() });
+            self.files.push(FileState {
+                vnode_id,
+                ..FileState::default()
+            });
         }
         i
     }
@@ -250,7 +256,7 @@ impl Builder {
             Item::Loss(_) => return,
         };
         let r = &ev.rec;
-        if matches!(r.kind, EventKind::Mark) {
+        if matches!(r.kind, EventKind::Mark | EventKind::Path) {
             return;
         }
         if r.kind == EventKind::FileMmap {
@@ -260,11 +266,16 @@ impl Builder {
         let fi = self.file(r.vnode_id);
         let (proc_report, proc_files) = self.procs.entry(r.pid).or_default();
         proc_report.pid = r.pid;
-        let Some(f) = self.files.get_mut(fi) else { return };
+        let Some(f) = self.files.get_mut(fi) else {
+            return;
+        };
         if f.path.is_none() {
             f.path = ev.path.as_ref().map(|p| p.text.to_string());
         }
-        let fp = f.procs.entry(r.pid).or_insert_with(|| FileProcess { pid: r.pid, ..FileProcess::default() });
+        let fp = f.procs.entry(r.pid).or_insert_with(|| FileProcess {
+            pid: r.pid,
+            ..FileProcess::default()
+        });
         match &r.event {
             Event::Path { .. } => return,
             Event::Mmap { counts, .. } => {
@@ -345,7 +356,12 @@ impl Builder {
                 fp.unmaps += 1;
                 proc_report.unmaps += 1;
             }
-            Event::Pagein { offset, size, duration_ns, .. } => {
+            Event::Pagein {
+                offset,
+                size,
+                duration_ns,
+                ..
+            } => {
                 let p = &mut f.pageins;
                 p.count += 1;
                 p.bytes += u64::from(*size);
@@ -381,7 +397,14 @@ impl Builder {
             f.pageins.distinct_pages = f.pages.len() as u64;
             let vnode = format!("{:016x}", f.vnode_id);
             if let Some(e) = f.epochs.last().filter(|e| e.end_ns.is_none()) {
-                let who: Vec<String> = e.steps.iter().map(|s| s.pid).collect::<BTreeSet<_>>().iter().map(u32::to_string).collect();
+                let who: Vec<String> = e
+                    .steps
+                    .iter()
+                    .map(|s| s.pid)
+                    .collect::<BTreeSet<_>>()
+                    .iter()
+                    .map(u32::to_string)
+                    .collect();
                 suspects.push(Suspect {
                     vnode: vnode.clone(),
                     path: f.path.clone(),
@@ -397,10 +420,17 @@ impl Builder {
             // A held reference counts as returned if a later epoch starts at
             // or below the baseline again.
             for (i, e) in f.epochs.iter().enumerate() {
-                let (Verdict::Held, Some(before), Some(at)) = (e.verdict, e.usecount_before, e.usecount_at_unmap) else {
+                let (Verdict::Held, Some(before), Some(at)) =
+                    (e.verdict, e.usecount_before, e.usecount_at_unmap)
+                else {
                     continue;
                 };
-                let returned = f.epochs.get(i + 1..).unwrap_or(&[]).iter().any(|l| l.usecount_before.is_some_and(|u| u <= before));
+                let returned = f
+                    .epochs
+                    .get(i + 1..)
+                    .unwrap_or(&[])
+                    .iter()
+                    .any(|l| l.usecount_before.is_some_and(|u| u <= before));
                 if !returned {
                     suspects.push(Suspect {
                         vnode: vnode.clone(),
@@ -420,7 +450,11 @@ impl Builder {
                 path: f.path,
                 epochs: f.epochs,
                 pageins: f.pageins,
-                by_process: f.procs.into_values().filter(|p| p.maps + p.pageins + p.unmaps > 0).collect(),
+                by_process: f
+                    .procs
+                    .into_values()
+                    .filter(|p| p.maps + p.pageins + p.unmaps > 0)
+                    .collect(),
             });
         }
         let processes: Vec<ProcessReport> = self
@@ -448,7 +482,12 @@ impl Builder {
             unpaired_mmap_calls: t.unpaired_calls,
             incomplete: t.lossy() || t.corrupt > 0,
         };
-        Report { files, leak_suspects: suspects, processes, totals }
+        Report {
+            files,
+            leak_suspects: suspects,
+            processes,
+            totals,
+        }
     }
 }
 
@@ -463,7 +502,11 @@ fn opt_num(n: Option<u16>) -> String {
 /// Writes the report as text for people.
 pub fn write_human(w: &mut impl Write, r: &Report) -> io::Result<()> {
     let t = &r.totals;
-    writeln!(w, "maptrace report: {} events, {} files, {} processes", t.events, t.files, t.processes)?;
+    writeln!(
+        w,
+        "maptrace report: {} events, {} files, {} processes",
+        t.events, t.files, t.processes
+    )?;
     if t.incomplete {
         writeln!(
             w,
@@ -473,7 +516,12 @@ pub fn write_human(w: &mut impl Write, r: &Report) -> io::Result<()> {
     }
     for f in &r.files {
         writeln!(w)?;
-        writeln!(w, "FILE {}  (vnode {})", f.path.as_deref().unwrap_or("<path unknown>"), f.vnode)?;
+        writeln!(
+            w,
+            "FILE {}  (vnode {})",
+            f.path.as_deref().unwrap_or("<path unknown>"),
+            f.vnode
+        )?;
         for (i, e) in f.epochs.iter().enumerate() {
             let end = e.end_ns.map_or("still mapped".into(), secs);
             writeln!(
@@ -503,7 +551,15 @@ pub fn write_human(w: &mut impl Write, r: &Report) -> io::Result<()> {
             let steps: Vec<String> = e
                 .steps
                 .iter()
-                .map(|s| format!("{}{} pid {} use {}", s.kind, s.via.map_or(String::new(), |v| format!("/{v}")), s.pid, opt_num(s.usecount)))
+                .map(|s| {
+                    format!(
+                        "{}{} pid {} use {}",
+                        s.kind,
+                        s.via.map_or(String::new(), |v| format!("/{v}")),
+                        s.pid,
+                        opt_num(s.usecount)
+                    )
+                })
                 .collect();
             writeln!(w, "    steps: {}", steps.join(" -> "))?;
         }
@@ -525,7 +581,12 @@ pub fn write_human(w: &mut impl Write, r: &Report) -> io::Result<()> {
         let procs: Vec<String> = f
             .by_process
             .iter()
-            .map(|p| format!("pid {}: {} maps, {} page-ins ({} bytes), {} last unmaps", p.pid, p.maps, p.pageins, p.pagein_bytes, p.unmaps))
+            .map(|p| {
+                format!(
+                    "pid {}: {} maps, {} page-ins ({} bytes), {} last unmaps",
+                    p.pid, p.maps, p.pageins, p.pagein_bytes, p.unmaps
+                )
+            })
             .collect();
         writeln!(w, "  by process: {}", procs.join("; "))?;
     }
@@ -535,7 +596,13 @@ pub fn write_human(w: &mut impl Write, r: &Report) -> io::Result<()> {
     } else {
         writeln!(w, "LEAK SUSPECTS: {}", r.leak_suspects.len())?;
         for s in &r.leak_suspects {
-            writeln!(w, "  {} [{}] {}", s.path.as_deref().unwrap_or(&s.vnode), s.reason, s.detail)?;
+            writeln!(
+                w,
+                "  {} [{}] {}",
+                s.path.as_deref().unwrap_or(&s.vnode),
+                s.reason,
+                s.detail
+            )?;
         }
     }
     writeln!(w)?;
@@ -549,7 +616,13 @@ pub fn write_human(w: &mut impl Write, r: &Report) -> io::Result<()> {
     }
     writeln!(w)?;
     let kinds: Vec<String> = t.by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
-    writeln!(w, "TOTALS  {} batches, {} events: {}", t.batches, t.events, kinds.join(", "))?;
+    writeln!(
+        w,
+        "TOTALS  {} batches, {} events: {}",
+        t.batches,
+        t.events,
+        kinds.join(", ")
+    )?;
     writeln!(
         w,
         "LOSSES  dropped {}, gap slots {}, corrupt {}, unpaired mmap(2) checks {}{}",
@@ -557,7 +630,11 @@ pub fn write_human(w: &mut impl Write, r: &Report) -> io::Result<()> {
         t.gap_slots,
         t.corrupt,
         t.unpaired_mmap_calls,
-        if t.incomplete { "  (INCOMPLETE)" } else { "  (nothing lost)" }
+        if t.incomplete {
+            "  (INCOMPLETE)"
+        } else {
+            "  (nothing lost)"
+        }
     )
 }
 
@@ -570,4 +647,3 @@ fn verdict_word(v: Verdict) -> &'static str {
         Verdict::Unknown => "unknown",
     }
 }
-

@@ -48,20 +48,36 @@ pub trait Sysctl {
 fn map_err(name: &str, e: SysErr, writing: bool) -> SourceError {
     match e {
         SysErr::NoEnt => SourceError::KextNotLoaded { name: name.into() },
-        SysErr::Perm => SourceError::NotRoot { name: name.into(), what: if writing { "written" } else { "read" } },
+        SysErr::Perm => SourceError::NotRoot {
+            name: name.into(),
+            what: if writing { "written" } else { "read" },
+        },
         SysErr::Inval if writing => SourceError::ConfigRefused(
             "wrong size, version, unknown bits, or both --pid and --exclude-pid".into(),
         ),
-        SysErr::Inval => SourceError::Sysctl { name: name.into(), detail: "invalid argument (EINVAL)".into() },
-        SysErr::NoMem => SourceError::Sysctl { name: name.into(), detail: "buffer too small (ENOMEM)".into() },
-        SysErr::Other(n) => SourceError::Sysctl { name: name.into(), detail: format!("errno {n}") },
+        SysErr::Inval => SourceError::Sysctl {
+            name: name.into(),
+            detail: "invalid argument (EINVAL)".into(),
+        },
+        SysErr::NoMem => SourceError::Sysctl {
+            name: name.into(),
+            detail: "buffer too small (ENOMEM)".into(),
+        },
+        SysErr::Other(n) => SourceError::Sysctl {
+            name: name.into(),
+            detail: format!("errno {n}"),
+        },
     }
 }
 
 /// Reads a whole variable-size sysctl: size query, allocate, read, and
 /// retry with a doubled buffer on `ENOMEM`. Returns the bytes read into
 /// `buf` (0: nothing to read).
-pub fn read_sized<S: Sysctl + ?Sized>(api: &mut S, name: &str, buf: &mut Vec<u8>) -> Result<usize, SourceError> {
+pub fn read_sized<S: Sysctl + ?Sized>(
+    api: &mut S,
+    name: &str,
+    buf: &mut Vec<u8>,
+) -> Result<usize, SourceError> {
     let need = api.read(name, None).map_err(|e| map_err(name, e, false))?;
     if need == 0 {
         return Ok(0);
@@ -88,9 +104,14 @@ pub fn read_sized<S: Sysctl + ?Sized>(api: &mut S, name: &str, buf: &mut Vec<u8>
 /// Reads `kern.maptrace.abi` and checks that this build can read the kext.
 pub fn check_abi<S: Sysctl + ?Sized>(api: &mut S) -> Result<u32, SourceError> {
     let mut word = [0u8; 4];
-    let n = api.read(ABI, Some(&mut word)).map_err(|e| map_err(ABI, e, false))?;
+    let n = api
+        .read(ABI, Some(&mut word))
+        .map_err(|e| map_err(ABI, e, false))?;
     if n != word.len() {
-        return Err(SourceError::Sysctl { name: ABI.into(), detail: format!("returned {n} bytes, expected 4") });
+        return Err(SourceError::Sysctl {
+            name: ABI.into(),
+            detail: format!("returned {n} bytes, expected 4"),
+        });
     }
     let kext = u32::from_le_bytes(word);
     let ours = raw::MT_ABI_VERSION;
@@ -113,7 +134,11 @@ impl<S: Sysctl> SysctlSource<S> {
     /// non-root user or a version mismatch is reported before anything else.
     pub fn open(mut api: S, label: &str) -> Result<SysctlSource<S>, SourceError> {
         let abi = check_abi(&mut api)?;
-        Ok(SysctlSource { api, label: label.into(), abi })
+        Ok(SysctlSource {
+            api,
+            label: label.into(),
+            abi,
+        })
     }
 
     /// The kext's ABI version.
@@ -152,15 +177,23 @@ impl<S: Sysctl> Source for SysctlSource<S> {
 
     fn config(&mut self) -> Result<raw::mt_config, SourceError> {
         let mut cfg = raw::mt_config::new_zeroed();
-        let n = self.api.read(CONFIG, Some(cfg.as_mut_bytes())).map_err(|e| map_err(CONFIG, e, false))?;
+        let n = self
+            .api
+            .read(CONFIG, Some(cfg.as_mut_bytes()))
+            .map_err(|e| map_err(CONFIG, e, false))?;
         if n != size_of::<raw::mt_config>() {
-            return Err(SourceError::Sysctl { name: CONFIG.into(), detail: format!("returned {n} bytes") });
+            return Err(SourceError::Sysctl {
+                name: CONFIG.into(),
+                detail: format!("returned {n} bytes"),
+            });
         }
         Ok(cfg)
     }
 
     fn set_config(&mut self, cfg: &raw::mt_config) -> Result<(), SourceError> {
-        self.api.write(CONFIG, cfg.as_bytes()).map_err(|e| map_err(CONFIG, e, true))
+        self.api
+            .write(CONFIG, cfg.as_bytes())
+            .map_err(|e| map_err(CONFIG, e, true))
     }
 }
 
@@ -192,7 +225,8 @@ impl Sysctl for MacSysctl {
         };
         // SAFETY: `cname` is NUL-terminated; `ptr` is null (size query) or
         // points to `len` writable bytes borrowed for this call; no new value.
-        let rc = unsafe { libc::sysctlbyname(cname.as_ptr(), ptr, &mut len, std::ptr::null_mut(), 0) };
+        let rc =
+            unsafe { libc::sysctlbyname(cname.as_ptr(), ptr, &mut len, std::ptr::null_mut(), 0) };
         if rc == 0 { Ok(len) } else { Err(Self::errno()) }
     }
 
@@ -201,7 +235,15 @@ impl Sysctl for MacSysctl {
         let new = data.as_ptr().cast_mut().cast::<libc::c_void>();
         // SAFETY: `cname` is NUL-terminated; no old value is requested; the
         // kernel only reads `data.len()` bytes from `new`.
-        let rc = unsafe { libc::sysctlbyname(cname.as_ptr(), std::ptr::null_mut(), std::ptr::null_mut(), new, data.len()) };
+        let rc = unsafe {
+            libc::sysctlbyname(
+                cname.as_ptr(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                new,
+                data.len(),
+            )
+        };
         if rc == 0 { Ok(()) } else { Err(Self::errno()) }
     }
 }
@@ -262,7 +304,9 @@ mod tests {
                 ABI => {
                     let v = self.abi.ok_or(SysErr::NoEnt)??;
                     let b = buf.ok_or(SysErr::Inval)?;
-                    b.get_mut(..4).ok_or(SysErr::NoMem)?.copy_from_slice(&v.to_le_bytes());
+                    b.get_mut(..4)
+                        .ok_or(SysErr::NoMem)?
+                        .copy_from_slice(&v.to_le_bytes());
                     Ok(4)
                 }
                 EVENTS => {
@@ -283,7 +327,9 @@ mod tests {
                 }
                 CONFIG => {
                     let b = buf.ok_or(SysErr::Inval)?;
-                    b.get_mut(..self.config.len()).ok_or(SysErr::NoMem)?.copy_from_slice(&self.config);
+                    b.get_mut(..self.config.len())
+                        .ok_or(SysErr::NoMem)?
+                        .copy_from_slice(&self.config);
                     Ok(self.config.len())
                 }
                 _ => Err(SysErr::NoEnt),
@@ -301,7 +347,10 @@ mod tests {
     }
 
     fn abi_ok() -> Fake {
-        Fake { abi: Some(Ok(raw::MT_ABI_VERSION)), ..Fake::default() }
+        Fake {
+            abi: Some(Ok(raw::MT_ABI_VERSION)),
+            ..Fake::default()
+        }
     }
 
     #[test]
@@ -313,7 +362,11 @@ mod tests {
 
     #[test]
     fn permission_errors_say_run_as_root() {
-        let f = Fake { abi: Some(Ok(raw::MT_ABI_VERSION)), events: VecDeque::from([Err(SysErr::Perm)]), ..Fake::default() };
+        let f = Fake {
+            abi: Some(Ok(raw::MT_ABI_VERSION)),
+            events: VecDeque::from([Err(SysErr::Perm)]),
+            ..Fake::default()
+        };
         let mut s = SysctlSource::open(f, "sysctl").unwrap();
         let e = s.next_batch(&mut Vec::new()).unwrap_err();
         assert!(e.to_string().contains("sudo"), "{e}");
@@ -322,12 +375,21 @@ mod tests {
 
     #[test]
     fn another_major_version_is_refused_with_both_versions() {
-        let f = Fake { abi: Some(Ok(0x0203)), ..Fake::default() };
+        let f = Fake {
+            abi: Some(Ok(0x0203)),
+            ..Fake::default()
+        };
         let e = SysctlSource::open(f, "sysctl").unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("ABI 2.3") && msg.contains("reads 1.x"), "{msg}");
+        assert!(
+            msg.contains("ABI 2.3") && msg.contains("reads 1.x"),
+            "{msg}"
+        );
         // A newer minor version of the same major is readable.
-        let f = Fake { abi: Some(Ok(raw::MT_ABI_VERSION + 5)), ..Fake::default() };
+        let f = Fake {
+            abi: Some(Ok(raw::MT_ABI_VERSION + 5)),
+            ..Fake::default()
+        };
         assert!(SysctlSource::open(f, "sysctl").is_ok());
     }
 
@@ -397,15 +459,30 @@ mod tests {
         s.set_config(&cfg).unwrap();
         assert_eq!(s.config().unwrap().flags, raw::MT_CF_ENABLE);
         s.api_mut().refuse_writes = Some(SysErr::Inval);
-        assert!(matches!(s.set_config(&cfg), Err(SourceError::ConfigRefused(_))));
+        assert!(matches!(
+            s.set_config(&cfg),
+            Err(SourceError::ConfigRefused(_))
+        ));
         s.api_mut().refuse_writes = Some(SysErr::Perm);
         let e = s.set_config(&cfg).unwrap_err();
-        assert!(matches!(e, SourceError::NotRoot { what: "written", .. }), "{e:?}");
+        assert!(
+            matches!(
+                e,
+                SourceError::NotRoot {
+                    what: "written",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
     }
 
     #[test]
     fn unknown_errno_is_named() {
-        let f = Fake { abi: Some(Err(SysErr::Other(5))), ..Fake::default() };
+        let f = Fake {
+            abi: Some(Err(SysErr::Other(5))),
+            ..Fake::default()
+        };
         let e = SysctlSource::open(f, "sysctl").unwrap_err();
         assert!(e.to_string().contains("errno 5"), "{e}");
     }

@@ -1,0 +1,759 @@
+//! The `maptrace` binary end to end on recordings of real core batches:
+//! every command, the JSON schema, the report's balance and leak verdicts,
+//! losses and corruption in output and exit status, and refusals of bad
+//! flags and bad files.
+
+mod common;
+
+use assert_cmd::Command;
+use common::*;
+use predicates::prelude::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use tempfile::TempDir;
+
+fn maptrace() -> Command {
+    let mut c = Command::cargo_bin("maptrace").unwrap();
+    c.env_remove("MAPTRACE_SOURCE");
+    c
+}
+
+fn fixture(dir: &TempDir, name: &str, batches: &[Vec<u8>]) -> PathBuf {
+    let p = dir.path().join(name);
+    write_recording(&p, batches);
+    p
+}
+
+fn lines_json(stdout: &[u8]) -> Vec<Value> {
+    std::str::from_utf8(stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+fn run_json(args: &[&str], path: &Path) -> (Vec<Value>, i32) {
+    let out = maptrace().args(args).arg(path).output().unwrap();
+    (lines_json(&out.stdout), out.status.code().unwrap())
+}
+
+#[test]
+fn stream_table_shows_every_event_with_paths_and_a_clean_summary() {
+    let dir = TempDir::new().unwrap();
+    let f = fixture(&dir, "life.mtr", &lifecycle_batches());
+    maptrace()
+        .args(["stream"])
+        .arg(&f)
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("TIME(s)"))
+        .stdout(predicate::str::contains("/data/app.db"))
+        .stdout(predicate::str::contains("r-- mmap(2)"))
+        .stdout(predicate::str::contains("r-x exec/loader map"))
+        .stdout(predicate::str::contains("last unmap"))
+        .stdout(predicate::str::contains("kext start"))
+        .stdout(predicate::str::contains("nothing lost"));
+}
+
+/// Keys every event line has, and the extra keys of each kind.
+const COMMON: &[&str] = &[
+    "type",
+    "kind",
+    "ts_ns",
+    "shard",
+    "pos",
+    "pid",
+    "tid",
+    "vnode",
+    "path",
+    "error",
+    "lost_before",
+];
+const COUNTS: &[&str] = &[
+    "usecount",
+    "kusecount",
+    "iocount",
+    "count_method",
+    "counts_saturated",
+];
+
+fn kind_keys(kind: &str) -> Vec<&'static str> {
+    let mut k: Vec<&str> = match kind {
+        "mmap" => vec!["prot", "vid", "duration_ns", "via"],
+        "pagein" => vec!["offset", "size", "duration_ns", "upl_flags"],
+        "mnomap" => vec!["vid", "duration_ns"],
+        "file_mmap" => vec!["file_pos", "prot", "maxprot", "mmap_flags"],
+        "path" => vec!["vid", "truncated"],
+        "mark" => vec!["mark", "arg0", "arg1", "arg2"],
+        other => panic!("unknown kind {other}"),
+    };
+    if matches!(kind, "mmap" | "pagein" | "mnomap") {
+        k.extend_from_slice(COUNTS);
+    }
+    k
+}
+
+#[test]
+fn stream_json_follows_the_documented_schema() {
+    let dir = TempDir::new().unwrap();
+    let f = fixture(&dir, "life.mtr", &lifecycle_batches());
+    let (lines, code) = run_json(&["stream", "--json"], &f);
+    assert_eq!(code, 0);
+    let (last, events) = lines.split_last().unwrap();
+    assert_eq!(last["type"], "summary");
+    assert_eq!(last["events"].as_u64().unwrap() as usize, events.len());
+    assert_eq!(last["dropped"], 0);
+    let mut kinds = std::collections::BTreeMap::new();
+    let mut prev_ts = 0;
+    for e in events {
+        assert_eq!(e["type"], "event", "{e}");
+        let kind = e["kind"].as_str().unwrap();
+        *kinds.entry(kind.to_string()).or_insert(0) += 1;
+        let obj = e.as_object().unwrap();
+        let mut want: Vec<&str> = COMMON.to_vec();
+        want.extend(kind_keys(kind));
+        if kind == "mmap" && e["via"] == "mmap" {
+            want.extend(["file_pos", "maxprot", "mmap_flags"]);
+        }
+        let mut have: Vec<&str> = obj.keys().map(String::as_str).collect();
+        have.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(have, want, "keys of {e}");
+        assert_eq!(e["vnode"].as_str().unwrap().len(), 16);
+        let ts = e["ts_ns"].as_u64().unwrap();
+        assert!(ts >= prev_ts, "time order: {e}");
+        prev_ts = ts;
+    }
+    let expect: Vec<(&str, i32)> = vec![
+        ("file_mmap", 3),
+        ("mark", 1),
+        ("mmap", 4),
+        ("mnomap", 2),
+        ("pagein", 5),
+        ("path", 3),
+    ];
+    let got: Vec<(&str, i32)> = kinds.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    assert_eq!(got, expect);
+    // The mmap(2) call is paired with its VNOP_MMAP; the exec map is not.
+    let maps: Vec<&Value> = events.iter().filter(|e| e["kind"] == "mmap").collect();
+    let exec: Vec<&&Value> = maps.iter().filter(|e| e["via"] == "exec").collect();
+    assert_eq!(exec.len(), 1);
+    assert_eq!(exec[0]["path"], "/usr/lib/libleak.dylib");
+    assert_eq!(exec[0]["prot"], "r-x");
+    let call = maps
+        .iter()
+        .find(|e| e["via"] == "mmap" && e["pid"] == 200 && e["prot"] == "rw-")
+        .unwrap();
+    assert_eq!(
+        (call["maxprot"].as_str(), call["mmap_flags"].as_u64()),
+        (Some("rwx"), Some(1))
+    );
+    assert_eq!(
+        (
+            call["usecount"].as_u64(),
+            call["iocount"].as_u64(),
+            call["count_method"].as_str()
+        ),
+        (Some(2), Some(1), Some("offset"))
+    );
+}
+
+#[test]
+fn stream_filters_by_pid_path_and_kind() {
+    let dir = TempDir::new().unwrap();
+    let f = fixture(&dir, "life.mtr", &lifecycle_batches());
+    let events = |args: &[&str]| -> Vec<Value> {
+        let (l, code) = run_json(args, &f);
+        assert_eq!(code, 0);
+        l.into_iter().filter(|v| v["type"] == "event").collect()
+    };
+    let by_pid = events(&["stream", "--json", "--pid", "300"]);
+    assert_eq!(by_pid.len(), 3, "{by_pid:?}");
+    assert!(by_pid.iter().all(|e| e["pid"] == 300));
+    let by_two = events(&["stream", "--json", "--pid", "300", "--pid", "400"]);
+    assert_eq!(by_two.len(), 6);
+    let by_path = events(&["stream", "--json", "--path", "/data/"]);
+    assert!(by_path.iter().all(|e| e["path"] == "/data/app.db"));
+    assert_eq!(
+        by_path.len(),
+        1 + 2 + 3 + 1,
+        "path, 2 maps, 3 page-ins, 1 unmap"
+    );
+    let by_kind = events(&["stream", "--json", "--kind", "pagein,mnomap"]);
+    assert_eq!(by_kind.len(), 7);
+    assert!(
+        by_kind
+            .iter()
+            .all(|e| e["kind"] == "pagein" || e["kind"] == "mnomap")
+    );
+    let none = events(&["stream", "--json", "--pid", "999"]);
+    assert!(none.is_empty());
+}
+
+#[test]
+fn report_json_finds_balance_leaks_and_page_figures() {
+    let dir = TempDir::new().unwrap();
+    let f = fixture(&dir, "life.mtr", &lifecycle_batches());
+    let out = maptrace()
+        .args(["report", "--json"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let file = |p: &str| {
+        r["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == p)
+            .unwrap()
+            .clone()
+    };
+
+    let db = file("/data/app.db");
+    let epochs = db["epochs"].as_array().unwrap();
+    assert_eq!(epochs.len(), 1);
+    let e = &epochs[0];
+    assert_eq!(
+        (
+            e["maps"].as_u64(),
+            e["mmap_calls"].as_u64(),
+            e["exec_maps"].as_u64()
+        ),
+        (Some(2), Some(2), Some(0))
+    );
+    assert_eq!(
+        (
+            e["usecount_before"].as_u64(),
+            e["usecount_at_unmap"].as_u64()
+        ),
+        (Some(1), Some(2))
+    );
+    assert_eq!(
+        (e["balance"].as_i64(), e["verdict"].as_str()),
+        (Some(0), Some("balanced"))
+    );
+    let steps: Vec<(&str, u64)> = e["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["kind"].as_str().unwrap(), s["usecount"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(steps, vec![("mmap", 1), ("mmap", 2), ("mnomap", 2)]);
+    let p = &db["pageins"];
+    assert_eq!(
+        (
+            p["count"].as_u64(),
+            p["bytes"].as_u64(),
+            p["distinct_pages"].as_u64()
+        ),
+        (Some(3), Some(36864), Some(7))
+    );
+    assert!(p["first_ns"].as_u64() < p["last_ns"].as_u64());
+    assert_eq!(db["by_process"][0]["pid"], 200);
+    assert_eq!(db["by_process"][0]["pageins"], 3);
+
+    let leak = file("/usr/lib/libleak.dylib");
+    assert_eq!(leak["epochs"][0]["verdict"], "held");
+    assert_eq!(leak["epochs"][0]["balance"], 1);
+    assert_eq!(leak["epochs"][0]["exec_maps"], 1);
+    let open = file("/var/log/open.log");
+    assert_eq!(open["epochs"][0]["verdict"], "open");
+    assert!(open["epochs"][0]["end_ns"].is_null());
+
+    let suspects: Vec<(String, String)> = r["leak_suspects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["path"].as_str().unwrap().to_string(),
+                s["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        suspects,
+        vec![
+            (
+                "/usr/lib/libleak.dylib".to_string(),
+                "usecount_not_returned".to_string()
+            ),
+            ("/var/log/open.log".to_string(), "still_mapped".to_string())
+        ]
+    );
+    let t = &r["totals"];
+    assert_eq!(
+        (
+            t["files"].as_u64(),
+            t["processes"].as_u64(),
+            t["incomplete"].as_bool()
+        ),
+        (Some(3), Some(3), Some(false))
+    );
+    assert_eq!(t["by_kind"]["pagein"], 5);
+    assert_eq!(t["unpaired_mmap_calls"], 0);
+    let pids: Vec<u64> = r["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["pid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(pids, vec![200, 300, 400]);
+    assert_eq!(r["processes"][0]["mmap_calls"], 2);
+}
+
+#[test]
+fn report_text_names_suspects_and_says_nothing_was_lost() {
+    let dir = TempDir::new().unwrap();
+    let f = fixture(&dir, "life.mtr", &lifecycle_batches());
+    maptrace()
+        .arg("report")
+        .arg(&f)
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("FILE /data/app.db"))
+        .stdout(predicate::str::contains(": balanced"))
+        .stdout(predicate::str::contains("LEAK SUSPECTS: 2"))
+        .stdout(predicate::str::contains("[usecount_not_returned]"))
+        .stdout(predicate::str::contains("[still_mapped]"))
+        .stdout(predicate::str::contains("(nothing lost)"));
+}
+
+#[test]
+fn drops_show_in_the_stream_the_report_and_the_exit_status() {
+    let dir = TempDir::new().unwrap();
+    let f = fixture(&dir, "lossy.mtr", &lossy_batches(100));
+    let (lines, code) = run_json(&["stream", "--json"], &f);
+    assert_eq!(code, 3, "exit status 3 means loss");
+    let lost: u64 = lines
+        .iter()
+        .filter(|l| l["type"] == "loss" && l["reason"] == "dropped")
+        .map(|l| l["count"].as_u64().unwrap())
+        .sum();
+    assert!(lost > 0, "no loss line");
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["dropped"].as_u64(), Some(lost));
+    let pageins = lines.iter().filter(|l| l["kind"] == "pagein").count() as u64;
+    assert_eq!(
+        pageins + lost,
+        100,
+        "every page-in is delivered or counted as dropped"
+    );
+    // The record after the drops says so too.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["type"] == "event" && l["lost_before"].as_u64() == Some(lost))
+    );
+
+    maptrace()
+        .arg("stream")
+        .arg(&f)
+        .assert()
+        .code(3)
+        .stdout(predicate::str::contains(format!("!! LOST {lost} records")));
+    let out = maptrace()
+        .args(["report", "--json"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            r["totals"]["dropped"].as_u64(),
+            r["totals"]["incomplete"].as_bool()
+        ),
+        (Some(lost), Some(true))
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not complete"));
+    maptrace()
+        .arg("report")
+        .arg(&f)
+        .assert()
+        .code(3)
+        .stdout(predicate::str::contains("!! INCOMPLETE"));
+}
+
+#[test]
+fn a_batch_taken_by_another_reader_is_a_gap() {
+    let dir = TempDir::new().unwrap();
+    let f = fixture(&dir, "gap.mtr", &gap_batches());
+    let (lines, code) = run_json(&["stream", "--json"], &f);
+    assert_eq!(code, 3);
+    let gap = lines
+        .iter()
+        .find(|l| l["type"] == "loss" && l["reason"] == "gap")
+        .expect("gap line");
+    assert_eq!(gap["slots"], 1);
+    maptrace()
+        .arg("stream")
+        .arg(&f)
+        .assert()
+        .code(3)
+        .stdout(predicate::str::contains("!! GAP on CPU 0: 1 slots"));
+}
+
+#[test]
+fn corruption_is_shown_and_exits_4() {
+    let dir = TempDir::new().unwrap();
+    let mut batches = lifecycle_batches();
+    // Flip a stamp: batch header, segment header, then the first record.
+    batches[1][64 + 64] ^= 0x10;
+    let f = fixture(&dir, "bad.mtr", &batches);
+    let (lines, code) = run_json(&["stream", "--json"], &f);
+    assert_eq!(code, 4);
+    let c = lines
+        .iter()
+        .find(|l| l["type"] == "corrupt")
+        .expect("corrupt line");
+    assert!(c["message"].as_str().unwrap().contains("stamp"), "{c}");
+    assert!(lines.last().unwrap()["corrupt"].as_u64() > Some(0));
+    // A batch with a foreign magic is refused whole, and reading goes on.
+    let mut batches = lifecycle_batches();
+    batches[0][0] ^= 0xff;
+    let f = fixture(&dir, "magic.mtr", &batches);
+    maptrace()
+        .arg("stream")
+        .arg(&f)
+        .assert()
+        .code(4)
+        .stdout(predicate::str::contains(
+            "!! CORRUPT: batch 1: not a maptrace batch",
+        ));
+}
+
+#[test]
+fn record_copies_a_source_into_an_identical_recording() {
+    let dir = TempDir::new().unwrap();
+    let f = fixture(&dir, "life.mtr", &lifecycle_batches());
+    let copy = dir.path().join("copy.mtr");
+    let src = format!("file:{}", f.display());
+    maptrace()
+        .args(["--source", &src, "record", "-o"])
+        .arg(&copy)
+        .assert()
+        .code(0)
+        .stderr(predicate::str::contains("recording: 18 events, 0 dropped"))
+        .stderr(predicate::str::contains("wrote 3 batches"));
+    let a = maptrace()
+        .args(["stream", "--json"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    let b = maptrace()
+        .args(["stream", "--json"])
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert_eq!(a.stdout, b.stdout);
+    // The header names this host and a start time.
+    let r = maptrace::recording::Reader::open(&copy).unwrap();
+    assert_eq!(
+        r.header().abi_version,
+        maptrace_abi::raw::MT_ABI_VERSION as u16
+    );
+    assert!(r.header().start_unix_ns > 1_600_000_000_000_000_000);
+    assert!(!r.header().host.is_empty());
+    // Recording a lossy stream says so and exits 3.
+    let lossy = fixture(&dir, "lossy.mtr", &lossy_batches(100));
+    maptrace()
+        .args([
+            "--source",
+            &format!("file:{}", lossy.display()),
+            "record",
+            "-q",
+            "-o",
+        ])
+        .arg(dir.path().join("l2.mtr"))
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("dropped"));
+}
+
+#[test]
+fn bad_files_are_refused_with_clear_messages() {
+    let dir = TempDir::new().unwrap();
+    maptrace()
+        .args(["report", "/nonexistent/x.mtr"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("/nonexistent/x.mtr"));
+    let junk = dir.path().join("junk.mtr");
+    std::fs::write(&junk, b"hello, this is not a trace at all").unwrap();
+    maptrace()
+        .arg("report")
+        .arg(&junk)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("not a maptrace recording"));
+    let f = fixture(&dir, "life.mtr", &lifecycle_batches());
+    let bytes = std::fs::read(&f).unwrap();
+    let cut = dir.path().join("cut.mtr");
+    std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
+    maptrace()
+        .args(["stream", "--json"])
+        .arg(&cut)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("truncated batch 3"));
+    let mut newer = bytes.clone();
+    newer[11] = 2; // header ABI major
+    let abi = dir.path().join("abi.mtr");
+    std::fs::write(&abi, &newer).unwrap();
+    maptrace()
+        .arg("report")
+        .arg(&abi)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("ABI 2.0"));
+}
+
+#[test]
+fn bad_flags_are_refused() {
+    let dir = TempDir::new().unwrap();
+    let f = fixture(&dir, "life.mtr", &lifecycle_batches());
+    maptrace()
+        .args(["stream", "--kind", "mmap,bogus"])
+        .arg(&f)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("unknown event kind `bogus`"));
+    maptrace()
+        .args(["stream", "--pid", "abc"])
+        .arg(&f)
+        .assert()
+        .code(2);
+    maptrace().args(["frobnicate"]).assert().code(2);
+    maptrace()
+        .args(["config", "set", "--pid", "1", "--exclude-pid", "2"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("cannot be used with"));
+    maptrace()
+        .args(["config", "set", "--enable", "--disable"])
+        .assert()
+        .code(2);
+    maptrace()
+        .args(["config", "set"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("nothing to change"));
+    maptrace()
+        .args(["config", "set", "--events", "mmap,nope"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("unknown event kind `nope`"));
+    maptrace()
+        .args(["--source", "tape", "stream"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("unknown source `tape`"));
+    maptrace()
+        .args(["--source", "sim", "stream"])
+        .arg(&f)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("not both"));
+    maptrace()
+        .args(["export", "--format", "pdf"])
+        .arg(&f)
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn stats_and_config_explain_which_sources_have_them() {
+    let dir = TempDir::new().unwrap();
+    let f = fixture(&dir, "life.mtr", &lifecycle_batches());
+    let src = format!("file:{}", f.display());
+    maptrace()
+        .args(["--source", &src, "stats"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("has no kext statistics"));
+    maptrace()
+        .args(["--source", &src, "config", "show"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("has no kext config"));
+    maptrace()
+        .args(["--source", &src, "config", "set", "--disable"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("has no kext config"));
+    if !cfg!(target_os = "macos") {
+        maptrace()
+            .args(["--source", "sysctl", "stats"])
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains("needs macOS"));
+    }
+}
+
+#[test]
+fn perfetto_export_has_tracks_slices_and_instants() {
+    let dir = TempDir::new().unwrap();
+    let f = fixture(&dir, "life.mtr", &lifecycle_batches());
+    let out = dir.path().join("trace.json");
+    maptrace()
+        .args(["export", "--format", "perfetto", "-o"])
+        .arg(&out)
+        .arg(&f)
+        .assert()
+        .code(0);
+    let doc: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let evs = doc["traceEvents"].as_array().unwrap();
+    let meta = |name: &str| {
+        evs.iter()
+            .filter(|e| e["ph"] == "M" && e["name"] == name)
+            .count()
+    };
+    assert_eq!(meta("process_name"), 3, "one track group per process");
+    assert_eq!(meta("thread_name"), 4, "one track per thread");
+    let slices: Vec<&Value> = evs.iter().filter(|e| e["ph"] == "X").collect();
+    assert_eq!(slices.len(), 5);
+    for s in &slices {
+        assert_eq!(s["cat"], "pagein");
+        assert!(
+            (s["dur"].as_f64().unwrap() - 25.0).abs() < 1e-9,
+            "25 µs: {s}"
+        );
+        assert!(s["ts"].as_f64().unwrap() > 0.0);
+        assert!(s["tid"].as_u64().is_some() && s["pid"].as_u64().is_some());
+        assert!(s["args"]["size"].as_u64().is_some());
+    }
+    let instants = evs
+        .iter()
+        .filter(|e| e["ph"] == "i" && e["cat"] == "map")
+        .count();
+    assert_eq!(instants, 4 + 2 + 3, "maps, last unmaps, mmap(2) checks");
+    // Also to standard output.
+    let stdout = maptrace().args(["export"]).arg(&f).output().unwrap().stdout;
+    let doc2: Value = serde_json::from_slice(&stdout).unwrap();
+    assert_eq!(doc2, doc);
+}
+
+#[test]
+fn heatmaps_are_svg_with_axes_legend_and_one_block_per_pagein() {
+    let dir = TempDir::new().unwrap();
+    let f = fixture(&dir, "life.mtr", &lifecycle_batches());
+    let out = dir.path().join("maps");
+    let listing = maptrace()
+        .args(["heatmap", "-o"])
+        .arg(&out)
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_eq!(listing.status.code(), Some(0));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 3);
+    let db = files
+        .iter()
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("app.db-")
+        })
+        .unwrap();
+    let text = std::fs::read_to_string(db).unwrap();
+    let svg = roxmltree::Document::parse(&text).unwrap();
+    let root = svg.root_element();
+    assert_eq!(root.tag_name().name(), "svg");
+    let by_id = |id: &str| {
+        svg.descendants()
+            .find(|n| n.attribute("id") == Some(id))
+            .unwrap_or_else(|| panic!("no #{id}"))
+    };
+    assert_eq!(by_id("title").text(), Some("/data/app.db"));
+    let ticks = |id: &str| {
+        by_id(id)
+            .children()
+            .filter(|n| n.has_tag_name("text"))
+            .count()
+    };
+    assert_eq!(ticks("x-axis"), 6 + 1, "6 tick labels and the axis name");
+    assert_eq!(ticks("y-axis"), 6 + 1);
+    let blocks: Vec<_> = by_id("pageins")
+        .children()
+        .filter(|n| n.attribute("class") == Some("pagein"))
+        .collect();
+    assert_eq!(blocks.len(), 3);
+    let lines: Vec<_> = by_id("maps")
+        .children()
+        .filter(|n| n.has_tag_name("line"))
+        .collect();
+    let count = |c: &str| {
+        lines
+            .iter()
+            .filter(|n| n.attribute("class") == Some(c))
+            .count()
+    };
+    assert_eq!((count("map"), count("unmap")), (2, 1));
+    let legend: Vec<String> = by_id("legend")
+        .descendants()
+        .filter_map(|n| n.text())
+        .map(str::to_string)
+        .collect();
+    assert!(
+        legend.iter().any(|t| t.contains("page-in, pid 200")),
+        "{legend:?}"
+    );
+    // Blocks lie inside the plot area.
+    let plot = by_id("plot");
+    let num = |n: roxmltree::Node<'_, '_>, a: &str| n.attribute(a).unwrap().parse::<f64>().unwrap();
+    let (px, py, pw, ph) = (
+        num(plot, "x"),
+        num(plot, "y"),
+        num(plot, "width"),
+        num(plot, "height"),
+    );
+    for b in blocks {
+        assert!(num(b, "x") >= px - 1e-6 && num(b, "x") + num(b, "width") <= px + pw + 2.0 + 1e-6);
+        assert!(num(b, "y") >= py - 1e-6 && num(b, "y") + num(b, "height") <= py + ph + 1e-6);
+    }
+    // A prefix selects files; a prefix matching nothing is an error.
+    let one = dir.path().join("one");
+    maptrace()
+        .args(["heatmap", "--path", "/usr/", "-o"])
+        .arg(&one)
+        .arg(&f)
+        .assert()
+        .code(0);
+    assert_eq!(std::fs::read_dir(&one).unwrap().count(), 1);
+    maptrace()
+        .args(["heatmap", "--path", "/nowhere", "-o"])
+        .arg(dir.path().join("none"))
+        .arg(&f)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("no file had page-ins or maps"));
+}
+
+#[test]
+fn help_reads_well() {
+    maptrace()
+        .arg("--help")
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("demo"))
+        .stdout(predicate::str::contains("Exit status"))
+        .stdout(predicate::str::contains("file:FILE"));
+    maptrace()
+        .args(["stream", "--help"])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("--kind"));
+}
