@@ -1,0 +1,90 @@
+/*
+ * mt_kernel.h - the one place where the real XNU kernel and the simulator
+ * (sim/, built with -DMT_SIM) differ for the shim, plus the architecture
+ * differences of the real kernel. No other shim file uses #ifdef MT_SIM or
+ * an architecture test, so the shim the tests run is the shim that ships.
+ *
+ * Every shim file includes this header first; it brings in the KPI
+ * declarations (xnu/mt_xnu.h) and the core's function ABI
+ * (maptrace_bridge.h). It calls no mt_core_* function itself.
+ */
+#ifndef MT_KERNEL_H
+#define MT_KERNEL_H
+
+/* Sections are marked with Xcode's #pragma mark; GCC (the simulator's host
+ * compiler) does not know it. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wunknown-pragmas"
+#endif
+
+#include "xnu/mt_xnu.h"
+
+#include "maptrace_bridge.h"
+
+#pragma mark - kmod entry points
+
+#ifdef MT_SIM
+/*
+ * The simulator loads the shim by calling kmod_info.start/stop directly:
+ * there is no libkmod, and a C symbol named _start would clash with the ELF
+ * entry point on Linux. So kmod_info names the shim's own routines.
+ */
+#define MT_KMOD_START mt_kmod_start
+#define MT_KMOD_STOP mt_kmod_stop
+#define MT_APPLE_CC 0
+#else
+/*
+ * The real kext links -lkmod, whose _start/_stop trampolines call
+ * _realmain/_antimain (xnu:libkern/kmod/c_start.c). kmod_info holds the
+ * trampolines: a static initializer, so unsigned on arm64e (an open risk
+ * written down in xnu-notes).
+ */
+#define MT_KMOD_START _start
+#define MT_KMOD_STOP _stop
+#define MT_APPLE_CC __APPLE_CC__
+#endif
+
+/* Hidden outside the kext image (XNU's __private_extern__). */
+#define MT_PRIVATE_EXTERN __attribute__((visibility("hidden")))
+
+#pragma mark - CPU number for the shard hint
+
+/**
+ * The shard hint for the current thread: the CPU number where a public KPI
+ * gives it (x86_64, kpi.unsupported), otherwise a hash of the thread id
+ * (arm64: cpu_number is kpi.private). The core only uses it as a hint.
+ * @param tid thread_tid() of the current thread.
+ * @return any value; the core reduces it modulo the shard count.
+ * Context: any; never blocks.
+ */
+static inline uint32_t mt_shard_hint(uint64_t tid)
+{
+#if defined(__x86_64__)
+    (void)tid;
+    return (uint32_t)cpu_number();
+#else
+    uint64_t h = tid * 0x9e3779b97f4a7c15ull;
+    return (uint32_t)(h >> 32);
+#endif
+}
+
+#pragma mark - arm64e pointer signing
+
+/*
+ * sysctl_oid.oid_parent is a DA-signed, address-diversified pointer on
+ * arm64e (xnu-notes, "arm64e pointer signing"); elsewhere a plain pointer.
+ */
+#if defined(__arm64e__) && defined(__has_feature)
+#if __has_feature(ptrauth_intrinsics)
+#define MT_OID_SET_PARENT(oid, list)                                                             \
+    ((oid)->oid_parent = __builtin_ptrauth_sign_unauthenticated(                              \
+         (list), 2 /* DA */,                                                                   \
+         __builtin_ptrauth_blend_discriminator(                                                \
+             &(oid)->oid_parent, __builtin_ptrauth_string_discriminator("sysctl_oid.oid_parent"))))
+#endif
+#endif
+#ifndef MT_OID_SET_PARENT
+#define MT_OID_SET_PARENT(oid, list) ((oid)->oid_parent = (list))
+#endif
+
+#endif /* MT_KERNEL_H */

@@ -1,0 +1,147 @@
+/*
+ * mt_mac.c - the MAC policy: mmap(2) intent (mpo_file_check_mmap) and
+ * vnode discovery (mpo_vnode_check_open, mpo_vnode_check_exec).
+ *
+ * Role: the policy never denies and never changes maxprot; every hook
+ * returns 0 (fail open). It registers with MPC_LOADTIME_FLAG_UNLOADOK so
+ * stop can unregister it. The ops table and the conf are writable and
+ * filled in code at start (arm64e signs function pointers taken in code).
+ *
+ * Calls: mt_core_wants, mt_core_record (and mt_vnode_seen).
+ */
+#include "mt_shim.h"
+
+static struct mac_policy_ops mt_mac_ops;
+static struct mac_policy_conf mt_mac_conf;
+
+#pragma mark - hooks
+
+/**
+ * mpo_file_check_mmap: records FILE_MMAP (prot, maxprot, flags, file_pos).
+ * The fileglob names no vnode here; the VNOP_MMAP that follows on the same
+ * thread does.
+ * @param maxprot read only: a policy must never add bits.
+ * @return 0, always (never denies).
+ * Context: thread context of mmap(2); never blocks or allocates.
+ */
+static int mt_mac_file_check_mmap(kauth_cred_t cred, struct fileglob *fg, struct label *label,
+                                  int prot, int flags, uint64_t file_pos, int *maxprot)
+{
+    (void)cred;
+    (void)fg;
+    (void)label;
+    mt_enter();
+    uint32_t pid = (uint32_t)proc_selfpid();
+    if (mt_core_wants(mt_g.core, MT_KIND_FILE_MMAP, pid)) {
+        struct mt_event ev;
+        memset(&ev, 0, sizeof(ev));
+        ev.kind = MT_KIND_FILE_MMAP;
+        ev.pid = pid;
+        ev.tid = thread_tid(current_thread());
+        ev.timestamp_ns = mt_now_ns();
+        ev.offset = (int64_t)file_pos;
+        ev.prot = (uint32_t)prot;
+        ev.maxprot = maxprot != NULL ? (uint32_t)*maxprot : 0;
+        ev.flags = (uint32_t)flags;
+        ev.usecount = -1;
+        ev.kusecount = -1;
+        ev.iocount = -1;
+        ev.count_method = MT_PROBE_NONE;
+        mt_core_record(mt_g.core, mt_shard_hint(ev.tid), &ev);
+    }
+    mt_leave();
+    return 0;
+}
+
+/**
+ * mpo_vnode_check_open: discovery only.
+ * @return 0, always.
+ * Context: thread context of open(2); may block on the patch lock the
+ *          first time a vector is seen.
+ */
+static int mt_mac_vnode_check_open(kauth_cred_t cred, struct vnode *vp, struct label *label,
+                                   int acc_mode)
+{
+    (void)cred;
+    (void)label;
+    (void)acc_mode;
+    mt_enter();
+    mt_vnode_seen(vp);
+    mt_leave();
+    return 0;
+}
+
+/**
+ * mpo_vnode_check_exec: discovery only (exec maps segments through
+ * VNOP_MMAP without a MAC mmap check, so the vector must be hooked first).
+ * @return 0, always.
+ * Context: thread context of exec; may block on the patch lock.
+ */
+static int mt_mac_vnode_check_exec(kauth_cred_t cred, struct vnode *vp, struct vnode *scriptvp,
+                                   struct label *vnodelabel, struct label *scriptlabel,
+                                   struct label *execlabel, struct componentname *cnp,
+                                   unsigned int *csflags, void *macpolicyattr,
+                                   size_t macpolicyattrlen)
+{
+    (void)cred;
+    (void)vnodelabel;
+    (void)scriptlabel;
+    (void)execlabel;
+    (void)cnp;
+    (void)csflags;
+    (void)macpolicyattr;
+    (void)macpolicyattrlen;
+    mt_enter();
+    mt_vnode_seen(vp);
+    mt_vnode_seen(scriptvp);
+    mt_leave();
+    return 0;
+}
+
+#pragma mark - registration
+
+/**
+ * Fills the ops and conf and registers the policy.
+ * @return 0 or mac_policy_register's error.
+ * Context: thread context (start); may block.
+ */
+int mt_mac_start(void)
+{
+    memset(&mt_mac_ops, 0, sizeof(mt_mac_ops));
+    mt_mac_ops.mpo_slots[MPO_FILE_CHECK_MMAP] = (mac_policy_op_t)mt_mac_file_check_mmap;
+    mt_mac_ops.mpo_slots[MPO_VNODE_CHECK_OPEN] = (mac_policy_op_t)mt_mac_vnode_check_open;
+    mt_mac_ops.mpo_slots[MPO_VNODE_CHECK_EXEC] = (mac_policy_op_t)mt_mac_vnode_check_exec;
+
+    memset(&mt_mac_conf, 0, sizeof(mt_mac_conf));
+    mt_mac_conf.mpc_name = MT_KEXT_NAME;
+    mt_mac_conf.mpc_fullname = "maptrace mmap/pagein tracer";
+    mt_mac_conf.mpc_labelnames = NULL;
+    mt_mac_conf.mpc_labelname_count = 0;
+    mt_mac_conf.mpc_ops = &mt_mac_ops;
+    mt_mac_conf.mpc_loadtime_flags = MPC_LOADTIME_FLAG_UNLOADOK;
+    mt_mac_conf.mpc_field_off = NULL;
+    mt_mac_conf.mpc_runtime_flags = 0;
+
+    int err = mac_policy_register(&mt_mac_conf, &mt_g.mac_handle, mt_g.kmod_data);
+    if (err == 0) {
+        mt_g.mac_registered = 1;
+    }
+    return err;
+}
+
+/**
+ * Unregisters the policy if registered.
+ * @return 0, or mac_policy_unregister's error (the policy stays).
+ * Context: thread context (stop); may block.
+ */
+int mt_mac_stop(void)
+{
+    if (!mt_g.mac_registered) {
+        return 0;
+    }
+    int err = mac_policy_unregister(mt_g.mac_handle);
+    if (err == 0) {
+        mt_g.mac_registered = 0;
+    }
+    return err;
+}

@@ -1,0 +1,324 @@
+/*
+ * mt_main.c - kmod scaffolding and the shim's lifecycle.
+ *
+ * Role: the kmod_info the loader reads, the tunables, and the start/stop
+ * routines that bring every other part of the shim up and down in the
+ * order DESIGN.md section 7 and style rule 16 fix:
+ *
+ *   start: locks -> layout discovery -> ring memory + mt_core_init ->
+ *          path pool -> MAC policy -> kauth listener -> sweep of mounted
+ *          filesystems (patches vectors) -> sysctl LAST.
+ *   stop:  sysctl FIRST -> MAC unregister (UNLOADOK) -> kauth unlisten ->
+ *          restore every patched vector entry -> mt_core_shutdown ->
+ *          wait (bounded) until no hook is in flight -> free.
+ *
+ * stop may run more than once (after a refused unload, or from a failed
+ * start): every step checks whether it still has something to undo.
+ *
+ * Calls: mt_core_mem_size, mt_core_init, mt_core_shutdown,
+ *        mt_core_drain_capacity, mt_core_stats_size.
+ */
+#include "mt_shim.h"
+
+#pragma mark - tunables
+
+uint32_t mt_tunable_nshards = 8;
+uint32_t mt_tunable_slots_per_shard = 4096;
+uint32_t mt_tunable_kauth = 1;
+uint32_t mt_tunable_unload_wait_ms = 2000;
+uint32_t mt_tunable_staging_max = 1u << 20;
+
+struct mt_state mt_g;
+
+/* Consecutive quiet polls before stop believes the hooks have drained. */
+#define MT_DRAIN_QUIET_POLLS 3
+/* Milliseconds between two polls of the in-flight count. */
+#define MT_DRAIN_POLL_MS 10
+
+#pragma mark - kmod scaffolding
+
+kern_return_t mt_kmod_start(kmod_info_t *ki, void *data);
+kern_return_t mt_kmod_stop(kmod_info_t *ki, void *data);
+
+KMOD_EXPLICIT_DECL(org.maptrace.kext, "0.1.0", MT_KMOD_START, MT_KMOD_STOP)
+
+/* Read by libkmod's _start/_stop trampolines in the real kext. */
+MT_PRIVATE_EXTERN kmod_start_func_t *_realmain = mt_kmod_start;
+MT_PRIVATE_EXTERN kmod_stop_func_t *_antimain = mt_kmod_stop;
+MT_PRIVATE_EXTERN int _kext_apple_cc = MT_APPLE_CC;
+
+#pragma mark - memory
+
+/**
+ * Frees one IOMalloc block and forgets it.
+ * @param p   the block pointer (NULL: nothing to do).
+ * @param len its size as allocated (reset to 0).
+ * Context: thread context (stop); may block.
+ */
+static void mt_free(void **p, size_t *len)
+{
+    if (*p != NULL) {
+        IOFree(*p, *len);
+    }
+    *p = NULL;
+    *len = 0;
+}
+
+/**
+ * Allocates the core's ring memory and lays the core out in it, with a
+ * random vnode-id key and generation for this load.
+ * @return 0 or an errno value; nothing to undo beyond what stop frees.
+ * Context: thread context (start); may block.
+ */
+static int mt_core_start(void)
+{
+    struct mt_core_params params;
+    memset(&params, 0, sizeof(params));
+    params.nshards = mt_tunable_nshards;
+    params.slots_per_shard = mt_tunable_slots_per_shard;
+    params.probe_method = mt_g.probe_method;
+    read_random(params.hash_key, sizeof(params.hash_key));
+    read_random(&params.generation, sizeof(params.generation));
+
+    size_t len = mt_core_mem_size(&params);
+    if (len == 0) {
+        IOLog("maptrace: invalid ring tunables (%u shards, %u slots)\n", params.nshards,
+              params.slots_per_shard);
+        return EINVAL;
+    }
+    mt_g.core_mem = IOMallocZero(len);
+    if (mt_g.core_mem == NULL) {
+        return ENOMEM;
+    }
+    mt_g.core_mem_len = len;
+    mt_g.core = mt_core_init(mt_g.core_mem, len, &params);
+    if (mt_g.core == NULL) {
+        return EINVAL;
+    }
+
+    /* One batch is staged in kernel memory, then copied out: the staging
+     * buffer bounds a batch. */
+    size_t staging = mt_core_drain_capacity(mt_g.core);
+    if (staging > mt_tunable_staging_max) {
+        staging = mt_tunable_staging_max;
+    }
+    mt_g.staging = IOMalloc(staging);
+    if (mt_g.staging == NULL) {
+        return ENOMEM;
+    }
+    mt_g.staging_len = staging;
+
+    size_t stats = mt_core_stats_size(mt_g.core);
+    mt_g.stats_buf = IOMallocZero(stats);
+    if (mt_g.stats_buf == NULL) {
+        return ENOMEM;
+    }
+    mt_g.stats_len = stats;
+    return 0;
+}
+
+#pragma mark - stop
+
+/**
+ * Waits until no hook is in flight, and stays so for a few polls.
+ *
+ * RACE: a thread may have read a patched vector entry (or the MAC/kauth
+ * callback pointer) just before it was restored and not yet entered the
+ * hook's mt_enter(). The counter cannot see it; requiring the count to stay
+ * at zero over MT_DRAIN_QUIET_POLLS polls MT_DRAIN_POLL_MS apart makes that
+ * window (a few instructions) negligible.
+ * @return 1 when drained, 0 when hooks were still running after
+ *         mt_tunable_unload_wait_ms.
+ * Context: thread context (stop); sleeps.
+ */
+static int mt_wait_drained(void)
+{
+    uint32_t waited = 0;
+    uint32_t quiet = 0;
+    for (;;) {
+        if (MT_LOAD(&mt_g.in_flight) == 0) {
+            quiet++;
+            if (quiet >= MT_DRAIN_QUIET_POLLS) {
+                return 1;
+            }
+        } else {
+            quiet = 0;
+        }
+        if (waited >= mt_tunable_unload_wait_ms) {
+            return 0;
+        }
+        IOSleep(MT_DRAIN_POLL_MS);
+        waited += MT_DRAIN_POLL_MS;
+    }
+}
+
+/**
+ * Undoes everything start did, in the documented order. Safe to call
+ * again after it refused (each step checks its own state).
+ * @return 0 when the kext may be unloaded; EBUSY when it must stay (MAC
+ *         refused to unregister, or hooks did not drain in time), in which
+ *         case nothing the hooks can reach has been freed.
+ * Context: thread context (kmod stop, failed start); sleeps.
+ */
+static int mt_stop_all(void)
+{
+    mt_g.started = 0;
+
+    /* 1. No new sysctl requests; unregister waits for running ones. */
+    mt_sysctl_stop();
+
+    /* 2. MAC hooks off. Without UNLOADOK this would be EBUSY forever. */
+    if (mt_mac_stop() != 0) {
+        IOLog("maptrace: MAC policy refused to unregister; staying loaded\n");
+        return EBUSY;
+    }
+
+    /* 3. kauth discovery off. */
+    mt_kauth_stop();
+
+    /* 4. Vector entries back to the originals: no new VNOP reaches us. */
+    if (mt_g.patch_lock != NULL) {
+        lck_mtx_lock(mt_g.patch_lock);
+        mt_vnops_restore();
+        lck_mtx_unlock(mt_g.patch_lock);
+    }
+
+    /* 5. Hooks still inside see a shut-down core and record nothing. */
+    if (mt_g.core != NULL) {
+        mt_core_shutdown(mt_g.core);
+    }
+
+    /* 6. Nothing may be freed while a hook can still touch it. */
+    if (!mt_wait_drained()) {
+        IOLog("maptrace: %llu hook(s) still running; refusing to unload\n",
+              (unsigned long long)MT_LOAD(&mt_g.in_flight));
+        return EBUSY;
+    }
+
+    /* 7. Free. */
+    mt_g.core = NULL;
+    mt_free(&mt_g.core_mem, &mt_g.core_mem_len);
+    mt_free(&mt_g.staging, &mt_g.staging_len);
+    mt_free(&mt_g.stats_buf, &mt_g.stats_len);
+    mt_vnops_fini();
+    if (mt_g.patch_lock != NULL) {
+        lck_mtx_free(mt_g.patch_lock, mt_g.lck_grp);
+        mt_g.patch_lock = NULL;
+    }
+    if (mt_g.reader_lock != NULL) {
+        lck_mtx_free(mt_g.reader_lock, mt_g.lck_grp);
+        mt_g.reader_lock = NULL;
+    }
+    if (mt_g.lck_grp != NULL) {
+        lck_grp_free(mt_g.lck_grp);
+        mt_g.lck_grp = NULL;
+    }
+    return 0;
+}
+
+#pragma mark - start
+
+/**
+ * Brings the shim up; on failure leaves partial state for mt_stop_all.
+ * @return 0 or an errno value.
+ * Context: thread context (kmod start); may block.
+ */
+static int mt_start_all(void)
+{
+    mt_g.lck_grp = lck_grp_alloc_init("org.maptrace.kext", NULL);
+    if (mt_g.lck_grp == NULL) {
+        return ENOMEM;
+    }
+    mt_g.patch_lock = lck_mtx_alloc_init(mt_g.lck_grp, NULL);
+    mt_g.reader_lock = lck_mtx_alloc_init(mt_g.lck_grp, NULL);
+    if (mt_g.patch_lock == NULL || mt_g.reader_lock == NULL) {
+        return ENOMEM;
+    }
+
+    int err = mt_layout_discover();
+    if (err != 0) {
+        IOLog("maptrace: vnode layout discovery failed (%d); not loading\n", err);
+        return err;
+    }
+    err = mt_core_start();
+    if (err != 0) {
+        return err;
+    }
+    err = mt_vnops_init();
+    if (err != 0) {
+        return err;
+    }
+    err = mt_mac_start();
+    if (err != 0) {
+        IOLog("maptrace: mac_policy_register failed (%d)\n", err);
+        return err;
+    }
+    if (mt_tunable_kauth != 0) {
+        err = mt_kauth_start();
+        if (err != 0) {
+            IOLog("maptrace: kauth_listen_scope failed\n");
+            return err;
+        }
+    }
+    mt_vnops_sweep();
+    err = mt_sysctl_start();
+    if (err != 0) {
+        return err;
+    }
+    mt_g.started = 1;
+    return 0;
+}
+
+/**
+ * kmod start routine (reached through kmod_info, or libkmod's _start).
+ * @param ki   the kext's kmod_info.
+ * @param data loader data, handed to mac_policy_register.
+ * @return KERN_SUCCESS, or KERN_FAILURE with nothing left registered.
+ * Context: thread context; may block.
+ */
+kern_return_t mt_kmod_start(kmod_info_t *ki, void *data)
+{
+    (void)ki;
+    memset(&mt_g, 0, sizeof(mt_g));
+    mt_g.kmod_data = data;
+    int err = mt_start_all();
+    if (err == 0) {
+        return KERN_SUCCESS;
+    }
+    /* RACE: if a hook patched during the sweep is still running and does not
+     * drain in time, the start fails anyway; the wait bound makes this a
+     * thread stuck in a filesystem for longer than the unload wait. */
+    if (mt_stop_all() != 0) {
+        IOLog("maptrace: start failed and cleanup could not finish\n");
+    }
+    return KERN_FAILURE;
+}
+
+/**
+ * kmod stop routine: refuses (KERN_FAILURE) when the kext must stay loaded.
+ * @param ki   the kext's kmod_info.
+ * @param data unused (NULL).
+ * @return KERN_SUCCESS when everything was undone and freed.
+ * Context: thread context; sleeps while waiting for hooks to drain.
+ */
+kern_return_t mt_kmod_stop(kmod_info_t *ki, void *data)
+{
+    (void)ki;
+    (void)data;
+    return mt_stop_all() == 0 ? KERN_SUCCESS : KERN_FAILURE;
+}
+
+#pragma mark - services for the core
+
+/**
+ * The core's panic handler lands here (kernel builds only; unreachable by
+ * construction).
+ * @param file     source file of the panic, not NUL-terminated.
+ * @param file_len bytes of file.
+ * @param line     line number.
+ * Context: any; never returns.
+ */
+void mt_kpi_panic(const char *file, uint32_t file_len, uint32_t line)
+{
+    panic("maptrace core panic at %.*s:%u", (int)file_len, file, line);
+}

@@ -1,0 +1,163 @@
+/*
+ * mt_shim.h - state and functions shared by the shim's C files.
+ *
+ * The shim is thin: registration (kauth, MAC, sysctl, vnode-op vectors),
+ * extracting fields from kernel objects, and lifecycle. Policy, filtering,
+ * encoding and the vector table live in the core (maptrace_bridge.h).
+ * All state is one global, reset by every start, so the same image can be
+ * loaded, unloaded and loaded again.
+ */
+#ifndef MT_SHIM_H
+#define MT_SHIM_H
+
+#include "mt_kernel.h"
+
+#pragma mark - tunables
+
+/*
+ * Tunables, read once at start. They are plain globals with sane defaults
+ * so a test harness (or a debugger) can change them before a load.
+ */
+/* Shards of the ring (the CPU number modulo this picks one). */
+extern uint32_t mt_tunable_nshards;
+/* 64-byte slots per shard: a power of two. */
+extern uint32_t mt_tunable_slots_per_shard;
+/* Register the (deprecated) kauth vnode listener for discovery. */
+extern uint32_t mt_tunable_kauth;
+/* How long stop waits for in-flight hooks before refusing the unload. */
+extern uint32_t mt_tunable_unload_wait_ms;
+/* Upper bound of the events staging buffer (one batch). */
+extern uint32_t mt_tunable_staging_max;
+
+#pragma mark - shared state
+
+/* Preallocated path buffers for PATH records (bit i of path_busy). */
+#define MT_PATH_POOL 16
+
+/* Bytes of struct vnode scanned for the v_op pointer at start. */
+#define MT_VNODE_SCAN_BYTES 320
+
+/* Offsets of the vnode counts, stable on LP64 since 10.12 (xnu-notes
+ * section 2.2); used only after they are validated at start. */
+#define MT_OFF_KUSECOUNT 92
+#define MT_OFF_USECOUNT 96
+#define MT_OFF_IOCOUNT 100
+
+struct mt_state {
+    /* Lifecycle. */
+    int started; /* start finished and stop has not begun */
+    void *kmod_data;
+
+    /* The core and the memory it lives in. */
+    struct mt_core *core;
+    void *core_mem;
+    size_t core_mem_len;
+
+    /* Reader side: staging buffer for one batch, stats buffer. */
+    void *staging;
+    size_t staging_len;
+    void *stats_buf;
+    size_t stats_len;
+
+    /* PATH record buffers: MT_PATH_POOL * MAXPATHLEN bytes. */
+    char *path_pool;
+    uint32_t path_busy;
+
+    /* Locks. */
+    lck_grp_t *lck_grp;
+    lck_mtx_t *patch_lock;  /* serialises vector patching */
+    lck_mtx_t *reader_lock; /* serialises sysctl readers (drain, stats) */
+
+    /* Layout found at start. */
+    size_t v_op_off;
+    uint32_t probe_method; /* enum mt_probe_method */
+
+    /* Registrations (each undone by stop exactly once). */
+    int mac_registered;
+    mac_policy_handle_t mac_handle;
+    kauth_listener_t kauth_listener;
+    int sysctl_registered;
+
+    /* Counters (atomic). */
+    uint64_t hook_calls;
+    uint64_t in_flight;
+    uint64_t errors;
+    uint64_t paths_skipped;
+    uint64_t vectors_patched;
+};
+
+extern struct mt_state mt_g;
+
+#pragma mark - atomics
+
+#define MT_INC(p) ((void)__atomic_fetch_add((p), 1, __ATOMIC_RELAXED))
+#define MT_LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+
+/**
+ * Marks a kernel-called hook as running: counted for stats and for unload.
+ * Context: any; never blocks.
+ */
+static inline void mt_enter(void)
+{
+    __atomic_fetch_add(&mt_g.in_flight, 1, __ATOMIC_ACQ_REL);
+    MT_INC(&mt_g.hook_calls);
+}
+
+/**
+ * Marks a hook as finished; after the last one stop may free the core.
+ * Context: any; never blocks.
+ */
+static inline void mt_leave(void)
+{
+    __atomic_fetch_sub(&mt_g.in_flight, 1, __ATOMIC_ACQ_REL);
+}
+
+/**
+ * Counts a fail-open path taken (reported as stats.errors).
+ * Context: any; never blocks.
+ */
+static inline void mt_error(void)
+{
+    MT_INC(&mt_g.errors);
+}
+
+/**
+ * Nanoseconds since boot.
+ * Context: any; never blocks.
+ */
+static inline uint64_t mt_now_ns(void)
+{
+    uint64_t ns = 0;
+    absolutetime_to_nanoseconds(mach_absolute_time(), &ns);
+    return ns;
+}
+
+#pragma mark - mt_layout.c
+
+int mt_layout_discover(void);
+void mt_counts_snapshot(vnode_t vp, struct mt_event *ev);
+
+#pragma mark - mt_vnops.c
+
+int mt_vnops_init(void);
+void mt_vnode_seen(vnode_t vp);
+void mt_vnops_sweep(void);
+void mt_vnops_restore(void);
+void mt_vnops_fini(void);
+
+#pragma mark - mt_kauth.c
+
+int mt_kauth_start(void);
+void mt_kauth_stop(void);
+
+#pragma mark - mt_mac.c
+
+int mt_mac_start(void);
+int mt_mac_stop(void);
+
+#pragma mark - mt_sysctl.c
+
+int mt_sysctl_start(void);
+void mt_sysctl_stop(void);
+
+#endif /* MT_SHIM_H */

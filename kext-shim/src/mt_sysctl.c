@@ -1,0 +1,216 @@
+/*
+ * mt_sysctl.c - kern.maptrace.{abi,stats,config,events} (DESIGN.md section 4).
+ *
+ * Role: the userspace contract. Reads of events and config and every write
+ * are root only, checked in the handler with proc_suser(req->p) (the
+ * CTLFLAG_ANYBODY rule covers writes only). events drains one batch:
+ * assembled into the staging buffer under the reader mutex, copied out
+ * with SYSCTL_OUT (no spinlock held), then committed, or aborted when the
+ * copy failed so nothing is lost. The OIDs are writable and filled in code
+ * at start (handlers are function pointers the kernel calls).
+ *
+ * Calls: mt_core_drain_prepare, mt_core_drain_commit, mt_core_drain_abort,
+ *        mt_core_config_get, mt_core_config_set, mt_core_stats.
+ */
+#include "mt_shim.h"
+
+static struct sysctl_oid_list mt_sysctl_children;
+static struct sysctl_oid mt_oid_node;
+static struct sysctl_oid mt_oid_abi;
+static struct sysctl_oid mt_oid_stats;
+static struct sysctl_oid mt_oid_config;
+static struct sysctl_oid mt_oid_events;
+
+#pragma mark - handlers
+
+/**
+ * kern.maptrace.abi: the uint32_t MT_ABI_VERSION. Open to everyone.
+ * @return 0, EPERM for a write, or SYSCTL_OUT's error.
+ * Context: thread context of sysctl(2); may block in copyout.
+ */
+static int mt_sysctl_abi SYSCTL_HANDLER_ARGS
+{
+    (void)oidp;
+    (void)arg1;
+    (void)arg2;
+    if (req->newptr != 0) {
+        return EPERM;
+    }
+    uint32_t v = MT_ABI_VERSION;
+    return SYSCTL_OUT(req, &v, sizeof(v));
+}
+
+/**
+ * kern.maptrace.stats: the core's stats with the shim's counters.
+ * Open to everyone (counters only, no kernel addresses).
+ * @return 0, EPERM for a write, ENOMEM, or SYSCTL_OUT's error.
+ * Context: thread context; takes the reader mutex; may block in copyout.
+ */
+static int mt_sysctl_stats SYSCTL_HANDLER_ARGS
+{
+    (void)oidp;
+    (void)arg1;
+    (void)arg2;
+    if (req->newptr != 0) {
+        return EPERM;
+    }
+    if (req->oldptr == 0) {
+        return SYSCTL_OUT(req, NULL, mt_g.stats_len);
+    }
+    struct mt_shim_counters shim;
+    shim.hook_calls = MT_LOAD(&mt_g.hook_calls);
+    shim.hooks_in_flight = MT_LOAD(&mt_g.in_flight);
+    shim.errors = MT_LOAD(&mt_g.errors);
+    lck_mtx_lock(mt_g.reader_lock);
+    int err = mt_core_stats(mt_g.core, &shim, mt_g.stats_buf, mt_g.stats_len) == MT_OK ? 0 : ENOMEM;
+    if (err == 0) {
+        err = SYSCTL_OUT(req, mt_g.stats_buf, mt_g.stats_len);
+    }
+    lck_mtx_unlock(mt_g.reader_lock);
+    return err;
+}
+
+/**
+ * kern.maptrace.config: read or write the struct mt_config (root only).
+ * A write of the wrong size, version or bits is EINVAL and changes nothing
+ * (the core validates).
+ * @return 0, EPERM, EINVAL, or the copy's error.
+ * Context: thread context; may block in copyin/copyout.
+ */
+static int mt_sysctl_config SYSCTL_HANDLER_ARGS
+{
+    (void)oidp;
+    (void)arg1;
+    (void)arg2;
+    if (proc_suser(req->p) != 0) {
+        return EPERM;
+    }
+    struct mt_config cur;
+    mt_core_config_get(mt_g.core, &cur);
+    int err = SYSCTL_OUT(req, &cur, sizeof(cur));
+    if (err != 0 || req->newptr == 0) {
+        return err;
+    }
+    if (req->newlen != sizeof(struct mt_config)) {
+        return EINVAL;
+    }
+    struct mt_config next;
+    err = SYSCTL_IN(req, &next, sizeof(next));
+    if (err != 0) {
+        return err;
+    }
+    return mt_core_config_set(mt_g.core, &next, sizeof(next)) == MT_OK ? 0 : EINVAL;
+}
+
+/**
+ * kern.maptrace.events: one batch, destructive (root only). With no
+ * buffer (oldptr == 0) it reports the staging size to allocate.
+ * @return 0 (an empty read when nothing is pending), EPERM, ENOMEM when
+ *         the caller's buffer cannot hold one record, or the copyout's
+ *         error (then nothing was consumed).
+ * Context: thread context; takes the reader mutex (serialises readers);
+ *          may block in copyout; no spinlock is held across it.
+ */
+static int mt_sysctl_events SYSCTL_HANDLER_ARGS
+{
+    (void)oidp;
+    (void)arg1;
+    (void)arg2;
+    if (proc_suser(req->p) != 0) {
+        return EPERM;
+    }
+    if (req->newptr != 0) {
+        return EPERM;
+    }
+    if (req->oldptr == 0) {
+        return SYSCTL_OUT(req, NULL, mt_g.staging_len);
+    }
+    size_t room = req->oldlen > req->oldidx ? req->oldlen - req->oldidx : 0;
+    if (room > mt_g.staging_len) {
+        room = mt_g.staging_len;
+    }
+    lck_mtx_lock(mt_g.reader_lock);
+    size_t len = 0;
+    int err = 0;
+    if (mt_core_drain_prepare(mt_g.core, mt_g.staging, room, mt_now_ns(), &len) != MT_OK) {
+        err = ENOMEM;
+    } else if (len > 0) {
+        err = SYSCTL_OUT(req, mt_g.staging, len);
+        if (err == 0) {
+            mt_core_drain_commit(mt_g.core);
+        } else {
+            /* The copy failed: the records stay in the ring. */
+            mt_core_drain_abort(mt_g.core);
+        }
+    }
+    lck_mtx_unlock(mt_g.reader_lock);
+    return err;
+}
+
+#pragma mark - registration
+
+/**
+ * Fills one OID in code (handler and parent pointers stored at run time).
+ * Context: thread context (start).
+ */
+static void mt_oid_fill(struct sysctl_oid *oid, struct sysctl_oid_list *parent, uint32_t kind,
+                        void *arg1, const char *name, sysctl_handler_t handler, const char *fmt,
+                        const char *descr)
+{
+    memset(oid, 0, sizeof(*oid));
+    MT_OID_SET_PARENT(oid, parent);
+    oid->oid_number = OID_AUTO;
+    oid->oid_kind = (int)(kind | CTLFLAG_LOCKED | CTLFLAG_OID2);
+    oid->oid_arg1 = arg1;
+    oid->oid_arg2 = 0;
+    oid->oid_name = name;
+    oid->oid_handler = handler;
+    oid->oid_fmt = fmt;
+    oid->oid_descr = descr;
+    oid->oid_version = SYSCTL_OID_VERSION;
+}
+
+/**
+ * Registers kern.maptrace and its four leaves (node first).
+ * @return 0 (sysctl_register_oid cannot report failure).
+ * Context: thread context (start, last step); may block.
+ */
+int mt_sysctl_start(void)
+{
+    mt_sysctl_children.slh_first = NULL;
+    mt_oid_fill(&mt_oid_node, &sysctl__kern_children, CTLTYPE_NODE | CTLFLAG_RW,
+                &mt_sysctl_children, MT_SYSCTL_NODE, NULL, "N", "maptrace");
+    mt_oid_fill(&mt_oid_abi, &mt_sysctl_children, CTLTYPE_INT | CTLFLAG_RD, NULL, "abi",
+                mt_sysctl_abi, "IU", "ABI version");
+    mt_oid_fill(&mt_oid_stats, &mt_sysctl_children, CTLTYPE_OPAQUE | CTLFLAG_RD, NULL, "stats",
+                mt_sysctl_stats, "S,mt_stats", "counters");
+    mt_oid_fill(&mt_oid_config, &mt_sysctl_children, CTLTYPE_OPAQUE | CTLFLAG_RW, NULL, "config",
+                mt_sysctl_config, "S,mt_config", "configuration (root)");
+    mt_oid_fill(&mt_oid_events, &mt_sysctl_children, CTLTYPE_OPAQUE | CTLFLAG_RD, NULL, "events",
+                mt_sysctl_events, "S,mt_batch", "one batch of events (root)");
+    sysctl_register_oid(&mt_oid_node);
+    sysctl_register_oid(&mt_oid_abi);
+    sysctl_register_oid(&mt_oid_stats);
+    sysctl_register_oid(&mt_oid_config);
+    sysctl_register_oid(&mt_oid_events);
+    mt_g.sysctl_registered = 1;
+    return 0;
+}
+
+/**
+ * Unregisters the leaves, then the node (reverse order). XNU waits for
+ * running handlers before an OID is gone.
+ * Context: thread context (stop, first step); may block.
+ */
+void mt_sysctl_stop(void)
+{
+    if (!mt_g.sysctl_registered) {
+        return;
+    }
+    sysctl_unregister_oid(&mt_oid_events);
+    sysctl_unregister_oid(&mt_oid_config);
+    sysctl_unregister_oid(&mt_oid_stats);
+    sysctl_unregister_oid(&mt_oid_abi);
+    sysctl_unregister_oid(&mt_oid_node);
+    mt_g.sysctl_registered = 0;
+}

@@ -1,0 +1,406 @@
+/*
+ * mt_vnops.c - the VNOP_MMAP / VNOP_PAGEIN / VNOP_MNOMAP hooks, the
+ * patching of filesystem vnode-op vectors, and the sweep of mounted
+ * filesystems at start.
+ *
+ * Role: the first vnode seen (kauth, MAC or sweep) with a vector the core
+ * does not know causes that vector's mmap, pagein and mnomap entries to be
+ * replaced by the trampolines below, once, under the patch lock; the
+ * originals go into the core's table BEFORE a hook becomes visible, so a
+ * hook always finds its original. Each trampoline counts itself in flight,
+ * snapshots the vnode counts BEFORE the original (MMAP: before ubc_map's
+ * reference; MNOMAP: still holding it), calls the original, and records.
+ * No allocation, sleep or lock in a trampoline beyond the core's ring CAS
+ * (and vn_getpath on the mmap path, which may sleep; never in pagein).
+ *
+ * Calls: mt_core_wants, mt_core_record, mt_core_record_path,
+ *        mt_core_vector_original, mt_core_vector_insert,
+ *        mt_core_vector_count, mt_core_vector_get.
+ */
+#include "mt_shim.h"
+
+/* The trampolines by enum mt_vop, filled in code at init (arm64e signs a
+ * function pointer taken in code; a static initializer would not). */
+static vnop_t mt_hooks[MT_VOP__COUNT];
+/* Set under the patch lock when stop restores the vectors: no new patch. */
+static int mt_patch_closed;
+
+#pragma mark - helpers
+
+/**
+ * The vnode-op vector of vp (the field found by layout discovery).
+ * Context: any; never blocks.
+ */
+static inline vnop_t *mt_vector_of(vnode_t vp)
+{
+    return *(vnop_t *const *)(const void *)((const char *)vp + mt_g.v_op_off);
+}
+
+/**
+ * The vector index of op (vdesc_offset, assigned by the kernel at boot).
+ * Context: any; never blocks.
+ */
+static inline int mt_desc_offset(uint32_t op)
+{
+    switch (op) {
+    case MT_VOP_MMAP:
+        return vnop_mmap_desc.vdesc_offset;
+    case MT_VOP_PAGEIN:
+        return vnop_pagein_desc.vdesc_offset;
+    default:
+        return vnop_mnomap_desc.vdesc_offset;
+    }
+}
+
+/**
+ * The original entry op of vp's vector, from the core's table.
+ * @return the original, or NULL when the vector is unknown (vnode cleaned
+ *         between dispatch and this lookup, or the core is gone).
+ * Context: any hook; lock-free.
+ */
+static vnop_t mt_original(vnode_t vp, uint32_t op)
+{
+    uint64_t o = mt_core_vector_original(mt_g.core, (uint64_t)(uintptr_t)mt_vector_of(vp), op);
+    return (vnop_t)(uintptr_t)o;
+}
+
+/**
+ * Fills the fields every vnode event has.
+ * Context: any hook; never blocks.
+ */
+static void mt_event_base(struct mt_event *ev, uint32_t kind, uint32_t pid, vnode_t vp)
+{
+    memset(ev, 0, sizeof(*ev));
+    ev->kind = kind;
+    ev->pid = pid;
+    ev->tid = thread_tid(current_thread());
+    ev->timestamp_ns = mt_now_ns();
+    ev->vnode_ptr = (uint64_t)(uintptr_t)vp;
+    ev->vid = vnode_vid(vp);
+    mt_counts_snapshot(vp, ev);
+}
+
+#pragma mark - path pool
+
+/**
+ * Claims a free path buffer.
+ * @return its index, or -1 when all are in use.
+ * Context: any; lock-free (one CAS), never blocks.
+ */
+static int mt_path_claim(void)
+{
+    uint32_t full = MT_PATH_POOL >= 32 ? 0xffffffffu : (1u << MT_PATH_POOL) - 1u;
+    uint32_t cur = __atomic_load_n(&mt_g.path_busy, __ATOMIC_RELAXED);
+    for (;;) {
+        if ((cur & full) == full) {
+            return -1;
+        }
+        int i = __builtin_ctz(~cur);
+        if (__atomic_compare_exchange_n(&mt_g.path_busy, &cur, cur | (1u << i), 1,
+                                        __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+            return i;
+        }
+    }
+}
+
+/**
+ * Gives a path buffer back.
+ * Context: any; never blocks.
+ */
+static void mt_path_release(int i)
+{
+    __atomic_fetch_and(&mt_g.path_busy, ~(1u << i), __ATOMIC_RELEASE);
+}
+
+/**
+ * Records a PATH record for ev's vnode, using a preallocated buffer; when
+ * none is free the path is skipped and counted.
+ * Context: the VNOP_MMAP hook only (vn_getpath may sleep); never pagein.
+ */
+static void mt_record_path(vnode_t vp, const struct mt_event *ev, uint32_t hint)
+{
+    if (!mt_core_wants(mt_g.core, MT_KIND_PATH, ev->pid) || mt_g.path_pool == NULL) {
+        return;
+    }
+    int i = mt_path_claim();
+    if (i < 0) {
+        MT_INC(&mt_g.paths_skipped);
+        return;
+    }
+    char *buf = mt_g.path_pool + (size_t)i * MAXPATHLEN;
+    int len = MAXPATHLEN;
+    if (vn_getpath(vp, buf, &len) == 0) {
+        buf[MAXPATHLEN - 1] = '\0';
+        mt_core_record_path(mt_g.core, hint, ev, (const uint8_t *)buf, strlen(buf));
+    }
+    mt_path_release(i);
+}
+
+#pragma mark - trampolines
+
+/**
+ * VNOP_MMAP trampoline: every map of a file (mmap(2), exec, loader).
+ * @param ap struct vnop_mmap_args.
+ * @return the original's result; ENOTSUP (what a filesystem without
+ *         VNOP_MMAP returns, ignored by ubc_map) if the original is unknown.
+ * Context: thread context (ubc_map); does not allocate; may sleep only in
+ *          vn_getpath, as the mmap path allows.
+ */
+static int mt_vnop_mmap_hook(void *ap)
+{
+    struct vnop_mmap_args *a = ap;
+    mt_enter();
+    vnop_t orig = mt_original(a->a_vp, MT_VOP_MMAP);
+    if (orig == NULL) {
+        /* Fail open: an unexpected state never breaks the map. */
+        mt_error();
+        mt_leave();
+        return ENOTSUP;
+    }
+    uint32_t pid = (uint32_t)proc_selfpid();
+    int want = mt_core_wants(mt_g.core, MT_KIND_MMAP, pid);
+    struct mt_event ev;
+    if (want) {
+        mt_event_base(&ev, MT_KIND_MMAP, pid, a->a_vp);
+        ev.prot = (uint32_t)a->a_fflags;
+    }
+    int err = orig(ap);
+    if (want) {
+        ev.duration_ns = mt_now_ns() - ev.timestamp_ns;
+        ev.error = err;
+        uint32_t hint = mt_shard_hint(ev.tid);
+        mt_core_record(mt_g.core, hint, &ev);
+        mt_record_path(a->a_vp, &ev, hint);
+    }
+    mt_leave();
+    return err;
+}
+
+/**
+ * VNOP_PAGEIN trampoline: one cluster read caused by a fault.
+ * @param ap struct vnop_pagein_args.
+ * @return the original's result; EIO if the original is unknown (the
+ *         fault fails, as on a dead vnode).
+ * Context: paging path: never sleeps, allocates or takes a lock here
+ *          (the isinuse fallback takes the vnode's spin lock in the KPI).
+ */
+static int mt_vnop_pagein_hook(void *ap)
+{
+    struct vnop_pagein_args *a = ap;
+    mt_enter();
+    vnop_t orig = mt_original(a->a_vp, MT_VOP_PAGEIN);
+    if (orig == NULL) {
+        mt_error();
+        mt_leave();
+        return EIO;
+    }
+    uint32_t pid = (uint32_t)proc_selfpid();
+    int want = mt_core_wants(mt_g.core, MT_KIND_PAGEIN, pid);
+    struct mt_event ev;
+    if (want) {
+        mt_event_base(&ev, MT_KIND_PAGEIN, pid, a->a_vp);
+        ev.offset = a->a_f_offset;
+        ev.size = (uint64_t)a->a_size;
+        ev.flags = (uint32_t)a->a_flags;
+    }
+    int err = orig(ap);
+    if (want) {
+        ev.duration_ns = mt_now_ns() - ev.timestamp_ns;
+        ev.error = err;
+        mt_core_record(mt_g.core, mt_shard_hint(ev.tid), &ev);
+    }
+    mt_leave();
+    return err;
+}
+
+/**
+ * VNOP_MNOMAP trampoline: the last mapping of the file went away.
+ * @param ap struct vnop_mnomap_args.
+ * @return the original's result; ENOTSUP (ignored by ubc_unmap) if the
+ *         original is unknown.
+ * Context: thread context (munmap, task exit, vclean); never allocates.
+ */
+static int mt_vnop_mnomap_hook(void *ap)
+{
+    struct vnop_mnomap_args *a = ap;
+    mt_enter();
+    vnop_t orig = mt_original(a->a_vp, MT_VOP_MNOMAP);
+    if (orig == NULL) {
+        mt_error();
+        mt_leave();
+        return ENOTSUP;
+    }
+    uint32_t pid = (uint32_t)proc_selfpid();
+    int want = mt_core_wants(mt_g.core, MT_KIND_MNOMAP, pid);
+    struct mt_event ev;
+    if (want) {
+        mt_event_base(&ev, MT_KIND_MNOMAP, pid, a->a_vp);
+    }
+    int err = orig(ap);
+    if (want) {
+        ev.duration_ns = mt_now_ns() - ev.timestamp_ns;
+        ev.error = err;
+        mt_core_record(mt_g.core, mt_shard_hint(ev.tid), &ev);
+    }
+    mt_leave();
+    return err;
+}
+
+#pragma mark - patching
+
+/**
+ * Hooks one vector: originals into the core's table first, then the
+ * trampolines into the vector.
+ * @param vec the vector (not yet in the core's table).
+ * Context: thread context, under the patch lock.
+ */
+static void mt_patch_vector(vnop_t *vec)
+{
+    uint64_t originals[MT_VOP__COUNT];
+    for (uint32_t op = 0; op < MT_VOP__COUNT; op++) {
+        vnop_t cur = __atomic_load_n(&vec[mt_desc_offset(op)], __ATOMIC_ACQUIRE);
+        if (cur == NULL || cur == mt_hooks[op]) {
+            /* Not a vector we can hook safely; leave it alone. */
+            mt_error();
+            return;
+        }
+        originals[op] = (uint64_t)(uintptr_t)cur;
+    }
+    if (mt_core_vector_insert(mt_g.core, (uint64_t)(uintptr_t)vec, originals) != MT_OK) {
+        /* Table full (or a duplicate): the vector stays unhooked. */
+        mt_error();
+        return;
+    }
+    for (uint32_t op = 0; op < MT_VOP__COUNT; op++) {
+        __atomic_store_n(&vec[mt_desc_offset(op)], mt_hooks[op], __ATOMIC_RELEASE);
+    }
+    MT_INC(&mt_g.vectors_patched);
+}
+
+/**
+ * A vnode was seen (kauth, MAC or sweep): hooks its vector if it is new.
+ * The known-vector check is lock-free; only a new vector takes the lock.
+ * @param vp a vnode the caller holds an iocount on (NULL is ignored).
+ * Context: thread context (discovery callbacks); may block on the patch lock.
+ */
+void mt_vnode_seen(vnode_t vp)
+{
+    const struct mt_core *core = mt_g.core;
+    if (vp == NULL || core == NULL || vnode_vtype(vp) != VREG) {
+        return;
+    }
+    vnop_t *vec = mt_vector_of(vp);
+    if (vec == NULL) {
+        mt_error();
+        return;
+    }
+    uint64_t key = (uint64_t)(uintptr_t)vec;
+    if (mt_core_vector_original(core, key, MT_VOP_MMAP) != 0) {
+        return;
+    }
+    lck_mtx_lock(mt_g.patch_lock);
+    if (!mt_patch_closed && mt_core_vector_original(core, key, MT_VOP_MMAP) == 0) {
+        mt_patch_vector(vec);
+    }
+    lck_mtx_unlock(mt_g.patch_lock);
+}
+
+/**
+ * Puts every original entry back where a trampoline of ours still sits,
+ * and closes patching for good.
+ * Context: thread context (stop), under the patch lock.
+ */
+void mt_vnops_restore(void)
+{
+    mt_patch_closed = 1;
+    if (mt_g.core == NULL) {
+        return;
+    }
+    uint32_t n = mt_core_vector_count(mt_g.core);
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t addr = 0;
+        uint64_t originals[MT_VOP__COUNT];
+        if (mt_core_vector_get(mt_g.core, i, &addr, originals) != MT_OK || addr == 0) {
+            mt_error();
+            continue;
+        }
+        vnop_t *vec = (vnop_t *)(uintptr_t)addr;
+        for (uint32_t op = 0; op < MT_VOP__COUNT; op++) {
+            vnop_t *slot = &vec[mt_desc_offset(op)];
+            /* Someone else may have hooked on top of us: then the entry is
+             * theirs to restore, and ours stays reachable through it. */
+            vnop_t ours = mt_hooks[op];
+            if (!__atomic_compare_exchange_n(slot, &ours, (vnop_t)(uintptr_t)originals[op], 0,
+                                             __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE) &&
+                ours != (vnop_t)(uintptr_t)originals[op]) {
+                mt_error();
+            }
+        }
+    }
+}
+
+#pragma mark - sweep
+
+/**
+ * vnode_iterate callout: patches the vector of the mount's first regular
+ * vnode; a filesystem's regular files share one vector, so one is enough.
+ * Context: thread context (start, inside vnode_iterate, iocount held).
+ */
+static int mt_sweep_vnode(struct vnode *vp, void *arg)
+{
+    (void)arg;
+    if (vnode_vtype(vp) != VREG) {
+        return VNODE_RETURNED;
+    }
+    mt_vnode_seen(vp);
+    return VNODE_RETURNED_DONE;
+}
+
+/**
+ * vfs_iterate callout: sweeps one mount.
+ * Context: thread context (start, inside vfs_iterate).
+ */
+static int mt_sweep_mount(struct mount *mp, void *arg)
+{
+    vnode_iterate(mp, 0, mt_sweep_vnode, arg);
+    return VFS_RETURNED;
+}
+
+/**
+ * Patches the vectors of filesystems mounted before the kext loaded.
+ * Context: thread context (start); may block.
+ */
+void mt_vnops_sweep(void)
+{
+    vfs_iterate(0, mt_sweep_mount, NULL);
+}
+
+#pragma mark - init / fini
+
+/**
+ * Fills the trampoline table and allocates the path pool.
+ * @return 0 or ENOMEM.
+ * Context: thread context (start); may block.
+ */
+int mt_vnops_init(void)
+{
+    mt_patch_closed = 0;
+    mt_hooks[MT_VOP_MMAP] = mt_vnop_mmap_hook;
+    mt_hooks[MT_VOP_PAGEIN] = mt_vnop_pagein_hook;
+    mt_hooks[MT_VOP_MNOMAP] = mt_vnop_mnomap_hook;
+    mt_g.path_busy = 0;
+    mt_g.path_pool = IOMalloc((vm_size_t)MT_PATH_POOL * MAXPATHLEN);
+    return mt_g.path_pool == NULL ? ENOMEM : 0;
+}
+
+/**
+ * Frees the path pool (stop, after the hooks drained).
+ * Context: thread context (stop).
+ */
+void mt_vnops_fini(void)
+{
+    if (mt_g.path_pool != NULL) {
+        IOFree(mt_g.path_pool, (vm_size_t)MT_PATH_POOL * MAXPATHLEN);
+        mt_g.path_pool = NULL;
+    }
+}
