@@ -226,6 +226,22 @@ MT_XNU_ASSERT_OFF(struct vnop_pagein_args, a_size, 40);
 MT_XNU_ASSERT_OFF(struct vnop_pagein_args, a_flags, 48);
 MT_XNU_ASSERT_OFF(struct vnop_pagein_args, a_context, 56);
 
+/* VNOP_RECLAIM: a filesystem's vector must implement it (a failing reclaim
+ * panics the kernel); VNOP_INACTIVE runs when the last usecount goes. */
+struct vnop_reclaim_args {
+    struct vnodeop_desc *a_desc;
+    vnode_t a_vp;
+    vfs_context_t a_context;
+};
+MT_XNU_ASSERT_SIZE(struct vnop_reclaim_args, 24);
+
+struct vnop_inactive_args {
+    struct vnodeop_desc *a_desc;
+    vnode_t a_vp;
+    vfs_context_t a_context;
+};
+MT_XNU_ASSERT_SIZE(struct vnop_inactive_args, 24);
+
 /* mmap protections, as VNOP_MMAP's a_fflags carries them. */
 #define PROT_NONE 0x00
 #define PROT_READ 0x01
@@ -243,6 +259,8 @@ extern struct vnodeop_desc vnop_mmap_desc;
 extern struct vnodeop_desc vnop_mnomap_desc;
 extern struct vnodeop_desc vnop_pagein_desc;
 extern struct vnodeop_desc vnop_mmap_check_desc;
+extern struct vnodeop_desc vnop_reclaim_desc;
+extern struct vnodeop_desc vnop_inactive_desc;
 
 /* The default entry every vector needs (kpi.bsd): returns ENOTSUP. */
 int vn_default_error(void);

@@ -1,0 +1,71 @@
+//! Binds `kext-shim/src/xnu/mt_xnu.h` for the simulator (bindgen) and compiles
+//! the simulator's C glue plus every `kext-shim/src/*.c` with `-DMT_SIM`.
+
+use std::env;
+use std::path::{Path, PathBuf};
+
+fn c_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "c"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+fn main() {
+    let root =
+        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let shim = root.join("../kext-shim");
+    let xnu_dir = shim.join("src/xnu");
+    let header = xnu_dir.join("mt_xnu.h");
+    let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    println!("cargo:rerun-if-changed={}", header.display());
+    println!("cargo:rerun-if-changed={}", shim.join("src").display());
+    println!("cargo:rerun-if-changed={}", shim.join("include").display());
+    println!("cargo:rerun-if-changed={}", root.join("csrc").display());
+    println!("cargo::rustc-check-cfg=cfg(mt_shim)");
+
+    let bindings = bindgen::Builder::default()
+        .header(header.to_string_lossy())
+        .clang_arg("-DMT_SIM")
+        .allowlist_file(".*mt_xnu\\.h")
+        .blocklist_function("(memcpy|memset|memcmp|strlen|strlcpy|snprintf|panic|IOLog)")
+        .use_core()
+        .ctypes_prefix("core::ffi")
+        .default_enum_style(bindgen::EnumVariation::Consts)
+        .prepend_enum_name(false)
+        .derive_default(false)
+        .layout_tests(true)
+        .generate()
+        .expect("bindgen failed on mt_xnu.h (is libclang installed?)");
+    bindings
+        .write_to_file(out.join("xnu.rs"))
+        .expect("write xnu.rs");
+
+    let glue = c_files(&root.join("csrc"));
+    let shim_files = c_files(&shim.join("src"));
+    if !shim_files.is_empty() {
+        // The real shim is present: the simulator can load it.
+        println!("cargo:rustc-cfg=mt_shim");
+    }
+    let mut build = cc::Build::new();
+    build
+        .define("MT_SIM", None)
+        .include(shim.join("include"))
+        .include(shim.join("src"))
+        .include(&xnu_dir)
+        .flag_if_supported("-std=gnu11")
+        .warnings(true)
+        .extra_warnings(true)
+        .warnings_into_errors(true)
+        .files(glue.iter().chain(shim_files.iter()));
+    // Every object is kept: nothing on the Rust side names the shim's symbols
+    // except through the loader.
+    build.link_lib_modifier("+whole-archive");
+    build.compile("mtsim");
+}

@@ -1,0 +1,437 @@
+//! The user-space API tests and the companion drive the simulator with.
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::arena::Owner;
+use crate::kernel::{Config, Kernel, TraceEvent};
+use crate::kext::KextError;
+use crate::sysctl::SysctlError;
+use crate::violation::{Violation, ViolationPolicy};
+use crate::vm::{Mapping, Process, TouchStats};
+use crate::{lock, xnu};
+
+/// One simulator at a time per process: the kext's globals and the exported
+/// descriptors are process-wide, as in a kernel.
+static BOOT_LOCK: Mutex<()> = Mutex::new(());
+
+/// An errno from a simulated system call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SimError(pub i32);
+
+impl fmt::Display for SimError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "errno {}", self.0)
+    }
+}
+
+impl std::error::Error for SimError {}
+
+/// Credentials a sysctl request is made with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cred {
+    /// uid 0.
+    Root,
+    /// Any other uid.
+    User(u32),
+}
+
+impl Cred {
+    fn uid(self) -> u32 {
+        match self {
+            Cred::Root => 0,
+            Cred::User(u) => u,
+        }
+    }
+}
+
+/// A vnode's counts as the kernel holds them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VnodeCounts {
+    /// `v_usecount`.
+    pub usecount: i32,
+    /// `v_kusecount`.
+    pub kusecount: i32,
+    /// `v_iocount`.
+    pub iocount: i32,
+    /// `v_id`.
+    pub vid: u32,
+    /// UI_ISMAPPED.
+    pub mapped: bool,
+}
+
+/// A booted simulated kernel. Dropping it shuts the kernel down (and, with
+/// the `Panic` policy, fails on violations nobody collected).
+pub struct Sim {
+    k: Arc<Kernel>,
+    _boot: MutexGuard<'static, ()>,
+}
+
+/// A simulated process. Each call runs on the calling OS thread as a thread
+/// of this process, so processes driven from several threads really run
+/// concurrently.
+#[derive(Clone)]
+pub struct Proc {
+    k: Arc<Kernel>,
+    p: Arc<Process>,
+}
+
+fn res<T>(r: Result<T, i32>) -> Result<T, SimError> {
+    r.map_err(SimError)
+}
+
+impl Sim {
+    /// Boots a kernel: assigns descriptor offsets, registers the built-in
+    /// filesystems (apfs, hfs, devfs) and creates kernel_task.
+    pub fn boot(config: Config) -> Sim {
+        let guard = lock(&BOOT_LOCK);
+        let k = Kernel::boot(config);
+        Sim { k, _boot: guard }
+    }
+
+    /// The kernel, for modules that need more than this API.
+    pub fn kernel(&self) -> &Arc<Kernel> {
+        &self.k
+    }
+
+    /// Boot parameters.
+    pub fn config(&self) -> &Config {
+        &self.k.config
+    }
+
+    /// Mounts a filesystem type (`apfs`, `hfs`, `devfs`, or one a kext added).
+    pub fn mount(&self, fstype: &str, on: &str) -> Result<(), SimError> {
+        res(self.k.vfs.mount(&self.k, fstype, on).map(|_| ()))
+    }
+
+    /// Creates a regular file of `size` bytes on the mount covering `path`.
+    pub fn add_file(&self, path: &str, size: u64) -> Result<(), SimError> {
+        res(self.k.vfs.add_file(path, size))
+    }
+
+    /// Unmounts; `force` tears down mappings of files in use (vclean).
+    pub fn unmount(&self, on: &str, force: bool) -> Result<(), SimError> {
+        let r = res(self.k.sys_unmount(on, force));
+        self.k.safe_point();
+        r
+    }
+
+    /// Recycles an unused vnode now (its block gets vid + 1 and later a new
+    /// file); for a vnode in use, on its last release. Returns whether it
+    /// was reclaimed now.
+    pub fn recycle(&self, path: &str) -> Result<bool, SimError> {
+        let vp = self
+            .k
+            .vfs
+            .vnode_by_path(path)
+            .ok_or(SimError(crate::vfs::errno::ENOENT))?;
+        vp.recycle_pending
+            .store(true, std::sync::atomic::Ordering::Release);
+        if vp.usecount() == 0 && vp.iocount() == 0 {
+            self.k.vfs.reclaim(&self.k, &vp);
+            self.k.safe_point();
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Creates a process (pid from 100 up).
+    pub fn spawn(&self, name: &str, uid: u32) -> Proc {
+        Proc {
+            k: Arc::clone(&self.k),
+            p: self.k.procs.create(&self.k, name, uid, None),
+        }
+    }
+
+    /// The process with `pid`.
+    pub fn proc(&self, pid: i32) -> Option<Proc> {
+        self.k.procs.get(pid).map(|p| Proc {
+            k: Arc::clone(&self.k),
+            p,
+        })
+    }
+
+    /// Loads a kext from its `kmod_info` (runs its start routine).
+    ///
+    /// # Safety
+    /// `ki` must point to a valid `kmod_info_t` whose start and stop routines
+    /// follow the kmod contract, and stay valid while the kext is loaded.
+    pub unsafe fn load_kext(&self, ki: *mut xnu::kmod_info) -> Result<(), KextError> {
+        // SAFETY: the caller upholds `load`'s contract (see above).
+        let r = unsafe { self.k.kext.load(&self.k, ki) };
+        self.k.safe_point();
+        r
+    }
+
+    /// Unloads the kext (runs stop; a refusal keeps it loaded), then checks
+    /// what it left behind.
+    pub fn unload_kext(&self) -> Result<(), KextError> {
+        let r = self.k.kext.unload(&self.k);
+        self.k.safe_point();
+        r
+    }
+
+    /// Whether a kext is loaded.
+    pub fn kext_loaded(&self) -> bool {
+        self.k.kext.is_loaded()
+    }
+
+    fn sysctl_proc(&self, cred: Cred) -> Arc<Process> {
+        let uid = cred.uid();
+        let existing = self
+            .k
+            .procs
+            .all()
+            .into_iter()
+            .find(|p| p.uid == uid && *lock(&p.name) == "sysctl");
+        existing.unwrap_or_else(|| self.k.procs.create(&self.k, "sysctl", uid, None))
+    }
+
+    /// `sysctlbyname(name, old, &oldlen, NULL, 0)`: with `old == None` it is a
+    /// size query. Returns the length the kernel reports; on error the
+    /// `SysctlError` carries it too (a short buffer gives ENOMEM after a
+    /// partial copy).
+    pub fn sysctl_read(
+        &self,
+        name: &str,
+        old: Option<&mut [u8]>,
+        cred: Cred,
+    ) -> Result<usize, SysctlError> {
+        let p = self.sysctl_proc(cred);
+        let r = self.k.sysctl.request(&self.k, &p, name, old, None);
+        self.k.safe_point();
+        r
+    }
+
+    /// `sysctlbyname(name, old, &oldlen, new, newlen)`.
+    pub fn sysctl_write(
+        &self,
+        name: &str,
+        new: &[u8],
+        old: Option<&mut [u8]>,
+        cred: Cred,
+    ) -> Result<usize, SysctlError> {
+        let p = self.sysctl_proc(cred);
+        let r = self.k.sysctl.request(&self.k, &p, name, old, Some(new));
+        self.k.safe_point();
+        r
+    }
+
+    /// Registered sysctl names below `kern`.
+    pub fn sysctl_names(&self) -> Vec<String> {
+        self.k.sysctl.names()
+    }
+
+    /// Makes the next `n` copyouts fail with EFAULT.
+    pub fn inject_copyout_faults(&self, n: u32) {
+        self.k
+            .copyout_faults
+            .store(n, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Counts of the file's vnode (None if never looked up or reclaimed).
+    pub fn counts(&self, path: &str) -> Option<VnodeCounts> {
+        let vp = self.k.vfs.vnode_by_path(path)?;
+        let mapped = lock(&vp.ubc).ismapped;
+        Some(VnodeCounts {
+            usecount: vp.usecount(),
+            kusecount: vp.kusecount(),
+            iocount: vp.iocount(),
+            vid: vp.vid,
+            mapped,
+        })
+    }
+
+    /// Kernel address of the file's vnode.
+    pub fn vnode_addr(&self, path: &str) -> Option<u64> {
+        self.k.vfs.vnode_by_path(path).map(|v| v.addr as u64)
+    }
+
+    /// Offset of `v_op` in this boot's vnode layout.
+    pub fn v_op_offset(&self) -> usize {
+        self.k.vfs.v_op_offset
+    }
+
+    /// Kext allocations still live: (count, bytes).
+    pub fn allocations_outstanding(&self) -> (usize, usize) {
+        self.k.arena.outstanding(Owner::Kext)
+    }
+
+    /// IOLog lines so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.k.log_lines()
+    }
+
+    /// What reached the filesystems, in order (the ground truth).
+    pub fn trace(&self) -> Vec<TraceEvent> {
+        self.k.trace_events()
+    }
+
+    /// Where kernel objects live: any of these bytes in user-visible output
+    /// is a leaked kernel address.
+    pub fn kernel_address_ranges(&self) -> Vec<Range<u64>> {
+        vec![self.k.arena.range()]
+    }
+
+    /// Whether `v` is a kernel address.
+    pub fn is_kernel_address(&self, v: u64) -> bool {
+        self.k.arena.contains(v)
+    }
+
+    /// Scans `bytes` for any aligned or unaligned little-endian u64 that is a
+    /// kernel address; returns the offsets.
+    pub fn find_kernel_addresses(&self, bytes: &[u8]) -> Vec<usize> {
+        bytes
+            .windows(8)
+            .enumerate()
+            .filter(|(_, w)| {
+                let v = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+                self.is_kernel_address(v)
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Sets the violation policy.
+    pub fn set_violation_policy(&self, p: ViolationPolicy) {
+        self.k.set_policy(p);
+    }
+
+    /// Takes the violations recorded so far.
+    pub fn take_violations(&self) -> Vec<Violation> {
+        self.k.take_violations()
+    }
+
+    /// Checks every vnode's counts against the kernel's own bookkeeping
+    /// (open files, mapped epochs, text references, kext references) and
+    /// that no iocount is held. Call when no operation is running.
+    pub fn check_balanced(&self) -> Result<(), Vec<Violation>> {
+        let mut bad = Vec::new();
+        let procs = self.k.procs.all();
+        for vp in self.k.vfs.all_vnodes() {
+            let opens = procs.iter().map(|p| p.open_count(&vp)).sum::<i32>();
+            let texts = procs.iter().filter(|p| p.text_is(&vp)).count() as i32;
+            let mapped = i32::from(lock(&vp.ubc).ismapped);
+            let kext = vp.kext_refs.load(std::sync::atomic::Ordering::Acquire);
+            let expected = opens + texts + mapped + kext;
+            let kext_io = vp.kext_iocounts.load(std::sync::atomic::Ordering::Acquire);
+            if vp.usecount() != expected {
+                bad.push(Violation::UnbalancedCount(format!(
+                    "{}: usecount {} but {opens} open(s) + {texts} text + {mapped} mapping + {kext} kext ref(s)",
+                    vp.path,
+                    vp.usecount()
+                )));
+            }
+            if vp.iocount() != kext_io {
+                bad.push(Violation::UnbalancedCount(format!(
+                    "{}: iocount {} with no operation running ({kext_io} held by the kext)",
+                    vp.path,
+                    vp.iocount()
+                )));
+            }
+        }
+        if bad.is_empty() { Ok(()) } else { Err(bad) }
+    }
+
+    /// Runs pending violation checks now (panics under the `Panic` policy).
+    pub fn safe_point(&self) {
+        self.k.safe_point();
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        if self.k.kext.is_loaded() {
+            // Best effort: a test that forgot to unload still gets its stop
+            // routine run before the kernel goes away.
+            let _ = self.k.kext.unload(&self.k);
+        }
+        self.k.shutdown();
+        if !std::thread::panicking() {
+            self.k.safe_point();
+        }
+    }
+}
+
+impl Proc {
+    /// pid.
+    pub fn pid(&self) -> i32 {
+        self.p.pid
+    }
+
+    /// uid.
+    pub fn uid(&self) -> u32 {
+        self.p.uid
+    }
+
+    /// `p_comm`.
+    pub fn name(&self) -> String {
+        lock(&self.p.name).clone()
+    }
+
+    /// open(2) for reading; returns the descriptor.
+    pub fn open(&self, path: &str) -> Result<i32, SimError> {
+        let r = res(self.k.sys_open(&self.p, path));
+        self.k.safe_point();
+        r
+    }
+
+    /// close(2).
+    pub fn close(&self, fd: i32) -> Result<(), SimError> {
+        let r = res(self.k.sys_close(&self.p, fd));
+        self.k.safe_point();
+        r
+    }
+
+    /// mmap(2); returns the address.
+    pub fn mmap(
+        &self,
+        fd: i32,
+        len: u64,
+        prot: i32,
+        flags: i32,
+        offset: u64,
+    ) -> Result<u64, SimError> {
+        let r = res(self.k.sys_mmap(&self.p, fd, len, prot, flags, offset));
+        self.k.safe_point();
+        r
+    }
+
+    /// munmap(2) of the mapping at `addr`.
+    pub fn munmap(&self, addr: u64) -> Result<(), SimError> {
+        let r = res(self.k.sys_munmap(&self.p, addr));
+        self.k.safe_point();
+        r
+    }
+
+    /// Reads `[addr, addr+len)`, faulting pages in.
+    pub fn touch(&self, addr: u64, len: u64) -> Result<TouchStats, SimError> {
+        let r = res(self.k.sys_touch(&self.p, addr, len));
+        self.k.safe_point();
+        r
+    }
+
+    /// execve(2).
+    pub fn exec(&self, path: &str) -> Result<(), SimError> {
+        let r = res(self.k.sys_exec(&self.p, path));
+        self.k.safe_point();
+        r
+    }
+
+    /// exit(2).
+    pub fn exit(&self) {
+        self.k.sys_exit(&self.p);
+        self.k.safe_point();
+    }
+
+    /// Live mappings.
+    pub fn mappings(&self) -> Vec<Mapping> {
+        self.k.mappings(&self.p)
+    }
+
+    /// Open descriptors.
+    pub fn fds(&self) -> Vec<i32> {
+        self.k.open_fds(&self.p)
+    }
+}

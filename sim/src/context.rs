@@ -1,0 +1,102 @@
+//! Per-thread kernel context: which simulated process and thread an OS thread
+//! is running as, which CPU it is on, and whether it is inside kext hook code.
+
+use std::cell::{Cell, RefCell};
+
+/// What kind of kernel callout a thread is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// Kext code reached through a patched vnode-op vector entry.
+    VnopHook(Vop),
+    /// The filesystem's original vnode operation (kernel code again).
+    Original,
+    /// A kext callback (kauth, MAC, sysctl handler, kmod start/stop).
+    Callback,
+}
+
+/// The vnode operations the simulator dispatches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Vop {
+    /// VNOP_MMAP.
+    Mmap,
+    /// VNOP_MNOMAP.
+    Mnomap,
+    /// VNOP_PAGEIN.
+    Pagein,
+    /// VNOP_MMAP_CHECK.
+    MmapCheck,
+    /// VNOP_RECLAIM.
+    Reclaim,
+}
+
+impl Vop {
+    /// The XNU descriptor name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Vop::Mmap => "vnop_mmap",
+            Vop::Mnomap => "vnop_mnomap",
+            Vop::Pagein => "vnop_pagein",
+            Vop::MmapCheck => "vnop_mmap_check",
+            Vop::Reclaim => "vnop_reclaim",
+        }
+    }
+}
+
+/// Identity of the current OS thread inside the simulated kernel.
+#[derive(Clone, Copy, Debug)]
+pub struct ThreadIdentity {
+    /// Boot generation the identity belongs to.
+    pub boot: u64,
+    /// Address of the `thread_t` object.
+    pub thread_addr: usize,
+    /// `thread_tid()`.
+    pub tid: u64,
+    /// The process the thread runs for.
+    pub pid: i32,
+    /// The simulated CPU.
+    pub cpu: u32,
+}
+
+thread_local! {
+    static IDENTITY: Cell<Option<ThreadIdentity>> = const { Cell::new(None) };
+    static FRAMES: RefCell<Vec<Frame>> = const { RefCell::new(Vec::new()) };
+    static SPINS: Cell<u32> = const { Cell::new(0) };
+}
+
+/// The current identity, if this thread has one for `boot`.
+pub fn identity(boot: u64) -> Option<ThreadIdentity> {
+    IDENTITY.with(|c| c.get()).filter(|i| i.boot == boot)
+}
+
+/// Replaces the identity; returns the previous one.
+pub fn set_identity(id: Option<ThreadIdentity>) -> Option<ThreadIdentity> {
+    IDENTITY.with(|c| c.replace(id))
+}
+
+/// Runs `f` inside `frame`.
+pub fn with_frame<R>(frame: Frame, f: impl FnOnce() -> R) -> R {
+    FRAMES.with(|s| s.borrow_mut().push(frame));
+    let r = f();
+    FRAMES.with(|s| s.borrow_mut().pop());
+    r
+}
+
+/// The innermost frame.
+pub fn top_frame() -> Option<Frame> {
+    FRAMES.with(|s| s.borrow().last().copied())
+}
+
+/// Whether the thread runs kext code inside a VNOP_PAGEIN hook right now.
+pub fn in_pagein_hook() -> bool {
+    top_frame() == Some(Frame::VnopHook(Vop::Pagein))
+}
+
+/// Spinlocks the thread holds.
+pub fn spins_held() -> u32 {
+    SPINS.with(|c| c.get())
+}
+
+/// Records one more (or one fewer) spinlock held.
+pub fn spin_adjust(delta: i32) {
+    SPINS.with(|c| c.set(c.get().saturating_add_signed(delta)));
+}

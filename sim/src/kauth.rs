@@ -1,0 +1,178 @@
+//! kauth scopes and listeners, including the documented unload race: the
+//! dispatcher reads a listener's callback without the scope lock, so a call
+//! can still arrive after `kauth_unlisten_scope` returned.
+
+use std::sync::Mutex;
+
+use crate::context::{self, Frame};
+use crate::kernel::Kernel;
+use crate::lock;
+use crate::vfs::Vnode;
+use crate::violation::Violation;
+use crate::xnu;
+
+/// Listeners a scope holds at most (KAUTH_SCOPE_MAX_LISTENERS).
+pub const MAX_LISTENERS: usize = 15;
+
+/// One listener.
+#[derive(Clone, Debug)]
+pub struct Listener {
+    /// The `kauth_listener_t` handle.
+    pub handle: usize,
+    /// Scope identifier.
+    pub scope: String,
+    /// Callback address.
+    pub callback: usize,
+    /// `idata`.
+    pub idata: usize,
+}
+
+/// The kauth subsystem.
+#[derive(Default)]
+pub struct Kauth {
+    listeners: Mutex<Vec<Listener>>,
+}
+
+type Callback = unsafe extern "C" fn(
+    xnu::kauth_cred_t,
+    *mut std::ffi::c_void,
+    xnu::kauth_action_t,
+    usize,
+    usize,
+    usize,
+    usize,
+) -> i32;
+
+impl Kauth {
+    /// kauth_listen_scope.
+    pub fn listen(&self, k: &Kernel, scope: &str, callback: usize, idata: usize) -> usize {
+        let mut l = lock(&self.listeners);
+        if l.iter().filter(|x| x.scope == scope).count() >= MAX_LISTENERS {
+            return 0;
+        }
+        let handle = k.kalloc(32, "kauth_listener");
+        l.push(Listener {
+            handle,
+            scope: scope.to_string(),
+            callback,
+            idata,
+        });
+        handle
+    }
+
+    /// kauth_unlisten_scope; false when the handle is unknown.
+    pub fn unlisten(&self, handle: usize) -> bool {
+        let mut l = lock(&self.listeners);
+        let before = l.len();
+        l.retain(|x| x.handle != handle);
+        l.len() != before
+    }
+
+    /// Listeners still registered.
+    pub fn listeners(&self) -> Vec<Listener> {
+        lock(&self.listeners).clone()
+    }
+
+    /// kauth_authorize_action: every listener of `scope`, combined.
+    pub fn authorize(
+        &self,
+        k: &Kernel,
+        scope: &str,
+        cred: usize,
+        action: i32,
+        args: [usize; 4],
+    ) -> i32 {
+        // RACE: like kauth_authorize_action, callbacks are copied and then
+        // called without the scope lock.
+        let snapshot: Vec<Listener> = lock(&self.listeners)
+            .iter()
+            .filter(|x| x.scope == scope)
+            .cloned()
+            .collect();
+        let mut result = xnu::KAUTH_RESULT_DEFER as i32;
+        for l in snapshot {
+            if !k.config.kauth_race_delay.is_zero() {
+                std::thread::sleep(k.config.kauth_race_delay);
+            }
+            if !k.kext.is_loaded() {
+                k.violation(Violation::CallAfterUnload {
+                    what: format!("kauth listener on {}", l.scope),
+                    addr: l.callback as u64,
+                });
+                continue;
+            }
+            // SAFETY: `callback` is the kauth_scope_callback_t the loaded kext
+            // registered.
+            let f: Callback = unsafe { std::mem::transmute(l.callback) };
+            let r = context::with_frame(Frame::Callback, || {
+                // SAFETY: arguments follow the scope's documented shape.
+                unsafe {
+                    f(
+                        cred as _,
+                        l.idata as _,
+                        action,
+                        args[0],
+                        args[1],
+                        args[2],
+                        args[3],
+                    )
+                }
+            });
+            let deny = r == xnu::KAUTH_RESULT_DENY as i32;
+            if deny
+                || (r == xnu::KAUTH_RESULT_ALLOW as i32 && result == xnu::KAUTH_RESULT_DEFER as i32)
+            {
+                result = r;
+            }
+        }
+        result
+    }
+
+    /// vnode_authorize → KAUTH_SCOPE_VNODE (arg0 ctx, arg1 vp, arg2 dvp, arg3 &error).
+    pub fn authorize_vnode(
+        &self,
+        k: &Kernel,
+        cred: usize,
+        ctx: usize,
+        vp: &Vnode,
+        action: i32,
+    ) -> i32 {
+        let mut error: i32 = 0;
+        let errp = (&raw mut error) as usize;
+        self.authorize(
+            k,
+            "com.apple.kauth.vnode",
+            cred,
+            action,
+            [ctx, vp.addr, 0, errp],
+        )
+    }
+
+    /// KAUTH_SCOPE_FILEOP notification (arg0 vp, arg1 path, arg2 flags).
+    pub fn fileop(
+        &self,
+        k: &Kernel,
+        cred: usize,
+        action: i32,
+        vp: usize,
+        path: &str,
+        flags: usize,
+    ) {
+        if lock(&self.listeners)
+            .iter()
+            .all(|l| l.scope != "com.apple.kauth.fileop")
+        {
+            return;
+        }
+        let buf = k.kalloc(path.len() + 1, "fileop path");
+        crate::vfs::copy_cstr(path, buf, path.len() + 1);
+        self.authorize(
+            k,
+            "com.apple.kauth.fileop",
+            cred,
+            action,
+            [vp, buf, flags, 0],
+        );
+        k.arena.free(buf);
+    }
+}

@@ -1,0 +1,364 @@
+//! The booted kernel: configuration, global state the KPIs reach, thread and
+//! CPU identity, violations, the log and the ground-truth trace.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::arena::{Arena, Owner};
+use crate::context::{self, ThreadIdentity};
+use crate::kauth::Kauth;
+use crate::kext::KextSlot;
+use crate::locks::Locks;
+use crate::mac::Mac;
+use crate::sysctl::Sysctl;
+use crate::vfs::Vfs;
+use crate::violation::{Violation, ViolationPolicy};
+use crate::vm::Procs;
+use crate::{lock, read, write};
+
+/// XNU releases the simulator models: they differ in the vnode-op descriptor
+/// list (so `vdesc_offset`s differ) and in where `v_op` sits in the vnode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Release {
+    /// macOS 10.15-era layout (modelled: `v_op` one pointer earlier than 15.x).
+    Catalina,
+    /// macOS 15.x (xnu-11417): `v_op` at 208.
+    Sequoia,
+}
+
+impl Release {
+    /// Offset of `v_op` in `struct vnode` for this release.
+    pub fn v_op_offset(self) -> usize {
+        match self {
+            Release::Catalina => 200,
+            Release::Sequoia => 208,
+        }
+    }
+}
+
+/// Boot parameters.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Vnode layout and descriptor list.
+    pub release: Release,
+    /// Overrides the release's `v_op` offset (must be 8-aligned, 104..=248).
+    pub v_op_offset: Option<usize>,
+    /// Simulated CPUs (`cpu_number()` returns 0..cpus).
+    pub cpus: u32,
+    /// VM page size.
+    pub page_size: u64,
+    /// Pages per pagein cluster.
+    pub cluster_pages: u64,
+    /// `mach_absolute_time` units: ns = ticks * numer / denom.
+    pub timebase: (u32, u32),
+    /// Seed for `read_random` and CPU placement.
+    pub seed: u64,
+    /// Bytes of kernel memory.
+    pub arena_size: usize,
+    /// Delay between reading a kauth callback and calling it (widens the
+    /// documented unload race for tests).
+    pub kauth_race_delay: Duration,
+    /// What to do with violations.
+    pub policy: ViolationPolicy,
+    /// Echo IOLog lines to stderr.
+    pub echo_log: bool,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            release: Release::Sequoia,
+            v_op_offset: None,
+            cpus: 4,
+            page_size: 4096,
+            cluster_pages: 4,
+            timebase: (125, 3),
+            seed: 0x6d61_7074_7261_6365,
+            arena_size: 64 << 20,
+            kauth_race_delay: Duration::ZERO,
+            policy: ViolationPolicy::Panic,
+            echo_log: false,
+        }
+    }
+}
+
+/// What reached a filesystem's original operation: the ground truth a kext's
+/// records are checked against.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceEvent {
+    /// Order of arrival.
+    pub seq: u64,
+    /// Which operation.
+    pub op: TraceOp,
+    /// Calling process.
+    pub pid: i32,
+    /// Calling thread.
+    pub tid: u64,
+    /// Vnode address.
+    pub vnode: u64,
+    /// Vnode id at the time.
+    pub vid: u32,
+    /// Path of the file.
+    pub path: String,
+    /// PAGEIN: file offset.
+    pub offset: i64,
+    /// PAGEIN: bytes.
+    pub size: u64,
+    /// MMAP: protections; FILE_CHECK_MMAP: prot.
+    pub prot: i32,
+}
+
+/// Kinds of trace events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TraceOp {
+    /// mac_file_check_mmap ran (mmap(2) only).
+    FileCheckMmap,
+    /// VNOP_MMAP_CHECK reached the filesystem.
+    MmapCheck,
+    /// VNOP_MMAP reached the filesystem.
+    Mmap,
+    /// VNOP_PAGEIN reached the filesystem.
+    Pagein,
+    /// VNOP_MNOMAP reached the filesystem.
+    Mnomap,
+}
+
+/// The simulated kernel.
+pub struct Kernel {
+    /// Boot generation (distinguishes thread identities across boots).
+    pub boot: u64,
+    /// Boot parameters.
+    pub config: Config,
+    /// Kernel memory.
+    pub arena: Arena,
+    started: Instant,
+    policy: Mutex<ViolationPolicy>,
+    violations: Mutex<Vec<Violation>>,
+    log: Mutex<Vec<String>>,
+    trace: Mutex<Vec<TraceEvent>>,
+    trace_seq: AtomicU64,
+    threads: Mutex<HashMap<usize, u64>>,
+    next_tid: AtomicU64,
+    cpu_tick: AtomicU32,
+    rng: Mutex<fastrand::Rng>,
+    /// Pending injected copyout faults.
+    pub copyout_faults: AtomicU32,
+    /// VFS: descriptors, filesystems, mounts, vnodes.
+    pub vfs: Vfs,
+    /// Processes.
+    pub procs: Procs,
+    /// kauth scopes.
+    pub kauth: Kauth,
+    /// MAC policies.
+    pub mac: Mac,
+    /// The sysctl tree.
+    pub sysctl: Sysctl,
+    /// lck_* objects.
+    pub locks: Locks,
+    /// The loaded kext.
+    pub kext: KextSlot,
+    /// Set while `panic()` is being reported.
+    pub panicked: AtomicBool,
+}
+
+static BOOTS: AtomicU64 = AtomicU64::new(1);
+static CURRENT: RwLock<Option<Arc<Kernel>>> = RwLock::new(None);
+
+/// The booted kernel the KPIs act on.
+pub fn current() -> Option<Arc<Kernel>> {
+    read(&CURRENT).clone()
+}
+
+/// The booted kernel, or a loud abort: a KPI was called with no kernel.
+pub fn current_or_abort(kpi: &str) -> Arc<Kernel> {
+    current().unwrap_or_else(|| {
+        eprintln!("maptrace-sim: {kpi} called while no simulated kernel is booted");
+        std::process::abort();
+    })
+}
+
+impl Kernel {
+    /// Boots a kernel and makes it the one the KPIs act on.
+    pub fn boot(config: Config) -> Arc<Kernel> {
+        let arena = Arena::new(config.arena_size);
+        let boot = BOOTS.fetch_add(1, Ordering::Relaxed);
+        let vfs = Vfs::new(&config, &arena);
+        let k = Arc::new(Kernel {
+            boot,
+            policy: Mutex::new(config.policy),
+            rng: Mutex::new(fastrand::Rng::with_seed(config.seed)),
+            config,
+            arena,
+            started: Instant::now(),
+            violations: Mutex::new(Vec::new()),
+            log: Mutex::new(Vec::new()),
+            trace: Mutex::new(Vec::new()),
+            trace_seq: AtomicU64::new(0),
+            threads: Mutex::new(HashMap::new()),
+            next_tid: AtomicU64::new(0x1000),
+            cpu_tick: AtomicU32::new(0),
+            copyout_faults: AtomicU32::new(0),
+            vfs,
+            procs: Procs::default(),
+            kauth: Kauth::default(),
+            mac: Mac::default(),
+            sysctl: Sysctl::default(),
+            locks: Locks::default(),
+            kext: KextSlot::default(),
+            panicked: AtomicBool::new(false),
+        });
+        k.procs.create_kernel_task(&k);
+        *write(&CURRENT) = Some(Arc::clone(&k));
+        k
+    }
+
+    /// Detaches the kernel from the KPIs.
+    pub fn shutdown(self: &Arc<Kernel>) {
+        let mut cur = write(&CURRENT);
+        if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, self)) {
+            *cur = None;
+        }
+    }
+
+    /// Allocates a kernel object filled with poison.
+    pub fn kalloc(&self, size: usize, what: &'static str) -> usize {
+        self.arena
+            .alloc(size, 16, false, Owner::Kernel, what)
+            .unwrap_or_else(|| panic!("simulated kernel memory exhausted allocating {what}"))
+    }
+
+    /// Allocates a zeroed kernel object.
+    pub fn kalloc_zero(&self, size: usize, what: &'static str) -> usize {
+        self.arena
+            .alloc(size, 16, true, Owner::Kernel, what)
+            .unwrap_or_else(|| panic!("simulated kernel memory exhausted allocating {what}"))
+    }
+
+    // ------------------------------------------------------------ violations
+
+    /// Records a violation.
+    pub fn violation(&self, v: Violation) {
+        if self.config.echo_log {
+            eprintln!("maptrace-sim: VIOLATION: {v}");
+        }
+        lock(&self.violations).push(v);
+    }
+
+    /// Sets the violation policy.
+    pub fn set_policy(&self, p: ViolationPolicy) {
+        *lock(&self.policy) = p;
+    }
+
+    /// Takes the recorded violations.
+    pub fn take_violations(&self) -> Vec<Violation> {
+        std::mem::take(&mut *lock(&self.violations))
+    }
+
+    /// A safe point: with the `Panic` policy, fails loudly if anything was
+    /// recorded.
+    pub fn safe_point(&self) {
+        if *lock(&self.policy) != ViolationPolicy::Panic {
+            return;
+        }
+        let v = self.take_violations();
+        if !v.is_empty() {
+            let list: Vec<String> = v.iter().map(ToString::to_string).collect();
+            panic!(
+                "maptrace-sim: a real kernel would have crashed:\n  {}",
+                list.join("\n  ")
+            );
+        }
+    }
+
+    // ------------------------------------------------------------ log, trace
+
+    /// Appends one IOLog line.
+    pub fn log_line(&self, line: String) {
+        if self.config.echo_log {
+            eprintln!("IOLog: {line}");
+        }
+        lock(&self.log).push(line);
+    }
+
+    /// All IOLog lines so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        lock(&self.log).clone()
+    }
+
+    /// Records what reached a filesystem.
+    pub fn trace(&self, mut ev: TraceEvent) {
+        let mut t = lock(&self.trace);
+        ev.seq = self.trace_seq.fetch_add(1, Ordering::Relaxed);
+        t.push(ev);
+    }
+
+    /// The trace so far.
+    pub fn trace_events(&self) -> Vec<TraceEvent> {
+        lock(&self.trace).clone()
+    }
+
+    // ------------------------------------------------------------ time
+
+    /// `mach_absolute_time()`: monotonic ticks since boot.
+    pub fn abs_time(&self) -> u64 {
+        let ns = self.started.elapsed().as_nanos() as u64;
+        let (numer, denom) = self.config.timebase;
+        ((ns as u128) * u128::from(denom) / u128::from(numer.max(1))) as u64
+    }
+
+    /// `absolutetime_to_nanoseconds()`.
+    pub fn abs_to_ns(&self, abs: u64) -> u64 {
+        let (numer, denom) = self.config.timebase;
+        ((abs as u128) * u128::from(numer) / u128::from(denom.max(1))) as u64
+    }
+
+    /// `read_random()`.
+    pub fn random_fill(&self, buf: &mut [u8]) {
+        let mut rng = lock(&self.rng);
+        buf.iter_mut().for_each(|b| *b = rng.u8(..));
+    }
+
+    // ------------------------------------------------------------ identity
+
+    /// The current thread's identity, creating a kernel_task thread for a
+    /// thread that has none.
+    pub fn identity(&self) -> ThreadIdentity {
+        if let Some(id) = context::identity(self.boot) {
+            return id;
+        }
+        let id = self.new_thread_identity(0);
+        context::set_identity(Some(id));
+        id
+    }
+
+    /// A fresh `thread_t` for `pid` on a CPU chosen round-robin.
+    pub fn new_thread_identity(&self, pid: i32) -> ThreadIdentity {
+        let tid = self.next_tid.fetch_add(1, Ordering::Relaxed);
+        let addr = self.kalloc(256, "thread");
+        lock(&self.threads).insert(addr, tid);
+        let cpu = self.cpu_tick.fetch_add(1, Ordering::Relaxed) % self.config.cpus.max(1);
+        ThreadIdentity {
+            boot: self.boot,
+            thread_addr: addr,
+            tid,
+            pid,
+            cpu,
+        }
+    }
+
+    /// `thread_tid()` of a `thread_t`.
+    pub fn thread_tid(&self, addr: usize) -> Option<u64> {
+        lock(&self.threads).get(&addr).copied()
+    }
+
+    /// Moves the current thread to another simulated CPU, as the scheduler
+    /// may between two operations.
+    pub fn migrate(&self) {
+        if let Some(mut id) = context::identity(self.boot) {
+            id.cpu = self.cpu_tick.fetch_add(1, Ordering::Relaxed) % self.config.cpus.max(1);
+            context::set_identity(Some(id));
+        }
+    }
+}

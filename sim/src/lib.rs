@@ -1,0 +1,49 @@
+//! maptrace-sim: a multi-threaded model of the XNU pieces the maptrace kext
+//! touches, so the real C shim and the real Rust core run on Linux.
+//!
+//! Start with [`Sim::boot`]; see `sim/README.md` for the model, the API and
+//! the scenario language.
+
+// The shim's C files call mt_core_*; linking the core makes them resolve.
+use maptrace_core as _;
+
+mod api;
+pub mod arena;
+pub mod context;
+pub mod kauth;
+pub mod kernel;
+pub mod kext;
+mod kpi;
+pub mod locks;
+pub mod mac;
+pub mod scenario;
+pub mod sysctl;
+pub mod vfs;
+pub mod violation;
+pub mod vm;
+pub mod xnu;
+
+pub use api::{Cred, Proc, Sim, SimError, VnodeCounts};
+pub use kernel::{Config, Release, TraceEvent, TraceOp};
+pub use kext::KextError;
+pub use sysctl::SysctlError;
+pub use violation::{Violation, ViolationPolicy};
+pub use vm::{TouchStats, map_flags, prot};
+
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// Locks a mutex, ignoring poison: a test that failed on one thread must not
+/// turn every later lock into a second failure.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Read-locks, ignoring poison.
+pub(crate) fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Write-locks, ignoring poison.
+pub(crate) fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}

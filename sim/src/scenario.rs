@@ -1,0 +1,1 @@
+//! Scenario scripts: parsed, generated and run against a simulator.

@@ -1,0 +1,685 @@
+//! Processes and the VM paths in XNU's order: open, mmap(2) (MAC check,
+//! VNOP_MMAP_CHECK, `ubc_map`), page faults (`vnode_pagein` in clusters over a
+//! page cache), munmap and the last unmap (`ubc_unmap`), exec, exit and the
+//! forced unmount (`vclean`).
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::context::{self, ThreadIdentity, Vop};
+use crate::kernel::{Kernel, TraceEvent, TraceOp};
+use crate::vfs::{self, Vnode, errno, word};
+use crate::xnu;
+use crate::{lock, read, write};
+
+/// PROT_* bits.
+pub mod prot {
+    /// Readable.
+    pub const READ: i32 = 1;
+    /// Writable.
+    pub const WRITE: i32 = 2;
+    /// Executable.
+    pub const EXEC: i32 = 4;
+}
+
+/// MAP_* bits.
+pub mod map_flags {
+    /// Shared mapping.
+    pub const SHARED: i32 = 0x1;
+    /// Private (copy-on-write) mapping.
+    pub const PRIVATE: i32 = 0x2;
+    /// Place at exactly the given address.
+    pub const FIXED: i32 = 0x10;
+}
+
+/// Offset of `fg_data` in `struct fileglob` (LP64, xnu-6153..11417).
+pub const FG_DATA_OFFSET: usize = 56;
+
+/// One mapping of a file in a process.
+#[derive(Clone, Debug)]
+pub struct Mapping {
+    /// User address.
+    pub addr: u64,
+    /// Bytes.
+    pub len: u64,
+    /// The file.
+    pub vp: Arc<Vnode>,
+    /// File offset of `addr`.
+    pub file_offset: u64,
+    /// PROT_*.
+    pub prot: i32,
+    /// MAP_*.
+    pub flags: i32,
+}
+
+/// An open file.
+#[derive(Clone, Debug)]
+struct OpenFile {
+    vp: Arc<Vnode>,
+    fileglob: usize,
+}
+
+/// A simulated process.
+#[derive(Debug)]
+pub struct Process {
+    /// pid.
+    pub pid: i32,
+    /// Real and effective uid.
+    pub uid: u32,
+    /// `p_comm`.
+    pub name: Mutex<String>,
+    /// The `proc_t` object.
+    pub proc_addr: usize,
+    /// The `kauth_cred_t` object.
+    pub cred_addr: usize,
+    /// The process's `vfs_context_t`.
+    pub ctx_addr: usize,
+    fds: Mutex<BTreeMap<i32, OpenFile>>,
+    next_fd: AtomicI32,
+    maps: Mutex<BTreeMap<u64, Mapping>>,
+    next_addr: AtomicU64,
+    text: Mutex<Option<Arc<Vnode>>>,
+    /// Exited.
+    pub exited: AtomicBool,
+}
+
+impl Process {
+    /// Descriptors open on `vp`.
+    pub fn open_count(&self, vp: &Arc<Vnode>) -> i32 {
+        lock(&self.fds)
+            .values()
+            .filter(|f| Arc::ptr_eq(&f.vp, vp))
+            .count() as i32
+    }
+
+    /// Whether `vp` is the process's text vnode.
+    pub fn text_is(&self, vp: &Arc<Vnode>) -> bool {
+        lock(&self.text)
+            .as_ref()
+            .is_some_and(|t| Arc::ptr_eq(t, vp))
+    }
+}
+
+/// The process table.
+#[derive(Default)]
+pub struct Procs {
+    state: RwLock<ProcsState>,
+}
+
+#[derive(Default)]
+struct ProcsState {
+    by_pid: BTreeMap<i32, Arc<Process>>,
+    by_addr: HashMap<usize, i32>,
+    next_pid: i32,
+}
+
+thread_local! {
+    static THREADS: RefCell<HashMap<(u64, i32), ThreadIdentity>> = RefCell::new(HashMap::new());
+}
+
+/// Restores the previous thread identity when an operation ends.
+pub struct Enter {
+    prev: Option<ThreadIdentity>,
+}
+
+impl Drop for Enter {
+    fn drop(&mut self) {
+        context::set_identity(self.prev);
+    }
+}
+
+impl Procs {
+    /// pid 0, which kext start/stop and unattributed threads run as.
+    pub fn create_kernel_task(&self, k: &Kernel) {
+        self.create(k, "kernel_task", 0, Some(0));
+    }
+
+    /// Creates a process (`pid` None: the next free pid from 100).
+    pub fn create(&self, k: &Kernel, name: &str, uid: u32, pid: Option<i32>) -> Arc<Process> {
+        let proc_addr = k.kalloc(1024, "proc");
+        let cred_addr = k.kalloc(256, "ucred");
+        let ctx_addr = k.kalloc(16, "vfs_context");
+        // struct vfs_context { thread_t vc_thread; kauth_cred_t vc_ucred; }
+        word(ctx_addr).store(0, Ordering::Relaxed);
+        word(ctx_addr + 8).store(cred_addr, Ordering::Relaxed);
+        let mut st = write(&self.state);
+        let pid = pid.unwrap_or_else(|| {
+            st.next_pid = st.next_pid.max(100);
+            while st.by_pid.contains_key(&st.next_pid) {
+                st.next_pid += 1;
+            }
+            st.next_pid
+        });
+        let p = Arc::new(Process {
+            pid,
+            uid,
+            name: Mutex::new(name.to_string()),
+            proc_addr,
+            cred_addr,
+            ctx_addr,
+            fds: Mutex::new(BTreeMap::new()),
+            next_fd: AtomicI32::new(3),
+            maps: Mutex::new(BTreeMap::new()),
+            next_addr: AtomicU64::new(0x1_0000_0000),
+            text: Mutex::new(None),
+            exited: AtomicBool::new(false),
+        });
+        st.by_pid.insert(pid, Arc::clone(&p));
+        for a in [proc_addr, cred_addr, ctx_addr] {
+            st.by_addr.insert(a, pid);
+        }
+        p
+    }
+
+    /// The process with `pid`.
+    pub fn get(&self, pid: i32) -> Option<Arc<Process>> {
+        read(&self.state).by_pid.get(&pid).cloned()
+    }
+
+    /// The process owning a proc, cred or context object.
+    pub fn by_object(&self, addr: usize) -> Option<Arc<Process>> {
+        let st = read(&self.state);
+        st.by_addr
+            .get(&addr)
+            .and_then(|pid| st.by_pid.get(pid))
+            .cloned()
+    }
+
+    /// Makes `addr` (a context the kext created) resolve to `pid`.
+    pub fn alias(&self, addr: usize, pid: i32) {
+        write(&self.state).by_addr.insert(addr, pid);
+    }
+
+    /// Forgets an alias.
+    pub fn unalias(&self, addr: usize) {
+        write(&self.state).by_addr.remove(&addr);
+    }
+
+    /// Every process.
+    pub fn all(&self) -> Vec<Arc<Process>> {
+        read(&self.state).by_pid.values().cloned().collect()
+    }
+}
+
+/// Makes the calling OS thread run as a thread of `p` (on a possibly new
+/// CPU) until the guard drops.
+pub fn enter(k: &Kernel, p: &Process) -> Enter {
+    let id = THREADS.with(|t| {
+        *t.borrow_mut()
+            .entry((k.boot, p.pid))
+            .or_insert_with(|| k.new_thread_identity(p.pid))
+    });
+    let prev = context::set_identity(Some(id));
+    k.migrate();
+    Enter { prev }
+}
+
+/// Result of touching a range.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TouchStats {
+    /// Pages touched.
+    pub pages: u64,
+    /// Pages found in the page cache.
+    pub hits: u64,
+    /// VNOP_PAGEIN calls made.
+    pub pageins: u64,
+}
+
+impl Kernel {
+    fn trace_mac(&self, vp: &Vnode, prot: i32, file_pos: u64) {
+        let id = self.identity();
+        self.trace(TraceEvent {
+            seq: 0,
+            op: TraceOp::FileCheckMmap,
+            pid: id.pid,
+            tid: id.tid,
+            vnode: vp.addr as u64,
+            vid: vp.vid,
+            path: vp.path.clone(),
+            offset: file_pos as i64,
+            size: 0,
+            prot,
+        });
+    }
+
+    /// open(2) for reading.
+    pub fn sys_open(&self, p: &Process, path: &str) -> Result<i32, i32> {
+        let _g = enter(self, p);
+        let vp = self.vfs.lookup(self, path)?;
+        let cred = p.cred_addr;
+        let result = self.kauth.authorize_vnode(
+            self,
+            cred,
+            p.ctx_addr,
+            &vp,
+            xnu::KAUTH_VNODE_READ_DATA as i32,
+        );
+        if result == xnu::KAUTH_RESULT_DENY as i32 {
+            self.vfs.put(self, &vp);
+            return Err(errno::EACCES);
+        }
+        let err = self.mac.vnode_check_open(self, cred, &vp, 1);
+        if err != 0 {
+            self.vfs.put(self, &vp);
+            return Err(err);
+        }
+        // The open file's reference (vn_open_auth).
+        self.vfs.vref(&vp);
+        self.mac.vnode_notify_open(self, cred, &vp, 1);
+        self.kauth.fileop(
+            self,
+            cred,
+            xnu::KAUTH_FILEOP_OPEN as i32,
+            vp.addr,
+            &vp.path,
+            0,
+        );
+        self.vfs.put(self, &vp);
+        let fileglob = self.kalloc(128, "fileglob");
+        word(fileglob + FG_DATA_OFFSET).store(vp.addr, Ordering::Relaxed);
+        let fd = p.next_fd.fetch_add(1, Ordering::Relaxed);
+        lock(&p.fds).insert(fd, OpenFile { vp, fileglob });
+        Ok(fd)
+    }
+
+    /// close(2).
+    pub fn sys_close(&self, p: &Process, fd: i32) -> Result<(), i32> {
+        let _g = enter(self, p);
+        let f = lock(&p.fds).remove(&fd).ok_or(errno::EBADF)?;
+        self.kauth.fileop(
+            self,
+            p.cred_addr,
+            xnu::KAUTH_FILEOP_CLOSE as i32,
+            f.vp.addr,
+            &f.vp.path,
+            0,
+        );
+        self.vfs.rele(self, &f.vp);
+        Ok(())
+    }
+
+    /// mmap(2) of an open file.
+    pub fn sys_mmap(
+        &self,
+        p: &Process,
+        fd: i32,
+        len: u64,
+        prot: i32,
+        flags: i32,
+        offset: u64,
+    ) -> Result<u64, i32> {
+        let _g = enter(self, p);
+        let ps = self.config.page_size;
+        if len == 0 || offset % ps != 0 {
+            return Err(errno::EINVAL);
+        }
+        let f = lock(&p.fds).get(&fd).cloned().ok_or(errno::EBADF)?;
+        let vp = f.vp;
+        self.vfs.get(&vp).map_err(|_| errno::EBADF)?;
+        let mut maxprot = prot::READ | prot::WRITE | prot::EXEC;
+        let err = self.mac.file_check_mmap(
+            self,
+            p.cred_addr,
+            f.fileglob,
+            prot,
+            flags,
+            offset,
+            &mut maxprot,
+        );
+        self.trace_mac(&vp, prot, offset);
+        if err != 0 {
+            self.vfs.put(self, &vp);
+            return Err(err);
+        }
+        let mut args = xnu::vnop_mmap_check_args {
+            a_desc: vfs::desc_addr(Vop::MmapCheck) as *mut xnu::vnodeop_desc,
+            a_vp: vp.addr as xnu::vnode_t,
+            a_flags: prot,
+            a_context: p.ctx_addr as xnu::vfs_context_t,
+        };
+        let err = self
+            .vfs
+            .dispatch(self, &vp, Vop::MmapCheck, (&raw mut args).cast::<c_void>());
+        if err == errno::EPERM {
+            self.vfs.put(self, &vp);
+            return Err(err);
+        }
+        let r = self.map_object(p, &vp, len, prot, flags, offset);
+        self.vfs.put(self, &vp);
+        r
+    }
+
+    /// vm_map_enter of a file's object: one more mapping, then `ubc_map`.
+    fn map_object(
+        &self,
+        p: &Process,
+        vp: &Arc<Vnode>,
+        len: u64,
+        prot: i32,
+        flags: i32,
+        offset: u64,
+    ) -> Result<u64, i32> {
+        let ps = self.config.page_size;
+        let len = len.next_multiple_of(ps);
+        lock(&vp.ubc).map_count += 1;
+        self.ubc_map(p, vp, prot);
+        let addr = p.next_addr.fetch_add(len + ps, Ordering::Relaxed);
+        lock(&p.maps).insert(
+            addr,
+            Mapping {
+                addr,
+                len,
+                vp: Arc::clone(vp),
+                file_offset: offset,
+                prot,
+                flags,
+            },
+        );
+        Ok(addr)
+    }
+
+    /// `ubc_map`: VNOP_MMAP on every map; one usecount per mapped epoch.
+    fn ubc_map(&self, p: &Process, vp: &Arc<Vnode>, prot: i32) {
+        {
+            let mut u = lock(&vp.ubc);
+            while u.mapbusy {
+                u = vp.ubc_cv.wait(u).unwrap_or_else(|e| e.into_inner());
+            }
+            u.mapbusy = true;
+        }
+        let mut args = xnu::vnop_mmap_args {
+            a_desc: vfs::desc_addr(Vop::Mmap) as *mut xnu::vnodeop_desc,
+            a_vp: vp.addr as xnu::vnode_t,
+            a_fflags: prot,
+            a_context: p.ctx_addr as xnu::vfs_context_t,
+        };
+        // rdar://22587101: the error is not propagated.
+        let _ = self
+            .vfs
+            .dispatch(self, vp, Vop::Mmap, (&raw mut args).cast::<c_void>());
+        let need_ref = {
+            let mut u = lock(&vp.ubc);
+            let need = !u.ismapped;
+            u.ismapped = true;
+            u.wasmapped = true;
+            if prot & prot::WRITE != 0 {
+                u.mappedwrite = true;
+            }
+            u.mapbusy = false;
+            vp.ubc_cv.notify_all();
+            need
+        };
+        if need_ref {
+            // vnode_ref_ext(vp, 0, VNODE_REF_FORCE).
+            self.vfs.vref(vp);
+        }
+    }
+
+    /// `ubc_unmap`: VNOP_MNOMAP once, then the mapping reference goes.
+    fn ubc_unmap(&self, ctx: usize, vp: &Arc<Vnode>) {
+        if self.vfs.get(vp).is_err() {
+            return;
+        }
+        let need_rele = {
+            let mut u = lock(&vp.ubc);
+            while u.mapbusy {
+                u = vp.ubc_cv.wait(u).unwrap_or_else(|e| e.into_inner());
+            }
+            u.mapbusy = true;
+            u.ismapped
+        };
+        if need_rele {
+            let mut args = xnu::vnop_mnomap_args {
+                a_desc: vfs::desc_addr(Vop::Mnomap) as *mut xnu::vnodeop_desc,
+                a_vp: vp.addr as xnu::vnode_t,
+                a_context: ctx as xnu::vfs_context_t,
+            };
+            let _ = self
+                .vfs
+                .dispatch(self, vp, Vop::Mnomap, (&raw mut args).cast::<c_void>());
+            self.vfs.rele(self, vp);
+        }
+        {
+            let mut u = lock(&vp.ubc);
+            if need_rele {
+                u.ismapped = false;
+                u.mappedwrite = false;
+            }
+            u.mapbusy = false;
+            vp.ubc_cv.notify_all();
+        }
+        self.vfs.put(self, vp);
+    }
+
+    /// Drops one mapping of a file's object; the last one unmaps.
+    fn unmap_object(&self, ctx: usize, vp: &Arc<Vnode>) {
+        let last = {
+            let mut u = lock(&vp.ubc);
+            if u.map_count == 0 {
+                // Already torn down by a forced unmount.
+                return;
+            }
+            u.map_count -= 1;
+            u.map_count == 0
+        };
+        if last {
+            // vnode_pager_last_unmap.
+            self.ubc_unmap(ctx, vp);
+        }
+    }
+
+    /// munmap(2) of a whole mapping starting at `addr`.
+    pub fn sys_munmap(&self, p: &Process, addr: u64) -> Result<(), i32> {
+        let _g = enter(self, p);
+        let m = lock(&p.maps).remove(&addr).ok_or(errno::EINVAL)?;
+        self.unmap_object(p.ctx_addr, &m.vp);
+        Ok(())
+    }
+
+    /// Touches `[addr, addr+len)` of a mapping, faulting absent pages in.
+    pub fn sys_touch(&self, p: &Process, addr: u64, len: u64) -> Result<TouchStats, i32> {
+        let _g = enter(self, p);
+        let m = {
+            let maps = lock(&p.maps);
+            maps.range(..=addr)
+                .next_back()
+                .map(|(_, m)| m.clone())
+                .ok_or(errno::EFAULT)?
+        };
+        let len = len.max(1);
+        if addr + len > m.addr + m.len {
+            return Err(errno::EFAULT);
+        }
+        let ps = self.config.page_size;
+        let file_pages = m.vp.size.div_ceil(ps);
+        let mut st = TouchStats::default();
+        let first = (addr - m.addr) / ps;
+        let last = (addr + len - 1 - m.addr) / ps;
+        for vpage in first..=last {
+            let page = m.file_offset / ps + vpage;
+            st.pages += 1;
+            if m.vp.dead.load(Ordering::Acquire) || page >= file_pages {
+                // SIGBUS: the file is gone or the page is past its end.
+                return Err(errno::EFAULT);
+            }
+            if lock(&m.vp.pages).contains(&page) {
+                st.hits += 1;
+                continue;
+            }
+            self.pagein(p, &m.vp, page, file_pages)?;
+            st.pageins += 1;
+        }
+        Ok(st)
+    }
+
+    /// `vnode_pager_cluster_read` → `vnode_pagein` → VNOP_PAGEIN for the run
+    /// of absent pages around `page` inside its cluster.
+    fn pagein(&self, p: &Process, vp: &Arc<Vnode>, page: u64, file_pages: u64) -> Result<(), i32> {
+        let ps = self.config.page_size;
+        let cl = self.config.cluster_pages.max(1);
+        let (start, end) = {
+            let cached = lock(&vp.pages);
+            let cl_start = page / cl * cl;
+            let cl_end = (cl_start + cl).min(file_pages);
+            let mut s = page;
+            while s > cl_start && !cached.contains(&(s - 1)) {
+                s -= 1;
+            }
+            let mut e = page + 1;
+            while e < cl_end && !cached.contains(&e) {
+                e += 1;
+            }
+            (s, e)
+        };
+        let pageinv2 = self
+            .vfs
+            .mount_by_addr(vp.mount)
+            .is_some_and(|m| m.fstype == "apfs");
+        let upl = if pageinv2 { 0 } else { self.kalloc(64, "upl") };
+        let mut args = xnu::vnop_pagein_args {
+            a_desc: vfs::desc_addr(Vop::Pagein) as *mut xnu::vnodeop_desc,
+            a_vp: vp.addr as xnu::vnode_t,
+            a_pl: upl as xnu::upl_t,
+            a_pl_offset: 0,
+            a_f_offset: (start * ps) as i64,
+            a_size: ((end - start) * ps) as usize,
+            a_flags: xnu::UPL_IOSYNC as i32,
+            a_context: p.ctx_addr as xnu::vfs_context_t,
+        };
+        let err = self
+            .vfs
+            .dispatch(self, vp, Vop::Pagein, (&raw mut args).cast::<c_void>());
+        if upl != 0 {
+            self.arena.free(upl);
+        }
+        if err != 0 { Err(errno::EIO) } else { Ok(()) }
+    }
+
+    /// execve(2): the old image goes, the new one's segments are mapped
+    /// through `ubc_map` without a MAC mmap check, and the entry page faults.
+    pub fn sys_exec(&self, p: &Process, path: &str) -> Result<(), i32> {
+        let g = enter(self, p);
+        let vp = self.vfs.lookup(self, path)?;
+        let result = self.kauth.authorize_vnode(
+            self,
+            p.cred_addr,
+            p.ctx_addr,
+            &vp,
+            xnu::KAUTH_VNODE_EXECUTE as i32,
+        );
+        let err = self.mac.vnode_check_exec(self, p.cred_addr, &vp);
+        if result == xnu::KAUTH_RESULT_DENY as i32 || err != 0 {
+            self.vfs.put(self, &vp);
+            return Err(errno::EACCES);
+        }
+        drop(g);
+        self.teardown(p);
+        let _g = enter(self, p);
+        self.kauth.fileop(
+            self,
+            p.cred_addr,
+            xnu::KAUTH_FILEOP_EXEC as i32,
+            vp.addr,
+            &vp.path,
+            0,
+        );
+        let ps = self.config.page_size;
+        let pages = vp.size.div_ceil(ps).max(1);
+        let text = (pages / 2).max(1);
+        let data = pages / 4;
+        let linkedit = pages - text - data;
+        let segs = [
+            (0, text, prot::READ | prot::EXEC, map_flags::PRIVATE),
+            (text, data, prot::READ | prot::WRITE, map_flags::PRIVATE),
+            (text + data, linkedit, prot::READ, map_flags::PRIVATE),
+        ];
+        let mut first_addrs = Vec::new();
+        for (start, n, pr, fl) in segs {
+            if n == 0 {
+                continue;
+            }
+            let a = self.map_object(p, &vp, n * ps, pr, fl, start * ps)?;
+            first_addrs.push(a);
+        }
+        // p_textvp holds its own reference.
+        self.vfs.vref(&vp);
+        *lock(&p.text) = Some(Arc::clone(&vp));
+        *lock(&p.name) = path
+            .rsplit('/')
+            .next()
+            .unwrap_or(path)
+            .chars()
+            .take(16)
+            .collect();
+        self.vfs.put(self, &vp);
+        drop(_g);
+        // dyld starts: the entry page of __TEXT and the first __DATA page.
+        for a in first_addrs.iter().take(2) {
+            self.sys_touch(p, *a, 1)?;
+        }
+        Ok(())
+    }
+
+    /// Unmaps everything and releases the text vnode (exec and exit).
+    fn teardown(&self, p: &Process) {
+        let _g = enter(self, p);
+        let maps: Vec<Mapping> = std::mem::take(&mut *lock(&p.maps)).into_values().collect();
+        for m in maps {
+            self.unmap_object(p.ctx_addr, &m.vp);
+        }
+        if let Some(vp) = lock(&p.text).take() {
+            self.vfs.rele(self, &vp);
+        }
+    }
+
+    /// exit(2): the task's address space and files go.
+    pub fn sys_exit(&self, p: &Process) {
+        if p.exited.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.teardown(p);
+        let fds: Vec<i32> = lock(&p.fds).keys().copied().collect();
+        for fd in fds {
+            let _ = self.sys_close(p, fd);
+        }
+    }
+
+    /// unmount(2); `force` is MNT_FORCE: vclean tears down mappings of busy
+    /// vnodes (VNOP_MNOMAP, mapping reference dropped) and reclaims them.
+    pub fn sys_unmount(&self, on: &str, force: bool) -> Result<(), i32> {
+        let m = self.vfs.mount_on(on).ok_or(errno::ENOENT)?;
+        let vnodes = self.vfs.vnodes_of(m.addr);
+        if !force && vnodes.iter().any(|v| v.usecount() > 0 || v.iocount() > 0) {
+            return Err(errno::EBUSY);
+        }
+        let kernel_task = self.procs.get(0).map(|p| p.ctx_addr).unwrap_or(0);
+        for vp in &vnodes {
+            let mapped = {
+                let mut u = lock(&vp.ubc);
+                let n = u.map_count;
+                u.map_count = 0;
+                n > 0
+            };
+            if mapped {
+                self.ubc_unmap(kernel_task, vp);
+            }
+            self.vfs.reclaim(self, vp);
+        }
+        // Mappings of reclaimed vnodes stay in their processes, dead.
+        self.vfs.detach_mount(&m);
+        Ok(())
+    }
+
+    /// Live mappings of a process.
+    pub fn mappings(&self, p: &Process) -> Vec<Mapping> {
+        lock(&p.maps).values().cloned().collect()
+    }
+
+    /// Open descriptors of a process.
+    pub fn open_fds(&self, p: &Process) -> Vec<i32> {
+        lock(&p.fds).keys().copied().collect()
+    }
+}
