@@ -1,0 +1,253 @@
+//! Shared harness of the shim end-to-end tests: boots the simulator, loads
+//! the real shim (its `kmod_info`), reads `kern.maptrace.*` through the
+//! simulated sysctl exactly like the companion, and decodes with the abi
+//! decoder.
+
+#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
+
+use std::mem::offset_of;
+
+use maptrace_abi::decode::{Decoder, Record};
+use maptrace_abi::raw;
+use maptrace_sim::{Config, Cred, Sim, SysctlError, xnu};
+
+unsafe extern "C" {
+    /// The shim's kmod_info (KMOD_EXPLICIT_DECL in kext-shim/src/mt_main.c).
+    static mut kmod_info: xnu::kmod_info;
+    static mut mt_tunable_nshards: u32;
+    static mut mt_tunable_slots_per_shard: u32;
+    static mut mt_tunable_kauth: u32;
+    static mut mt_tunable_unload_wait_ms: u32;
+    static mut mt_tunable_staging_max: u32;
+}
+
+/// The shim's tunables for one load.
+#[derive(Clone, Copy, Debug)]
+pub struct Tunables {
+    /// Ring shards.
+    pub nshards: u32,
+    /// Slots per shard.
+    pub slots: u32,
+    /// kauth listener on.
+    pub kauth: bool,
+    /// Bound of the unload wait.
+    pub unload_wait_ms: u32,
+    /// Bound of the staging buffer.
+    pub staging_max: u32,
+}
+
+impl Default for Tunables {
+    fn default() -> Tunables {
+        Tunables { nshards: 4, slots: 4096, kauth: true, unload_wait_ms: 300, staging_max: 1 << 20 }
+    }
+}
+
+/// Writes the tunables. Only while this thread holds a booted `Sim` (the
+/// simulator's boot lock serialises every kext load in the process).
+pub fn set_tunables(_sim: &Sim, t: Tunables) {
+    // SAFETY: the shim reads these globals only in its start routine; the
+    // caller holds the simulator (one per process), so no start runs now.
+    unsafe {
+        mt_tunable_nshards = t.nshards;
+    }
+    // SAFETY: as above.
+    unsafe {
+        mt_tunable_slots_per_shard = t.slots;
+    }
+    // SAFETY: as above.
+    unsafe {
+        mt_tunable_kauth = u32::from(t.kauth);
+    }
+    // SAFETY: as above.
+    unsafe {
+        mt_tunable_unload_wait_ms = t.unload_wait_ms;
+    }
+    // SAFETY: as above.
+    unsafe {
+        mt_tunable_staging_max = t.staging_max;
+    }
+}
+
+/// Loads the shim with `t`.
+pub fn load(sim: &Sim, t: Tunables) -> Result<(), maptrace_sim::KextError> {
+    set_tunables(sim, t);
+    // SAFETY: the shim's kmod_info is a static that lives for the process;
+    // its start/stop follow the kmod contract.
+    unsafe { sim.load_kext(&raw mut kmod_info) }
+}
+
+/// A booted simulator with `/` (apfs) and `/Volumes/hfs` mounted, some
+/// files, and the shim loaded.
+pub fn boot_loaded(config: Config, t: Tunables) -> Sim {
+    let sim = boot_fs(config);
+    load(&sim, t).expect("the shim loads");
+    sim
+}
+
+/// A booted simulator with filesystems and files, nothing loaded.
+pub fn boot_fs(config: Config) -> Sim {
+    let sim = Sim::boot(config);
+    sim.mount("apfs", "/").expect("mount /");
+    sim.mount("hfs", "/Volumes/hfs").expect("mount hfs");
+    for (p, size) in FILES {
+        sim.add_file(p, *size).expect("add file");
+    }
+    sim
+}
+
+/// Files every harness boot creates.
+pub const FILES: &[(&str, u64)] = &[
+    ("/data/a.bin", 64 * 4096),
+    ("/data/b.bin", 16 * 4096),
+    ("/bin/tool", 32 * 4096),
+    ("/Volumes/hfs/c.bin", 24 * 4096),
+];
+
+/// Everything one read of `kern.maptrace.events` can hold.
+pub fn events_buffer(sim: &Sim) -> Vec<u8> {
+    let n = sim.sysctl_read(raw_name(raw::MT_SYSCTL_EVENTS), None, Cred::Root).expect("size query");
+    assert!(n > 0, "size query reports the staging size");
+    vec![0u8; n]
+}
+
+/// A sysctl name constant from the ABI header as &str.
+pub fn raw_name(name: &'static [u8]) -> &'static str {
+    std::str::from_utf8(name).expect("ascii").trim_end_matches('\0')
+}
+
+/// Reads batches until an empty read; decodes every record.
+pub fn drain(sim: &Sim, dec: &mut Decoder) -> Vec<Record> {
+    let mut buf = events_buffer(sim);
+    let mut out = Vec::new();
+    loop {
+        let n = sim.sysctl_read(raw_name(raw::MT_SYSCTL_EVENTS), Some(&mut buf), Cred::Root).expect("events read");
+        if n == 0 {
+            return out;
+        }
+        let (_, recs) = dec.decode(&buf[..n]).expect("a valid batch");
+        for r in recs {
+            out.push(r.expect("a valid record"));
+        }
+    }
+}
+
+/// The parsed `kern.maptrace.stats`.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    /// Header fields.
+    pub nshards: u32,
+    /// `probe_method`.
+    pub probe_method: u32,
+    /// Vectors hooked.
+    pub vectors_patched: u32,
+    /// Current config flags.
+    pub config_flags: u32,
+    /// Current event mask.
+    pub event_mask: u32,
+    /// Hook invocations.
+    pub hook_calls: u64,
+    /// Hooks running.
+    pub in_flight: u64,
+    /// Filtered events.
+    pub filtered: u64,
+    /// Fail-open paths.
+    pub errors: u64,
+    /// Per shard: (produced_slots, dropped, drained_slots, drained_records, backlog).
+    pub shards: Vec<[u64; 5]>,
+}
+
+impl Stats {
+    /// Records dropped over all shards.
+    pub fn dropped(&self) -> u64 {
+        self.shards.iter().map(|s| s[1]).sum()
+    }
+}
+
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes(b[off..off + 4].try_into().expect("4 bytes"))
+}
+
+fn u64_at(b: &[u8], off: usize) -> u64 {
+    u64::from_le_bytes(b[off..off + 8].try_into().expect("8 bytes"))
+}
+
+/// Reads and parses `kern.maptrace.stats` as `cred`.
+pub fn stats(sim: &Sim, cred: Cred) -> Stats {
+    let name = raw_name(raw::MT_SYSCTL_STATS);
+    let n = sim.sysctl_read(name, None, cred).expect("stats size");
+    let mut buf = vec![0u8; n];
+    let got = sim.sysctl_read(name, Some(&mut buf), cred).expect("stats read");
+    assert_eq!(got, n);
+    type H = raw::mt_stats_header;
+    assert_eq!(u32_at(&buf, offset_of!(H, magic)), raw::MT_STATS_MAGIC);
+    let nshards = u32_at(&buf, offset_of!(H, nshards));
+    let hs = size_of::<H>();
+    let ss = size_of::<raw::mt_shard_stats>();
+    assert_eq!(n, hs + nshards as usize * ss);
+    type S = raw::mt_shard_stats;
+    let shards = (0..nshards as usize)
+        .map(|i| {
+            let b = &buf[hs + i * ss..];
+            [
+                u64_at(b, offset_of!(S, produced_slots)),
+                u64_at(b, offset_of!(S, dropped)),
+                u64_at(b, offset_of!(S, drained_slots)),
+                u64_at(b, offset_of!(S, drained_records)),
+                u64_at(b, offset_of!(S, backlog_slots)),
+            ]
+        })
+        .collect();
+    Stats {
+        nshards,
+        probe_method: u32_at(&buf, offset_of!(H, probe_method)),
+        vectors_patched: u32_at(&buf, offset_of!(H, vectors_patched)),
+        config_flags: u32_at(&buf, offset_of!(H, config_flags)),
+        event_mask: u32_at(&buf, offset_of!(H, event_mask)),
+        hook_calls: u64_at(&buf, offset_of!(H, hook_calls)),
+        in_flight: u64_at(&buf, offset_of!(H, hooks_in_flight)),
+        filtered: u64_at(&buf, offset_of!(H, filtered)),
+        errors: u64_at(&buf, offset_of!(H, errors)),
+        shards,
+    }
+}
+
+/// A `struct mt_config` as bytes.
+pub fn config_bytes(flags: u32, mask: u32, pid: u32) -> Vec<u8> {
+    let c = raw::mt_config {
+        version: raw::MT_CONFIG_VERSION as u16,
+        size: size_of::<raw::mt_config>() as u16,
+        flags,
+        event_mask: mask,
+        pid,
+        reserved: [0; 4],
+    };
+    let mut v = Vec::with_capacity(size_of::<raw::mt_config>());
+    v.extend_from_slice(&c.version.to_le_bytes());
+    v.extend_from_slice(&c.size.to_le_bytes());
+    v.extend_from_slice(&c.flags.to_le_bytes());
+    v.extend_from_slice(&c.event_mask.to_le_bytes());
+    v.extend_from_slice(&c.pid.to_le_bytes());
+    for r in c.reserved {
+        v.extend_from_slice(&r.to_le_bytes());
+    }
+    assert_eq!(v.len(), size_of::<raw::mt_config>());
+    v
+}
+
+/// Writes `kern.maptrace.config`.
+pub fn write_config(sim: &Sim, bytes: &[u8], cred: Cred) -> Result<usize, SysctlError> {
+    sim.sysctl_write(raw_name(raw::MT_SYSCTL_CONFIG), bytes, None, cred)
+}
+
+/// Reads `kern.maptrace.config` raw bytes.
+pub fn read_config(sim: &Sim, cred: Cred) -> Result<Vec<u8>, SysctlError> {
+    let mut buf = vec![0u8; size_of::<raw::mt_config>()];
+    let n = sim.sysctl_read(raw_name(raw::MT_SYSCTL_CONFIG), Some(&mut buf), cred)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// The default tunables with the kauth listener `on`.
+pub fn tunables_kauth(on: bool) -> Tunables {
+    Tunables { kauth: on, ..Tunables::default() }
+}
