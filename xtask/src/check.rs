@@ -27,6 +27,10 @@ pub const UNSIGNED_FN_PTR_ALLOWED: &[(&str, u64)] = &[("_kmod_info", 180), ("_km
 /// Undefined symbols the shim defines for the core (bridge header, C side).
 const SHIM_PROVIDED_PREFIX: &str = "_mt_kpi_";
 
+/// Symbols the static libraries of the final link provide (toolchain.md section 2): libkmod's
+/// `_start`/`_stop` trampolines, which call the kext's `_realmain`/`_antimain`.
+pub const LINK_LIBRARY_SYMBOLS: &[(&str, &str)] = &[("__start", "-lkmod"), ("__stop", "-lkmod")];
+
 /// What the checks found for one architecture.
 #[derive(Debug, Default)]
 pub struct Report {
@@ -72,7 +76,7 @@ impl Report {
 struct Parsed<'a> {
     name: &'a str,
     file: object::File<'a>,
-    /// File offsets of data embedded in code (LC_DATA_IN_CODE), never disassembled.
+    /// Address ranges of data embedded in code (LC_DATA_IN_CODE), never disassembled.
     data_in_code: Vec<Range<u64>>,
 }
 
@@ -220,39 +224,41 @@ fn code_ranges(p: &Parsed<'_>) -> Vec<(String, u64, Vec<u8>)> {
         }
         let Ok(bytes) = section.data() else { continue };
         let base = section.address();
-        let file_off = section.file_range().map_or(0, |(o, _)| o);
+        let end_addr = base + bytes.len() as u64;
+        // In MH_OBJECT files, LC_DATA_IN_CODE offsets are section addresses (LLVM writes symbol
+        // addresses there), so they compare directly with `base`.
+        let data: Vec<&Range<u64>> = p
+            .data_in_code
+            .iter()
+            .filter(|r| r.start >= base && r.end <= end_addr)
+            .collect();
         let mut starts: Vec<u64> = p
             .file
             .symbols()
             .filter(|s| s.section_index() == Some(section.index()))
-            .map(|s| s.address() - base)
+            .map(|s| s.address())
+            .chain([base])
+            .chain(data.iter().map(|r| r.end))
+            .filter(|a| *a < end_addr)
             .collect();
-        starts.push(0);
-        // Data in code ends a range; decoding resumes at the next symbol or after the data.
-        for r in &p.data_in_code {
-            if r.start >= file_off && r.end <= file_off + bytes.len() as u64 {
-                starts.push(r.end - file_off);
-            }
-        }
         starts.sort_unstable();
         starts.dedup();
         for (i, &start) in starts.iter().enumerate() {
-            let mut end = starts.get(i + 1).copied().unwrap_or(bytes.len() as u64);
-            for r in &p.data_in_code {
-                let (rs, re) = (r.start.saturating_sub(file_off), r.end.saturating_sub(file_off));
-                if rs >= start && rs < end {
-                    end = rs;
-                }
-                if start >= rs && start < re {
+            let mut end = starts.get(i + 1).copied().unwrap_or(end_addr);
+            for r in &data {
+                if r.contains(&start) {
                     end = start;
+                } else if r.start > start && r.start < end {
+                    end = r.start;
                 }
             }
-            if start < end && (end as usize) <= bytes.len() {
-                let label = containing_symbol(&p.file, section.index(), base + start)
-                    .map_or_else(|| format!("{}+{start:#x}", section.name().unwrap_or("?")), |(n, a)| {
-                        format!("{n}+{:#x}", base + start - a)
-                    });
-                out.push((label, base + start, bytes[start as usize..end as usize].to_vec()));
+            if start < end {
+                let label = containing_symbol(&p.file, section.index(), start).map_or_else(
+                    || format!("{}+{:#x}", section.name().unwrap_or("?"), start - base),
+                    |(n, a)| format!("{n}+{:#x}", start - a),
+                );
+                let range = (start - base) as usize..(end - base) as usize;
+                out.push((label, start, bytes[range].to_vec()));
             }
         }
     }
@@ -439,6 +445,12 @@ pub fn check(arch: Arch, shim: &[ObjFile], core: &[ObjFile], table: &Table) -> R
             report
                 .notes
                 .push(format!("{name}: provided by the shim, which has no C files yet"));
+            continue;
+        }
+        if let Some((_, lib)) = LINK_LIBRARY_SYMBOLS.iter().find(|(s, _)| s == name) {
+            report
+                .notes
+                .push(format!("{name}: provided by {lib} at the final link"));
             continue;
         }
         match table.lookup(name, arch) {
@@ -674,6 +686,29 @@ mod tests {
         let (_d2, shim) = obj(Arch::X86_64, CLEAN, "shim");
         let r = check(Arch::X86_64, &[shim], &[o], &table());
         assert!(r.errors.iter().any(|e| e.starts_with("_mt_kpi_panic ")));
+    }
+
+    #[test]
+    fn jump_tables_in_x86_64_code_are_not_disassembled() {
+        let src = "int mt_sw(int x, int y) {\n switch (x) {\n\
+              case 0: return y * 3; case 1: return y + 7; case 2: return y ^ 5;\n\
+              case 3: return y - 11; case 4: return y << 2; case 5: return y * 13;\n\
+              case 6: return y | 9; case 7: return ~y; default: return 0; } }\n";
+        let (_d, o) = obj(Arch::X86_64, src, "jt");
+        let parsed = parse(&o, Arch::X86_64, &mut Vec::new()).unwrap();
+        assert!(!parsed.data_in_code.is_empty(), "expected an inline jump table");
+        let r = check(Arch::X86_64, &[o], &[], &table());
+        assert!(r.errors.is_empty(), "{}", r.render(Arch::X86_64));
+    }
+
+    #[test]
+    fn libkmod_trampolines_are_notes_not_errors() {
+        let src = "extern int _start(void *, void *);\n\
+            int mt_go(void) { return _start(0, 0); }\n";
+        let (_d, o) = obj(Arch::X86_64, src, "kmod");
+        let r = check(Arch::X86_64, &[o], &[], &table());
+        assert!(r.errors.is_empty(), "{}", r.render(Arch::X86_64));
+        assert!(r.notes.iter().any(|n| n.starts_with("__start: provided by -lkmod")));
     }
 
     #[test]

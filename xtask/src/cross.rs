@@ -21,6 +21,8 @@ pub struct Layout {
     pub root: PathBuf,
     /// Manifest of the crate whose staticlib is the core.
     pub manifest: PathBuf,
+    /// Its package name.
+    pub package: String,
     /// File name of its staticlib (`libmaptrace_core.a`).
     pub lib_file: String,
     /// Output directory (`target/kext`).
@@ -33,6 +35,7 @@ impl Layout {
         Self {
             root: root.to_path_buf(),
             manifest: root.join("Cargo.toml"),
+            package: "maptrace-core".into(),
             lib_file: "libmaptrace_core.a".into(),
             out: root.join(OUT),
         }
@@ -130,7 +133,12 @@ pub fn plan(layout: &Layout, archs: &[Arch], toolchain: Toolchain, c_files: &[Pa
         });
         plan.run(
             toolchain
-                .core_build(arch, &layout.manifest, &spec, &layout.cargo_target_dir())
+                .core_build(
+                    arch,
+                    (&layout.manifest, &layout.package),
+                    &spec,
+                    &layout.cargo_target_dir(),
+                )
                 .cwd(&layout.root),
         );
         plan.push(Step::Copy {
@@ -189,7 +197,7 @@ mod tests {
         // Per arch: the spec dump and the cargo build; no clang.
         assert_eq!(cmds.len(), 4);
         assert!(cmds.iter().all(|c| !c.program.starts_with("clang")));
-        let builds: Vec<_> = cmds.iter().filter(|c| c.has_arg("build")).collect();
+        let builds: Vec<_> = cmds.iter().filter(|c| c.has_arg("rustc")).collect();
         assert!(builds[0].has_arg("/repo/target/kext/specs/x86_64-apple-macos-kext.json"));
         assert!(builds[1].has_arg("/repo/target/kext/specs/arm64e-apple-macos-kext.json"));
         assert!(builds.iter().all(|c| c.has_arg("/repo/target/kext/cargo")));

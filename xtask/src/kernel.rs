@@ -178,6 +178,11 @@ pub fn rustflags(arch: Arch) -> &'static str {
     }
 }
 
+/// clang arguments for bindgen in build scripts of the cross build (project headers only).
+pub fn bindgen_clang_args(arch: Arch) -> String {
+    format!("{} -mkernel -ffreestanding -nostdlibinc", arch.clang_target())
+}
+
 /// Which Rust toolchain builds `core` for the Apple targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Toolchain {
@@ -238,12 +243,22 @@ impl Toolchain {
         ])
     }
 
-    /// The cargo command building the core staticlib for `arch` from `manifest`.
-    pub fn core_build(self, arch: Arch, manifest: &Path, spec: &Path, target_dir: &Path) -> Cmd {
+    /// The cargo command building `package`'s staticlib for `arch` from `manifest`.
+    pub fn core_build(
+        self,
+        arch: Arch,
+        (manifest, package): (&Path, &str),
+        spec: &Path,
+        target_dir: &Path,
+    ) -> Cmd {
         self.tool("cargo")
-            .args(["build", "--release", "--locked", "--lib"])
+            // `cargo rustc` makes the staticlib; the package itself is an rlib for host builds,
+            // where a no_std staticlib's panic handler would collide with std's.
+            .args(["rustc", "--release", "--locked", "--lib", "--crate-type", "staticlib"])
             .arg("--manifest-path")
             .path_arg(manifest)
+            // Only the core: other members would unify extra features (alloc) into its deps.
+            .args(["--package", package])
             // The kernel feature brings the panic handler that calls mt_kpi_panic.
             .args(["--features", "kernel"])
             // No compiler-builtins-mem: the kernel's memcpy/memset/bzero are used.
@@ -253,6 +268,8 @@ impl Toolchain {
             .arg("--target-dir")
             .path_arg(target_dir)
             .env("RUSTFLAGS", rustflags(arch))
+            // bindgen would hand clang the JSON spec's name as a triple; give it the real one.
+            .env("BINDGEN_EXTRA_CLANG_ARGS", bindgen_clang_args(arch))
             .env("MACOSX_DEPLOYMENT_TARGET", MACOS_MIN)
             // The release profile must match the kernel's needs even if a profile changes.
             .env("CARGO_PROFILE_RELEASE_PANIC", "abort")
@@ -374,7 +391,7 @@ mod tests {
     fn debian_toolchain_is_called_by_full_path_with_its_own_rustc() {
         let cmd = Toolchain::DebianWeb.core_build(
             Arch::Arm64e,
-            Path::new("/r/Cargo.toml"),
+            (Path::new("/r/Cargo.toml"), "maptrace-core"),
             Path::new("/r/spec.json"),
             Path::new("/r/target/kext/cargo"),
         );
@@ -386,8 +403,12 @@ mod tests {
             Some("-Zbranch-protection=pac-ret,b-key")
         );
         assert_eq!(cmd.env_value("CARGO_PROFILE_RELEASE_LTO"), Some("fat"));
+        assert_eq!(
+            cmd.env_value("BINDGEN_EXTRA_CLANG_ARGS"),
+            Some("--target=arm64e-apple-macos11 -mkernel -ffreestanding -nostdlibinc")
+        );
         assert_eq!(cmd.env_value("CARGO_PROFILE_RELEASE_PANIC"), Some("abort"));
-        for flag in ["-Zbuild-std=core", "-Zjson-target-spec", "--release", "kernel"] {
+        for flag in ["rustc", "staticlib", "-Zbuild-std=core", "-Zjson-target-spec", "kernel", "maptrace-core"] {
             assert!(cmd.has_arg(flag), "{flag} missing from {cmd}");
         }
         assert!(cmd.env_remove.iter().any(|k| k == "RUSTUP_TOOLCHAIN"));

@@ -110,7 +110,7 @@ fn cmd_kextlibs(root: &Path, args: &Args) -> Result<()> {
             println!("  {bundle} = {version}   ({n} symbols)");
         }
         for e in &r.errors {
-            println!("  unresolved: {e}");
+            println!("  problem: {e}");
         }
     }
     check::require_clean(&reports)
