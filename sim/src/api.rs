@@ -430,6 +430,11 @@ impl Proc {
         self.k.mappings(&self.p)
     }
 
+    /// Size of the file open on `fd`.
+    pub fn file_size(&self, fd: i32) -> Option<u64> {
+        self.k.fd_vnode(&self.p, fd).map(|v| v.size)
+    }
+
     /// Open descriptors.
     pub fn fds(&self) -> Vec<i32> {
         self.k.open_fds(&self.p)

@@ -64,6 +64,14 @@ pub struct Config {
     pub policy: ViolationPolicy,
     /// Echo IOLog lines to stderr.
     pub echo_log: bool,
+    /// Moves `v_kusecount`/`v_usecount`/`v_iocount` (kept together, 4 bytes
+    /// apart) from 92 to this offset: a release whose counts are not where
+    /// 10.12..15 keep them, so a kext's offset validation must fail (must be
+    /// 4-aligned, below 244 and clear of `v_op`).
+    pub counts_offset: Option<usize>,
+    /// `vfs_fsadd` fails with this errno (a kernel that refuses the kext's
+    /// filesystem), for start-failure tests.
+    pub fsadd_error: Option<i32>,
 }
 
 impl Default for Config {
@@ -80,6 +88,8 @@ impl Default for Config {
             kauth_race_delay: Duration::ZERO,
             policy: ViolationPolicy::Panic,
             echo_log: false,
+            counts_offset: None,
+            fsadd_error: None,
         }
     }
 }

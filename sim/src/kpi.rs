@@ -297,6 +297,9 @@ extern "C" fn vfs_fsadd(vfe: *mut xnu::vfs_fsentry, handle: *mut xnu::vfstable_t
     if vfe.is_null() || handle.is_null() {
         return errno::EINVAL;
     }
+    if let Some(e) = k.config.fsadd_error {
+        return e;
+    }
     // SAFETY: the kext's fsentry.
     let e = unsafe { std::ptr::read(vfe) };
     if !(1..=8).contains(&e.vfe_vopcnt) || e.vfe_vfsops.is_null() || e.vfe_opvdescs.is_null() {

@@ -279,8 +279,19 @@ pub struct Vnode {
     pub kext_refs: AtomicI32,
 }
 
+/// Where `v_kusecount` sits in this boot's vnodes (`Config::counts_offset`);
+/// one kernel per process, set by `Vfs::new` at boot.
+static COUNTS_BASE: AtomicUsize = AtomicUsize::new(V_KUSECOUNT);
+
 /// Atomic view of an i32 field of a vnode block.
 fn field_i32(addr: usize, off: usize) -> &'static AtomicI32 {
+    // The three counts move together when the boot config says so.
+    let off = match off {
+        V_KUSECOUNT | V_USECOUNT | V_IOCOUNT => {
+            off - V_KUSECOUNT + COUNTS_BASE.load(Ordering::Relaxed)
+        }
+        _ => off,
+    };
     // SAFETY: `addr` is a live VNODE_SIZE arena block (vnodes are never freed
     // while the kernel runs) and `off` is 4-aligned inside it.
     unsafe { &*((addr + off) as *const AtomicI32) }
@@ -356,6 +367,15 @@ pub const BUILTIN_FS: &[(&str, bool)] = &[("apfs", true), ("hfs", false), ("devf
 impl Vfs {
     /// `vfs_op_init` plus the built-in filesystems.
     pub fn new(config: &Config, arena: &Arena) -> Vfs {
+        let counts = config.counts_offset.unwrap_or(V_KUSECOUNT);
+        let v_op = config.v_op_offset.unwrap_or(config.release.v_op_offset());
+        assert!(
+            counts % 4 == 0
+                && counts + 12 <= VNODE_SIZE
+                && (counts + 12 <= v_op || counts >= v_op + 8),
+            "counts_offset {counts} must be 4-aligned, inside the vnode and clear of v_op"
+        );
+        COUNTS_BASE.store(counts, Ordering::Relaxed);
         let names = desc_names(config.release);
         let at = |n: &str| names.iter().position(|x| *x == n).unwrap_or(0);
         let offsets = VopOffsets {
@@ -952,6 +972,7 @@ fn trace_vnop(k: &Kernel, vp: &Vnode, op: TraceOp, offset: i64, size: u64, prot:
 
 /// The simulated filesystems' VNOP_MMAP: records it; never fails.
 extern "C" fn sim_vnop_mmap(args: *mut c_void) -> c_int {
+    crate::hold::enter(Vop::Mmap);
     context::with_frame(Frame::Original, || {
         let k = crate::kernel::current_or_abort("VNOP_MMAP");
         let a = args as *const xnu::vnop_mmap_args;
@@ -966,6 +987,7 @@ extern "C" fn sim_vnop_mmap(args: *mut c_void) -> c_int {
 
 /// VNOP_MNOMAP: records it.
 extern "C" fn sim_vnop_mnomap(args: *mut c_void) -> c_int {
+    crate::hold::enter(Vop::Mnomap);
     context::with_frame(Frame::Original, || {
         let k = crate::kernel::current_or_abort("VNOP_MNOMAP");
         if let Some(vp) = k.vfs.vnode(arg_vnode(args)) {
@@ -988,6 +1010,7 @@ extern "C" fn sim_vnop_mmap_check(args: *mut c_void) -> c_int {
 
 /// VNOP_PAGEIN: reads the range into the page cache.
 extern "C" fn sim_vnop_pagein(args: *mut c_void) -> c_int {
+    crate::hold::enter(Vop::Pagein);
     context::with_frame(Frame::Original, || {
         let k = crate::kernel::current_or_abort("VNOP_PAGEIN");
         // SAFETY: dispatched with a vnop_pagein_args block.

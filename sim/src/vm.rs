@@ -678,6 +678,11 @@ impl Kernel {
         lock(&p.maps).values().cloned().collect()
     }
 
+    /// The vnode open on `fd`.
+    pub fn fd_vnode(&self, p: &Process, fd: i32) -> Option<Arc<Vnode>> {
+        lock(&p.fds).get(&fd).map(|f| Arc::clone(&f.vp))
+    }
+
     /// Open descriptors of a process.
     pub fn open_fds(&self, p: &Process) -> Vec<i32> {
         lock(&p.fds).keys().copied().collect()

@@ -1,0 +1,213 @@
+//! The scenario language: parsing (with line/column errors), printing, the
+//! generator, and runs against the simulator.
+
+use maptrace_sim::scenario::{GenParams, Op, Scenario, Step, generate, parse_size};
+use maptrace_sim::{Config, DEMO, Sim, TraceOp};
+
+fn err(text: &str) -> (usize, usize, String) {
+    let e = Scenario::parse(text).expect_err("must not parse");
+    (e.line, e.col, e.msg)
+}
+
+#[test]
+fn parses_every_command() {
+    let s = Scenario::parse(
+        "# comment\nmount apfs /\nfile /a 16K\nproc p uid=0\np: open /a as f   # trailing comment\n\
+         p: mmap f prot=rx flags=shared,fixed offset=4K len=8K as m\np: touch m 4K 4096\np: touch m\n\
+         parallel\n  p: munmap m\nend\np: close f\np: exec /a\np: exit\nsleep 2ms\nunmount / force\nrecycle /a\n",
+    )
+    .unwrap();
+    assert_eq!(s.steps.len(), 14);
+    assert_eq!(
+        s.steps[2],
+        Step::Proc {
+            name: "p".into(),
+            uid: 0
+        }
+    );
+    match &s.steps[4] {
+        Step::Op {
+            line: 6,
+            op:
+                Op::Mmap {
+                    prot: 5,
+                    flags: 0x11,
+                    offset: 4096,
+                    len: Some(8192),
+                    ..
+                },
+            ..
+        } => {}
+        other => panic!("mmap parsed as {other:?}"),
+    }
+    assert!(matches!(
+        &s.steps[6],
+        Step::Op {
+            op: Op::Touch {
+                offset: 0,
+                len: None,
+                ..
+            },
+            ..
+        }
+    ));
+    assert!(matches!(&s.steps[7], Step::Parallel(v) if v.len() == 1));
+    assert_eq!(s.steps[13], Step::Recycle { path: "/a".into() });
+}
+
+#[test]
+fn errors_carry_line_and_column() {
+    assert_eq!(
+        err("mount apfs /\nbogus x"),
+        (2, 1, "unknown command `bogus`".into())
+    );
+    assert_eq!(
+        err("p: exit"),
+        (
+            1,
+            1,
+            "unknown process `p` (declare it with `proc p`)".into()
+        )
+    );
+    assert_eq!(err("proc p\np: mmap f prot=q as m").0, 2);
+    assert_eq!(err("proc p\np: mmap f prot=q as m").1, 16);
+    assert_eq!(
+        err("file relative 4K"),
+        (1, 6, "`relative` is not an absolute path".into())
+    );
+    assert_eq!(err("file /a 4Q"), (1, 9, "bad size `4Q`".into()));
+    assert_eq!(err("file /a"), (1, 8, "expected size".into()));
+    assert_eq!(err("proc p\nproc p").0, 2);
+    assert_eq!(err("proc p uid=x"), (1, 12, "bad uid `x`".into()));
+    assert_eq!(err("proc p\np: open /a"), (2, 11, "expected `as`".into()));
+    assert_eq!(
+        err("proc p\np: open /a as 9x").2,
+        "`9x` is not a valid descriptor name"
+    );
+    assert_eq!(err("proc p\np: launch /a").2, "unknown operation `launch`");
+    assert_eq!(
+        err("proc p\np: exit now"),
+        (2, 9, "unexpected `now`".into())
+    );
+    assert_eq!(err("parallel\nmount apfs /\nend").0, 2);
+    assert_eq!(
+        err("proc p\nparallel\np: exit"),
+        (2, 1, "`parallel` without `end`".into())
+    );
+    assert_eq!(err("end").2, "`end` without `parallel`");
+    assert_eq!(err("sleep 5 minutes").1, 7);
+    assert_eq!(
+        err("proc p\np: mmap f flags=shared,private as m").2,
+        "bad flags (shared or private[,fixed]) `shared,private`"
+    );
+    assert_eq!(err("proc p\np: mmap f len=0 as m").2, "bad len `0`");
+    assert_eq!(
+        err("proc p\np: mmap f size=1 as m").2,
+        "unknown mmap option `size`"
+    );
+}
+
+#[test]
+fn sizes() {
+    assert_eq!(parse_size("4096"), Some(4096));
+    assert_eq!(parse_size("16K"), Some(16384));
+    assert_eq!(parse_size("1M"), Some(1 << 20));
+    assert_eq!(parse_size("0x1000"), Some(4096));
+    assert_eq!(parse_size("K"), None);
+    assert_eq!(parse_size("99999999999999999999G"), None);
+}
+
+#[test]
+fn printing_round_trips() {
+    let demo = Scenario::parse(DEMO).unwrap();
+    let again = Scenario::parse(&demo.to_string()).unwrap();
+    // Line numbers differ after printing; compare the printed forms.
+    assert_eq!(demo.to_string(), again.to_string());
+    let g = generate(7, &GenParams::default());
+    assert_eq!(
+        Scenario::parse(&g.to_string()).unwrap().to_string(),
+        g.to_string()
+    );
+}
+
+#[test]
+fn the_generator_is_deterministic_per_seed() {
+    let p = GenParams::default();
+    assert_eq!(generate(1, &p).to_string(), generate(1, &p).to_string());
+    assert_ne!(generate(1, &p).to_string(), generate(2, &p).to_string());
+}
+
+#[test]
+fn the_demo_runs_and_shows_each_path() {
+    let sim = Sim::boot(Config::default());
+    let s = Scenario::parse(DEMO).unwrap();
+    let r = s.run(&sim).unwrap();
+    assert!(r.ops > 10);
+    assert!(
+        r.touches.hits > 0,
+        "the re-read is served from the page cache"
+    );
+    let t = sim.trace();
+    let count = |op, path: &str| {
+        t.iter()
+            .filter(|e| e.op == op && e.path.ends_with(path))
+            .count()
+    };
+    assert_eq!(count(TraceOp::Mmap, "/Mail"), 3, "exec maps three segments");
+    assert_eq!(count(TraceOp::FileCheckMmap, "/Mail"), 0);
+    assert_eq!(count(TraceOp::Mmap, "Envelope.db"), 2);
+    assert_eq!(
+        count(TraceOp::Mnomap, "Envelope.db"),
+        1,
+        "forced unmount unmaps once"
+    );
+    assert_eq!(count(TraceOp::Mnomap, "/Mail"), 1, "exit unmaps");
+    assert!(count(TraceOp::Pagein, "Envelope.db") >= 2);
+    sim.check_balanced().unwrap();
+}
+
+#[test]
+fn generated_workloads_run_balanced() {
+    for seed in 0..4 {
+        let sim = Sim::boot(Config {
+            seed,
+            ..Config::default()
+        });
+        let s = generate(
+            seed,
+            &GenParams {
+                force_unmount: seed % 2 == 0,
+                ..GenParams::default()
+            },
+        );
+        s.run(&sim)
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}\n{s}"));
+        sim.check_balanced()
+            .unwrap_or_else(|v| panic!("seed {seed}: {v:?}"));
+        assert!(sim.trace().iter().any(|e| e.op == TraceOp::Pagein));
+    }
+}
+
+#[test]
+fn run_errors_name_the_line() {
+    let sim = Sim::boot(Config::default());
+    let s = Scenario::parse("mount apfs /\nproc p\np: open /missing as f\n").unwrap();
+    let e = s.run(&sim).unwrap_err();
+    assert_eq!(e.line, 3);
+    assert!(e.msg.contains("open /missing"), "{}", e.msg);
+    let s = Scenario::parse("proc q\nq: munmap m\n").unwrap();
+    assert_eq!(
+        s.run(&sim).unwrap_err(),
+        maptrace_sim::scenario::RunError {
+            line: 2,
+            msg: "no mapping m".into()
+        }
+    );
+    let s = Scenario::parse("\nmount apfs /\n").unwrap();
+    let e = s.run(&sim).unwrap_err();
+    assert_eq!(
+        (e.line, e.msg.as_str()),
+        (2, "mount apfs /: errno 16"),
+        "already mounted"
+    );
+}
