@@ -1,0 +1,267 @@
+//! Load, unload and layout discovery of the real shim on the simulator:
+//! both count methods, start failures that leave nothing behind, unload
+//! under load with no call into unloaded code, and the refused unload while
+//! a hook is stuck in a filesystem.
+
+mod shim_support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use maptrace_abi::decode::{Decoder, Event, Record};
+use maptrace_abi::{EventKind, ProbeMethod, raw};
+use maptrace_sim::context::Vop;
+use maptrace_sim::{Config, Cred, KextError, Proc, Release, Sim, map_flags, prot};
+use shim_support::{Tunables, boot_fs, boot_loaded, drain, load, stats};
+
+const PAGE: u64 = 4096;
+const KERN_FAILURE: i32 = 5;
+
+fn workload(p: &Proc, path: &str) {
+    let fd = p.open(path).expect("open");
+    let a = p.mmap(fd, 8 * PAGE, prot::READ, map_flags::SHARED, 0).expect("map");
+    p.touch(a, 8 * PAGE).expect("touch");
+    p.munmap(a).expect("unmap");
+    p.close(fd).expect("close");
+}
+
+fn counts(r: &Record) -> maptrace_abi::Counts {
+    match r.event {
+        Event::Mmap { counts, .. } | Event::Pagein { counts, .. } | Event::Mnomap { counts, .. } => counts,
+        _ => panic!("no counts in {r:?}"),
+    }
+}
+
+/// The vectors of the simulated filesystems hold their own entries again.
+fn assert_vectors_restored(sim: &Sim) {
+    let vfs = &sim.kernel().vfs;
+    for (addr, info) in vfs.vectors.read().expect("vectors").iter() {
+        if info.freed {
+            continue;
+        }
+        for (i, orig) in info.originals.iter().enumerate() {
+            let now = maptrace_sim::vfs::word(addr + i * 8).load(Ordering::Acquire);
+            assert_eq!(now, *orig, "{} entry {i} not restored", info.fs);
+        }
+    }
+}
+
+fn assert_nothing_left(sim: &Sim) {
+    assert_eq!(sim.allocations_outstanding(), (0, 0));
+    assert!(sim.sysctl_names().iter().all(|n| !n.starts_with("kern.maptrace")), "{:?}", sim.sysctl_names());
+    assert!(sim.kernel().mac.policies().is_empty());
+    assert!(sim.kernel().kauth.listeners().is_empty());
+    assert!(sim.kernel().vfs.kext_fstypes().is_empty(), "the probe filesystem is gone");
+    assert_vectors_restored(sim);
+}
+
+#[test]
+fn offsets_are_validated_and_v_op_found_on_every_layout() {
+    for (release, v_op) in [(Release::Sequoia, None), (Release::Catalina, None), (Release::Sequoia, Some(136))] {
+        let sim = boot_loaded(Config { release, v_op_offset: v_op, ..Config::default() }, Tunables::default());
+        let want = format!("v_op at {}", sim.v_op_offset());
+        assert!(sim.log_lines().iter().any(|l| l.contains(&want)), "{want}: {:?}", sim.log_lines());
+        assert_eq!(stats(&sim, Cred::Root).probe_method, raw::MT_PROBE_OFFSET);
+        let mut dec = Decoder::new();
+        drain(&sim, &mut dec);
+        let p = sim.spawn("app", 501);
+        let fd = p.open("/data/a.bin").expect("open");
+        p.mmap(fd, PAGE, prot::READ, map_flags::SHARED, 0).expect("map");
+        let c = sim.counts("/data/a.bin").expect("vnode");
+        let recs = drain(&sim, &mut dec);
+        let m = recs.iter().find(|r| r.kind == EventKind::Mmap).expect("an MMAP");
+        let got = counts(m);
+        assert_eq!(got.method, ProbeMethod::Offset);
+        assert_eq!(i32::from(got.usecount), c.usecount - 1, "before ubc_map's reference");
+        assert_eq!(i32::from(got.kusecount), c.kusecount);
+        // The mmap path holds one iocount while VNOP_MMAP runs.
+        assert_eq!(got.iocount, Some(1));
+        p.exit();
+        sim.unload_kext().expect("unload");
+        assert_nothing_left(&sim);
+    }
+}
+
+#[test]
+fn counts_elsewhere_fall_back_to_the_isinuse_search() {
+    let sim = boot_loaded(Config { counts_offset: Some(40), ..Config::default() }, Tunables::default());
+    assert_eq!(stats(&sim, Cred::Root).probe_method, raw::MT_PROBE_ISINUSE);
+    assert!(sim.log_lines().iter().any(|l| l.contains("vnode_isinuse search")));
+    let mut dec = Decoder::new();
+    drain(&sim, &mut dec);
+    let a = sim.spawn("a", 501);
+    let b = sim.spawn("b", 501);
+    let path = "/data/a.bin";
+    let fa = a.open(path).expect("open");
+    let fb = b.open(path).expect("open");
+    let m1 = a.mmap(fa, 4 * PAGE, prot::READ, map_flags::SHARED, 0).expect("map");
+    b.mmap(fb, 4 * PAGE, prot::READ, map_flags::SHARED, 0).expect("map");
+    a.touch(m1, 1).expect("touch");
+    let c = sim.counts(path).expect("vnode");
+    assert_eq!(c.usecount, 3, "two opens and the mapping");
+    let mut recs = drain(&sim, &mut dec);
+    recs.sort_by_key(|r| r.timestamp_ns);
+    let uses: Vec<(EventKind, u16)> = recs
+        .iter()
+        .filter(|r| matches!(r.kind, EventKind::Mmap | EventKind::Pagein))
+        .map(|r| {
+            let k = counts(r);
+            assert_eq!(k.method, ProbeMethod::IsInUse);
+            assert_eq!(k.iocount, None, "iocount unknown");
+            assert_eq!(k.kusecount, 0);
+            assert_ne!(r.flags & raw::MT_RF_IOCOUNT_UNKNOWN as u8, 0);
+            (r.kind, k.usecount)
+        })
+        .collect();
+    assert_eq!(uses, vec![(EventKind::Mmap, 2), (EventKind::Mmap, 3), (EventKind::Pagein, 3)]);
+    a.exit();
+    b.exit();
+    sim.check_balanced().expect("the search leaves no count behind");
+    sim.unload_kext().expect("unload");
+    assert_nothing_left(&sim);
+}
+
+#[test]
+fn discovery_failure_refuses_to_start_and_leaves_nothing() {
+    let sim = boot_fs(Config { fsadd_error: Some(17), ..Config::default() });
+    assert_eq!(load(&sim, Tunables::default()), Err(KextError::StartFailed(KERN_FAILURE)));
+    assert!(!sim.kext_loaded());
+    assert!(sim.log_lines().iter().any(|l| l.contains("layout discovery failed (17)")));
+    assert_nothing_left(&sim);
+    assert!(sim.take_violations().is_empty());
+    // The filesystems still work, untouched.
+    let p = sim.spawn("app", 501);
+    workload(&p, "/data/a.bin");
+    sim.check_balanced().expect("balanced");
+}
+
+#[test]
+fn bad_ring_tunables_refuse_to_start_and_leave_nothing() {
+    let sim = boot_fs(Config::default());
+    for t in [
+        Tunables { slots: 1000, ..Tunables::default() },
+        Tunables { nshards: 0, ..Tunables::default() },
+        Tunables { nshards: 300, ..Tunables::default() },
+    ] {
+        assert_eq!(load(&sim, t), Err(KextError::StartFailed(KERN_FAILURE)), "{t:?}");
+        assert_nothing_left(&sim);
+    }
+    load(&sim, Tunables::default()).expect("good tunables load");
+    sim.unload_kext().expect("unload");
+    assert_nothing_left(&sim);
+}
+
+#[test]
+fn discovery_through_mac_alone_and_kauth_registration() {
+    for kauth in [false, true] {
+        let sim = boot_loaded(Config::default(), Tunables { kauth, ..Tunables::default() });
+        assert_eq!(sim.kernel().kauth.listeners().len(), usize::from(kauth));
+        let mut dec = Decoder::new();
+        drain(&sim, &mut dec);
+        let p = sim.spawn("app", 501);
+        workload(&p, "/Volumes/hfs/c.bin");
+        let recs = drain(&sim, &mut dec);
+        assert_eq!(recs.iter().filter(|r| r.kind == EventKind::Mmap).count(), 1, "kauth {kauth}");
+        sim.unload_kext().expect("unload");
+        assert_nothing_left(&sim);
+    }
+}
+
+#[test]
+fn vectors_of_mounted_filesystems_are_patched_by_the_sweep() {
+    let sim = boot_fs(Config::default());
+    // A process maps a file before the kext loads: its vnode exists.
+    let p = sim.spawn("early", 501);
+    let fd = p.open("/Volumes/hfs/c.bin").expect("open");
+    let a = p.mmap(fd, 4 * PAGE, prot::READ, map_flags::SHARED, 0).expect("map");
+    load(&sim, Tunables { kauth: false, ..Tunables::default() }).expect("load");
+    // Only hfs has an instantiated vnode; apfs's files were never looked up.
+    assert_eq!(stats(&sim, Cred::Root).vectors_patched, 1, "hfs found by the sweep");
+    let mut dec = Decoder::new();
+    drain(&sim, &mut dec);
+    // No open, no exec: only the sweep can have hooked the vector.
+    p.touch(a, 1).expect("touch");
+    p.munmap(a).expect("unmap");
+    let recs = drain(&sim, &mut dec);
+    assert_eq!(recs.iter().filter(|r| r.kind == EventKind::Pagein).count(), 1);
+    let mn: Vec<&Record> = recs.iter().filter(|r| r.kind == EventKind::Mnomap).collect();
+    assert_eq!(mn.len(), 1);
+    assert_eq!(counts(mn[0]).usecount, 2);
+    p.exit();
+    sim.unload_kext().expect("unload");
+    assert_nothing_left(&sim);
+}
+
+#[test]
+fn unload_is_refused_while_a_hook_is_stuck_then_succeeds() {
+    let sim = boot_loaded(Config::default(), Tunables { unload_wait_ms: 100, ..Tunables::default() });
+    let p = sim.spawn("app", 501);
+    let fd = p.open("/data/a.bin").expect("open");
+    let a = p.mmap(fd, 8 * PAGE, prot::READ, map_flags::SHARED, 0).expect("map");
+    let hold = sim.hold_vnop(Vop::Pagein);
+    std::thread::scope(|s| {
+        let t = s.spawn(|| p.touch(a, 1));
+        assert!(hold.wait_held(1, Duration::from_secs(10)), "the fault reached the filesystem");
+        assert_eq!(stats(&sim, Cred::Root).in_flight, 1, "the pagein hook is in flight");
+        assert_eq!(sim.unload_kext(), Err(KextError::StopRefused(KERN_FAILURE)));
+        assert!(sim.kext_loaded(), "stays loaded and consistent");
+        assert!(sim.log_lines().iter().any(|l| l.contains("refusing to unload")));
+        // Stop already took the kext off every path: no new hook runs.
+        assert!(sim.sysctl_names().iter().all(|n| !n.starts_with("kern.maptrace")));
+        assert_vectors_restored(&sim);
+        hold.release();
+        let st = t.join().expect("the faulting thread").expect("the fault completes");
+        assert_eq!(st.pageins, 1);
+    });
+    sim.unload_kext().expect("unload once the hook drained");
+    assert_nothing_left(&sim);
+    p.exit();
+    sim.check_balanced().expect("balanced");
+}
+
+#[test]
+fn load_and_unload_while_processes_map_and_fault() {
+    let sim = boot_fs(Config { kauth_race_delay: Duration::from_millis(2), ..Config::default() });
+    let stop = AtomicBool::new(false);
+    let files = ["/data/a.bin", "/data/b.bin", "/Volumes/hfs/c.bin", "/bin/tool"];
+    let mut generations = Vec::new();
+    std::thread::scope(|s| {
+        for (i, f) in files.iter().enumerate() {
+            let p = sim.spawn("worker", 501);
+            let stop = &stop;
+            s.spawn(move || {
+                while !stop.load(Ordering::Acquire) {
+                    if i == 3 {
+                        let child = p.clone();
+                        child.exec(f).expect("exec");
+                    } else {
+                        workload(&p, f);
+                    }
+                }
+            });
+        }
+        for round in 0..4 {
+            load(&sim, Tunables::default()).expect("load under load");
+            std::thread::sleep(Duration::from_millis(30));
+            let mut dec = Decoder::new();
+            let recs = drain(&sim, &mut dec);
+            assert!(recs.iter().any(|r| r.kind == EventKind::Mmap), "round {round} saw events");
+            generations.push(dec.generation().expect("a generation"));
+            sim.unload_kext().expect("unload under load");
+            assert_eq!(sim.allocations_outstanding(), (0, 0));
+            assert_vectors_restored(&sim);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        stop.store(true, Ordering::Release);
+    });
+    generations.sort_unstable();
+    generations.dedup();
+    assert_eq!(generations.len(), 4, "a new generation per load");
+    assert!(sim.take_violations().is_empty());
+    for p in sim.kernel().procs.all() {
+        if p.pid != 0 {
+            sim.proc(p.pid).expect("proc").exit();
+        }
+    }
+    sim.check_balanced().expect("balanced");
+}
