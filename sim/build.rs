@@ -64,6 +64,19 @@ fn main() {
         .extra_warnings(true)
         .warnings_into_errors(true)
         .files(glue.iter().chain(shim_files.iter()));
+    // Sanitizer builds of the C (shim + glue): MT_SIM_SANITIZE=address,undefined
+    // with CC=clang-19 and RUSTFLAGS=-Zsanitizer=address on nightly, which
+    // links the ASan runtime; UBSan traps, so it needs no runtime of its own.
+    println!("cargo:rerun-if-env-changed=MT_SIM_SANITIZE");
+    if let Ok(list) = env::var("MT_SIM_SANITIZE") {
+        for s in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            build.flag(format!("-fsanitize={s}"));
+            if s == "undefined" {
+                build.flag("-fsanitize-trap=undefined");
+            }
+        }
+        build.flag("-fno-omit-frame-pointer");
+    }
     // Every object is kept: nothing on the Rust side names the shim's symbols
     // except through the loader.
     build.link_lib_modifier("+whole-archive");

@@ -313,9 +313,19 @@ impl Sim {
             let opens = procs.iter().map(|p| p.open_count(&vp)).sum::<i32>();
             let texts = procs.iter().filter(|p| p.text_is(&vp)).count() as i32;
             let mapped = i32::from(lock(&vp.ubc).ismapped);
-            let kext = vp.kext_refs.load(std::sync::atomic::Ordering::Acquire);
+            // What a loaded kext holds is its business; after unload, nothing.
+            let loaded = self.k.kext.is_loaded();
+            let kext = if loaded {
+                vp.kext_refs.load(std::sync::atomic::Ordering::Acquire)
+            } else {
+                0
+            };
             let expected = opens + texts + mapped + kext;
-            let kext_io = vp.kext_iocounts.load(std::sync::atomic::Ordering::Acquire);
+            let kext_io = if loaded {
+                vp.kext_iocounts.load(std::sync::atomic::Ordering::Acquire)
+            } else {
+                0
+            };
             if vp.usecount() != expected {
                 bad.push(Violation::UnbalancedCount(format!(
                     "{}: usecount {} but {opens} open(s) + {texts} text + {mapped} mapping + {kext} kext ref(s)",
