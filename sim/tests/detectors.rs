@@ -485,7 +485,9 @@ fn proc_suser_follows_the_credentials() {
     let user = sim.spawn("user", 501);
     let proc_of = |pid| sim.kernel().procs.get(pid).unwrap().proc_addr as xnu::proc_t;
     // SAFETY: KPI calls on live proc objects.
-    assert_eq!(unsafe { proc_suser(proc_of(root.pid())) }, 0);
+    let r = unsafe { proc_suser(proc_of(root.pid())) };
+    assert_eq!(r, 0);
     // SAFETY: as above.
-    assert_eq!(unsafe { proc_suser(proc_of(user.pid())) }, 1);
+    let r = unsafe { proc_suser(proc_of(user.pid())) };
+    assert_eq!(r, 1);
 }
