@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::ops::Range;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use iced_x86::{Decoder, DecoderOptions, InstructionInfoFactory, Register};
 use object::macho;
 use object::macho::MachHeader64;
@@ -483,7 +483,8 @@ pub fn require_clean(reports: &[(Arch, Report)]) -> Result<()> {
     Ok(())
 }
 
-/// Compiles a C snippet with kernel flags for `arch` into an object (tests and sign rehearsal).
+/// Compiles a C snippet with `flags` for `arch` into an object (synthetic-object tests).
+#[cfg(test)]
 pub fn compile_snippet(
     arch: Arch,
     source: &str,
@@ -493,6 +494,7 @@ pub fn compile_snippet(
 ) -> Result<ObjFile> {
     let c = dir.join(format!("{stem}.c"));
     let o = dir.join(format!("{stem}.{}.o", arch.name()));
+    use anyhow::Context as _;
     std::fs::write(&c, source)?;
     crate::exec::Cmd::new(crate::kernel::clang_program())
         .args(flags.iter().copied())

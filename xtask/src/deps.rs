@@ -7,15 +7,13 @@ use crate::exec::{Cmd, Plan, Step};
 /// A task with its own set of system requirements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Task {
-    /// Building the workspace on the host (bindgen needs libclang).
-    Host,
     /// Cross-building the shim and the core to Mach-O objects.
     Cross,
     /// Linking a stand-in Mach-O to rehearse signing on Linux.
     SignCheck,
     /// `cargo xtask test`: everything above.
     Test,
-    /// `cargo xtask demo`: the host build only.
+    /// `cargo xtask demo`: the host build only (bindgen needs libclang).
     Demo,
 }
 
@@ -31,7 +29,7 @@ const LLD: &[&str] = &["lld-19"];
 /// The Debian packages `task` needs, without duplicates, in a stable order.
 pub fn packages(task: Task) -> Vec<&'static str> {
     let groups: &[&[&str]] = match task {
-        Task::Host | Task::Demo => &[BINDGEN],
+        Task::Demo => &[BINDGEN],
         // The core's build script runs bindgen on the host during the cross build too.
         Task::Cross => &[BINDGEN, CLANG, RUST_WEB],
         Task::SignCheck => &[CLANG, LLD],
@@ -155,7 +153,7 @@ mod tests {
         for p in packages(Task::Cross)
             .into_iter()
             .chain(packages(Task::SignCheck))
-            .chain(packages(Task::Host))
+            .chain(packages(Task::Demo))
         {
             assert!(test.contains(&p), "{p} missing from the test set");
         }

@@ -75,11 +75,13 @@ impl Cmd {
     }
 
     /// True when `arg` is one of the arguments.
+    #[cfg(test)]
     pub fn has_arg(&self, arg: &str) -> bool {
         self.args.iter().any(|a| a == arg)
     }
 
     /// The value set for `key`, if any.
+    #[cfg(test)]
     pub fn env_value(&self, key: &str) -> Option<&str> {
         self.env
             .iter()
@@ -267,6 +269,7 @@ impl Plan {
     }
 
     /// The commands of the plan, in order (tests look for flags in them).
+    #[cfg(test)]
     pub fn commands(&self) -> impl Iterator<Item = &Cmd> {
         self.steps.iter().filter_map(|s| match s {
             Step::Run(c) | Step::Generate { cmd: c, .. } => Some(c),
@@ -275,6 +278,7 @@ impl Plan {
     }
 
     /// The files the plan writes (written, generated or copied to).
+    #[cfg(test)]
     pub fn written_files(&self) -> impl Iterator<Item = &Path> {
         self.steps.iter().filter_map(|s| match s {
             Step::Write { path, .. } | Step::Generate { path, .. } => Some(path.as_path()),
@@ -284,6 +288,7 @@ impl Plan {
     }
 
     /// The plan as text, one step a line: what `--dry-run` prints.
+    #[cfg(test)]
     pub fn render(&self) -> String {
         self.steps.iter().map(|s| format!("{s}\n")).collect()
     }

@@ -1,13 +1,20 @@
 //! `cargo xtask`: cross-build, check, bundle, sign and test the maptrace kext.
 
+mod bundle;
 mod check;
+mod ci;
 mod cross;
 mod deps;
 mod exec;
 mod kernel;
 mod kpi;
+mod link;
 mod objects;
+mod sign;
+mod signcheck;
+mod vmtest;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -19,14 +26,23 @@ const HELP: &str = "\
 cargo xtask <command> [options]
 
 Commands:
-  test                 set-up, host tests, cross + object checks, signing rehearsal (what CI runs)
-  demo                 set-up, then `cargo run --release -p maptrace -- demo`
+  test                 set-up, fmt, host tests, clippy, cross + object checks, sign-check (CI)
+  demo                 set-up, then `cargo run --release -p maptrace -- demo` (simulator)
   cross [--arch A]     core + shim as checked Mach-O objects (x86_64, arm64e) in target/kext
   check [--arch A]     only the object checks, on what `cross` left in target/kext
-  kextlibs             the KPI bundles the objects import (OSBundleLibraries), per arch
+  kextlibs [--arch A]  the KPI bundles the objects import (OSBundleLibraries)
+  bundle               target/kext/maptrace.kext with Info.plist filled from the template
+  build                macOS: cross, final -kext link per arch, universal binary, bundle
+  sign [--bundle DIR]  sign the bundle: --identity ID (macOS codesign), --pem-cert F --pem-key F,
+                       or --adhoc (default); also MT_SIGN_IDENTITY / MT_SIGN_PEM_CERT / MT_SIGN_PEM_KEY;
+                       --no-timestamp skips the timestamp server (rcodesign)
+  sign-check           sign a real Mach-O bundle with rcodesign (ad hoc and PEM) and verify it
+  vm-test --host USER@VM [--loader kmutil|kextutil] [--no-dtrace] [--bundle DIR]
+                       load the kext in a test VM, trace a workload, compare with DTrace, unload
 
 Common options:
   --dry-run            print every command and file write instead of doing it
+  --arch A             x86_64 or arm64e (repeatable; default both)
 ";
 
 /// Parsed command line: the command and its options.
@@ -35,6 +51,11 @@ struct Args {
     command: String,
     dry_run: bool,
     archs: Vec<Arch>,
+    host: Option<String>,
+    loader: Option<String>,
+    no_dtrace: bool,
+    bundle: Option<PathBuf>,
+    sign: sign::SignArgs,
 }
 
 fn parse_args(raw: &[String]) -> Result<Args> {
@@ -49,6 +70,15 @@ fn parse_args(raw: &[String]) -> Result<Args> {
         match a.as_str() {
             "--dry-run" => args.dry_run = true,
             "--arch" => args.archs.push(Arch::parse(&value("--arch")?)?),
+            "--host" => args.host = Some(value("--host")?),
+            "--loader" => args.loader = Some(value("--loader")?),
+            "--no-dtrace" => args.no_dtrace = true,
+            "--bundle" => args.bundle = Some(value("--bundle")?.into()),
+            "--identity" => args.sign.identity = Some(value("--identity")?),
+            "--pem-cert" => args.sign.pem_cert = Some(value("--pem-cert")?.into()),
+            "--pem-key" => args.sign.pem_key = Some(value("--pem-key")?.into()),
+            "--adhoc" => args.sign.adhoc = true,
+            "--no-timestamp" => args.sign.no_timestamp = true,
             "-h" | "--help" | "help" => args.command = "help".into(),
             flag if flag.starts_with('-') => bail!("unknown option {flag}\n\n{HELP}"),
             cmd if args.command.is_empty() => args.command = cmd.to_string(),
@@ -68,41 +98,57 @@ fn repo_root() -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
-fn mode(args: &Args) -> Mode {
-    if args.dry_run { Mode::DryRun } else { Mode::Run }
-}
-
 /// `cross`: set-up, build, then check.
-fn cmd_cross(root: &Path, args: &Args) -> Result<()> {
+pub(crate) fn cmd_cross(root: &Path, archs: &[Arch], mode: Mode) -> Result<()> {
     let layout = cross::Layout::project(root);
     let c_files = layout.c_files()?;
-    let plan = cross::plan(&layout, &args.archs, Toolchain::for_host(), &c_files);
-    if args.dry_run {
+    let plan = cross::plan(&layout, archs, Toolchain::for_host(), &c_files);
+    if mode == Mode::DryRun {
+        println!("# ensure system packages: {}", deps::packages(deps::Task::Cross).join(" "));
         exec::exec(&plan, Mode::DryRun)?;
         println!("# then: object checks on target/kext/<arch>");
         return Ok(());
     }
     deps::ensure(deps::Task::Cross)?;
     exec::exec(&plan, Mode::Run)?;
-    cmd_check(root, args)
+    cmd_check(root, archs)
 }
 
 /// `check`: object checks on existing outputs.
-fn cmd_check(root: &Path, args: &Args) -> Result<()> {
+fn cmd_check(root: &Path, archs: &[Arch]) -> Result<()> {
     let layout = cross::Layout::project(root);
-    let reports = cross::check_outputs(&layout, &args.archs)?;
+    let reports = cross::check_outputs(&layout, archs)?;
     for (arch, r) in &reports {
         print!("{}", r.render(*arch));
     }
     check::require_clean(&reports)?;
     println!("object checks passed");
+    check_kpi_table(root)
+}
+
+/// The project's KPI table against the XNU export tables beside the clone, when present.
+fn check_kpi_table(root: &Path) -> Result<()> {
+    let Some(dir) = kpi::reference_dir(root) else {
+        println!("note: ../shared/reference/xnu-data absent: KPI table not cross-checked");
+        return Ok(());
+    };
+    let table = kpi::Table::load(root)?;
+    for file in ["symbol_bundles.tsv", "symbol_bundles.xnu-7195.141.2.tsv"] {
+        let path = dir.join(file);
+        let text = std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+        let problems = kpi::check_against_reference(&table, &text);
+        if !problems.is_empty() {
+            bail!("{}: KPI table disagrees with {file}:\n{}", kpi::TABLE, problems.join("\n"));
+        }
+    }
+    println!("KPI table matches the XNU export tables (macOS 11 and 15)");
     Ok(())
 }
 
 /// `kextlibs`: the OSBundleLibraries the objects need.
-fn cmd_kextlibs(root: &Path, args: &Args) -> Result<()> {
+fn cmd_kextlibs(root: &Path, archs: &[Arch]) -> Result<()> {
     let layout = cross::Layout::project(root);
-    let reports = cross::check_outputs(&layout, &args.archs)?;
+    let reports = cross::check_outputs(&layout, archs)?;
     for (arch, r) in &reports {
         println!("{}:", arch.name());
         for (bundle, version) in kpi::libraries(r.bundles()) {
@@ -116,18 +162,170 @@ fn cmd_kextlibs(root: &Path, args: &Args) -> Result<()> {
     check::require_clean(&reports)
 }
 
+/// OSBundleLibraries for the union of all arches' imports; empty (with a note) when there are
+/// no objects yet and this is a dry run.
+fn libraries(root: &Path, mode: Mode) -> Result<BTreeMap<String, String>> {
+    let layout = cross::Layout::project(root);
+    match cross::check_outputs(&layout, &Arch::ALL) {
+        Ok(reports) => Ok(kpi::libraries(
+            reports.iter().flat_map(|(_, r)| r.bundles()).collect::<std::collections::BTreeSet<_>>(),
+        )),
+        Err(e) if mode == Mode::DryRun => {
+            println!("# OSBundleLibraries come from the cross objects, not built yet ({e:#})");
+            Ok(BTreeMap::new())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The filled Info.plist.
+fn info_plist(root: &Path, mode: Mode) -> Result<Vec<u8>> {
+    let info = bundle::gather_info(root, libraries(root, mode)?)?;
+    let template = std::fs::read(root.join(bundle::TEMPLATE))
+        .with_context(|| format!("read {}", bundle::TEMPLATE))?;
+    bundle::fill_info_plist(&template, &info)
+}
+
+/// `bundle`: the .kext tree with Info.plist (and the executable when linked).
+fn cmd_bundle(root: &Path, mode: Mode) -> Result<()> {
+    let layout = cross::Layout::project(root);
+    let exe = link::universal_executable(&layout);
+    let plist = info_plist(root, mode)?;
+    let exe = (exe.is_file() || mode == Mode::DryRun && cfg!(target_os = "macos")).then_some(exe);
+    let plan = bundle::plan(&bundle::KextPaths::under(&layout.out), plist, exe.as_deref());
+    exec::exec(&plan, mode)
+}
+
+/// `build` (macOS): cross + checks, link, universal binary, bundle.
+fn cmd_build(root: &Path, mode: Mode) -> Result<()> {
+    let layout = cross::Layout::project(root);
+    if mode == Mode::DryRun {
+        cmd_cross(root, &Arch::ALL, mode)?;
+        let objs = link::planned_shim_objects(&layout, &Arch::ALL, &layout.c_files()?);
+        exec::exec(&link::plan(&layout, &Arch::ALL, &objs), mode)?;
+        let plist = info_plist(root, mode)?;
+        let exe = link::universal_executable(&layout);
+        let plan = bundle::plan(&bundle::KextPaths::under(&layout.out), plist, Some(&exe));
+        return exec::exec(&plan, mode);
+    }
+    link::require_macos()?;
+    cmd_cross(root, &Arch::ALL, mode)?;
+    let objs = link::shim_objects(&layout, &Arch::ALL)?;
+    exec::exec(&link::plan(&layout, &Arch::ALL, &objs), mode)?;
+    cmd_bundle(root, mode)
+}
+
+/// The rcodesign program, installed under target/tools when missing.
+fn rcodesign(root: &Path, mode: Mode) -> Result<String> {
+    if let Some(found) = sign::find_rcodesign(root) {
+        return Ok(found);
+    }
+    exec::exec(&sign::install_rcodesign_plan(root), mode)?;
+    Ok(sign::tools_root(root).join("bin/rcodesign").display().to_string())
+}
+
+/// `sign`: sign the bundle, then verify what was signed.
+fn cmd_sign(root: &Path, args: &Args, mode: Mode) -> Result<()> {
+    let env = |k: &str| std::env::var(k).ok();
+    let sign_mode = sign::mode(&args.sign, &env, cfg!(target_os = "macos"))?;
+    let layout = cross::Layout::project(root);
+    let kext = args
+        .bundle
+        .clone()
+        .unwrap_or_else(|| bundle::KextPaths::under(&layout.out).bundle);
+    let tool = match sign_mode {
+        sign::SignMode::Codesign { .. } => String::new(),
+        _ => rcodesign(root, mode)?,
+    };
+    exec::exec(&sign::plan(&sign_mode, &kext, &tool, args.sign.no_timestamp), mode)?;
+    if mode == Mode::Run && !matches!(sign_mode, sign::SignMode::Codesign { .. }) {
+        for s in sign::verify_bundle(&kext, bundle::EXECUTABLE)? {
+            println!(
+                "signed slice cpu {:#x}: {} flags {:#x}, {} pages, CMS {}",
+                s.cputype, s.identifier, s.flags, s.code_slots, s.has_cms
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `sign-check`: the signing rehearsal on a real Mach-O bundle.
+pub(crate) fn cmd_sign_check(root: &Path, mode: Mode) -> Result<()> {
+    if mode == Mode::Run {
+        deps::ensure(deps::Task::SignCheck)?;
+    }
+    let tool = rcodesign(root, mode)?;
+    let layout = cross::Layout::project(root);
+    let mut x86 = layout.shim_objects(Arch::X86_64)?;
+    let core = layout.core_lib(Arch::X86_64);
+    if core.is_file() {
+        x86.push(core);
+    } else {
+        x86.clear();
+    }
+    let r = signcheck::Rehearsal {
+        dir: layout.out.join("sign-check"),
+        rcodesign: tool,
+        x86_inputs: x86,
+        info_plist: info_plist(root, Mode::DryRun)?,
+    };
+    exec::exec(&signcheck::plan(&r), mode)?;
+    if mode == Mode::Run {
+        let header = std::fs::read_to_string(root.join(bundle::ABI_HEADER))?;
+        print!("{}", signcheck::verify(&r, &bundle::bundle_id_from_header(&header)?)?);
+    }
+    Ok(())
+}
+
+/// `vm-test`.
+fn cmd_vm_test(root: &Path, args: &Args, mode: Mode) -> Result<()> {
+    let host = args
+        .host
+        .clone()
+        .context("vm-test needs --host USER@VM (see xtask/README.md for preparing the VM)")?;
+    let loader = match args.loader.as_deref() {
+        None | Some("kmutil") => vmtest::Loader::Kmutil,
+        Some("kextutil") => vmtest::Loader::Kextutil,
+        Some(other) => bail!("--loader {other}: expected kmutil or kextutil"),
+    };
+    if mode == Mode::Run {
+        vmtest::require_macos()?;
+    }
+    let header = std::fs::read_to_string(root.join(bundle::ABI_HEADER))?;
+    let layout = cross::Layout::project(root);
+    let test = vmtest::VmTest {
+        host,
+        bundle: args
+            .bundle
+            .clone()
+            .unwrap_or_else(|| bundle::KextPaths::under(&layout.out).bundle),
+        bundle_id: bundle::bundle_id_from_header(&header)?,
+        root: root.to_path_buf(),
+        loader,
+        dtrace: !args.no_dtrace,
+    };
+    vmtest::run(&test, mode)
+}
+
 fn run(raw: &[String]) -> Result<()> {
     let args = parse_args(raw)?;
     let root = repo_root();
-    let _ = mode(&args);
+    let mode = if args.dry_run { Mode::DryRun } else { Mode::Run };
     match args.command.as_str() {
         "" | "help" => {
             print!("{HELP}");
             Ok(())
         }
-        "cross" => cmd_cross(&root, &args),
-        "check" => cmd_check(&root, &args),
-        "kextlibs" => cmd_kextlibs(&root, &args),
+        "test" => ci::test(&root, mode),
+        "demo" => ci::demo(&root, mode),
+        "cross" => cmd_cross(&root, &args.archs, mode),
+        "check" => cmd_check(&root, &args.archs),
+        "kextlibs" => cmd_kextlibs(&root, &args.archs),
+        "bundle" => cmd_bundle(&root, mode),
+        "build" => cmd_build(&root, mode),
+        "sign" => cmd_sign(&root, &args, mode),
+        "sign-check" => cmd_sign_check(&root, mode),
+        "vm-test" => cmd_vm_test(&root, &args, mode),
         other => bail!("unknown command `{other}`\n\n{HELP}"),
     }
 }
@@ -137,5 +335,48 @@ fn main() {
     if let Err(err) = run(&raw) {
         eprintln!("error: {err:#}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Result<Args> {
+        parse_args(&list.iter().map(|s| (*s).to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn options_parse_and_mistakes_are_reported() {
+        let a = args(&["vm-test", "--host", "me@vm", "--dry-run", "--no-dtrace"]).unwrap();
+        assert_eq!(a.command, "vm-test");
+        assert_eq!(a.host.as_deref(), Some("me@vm"));
+        assert!(a.dry_run && a.no_dtrace);
+        assert_eq!(a.archs, Arch::ALL);
+        let a = args(&["cross", "--arch", "arm64e"]).unwrap();
+        assert_eq!(a.archs, [Arch::Arm64e]);
+        assert!(args(&["cross", "--arch"]).is_err());
+        assert!(args(&["cross", "--arch", "ppc"]).is_err());
+        assert!(args(&["cross", "--bogus"]).is_err());
+        assert!(args(&["cross", "extra"]).is_err());
+    }
+
+    #[test]
+    fn vm_test_without_host_says_how() {
+        let a = args(&["vm-test", "--dry-run"]).unwrap();
+        let err = cmd_vm_test(&repo_root(), &a, Mode::DryRun).unwrap_err();
+        assert!(err.to_string().contains("--host USER@VM"));
+    }
+
+    #[test]
+    fn dry_runs_of_every_plan_succeed_on_this_machine() {
+        let root = repo_root();
+        cmd_cross(&root, &Arch::ALL, Mode::DryRun).unwrap();
+        cmd_build(&root, Mode::DryRun).unwrap();
+        cmd_bundle(&root, Mode::DryRun).unwrap();
+        let a = args(&["vm-test", "--host", "me@vm", "--loader", "kextutil"]).unwrap();
+        cmd_vm_test(&root, &a, Mode::DryRun).unwrap();
+        let bad = args(&["vm-test", "--host", "me@vm", "--loader", "insmod"]).unwrap();
+        assert!(cmd_vm_test(&root, &bad, Mode::DryRun).is_err());
     }
 }

@@ -1,0 +1,265 @@
+//! `cargo xtask test` and `cargo xtask demo`: the README's two commands, each with its own set-up.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::exec::{Cmd, Mode, exec};
+
+/// What every step gets.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// Repository root.
+    pub root: PathBuf,
+    /// Run or print.
+    pub mode: Mode,
+}
+
+/// One step of `cargo xtask test`. To add one (sanitizer runs, short fuzz runs), append
+/// it to `TEST_STEPS`; each prints its name and duration and a failure fails the run.
+#[derive(Debug, Clone, Copy)]
+pub struct TestStep {
+    /// Shown in the log and the summary.
+    pub name: &'static str,
+    /// Runs the step.
+    pub run: fn(&Ctx) -> Result<()>,
+    /// When it fails, later steps are pointless (set-up).
+    pub fatal: bool,
+}
+
+/// cargo as the user invoked it (`$CARGO` under `cargo xtask`), never the Debian one.
+pub fn cargo() -> Cmd {
+    Cmd::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn step_deps(ctx: &Ctx) -> Result<()> {
+    if ctx.mode == Mode::DryRun {
+        println!("# ensure system packages: {}", crate::deps::packages(crate::deps::Task::Test).join(" "));
+        return Ok(());
+    }
+    crate::deps::ensure(crate::deps::Task::Test)
+}
+
+fn step_fmt(ctx: &Ctx) -> Result<()> {
+    let mut plan = crate::exec::Plan::new();
+    plan.run(cargo().args(["fmt", "--all", "--check"]).cwd(&ctx.root));
+    exec(&plan, ctx.mode)
+}
+
+fn step_host_tests(ctx: &Ctx) -> Result<()> {
+    let mut plan = crate::exec::Plan::new();
+    plan.run(cargo().args(["test", "--workspace", "--locked"]).cwd(&ctx.root));
+    exec(&plan, ctx.mode)
+}
+
+fn step_clippy(ctx: &Ctx) -> Result<()> {
+    let mut plan = crate::exec::Plan::new();
+    plan.run(
+        cargo()
+            .args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])
+            .cwd(&ctx.root),
+    );
+    exec(&plan, ctx.mode)
+}
+
+fn step_cross(ctx: &Ctx) -> Result<()> {
+    crate::cmd_cross(&ctx.root, &crate::kernel::Arch::ALL, ctx.mode)
+}
+
+fn step_sign(ctx: &Ctx) -> Result<()> {
+    crate::cmd_sign_check(&ctx.root, ctx.mode)
+}
+
+/// The steps of `cargo xtask test`, in order.
+pub const TEST_STEPS: &[TestStep] = &[
+    TestStep {
+        name: "set-up: system packages",
+        run: step_deps,
+        fatal: true,
+    },
+    TestStep {
+        name: "rustfmt check",
+        run: step_fmt,
+        fatal: false,
+    },
+    TestStep {
+        name: "host tests (cargo test --workspace)",
+        run: step_host_tests,
+        fatal: false,
+    },
+    TestStep {
+        name: "clippy -D warnings",
+        run: step_clippy,
+        fatal: false,
+    },
+    TestStep {
+        name: "cross: Mach-O objects + checks",
+        run: step_cross,
+        fatal: false,
+    },
+    TestStep {
+        name: "sign-check: rcodesign on a real Mach-O bundle",
+        run: step_sign,
+        fatal: false,
+    },
+];
+
+/// The outcome of one step.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Step name.
+    pub name: &'static str,
+    /// How long it took.
+    pub took: Duration,
+    /// Its error, if it failed.
+    pub error: Option<String>,
+}
+
+/// Runs `steps` in order, printing each with its duration; stops after a failing fatal step.
+pub fn run_steps(steps: &[TestStep], ctx: &Ctx) -> Vec<Outcome> {
+    let mut out = Vec::new();
+    for step in steps {
+        eprintln!("==> {}", step.name);
+        let started = Instant::now();
+        let result = (step.run)(ctx);
+        let took = started.elapsed();
+        let error = result.err().map(|e| format!("{e:#}"));
+        eprintln!(
+            "<== {} {} in {:.1} s",
+            step.name,
+            if error.is_some() { "FAILED" } else { "ok" },
+            took.as_secs_f64()
+        );
+        let stop = error.is_some() && step.fatal;
+        out.push(Outcome {
+            name: step.name,
+            took,
+            error,
+        });
+        if stop {
+            break;
+        }
+    }
+    out
+}
+
+/// The summary table, and an error when any step failed.
+pub fn summarize(outcomes: &[Outcome]) -> (String, Result<()>) {
+    let mut text = String::from("summary:\n");
+    let mut total = Duration::ZERO;
+    for o in outcomes {
+        total += o.took;
+        text.push_str(&format!(
+            "  {:>7.1} s  {:<6} {}\n",
+            o.took.as_secs_f64(),
+            if o.error.is_some() { "FAILED" } else { "ok" },
+            o.name
+        ));
+    }
+    text.push_str(&format!("  {:>7.1} s  total\n", total.as_secs_f64()));
+    let failed: Vec<_> = outcomes.iter().filter(|o| o.error.is_some()).collect();
+    let result = if failed.is_empty() {
+        Ok(())
+    } else {
+        let list: String = failed
+            .iter()
+            .map(|o| format!("\n- {}: {}", o.name, o.error.as_deref().unwrap_or("")))
+            .collect();
+        Err(anyhow::anyhow!("{} step(s) failed:{list}", failed.len()))
+    };
+    (text, result)
+}
+
+/// `cargo xtask test`.
+pub fn test(root: &Path, mode: Mode) -> Result<()> {
+    let ctx = Ctx {
+        root: root.to_path_buf(),
+        mode,
+    };
+    let outcomes = run_steps(TEST_STEPS, &ctx);
+    let (text, result) = summarize(&outcomes);
+    eprint!("{text}");
+    result
+}
+
+/// True when the workspace has the companion package `maptrace`.
+pub fn companion_present(root: &Path) -> bool {
+    std::fs::read_to_string(root.join("companion/Cargo.toml"))
+        .is_ok_and(|t| t.lines().any(|l| l.replace(' ', "") == "name=\"maptrace\""))
+}
+
+/// `cargo xtask demo`: set-up, then the companion's simulator demo.
+pub fn demo(root: &Path, mode: Mode) -> Result<()> {
+    if !companion_present(root) {
+        bail!("the companion crate (companion/, package `maptrace`) is not in the workspace yet: no demo to run");
+    }
+    let mut plan = crate::exec::Plan::new();
+    plan.run(
+        cargo()
+            .args(["run", "--release", "--locked", "-p", "maptrace", "--", "demo"])
+            .cwd(root),
+    );
+    if mode == Mode::Run {
+        crate::deps::ensure(crate::deps::Task::Demo).context("demo set-up")?;
+    }
+    exec(&plan, mode)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(_: &Ctx) -> Result<()> {
+        Ok(())
+    }
+
+    fn boom(_: &Ctx) -> Result<()> {
+        bail!("boom")
+    }
+
+    fn ctx() -> Ctx {
+        Ctx {
+            root: PathBuf::from("/nonexistent"),
+            mode: Mode::DryRun,
+        }
+    }
+
+    #[test]
+    fn failures_are_collected_and_fatal_ones_stop_the_run() {
+        let steps = [
+            TestStep { name: "a", run: ok, fatal: false },
+            TestStep { name: "b", run: boom, fatal: false },
+            TestStep { name: "c", run: ok, fatal: false },
+            TestStep { name: "d", run: boom, fatal: true },
+            TestStep { name: "e", run: ok, fatal: false },
+        ];
+        let outcomes = run_steps(&steps, &ctx());
+        let names: Vec<_> = outcomes.iter().map(|o| o.name).collect();
+        assert_eq!(names, ["a", "b", "c", "d"]);
+        let (text, result) = summarize(&outcomes);
+        assert!(text.contains("FAILED b") && text.contains("total"), "{text}");
+        let err = result.unwrap_err().to_string();
+        assert!(err.starts_with("2 step(s) failed") && err.contains("- d: boom"), "{err}");
+        assert!(summarize(&outcomes[..1]).1.is_ok());
+    }
+
+    #[test]
+    fn test_steps_start_with_set_up_and_cover_host_cross_and_signing() {
+        assert!(TEST_STEPS[0].fatal && TEST_STEPS[0].name.starts_with("set-up"));
+        let names: Vec<_> = TEST_STEPS.iter().map(|s| s.name).collect();
+        let pos = |n: &str| names.iter().position(|x| x.starts_with(n)).unwrap();
+        assert!(pos("host tests") < pos("cross") && pos("cross") < pos("sign-check"));
+    }
+
+    #[test]
+    fn demo_without_companion_fails_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = demo(dir.path(), Mode::DryRun).unwrap_err().to_string();
+        assert!(err.contains("companion crate"), "{err}");
+        std::fs::create_dir_all(dir.path().join("companion")).unwrap();
+        std::fs::write(dir.path().join("companion/Cargo.toml"), "[package]\nname = \"maptrace\"\n").unwrap();
+        assert!(companion_present(dir.path()));
+        demo(dir.path(), Mode::DryRun).unwrap();
+    }
+}
