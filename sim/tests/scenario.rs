@@ -211,3 +211,24 @@ fn run_errors_name_the_line() {
         "already mounted"
     );
 }
+
+#[test]
+fn every_shipped_scenario_parses_and_runs_balanced() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "mts") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let s = Scenario::parse(&text).unwrap_or_else(|e| panic!("{}:{e}", path.display()));
+        let sim = Sim::boot(Config::default());
+        s.run(&sim)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        sim.check_balanced()
+            .unwrap_or_else(|v| panic!("{}: {v:?}", path.display()));
+        n += 1;
+    }
+    assert!(n >= 3, "demo, concurrent and recycle ship");
+}
