@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::ops::Range;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 
 use crate::arena::Owner;
 use crate::kernel::{Config, Kernel, TraceEvent};
@@ -13,8 +13,31 @@ use crate::vm::{Mapping, Process, TouchStats};
 use crate::{lock, xnu};
 
 /// One simulator at a time per process: the kext's globals and the exported
-/// descriptors are process-wide, as in a kernel.
-static BOOT_LOCK: Mutex<()> = Mutex::new(());
+/// descriptors are process-wide, as in a kernel. A flag and a condvar rather
+/// than a guard, so a `Sim` can move between threads.
+static BOOTED: Mutex<bool> = Mutex::new(false);
+static BOOT_CV: Condvar = Condvar::new();
+
+/// Holds the process's one boot slot; releases it on drop.
+struct BootSlot;
+
+impl BootSlot {
+    fn take() -> BootSlot {
+        let mut booted = lock(&BOOTED);
+        while *booted {
+            booted = BOOT_CV.wait(booted).unwrap_or_else(|e| e.into_inner());
+        }
+        *booted = true;
+        BootSlot
+    }
+}
+
+impl Drop for BootSlot {
+    fn drop(&mut self) {
+        *lock(&BOOTED) = false;
+        BOOT_CV.notify_one();
+    }
+}
 
 /// An errno from a simulated system call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,10 +85,11 @@ pub struct VnodeCounts {
 }
 
 /// A booted simulated kernel. Dropping it shuts the kernel down (and, with
-/// the `Panic` policy, fails on violations nobody collected).
+/// the `Panic` policy, fails on violations nobody collected). `Send` and
+/// `Sync`: share `&Sim` with the threads that drive processes.
 pub struct Sim {
     k: Arc<Kernel>,
-    _boot: MutexGuard<'static, ()>,
+    _boot: BootSlot,
 }
 
 /// A simulated process. Each call runs on the calling OS thread as a thread
@@ -85,9 +109,9 @@ impl Sim {
     /// Boots a kernel: assigns descriptor offsets, registers the built-in
     /// filesystems (apfs, hfs, devfs) and creates kernel_task.
     pub fn boot(config: Config) -> Sim {
-        let guard = lock(&BOOT_LOCK);
+        let slot = BootSlot::take();
         let k = Kernel::boot(config);
-        Sim { k, _boot: guard }
+        Sim { k, _boot: slot }
     }
 
     /// The kernel, for modules that need more than this API.

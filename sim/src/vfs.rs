@@ -355,7 +355,7 @@ pub struct Vfs {
     /// Offset of `v_op` in the vnode.
     pub v_op_offset: usize,
     /// Every vector the kernel knows, by address.
-    pub vectors: RwLock<HashMap<usize, VectorInfo>>,
+    pub vectors: RwLock<HashMap<usize, Arc<VectorInfo>>>,
     /// The deadfs vector reclaimed vnodes point to.
     pub dead_vector: usize,
     state: RwLock<VfsState>,
@@ -453,12 +453,12 @@ impl Vfs {
         }
         write(&self.vectors).insert(
             addr,
-            VectorInfo {
+            Arc::new(VectorInfo {
                 originals: entries,
                 owner: Owner::Kernel,
                 fs: fs.to_string(),
                 freed: false,
-            },
+            }),
         );
         addr
     }
@@ -473,7 +473,7 @@ impl Vfs {
         }
         let mut vectors = write(&self.vectors);
         for (addr, info) in infos {
-            vectors.insert(addr, info);
+            vectors.insert(addr, Arc::new(info));
         }
         st.fstypes.push(Arc::new(fs));
         Ok(())
@@ -494,7 +494,7 @@ impl Vfs {
         let mut vectors = write(&self.vectors);
         for v in &fs.vectors {
             if let Some(info) = vectors.get_mut(v) {
-                info.freed = true;
+                Arc::make_mut(info).freed = true;
             }
         }
         Ok(fs)

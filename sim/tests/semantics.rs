@@ -353,3 +353,21 @@ fn concurrent_mapping_and_faulting_stays_balanced() {
         "operations ran on several simulated threads"
     );
 }
+
+#[test]
+fn a_sim_moves_between_threads_and_the_next_boot_waits_for_it() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    let sim = sim();
+    send_sync(&sim);
+    let p = sim.spawn("mover", 501);
+    send_sync(&p);
+    let t = std::thread::spawn(move || {
+        let fd = p.open("/bin/app").unwrap();
+        p.close(fd).unwrap();
+        sim.counts("/bin/app").unwrap().usecount
+    });
+    assert_eq!(t.join().unwrap(), 0);
+    // The moved Sim was dropped on that thread; booting again works.
+    let again = Sim::boot(Config::default());
+    assert!(again.counts("/bin/app").is_none(), "a fresh kernel");
+}
