@@ -18,13 +18,23 @@ const ROUNDS: usize = 12;
 fn traced(sim: &Sim) -> usize {
     sim.trace()
         .iter()
-        .filter(|t| matches!(t.op, TraceOp::Mmap | TraceOp::Pagein | TraceOp::Mnomap | TraceOp::FileCheckMmap))
+        .filter(|t| {
+            matches!(
+                t.op,
+                TraceOp::Mmap | TraceOp::Pagein | TraceOp::Mnomap | TraceOp::FileCheckMmap
+            )
+        })
         .count()
 }
 
 fn event_records(recs: &[Record]) -> usize {
     recs.iter()
-        .filter(|r| matches!(r.kind, EventKind::Mmap | EventKind::Pagein | EventKind::Mnomap | EventKind::FileMmap))
+        .filter(|r| {
+            matches!(
+                r.kind,
+                EventKind::Mmap | EventKind::Pagein | EventKind::Mnomap | EventKind::FileMmap
+            )
+        })
         .count()
 }
 
@@ -33,8 +43,12 @@ fn worker(p: &Proc, w: usize) {
     for r in 0..ROUNDS {
         let path = format!("/data/w{w}/f{r}.bin");
         let fd = p.open(&path).expect("open");
-        let a = p.mmap(fd, 16 * PAGE, prot::READ, map_flags::SHARED, 0).expect("map");
-        let b = p.mmap(fd, 16 * PAGE, prot::READ, map_flags::PRIVATE, 0).expect("map");
+        let a = p
+            .mmap(fd, 16 * PAGE, prot::READ, map_flags::SHARED, 0)
+            .expect("map");
+        let b = p
+            .mmap(fd, 16 * PAGE, prot::READ, map_flags::PRIVATE, 0)
+            .expect("map");
         p.touch(a, 16 * PAGE).expect("touch");
         p.munmap(a).expect("unmap");
         p.munmap(b).expect("unmap");
@@ -44,13 +58,23 @@ fn worker(p: &Proc, w: usize) {
 
 /// Boots with per-worker files and records only the four event kinds.
 fn setup(t: Tunables) -> (Sim, Decoder, usize) {
-    let sim = boot_loaded(Config { cpus: 4, ..Config::default() }, t);
+    let sim = boot_loaded(
+        Config {
+            cpus: 4,
+            ..Config::default()
+        },
+        t,
+    );
     for w in 0..WORKERS {
         for r in 0..ROUNDS {
-            sim.add_file(&format!("/data/w{w}/f{r}.bin"), 16 * PAGE).expect("file");
+            sim.add_file(&format!("/data/w{w}/f{r}.bin"), 16 * PAGE)
+                .expect("file");
         }
     }
-    let mask = raw::MT_EVMASK_MMAP | raw::MT_EVMASK_PAGEIN | raw::MT_EVMASK_MNOMAP | raw::MT_EVMASK_FILE_MMAP;
+    let mask = raw::MT_EVMASK_MMAP
+        | raw::MT_EVMASK_PAGEIN
+        | raw::MT_EVMASK_MNOMAP
+        | raw::MT_EVMASK_FILE_MMAP;
     write_config(&sim, &config_bytes(raw::MT_CF_ENABLE, mask, 0), Cred::Root).expect("config");
     let mut dec = Decoder::new();
     drain(&sim, &mut dec);
@@ -69,26 +93,47 @@ fn run_workers(sim: &Sim) {
 
 #[test]
 fn delivered_plus_dropped_equals_produced_with_a_full_ring() {
-    let (sim, mut dec, t0) = setup(Tunables { nshards: 2, slots: 64, ..Tunables::default() });
+    let (sim, mut dec, t0) = setup(Tunables {
+        nshards: 2,
+        slots: 64,
+        ..Tunables::default()
+    });
     run_workers(&sim);
     let recs = drain(&sim, &mut dec);
     let produced = traced(&sim) - t0;
     let st = stats(&sim, Cred::Root);
     let delivered = event_records(&recs);
-    assert!(st.dropped() > 0, "a 128-slot ring must overflow ({produced} events)");
-    assert_eq!(delivered as u64 + st.dropped(), produced as u64, "delivered {delivered}, dropped {}", st.dropped());
+    assert!(
+        st.dropped() > 0,
+        "a 128-slot ring must overflow ({produced} events)"
+    );
+    assert_eq!(
+        delivered as u64 + st.dropped(),
+        produced as u64,
+        "delivered {delivered}, dropped {}",
+        st.dropped()
+    );
     assert_eq!(recs.len(), delivered, "only the four configured kinds");
     // Later records say where the loss was, never more than was counted.
     let p = sim.spawn("late", 501);
     for path in ["/data/a.bin", "/data/b.bin", "/bin/tool"] {
         let fd = p.open(path).expect("open");
-        p.mmap(fd, PAGE, prot::READ, map_flags::SHARED, 0).expect("map");
+        p.mmap(fd, PAGE, prot::READ, map_flags::SHARED, 0)
+            .expect("map");
     }
     let later = drain(&sim, &mut dec);
     assert_eq!(event_records(&later), 6);
     let lost: u64 = recs.iter().chain(&later).map(|r| r.lost_before).sum();
-    assert!(lost <= st.dropped() && lost > 0, "lost_before {lost}, dropped {}", st.dropped());
-    assert_eq!(stats(&sim, Cred::Root).dropped(), st.dropped(), "nothing dropped with room");
+    assert!(
+        lost <= st.dropped() && lost > 0,
+        "lost_before {lost}, dropped {}",
+        st.dropped()
+    );
+    assert_eq!(
+        stats(&sim, Cred::Root).dropped(),
+        st.dropped(),
+        "nothing dropped with room"
+    );
     p.exit();
     let mut seen = HashSet::new();
     assert!(recs.iter().all(|r| seen.insert((r.shard, r.pos))));
@@ -99,7 +144,11 @@ fn delivered_plus_dropped_equals_produced_with_a_full_ring() {
 
 #[test]
 fn nothing_is_dropped_with_room_and_each_threads_events_are_whole() {
-    let (sim, mut dec, t0) = setup(Tunables { nshards: 4, slots: 8192, ..Tunables::default() });
+    let (sim, mut dec, t0) = setup(Tunables {
+        nshards: 4,
+        slots: 8192,
+        ..Tunables::default()
+    });
     run_workers(&sim);
     let recs = drain(&sim, &mut dec);
     let produced = traced(&sim) - t0;
@@ -116,7 +165,11 @@ fn nothing_is_dropped_with_room_and_each_threads_events_are_whole() {
         assert_eq!(count(EventKind::Mmap), 2 * ROUNDS);
         assert_eq!(count(EventKind::FileMmap), 2 * ROUNDS);
         assert_eq!(count(EventKind::Mnomap), ROUNDS);
-        assert_eq!(count(EventKind::Pagein), ROUNDS * 4, "16 pages in clusters of 4");
+        assert_eq!(
+            count(EventKind::Pagein),
+            ROUNDS * 4,
+            "16 pages in clusters of 4"
+        );
         let mut seen_ids = HashSet::new();
         for r in mine.iter().filter(|r| r.kind == EventKind::Mmap) {
             seen_ids.insert(r.vnode_id);

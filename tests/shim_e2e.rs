@@ -14,7 +14,10 @@ use shim_support::{Tunables, boot_loaded, drain};
 const PAGE: u64 = 4096;
 
 fn of_pid(recs: &[Record], pid: i32) -> Vec<Record> {
-    recs.iter().filter(|r| r.pid == pid as u32).cloned().collect()
+    recs.iter()
+        .filter(|r| r.pid == pid as u32)
+        .cloned()
+        .collect()
 }
 
 fn kinds(recs: &[Record], kind: EventKind) -> Vec<Record> {
@@ -23,23 +26,29 @@ fn kinds(recs: &[Record], kind: EventKind) -> Vec<Record> {
 
 fn mmap_counts(r: &Record) -> (u16, Option<u16>, ProbeMethod) {
     match &r.event {
-        Event::Mmap { counts, .. } | Event::Mnomap { counts, .. } | Event::Pagein { counts, .. } => {
-            (counts.usecount, counts.iocount, counts.method)
-        }
+        Event::Mmap { counts, .. }
+        | Event::Mnomap { counts, .. }
+        | Event::Pagein { counts, .. } => (counts.usecount, counts.iocount, counts.method),
         other => panic!("no counts in {other:?}"),
     }
 }
 
 fn path_of(recs: &[Record], vnode_id: u64) -> Option<String> {
     recs.iter().find_map(|r| match &r.event {
-        Event::Path { path, .. } if r.vnode_id == vnode_id => Some(String::from_utf8_lossy(path).into_owned()),
+        Event::Path { path, .. } if r.vnode_id == vnode_id => {
+            Some(String::from_utf8_lossy(path).into_owned())
+        }
         _ => None,
     })
 }
 
 /// Ground truth: (offset, size) of every VNOP_PAGEIN that reached `path`.
 fn traced_pageins(sim: &Sim, path: &str) -> Vec<(i64, u64)> {
-    sim.trace().iter().filter(|t| t.op == TraceOp::Pagein && t.path == path).map(|t| (t.offset, t.size)).collect()
+    sim.trace()
+        .iter()
+        .filter(|t| t.op == TraceOp::Pagein && t.path == path)
+        .map(|t| (t.offset, t.size))
+        .collect()
 }
 
 fn pageins(recs: &[Record]) -> Vec<(i64, u64)> {
@@ -61,24 +70,40 @@ fn two_maps_one_reference_faults_and_one_mnomap() {
     let fd = p.open(path).expect("open");
     let before = sim.counts(path).expect("vnode").usecount;
 
-    let a1 = p.mmap(fd, 16 * PAGE, prot::READ, map_flags::SHARED, 0).expect("map 1");
+    let a1 = p
+        .mmap(fd, 16 * PAGE, prot::READ, map_flags::SHARED, 0)
+        .expect("map 1");
     let after_first = sim.counts(path).expect("vnode").usecount;
     assert_eq!(after_first, before + 1, "ubc_map takes one reference");
-    let a2 = p.mmap(fd, 16 * PAGE, prot::READ, map_flags::PRIVATE, 0).expect("map 2");
-    assert_eq!(sim.counts(path).expect("vnode").usecount, after_first, "no second reference");
+    let a2 = p
+        .mmap(fd, 16 * PAGE, prot::READ, map_flags::PRIVATE, 0)
+        .expect("map 2");
+    assert_eq!(
+        sim.counts(path).expect("vnode").usecount,
+        after_first,
+        "no second reference"
+    );
 
     let recs = of_pid(&drain(&sim, &mut dec), p.pid());
     let mmaps = kinds(&recs, EventKind::Mmap);
     assert_eq!(mmaps.len(), 2, "one MMAP per map: {recs:#?}");
     // Counts are taken before the original, so before ubc_map's reference.
-    assert_eq!(mmap_counts(&mmaps[0]), (before as u16, mmap_counts(&mmaps[0]).1, ProbeMethod::Offset));
+    assert_eq!(
+        mmap_counts(&mmaps[0]),
+        (before as u16, mmap_counts(&mmaps[0]).1, ProbeMethod::Offset)
+    );
     assert_eq!(mmap_counts(&mmaps[1]).0, after_first as u16);
-    assert!(mmap_counts(&mmaps[0]).1.is_some(), "the offset method knows iocount");
+    assert!(
+        mmap_counts(&mmaps[0]).1.is_some(),
+        "the offset method knows iocount"
+    );
     assert_eq!(mmaps[0].vnode_id, mmaps[1].vnode_id);
     assert_ne!(mmaps[0].vnode_id, 0);
     let vid = sim.counts(path).expect("vnode").vid;
     for m in &mmaps {
-        let Event::Mmap { fflags, vid: v, .. } = m.event else { unreachable!() };
+        let Event::Mmap { fflags, vid: v, .. } = m.event else {
+            unreachable!()
+        };
         assert_eq!(fflags, prot::READ as u32);
         assert_eq!(v, vid);
         assert_eq!(m.error, 0);
@@ -91,31 +116,64 @@ fn two_maps_one_reference_faults_and_one_mnomap() {
         assert!(f.timestamp_ns <= m.timestamp_ns);
         assert_eq!(f.vnode_id, 0, "the MAC hook names no vnode");
     }
-    let Event::FileMmap { prot: fp, file_pos, mmap_flags, .. } = files[1].event else { unreachable!() };
-    assert_eq!((fp, file_pos, mmap_flags), (prot::READ as u32, 0, map_flags::PRIVATE as u32));
-    assert_eq!(path_of(&recs, mmaps[0].vnode_id).as_deref(), Some(path), "PATH names the file");
+    let Event::FileMmap {
+        prot: fp,
+        file_pos,
+        mmap_flags,
+        ..
+    } = files[1].event
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (fp, file_pos, mmap_flags),
+        (prot::READ as u32, 0, map_flags::PRIVATE as u32)
+    );
+    assert_eq!(
+        path_of(&recs, mmaps[0].vnode_id).as_deref(),
+        Some(path),
+        "PATH names the file"
+    );
 
     // Faults: page 1 brings in its cluster; page 2 is then cached; page 9
     // brings in the second cluster.
     let st = p.touch(a1 + PAGE, 1).expect("touch");
     assert_eq!(st.pageins, 1);
-    assert_eq!(p.touch(a1 + 2 * PAGE, 1).expect("touch").pageins, 0, "cached page: no pagein");
+    assert_eq!(
+        p.touch(a1 + 2 * PAGE, 1).expect("touch").pageins,
+        0,
+        "cached page: no pagein"
+    );
     assert_eq!(p.touch(a2 + 9 * PAGE, 1).expect("touch").pageins, 1);
     let recs = of_pid(&drain(&sim, &mut dec), p.pid());
     let got = pageins(&recs);
     let cl = sim.config().cluster_pages * PAGE;
     assert_eq!(got, vec![(0, cl), (2 * cl as i64, cl)]);
-    assert_eq!(got, traced_pageins(&sim, path), "exactly what reached the filesystem");
-    assert!(kinds(&recs, EventKind::Path).is_empty(), "no PATH from pagein");
+    assert_eq!(
+        got,
+        traced_pageins(&sim, path),
+        "exactly what reached the filesystem"
+    );
+    assert!(
+        kinds(&recs, EventKind::Path).is_empty(),
+        "no PATH from pagein"
+    );
 
     // Unmap both: one MNOMAP, at the last one, counting the mapping reference.
     p.munmap(a1).expect("munmap 1");
-    assert!(kinds(&drain(&sim, &mut dec), EventKind::Mnomap).is_empty(), "not the last mapping");
+    assert!(
+        kinds(&drain(&sim, &mut dec), EventKind::Mnomap).is_empty(),
+        "not the last mapping"
+    );
     p.munmap(a2).expect("munmap 2");
     let recs = of_pid(&drain(&sim, &mut dec), p.pid());
     let mnomaps = kinds(&recs, EventKind::Mnomap);
     assert_eq!(mnomaps.len(), 1);
-    assert_eq!(mmap_counts(&mnomaps[0]).0, after_first as u16, "still holding the reference");
+    assert_eq!(
+        mmap_counts(&mnomaps[0]).0,
+        after_first as u16,
+        "still holding the reference"
+    );
     assert_eq!(mnomaps[0].vnode_id, mmaps[0].vnode_id);
     assert_eq!(sim.counts(path).expect("vnode").usecount, before);
     p.close(fd).expect("close");
@@ -132,10 +190,17 @@ fn exec_maps_segments_without_file_mmap() {
     p.exec("/bin/tool").expect("exec");
     let recs = of_pid(&drain(&sim, &mut dec), p.pid());
     let mmaps = kinds(&recs, EventKind::Mmap);
-    let traced = sim.trace().iter().filter(|t| t.op == TraceOp::Mmap && t.pid == p.pid()).count();
+    let traced = sim
+        .trace()
+        .iter()
+        .filter(|t| t.op == TraceOp::Mmap && t.pid == p.pid())
+        .count();
     assert_eq!(mmaps.len(), traced);
     assert_eq!(mmaps.len(), 3, "text, data, linkedit");
-    assert!(kinds(&recs, EventKind::FileMmap).is_empty(), "exec has no MAC mmap check");
+    assert!(
+        kinds(&recs, EventKind::FileMmap).is_empty(),
+        "exec has no MAC mmap check"
+    );
     let prots: Vec<u32> = mmaps
         .iter()
         .map(|m| match m.event {
@@ -143,10 +208,24 @@ fn exec_maps_segments_without_file_mmap() {
             _ => unreachable!(),
         })
         .collect();
-    assert_eq!(prots, vec![(prot::READ | prot::EXEC) as u32, (prot::READ | prot::WRITE) as u32, prot::READ as u32]);
-    assert_eq!(path_of(&recs, mmaps[0].vnode_id).as_deref(), Some("/bin/tool"));
+    assert_eq!(
+        prots,
+        vec![
+            (prot::READ | prot::EXEC) as u32,
+            (prot::READ | prot::WRITE) as u32,
+            prot::READ as u32
+        ]
+    );
+    assert_eq!(
+        path_of(&recs, mmaps[0].vnode_id).as_deref(),
+        Some("/bin/tool")
+    );
     assert_eq!(pageins(&recs), traced_pageins(&sim, "/bin/tool"));
-    assert_eq!(pageins(&recs).len(), 2, "dyld touches two pages of distinct clusters");
+    assert_eq!(
+        pageins(&recs).len(),
+        2,
+        "dyld touches two pages of distinct clusters"
+    );
     p.exit();
     let mn = kinds(&of_pid(&drain(&sim, &mut dec), p.pid()), EventKind::Mnomap);
     assert_eq!(mn.len(), 1, "exit unmaps the image once");
@@ -160,7 +239,8 @@ fn task_exit_and_forced_unmount_give_mnomap() {
     drain(&sim, &mut dec);
     let a = sim.spawn("a", 501);
     let fd = a.open("/data/b.bin").expect("open");
-    a.mmap(fd, 4 * PAGE, prot::READ, map_flags::SHARED, 0).expect("map");
+    a.mmap(fd, 4 * PAGE, prot::READ, map_flags::SHARED, 0)
+        .expect("map");
     a.exit();
     let recs = of_pid(&drain(&sim, &mut dec), a.pid());
     let mn = kinds(&recs, EventKind::Mnomap);
@@ -171,7 +251,9 @@ fn task_exit_and_forced_unmount_give_mnomap() {
     let b = sim.spawn("b", 501);
     let hfs = "/Volumes/hfs/c.bin";
     let fd = b.open(hfs).expect("open");
-    let addr = b.mmap(fd, 8 * PAGE, prot::READ, map_flags::SHARED, 0).expect("map");
+    let addr = b
+        .mmap(fd, 8 * PAGE, prot::READ, map_flags::SHARED, 0)
+        .expect("map");
     b.touch(addr, 1).expect("touch");
     let mmap_id = kinds(&drain(&sim, &mut dec), EventKind::Mmap)[0].vnode_id;
     sim.unmount("/Volumes/hfs", true).expect("forced unmount");
@@ -179,7 +261,11 @@ fn task_exit_and_forced_unmount_give_mnomap() {
     let mn = kinds(&recs, EventKind::Mnomap);
     assert_eq!(mn.len(), 1, "vclean unmaps the busy file once: {recs:#?}");
     assert_eq!(mn[0].vnode_id, mmap_id);
-    let traced = sim.trace().iter().filter(|t| t.op == TraceOp::Mnomap && t.path == hfs).count();
+    let traced = sim
+        .trace()
+        .iter()
+        .filter(|t| t.op == TraceOp::Mnomap && t.path == hfs)
+        .count();
     assert_eq!(traced, 1);
     b.exit();
     sim.unload_kext().expect("unload");
@@ -190,16 +276,34 @@ fn hfs_and_apfs_vectors_are_patched_once_each() {
     let sim = boot_loaded(Config::default(), Tunables::default());
     let mut dec = Decoder::new();
     let p = sim.spawn("app", 501);
-    for path in ["/data/a.bin", "/data/b.bin", "/Volumes/hfs/c.bin", "/data/a.bin"] {
+    for path in [
+        "/data/a.bin",
+        "/data/b.bin",
+        "/Volumes/hfs/c.bin",
+        "/data/a.bin",
+    ] {
         let fd = p.open(path).expect("open");
-        let a = p.mmap(fd, PAGE, prot::READ, map_flags::SHARED, 0).expect("map");
+        let a = p
+            .mmap(fd, PAGE, prot::READ, map_flags::SHARED, 0)
+            .expect("map");
         p.munmap(a).expect("unmap");
         p.close(fd).expect("close");
     }
     let st = shim_support::stats(&sim, maptrace_sim::Cred::User(501));
     assert_eq!(st.vectors_patched, 2, "one vector per filesystem");
     let recs = drain(&sim, &mut dec);
-    let patched = recs.iter().filter(|r| matches!(r.event, Event::Mark { mark: maptrace_abi::Mark::VectorPatched, .. })).count();
+    let patched = recs
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.event,
+                Event::Mark {
+                    mark: maptrace_abi::Mark::VectorPatched,
+                    ..
+                }
+            )
+        })
+        .count();
     assert_eq!(patched, 2);
     assert_eq!(kinds(&recs, EventKind::Mmap).len(), 4);
     assert_eq!(kinds(&recs, EventKind::Mnomap).len(), 4);

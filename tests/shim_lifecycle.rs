@@ -19,7 +19,9 @@ const KERN_FAILURE: i32 = 5;
 
 fn workload(p: &Proc, path: &str) {
     let fd = p.open(path).expect("open");
-    let a = p.mmap(fd, 8 * PAGE, prot::READ, map_flags::SHARED, 0).expect("map");
+    let a = p
+        .mmap(fd, 8 * PAGE, prot::READ, map_flags::SHARED, 0)
+        .expect("map");
     p.touch(a, 8 * PAGE).expect("touch");
     p.munmap(a).expect("unmap");
     p.close(fd).expect("close");
@@ -27,7 +29,9 @@ fn workload(p: &Proc, path: &str) {
 
 fn counts(r: &Record) -> maptrace_abi::Counts {
     match r.event {
-        Event::Mmap { counts, .. } | Event::Pagein { counts, .. } | Event::Mnomap { counts, .. } => counts,
+        Event::Mmap { counts, .. }
+        | Event::Pagein { counts, .. }
+        | Event::Mnomap { counts, .. } => counts,
         _ => panic!("no counts in {r:?}"),
     }
 }
@@ -48,31 +52,63 @@ fn assert_vectors_restored(sim: &Sim) {
 
 fn assert_nothing_left(sim: &Sim) {
     assert_eq!(sim.allocations_outstanding(), (0, 0));
-    assert!(sim.sysctl_names().iter().all(|n| !n.starts_with("kern.maptrace")), "{:?}", sim.sysctl_names());
+    assert!(
+        sim.sysctl_names()
+            .iter()
+            .all(|n| !n.starts_with("kern.maptrace")),
+        "{:?}",
+        sim.sysctl_names()
+    );
     assert!(sim.kernel().mac.policies().is_empty());
     assert!(sim.kernel().kauth.listeners().is_empty());
-    assert!(sim.kernel().vfs.kext_fstypes().is_empty(), "the probe filesystem is gone");
+    assert!(
+        sim.kernel().vfs.kext_fstypes().is_empty(),
+        "the probe filesystem is gone"
+    );
     assert_vectors_restored(sim);
 }
 
 #[test]
 fn offsets_are_validated_and_v_op_found_on_every_layout() {
-    for (release, v_op) in [(Release::Sequoia, None), (Release::Catalina, None), (Release::Sequoia, Some(136))] {
-        let sim = boot_loaded(Config { release, v_op_offset: v_op, ..Config::default() }, Tunables::default());
+    for (release, v_op) in [
+        (Release::Sequoia, None),
+        (Release::Catalina, None),
+        (Release::Sequoia, Some(136)),
+    ] {
+        let sim = boot_loaded(
+            Config {
+                release,
+                v_op_offset: v_op,
+                ..Config::default()
+            },
+            Tunables::default(),
+        );
         let want = format!("v_op at {}", sim.v_op_offset());
-        assert!(sim.log_lines().iter().any(|l| l.contains(&want)), "{want}: {:?}", sim.log_lines());
+        assert!(
+            sim.log_lines().iter().any(|l| l.contains(&want)),
+            "{want}: {:?}",
+            sim.log_lines()
+        );
         assert_eq!(stats(&sim, Cred::Root).probe_method, raw::MT_PROBE_OFFSET);
         let mut dec = Decoder::new();
         drain(&sim, &mut dec);
         let p = sim.spawn("app", 501);
         let fd = p.open("/data/a.bin").expect("open");
-        p.mmap(fd, PAGE, prot::READ, map_flags::SHARED, 0).expect("map");
+        p.mmap(fd, PAGE, prot::READ, map_flags::SHARED, 0)
+            .expect("map");
         let c = sim.counts("/data/a.bin").expect("vnode");
         let recs = drain(&sim, &mut dec);
-        let m = recs.iter().find(|r| r.kind == EventKind::Mmap).expect("an MMAP");
+        let m = recs
+            .iter()
+            .find(|r| r.kind == EventKind::Mmap)
+            .expect("an MMAP");
         let got = counts(m);
         assert_eq!(got.method, ProbeMethod::Offset);
-        assert_eq!(i32::from(got.usecount), c.usecount - 1, "before ubc_map's reference");
+        assert_eq!(
+            i32::from(got.usecount),
+            c.usecount - 1,
+            "before ubc_map's reference"
+        );
         assert_eq!(i32::from(got.kusecount), c.kusecount);
         // The mmap path holds one iocount while VNOP_MMAP runs.
         assert_eq!(got.iocount, Some(1));
@@ -84,9 +120,19 @@ fn offsets_are_validated_and_v_op_found_on_every_layout() {
 
 #[test]
 fn counts_elsewhere_fall_back_to_the_isinuse_search() {
-    let sim = boot_loaded(Config { counts_offset: Some(40), ..Config::default() }, Tunables::default());
+    let sim = boot_loaded(
+        Config {
+            counts_offset: Some(40),
+            ..Config::default()
+        },
+        Tunables::default(),
+    );
     assert_eq!(stats(&sim, Cred::Root).probe_method, raw::MT_PROBE_ISINUSE);
-    assert!(sim.log_lines().iter().any(|l| l.contains("vnode_isinuse search")));
+    assert!(
+        sim.log_lines()
+            .iter()
+            .any(|l| l.contains("vnode_isinuse search"))
+    );
     let mut dec = Decoder::new();
     drain(&sim, &mut dec);
     let a = sim.spawn("a", 501);
@@ -94,8 +140,11 @@ fn counts_elsewhere_fall_back_to_the_isinuse_search() {
     let path = "/data/a.bin";
     let fa = a.open(path).expect("open");
     let fb = b.open(path).expect("open");
-    let m1 = a.mmap(fa, 4 * PAGE, prot::READ, map_flags::SHARED, 0).expect("map");
-    b.mmap(fb, 4 * PAGE, prot::READ, map_flags::SHARED, 0).expect("map");
+    let m1 = a
+        .mmap(fa, 4 * PAGE, prot::READ, map_flags::SHARED, 0)
+        .expect("map");
+    b.mmap(fb, 4 * PAGE, prot::READ, map_flags::SHARED, 0)
+        .expect("map");
     a.touch(m1, 1).expect("touch");
     let c = sim.counts(path).expect("vnode");
     assert_eq!(c.usecount, 3, "two opens and the mapping");
@@ -113,20 +162,38 @@ fn counts_elsewhere_fall_back_to_the_isinuse_search() {
             (r.kind, k.usecount)
         })
         .collect();
-    assert_eq!(uses, vec![(EventKind::Mmap, 2), (EventKind::Mmap, 3), (EventKind::Pagein, 3)]);
+    assert_eq!(
+        uses,
+        vec![
+            (EventKind::Mmap, 2),
+            (EventKind::Mmap, 3),
+            (EventKind::Pagein, 3)
+        ]
+    );
     a.exit();
     b.exit();
-    sim.check_balanced().expect("the search leaves no count behind");
+    sim.check_balanced()
+        .expect("the search leaves no count behind");
     sim.unload_kext().expect("unload");
     assert_nothing_left(&sim);
 }
 
 #[test]
 fn discovery_failure_refuses_to_start_and_leaves_nothing() {
-    let sim = boot_fs(Config { fsadd_error: Some(17), ..Config::default() });
-    assert_eq!(load(&sim, Tunables::default()), Err(KextError::StartFailed(KERN_FAILURE)));
+    let sim = boot_fs(Config {
+        fsadd_error: Some(17),
+        ..Config::default()
+    });
+    assert_eq!(
+        load(&sim, Tunables::default()),
+        Err(KextError::StartFailed(KERN_FAILURE))
+    );
     assert!(!sim.kext_loaded());
-    assert!(sim.log_lines().iter().any(|l| l.contains("layout discovery failed (17)")));
+    assert!(
+        sim.log_lines()
+            .iter()
+            .any(|l| l.contains("layout discovery failed (17)"))
+    );
     assert_nothing_left(&sim);
     assert!(sim.take_violations().is_empty());
     // The filesystems still work, untouched.
@@ -139,11 +206,24 @@ fn discovery_failure_refuses_to_start_and_leaves_nothing() {
 fn bad_ring_tunables_refuse_to_start_and_leave_nothing() {
     let sim = boot_fs(Config::default());
     for t in [
-        Tunables { slots: 1000, ..Tunables::default() },
-        Tunables { nshards: 0, ..Tunables::default() },
-        Tunables { nshards: 300, ..Tunables::default() },
+        Tunables {
+            slots: 1000,
+            ..Tunables::default()
+        },
+        Tunables {
+            nshards: 0,
+            ..Tunables::default()
+        },
+        Tunables {
+            nshards: 300,
+            ..Tunables::default()
+        },
     ] {
-        assert_eq!(load(&sim, t), Err(KextError::StartFailed(KERN_FAILURE)), "{t:?}");
+        assert_eq!(
+            load(&sim, t),
+            Err(KextError::StartFailed(KERN_FAILURE)),
+            "{t:?}"
+        );
         assert_nothing_left(&sim);
     }
     load(&sim, Tunables::default()).expect("good tunables load");
@@ -154,14 +234,24 @@ fn bad_ring_tunables_refuse_to_start_and_leave_nothing() {
 #[test]
 fn discovery_through_mac_alone_and_kauth_registration() {
     for kauth in [false, true] {
-        let sim = boot_loaded(Config::default(), Tunables { kauth, ..Tunables::default() });
+        let sim = boot_loaded(
+            Config::default(),
+            Tunables {
+                kauth,
+                ..Tunables::default()
+            },
+        );
         assert_eq!(sim.kernel().kauth.listeners().len(), usize::from(kauth));
         let mut dec = Decoder::new();
         drain(&sim, &mut dec);
         let p = sim.spawn("app", 501);
         workload(&p, "/Volumes/hfs/c.bin");
         let recs = drain(&sim, &mut dec);
-        assert_eq!(recs.iter().filter(|r| r.kind == EventKind::Mmap).count(), 1, "kauth {kauth}");
+        assert_eq!(
+            recs.iter().filter(|r| r.kind == EventKind::Mmap).count(),
+            1,
+            "kauth {kauth}"
+        );
         sim.unload_kext().expect("unload");
         assert_nothing_left(&sim);
     }
@@ -173,18 +263,37 @@ fn vectors_of_mounted_filesystems_are_patched_by_the_sweep() {
     // A process maps a file before the kext loads: its vnode exists.
     let p = sim.spawn("early", 501);
     let fd = p.open("/Volumes/hfs/c.bin").expect("open");
-    let a = p.mmap(fd, 4 * PAGE, prot::READ, map_flags::SHARED, 0).expect("map");
-    load(&sim, Tunables { kauth: false, ..Tunables::default() }).expect("load");
+    let a = p
+        .mmap(fd, 4 * PAGE, prot::READ, map_flags::SHARED, 0)
+        .expect("map");
+    load(
+        &sim,
+        Tunables {
+            kauth: false,
+            ..Tunables::default()
+        },
+    )
+    .expect("load");
     // Only hfs has an instantiated vnode; apfs's files were never looked up.
-    assert_eq!(stats(&sim, Cred::Root).vectors_patched, 1, "hfs found by the sweep");
+    assert_eq!(
+        stats(&sim, Cred::Root).vectors_patched,
+        1,
+        "hfs found by the sweep"
+    );
     let mut dec = Decoder::new();
     drain(&sim, &mut dec);
     // No open, no exec: only the sweep can have hooked the vector.
     p.touch(a, 1).expect("touch");
     p.munmap(a).expect("unmap");
     let recs = drain(&sim, &mut dec);
-    assert_eq!(recs.iter().filter(|r| r.kind == EventKind::Pagein).count(), 1);
-    let mn: Vec<&Record> = recs.iter().filter(|r| r.kind == EventKind::Mnomap).collect();
+    assert_eq!(
+        recs.iter().filter(|r| r.kind == EventKind::Pagein).count(),
+        1
+    );
+    let mn: Vec<&Record> = recs
+        .iter()
+        .filter(|r| r.kind == EventKind::Mnomap)
+        .collect();
     assert_eq!(mn.len(), 1);
     assert_eq!(counts(mn[0]).usecount, 2);
     p.exit();
@@ -194,23 +303,49 @@ fn vectors_of_mounted_filesystems_are_patched_by_the_sweep() {
 
 #[test]
 fn unload_is_refused_while_a_hook_is_stuck_then_succeeds() {
-    let sim = boot_loaded(Config::default(), Tunables { unload_wait_ms: 100, ..Tunables::default() });
+    let sim = boot_loaded(
+        Config::default(),
+        Tunables {
+            unload_wait_ms: 100,
+            ..Tunables::default()
+        },
+    );
     let p = sim.spawn("app", 501);
     let fd = p.open("/data/a.bin").expect("open");
-    let a = p.mmap(fd, 8 * PAGE, prot::READ, map_flags::SHARED, 0).expect("map");
+    let a = p
+        .mmap(fd, 8 * PAGE, prot::READ, map_flags::SHARED, 0)
+        .expect("map");
     let hold = sim.hold_vnop(Vop::Pagein);
     std::thread::scope(|s| {
         let t = s.spawn(|| p.touch(a, 1));
-        assert!(hold.wait_held(1, Duration::from_secs(10)), "the fault reached the filesystem");
-        assert_eq!(stats(&sim, Cred::Root).in_flight, 1, "the pagein hook is in flight");
+        assert!(
+            hold.wait_held(1, Duration::from_secs(10)),
+            "the fault reached the filesystem"
+        );
+        assert_eq!(
+            stats(&sim, Cred::Root).in_flight,
+            1,
+            "the pagein hook is in flight"
+        );
         assert_eq!(sim.unload_kext(), Err(KextError::StopRefused(KERN_FAILURE)));
         assert!(sim.kext_loaded(), "stays loaded and consistent");
-        assert!(sim.log_lines().iter().any(|l| l.contains("refusing to unload")));
+        assert!(
+            sim.log_lines()
+                .iter()
+                .any(|l| l.contains("refusing to unload"))
+        );
         // Stop already took the kext off every path: no new hook runs.
-        assert!(sim.sysctl_names().iter().all(|n| !n.starts_with("kern.maptrace")));
+        assert!(
+            sim.sysctl_names()
+                .iter()
+                .all(|n| !n.starts_with("kern.maptrace"))
+        );
         assert_vectors_restored(&sim);
         hold.release();
-        let st = t.join().expect("the faulting thread").expect("the fault completes");
+        let st = t
+            .join()
+            .expect("the faulting thread")
+            .expect("the fault completes");
         assert_eq!(st.pageins, 1);
     });
     sim.unload_kext().expect("unload once the hook drained");
@@ -221,9 +356,17 @@ fn unload_is_refused_while_a_hook_is_stuck_then_succeeds() {
 
 #[test]
 fn load_and_unload_while_processes_map_and_fault() {
-    let sim = boot_fs(Config { kauth_race_delay: Duration::from_millis(2), ..Config::default() });
+    let sim = boot_fs(Config {
+        kauth_race_delay: Duration::from_millis(2),
+        ..Config::default()
+    });
     let stop = AtomicBool::new(false);
-    let files = ["/data/a.bin", "/data/b.bin", "/Volumes/hfs/c.bin", "/bin/tool"];
+    let files = [
+        "/data/a.bin",
+        "/data/b.bin",
+        "/Volumes/hfs/c.bin",
+        "/bin/tool",
+    ];
     let mut generations = Vec::new();
     std::thread::scope(|s| {
         for (i, f) in files.iter().enumerate() {
@@ -245,7 +388,10 @@ fn load_and_unload_while_processes_map_and_fault() {
             std::thread::sleep(Duration::from_millis(30));
             let mut dec = Decoder::new();
             let recs = drain(&sim, &mut dec);
-            assert!(recs.iter().any(|r| r.kind == EventKind::Mmap), "round {round} saw events");
+            assert!(
+                recs.iter().any(|r| r.kind == EventKind::Mmap),
+                "round {round} saw events"
+            );
             generations.push(dec.generation().expect("a generation"));
             sim.unload_kext().expect("unload under load");
             assert_eq!(sim.allocations_outstanding(), (0, 0));

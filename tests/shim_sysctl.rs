@@ -9,7 +9,8 @@ use maptrace_abi::decode::{Decoder, Record};
 use maptrace_abi::{EventKind, raw};
 use maptrace_sim::{Config, Cred, Proc, Sim, TraceOp, map_flags, prot};
 use shim_support::{
-    Tunables, boot_loaded, config_bytes, drain, events_buffer, raw_name, read_config, stats, write_config,
+    Tunables, boot_loaded, config_bytes, drain, events_buffer, raw_name, read_config, stats,
+    write_config,
 };
 
 const PAGE: u64 = 4096;
@@ -21,7 +22,9 @@ const EINVAL: i32 = 22;
 /// open, map 8 pages, touch them all, unmap, close.
 fn workload(p: &Proc, path: &str) {
     let fd = p.open(path).expect("open");
-    let a = p.mmap(fd, 8 * PAGE, prot::READ, map_flags::SHARED, 0).expect("map");
+    let a = p
+        .mmap(fd, 8 * PAGE, prot::READ, map_flags::SHARED, 0)
+        .expect("map");
     p.touch(a, 8 * PAGE).expect("touch");
     p.munmap(a).expect("unmap");
     p.close(fd).expect("close");
@@ -31,13 +34,23 @@ fn workload(p: &Proc, path: &str) {
 fn traced(sim: &Sim) -> usize {
     sim.trace()
         .iter()
-        .filter(|t| matches!(t.op, TraceOp::Mmap | TraceOp::Pagein | TraceOp::Mnomap | TraceOp::FileCheckMmap))
+        .filter(|t| {
+            matches!(
+                t.op,
+                TraceOp::Mmap | TraceOp::Pagein | TraceOp::Mnomap | TraceOp::FileCheckMmap
+            )
+        })
         .count()
 }
 
 fn event_records(recs: &[Record]) -> usize {
     recs.iter()
-        .filter(|r| matches!(r.kind, EventKind::Mmap | EventKind::Pagein | EventKind::Mnomap | EventKind::FileMmap))
+        .filter(|r| {
+            matches!(
+                r.kind,
+                EventKind::Mmap | EventKind::Pagein | EventKind::Mnomap | EventKind::FileMmap
+            )
+        })
         .count()
 }
 
@@ -46,26 +59,54 @@ fn abi_and_stats_are_public_events_and_config_are_root_only() {
     let sim = boot_loaded(Config::default(), Tunables::default());
     let user = Cred::User(501);
     let mut v = [0u8; 4];
-    assert_eq!(sim.sysctl_read(raw_name(raw::MT_SYSCTL_ABI), Some(&mut v), user), Ok(4));
+    assert_eq!(
+        sim.sysctl_read(raw_name(raw::MT_SYSCTL_ABI), Some(&mut v), user),
+        Ok(4)
+    );
     assert_eq!(u32::from_le_bytes(v), raw::MT_ABI_VERSION);
     assert_eq!(stats(&sim, user).nshards, 4);
 
     let mut buf = events_buffer(&sim);
     let ev = raw_name(raw::MT_SYSCTL_EVENTS);
-    assert_eq!(sim.sysctl_read(ev, Some(&mut buf), user).map_err(|e| e.errno), Err(EPERM));
-    assert_eq!(sim.sysctl_read(ev, None, user).map_err(|e| e.errno), Err(EPERM), "even the size query");
+    assert_eq!(
+        sim.sysctl_read(ev, Some(&mut buf), user)
+            .map_err(|e| e.errno),
+        Err(EPERM)
+    );
+    assert_eq!(
+        sim.sysctl_read(ev, None, user).map_err(|e| e.errno),
+        Err(EPERM),
+        "even the size query"
+    );
     assert_eq!(read_config(&sim, user).map_err(|e| e.errno), Err(EPERM));
     let good = config_bytes(raw::MT_CF_ENABLE, raw::MT_EVMASK_ALL, 0);
-    assert_eq!(write_config(&sim, &good, user).map_err(|e| e.errno), Err(EPERM));
+    assert_eq!(
+        write_config(&sim, &good, user).map_err(|e| e.errno),
+        Err(EPERM)
+    );
     // Read-only leaves refuse writes from anyone.
-    for name in [raw::MT_SYSCTL_ABI.as_slice(), raw::MT_SYSCTL_STATS, raw::MT_SYSCTL_EVENTS] {
-        assert_eq!(sim.sysctl_write(raw_name(name), &[0; 4], None, Cred::Root).map_err(|e| e.errno), Err(EPERM));
+    for name in [
+        raw::MT_SYSCTL_ABI.as_slice(),
+        raw::MT_SYSCTL_STATS,
+        raw::MT_SYSCTL_EVENTS,
+    ] {
+        assert_eq!(
+            sim.sysctl_write(raw_name(name), &[0; 4], None, Cred::Root)
+                .map_err(|e| e.errno),
+            Err(EPERM)
+        );
     }
     // The user's refused read consumed nothing: root still gets START.
     let mut dec = Decoder::new();
     let recs = drain(&sim, &mut dec);
-    assert!(recs.iter().any(|r| r.kind == EventKind::Mark), "START is still there");
-    assert_eq!(read_config(&sim, Cred::Root).expect("root reads config"), good);
+    assert!(
+        recs.iter().any(|r| r.kind == EventKind::Mark),
+        "START is still there"
+    );
+    assert_eq!(
+        read_config(&sim, Cred::Root).expect("root reads config"),
+        good
+    );
 }
 
 #[test]
@@ -73,15 +114,29 @@ fn malformed_config_writes_are_refused_and_change_nothing() {
     let sim = boot_loaded(Config::default(), Tunables::default());
     let root = Cred::Root;
     let original = read_config(&sim, root).expect("read");
-    let good = config_bytes(raw::MT_CF_ENABLE, raw::MT_EVMASK_ALL & !raw::MT_EVMASK_PAGEIN, 0);
+    let good = config_bytes(
+        raw::MT_CF_ENABLE,
+        raw::MT_EVMASK_ALL & !raw::MT_EVMASK_PAGEIN,
+        0,
+    );
     let mut bad: Vec<(&str, Vec<u8>)> = vec![
         ("short", good[..31].to_vec()),
         ("long", [good.as_slice(), &[0]].concat()),
         ("empty", Vec::new()),
         ("unknown flag", config_bytes(0x80, raw::MT_EVMASK_ALL, 0)),
-        ("unknown kind bit", config_bytes(raw::MT_CF_ENABLE, 0x100, 0)),
+        (
+            "unknown kind bit",
+            config_bytes(raw::MT_CF_ENABLE, 0x100, 0),
+        ),
         ("kind 0 bit", config_bytes(raw::MT_CF_ENABLE, 0x1, 0)),
-        ("filter and exclude", config_bytes(raw::MT_CF_ENABLE | raw::MT_CF_PID_FILTER | raw::MT_CF_PID_EXCLUDE, 2, 7)),
+        (
+            "filter and exclude",
+            config_bytes(
+                raw::MT_CF_ENABLE | raw::MT_CF_PID_FILTER | raw::MT_CF_PID_EXCLUDE,
+                2,
+                7,
+            ),
+        ),
     ];
     let mut v = good.clone();
     v[0] = 2;
@@ -95,17 +150,29 @@ fn malformed_config_writes_are_refused_and_change_nothing() {
     for (what, bytes) in &bad {
         let r = write_config(&sim, bytes, root);
         assert_eq!(r.map_err(|e| e.errno), Err(EINVAL), "{what}");
-        assert_eq!(read_config(&sim, root).expect("read"), original, "{what} changed the config");
+        assert_eq!(
+            read_config(&sim, root).expect("read"),
+            original,
+            "{what} changed the config"
+        );
     }
     // Nothing changed in behaviour either: pageins are still recorded.
     let mut dec = Decoder::new();
     drain(&sim, &mut dec);
     let p = sim.spawn("app", 501);
     workload(&p, "/data/a.bin");
-    assert!(drain(&sim, &mut dec).iter().any(|r| r.kind == EventKind::Pagein));
+    assert!(
+        drain(&sim, &mut dec)
+            .iter()
+            .any(|r| r.kind == EventKind::Pagein)
+    );
 
     // A valid write applies: pageins stop (though they reach the filesystem).
-    assert_eq!(write_config(&sim, &good, root), Ok(good.len()), "the old config is returned");
+    assert_eq!(
+        write_config(&sim, &good, root),
+        Ok(good.len()),
+        "the old config is returned"
+    );
     assert_eq!(read_config(&sim, root).expect("read"), good);
     let t0 = sim.trace().len();
     workload(&p, "/data/b.bin");
@@ -133,18 +200,34 @@ fn a_copyout_fault_loses_nothing() {
     let r = sim.sysctl_read(raw_name(raw::MT_SYSCTL_EVENTS), Some(&mut buf), Cred::Root);
     assert_eq!(r.map_err(|e| e.errno), Err(EFAULT));
     let recs = drain(&sim, &mut dec);
-    assert_eq!(event_records(&recs), produced, "every event survives the failed copy");
+    assert_eq!(
+        event_records(&recs),
+        produced,
+        "every event survives the failed copy"
+    );
     assert_eq!(dec.losses().dropped, 0);
     let mut seen = HashSet::new();
-    assert!(recs.iter().all(|r| seen.insert((r.shard, r.pos))), "no record twice");
+    assert!(
+        recs.iter().all(|r| seen.insert((r.shard, r.pos))),
+        "no record twice"
+    );
 }
 
 #[test]
 fn size_query_staging_bound_and_short_buffers() {
-    let t = Tunables { nshards: 2, slots: 1024, staging_max: 16 * 1024, ..Tunables::default() };
+    let t = Tunables {
+        nshards: 2,
+        slots: 1024,
+        staging_max: 16 * 1024,
+        ..Tunables::default()
+    };
     let sim = boot_loaded(Config::default(), t);
     let ev = raw_name(raw::MT_SYSCTL_EVENTS);
-    assert_eq!(sim.sysctl_read(ev, None, Cred::Root), Ok(16 * 1024), "the staging size");
+    assert_eq!(
+        sim.sysctl_read(ev, None, Cred::Root),
+        Ok(16 * 1024),
+        "the staging size"
+    );
     let mut dec = Decoder::new();
     drain(&sim, &mut dec);
     let t0 = traced(&sim);
@@ -155,13 +238,19 @@ fn size_query_staging_bound_and_short_buffers() {
     let produced = traced(&sim) - t0;
     // A buffer too small for one record: ENOMEM, nothing consumed.
     let mut tiny = vec![0u8; 100];
-    assert_eq!(sim.sysctl_read(ev, Some(&mut tiny), Cred::Root).map_err(|e| e.errno), Err(ENOMEM));
+    assert_eq!(
+        sim.sysctl_read(ev, Some(&mut tiny), Cred::Root)
+            .map_err(|e| e.errno),
+        Err(ENOMEM)
+    );
     // Reads with a small buffer come in several batches, each within it.
     let mut small = vec![0u8; 2048];
     let mut got = Vec::new();
     let mut batches = 0;
     loop {
-        let n = sim.sysctl_read(ev, Some(&mut small), Cred::Root).expect("read");
+        let n = sim
+            .sysctl_read(ev, Some(&mut small), Cred::Root)
+            .expect("read");
         if n == 0 {
             break;
         }
@@ -176,7 +265,14 @@ fn size_query_staging_bound_and_short_buffers() {
 
 #[test]
 fn two_readers_at_once_serialise_and_share_everything() {
-    let sim = boot_loaded(Config::default(), Tunables { nshards: 4, slots: 8192, ..Tunables::default() });
+    let sim = boot_loaded(
+        Config::default(),
+        Tunables {
+            nshards: 4,
+            slots: 8192,
+            ..Tunables::default()
+        },
+    );
     let mut dec = Decoder::new();
     drain(&sim, &mut dec);
     let first_batch = dec.batches();
@@ -190,9 +286,12 @@ fn two_readers_at_once_serialise_and_share_everything() {
             let mut batches: Vec<(u64, Vec<u8>)> = Vec::new();
             loop {
                 let finished = done.load(std::sync::atomic::Ordering::Acquire);
-                let n = sim.sysctl_read(raw_name(raw::MT_SYSCTL_EVENTS), Some(&mut buf), Cred::Root).expect("read");
+                let n = sim
+                    .sysctl_read(raw_name(raw::MT_SYSCTL_EVENTS), Some(&mut buf), Cred::Root)
+                    .expect("read");
                 if n > 0 {
-                    let h = maptrace_abi::decode::parse_batch_header(&buf[..n]).expect("batch header");
+                    let h =
+                        maptrace_abi::decode::parse_batch_header(&buf[..n]).expect("batch header");
                     batches.push((h.header.batch_no, buf[..n].to_vec()));
                 } else if finished {
                     return batches;
@@ -206,7 +305,14 @@ fn two_readers_at_once_serialise_and_share_everything() {
                 let p = sim.spawn("w", 501);
                 s.spawn(move || {
                     for _ in 0..20 {
-                        workload(&p, if i % 2 == 0 { "/data/a.bin" } else { "/data/b.bin" });
+                        workload(
+                            &p,
+                            if i % 2 == 0 {
+                                "/data/a.bin"
+                            } else {
+                                "/data/b.bin"
+                            },
+                        );
                     }
                 })
             })
@@ -231,7 +337,11 @@ fn two_readers_at_once_serialise_and_share_everything() {
     let produced = traced(&sim) - t0;
     let mut seen = HashSet::new();
     for r in &recs {
-        assert!(seen.insert((r.shard, r.pos)), "record {:?} delivered twice", (r.shard, r.pos));
+        assert!(
+            seen.insert((r.shard, r.pos)),
+            "record {:?} delivered twice",
+            (r.shard, r.pos)
+        );
     }
     assert_eq!(event_records(&recs), produced);
     assert_eq!(stats(&sim, Cred::Root).dropped(), 0);

@@ -3,7 +3,10 @@
 //! simulated sysctl exactly like the companion, and decodes with the abi
 //! decoder.
 
-#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the harness"
+)]
 
 use std::mem::offset_of;
 
@@ -38,7 +41,13 @@ pub struct Tunables {
 
 impl Default for Tunables {
     fn default() -> Tunables {
-        Tunables { nshards: 4, slots: 4096, kauth: true, unload_wait_ms: 300, staging_max: 1 << 20 }
+        Tunables {
+            nshards: 4,
+            slots: 4096,
+            kauth: true,
+            unload_wait_ms: 300,
+            staging_max: 1 << 20,
+        }
     }
 }
 
@@ -71,9 +80,10 @@ pub fn set_tunables(_sim: &Sim, t: Tunables) {
 /// Loads the shim with `t`.
 pub fn load(sim: &Sim, t: Tunables) -> Result<(), maptrace_sim::KextError> {
     set_tunables(sim, t);
+    let ki = &raw mut kmod_info;
     // SAFETY: the shim's kmod_info is a static that lives for the process;
     // its start/stop follow the kmod contract.
-    unsafe { sim.load_kext(&raw mut kmod_info) }
+    unsafe { sim.load_kext(ki) }
 }
 
 /// A booted simulator with `/` (apfs) and `/Volumes/hfs` mounted, some
@@ -105,14 +115,18 @@ pub const FILES: &[(&str, u64)] = &[
 
 /// Everything one read of `kern.maptrace.events` can hold.
 pub fn events_buffer(sim: &Sim) -> Vec<u8> {
-    let n = sim.sysctl_read(raw_name(raw::MT_SYSCTL_EVENTS), None, Cred::Root).expect("size query");
+    let n = sim
+        .sysctl_read(raw_name(raw::MT_SYSCTL_EVENTS), None, Cred::Root)
+        .expect("size query");
     assert!(n > 0, "size query reports the staging size");
     vec![0u8; n]
 }
 
 /// A sysctl name constant from the ABI header as &str.
 pub fn raw_name(name: &'static [u8]) -> &'static str {
-    std::str::from_utf8(name).expect("ascii").trim_end_matches('\0')
+    std::str::from_utf8(name)
+        .expect("ascii")
+        .trim_end_matches('\0')
 }
 
 /// Reads batches until an empty read; decodes every record.
@@ -120,7 +134,9 @@ pub fn drain(sim: &Sim, dec: &mut Decoder) -> Vec<Record> {
     let mut buf = events_buffer(sim);
     let mut out = Vec::new();
     loop {
-        let n = sim.sysctl_read(raw_name(raw::MT_SYSCTL_EVENTS), Some(&mut buf), Cred::Root).expect("events read");
+        let n = sim
+            .sysctl_read(raw_name(raw::MT_SYSCTL_EVENTS), Some(&mut buf), Cred::Root)
+            .expect("events read");
         if n == 0 {
             return out;
         }
@@ -176,7 +192,9 @@ pub fn stats(sim: &Sim, cred: Cred) -> Stats {
     let name = raw_name(raw::MT_SYSCTL_STATS);
     let n = sim.sysctl_read(name, None, cred).expect("stats size");
     let mut buf = vec![0u8; n];
-    let got = sim.sysctl_read(name, Some(&mut buf), cred).expect("stats read");
+    let got = sim
+        .sysctl_read(name, Some(&mut buf), cred)
+        .expect("stats read");
     assert_eq!(got, n);
     type H = raw::mt_stats_header;
     assert_eq!(u32_at(&buf, offset_of!(H, magic)), raw::MT_STATS_MAGIC);
@@ -249,5 +267,8 @@ pub fn read_config(sim: &Sim, cred: Cred) -> Result<Vec<u8>, SysctlError> {
 
 /// The default tunables with the kauth listener `on`.
 pub fn tunables_kauth(on: bool) -> Tunables {
-    Tunables { kauth: on, ..Tunables::default() }
+    Tunables {
+        kauth: on,
+        ..Tunables::default()
+    }
 }
