@@ -41,9 +41,9 @@ pub fn bundle_id_from_header(header: &str) -> Result<String> {
                 .with_context(|| format!("MT_BUNDLE_ID is not a string literal: {rest}"))?;
             let valid = !id.is_empty()
                 && id.split('.').count() >= 2
-                && id
-                    .split('.')
-                    .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+                && id.split('.').all(|p| {
+                    !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
             if !valid {
                 bail!("MT_BUNDLE_ID `{id}` is not a reverse-DNS bundle identifier");
             }
@@ -56,14 +56,19 @@ pub fn bundle_id_from_header(header: &str) -> Result<String> {
 /// The version of `package` from `cargo metadata --format-version 1` output; kext versions are
 /// numeric (`1.2.3`), so pre-release or build suffixes are refused.
 pub fn version_from_metadata(metadata: &[u8], package: &str) -> Result<String> {
-    let meta: serde_json::Value = serde_json::from_slice(metadata).context("cargo metadata: not JSON")?;
+    let meta: serde_json::Value =
+        serde_json::from_slice(metadata).context("cargo metadata: not JSON")?;
     let version = meta["packages"]
         .as_array()
         .and_then(|pkgs| pkgs.iter().find(|p| p["name"] == package))
         .and_then(|p| p["version"].as_str())
         .with_context(|| format!("cargo metadata has no package {package}"))?;
     let parts: Vec<&str> = version.split('.').collect();
-    if parts.len() != 3 || !parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) {
+    if parts.len() != 3
+        || !parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    {
         bail!("version {version} of {package} is not a plain MAJOR.MINOR.PATCH kext version");
     }
     Ok(version.to_string())
@@ -91,7 +96,8 @@ fn find_placeholder(value: &Value, path: &str) -> Option<String> {
 /// Fills the template: identity, versions, executable, package type, OSBundleLibraries.
 /// Fails when the template is not a dictionary or a placeholder is left unfilled.
 pub fn fill_info_plist(template: &[u8], info: &Info) -> Result<Vec<u8>> {
-    let mut value: Value = plist::from_bytes(template).context("Info.plist template is not a plist")?;
+    let mut value: Value =
+        plist::from_bytes(template).context("Info.plist template is not a plist")?;
     let dict = value
         .as_dictionary_mut()
         .context("Info.plist template is not a dictionary")?;
@@ -175,7 +181,13 @@ pub fn gather_info(root: &Path, libraries: BTreeMap<String, String>) -> Result<I
         .with_context(|| format!("read {}", header_path.display()))?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let metadata = Cmd::new(cargo)
-        .args(["metadata", "--no-deps", "--format-version", "1", "--manifest-path"])
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--manifest-path",
+        ])
         .path_arg(&root.join("Cargo.toml"))
         .output()?;
     Ok(Info {
@@ -224,7 +236,10 @@ mod tests {
     #[test]
     fn version_comes_from_metadata_and_must_be_numeric() {
         let meta = br#"{"packages":[{"name":"other","version":"9.9.9"},{"name":"maptrace-core","version":"0.4.1"}]}"#;
-        assert_eq!(version_from_metadata(meta, "maptrace-core").unwrap(), "0.4.1");
+        assert_eq!(
+            version_from_metadata(meta, "maptrace-core").unwrap(),
+            "0.4.1"
+        );
         assert!(version_from_metadata(meta, "missing").is_err());
         let pre = br#"{"packages":[{"name":"maptrace-core","version":"1.0.0-rc.1"}]}"#;
         assert!(version_from_metadata(pre, "maptrace-core").is_err());
@@ -243,7 +258,10 @@ mod tests {
         assert_eq!(s("CFBundlePackageType"), "KEXT");
         assert_eq!(s("CFBundleVersion"), "1.2.3");
         assert_eq!(s("CFBundleShortVersionString"), "1.2.3");
-        let libs = d.get("OSBundleLibraries").and_then(Value::as_dictionary).unwrap();
+        let libs = d
+            .get("OSBundleLibraries")
+            .and_then(Value::as_dictionary)
+            .unwrap();
         assert_eq!(libs.len(), 2);
         assert_eq!(
             libs.get("com.apple.kpi.bsd").and_then(Value::as_string),
@@ -267,7 +285,11 @@ mod tests {
     #[test]
     fn plan_writes_the_kext_layout() {
         let paths = KextPaths::under(Path::new("/repo/target/kext"));
-        let with = plan(&paths, b"x".to_vec(), Some(Path::new("/repo/target/kext/maptrace")));
+        let with = plan(
+            &paths,
+            b"x".to_vec(),
+            Some(Path::new("/repo/target/kext/maptrace")),
+        );
         let files: Vec<_> = with.written_files().collect();
         assert_eq!(
             files,

@@ -207,7 +207,11 @@ fn is_local_label(name: &str) -> bool {
 }
 
 /// The named symbol at or before `addr` in `section`.
-fn containing_symbol(file: &object::File<'_>, section: SectionIndex, addr: u64) -> Option<(String, u64)> {
+fn containing_symbol(
+    file: &object::File<'_>,
+    section: SectionIndex,
+    addr: u64,
+) -> Option<(String, u64)> {
     file.symbols()
         .filter(|s| s.section_index() == Some(section) && s.address() <= addr)
         .filter_map(|s| Some((s.name().ok()?.to_string(), s.address())))
@@ -325,9 +329,10 @@ pub fn a64_uses_fp(word: u32) -> bool {
 fn a64_fp_findings(p: &Parsed<'_>) -> Vec<String> {
     let mut out = Vec::new();
     for (label, ip, bytes) in code_ranges(p) {
-        let hit = bytes.chunks_exact(4).enumerate().find(|(_, c)| {
-            a64_uses_fp(u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        });
+        let hit = bytes
+            .chunks_exact(4)
+            .enumerate()
+            .find(|(_, c)| a64_uses_fp(u32::from_le_bytes([c[0], c[1], c[2], c[3]])));
         if let Some((i, c)) = hit {
             out.push(format!(
                 "{}: {label}: FP/SIMD instruction {:#010x} at {:#x}",
@@ -349,7 +354,10 @@ fn arm64e_unsigned_fn_ptrs(p: &Parsed<'_>, table: &Table) -> Vec<String> {
             continue;
         }
         for (offset, reloc) in section.relocations() {
-            let RelocationFlags::MachO { r_type, r_length, .. } = reloc.flags() else {
+            let RelocationFlags::MachO {
+                r_type, r_length, ..
+            } = reloc.flags()
+            else {
                 continue;
             };
             if r_type != macho::ARM64_RELOC_UNSIGNED || r_length != 3 {
@@ -434,7 +442,10 @@ pub fn check(arch: Arch, shim: &[ObjFile], core: &[ObjFile], table: &Table) -> R
     }
     for (name, owners) in &defined {
         if owners.len() > 1 {
-            errors.push(format!("{name} is defined more than once: {}", owners.join(", ")));
+            errors.push(format!(
+                "{name} is defined more than once: {}",
+                owners.join(", ")
+            ));
         }
     }
     for (name, users) in &undefined {
@@ -442,9 +453,9 @@ pub fn check(arch: Arch, shim: &[ObjFile], core: &[ObjFile], table: &Table) -> R
             continue;
         }
         if shim.is_empty() && name.starts_with(SHIM_PROVIDED_PREFIX) {
-            report
-                .notes
-                .push(format!("{name}: provided by the shim, which has no C files yet"));
+            report.notes.push(format!(
+                "{name}: provided by the shim, which has no C files yet"
+            ));
             continue;
         }
         if let Some((_, lib)) = LINK_LIBRARY_SYMBOLS.iter().find(|(s, _)| s == name) {
@@ -503,7 +514,12 @@ pub fn compile_snippet(
         .arg("-o")
         .path_arg(&o)
         .output()
-        .with_context(|| format!("compiling {stem}.c for {} (is clang-19 installed?)", arch.name()))?;
+        .with_context(|| {
+            format!(
+                "compiling {stem}.c for {} (is clang-19 installed?)",
+                arch.name()
+            )
+        })?;
     crate::objects::load(&o)?
         .pop()
         .context("no object produced")
@@ -554,7 +570,9 @@ mod tests {
         );
         let r = check(Arch::X86_64, &[o], &[], &table());
         assert!(
-            r.errors.iter().any(|e| e.contains("floating-point/SIMD") && e.contains("_mt_sse")),
+            r.errors
+                .iter()
+                .any(|e| e.contains("floating-point/SIMD") && e.contains("_mt_sse")),
             "{}",
             r.render(Arch::X86_64)
         );
@@ -573,7 +591,9 @@ mod tests {
         );
         let r = check(Arch::Arm64e, &[o], &[], &table());
         assert!(
-            r.errors.iter().any(|e| e.contains("FP/SIMD") && e.contains("_mt_copy")),
+            r.errors
+                .iter()
+                .any(|e| e.contains("FP/SIMD") && e.contains("_mt_copy")),
             "{}",
             r.render(Arch::Arm64e)
         );
@@ -634,10 +654,17 @@ mod tests {
             static int mt_cb(void) { return 7; }\n\
             int (*mt_ops)(void) = mt_cb;\n";
         let (_d, o) = obj(Arch::Arm64e, src, "fnptr");
-        let r = check(Arch::Arm64e, &[o.clone()], &[], &table());
-        let hits: Vec<_> = r.errors.iter().filter(|e| e.contains("unsigned function pointer")).collect();
+        let r = check(Arch::Arm64e, std::slice::from_ref(&o), &[], &table());
+        let hits: Vec<_> = r
+            .errors
+            .iter()
+            .filter(|e| e.contains("unsigned function pointer"))
+            .collect();
         assert_eq!(hits.len(), 2, "{}", r.render(Arch::Arm64e));
-        assert!(hits.iter().any(|e| e.contains("to _IOLog at _mt_table+0x0")));
+        assert!(
+            hits.iter()
+                .any(|e| e.contains("to _IOLog at _mt_table+0x0"))
+        );
         assert!(hits.iter().any(|e| e.contains("at _mt_ops+0x0")));
         assert!(!r.errors.iter().any(|e| e.contains("_kmod_info")));
         // The same object is fine on x86_64, where pointers are not signed.
@@ -649,7 +676,11 @@ mod tests {
     fn wrong_arch_and_non_macho_are_caught() {
         let (_d, o) = obj(Arch::X86_64, CLEAN, "arch");
         let r = check(Arch::Arm64e, &[o], &[], &table());
-        assert!(r.errors.iter().any(|e| e.contains("expected arm64e")), "{}", r.render(Arch::Arm64e));
+        assert!(
+            r.errors.iter().any(|e| e.contains("expected arm64e")),
+            "{}",
+            r.render(Arch::Arm64e)
+        );
         let junk = ObjFile {
             name: "junk.o".into(),
             data: b"\x7fELF not mach-o".to_vec(),
@@ -673,7 +704,11 @@ mod tests {
             .unwrap();
         let objs = crate::objects::load(&o).unwrap();
         let r = check(Arch::Arm64e, &objs, &[], &table());
-        assert!(r.errors.iter().any(|e| e.contains("subtype 0x0")), "{}", r.render(Arch::Arm64e));
+        assert!(
+            r.errors.iter().any(|e| e.contains("subtype 0x0")),
+            "{}",
+            r.render(Arch::Arm64e)
+        );
     }
 
     #[test]
@@ -681,7 +716,7 @@ mod tests {
         let src = "extern void mt_kpi_panic(const char *, unsigned, unsigned);\n\
             void mt_core_fail(void) { mt_kpi_panic(\"f\", 1, 2); }\n";
         let (_d, o) = obj(Arch::X86_64, src, "core");
-        let r = check(Arch::X86_64, &[], &[o.clone()], &table());
+        let r = check(Arch::X86_64, &[], std::slice::from_ref(&o), &table());
         assert!(r.errors.is_empty(), "{}", r.render(Arch::X86_64));
         assert!(r.notes.iter().any(|n| n.contains("_mt_kpi_panic")));
         // With a shim present, the shim must define it.
@@ -698,7 +733,10 @@ mod tests {
               case 6: return y | 9; case 7: return ~y; default: return 0; } }\n";
         let (_d, o) = obj(Arch::X86_64, src, "jt");
         let parsed = parse(&o, Arch::X86_64, &mut Vec::new()).unwrap();
-        assert!(!parsed.data_in_code.is_empty(), "expected an inline jump table");
+        assert!(
+            !parsed.data_in_code.is_empty(),
+            "expected an inline jump table"
+        );
         let r = check(Arch::X86_64, &[o], &[], &table());
         assert!(r.errors.is_empty(), "{}", r.render(Arch::X86_64));
     }
@@ -710,15 +748,37 @@ mod tests {
         let (_d, o) = obj(Arch::X86_64, src, "kmod");
         let r = check(Arch::X86_64, &[o], &[], &table());
         assert!(r.errors.is_empty(), "{}", r.render(Arch::X86_64));
-        assert!(r.notes.iter().any(|n| n.starts_with("__start: provided by -lkmod")));
+        assert!(
+            r.notes
+                .iter()
+                .any(|n| n.starts_with("__start: provided by -lkmod"))
+        );
     }
 
     #[test]
     fn a64_classifier_matches_known_encodings() {
-        for fp in [0x9e67_0020_u32, 0xad40_0420, 0x6f00_e400, 0x4ee1_8461, 0x1e20_4000, 0x3dc0_0000, 0xd53b_4400, 0xd51b_4420] {
+        for fp in [
+            0x9e67_0020_u32,
+            0xad40_0420,
+            0x6f00_e400,
+            0x4ee1_8461,
+            0x1e20_4000,
+            0x3dc0_0000,
+            0xd53b_4400,
+            0xd51b_4420,
+        ] {
             assert!(a64_uses_fp(fp), "{fp:#x} should be FP");
         }
-        for int in [0xa942_2428_u32, 0x9100_0400, 0xd65f_03c0, 0xd503_237f, 0x8b08_0128, 0xf940_0000, 0x9400_0000, 0xd53b_d040] {
+        for int in [
+            0xa942_2428_u32,
+            0x9100_0400,
+            0xd65f_03c0,
+            0xd503_237f,
+            0x8b08_0128,
+            0xf940_0000,
+            0x9400_0000,
+            0xd53b_d040,
+        ] {
             assert!(!a64_uses_fp(int), "{int:#x} should be integer");
         }
     }
@@ -729,9 +789,13 @@ mod tests {
             errors: vec!["e1".into(), "e2".into()],
             ..Report::default()
         };
-        let err = require_clean(&[(Arch::X86_64, Report::default()), (Arch::Arm64e, bad)]).unwrap_err();
+        let err =
+            require_clean(&[(Arch::X86_64, Report::default()), (Arch::Arm64e, bad)]).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("2 object check(s) failed") && text.contains("e2"), "{text}");
+        assert!(
+            text.contains("2 object check(s) failed") && text.contains("e2"),
+            "{text}"
+        );
         assert!(require_clean(&[(Arch::X86_64, Report::default())]).is_ok());
     }
 }

@@ -35,7 +35,10 @@ pub fn cargo() -> Cmd {
 
 fn step_deps(ctx: &Ctx) -> Result<()> {
     if ctx.mode == Mode::DryRun {
-        println!("# ensure system packages: {}", crate::deps::packages(crate::deps::Task::Test).join(" "));
+        println!(
+            "# ensure system packages: {}",
+            crate::deps::packages(crate::deps::Task::Test).join(" ")
+        );
         return Ok(());
     }
     crate::deps::ensure(crate::deps::Task::Test)
@@ -49,7 +52,11 @@ fn step_fmt(ctx: &Ctx) -> Result<()> {
 
 fn step_host_tests(ctx: &Ctx) -> Result<()> {
     let mut plan = crate::exec::Plan::new();
-    plan.run(cargo().args(["test", "--workspace", "--locked"]).cwd(&ctx.root));
+    plan.run(
+        cargo()
+            .args(["test", "--workspace", "--locked"])
+            .cwd(&ctx.root),
+    );
     exec(&plan, ctx.mode)
 }
 
@@ -57,7 +64,15 @@ fn step_clippy(ctx: &Ctx) -> Result<()> {
     let mut plan = crate::exec::Plan::new();
     plan.run(
         cargo()
-            .args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])
+            .args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--locked",
+                "--",
+                "-D",
+                "warnings",
+            ])
             .cwd(&ctx.root),
     );
     exec(&plan, ctx.mode)
@@ -192,12 +207,22 @@ pub fn companion_present(root: &Path) -> bool {
 /// `cargo xtask demo`: set-up, then the companion's simulator demo.
 pub fn demo(root: &Path, mode: Mode) -> Result<()> {
     if !companion_present(root) {
-        bail!("the companion crate (companion/, package `maptrace`) is not in the workspace yet: no demo to run");
+        bail!(
+            "the companion crate (companion/, package `maptrace`) is not in the workspace yet: no demo to run"
+        );
     }
     let mut plan = crate::exec::Plan::new();
     plan.run(
         cargo()
-            .args(["run", "--release", "--locked", "-p", "maptrace", "--", "demo"])
+            .args([
+                "run",
+                "--release",
+                "--locked",
+                "-p",
+                "maptrace",
+                "--",
+                "demo",
+            ])
             .cwd(root),
     );
     if mode == Mode::Run {
@@ -228,19 +253,45 @@ mod tests {
     #[test]
     fn failures_are_collected_and_fatal_ones_stop_the_run() {
         let steps = [
-            TestStep { name: "a", run: ok, fatal: false },
-            TestStep { name: "b", run: boom, fatal: false },
-            TestStep { name: "c", run: ok, fatal: false },
-            TestStep { name: "d", run: boom, fatal: true },
-            TestStep { name: "e", run: ok, fatal: false },
+            TestStep {
+                name: "a",
+                run: ok,
+                fatal: false,
+            },
+            TestStep {
+                name: "b",
+                run: boom,
+                fatal: false,
+            },
+            TestStep {
+                name: "c",
+                run: ok,
+                fatal: false,
+            },
+            TestStep {
+                name: "d",
+                run: boom,
+                fatal: true,
+            },
+            TestStep {
+                name: "e",
+                run: ok,
+                fatal: false,
+            },
         ];
         let outcomes = run_steps(&steps, &ctx());
         let names: Vec<_> = outcomes.iter().map(|o| o.name).collect();
         assert_eq!(names, ["a", "b", "c", "d"]);
         let (text, result) = summarize(&outcomes);
-        assert!(text.contains("FAILED b") && text.contains("total"), "{text}");
+        assert!(
+            text.contains("FAILED b") && text.contains("total"),
+            "{text}"
+        );
         let err = result.unwrap_err().to_string();
-        assert!(err.starts_with("2 step(s) failed") && err.contains("- d: boom"), "{err}");
+        assert!(
+            err.starts_with("2 step(s) failed") && err.contains("- d: boom"),
+            "{err}"
+        );
         assert!(summarize(&outcomes[..1]).1.is_ok());
     }
 
@@ -258,7 +309,11 @@ mod tests {
         let err = demo(dir.path(), Mode::DryRun).unwrap_err().to_string();
         assert!(err.contains("companion crate"), "{err}");
         std::fs::create_dir_all(dir.path().join("companion")).unwrap();
-        std::fs::write(dir.path().join("companion/Cargo.toml"), "[package]\nname = \"maptrace\"\n").unwrap();
+        std::fs::write(
+            dir.path().join("companion/Cargo.toml"),
+            "[package]\nname = \"maptrace\"\n",
+        )
+        .unwrap();
         assert!(companion_present(dir.path()));
         demo(dir.path(), Mode::DryRun).unwrap();
     }

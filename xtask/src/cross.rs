@@ -43,7 +43,9 @@ impl Layout {
 
     /// Generated target specs.
     pub fn spec(&self, arch: Arch) -> PathBuf {
-        self.out.join("specs").join(format!("{}.json", arch.spec_name()))
+        self.out
+            .join("specs")
+            .join(format!("{}.json", arch.spec_name()))
     }
 
     /// cargo's own target directory for the cross builds (kept apart from the host one).
@@ -76,10 +78,9 @@ impl Layout {
 
     /// The object for one C file.
     pub fn shim_obj(&self, arch: Arch, c_file: &Path) -> PathBuf {
-        let stem = c_file.file_stem().map_or_else(
-            || "unnamed".into(),
-            |s| s.to_string_lossy().into_owned(),
-        );
+        let stem = c_file
+            .file_stem()
+            .map_or_else(|| "unnamed".into(), |s| s.to_string_lossy().into_owned());
         self.shim_dir(arch).join(format!("{stem}.o"))
     }
 
@@ -222,7 +223,10 @@ mod tests {
             assert!(c.has_arg("-mkernel") && c.has_arg("-Werror") && c.has_arg("-c"));
             assert!(c.has_arg("/repo/kext-shim/include") && c.has_arg("/repo/kext-shim/src"));
         }
-        assert!(clang[2].has_arg("--target=arm64e-apple-macos11") && clang[2].has_arg("-fptrauth-calls"));
+        assert!(
+            clang[2].has_arg("--target=arm64e-apple-macos11")
+                && clang[2].has_arg("-fptrauth-calls")
+        );
         assert!(clang[3].has_arg("/repo/target/kext/arm64e/shim/mt_sysctl.o"));
         // Stale objects are removed before compiling.
         let rm = plan
@@ -261,7 +265,12 @@ mod tests {
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, ["a.c", "b.c"]);
-        assert!(Layout::project(&dir.path().join("none")).c_files().unwrap().is_empty());
+        assert!(
+            Layout::project(&dir.path().join("none"))
+                .c_files()
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -120,7 +120,9 @@ fn ensure_macos(task: Task) -> Result<()> {
         bail!("install the Xcode command line tools: xcode-select --install");
     }
     if needs_cross && !crate::kernel::nightly_has_rust_src() {
-        bail!("install a nightly with its sources: rustup toolchain install nightly --component rust-src");
+        bail!(
+            "install a nightly with its sources: rustup toolchain install nightly --component rust-src"
+        );
     }
     Ok(())
 }
@@ -170,8 +172,10 @@ mod tests {
 
     #[test]
     fn root_installs_only_the_missing_packages_after_update() {
-        let plan = plan(Task::Cross, ROOT_DEBIAN, &|p| p != "rust-web-src" && p != "clang-19")
-            .unwrap();
+        let plan = plan(Task::Cross, ROOT_DEBIAN, &|p| {
+            p != "rust-web-src" && p != "clang-19"
+        })
+        .unwrap();
         let cmds: Vec<_> = plan.commands().collect();
         assert_eq!(cmds.len(), 2);
         assert!(cmds[0].has_arg("update"));
@@ -204,7 +208,9 @@ mod tests {
             debian: false,
             root: true,
         };
-        let err = plan(Task::SignCheck, host, &|_| false).unwrap_err().to_string();
+        let err = plan(Task::SignCheck, host, &|_| false)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("clang-19 llvm-19 lld-19"), "{err}");
     }
 }

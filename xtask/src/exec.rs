@@ -320,7 +320,8 @@ fn run_step(step: &Step) -> Result<()> {
             path,
         } => {
             let out = cmd.output()?;
-            let contents = transform(&out).with_context(|| format!("generating {}", path.display()))?;
+            let contents =
+                transform(&out).with_context(|| format!("generating {}", path.display()))?;
             write_file(path, &contents)
         }
         Step::MkDir(p) => fs::create_dir_all(p).with_context(|| format!("mkdir {}", p.display())),
@@ -459,6 +460,9 @@ mod tests {
             .output()
             .unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("boom") && text.contains("exit status: 3"), "{text}");
+        assert!(
+            text.contains("boom") && text.contains("exit status: 3"),
+            "{text}"
+        );
     }
 }

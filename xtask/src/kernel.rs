@@ -95,14 +95,17 @@ impl Arch {
             Self::Arm64e => CPU_SUBTYPE_ARM64E,
         }
     }
-
 }
 
 /// The transform that turns rustc's spec for `arch.base_rust_target()` into the kernel spec.
 pub fn spec_transform(arch: Arch, toolchain: Toolchain) -> crate::exec::Transform {
     match (arch, toolchain) {
-        (Arch::X86_64, Toolchain::DebianWeb) => |s| patch_target_spec(Arch::X86_64, "x86-softfloat", s),
-        (Arch::X86_64, Toolchain::RustupNightly) => |s| patch_target_spec(Arch::X86_64, "softfloat", s),
+        (Arch::X86_64, Toolchain::DebianWeb) => {
+            |s| patch_target_spec(Arch::X86_64, "x86-softfloat", s)
+        }
+        (Arch::X86_64, Toolchain::RustupNightly) => {
+            |s| patch_target_spec(Arch::X86_64, "softfloat", s)
+        }
         (Arch::Arm64e, _) => |s| patch_target_spec(Arch::Arm64e, "softfloat", s),
     }
 }
@@ -180,7 +183,10 @@ pub fn rustflags(arch: Arch) -> &'static str {
 
 /// clang arguments for bindgen in build scripts of the cross build (project headers only).
 pub fn bindgen_clang_args(arch: Arch) -> String {
-    format!("{} -mkernel -ffreestanding -nostdlibinc", arch.clang_target())
+    format!(
+        "{} -mkernel -ffreestanding -nostdlibinc",
+        arch.clang_target()
+    )
 }
 
 /// Which Rust toolchain builds `core` for the Apple targets.
@@ -254,7 +260,14 @@ impl Toolchain {
         self.tool("cargo")
             // `cargo rustc` makes the staticlib; the package itself is an rlib for host builds,
             // where a no_std staticlib's panic handler would collide with std's.
-            .args(["rustc", "--release", "--locked", "--lib", "--crate-type", "staticlib"])
+            .args([
+                "rustc",
+                "--release",
+                "--locked",
+                "--lib",
+                "--crate-type",
+                "staticlib",
+            ])
             .arg("--manifest-path")
             .path_arg(manifest)
             // Only the core: other members would unify extra features (alloc) into its deps.
@@ -408,7 +421,14 @@ mod tests {
             Some("--target=arm64e-apple-macos11 -mkernel -ffreestanding -nostdlibinc")
         );
         assert_eq!(cmd.env_value("CARGO_PROFILE_RELEASE_PANIC"), Some("abort"));
-        for flag in ["rustc", "staticlib", "-Zbuild-std=core", "-Zjson-target-spec", "kernel", "maptrace-core"] {
+        for flag in [
+            "rustc",
+            "staticlib",
+            "-Zbuild-std=core",
+            "-Zjson-target-spec",
+            "kernel",
+            "maptrace-core",
+        ] {
             assert!(cmd.has_arg(flag), "{flag} missing from {cmd}");
         }
         assert!(cmd.env_remove.iter().any(|k| k == "RUSTUP_TOOLCHAIN"));

@@ -70,10 +70,16 @@ impl Table {
                 bail!("{TABLE}:{}: expected 4 tab-separated columns", n + 1);
             };
             if !symbol.starts_with('_') {
-                bail!("{TABLE}:{}: `{symbol}` lacks the Mach-O leading underscore", n + 1);
+                bail!(
+                    "{TABLE}:{}: `{symbol}` lacks the Mach-O leading underscore",
+                    n + 1
+                );
             }
             if !["any", "x86_64", "arm64"].contains(&arch) {
-                bail!("{TABLE}:{}: arch `{arch}` is not any, x86_64 or arm64", n + 1);
+                bail!(
+                    "{TABLE}:{}: arch `{arch}` is not any, x86_64 or arm64",
+                    n + 1
+                );
             }
             if !PUBLIC_BUNDLES.contains(&bundle) {
                 bail!(
@@ -263,8 +269,10 @@ mod tests {
         ] {
             assert!(Table::parse(bad).is_err(), "accepted: {bad}");
         }
-        let ok = Table::parse("_a\tx86_64\tcom.apple.kpi.bsd\tfunc\n_a\tarm64\tcom.apple.kpi.mach\tfunc")
-            .unwrap();
+        let ok = Table::parse(
+            "_a\tx86_64\tcom.apple.kpi.bsd\tfunc\n_a\tarm64\tcom.apple.kpi.mach\tfunc",
+        )
+        .unwrap();
         assert_eq!(
             ok.lookup("_a", Arch::Arm64e).unwrap().bundle,
             "com.apple.kpi.mach"

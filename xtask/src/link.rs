@@ -70,7 +70,11 @@ pub fn shim_objects(layout: &Layout, archs: &[Arch]) -> anyhow::Result<Vec<(Arch
 }
 
 /// Expected shim objects when nothing is on disk yet (dry runs): one per C file.
-pub fn planned_shim_objects(layout: &Layout, archs: &[Arch], c_files: &[PathBuf]) -> Vec<(Arch, Vec<PathBuf>)> {
+pub fn planned_shim_objects(
+    layout: &Layout,
+    archs: &[Arch],
+    c_files: &[PathBuf],
+) -> Vec<(Arch, Vec<PathBuf>)> {
     archs
         .iter()
         .map(|&a| (a, c_files.iter().map(|c| layout.shim_obj(a, c)).collect()))
@@ -97,11 +101,21 @@ mod tests {
         let cmds: Vec<_> = plan.commands().collect();
         assert_eq!(cmds.len(), 3);
         for (cmd, arch) in cmds.iter().zip(Arch::ALL) {
-            for flag in ["-kext", "-lkmod", "-lcc_kext", "-nostdlib", "-mkernel", arch.name()] {
+            for flag in [
+                "-kext",
+                "-lkmod",
+                "-lcc_kext",
+                "-nostdlib",
+                "-mkernel",
+                arch.name(),
+            ] {
                 assert!(cmd.has_arg(flag), "{flag} missing: {cmd}");
             }
             assert!(cmd.has_arg(&format!("/repo/target/kext/{}/shim/mt_main.o", arch.name())));
-            assert!(cmd.has_arg(&format!("/repo/target/kext/{}/libmaptrace_core.a", arch.name())));
+            assert!(cmd.has_arg(&format!(
+                "/repo/target/kext/{}/libmaptrace_core.a",
+                arch.name()
+            )));
             let out = cmd.args.last().unwrap();
             assert!(is_arch_output(&layout, Path::new(out)));
         }

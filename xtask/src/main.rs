@@ -104,7 +104,10 @@ pub(crate) fn cmd_cross(root: &Path, archs: &[Arch], mode: Mode) -> Result<()> {
     let c_files = layout.c_files()?;
     let plan = cross::plan(&layout, archs, Toolchain::for_host(), &c_files);
     if mode == Mode::DryRun {
-        println!("# ensure system packages: {}", deps::packages(deps::Task::Cross).join(" "));
+        println!(
+            "# ensure system packages: {}",
+            deps::packages(deps::Task::Cross).join(" ")
+        );
         exec::exec(&plan, Mode::DryRun)?;
         println!("# then: object checks on target/kext/<arch>");
         return Ok(());
@@ -135,10 +138,15 @@ fn check_kpi_table(root: &Path) -> Result<()> {
     let table = kpi::Table::load(root)?;
     for file in ["symbol_bundles.tsv", "symbol_bundles.xnu-7195.141.2.tsv"] {
         let path = dir.join(file);
-        let text = std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
         let problems = kpi::check_against_reference(&table, &text);
         if !problems.is_empty() {
-            bail!("{}: KPI table disagrees with {file}:\n{}", kpi::TABLE, problems.join("\n"));
+            bail!(
+                "{}: KPI table disagrees with {file}:\n{}",
+                kpi::TABLE,
+                problems.join("\n")
+            );
         }
     }
     println!("KPI table matches the XNU export tables (macOS 11 and 15)");
@@ -168,7 +176,10 @@ fn libraries(root: &Path, mode: Mode) -> Result<BTreeMap<String, String>> {
     let layout = cross::Layout::project(root);
     match cross::check_outputs(&layout, &Arch::ALL) {
         Ok(reports) => Ok(kpi::libraries(
-            reports.iter().flat_map(|(_, r)| r.bundles()).collect::<std::collections::BTreeSet<_>>(),
+            reports
+                .iter()
+                .flat_map(|(_, r)| r.bundles())
+                .collect::<std::collections::BTreeSet<_>>(),
         )),
         Err(e) if mode == Mode::DryRun => {
             println!("# OSBundleLibraries come from the cross objects, not built yet ({e:#})");
@@ -192,7 +203,11 @@ fn cmd_bundle(root: &Path, mode: Mode) -> Result<()> {
     let exe = link::universal_executable(&layout);
     let plist = info_plist(root, mode)?;
     let exe = (exe.is_file() || mode == Mode::DryRun && cfg!(target_os = "macos")).then_some(exe);
-    let plan = bundle::plan(&bundle::KextPaths::under(&layout.out), plist, exe.as_deref());
+    let plan = bundle::plan(
+        &bundle::KextPaths::under(&layout.out),
+        plist,
+        exe.as_deref(),
+    );
     exec::exec(&plan, mode)
 }
 
@@ -221,7 +236,10 @@ fn rcodesign(root: &Path, mode: Mode) -> Result<String> {
         return Ok(found);
     }
     exec::exec(&sign::install_rcodesign_plan(root), mode)?;
-    Ok(sign::tools_root(root).join("bin/rcodesign").display().to_string())
+    Ok(sign::tools_root(root)
+        .join("bin/rcodesign")
+        .display()
+        .to_string())
 }
 
 /// `sign`: sign the bundle, then verify what was signed.
@@ -237,7 +255,10 @@ fn cmd_sign(root: &Path, args: &Args, mode: Mode) -> Result<()> {
         sign::SignMode::Codesign { .. } => String::new(),
         _ => rcodesign(root, mode)?,
     };
-    exec::exec(&sign::plan(&sign_mode, &kext, &tool, args.sign.no_timestamp), mode)?;
+    exec::exec(
+        &sign::plan(&sign_mode, &kext, &tool, args.sign.no_timestamp),
+        mode,
+    )?;
     if mode == Mode::Run && !matches!(sign_mode, sign::SignMode::Codesign { .. }) {
         for s in sign::verify_bundle(&kext, bundle::EXECUTABLE)? {
             println!(
@@ -272,7 +293,10 @@ pub(crate) fn cmd_sign_check(root: &Path, mode: Mode) -> Result<()> {
     exec::exec(&signcheck::plan(&r), mode)?;
     if mode == Mode::Run {
         let header = std::fs::read_to_string(root.join(bundle::ABI_HEADER))?;
-        print!("{}", signcheck::verify(&r, &bundle::bundle_id_from_header(&header)?)?);
+        print!(
+            "{}",
+            signcheck::verify(&r, &bundle::bundle_id_from_header(&header)?)?
+        );
     }
     Ok(())
 }
@@ -310,7 +334,11 @@ fn cmd_vm_test(root: &Path, args: &Args, mode: Mode) -> Result<()> {
 fn run(raw: &[String]) -> Result<()> {
     let args = parse_args(raw)?;
     let root = repo_root();
-    let mode = if args.dry_run { Mode::DryRun } else { Mode::Run };
+    let mode = if args.dry_run {
+        Mode::DryRun
+    } else {
+        Mode::Run
+    };
     match args.command.as_str() {
         "" | "help" => {
             print!("{HELP}");

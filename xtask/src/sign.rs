@@ -48,7 +48,11 @@ pub struct SignArgs {
 
 /// Picks the mode: flags first, then `MT_SIGN_IDENTITY`, `MT_SIGN_PEM_CERT`/`MT_SIGN_PEM_KEY`;
 /// ad hoc when nothing is given.
-pub fn mode(args: &SignArgs, env: &dyn Fn(&str) -> Option<String>, macos: bool) -> Result<SignMode> {
+pub fn mode(
+    args: &SignArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+    macos: bool,
+) -> Result<SignMode> {
     let identity = args.identity.clone().or_else(|| env("MT_SIGN_IDENTITY"));
     let cert = args
         .pem_cert
@@ -58,13 +62,17 @@ pub fn mode(args: &SignArgs, env: &dyn Fn(&str) -> Option<String>, macos: bool) 
         .pem_key
         .clone()
         .or_else(|| env("MT_SIGN_PEM_KEY").map(PathBuf::from));
-    let chosen = usize::from(args.adhoc) + usize::from(identity.is_some()) + usize::from(cert.is_some() || key.is_some());
+    let chosen = usize::from(args.adhoc)
+        + usize::from(identity.is_some())
+        + usize::from(cert.is_some() || key.is_some());
     if chosen > 1 {
         bail!("choose one of --adhoc, --identity (MT_SIGN_IDENTITY), --pem-cert/--pem-key");
     }
     if let Some(identity) = identity {
         if !macos {
-            bail!("a keychain identity needs macOS codesign; use --pem-cert/--pem-key or --adhoc here");
+            bail!(
+                "a keychain identity needs macOS codesign; use --pem-cert/--pem-key or --adhoc here"
+            );
         }
         return Ok(SignMode::Codesign { identity });
     }
@@ -213,7 +221,9 @@ pub fn verify_thin(image: &[u8], special: &SpecialFiles) -> Result<SliceSignatur
         let at = be32(blob, 16 + 8 * i)? as usize;
         let magic = be32(blob, at)?;
         let len = be32(blob, at + 4)? as usize;
-        let body = blob.get(at..at + len).context("blob outside the signature")?;
+        let body = blob
+            .get(at..at + len)
+            .context("blob outside the signature")?;
         match (slot, magic) {
             (CSSLOT_CODEDIRECTORY, CSMAGIC_CODEDIRECTORY) => cd = Some(body),
             (CSSLOT_SIGNATURESLOT, CSMAGIC_BLOBWRAPPER) => has_cms = len > 8,
@@ -242,7 +252,9 @@ pub fn verify_thin(image: &[u8], special: &SpecialFiles) -> Result<SliceSignatur
         .context("CodeDirectory identifier outside the blob")?;
     let page = 1usize << page_shift;
     if code_limit > off || n_code as usize != code_limit.div_ceil(page) {
-        bail!("code limit {code_limit} / {n_code} pages do not cover the image up to its signature");
+        bail!(
+            "code limit {code_limit} / {n_code} pages do not cover the image up to its signature"
+        );
     }
     for i in 0..n_code as usize {
         let start = i * page;
@@ -282,7 +294,9 @@ pub fn verify_thin(image: &[u8], special: &SpecialFiles) -> Result<SliceSignatur
 
 /// Verifies every slice of a thin or universal executable.
 pub fn verify_executable(data: &[u8], special: &SpecialFiles) -> Result<Vec<SliceSignature>> {
-    let magic = data.get(..4).map(|m| u32::from_be_bytes([m[0], m[1], m[2], m[3]]));
+    let magic = data
+        .get(..4)
+        .map(|m| u32::from_be_bytes([m[0], m[1], m[2], m[3]]));
     if magic == Some(macho::FAT_MAGIC) {
         let fat = MachOFatFile32::parse(data).context("bad universal header")?;
         fat.arches()
@@ -317,8 +331,12 @@ mod tests {
 
     #[test]
     fn mode_comes_from_flags_then_environment_and_defaults_to_ad_hoc() {
-        assert_eq!(mode(&SignArgs::default(), &env_none, false).unwrap(), SignMode::AdHoc);
-        let env = |k: &str| (k == "MT_SIGN_IDENTITY").then(|| "Developer ID Application: X".to_string());
+        assert_eq!(
+            mode(&SignArgs::default(), &env_none, false).unwrap(),
+            SignMode::AdHoc
+        );
+        let env =
+            |k: &str| (k == "MT_SIGN_IDENTITY").then(|| "Developer ID Application: X".to_string());
         assert_eq!(
             mode(&SignArgs::default(), &env, true).unwrap(),
             SignMode::Codesign {
@@ -355,7 +373,14 @@ mod tests {
     #[test]
     fn plans_call_the_right_tool() {
         let b = Path::new("/r/maptrace.kext");
-        let cs = plan(&SignMode::Codesign { identity: "ID".into() }, b, "rcodesign", false);
+        let cs = plan(
+            &SignMode::Codesign {
+                identity: "ID".into(),
+            },
+            b,
+            "rcodesign",
+            false,
+        );
         let cmds: Vec<_> = cs.commands().collect();
         assert_eq!(cmds[0].program, "codesign");
         assert!(cmds[0].has_arg("ID") && cmds[0].has_arg("--timestamp"));
@@ -377,15 +402,146 @@ mod tests {
     fn install_plan_is_pinned_and_lean() {
         let p = install_rcodesign_plan(Path::new("/r"));
         let cmd = p.commands().next().unwrap();
-        for a in ["apple-codesign", RCODESIGN_VERSION, "--no-default-features", "--locked", "/r/target/tools"] {
+        for a in [
+            "apple-codesign",
+            RCODESIGN_VERSION,
+            "--no-default-features",
+            "--locked",
+            "/r/target/tools",
+        ] {
             assert!(cmd.has_arg(a), "{a} missing from {cmd}");
         }
         assert!(cmd.env_remove.iter().any(|k| k == "CARGO_TARGET_DIR"));
     }
 
+    /// A minimal signed image: header, LC_CODE_SIGNATURE, one page of code, then a SuperBlob
+    /// with a SHA-256 CodeDirectory (special slots 1..3) and an optional CMS wrapper.
+    fn signed_image(ident: &str, flags: u32, info: &[u8], resources: &[u8], cms: bool) -> Vec<u8> {
+        const PAGE: usize = 4096;
+        let be = |v: u32| v.to_be_bytes();
+        let mut img = vec![0u8; PAGE];
+        let le = |b: &mut [u8], at: usize, v: u32| b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        le(&mut img, 0, macho::MH_MAGIC_64);
+        le(&mut img, 4, crate::kernel::CPU_TYPE_X86_64);
+        le(&mut img, 8, 3);
+        le(&mut img, 12, macho::MH_EXECUTE);
+        le(&mut img, 16, 1);
+        le(&mut img, 20, 16);
+        for (i, b) in img.iter_mut().enumerate().skip(64) {
+            *b = (i % 251) as u8;
+        }
+        // CodeDirectory: 44-byte fixed part (version 0x20001), identifier, then hashes.
+        let n_special = 3u32;
+        let ident_off = 44;
+        let hash_off = ident_off + ident.len() + 1 + 32 * n_special as usize;
+        let mut cd = Vec::new();
+        for v in [
+            0xfade_0c02,
+            0,
+            0x20001,
+            flags,
+            hash_off as u32,
+            ident_off as u32,
+            n_special,
+            1,
+            PAGE as u32,
+        ] {
+            cd.extend(be(v));
+        }
+        cd.extend([32, CS_HASHTYPE_SHA256, 0, 12]);
+        cd.extend(be(0));
+        cd.extend(ident.as_bytes());
+        cd.push(0);
+        cd.extend(Sha256::digest(resources)); // slot 3
+        cd.extend([0u8; 32]); // slot 2: requirements (not checked)
+        cd.extend(Sha256::digest(info)); // slot 1
+        let code = Sha256::digest(&img[..PAGE]);
+        cd.extend(code);
+        let len = cd.len() as u32;
+        cd[4..8].copy_from_slice(&be(len));
+        let mut blobs = vec![(CSSLOT_CODEDIRECTORY, cd)];
+        if cms {
+            let mut w = be(CSMAGIC_BLOBWRAPPER).to_vec();
+            w.extend(be(12));
+            w.extend(be(0xdead_beef));
+            blobs.push((CSSLOT_SIGNATURESLOT, w));
+        }
+        let mut sb = Vec::new();
+        let header_len = 12 + 8 * blobs.len();
+        let total: usize = header_len + blobs.iter().map(|(_, b)| b.len()).sum::<usize>();
+        sb.extend(be(CSMAGIC_EMBEDDED_SIGNATURE));
+        sb.extend(be(total as u32));
+        sb.extend(be(blobs.len() as u32));
+        let mut at = header_len;
+        for (slot, b) in &blobs {
+            sb.extend(be(*slot));
+            sb.extend(be(at as u32));
+            at += b.len();
+        }
+        for (_, b) in &blobs {
+            sb.extend(b);
+        }
+        // LC_CODE_SIGNATURE right after the header.
+        le(&mut img, 32, macho::LC_CODE_SIGNATURE);
+        le(&mut img, 36, 16);
+        le(&mut img, 40, PAGE as u32);
+        le(&mut img, 44, sb.len() as u32);
+        // The load command is part of the hashed page: rehash it.
+        let code = Sha256::digest(&img[..PAGE]);
+        let cd_hash_at = header_len + hash_off;
+        sb[cd_hash_at..cd_hash_at + 32].copy_from_slice(&code);
+        img.extend(sb);
+        img
+    }
+
+    #[test]
+    fn a_valid_signature_verifies_and_tampering_is_caught() {
+        let special = SpecialFiles {
+            info_plist: Some(b"<plist/>".to_vec()),
+            code_resources: Some(b"resources".to_vec()),
+        };
+        let img = signed_image(
+            "org.example.kext",
+            CS_ADHOC,
+            b"<plist/>",
+            b"resources",
+            false,
+        );
+        let s = verify_thin(&img, &special).unwrap();
+        assert_eq!(s.identifier, "org.example.kext");
+        assert_eq!(s.flags & CS_ADHOC, CS_ADHOC);
+        assert_eq!((s.code_slots, s.has_cms), (1, false));
+        assert_eq!(s.cputype, crate::kernel::CPU_TYPE_X86_64);
+
+        let mut code = img.clone();
+        code[100] ^= 1;
+        let err = verify_thin(&code, &special).unwrap_err().to_string();
+        assert!(err.contains("code page 0 hash mismatch"), "{err}");
+
+        let other_plist = SpecialFiles {
+            info_plist: Some(b"<plist>changed</plist>".to_vec()),
+            ..special.clone()
+        };
+        let err = verify_thin(&img, &other_plist).unwrap_err().to_string();
+        assert!(err.contains("Info.plist hash mismatch"), "{err}");
+
+        let with_cms = signed_image("x.y", 0, b"<plist/>", b"resources", true);
+        assert!(verify_thin(&with_cms, &special).unwrap().has_cms);
+
+        let mut bad_magic = img.clone();
+        bad_magic[4096] ^= 0xff;
+        assert!(verify_thin(&bad_magic, &special).is_err());
+    }
+
     #[test]
     fn unsigned_and_garbage_images_are_rejected() {
         assert!(verify_thin(b"garbage", &SpecialFiles::default()).is_err());
-        assert!(verify_executable(&[0xca, 0xfe, 0xba, 0xbe, 0, 0, 0, 9], &SpecialFiles::default()).is_err());
+        assert!(
+            verify_executable(
+                &[0xca, 0xfe, 0xba, 0xbe, 0, 0, 0, 9],
+                &SpecialFiles::default()
+            )
+            .is_err()
+        );
     }
 }

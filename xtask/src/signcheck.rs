@@ -46,7 +46,14 @@ impl Rehearsal {
 /// reference/toolchain.md section 2), which is all signing needs.
 fn lld(arch: &str, out: &Path, inputs: &[PathBuf]) -> Cmd {
     Cmd::new("ld64.lld-19")
-        .args(["-arch", arch, "-platform_version", "macos", MACOS_MIN, MACOS_MIN])
+        .args([
+            "-arch",
+            arch,
+            "-platform_version",
+            "macos",
+            MACOS_MIN,
+            MACOS_MIN,
+        ])
         .args(["-bundle", "-undefined", "dynamic_lookup", "-o"])
         .path_arg(out)
         .args(inputs.iter().map(|p| p.display().to_string()))
@@ -72,14 +79,28 @@ pub fn plan(r: &Rehearsal) -> Plan {
     });
     let mut x86 = r.x86_inputs.clone();
     if x86.is_empty() {
-        plan.push(Step::Note("no x86_64 project objects: signing a stand-in C object".into()));
-        plan.run(clang_standin("x86_64-apple-macos11", &d.join("standin.c"), &d.join("standin.x86_64.o")));
+        plan.push(Step::Note(
+            "no x86_64 project objects: signing a stand-in C object".into(),
+        ));
+        plan.run(clang_standin(
+            "x86_64-apple-macos11",
+            &d.join("standin.c"),
+            &d.join("standin.x86_64.o"),
+        ));
         x86.push(d.join("standin.x86_64.o"));
     }
     // lld cannot link arm64e's authenticated relocations; a plain arm64 slice is enough here.
-    plan.run(clang_standin("arm64-apple-macos11", &d.join("standin.c"), &d.join("standin.arm64.o")));
+    plan.run(clang_standin(
+        "arm64-apple-macos11",
+        &d.join("standin.c"),
+        &d.join("standin.arm64.o"),
+    ));
     plan.run(lld("x86_64", &d.join("maptrace.x86_64"), &x86));
-    plan.run(lld("arm64", &d.join("maptrace.arm64"), &[d.join("standin.arm64.o")]));
+    plan.run(lld(
+        "arm64",
+        &d.join("maptrace.arm64"),
+        &[d.join("standin.arm64.o")],
+    ));
     let universal = d.join("maptrace.universal");
     plan.run(
         Cmd::new(&r.rcodesign)
@@ -88,15 +109,32 @@ pub fn plan(r: &Rehearsal) -> Plan {
             .path_arg(&d.join("maptrace.x86_64"))
             .path_arg(&d.join("maptrace.arm64")),
     );
-    plan.extend(bundle::plan(&r.adhoc(), r.info_plist.clone(), Some(&universal)));
-    plan.extend(sign::plan(&SignMode::AdHoc, &r.adhoc().bundle, &r.rcodesign, false));
+    plan.extend(bundle::plan(
+        &r.adhoc(),
+        r.info_plist.clone(),
+        Some(&universal),
+    ));
+    plan.extend(sign::plan(
+        &SignMode::AdHoc,
+        &r.adhoc().bundle,
+        &r.rcodesign,
+        false,
+    ));
     plan.run(
         Cmd::new(&r.rcodesign)
-            .args(["generate-self-signed-certificate", "--person-name", "maptrace sign-check"])
+            .args([
+                "generate-self-signed-certificate",
+                "--person-name",
+                "maptrace sign-check",
+            ])
             .arg("--pem-filename")
             .path_arg(&r.cert_stem()),
     );
-    plan.extend(bundle::plan(&r.pem(), r.info_plist.clone(), Some(&universal)));
+    plan.extend(bundle::plan(
+        &r.pem(),
+        r.info_plist.clone(),
+        Some(&universal),
+    ));
     let pem = SignMode::Pem {
         cert: r.cert_stem().with_extension("crt"),
         key: r.cert_stem().with_extension("key"),
@@ -116,7 +154,10 @@ pub fn verify(r: &Rehearsal, bundle_id: &str) -> Result<String> {
         }
         for s in &slices {
             if s.identifier != bundle_id {
-                bail!("{name}: identifier {} is not the bundle id {bundle_id}", s.identifier);
+                bail!(
+                    "{name}: identifier {} is not the bundle id {bundle_id}",
+                    s.identifier
+                );
             }
             if (s.flags & CS_ADHOC != 0) != adhoc || s.has_cms == adhoc {
                 bail!(
@@ -150,17 +191,26 @@ mod tests {
 
     #[test]
     fn plan_signs_two_bundles_built_around_one_universal_binary() {
-        let p = plan(&rehearsal(vec!["/r/target/kext/x86_64/libmaptrace_core.a".into()]));
+        let p = plan(&rehearsal(vec![
+            "/r/target/kext/x86_64/libmaptrace_core.a".into(),
+        ]));
         let text = p.render();
-        assert!(!text.contains("standin.x86_64.o"), "project objects replace the stand-in");
-        assert!(text.contains("ld64.lld-19 -arch x86_64 -platform_version macos 11.0 11.0 -bundle"));
+        assert!(
+            !text.contains("standin.x86_64.o"),
+            "project objects replace the stand-in"
+        );
+        assert!(
+            text.contains("ld64.lld-19 -arch x86_64 -platform_version macos 11.0 11.0 -bundle")
+        );
         assert!(text.contains("/r/target/kext/x86_64/libmaptrace_core.a"));
         assert!(text.contains("rcodesign macho-universal-create"));
         assert!(text.contains("rcodesign sign /r/target/kext/sign-check/adhoc/maptrace.kext"));
         assert!(text.contains("--timestamp-url none /r/target/kext/sign-check/pem/maptrace.kext"));
         let written: Vec<_> = p.written_files().map(Path::to_path_buf).collect();
         for f in ["adhoc", "pem"] {
-            let exe = PathBuf::from(format!("/r/target/kext/sign-check/{f}/maptrace.kext/Contents/MacOS/maptrace"));
+            let exe = PathBuf::from(format!(
+                "/r/target/kext/sign-check/{f}/maptrace.kext/Contents/MacOS/maptrace"
+            ));
             assert!(written.contains(&exe), "{exe:?} not written");
         }
     }

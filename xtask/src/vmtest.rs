@@ -54,8 +54,7 @@ pub struct VmPlan {
 
 impl VmTest {
     fn ssh(&self, remote: &str) -> Cmd {
-        Cmd::new("ssh")
-            .args(["-o", "BatchMode=yes", &self.host, remote])
+        Cmd::new("ssh").args(["-o", "BatchMode=yes", &self.host, remote])
     }
 
     fn remote(&self, name: &str) -> String {
@@ -68,9 +67,10 @@ impl VmTest {
     }
 
     fn kext_name(&self) -> String {
-        self.bundle
-            .file_name()
-            .map_or_else(|| "maptrace.kext".into(), |n| n.to_string_lossy().into_owned())
+        self.bundle.file_name().map_or_else(
+            || "maptrace.kext".into(),
+            |n| n.to_string_lossy().into_owned(),
+        )
     }
 
     /// Builds the plan.
@@ -101,7 +101,11 @@ impl VmTest {
             Cmd::new("scp")
                 .args(["-q", "-r", "-o", "BatchMode=yes"])
                 .path_arg(&self.bundle)
-                .path_arg(&self.root.join("target/x86_64-apple-darwin/release/maptrace"))
+                .path_arg(
+                    &self
+                        .root
+                        .join("target/x86_64-apple-darwin/release/maptrace"),
+                )
                 .path_arg(&out.join("workload"))
                 .path_arg(&self.root.join("xtask/vm/fsinfo.d"))
                 .arg(format!("{}:{REMOTE_DIR}/", self.host)),
@@ -239,7 +243,10 @@ pub fn report(events: &str, dtrace: Option<&str>, kernel_log: &str) -> (String, 
     }
     if get(&ours, "pagein") == 0 {
         ok = false;
-        let _ = writeln!(s, "  FAIL: no pagein events although every page was touched");
+        let _ = writeln!(
+            s,
+            "  FAIL: no pagein events although every page was touched"
+        );
     }
     if let Some(t) = &theirs {
         for kind in ["mmap", "pagein", "mnomap"] {
@@ -249,7 +256,11 @@ pub fn report(events: &str, dtrace: Option<&str>, kernel_log: &str) -> (String, 
         }
     }
     let panics = kernel_log.lines().filter(|l| l.contains("panic")).count();
-    let _ = writeln!(s, "  kernel log: {} lines, {panics} mentioning panic", kernel_log.lines().count());
+    let _ = writeln!(
+        s,
+        "  kernel log: {} lines, {panics} mentioning panic",
+        kernel_log.lines().count()
+    );
     let _ = writeln!(s, "  result: {}", if ok { "PASS" } else { "FAIL" });
     (s, ok)
 }
@@ -271,7 +282,11 @@ pub fn run(test: &VmTest, mode: Mode) -> Result<()> {
     let down = exec(&plan.teardown, mode);
     let read = |name: &str| std::fs::read_to_string(test.out_dir().join(name)).unwrap_or_default();
     let dtrace = test.dtrace.then(|| read("dtrace.txt"));
-    let (text, ok) = report(&read("events.jsonl"), dtrace.as_deref(), &read("kernel.log"));
+    let (text, ok) = report(
+        &read("events.jsonl"),
+        dtrace.as_deref(),
+        &read("kernel.log"),
+    );
     print!("{text}");
     main?;
     down?;
@@ -284,7 +299,9 @@ pub fn run(test: &VmTest, mode: Mode) -> Result<()> {
 /// Fails unless the helpers can be built here (they are macOS x86_64 binaries).
 pub fn require_macos() -> Result<()> {
     if !cfg!(target_os = "macos") {
-        bail!("vm-test builds macOS helpers and needs a signed bundle: run it on a Mac (or use --dry-run)");
+        bail!(
+            "vm-test builds macOS helpers and needs a signed bundle: run it on a Mac (or use --dry-run)"
+        );
     }
     Ok(())
 }
@@ -322,11 +339,18 @@ mod tests {
         ];
         let mut last = 0;
         for needle in order {
-            let at = setup.find(needle).unwrap_or_else(|| panic!("{needle} missing:\n{setup}"));
+            let at = setup
+                .find(needle)
+                .unwrap_or_else(|| panic!("{needle} missing:\n{setup}"));
             assert!(at >= last, "{needle} out of order");
             last = at;
         }
-        assert!(p.setup.commands().filter(|c| c.program == "ssh").all(|c| c.has_arg("BatchMode=yes")));
+        assert!(
+            p.setup
+                .commands()
+                .filter(|c| c.program == "ssh")
+                .all(|c| c.has_arg("BatchMode=yes"))
+        );
         let run = text(&p.run);
         assert!(run.contains("sudo purge"));
         assert!(run.contains("record -q -o /tmp/maptrace-vm/events.bin"));
