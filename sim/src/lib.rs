@@ -25,6 +25,8 @@ pub mod vm;
 pub mod xnu;
 
 pub use api::{Cred, Proc, Sim, SimError, VnodeCounts};
+pub use context::Vop;
+pub use hold::VnopHold;
 pub use kernel::{Config, Release, TraceEvent, TraceOp};
 pub use kext::KextError;
 pub use scenario::{DEMO, GenParams, Scenario};

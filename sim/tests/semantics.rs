@@ -371,3 +371,29 @@ fn a_sim_moves_between_threads_and_the_next_boot_waits_for_it() {
     let again = Sim::boot(Config::default());
     assert!(again.counts("/bin/app").is_none(), "a fresh kernel");
 }
+
+#[test]
+fn a_held_pagein_blocks_the_fault_until_released() {
+    use maptrace_sim::Vop;
+    use std::time::Duration;
+    let sim = sim();
+    let p = sim.spawn("reader", 501);
+    let fd = p.open("/Volumes/Data/db").unwrap();
+    let a = p
+        .mmap(fd, 8 * PS, prot::READ, map_flags::SHARED, 0)
+        .unwrap();
+    let hold = sim.hold_vnop(Vop::Pagein);
+    assert!(
+        !hold.wait_held(1, Duration::from_millis(20)),
+        "nothing is blocked yet"
+    );
+    std::thread::scope(|s| {
+        let t = s.spawn(|| p.touch(a, 1));
+        assert!(hold.wait_held(1, Duration::from_secs(10)));
+        assert!(!t.is_finished(), "the fault waits in the filesystem");
+        hold.release();
+        assert_eq!(t.join().unwrap().unwrap().pageins, 1);
+    });
+    // Released: later faults do not block.
+    assert_eq!(p.touch(a + 4 * PS, 1).unwrap().pageins, 1);
+}
