@@ -13,11 +13,15 @@ use shim_support::{Tunables, boot_loaded, drain};
 
 const PAGE: u64 = 4096;
 
+/// The records of one process in time order (shards are drained in turn).
 fn of_pid(recs: &[Record], pid: i32) -> Vec<Record> {
-    recs.iter()
+    let mut v: Vec<Record> = recs
+        .iter()
         .filter(|r| r.pid == pid as u32)
         .cloned()
-        .collect()
+        .collect();
+    v.sort_by_key(|r| (r.timestamp_ns, r.shard, r.pos));
+    v
 }
 
 fn kinds(recs: &[Record], kind: EventKind) -> Vec<Record> {
@@ -120,7 +124,7 @@ fn two_maps_one_reference_faults_and_one_mnomap() {
         prot: fp,
         file_pos,
         mmap_flags,
-        ..
+        maxprot,
     } = files[1].event
     else {
         unreachable!()
@@ -128,6 +132,11 @@ fn two_maps_one_reference_faults_and_one_mnomap() {
     assert_eq!(
         (fp, file_pos, mmap_flags),
         (prot::READ as u32, 0, map_flags::PRIVATE as u32)
+    );
+    assert_eq!(
+        maxprot,
+        (prot::READ | prot::WRITE | prot::EXEC) as u32,
+        "maxprot as the kernel passed it"
     );
     assert_eq!(
         path_of(&recs, mmaps[0].vnode_id).as_deref(),
@@ -309,4 +318,36 @@ fn hfs_and_apfs_vectors_are_patched_once_each() {
     assert_eq!(kinds(&recs, EventKind::Mnomap).len(), 4);
     assert_eq!(st.errors, 0);
     assert_eq!(st.probe_method, maptrace_abi::raw::MT_PROBE_OFFSET);
+}
+
+#[test]
+fn batches_carry_no_kernel_address() {
+    let sim = boot_loaded(Config::default(), Tunables::default());
+    let p = sim.spawn("app", 501);
+    for path in ["/data/a.bin", "/Volumes/hfs/c.bin"] {
+        let fd = p.open(path).expect("open");
+        let a = p
+            .mmap(fd, 8 * PAGE, prot::READ, map_flags::SHARED, PAGE)
+            .expect("map");
+        p.touch(a, 8 * PAGE).expect("touch");
+        p.munmap(a).expect("unmap");
+    }
+    p.exec("/bin/tool").expect("exec");
+    let name = shim_support::raw_name(maptrace_abi::raw::MT_SYSCTL_EVENTS);
+    let mut buf = shim_support::events_buffer(&sim);
+    let mut total = 0;
+    loop {
+        let n = sim
+            .sysctl_read(name, Some(&mut buf), maptrace_sim::Cred::Root)
+            .expect("read");
+        if n == 0 {
+            break;
+        }
+        total += n;
+        assert_eq!(sim.find_kernel_addresses(&buf[..n]), Vec::<usize>::new());
+    }
+    assert!(total > 20 * 64, "{total} bytes read");
+    let st = shim_support::stats(&sim, maptrace_sim::Cred::User(501));
+    assert_eq!(st.errors, 0);
+    sim.unload_kext().expect("unload");
 }
