@@ -2,7 +2,7 @@
 //! has a recognisable address and tests can scan output for leaked pointers.
 
 use std::alloc::{self, Layout};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,14 +32,33 @@ pub struct Block {
     pub what: &'static str,
 }
 
-/// A bump allocator over one zeroed region; freed blocks are poisoned and
-/// never reused, so a use after free reads poison instead of a new object.
+/// Freed small blocks wait this long (in frees) before reuse, so a use after
+/// free reads poison rather than a new object.
+const QUARANTINE: usize = 4096;
+/// Blocks up to this size are reused; larger ones (rings) never are.
+const REUSE_MAX: usize = 64 << 10;
+
+/// A bump allocator over one zeroed region. Freed blocks are poisoned and
+/// quarantined; small ones are reused afterwards, as kernel zones do.
 pub struct Arena {
     base: usize,
     size: usize,
     layout: Layout,
     next: AtomicUsize,
     live: Mutex<HashMap<usize, Block>>,
+    freed: Mutex<Freed>,
+}
+
+/// Freed blocks: a FIFO quarantine, then free lists by size class.
+#[derive(Default)]
+struct Freed {
+    quarantine: VecDeque<(usize, usize)>,
+    lists: HashMap<usize, Vec<usize>>,
+}
+
+/// The size class of a request: 16-byte granules.
+fn class(size: usize) -> usize {
+    size.max(1).next_multiple_of(16)
 }
 
 // SAFETY:
@@ -66,6 +85,7 @@ impl Arena {
             // Start one page in so no object sits at the region's first byte.
             next: AtomicUsize::new(4096),
             live: Mutex::new(HashMap::new()),
+            freed: Mutex::new(Freed::default()),
         }
     }
 
@@ -86,10 +106,23 @@ impl Arena {
     ) -> Option<usize> {
         let size = size.max(1);
         let align = align.max(8);
+        if align <= 16 && class(size) <= REUSE_MAX {
+            let reused = lock(&self.freed)
+                .lists
+                .get_mut(&class(size))
+                .and_then(Vec::pop);
+            if let Some(addr) = reused {
+                fill(addr, size, if zero { 0 } else { POISON });
+                lock(&self.live).insert(addr, Block { size, owner, what });
+                return Some(addr);
+            }
+        }
+        // Reserve the whole class so a later reuse of the block fits.
+        let size_class = class(size);
         let mut cur = self.next.load(Ordering::Relaxed);
         let start = loop {
             let start = cur.next_multiple_of(align);
-            let end = start.checked_add(size)?;
+            let end = start.checked_add(size_class)?;
             if end > self.size {
                 return None;
             }
@@ -112,6 +145,16 @@ impl Arena {
     pub fn free(&self, addr: usize) -> Option<Block> {
         let block = lock(&self.live).remove(&addr)?;
         fill(addr, block.size, POISON);
+        let c = class(block.size);
+        if c <= REUSE_MAX && addr % 16 == 0 {
+            let mut f = lock(&self.freed);
+            f.quarantine.push_back((addr, c));
+            if f.quarantine.len() > QUARANTINE
+                && let Some((a, c)) = f.quarantine.pop_front()
+            {
+                f.lists.entry(c).or_default().push(a);
+            }
+        }
         Some(block)
     }
 
@@ -157,4 +200,40 @@ impl Drop for Arena {
 fn fill(addr: usize, len: usize, byte: u8) {
     // SAFETY: callers pass a block inside the arena's live region.
     unsafe { std::ptr::write_bytes(addr as *mut u8, byte, len) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn freed_blocks_are_poisoned_quarantined_then_reused() {
+        let a = Arena::new(1 << 20);
+        let first = a.alloc(40, 16, true, Owner::Kext, "t").unwrap();
+        assert_eq!(a.outstanding(Owner::Kext), (1, 40));
+        assert!(a.contains(first as u64));
+        assert!(a.free(first).is_some());
+        assert!(a.free(first).is_none(), "double free is refused");
+        // SAFETY: `first` is inside the arena's region.
+        let byte = unsafe { *(first as *const u8) };
+        assert_eq!(byte, POISON);
+        let mut seen_again = false;
+        for _ in 0..=QUARANTINE + 1 {
+            let b = a.alloc(48, 16, false, Owner::Kernel, "t").unwrap();
+            seen_again |= b == first;
+            a.free(b);
+        }
+        assert!(seen_again, "reused after the quarantine");
+        assert_eq!(a.outstanding(Owner::Kext), (0, 0));
+    }
+
+    #[test]
+    fn a_full_region_fails_instead_of_overlapping() {
+        let a = Arena::new(1 << 20);
+        assert!(a.alloc(2 << 20, 16, false, Owner::Kext, "big").is_none());
+        let x = a.alloc(100, 4096, false, Owner::Kext, "aligned").unwrap();
+        assert_eq!(x % 4096, 0);
+        let y = a.alloc(100, 16, false, Owner::Kext, "next").unwrap();
+        assert!(y >= x + 112, "blocks never overlap");
+    }
 }

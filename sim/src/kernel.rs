@@ -1,7 +1,7 @@
 //! The booted kernel: configuration, global state the KPIs reach, thread and
 //! CPU identity, violations, the log and the ground-truth trace.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -72,6 +72,8 @@ pub struct Config {
     /// `vfs_fsadd` fails with this errno (a kernel that refuses the kext's
     /// filesystem), for start-failure tests.
     pub fsadd_error: Option<i32>,
+    /// Trace events kept (the oldest go first), so long runs stay bounded.
+    pub trace_capacity: usize,
 }
 
 impl Default for Config {
@@ -90,6 +92,7 @@ impl Default for Config {
             echo_log: false,
             counts_offset: None,
             fsadd_error: None,
+            trace_capacity: 1 << 20,
         }
     }
 }
@@ -147,7 +150,7 @@ pub struct Kernel {
     policy: Mutex<ViolationPolicy>,
     violations: Mutex<Vec<Violation>>,
     log: Mutex<Vec<String>>,
-    trace: Mutex<Vec<TraceEvent>>,
+    trace: Mutex<VecDeque<TraceEvent>>,
     trace_seq: AtomicU64,
     threads: Mutex<HashMap<usize, u64>>,
     next_tid: AtomicU64,
@@ -204,7 +207,7 @@ impl Kernel {
             started: Instant::now(),
             violations: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
-            trace: Mutex::new(Vec::new()),
+            trace: Mutex::new(VecDeque::new()),
             trace_seq: AtomicU64::new(0),
             threads: Mutex::new(HashMap::new()),
             next_tid: AtomicU64::new(0x1000),
@@ -301,12 +304,17 @@ impl Kernel {
     pub fn trace(&self, mut ev: TraceEvent) {
         let mut t = lock(&self.trace);
         ev.seq = self.trace_seq.fetch_add(1, Ordering::Relaxed);
-        t.push(ev);
+        if t.len() >= self.config.trace_capacity {
+            t.pop_front();
+        }
+        if self.config.trace_capacity > 0 {
+            t.push_back(ev);
+        }
     }
 
     /// The trace so far.
     pub fn trace_events(&self) -> Vec<TraceEvent> {
-        lock(&self.trace).clone()
+        lock(&self.trace).iter().cloned().collect()
     }
 
     // ------------------------------------------------------------ time

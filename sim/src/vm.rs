@@ -298,6 +298,7 @@ impl Kernel {
             0,
         );
         self.vfs.rele(self, &f.vp);
+        self.arena.free(f.fileglob);
         Ok(())
     }
 

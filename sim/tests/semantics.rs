@@ -397,3 +397,26 @@ fn a_held_pagein_blocks_the_fault_until_released() {
     // Released: later faults do not block.
     assert_eq!(p.touch(a + 4 * PS, 1).unwrap().pageins, 1);
 }
+
+#[test]
+fn the_trace_keeps_the_newest_events_up_to_its_capacity() {
+    let sim = Sim::boot(Config {
+        trace_capacity: 3,
+        ..Config::default()
+    });
+    sim.mount("apfs", "/").unwrap();
+    sim.add_file("/f", 8 * PS).unwrap();
+    let p = sim.spawn("r", 501);
+    let fd = p.open("/f").unwrap();
+    for _ in 0..3 {
+        p.mmap(fd, PS, prot::READ, map_flags::SHARED, 0).unwrap();
+    }
+    let t = sim.trace();
+    assert_eq!(t.len(), 3);
+    assert_eq!(
+        t.last().unwrap().seq,
+        8,
+        "3 mmaps made 9 events (check, mmap_check, mmap)"
+    );
+    assert_eq!(t[0].seq, 6);
+}
