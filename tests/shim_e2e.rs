@@ -351,3 +351,60 @@ fn batches_carry_no_kernel_address() {
     assert_eq!(st.errors, 0);
     sim.unload_kext().expect("unload");
 }
+
+#[test]
+fn a_recycled_vnode_gets_a_new_vid_and_path() {
+    let sim = boot_loaded(Config::default(), Tunables::default());
+    let mut dec = Decoder::new();
+    let p = sim.spawn("app", 501);
+    let map_once = |path: &str| {
+        let fd = p.open(path).expect("open");
+        let a = p
+            .mmap(fd, PAGE, prot::READ, map_flags::SHARED, 0)
+            .expect("map");
+        p.munmap(a).expect("unmap");
+        p.close(fd).expect("close");
+    };
+    map_once("/data/a.bin");
+    let old = sim.counts("/data/a.bin").expect("vnode");
+    let old_addr = sim.vnode_addr("/data/a.bin").expect("addr");
+    assert!(
+        sim.recycle("/data/a.bin").expect("recycle"),
+        "unused: reclaimed now"
+    );
+    map_once("/data/b.bin");
+    assert_eq!(
+        sim.vnode_addr("/data/b.bin"),
+        Some(old_addr),
+        "the block was reused"
+    );
+    let recs = of_pid(&drain(&sim, &mut dec), p.pid());
+    let mmaps = kinds(&recs, EventKind::Mmap);
+    assert_eq!(mmaps.len(), 2);
+    let vids: Vec<u32> = mmaps
+        .iter()
+        .map(|m| match m.event {
+            Event::Mmap { vid, .. } => vid,
+            _ => unreachable!(),
+        })
+        .collect();
+    assert_eq!(vids, vec![old.vid, old.vid + 1]);
+    // The id hashes the vnode; the vid and the PATH record tell the files apart.
+    let paths: Vec<(u32, String)> = recs
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::Path { vid, path, .. } => {
+                Some((*vid, String::from_utf8_lossy(path).into_owned()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        paths,
+        vec![
+            (old.vid, "/data/a.bin".to_string()),
+            (old.vid + 1, "/data/b.bin".to_string())
+        ]
+    );
+    sim.check_balanced().expect("balanced");
+}

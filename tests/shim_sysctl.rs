@@ -346,3 +346,25 @@ fn two_readers_at_once_serialise_and_share_everything() {
     assert_eq!(event_records(&recs), produced);
     assert_eq!(stats(&sim, Cred::Root).dropped(), 0);
 }
+
+#[test]
+fn pid_filter_config_selects_by_the_hooks_pid() {
+    let sim = boot_loaded(Config::default(), Tunables::default());
+    let a = sim.spawn("a", 501);
+    let b = sim.spawn("b", 502);
+    let mut dec = Decoder::new();
+    for (flags, want_a, want_b) in [
+        (raw::MT_CF_ENABLE | raw::MT_CF_PID_FILTER, true, false),
+        (raw::MT_CF_ENABLE | raw::MT_CF_PID_EXCLUDE, false, true),
+        (0, false, false),
+    ] {
+        let cfg = config_bytes(flags, raw::MT_EVMASK_ALL, a.pid() as u32);
+        write_config(&sim, &cfg, Cred::Root).expect("config");
+        drain(&sim, &mut dec);
+        workload(&a, "/data/a.bin");
+        workload(&b, "/data/b.bin");
+        let recs = drain(&sim, &mut dec);
+        let has = |p: &Proc| recs.iter().any(|r| r.pid == p.pid() as u32);
+        assert_eq!((has(&a), has(&b)), (want_a, want_b), "flags {flags:#x}");
+    }
+}
