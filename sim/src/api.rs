@@ -12,6 +12,15 @@ use crate::violation::{Violation, ViolationPolicy};
 use crate::vm::{Mapping, Process, TouchStats};
 use crate::{lock, xnu};
 
+/// Whether the real shim (`kext-shim/src/*.c`) is compiled into this build.
+pub const SHIM_LINKED: bool = cfg!(mt_shim);
+
+#[cfg(mt_shim)]
+unsafe extern "C" {
+    /// The shim's kmod_info (KMOD_EXPLICIT_DECL in kext-shim/src/mt_main.c).
+    static mut kmod_info: xnu::kmod_info;
+}
+
 /// One simulator at a time per process: the kext's globals and the exported
 /// descriptors are process-wide, as in a kernel. A flag and a condvar rather
 /// than a guard, so a `Sim` can move between threads.
@@ -186,6 +195,22 @@ impl Sim {
         let r = unsafe { self.k.kext.load(&self.k, ki) };
         self.k.safe_point();
         r
+    }
+
+    /// Loads the real shim through its `kmod_info`, with whatever tunables
+    /// its globals hold. `KextError::NotLinked` when the shim is not built in.
+    pub fn load_shim(&self) -> Result<(), KextError> {
+        #[cfg(mt_shim)]
+        {
+            let ki = &raw mut kmod_info;
+            // SAFETY: the shim's kmod_info is a static that lives for the
+            // process, and its start/stop follow the kmod contract.
+            unsafe { self.load_kext(ki) }
+        }
+        #[cfg(not(mt_shim))]
+        {
+            Err(KextError::NotLinked)
+        }
     }
 
     /// Unloads the kext (runs stop; a refusal keeps it loaded), then checks

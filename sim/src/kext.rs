@@ -21,6 +21,8 @@ pub enum KextError {
     NotLoaded,
     /// The kmod_info has no start or stop routine.
     BadKmodInfo,
+    /// The real shim is not compiled into this build.
+    NotLinked,
     /// start returned this kern_return_t: the kext is not loaded.
     StartFailed(i32),
     /// stop returned this kern_return_t: the kext stays loaded.
@@ -33,6 +35,7 @@ impl std::fmt::Display for KextError {
             KextError::Busy => write!(f, "a kext is already loaded"),
             KextError::NotLoaded => write!(f, "no kext is loaded"),
             KextError::BadKmodInfo => write!(f, "kmod_info without start/stop"),
+            KextError::NotLinked => write!(f, "the shim (kext-shim/src/*.c) is not in this build"),
             KextError::StartFailed(r) => write!(f, "kext start failed ({r})"),
             KextError::StopRefused(r) => write!(f, "Kext did not stop ({r})"),
         }

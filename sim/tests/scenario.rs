@@ -232,3 +232,48 @@ fn every_shipped_scenario_parses_and_runs_balanced() {
     }
     assert!(n >= 3, "demo, concurrent and recycle ship");
 }
+
+#[test]
+fn the_demo_runs_with_the_real_shim_loaded() {
+    const { assert!(maptrace_sim::SHIM_LINKED, "kext-shim/src has the shim") };
+    let sim = Sim::boot(Config::default());
+    sim.load_shim().unwrap();
+    let names = sim.sysctl_names();
+    assert!(
+        names.iter().any(|n| n == "kern.maptrace.events"),
+        "{names:?}"
+    );
+    Scenario::parse(DEMO).unwrap().run(&sim).unwrap();
+    let n = sim
+        .sysctl_read("kern.maptrace.events", None, maptrace_sim::Cred::Root)
+        .unwrap();
+    let mut buf = vec![0u8; n];
+    let got = sim
+        .sysctl_read(
+            "kern.maptrace.events",
+            Some(&mut buf),
+            maptrace_sim::Cred::Root,
+        )
+        .unwrap();
+    assert!(got > 0, "the shim recorded the demo");
+    assert_eq!(
+        sim.find_kernel_addresses(&buf[..got]),
+        Vec::<usize>::new(),
+        "no kernel address leaks"
+    );
+    assert_eq!(
+        sim.sysctl_read(
+            "kern.maptrace.events",
+            Some(&mut buf),
+            maptrace_sim::Cred::User(501)
+        )
+        .unwrap_err()
+        .errno,
+        1,
+        "events are root only"
+    );
+    sim.unload_kext().unwrap();
+    assert_eq!(sim.load_shim(), Ok(()), "loads again");
+    sim.unload_kext().unwrap();
+    sim.check_balanced().unwrap();
+}
