@@ -169,6 +169,20 @@ impl Sim {
         Ok(false)
     }
 
+    /// Memory pressure: drops every cached page of the file, so the next
+    /// touches page in again. Returns how many pages went.
+    pub fn evict(&self, path: &str) -> Result<usize, SimError> {
+        let vp = self
+            .k
+            .vfs
+            .vnode_by_path(path)
+            .ok_or(SimError(crate::vfs::errno::ENOENT))?;
+        let mut pages = lock(&vp.pages);
+        let n = pages.len();
+        pages.clear();
+        Ok(n)
+    }
+
     /// Creates a process (pid from 100 up).
     pub fn spawn(&self, name: &str, uid: u32) -> Proc {
         Proc {

@@ -118,6 +118,11 @@ pub enum Step {
         /// File.
         path: String,
     },
+    /// `evict PATH`: memory pressure drops the file's cached pages.
+    Evict {
+        /// File.
+        path: String,
+    },
 }
 
 /// One operation of a `parallel` block: (line, process, operation).
@@ -576,6 +581,7 @@ impl Scenario {
                     Step::Unmount { on, force }
                 }
                 "recycle" => Step::Recycle { path: c.path()? },
+                "evict" => Step::Evict { path: c.path()? },
                 "parallel" => {
                     c.done()?;
                     parallel = Some((line, Vec::new()));
@@ -670,6 +676,10 @@ impl Scenario {
                 Step::Recycle { path } => {
                     sim.recycle(path)
                         .map_err(|e| fail(at, format!("recycle {path}: {e}")))?;
+                }
+                Step::Evict { path } => {
+                    sim.evict(path)
+                        .map_err(|e| fail(at, format!("evict {path}: {e}")))?;
                 }
             }
         }
@@ -884,6 +894,7 @@ impl fmt::Display for Scenario {
                     writeln!(f, "unmount {on}{}", if *force { " force" } else { "" })?
                 }
                 Step::Recycle { path } => writeln!(f, "recycle {path}")?,
+                Step::Evict { path } => writeln!(f, "evict {path}")?,
             }
         }
         Ok(())

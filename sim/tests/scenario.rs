@@ -14,10 +14,10 @@ fn parses_every_command() {
     let s = Scenario::parse(
         "# comment\nmount apfs /\nfile /a 16K\nproc p uid=0\np: open /a as f   # trailing comment\n\
          p: mmap f prot=rx flags=shared,fixed offset=4K len=8K as m\np: touch m 4K 4096\np: touch m\n\
-         parallel\n  p: munmap m\nend\np: close f\np: exec /a\np: exit\nsleep 2ms\nunmount / force\nrecycle /a\n",
+         parallel\n  p: munmap m\nend\np: close f\np: exec /a\np: exit\nsleep 2ms\nunmount / force\nrecycle /a\nevict /a\n",
     )
     .unwrap();
-    assert_eq!(s.steps.len(), 14);
+    assert_eq!(s.steps.len(), 15);
     assert_eq!(
         s.steps[2],
         Step::Proc {
@@ -53,6 +53,7 @@ fn parses_every_command() {
     ));
     assert!(matches!(&s.steps[7], Step::Parallel(v) if v.len() == 1));
     assert_eq!(s.steps[13], Step::Recycle { path: "/a".into() });
+    assert_eq!(s.steps[14], Step::Evict { path: "/a".into() });
 }
 
 #[test]

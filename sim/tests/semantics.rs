@@ -420,3 +420,18 @@ fn the_trace_keeps_the_newest_events_up_to_its_capacity() {
     );
     assert_eq!(t[0].seq, 6);
 }
+
+#[test]
+fn evicted_pages_are_paged_in_again() {
+    let sim = sim();
+    let p = sim.spawn("reader", 501);
+    let fd = p.open("/Volumes/Data/db").unwrap();
+    let a = p
+        .mmap(fd, 8 * PS, prot::READ, map_flags::SHARED, 0)
+        .unwrap();
+    assert_eq!(p.touch(a, 8 * PS).unwrap().pageins, 2);
+    assert_eq!(p.touch(a, 8 * PS).unwrap().pageins, 0);
+    assert_eq!(sim.evict("/Volumes/Data/db"), Ok(8));
+    assert_eq!(p.touch(a, 8 * PS).unwrap().pageins, 2);
+    assert_eq!(sim.evict("/nope").unwrap_err().0, 2);
+}
