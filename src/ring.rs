@@ -241,6 +241,10 @@ pub enum LayoutError {
     TooSmall,
 }
 
+/// Smallest shard. The loom model uses 2-slot shards so that the full and
+/// wrap paths are reachable in few steps.
+const MIN_SLOTS: u32 = if cfg!(loom) { 2 } else { bridge::MT_CORE_MIN_SLOTS };
+
 /// Alignment of the ring's memory (its control words are 128-byte aligned).
 const ALIGN: usize = 128;
 
@@ -262,7 +266,7 @@ impl<'a> Ring<'a> {
         if nshards == 0 || nshards > raw::MT_MAX_SHARDS {
             return Err(LayoutError::Shards);
         }
-        if !cap.is_power_of_two() || !(bridge::MT_CORE_MIN_SLOTS..=bridge::MT_CORE_MAX_SLOTS).contains(&cap) {
+        if !cap.is_power_of_two() || !(MIN_SLOTS..=bridge::MT_CORE_MAX_SLOTS).contains(&cap) {
             return Err(LayoutError::Slots);
         }
         let shards_off = 0;
