@@ -6,11 +6,15 @@ use std::env;
 use std::path::PathBuf;
 
 fn main() {
-    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let root =
+        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let include = root.join("kext-shim/include");
     let header = include.join("maptrace_bridge.h");
     println!("cargo:rerun-if-changed={}", header.display());
-    println!("cargo:rerun-if-changed={}", include.join("maptrace_abi.h").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        include.join("maptrace_abi.h").display()
+    );
 
     let bindings = bindgen::Builder::default()
         .header(header.to_string_lossy())
@@ -27,5 +31,7 @@ fn main() {
         .generate()
         .expect("bindgen failed on maptrace_bridge.h (is libclang installed? `cargo xtask test` installs it)");
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    bindings.write_to_file(out.join("bridge.rs")).expect("write bridge.rs");
+    bindings
+        .write_to_file(out.join("bridge.rs"))
+        .expect("write bridge.rs");
 }

@@ -24,7 +24,8 @@ impl bindgen::callbacks::ParseCallbacks for ZerocopyDerives {
 }
 
 fn main() {
-    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let root =
+        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let include = root.join("../kext-shim/include");
     let header = include.join("maptrace_abi.h");
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));

@@ -13,7 +13,7 @@
 //!
 //! Run: `cargo bench --bench ring` (add `-- --quick` for a fast pass).
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use maptrace_abi::decode::Decoder;
 use maptrace_abi::merge::merge_by_time;
 use maptrace_abi::raw;
@@ -21,8 +21,8 @@ use maptrace_core::ring::{Ring, SLOT_SIZE};
 use maptrace_core::{Engine, Event, Params};
 use std::hint::black_box;
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Barrier;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Records per timed chunk; the ring is drained (untimed) between chunks.
@@ -34,7 +34,11 @@ fn mem(nshards: u32, cap: u32) -> Vec<MaybeUninit<u8>> {
 }
 
 fn params() -> Params {
-    Params { hash_key: [3, 5], generation: 1, probe_method: raw::MT_PROBE_OFFSET }
+    Params {
+        hash_key: [3, 5],
+        generation: 1,
+        probe_method: raw::MT_PROBE_OFFSET,
+    }
 }
 
 fn event(i: u64) -> Event {

@@ -5,7 +5,7 @@
 //! relaxed load and can never see half of a config change.
 
 use crate::sync::{AtomicU64, Ordering};
-use maptrace_abi::{raw, ConfigFlags, EventKind, EventMask};
+use maptrace_abi::{ConfigFlags, EventKind, EventMask, raw};
 use zerocopy::FromBytes;
 
 /// Why a config write was refused (the config is unchanged).
@@ -38,7 +38,11 @@ pub struct Config {
 
 impl Config {
     /// Recording everything: the state after start.
-    pub const DEFAULT: Config = Config { flags: ConfigFlags::ENABLE, mask: EventMask::all(), pid: 0 };
+    pub const DEFAULT: Config = Config {
+        flags: ConfigFlags::ENABLE,
+        mask: EventMask::all(),
+        pid: 0,
+    };
 
     /// Parses and validates the bytes of a `struct mt_config` write.
     pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
@@ -57,7 +61,11 @@ impl Config {
         if c.reserved.iter().any(|&r| r != 0) {
             return Err(ConfigError::Reserved);
         }
-        Ok(Config { flags, mask, pid: c.pid })
+        Ok(Config {
+            flags,
+            mask,
+            pid: c.pid,
+        })
     }
 
     /// The ABI struct for this config.
@@ -126,7 +134,12 @@ impl ConfigCell {
             if cur & SHUTDOWN != 0 {
                 return Err(ConfigError::ShutDown);
             }
-            match self.0.compare_exchange_weak(cur, config.pack(), Ordering::Relaxed, Ordering::Relaxed) {
+            match self.0.compare_exchange_weak(
+                cur,
+                config.pack(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return Ok(()),
                 Err(now) => cur = now,
             }
@@ -152,7 +165,11 @@ mod tests {
 
     #[test]
     fn valid_config_round_trips() {
-        let c = Config { flags: ConfigFlags::ENABLE | ConfigFlags::PID_EXCLUDE, mask: EventMask::PAGEIN, pid: 42 };
+        let c = Config {
+            flags: ConfigFlags::ENABLE | ConfigFlags::PID_EXCLUDE,
+            mask: EventMask::PAGEIN,
+            pid: 42,
+        };
         assert_eq!(Config::parse(&bytes(c.to_raw())), Ok(c));
         assert_eq!(Config::unpack(c.pack()), c);
     }
@@ -162,26 +179,67 @@ mod tests {
         let good = Config::DEFAULT.to_raw();
         assert_eq!(Config::parse(&bytes(good)[..31]), Err(ConfigError::Size));
         assert_eq!(Config::parse(&[0u8; 33]), Err(ConfigError::Size));
-        assert_eq!(Config::parse(&bytes(raw::mt_config { size: 28, ..good })), Err(ConfigError::Size));
-        assert_eq!(Config::parse(&bytes(raw::mt_config { version: 2, ..good })), Err(ConfigError::Version));
-        assert_eq!(Config::parse(&bytes(raw::mt_config { flags: 0x8, ..good })), Err(ConfigError::Flags));
+        assert_eq!(
+            Config::parse(&bytes(raw::mt_config { size: 28, ..good })),
+            Err(ConfigError::Size)
+        );
+        assert_eq!(
+            Config::parse(&bytes(raw::mt_config { version: 2, ..good })),
+            Err(ConfigError::Version)
+        );
+        assert_eq!(
+            Config::parse(&bytes(raw::mt_config { flags: 0x8, ..good })),
+            Err(ConfigError::Flags)
+        );
         let both = raw::MT_CF_PID_FILTER | raw::MT_CF_PID_EXCLUDE;
-        assert_eq!(Config::parse(&bytes(raw::mt_config { flags: both, ..good })), Err(ConfigError::Flags));
-        assert_eq!(Config::parse(&bytes(raw::mt_config { event_mask: 1, ..good })), Err(ConfigError::Mask));
-        assert_eq!(Config::parse(&bytes(raw::mt_config { reserved: [0, 0, 1, 0], ..good })), Err(ConfigError::Reserved));
+        assert_eq!(
+            Config::parse(&bytes(raw::mt_config {
+                flags: both,
+                ..good
+            })),
+            Err(ConfigError::Flags)
+        );
+        assert_eq!(
+            Config::parse(&bytes(raw::mt_config {
+                event_mask: 1,
+                ..good
+            })),
+            Err(ConfigError::Mask)
+        );
+        assert_eq!(
+            Config::parse(&bytes(raw::mt_config {
+                reserved: [0, 0, 1, 0],
+                ..good
+            })),
+            Err(ConfigError::Reserved)
+        );
     }
 
     #[test]
     fn filter_honours_enable_mask_and_pid_modes() {
         let all = Config::DEFAULT;
         assert!(all.wants(EventKind::Pagein, 7));
-        let off = Config { flags: ConfigFlags::empty(), ..all };
+        let off = Config {
+            flags: ConfigFlags::empty(),
+            ..all
+        };
         assert!(!off.wants(EventKind::Pagein, 7));
-        let only_mmap = Config { mask: EventMask::MMAP, ..all };
+        let only_mmap = Config {
+            mask: EventMask::MMAP,
+            ..all
+        };
         assert!(only_mmap.wants(EventKind::Mmap, 7) && !only_mmap.wants(EventKind::Pagein, 7));
-        let only_7 = Config { flags: ConfigFlags::ENABLE | ConfigFlags::PID_FILTER, pid: 7, ..all };
+        let only_7 = Config {
+            flags: ConfigFlags::ENABLE | ConfigFlags::PID_FILTER,
+            pid: 7,
+            ..all
+        };
         assert!(only_7.wants(EventKind::Mmap, 7) && !only_7.wants(EventKind::Mmap, 8));
-        let not_7 = Config { flags: ConfigFlags::ENABLE | ConfigFlags::PID_EXCLUDE, pid: 7, ..all };
+        let not_7 = Config {
+            flags: ConfigFlags::ENABLE | ConfigFlags::PID_EXCLUDE,
+            pid: 7,
+            ..all
+        };
         assert!(!not_7.wants(EventKind::Mmap, 7) && not_7.wants(EventKind::Mmap, 8));
     }
 

@@ -13,15 +13,15 @@
 //!   `drain_commit` — called after the copy to userspace succeeded — advances
 //!   the shards, so a failed copyout loses nothing.
 
-use crate::ffi::bridge;
 use crate::config::{Config, ConfigCell, ConfigError};
+use crate::ffi::bridge;
 use crate::ffi::bridge::mt_event;
 use crate::record::{self, Head, PATH_MAX};
 use crate::ring::{Peek, Ring, SLOT_SIZE};
 use crate::sync::{AtomicU64, Ordering};
-use crate::vectors::{VectorError, VectorTable, OPS};
+use crate::vectors::{OPS, VectorError, VectorTable};
 use crate::vnode_id::VnodeIdKey;
-use maptrace_abi::{raw, EventKind};
+use maptrace_abi::{EventKind, raw};
 use zerocopy::IntoBytes;
 
 /// What happened to an event (`enum mt_record_result`).
@@ -73,7 +73,8 @@ const BATCH_HEADER: usize = core::mem::size_of::<raw::mt_batch_header>();
 const SEGMENT_HEADER: usize = core::mem::size_of::<raw::mt_segment_header>();
 const MAX_SHARDS: usize = raw::MT_MAX_SHARDS as usize;
 /// Smallest buffer a drain accepts: a header, a segment and the largest record.
-pub const MIN_DRAIN_BUFFER: usize = BATCH_HEADER + SEGMENT_HEADER + raw::MT_RECORD_MAX_SLOTS as usize * SLOT_SIZE;
+pub const MIN_DRAIN_BUFFER: usize =
+    BATCH_HEADER + SEGMENT_HEADER + raw::MT_RECORD_MAX_SLOTS as usize * SLOT_SIZE;
 
 /// Reader-side state, under the drain lock.
 struct DrainState {
@@ -144,7 +145,9 @@ impl<'a> Engine<'a> {
     #[inline]
     pub fn record(&self, hint: u32, ev: &mt_event) -> RecordResult {
         let kind = match EventKind::try_from(ev.kind) {
-            Ok(k @ (EventKind::Mmap | EventKind::Pagein | EventKind::Mnomap | EventKind::FileMmap)) => k,
+            Ok(
+                k @ (EventKind::Mmap | EventKind::Pagein | EventKind::Mnomap | EventKind::FileMmap),
+            ) => k,
             _ => {
                 self.errors.fetch_add(1, Ordering::Relaxed);
                 return RecordResult::Rejected;
@@ -182,7 +185,12 @@ impl<'a> Engine<'a> {
         };
         let k = record::path_slots(path.len());
         let pushed = self.ring.record(hint, k, |w| {
-            w.head(&record::encode_path_head(head, w.drops_before(), ev.vid, path));
+            w.head(&record::encode_path_head(
+                head,
+                w.drops_before(),
+                ev.vid,
+                path,
+            ));
             for i in 1..k {
                 w.continuation(i, &record::path_continuation(path, i));
             }
@@ -198,9 +206,26 @@ impl<'a> Engine<'a> {
         if !self.config.get().wants(EventKind::Mark, 0) {
             return;
         }
-        let head = Head { kind: EventKind::Mark, flags: 0, error: 0, pid: 0, timestamp_ns: 0, tid: 0, vnode_id: 0 };
+        let head = Head {
+            kind: EventKind::Mark,
+            flags: 0,
+            error: 0,
+            pid: 0,
+            timestamp_ns: 0,
+            tid: 0,
+            vnode_id: 0,
+        };
         // A full shard drops the marker and counts it like any record.
-        let _ = self.ring.record(0, 1, |w| w.head(&record::encode_mark(head, w.drops_before(), mark, arg0, arg1, arg2)));
+        let _ = self.ring.record(0, 1, |w| {
+            w.head(&record::encode_mark(
+                head,
+                w.drops_before(),
+                mark,
+                arg0,
+                arg1,
+                arg2,
+            ))
+        });
     }
 
     // ------------------------------------------------------------- vectors

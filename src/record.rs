@@ -6,7 +6,7 @@
 //! ever copied: the vnode pointer only enters the keyed hash.
 
 use crate::ffi::bridge::mt_event;
-use maptrace_abi::{raw, EventKind};
+use maptrace_abi::{EventKind, raw};
 use zerocopy::{FromZeros, IntoBytes};
 
 /// Bytes of a slot.
@@ -78,7 +78,12 @@ fn counts(ev: &mt_event) -> (raw::mt_counts, u8) {
             count16(ev.kusecount, &mut saturated),
             count16(ev.iocount, &mut saturated),
         ),
-        raw::MT_PROBE_ISINUSE => (raw::MT_RF_COUNTS_ISINUSE, count16(ev.usecount, &mut saturated), Some(0), None),
+        raw::MT_PROBE_ISINUSE => (
+            raw::MT_RF_COUNTS_ISINUSE,
+            count16(ev.usecount, &mut saturated),
+            Some(0),
+            None,
+        ),
         _ => (raw::MT_RF_COUNTS_NONE, Some(0), Some(0), None),
     };
     let mut flags = method;
@@ -185,8 +190,21 @@ pub fn encode_fixed(mut head: Head, ev: &mt_event, drops_before: u32) -> Option<
 }
 
 /// Encodes a MARK record.
-pub fn encode_mark(head: Head, drops_before: u32, mark: u32, arg0: u32, arg1: u64, arg2: u64) -> [u8; SLOT] {
-    let r = raw::mt_rec_mark { h: head.raw(1, drops_before), mark, arg0, arg1, arg2 };
+pub fn encode_mark(
+    head: Head,
+    drops_before: u32,
+    mark: u32,
+    arg0: u32,
+    arg1: u64,
+    arg2: u64,
+) -> [u8; SLOT] {
+    let r = raw::mt_rec_mark {
+        h: head.raw(1, drops_before),
+        mark,
+        arg0,
+        arg1,
+        arg2,
+    };
     let mut out = [0u8; SLOT];
     out.copy_from_slice(r.as_bytes());
     out
@@ -253,12 +271,27 @@ mod tests {
         let e = ev();
         let bytes = encode_fixed(head_of(EventKind::Pagein, &e, 0xabc), &e, 5).unwrap();
         let r = raw::mt_rec_pagein::read_from_bytes(&bytes).unwrap();
-        assert_eq!((r.h.kind, r.h.nslots, r.h.drops_before), (raw::MT_KIND_PAGEIN as u8, 1, 5));
-        assert_eq!((r.h.pid, r.h.tid, r.h.timestamp_ns, r.h.vnode_id), (77, 0x1234, 1_000, 0xabc));
-        assert_eq!((r.f_offset, r.size, r.duration_ns, r.upl_flags), (8192, 16384, 5_000, 0x20));
-        assert_eq!((r.counts.usecount, r.counts.kusecount, r.counts.iocount), (2, 1, 3));
+        assert_eq!(
+            (r.h.kind, r.h.nslots, r.h.drops_before),
+            (raw::MT_KIND_PAGEIN as u8, 1, 5)
+        );
+        assert_eq!(
+            (r.h.pid, r.h.tid, r.h.timestamp_ns, r.h.vnode_id),
+            (77, 0x1234, 1_000, 0xabc)
+        );
+        assert_eq!(
+            (r.f_offset, r.size, r.duration_ns, r.upl_flags),
+            (8192, 16384, 5_000, 0x20)
+        );
+        assert_eq!(
+            (r.counts.usecount, r.counts.kusecount, r.counts.iocount),
+            (2, 1, 3)
+        );
         assert_eq!(u32::from(r.h.flags), raw::MT_RF_COUNTS_OFFSET);
-        assert!(!bytes.windows(8).any(|w| w == e.vnode_ptr.to_le_bytes()), "no kernel address in a record");
+        assert!(
+            !bytes.windows(8).any(|w| w == e.vnode_ptr.to_le_bytes()),
+            "no kernel address in a record"
+        );
     }
 
     #[test]
@@ -285,8 +318,14 @@ mod tests {
         e.count_method = raw::MT_PROBE_ISINUSE;
         let bytes = encode_fixed(head_of(EventKind::Mnomap, &e, 1), &e, 0).unwrap();
         let r = raw::mt_rec_mnomap::read_from_bytes(&bytes).unwrap();
-        assert_eq!(u32::from(r.h.flags), raw::MT_RF_COUNTS_ISINUSE | raw::MT_RF_IOCOUNT_UNKNOWN);
-        assert_eq!((r.counts.usecount, r.counts.kusecount, r.counts.iocount), (2, 0, 0));
+        assert_eq!(
+            u32::from(r.h.flags),
+            raw::MT_RF_COUNTS_ISINUSE | raw::MT_RF_IOCOUNT_UNKNOWN
+        );
+        assert_eq!(
+            (r.counts.usecount, r.counts.kusecount, r.counts.iocount),
+            (2, 0, 0)
+        );
     }
 
     #[test]
@@ -298,7 +337,8 @@ mod tests {
         assert_eq!(path_slots(77), 3);
         assert_eq!(path_slots(PATH_MAX), raw::MT_RECORD_MAX_SLOTS);
         let path: Vec<u8> = (0..200u8).collect();
-        let mut rebuilt = encode_path_head(head_of(EventKind::Path, &ev(), 1), 0, 9, &path)[48..].to_vec();
+        let mut rebuilt =
+            encode_path_head(head_of(EventKind::Path, &ev(), 1), 0, 9, &path)[48..].to_vec();
         for i in 1..path_slots(path.len()) {
             rebuilt.extend_from_slice(&path_continuation(&path, i));
         }

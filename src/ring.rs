@@ -35,7 +35,7 @@
 
 use crate::ffi::bridge;
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
-use core::mem::{align_of, size_of, MaybeUninit};
+use core::mem::{MaybeUninit, align_of, size_of};
 use maptrace_abi::raw;
 
 /// Bytes of a slot.
@@ -109,7 +109,10 @@ unsafe impl Sync for Slot {}
 
 impl Slot {
     fn new() -> Slot {
-        Slot { stamp: AtomicU32::new(0), body: Body::new() }
+        Slot {
+            stamp: AtomicU32::new(0),
+            body: Body::new(),
+        }
     }
 }
 
@@ -143,7 +146,10 @@ pub struct Shard {
 impl Shard {
     fn new() -> Shard {
         Shard {
-            prod: ProducerSide { enq: AtomicU64::new(0), drop_wraps: AtomicU32::new(0) },
+            prod: ProducerSide {
+                enq: AtomicU64::new(0),
+                drop_wraps: AtomicU32::new(0),
+            },
             read: ReaderSide {
                 deq: AtomicU64::new(0),
                 drained_records: AtomicU64::new(0),
@@ -188,7 +194,8 @@ impl RecordWriter<'_> {
 
     fn slot(&self, i: u32) -> Option<&Slot> {
         debug_assert!(i < self.k, "slot index inside the reservation");
-        self.slots.get((self.pos.wrapping_add(i) & self.mask) as usize)
+        self.slots
+            .get((self.pos.wrapping_add(i) & self.mask) as usize)
     }
 
     /// Writes the head record (bytes 4.. of `rec`; the stamp word is written
@@ -243,7 +250,11 @@ pub enum LayoutError {
 
 /// Smallest shard. The loom model uses 2-slot shards so that the full and
 /// wrap paths are reachable in few steps.
-const MIN_SLOTS: u32 = if cfg!(loom) { 2 } else { bridge::MT_CORE_MIN_SLOTS };
+const MIN_SLOTS: u32 = if cfg!(loom) {
+    2
+} else {
+    bridge::MT_CORE_MIN_SLOTS
+};
 
 /// Alignment of the ring's memory (its control words are 128-byte aligned).
 const ALIGN: usize = 128;
@@ -270,9 +281,14 @@ impl<'a> Ring<'a> {
             return Err(LayoutError::Slots);
         }
         let shards_off = 0;
-        let slots_off = (nshards as usize * size_of::<Shard>()).next_multiple_of(align_of::<Slot>());
+        let slots_off =
+            (nshards as usize * size_of::<Shard>()).next_multiple_of(align_of::<Slot>());
         let size = slots_off + nshards as usize * cap as usize * size_of::<Slot>();
-        Ok(RingLayout { shards_off, slots_off, size })
+        Ok(RingLayout {
+            shards_off,
+            slots_off,
+            size,
+        })
     }
 
     /// Bytes of memory [`Ring::init`] needs, alignment slack included.
@@ -282,7 +298,11 @@ impl<'a> Ring<'a> {
 
     /// Lays the ring out in `mem` (any alignment), zeroing every stamp.
     /// Positions start at 0.
-    pub fn init(mem: &'a mut [MaybeUninit<u8>], nshards: u32, cap: u32) -> Result<Ring<'a>, LayoutError> {
+    pub fn init(
+        mem: &'a mut [MaybeUninit<u8>],
+        nshards: u32,
+        cap: u32,
+    ) -> Result<Ring<'a>, LayoutError> {
         let layout = Ring::layout(nshards, cap)?;
         let skip = mem.as_ptr().align_offset(ALIGN);
         let Some(mem) = mem.get_mut(skip..).filter(|m| m.len() >= layout.size) else {
@@ -326,17 +346,26 @@ impl<'a> Ring<'a> {
 
     fn shard_slots(&self, shard: usize) -> &[Slot] {
         let cap = self.cap as usize;
-        self.slots.get(shard * cap..(shard + 1) * cap).unwrap_or(&[])
+        self.slots
+            .get(shard * cap..(shard + 1) * cap)
+            .unwrap_or(&[])
     }
 
     /// Reserves `k` slots on shard `hint % nshards`, lets `fill` write the
     /// record, and commits it. Never blocks: a full shard drops the event and
     /// counts it. `k` must be 1..=MAX_RECORD_SLOTS.
     #[inline]
-    pub fn record<F: FnOnce(&mut RecordWriter<'_>)>(&self, hint: u32, k: u32, fill: F) -> Result<(), Dropped> {
+    pub fn record<F: FnOnce(&mut RecordWriter<'_>)>(
+        &self,
+        hint: u32,
+        k: u32,
+        fill: F,
+    ) -> Result<(), Dropped> {
         debug_assert!((1..=MAX_RECORD_SLOTS).contains(&k), "record size in slots");
         let index = hint as usize % self.shards.len().max(1);
-        let Some(shard) = self.shards.get(index) else { return Err(Dropped) };
+        let Some(shard) = self.shards.get(index) else {
+            return Err(Dropped);
+        };
         let enq = &shard.prod.enq;
         let mut cur = enq.load(Ordering::Relaxed);
         let (pos, drops) = loop {
@@ -347,7 +376,12 @@ impl<'a> Ring<'a> {
             debug_assert!(used <= self.cap, "pos - deq <= cap");
             if used + k > self.cap {
                 // Full: drop the new event, counted in the same word.
-                match enq.compare_exchange_weak(cur, cur.wrapping_add(1 << 32), Ordering::Relaxed, Ordering::Relaxed) {
+                match enq.compare_exchange_weak(
+                    cur,
+                    cur.wrapping_add(1 << 32),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
                     Ok(_) => {
                         if drops == u32::MAX {
                             shard.prod.drop_wraps.fetch_add(1, Ordering::Relaxed);
@@ -366,7 +400,13 @@ impl<'a> Ring<'a> {
                 Err(now) => cur = now,
             }
         };
-        let mut w = RecordWriter { slots: self.shard_slots(index), mask: self.cap - 1, pos, k, drops_before: drops };
+        let mut w = RecordWriter {
+            slots: self.shard_slots(index),
+            mask: self.cap - 1,
+            pos,
+            k,
+            drops_before: drops,
+        };
         fill(&mut w);
         w.commit();
         Ok(())
@@ -374,7 +414,9 @@ impl<'a> Ring<'a> {
 
     /// Counters of shard `i` (a racy but consistent-enough snapshot).
     pub fn counters(&self, i: usize) -> ShardCounters {
-        let Some(s) = self.shards.get(i) else { return ShardCounters::default() };
+        let Some(s) = self.shards.get(i) else {
+            return ShardCounters::default();
+        };
         let deq = s.read.deq.load(Ordering::Acquire);
         let enq = s.prod.enq.load(Ordering::Acquire);
         let backlog = u64::from((enq as u32).wrapping_sub(deq as u32));
@@ -405,16 +447,23 @@ impl<'a> Ring<'a> {
     /// an uncommitted slot is met, or `budget` slots were taken. Advances
     /// nothing: [`Ring::release`] does, once the copy is known to be safe.
     pub fn peek(&self, i: usize, out: &mut [u8]) -> Peek {
-        let Some(s) = self.shards.get(i) else { return Peek::default() };
+        let Some(s) = self.shards.get(i) else {
+            return Peek::default();
+        };
         let slots = self.shard_slots(i);
         let mask = u64::from(self.cap - 1);
         let first = s.read.deq.load(Ordering::Relaxed);
         let room = (out.len() / SLOT_SIZE) as u64;
         let mut p = first;
-        let mut peek = Peek { first_pos: first, ..Peek::default() };
+        let mut peek = Peek {
+            first_pos: first,
+            ..Peek::default()
+        };
         let mut chunks = out.chunks_exact_mut(SLOT_SIZE);
         while p - first < room {
-            let Some(head) = slots.get((p & mask) as usize) else { break };
+            let Some(head) = slots.get((p & mask) as usize) else {
+                break;
+            };
             let stamp = head.stamp.load(Ordering::Acquire);
             if stamp != ((p + 1) as u32 & raw::MT_STAMP_MASK) {
                 break; // Not committed yet: the rest waits for the next drain.
@@ -422,13 +471,21 @@ impl<'a> Ring<'a> {
             // SAFETY: the Acquire load above saw this slot's commit, and deq
             // has not passed it, so no producer writes it now.
             let body = unsafe { head.body.read() };
-            let k = u64::from(body.get(5).copied().unwrap_or(1)).clamp(1, u64::from(MAX_RECORD_SLOTS));
+            let k =
+                u64::from(body.get(5).copied().unwrap_or(1)).clamp(1, u64::from(MAX_RECORD_SLOTS));
             if p - first + k > room {
                 peek.truncated = true;
                 break;
             }
-            let ts = body.get(12..20).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes);
-            peek.ts_min = if peek.records == 0 { ts } else { peek.ts_min.min(ts) };
+            let ts = body
+                .get(12..20)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u64::from_le_bytes);
+            peek.ts_min = if peek.records == 0 {
+                ts
+            } else {
+                peek.ts_min.min(ts)
+            };
             peek.ts_max = peek.ts_max.max(ts);
             for j in 0..k {
                 let Some(dst) = chunks.next() else { break };
@@ -459,16 +516,26 @@ impl<'a> Ring<'a> {
     }
 
     fn backlog(&self, i: usize, from: u64) -> u64 {
-        self.shards.get(i).map_or(0, |s| u64::from((s.prod.enq.load(Ordering::Acquire) as u32).wrapping_sub(from as u32)))
+        self.shards.get(i).map_or(0, |s| {
+            u64::from((s.prod.enq.load(Ordering::Acquire) as u32).wrapping_sub(from as u32))
+        })
     }
 
     /// Hands the slots a [`Ring::peek`] copied back to producers.
     pub fn release(&self, i: usize, peek: &Peek) {
         let Some(s) = self.shards.get(i) else { return };
-        debug_assert_eq!(s.read.deq.load(Ordering::Relaxed), peek.first_pos, "single reader");
+        debug_assert_eq!(
+            s.read.deq.load(Ordering::Relaxed),
+            peek.first_pos,
+            "single reader"
+        );
         // INVARIANT: producers may reuse these slots only after this store.
-        s.read.deq.store(peek.first_pos + peek.nslots, Ordering::Release);
-        s.read.drained_records.fetch_add(peek.records, Ordering::Relaxed);
+        s.read
+            .deq
+            .store(peek.first_pos + peek.nslots, Ordering::Release);
+        s.read
+            .drained_records
+            .fetch_add(peek.records, Ordering::Relaxed);
     }
 }
 

@@ -66,14 +66,22 @@ impl VectorTable {
         if op >= OPS || vector == 0 {
             return None;
         }
-        let e = self.published().iter().find(|e| e.vector.load(Ordering::Relaxed) == vector)?;
+        let e = self
+            .published()
+            .iter()
+            .find(|e| e.vector.load(Ordering::Relaxed) == vector)?;
         e.originals.get(op).map(|o| o.load(Ordering::Relaxed))
     }
 
     /// Remembers `originals` of `vector`; returns its index.
     pub fn insert(&self, vector: u64, originals: [u64; OPS]) -> Result<u32, VectorError> {
         let _guard = self.insert_lock.lock();
-        if vector == 0 || self.published().iter().any(|e| e.vector.load(Ordering::Relaxed) == vector) {
+        if vector == 0
+            || self
+                .published()
+                .iter()
+                .any(|e| e.vector.load(Ordering::Relaxed) == vector)
+        {
             return Err(VectorError::Invalid);
         }
         let n = self.len.load(Ordering::Relaxed) as usize;
@@ -90,7 +98,10 @@ impl VectorTable {
     /// Entry `i` (for restoring at unload).
     pub fn get(&self, i: u32) -> Option<(u64, [u64; OPS])> {
         let e = self.published().get(i as usize)?;
-        Some((e.vector.load(Ordering::Relaxed), core::array::from_fn(|op| e.originals.get(op).map_or(0, |o| o.load(Ordering::Relaxed)))))
+        Some((
+            e.vector.load(Ordering::Relaxed),
+            core::array::from_fn(|op| e.originals.get(op).map_or(0, |o| o.load(Ordering::Relaxed))),
+        ))
     }
 
     /// Number of vectors in the table.
@@ -124,7 +135,11 @@ mod tests {
         assert_eq!(t.original(0x2000, bridge::MT_VOP_MNOMAP), Some(6));
         assert_eq!(t.original(0x2000, 3), None, "op out of range");
         assert_eq!(t.original(0x3000, 0), None);
-        assert_eq!(t.insert(0x1000, [7, 7, 7]), Err(VectorError::Invalid), "duplicate");
+        assert_eq!(
+            t.insert(0x1000, [7, 7, 7]),
+            Err(VectorError::Invalid),
+            "duplicate"
+        );
         assert_eq!(t.insert(0, [7, 7, 7]), Err(VectorError::Invalid));
         assert_eq!(t.get(1), Some((0x2000, [4, 5, 6])));
         assert_eq!(t.get(2), None);

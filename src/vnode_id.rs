@@ -17,7 +17,10 @@ pub struct VnodeIdKey {
 impl VnodeIdKey {
     /// A key from 128 random bits.
     pub const fn new(key: [u64; 2]) -> VnodeIdKey {
-        VnodeIdKey { k0: key[0], k1: key[1] }
+        VnodeIdKey {
+            k0: key[0],
+            k1: key[1],
+        }
     }
 
     /// The id of the vnode at `addr`; 0 stays 0 ("no vnode"), and no address

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{drain_all, pagein, Mem};
+use common::{Mem, drain_all, pagein};
 use maptrace_abi::decode::{BatchError, DecodeError, Decoder, RecordError};
 use maptrace_abi::merge::merge_by_time;
 use maptrace_abi::raw;
@@ -34,8 +34,14 @@ fn decode_ok(bytes: &[u8]) -> Vec<maptrace_abi::Record> {
 fn batch_level_damage_is_refused_whole() {
     let b = batch(1, 3);
     let mut dec = Decoder::new();
-    assert!(matches!(dec.decode(&b[..10]), Err(BatchError::Truncated { need: 64, have: 10 })));
-    assert!(matches!(dec.decode(&b[..b.len() - 64]), Err(BatchError::Truncated { .. })));
+    assert!(matches!(
+        dec.decode(&b[..10]),
+        Err(BatchError::Truncated { need: 64, have: 10 })
+    ));
+    assert!(matches!(
+        dec.decode(&b[..b.len() - 64]),
+        Err(BatchError::Truncated { .. })
+    ));
     let mut bad = b.clone();
     bad[0] ^= 0xff;
     assert!(matches!(dec.decode(&bad), Err(BatchError::BadMagic(_))));
@@ -46,7 +52,10 @@ fn batch_level_damage_is_refused_whole() {
     assert!(err.to_string().contains("ABI mismatch"), "{err}");
     let mut flags = b.clone();
     flags[8] = 0x80;
-    assert_eq!(dec.decode(&flags).unwrap_err(), BatchError::BadHeader("unknown flags"));
+    assert_eq!(
+        dec.decode(&flags).unwrap_err(),
+        BatchError::BadHeader("unknown flags")
+    );
     assert_eq!(dec.batches(), 0, "nothing was accepted");
 }
 
@@ -58,8 +67,15 @@ fn a_corrupted_stamp_is_reported_as_corruption() {
     b[stamp_at] ^= 0x40;
     let (_, items) = Decoder::new().decode(&b).unwrap();
     let errs: Vec<_> = items.iter().filter_map(|i| i.as_ref().err()).collect();
-    assert!(matches!(errs[0], DecodeError::StampMismatch { pos: 1, .. }), "{errs:?}");
-    assert_eq!(items.iter().filter(|i| i.is_ok()).count(), 1, "only the record before the damage");
+    assert!(
+        matches!(errs[0], DecodeError::StampMismatch { pos: 1, .. }),
+        "{errs:?}"
+    );
+    assert_eq!(
+        items.iter().filter(|i| i.is_ok()).count(),
+        1,
+        "only the record before the damage"
+    );
 }
 
 #[test]
@@ -69,11 +85,23 @@ fn bad_kinds_slot_counts_and_continuations_are_typed() {
     let mut kind = base.clone();
     kind[head + 8] = 99;
     let (_, items) = Decoder::new().decode(&kind).unwrap();
-    assert!(items.iter().any(|i| matches!(i, Err(DecodeError::BadRecord { what: RecordError::UnknownKind(99), .. }))));
+    assert!(items.iter().any(|i| matches!(
+        i,
+        Err(DecodeError::BadRecord {
+            what: RecordError::UnknownKind(99),
+            ..
+        })
+    )));
     let mut nslots = base.clone();
     nslots[head + 9] = 3; // a PAGEIN never spans slots
     let (_, items) = Decoder::new().decode(&nslots).unwrap();
-    assert!(items.iter().any(|i| matches!(i, Err(DecodeError::BadRecord { what: RecordError::BadSlotCount(3), .. }))));
+    assert!(items.iter().any(|i| matches!(
+        i,
+        Err(DecodeError::BadRecord {
+            what: RecordError::BadSlotCount(3),
+            ..
+        })
+    )));
 
     let mut mem = Mem::new(1, 64);
     let e = mem.engine(1, 64);
@@ -83,7 +111,13 @@ fn bad_kinds_slot_counts_and_continuations_are_typed() {
     let cont = 64 + 64 + 64 + 64; // marker, path head, first continuation
     buf[cont] = 0x77;
     let (_, items) = Decoder::new().decode(&buf[..n]).unwrap();
-    assert!(items.iter().any(|i| matches!(i, Err(DecodeError::BadRecord { what: RecordError::BadContinuation(_), .. }))));
+    assert!(items.iter().any(|i| matches!(
+        i,
+        Err(DecodeError::BadRecord {
+            what: RecordError::BadContinuation(_),
+            ..
+        })
+    )));
 }
 
 #[test]
@@ -93,11 +127,18 @@ fn truncated_segments_and_wrong_counts_are_reported() {
     // Claim more slots in the first segment than the batch holds.
     short[64 + 8..64 + 12].copy_from_slice(&1000u32.to_le_bytes());
     let (_, items) = Decoder::new().decode(&short).unwrap();
-    assert!(matches!(items.last(), Some(Err(DecodeError::TruncatedSegment { segment: 0 }))));
+    assert!(matches!(
+        items.last(),
+        Some(Err(DecodeError::TruncatedSegment { segment: 0 }))
+    ));
     let mut count = b.clone();
     count[64 + 12..64 + 16].copy_from_slice(&9u32.to_le_bytes());
     let (_, items) = Decoder::new().decode(&count).unwrap();
-    assert!(items.iter().any(|i| matches!(i, Err(DecodeError::CountMismatch { announced: 9, .. }))));
+    assert!(
+        items
+            .iter()
+            .any(|i| matches!(i, Err(DecodeError::CountMismatch { announced: 9, .. })))
+    );
 }
 
 #[test]
@@ -117,7 +158,18 @@ fn a_batch_read_by_someone_else_shows_as_a_position_gap() {
         }
         let (_, items) = mine.decode(&buf[..n]).unwrap();
         if round == 2 {
-            assert!(matches!(items[0], Err(DecodeError::PositionGap { expected: 6, found: 11, .. })), "{:?}", items[0]);
+            assert!(
+                matches!(
+                    items[0],
+                    Err(DecodeError::PositionGap {
+                        expected: 6,
+                        found: 11,
+                        ..
+                    })
+                ),
+                "{:?}",
+                items[0]
+            );
         }
     }
     assert_eq!(mine.losses().gap_slots, 5);
@@ -132,7 +184,10 @@ fn a_new_generation_resets_the_history() {
     let mut dec = Decoder::new();
     dec.decode(&a).unwrap();
     let (_, items) = dec.decode(&b2).unwrap();
-    assert!(items.iter().all(Result::is_ok), "positions restart with a new generation");
+    assert!(
+        items.iter().all(Result::is_ok),
+        "positions restart with a new generation"
+    );
     let (_, items) = dec.decode(&b).unwrap();
     assert!(items.iter().all(Result::is_ok));
 }
@@ -149,8 +204,15 @@ fn merge_interleaves_shards_by_time_and_keeps_each_shard_in_order() {
     let merged = merge_by_time(runs.clone());
     assert_eq!(merged.len(), runs.iter().map(Vec::len).sum::<usize>());
     for s in 0..3u16 {
-        let pos: Vec<u64> = merged.iter().filter(|r| r.shard == s).map(|r| r.pos).collect();
-        assert!(pos.windows(2).all(|w| w[0] < w[1]), "shard {s} keeps its order");
+        let pos: Vec<u64> = merged
+            .iter()
+            .filter(|r| r.shard == s)
+            .map(|r| r.pos)
+            .collect();
+        assert!(
+            pos.windows(2).all(|w| w[0] < w[1]),
+            "shard {s} keeps its order"
+        );
     }
     let ts: Vec<u64> = merged.iter().map(|r| r.timestamp_ns).collect();
     let inversions = ts.windows(2).filter(|w| w[0] > w[1]).count();

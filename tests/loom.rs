@@ -7,8 +7,8 @@
 //! Run: `RUSTFLAGS="--cfg loom" cargo test --release --test loom`
 #![cfg(loom)]
 
-use loom::sync::atomic::{AtomicU64, Ordering};
 use loom::sync::Arc;
+use loom::sync::atomic::{AtomicU64, Ordering};
 use maptrace_core::ring::{Ring, SLOT_SIZE};
 use std::mem::MaybeUninit;
 
@@ -37,8 +37,9 @@ fn producers_and_reader_never_lose_or_tear_a_record() {
     let mut model = loom::model::Builder::new();
     model.preemption_bound = Some(3);
     model.check(|| {
-        let mem: &'static mut [MaybeUninit<u8>] =
-            Box::leak(vec![MaybeUninit::uninit(); Ring::mem_size(1, 2).unwrap()].into_boxed_slice());
+        let mem: &'static mut [MaybeUninit<u8>] = Box::leak(
+            vec![MaybeUninit::uninit(); Ring::mem_size(1, 2).unwrap()].into_boxed_slice(),
+        );
         let ring = Arc::new(Ring::init(mem, 1, 2).unwrap());
         let dropped = Arc::new(AtomicU64::new(0));
         let producers: Vec<_> = (0..2u8)
@@ -46,7 +47,10 @@ fn producers_and_reader_never_lose_or_tear_a_record() {
                 let (ring, dropped) = (ring.clone(), dropped.clone());
                 loom::thread::spawn(move || {
                     for seq in 0..2u8 {
-                        if ring.record(0, 1, |w| w.head(&record_bytes(p, seq))).is_err() {
+                        if ring
+                            .record(0, 1, |w| w.head(&record_bytes(p, seq)))
+                            .is_err()
+                        {
                             dropped.fetch_add(1, Ordering::Relaxed);
                         }
                     }

@@ -6,9 +6,9 @@
 
 mod common;
 
-use common::{drain_all, event, events, pagein, Mem};
+use common::{Mem, drain_all, event, events, pagein};
 use maptrace_abi::decode::{Decoder, Event as Ev};
-use maptrace_abi::{raw, EventKind};
+use maptrace_abi::{EventKind, raw};
 use maptrace_core::engine::MIN_DRAIN_BUFFER;
 use maptrace_core::{DrainError, RecordResult};
 use proptest::prelude::*;
@@ -36,14 +36,27 @@ fn records_come_out_in_order_with_every_field() {
     let mut dec = Decoder::new();
     let (recs, errs) = drain_all(&e, &mut dec, BIG);
     assert!(errs.is_empty(), "{errs:?}");
-    assert_eq!(recs[0].kind, EventKind::Mark, "a START marker opens the generation");
+    assert_eq!(
+        recs[0].kind,
+        EventKind::Mark,
+        "a START marker opens the generation"
+    );
     assert_eq!(offsets(&recs), (0..10).collect::<Vec<_>>());
     let r = events(&recs)[3];
     assert_eq!((r.pid, r.tid, r.timestamp_ns, r.lost_before), (42, 7, 3, 0));
     assert_ne!(r.vnode_id, 0);
-    assert_ne!(r.vnode_id, pagein(42, 7, 3).vnode_ptr, "ids are hashes, never addresses");
+    assert_ne!(
+        r.vnode_id,
+        pagein(42, 7, 3).vnode_ptr,
+        "ids are hashes, never addresses"
+    );
     match &r.event {
-        Ev::Pagein { size, duration_ns, counts, .. } => {
+        Ev::Pagein {
+            size,
+            duration_ns,
+            counts,
+            ..
+        } => {
             assert_eq!((*size, *duration_ns), (4096, 1000));
             assert_eq!((counts.usecount, counts.iocount), (2, Some(1)));
         }
@@ -67,11 +80,18 @@ fn full_shard_drops_the_new_event_and_the_next_record_says_how_many() {
     let mut dec = Decoder::new();
     let (recs, errs) = drain_all(&e, &mut dec, BIG);
     assert!(errs.is_empty());
-    assert_eq!(offsets(&recs), (0..63).collect::<Vec<_>>(), "the oldest records survive");
+    assert_eq!(
+        offsets(&recs),
+        (0..63).collect::<Vec<_>>(),
+        "the oldest records survive"
+    );
     assert_eq!(e.record(0, &pagein(1, 1, 200)), RecordResult::Recorded);
     let (recs, _) = drain_all(&e, &mut dec, BIG);
     assert_eq!(recs.len(), 1);
-    assert_eq!(recs[0].lost_before, 5, "loss is placed exactly where it happened");
+    assert_eq!(
+        recs[0].lost_before, 5,
+        "loss is placed exactly where it happened"
+    );
     let l = dec.losses();
     assert_eq!((l.dropped, l.unattributed), (5, 0));
     let c = e.ring().counters(0);
@@ -88,7 +108,11 @@ fn trailing_drops_are_reported_before_any_later_record() {
     let mut dec = Decoder::new();
     drain_all(&e, &mut dec, BIG);
     let l = dec.losses();
-    assert_eq!((l.dropped, l.unattributed), (7, 7), "known from the segment header alone");
+    assert_eq!(
+        (l.dropped, l.unattributed),
+        (7, 7),
+        "known from the segment header alone"
+    );
 }
 
 #[test]
@@ -121,23 +145,39 @@ fn path_records_span_slots_and_wrap_around_the_ring_end() {
         e.record(0, &pagein(1, 1, i));
     }
     drain_all(&e, &mut dec, BIG);
-    let path: Vec<u8> = b"/Volumes/data/".iter().copied().cycle().take(500).collect();
+    let path: Vec<u8> = b"/Volumes/data/"
+        .iter()
+        .copied()
+        .cycle()
+        .take(500)
+        .collect();
     let ev = event(raw::MT_KIND_MMAP, 9, 1);
     assert_eq!(e.record_path(0, &ev, &path), RecordResult::Recorded);
     assert_eq!(e.record(0, &pagein(1, 1, 999)), RecordResult::Recorded);
     let (recs, errs) = drain_all(&e, &mut dec, BIG);
     assert!(errs.is_empty(), "{errs:?}");
     match &recs[0].event {
-        Ev::Path { path: p, truncated, vid } => {
+        Ev::Path {
+            path: p,
+            truncated,
+            vid,
+        } => {
             assert_eq!(p, &path);
             assert!(!truncated);
             assert_eq!(*vid, 1);
         }
         other => panic!("unexpected {other:?}"),
     }
-    assert_eq!(recs[0].vnode_id, recs[1].vnode_id, "the path names the same vnode id as its events");
+    assert_eq!(
+        recs[0].vnode_id, recs[1].vnode_id,
+        "the path names the same vnode id as its events"
+    );
     assert_eq!(recs[0].pos, 60);
-    assert_eq!(recs[1].pos, 60 + 10, "the next record follows the path's 10 slots");
+    assert_eq!(
+        recs[1].pos,
+        60 + 10,
+        "the next record follows the path's 10 slots"
+    );
 }
 
 #[test]
@@ -145,10 +185,15 @@ fn overlong_paths_are_cut_and_flagged() {
     let mut mem = Mem::new(1, 64);
     let e = mem.engine(1, 64);
     let path = vec![b'x'; 3000];
-    assert_eq!(e.record_path(0, &event(raw::MT_KIND_MMAP, 1, 1), &path), RecordResult::Recorded);
+    assert_eq!(
+        e.record_path(0, &event(raw::MT_KIND_MMAP, 1, 1), &path),
+        RecordResult::Recorded
+    );
     let (recs, _) = drain_all(&e, &mut Decoder::new(), BIG);
     match &events(&recs)[0].event {
-        Ev::Path { path, truncated, .. } => assert_eq!((path.len(), *truncated), (1024, true)),
+        Ev::Path {
+            path, truncated, ..
+        } => assert_eq!((path.len(), *truncated), (1024, true)),
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -169,8 +214,20 @@ fn a_failed_copyout_loses_nothing() {
     // Same records; only the round-robin start may differ.
     let mut d1 = Decoder::new();
     let mut d2 = Decoder::new();
-    let mut a: Vec<_> = d1.decode(&copy).unwrap().1.into_iter().map(Result::unwrap).collect();
-    let mut b: Vec<_> = d2.decode(&buf[..again]).unwrap().1.into_iter().map(Result::unwrap).collect();
+    let mut a: Vec<_> = d1
+        .decode(&copy)
+        .unwrap()
+        .1
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let mut b: Vec<_> = d2
+        .decode(&buf[..again])
+        .unwrap()
+        .1
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
     a.sort_by_key(|r| (r.shard, r.pos));
     b.sort_by_key(|r| (r.shard, r.pos));
     assert_eq!(a, b);
@@ -186,7 +243,10 @@ fn small_buffers_split_batches_and_flag_truncation() {
         e.record((i % 2) as u32, &pagein(1, i % 2, i));
     }
     let mut tiny = vec![0u8; MIN_DRAIN_BUFFER - 1];
-    assert_eq!(e.drain_prepare(&mut tiny, 0), Err(DrainError::BufferTooSmall));
+    assert_eq!(
+        e.drain_prepare(&mut tiny, 0),
+        Err(DrainError::BufferTooSmall)
+    );
     let mut buf = vec![0u8; MIN_DRAIN_BUFFER];
     let n = e.drain_prepare(&mut buf, 0).unwrap();
     let b = maptrace_abi::decode::parse_batch_header(&buf[..n]).unwrap();
@@ -212,10 +272,23 @@ fn config_filters_and_counts_what_it_filters() {
     assert!(!e.wants(raw::MT_KIND_MMAP, 6));
     assert!(!e.wants(raw::MT_KIND_PAGEIN, 5));
     assert!(!e.wants(99, 5));
-    assert_eq!(e.record(0, &event(raw::MT_KIND_MMAP, 5, 1)), RecordResult::Recorded);
-    assert_eq!(e.record(0, &event(raw::MT_KIND_MMAP, 6, 2)), RecordResult::Filtered);
-    assert_eq!(e.record(0, &event(raw::MT_KIND_PAGEIN, 5, 3)), RecordResult::Filtered);
-    assert_eq!(e.record(0, &event(raw::MT_KIND_PATH, 5, 3)), RecordResult::Rejected, "paths go through record_path");
+    assert_eq!(
+        e.record(0, &event(raw::MT_KIND_MMAP, 5, 1)),
+        RecordResult::Recorded
+    );
+    assert_eq!(
+        e.record(0, &event(raw::MT_KIND_MMAP, 6, 2)),
+        RecordResult::Filtered
+    );
+    assert_eq!(
+        e.record(0, &event(raw::MT_KIND_PAGEIN, 5, 3)),
+        RecordResult::Filtered
+    );
+    assert_eq!(
+        e.record(0, &event(raw::MT_KIND_PATH, 5, 3)),
+        RecordResult::Rejected,
+        "paths go through record_path"
+    );
     assert_eq!(e.record(0, &event(0, 5, 3)), RecordResult::Rejected);
     assert_eq!((e.filtered(), e.errors()), (2, 2));
     // A malformed write changes nothing.
@@ -224,8 +297,14 @@ fn config_filters_and_counts_what_it_filters() {
     assert!(e.config_set(zerocopy::IntoBytes::as_bytes(&bad)).is_err());
     assert_eq!(e.config_get(), c);
     e.shutdown();
-    assert_eq!(e.record(0, &event(raw::MT_KIND_MMAP, 5, 4)), RecordResult::Filtered);
-    assert!(e.config_set(zerocopy::IntoBytes::as_bytes(&c)).is_err(), "shut down is final");
+    assert_eq!(
+        e.record(0, &event(raw::MT_KIND_MMAP, 5, 4)),
+        RecordResult::Filtered
+    );
+    assert!(
+        e.config_set(zerocopy::IntoBytes::as_bytes(&c)).is_err(),
+        "shut down is final"
+    );
 }
 
 #[test]
@@ -238,10 +317,24 @@ fn stats_agree_with_what_was_drained() {
     let mut dec = Decoder::new();
     let (recs, _) = drain_all(&e, &mut dec, BIG);
     let mut buf = vec![0u8; e.stats_size()];
-    assert!(e.stats(Default::default(), &mut buf[..e.stats_size() - 1]).is_none());
-    e.stats(maptrace_core::ShimCounters { hook_calls: 9, hooks_in_flight: 1, errors: 0 }, &mut buf).unwrap();
+    assert!(
+        e.stats(Default::default(), &mut buf[..e.stats_size() - 1])
+            .is_none()
+    );
+    e.stats(
+        maptrace_core::ShimCounters {
+            hook_calls: 9,
+            hooks_in_flight: 1,
+            errors: 0,
+        },
+        &mut buf,
+    )
+    .unwrap();
     let h: raw::mt_stats_header = zerocopy::FromBytes::read_from_prefix(&buf).unwrap().0;
-    assert_eq!((h.magic, h.nshards, h.slots_per_shard, h.hook_calls), (raw::MT_STATS_MAGIC, 2, 64, 9));
+    assert_eq!(
+        (h.magic, h.nshards, h.slots_per_shard, h.hook_calls),
+        (raw::MT_STATS_MAGIC, 2, 64, 9)
+    );
     let shards: Vec<raw::mt_shard_stats> = buf[80..]
         .chunks(64)
         .map(|c| zerocopy::FromBytes::read_from_bytes(c).unwrap())
@@ -290,7 +383,9 @@ fn concurrent_producers_and_drainer_account_for_every_event() {
             all.1.extend(x);
             all
         });
-        while recorded.load(Ordering::Relaxed) + dropped.load(Ordering::Relaxed) < PER_THREAD * THREADS {
+        while recorded.load(Ordering::Relaxed) + dropped.load(Ordering::Relaxed)
+            < PER_THREAD * THREADS
+        {
             std::thread::yield_now();
         }
         done.store(true, Ordering::Release);
@@ -298,21 +393,45 @@ fn concurrent_producers_and_drainer_account_for_every_event() {
     });
     assert!(errs.is_empty(), "{:?}", &errs[..errs.len().min(5)]);
     let evs = events(&recs);
-    assert_eq!(evs.len() as u64, recorded.load(Ordering::Relaxed), "delivered == recorded");
+    assert_eq!(
+        evs.len() as u64,
+        recorded.load(Ordering::Relaxed),
+        "delivered == recorded"
+    );
     let d = dropped.load(Ordering::Relaxed);
-    assert_eq!(dec.losses().dropped, d, "drops reported == drops seen by producers");
-    assert_eq!(evs.len() as u64 + d, PER_THREAD * THREADS, "produced == delivered + dropped");
+    assert_eq!(
+        dec.losses().dropped,
+        d,
+        "drops reported == drops seen by producers"
+    );
+    assert_eq!(
+        evs.len() as u64 + d,
+        PER_THREAD * THREADS,
+        "produced == delivered + dropped"
+    );
     let lost: u64 = recs.iter().map(|r| r.lost_before).sum::<u64>() + dec.losses().unattributed;
-    assert_eq!(lost, d, "every drop is placed in the stream or reported as trailing");
+    assert_eq!(
+        lost, d,
+        "every drop is placed in the stream or reported as trailing"
+    );
     // Each producer's events keep their order within each shard.
     for t in 0..THREADS {
         for shard in 0..2u16 {
             let seq: Vec<i64> = evs
                 .iter()
                 .filter(|r| r.tid == t && r.shard == shard)
-                .filter_map(|r| if let Ev::Pagein { offset, .. } = r.event { Some(offset) } else { None })
+                .filter_map(|r| {
+                    if let Ev::Pagein { offset, .. } = r.event {
+                        Some(offset)
+                    } else {
+                        None
+                    }
+                })
                 .collect();
-            assert!(seq.windows(2).all(|w| w[0] < w[1]), "order kept for tid {t} shard {shard}");
+            assert!(
+                seq.windows(2).all(|w| w[0] < w[1]),
+                "order kept for tid {t} shard {shard}"
+            );
         }
     }
 }

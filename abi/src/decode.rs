@@ -139,25 +139,40 @@ impl fmt::Display for BatchError {
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DecodeError::TruncatedSegment { segment } => write!(f, "segment {segment} is truncated"),
+            DecodeError::TruncatedSegment { segment } => {
+                write!(f, "segment {segment} is truncated")
+            }
             DecodeError::BadSegmentMagic { segment, found } => {
                 write!(f, "segment {segment} has bad magic {found:#010x}")
             }
             DecodeError::BadShard { shard } => write!(f, "bad or repeated shard {shard}"),
-            DecodeError::PositionGap { shard, expected, found } => write!(
+            DecodeError::PositionGap {
+                shard,
+                expected,
+                found,
+            } => write!(
                 f,
                 "shard {shard}: positions jumped from {expected} to {found} \
                  ({} slots read by someone else or lost)",
                 found.wrapping_sub(*expected)
             ),
-            DecodeError::StampMismatch { shard, pos, expected, found } => write!(
+            DecodeError::StampMismatch {
+                shard,
+                pos,
+                expected,
+                found,
+            } => write!(
                 f,
                 "shard {shard} pos {pos}: stamp {found:#x} where {expected:#x} belongs (corrupted)"
             ),
             DecodeError::BadRecord { shard, pos, what } => {
                 write!(f, "shard {shard} pos {pos}: {what}")
             }
-            DecodeError::CountMismatch { shard, announced, found } => write!(
+            DecodeError::CountMismatch {
+                shard,
+                announced,
+                found,
+            } => write!(
                 f,
                 "shard {shard}: segment announced {announced} records, held {found}"
             ),
@@ -366,7 +381,11 @@ impl Decoder {
 
     /// Loss figures so far.
     pub fn losses(&self) -> Losses {
-        let dropped = self.shards.iter().map(|s| s.reported.max(s.attributed)).sum();
+        let dropped = self
+            .shards
+            .iter()
+            .map(|s| s.reported.max(s.attributed))
+            .sum();
         let attributed: u64 = self.shards.iter().map(|s| s.attributed).sum();
         Losses {
             dropped,
@@ -379,7 +398,10 @@ impl Decoder {
     /// Validates the batch header and decodes every record, returning the
     /// records and the in-batch problems in stream order (records of one
     /// segment keep their shard order).
-    pub fn decode(&mut self, bytes: &[u8]) -> Result<(Batch, Vec<Result<Record, DecodeError>>), BatchError> {
+    pub fn decode(
+        &mut self,
+        bytes: &[u8],
+    ) -> Result<(Batch, Vec<Result<Record, DecodeError>>), BatchError> {
         let batch = parse_batch_header(bytes)?;
         let h = batch.header;
         if self.generation != Some(h.generation) {
@@ -387,8 +409,11 @@ impl Decoder {
             self.shards.clear();
         }
         self.batches += 1;
-        let mut out = Vec::with_capacity(usize::try_from(h.total_records).unwrap_or(0).min(1 << 20));
-        let mut rest = bytes.get(BATCH_HEADER..h.total_bytes as usize).unwrap_or(&[]);
+        let mut out =
+            Vec::with_capacity(usize::try_from(h.total_records).unwrap_or(0).min(1 << 20));
+        let mut rest = bytes
+            .get(BATCH_HEADER..h.total_bytes as usize)
+            .unwrap_or(&[]);
         let mut seen = [0u64; 4]; // shard bitmap, 256 shards
         for index in 0..h.nsegments {
             let seg = match parse_segment(rest, index) {
@@ -405,7 +430,8 @@ impl Decoder {
             };
             let shard = seg.header.shard;
             let (word, bit) = (usize::from(shard / 64), 1u64 << (shard % 64));
-            if u32::from(shard) >= raw::MT_MAX_SHARDS || seen.get(word).is_none_or(|w| w & bit != 0) {
+            if u32::from(shard) >= raw::MT_MAX_SHARDS || seen.get(word).is_none_or(|w| w & bit != 0)
+            {
                 self.corrupt_segments += 1;
                 out.push(Err(DecodeError::BadShard { shard }));
                 continue;
@@ -435,7 +461,11 @@ impl Decoder {
             let st = self.shard_state(shard);
             if let Some(expected) = st.next_pos {
                 if expected != h.first_pos {
-                    gap = Some(DecodeError::PositionGap { shard, expected, found: h.first_pos });
+                    gap = Some(DecodeError::PositionGap {
+                        shard,
+                        expected,
+                        found: h.first_pos,
+                    });
                     // A gap makes the drop delta of the next record meaningless.
                     st.last_drops = None;
                 }
@@ -443,7 +473,10 @@ impl Decoder {
             st.next_pos = Some(h.first_pos + u64::from(h.nslots));
             st.reported = st.reported.max(h.dropped_cumulative);
         }
-        if let Some(DecodeError::PositionGap { expected, found, .. }) = gap {
+        if let Some(DecodeError::PositionGap {
+            expected, found, ..
+        }) = gap
+        {
             self.gap_slots += found.wrapping_sub(expected);
         }
         if let Some(e) = gap {
@@ -479,21 +512,31 @@ impl Decoder {
             }
         }
         if found != h.nrecords {
-            out.push(Err(DecodeError::CountMismatch { shard, announced: h.nrecords, found }));
+            out.push(Err(DecodeError::CountMismatch {
+                shard,
+                announced: h.nrecords,
+                found,
+            }));
         }
     }
 }
 
 /// Checks the batch header: magic, major version, sizes and flags.
 pub fn parse_batch_header(bytes: &[u8]) -> Result<Batch, BatchError> {
-    let (h, _) = raw::mt_batch_header::read_from_prefix(bytes)
-        .map_err(|_| BatchError::Truncated { need: BATCH_HEADER as u64, have: bytes.len() as u64 })?;
+    let (h, _) =
+        raw::mt_batch_header::read_from_prefix(bytes).map_err(|_| BatchError::Truncated {
+            need: BATCH_HEADER as u64,
+            have: bytes.len() as u64,
+        })?;
     if h.magic != raw::MT_BATCH_MAGIC {
         return Err(BatchError::BadMagic(h.magic));
     }
     let expected = raw::MT_ABI_VERSION as u16;
     if h.abi_version >> 8 != expected >> 8 {
-        return Err(BatchError::AbiMismatch { found: h.abi_version, expected });
+        return Err(BatchError::AbiMismatch {
+            found: h.abi_version,
+            expected,
+        });
     }
     if usize::from(h.header_size) != BATCH_HEADER {
         return Err(BatchError::BadHeader("header_size"));
@@ -505,7 +548,10 @@ pub fn parse_batch_header(bytes: &[u8]) -> Result<Batch, BatchError> {
         return Err(BatchError::BadHeader("total_bytes"));
     }
     if h.total_bytes > bytes.len() as u64 {
-        return Err(BatchError::Truncated { need: h.total_bytes, have: bytes.len() as u64 });
+        return Err(BatchError::Truncated {
+            need: h.total_bytes,
+            have: bytes.len() as u64,
+        });
     }
     Ok(Batch { header: h })
 }
@@ -514,9 +560,14 @@ fn parse_segment(bytes: &[u8], index: u32) -> Result<(Segment<'_>, &[u8]), Decod
     let (h, rest) = raw::mt_segment_header::read_from_prefix(bytes)
         .map_err(|_| DecodeError::TruncatedSegment { segment: index })?;
     if h.magic != raw::MT_SEGMENT_MAGIC {
-        return Err(DecodeError::BadSegmentMagic { segment: index, found: h.magic });
+        return Err(DecodeError::BadSegmentMagic {
+            segment: index,
+            found: h.magic,
+        });
     }
-    let len = (h.nslots as usize).checked_mul(SLOT).filter(|&l| l <= rest.len());
+    let len = (h.nslots as usize)
+        .checked_mul(SLOT)
+        .filter(|&l| l <= rest.len());
     let Some(len) = len else {
         return Err(DecodeError::TruncatedSegment { segment: index });
     };
@@ -544,13 +595,24 @@ fn counts(c: raw::mt_counts, flags: u8) -> Counts {
 /// Decodes the record whose head is slot `i` at shard position `pos`.
 /// Returns the record (with `lost_before` temporarily holding the raw
 /// `drops_before`) and the number of slots it used.
-fn decode_record(slots: &[u8], i: usize, pos: u64, shard: u16) -> Result<(Record, usize), DecodeError> {
+fn decode_record(
+    slots: &[u8],
+    i: usize,
+    pos: u64,
+    shard: u16,
+) -> Result<(Record, usize), DecodeError> {
     let bad = |what| DecodeError::BadRecord { shard, pos, what };
     let head = slot(slots, i).ok_or(bad(RecordError::BadSlotCount(0)))?;
-    let (h, _) = raw::mt_rec_header::read_from_prefix(head).map_err(|_| bad(RecordError::BadSlotCount(0)))?;
+    let (h, _) = raw::mt_rec_header::read_from_prefix(head)
+        .map_err(|_| bad(RecordError::BadSlotCount(0)))?;
     let expected = ((pos + 1) as u32) & raw::MT_STAMP_MASK;
     if h.stamp != expected {
-        return Err(DecodeError::StampMismatch { shard, pos, expected, found: h.stamp });
+        return Err(DecodeError::StampMismatch {
+            shard,
+            pos,
+            expected,
+            found: h.stamp,
+        });
     }
     let kind = EventKind::try_from(h.kind).map_err(|k| bad(RecordError::UnknownKind(k)))?;
     let n = usize::from(h.nslots);
@@ -562,7 +624,12 @@ fn decode_record(slots: &[u8], i: usize, pos: u64, shard: u16) -> Result<(Record
     let event = match kind {
         EventKind::Mmap => {
             let r = read::<raw::mt_rec_mmap>(head);
-            Event::Mmap { fflags: r.fflags, vid: r.vid, duration_ns: r.duration_ns, counts: counts(r.counts, h.flags) }
+            Event::Mmap {
+                fflags: r.fflags,
+                vid: r.vid,
+                duration_ns: r.duration_ns,
+                counts: counts(r.counts, h.flags),
+            }
         }
         EventKind::Pagein => {
             let r = read::<raw::mt_rec_pagein>(head);
@@ -576,15 +643,29 @@ fn decode_record(slots: &[u8], i: usize, pos: u64, shard: u16) -> Result<(Record
         }
         EventKind::Mnomap => {
             let r = read::<raw::mt_rec_mnomap>(head);
-            Event::Mnomap { vid: r.vid, duration_ns: r.duration_ns, counts: counts(r.counts, h.flags) }
+            Event::Mnomap {
+                vid: r.vid,
+                duration_ns: r.duration_ns,
+                counts: counts(r.counts, h.flags),
+            }
         }
         EventKind::FileMmap => {
             let r = read::<raw::mt_rec_file_mmap>(head);
-            Event::FileMmap { file_pos: r.file_pos, prot: r.prot, maxprot: r.maxprot, mmap_flags: r.mmap_flags }
+            Event::FileMmap {
+                file_pos: r.file_pos,
+                prot: r.prot,
+                maxprot: r.maxprot,
+                mmap_flags: r.mmap_flags,
+            }
         }
         EventKind::Mark => {
             let r = read::<raw::mt_rec_mark>(head);
-            Event::Mark { mark: Mark::from(r.mark), arg0: r.arg0, arg1: r.arg1, arg2: r.arg2 }
+            Event::Mark {
+                mark: Mark::from(r.mark),
+                arg0: r.arg0,
+                arg1: r.arg1,
+                arg2: r.arg2,
+            }
         }
         EventKind::Path => {
             let r = read::<raw::mt_rec_path>(head);
@@ -605,7 +686,11 @@ fn decode_record(slots: &[u8], i: usize, pos: u64, shard: u16) -> Result<(Record
                 let take = (len - path.len()).min(cont_bytes);
                 path.extend_from_slice(c.data.get(..take).unwrap_or(&[]));
             }
-            Event::Path { vid: r.vid, path, truncated: h.flags as u32 & raw::MT_RF_TRUNCATED != 0 }
+            Event::Path {
+                vid: r.vid,
+                path,
+                truncated: h.flags as u32 & raw::MT_RF_TRUNCATED != 0,
+            }
         }
     };
     let rec = Record {
@@ -626,5 +711,7 @@ fn decode_record(slots: &[u8], i: usize, pos: u64, shard: u16) -> Result<(Record
 
 /// Reads a 64-byte record struct from a slot (always exactly 64 bytes here).
 fn read<T: FromBytes>(slot: &[u8]) -> T {
-    T::read_from_prefix(slot).map(|(t, _)| t).unwrap_or_else(|_| T::new_zeroed())
+    T::read_from_prefix(slot)
+        .map(|(t, _)| t)
+        .unwrap_or_else(|_| T::new_zeroed())
 }

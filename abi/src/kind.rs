@@ -69,7 +69,10 @@ impl TryFrom<u32> for EventKind {
     type Error = u32;
 
     fn try_from(v: u32) -> Result<Self, u32> {
-        u8::try_from(v).ok().and_then(|b| EventKind::try_from(b).ok()).ok_or(v)
+        u8::try_from(v)
+            .ok()
+            .and_then(|b| EventKind::try_from(b).ok())
+            .ok_or(v)
     }
 }
 
@@ -206,7 +209,13 @@ mod tests {
     fn probe_method_reads_the_low_bits_only() {
         let f = (raw::MT_RF_COUNTS_ISINUSE | raw::MT_RF_IOCOUNT_UNKNOWN) as u8;
         assert_eq!(ProbeMethod::from_record_flags(f), ProbeMethod::IsInUse);
-        assert_eq!(ProbeMethod::from_record_flags(raw::MT_RF_TRUNCATED as u8), ProbeMethod::None);
-        assert_eq!(ProbeMethod::from_stats(raw::MT_PROBE_OFFSET), ProbeMethod::Offset);
+        assert_eq!(
+            ProbeMethod::from_record_flags(raw::MT_RF_TRUNCATED as u8),
+            ProbeMethod::None
+        );
+        assert_eq!(
+            ProbeMethod::from_stats(raw::MT_PROBE_OFFSET),
+            ProbeMethod::Offset
+        );
     }
 }

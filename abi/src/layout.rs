@@ -20,7 +20,10 @@ const_assert_eq!(size_of::<raw::mt_rec_pagein>(), raw::MT_SLOT_SIZE as usize);
 const_assert_eq!(offset_of!(raw::mt_rec_pagein, f_offset), 40);
 const_assert_eq!(offset_of!(raw::mt_rec_pagein, counts), 56);
 const_assert_eq!(size_of::<raw::mt_rec_mnomap>(), raw::MT_SLOT_SIZE as usize);
-const_assert_eq!(size_of::<raw::mt_rec_file_mmap>(), raw::MT_SLOT_SIZE as usize);
+const_assert_eq!(
+    size_of::<raw::mt_rec_file_mmap>(),
+    raw::MT_SLOT_SIZE as usize
+);
 const_assert_eq!(size_of::<raw::mt_rec_path>(), raw::MT_SLOT_SIZE as usize);
 const_assert_eq!(
     offset_of!(raw::mt_rec_path, path),

@@ -24,4 +24,6 @@ pub mod decode;
 #[cfg(feature = "decode")]
 pub mod merge;
 #[cfg(feature = "decode")]
-pub use decode::{Batch, BatchError, Counts, DecodeError, Decoder, Event, Losses, Record, RecordError, Segment};
+pub use decode::{
+    Batch, BatchError, Counts, DecodeError, Decoder, Event, Losses, Record, RecordError, Segment,
+};

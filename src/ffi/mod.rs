@@ -11,10 +11,10 @@ mod panic;
 
 use crate::engine::{Engine, Params, RecordResult, ShimCounters};
 use crate::ring::Ring;
-use crate::vectors::{VectorError, OPS};
+use crate::vectors::{OPS, VectorError};
 use bridge::{mt_core, mt_core_params, mt_event, mt_shim_counters};
 use core::ffi::c_void;
-use core::mem::{align_of, size_of, MaybeUninit};
+use core::mem::{MaybeUninit, align_of, size_of};
 use maptrace_abi::raw::mt_config;
 
 /// Alignment of the engine inside the caller's memory.
@@ -48,7 +48,9 @@ const _: bridge::mt_core_mem_size_fn = Some(mt_core_mem_size);
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mt_core_mem_size(params: *const mt_core_params) -> usize {
     // SAFETY: the caller passes NULL or a valid params pointer.
-    let Some(p) = (unsafe { params.as_ref() }) else { return 0 };
+    let Some(p) = (unsafe { params.as_ref() }) else {
+        return 0;
+    };
     ring_bytes(p).map_or(0, |r| ENGINE_ALIGN - 1 + RING_OFF + r)
 }
 
@@ -60,16 +62,24 @@ const _: bridge::mt_core_init_fn = Some(mt_core_init);
 /// `mem` points to `len` writable bytes that nothing else uses until the
 /// core is discarded; `params` is NULL or valid.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn mt_core_init(mem: *mut c_void, len: usize, params: *const mt_core_params) -> *mut mt_core {
+pub unsafe extern "C" fn mt_core_init(
+    mem: *mut c_void,
+    len: usize,
+    params: *const mt_core_params,
+) -> *mut mt_core {
     // SAFETY: the caller passes NULL or a valid params pointer.
-    let Some(p) = (unsafe { params.as_ref() }) else { return core::ptr::null_mut() };
+    let Some(p) = (unsafe { params.as_ref() }) else {
+        return core::ptr::null_mut();
+    };
     if mem.is_null() || len == 0 {
         return core::ptr::null_mut();
     }
     // SAFETY: the caller hands us `len` writable bytes for the core's life.
     let mem = unsafe { core::slice::from_raw_parts_mut(mem.cast::<MaybeUninit<u8>>(), len) };
     let skip = mem.as_ptr().align_offset(ENGINE_ALIGN);
-    let Some(mem) = mem.get_mut(skip..) else { return core::ptr::null_mut() };
+    let Some(mem) = mem.get_mut(skip..) else {
+        return core::ptr::null_mut();
+    };
     if mem.len() < RING_OFF {
         return core::ptr::null_mut();
     }
@@ -77,7 +87,11 @@ pub unsafe extern "C" fn mt_core_init(mem: *mut c_void, len: usize, params: *con
     let Ok(ring) = Ring::init(ring_mem, p.nshards, p.slots_per_shard) else {
         return core::ptr::null_mut();
     };
-    let params = Params { hash_key: p.hash_key, generation: p.generation, probe_method: p.probe_method };
+    let params = Params {
+        hash_key: p.hash_key,
+        generation: p.generation,
+        probe_method: p.probe_method,
+    };
     let slot = engine_mem.as_mut_ptr().cast::<Engine<'static>>();
     debug_assert_eq!(slot.align_offset(align_of::<Engine<'static>>()), 0);
     // SAFETY: engine_mem is RING_OFF >= size_of::<Engine> writable bytes,
@@ -110,7 +124,9 @@ const _: bridge::mt_core_wants_fn = Some(mt_core_wants);
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mt_core_wants(core: *const mt_core, kind: u32, pid: u32) -> i32 {
     // SAFETY: the caller passes NULL or a live handle.
-    unsafe { engine(core) }.is_some_and(|e| e.wants(kind, pid)).into()
+    unsafe { engine(core) }
+        .is_some_and(|e| e.wants(kind, pid))
+        .into()
 }
 
 const _: bridge::mt_core_record_fn = Some(mt_core_record);
@@ -120,11 +136,19 @@ const _: bridge::mt_core_record_fn = Some(mt_core_record);
 ///
 /// `core` is NULL or a live handle; `ev` is NULL or a readable `mt_event`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn mt_core_record(core: *const mt_core, shard_hint: u32, ev: *const mt_event) -> i32 {
+pub unsafe extern "C" fn mt_core_record(
+    core: *const mt_core,
+    shard_hint: u32,
+    ev: *const mt_event,
+) -> i32 {
     // SAFETY: the caller passes NULL or a live handle.
-    let Some(e) = (unsafe { engine(core) }) else { return RecordResult::Filtered as i32 };
+    let Some(e) = (unsafe { engine(core) }) else {
+        return RecordResult::Filtered as i32;
+    };
     // SAFETY: the caller passes NULL or a readable event.
-    let Some(ev) = (unsafe { ev.as_ref() }) else { return RecordResult::Rejected as i32 };
+    let Some(ev) = (unsafe { ev.as_ref() }) else {
+        return RecordResult::Rejected as i32;
+    };
     e.record(shard_hint, ev) as i32
 }
 
@@ -144,9 +168,13 @@ pub unsafe extern "C" fn mt_core_record_path(
     len: usize,
 ) -> i32 {
     // SAFETY: the caller passes NULL or a live handle.
-    let Some(e) = (unsafe { engine(core) }) else { return RecordResult::Filtered as i32 };
+    let Some(e) = (unsafe { engine(core) }) else {
+        return RecordResult::Filtered as i32;
+    };
     // SAFETY: the caller passes NULL or a readable event.
-    let Some(ev) = (unsafe { ev.as_ref() }) else { return RecordResult::Rejected as i32 };
+    let Some(ev) = (unsafe { ev.as_ref() }) else {
+        return RecordResult::Rejected as i32;
+    };
     let path = if path.is_null() || len == 0 {
         &[][..]
     } else {
@@ -163,9 +191,15 @@ const _: bridge::mt_core_vector_original_fn = Some(mt_core_vector_original);
 ///
 /// `core` is NULL or a live handle.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn mt_core_vector_original(core: *const mt_core, vector_addr: u64, op: u32) -> u64 {
+pub unsafe extern "C" fn mt_core_vector_original(
+    core: *const mt_core,
+    vector_addr: u64,
+    op: u32,
+) -> u64 {
     // SAFETY: the caller passes NULL or a live handle.
-    unsafe { engine(core) }.and_then(|e| e.vector_original(vector_addr, op)).unwrap_or(0)
+    unsafe { engine(core) }
+        .and_then(|e| e.vector_original(vector_addr, op))
+        .unwrap_or(0)
 }
 
 const _: bridge::mt_core_vector_insert_fn = Some(mt_core_vector_insert);
@@ -176,11 +210,19 @@ const _: bridge::mt_core_vector_insert_fn = Some(mt_core_vector_insert);
 /// `core` is NULL or a live handle; `originals` is NULL or points to
 /// `MT_VOP__COUNT` readable `u64`s.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn mt_core_vector_insert(core: *const mt_core, vector_addr: u64, originals: *const u64) -> i32 {
+pub unsafe extern "C" fn mt_core_vector_insert(
+    core: *const mt_core,
+    vector_addr: u64,
+    originals: *const u64,
+) -> i32 {
     // SAFETY: the caller passes NULL or a live handle.
-    let Some(e) = (unsafe { engine(core) }) else { return bridge::MT_EINVAL as i32 };
+    let Some(e) = (unsafe { engine(core) }) else {
+        return bridge::MT_EINVAL as i32;
+    };
     // SAFETY: the caller passes NULL or MT_VOP__COUNT readable u64s.
-    let Some(o) = (unsafe { originals.cast::<[u64; OPS]>().as_ref() }) else { return bridge::MT_EINVAL as i32 };
+    let Some(o) = (unsafe { originals.cast::<[u64; OPS]>().as_ref() }) else {
+        return bridge::MT_EINVAL as i32;
+    };
     match e.vector_insert(vector_addr, *o) {
         Ok(_) => bridge::MT_OK as i32,
         Err(VectorError::Invalid) => bridge::MT_EINVAL as i32,
@@ -237,9 +279,15 @@ const _: bridge::mt_core_config_set_fn = Some(mt_core_config_set);
 /// `core` is NULL or a live handle; `buf` is NULL or points to `len`
 /// readable bytes.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn mt_core_config_set(core: *const mt_core, buf: *const c_void, len: usize) -> i32 {
+pub unsafe extern "C" fn mt_core_config_set(
+    core: *const mt_core,
+    buf: *const c_void,
+    len: usize,
+) -> i32 {
     // SAFETY: the caller passes NULL or a live handle.
-    let Some(e) = (unsafe { engine(core) }) else { return bridge::MT_EINVAL as i32 };
+    let Some(e) = (unsafe { engine(core) }) else {
+        return bridge::MT_EINVAL as i32;
+    };
     if buf.is_null() {
         return bridge::MT_EINVAL as i32;
     }
@@ -260,7 +308,9 @@ const _: bridge::mt_core_config_get_fn = Some(mt_core_config_get);
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mt_core_config_get(core: *const mt_core, out: *mut mt_config) {
     // SAFETY: the caller passes NULL or a live handle.
-    let Some(e) = (unsafe { engine(core) }) else { return };
+    let Some(e) = (unsafe { engine(core) }) else {
+        return;
+    };
     // SAFETY: the caller passes NULL or a writable mt_config.
     if let Some(out) = unsafe { out.as_mut() } {
         *out = e.config_get();
@@ -295,7 +345,9 @@ pub unsafe extern "C" fn mt_core_drain_prepare(
     out_len: *mut usize,
 ) -> i32 {
     // SAFETY: the caller passes NULL or a live handle.
-    let Some(e) = (unsafe { engine(core) }) else { return bridge::MT_EINVAL as i32 };
+    let Some(e) = (unsafe { engine(core) }) else {
+        return bridge::MT_EINVAL as i32;
+    };
     if buf.is_null() {
         return bridge::MT_EINVAL as i32;
     }
@@ -367,7 +419,9 @@ pub unsafe extern "C" fn mt_core_stats(
     len: usize,
 ) -> i32 {
     // SAFETY: the caller passes NULL or a live handle.
-    let Some(e) = (unsafe { engine(core) }) else { return bridge::MT_EINVAL as i32 };
+    let Some(e) = (unsafe { engine(core) }) else {
+        return bridge::MT_EINVAL as i32;
+    };
     if buf.is_null() {
         return bridge::MT_EINVAL as i32;
     }

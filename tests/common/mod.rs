@@ -12,12 +12,22 @@ pub struct Mem(Vec<MaybeUninit<u8>>);
 
 impl Mem {
     pub fn new(nshards: u32, cap: u32) -> Mem {
-        Mem(vec![MaybeUninit::uninit(); Ring::mem_size(nshards, cap).unwrap()])
+        Mem(vec![
+            MaybeUninit::uninit();
+            Ring::mem_size(nshards, cap).unwrap()
+        ])
     }
 
     pub fn engine(&mut self, nshards: u32, cap: u32) -> Engine<'_> {
         let ring = Ring::init(&mut self.0, nshards, cap).unwrap();
-        Engine::new(ring, Params { hash_key: [7, 11], generation: 0x6e6e, probe_method: raw::MT_PROBE_OFFSET })
+        Engine::new(
+            ring,
+            Params {
+                hash_key: [7, 11],
+                generation: 0x6e6e,
+                probe_method: raw::MT_PROBE_OFFSET,
+            },
+        )
     }
 }
 
@@ -47,12 +57,19 @@ pub fn pagein(pid: u32, tid: u64, seq: u64) -> Event {
 
 /// An event of another kind, otherwise like `pagein`.
 pub fn event(kind: u32, pid: u32, seq: u64) -> Event {
-    Event { kind, ..pagein(pid, 1, seq) }
+    Event {
+        kind,
+        ..pagein(pid, 1, seq)
+    }
 }
 
 /// Drains everything committed (several batches if needed) through a buffer
 /// of `buf_len` bytes, decoding as it goes; returns records and errors.
-pub fn drain_all(e: &Engine<'_>, dec: &mut Decoder, buf_len: usize) -> (Vec<Record>, Vec<DecodeError>) {
+pub fn drain_all(
+    e: &Engine<'_>,
+    dec: &mut Decoder,
+    buf_len: usize,
+) -> (Vec<Record>, Vec<DecodeError>) {
     let mut buf = vec![0u8; buf_len];
     let (mut recs, mut errs) = (Vec::new(), Vec::new());
     loop {
@@ -73,5 +90,7 @@ pub fn drain_all(e: &Engine<'_>, dec: &mut Decoder, buf_len: usize) -> (Vec<Reco
 
 /// Records that are not START/CONFIG/VECTOR markers.
 pub fn events(recs: &[Record]) -> Vec<&Record> {
-    recs.iter().filter(|r| r.kind != maptrace_abi::EventKind::Mark).collect()
+    recs.iter()
+        .filter(|r| r.kind != maptrace_abi::EventKind::Mark)
+        .collect()
 }
