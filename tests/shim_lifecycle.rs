@@ -385,13 +385,21 @@ fn load_and_unload_while_processes_map_and_fault() {
         }
         for round in 0..4 {
             load(&sim, Tunables::default()).expect("load under load");
-            std::thread::sleep(Duration::from_millis(30));
+            // Polls (bounded) until the workers' maps show up: a busy
+            // machine may take a while to schedule them.
             let mut dec = Decoder::new();
-            let recs = drain(&sim, &mut dec);
-            assert!(
-                recs.iter().any(|r| r.kind == EventKind::Mmap),
-                "round {round} saw events"
-            );
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                std::thread::sleep(Duration::from_millis(10));
+                let recs = drain(&sim, &mut dec);
+                if recs.iter().any(|r| r.kind == EventKind::Mmap) {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "round {round} saw no MMAP"
+                );
+            }
             generations.push(dec.generation().expect("a generation"));
             sim.unload_kext().expect("unload under load");
             assert_eq!(sim.allocations_outstanding(), (0, 0));
