@@ -110,6 +110,24 @@ pub struct Proc {
     p: Arc<Process>,
 }
 
+impl fmt::Debug for Proc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Proc")
+            .field("pid", &self.p.pid)
+            .field("name", &self.name())
+            .finish()
+    }
+}
+
+impl fmt::Debug for Sim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sim")
+            .field("boot", &self.k.boot)
+            .field("release", &self.k.config.release)
+            .finish()
+    }
+}
+
 fn res<T>(r: Result<T, i32>) -> Result<T, SimError> {
     r.map_err(SimError)
 }
@@ -373,7 +391,9 @@ impl Sim {
         let mut bad = Vec::new();
         let procs = self.k.procs.all();
         for vp in self.k.vfs.all_vnodes() {
-            let opens = procs.iter().map(|p| p.open_count(&vp)).sum::<i32>();
+            let fgs: std::collections::HashSet<usize> =
+                procs.iter().flat_map(|p| p.opens_of(&vp)).collect();
+            let opens = fgs.len() as i32;
             let texts = procs.iter().filter(|p| p.text_is(&vp)).count() as i32;
             let mapped = i32::from(lock(&vp.ubc).ismapped);
             // What a loaded kext holds is its business; after unload, nothing.
@@ -488,6 +508,17 @@ impl Proc {
     /// execve(2).
     pub fn exec(&self, path: &str) -> Result<(), SimError> {
         let r = res(self.k.sys_exec(&self.p, path));
+        self.k.safe_point();
+        r
+    }
+
+    /// fork(2): a child sharing this process's open files and inheriting
+    /// its mappings (no VNOP_MMAP: fork does not go through `ubc_map`).
+    pub fn fork(&self) -> Result<Proc, SimError> {
+        let r = res(self.k.sys_fork(&self.p)).map(|p| Proc {
+            k: Arc::clone(&self.k),
+            p,
+        });
         self.k.safe_point();
         r
     }

@@ -64,6 +64,11 @@ pub enum Op {
         /// Executable.
         path: String,
     },
+    /// `fork as CHILD`: CHILD is a new process label from this line on.
+    Fork {
+        /// Label of the child.
+        child: String,
+    },
     /// `exit`.
     Exit,
 }
@@ -466,6 +471,9 @@ fn parse_op(c: &mut Cursor<'_>) -> Result<Op, ParseError> {
         },
         "exec" => Op::Exec { path: c.path()? },
         "exit" => Op::Exit,
+        "fork" => Op::Fork {
+            child: c.as_label("process name")?,
+        },
         other => return c.err(t.col, format!("unknown operation `{other}`")),
     };
     c.done()?;
@@ -506,6 +514,12 @@ impl Scenario {
                 }
                 c.i += 1;
                 let op = parse_op(&mut c)?;
+                if let Op::Fork { child } = &op {
+                    if procs.contains_key(child) {
+                        return c.err(first.col, format!("process `{child}` declared twice"));
+                    }
+                    procs.insert(child.clone(), line);
+                }
                 match &mut parallel {
                     Some((_, ops)) => ops.push((line, name.to_string(), op)),
                     None => {
@@ -640,14 +654,16 @@ impl Scenario {
                     .add_file(path, *size)
                     .map_err(|e| fail(at, format!("file {path}: {e}")))?,
                 Step::Proc { name, uid } => {
-                    workers.insert(name.clone(), Worker::spawn(name, sim.spawn(name, *uid)));
+                    let w = Worker::spawn(name, sim.spawn(name, *uid), ProcState::default());
+                    workers.insert(name.clone(), w);
                 }
                 Step::Op { line, proc, op } => {
                     let w = workers
                         .get(proc)
                         .ok_or_else(|| fail(*line, format!("no process {proc}")))?;
                     w.send(*line, op.clone());
-                    merge(report, w.recv(*line)?);
+                    let reply = w.recv(*line)?;
+                    merge(report, workers, op, reply);
                 }
                 Step::Parallel(ops) => {
                     for (line, proc, op) in ops {
@@ -657,12 +673,14 @@ impl Scenario {
                         w.send(*line, op.clone());
                     }
                     let mut first_err = None;
-                    for (line, proc, _) in ops {
-                        if let Some(w) = workers.get(proc) {
-                            match w.recv(*line) {
-                                Ok(t) => merge(report, t),
-                                Err(e) => first_err = first_err.or(Some(e)),
-                            }
+                    for (line, proc, op) in ops {
+                        let reply = match workers.get(proc) {
+                            Some(w) => w.recv(*line),
+                            None => continue,
+                        };
+                        match reply {
+                            Ok(r) => merge(report, workers, op, r),
+                            Err(e) => first_err = first_err.or(Some(e)),
                         }
                     }
                     if let Some(e) = first_err {
@@ -687,31 +705,46 @@ impl Scenario {
     }
 }
 
-fn merge(r: &mut RunReport, t: Option<TouchStats>) {
+/// Accounts one reply; a fork starts the child's thread.
+fn merge(r: &mut RunReport, workers: &mut HashMap<String, Worker>, op: &Op, reply: Reply) {
     r.ops += 1;
-    if let Some(t) = t {
-        r.touches.pages += t.pages;
-        r.touches.hits += t.hits;
-        r.touches.pageins += t.pageins;
+    match (reply, op) {
+        (Reply::Done(Some(t)), _) => {
+            r.touches.pages += t.pages;
+            r.touches.hits += t.hits;
+            r.touches.pageins += t.pageins;
+        }
+        (Reply::Forked(p, st), Op::Fork { child }) => {
+            workers.insert(child.clone(), Worker::spawn(child, p, st));
+        }
+        _ => {}
     }
+}
+
+/// What a process thread reports for one operation.
+enum Reply {
+    /// Done; a touch reports its stats.
+    Done(Option<TouchStats>),
+    /// fork made this child, with the parent's labels.
+    Forked(Proc, ProcState),
 }
 
 /// A process's OS thread: runs its operations in order.
 struct Worker {
     name: String,
     tx: Option<mpsc::Sender<(usize, Op)>>,
-    rx: mpsc::Receiver<Result<Option<TouchStats>, RunError>>,
+    rx: mpsc::Receiver<Result<Reply, RunError>>,
     handle: Option<JoinHandle<()>>,
 }
 
 impl Worker {
-    fn spawn(name: &str, p: Proc) -> Worker {
+    fn spawn(name: &str, p: Proc, st: ProcState) -> Worker {
         let (tx, op_rx) = mpsc::channel::<(usize, Op)>();
         let (res_tx, rx) = mpsc::channel();
         let handle = std::thread::Builder::new()
             .name(format!("sim-{name}"))
             .spawn(move || {
-                let mut st = ProcState::default();
+                let mut st = st;
                 for (line, op) in op_rx {
                     let r = st.apply(&p, &op).map_err(|msg| RunError { line, msg });
                     if res_tx.send(r).is_err() {
@@ -735,7 +768,7 @@ impl Worker {
     }
 
     /// The next result; a thread that panicked (a violation) re-raises here.
-    fn recv(&self, line: usize) -> Result<Option<TouchStats>, RunError> {
+    fn recv(&self, line: usize) -> Result<Reply, RunError> {
         match self.rx.recv() {
             Ok(r) => r,
             Err(_) => Err(RunError {
@@ -757,14 +790,14 @@ impl Worker {
 }
 
 /// A process's descriptor and mapping labels.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct ProcState {
     fds: HashMap<String, (i32, String)>,
     maps: HashMap<String, (u64, u64)>,
 }
 
 impl ProcState {
-    fn apply(&mut self, p: &Proc, op: &Op) -> Result<Option<TouchStats>, String> {
+    fn apply(&mut self, p: &Proc, op: &Op) -> Result<Reply, String> {
         let e = |what: String| move |err: crate::api::SimError| format!("{what}: {err}");
         match op {
             Op::Open { path, fd } => {
@@ -812,7 +845,7 @@ impl ProcState {
                 let len = len.unwrap_or(l - offset);
                 return p
                     .touch(a + offset, len)
-                    .map(Some)
+                    .map(|t| Reply::Done(Some(t)))
                     .map_err(e(format!("touch {map}")));
             }
             Op::Munmap { map } => {
@@ -828,8 +861,12 @@ impl ProcState {
                 self.maps.clear();
                 self.fds.clear();
             }
+            Op::Fork { child } => {
+                let c = p.fork().map_err(e(format!("fork as {child}")))?;
+                return Ok(Reply::Forked(c, self.clone()));
+            }
         }
-        Ok(None)
+        Ok(Reply::Done(None))
     }
 }
 
@@ -870,6 +907,7 @@ impl fmt::Display for Op {
             Op::Munmap { map } => write!(f, "munmap {map}"),
             Op::Exec { path } => write!(f, "exec {path}"),
             Op::Exit => write!(f, "exit"),
+            Op::Fork { child } => write!(f, "fork as {child}"),
         }
     }
 }

@@ -34,6 +34,8 @@ pub mod errno {
     pub const ENOENT: i32 = 2;
     /// I/O error (dead vnode).
     pub const EIO: i32 = 5;
+    /// No such process.
+    pub const ESRCH: i32 = 3;
     /// Bad descriptor.
     pub const EBADF: i32 = 9;
     /// Out of memory / buffer too small.

@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::context::{self, ThreadIdentity, Vop};
@@ -55,11 +55,18 @@ pub struct Mapping {
     pub flags: i32,
 }
 
+/// A `fileglob`: one open of a file, shared by the descriptors fork copies.
+#[derive(Debug)]
+struct Fileglob {
+    addr: usize,
+    refs: AtomicU32,
+}
+
 /// An open file.
 #[derive(Clone, Debug)]
 struct OpenFile {
     vp: Arc<Vnode>,
-    fileglob: usize,
+    fg: Arc<Fileglob>,
 }
 
 /// A simulated process.
@@ -87,12 +94,14 @@ pub struct Process {
 }
 
 impl Process {
-    /// Descriptors open on `vp`.
-    pub fn open_count(&self, vp: &Arc<Vnode>) -> i32 {
+    /// Addresses of the fileglobs (opens) this process has on `vp`; fork
+    /// shares them, so count distinct ones across processes.
+    pub fn opens_of(&self, vp: &Arc<Vnode>) -> Vec<usize> {
         lock(&self.fds)
             .values()
             .filter(|f| Arc::ptr_eq(&f.vp, vp))
-            .count() as i32
+            .map(|f| f.fg.addr)
+            .collect()
     }
 
     /// Whether `vp` is the process's text vnode.
@@ -281,7 +290,11 @@ impl Kernel {
         let fileglob = self.kalloc(128, "fileglob");
         word(fileglob + FG_DATA_OFFSET).store(vp.addr, Ordering::Relaxed);
         let fd = p.next_fd.fetch_add(1, Ordering::Relaxed);
-        lock(&p.fds).insert(fd, OpenFile { vp, fileglob });
+        let fg = Arc::new(Fileglob {
+            addr: fileglob,
+            refs: AtomicU32::new(1),
+        });
+        lock(&p.fds).insert(fd, OpenFile { vp, fg });
         Ok(fd)
     }
 
@@ -289,6 +302,10 @@ impl Kernel {
     pub fn sys_close(&self, p: &Process, fd: i32) -> Result<(), i32> {
         let _g = enter(self, p);
         let f = lock(&p.fds).remove(&fd).ok_or(errno::EBADF)?;
+        if f.fg.refs.fetch_sub(1, Ordering::AcqRel) != 1 {
+            // Another process still has this open (inherited by fork).
+            return Ok(());
+        }
         self.kauth.fileop(
             self,
             p.cred_addr,
@@ -298,7 +315,7 @@ impl Kernel {
             0,
         );
         self.vfs.rele(self, &f.vp);
-        self.arena.free(f.fileglob);
+        self.arena.free(f.fg.addr);
         Ok(())
     }
 
@@ -324,7 +341,7 @@ impl Kernel {
         let err = self.mac.file_check_mmap(
             self,
             p.cred_addr,
-            f.fileglob,
+            f.fg.addr,
             prot,
             flags,
             offset,
@@ -634,6 +651,49 @@ impl Kernel {
         if let Some(vp) = lock(&p.text).take() {
             self.vfs.rele(self, &vp);
         }
+    }
+
+    /// fork(2): the child shares the parent's open files (fileglobs) and
+    /// inherits its mappings with one more reference on each file's object,
+    /// without `ubc_map` (so no VNOP_MMAP), plus a text reference.
+    pub fn sys_fork(&self, parent: &Process) -> Result<Arc<Process>, i32> {
+        let _g = enter(self, parent);
+        if parent.exited.load(Ordering::Acquire) {
+            return Err(errno::ESRCH);
+        }
+        let name = lock(&parent.name).clone();
+        let child = self.procs.create(self, &name, parent.uid, None);
+        {
+            let fds = lock(&parent.fds);
+            let mut cfds = lock(&child.fds);
+            for (fd, f) in fds.iter() {
+                f.fg.refs.fetch_add(1, Ordering::AcqRel);
+                cfds.insert(*fd, f.clone());
+            }
+            child
+                .next_fd
+                .store(parent.next_fd.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        {
+            let maps = lock(&parent.maps);
+            let mut cmaps = lock(&child.maps);
+            for (addr, m) in maps.iter() {
+                let mut u = lock(&m.vp.ubc);
+                if u.map_count > 0 && !m.vp.dead.load(Ordering::Acquire) {
+                    // vm_map_fork: vm_object_reference, no memory_object_map.
+                    u.map_count += 1;
+                }
+                cmaps.insert(*addr, m.clone());
+            }
+            child
+                .next_addr
+                .store(parent.next_addr.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        if let Some(t) = lock(&parent.text).as_ref() {
+            self.vfs.vref(t);
+            *lock(&child.text) = Some(Arc::clone(t));
+        }
+        Ok(child)
     }
 
     /// exit(2): the task's address space and files go.

@@ -231,7 +231,7 @@ fn every_shipped_scenario_parses_and_runs_balanced() {
             .unwrap_or_else(|v| panic!("{}: {v:?}", path.display()));
         n += 1;
     }
-    assert!(n >= 3, "demo, concurrent and recycle ship");
+    assert!(n >= 4, "demo, concurrent, recycle and launch ship");
 }
 
 #[test]
@@ -276,5 +276,27 @@ fn the_demo_runs_with_the_real_shim_loaded() {
     sim.unload_kext().unwrap();
     assert_eq!(sim.load_shim(), Ok(()), "loads again");
     sim.unload_kext().unwrap();
+    sim.check_balanced().unwrap();
+}
+
+#[test]
+fn fork_in_a_scenario_starts_the_child() {
+    let sim = Sim::boot(Config::default());
+    let s = Scenario::parse(
+        "mount apfs /\nfile /f 64K\nproc p\np: open /f as f\np: mmap f as m\np: fork as c\nc: touch m 0 4K\n\
+         p: munmap m\nc: munmap m\nc: close f\np: close f\nc: exit\np: exit\n",
+    )
+    .unwrap();
+    assert!(s.to_string().contains("p: fork as c"));
+    s.run(&sim).unwrap();
+    let t = sim.trace();
+    assert_eq!(t.iter().filter(|e| e.op == TraceOp::Mmap).count(), 1);
+    assert_eq!(t.iter().filter(|e| e.op == TraceOp::Mnomap).count(), 1);
+    let pids: std::collections::HashSet<i32> = t
+        .iter()
+        .filter(|e| e.op == TraceOp::Pagein)
+        .map(|e| e.pid)
+        .collect();
+    assert_eq!(pids.len(), 1, "the child faulted");
     sim.check_balanced().unwrap();
 }

@@ -435,3 +435,60 @@ fn evicted_pages_are_paged_in_again() {
     assert_eq!(p.touch(a, 8 * PS).unwrap().pageins, 2);
     assert_eq!(sim.evict("/nope").unwrap_err().0, 2);
 }
+
+#[test]
+fn fork_shares_files_and_inherits_mappings_without_vnop_mmap() {
+    let sim = sim();
+    let db = "/Volumes/Data/db";
+    let parent = sim.spawn("launchd", 0);
+    parent.exec("/bin/app").unwrap();
+    let fd = parent.open(db).unwrap();
+    let a = parent
+        .mmap(fd, 8 * PS, prot::READ, map_flags::SHARED, 0)
+        .unwrap();
+    parent.touch(a, 1).unwrap();
+    assert_eq!(sim.counts(db).unwrap().usecount, 2, "open + mapping");
+    let text_before = sim.counts("/bin/app").unwrap().usecount;
+    let child = parent.fork().unwrap();
+    assert_ne!(child.pid(), parent.pid());
+    assert_eq!(child.name(), "app");
+    assert_eq!(
+        sim.counts(db).unwrap().usecount,
+        2,
+        "fork shares the open and the mapped epoch"
+    );
+    assert_eq!(
+        sim.counts("/bin/app").unwrap().usecount,
+        text_before + 1,
+        "the child's text reference"
+    );
+    assert_eq!(
+        ops(&sim, TraceOp::Mmap, db),
+        1,
+        "fork does not call VNOP_MMAP"
+    );
+    assert_eq!(child.touch(a, 1).unwrap().hits, 1, "same pages");
+    parent.munmap(a).unwrap();
+    parent.close(fd).unwrap();
+    assert_eq!(ops(&sim, TraceOp::Mnomap, db), 0, "the child still maps it");
+    assert_eq!(
+        sim.counts(db).unwrap().usecount,
+        2,
+        "the child still has the file open"
+    );
+    sim.check_balanced().unwrap();
+    child.exit();
+    assert_eq!(
+        ops(&sim, TraceOp::Mnomap, db),
+        1,
+        "the last unmap was the child's"
+    );
+    assert_eq!(sim.counts(db).unwrap().usecount, 0);
+    parent.exit();
+    sim.check_balanced().unwrap();
+    assert_eq!(
+        parent.fork().unwrap_err().0,
+        3,
+        "an exited process cannot fork"
+    );
+}
