@@ -78,6 +78,8 @@ struct Parsed<'a> {
     file: object::File<'a>,
     /// Address ranges of data embedded in code (LC_DATA_IN_CODE), never disassembled.
     data_in_code: Vec<Range<u64>>,
+    /// The full CPU subtype, capability bits included (arm64e: ptrauth ABI).
+    cpusubtype: u32,
 }
 
 fn parse<'a>(obj: &'a ObjFile, arch: Arch, errors: &mut Vec<String>) -> Option<Parsed<'a>> {
@@ -152,6 +154,7 @@ fn parse<'a>(obj: &'a ObjFile, arch: Arch, errors: &mut Vec<String>) -> Option<P
             name,
             file,
             data_in_code,
+            cpusubtype: sub,
         }),
         Err(err) => {
             errors.push(format!("{name}: {err}"));
@@ -421,6 +424,18 @@ pub fn check(arch: Arch, shim: &[ObjFile], core: &[ObjFile], table: &Table) -> R
         .chain(core)
         .filter_map(|o| parse(o, arch, errors))
         .collect();
+    if arch == Arch::Arm64e {
+        let caps: BTreeSet<u32> = parsed
+            .iter()
+            .map(|p| p.cpusubtype & macho::CPU_SUBTYPE_MASK)
+            .collect();
+        if caps.len() > 1 {
+            // clang-19 leaves the ptrauth ABI bit clear, rustc sets it (toolchain.md section 1).
+            report.notes.push(format!(
+                "arm64e objects mix ptrauth ABI capability bits {caps:#x?}: check that Apple's ld accepts the mix"
+            ));
+        }
+    }
     let mut defined: BTreeMap<String, Vec<&str>> = BTreeMap::new();
     let mut undefined: BTreeMap<String, Vec<&str>> = BTreeMap::new();
     for p in &parsed {

@@ -142,9 +142,10 @@ impl VmTest {
             &self.remote("record"),
         )));
         if self.dtrace {
+            // $$1 in the script takes the directory as a string; no quoting needed.
             run.run(self.ssh(&background(
                 &format!(
-                    "dtrace -q -s {} '\"{files}\"' -o {}",
+                    "dtrace -q -s {} {files} -o {}",
                     self.remote("fsinfo.d"),
                     self.remote("dtrace.txt")
                 ),
@@ -354,7 +355,17 @@ mod tests {
         let run = text(&p.run);
         assert!(run.contains("sudo purge"));
         assert!(run.contains("record -q -o /tmp/maptrace-vm/events.bin"));
-        assert!(run.contains("dtrace -q -s /tmp/maptrace-vm/fsinfo.d"));
+        assert!(run.contains("dtrace -q -s /tmp/maptrace-vm/fsinfo.d /tmp/maptrace-vm/files -o"));
+        // Nested quoting would end the `sh -c '...'` string early.
+        for c in p.run.commands() {
+            let remote = c.args.last().unwrap();
+            if let Some(inner) = remote.strip_prefix("sudo sh -c '") {
+                assert!(
+                    inner.ends_with('\'') && !inner[..inner.len() - 1].contains('\''),
+                    "{remote}"
+                );
+            }
+        }
         assert!(run.contains("touch /tmp/maptrace-vm/files 16"));
         let down = text(&p.teardown);
         assert!(down.contains("sudo kmutil unload -b org.example.kext"));
