@@ -3,6 +3,7 @@
 //! can still arrive after `kauth_unlisten_scope` returned.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::context::{self, Frame};
 use crate::kernel::Kernel;
@@ -31,6 +32,7 @@ pub struct Listener {
 #[derive(Default)]
 pub struct Kauth {
     listeners: Mutex<Vec<Listener>>,
+    in_window: AtomicUsize,
 }
 
 type Callback = unsafe extern "C" fn(
@@ -68,6 +70,12 @@ impl Kauth {
         l.len() != before
     }
 
+    /// Threads that copied a callback and wait in the race window
+    /// (`Config::kauth_race_delay`) before calling it.
+    pub fn in_race_window(&self) -> usize {
+        self.in_window.load(Ordering::Acquire)
+    }
+
     /// Listeners still registered.
     pub fn listeners(&self) -> Vec<Listener> {
         lock(&self.listeners).clone()
@@ -92,7 +100,9 @@ impl Kauth {
         let mut result = xnu::KAUTH_RESULT_DEFER as i32;
         for l in snapshot {
             if !k.config.kauth_race_delay.is_zero() {
+                self.in_window.fetch_add(1, Ordering::AcqRel);
                 std::thread::sleep(k.config.kauth_race_delay);
+                self.in_window.fetch_sub(1, Ordering::AcqRel);
             }
             if !k.kext.is_loaded() {
                 k.violation(Violation::CallAfterUnload {

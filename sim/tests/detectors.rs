@@ -439,15 +439,23 @@ fn a_put_without_a_get_is_unbalanced() {
 #[test]
 fn kauth_unload_race_calls_a_callback_after_unlisten() {
     let config = Config {
-        kauth_race_delay: Duration::from_millis(150),
+        kauth_race_delay: Duration::from_millis(1000),
         ..Config::default()
     };
     let (sim, p, _a) = setup(KAUTH, config);
     KAUTH_CALLS.store(0, Ordering::Relaxed);
     std::thread::scope(|s| {
         let opener = s.spawn(|| p.open("/db").unwrap());
-        // The opener has read the callback and waits in the race window.
-        std::thread::sleep(Duration::from_millis(50));
+        // Wait until the opener has copied the callback and sits in the race
+        // window, then unload under it.
+        let start = std::time::Instant::now();
+        while sim.kernel().kauth.in_race_window() == 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the opener never reached the window"
+            );
+            std::thread::yield_now();
+        }
         sim.unload_kext().unwrap();
         opener.join().unwrap();
     });
