@@ -1,2 +1,249 @@
-//! Throughput of decode + merge + output over a recorded stream.
-fn main() {}
+//! Throughput of the companion's hot paths over a recorded stream of real
+//! core batches: decode + merge alone, with JSON lines, with the human
+//! table; against two baselines measured in the same run (a memcpy of the
+//! batch bytes, and serde_json of a derived struct per record).
+//!
+//! Run: `cargo bench -p maptrace --bench pipeline`.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::{Mem, Trace};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use maptrace::output;
+use maptrace::pipeline::{Item, Pipeline};
+use maptrace_abi::{Decoder, Event};
+use serde::Serialize;
+use std::hint::black_box;
+
+/// Records in the benchmark stream.
+const EVENTS: u64 = 200_000;
+/// Files the workload touches.
+const FILES: u64 = 64;
+
+/// A realistic mix on 2 CPUs: every file named and mapped, then mostly
+/// page-ins, with a map and an unmap now and then.
+fn stream() -> (Vec<Vec<u8>>, u64) {
+    let mut mem = Mem::new(2, 1 << 16);
+    let e = mem.engine();
+    let mut t = Trace::new(&e);
+    for f in 0..FILES {
+        t.path(
+            (f % 2) as u32,
+            0x1000 + f * 0x100,
+            &format!("/System/Library/Frameworks/F{f}.framework/Versions/A/F{f}"),
+        );
+        t.mmap_call(
+            (f % 2) as u32,
+            100 + f as u32,
+            1000 + f,
+            0x1000 + f * 0x100,
+            1,
+            5,
+        );
+    }
+    for i in 0..EVENTS {
+        let f = i % FILES;
+        let cpu = (i % 2) as u32;
+        let vnode = 0x1000 + f * 0x100;
+        match i % 50 {
+            0 => t.exec_map(cpu, 100 + f as u32, 1000 + f, vnode, 2, 5),
+            1 => t.mnomap(cpu, 100 + f as u32, 1000 + f, vnode, 2),
+            _ => t.pagein(
+                cpu,
+                100 + f as u32,
+                1000 + f,
+                vnode,
+                ((i * 16384) as i64, 16384),
+                2,
+            ),
+        }
+        if i % 20_000 == 19_999 {
+            t.drain();
+        }
+    }
+    t.drain();
+    let mut d = Decoder::new();
+    let n = t
+        .batches
+        .iter()
+        .map(|b| d.decode(b).map_or(0, |(_, r)| r.len() as u64))
+        .sum();
+    (t.batches, n)
+}
+
+/// The baseline a plain implementation would write.
+#[derive(Serialize)]
+struct Plain<'a> {
+    kind: &'a str,
+    ts_ns: u64,
+    shard: u16,
+    pos: u64,
+    pid: u32,
+    tid: u64,
+    vnode: u64,
+    offset: i64,
+    size: u32,
+    usecount: u16,
+}
+
+fn bench(c: &mut Criterion) {
+    let (batches, n) = stream();
+    let mut g = c.benchmark_group("companion");
+    g.throughput(Throughput::Elements(n));
+    g.sample_size(10);
+
+    g.bench_function("baseline_memcpy", |b| {
+        let mut out = Vec::new();
+        b.iter(|| {
+            for x in &batches {
+                out.clear();
+                out.extend_from_slice(black_box(x));
+            }
+            black_box(out.len())
+        })
+    });
+
+    let mut p = Pipeline::new();
+    let mut items = Vec::new();
+    let all: Vec<Item> = batches
+        .iter()
+        .flat_map(|b| {
+            items.clear();
+            p.feed(b, &mut items);
+            items.drain(..).collect::<Vec<_>>()
+        })
+        .collect();
+    g.bench_function("baseline_serde_json_per_record", |b| {
+        let mut out = Vec::with_capacity(1 << 20);
+        b.iter(|| {
+            out.clear();
+            for it in &all {
+                let Item::Event(ev) = it else { continue };
+                let r = &ev.rec;
+                let (offset, size, usecount) = match &r.event {
+                    Event::Pagein {
+                        offset,
+                        size,
+                        counts,
+                        ..
+                    } => (*offset, *size, counts.usecount),
+                    _ => (0, 0, 0),
+                };
+                let plain = Plain {
+                    kind: r.kind.name(),
+                    ts_ns: r.timestamp_ns,
+                    shard: r.shard,
+                    pos: r.pos,
+                    pid: r.pid,
+                    tid: r.tid,
+                    vnode: r.vnode_id,
+                    offset,
+                    size,
+                    usecount,
+                };
+                serde_json::to_writer(&mut out, &plain).unwrap();
+                out.push(b'\n');
+                if out.len() > 1 << 20 {
+                    out.clear();
+                }
+            }
+            black_box(out.len())
+        })
+    });
+
+    g.bench_function("decode_only", |b| {
+        b.iter(|| {
+            let mut d = Decoder::new();
+            let mut n = 0;
+            for x in &batches {
+                n += d.decode(x).map_or(0, |(_, r)| r.len());
+            }
+            black_box(n)
+        })
+    });
+
+    g.bench_function("json_only", |b| {
+        let mut out = Vec::with_capacity(1 << 21);
+        b.iter(|| {
+            out.clear();
+            for it in &all {
+                output::item_json(&mut out, it);
+                if out.len() > 1 << 20 {
+                    out.clear();
+                }
+            }
+            black_box(out.len())
+        })
+    });
+
+    g.bench_function("table_only", |b| {
+        let mut out = Vec::with_capacity(1 << 21);
+        b.iter(|| {
+            out.clear();
+            for it in &all {
+                output::item_line(&mut out, it);
+                if out.len() > 1 << 20 {
+                    out.clear();
+                }
+            }
+            black_box(out.len())
+        })
+    });
+
+    g.bench_function("decode_merge", |b| {
+        b.iter(|| {
+            let mut p = Pipeline::new();
+            let mut items = Vec::new();
+            let mut n = 0;
+            for x in &batches {
+                items.clear();
+                p.feed(x, &mut items);
+                n += items.len();
+            }
+            black_box(n)
+        })
+    });
+
+    g.bench_function("decode_merge_json", |b| {
+        b.iter(|| {
+            let mut p = Pipeline::new();
+            let mut items = Vec::new();
+            let mut out = Vec::with_capacity(1 << 20);
+            for x in &batches {
+                items.clear();
+                p.feed(x, &mut items);
+                for it in &items {
+                    output::item_json(&mut out, it);
+                    if out.len() > 1 << 20 {
+                        out.clear();
+                    }
+                }
+            }
+            black_box(out.len())
+        })
+    });
+
+    g.bench_function("decode_merge_table", |b| {
+        b.iter(|| {
+            let mut p = Pipeline::new();
+            let mut items = Vec::new();
+            let mut out = Vec::with_capacity(1 << 20);
+            for x in &batches {
+                items.clear();
+                p.feed(x, &mut items);
+                for it in &items {
+                    output::item_line(&mut out, it);
+                    if out.len() > 1 << 20 {
+                        out.clear();
+                    }
+                }
+            }
+            black_box(out.len())
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -294,13 +294,13 @@ fn stream(src: &mut dyn Source, a: &StreamArgs, out: &mut impl Write) -> Result<
                 return Ok(());
             }
         }
+        line.clear();
         if a.json {
-            line.clear();
             output::item_json(&mut line, item);
-            out.write_all(&line)?;
         } else {
-            output::item_row(out, item)?;
+            output::item_line(&mut line, item);
         }
+        out.write_all(&line)?;
         if live {
             out.flush()?;
         }

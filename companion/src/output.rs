@@ -52,19 +52,37 @@ pub fn json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-fn num(out: &mut Vec<u8>, key: &[u8], v: impl itoa::Integer) {
-    out.extend_from_slice(b",\"");
-    out.extend_from_slice(key);
-    out.extend_from_slice(b"\":");
+/// Appends the decimal digits of `v`.
+#[inline(always)]
+fn push_u64(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
+/// Appends `,"key":v` for an unsigned value.
+#[inline(always)]
+fn num(out: &mut Vec<u8>, key: &[u8], v: impl Into<u64>) {
+    self::key(out, key);
+    push_u64(out, v.into());
+}
+
+/// Appends `,"key":v` for a signed value.
+#[inline(always)]
+fn num_i(out: &mut Vec<u8>, key: &[u8], v: i64) {
+    self::key(out, key);
+    if v < 0 {
+        out.push(b'-');
+    }
+    push_u64(out, v.unsigned_abs());
+}
+
+#[inline(always)]
 fn key(out: &mut Vec<u8>, key: &[u8]) {
     out.extend_from_slice(b",\"");
     out.extend_from_slice(key);
     out.extend_from_slice(b"\":");
 }
 
+#[inline(always)]
 fn prot(out: &mut Vec<u8>, name: &[u8], p: u32) {
     key(out, name);
     out.push(b'"');
@@ -106,10 +124,14 @@ pub fn event_json(out: &mut Vec<u8>, ev: &Ev) {
     num(out, b"pos", r.pos);
     num(out, b"pid", r.pid);
     num(out, b"tid", r.tid);
-    let _ = write!(out, ",\"vnode\":\"{:016x}\"", r.vnode_id);
+    out.extend_from_slice(b",\"vnode\":\"");
+    for i in (0..16).rev() {
+        out.push(HEX[((r.vnode_id >> (i * 4)) & 0xf) as usize]);
+    }
+    out.push(b'"');
     key(out, b"path");
     match &ev.path {
-        Some(p) => json_str(out, &p.text),
+        Some(p) => out.extend_from_slice(&p.json),
         None => out.extend_from_slice(b"null"),
     }
     num(out, b"error", r.error);
@@ -140,7 +162,7 @@ pub fn event_json(out: &mut Vec<u8>, ev: &Ev) {
             counts,
             upl_flags,
         } => {
-            num(out, b"offset", *offset);
+            num_i(out, b"offset", *offset);
             num(out, b"size", *size);
             num(out, b"duration_ns", *duration_ns);
             counts_json(out, counts);
@@ -201,12 +223,12 @@ pub fn item_json(out: &mut Vec<u8>, item: &Item) {
             if *shard == u16::MAX {
                 out.extend_from_slice(b"null");
             } else {
-                out.extend_from_slice(itoa::Buffer::new().format(*shard).as_bytes());
+                push_u64(out, u64::from(*shard));
             }
             num(out, b"count", *count);
             key(out, b"before_pos");
             match before_pos {
-                Some(p) => out.extend_from_slice(itoa::Buffer::new().format(*p).as_bytes()),
+                Some(p) => push_u64(out, *p),
                 None => out.extend_from_slice(b"null"),
             }
             out.push(b'}');
@@ -245,150 +267,241 @@ pub fn summary_json(out: &mut Vec<u8>, t: &Totals) {
 /// The table's column titles.
 pub const TABLE_HEADER: &str = "       TIME(s)  CPU     PID       TID  KIND        USE KUSE   IO  DETAIL                                 FILE\n";
 
-fn human_bytes(n: u64) -> String {
-    if n >= 1 << 20 && n % (1 << 20) == 0 {
-        format!("{}M", n >> 20)
-    } else if n >= 1 << 10 && n % (1 << 10) == 0 {
-        format!("{}K", n >> 10)
-    } else {
-        format!("{n}")
-    }
-}
-
 /// Nanoseconds as `s.micros`.
 pub fn secs(ns: u64) -> String {
-    format!("{}.{:06}", ns / 1_000_000_000, (ns % 1_000_000_000) / 1000)
+    let mut v = Vec::with_capacity(24);
+    push_secs(&mut v, ns);
+    String::from_utf8_lossy(&v).into_owned()
 }
 
-fn counts_cols(c: Option<&Counts>) -> (String, String, String) {
-    match c {
-        Some(c) if c.method != ProbeMethod::None => (
-            c.usecount.to_string(),
-            if c.method == ProbeMethod::Offset {
-                c.kusecount.to_string()
-            } else {
-                "-".into()
-            },
-            c.iocount.map_or("-".into(), |i| i.to_string()),
-        ),
-        _ => ("-".into(), "-".into(), "-".into()),
+/// Appends nanoseconds as `s.micros` (six digits after the point).
+fn push_secs(out: &mut Vec<u8>, ns: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(ns / 1_000_000_000).as_bytes());
+    out.push(b'.');
+    let micros = (ns % 1_000_000_000) / 1000;
+    let mut digits = [b'0'; 6];
+    let mut m = micros;
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (m % 10) as u8;
+        m /= 10;
+    }
+    out.extend_from_slice(&digits);
+}
+
+/// Appends a duration in microseconds with one decimal (`12.3us`).
+fn push_us(out: &mut Vec<u8>, ns: u32) {
+    out.extend_from_slice(itoa::Buffer::new().format(ns / 1000).as_bytes());
+    out.push(b'.');
+    out.push(b'0' + ((ns % 1000) / 100) as u8);
+    out.extend_from_slice(b"us");
+}
+
+/// Appends `0x` and the value in lower-case hex.
+fn push_hex(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(b"0x");
+    let digits = if v == 0 {
+        1
+    } else {
+        (64 - v.leading_zeros()).div_ceil(4)
+    };
+    for i in (0..digits).rev() {
+        out.push(HEX[((v >> (i * 4)) & 0xf) as usize]);
     }
 }
 
-/// Writes one event as a table row.
-pub fn event_row(w: &mut impl Write, ev: &Ev) -> io::Result<()> {
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Appends a byte count the way people read it (`16K`, `1M`, `1000`).
+fn push_bytes(out: &mut Vec<u8>, n: u64) {
+    let mut b = itoa::Buffer::new();
+    if n >= 1 << 20 && n % (1 << 20) == 0 {
+        out.extend_from_slice(b.format(n >> 20).as_bytes());
+        out.push(b'M');
+    } else if n >= 1 << 10 && n % (1 << 10) == 0 {
+        out.extend_from_slice(b.format(n >> 10).as_bytes());
+        out.push(b'K');
+    } else {
+        out.extend_from_slice(b.format(n).as_bytes());
+    }
+}
+
+/// Appends `s` right-aligned in `width` columns.
+fn right(out: &mut Vec<u8>, s: &[u8], width: usize) {
+    out.resize(out.len() + width.saturating_sub(s.len()), b' ');
+    out.extend_from_slice(s);
+}
+
+/// Appends `s` left-aligned in `width` columns.
+fn left(out: &mut Vec<u8>, s: &[u8], width: usize) {
+    out.extend_from_slice(s);
+    out.resize(out.len() + width.saturating_sub(s.len()), b' ');
+}
+
+fn right_num(out: &mut Vec<u8>, n: impl itoa::Integer, width: usize) {
+    right(out, itoa::Buffer::new().format(n).as_bytes(), width);
+}
+
+/// Appends the detail column of an event.
+fn detail(d: &mut Vec<u8>, ev: &Ev) {
     let r = &ev.rec;
-    let (counts, detail) = match &r.event {
+    match &r.event {
         Event::Mmap {
             fflags,
             duration_ns,
-            counts,
             ..
         } => {
-            let p = String::from_utf8_lossy(&prot_str(*fflags)).into_owned();
-            let d = match &ev.call {
-                Some(c) => format!(
-                    "{p} mmap(2) off={:#x} flags={:#x} {:.1}us",
-                    c.file_pos,
-                    c.mmap_flags,
-                    f64::from(*duration_ns) / 1e3
-                ),
-                None => format!("{p} exec/loader map {:.1}us", f64::from(*duration_ns) / 1e3),
-            };
-            (Some(counts), d)
+            d.extend_from_slice(&prot_str(*fflags));
+            match &ev.call {
+                Some(c) => {
+                    d.extend_from_slice(b" mmap(2) off=");
+                    push_hex(d, c.file_pos);
+                    d.extend_from_slice(b" flags=");
+                    push_hex(d, u64::from(c.mmap_flags));
+                }
+                None => d.extend_from_slice(b" exec/loader map"),
+            }
+            d.push(b' ');
+            push_us(d, *duration_ns);
         }
         Event::Pagein {
             offset,
             size,
             duration_ns,
-            counts,
             ..
-        } => (
-            Some(counts),
-            format!(
-                "off={offset:#x} size={} {:.1}us",
-                human_bytes(u64::from(*size)),
-                f64::from(*duration_ns) / 1e3
-            ),
-        ),
-        Event::Mnomap {
-            duration_ns,
-            counts,
-            ..
-        } => (
-            Some(counts),
-            format!("last unmap {:.1}us", f64::from(*duration_ns) / 1e3),
-        ),
+        } => {
+            d.extend_from_slice(b"off=");
+            push_hex(d, *offset as u64);
+            d.extend_from_slice(b" size=");
+            push_bytes(d, u64::from(*size));
+            d.push(b' ');
+            push_us(d, *duration_ns);
+        }
+        Event::Mnomap { duration_ns, .. } => {
+            d.extend_from_slice(b"last unmap ");
+            push_us(d, *duration_ns);
+        }
         Event::FileMmap {
             file_pos,
             prot,
             maxprot,
             mmap_flags,
-        } => (
-            None,
-            format!(
-                "mmap(2) check prot={} max={} flags={mmap_flags:#x} off={file_pos:#x}",
-                String::from_utf8_lossy(&prot_str(*prot)),
-                String::from_utf8_lossy(&prot_str(*maxprot))
-            ),
-        ),
-        Event::Path { vid, truncated, .. } => (
-            None,
-            format!(
+        } => {
+            d.extend_from_slice(b"mmap(2) check prot=");
+            d.extend_from_slice(&prot_str(*prot));
+            d.extend_from_slice(b" max=");
+            d.extend_from_slice(&prot_str(*maxprot));
+            d.extend_from_slice(b" flags=");
+            push_hex(d, u64::from(*mmap_flags));
+            d.extend_from_slice(b" off=");
+            push_hex(d, *file_pos);
+        }
+        Event::Path { vid, truncated, .. } => {
+            let _ = write!(
+                d,
                 "names vnode (vid {vid}){}",
                 if *truncated { " [truncated]" } else { "" }
-            ),
-        ),
+            );
+        }
         Event::Mark {
             mark,
             arg0,
             arg1,
             arg2,
-        } => (
-            None,
-            match mark {
-                Mark::Start => format!("kext start: {arg2} shards x {arg1} slots"),
-                Mark::Config => format!(
+        } => {
+            let _ = match mark {
+                Mark::Start => write!(d, "kext start: {arg2} shards x {arg1} slots"),
+                Mark::Config => write!(
+                    d,
                     "config applied: mask={arg0:#x} flags={:#x} pid={}",
                     arg1 >> 32,
                     arg1 & 0xffff_ffff
                 ),
-                Mark::VectorPatched => format!("vnode-op vector #{arg0} hooked"),
-                Mark::Unknown(m) => format!("mark {m}"),
-            },
-        ),
+                Mark::VectorPatched => write!(d, "vnode-op vector #{arg0} hooked"),
+                Mark::Unknown(m) => write!(d, "mark {m}"),
+            };
+        }
+    }
+    if r.error != 0 {
+        d.extend_from_slice(b" err=");
+        d.extend_from_slice(itoa::Buffer::new().format(r.error).as_bytes());
+    }
+}
+
+/// Appends one event as a table row (with its newline).
+pub fn event_line(out: &mut Vec<u8>, ev: &Ev) {
+    let r = &ev.rec;
+    let mut t = Vec::with_capacity(24);
+    push_secs(&mut t, r.timestamp_ns);
+    right(out, &t, 14);
+    out.extend_from_slice(b"  ");
+    right_num(out, r.shard, 3);
+    out.push(b' ');
+    right_num(out, r.pid, 7);
+    out.push(b' ');
+    right_num(out, r.tid, 9);
+    out.extend_from_slice(b"  ");
+    left(out, r.kind.name().as_bytes(), 10);
+    let counts = match &r.event {
+        Event::Mmap { counts, .. }
+        | Event::Pagein { counts, .. }
+        | Event::Mnomap { counts, .. } => Some(counts).filter(|c| c.method != ProbeMethod::None),
+        _ => None,
     };
-    let (u, k, i) = counts_cols(counts);
-    let err = if r.error != 0 {
-        format!(" err={}", r.error)
-    } else {
-        String::new()
-    };
-    let file = match (&ev.path, r.vnode_id) {
-        (Some(p), _) => p.text.to_string(),
-        (None, 0) => String::new(),
-        (None, id) => format!("vnode:{id:016x}"),
-    };
-    writeln!(
-        w,
-        "{:>14}  {:>3} {:>7} {:>9}  {:<10} {:>4} {:>4} {:>4}  {:<38} {}",
-        secs(r.timestamp_ns),
-        r.shard,
-        r.pid,
-        r.tid,
-        r.kind.name(),
-        u,
-        k,
-        i,
-        format!("{detail}{err}"),
-        file
-    )
+    match counts {
+        Some(c) => {
+            out.push(b' ');
+            right_num(out, c.usecount, 4);
+            out.push(b' ');
+            if c.method == ProbeMethod::Offset {
+                right_num(out, c.kusecount, 4);
+            } else {
+                right(out, b"-", 4);
+            }
+            out.push(b' ');
+            match c.iocount {
+                Some(io) => right_num(out, io, 4),
+                None => right(out, b"-", 4),
+            }
+        }
+        None => out.extend_from_slice(b"    -    -    -"),
+    }
+    out.extend_from_slice(b"  ");
+    let mark = out.len();
+    detail(out, ev);
+    let used = out.len() - mark;
+    out.resize(out.len() + 38usize.saturating_sub(used), b' ');
+    out.push(b' ');
+    match (&ev.path, r.vnode_id) {
+        (Some(p), _) => out.extend_from_slice(p.text.as_bytes()),
+        (None, 0) => {}
+        (None, id) => {
+            let _ = write!(out, "vnode:{id:016x}");
+        }
+    }
+    out.push(b'\n');
+}
+
+/// Writes one event as a table row.
+pub fn event_row(w: &mut impl Write, ev: &Ev) -> io::Result<()> {
+    let mut line = Vec::with_capacity(160);
+    event_line(&mut line, ev);
+    w.write_all(&line)
 }
 
 /// Writes one item as table row(s); losses and corruption stand out.
 pub fn item_row(w: &mut impl Write, item: &Item) -> io::Result<()> {
-    match item {
-        Item::Event(ev) => event_row(w, ev),
+    let mut line = Vec::with_capacity(160);
+    item_line(&mut line, item);
+    w.write_all(&line)
+}
+
+/// Appends one item as table row(s) to a line buffer.
+pub fn item_line(w: &mut Vec<u8>, item: &Item) {
+    let _ = match item {
+        Item::Event(ev) => {
+            event_line(w, ev);
+            Ok(())
+        }
         Item::Loss(Loss::Dropped { shard, count, .. }) if *shard == u16::MAX => {
             writeln!(
                 w,
@@ -412,7 +525,7 @@ pub fn item_row(w: &mut impl Write, item: &Item) -> io::Result<()> {
             w,
             "-- kext reloaded (generation {generation:#x}); vnode ids start over"
         ),
-    }
+    };
 }
 
 /// Writes the closing summary of a table stream.

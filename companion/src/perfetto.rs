@@ -66,7 +66,7 @@ impl Builder {
         };
         let r = &ev.rec;
         self.last_ts = self.last_ts.max(r.timestamp_ns);
-        let path = ev.path.as_ref().map(|p| p.text.as_ref());
+        let path = ev.path.as_ref().map(|p| p.text.as_str());
         let file = short(path, r.vnode_id);
         let base = json!({ "pid": r.pid, "tid": r.tid, "ts": us(r.timestamp_ns) });
         let mut e = match &r.event {

@@ -4,7 +4,7 @@
 
 use maptrace_abi::merge::merge_by_time;
 use maptrace_abi::{DecodeError, Decoder, Event, EventKind, EventMask, Record};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 /// The mmap(2) call (MAC check) that led to a `VNOP_MMAP` on the same thread.
@@ -22,13 +22,34 @@ pub struct MapCall {
     pub timestamp_ns: u64,
 }
 
-/// A file's name as learned from its PATH record.
+/// A file's name as learned from its PATH record, shared by every event of
+/// the file.
+pub type PathName = Arc<PathInfo>;
+
+/// The contents of a [`PathName`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PathName {
+pub struct PathInfo {
     /// The path, lossily made UTF-8.
-    pub text: Arc<str>,
+    pub text: String,
+    /// The path as a JSON string literal, escaped once here rather than
+    /// for every event.
+    pub json: Vec<u8>,
     /// The path was cut at `MT_PATH_MAX`.
     pub truncated: bool,
+}
+
+impl PathInfo {
+    /// A path from its record bytes.
+    pub fn new(bytes: &[u8], truncated: bool) -> PathInfo {
+        let text = String::from_utf8_lossy(bytes).into_owned();
+        let mut json = Vec::with_capacity(text.len() + 2);
+        crate::output::json_str(&mut json, &text);
+        PathInfo {
+            text,
+            json,
+            truncated,
+        }
+    }
 }
 
 /// One decoded event with what the pipeline learned about it.
@@ -68,7 +89,7 @@ pub enum Loss {
 #[derive(Clone, Debug)]
 pub enum Item {
     /// An event.
-    Event(Box<Ev>),
+    Event(Ev),
     /// Records were lost here.
     Loss(Loss),
     /// Part of the stream could not be decoded.
@@ -121,11 +142,12 @@ impl Totals {
 #[derive(Debug, Default)]
 pub struct Pipeline {
     decoder: Decoder,
-    paths: HashMap<u64, PathName>,
-    pending: HashMap<u64, MapCall>,
+    paths: FxHashMap<u64, PathName>,
+    pending: FxHashMap<u64, MapCall>,
     totals: Totals,
     runs: Vec<Vec<Record>>,
-    shard_run: HashMap<u16, usize>,
+    /// Index into `runs` of each shard's run in the current batch.
+    shard_run: Vec<Option<usize>>,
 }
 
 impl Pipeline {
@@ -167,14 +189,22 @@ impl Pipeline {
         }
         self.runs.clear();
         self.shard_run.clear();
+        self.shard_run
+            .resize(maptrace_abi::raw::MT_MAX_SHARDS as usize, None);
         for r in results {
             match r {
                 Ok(rec) => {
                     let next = self.runs.len();
-                    let i = *self.shard_run.entry(rec.shard).or_insert(next);
-                    if i == self.runs.len() {
-                        self.runs.push(Vec::new());
-                    }
+                    let slot = self.shard_run.get_mut(usize::from(rec.shard));
+                    let i = match slot {
+                        Some(Some(i)) => *i,
+                        Some(s) => {
+                            *s = Some(next);
+                            self.runs.push(Vec::new());
+                            next
+                        }
+                        None => continue,
+                    };
                     if let Some(run) = self.runs.get_mut(i) {
                         run.push(rec);
                     }
@@ -236,14 +266,8 @@ impl Pipeline {
             Event::Path {
                 path, truncated, ..
             } => {
-                let text: Arc<str> = Arc::from(String::from_utf8_lossy(path).as_ref());
-                self.paths.insert(
-                    rec.vnode_id,
-                    PathName {
-                        text,
-                        truncated: *truncated,
-                    },
-                );
+                self.paths
+                    .insert(rec.vnode_id, Arc::new(PathInfo::new(path, *truncated)));
             }
             Event::FileMmap {
                 file_pos,
@@ -266,7 +290,7 @@ impl Pipeline {
             _ => {}
         }
         let path = self.paths.get(&rec.vnode_id).cloned();
-        out.push(Item::Event(Box::new(Ev { rec, path, call })));
+        out.push(Item::Event(Ev { rec, path, call }));
     }
 }
 
