@@ -31,8 +31,9 @@ static int mt_mac_file_check_mmap(kauth_cred_t cred, struct fileglob *fg, struct
     (void)fg;
     (void)label;
     mt_enter();
+    const struct mt_core *core = mt_core_ref();
     uint32_t pid = (uint32_t)proc_selfpid();
-    if (mt_core_wants(mt_g.core, MT_KIND_FILE_MMAP, pid)) {
+    if (mt_core_wants(core, MT_KIND_FILE_MMAP, pid)) {
         struct mt_event ev;
         memset(&ev, 0, sizeof(ev));
         ev.kind = MT_KIND_FILE_MMAP;
@@ -47,7 +48,7 @@ static int mt_mac_file_check_mmap(kauth_cred_t cred, struct fileglob *fg, struct
         ev.kusecount = -1;
         ev.iocount = -1;
         ev.count_method = MT_PROBE_NONE;
-        mt_core_record(mt_g.core, mt_shard_hint(ev.tid), &ev);
+        mt_core_record(core, mt_shard_hint(ev.tid), &ev);
     }
     mt_leave();
     return 0;

@@ -91,10 +91,11 @@ static int mt_core_start(void)
         return ENOMEM;
     }
     mt_g.core_mem_len = len;
-    mt_g.core = mt_core_init(mt_g.core_mem, len, &params);
-    if (mt_g.core == NULL) {
+    struct mt_core *core = mt_core_init(mt_g.core_mem, len, &params);
+    if (core == NULL) {
         return EINVAL;
     }
+    __atomic_store_n(&mt_g.core, core, __ATOMIC_RELEASE);
 
     /* One batch is staged in kernel memory, then copied out: the staging
      * buffer bounds a batch. */
@@ -196,7 +197,7 @@ static int mt_stop_all(void)
     }
 
     /* 7. Free. */
-    mt_g.core = NULL;
+    __atomic_store_n(&mt_g.core, NULL, __ATOMIC_RELEASE);
     mt_free(&mt_g.core_mem, &mt_g.core_mem_len);
     mt_free(&mt_g.staging, &mt_g.staging_len);
     mt_free(&mt_g.stats_buf, &mt_g.stats_len);

@@ -122,6 +122,17 @@ static inline void mt_error(void)
 }
 
 /**
+ * The core as hooks see it: published before any hook can run, cleared
+ * only after every hook drained; read atomically since hooks race with stop.
+ * @return the core, or NULL outside start..stop.
+ * Context: any; never blocks.
+ */
+static inline const struct mt_core *mt_core_ref(void)
+{
+    return __atomic_load_n(&mt_g.core, __ATOMIC_ACQUIRE);
+}
+
+/**
  * Nanoseconds since boot.
  * Context: any; never blocks.
  */

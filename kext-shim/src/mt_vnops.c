@@ -58,9 +58,9 @@ static inline int mt_desc_offset(uint32_t op)
  *         between dispatch and this lookup, or the core is gone).
  * Context: any hook; lock-free.
  */
-static vnop_t mt_original(vnode_t vp, uint32_t op)
+static vnop_t mt_original(const struct mt_core *core, vnode_t vp, uint32_t op)
 {
-    uint64_t o = mt_core_vector_original(mt_g.core, (uint64_t)(uintptr_t)mt_vector_of(vp), op);
+    uint64_t o = mt_core_vector_original(core, (uint64_t)(uintptr_t)mt_vector_of(vp), op);
     return (vnop_t)(uintptr_t)o;
 }
 
@@ -117,9 +117,10 @@ static void mt_path_release(int i)
  * none is free the path is skipped and counted.
  * Context: the VNOP_MMAP hook only (vn_getpath may sleep); never pagein.
  */
-static void mt_record_path(vnode_t vp, const struct mt_event *ev, uint32_t hint)
+static void mt_record_path(const struct mt_core *core, vnode_t vp, const struct mt_event *ev,
+                           uint32_t hint)
 {
-    if (!mt_core_wants(mt_g.core, MT_KIND_PATH, ev->pid) || mt_g.path_pool == NULL) {
+    if (!mt_core_wants(core, MT_KIND_PATH, ev->pid) || mt_g.path_pool == NULL) {
         return;
     }
     int i = mt_path_claim();
@@ -131,7 +132,7 @@ static void mt_record_path(vnode_t vp, const struct mt_event *ev, uint32_t hint)
     int len = MAXPATHLEN;
     if (vn_getpath(vp, buf, &len) == 0) {
         buf[MAXPATHLEN - 1] = '\0';
-        mt_core_record_path(mt_g.core, hint, ev, (const uint8_t *)buf, strlen(buf));
+        mt_core_record_path(core, hint, ev, (const uint8_t *)buf, strlen(buf));
     }
     mt_path_release(i);
 }
@@ -150,7 +151,8 @@ static int mt_vnop_mmap_hook(void *ap)
 {
     struct vnop_mmap_args *a = ap;
     mt_enter();
-    vnop_t orig = mt_original(a->a_vp, MT_VOP_MMAP);
+    const struct mt_core *core = mt_core_ref();
+    vnop_t orig = mt_original(core, a->a_vp, MT_VOP_MMAP);
     if (orig == NULL) {
         /* Fail open: an unexpected state never breaks the map. */
         mt_error();
@@ -158,7 +160,7 @@ static int mt_vnop_mmap_hook(void *ap)
         return ENOTSUP;
     }
     uint32_t pid = (uint32_t)proc_selfpid();
-    int want = mt_core_wants(mt_g.core, MT_KIND_MMAP, pid);
+    int want = mt_core_wants(core, MT_KIND_MMAP, pid);
     struct mt_event ev;
     if (want) {
         mt_event_base(&ev, MT_KIND_MMAP, pid, a->a_vp);
@@ -169,8 +171,8 @@ static int mt_vnop_mmap_hook(void *ap)
         ev.duration_ns = mt_now_ns() - ev.timestamp_ns;
         ev.error = err;
         uint32_t hint = mt_shard_hint(ev.tid);
-        mt_core_record(mt_g.core, hint, &ev);
-        mt_record_path(a->a_vp, &ev, hint);
+        mt_core_record(core, hint, &ev);
+        mt_record_path(core, a->a_vp, &ev, hint);
     }
     mt_leave();
     return err;
@@ -188,14 +190,15 @@ static int mt_vnop_pagein_hook(void *ap)
 {
     struct vnop_pagein_args *a = ap;
     mt_enter();
-    vnop_t orig = mt_original(a->a_vp, MT_VOP_PAGEIN);
+    const struct mt_core *core = mt_core_ref();
+    vnop_t orig = mt_original(core, a->a_vp, MT_VOP_PAGEIN);
     if (orig == NULL) {
         mt_error();
         mt_leave();
         return EIO;
     }
     uint32_t pid = (uint32_t)proc_selfpid();
-    int want = mt_core_wants(mt_g.core, MT_KIND_PAGEIN, pid);
+    int want = mt_core_wants(core, MT_KIND_PAGEIN, pid);
     struct mt_event ev;
     if (want) {
         mt_event_base(&ev, MT_KIND_PAGEIN, pid, a->a_vp);
@@ -207,7 +210,7 @@ static int mt_vnop_pagein_hook(void *ap)
     if (want) {
         ev.duration_ns = mt_now_ns() - ev.timestamp_ns;
         ev.error = err;
-        mt_core_record(mt_g.core, mt_shard_hint(ev.tid), &ev);
+        mt_core_record(core, mt_shard_hint(ev.tid), &ev);
     }
     mt_leave();
     return err;
@@ -224,14 +227,15 @@ static int mt_vnop_mnomap_hook(void *ap)
 {
     struct vnop_mnomap_args *a = ap;
     mt_enter();
-    vnop_t orig = mt_original(a->a_vp, MT_VOP_MNOMAP);
+    const struct mt_core *core = mt_core_ref();
+    vnop_t orig = mt_original(core, a->a_vp, MT_VOP_MNOMAP);
     if (orig == NULL) {
         mt_error();
         mt_leave();
         return ENOTSUP;
     }
     uint32_t pid = (uint32_t)proc_selfpid();
-    int want = mt_core_wants(mt_g.core, MT_KIND_MNOMAP, pid);
+    int want = mt_core_wants(core, MT_KIND_MNOMAP, pid);
     struct mt_event ev;
     if (want) {
         mt_event_base(&ev, MT_KIND_MNOMAP, pid, a->a_vp);
@@ -240,7 +244,7 @@ static int mt_vnop_mnomap_hook(void *ap)
     if (want) {
         ev.duration_ns = mt_now_ns() - ev.timestamp_ns;
         ev.error = err;
-        mt_core_record(mt_g.core, mt_shard_hint(ev.tid), &ev);
+        mt_core_record(core, mt_shard_hint(ev.tid), &ev);
     }
     mt_leave();
     return err;
@@ -251,10 +255,11 @@ static int mt_vnop_mnomap_hook(void *ap)
 /**
  * Hooks one vector: originals into the core's table first, then the
  * trampolines into the vector.
- * @param vec the vector (not yet in the core's table).
+ * @param core the core (its table receives the originals).
+ * @param vec  the vector (not yet in the core's table).
  * Context: thread context, under the patch lock.
  */
-static void mt_patch_vector(vnop_t *vec)
+static void mt_patch_vector(const struct mt_core *core, vnop_t *vec)
 {
     uint64_t originals[MT_VOP__COUNT];
     for (uint32_t op = 0; op < MT_VOP__COUNT; op++) {
@@ -266,7 +271,7 @@ static void mt_patch_vector(vnop_t *vec)
         }
         originals[op] = (uint64_t)(uintptr_t)cur;
     }
-    if (mt_core_vector_insert(mt_g.core, (uint64_t)(uintptr_t)vec, originals) != MT_OK) {
+    if (mt_core_vector_insert(core, (uint64_t)(uintptr_t)vec, originals) != MT_OK) {
         /* Table full (or a duplicate): the vector stays unhooked. */
         mt_error();
         return;
@@ -285,7 +290,7 @@ static void mt_patch_vector(vnop_t *vec)
  */
 void mt_vnode_seen(vnode_t vp)
 {
-    const struct mt_core *core = mt_g.core;
+    const struct mt_core *core = mt_core_ref();
     if (vp == NULL || core == NULL || vnode_vtype(vp) != VREG) {
         return;
     }
@@ -300,7 +305,7 @@ void mt_vnode_seen(vnode_t vp)
     }
     lck_mtx_lock(mt_g.patch_lock);
     if (!mt_patch_closed && mt_core_vector_original(core, key, MT_VOP_MMAP) == 0) {
-        mt_patch_vector(vec);
+        mt_patch_vector(core, vec);
     }
     lck_mtx_unlock(mt_g.patch_lock);
 }
