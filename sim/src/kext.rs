@@ -5,7 +5,6 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::arena::Owner;
 use crate::context::{self, Frame};
 use crate::kernel::Kernel;
 use crate::lock;
@@ -162,7 +161,6 @@ impl KextSlot {
                 )));
             }
         }
-        let _ = Owner::Kext;
     }
 }
 

@@ -256,7 +256,13 @@ fn call_conf_hook(k: &Kernel, conf: usize, i: u32) {
     }
     // SAFETY: policy_init/initbsd/destroy slots take the conf.
     let f: unsafe extern "C" fn(*mut xnu::mac_policy_conf) = unsafe { std::mem::transmute(hook) };
-    let _ = k;
+    if !k.kext.is_loaded() {
+        k.violation(Violation::CallAfterUnload {
+            what: format!("MAC policy slot {i}"),
+            addr: hook as u64,
+        });
+        return;
+    }
     // SAFETY: `conf` is the policy's live conf.
     context::with_frame(Frame::Callback, || unsafe { f(conf as _) });
 }
