@@ -419,3 +419,33 @@ fn load_and_unload_while_processes_map_and_fault() {
     }
     sim.check_balanced().expect("balanced");
 }
+
+#[test]
+fn unload_outwaits_a_kauth_callback_in_the_race_window() {
+    // kauth copies a callback, then calls it without the scope lock: the
+    // in-flight count cannot see that window; the quiet polls of the drain
+    // wait outlast it.
+    let sim = boot_loaded(
+        Config {
+            kauth_race_delay: Duration::from_millis(15),
+            ..Config::default()
+        },
+        Tunables::default(),
+    );
+    let p = sim.spawn("app", 501);
+    std::thread::scope(|s| {
+        let t = s.spawn(|| p.open("/data/a.bin"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while sim.kernel().kauth.in_race_window() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never entered the window"
+            );
+            std::thread::yield_now();
+        }
+        sim.unload_kext().expect("unload");
+        t.join().expect("opener").expect("open succeeds");
+    });
+    assert!(sim.take_violations().is_empty());
+    assert_nothing_left(&sim);
+}
