@@ -431,8 +431,10 @@ pub fn check(arch: Arch, shim: &[ObjFile], core: &[ObjFile], table: &Table) -> R
             .collect();
         if caps.len() > 1 {
             // clang-19 leaves the ptrauth ABI bit clear, rustc sets it (toolchain.md section 1).
+            let list: Vec<String> = caps.iter().map(|c| format!("{c:#x}")).collect();
             report.notes.push(format!(
-                "arm64e objects mix ptrauth ABI capability bits {caps:#x?}: check that Apple's ld accepts the mix"
+                "arm64e objects mix ptrauth ABI capability bits ({}): check that Apple's ld accepts the mix",
+                list.join(", ")
             ));
         }
     }

@@ -165,6 +165,16 @@ mod tests {
     }
 
     #[test]
+    fn dpkg_query_tells_installed_from_missing() {
+        if !this_host().debian {
+            eprintln!("note: not Debian; dpkg query not exercised");
+            return;
+        }
+        assert!(dpkg_installed("dpkg"));
+        assert!(!dpkg_installed("maptrace-no-such-package"));
+    }
+
+    #[test]
     fn nothing_missing_means_an_empty_plan() {
         let plan = plan(Task::Test, ROOT_DEBIAN, &|_| true).unwrap();
         assert!(plan.steps.is_empty());
