@@ -300,3 +300,47 @@ fn fork_in_a_scenario_starts_the_child() {
     assert_eq!(pids.len(), 1, "the child faulted");
     sim.check_balanced().unwrap();
 }
+
+#[test]
+fn generated_parallel_workloads_with_the_real_shim_stay_clean() {
+    use maptrace_sim::Cred;
+    for seed in [11, 12] {
+        let sim = Sim::boot(Config {
+            seed,
+            ..Config::default()
+        });
+        sim.load_shim().unwrap();
+        let s = generate(
+            seed,
+            &GenParams {
+                procs: 6,
+                ops_per_proc: 60,
+                ..GenParams::default()
+            },
+        );
+        s.run(&sim).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let mut total = 0;
+        loop {
+            let n = sim
+                .sysctl_read("kern.maptrace.events", None, Cred::Root)
+                .unwrap();
+            let mut buf = vec![0u8; n];
+            let got = sim
+                .sysctl_read("kern.maptrace.events", Some(&mut buf), Cred::Root)
+                .unwrap();
+            if got == 0 {
+                break;
+            }
+            assert!(
+                sim.find_kernel_addresses(&buf[..got]).is_empty(),
+                "seed {seed}: a kernel address leaked"
+            );
+            total += got;
+        }
+        assert!(total > 0, "seed {seed}: the shim recorded the workload");
+        sim.unload_kext().unwrap();
+        sim.check_balanced()
+            .unwrap_or_else(|v| panic!("seed {seed}: {v:?}"));
+        assert_eq!(sim.allocations_outstanding(), (0, 0));
+    }
+}
