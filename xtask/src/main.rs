@@ -126,6 +126,24 @@ fn cmd_check(root: &Path, archs: &[Arch]) -> Result<()> {
     }
     check::require_clean(&reports)?;
     println!("object checks passed");
+    let table = kpi::Table::load(root)?;
+    let unused: Vec<&str> = table
+        .entries
+        .iter()
+        .filter(|e| {
+            !reports
+                .iter()
+                .any(|(_, r)| r.imports.contains_key(&e.symbol))
+        })
+        .map(|e| e.symbol.as_str())
+        .collect();
+    if !unused.is_empty() && archs.len() == Arch::ALL.len() {
+        println!(
+            "note: {} lists symbols no object imports (remove them if no longer called): {}",
+            kpi::TABLE,
+            unused.join(" ")
+        );
+    }
     check_kpi_table(root)
 }
 
@@ -160,8 +178,14 @@ fn cmd_kextlibs(root: &Path, archs: &[Arch]) -> Result<()> {
     for (arch, r) in &reports {
         println!("{}:", arch.name());
         for (bundle, version) in kpi::libraries(r.bundles()) {
-            let n = r.imports.values().filter(|b| **b == bundle).count();
-            println!("  {bundle} = {version}   ({n} symbols)");
+            let syms: Vec<&str> = r
+                .imports
+                .iter()
+                .filter(|(_, b)| **b == bundle)
+                .map(|(s, _)| s.as_str())
+                .collect();
+            println!("  {bundle} = {version}   ({} symbols)", syms.len());
+            println!("      {}", syms.join(" "));
         }
         for e in &r.errors {
             println!("  problem: {e}");
