@@ -5,7 +5,7 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::context::{self, Frame};
+use crate::context::Frame;
 use crate::kernel::Kernel;
 use crate::lock;
 use crate::vfs::Vnode;
@@ -114,7 +114,7 @@ impl Kauth {
             // SAFETY: `callback` is the kauth_scope_callback_t the loaded kext
             // registered.
             let f: Callback = unsafe { std::mem::transmute(l.callback) };
-            let r = context::with_frame(Frame::Callback, || {
+            let r = k.kext_call(Frame::Callback, || {
                 // SAFETY: arguments follow the scope's documented shape.
                 unsafe {
                     f(

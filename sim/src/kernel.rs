@@ -2,7 +2,7 @@
 //! CPU identity, violations, the log and the ground-truth trace.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -174,6 +174,8 @@ pub struct Kernel {
     pub kext: KextSlot,
     /// Set while `panic()` is being reported.
     pub panicked: AtomicBool,
+    /// Threads executing kext code right now (hooks, callbacks, handlers).
+    in_kext: AtomicUsize,
 }
 
 static BOOTS: AtomicU64 = AtomicU64::new(1);
@@ -221,6 +223,7 @@ impl Kernel {
             locks: Locks::default(),
             kext: KextSlot::default(),
             panicked: AtomicBool::new(false),
+            in_kext: AtomicUsize::new(0),
         });
         k.procs.create_kernel_task(&k);
         *write(&CURRENT) = Some(Arc::clone(&k));
@@ -336,6 +339,22 @@ impl Kernel {
     pub fn random_fill(&self, buf: &mut [u8]) {
         let mut rng = lock(&self.rng);
         buf.iter_mut().for_each(|b| *b = rng.u8(..));
+    }
+
+    // ------------------------------------------------------------ kext code
+
+    /// Runs kext code (a hook, callback or handler) inside `frame`, counting
+    /// the threads that are in kext code.
+    pub fn kext_call<R>(&self, frame: context::Frame, f: impl FnOnce() -> R) -> R {
+        self.in_kext.fetch_add(1, Ordering::AcqRel);
+        let r = context::with_frame(frame, f);
+        self.in_kext.fetch_sub(1, Ordering::AcqRel);
+        r
+    }
+
+    /// Threads executing kext code right now.
+    pub fn threads_in_kext(&self) -> usize {
+        self.in_kext.load(Ordering::Acquire)
     }
 
     // ------------------------------------------------------------ identity

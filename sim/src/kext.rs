@@ -114,6 +114,7 @@ impl KextSlot {
         self.loaded.store(false, Ordering::Release);
         *slot = None;
         self.check_clean(k, "unload");
+        check_left_kext_code(k);
         Ok(())
     }
 
@@ -161,6 +162,26 @@ impl KextSlot {
                 )));
             }
         }
+    }
+}
+
+/// Once stop returned success the kext's code is unmapped: a thread still in
+/// a hook would return into nothing. A short grace covers the few
+/// instructions between a hook's in-flight decrement and its return.
+const LEAVE_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Reports threads that stay in kext code after a successful unload.
+fn check_left_kext_code(k: &Kernel) {
+    let start = std::time::Instant::now();
+    while k.threads_in_kext() > 0 && start.elapsed() < LEAVE_GRACE {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let n = k.threads_in_kext();
+    if n > 0 {
+        k.violation(Violation::CallAfterUnload {
+            what: format!("{n} thread(s) still executing kext code (hooks in flight) when its stop returned success"),
+            addr: 0,
+        });
     }
 }
 

@@ -229,7 +229,7 @@ extern "C" fn vnode_iterate(
             continue;
         }
         // SAFETY: the kext's callout with the vnode_iterate signature.
-        let r = context::with_frame(Frame::Callback, || unsafe {
+        let r = k.kext_call(Frame::Callback, || unsafe {
             callout(v.addr as *mut xnu::vnode, arg)
         }) as u32;
         match r {
@@ -258,7 +258,7 @@ extern "C" fn vfs_iterate(flags: c_int, callout: Option<MountCallout>, arg: *mut
     }
     for m in mounts {
         // SAFETY: the kext's callout with the vfs_iterate signature.
-        let r = context::with_frame(Frame::Callback, || unsafe {
+        let r = k.kext_call(Frame::Callback, || unsafe {
             callout(m.addr as *mut xnu::mount, arg)
         }) as u32;
         if r == xnu::VFS_RETURNED_DONE || r == xnu::VFS_CLAIMED_DONE {
@@ -388,7 +388,7 @@ extern "C" fn vfs_fsadd(vfe: *mut xnu::vfs_fsentry, handle: *mut xnu::vfstable_t
     // SAFETY: vfe_vfsops is the kext's vfsops.
     if let Some(init) = unsafe { (*e.vfe_vfsops).vfs_init } {
         // SAFETY: vfs_init gets the vfsconf (the handle).
-        context::with_frame(Frame::Callback, || unsafe { init(h as *mut xnu::vfsconf) });
+        k.kext_call(Frame::Callback, || unsafe { init(h as *mut xnu::vfsconf) });
     }
     0
 }

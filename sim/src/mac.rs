@@ -4,7 +4,7 @@
 use std::ffi::{CStr, c_char};
 use std::sync::RwLock;
 
-use crate::context::{self, Frame};
+use crate::context::Frame;
 use crate::kernel::Kernel;
 use crate::vfs::{Vnode, errno};
 use crate::violation::Violation;
@@ -129,7 +129,7 @@ impl Mac {
                 });
                 continue;
             }
-            let r = context::with_frame(Frame::Callback, || f(hook));
+            let r = k.kext_call(Frame::Callback, || f(hook));
             if r != 0 && err == 0 {
                 err = r;
             }
@@ -264,5 +264,5 @@ fn call_conf_hook(k: &Kernel, conf: usize, i: u32) {
         return;
     }
     // SAFETY: `conf` is the policy's live conf.
-    context::with_frame(Frame::Callback, || unsafe { f(conf as _) });
+    k.kext_call(Frame::Callback, || unsafe { f(conf as _) });
 }

@@ -315,7 +315,7 @@ impl Sysctl {
             let _tree = read(&self.oids);
             let _node = (kind & xnu::CTLFLAG_LOCKED == 0).then(|| lock(&self.unlocked_node));
             let _g = vm::enter(k, p);
-            context::with_frame(Frame::Callback, || {
+            k.kext_call(Frame::Callback, || {
                 // SAFETY: the registered handler with SYSCTL_HANDLER_ARGS.
                 unsafe { handler(oid_ptr(oid.addr), o.oid_arg1, o.oid_arg2, req) }
             })

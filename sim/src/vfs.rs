@@ -913,7 +913,7 @@ impl Vfs {
             return errno::EIO;
         }
         if kext_code {
-            context::with_frame(Frame::VnopHook(op), || call_vnop(entry, args))
+            k.kext_call(Frame::VnopHook(op), || call_vnop(entry, args))
         } else {
             call_vnop(entry, args)
         }

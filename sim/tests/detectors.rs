@@ -499,3 +499,32 @@ fn proc_suser_follows_the_credentials() {
     let r = unsafe { proc_suser(proc_of(user.pid())) };
     assert_eq!(r, 1);
 }
+
+#[test]
+fn a_stop_that_returns_while_a_hook_is_in_flight_is_caught() {
+    use maptrace_sim::Vop;
+    let (sim, p, a) = setup(PATCH | RESTORE, Config::default());
+    let hold = sim.hold_vnop(Vop::Pagein);
+    std::thread::scope(|s| {
+        let t = s.spawn(|| p.touch(a, 1));
+        assert!(hold.wait_held(1, Duration::from_secs(10)));
+        assert_eq!(
+            sim.kernel().threads_in_kext(),
+            1,
+            "the fault is inside the kext's pagein hook"
+        );
+        // This stop restores the vector but does not wait for hooks in flight.
+        sim.unload_kext().unwrap();
+        hold.release();
+        t.join().unwrap().unwrap();
+    });
+    let v = sim.take_violations();
+    assert!(
+        has(
+            &v,
+            |x| matches!(x, Violation::CallAfterUnload { what, .. } if what.contains("hooks in flight"))
+        ),
+        "{v:?}"
+    );
+    assert_eq!(sim.kernel().threads_in_kext(), 0);
+}
