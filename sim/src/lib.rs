@@ -3,6 +3,25 @@
 //!
 //! Start with [`Sim::boot`]; see `sim/README.md` for the model, the API and
 //! the scenario language.
+//!
+//! ```
+//! use maptrace_sim::{Config, Sim, TraceOp, map_flags, prot};
+//!
+//! let sim = Sim::boot(Config::default());
+//! sim.mount("apfs", "/").unwrap();
+//! sim.add_file("/db", 64 << 10).unwrap();
+//! let p = sim.spawn("reader", 501);
+//! let fd = p.open("/db").unwrap();
+//! let a = p.mmap(fd, 64 << 10, prot::READ, map_flags::SHARED, 0).unwrap();
+//! let b = p.mmap(fd, 64 << 10, prot::READ, map_flags::SHARED, 0).unwrap();
+//! assert_eq!(sim.counts("/db").unwrap().usecount, 2); // the open + one mapping reference
+//! assert_eq!(p.touch(a, 4096).unwrap().pageins, 1);
+//! assert_eq!(p.touch(b, 4096).unwrap().pageins, 0); // one page cache per file
+//! p.munmap(a).unwrap();
+//! p.munmap(b).unwrap();
+//! let mnomaps = sim.trace().iter().filter(|e| e.op == TraceOp::Mnomap).count();
+//! assert_eq!(mnomaps, 1); // once, at the last unmap
+//! ```
 
 // The shim's C files call mt_core_*; linking the core makes them resolve.
 use maptrace_core as _;
