@@ -125,7 +125,8 @@ enum vtype {
     VCPLX = 10
 };
 
-/* A vnode operation: every vector entry has this type (PFI in XNU). */
+/* A vnode operation: every vector entry has this type (PFI in XNU). Note:
+ * the SDK's vnop_t is the function type; here it is the pointer. */
 typedef int (*vnop_t)(void *);
 typedef int (**vnop_vector_t)(void *);
 
