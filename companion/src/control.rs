@@ -317,7 +317,7 @@ pub fn apply(current: &raw::mt_config, change: &ConfigChange) -> Result<raw::mt_
 #[cfg(test)]
 mod tests {
     use super::*;
-    use zerocopy::IntoBytes;
+    use zerocopy::{FromZeros, IntoBytes};
 
     fn current() -> raw::mt_config {
         raw::mt_config {
@@ -397,23 +397,20 @@ mod tests {
 
     #[test]
     fn stats_decode_and_reject_bad_bytes() {
-        let h = raw::mt_stats_header {
-            magic: raw::MT_STATS_MAGIC,
-            abi_version: raw::MT_ABI_VERSION as u16,
-            header_size: 80,
-            nshards: 2,
-            slots_per_shard: 1024,
-            probe_method: raw::MT_PROBE_OFFSET,
-            vectors_patched: 3,
-            config_flags: raw::MT_CF_ENABLE,
-            event_mask: raw::MT_EVMASK_MMAP,
-            generation: 9,
-            hook_calls: 100,
-            hooks_in_flight: 0,
-            filtered: 1,
-            errors: 0,
-            reserved0: 0,
-        };
+        // Field by field, so a renamed reserved word does not break the test.
+        let mut h = raw::mt_stats_header::new_zeroed();
+        h.magic = raw::MT_STATS_MAGIC;
+        h.abi_version = raw::MT_ABI_VERSION as u16;
+        h.header_size = 80;
+        h.nshards = 2;
+        h.slots_per_shard = 1024;
+        h.probe_method = raw::MT_PROBE_OFFSET;
+        h.vectors_patched = 3;
+        h.config_flags = raw::MT_CF_ENABLE;
+        h.event_mask = raw::MT_EVMASK_MMAP;
+        h.generation = 9;
+        h.hook_calls = 100;
+        h.filtered = 1;
         let s0 = raw::mt_shard_stats {
             produced_slots: 10,
             dropped: 2,

@@ -9,6 +9,8 @@ pub mod perfetto;
 pub mod pipeline;
 pub mod recording;
 pub mod report;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod source;
 pub mod sysctl;
 

@@ -218,10 +218,20 @@ fn open_source(spec: Option<&str>, input: Option<&Path>) -> Result<Box<dyn Sourc
     }
 }
 
+#[cfg(feature = "sim")]
+fn open_sim(scenario: Option<&Path>) -> Result<Box<dyn Source>> {
+    use maptrace::sim::{SimSource, Workload};
+    Ok(Box::new(match scenario {
+        Some(p) => SimSource::open_script(p)?,
+        None => SimSource::open(Workload::Demo)?,
+    }))
+}
+
+#[cfg(not(feature = "sim"))]
 fn open_sim(scenario: Option<&Path>) -> Result<Box<dyn Source>> {
     let what = scenario.map_or("the demo workload".to_string(), |p| p.display().to_string());
     Err(anyhow!(
-        "the simulator source is not available in this build (it needs the maptrace-sim crate) to run {what}; \
+        "this maptrace was built without the simulator (feature `sim`), so it cannot run {what}; \
          read a recording with --source file:FILE instead"
     ))
 }

@@ -226,6 +226,18 @@ impl Pipeline {
         }
         let merged = merge_by_time(std::mem::take(&mut self.runs));
         out.reserve(merged.len());
+        // The kext names a vnode right after the event that first saw it, so
+        // learn the batch's paths first: that event then carries its path.
+        for rec in &merged {
+            if let Event::Path {
+                path, truncated, ..
+            } = &rec.event
+            {
+                self.paths
+                    .entry(rec.vnode_id)
+                    .or_insert_with(|| Arc::new(PathInfo::new(path, *truncated)));
+            }
+        }
         for rec in merged {
             self.push_record(rec, out);
         }

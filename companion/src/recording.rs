@@ -448,7 +448,7 @@ mod tests {
         let mut bytes = recording(&[]);
         bytes[11] = 7; // major ABI 7
         let e = Reader::new(bytes.as_slice(), "t").unwrap_err();
-        assert!(e.to_string().contains("ABI 7.0"), "{e}");
+        assert!(e.to_string().contains("ABI 7."), "{e}");
 
         let mut bytes = recording(&[]);
         bytes[12] = 3; // header_len no longer matches the host name

@@ -45,6 +45,10 @@ pub enum Verdict {
     /// Fewer references after than before (e.g. the opener closed its fd
     /// while mapped): normal.
     Released,
+    /// More references after the last unmap than before the first map, but
+    /// no more than the exec'ing processes' text references (`p_textvp`),
+    /// which exit releases after the last unmap: not a leak.
+    TextRef,
     /// More references after the last unmap than before the first map.
     Held,
     /// Still mapped at the end of the trace.
@@ -66,6 +70,9 @@ pub struct Epoch {
     pub mmap_calls: u64,
     /// Of those, from exec or the loader.
     pub exec_maps: u64,
+    /// Processes that exec-mapped the file in this epoch (each may hold a
+    /// text reference at the last unmap).
+    pub exec_pids: Vec<u32>,
     /// Usecount before the first map.
     pub usecount_before: Option<u16>,
     /// Usecount at the MNOMAP (includes the mapping reference).
@@ -288,6 +295,7 @@ impl Builder {
                         maps: 0,
                         mmap_calls: 0,
                         exec_maps: 0,
+                        exec_pids: Vec::new(),
                         usecount_before: use_of(counts),
                         usecount_at_unmap: None,
                         balance: None,
@@ -301,6 +309,9 @@ impl Builder {
                         e.mmap_calls += 1;
                     } else {
                         e.exec_maps += 1;
+                        if !e.exec_pids.contains(&r.pid) {
+                            e.exec_pids.push(r.pid);
+                        }
                     }
                     e.steps.push(Step {
                         kind: "mmap",
@@ -323,6 +334,7 @@ impl Builder {
                         maps: 0,
                         mmap_calls: 0,
                         exec_maps: 0,
+                        exec_pids: Vec::new(),
                         usecount_before: None,
                         usecount_at_unmap: None,
                         balance: None,
@@ -349,6 +361,7 @@ impl Builder {
                     e.verdict = match e.balance {
                         Some(0) => Verdict::Balanced,
                         Some(d) if d < 0 => Verdict::Released,
+                        Some(d) if d as usize <= e.exec_pids.len() => Verdict::TextRef,
                         Some(_) => Verdict::Held,
                         None => Verdict::Unknown,
                     };
@@ -642,6 +655,9 @@ fn verdict_word(v: Verdict) -> &'static str {
     match v {
         Verdict::Balanced => "balanced",
         Verdict::Released => "released (references dropped while mapped, e.g. fd closed)",
+        Verdict::TextRef => {
+            "balanced but for exec's text reference (released at exit, after the unmap)"
+        }
         Verdict::Held => "HELD (more references after than before)",
         Verdict::Open => "still mapped",
         Verdict::Unknown => "unknown",

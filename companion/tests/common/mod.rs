@@ -166,31 +166,39 @@ pub const DB: u64 = 0xffff_ff80_0002_0000;
 pub const LEAKY: u64 = 0xffff_ff80_0003_0000;
 pub const OPEN: u64 = 0xffff_ff80_0004_0000;
 
+pub const APP: u64 = 0xffff_ff80_0005_0000;
+
 /// The lifecycle scenario: a balanced file mapped twice, a file whose
-/// usecount never returns, and one still mapped at the end.
+/// usecount never returns, one still mapped at the end, and an exec'd
+/// binary whose text reference outlives its last unmap.
 ///
 /// * `/data/app.db`: pid 200 opens it (usecount 1), mmap(2)s it twice
 ///   (first map sees 1; the second sees 2 with the mapping ref), pages in
 ///   three clusters (two overlapping), munmaps: MNOMAP sees 2 (fd + mapping
 ///   ref) → balance 0.
-/// * `/usr/lib/libleak.dylib`: exec-mapped by pid 300 at usecount 0, MNOMAP
-///   sees 2 → one reference held.
+/// * `/usr/lib/libleak.dylib`: mmap(2)ed by pid 300 at usecount 1, MNOMAP
+///   sees 3 → one reference held.
 /// * `/var/log/open.log`: mapped by pid 400 and never unmapped.
+/// * `/Applications/App`: exec-mapped by pid 300 at usecount 0; MNOMAP sees
+///   2 (mapping + text reference) → explained by the text reference.
 pub fn lifecycle(t: &mut Trace<'_>) {
     t.path(0, DB, "/data/app.db");
     t.path(1, LEAKY, "/usr/lib/libleak.dylib");
     t.path(0, OPEN, "/var/log/open.log");
+    t.path(1, APP, "/Applications/App");
     t.mmap_call(0, 200, 2001, DB, 1, 1);
     t.pagein(0, 200, 2001, DB, (0, 16384), 2);
     t.drain();
     t.mmap_call(1, 200, 2002, DB, 2, 3);
-    t.exec_map(1, 300, 3001, LEAKY, 0, 5);
-    t.pagein(1, 300, 3001, LEAKY, (0, 4096), 1);
+    t.exec_map(1, 300, 3001, APP, 0, 5);
+    t.mmap_call(1, 300, 3001, LEAKY, 1, 5);
+    t.pagein(1, 300, 3001, LEAKY, (0, 4096), 2);
     t.pagein(0, 200, 2001, DB, (8192, 16384), 2);
     t.pagein(1, 200, 2002, DB, (65536, 4096), 2);
     t.drain();
     t.mnomap(0, 200, 2001, DB, 2);
-    t.mnomap(1, 300, 3001, LEAKY, 2);
+    t.mnomap(1, 300, 3001, LEAKY, 3);
+    t.mnomap(1, 300, 3001, APP, 2);
     t.mmap_call(0, 400, 4001, OPEN, 1, 1);
     t.pagein(0, 400, 4001, OPEN, (4096, 4096), 2);
     t.drain();

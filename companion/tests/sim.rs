@@ -1,0 +1,303 @@
+//! The companion on the simulator source: the real shim and core in the XNU
+//! simulator, read through the simulated sysctls. `demo`, scenarios made for
+//! the report's verdicts, stats and config, root checks, and the stream
+//! checked against the simulator's ground truth.
+#![cfg(feature = "sim")]
+
+use assert_cmd::Command;
+use maptrace::pipeline::{Item, Pipeline};
+use maptrace::sim::{SimSource, SimSysctl, Workload};
+use maptrace::source::{Next, Source, SourceError};
+use maptrace::sysctl::SysctlSource;
+use maptrace_abi::{EventKind, raw};
+use maptrace_sim::{Cred, TraceOp};
+use predicates::prelude::*;
+use serde_json::Value;
+use std::sync::Arc;
+use tempfile::TempDir;
+
+fn maptrace() -> Command {
+    let mut c = Command::cargo_bin("maptrace").unwrap();
+    c.env_remove("MAPTRACE_SOURCE");
+    c
+}
+
+/// Reads a source to its end, returning the items.
+fn read_all(src: &mut dyn Source) -> (Vec<Item>, maptrace::pipeline::Totals) {
+    let mut p = Pipeline::new();
+    let mut items = Vec::new();
+    let mut buf = Vec::new();
+    for _ in 0..100_000 {
+        match src.next_batch(&mut buf).unwrap() {
+            Next::Batch(n) => {
+                p.feed(&buf[..n], &mut items);
+            }
+            Next::Idle => std::thread::sleep(std::time::Duration::from_millis(1)),
+            Next::End => {
+                p.finish(&mut items);
+                return (items, p.totals());
+            }
+        }
+    }
+    panic!("the simulator source never ended");
+}
+
+#[test]
+fn the_stream_is_what_reached_the_filesystems() {
+    let mut src = SimSource::open(Workload::Demo).unwrap();
+    let sim = Arc::clone(src.sim());
+    let (items, totals) = read_all(&mut src);
+    assert_eq!(
+        (totals.dropped, totals.gap_slots, totals.corrupt),
+        (0, 0, 0)
+    );
+    let count = |k: EventKind| {
+        items
+            .iter()
+            .filter(|i| matches!(i, Item::Event(e) if e.rec.kind == k))
+            .count()
+    };
+    let truth = sim.trace();
+    let truth_of = |op: TraceOp| truth.iter().filter(|t| t.op == op).count();
+    assert!(truth_of(TraceOp::Pagein) > 0);
+    assert_eq!(count(EventKind::Mmap), truth_of(TraceOp::Mmap));
+    assert_eq!(count(EventKind::Pagein), truth_of(TraceOp::Pagein));
+    assert_eq!(count(EventKind::Mnomap), truth_of(TraceOp::Mnomap));
+    assert_eq!(count(EventKind::FileMmap), truth_of(TraceOp::FileCheckMmap));
+    // Every page-in names its file, with the offset and size the filesystem saw.
+    let mut seen: Vec<(String, i64, u64)> = items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Event(e) => match &e.rec.event {
+                maptrace_abi::Event::Pagein { offset, size, .. } => Some((
+                    e.path
+                        .as_ref()
+                        .expect("page-in without a path")
+                        .text
+                        .clone(),
+                    *offset,
+                    u64::from(*size),
+                )),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    let mut want: Vec<(String, i64, u64)> = truth
+        .iter()
+        .filter(|t| t.op == TraceOp::Pagein)
+        .map(|t| (t.path.clone(), t.offset, t.size))
+        .collect();
+    seen.sort();
+    want.sort();
+    assert_eq!(seen, want);
+    // Every mmap(2) was paired with its VNOP_MMAP.
+    let paired = items
+        .iter()
+        .filter(|i| matches!(i, Item::Event(e) if e.call.is_some()))
+        .count();
+    assert_eq!(paired, truth_of(TraceOp::FileCheckMmap));
+    assert_eq!(totals.unpaired_calls, 0);
+}
+
+#[test]
+fn demo_streams_then_reports_with_nothing_lost() {
+    maptrace()
+        .arg("demo")
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("TIME(s)"))
+        .stdout(predicate::str::contains("exec/loader map"))
+        .stdout(predicate::str::contains("mmap(2) check"))
+        .stdout(predicate::str::contains(
+            "/Volumes/External/Mail/Envelope.db",
+        ))
+        .stdout(predicate::str::contains("maptrace report:"))
+        .stdout(predicate::str::contains("LEAK SUSPECTS: none"))
+        .stdout(predicate::str::contains("(nothing lost)"));
+}
+
+#[test]
+fn the_demo_report_knows_the_xnu_semantics() {
+    let out = maptrace()
+        .args(["--source", "sim", "report", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let file = |p: &str| {
+        r["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == p)
+            .unwrap_or_else(|| panic!("no {p}"))
+            .clone()
+    };
+    // Two mmaps of one file: one epoch, one usecount reference.
+    let db = file("/Volumes/External/Mail/Envelope.db");
+    let e = &db["epochs"][0];
+    assert_eq!(db["epochs"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        (e["maps"].as_u64(), e["mmap_calls"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(e["verdict"], "balanced");
+    // Exec maps three segments without mmap(2); the text reference explains the extra count.
+    let mail = file("/Applications/Mail.app/Contents/MacOS/Mail");
+    let e = &mail["epochs"][0];
+    assert_eq!(
+        (e["maps"].as_u64(), e["exec_maps"].as_u64()),
+        (Some(3), Some(3))
+    );
+    assert_eq!(e["verdict"], "text_ref");
+    assert!(r["leak_suspects"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn scenarios_made_for_leaks_are_flagged() {
+    let dir = TempDir::new().unwrap();
+    let script = dir.path().join("leak.mts");
+    std::fs::write(
+        &script,
+        "mount apfs /\nfile /data/kept.db 64K\nproc holder\nholder: open /data/kept.db as f\n\
+         holder: mmap f prot=r flags=shared as m\nholder: touch m 0 16K\n",
+    )
+    .unwrap();
+    let src = format!("sim:{}", script.display());
+    let out = maptrace()
+        .args(["--source", &src, "report", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = &r["leak_suspects"].as_array().unwrap();
+    assert_eq!(s.len(), 1, "{s:?}");
+    assert_eq!(s[0]["path"], "/data/kept.db");
+    assert_eq!(s[0]["reason"], "still_mapped");
+    assert_eq!(r["files"][0]["pageins"]["count"], 1);
+}
+
+#[test]
+fn bad_scenarios_say_where() {
+    let dir = TempDir::new().unwrap();
+    let script = dir.path().join("bad.mts");
+    std::fs::write(
+        &script,
+        "mount apfs /\nproc p\np: mmap nothing prot=q as m\n",
+    )
+    .unwrap();
+    maptrace()
+        .args(["--source", &format!("sim:{}", script.display()), "stream"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("scenario: 3:"));
+    maptrace()
+        .args(["--source", "sim:/nonexistent.mts", "stream"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("cannot read scenario"));
+}
+
+#[test]
+fn stats_and_config_through_the_simulated_sysctls() {
+    let out = maptrace()
+        .args(["--source", "sim", "stats", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["enabled"], true);
+    assert_eq!(s["probe_method"], "offset");
+    assert!(!s["shards"].as_array().unwrap().is_empty());
+    maptrace()
+        .args(["--source", "sim", "stats"])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("recording enabled"));
+    maptrace()
+        .args(["--source", "sim", "config", "show"])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("processes  all"));
+    maptrace()
+        .args([
+            "--source",
+            "sim",
+            "config",
+            "set",
+            "--events",
+            "mmap,pagein",
+            "--exclude-pid",
+            "42",
+        ])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("events     mmap,pagein"))
+        .stdout(predicate::str::contains("all but pid 42"));
+}
+
+#[test]
+fn config_changes_apply_and_bad_writes_are_refused() {
+    let mut src = SimSource::open(Workload::Idle).unwrap();
+    let cur = src.config().unwrap();
+    let mut only = cur;
+    only.event_mask = raw::MT_EVMASK_PAGEIN;
+    src.set_config(&only).unwrap();
+    assert_eq!(src.config().unwrap().event_mask, raw::MT_EVMASK_PAGEIN);
+    // The kext itself refuses what the companion would never send.
+    let mut bad = cur;
+    bad.flags = raw::MT_CF_PID_FILTER | raw::MT_CF_PID_EXCLUDE;
+    let e = src.set_config(&bad).unwrap_err();
+    assert!(matches!(e, SourceError::ConfigRefused(_)), "{e:?}");
+    bad = cur;
+    bad.reserved[0] = 1;
+    assert!(matches!(
+        src.set_config(&bad),
+        Err(SourceError::ConfigRefused(_))
+    ));
+    assert_eq!(src.config().unwrap().event_mask, raw::MT_EVMASK_PAGEIN);
+}
+
+#[test]
+fn a_user_who_is_not_root_is_told_so() {
+    let src = SimSource::open(Workload::Idle).unwrap();
+    let api = SimSysctl::new(Arc::clone(src.sim()), Cred::User(501));
+    let mut user = SysctlSource::open(api, "sim as uid 501").unwrap();
+    let e = user.next_batch(&mut Vec::new()).unwrap_err();
+    assert!(matches!(e, SourceError::NotRoot { .. }), "{e:?}");
+    assert!(e.to_string().contains("sudo"));
+    let e = user.config().unwrap_err();
+    assert!(matches!(e, SourceError::NotRoot { .. }), "{e:?}");
+}
+
+#[test]
+fn recording_the_simulator_replays_identically() {
+    let dir = TempDir::new().unwrap();
+    let f = dir.path().join("demo.mtr");
+    maptrace()
+        .args(["--source", "sim", "record", "-o"])
+        .arg(&f)
+        .assert()
+        .code(0)
+        .stderr(predicate::str::contains("0 dropped"));
+    let out = maptrace()
+        .args(["report", "--json"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["totals"]["files"], 3);
+    assert!(r["totals"]["by_kind"]["pagein"].as_u64() > Some(0));
+}
