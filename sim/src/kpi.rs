@@ -79,10 +79,11 @@ extern "C" fn vnode_ref(vp: xnu::vnode_t) -> c_int {
     let Some(v) = vnode(&k, "vnode_ref", vp) else {
         return errno::EINVAL;
     };
-    if v.iocount() < 1 {
-        k.violation(Violation::UnbalancedCount(format!(
-            "vnode_ref({}) without an iocount",
-            v.path
+    // vnode_ref_ext panics when the caller holds no reference at all.
+    if v.iocount() < 1 && v.usecount() < 1 {
+        k.violation(Violation::KernelPanic(format!(
+            "vnode_ref_ext: vp {:#x} ({}) has no valid reference",
+            v.addr, v.path
         )));
     }
     v.kext_refs.fetch_add(1, Ordering::AcqRel);

@@ -32,6 +32,8 @@ unsafe extern "C" {
     fn sysctl_unregister_oid(o: *mut xnu::sysctl_oid);
     fn vnode_getwithref(vp: xnu::vnode_t) -> c_int;
     fn vnode_put(vp: xnu::vnode_t) -> c_int;
+    fn vnode_ref(vp: xnu::vnode_t) -> c_int;
+    fn vnode_rele(vp: xnu::vnode_t);
     fn kauth_listen_scope(
         id: *const c_char,
         cb: xnu::kauth_scope_callback_t,
@@ -527,4 +529,36 @@ fn a_stop_that_returns_while_a_hook_is_in_flight_is_caught() {
         "{v:?}"
     );
     assert_eq!(sim.kernel().threads_in_kext(), 0);
+}
+
+#[test]
+fn vnode_ref_needs_some_reference_already() {
+    let (sim, p, _a) = setup(0, Config::default());
+    let held = sim.vnode_addr("/db").unwrap() as xnu::vnode_t;
+    // SAFETY: KPI calls on a vnode the process has open and mapped.
+    assert_eq!(unsafe { vnode_ref(held) }, 0);
+    // SAFETY: as above.
+    unsafe { vnode_rele(held) };
+    assert_eq!(
+        sim.take_violations(),
+        vec![],
+        "a usecount is a valid reference"
+    );
+    sim.add_file("/idle", PS).unwrap();
+    let fd = p.open("/idle").unwrap();
+    p.close(fd).unwrap();
+    let idle = sim.vnode_addr("/idle").unwrap() as xnu::vnode_t;
+    // SAFETY: KPI calls on a live vnode nobody references.
+    unsafe { vnode_ref(idle) };
+    // SAFETY: as above.
+    unsafe { vnode_rele(idle) };
+    let v = sim.take_violations();
+    assert!(
+        has(
+            &v,
+            |x| matches!(x, Violation::KernelPanic(s) if s.contains("no valid reference"))
+        ),
+        "{v:?}"
+    );
+    sim.unload_kext().unwrap();
 }
