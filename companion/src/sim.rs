@@ -210,7 +210,25 @@ impl Source for SimSource {
         std::time::Duration::from_millis(2)
     }
 
+    /// Runs the workload to its end first (nobody reads the events), so the
+    /// counters show what it did.
     fn stats(&mut self) -> Result<Vec<u8>, SourceError> {
+        self.start();
+        if let Some(w) = self.worker.take() {
+            match w.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    return Err(SourceError::Unsupported(format!(
+                        "the scenario failed: {e}"
+                    )));
+                }
+                Err(_) => {
+                    return Err(SourceError::Unsupported(
+                        "the scenario thread panicked".into(),
+                    ));
+                }
+            }
+        }
         self.inner.stats()
     }
 

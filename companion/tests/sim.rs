@@ -220,6 +220,16 @@ fn stats_and_config_through_the_simulated_sysctls() {
     assert_eq!(s["enabled"], true);
     assert_eq!(s["probe_method"], "offset");
     assert!(!s["shards"].as_array().unwrap().is_empty());
+    // The demo workload ran first, and nothing read its events.
+    assert!(s["hook_calls"].as_u64() > Some(0), "{s}");
+    assert!(s["vectors_patched"].as_u64() > Some(0), "{s}");
+    let backlog: u64 = s["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["backlog_slots"].as_u64().unwrap())
+        .sum();
+    assert!(backlog > 0, "{s}");
     maptrace()
         .args(["--source", "sim", "stats"])
         .assert()
