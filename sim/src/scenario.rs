@@ -1060,9 +1060,15 @@ pub fn generate(seed: u64, g: &GenParams) -> Scenario {
             } else if choice < 92 {
                 let (map, _) = maps.swap_remove(rng.usize(..maps.len()));
                 ops.push(Op::Munmap { map });
-            } else {
+            } else if choice < 97 {
                 let (fd, _) = fds.swap_remove(rng.usize(..fds.len()));
                 ops.push(Op::Close { fd });
+            } else {
+                // exec replaces the address space; descriptors stay open.
+                ops.push(Op::Exec {
+                    path: tools[rng.usize(..tools.len())].0.clone(),
+                });
+                maps.clear();
             }
         }
         ops.push(Op::Exit);
