@@ -358,7 +358,9 @@ fn record(src: &mut dyn Source, path: &Path, limit: &Limit, quiet: bool) -> Resu
         );
     };
     drive(src, limit, &stop, |bytes| {
+        // Drained records exist nowhere else now: put them on disk at once.
         w.write_batch(bytes)
+            .and_then(|()| w.flush())
             .with_context(|| format!("writing {}", path.display()))?;
         match maptrace_abi::decode::parse_batch_header(bytes) {
             Ok(b) => {

@@ -155,6 +155,12 @@ impl<W: Write> Writer<W> {
         Ok(())
     }
 
+    /// Pushes what was written to the file, so a drained batch survives
+    /// even a kill.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
     /// Batches written.
     pub fn frames(&self) -> u64 {
         self.frames
