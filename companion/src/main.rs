@@ -268,10 +268,10 @@ fn drive(
 }
 
 /// Runs `each` on every item of the source, then on the closing items.
-fn for_each_item(
+fn for_each_batch(
     src: &mut dyn Source,
     limit: &Limit,
-    mut each: impl FnMut(&Item) -> Result<()>,
+    mut each: impl FnMut(&[Item]) -> Result<()>,
 ) -> Result<Totals> {
     let stop = stop_flag();
     let mut p = Pipeline::new();
@@ -279,11 +279,11 @@ fn for_each_item(
     drive(src, limit, &stop, |bytes| {
         items.clear();
         p.feed(bytes, &mut items);
-        items.iter().try_for_each(&mut each)
+        each(&items)
     })?;
     items.clear();
     p.finish(&mut items);
-    items.iter().try_for_each(&mut each)?;
+    each(&items)?;
     Ok(p.totals())
 }
 
@@ -298,19 +298,22 @@ fn stream(src: &mut dyn Source, a: &StreamArgs, out: &mut impl Write) -> Result<
         out.write_all(output::TABLE_HEADER.as_bytes())?;
     }
     let live = src.is_live();
-    let totals = for_each_item(src, &a.limit, |item| {
-        if let Item::Event(ev) = item {
-            if !filter.accepts(ev) {
-                return Ok(());
+    let totals = for_each_batch(src, &a.limit, |items| {
+        line.clear();
+        for item in items {
+            if let Item::Event(ev) = item {
+                if !filter.accepts(ev) {
+                    continue;
+                }
+            }
+            if a.json {
+                output::item_json(&mut line, item);
+            } else {
+                output::item_line(&mut line, item);
             }
         }
-        line.clear();
-        if a.json {
-            output::item_json(&mut line, item);
-        } else {
-            output::item_line(&mut line, item);
-        }
         out.write_all(&line)?;
+        // A live stream shows each batch as it comes.
         if live {
             out.flush()?;
         }
@@ -419,10 +422,15 @@ fn run(cli: Cli) -> Result<u8> {
             if !quiet {
                 out.write_all(output::TABLE_HEADER.as_bytes())?;
             }
-            let totals = for_each_item(src.as_mut(), &limit, |item| {
-                b.observe(item);
+            let mut line = Vec::with_capacity(1 << 16);
+            let totals = for_each_batch(src.as_mut(), &limit, |items| {
+                line.clear();
+                for item in items {
+                    b.observe(item);
+                    output::item_line(&mut line, item);
+                }
                 if !quiet {
-                    output::item_row(&mut out, item)?;
+                    out.write_all(&line)?;
                     out.flush()?;
                 }
                 Ok(())
@@ -451,8 +459,8 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Report { input, json, limit } => {
             let mut src = open_source(source, input.as_deref())?;
             let mut b = report::Builder::new();
-            let totals = for_each_item(src.as_mut(), &limit, |item| {
-                b.observe(item);
+            let totals = for_each_batch(src.as_mut(), &limit, |items| {
+                items.iter().for_each(|i| b.observe(i));
                 Ok(())
             })?;
             let r = b.finish(&totals);
@@ -535,8 +543,8 @@ fn run(cli: Cli) -> Result<u8> {
         } => {
             let mut src = open_source(source, input.as_deref())?;
             let mut b = perfetto::Builder::new();
-            let totals = for_each_item(src.as_mut(), &limit, |item| {
-                b.observe(item);
+            let totals = for_each_batch(src.as_mut(), &limit, |items| {
+                items.iter().for_each(|i| b.observe(i));
                 Ok(())
             })?;
             let doc = b.finish();
@@ -565,8 +573,8 @@ fn run(cli: Cli) -> Result<u8> {
         } => {
             let mut src = open_source(source, input.as_deref())?;
             let mut b = heatmap::Builder::new();
-            let totals = for_each_item(src.as_mut(), &limit, |item| {
-                b.observe(item);
+            let totals = for_each_batch(src.as_mut(), &limit, |items| {
+                items.iter().for_each(|i| b.observe(i));
                 Ok(())
             })?;
             std::fs::create_dir_all(&dir)
