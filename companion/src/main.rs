@@ -154,8 +154,8 @@ struct SetArgs {
 #[derive(Debug, Args)]
 struct Limit {
     /// Stop a live source after this many seconds (default: until Ctrl-C, or the end of the workload).
-    #[arg(long, value_name = "SECS")]
-    duration: Option<f64>,
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    duration: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -179,6 +179,14 @@ struct StreamArgs {
     no_summary: bool,
     #[command(flatten)]
     limit: Limit,
+}
+
+/// Parses a non-negative number of seconds.
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .and_then(|v| Duration::try_from_secs_f64(v).ok())
+        .ok_or_else(|| format!("`{s}` is not a number of seconds (example: 2.5)"))
 }
 
 /// A stop request from Ctrl-C, shared with the read loop.
@@ -239,6 +247,9 @@ fn open_sim(scenario: Option<&Path>) -> Result<Box<dyn Source>> {
 /// Reads batches until the source ends, the duration passes or Ctrl-C.
 /// After a stop, a live source is drained once more so nothing already in
 /// the kext's rings at that moment is left behind.
+/// Batches read after a stop request, to take what was already in the rings.
+const FINAL_DRAIN_BATCHES: u32 = 64;
+
 fn drive(
     src: &mut dyn Source,
     limit: &Limit,
@@ -246,22 +257,25 @@ fn drive(
     mut on_batch: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
     let started = Instant::now();
-    let deadline = limit
-        .duration
-        .map(|s| started + Duration::from_secs_f64(s.max(0.0)));
+    let deadline = limit.duration.map(|d| started + d);
     let mut buf = Vec::new();
     let live = src.is_live();
+    let mut after_stop = 0;
     loop {
         let stopping =
             stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d);
+        // A busy live source may never be idle: the final drain is bounded.
+        if stopping && (!live || after_stop >= FINAL_DRAIN_BATCHES) {
+            break;
+        }
         match src.next_batch(&mut buf)? {
             Next::Batch(n) => on_batch(buf.get(..n).unwrap_or(&[]))?,
             Next::End => break,
             Next::Idle if stopping || !live => break,
             Next::Idle => std::thread::sleep(src.poll_interval()),
         }
-        if stopping && !live {
-            break;
+        if stopping {
+            after_stop += 1;
         }
     }
     Ok(())

@@ -312,17 +312,45 @@ fn recording_the_simulator_replays_identically() {
     assert!(r["totals"]["by_kind"]["pagein"].as_u64() > Some(0));
 }
 
-#[test]
-fn ctrl_c_stops_a_recording_cleanly_with_every_drained_batch_written() {
-    let dir = TempDir::new().unwrap();
+/// About three seconds of page-ins, one 16K cluster per millisecond.
+fn long_script(dir: &TempDir) -> std::path::PathBuf {
     let script = dir.path().join("long.mts");
-    // About three seconds of page-ins, one 16K cluster per millisecond.
     let mut text = String::from("mount apfs /\nfile /data/big 64M\nproc reader\n");
     text.push_str("reader: open /data/big as f\nreader: mmap f prot=r flags=shared as m\n");
     for i in 0..3000u64 {
         text.push_str(&format!("reader: touch m {} 4K\nsleep 1ms\n", i * 16384));
     }
     std::fs::write(&script, text).unwrap();
+    script
+}
+
+#[test]
+fn duration_stops_a_live_stream_and_bad_durations_are_refused() {
+    let dir = TempDir::new().unwrap();
+    let src = format!("sim:{}", long_script(&dir).display());
+    let out = maptrace()
+        .args(["--source", &src, "stream", "--json", "--duration", "0.3"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["type"], "summary");
+    let events = last["events"].as_u64().unwrap();
+    assert!(events > 0 && events < 3000, "{events}");
+    for bad in ["-1", "soon", "inf"] {
+        maptrace()
+            .args(["--source", &src, "stream", &format!("--duration={bad}")])
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("not a number of seconds"));
+    }
+}
+
+#[test]
+fn ctrl_c_stops_a_recording_cleanly_with_every_drained_batch_written() {
+    let dir = TempDir::new().unwrap();
+    let script = long_script(&dir);
     let out = dir.path().join("cut.mtr");
     let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("maptrace"))
         .env_remove("MAPTRACE_SOURCE")
