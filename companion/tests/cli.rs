@@ -387,6 +387,60 @@ fn drops_show_in_the_stream_the_report_and_the_exit_status() {
 }
 
 #[test]
+fn drops_after_the_last_record_are_still_counted() {
+    let dir = TempDir::new().unwrap();
+    let f = fixture(&dir, "tail.mtr", &lossy_tail_batches(100));
+    let (lines, code) = run_json(&["stream", "--json"], &f);
+    assert_eq!(code, 3);
+    let tail: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["type"] == "loss" && l["shard"].is_null())
+        .collect();
+    assert_eq!(tail.len(), 1, "{lines:?}");
+    let pageins = lines.iter().filter(|l| l["kind"] == "pagein").count() as u64;
+    assert_eq!(pageins + tail[0]["count"].as_u64().unwrap(), 100);
+    assert_eq!(lines.last().unwrap()["dropped"], tail[0]["count"]);
+    maptrace()
+        .arg("stream")
+        .arg(&f)
+        .assert()
+        .code(3)
+        .stdout(predicate::str::contains("at the end of the stream"));
+}
+
+#[test]
+fn a_reload_is_announced_and_files_start_over() {
+    let dir = TempDir::new().unwrap();
+    let f = fixture(&dir, "reload.mtr", &reload_batches());
+    let (lines, code) = run_json(&["stream", "--json"], &f);
+    assert_eq!(code, 0);
+    let reload: Vec<&Value> = lines.iter().filter(|l| l["type"] == "reload").collect();
+    assert_eq!(reload.len(), 1);
+    assert_eq!(reload[0]["generation"], 2);
+    let out = maptrace()
+        .args(["report", "--json"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let files = r["files"].as_array().unwrap();
+    assert_eq!(files.len(), 2, "one file per load");
+    assert!(
+        files
+            .iter()
+            .all(|f| f["path"] == "/data/app.db" && f["epochs"][0]["verdict"] == "balanced")
+    );
+    maptrace()
+        .arg("stream")
+        .arg(&f)
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains(
+            "-- kext reloaded (generation 0x2)",
+        ));
+}
+
+#[test]
 fn a_batch_taken_by_another_reader_is_a_gap() {
     let dir = TempDir::new().unwrap();
     let f = fixture(&dir, "gap.mtr", &gap_batches());

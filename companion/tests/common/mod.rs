@@ -24,12 +24,17 @@ impl Mem {
 
     /// An engine over this memory.
     pub fn engine(&mut self) -> Engine<'_> {
+        self.engine_of(0x6e6e)
+    }
+
+    /// An engine of a given generation (a kext load).
+    pub fn engine_of(&mut self, generation: u64) -> Engine<'_> {
         let ring = Ring::init(&mut self.0, self.1, self.2).unwrap();
         Engine::new(
             ring,
             Params {
                 hash_key: [7, 11],
-                generation: 0x6e6e,
+                generation,
                 probe_method: raw::MT_PROBE_OFFSET,
             },
         )
@@ -260,4 +265,36 @@ pub fn gap_batches() -> Vec<Vec<u8>> {
     t.mnomap(0, 200, 2001, DB, 2);
     t.drain();
     t.batches
+}
+
+/// Drops with no record after them: only the segment headers tell.
+pub fn lossy_tail_batches(n: u64) -> Vec<Vec<u8>> {
+    let mut mem = Mem::new(1, 64);
+    let e = mem.engine();
+    let mut t = Trace::new(&e);
+    t.path(0, DB, "/data/app.db");
+    t.mmap_call(0, 200, 2001, DB, 1, 1);
+    t.drain();
+    for i in 0..n {
+        t.pagein(0, 200, 2001, DB, ((i * 4096) as i64, 4096), 2);
+    }
+    t.drain();
+    t.batches
+}
+
+/// Two kext loads one after the other: the same vnode address gets another
+/// id in the second load, and the stream says the kext was reloaded.
+pub fn reload_batches() -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for generation in [1, 2] {
+        let mut mem = Mem::new(1, 256);
+        let e = mem.engine_of(generation);
+        let mut t = Trace::new(&e);
+        t.path(0, DB, "/data/app.db");
+        t.mmap_call(0, 200, 2001, DB, 1, 1);
+        t.mnomap(0, 200, 2001, DB, 2);
+        t.drain();
+        out.extend(t.batches);
+    }
+    out
 }
