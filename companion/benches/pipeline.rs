@@ -18,6 +18,9 @@ use std::hint::black_box;
 
 /// Records in the benchmark stream.
 const EVENTS: u64 = 200_000;
+/// Output is dropped at this size, as `stream` hands 64 KiB to its
+/// buffered stdout.
+const FLUSH_AT: usize = 64 << 10;
 /// Files the workload touches.
 const FILES: u64 = 64;
 
@@ -140,7 +143,7 @@ fn bench(c: &mut Criterion) {
                 };
                 serde_json::to_writer(&mut out, &plain).unwrap();
                 out.push(b'\n');
-                if out.len() > 1 << 20 {
+                if out.len() > FLUSH_AT {
                     out.clear();
                 }
             }
@@ -165,7 +168,7 @@ fn bench(c: &mut Criterion) {
             out.clear();
             for it in &all {
                 output::item_json(&mut out, it);
-                if out.len() > 1 << 20 {
+                if out.len() > FLUSH_AT {
                     out.clear();
                 }
             }
@@ -179,7 +182,7 @@ fn bench(c: &mut Criterion) {
             out.clear();
             for it in &all {
                 output::item_line(&mut out, it);
-                if out.len() > 1 << 20 {
+                if out.len() > FLUSH_AT {
                     out.clear();
                 }
             }
@@ -211,7 +214,7 @@ fn bench(c: &mut Criterion) {
                 p.feed(x, &mut items);
                 for it in &items {
                     output::item_json(&mut out, it);
-                    if out.len() > 1 << 20 {
+                    if out.len() > FLUSH_AT {
                         out.clear();
                     }
                 }
@@ -230,7 +233,7 @@ fn bench(c: &mut Criterion) {
                 p.feed(x, &mut items);
                 for it in &items {
                     output::item_line(&mut out, it);
-                    if out.len() > 1 << 20 {
+                    if out.len() > FLUSH_AT {
                         out.clear();
                     }
                 }
