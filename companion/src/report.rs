@@ -663,3 +663,169 @@ fn verdict_word(v: Verdict) -> &'static str {
         Verdict::Unknown => "unknown",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::Ev;
+    use maptrace_abi::Record;
+
+    fn counts(usecount: u16) -> Counts {
+        Counts {
+            usecount,
+            kusecount: 0,
+            iocount: Some(1),
+            method: ProbeMethod::Offset,
+            saturated: false,
+        }
+    }
+
+    fn item(ts: u64, pid: u32, event: Event) -> Item {
+        let kind = match event {
+            Event::Mmap { .. } => EventKind::Mmap,
+            Event::Mnomap { .. } => EventKind::Mnomap,
+            _ => EventKind::Pagein,
+        };
+        let rec = Record {
+            shard: 0,
+            pos: ts,
+            lost_before: 0,
+            kind,
+            flags: 1,
+            error: 0,
+            pid,
+            timestamp_ns: ts,
+            tid: 1,
+            vnode_id: 42,
+            event,
+        };
+        Item::Event(Ev {
+            rec,
+            path: None,
+            call: None,
+        })
+    }
+
+    /// A map from an mmap(2) call (not exec, so no text reference).
+    fn map(ts: u64, u: u16) -> Item {
+        let mut i = item(
+            ts,
+            7,
+            Event::Mmap {
+                fflags: 1,
+                vid: 1,
+                duration_ns: 0,
+                counts: counts(u),
+            },
+        );
+        if let Item::Event(ev) = &mut i {
+            ev.call = Some(crate::pipeline::MapCall {
+                file_pos: 0,
+                prot: 1,
+                maxprot: 7,
+                mmap_flags: 1,
+                timestamp_ns: ts,
+            });
+        }
+        i
+    }
+
+    fn unmap(ts: u64, u: u16) -> Item {
+        item(
+            ts,
+            7,
+            Event::Mnomap {
+                vid: 1,
+                duration_ns: 0,
+                counts: counts(u),
+            },
+        )
+    }
+
+    fn build(items: &[Item]) -> Report {
+        let mut b = Builder::new();
+        items.iter().for_each(|i| b.observe(i));
+        b.finish(&Totals::default())
+    }
+
+    #[test]
+    fn verdicts_follow_the_usecount_before_and_after() {
+        // Opener closed its fd while mapped: fewer references after.
+        let r = build(&[map(1, 2), unmap(2, 1)]);
+        let e = &r.files[0].epochs[0];
+        assert_eq!((e.balance, e.verdict), (Some(-2), Verdict::Released));
+        assert!(r.leak_suspects.is_empty());
+        // A last unmap with no map in the trace: mapped before it began.
+        let r = build(&[unmap(5, 2)]);
+        let e = &r.files[0].epochs[0];
+        assert_eq!((e.start_ns, e.verdict), (None, Verdict::Unknown));
+        assert!(r.leak_suspects.is_empty());
+        // Counts not measured: nothing can be said.
+        let mut none = counts(0);
+        none.method = ProbeMethod::None;
+        let r = build(&[
+            item(
+                1,
+                7,
+                Event::Mmap {
+                    fflags: 1,
+                    vid: 1,
+                    duration_ns: 0,
+                    counts: none,
+                },
+            ),
+            item(
+                2,
+                7,
+                Event::Mnomap {
+                    vid: 1,
+                    duration_ns: 0,
+                    counts: none,
+                },
+            ),
+        ]);
+        assert_eq!(r.files[0].epochs[0].verdict, Verdict::Unknown);
+    }
+
+    #[test]
+    fn a_held_reference_that_later_returns_is_not_a_suspect() {
+        let r = build(&[map(1, 1), unmap(2, 3), map(3, 1), unmap(4, 2)]);
+        let v: Vec<Verdict> = r.files[0].epochs.iter().map(|e| e.verdict).collect();
+        assert_eq!(v, vec![Verdict::Held, Verdict::Balanced]);
+        assert!(r.leak_suspects.is_empty());
+        // Without the second epoch it is one.
+        let r = build(&[map(1, 1), unmap(2, 3)]);
+        assert_eq!(r.leak_suspects.len(), 1);
+        assert_eq!(r.leak_suspects[0].reason, "usecount_not_returned");
+    }
+
+    #[test]
+    fn overlapping_pageins_count_pages_once() {
+        let pagein = |ts, offset, size| {
+            item(
+                ts,
+                7,
+                Event::Pagein {
+                    offset,
+                    size,
+                    duration_ns: 10,
+                    counts: counts(2),
+                    upl_flags: 0,
+                },
+            )
+        };
+        let r = build(&[
+            map(1, 1),
+            pagein(2, 0, 8192),
+            pagein(3, 4096, 8192),
+            pagein(4, 1 << 20, 100),
+        ]);
+        let p = &r.files[0].pageins;
+        assert_eq!((p.count, p.bytes, p.distinct_pages), (3, 16484, 4));
+        assert_eq!(
+            (p.first_ns, p.last_ns, p.total_duration_ns),
+            (Some(2), Some(4), 30)
+        );
+        assert_eq!(r.leak_suspects[0].reason, "still_mapped");
+    }
+}
