@@ -67,6 +67,8 @@ pub struct ShimCounters {
     pub hooks_in_flight: u64,
     /// Fail-open paths the shim took.
     pub errors: u64,
+    /// PATH records the shim skipped for want of a buffer.
+    pub paths_skipped: u64,
 }
 
 const BATCH_HEADER: usize = core::mem::size_of::<raw::mt_batch_header>();
@@ -135,10 +137,15 @@ impl<'a> Engine<'a> {
         self.config.shut_down();
     }
 
-    /// Whether an event of `kind` from `pid` would be recorded.
+    /// Whether an event of `kind` from `pid` would be recorded. A `false`
+    /// counts the event as filtered: the hook records nothing after it.
     #[inline]
     pub fn wants(&self, kind: u32, pid: u32) -> bool {
-        EventKind::try_from(kind).is_ok_and(|k| self.config.get().wants(k, pid))
+        let wanted = EventKind::try_from(kind).is_ok_and(|k| self.config.get().wants(k, pid));
+        if !wanted {
+            self.filtered.fetch_add(1, Ordering::Relaxed);
+        }
+        wanted
     }
 
     /// Records one fixed-size event (MMAP, PAGEIN, MNOMAP, FILE_MMAP).
@@ -404,7 +411,7 @@ impl<'a> Engine<'a> {
             hooks_in_flight: shim.hooks_in_flight,
             filtered: self.filtered.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed) + shim.errors,
-            reserved0: 0,
+            paths_skipped: shim.paths_skipped,
         };
         let (head, mut rest) = out.split_at_mut(core::mem::size_of::<raw::mt_stats_header>());
         head.copy_from_slice(h.as_bytes());

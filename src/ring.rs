@@ -78,18 +78,42 @@ impl Body {
         self.0.with_mut(|p| unsafe { p.write(*src) });
     }
 
+    /// Copies the body into `dst`, which must be exactly `BODY_SIZE` bytes.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Body::read`].
+    #[cfg(not(loom))]
+    unsafe fn read_into(&self, dst: &mut [u8]) {
+        debug_assert_eq!(dst.len(), BODY_SIZE);
+        let n = dst.len().min(BODY_SIZE);
+        // SAFETY: committed slots are not written until deq passes them
+        // (module protocol), the source is BODY_SIZE >= n bytes and dst is a
+        // distinct &mut of n bytes.
+        unsafe { core::ptr::copy_nonoverlapping(self.0.get().cast::<u8>(), dst.as_mut_ptr(), n) };
+    }
+
+    /// As [`Body::read_into`], through loom's cell.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Body::read`].
+    #[cfg(loom)]
+    unsafe fn read_into(&self, dst: &mut [u8]) {
+        // SAFETY: as for read.
+        let body = unsafe { self.read() };
+        dst.copy_from_slice(&body);
+    }
+
     /// # Safety
     ///
     /// The slot is committed and not yet released to producers (the reader
     /// saw its stamp with Acquire and has not advanced `deq` past it).
+    #[cfg(loom)]
     unsafe fn read(&self) -> [u8; BODY_SIZE] {
-        #[cfg(not(loom))]
         // SAFETY: committed slots are not written until deq passes them
-        // (module protocol), so this read does not race.
-        return unsafe { self.0.get().read() };
-        #[cfg(loom)]
-        // SAFETY: as above; loom checks the claim.
-        return self.0.with(|p| unsafe { p.read() });
+        // (module protocol); loom checks the claim.
+        self.0.with(|p| unsafe { p.read() })
     }
 }
 
@@ -372,9 +396,12 @@ impl<'a> Ring<'a> {
             let pos = cur as u32;
             let drops = (cur >> 32) as u32;
             let deq = shard.read.deq.load(Ordering::Acquire) as u32;
+            // With a fresh `cur`, used <= cap. If `cur` is stale and the reader
+            // has since drained past it, `used` wraps to a huge value: the ring
+            // looks full, and the CAS below fails because `enq` moved on, so
+            // no event is dropped for it; the loop retries with the new `cur`.
             let used = pos.wrapping_sub(deq);
-            debug_assert!(used <= self.cap, "pos - deq <= cap");
-            if used + k > self.cap {
+            if used.saturating_add(k) > self.cap {
                 // Full: drop the new event, counted in the same word.
                 match enq.compare_exchange_weak(
                     cur,
@@ -468,16 +495,20 @@ impl<'a> Ring<'a> {
             if stamp != ((p + 1) as u32 & raw::MT_STAMP_MASK) {
                 break; // Not committed yet: the rest waits for the next drain.
             }
-            // SAFETY: the Acquire load above saw this slot's commit, and deq
+            let Some(dst) = chunks.next() else { break };
+            let (word, rest) = dst.split_at_mut(4);
+            word.copy_from_slice(&stamp.to_le_bytes());
+            // SAFETY: the Acquire load above saw this record's commit, and deq
             // has not passed it, so no producer writes it now.
-            let body = unsafe { head.body.read() };
+            unsafe { head.body.read_into(rest) };
+            // Record byte 9 (body byte 5) is nslots; bytes 16..24 the time.
             let k =
-                u64::from(body.get(5).copied().unwrap_or(1)).clamp(1, u64::from(MAX_RECORD_SLOTS));
+                u64::from(rest.get(5).copied().unwrap_or(1)).clamp(1, u64::from(MAX_RECORD_SLOTS));
             if p - first + k > room {
                 peek.truncated = true;
                 break;
             }
-            let ts = body
+            let ts = rest
                 .get(12..20)
                 .and_then(|b| b.try_into().ok())
                 .map_or(0, u64::from_le_bytes);
@@ -487,20 +518,17 @@ impl<'a> Ring<'a> {
                 peek.ts_min.min(ts)
             };
             peek.ts_max = peek.ts_max.max(ts);
-            for j in 0..k {
-                let Some(dst) = chunks.next() else { break };
+            for j in 1..k {
+                let (Some(dst), Some(c)) = (chunks.next(), slots.get(((p + j) & mask) as usize))
+                else {
+                    break;
+                };
                 let (word, rest) = dst.split_at_mut(4);
-                if j == 0 {
-                    word.copy_from_slice(&stamp.to_le_bytes());
-                    rest.copy_from_slice(&body);
-                } else if let Some(c) = slots.get(((p + j) & mask) as usize) {
-                    // Ordered by the head's Acquire above.
-                    word.copy_from_slice(&c.stamp.load(Ordering::Relaxed).to_le_bytes());
-                    // SAFETY: continuation slots of a committed record were
-                    // written before its commit and are not reused before deq
-                    // passes them.
-                    rest.copy_from_slice(&unsafe { c.body.read() });
-                }
+                // Ordered by the head's Acquire above.
+                word.copy_from_slice(&c.stamp.load(Ordering::Relaxed).to_le_bytes());
+                // SAFETY: continuation slots of a committed record were written
+                // before its commit and are not reused before deq passes them.
+                unsafe { c.body.read_into(rest) };
             }
             p += k;
             peek.records += 1;

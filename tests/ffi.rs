@@ -183,6 +183,7 @@ fn the_shim_call_sequence_works_through_c_types() {
             hook_calls: 3,
             hooks_in_flight: 0,
             errors: 1,
+            paths_skipped: 4,
         };
         assert_eq!(
             mt_core_stats(core, &shim, s.as_mut_ptr().cast(), size - 1),

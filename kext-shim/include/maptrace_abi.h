@@ -25,7 +25,7 @@
 /* ---------------------------------------------------------------- versions */
 
 #define MT_ABI_VERSION_MAJOR 1
-#define MT_ABI_VERSION_MINOR 0
+#define MT_ABI_VERSION_MINOR 1
 /* Combined version as carried in headers: major in the high byte. */
 #define MT_ABI_VERSION ((MT_ABI_VERSION_MAJOR << 8) | MT_ABI_VERSION_MINOR)
 
@@ -281,7 +281,7 @@ struct mt_stats_header {
     uint64_t hooks_in_flight; /* hooks running right now */
     uint64_t filtered;       /* events not recorded because of the config */
     uint64_t errors;         /* unexpected states (fail-open paths taken) */
-    uint64_t reserved0;
+    uint64_t paths_skipped;  /* PATH records skipped (no free path buffer); ABI 1.1 */
 };
 
 struct mt_shard_stats {

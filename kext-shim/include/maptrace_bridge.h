@@ -113,7 +113,8 @@ void mt_core_shutdown(struct mt_core *core);
 /* ------------------------------------------------------------- hot path */
 
 /* Cheap pre-check: would an event of this kind from this pid be recorded?
- * Lets a hook skip the count snapshot and clock reads. Returns 1 or 0. */
+ * Lets a hook skip the count snapshot and clock reads. Returns 1 or 0; a 0
+ * counts the event as filtered (the hook records nothing after it). */
 typedef int32_t (*mt_core_wants_fn)(const struct mt_core *core, uint32_t kind, uint32_t pid);
 int32_t mt_core_wants(const struct mt_core *core, uint32_t kind, uint32_t pid);
 
@@ -201,6 +202,7 @@ struct mt_shim_counters {
     uint64_t hook_calls;
     uint64_t hooks_in_flight;
     uint64_t errors;
+    uint64_t paths_skipped; /* PATH records skipped: no free path buffer */
 };
 
 /* Bytes of the stats output: mt_stats_header + nshards * mt_shard_stats. */
@@ -217,6 +219,6 @@ int32_t mt_core_stats(const struct mt_core *core, const struct mt_shim_counters 
 
 /* Called by the core's panic handler (kernel builds only; unreachable by
  * construction: the core denies panicking constructs). Never returns. */
-void mt_kpi_panic(const char *file, uint32_t file_len, uint32_t line);
+__attribute__((noreturn)) void mt_kpi_panic(const char *file, uint32_t file_len, uint32_t line);
 
 #endif /* MAPTRACE_BRIDGE_H */

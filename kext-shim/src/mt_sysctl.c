@@ -61,6 +61,7 @@ static int mt_sysctl_stats SYSCTL_HANDLER_ARGS
     shim.hook_calls = MT_LOAD(&mt_g.hook_calls);
     shim.hooks_in_flight = MT_LOAD(&mt_g.in_flight);
     shim.errors = MT_LOAD(&mt_g.errors);
+    shim.paths_skipped = MT_LOAD(&mt_g.paths_skipped);
     lck_mtx_lock(mt_g.reader_lock);
     int err = mt_core_stats(mt_g.core, &shim, mt_g.stats_buf, mt_g.stats_len) == MT_OK ? 0 : ENOMEM;
     if (err == 0) {

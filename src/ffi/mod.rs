@@ -430,6 +430,7 @@ pub unsafe extern "C" fn mt_core_stats(
         hook_calls: s.hook_calls,
         hooks_in_flight: s.hooks_in_flight,
         errors: s.errors,
+        paths_skipped: s.paths_skipped,
     });
     // SAFETY: the caller guarantees `len` writable bytes at `buf`.
     let buf = unsafe { core::slice::from_raw_parts_mut(buf.cast::<u8>(), len) };
