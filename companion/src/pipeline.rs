@@ -144,6 +144,9 @@ pub struct Pipeline {
     decoder: Decoder,
     paths: FxHashMap<u64, PathName>,
     pending: FxHashMap<u64, MapCall>,
+    /// Time of the last `VNOP_MMAP` per thread: a check older than it came
+    /// late (another shard's batch) and must not pair with a later map.
+    last_map: FxHashMap<u64, u64>,
     totals: Totals,
     runs: Vec<Vec<Record>>,
     /// Index into `runs` of each shard's run in the current batch.
@@ -183,6 +186,7 @@ impl Pipeline {
         if before.is_some_and(|g| g != h.generation) {
             self.paths.clear();
             self.pending.clear();
+            self.last_map.clear();
             out.push(Item::Reload {
                 generation: h.generation,
             });
@@ -294,11 +298,18 @@ impl Pipeline {
                     mmap_flags: *mmap_flags,
                     timestamp_ns: rec.timestamp_ns,
                 };
-                if self.pending.insert(rec.tid, c).is_some() {
+                let late = self
+                    .last_map
+                    .get(&rec.tid)
+                    .is_some_and(|&t| t > rec.timestamp_ns);
+                if late || self.pending.insert(rec.tid, c).is_some() {
                     self.totals.unpaired_calls += 1;
                 }
             }
-            Event::Mmap { .. } => call = self.pending.remove(&rec.tid),
+            Event::Mmap { .. } => {
+                call = self.pending.remove(&rec.tid);
+                self.last_map.insert(rec.tid, rec.timestamp_ns);
+            }
             _ => {}
         }
         let path = self.paths.get(&rec.vnode_id).cloned();

@@ -1,0 +1,78 @@
+//! The pipeline on real core batches: mmap(2) checks pair with the
+//! `VNOP_MMAP` that follows on their thread, and only with that one.
+
+mod common;
+
+use common::*;
+use maptrace::pipeline::{Item, Pipeline};
+use maptrace_abi::EventKind;
+
+/// `(timestamp, paired)` of every `VNOP_MMAP`, and the unpaired count.
+fn maps(batches: &[Vec<u8>]) -> (Vec<(u64, bool)>, u64) {
+    let mut p = Pipeline::new();
+    let mut items = Vec::new();
+    for b in batches {
+        p.feed(b, &mut items);
+    }
+    p.finish(&mut items);
+    let maps = items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Event(e) if e.rec.kind == EventKind::Mmap => {
+                Some((e.rec.timestamp_ns, e.call.is_some()))
+            }
+            _ => None,
+        })
+        .collect();
+    (maps, p.totals().unpaired_calls)
+}
+
+#[test]
+fn a_check_pairs_with_the_next_map_on_its_thread_across_batches() {
+    let mut mem = Mem::new(2, 256);
+    let e = mem.engine();
+    let mut t = Trace::new(&e);
+    // Check on CPU 1, map on CPU 0, in different batches.
+    t.path(0, DB, "/data/app.db");
+    t.mmap_call(1, 200, 2001, DB, 1, 1);
+    t.drain();
+    let (m, unpaired) = maps(&t.batches);
+    assert_eq!(m.len(), 1);
+    assert!(m[0].1, "paired");
+    assert_eq!(unpaired, 0);
+}
+
+#[test]
+fn a_check_that_arrives_after_its_map_does_not_pair_with_a_later_one() {
+    let mut mem = Mem::new(2, 256);
+    let e = mem.engine();
+    let mut t = Trace::new(&e);
+    // The map at t=20us on CPU 0 is drained first; its check (t=15us, CPU
+    // 1) comes in the next batch, then an exec map at t=30us on the thread.
+    t.ts = 20_000 - 10_000;
+    t.exec_map(0, 200, 2001, DB, 1, 1);
+    t.drain();
+    let mut c = ev(maptrace_abi::raw::MT_KIND_FILE_MMAP, 200, 2001, 15_000);
+    c.prot = 1;
+    e.record(1, &c);
+    t.ts = 30_000 - 10_000;
+    t.exec_map(0, 200, 2001, DB, 2, 5);
+    t.drain();
+    let (m, unpaired) = maps(&t.batches);
+    assert_eq!(m, vec![(20_000, false), (30_000, false)]);
+    assert_eq!(unpaired, 1);
+}
+
+#[test]
+fn a_check_with_no_map_after_it_is_unpaired() {
+    let mut mem = Mem::new(1, 256);
+    let e = mem.engine();
+    let mut t = Trace::new(&e);
+    let c = ev(maptrace_abi::raw::MT_KIND_FILE_MMAP, 200, 2001, 5);
+    e.record(0, &c);
+    e.record(0, &c);
+    t.drain();
+    let (m, unpaired) = maps(&t.batches);
+    assert!(m.is_empty());
+    assert_eq!(unpaired, 2, "one replaced by the next, one left at the end");
+}
