@@ -5,7 +5,7 @@
 use maptrace_abi::merge::merge_by_time;
 use maptrace_abi::{DecodeError, Decoder, Event, EventKind, EventMask, Record};
 use rustc_hash::FxHashMap;
-use std::sync::Arc;
+use std::rc::Rc;
 
 /// The mmap(2) call (MAC check) that led to a `VNOP_MMAP` on the same thread.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,7 +24,7 @@ pub struct MapCall {
 
 /// A file's name as learned from its PATH record, shared by every event of
 /// the file.
-pub type PathName = Arc<PathInfo>;
+pub type PathName = Rc<PathInfo>;
 
 /// The contents of a [`PathName`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -239,7 +239,7 @@ impl Pipeline {
             {
                 self.paths
                     .entry(rec.vnode_id)
-                    .or_insert_with(|| Arc::new(PathInfo::new(path, *truncated)));
+                    .or_insert_with(|| Rc::new(PathInfo::new(path, *truncated)));
             }
         }
         for rec in merged {
@@ -283,7 +283,7 @@ impl Pipeline {
                 path, truncated, ..
             } => {
                 self.paths
-                    .insert(rec.vnode_id, Arc::new(PathInfo::new(path, *truncated)));
+                    .insert(rec.vnode_id, Rc::new(PathInfo::new(path, *truncated)));
             }
             Event::FileMmap {
                 file_pos,
