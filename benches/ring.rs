@@ -15,7 +15,7 @@
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use maptrace_abi::decode::Decoder;
-use maptrace_abi::merge::merge_by_time;
+use maptrace_abi::merge::merge_into;
 use maptrace_abi::raw;
 use maptrace_core::ring::{Ring, SLOT_SIZE};
 use maptrace_core::{Engine, Event, Params};
@@ -121,16 +121,21 @@ fn bench_record(c: &mut Criterion) {
 
     // Floor: copy a 64-byte record into a rotating slot of a same-sized
     // buffer, plus one CAS on a counter.
+    // Timed in the same kind of tight loop as the ring below.
     g.bench_function("floor/memcpy64+cas", |b| {
         let mut slots = vec![[0u8; SLOT_SIZE]; CAP as usize];
         let word = AtomicU64::new(0);
         let rec = [7u8; SLOT_SIZE];
-        let mut i = 0usize;
-        b.iter(|| {
-            let cur = word.load(Ordering::Relaxed);
-            let _ = word.compare_exchange(cur, cur + 1, Ordering::Relaxed, Ordering::Relaxed);
-            slots[i & (CAP as usize - 1)] = black_box(rec);
-            i += 1;
+        b.iter_custom(|iters| {
+            let t0 = Instant::now();
+            for i in 0..iters as usize {
+                let cur = word.load(Ordering::Relaxed);
+                let _ = word.compare_exchange(cur, cur + 1, Ordering::Relaxed, Ordering::Relaxed);
+                if let Some(slot) = slots.get_mut(i & (CAP as usize - 1)) {
+                    *slot = *black_box(&rec);
+                }
+            }
+            t0.elapsed()
         });
         black_box(&slots);
     });
@@ -152,7 +157,6 @@ fn bench_record(c: &mut Criterion) {
             })
         });
     });
-    drop(ring);
 
     let mut m = mem(2, CAP);
     let engine = Engine::new(Ring::init(&mut m, 2, CAP).unwrap(), params());
@@ -226,14 +230,22 @@ fn bench_decode(c: &mut Criterion) {
         let mut dst = vec![0u8; buf.len()];
         b.iter(|| dst.copy_from_slice(black_box(&buf)));
     });
+    // As a reader uses them: one decoder and reused buffers across batches.
+    let mut items = Vec::new();
+    let mut runs = vec![Vec::new(), Vec::new()];
+    let mut merged = Vec::new();
     g.bench_function("8192", |b| {
         b.iter(|| {
-            let (_, items) = Decoder::new().decode(black_box(&buf)).unwrap();
-            let mut runs = vec![Vec::new(), Vec::new()];
-            for r in items.into_iter().flatten() {
+            items.clear();
+            merged.clear();
+            // A fresh generation each time: the decoder expects new positions.
+            let mut dec = Decoder::new();
+            dec.decode_into(black_box(&buf), &mut items).unwrap();
+            for r in items.drain(..).flatten() {
                 runs[usize::from(r.shard)].push(r);
             }
-            black_box(merge_by_time(runs))
+            merge_into(&mut runs, &mut merged);
+            black_box(merged.len())
         });
     });
     g.finish();

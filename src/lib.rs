@@ -10,6 +10,7 @@
 //! shared between producers and the reader) and `ffi` (raw pointers from C).
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_code)]
+#![forbid(clippy::multiple_unsafe_ops_per_block)]
 #![cfg_attr(
     not(test),
     deny(

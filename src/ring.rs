@@ -78,19 +78,16 @@ impl Body {
         self.0.with_mut(|p| unsafe { p.write(*src) });
     }
 
-    /// Copies the body into `dst`, which must be exactly `BODY_SIZE` bytes.
+    /// Copies the body into `dst` (a fixed size, so the copy is inlined).
     ///
     /// # Safety
     ///
     /// As for [`Body::read`].
     #[cfg(not(loom))]
-    unsafe fn read_into(&self, dst: &mut [u8]) {
-        debug_assert_eq!(dst.len(), BODY_SIZE);
-        let n = dst.len().min(BODY_SIZE);
+    unsafe fn read_into(&self, dst: &mut [u8; BODY_SIZE]) {
         // SAFETY: committed slots are not written until deq passes them
-        // (module protocol), the source is BODY_SIZE >= n bytes and dst is a
-        // distinct &mut of n bytes.
-        unsafe { core::ptr::copy_nonoverlapping(self.0.get().cast::<u8>(), dst.as_mut_ptr(), n) };
+        // (module protocol); both sides are BODY_SIZE bytes and distinct.
+        unsafe { core::ptr::copy_nonoverlapping(self.0.get(), dst, 1) };
     }
 
     /// As [`Body::read_into`], through loom's cell.
@@ -99,7 +96,7 @@ impl Body {
     ///
     /// As for [`Body::read`].
     #[cfg(loom)]
-    unsafe fn read_into(&self, dst: &mut [u8]) {
+    unsafe fn read_into(&self, dst: &mut [u8; BODY_SIZE]) {
         // SAFETY: as for read.
         let body = unsafe { self.read() };
         dst.copy_from_slice(&body);
@@ -495,8 +492,9 @@ impl<'a> Ring<'a> {
             if stamp != ((p + 1) as u32 & raw::MT_STAMP_MASK) {
                 break; // Not committed yet: the rest waits for the next drain.
             }
-            let Some(dst) = chunks.next() else { break };
-            let (word, rest) = dst.split_at_mut(4);
+            let Some((word, rest)) = chunks.next().and_then(split_slot) else {
+                break;
+            };
             word.copy_from_slice(&stamp.to_le_bytes());
             // SAFETY: the Acquire load above saw this record's commit, and deq
             // has not passed it, so no producer writes it now.
@@ -519,11 +517,12 @@ impl<'a> Ring<'a> {
             };
             peek.ts_max = peek.ts_max.max(ts);
             for j in 1..k {
-                let (Some(dst), Some(c)) = (chunks.next(), slots.get(((p + j) & mask) as usize))
-                else {
+                let (Some((word, rest)), Some(c)) = (
+                    chunks.next().and_then(split_slot),
+                    slots.get(((p + j) & mask) as usize),
+                ) else {
                     break;
                 };
-                let (word, rest) = dst.split_at_mut(4);
                 // Ordered by the head's Acquire above.
                 word.copy_from_slice(&c.stamp.load(Ordering::Relaxed).to_le_bytes());
                 // SAFETY: continuation slots of a committed record were written
@@ -565,6 +564,12 @@ impl<'a> Ring<'a> {
             .drained_records
             .fetch_add(peek.records, Ordering::Relaxed);
     }
+}
+
+/// Splits a 64-byte output chunk into its stamp word and its body.
+fn split_slot(chunk: &mut [u8]) -> Option<(&mut [u8; 4], &mut [u8; BODY_SIZE])> {
+    let (word, rest) = chunk.split_first_chunk_mut::<4>()?;
+    Some((word, rest.first_chunk_mut::<BODY_SIZE>()?))
 }
 
 /// What one [`Ring::peek`] found in a shard.

@@ -1,6 +1,10 @@
 //! The `mt_core_*` C exports called the way the shim calls them, including
 //! every NULL, undersized and malformed argument the shim could pass: none
 //! may crash, each gets its documented result.
+#![expect(
+    clippy::multiple_unsafe_ops_per_block,
+    reason = "tests of the raw C API: every call in a sequence is unsafe"
+)]
 
 use maptrace_abi::raw;
 use maptrace_core::ffi::bridge::{
@@ -22,7 +26,7 @@ fn params(nshards: u32, slots: u32) -> mt_core_params {
 
 #[test]
 fn invalid_params_and_memory_are_refused() {
-    // SAFETY (whole test): every pointer passed is NULL or valid for the
+    // SAFETY: (whole test) every pointer passed is NULL or valid for the
     // stated length, as the bridge contract requires.
     unsafe {
         assert_eq!(mt_core_mem_size(null()), 0);
@@ -45,7 +49,7 @@ fn invalid_params_and_memory_are_refused() {
 
 #[test]
 fn null_handles_are_harmless() {
-    // SAFETY (whole test): NULL handles are part of the contract.
+    // SAFETY: (whole test) NULL handles are part of the contract.
     unsafe {
         assert_eq!(mt_core_wants(null(), raw::MT_KIND_MMAP, 1), 0);
         assert_eq!(
@@ -64,7 +68,7 @@ fn null_handles_are_harmless() {
 
 #[test]
 fn the_shim_call_sequence_works_through_c_types() {
-    // SAFETY (whole test): pointers come from live Rust values with the
+    // SAFETY: (whole test) pointers come from live Rust values with the
     // lengths passed alongside them.
     unsafe {
         let p = params(2, 64);

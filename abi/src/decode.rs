@@ -402,6 +402,18 @@ impl Decoder {
         &mut self,
         bytes: &[u8],
     ) -> Result<(Batch, Vec<Result<Record, DecodeError>>), BatchError> {
+        let mut out = Vec::new();
+        let batch = self.decode_into(bytes, &mut out)?;
+        Ok((batch, out))
+    }
+
+    /// As [`Decoder::decode`], appending to `out` so a reader can reuse one
+    /// buffer for every batch (no allocation once it has grown).
+    pub fn decode_into(
+        &mut self,
+        bytes: &[u8],
+        out: &mut Vec<Result<Record, DecodeError>>,
+    ) -> Result<Batch, BatchError> {
         let batch = parse_batch_header(bytes)?;
         let h = batch.header;
         if self.generation != Some(h.generation) {
@@ -409,8 +421,7 @@ impl Decoder {
             self.shards.clear();
         }
         self.batches += 1;
-        let mut out =
-            Vec::with_capacity(usize::try_from(h.total_records).unwrap_or(0).min(1 << 20));
+        out.reserve(usize::try_from(h.total_records).unwrap_or(0).min(1 << 20));
         let mut rest = bytes
             .get(BATCH_HEADER..h.total_bytes as usize)
             .unwrap_or(&[]);
@@ -439,9 +450,9 @@ impl Decoder {
             if let Some(w) = seen.get_mut(word) {
                 *w |= bit;
             }
-            self.decode_segment(&seg, &mut out);
+            self.decode_segment(&seg, out);
         }
-        Ok((batch, out))
+        Ok(batch)
     }
 
     fn shard_state(&mut self, shard: u16) -> &mut ShardState {

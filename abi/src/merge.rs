@@ -8,41 +8,86 @@
 
 use crate::decode::Record;
 use alloc::collections::BinaryHeap;
+use alloc::vec;
 use alloc::vec::Vec;
 use core::cmp::Reverse;
 
 /// Merges runs (each in its shard's order) into one `Vec` ordered by time.
 /// Runs may come from several shards or from several batches of one shard;
 /// records of one run are never reordered among themselves.
-pub fn merge_by_time(runs: Vec<Vec<Record>>) -> Vec<Record> {
-    let total = runs.iter().map(Vec::len).sum();
-    let mut out = Vec::with_capacity(total);
-    let mut iters: Vec<_> = runs.into_iter().map(|r| r.into_iter().peekable()).collect();
-    match iters.len() {
-        0 => return out,
-        1 => {
-            out.extend(iters.pop().into_iter().flatten());
-            return out;
-        }
-        _ => {}
+pub fn merge_by_time(mut runs: Vec<Vec<Record>>) -> Vec<Record> {
+    let mut out = Vec::new();
+    merge_into(&mut runs, &mut out);
+    out
+}
+
+/// As [`merge_by_time`], draining `runs` (which keep their capacity) and
+/// appending to `out`, so a reader can reuse every buffer across batches.
+///
+/// The order is computed first from keys read in place (a linear scan of the
+/// run heads for a few runs, a heap for many), then every record is moved
+/// exactly once.
+pub fn merge_into(runs: &mut [Vec<Record>], out: &mut Vec<Record>) {
+    let total: usize = runs.iter().map(Vec::len).sum();
+    out.reserve(total);
+    if let [only] = runs {
+        out.append(only);
+        return;
     }
-    // Heap of (key of the run's head, run index).
-    let mut heap = BinaryHeap::with_capacity(iters.len());
-    for (i, it) in iters.iter_mut().enumerate() {
-        if let Some(r) = it.peek() {
-            heap.push(Reverse((key(r), i)));
+    let order = merge_order(runs, total);
+    let mut drains: Vec<_> = runs.iter_mut().map(|r| r.drain(..)).collect();
+    for i in order {
+        if let Some(r) = drains.get_mut(usize::from(i)).and_then(Iterator::next) {
+            out.push(r);
+        }
+    }
+}
+
+/// Runs merged by a linear scan of their heads; more use a heap.
+const LINEAR_MAX: usize = 8;
+
+/// The run each output position takes its record from.
+fn merge_order(runs: &[Vec<Record>], total: usize) -> Vec<u16> {
+    let mut order = Vec::with_capacity(total);
+    let mut next = vec![0usize; runs.len()];
+    let head = |next: &[usize], i: usize| {
+        let n = next.get(i).copied().unwrap_or(usize::MAX);
+        runs.get(i).and_then(|r| r.get(n)).map(key)
+    };
+    if runs.len() <= LINEAR_MAX {
+        loop {
+            let mut best: Option<((u64, u16, u64), usize)> = None;
+            for i in 0..runs.len() {
+                if let Some(k) = head(&next, i) {
+                    if best.is_none_or(|(b, _)| k < b) {
+                        best = Some((k, i));
+                    }
+                }
+            }
+            let Some((_, i)) = best else { break };
+            order.push(i as u16);
+            if let Some(n) = next.get_mut(i) {
+                *n += 1;
+            }
+        }
+        return order;
+    }
+    let mut heap = BinaryHeap::with_capacity(runs.len());
+    for i in 0..runs.len() {
+        if let Some(k) = head(&next, i) {
+            heap.push(Reverse((k, i)));
         }
     }
     while let Some(Reverse((_, i))) = heap.pop() {
-        let Some(it) = iters.get_mut(i) else { continue };
-        if let Some(r) = it.next() {
-            out.push(r);
+        order.push(i as u16);
+        if let Some(n) = next.get_mut(i) {
+            *n += 1;
         }
-        if let Some(next) = it.peek() {
-            heap.push(Reverse((key(next), i)));
+        if let Some(k) = head(&next, i) {
+            heap.push(Reverse((k, i)));
         }
     }
-    out
+    order
 }
 
 fn key(r: &Record) -> (u64, u16, u64) {
