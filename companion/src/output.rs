@@ -3,7 +3,7 @@
 //! human table.
 
 use crate::pipeline::{Ev, Item, Loss, MapCall, Totals};
-use maptrace_abi::{Counts, Event, Mark, ProbeMethod};
+use maptrace_abi::{Counts, Event, EventKind, Mark, ProbeMethod};
 use std::io::{self, Write};
 
 /// `PROT_READ`, `PROT_WRITE`, `PROT_EXEC` as `rwx` letters.
@@ -101,10 +101,17 @@ fn counts_json(out: &mut Vec<u8>, c: &Counts) {
             None => out.extend_from_slice(b",\"iocount\":null"),
         }
     }
-    key(out, b"count_method");
-    json_str(out, c.method.name());
-    key(out, b"counts_saturated");
-    out.extend_from_slice(if c.saturated { b"true" } else { b"false" });
+    // One constant copy per arm: no length-dependent copy, no escape scan.
+    match c.method {
+        ProbeMethod::Offset => out.extend_from_slice(b",\"count_method\":\"offset\""),
+        ProbeMethod::IsInUse => out.extend_from_slice(b",\"count_method\":\"isinuse\""),
+        ProbeMethod::None => out.extend_from_slice(b",\"count_method\":\"none\""),
+    }
+    if c.saturated {
+        out.extend_from_slice(b",\"counts_saturated\":true");
+    } else {
+        out.extend_from_slice(b",\"counts_saturated\":false");
+    }
 }
 
 fn call_json(out: &mut Vec<u8>, c: &MapCall) {
@@ -116,20 +123,26 @@ fn call_json(out: &mut Vec<u8>, c: &MapCall) {
 /// Appends one event as a JSON object (no newline).
 pub fn event_json(out: &mut Vec<u8>, ev: &Ev) {
     let r = &ev.rec;
-    out.extend_from_slice(b"{\"type\":\"event\",\"kind\":\"");
-    out.extend_from_slice(r.kind.name().as_bytes());
-    out.push(b'"');
+    match r.kind {
+        EventKind::Mmap => out.extend_from_slice(b"{\"type\":\"event\",\"kind\":\"mmap\""),
+        EventKind::Pagein => out.extend_from_slice(b"{\"type\":\"event\",\"kind\":\"pagein\""),
+        EventKind::Mnomap => out.extend_from_slice(b"{\"type\":\"event\",\"kind\":\"mnomap\""),
+        EventKind::FileMmap => out.extend_from_slice(b"{\"type\":\"event\",\"kind\":\"file_mmap\""),
+        EventKind::Path => out.extend_from_slice(b"{\"type\":\"event\",\"kind\":\"path\""),
+        EventKind::Mark => out.extend_from_slice(b"{\"type\":\"event\",\"kind\":\"mark\""),
+    }
     num(out, b"ts_ns", r.timestamp_ns);
     num(out, b"shard", r.shard);
     num(out, b"pos", r.pos);
     num(out, b"pid", r.pid);
     num(out, b"tid", r.tid);
-    out.extend_from_slice(b",\"vnode\":\"");
-    for i in (0..16).rev() {
-        out.push(HEX[((r.vnode_id >> (i * 4)) & 0xf) as usize]);
+    let mut hex = [0u8; 16];
+    for (i, h) in hex.iter_mut().enumerate() {
+        *h = HEX[((r.vnode_id >> ((15 - i) * 4)) & 0xf) as usize];
     }
-    out.push(b'"');
-    key(out, b"path");
+    out.extend_from_slice(b",\"vnode\":\"");
+    out.extend_from_slice(&hex);
+    out.extend_from_slice(b"\",\"path\":");
     match &ev.path {
         Some(p) => out.extend_from_slice(&p.json),
         None => out.extend_from_slice(b"null"),
