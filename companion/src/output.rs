@@ -277,8 +277,11 @@ pub fn summary_json(out: &mut Vec<u8>, t: &Totals) {
     out.extend_from_slice(b"}\n");
 }
 
+/// Width of the table's detail column.
+const DETAIL_WIDTH: usize = 44;
+
 /// The table's column titles.
-pub const TABLE_HEADER: &str = "       TIME(s)  CPU     PID       TID  KIND        USE KUSE   IO  DETAIL                                 FILE\n";
+pub const TABLE_HEADER: &str = "       TIME(s)  CPU     PID       TID  KIND        USE KUSE   IO  DETAIL                                       FILE\n";
 
 /// Nanoseconds as `s.micros`.
 pub fn secs(ns: u64) -> String {
@@ -482,12 +485,19 @@ pub fn event_line(out: &mut Vec<u8>, ev: &Ev) {
     let mark = out.len();
     detail(out, ev);
     let used = out.len() - mark;
-    out.resize(out.len() + 38usize.saturating_sub(used), b' ');
-    out.push(b' ');
+    // Pad the detail column only when a file follows: no trailing blanks.
+    let pad = |out: &mut Vec<u8>| {
+        out.resize(out.len() + DETAIL_WIDTH.saturating_sub(used), b' ');
+        out.push(b' ');
+    };
     match (&ev.path, r.vnode_id) {
-        (Some(p), _) => out.extend_from_slice(p.text.as_bytes()),
+        (Some(p), _) => {
+            pad(out);
+            out.extend_from_slice(p.text.as_bytes());
+        }
         (None, 0) => {}
         (None, id) => {
+            pad(out);
             let _ = write!(out, "vnode:{id:016x}");
         }
     }

@@ -53,6 +53,22 @@ fn stream_table_shows_every_event_with_paths_and_a_clean_summary() {
         .stdout(predicate::str::contains("last unmap"))
         .stdout(predicate::str::contains("kext start"))
         .stdout(predicate::str::contains("nothing lost"));
+    // Columns line up under their titles, and no line ends in blanks.
+    let out = maptrace().arg("stream").arg(&f).output().unwrap().stdout;
+    let text = String::from_utf8(out).unwrap();
+    let header = text.lines().next().unwrap();
+    let file_col = header.find("FILE").unwrap();
+    let kind_col = header.find("KIND").unwrap();
+    for line in text.lines() {
+        assert!(!line.ends_with(' '), "trailing blanks: {line:?}");
+        if line.ends_with("/data/app.db") {
+            assert_eq!(line.find("/data/app.db"), Some(file_col), "{line}");
+            assert!(
+                line[kind_col..].starts_with(|c: char| c.is_ascii_lowercase()),
+                "{line}"
+            );
+        }
+    }
 }
 
 /// Keys every event line has, and the extra keys of each kind.
