@@ -15,6 +15,11 @@ const LEFT: f64 = 90.0;
 const RIGHT: f64 = 200.0;
 const TOP: f64 = 60.0;
 const BOTTOM: f64 = 60.0;
+/// Page-ins drawn one by one; beyond this they are binned.
+pub const MAX_BLOCKS: usize = 20_000;
+/// Bins of a binned heatmap (time × offset).
+const BIN_COLS: usize = 200;
+const BIN_ROWS: usize = 100;
 /// Ticks per axis.
 const TICKS: u32 = 5;
 /// Process colors, cycled.
@@ -276,20 +281,52 @@ pub fn render(f: &FileEvents) -> String {
     let _ = writeln!(s, "</g>");
     // Data.
     let _ = writeln!(s, r#"<g id="pageins">"#);
-    for b in &f.pageins {
-        let x0 = x(b.ts);
-        let w = (x(b.ts + b.dur) - x0).max(2.0);
-        let y0 = y(b.offset);
-        let h = (y(b.offset + b.size) - y0).max(1.5);
+    if f.pageins.len() <= MAX_BLOCKS {
+        for b in &f.pageins {
+            let x0 = x(b.ts);
+            let w = (x(b.ts + b.dur) - x0).max(2.0);
+            let y0 = y(b.offset);
+            let h = (y(b.offset + b.size) - y0).max(1.5);
+            let _ = writeln!(
+                s,
+                r#"<rect class="pagein" x="{x0:.2}" y="{y0:.2}" width="{w:.2}" height="{h:.2}" fill="{}" fill-opacity="0.8"><title>pid {} page-in {} at offset {:#x} ({} after start, {:.1} µs)</title></rect>"#,
+                color(b.pid),
+                b.pid,
+                bytes_label(b.size),
+                b.offset,
+                time_label(b.ts.saturating_sub(t0)),
+                b.dur as f64 / 1e3
+            );
+        }
+    } else {
+        // Too many to draw one by one: count page-ins per cell and shade.
+        let (cols, rows) = (BIN_COLS, BIN_ROWS);
+        let mut bins = vec![0u32; cols * rows];
+        for b in &f.pageins {
+            let c = ((b.ts.saturating_sub(t0)) as f64 / span as f64 * cols as f64) as usize;
+            let r = (b.offset as f64 / max_off as f64 * rows as f64) as usize;
+            if let Some(n) = bins.get_mut(r.min(rows - 1) * cols + c.min(cols - 1)) {
+                *n += 1;
+            }
+        }
+        let top = bins.iter().copied().max().unwrap_or(1).max(1);
+        let (cw, ch) = (pw / cols as f64, ph / rows as f64);
+        for (i, n) in bins.iter().enumerate().filter(|(_, n)| **n > 0) {
+            let (c, r) = (i % cols, i / cols);
+            let _ = writeln!(
+                s,
+                r#"<rect class="pagein-bin" x="{:.2}" y="{:.2}" width="{cw:.2}" height="{ch:.2}" fill="{}" fill-opacity="{:.2}"><title>{n} page-ins</title></rect>"#,
+                LEFT + c as f64 * cw,
+                TOP + r as f64 * ch,
+                PALETTE[0],
+                0.15 + 0.85 * f64::from(*n) / f64::from(top)
+            );
+        }
         let _ = writeln!(
             s,
-            r#"<rect class="pagein" x="{x0:.2}" y="{y0:.2}" width="{w:.2}" height="{h:.2}" fill="{}" fill-opacity="0.8"><title>pid {} page-in {} at offset {:#x} ({} after start, {:.1} µs)</title></rect>"#,
-            color(b.pid),
-            b.pid,
-            bytes_label(b.size),
-            b.offset,
-            time_label(b.ts.saturating_sub(t0)),
-            b.dur as f64 / 1e3
+            r##"<text id="binned" x="{LEFT}" y="{}" fill="#555">{} page-ins binned into {cols} × {rows} cells (darker: more)</text>"##,
+            HEIGHT - 4.0,
+            f.pageins.len()
         );
     }
     let _ = writeln!(s, "</g>");

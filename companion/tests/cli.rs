@@ -831,3 +831,69 @@ fn help_reads_well() {
         .code(0)
         .stdout(predicate::str::contains("--kind"));
 }
+
+#[test]
+fn a_heatmap_of_very_many_pageins_is_binned_and_still_counts_them_all() {
+    let dir = TempDir::new().unwrap();
+    let mut mem = Mem::new(1, 1 << 15);
+    let e = mem.engine();
+    let mut t = Trace::new(&e);
+    t.path(0, DB, "/data/big.db");
+    t.mmap_call(0, 200, 2001, DB, 1, 1);
+    let n = maptrace::heatmap::MAX_BLOCKS as u64 + 5_000;
+    for i in 0..n {
+        t.pagein(
+            0,
+            200,
+            2001,
+            DB,
+            (((i * 7919) % 4096 * 4096) as i64, 4096),
+            2,
+        );
+    }
+    t.drain();
+    let f = fixture(&dir, "big.mtr", &t.batches);
+    let out = dir.path().join("svg");
+    maptrace()
+        .args(["heatmap", "-o"])
+        .arg(&out)
+        .arg(&f)
+        .assert()
+        .code(0);
+    let file = std::fs::read_dir(&out)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let text = std::fs::read_to_string(file).unwrap();
+    let svg = roxmltree::Document::parse(&text).unwrap();
+    let class = |c: &str| {
+        svg.descendants()
+            .filter(|x| x.attribute("class") == Some(c))
+            .collect::<Vec<_>>()
+    };
+    assert!(class("pagein").is_empty());
+    let bins = class("pagein-bin");
+    assert!(!bins.is_empty() && bins.len() <= 200 * 100);
+    let total: u64 = bins
+        .iter()
+        .map(|b| {
+            let title = b.children().find(|c| c.has_tag_name("title")).unwrap();
+            title
+                .text()
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(total, n);
+    let note = svg
+        .descendants()
+        .find(|x| x.attribute("id") == Some("binned"))
+        .unwrap();
+    assert!(note.text().unwrap().starts_with(&format!("{n} page-ins")));
+}
