@@ -50,6 +50,8 @@ pub struct Stats {
     pub filtered: u64,
     /// Fail-open paths taken.
     pub errors: u64,
+    /// PATH records the kext skipped (no free path buffer; ABI 1.1, 0 before).
+    pub paths_skipped: u64,
     /// Sum of the shards' drops.
     pub dropped: u64,
     /// Per shard.
@@ -138,6 +140,7 @@ pub fn parse_stats(bytes: &[u8]) -> Result<Stats, StatsError> {
         hooks_in_flight: h.hooks_in_flight,
         filtered: h.filtered,
         errors: h.errors,
+        paths_skipped: h.paths_skipped,
         dropped: shards.iter().map(|s| s.dropped).sum(),
         shards,
     })
@@ -182,6 +185,13 @@ pub fn write_stats(w: &mut impl Write, s: &Stats) -> io::Result<()> {
             sh.drained_slots,
             sh.drained_records,
             sh.backlog_slots
+        )?;
+    }
+    if s.paths_skipped > 0 {
+        writeln!(
+            w,
+            "!! {} PATH records skipped (no free path buffer): some files will show as vnode ids",
+            s.paths_skipped
         )?;
     }
     if s.dropped > 0 {
@@ -411,6 +421,7 @@ mod tests {
         h.generation = 9;
         h.hook_calls = 100;
         h.filtered = 1;
+        h.paths_skipped = 2;
         let s0 = raw::mt_shard_stats {
             produced_slots: 10,
             dropped: 2,
@@ -427,6 +438,12 @@ mod tests {
             (s.shards.len(), s.dropped, s.probe_method, s.events.clone()),
             (2, 4, "offset", vec!["mmap"])
         );
+        assert_eq!((s.paths_skipped, s.hook_calls, s.filtered), (2, 100, 1));
+        let mut text = Vec::new();
+        write_stats(&mut text, &s).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.contains("2 PATH records skipped"), "{text}");
+        assert!(text.contains("4 records dropped"), "{text}");
         assert_eq!(
             parse_stats(&bytes[..100]),
             Err(StatsError::Short {
