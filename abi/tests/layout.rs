@@ -2,7 +2,10 @@
 //! `build.rs`) against Rust's view of the bindgen types: every size, offset
 //! and constant must agree, and every C entry must have a Rust counterpart.
 #![cfg(mt_layout_table)]
-#![expect(clippy::multiple_unsafe_ops_per_block, reason = "reads a C array through raw pointers")]
+#![expect(
+    clippy::multiple_unsafe_ops_per_block,
+    reason = "reads a C array through raw pointers"
+)]
 
 use maptrace_abi::raw::*;
 use std::collections::BTreeMap;

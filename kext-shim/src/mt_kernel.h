@@ -23,24 +23,21 @@
 
 #pragma mark - kmod entry points
 
-#ifdef MT_SIM
 /*
- * The simulator loads the shim by calling kmod_info.start/stop directly:
- * there is no libkmod, and a C symbol named _start would clash with the ELF
- * entry point on Linux. So kmod_info names the shim's own routines.
+ * kmod_info names the shim's own start/stop routines in both builds. For a
+ * C kext, libkmod's _start/_stop only forward to _realmain/_antimain
+ * (xnu:libkern/kmod/c_start.c), so going through them adds two more
+ * function pointers in static data, unsigned on arm64e. kmod_info's own
+ * start/stop stay unsigned static initializers: the one documented open
+ * risk (xnu-notes, "arm64e pointer signing"), allow-listed by the object
+ * check. (On Linux a C symbol named _start would also clash with the ELF
+ * entry point.)
  */
 #define MT_KMOD_START mt_kmod_start
 #define MT_KMOD_STOP mt_kmod_stop
+#ifdef MT_SIM
 #define MT_APPLE_CC 0
 #else
-/*
- * The real kext links -lkmod, whose _start/_stop trampolines call
- * _realmain/_antimain (xnu:libkern/kmod/c_start.c). kmod_info holds the
- * trampolines: a static initializer, so unsigned on arm64e (an open risk
- * written down in xnu-notes).
- */
-#define MT_KMOD_START _start
-#define MT_KMOD_STOP _stop
 #define MT_APPLE_CC __APPLE_CC__
 #endif
 

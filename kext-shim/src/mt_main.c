@@ -42,9 +42,6 @@ kern_return_t mt_kmod_stop(kmod_info_t *ki, void *data);
 
 KMOD_EXPLICIT_DECL(org.maptrace.kext, "0.1.0", MT_KMOD_START, MT_KMOD_STOP)
 
-/* Read by libkmod's _start/_stop trampolines in the real kext. */
-MT_PRIVATE_EXTERN kmod_start_func_t *_realmain = mt_kmod_start;
-MT_PRIVATE_EXTERN kmod_stop_func_t *_antimain = mt_kmod_stop;
 MT_PRIVATE_EXTERN int _kext_apple_cc = MT_APPLE_CC;
 
 #pragma mark - memory
@@ -271,7 +268,7 @@ static int mt_start_all(void)
 }
 
 /**
- * kmod start routine (reached through kmod_info, or libkmod's _start).
+ * kmod start routine (reached through kmod_info.start).
  * @param ki   the kext's kmod_info.
  * @param data loader data, handed to mac_policy_register.
  * @return KERN_SUCCESS, or KERN_FAILURE with nothing left registered.

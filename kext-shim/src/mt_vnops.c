@@ -171,8 +171,9 @@ static int mt_vnop_mmap_hook(void *ap)
         ev.duration_ns = mt_now_ns() - ev.timestamp_ns;
         ev.error = err;
         uint32_t hint = mt_shard_hint(ev.tid);
-        mt_core_record(core, hint, &ev);
+        /* The path first, so a reader can name the MMAP as it arrives. */
         mt_record_path(core, a->a_vp, &ev, hint);
+        mt_core_record(core, hint, &ev);
     }
     mt_leave();
     return err;

@@ -82,6 +82,61 @@ fn step_cross(ctx: &Ctx) -> Result<()> {
     crate::cmd_cross(&ctx.root, &crate::kernel::Arch::ALL, ctx.mode)
 }
 
+/// The loom model of the ring protocol (`tests/loom.rs`), in its own target
+/// dir because `--cfg loom` changes every crate's build.
+fn step_loom(ctx: &Ctx) -> Result<()> {
+    let mut plan = crate::exec::Plan::new();
+    plan.run(
+        cargo()
+            .args([
+                "test",
+                "--release",
+                "--locked",
+                "-p",
+                "maptrace-core",
+                "--test",
+                "loom",
+            ])
+            .env("RUSTFLAGS", "--cfg loom")
+            .env(
+                "CARGO_TARGET_DIR",
+                ctx.root.join("target/loom").display().to_string(),
+            )
+            .cwd(&ctx.root),
+    );
+    exec(&plan, ctx.mode)
+}
+
+/// The shim's end-to-end tests with the shim and simulator C built under
+/// AddressSanitizer + UndefinedBehaviorSanitizer (`MT_SIM_SANITIZE`, read by
+/// `sim/build.rs`) and the Rust side under ASan, which needs nightly rustc
+/// (`-Zsanitizer`): the machine's rustup nightly.
+fn step_sanitizers(ctx: &Ctx) -> Result<()> {
+    let mut plan = crate::exec::Plan::new();
+    plan.run(
+        Cmd::new("rustup")
+            .args(["run", "nightly", "cargo", "test", "--locked"])
+            .args([
+                "--target",
+                "x86_64-unknown-linux-gnu",
+                "-p",
+                "maptrace-core",
+            ])
+            .args(["--test", "shim_e2e", "--test", "shim_sysctl"])
+            .args(["--test", "shim_lifecycle", "--test", "shim_concurrency"])
+            .env("CC", "clang-19")
+            .env("MT_SIM_SANITIZE", "address,undefined")
+            .env("RUSTFLAGS", "-Zsanitizer=address")
+            .env(
+                "CARGO_TARGET_DIR",
+                ctx.root.join("target/sanitize").display().to_string(),
+            )
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .cwd(&ctx.root),
+    );
+    exec(&plan, ctx.mode)
+}
+
 fn step_sign(ctx: &Ctx) -> Result<()> {
     crate::cmd_sign_check(&ctx.root, ctx.mode)
 }
@@ -106,6 +161,16 @@ pub const TEST_STEPS: &[TestStep] = &[
     TestStep {
         name: "clippy -D warnings",
         run: step_clippy,
+        fatal: false,
+    },
+    TestStep {
+        name: "loom model of the ring",
+        run: step_loom,
+        fatal: false,
+    },
+    TestStep {
+        name: "sanitizers: shim + simulator under ASan/UBSan",
+        run: step_sanitizers,
         fatal: false,
     },
     TestStep {
