@@ -38,6 +38,7 @@ fn params() -> Params {
         hash_key: [3, 5],
         generation: 1,
         probe_method: raw::MT_PROBE_OFFSET,
+        start_ns: 0,
     }
 }
 

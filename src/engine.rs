@@ -56,6 +56,8 @@ pub struct Params {
     pub generation: u64,
     /// `enum mt_probe_method` reported in stats.
     pub probe_method: u32,
+    /// Clock at start: the START marker's timestamp.
+    pub start_ns: u64,
 }
 
 /// Counters only the shim knows, merged into stats.
@@ -123,7 +125,7 @@ impl<'a> Engine<'a> {
             errors: AtomicU64::new(0),
         };
         let (slots, shards) = (u64::from(e.ring.cap()), u64::from(e.ring.nshards()));
-        e.mark(raw::MT_MARK_START, 0, slots, shards);
+        e.mark(params.start_ns, raw::MT_MARK_START, 0, slots, shards);
         e
     }
 
@@ -208,8 +210,8 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// Records a marker on shard 0 (if markers are wanted).
-    fn mark(&self, mark: u32, arg0: u32, arg1: u64, arg2: u64) {
+    /// Records a marker on shard 0 (if markers are wanted), stamped `ts`.
+    fn mark(&self, ts: u64, mark: u32, arg0: u32, arg1: u64, arg2: u64) {
         if !self.config.get().wants(EventKind::Mark, 0) {
             return;
         }
@@ -218,7 +220,7 @@ impl<'a> Engine<'a> {
             flags: 0,
             error: 0,
             pid: 0,
-            timestamp_ns: 0,
+            timestamp_ns: ts,
             tid: 0,
             vnode_id: 0,
         };
@@ -243,10 +245,16 @@ impl<'a> Engine<'a> {
         self.vectors.original(vector, op)
     }
 
-    /// Remembers a vector's original entries before the shim patches it.
-    pub fn vector_insert(&self, vector: u64, originals: [u64; OPS]) -> Result<u32, VectorError> {
+    /// Remembers a vector's original entries before the shim patches it;
+    /// `now_ns` stamps the VECTOR_PATCHED marker.
+    pub fn vector_insert(
+        &self,
+        vector: u64,
+        originals: [u64; OPS],
+        now_ns: u64,
+    ) -> Result<u32, VectorError> {
         let index = self.vectors.insert(vector, originals)?;
-        self.mark(raw::MT_MARK_VECTOR_PATCHED, index, 0, 0);
+        self.mark(now_ns, raw::MT_MARK_VECTOR_PATCHED, index, 0, 0);
         Ok(index)
     }
 
@@ -263,12 +271,12 @@ impl<'a> Engine<'a> {
     // -------------------------------------------------------------- config
 
     /// Validates and applies a `struct mt_config` write; a CONFIG marker
-    /// records the change.
-    pub fn config_set(&self, bytes: &[u8]) -> Result<(), ConfigError> {
+    /// stamped `now_ns` records the change.
+    pub fn config_set(&self, bytes: &[u8], now_ns: u64) -> Result<(), ConfigError> {
         let c = Config::parse(bytes)?;
         self.config.set(c)?;
         let arg1 = (u64::from(c.flags.bits()) << 32) | u64::from(c.pid);
-        self.mark(raw::MT_MARK_CONFIG, c.mask.bits(), arg1, 0);
+        self.mark(now_ns, raw::MT_MARK_CONFIG, c.mask.bits(), arg1, 0);
         Ok(())
     }
 

@@ -21,6 +21,7 @@ fn params(nshards: u32, slots: u32) -> mt_core_params {
         generation: 9,
         probe_method: raw::MT_PROBE_ISINUSE,
         reserved0: 0,
+        start_ns: 1,
     }
 }
 
@@ -59,7 +60,7 @@ fn null_handles_are_harmless() {
         assert_eq!(mt_core_vector_original(null(), 1, 0), 0);
         assert_eq!(mt_core_vector_count(null()), 0);
         assert_eq!(mt_core_drain_capacity(null()), 0);
-        assert_eq!(mt_core_config_set(null(), null(), 0), MT_EINVAL as i32);
+        assert_eq!(mt_core_config_set(null(), null(), 0, 0), MT_EINVAL as i32);
         mt_core_drain_commit(null());
         mt_core_drain_abort(null());
         mt_core_shutdown(null_mut());
@@ -80,15 +81,15 @@ fn the_shim_call_sequence_works_through_c_types() {
         // Vector table: insert, duplicate, lookup, get, bad op.
         let origs = [0x10u64, 0x20, 0x30];
         assert_eq!(
-            mt_core_vector_insert(core, 0xabc0, origs.as_ptr()),
+            mt_core_vector_insert(core, 0xabc0, origs.as_ptr(), 5),
             MT_OK as i32
         );
         assert_eq!(
-            mt_core_vector_insert(core, 0xabc0, origs.as_ptr()),
+            mt_core_vector_insert(core, 0xabc0, origs.as_ptr(), 5),
             MT_EINVAL as i32
         );
         assert_eq!(
-            mt_core_vector_insert(core, 0xabd0, null()),
+            mt_core_vector_insert(core, 0xabd0, null(), 5),
             MT_EINVAL as i32
         );
         assert_eq!(mt_core_vector_original(core, 0xabc0, 1), 0x20);
@@ -104,10 +105,10 @@ fn the_shim_call_sequence_works_through_c_types() {
             MT_EINVAL as i32
         );
         for i in 1..64u64 {
-            mt_core_vector_insert(core, 0x1_0000 + i * 16, origs.as_ptr());
+            mt_core_vector_insert(core, 0x1_0000 + i * 16, origs.as_ptr(), 5);
         }
         assert_eq!(
-            mt_core_vector_insert(core, 0x9_0000, origs.as_ptr()),
+            mt_core_vector_insert(core, 0x9_0000, origs.as_ptr(), 5),
             MT_ENOSPC as i32
         );
 
@@ -116,18 +117,18 @@ fn the_shim_call_sequence_works_through_c_types() {
         mt_core_config_get(core, &mut c);
         assert_eq!(c.flags, raw::MT_CF_ENABLE);
         assert_eq!(
-            mt_core_config_set(core, (&raw const c).cast(), 31),
+            mt_core_config_set(core, (&raw const c).cast(), 31, 6),
             MT_EINVAL as i32
         );
         let mut off = c;
         off.flags = 0;
         assert_eq!(
-            mt_core_config_set(core, (&raw const off).cast(), 32),
+            mt_core_config_set(core, (&raw const off).cast(), 32, 6),
             MT_OK as i32
         );
         assert_eq!(mt_core_wants(core, raw::MT_KIND_MMAP, 1), 0);
         assert_eq!(
-            mt_core_config_set(core, (&raw const c).cast(), 32),
+            mt_core_config_set(core, (&raw const c).cast(), 32, 6),
             MT_OK as i32
         );
         assert_eq!(mt_core_wants(core, raw::MT_KIND_MMAP, 1), 1);

@@ -267,7 +267,7 @@ fn config_filters_and_counts_what_it_filters() {
     c.event_mask = raw::MT_EVMASK_MMAP;
     c.flags = raw::MT_CF_ENABLE | raw::MT_CF_PID_FILTER;
     c.pid = 5;
-    e.config_set(zerocopy::IntoBytes::as_bytes(&c)).unwrap();
+    e.config_set(zerocopy::IntoBytes::as_bytes(&c), 77).unwrap();
     assert!(e.wants(raw::MT_KIND_MMAP, 5));
     assert!(!e.wants(raw::MT_KIND_MMAP, 6));
     assert!(!e.wants(raw::MT_KIND_PAGEIN, 5));
@@ -295,7 +295,10 @@ fn config_filters_and_counts_what_it_filters() {
     // A malformed write changes nothing.
     let mut bad = c;
     bad.reserved[1] = 1;
-    assert!(e.config_set(zerocopy::IntoBytes::as_bytes(&bad)).is_err());
+    assert!(
+        e.config_set(zerocopy::IntoBytes::as_bytes(&bad), 78)
+            .is_err()
+    );
     assert_eq!(e.config_get(), c);
     e.shutdown();
     assert_eq!(
@@ -303,7 +306,7 @@ fn config_filters_and_counts_what_it_filters() {
         RecordResult::Filtered
     );
     assert!(
-        e.config_set(zerocopy::IntoBytes::as_bytes(&c)).is_err(),
+        e.config_set(zerocopy::IntoBytes::as_bytes(&c), 79).is_err(),
         "shut down is final"
     );
 }

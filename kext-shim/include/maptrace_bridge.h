@@ -52,6 +52,7 @@ struct mt_core_params {
     uint64_t generation;      /* random per load; copied into every batch */
     uint32_t probe_method;    /* enum mt_probe_method, reported in stats */
     uint32_t reserved0;
+    uint64_t start_ns;        /* clock at start: the START marker's timestamp */
 };
 #define MT_CORE_MAX_SHARDS MT_MAX_SHARDS
 #define MT_CORE_MIN_SLOTS 64
@@ -141,12 +142,13 @@ typedef uint64_t (*mt_core_vector_original_fn)(const struct mt_core *core, uint6
 uint64_t mt_core_vector_original(const struct mt_core *core, uint64_t vector_addr, uint32_t op);
 
 /* Remembers the original entries of a vector before the shim patches it.
- * originals has MT_VOP__COUNT entries. Returns MT_OK, MT_EINVAL (already
+ * originals has MT_VOP__COUNT entries; now_ns stamps the VECTOR_PATCHED
+ * marker. Returns MT_OK, MT_EINVAL (already
  * present, zero address) or MT_ENOSPC (table full). Serialised by the shim. */
 typedef int32_t (*mt_core_vector_insert_fn)(const struct mt_core *core, uint64_t vector_addr,
-                                            const uint64_t *originals);
+                                            const uint64_t *originals, uint64_t now_ns);
 int32_t mt_core_vector_insert(const struct mt_core *core, uint64_t vector_addr,
-                              const uint64_t *originals);
+                              const uint64_t *originals, uint64_t now_ns);
 
 /* Copies out entry index (0 .. count-1) so the shim can restore it at unload.
  * Returns MT_OK or MT_EINVAL past the end. */
@@ -161,10 +163,12 @@ uint32_t mt_core_vector_count(const struct mt_core *core);
 
 /* ------------------------------------------------------------- config */
 
-/* Validates and applies a struct mt_config given as raw bytes. Returns MT_OK
- * or MT_EINVAL (and nothing changed). */
-typedef int32_t (*mt_core_config_set_fn)(const struct mt_core *core, const void *buf, size_t len);
-int32_t mt_core_config_set(const struct mt_core *core, const void *buf, size_t len);
+/* Validates and applies a struct mt_config given as raw bytes; now_ns stamps
+ * the CONFIG marker. Returns MT_OK or MT_EINVAL (and nothing changed). */
+typedef int32_t (*mt_core_config_set_fn)(const struct mt_core *core, const void *buf, size_t len,
+                                         uint64_t now_ns);
+int32_t mt_core_config_set(const struct mt_core *core, const void *buf, size_t len,
+                           uint64_t now_ns);
 
 /* Writes the current config. */
 typedef void (*mt_core_config_get_fn)(const struct mt_core *core, struct mt_config *out);

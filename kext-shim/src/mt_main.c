@@ -76,6 +76,7 @@ static int mt_core_start(void)
     params.probe_method = mt_g.probe_method;
     read_random(params.hash_key, sizeof(params.hash_key));
     read_random(&params.generation, sizeof(params.generation));
+    params.start_ns = mt_now_ns();
 
     size_t len = mt_core_mem_size(&params);
     if (len == 0) {

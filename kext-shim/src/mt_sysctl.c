@@ -100,7 +100,7 @@ static int mt_sysctl_config SYSCTL_HANDLER_ARGS
     if (err != 0) {
         return err;
     }
-    return mt_core_config_set(mt_g.core, &next, sizeof(next)) == MT_OK ? 0 : EINVAL;
+    return mt_core_config_set(mt_g.core, &next, sizeof(next), mt_now_ns()) == MT_OK ? 0 : EINVAL;
 }
 
 /**

@@ -272,7 +272,7 @@ static void mt_patch_vector(const struct mt_core *core, vnop_t *vec)
         }
         originals[op] = (uint64_t)(uintptr_t)cur;
     }
-    if (mt_core_vector_insert(core, (uint64_t)(uintptr_t)vec, originals) != MT_OK) {
+    if (mt_core_vector_insert(core, (uint64_t)(uintptr_t)vec, originals, mt_now_ns()) != MT_OK) {
         /* Table full (or a duplicate): the vector stays unhooked. */
         mt_error();
         return;

@@ -91,6 +91,7 @@ pub unsafe extern "C" fn mt_core_init(
         hash_key: p.hash_key,
         generation: p.generation,
         probe_method: p.probe_method,
+        start_ns: p.start_ns,
     };
     let slot = engine_mem.as_mut_ptr().cast::<Engine<'static>>();
     debug_assert_eq!(slot.align_offset(align_of::<Engine<'static>>()), 0);
@@ -214,6 +215,7 @@ pub unsafe extern "C" fn mt_core_vector_insert(
     core: *const mt_core,
     vector_addr: u64,
     originals: *const u64,
+    now_ns: u64,
 ) -> i32 {
     // SAFETY: the caller passes NULL or a live handle.
     let Some(e) = (unsafe { engine(core) }) else {
@@ -223,7 +225,7 @@ pub unsafe extern "C" fn mt_core_vector_insert(
     let Some(o) = (unsafe { originals.cast::<[u64; OPS]>().as_ref() }) else {
         return bridge::MT_EINVAL as i32;
     };
-    match e.vector_insert(vector_addr, *o) {
+    match e.vector_insert(vector_addr, *o, now_ns) {
         Ok(_) => bridge::MT_OK as i32,
         Err(VectorError::Invalid) => bridge::MT_EINVAL as i32,
         Err(VectorError::Full) => bridge::MT_ENOSPC as i32,
@@ -283,6 +285,7 @@ pub unsafe extern "C" fn mt_core_config_set(
     core: *const mt_core,
     buf: *const c_void,
     len: usize,
+    now_ns: u64,
 ) -> i32 {
     // SAFETY: the caller passes NULL or a live handle.
     let Some(e) = (unsafe { engine(core) }) else {
@@ -293,7 +296,7 @@ pub unsafe extern "C" fn mt_core_config_set(
     }
     // SAFETY: the caller guarantees `len` readable bytes at `buf`.
     let bytes = unsafe { core::slice::from_raw_parts(buf.cast::<u8>(), len) };
-    match e.config_set(bytes) {
+    match e.config_set(bytes, now_ns) {
         Ok(()) => bridge::MT_OK as i32,
         Err(_) => bridge::MT_EINVAL as i32,
     }

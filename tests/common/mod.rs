@@ -26,6 +26,7 @@ impl Mem {
                 hash_key: [7, 11],
                 generation: 0x6e6e,
                 probe_method: raw::MT_PROBE_OFFSET,
+                start_ns: 0,
             },
         )
     }

@@ -36,6 +36,7 @@ impl Mem {
                 hash_key: [7, 11],
                 generation,
                 probe_method: raw::MT_PROBE_OFFSET,
+                start_ns: 0,
             },
         )
     }
