@@ -8,35 +8,14 @@ use std::collections::HashSet;
 
 use maptrace_abi::decode::{Decoder, Record};
 use maptrace_abi::{EventKind, raw};
-use maptrace_sim::{Config, Cred, Proc, Sim, TraceOp, map_flags, prot};
-use shim_support::{Tunables, boot_loaded, config_bytes, drain, stats, write_config};
+use maptrace_sim::{Config, Cred, Proc, Sim, map_flags, prot};
+use shim_support::{
+    Tunables, boot_loaded, config_bytes, drain, event_records, stats, traced, write_config,
+};
 
 const PAGE: u64 = 4096;
 const WORKERS: usize = 6;
 const ROUNDS: usize = 12;
-
-fn traced(sim: &Sim) -> usize {
-    sim.trace()
-        .iter()
-        .filter(|t| {
-            matches!(
-                t.op,
-                TraceOp::Mmap | TraceOp::Pagein | TraceOp::Mnomap | TraceOp::FileCheckMmap
-            )
-        })
-        .count()
-}
-
-fn event_records(recs: &[Record]) -> usize {
-    recs.iter()
-        .filter(|r| {
-            matches!(
-                r.kind,
-                EventKind::Mmap | EventKind::Pagein | EventKind::Mnomap | EventKind::FileMmap
-            )
-        })
-        .count()
-}
 
 /// Maps a fresh file each round (so it faults), touches it, unmaps.
 fn worker(p: &Proc, w: usize) {

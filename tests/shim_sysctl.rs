@@ -5,12 +5,12 @@ mod shim_support;
 
 use std::collections::HashSet;
 
-use maptrace_abi::decode::{Decoder, Record};
+use maptrace_abi::decode::Decoder;
 use maptrace_abi::{EventKind, raw};
-use maptrace_sim::{Config, Cred, Proc, Sim, TraceOp, map_flags, prot};
+use maptrace_sim::{Config, Cred, Proc, TraceOp, map_flags, prot};
 use shim_support::{
-    Tunables, boot_loaded, config_bytes, drain, events_buffer, raw_name, read_config, stats,
-    write_config,
+    Tunables, boot_loaded, config_bytes, drain, event_records, events_buffer, raw_name,
+    read_config, stats, traced, write_config,
 };
 
 const PAGE: u64 = 4096;
@@ -28,30 +28,6 @@ fn workload(p: &Proc, path: &str) {
     p.touch(a, 8 * PAGE).expect("touch");
     p.munmap(a).expect("unmap");
     p.close(fd).expect("close");
-}
-
-/// VNOP/MAC events the kernel produced (the simulator's ground truth).
-fn traced(sim: &Sim) -> usize {
-    sim.trace()
-        .iter()
-        .filter(|t| {
-            matches!(
-                t.op,
-                TraceOp::Mmap | TraceOp::Pagein | TraceOp::Mnomap | TraceOp::FileCheckMmap
-            )
-        })
-        .count()
-}
-
-fn event_records(recs: &[Record]) -> usize {
-    recs.iter()
-        .filter(|r| {
-            matches!(
-                r.kind,
-                EventKind::Mmap | EventKind::Pagein | EventKind::Mnomap | EventKind::FileMmap
-            )
-        })
-        .count()
 }
 
 #[test]

@@ -272,3 +272,34 @@ pub fn tunables_kauth(on: bool) -> Tunables {
         ..Tunables::default()
     }
 }
+
+/// VNOP/MAC events the kernel produced (the simulator's ground truth).
+pub fn traced(sim: &Sim) -> usize {
+    sim.trace()
+        .iter()
+        .filter(|t| {
+            matches!(
+                t.op,
+                maptrace_sim::TraceOp::Mmap
+                    | maptrace_sim::TraceOp::Pagein
+                    | maptrace_sim::TraceOp::Mnomap
+                    | maptrace_sim::TraceOp::FileCheckMmap
+            )
+        })
+        .count()
+}
+
+/// Records of the four event kinds (no paths, no markers).
+pub fn event_records(recs: &[Record]) -> usize {
+    recs.iter()
+        .filter(|r| {
+            matches!(
+                r.kind,
+                maptrace_abi::EventKind::Mmap
+                    | maptrace_abi::EventKind::Pagein
+                    | maptrace_abi::EventKind::Mnomap
+                    | maptrace_abi::EventKind::FileMmap
+            )
+        })
+        .count()
+}
