@@ -215,22 +215,8 @@ fn report_json_finds_balance_leaks_and_page_figures() {
         .arg(&f)
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let file = |p: &str| {
-        r["files"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|f| f["path"] == p)
-            .unwrap()
-            .clone()
-    };
+    let r = common::ok_json(&out);
+    let file = |p: &str| common::report_file(&r, p);
 
     let db = file("/data/app.db");
     let epochs = db["epochs"].as_array().unwrap();

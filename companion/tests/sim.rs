@@ -4,6 +4,8 @@
 //! checked against the simulator's ground truth.
 #![cfg(feature = "sim")]
 
+mod common;
+
 use assert_cmd::Command;
 use maptrace::pipeline::{Item, Pipeline};
 use maptrace::sim::{SimSource, SimSysctl, Workload};
@@ -123,22 +125,8 @@ fn the_demo_report_knows_the_xnu_semantics() {
         .args(["--source", "sim", "report", "--json"])
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let file = |p: &str| {
-        r["files"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|f| f["path"] == p)
-            .unwrap_or_else(|| panic!("no {p}"))
-            .clone()
-    };
+    let r = common::ok_json(&out);
+    let file = |p: &str| common::report_file(&r, p);
     // Two mmaps of one file: one epoch, one usecount reference.
     let db = file("/Volumes/External/Mail/Envelope.db");
     let e = &db["epochs"][0];
@@ -174,13 +162,7 @@ fn scenarios_made_for_leaks_are_flagged() {
         .args(["--source", &src, "report", "--json"])
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = common::ok_json(&out);
     let s = &r["leak_suspects"].as_array().unwrap();
     assert_eq!(s.len(), 1, "{s:?}");
     assert_eq!(s[0]["path"], "/data/kept.db");

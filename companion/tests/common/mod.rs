@@ -299,3 +299,26 @@ pub fn reload_batches() -> Vec<Vec<u8>> {
     }
     out
 }
+
+/// Asserts that a `maptrace` run exited 0 (showing its stderr if not) and
+/// parses its stdout as one JSON document.
+pub fn ok_json(out: &std::process::Output) -> serde_json::Value {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is one JSON document")
+}
+
+/// The entry for `path` in a `report --json` document.
+pub fn report_file(report: &serde_json::Value, path: &str) -> serde_json::Value {
+    report["files"]
+        .as_array()
+        .expect("report has files")
+        .iter()
+        .find(|f| f["path"] == path)
+        .unwrap_or_else(|| panic!("no {path} in the report"))
+        .clone()
+}
