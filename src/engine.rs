@@ -17,7 +17,7 @@ use crate::config::{Config, ConfigCell, ConfigError};
 use crate::ffi::bridge;
 use crate::ffi::bridge::mt_event;
 use crate::record::{self, Head, PATH_MAX};
-use crate::ring::{Peek, Ring, SLOT_SIZE};
+use crate::ring::{Dropped, Peek, Ring, SLOT_SIZE};
 use crate::sync::{AtomicU64, Ordering};
 use crate::vectors::{OPS, VectorError, VectorTable};
 use crate::vnode_id::VnodeIdKey;
@@ -36,6 +36,15 @@ pub enum RecordResult {
     Dropped = bridge::MT_DROPPED as i32,
     /// Malformed event; counted as an error.
     Rejected = bridge::MT_REJECTED as i32,
+}
+
+impl From<Result<(), Dropped>> for RecordResult {
+    fn from(pushed: Result<(), Dropped>) -> RecordResult {
+        match pushed {
+            Ok(()) => RecordResult::Recorded,
+            Err(Dropped) => RecordResult::Dropped,
+        }
+    }
 }
 
 /// Why a drain could not run.
@@ -143,7 +152,21 @@ impl<'a> Engine<'a> {
     /// counts the event as filtered: the hook records nothing after it.
     #[inline]
     pub fn wants(&self, kind: u32, pid: u32) -> bool {
-        let wanted = EventKind::try_from(kind).is_ok_and(|k| self.config.get().wants(k, pid));
+        match EventKind::try_from(kind) {
+            Ok(k) => self.admit(k, pid),
+            Err(_) => {
+                // An unknown kind is never recorded: filtered like the rest.
+                self.filtered.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Whether the config records `kind` from `pid`; counts a refusal as
+    /// filtered. The one place the hot path consults the config.
+    #[inline]
+    fn admit(&self, kind: EventKind, pid: u32) -> bool {
+        let wanted = self.config.get().wants(kind, pid);
         if !wanted {
             self.filtered.fetch_add(1, Ordering::Relaxed);
         }
@@ -162,8 +185,7 @@ impl<'a> Engine<'a> {
                 return RecordResult::Rejected;
             }
         };
-        if !self.config.get().wants(kind, ev.pid) {
-            self.filtered.fetch_add(1, Ordering::Relaxed);
+        if !self.admit(kind, ev.pid) {
             return RecordResult::Filtered;
         }
         let head = record::head_of(kind, ev, self.key.id(ev.vnode_ptr));
@@ -172,16 +194,12 @@ impl<'a> Engine<'a> {
                 w.head(&bytes);
             }
         });
-        match pushed {
-            Ok(()) => RecordResult::Recorded,
-            Err(_) => RecordResult::Dropped,
-        }
+        pushed.into()
     }
 
     /// Records the path of `ev.vnode_ptr` (cut at `MT_PATH_MAX`).
     pub fn record_path(&self, hint: u32, ev: &mt_event, path: &[u8]) -> RecordResult {
-        if !self.config.get().wants(EventKind::Path, ev.pid) {
-            self.filtered.fetch_add(1, Ordering::Relaxed);
+        if !self.admit(EventKind::Path, ev.pid) {
             return RecordResult::Filtered;
         }
         let mut head = record::head_of(EventKind::Path, ev, self.key.id(ev.vnode_ptr));
@@ -204,10 +222,7 @@ impl<'a> Engine<'a> {
                 w.continuation(i, &record::path_continuation(path, i));
             }
         });
-        match pushed {
-            Ok(()) => RecordResult::Recorded,
-            Err(_) => RecordResult::Dropped,
-        }
+        pushed.into()
     }
 
     /// Records a marker on shard 0 (if markers are wanted), stamped `ts`.

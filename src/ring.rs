@@ -532,20 +532,14 @@ impl<'a> Ring<'a> {
             p += k;
             peek.records += 1;
         }
-        if p - first >= room && self.backlog(i, p) > 0 {
-            peek.truncated = true;
-        }
         peek.nslots = p - first;
         let enq = s.prod.enq.load(Ordering::Acquire);
         peek.dropped = self.drops64(s, enq);
         peek.backlog_after = u64::from((enq as u32).wrapping_sub(p as u32));
+        if p - first >= room && peek.backlog_after > 0 {
+            peek.truncated = true;
+        }
         peek
-    }
-
-    fn backlog(&self, i: usize, from: u64) -> u64 {
-        self.shards.get(i).map_or(0, |s| {
-            u64::from((s.prod.enq.load(Ordering::Acquire) as u32).wrapping_sub(from as u32))
-        })
     }
 
     /// Hands the slots a [`Ring::peek`] copied back to producers.
