@@ -139,6 +139,63 @@ static void mt_record_path(const struct mt_core *core, vnode_t vp, const struct 
 
 #pragma mark - trampolines
 
+/* One hook invocation: what the prologue found, for the epilogue. */
+struct mt_hook {
+    const struct mt_core *core;
+    vnop_t orig;
+    int want;
+    struct mt_event ev; /* filled only when want */
+};
+
+/**
+ * Prologue of every trampoline: counts the hook in flight, finds the
+ * original and, when the config wants this kind from this pid, starts the
+ * event (counts snapshot and clock BEFORE the original runs).
+ * @return 1, or 0 when the original is unknown: the hook has then left
+ *         again and the caller fails open with its op's errno.
+ * Context: any hook; never blocks.
+ */
+static int mt_hook_begin(struct mt_hook *h, vnode_t vp, uint32_t op, uint32_t kind)
+{
+    mt_enter();
+    h->core = mt_core_ref();
+    h->orig = mt_original(h->core, vp, op);
+    if (h->orig == NULL) {
+        /* Fail open: an unexpected state never breaks the operation. */
+        mt_error();
+        mt_leave();
+        return 0;
+    }
+    uint32_t pid = (uint32_t)proc_selfpid();
+    h->want = mt_core_wants(h->core, kind, pid);
+    if (h->want) {
+        mt_event_base(&h->ev, kind, pid, vp);
+    }
+    return 1;
+}
+
+/**
+ * Epilogue of every trampoline: finishes and records the event (for a map,
+ * its path first, so a reader can name the MMAP as it arrives), then leaves.
+ * @param path_vp the vnode to name, or NULL (never on the paging path).
+ * @return err, the original's result.
+ * Context: the trampoline's; sleeps only in vn_getpath when path_vp is set.
+ */
+static int mt_hook_end(struct mt_hook *h, int err, vnode_t path_vp)
+{
+    if (h->want) {
+        h->ev.duration_ns = mt_now_ns() - h->ev.timestamp_ns;
+        h->ev.error = err;
+        uint32_t hint = mt_shard_hint(h->ev.tid);
+        if (path_vp != NULL) {
+            mt_record_path(h->core, path_vp, &h->ev, hint);
+        }
+        mt_core_record(h->core, hint, &h->ev);
+    }
+    mt_leave();
+    return err;
+}
+
 /**
  * VNOP_MMAP trampoline: every map of a file (mmap(2), exec, loader).
  * @param ap struct vnop_mmap_args.
@@ -150,33 +207,14 @@ static void mt_record_path(const struct mt_core *core, vnode_t vp, const struct 
 static int mt_vnop_mmap_hook(void *ap)
 {
     struct vnop_mmap_args *a = ap;
-    mt_enter();
-    const struct mt_core *core = mt_core_ref();
-    vnop_t orig = mt_original(core, a->a_vp, MT_VOP_MMAP);
-    if (orig == NULL) {
-        /* Fail open: an unexpected state never breaks the map. */
-        mt_error();
-        mt_leave();
+    struct mt_hook h;
+    if (!mt_hook_begin(&h, a->a_vp, MT_VOP_MMAP, MT_KIND_MMAP)) {
         return ENOTSUP;
     }
-    uint32_t pid = (uint32_t)proc_selfpid();
-    int want = mt_core_wants(core, MT_KIND_MMAP, pid);
-    struct mt_event ev;
-    if (want) {
-        mt_event_base(&ev, MT_KIND_MMAP, pid, a->a_vp);
-        ev.prot = (uint32_t)a->a_fflags;
+    if (h.want) {
+        h.ev.prot = (uint32_t)a->a_fflags;
     }
-    int err = orig(ap);
-    if (want) {
-        ev.duration_ns = mt_now_ns() - ev.timestamp_ns;
-        ev.error = err;
-        uint32_t hint = mt_shard_hint(ev.tid);
-        /* The path first, so a reader can name the MMAP as it arrives. */
-        mt_record_path(core, a->a_vp, &ev, hint);
-        mt_core_record(core, hint, &ev);
-    }
-    mt_leave();
-    return err;
+    return mt_hook_end(&h, h.orig(ap), a->a_vp);
 }
 
 /**
@@ -190,31 +228,16 @@ static int mt_vnop_mmap_hook(void *ap)
 static int mt_vnop_pagein_hook(void *ap)
 {
     struct vnop_pagein_args *a = ap;
-    mt_enter();
-    const struct mt_core *core = mt_core_ref();
-    vnop_t orig = mt_original(core, a->a_vp, MT_VOP_PAGEIN);
-    if (orig == NULL) {
-        mt_error();
-        mt_leave();
+    struct mt_hook h;
+    if (!mt_hook_begin(&h, a->a_vp, MT_VOP_PAGEIN, MT_KIND_PAGEIN)) {
         return EIO;
     }
-    uint32_t pid = (uint32_t)proc_selfpid();
-    int want = mt_core_wants(core, MT_KIND_PAGEIN, pid);
-    struct mt_event ev;
-    if (want) {
-        mt_event_base(&ev, MT_KIND_PAGEIN, pid, a->a_vp);
-        ev.offset = a->a_f_offset;
-        ev.size = (uint64_t)a->a_size;
-        ev.flags = (uint32_t)a->a_flags;
+    if (h.want) {
+        h.ev.offset = a->a_f_offset;
+        h.ev.size = (uint64_t)a->a_size;
+        h.ev.flags = (uint32_t)a->a_flags;
     }
-    int err = orig(ap);
-    if (want) {
-        ev.duration_ns = mt_now_ns() - ev.timestamp_ns;
-        ev.error = err;
-        mt_core_record(core, mt_shard_hint(ev.tid), &ev);
-    }
-    mt_leave();
-    return err;
+    return mt_hook_end(&h, h.orig(ap), NULL);
 }
 
 /**
@@ -227,28 +250,11 @@ static int mt_vnop_pagein_hook(void *ap)
 static int mt_vnop_mnomap_hook(void *ap)
 {
     struct vnop_mnomap_args *a = ap;
-    mt_enter();
-    const struct mt_core *core = mt_core_ref();
-    vnop_t orig = mt_original(core, a->a_vp, MT_VOP_MNOMAP);
-    if (orig == NULL) {
-        mt_error();
-        mt_leave();
+    struct mt_hook h;
+    if (!mt_hook_begin(&h, a->a_vp, MT_VOP_MNOMAP, MT_KIND_MNOMAP)) {
         return ENOTSUP;
     }
-    uint32_t pid = (uint32_t)proc_selfpid();
-    int want = mt_core_wants(core, MT_KIND_MNOMAP, pid);
-    struct mt_event ev;
-    if (want) {
-        mt_event_base(&ev, MT_KIND_MNOMAP, pid, a->a_vp);
-    }
-    int err = orig(ap);
-    if (want) {
-        ev.duration_ns = mt_now_ns() - ev.timestamp_ns;
-        ev.error = err;
-        mt_core_record(core, mt_shard_hint(ev.tid), &ev);
-    }
-    mt_leave();
-    return err;
+    return mt_hook_end(&h, h.orig(ap), NULL);
 }
 
 #pragma mark - patching
