@@ -168,6 +168,8 @@ pub struct Stats {
     pub filtered: u64,
     /// Fail-open paths.
     pub errors: u64,
+    /// PATH records skipped (no free path buffer).
+    pub paths_skipped: u64,
     /// Per shard: (produced_slots, dropped, drained_slots, drained_records, backlog).
     pub shards: Vec<[u64; 5]>,
 }
@@ -225,6 +227,7 @@ pub fn stats(sim: &Sim, cred: Cred) -> Stats {
         in_flight: u64_at(&buf, offset_of!(H, hooks_in_flight)),
         filtered: u64_at(&buf, offset_of!(H, filtered)),
         errors: u64_at(&buf, offset_of!(H, errors)),
+        paths_skipped: u64_at(&buf, offset_of!(H, paths_skipped)),
         shards,
     }
 }
