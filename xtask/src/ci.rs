@@ -107,36 +107,6 @@ fn step_loom(ctx: &Ctx) -> Result<()> {
     exec(&plan, ctx.mode)
 }
 
-/// The shim's end-to-end tests with the shim and simulator C built under
-/// AddressSanitizer + UndefinedBehaviorSanitizer (`MT_SIM_SANITIZE`, read by
-/// `sim/build.rs`) and the Rust side under ASan, which needs nightly rustc
-/// (`-Zsanitizer`): the machine's rustup nightly.
-fn step_sanitizers(ctx: &Ctx) -> Result<()> {
-    let mut plan = crate::exec::Plan::new();
-    plan.run(
-        Cmd::new("rustup")
-            .args(["run", "nightly", "cargo", "test", "--locked"])
-            .args([
-                "--target",
-                "x86_64-unknown-linux-gnu",
-                "-p",
-                "maptrace-core",
-            ])
-            .args(["--test", "shim_e2e", "--test", "shim_sysctl"])
-            .args(["--test", "shim_lifecycle", "--test", "shim_concurrency"])
-            .env("CC", "clang-19")
-            .env("MT_SIM_SANITIZE", "address,undefined")
-            .env("RUSTFLAGS", "-Zsanitizer=address")
-            .env(
-                "CARGO_TARGET_DIR",
-                ctx.root.join("target/sanitize").display().to_string(),
-            )
-            .env_remove("RUSTUP_TOOLCHAIN")
-            .cwd(&ctx.root),
-    );
-    exec(&plan, ctx.mode)
-}
-
 fn step_sign(ctx: &Ctx) -> Result<()> {
     crate::cmd_sign_check(&ctx.root, ctx.mode)
 }
@@ -170,7 +140,17 @@ pub const TEST_STEPS: &[TestStep] = &[
     },
     TestStep {
         name: "sanitizers: shim + simulator under ASan/UBSan",
-        run: step_sanitizers,
+        run: crate::sanitize::step_asan_ubsan,
+        fatal: false,
+    },
+    TestStep {
+        name: "sanitizers: ring + shim + simulator under TSan",
+        run: crate::sanitize::step_tsan,
+        fatal: false,
+    },
+    TestStep {
+        name: "miri: the core's unsafe modules (ring, ffi)",
+        run: crate::sanitize::step_miri,
         fatal: false,
     },
     TestStep {

@@ -10,6 +10,7 @@ mod kernel;
 mod kpi;
 mod link;
 mod objects;
+mod sanitize;
 mod sign;
 mod signcheck;
 mod vmtest;
