@@ -8,9 +8,10 @@ use crate::arena::Owner;
 use crate::kernel::{Config, Kernel, TraceEvent};
 use crate::kext::KextError;
 use crate::sysctl::SysctlError;
+use crate::vfs::Vnode;
 use crate::violation::{Violation, ViolationPolicy};
-use crate::vm::{Mapping, Process, TouchStats};
-use crate::{lock, xnu};
+use crate::vm::{self, Mapping, Process, TouchStats};
+use crate::{Vop, lock, xnu};
 
 /// Whether the real shim (`kext-shim/src/*.c`) is compiled into this build.
 pub const SHIM_LINKED: bool = cfg!(mt_shim);
@@ -542,5 +543,113 @@ impl Proc {
     /// Open descriptors.
     pub fn fds(&self) -> Vec<i32> {
         self.k.open_fds(&self.p)
+    }
+
+    /// Runs `f` on the calling OS thread as one thread of this process (one
+    /// identity, one CPU), so the direct dispatches inside it skip entering
+    /// the process per call; then a safe point.
+    pub fn run_as<R>(&self, f: impl FnOnce() -> R) -> R {
+        let r = {
+            let _as = vm::enter(&self.k, &self.p);
+            f()
+        };
+        self.k.safe_point();
+        r
+    }
+
+    /// Looks `path` up (namei; the iocount goes again) and returns a handle
+    /// that dispatches single vnode operations on its vnode as this process.
+    pub fn direct_vnode(&self, path: &str) -> Result<DirectVnode, SimError> {
+        let vp = res(self.k.vfs.lookup(&self.k, path))?;
+        self.k.vfs.put(&self.k, &vp);
+        Ok(DirectVnode {
+            k: Arc::clone(&self.k),
+            p: Arc::clone(&self.p),
+            vp,
+        })
+    }
+}
+
+/// One vnode and the process dispatching on it: each call is exactly XNU's
+/// `VNOP_*` wrapper, `(*vp->v_op[desc->vdesc_offset])(&args)`, through
+/// whatever the vector holds now (the filesystem's original, or a kext's
+/// hook), without the syscall, VM or UBC machinery around it. No counts are
+/// taken (a caller of a real wrapper holds its own), and violations surface
+/// at the next safe point (`Sim::safe_point`, `Proc::run_as`, any `Proc` or
+/// `Sim` call), not after each dispatch.
+pub struct DirectVnode {
+    k: Arc<Kernel>,
+    p: Arc<Process>,
+    vp: Arc<Vnode>,
+}
+
+impl fmt::Debug for DirectVnode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DirectVnode")
+            .field("pid", &self.p.pid)
+            .field("path", &self.vp.path)
+            .finish()
+    }
+}
+
+impl DirectVnode {
+    /// Runs `dispatch` as a thread of the handle's process: on the current
+    /// identity when the thread already runs as it (`Proc::run_as`).
+    fn as_proc(&self, dispatch: impl FnOnce() -> i32) -> i32 {
+        let current = crate::context::identity(self.k.boot);
+        if current.is_some_and(|id| id.pid == self.p.pid) {
+            return dispatch();
+        }
+        let _as = vm::enter(&self.k, &self.p);
+        dispatch()
+    }
+
+    /// VNOP_PAGEIN of `size` bytes at file offset `offset` as a PAGEINV2
+    /// filesystem gets it (`a_pl == NULL`, UPL_IOSYNC); returns its errno.
+    pub fn pagein(&self, offset: i64, size: usize) -> i32 {
+        let mut args = xnu::vnop_pagein_args {
+            a_desc: crate::vfs::desc_addr(Vop::Pagein) as *mut xnu::vnodeop_desc,
+            a_vp: self.vp.addr as xnu::vnode_t,
+            a_pl: std::ptr::null_mut(),
+            a_pl_offset: 0,
+            a_f_offset: offset,
+            a_size: size,
+            a_flags: xnu::UPL_IOSYNC as i32,
+            a_context: self.p.ctx_addr as xnu::vfs_context_t,
+        };
+        self.as_proc(|| {
+            self.k
+                .vfs
+                .dispatch(&self.k, &self.vp, Vop::Pagein, (&raw mut args).cast())
+        })
+    }
+
+    /// VNOP_MMAP with `fflags` (`prot::*` bits); returns its errno.
+    pub fn mmap(&self, fflags: i32) -> i32 {
+        let mut args = xnu::vnop_mmap_args {
+            a_desc: crate::vfs::desc_addr(Vop::Mmap) as *mut xnu::vnodeop_desc,
+            a_vp: self.vp.addr as xnu::vnode_t,
+            a_fflags: fflags,
+            a_context: self.p.ctx_addr as xnu::vfs_context_t,
+        };
+        self.as_proc(|| {
+            self.k
+                .vfs
+                .dispatch(&self.k, &self.vp, Vop::Mmap, (&raw mut args).cast())
+        })
+    }
+
+    /// VNOP_MNOMAP; returns its errno.
+    pub fn mnomap(&self) -> i32 {
+        let mut args = xnu::vnop_mnomap_args {
+            a_desc: crate::vfs::desc_addr(Vop::Mnomap) as *mut xnu::vnodeop_desc,
+            a_vp: self.vp.addr as xnu::vnode_t,
+            a_context: self.p.ctx_addr as xnu::vfs_context_t,
+        };
+        self.as_proc(|| {
+            self.k
+                .vfs
+                .dispatch(&self.k, &self.vp, Vop::Mnomap, (&raw mut args).cast())
+        })
     }
 }

@@ -43,7 +43,7 @@ pub mod violation;
 pub mod vm;
 pub mod xnu;
 
-pub use api::{Cred, Proc, SHIM_LINKED, Sim, SimError, VnodeCounts};
+pub use api::{Cred, DirectVnode, Proc, SHIM_LINKED, Sim, SimError, VnodeCounts};
 pub use context::Vop;
 pub use hold::VnopHold;
 pub use kernel::{Config, Release, TraceEvent, TraceOp};
