@@ -1,5 +1,10 @@
 //! Kernel memory: one region the simulator controls, so every kernel object
 //! has a recognisable address and tests can scan output for leaked pointers.
+//!
+//! The region is mapped inside [`KERNEL_WINDOW`] (`0x4b45_xxxx_xxxx`, "KE"),
+//! the same in every process, so a test can scan the output of another
+//! process (the companion's CLI) for kernel addresses without knowing where
+//! that process's simulator put its arena: [`find_tagged_addresses`].
 
 use std::alloc::{self, Layout};
 use std::collections::{HashMap, VecDeque};
@@ -11,6 +16,95 @@ use crate::lock;
 
 /// Byte written over fresh kernel objects and over freed memory.
 pub const POISON: u8 = 0xA5;
+
+/// Where every arena is mapped when the address space allows it: no heap,
+/// stack or library lands here by chance, and no timestamp or count a tool
+/// prints reads as a number in it (13+ decimal digits, and its hex form has
+/// the letter b in it).
+pub const KERNEL_WINDOW: Range<u64> = 0x4b45_0000_0000..0x4b46_0000_0000;
+
+/// Arenas start at a multiple of this inside the window (one per `Sim`,
+/// plus the unit tests' own).
+const WINDOW_SLOT: u64 = 256 << 20;
+
+/// Whether `v` lies in [`KERNEL_WINDOW`]: a simulated kernel address of any
+/// process, as long as that process's arena got its window slot (see
+/// [`Arena::in_window`]).
+pub fn in_kernel_window(v: u64) -> bool {
+    KERNEL_WINDOW.contains(&v)
+}
+
+/// How a leaked address was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeakForm {
+    /// Eight little-endian bytes.
+    Binary,
+    /// Hex digits (with or without `0x`, any case).
+    Hex,
+    /// Decimal digits.
+    Decimal,
+}
+
+/// One kernel address found in output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leak {
+    /// Byte offset of the bytes or the digit run.
+    pub offset: usize,
+    /// The address.
+    pub value: u64,
+    /// How it was written.
+    pub form: LeakForm,
+}
+
+/// Every value for which `is_kernel` holds in `bytes`: as any aligned or
+/// unaligned little-endian u64, and as any run of hex digits or of decimal
+/// digits (a run is read whole, and a hex run also without a `0x`).
+pub fn find_addresses(bytes: &[u8], is_kernel: impl Fn(u64) -> bool) -> Vec<Leak> {
+    let mut out: Vec<Leak> = bytes
+        .windows(8)
+        .enumerate()
+        .filter_map(|(offset, w)| {
+            let value = u64::from_le_bytes(w.try_into().ok()?);
+            is_kernel(value).then_some(Leak {
+                offset,
+                value,
+                form: LeakForm::Binary,
+            })
+        })
+        .collect();
+    let mut i = 0;
+    while i < bytes.len() {
+        if !bytes[i].is_ascii_hexdigit() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && bytes[i].is_ascii_hexdigit() {
+            i += 1;
+        }
+        let run = &bytes[start..i];
+        // "0x1f" is one run "0x" + "1f" split at the x: only the digits count.
+        let text = std::str::from_utf8(run).unwrap_or_default();
+        for (radix, form) in [(16, LeakForm::Hex), (10, LeakForm::Decimal)] {
+            if let Ok(value) = u64::from_str_radix(text, radix)
+                && is_kernel(value)
+            {
+                out.push(Leak {
+                    offset: start,
+                    value,
+                    form,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// [`find_addresses`] with [`in_kernel_window`]: kernel addresses of a
+/// simulator that ran in any process.
+pub fn find_tagged_addresses(bytes: &[u8]) -> Vec<Leak> {
+    find_addresses(bytes, in_kernel_window)
+}
 
 /// Who asked for a block: the simulated kernel or the loaded kext.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,10 +137,53 @@ const REUSE_MAX: usize = 64 << 10;
 pub struct Arena {
     base: usize,
     size: usize,
-    layout: Layout,
+    backing: Backing,
     next: AtomicUsize,
     live: Mutex<HashMap<usize, Block>>,
     freed: Mutex<Freed>,
+}
+
+/// Where the region's memory came from, for its release.
+enum Backing {
+    /// An anonymous mapping in [`KERNEL_WINDOW`].
+    #[cfg(unix)]
+    Window,
+    /// The heap (the window was full or unavailable).
+    Heap(Layout),
+}
+
+/// Maps `size` bytes (a multiple of [`WINDOW_SLOT`]) at the first free slot
+/// of the window. The address is a hint, so nothing already mapped is ever
+/// replaced; a mapping placed elsewhere is given back.
+#[cfg(unix)]
+fn map_in_window(size: usize) -> Option<usize> {
+    let span = KERNEL_WINDOW.end - KERNEL_WINDOW.start;
+    let slots = span / WINDOW_SLOT;
+    let need = (size as u64).div_ceil(WINDOW_SLOT);
+    for slot in 0..=slots.checked_sub(need)? {
+        let hint = KERNEL_WINDOW.start + slot * WINDOW_SLOT;
+        // SAFETY: an anonymous private mapping with a hint only: the kernel
+        // picks a free range and never replaces an existing mapping.
+        let got = unsafe {
+            libc::mmap(
+                hint as *mut libc::c_void,
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANON | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if got == libc::MAP_FAILED {
+            return None;
+        }
+        if got as u64 == hint {
+            return Some(got as usize);
+        }
+        // SAFETY: `got` is the mapping just made, of `size` bytes.
+        unsafe { libc::munmap(got, size) };
+    }
+    None
 }
 
 /// Freed blocks: a FIFO quarantine, then free lists by size class.
@@ -69,19 +206,28 @@ unsafe impl Send for Arena {}
 unsafe impl Sync for Arena {}
 
 impl Arena {
-    /// Reserves `size` bytes (rounded to pages; the OS commits them lazily).
+    /// Reserves `size` bytes (rounded to pages; the OS commits them lazily),
+    /// inside [`KERNEL_WINDOW`] when a slot is free, else on the heap.
     pub fn new(size: usize) -> Arena {
         let size = size.max(1 << 20).next_multiple_of(4096);
-        let layout = Layout::from_size_align(size, 4096).expect("arena size fits a layout");
-        // SAFETY: the layout has a non-zero size.
-        let ptr = unsafe { alloc::alloc_zeroed(layout) };
-        if ptr.is_null() {
-            alloc::handle_alloc_error(layout);
-        }
+        #[cfg(unix)]
+        let mapped = map_in_window(size.next_multiple_of(WINDOW_SLOT as usize))
+            .map(|base| (base, Backing::Window));
+        #[cfg(not(unix))]
+        let mapped = None;
+        let (base, backing) = mapped.unwrap_or_else(|| {
+            let layout = Layout::from_size_align(size, 4096).expect("arena size fits a layout");
+            // SAFETY: the layout has a non-zero size.
+            let ptr = unsafe { alloc::alloc_zeroed(layout) };
+            if ptr.is_null() {
+                alloc::handle_alloc_error(layout);
+            }
+            (ptr as usize, Backing::Heap(layout))
+        });
         Arena {
-            base: ptr as usize,
+            base,
             size,
-            layout,
+            backing,
             // Start one page in so no object sits at the region's first byte.
             next: AtomicUsize::new(4096),
             live: Mutex::new(HashMap::new()),
@@ -92,6 +238,13 @@ impl Arena {
     /// The region's address range.
     pub fn range(&self) -> Range<u64> {
         self.base as u64..(self.base + self.size) as u64
+    }
+
+    /// Whether the region lies in [`KERNEL_WINDOW`] (so
+    /// [`find_tagged_addresses`] sees its addresses from any process).
+    pub fn in_window(&self) -> bool {
+        let r = self.range();
+        in_kernel_window(r.start) && in_kernel_window(r.end - 1)
     }
 
     /// Allocates `size` bytes aligned to `align` (a power of two), filled with
@@ -191,8 +344,16 @@ impl Arena {
 
 impl Drop for Arena {
     fn drop(&mut self) {
-        // SAFETY: `base` came from `alloc_zeroed` with this layout.
-        unsafe { alloc::dealloc(self.base as *mut u8, self.layout) };
+        match self.backing {
+            #[cfg(unix)]
+            Backing::Window => {
+                let len = self.size.next_multiple_of(WINDOW_SLOT as usize);
+                // SAFETY: `base` is the mapping `map_in_window` made of `len` bytes.
+                unsafe { libc::munmap(self.base as *mut libc::c_void, len) };
+            }
+            // SAFETY: `base` came from `alloc_zeroed` with this layout.
+            Backing::Heap(layout) => unsafe { alloc::dealloc(self.base as *mut u8, layout) },
+        }
     }
 }
 
@@ -225,6 +386,43 @@ mod tests {
         }
         assert!(seen_again, "reused after the quarantine");
         assert_eq!(a.outstanding(Owner::Kext), (0, 0));
+    }
+
+    #[test]
+    fn arenas_live_in_the_tagged_window_and_scans_find_every_form() {
+        let a = Arena::new(1 << 20);
+        let b = Arena::new(300 << 20);
+        assert!(
+            a.in_window() && b.in_window(),
+            "{:x?} {:x?}",
+            a.range(),
+            b.range()
+        );
+        assert!(a.range().end <= b.range().start || b.range().end <= a.range().start);
+        let x = a.alloc(64, 16, false, Owner::Kernel, "t").unwrap() as u64;
+        assert!(in_kernel_window(x));
+        let mut out = b"id 0x1234 ts 123456789012 ".to_vec();
+        let clean = out.len();
+        assert!(find_tagged_addresses(&out).is_empty(), "no false positive");
+        out.extend_from_slice(&x.to_le_bytes());
+        out.extend_from_slice(format!(" {x:#x} {x:X} {x} vnode={x:016x}").as_bytes());
+        let found = find_tagged_addresses(&out);
+        let forms: Vec<LeakForm> = found.iter().map(|l| l.form).collect();
+        assert_eq!(
+            forms,
+            [
+                LeakForm::Binary,
+                LeakForm::Hex,
+                LeakForm::Hex,
+                LeakForm::Decimal,
+                LeakForm::Hex
+            ]
+        );
+        assert_eq!(found[0].offset, clean);
+        assert!(found.iter().all(|l| l.value == x));
+        // A heap address is not in the window.
+        let heap = Box::new(0u64);
+        assert!(!in_kernel_window(&raw const *heap as u64));
     }
 
     #[test]
