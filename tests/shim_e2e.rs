@@ -298,7 +298,7 @@ fn hfs_and_apfs_vectors_are_patched_once_each() {
         p.munmap(a).expect("unmap");
         p.close(fd).expect("close");
     }
-    let st = shim_support::stats(&sim, maptrace_sim::Cred::User(501));
+    let st = shim_support::stats(&sim, maptrace_sim::Cred::Root);
     assert_eq!(st.vectors_patched, 2, "one vector per filesystem");
     let recs = drain(&sim, &mut dec);
     let patched = recs
@@ -347,7 +347,7 @@ fn batches_carry_no_kernel_address() {
         assert_eq!(sim.find_kernel_addresses(&buf[..n]), Vec::<usize>::new());
     }
     assert!(total > 20 * 64, "{total} bytes read");
-    let st = shim_support::stats(&sim, maptrace_sim::Cred::User(501));
+    let st = shim_support::stats(&sim, maptrace_sim::Cred::Root);
     assert_eq!(st.errors, 0);
     sim.unload_kext().expect("unload");
 }

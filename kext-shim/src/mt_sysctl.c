@@ -1,9 +1,11 @@
 /*
  * mt_sysctl.c - kern.maptrace.{abi,stats,config,events} (DESIGN.md section 4).
  *
- * Role: the userspace contract. Reads of events and config and every write
- * are root only, checked in the handler with proc_suser(req->p) (the
- * CTLFLAG_ANYBODY rule covers writes only). events drains one batch:
+ * Role: the userspace contract. Every read and every write of every leaf
+ * is root only, checked first in each handler with proc_suser(req->p)
+ * (CTLFLAG_ANYBODY covers writes only, so reads need the handler's check):
+ * even the counters are a side channel on other users' file activity.
+ * events drains one batch:
  * assembled into the staging buffer under the reader mutex, copied out
  * with SYSCTL_OUT (no spinlock held), then committed, or aborted when the
  * copy failed so nothing is lost. The OIDs are writable and filled in code
@@ -24,8 +26,18 @@ static struct sysctl_oid mt_oid_events;
 #pragma mark - handlers
 
 /**
- * kern.maptrace.abi: the uint32_t MT_ABI_VERSION. Open to everyone.
- * @return 0, EPERM for a write, or SYSCTL_OUT's error.
+ * The credential check every handler makes first, before any size query.
+ * @return 0 for root, EPERM for anyone else.
+ * Context: thread context of sysctl(2).
+ */
+static int mt_sysctl_require_root(struct sysctl_req *req)
+{
+    return proc_suser(req->p) != 0 ? EPERM : 0;
+}
+
+/**
+ * kern.maptrace.abi: the uint32_t MT_ABI_VERSION (root only).
+ * @return 0, EPERM (not root, or a write), or SYSCTL_OUT's error.
  * Context: thread context of sysctl(2); may block in copyout.
  */
 static int mt_sysctl_abi SYSCTL_HANDLER_ARGS
@@ -33,7 +45,7 @@ static int mt_sysctl_abi SYSCTL_HANDLER_ARGS
     (void)oidp;
     (void)arg1;
     (void)arg2;
-    if (req->newptr != 0) {
+    if (mt_sysctl_require_root(req) != 0 || req->newptr != 0) {
         return EPERM;
     }
     uint32_t v = MT_ABI_VERSION;
@@ -41,9 +53,9 @@ static int mt_sysctl_abi SYSCTL_HANDLER_ARGS
 }
 
 /**
- * kern.maptrace.stats: the core's stats with the shim's counters.
- * Open to everyone (counters only, no kernel addresses).
- * @return 0, EPERM for a write, ENOMEM, or SYSCTL_OUT's error.
+ * kern.maptrace.stats: the core's stats with the shim's counters (root
+ * only: the counters reveal other users' file activity).
+ * @return 0, EPERM (not root, or a write), ENOMEM, or SYSCTL_OUT's error.
  * Context: thread context; takes the reader mutex; may block in copyout.
  */
 static int mt_sysctl_stats SYSCTL_HANDLER_ARGS
@@ -51,7 +63,7 @@ static int mt_sysctl_stats SYSCTL_HANDLER_ARGS
     (void)oidp;
     (void)arg1;
     (void)arg2;
-    if (req->newptr != 0) {
+    if (mt_sysctl_require_root(req) != 0 || req->newptr != 0) {
         return EPERM;
     }
     if (req->oldptr == 0) {
@@ -83,7 +95,7 @@ static int mt_sysctl_config SYSCTL_HANDLER_ARGS
     (void)oidp;
     (void)arg1;
     (void)arg2;
-    if (proc_suser(req->p) != 0) {
+    if (mt_sysctl_require_root(req) != 0) {
         return EPERM;
     }
     struct mt_config cur;
@@ -117,10 +129,7 @@ static int mt_sysctl_events SYSCTL_HANDLER_ARGS
     (void)oidp;
     (void)arg1;
     (void)arg2;
-    if (proc_suser(req->p) != 0) {
-        return EPERM;
-    }
-    if (req->newptr != 0) {
+    if (mt_sysctl_require_root(req) != 0 || req->newptr != 0) {
         return EPERM;
     }
     if (req->oldptr == 0) {
