@@ -29,7 +29,10 @@ pub enum SourceError {
         name: String,
     },
     /// The read or write needs root.
-    #[error("not root: {name} can only be {what} by root; run `sudo maptrace ...`")]
+    #[error(
+        "not root: {name} can only be {what} by root, like every kern.maptrace sysctl; \
+         run maptrace as root (`sudo maptrace ...`)"
+    )]
     NotRoot {
         /// The sysctl.
         name: String,

@@ -371,6 +371,17 @@ mod tests {
         let e = s.next_batch(&mut Vec::new()).unwrap_err();
         assert!(e.to_string().contains("sudo"), "{e}");
         assert!(matches!(e, SourceError::NotRoot { what: "read", .. }));
+        // Every leaf is root only: the ABI check at open already says so.
+        let f = Fake {
+            abi: Some(Err(SysErr::Perm)),
+            ..Fake::default()
+        };
+        let e = SysctlSource::open(f, "sysctl").unwrap_err();
+        assert!(
+            matches!(&e, SourceError::NotRoot { name, what: "read" } if name == ABI),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("run maptrace as root"), "{e}");
     }
 
     #[test]
@@ -381,10 +392,26 @@ mod tests {
         };
         let e = SysctlSource::open(f, "sysctl").unwrap_err();
         let msg = e.to_string();
+        // What was found, what was expected, and what to do.
         assert!(
-            msg.contains("ABI 2.3") && msg.contains("reads 1.x"),
+            msg.contains("ABI mismatch")
+                && msg.contains("ABI 2.3")
+                && msg.contains("reads 1.x")
+                && msg.contains("use the maptrace binary built with that kext"),
             "{msg}"
         );
+        // Older and much newer major versions are refused too.
+        for abi in [0x0001, 0x0000, 0xff01] {
+            let f = Fake {
+                abi: Some(Ok(abi)),
+                ..Fake::default()
+            };
+            let e = SysctlSource::open(f, "sysctl").unwrap_err();
+            assert!(
+                matches!(e, SourceError::AbiMismatch { kext, .. } if kext == abi),
+                "{abi:#x}: {e:?}"
+            );
+        }
         // A newer minor version of the same major is readable.
         let f = Fake {
             abi: Some(Ok(raw::MT_ABI_VERSION + 5)),

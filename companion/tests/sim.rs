@@ -10,7 +10,7 @@ use assert_cmd::Command;
 use maptrace::pipeline::{Item, Pipeline};
 use maptrace::sim::{SimSource, SimSysctl, Workload};
 use maptrace::source::{Next, Source, SourceError};
-use maptrace::sysctl::SysctlSource;
+use maptrace::sysctl::{self, SysErr, Sysctl, SysctlSource};
 use maptrace_abi::{EventKind, raw};
 use maptrace_sim::{Cred, TraceOp};
 use predicates::prelude::*;
@@ -265,12 +265,26 @@ fn config_changes_apply_and_bad_writes_are_refused() {
 fn a_user_who_is_not_root_is_told_so() {
     let src = SimSource::open(Workload::Idle).unwrap();
     let api = SimSysctl::new(Arc::clone(src.sim()), Cred::User(501));
-    let mut user = SysctlSource::open(api, "sim as uid 501").unwrap();
-    let e = user.next_batch(&mut Vec::new()).unwrap_err();
-    assert!(matches!(e, SourceError::NotRoot { .. }), "{e:?}");
-    assert!(e.to_string().contains("sudo"));
-    let e = user.config().unwrap_err();
-    assert!(matches!(e, SourceError::NotRoot { .. }), "{e:?}");
+    // The ABI check at open is already a read: refused, and said so.
+    let e = SysctlSource::open(api, "sim as uid 501").unwrap_err();
+    assert!(
+        matches!(e, SourceError::NotRoot { ref name, what: "read" } if name == "kern.maptrace.abi"),
+        "{e:?}"
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.contains("not root") && msg.contains("run maptrace as root") && msg.contains("sudo"),
+        "{msg}"
+    );
+    // Every other leaf refuses the user too, reads and writes alike.
+    let mut user = SimSysctl::new(Arc::clone(src.sim()), Cred::User(501));
+    for name in [sysctl::STATS, sysctl::CONFIG, sysctl::EVENTS] {
+        assert_eq!(user.read(name, None), Err(SysErr::Perm), "{name}");
+        assert_eq!(user.write(name, &[0; 32]), Err(SysErr::Perm), "{name}");
+    }
+    // Root is not affected.
+    let root = SimSysctl::new(Arc::clone(src.sim()), Cred::Root);
+    assert!(SysctlSource::open(root, "sim as root").is_ok());
 }
 
 #[test]
