@@ -379,6 +379,14 @@ impl Decoder {
         self.generation
     }
 
+    /// Records `shard` dropped so far, per its segment headers and records
+    /// (cumulative, history included).
+    pub fn shard_dropped(&self, shard: u16) -> u64 {
+        self.shards
+            .get(usize::from(shard))
+            .map_or(0, |s| s.reported.max(s.attributed))
+    }
+
     /// Loss figures so far.
     pub fn losses(&self) -> Losses {
         let dropped = self
