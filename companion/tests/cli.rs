@@ -573,7 +573,42 @@ fn bad_files_are_refused_with_clear_messages() {
         .arg(&abi)
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("ABI 2."));
+        .stderr(predicate::str::contains("recorded from a kext with ABI 2."))
+        .stderr(predicate::str::contains("this maptrace reads 1.x"))
+        .stderr(predicate::str::contains(
+            "use the maptrace that matches that kext",
+        ));
+}
+
+#[test]
+fn a_batch_of_another_abi_inside_a_recording_is_refused_and_named() {
+    let dir = TempDir::new().unwrap();
+    let mut batches = lifecycle_batches();
+    assert!(batches.len() >= 3);
+    // mt_batch_header.abi_version (u16 after the magic): major 2, minor 1.
+    batches[1][4..6].copy_from_slice(&0x0201u16.to_le_bytes());
+    let f = fixture(&dir, "mixed.mtr", &batches);
+    let (lines, code) = run_json(&["stream", "--json"], &f);
+    assert_eq!(code, 4, "corrupt part");
+    let refused: Vec<&Value> = lines.iter().filter(|l| l["type"] == "corrupt").collect();
+    assert_eq!(refused.len(), 1, "{lines:?}");
+    let msg = refused[0]["message"].as_str().unwrap();
+    for want in [
+        "batch 2",
+        "ABI 2.1",
+        "this maptrace reads 1.x",
+        "use the maptrace built with that kext",
+    ] {
+        assert!(msg.contains(want), "{want}: {msg}");
+    }
+    // The batches of the right ABI are still read.
+    assert!(lines.iter().any(|l| l["type"] == "event"), "{lines:?}");
+    maptrace()
+        .arg("stream")
+        .arg(&f)
+        .assert()
+        .code(4)
+        .stdout(predicate::str::contains("!! CORRUPT: batch 2: ABI mismatch"));
 }
 
 #[test]
