@@ -88,8 +88,7 @@ pub enum Loss {
         shard: u16,
         /// Records dropped.
         count: u64,
-        /// Drops happened before this position (`None`: after the shard's
-        /// last record read, reported at the end of the stream).
+        /// Drops happened before this position (`None`: after the last record read).
         before_pos: Option<u64>,
     },
     /// Positions jumped: another reader took batches, or they were lost.
@@ -167,18 +166,6 @@ pub struct Pipeline {
     runs: Vec<Vec<Record>>,
     /// Index into `runs` of each shard's run in the current batch.
     shard_run: Vec<Option<usize>>,
-    /// Drops reported so far per shard (loss items emitted).
-    placed: Vec<u64>,
-}
-
-/// The kext's own drop counters (`kern.maptrace.stats`), read after the
-/// last batch: drops after a shard's last record read reach no batch.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct KextDrops {
-    /// The load they belong to.
-    pub generation: u64,
-    /// Cumulative drops, by shard.
-    pub per_shard: Vec<u64>,
 }
 
 impl Pipeline {
@@ -241,15 +228,13 @@ impl Pipeline {
                         run.push(rec);
                     }
                 }
-                // Positions that went back lost nothing: that is corruption
-                // (or a replayed batch), reported below.
                 Err(DecodeError::PositionGap {
                     shard,
                     expected,
                     found,
-                }) if found > expected => {
-                    let slots = found - expected;
-                    self.totals.gap_slots = self.totals.gap_slots.saturating_add(slots);
+                }) => {
+                    let slots = found.wrapping_sub(expected);
+                    self.totals.gap_slots += slots;
                     out.push(Item::Loss(Loss::Gap { shard, slots }));
                 }
                 Err(e) => {
@@ -278,59 +263,26 @@ impl Pipeline {
         h.flags & maptrace_abi::raw::MT_BF_TRUNCATED != 0
     }
 
-    /// Reports, per shard, the drops the batches' headers counted after the
-    /// shard's last record read; call once at the end of a stream.
+    /// Reports drops the kext counted after the last record read; call once
+    /// at the end of a stream.
     pub fn finish(&mut self, out: &mut Vec<Item>) {
-        self.finish_with(None, out);
-    }
-
-    /// As [`Pipeline::finish`], also reporting drops only the kext's
-    /// counters know (after the last batch read) when they are of the load
-    /// being decoded.
-    pub fn finish_with(&mut self, kext: Option<&KextDrops>, out: &mut Vec<Item>) {
-        let kext = kext.filter(|k| self.decoder.generation() == Some(k.generation));
-        let shards = self
-            .placed
-            .len()
-            .max(kext.map_or(0, |k| k.per_shard.len()))
-            .min(maptrace_abi::raw::MT_MAX_SHARDS as usize);
-        for i in 0..shards {
-            let Ok(shard) = u16::try_from(i) else { break };
-            let counted = kext
-                .and_then(|k| k.per_shard.get(i).copied())
-                .unwrap_or(0)
-                .max(self.decoder.shard_dropped(shard));
-            let placed = self.placed.get(i).copied().unwrap_or(0);
-            if counted > placed {
-                self.place_loss(shard, counted - placed, None, out);
-            }
+        let l = self.decoder.losses();
+        if l.unattributed > 0 {
+            self.totals.dropped += l.unattributed;
+            out.push(Item::Loss(Loss::Dropped {
+                shard: u16::MAX,
+                count: l.unattributed,
+                before_pos: None,
+            }));
         }
         self.totals.unpaired_calls += self.pending.len() as u64;
         self.pending.clear();
     }
 
-    fn place_loss(&mut self, shard: u16, count: u64, before_pos: Option<u64>, out: &mut Vec<Item>) {
-        let i = usize::from(shard);
-        if self.placed.len() <= i {
-            self.placed.resize(i + 1, 0);
-        }
-        if let Some(p) = self.placed.get_mut(i) {
-            *p += count;
-        }
-        self.totals.dropped += count;
-        out.push(Item::Loss(Loss::Dropped {
-            shard,
-            count,
-            before_pos,
-        }));
-    }
-
     fn push_record(&mut self, rec: Record, out: &mut Vec<Item>) {
         if rec.lost_before > 0 {
-            self.place_loss(rec.shard, rec.lost_before, Some(rec.pos), out);
-        }
-        {
-            {
+            self.totals.dropped += rec.lost_before;
+            out.push(Item::Loss(Loss::Dropped {
                 shard: rec.shard,
                 count: rec.lost_before,
                 before_pos: Some(rec.pos),
