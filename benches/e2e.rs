@@ -1,0 +1,385 @@
+//! End-to-end benchmarks: the real C shim and the real core on the simulated
+//! XNU. The machine is shared and noisy, so every figure has a baseline
+//! measured in the same run and BENCHMARKS.md reports the ratio:
+//!
+//! * `dispatch/*` — one VNOP through the vnode's vector (`DirectVnode`):
+//!   `unhooked` before the kext loads, `hooked` through the shim's trampoline
+//!   with the kext loaded and recording. Baseline: `dispatch/timestamp`, one
+//!   `mach_absolute_time` + `absolutetime_to_nanoseconds` as the shim calls
+//!   them (the hook takes two).
+//! * `throughput/*` — producer threads dispatching VNOP_PAGEIN through the
+//!   trampolines while one reader drains `kern.maptrace.events` into the abi
+//!   `Decoder`, lossless (asserted). Baseline: `throughput/core`, the same
+//!   threads calling `Engine::record` and a reader doing
+//!   `drain_prepare`/`drain_commit` + decode, without shim or simulator.
+//! * `workload/*` — a scenario (the demo, and a larger generated one) run
+//!   without and with the kext loaded.
+//!
+//! Run: `cargo bench --bench e2e`.
+
+use std::hint::black_box;
+use std::ops::Range;
+use std::sync::Barrier;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use maptrace_abi::EventKind;
+use maptrace_abi::decode::{DecodeError, Decoder, Record};
+use maptrace_abi::raw;
+use maptrace_sim::{Config, Cred, DEMO, DirectVnode, GenParams, Proc, Scenario, Sim, prot};
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "../tests/shim_support/mod.rs"]
+mod shim_support;
+
+use shim_support::{Tunables, raw_name};
+
+unsafe extern "C" {
+    // The simulator's clock KPIs, the ones the shim's mt_now_ns calls
+    // (callable from any thread while a kernel is booted).
+    safe fn mach_absolute_time() -> u64;
+    fn absolutetime_to_nanoseconds(abs: u64, result: *mut u64);
+}
+
+const PAGE: usize = 4096;
+/// Dispatches per timed chunk; the ring is drained (untimed) between chunks.
+const CHUNK: u64 = 2048;
+/// Slots per shard for every load here: a chunk (even of MMAP + PATH
+/// records) never fills a shard.
+const SLOTS: u32 = 1 << 14;
+/// Events producers may be ahead of the reader: below one shard's slots, so
+/// the throughput runs cannot drop even when every producer hits one shard.
+const MAX_AHEAD: u64 = SLOTS as u64 / 2;
+/// Events a producer dispatches between two looks at the reader's progress.
+const BURST: u64 = 256;
+
+fn tunables() -> Tunables {
+    Tunables {
+        nshards: 4,
+        slots: SLOTS,
+        kauth: true,
+        ..Tunables::default()
+    }
+}
+
+/// A quiet simulator: no ground-truth trace kept, so long runs stay bounded.
+fn boot() -> Sim {
+    shim_support::boot_fs(Config {
+        trace_capacity: 0,
+        ..Config::default()
+    })
+}
+
+/// One sysctl read of `kern.maptrace.events` into `buf`; its length.
+fn read_events(sim: &Sim, buf: &mut [u8]) -> usize {
+    sim.sysctl_read(raw_name(raw::MT_SYSCTL_EVENTS), Some(buf), Cred::Root)
+        .expect("events read")
+}
+
+/// Decodes one batch, counting PAGEIN records; a bad record is a failure.
+fn count_pageins(dec: &mut Decoder, out: &mut Vec<Result<Record, DecodeError>>, b: &[u8]) -> u64 {
+    out.clear();
+    dec.decode_into(b, out).expect("a valid batch");
+    out.iter()
+        .map(|r| r.as_ref().expect("a valid record"))
+        .filter(|r| r.kind == EventKind::Pagein)
+        .count() as u64
+}
+
+/// Drains the shim's ring completely; returns the records read.
+fn drain_shim(sim: &Sim, buf: &mut [u8]) -> u64 {
+    let mut total = 0;
+    loop {
+        let n = read_events(sim, buf);
+        if n == 0 {
+            return total;
+        }
+        total += n as u64;
+    }
+}
+
+/// Asserts the loaded shim dropped nothing and recorded at least `min` hooks.
+fn assert_lossless(sim: &Sim, min_hooks: u64) {
+    let s = shim_support::stats(sim, Cred::Root);
+    assert_eq!(s.dropped(), 0, "the benchmark must not drop events");
+    assert_eq!(s.errors, 0, "no fail-open path taken");
+    assert!(s.hook_calls >= min_hooks, "{} hooks", s.hook_calls);
+}
+
+/// Times `iters` calls of `f` as `p`'s thread in chunks, running `between`
+/// untimed after each chunk.
+fn timed_chunks(p: &Proc, iters: u64, f: impl Fn(u64), mut between: impl FnMut()) -> Duration {
+    p.run_as(|| {
+        let mut total = Duration::ZERO;
+        let mut done = 0;
+        while done < iters {
+            let n = CHUNK.min(iters - done);
+            let t0 = Instant::now();
+            for i in done..done + n {
+                f(i);
+            }
+            total += t0.elapsed();
+            done += n;
+            between();
+        }
+        total
+    })
+}
+
+fn pagein(vn: &DirectVnode, i: u64) {
+    // Clusters of 4 pages spread over the first 64 pages of the file.
+    let off = (i % 16 * 4 * PAGE as u64) as i64;
+    let err = vn.pagein(black_box(off), 4 * PAGE);
+    assert_eq!(err, 0, "pagein failed");
+}
+
+fn mmap(vn: &DirectVnode) {
+    assert_eq!(vn.mmap(black_box(prot::READ)), 0, "mmap failed");
+}
+
+fn bench_dispatch(c: &mut Criterion) {
+    let mut g = c.benchmark_group("dispatch");
+    g.throughput(Throughput::Elements(1));
+    let sim = boot();
+    let p = sim.spawn("bench", 501);
+    // Looked up before the load, so the shim's sweep hooks its vector.
+    let vn = p.direct_vnode("/data/a.bin").expect("vnode");
+
+    g.bench_function("timestamp", |b| {
+        b.iter(|| {
+            let mut ns = 0u64;
+            let abs = mach_absolute_time();
+            // SAFETY: a simulator KPI (a kernel is booted); `ns` is a valid
+            // out-pointer.
+            unsafe { absolutetime_to_nanoseconds(abs, &raw mut ns) };
+            black_box(ns)
+        });
+    });
+    g.bench_function("pagein/unhooked", |b| {
+        b.iter_custom(|iters| timed_chunks(&p, iters, |i| pagein(&vn, i), || {}));
+    });
+    g.bench_function("mmap/unhooked", |b| {
+        b.iter_custom(|iters| timed_chunks(&p, iters, |_| mmap(&vn), || {}));
+    });
+
+    shim_support::load(&sim, tunables()).expect("the shim loads");
+    let mut buf = shim_support::events_buffer(&sim);
+    let hooks_before = shim_support::stats(&sim, Cred::Root).hook_calls;
+    g.bench_function("pagein/hooked", |b| {
+        b.iter_custom(|iters| {
+            timed_chunks(
+                &p,
+                iters,
+                |i| pagein(&vn, i),
+                || {
+                    drain_shim(&sim, &mut buf);
+                },
+            )
+        });
+    });
+    g.bench_function("mmap/hooked", |b| {
+        b.iter_custom(|iters| {
+            timed_chunks(
+                &p,
+                iters,
+                |_| mmap(&vn),
+                || {
+                    drain_shim(&sim, &mut buf);
+                },
+            )
+        });
+    });
+    g.finish();
+    // The hooked runs really went through the trampolines and lost nothing.
+    assert_lossless(&sim, hooks_before + 2);
+    sim.unload_kext().expect("the shim unloads");
+}
+
+/// Runs `producers` threads producing `iters` events in all, in bursts
+/// (`produce(t, range)` makes one event per index), never more than MAX_AHEAD
+/// events ahead of the reader, which calls `read()` (the pageins it consumed,
+/// 0 when empty) until it has seen all of them. Returns the time from start
+/// to the last event read.
+fn pipeline(
+    producers: u32,
+    iters: u64,
+    produce: impl Fn(u32, Range<u64>) + Sync,
+    mut read: impl FnMut() -> u64,
+) -> Duration {
+    let produced = AtomicU64::new(0);
+    let consumed = AtomicU64::new(0);
+    let start = Barrier::new(producers as usize + 1);
+    let per = iters.div_ceil(u64::from(producers));
+    std::thread::scope(|s| {
+        for t in 0..producers {
+            let (produced, consumed, start, produce) = (&produced, &consumed, &start, &produce);
+            let mine = per.min(iters.saturating_sub(per * u64::from(t)));
+            s.spawn(move || {
+                start.wait();
+                let mut done = 0;
+                while done < mine {
+                    // Lossless by construction: wait for the reader rather
+                    // than overrun a shard.
+                    while produced.load(Ordering::Relaxed)
+                        >= consumed.load(Ordering::Acquire) + MAX_AHEAD
+                    {
+                        std::hint::spin_loop();
+                        std::thread::yield_now();
+                    }
+                    let n = BURST.min(mine - done);
+                    produce(t, done..done + n);
+                    produced.fetch_add(n, Ordering::Relaxed);
+                    done += n;
+                }
+            });
+        }
+        start.wait();
+        let t0 = Instant::now();
+        let mut seen = 0;
+        while seen < iters {
+            let n = read();
+            if n == 0 {
+                std::thread::yield_now();
+            }
+            seen += n;
+            consumed.store(seen, Ordering::Release);
+        }
+        assert_eq!(seen, iters, "every event read exactly once");
+        t0.elapsed()
+    })
+}
+
+fn bench_throughput(c: &mut Criterion) {
+    let mut g = c.benchmark_group("throughput");
+    g.throughput(Throughput::Elements(1));
+    let threads = 2;
+
+    // Baseline: the core alone, as the shim drives it.
+    let mut mem = common::Mem::new(4, SLOTS);
+    let engine = mem.engine(4, SLOTS);
+    let mut core_buf = vec![0u8; engine.drain_capacity()];
+    let mut dec = Decoder::new();
+    let mut out = Vec::new();
+    g.bench_function("core", |b| {
+        b.iter_custom(|iters| {
+            pipeline(
+                threads,
+                iters,
+                |t, range| {
+                    for i in range {
+                        let ev = common::pagein(501 + t, u64::from(t) + 1, i);
+                        black_box(engine.record(t, &ev));
+                    }
+                },
+                || {
+                    let n = engine.drain_prepare(&mut core_buf, 0).expect("drain");
+                    engine.drain_commit();
+                    if n == 0 {
+                        0
+                    } else {
+                        count_pageins(&mut dec, &mut out, &core_buf[..n])
+                    }
+                },
+            )
+        });
+    });
+    let lost: u64 = (0..4).map(|s| engine.ring().counters(s).dropped).sum();
+    assert_eq!(lost, 0, "the core baseline must not drop events");
+
+    // The shim on the simulator: trampolines + sysctl reader.
+    let sim = boot();
+    let procs: Vec<Proc> = (0..threads)
+        .map(|t| sim.spawn(&format!("producer{t}"), 501))
+        .collect();
+    let vnodes: Vec<DirectVnode> = procs
+        .iter()
+        .map(|p| p.direct_vnode("/data/a.bin").expect("vnode"))
+        .collect();
+    shim_support::load(&sim, tunables()).expect("the shim loads");
+    let mut buf = shim_support::events_buffer(&sim);
+    drain_shim(&sim, &mut buf);
+    g.bench_function("shim", |b| {
+        b.iter_custom(|iters| {
+            pipeline(
+                threads,
+                iters,
+                |t, range| {
+                    let vn = &vnodes[t as usize];
+                    // One thread identity per burst, as in a process's run.
+                    procs[t as usize].run_as(|| range.for_each(|i| pagein(vn, i)));
+                },
+                || {
+                    let n = read_events(&sim, &mut buf);
+                    if n == 0 {
+                        0
+                    } else {
+                        count_pageins(&mut dec, &mut out, &buf[..n])
+                    }
+                },
+            )
+        });
+    });
+    g.finish();
+    assert_lossless(&sim, 1);
+    sim.unload_kext().expect("the shim unloads");
+}
+
+/// Boots, optionally loads the shim, and times one run of `sc`.
+fn run_scenario(sc: &Scenario, loaded: bool) -> Duration {
+    let sim = Sim::boot(Config {
+        trace_capacity: 0,
+        ..Config::default()
+    });
+    if loaded {
+        shim_support::load(&sim, tunables()).expect("the shim loads");
+    }
+    let t0 = Instant::now();
+    let report = sc.run(&sim).expect("the scenario runs");
+    let took = t0.elapsed();
+    black_box(report);
+    if loaded {
+        let mut buf = shim_support::events_buffer(&sim);
+        assert!(drain_shim(&sim, &mut buf) > 0, "the kext recorded the run");
+        assert_lossless(&sim, 1);
+        sim.unload_kext().expect("the shim unloads");
+    }
+    took
+}
+
+fn bench_workload(c: &mut Criterion) {
+    let mut g = c.benchmark_group("workload");
+    let demo = Scenario::parse(DEMO).expect("the demo parses");
+    let generated = maptrace_sim::scenario::generate(
+        8,
+        &GenParams {
+            procs: 4,
+            files: 8,
+            ops_per_proc: 200,
+            ..GenParams::default()
+        },
+    );
+    for (name, sc) in [("demo", &demo), ("generated", &generated)] {
+        for (state, loaded) in [("unloaded", false), ("loaded", true)] {
+            g.bench_function(format!("{name}/{state}"), |b| {
+                b.iter_custom(|iters| (0..iters).map(|_| run_scenario(sc, loaded)).sum());
+            });
+        }
+    }
+    g.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(20)
+}
+
+criterion_group! {
+    name = e2e;
+    config = config();
+    targets = bench_dispatch, bench_throughput, bench_workload
+}
+criterion_main!(e2e);
