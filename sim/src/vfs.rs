@@ -957,6 +957,10 @@ fn arg_vnode(args: *mut c_void) -> usize {
 }
 
 fn trace_vnop(k: &Kernel, vp: &Vnode, op: TraceOp, offset: i64, size: u64, prot: i32) {
+    if k.config.trace_capacity == 0 {
+        // Nothing is kept: skip the path copy and the trace lock.
+        return;
+    }
     let id = k.identity();
     k.trace(TraceEvent {
         seq: 0,

@@ -110,3 +110,24 @@ fn dispatch_goes_through_the_vector_entry_as_it_is_now() {
         1
     );
 }
+
+#[test]
+fn without_a_trace_the_operations_still_run() {
+    let sim = Sim::boot(Config {
+        trace_capacity: 0,
+        ..Config::default()
+    });
+    sim.mount("hfs", "/Volumes/Data").unwrap();
+    sim.add_file(DB, 16 * PS).unwrap();
+    let p = sim.spawn("direct", 501);
+    let vn = p.direct_vnode(DB).unwrap();
+    assert_eq!(vn.pagein(0, 4 * PS as usize), 0);
+    assert_eq!(vn.pagein(16 * PS as i64, PS as usize), errno::EFAULT);
+    assert!(sim.trace().is_empty(), "nothing kept");
+    let fd = p.open(DB).unwrap();
+    let a = p
+        .mmap(fd, 16 * PS, prot::READ, map_flags::SHARED, 0)
+        .unwrap();
+    let t = p.touch(a, 4 * PS).unwrap();
+    assert_eq!((t.hits, t.pageins), (4, 0), "the pagein filled the cache");
+}
