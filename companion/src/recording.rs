@@ -192,6 +192,27 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(got)
 }
 
+/// Bytes a frame's buffer grows by at a time.
+pub const READ_STEP: usize = 64 << 10;
+
+/// Reads up to `len` bytes into `buf[..len]`, growing `buf` only as the
+/// bytes arrive: a corrupt length in a short file costs no huge allocation.
+fn read_growing(r: &mut impl Read, buf: &mut Vec<u8>, len: usize) -> io::Result<usize> {
+    let mut got = 0;
+    while got < len {
+        let end = got + (len - got).min(READ_STEP);
+        if buf.len() < end {
+            buf.resize(end, 0);
+        }
+        let n = read_full(r, &mut buf[got..end])?;
+        got += n;
+        if got < end {
+            break;
+        }
+    }
+    Ok(got)
+}
+
 /// Reads a recording: validates the header, then yields its batches.
 #[derive(Debug)]
 pub struct Reader<R: Read> {
@@ -314,14 +335,10 @@ impl<R: Read> Reader<R> {
             });
         }
         let len = len as usize;
-        if buf.len() < len {
-            buf.resize(len, 0);
-        }
-        let got =
-            read_full(&mut self.input, &mut buf[..len]).map_err(|err| RecordingError::Io {
-                path: self.path.clone(),
-                err,
-            })?;
+        let got = read_growing(&mut self.input, buf, len).map_err(|err| RecordingError::Io {
+            path: self.path.clone(),
+            err,
+        })?;
         if got < len {
             return Err(self.truncated(index, (len - got) as u64, 4 + got as u64));
         }
@@ -469,6 +486,30 @@ mod tests {
         let mut r = Reader::new(bytes.as_slice(), "t").unwrap();
         let e = r.next_frame(&mut Vec::new()).unwrap_err();
         assert!(matches!(e, RecordingError::Corrupt { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn a_huge_declared_frame_in_a_short_file_allocates_what_is_there() {
+        // Found by fuzzing: the reader sized the buffer from the length
+        // before reading, so 1 KiB of file cost 1 GiB of memory.
+        let mut bytes = recording(&[]);
+        bytes.extend_from_slice(&MAX_FRAME.to_le_bytes());
+        bytes.extend_from_slice(&[7; 1000]);
+        let mut r = Reader::new(bytes.as_slice(), "t").unwrap();
+        let mut buf = Vec::new();
+        let e = r.next_frame(&mut buf).unwrap_err();
+        assert!(
+            matches!(e, RecordingError::Truncated { need, .. } if need == u64::from(MAX_FRAME) - 1000),
+            "{e:?}"
+        );
+        assert!(buf.capacity() <= 2 * READ_STEP, "{} bytes", buf.capacity());
+
+        // A frame longer than one step still arrives whole.
+        let big: Vec<u8> = (0..3 * READ_STEP + 5).map(|i| i as u8).collect();
+        let bytes = recording(&[&big]);
+        let mut r = Reader::new(bytes.as_slice(), "t").unwrap();
+        assert_eq!(r.next_frame(&mut buf).unwrap(), Some(big.len()));
+        assert_eq!(&buf[..big.len()], big.as_slice());
     }
 
     #[test]
