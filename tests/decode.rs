@@ -234,3 +234,63 @@ proptest! {
         let _ = drain_all;
     }
 }
+
+/// Found by fuzzing: header positions and drop counts near the top of u64
+/// overflowed `first_pos + nslots`, `pos + 1`, the gap total and the loss sums
+/// (a panic in debug builds, wrong figures in release).
+#[test]
+fn positions_and_drop_counts_at_the_top_of_u64_neither_overflow_nor_count_backwards_jumps() {
+    type S = raw::mt_segment_header;
+    let put = |b: &mut [u8], at: usize, v: u64| b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    let real = batch(2, 2);
+    let (seg0, nslots0) = (
+        64,
+        u32::from_le_bytes(real[72..76].try_into().unwrap()) as usize,
+    );
+    let seg1 = seg0 + 64 + nslots0 * 64;
+    let mut top = real.clone();
+    put(
+        &mut top,
+        seg0 + std::mem::offset_of!(S, first_pos),
+        u64::MAX - 1,
+    );
+    for seg in [seg0, seg1] {
+        put(
+            &mut top,
+            seg + std::mem::offset_of!(S, dropped_cumulative),
+            u64::MAX,
+        );
+    }
+
+    let mut dec = Decoder::new();
+    let (_, items) = dec.decode(&top).unwrap();
+    assert!(
+        items
+            .iter()
+            .any(|i| matches!(i, Err(DecodeError::StampMismatch { .. }))),
+        "moved positions no longer match their stamps: {items:?}"
+    );
+    let l = dec.losses();
+    assert_eq!(l.dropped, u64::MAX, "the two shards' drops saturate");
+    assert!(l.unattributed <= l.dropped);
+
+    // Back to position 0: the positions went back, which loses nothing.
+    let (_, items) = dec.decode(&real).unwrap();
+    let back = items
+        .iter()
+        .find_map(|i| {
+            i.as_ref()
+                .err()
+                .filter(|e| matches!(e, DecodeError::PositionGap { .. }))
+        })
+        .expect("a position gap");
+    assert!(back.to_string().contains("went back"), "{back}");
+    assert_eq!(dec.losses().gap_slots, 0);
+
+    // Two forward jumps of nearly 2^64 slots saturate the gap total.
+    for _ in 0..2 {
+        dec.decode(&top).unwrap();
+        dec.decode(&real).unwrap();
+    }
+    assert_eq!(dec.losses().gap_slots, u64::MAX);
+}

@@ -150,11 +150,20 @@ impl fmt::Display for DecodeError {
                 shard,
                 expected,
                 found,
+            } if found < expected => write!(
+                f,
+                "shard {shard}: positions went back from {expected} to {found} \
+                 (a batch replayed or corrupted)"
+            ),
+            DecodeError::PositionGap {
+                shard,
+                expected,
+                found,
             } => write!(
                 f,
                 "shard {shard}: positions jumped from {expected} to {found} \
                  ({} slots read by someone else or lost)",
-                found.wrapping_sub(*expected)
+                found.saturating_sub(*expected)
             ),
             DecodeError::StampMismatch {
                 shard,
@@ -389,12 +398,16 @@ impl Decoder {
 
     /// Loss figures so far.
     pub fn losses(&self) -> Losses {
+        // Header fields are untrusted: a corrupt stream may claim any count,
+        // so the sums saturate instead of overflowing.
         let dropped = self
             .shards
             .iter()
-            .map(|s| s.reported.max(s.attributed))
-            .sum();
-        let attributed: u64 = self.shards.iter().map(|s| s.attributed).sum();
+            .fold(0u64, |n, s| n.saturating_add(s.reported.max(s.attributed)));
+        let attributed = self
+            .shards
+            .iter()
+            .fold(0u64, |n, s| n.saturating_add(s.attributed));
         Losses {
             dropped,
             unattributed: dropped - attributed.min(dropped),
@@ -489,14 +502,18 @@ impl Decoder {
                     st.last_drops = None;
                 }
             }
-            st.next_pos = Some(h.first_pos + u64::from(h.nslots));
+            // Positions are 64-bit counters taken from the (untrusted) header.
+            st.next_pos = Some(h.first_pos.wrapping_add(u64::from(h.nslots)));
             st.reported = st.reported.max(h.dropped_cumulative);
         }
         if let Some(DecodeError::PositionGap {
             expected, found, ..
         }) = gap
         {
-            self.gap_slots += found.wrapping_sub(expected);
+            // Going back skips nothing (a replayed or corrupt batch).
+            self.gap_slots = self
+                .gap_slots
+                .saturating_add(found.saturating_sub(expected));
         }
         if let Some(e) = gap {
             out.push(Err(e));
@@ -506,7 +523,7 @@ impl Decoder {
         let mut i = 0usize;
         let mut found = 0u32;
         while i < nslots {
-            let pos = h.first_pos + i as u64;
+            let pos = h.first_pos.wrapping_add(i as u64);
             match decode_record(seg.slots, i, pos, shard) {
                 Ok((mut rec, used)) => {
                     let st = self.shard_state(shard);
@@ -518,7 +535,7 @@ impl Decoder {
                         None => u64::from(drops).saturating_sub(st.attributed),
                     };
                     st.last_drops = Some(drops);
-                    st.attributed += rec.lost_before;
+                    st.attributed = st.attributed.saturating_add(rec.lost_before);
                     out.push(Ok(rec));
                     found += 1;
                     i += used;
@@ -624,7 +641,7 @@ fn decode_record(
     let head = slot(slots, i).ok_or(bad(RecordError::BadSlotCount(0)))?;
     let (h, _) = raw::mt_rec_header::read_from_prefix(head)
         .map_err(|_| bad(RecordError::BadSlotCount(0)))?;
-    let expected = ((pos + 1) as u32) & raw::MT_STAMP_MASK;
+    let expected = (pos.wrapping_add(1) as u32) & raw::MT_STAMP_MASK;
     if h.stamp != expected {
         return Err(DecodeError::StampMismatch {
             shard,

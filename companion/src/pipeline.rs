@@ -228,13 +228,15 @@ impl Pipeline {
                         run.push(rec);
                     }
                 }
+                // Positions that went back lost nothing: that is corruption
+                // (or a replayed batch), reported below.
                 Err(DecodeError::PositionGap {
                     shard,
                     expected,
                     found,
-                }) => {
-                    let slots = found.wrapping_sub(expected);
-                    self.totals.gap_slots += slots;
+                }) if found > expected => {
+                    let slots = found - expected;
+                    self.totals.gap_slots = self.totals.gap_slots.saturating_add(slots);
                     out.push(Item::Loss(Loss::Gap { shard, slots }));
                 }
                 Err(e) => {
