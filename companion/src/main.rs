@@ -4,7 +4,7 @@
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use maptrace::control::{self, ConfigChange, PidFilter};
-use maptrace::pipeline::{self, Filter, Item, Pipeline, Totals};
+use maptrace::pipeline::{self, Filter, Item, KextDrops, Pipeline, Totals};
 use maptrace::recording::{self, FileSource};
 use maptrace::source::{Next, Source};
 use maptrace::{exit, heatmap, output, perfetto, report, sysctl};
@@ -281,6 +281,19 @@ fn drive(
     Ok(())
 }
 
+/// A live source's drop counters after the last read: drops after a
+/// shard's last record read reach no batch, only these counters.
+fn kext_drops(src: &mut dyn Source) -> Option<KextDrops> {
+    if !src.is_live() {
+        return None;
+    }
+    let stats = control::parse_stats(&src.stats().ok()?).ok()?;
+    Some(KextDrops {
+        generation: stats.generation,
+        per_shard: stats.shards.iter().map(|s| s.dropped).collect(),
+    })
+}
+
 /// Runs `each` on every item of the source, then on the closing items.
 fn for_each_batch(
     src: &mut dyn Source,
@@ -296,7 +309,7 @@ fn for_each_batch(
         each(&items)
     })?;
     items.clear();
-    p.finish(&mut items);
+    p.finish_with(kext_drops(src).as_ref(), &mut items);
     each(&items)?;
     Ok(p.totals())
 }

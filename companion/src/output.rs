@@ -232,12 +232,7 @@ pub fn item_json(out: &mut Vec<u8>, item: &Item) {
             before_pos,
         }) => {
             out.extend_from_slice(b"{\"type\":\"loss\",\"reason\":\"dropped\"");
-            key(out, b"shard");
-            if *shard == u16::MAX {
-                out.extend_from_slice(b"null");
-            } else {
-                push_u64(out, u64::from(*shard));
-            }
+            num(out, b"shard", *shard);
             num(out, b"count", *count);
             key(out, b"before_pos");
             match before_pos {
@@ -525,10 +520,14 @@ pub fn item_line(w: &mut Vec<u8>, item: &Item) {
             event_line(w, ev);
             Ok(())
         }
-        Item::Loss(Loss::Dropped { shard, count, .. }) if *shard == u16::MAX => {
+        Item::Loss(Loss::Dropped {
+            shard,
+            count,
+            before_pos: None,
+        }) => {
             writeln!(
                 w,
-                "!! LOST {count} records at the end of the stream (the kext's rings were full)"
+                "!! LOST {count} records on CPU {shard} at the end of the stream (the kext's ring was full)"
             )
         }
         Item::Loss(Loss::Dropped { shard, count, .. }) => {
@@ -597,7 +596,7 @@ mod tests {
                 before_pos: Some(9),
             }),
             Item::Loss(Loss::Dropped {
-                shard: u16::MAX,
+                shard: 1,
                 count: 1,
                 before_pos: None,
             }),

@@ -88,7 +88,8 @@ pub enum Loss {
         shard: u16,
         /// Records dropped.
         count: u64,
-        /// Drops happened before this position (`None`: after the last record read).
+        /// Drops happened before this position (`None`: after the shard's
+        /// last record read, reported at the end of the stream).
         before_pos: Option<u64>,
     },
     /// Positions jumped: another reader took batches, or they were lost.
@@ -166,6 +167,18 @@ pub struct Pipeline {
     runs: Vec<Vec<Record>>,
     /// Index into `runs` of each shard's run in the current batch.
     shard_run: Vec<Option<usize>>,
+    /// Drops reported so far per shard (loss items emitted).
+    placed: Vec<u64>,
+}
+
+/// The kext's own drop counters (`kern.maptrace.stats`), read after the
+/// last batch: drops after a shard's last record read reach no batch.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KextDrops {
+    /// The load they belong to.
+    pub generation: u64,
+    /// Cumulative drops, by shard.
+    pub per_shard: Vec<u64>,
 }
 
 impl Pipeline {
@@ -189,6 +202,12 @@ impl Pipeline {
     pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<Item>) -> bool {
         self.totals.batches += 1;
         let before = self.decoder.generation();
+        let next = maptrace_abi::decode::parse_batch_header(bytes).map(|b| b.header.generation);
+        if before.is_some_and(|g| next.is_ok_and(|n| n != g)) {
+            // A reload: the old load's last drops go before it.
+            self.place_tail_losses(None, out);
+            self.placed.clear();
+        }
         let (batch, results) = match self.decoder.decode(bytes) {
             Ok(ok) => ok,
             Err(e) => {
@@ -265,30 +284,56 @@ impl Pipeline {
         h.flags & maptrace_abi::raw::MT_BF_TRUNCATED != 0
     }
 
-    /// Reports drops the kext counted after the last record read; call once
-    /// at the end of a stream.
+    /// Reports, per shard, the drops the batches' headers counted after the
+    /// shard's last record read; call once at the end of a stream.
     pub fn finish(&mut self, out: &mut Vec<Item>) {
-        let l = self.decoder.losses();
-        if l.unattributed > 0 {
-            self.totals.dropped += l.unattributed;
-            out.push(Item::Loss(Loss::Dropped {
-                shard: u16::MAX,
-                count: l.unattributed,
-                before_pos: None,
-            }));
-        }
+        self.finish_with(None, out);
+    }
+
+    /// As [`Pipeline::finish`], also reporting drops only the kext's
+    /// counters know (after the last batch read) when they are of the load
+    /// being decoded.
+    pub fn finish_with(&mut self, kext: Option<&KextDrops>, out: &mut Vec<Item>) {
+        self.place_tail_losses(kext, out);
         self.totals.unpaired_calls += self.pending.len() as u64;
         self.pending.clear();
     }
 
+    /// Reports each shard's drops not yet placed before a record.
+    fn place_tail_losses(&mut self, kext: Option<&KextDrops>, out: &mut Vec<Item>) {
+        let kext = kext.filter(|k| self.decoder.generation() == Some(k.generation));
+        for shard in 0..maptrace_abi::raw::MT_MAX_SHARDS as u16 {
+            let i = usize::from(shard);
+            let counted = kext
+                .and_then(|k| k.per_shard.get(i).copied())
+                .unwrap_or(0)
+                .max(self.decoder.shard_dropped(shard));
+            let placed = self.placed.get(i).copied().unwrap_or(0);
+            if counted > placed {
+                self.place_loss(shard, counted - placed, None, out);
+            }
+        }
+    }
+
+    fn place_loss(&mut self, shard: u16, count: u64, before_pos: Option<u64>, out: &mut Vec<Item>) {
+        let i = usize::from(shard);
+        if self.placed.len() <= i {
+            self.placed.resize(i + 1, 0);
+        }
+        if let Some(p) = self.placed.get_mut(i) {
+            *p += count;
+        }
+        self.totals.dropped += count;
+        out.push(Item::Loss(Loss::Dropped {
+            shard,
+            count,
+            before_pos,
+        }));
+    }
+
     fn push_record(&mut self, rec: Record, out: &mut Vec<Item>) {
         if rec.lost_before > 0 {
-            self.totals.dropped += rec.lost_before;
-            out.push(Item::Loss(Loss::Dropped {
-                shard: rec.shard,
-                count: rec.lost_before,
-                before_pos: Some(rec.pos),
-            }));
+            self.place_loss(rec.shard, rec.lost_before, Some(rec.pos), out);
         }
         self.totals.events += 1;
         if let Some(n) = self.totals.by_kind.get_mut(rec.kind as usize) {

@@ -396,7 +396,7 @@ fn drops_after_the_last_record_are_still_counted() {
     assert_eq!(code, 3);
     let tail: Vec<&Value> = lines
         .iter()
-        .filter(|l| l["type"] == "loss" && l["shard"].is_null())
+        .filter(|l| l["type"] == "loss" && l["before_pos"].is_null())
         .collect();
     assert_eq!(tail.len(), 1, "{lines:?}");
     let pageins = lines.iter().filter(|l| l["kind"] == "pagein").count() as u64;
