@@ -31,8 +31,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use maptrace::output::{item_json, item_line};
-use maptrace::pipeline::{Item, Loss, Pipeline};
+use maptrace::pipeline::{Item, KextDrops, Loss, Pipeline};
 use maptrace::report;
+use maptrace::sim::SimSysctl;
+use maptrace::source::{Next, Source};
+use maptrace::sysctl::SysctlSource;
 use maptrace_abi::decode::{Decoder, Event, Record};
 use maptrace_abi::{EventKind, raw};
 use maptrace_sim::{Config, Cred, Proc, Sim, TraceEvent, TraceOp, map_flags, prot};
@@ -412,6 +415,20 @@ fn slow_reader(sim: &Sim, c: &mut Checker, producers_done: impl Fn() -> bool) ->
     }
 }
 
+/// The kext's drop counters, parsed by the companion.
+fn kext_drops(sim: &Sim) -> KextDrops {
+    let name = raw_name(raw::MT_SYSCTL_STATS);
+    let mut buf = vec![0u8; sim.sysctl_read(name, None, Cred::Root).expect("size")];
+    let n = sim
+        .sysctl_read(name, Some(&mut buf), Cred::Root)
+        .expect("stats");
+    let s = maptrace::control::parse_stats(&buf[..n]).expect("stats parse");
+    KextDrops {
+        generation: s.generation,
+        per_shard: s.shards.iter().map(|x| x.dropped).collect(),
+    }
+}
+
 /// Per shard, the kext's counters since `base`: produced slots, dropped,
 /// drained slots, drained records.
 fn since(now: &Stats, base: &Stats, shard: usize) -> [u64; 4] {
@@ -662,7 +679,7 @@ fn every_event_is_delivered_once_or_counted_where_it_was_dropped() {
 
     // The companion: every event and every loss, nothing left over.
     let mut tail = Vec::new();
-    c.pipeline.finish(&mut tail);
+    c.pipeline.finish_with(Some(&kext_drops(&sim)), &mut tail);
     assert!(tail.iter().all(|i| !matches!(i, Item::Loss(_))), "{tail:?}");
     let totals = c.pipeline.totals();
     assert_eq!(totals.events, c.companion_events);
@@ -693,5 +710,149 @@ fn every_event_is_delivered_once_or_counted_where_it_was_dropped() {
         assert_eq!(delivered + dropped, paths, "the trace plus PATH records");
         check_against_trace(&kept[..], &ours, &c.paths);
     }
+    sim.check_balanced().expect("balanced");
+}
+
+/// Loads the shim with the small ring and records every kind.
+fn load_small_ring(sim: &Sim) {
+    load(
+        sim,
+        Tunables {
+            nshards: SHARDS,
+            slots: SLOTS,
+            ..Tunables::default()
+        },
+    )
+    .expect("the shim loads");
+    let mask = raw::MT_EVMASK_MMAP
+        | raw::MT_EVMASK_PAGEIN
+        | raw::MT_EVMASK_MNOMAP
+        | raw::MT_EVMASK_FILE_MMAP
+        | raw::MT_EVMASK_PATH;
+    write_config(sim, &config_bytes(raw::MT_CF_ENABLE, mask, 0), Cred::Root).expect("config");
+}
+
+/// Two producers with nobody reading: every shard overflows.
+fn burst(sim: &Sim, iterations: u64) {
+    std::thread::scope(|s| {
+        for w in 0..2 {
+            let p = sim.spawn("burst", 501);
+            s.spawn(move || producer(sim, &p, w, iterations));
+        }
+    });
+}
+
+/// Reads through the companion's sysctl source until idle; returns the
+/// pipeline's items.
+fn read_all(src: &mut impl Source, p: &mut Pipeline) -> Vec<Item> {
+    let (mut buf, mut items) = (Vec::new(), Vec::new());
+    while let Next::Batch(n) = src.next_batch(&mut buf).expect("read") {
+        p.feed(&buf[..n], &mut items);
+    }
+    items
+}
+
+/// Per shard: drops placed before a record, and drops at the end
+/// (`before_pos: None`), checking each end-of-stream line.
+fn losses(items: &[Item]) -> (Vec<u64>, Vec<u64>) {
+    let (mut placed, mut tail) = (vec![0; SHARDS as usize], vec![0; SHARDS as usize]);
+    for item in items {
+        if let Item::Loss(Loss::Dropped {
+            shard,
+            count,
+            before_pos,
+        }) = item
+        {
+            let s = usize::from(*shard);
+            if before_pos.is_some() {
+                placed[s] += count;
+                continue;
+            }
+            tail[s] += count;
+            let mut line = Vec::new();
+            item_json(&mut line, item);
+            assert_eq!(
+                String::from_utf8_lossy(&line),
+                format!(
+                    "{{\"type\":\"loss\",\"reason\":\"dropped\",\"shard\":{shard},\"count\":{count},\"before_pos\":null}}\n"
+                )
+            );
+            line.clear();
+            item_line(&mut line, item);
+            assert_eq!(
+                String::from_utf8_lossy(&line),
+                format!(
+                    "!! LOST {count} records on CPU {shard} at the end of the stream (the kext's ring was full)\n"
+                )
+            );
+        }
+    }
+    (placed, tail)
+}
+
+#[test]
+fn drops_after_the_last_record_read_are_reported_on_their_shard() {
+    let sim = std::sync::Arc::new(boot_fs(Config {
+        cpus: SHARDS,
+        trace_capacity: 0,
+        ..Config::default()
+    }));
+    for w in 0..2 {
+        for k in 0..FILES_PER_PRODUCER {
+            sim.add_file(&file_path(w, k), MAP_LEN).expect("file");
+        }
+    }
+    let open = || {
+        SysctlSource::open(
+            SimSysctl::new(std::sync::Arc::clone(&sim), Cred::Root),
+            "sim",
+        )
+        .expect("the companion opens the simulator's sysctl")
+    };
+    load_small_ring(&sim);
+    let mut p = Pipeline::new();
+    let mut src = open();
+    read_all(&mut src, &mut p);
+
+    // Load 1: the drops come after each shard's last record; only the
+    // segment headers carry them. A reload must report them first.
+    burst(&sim, 40);
+    let before_reload = read_all(&mut src, &mut p);
+    let first = stats(&sim, Cred::Root);
+    assert!(
+        first.shards.iter().all(|s| s[1] > 0),
+        "every shard overflowed: {first:?}"
+    );
+    sim.unload_kext().expect("unload");
+    load_small_ring(&sim);
+    let mut src = open();
+    let after_reload = read_all(&mut src, &mut p);
+    let reload_at = after_reload
+        .iter()
+        .position(|i| matches!(i, Item::Reload { .. }))
+        .expect("the reload is announced");
+    let (placed, tail) = losses(&after_reload[..reload_at]);
+    let (placed_before, _) = losses(&before_reload);
+    assert_eq!(placed, vec![0; SHARDS as usize]);
+    for (i, s) in first.shards.iter().enumerate() {
+        assert_eq!(placed_before[i] + tail[i], s[1], "load 1, shard {i}");
+    }
+
+    // Load 2: drops nobody read at all; only the kext's counters know them.
+    burst(&sim, 40);
+    let second = stats(&sim, Cred::Root);
+    let mut end = Vec::new();
+    p.finish(&mut end);
+    assert!(end.is_empty(), "no batch showed these drops: {end:?}");
+    let mut end = Vec::new();
+    p.finish_with(Some(&kext_drops(&sim)), &mut end);
+    let (placed, tail) = losses(&end);
+    assert_eq!(placed, vec![0; SHARDS as usize]);
+    let dropped: Vec<u64> = second.shards.iter().map(|s| s[1]).collect();
+    assert!(dropped.iter().all(|&d| d > 0), "{second:?}");
+    assert_eq!(tail, dropped, "load 2: each shard's drops, at the end");
+    let t = p.totals();
+    assert_eq!(t.dropped, first.dropped() + second.dropped());
+    assert_eq!(t.exit_status(), maptrace::exit::LOSS);
     sim.check_balanced().expect("balanced");
 }
