@@ -320,10 +320,11 @@ impl Pipeline {
         if self.placed.len() <= i {
             self.placed.resize(i + 1, 0);
         }
+        // Counts come from untrusted headers: saturate, never overflow.
         if let Some(p) = self.placed.get_mut(i) {
-            *p += count;
+            *p = p.saturating_add(count);
         }
-        self.totals.dropped += count;
+        self.totals.dropped = self.totals.dropped.saturating_add(count);
         out.push(Item::Loss(Loss::Dropped {
             shard,
             count,

@@ -105,3 +105,39 @@ fn positions_going_back_are_corruption_not_a_huge_gap() {
     assert!(gaps.iter().all(|&g| g == gaps[0] && g < 16), "{gaps:?}");
     assert_eq!(p.totals().gap_slots, 2 * gaps[0]);
 }
+
+/// Found by fuzzing the recording reader: two shards whose headers claim
+/// nearly 2^64 drops overflowed the total at the end of the stream.
+#[test]
+fn absurd_drop_counts_in_headers_saturate_the_totals() {
+    type B = maptrace_abi::raw::mt_batch_header;
+    type S = maptrace_abi::raw::mt_segment_header;
+    let mut batch = lifecycle_batches().swap_remove(0);
+    let word = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    let nsegments = word(&batch, std::mem::offset_of!(B, nsegments));
+    assert!(nsegments >= 2, "the fixture has two shards");
+    let mut seg = size_of::<B>();
+    for _ in 0..nsegments {
+        let at = seg + std::mem::offset_of!(S, dropped_cumulative);
+        batch[at..at + 8].copy_from_slice(&(u64::MAX - 1).to_le_bytes());
+        seg += size_of::<S>() + 64 * word(&batch, seg + std::mem::offset_of!(S, nslots)) as usize;
+    }
+    let mut p = Pipeline::new();
+    let mut items = Vec::new();
+    p.feed(&batch, &mut items);
+    p.finish(&mut items);
+    assert_eq!(p.totals().dropped, u64::MAX);
+    let tail_losses = items
+        .iter()
+        .filter(|i| {
+            matches!(
+                i,
+                Item::Loss(maptrace::pipeline::Loss::Dropped {
+                    before_pos: None,
+                    ..
+                })
+            )
+        })
+        .count();
+    assert_eq!(tail_losses, nsegments as usize, "one per shard: {items:?}");
+}
