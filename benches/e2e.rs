@@ -27,7 +27,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use maptrace_abi::EventKind;
 use maptrace_abi::decode::{DecodeError, Decoder, Record};
 use maptrace_abi::raw;
-use maptrace_sim::{Config, Cred, DEMO, DirectVnode, GenParams, Proc, Scenario, Sim, prot};
+use maptrace_sim::{Config, Cred, DEMO, DirectVnode, GenParams, Proc, Scenario, Sim, prot, xnu};
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -41,6 +41,13 @@ unsafe extern "C" {
     // (callable from any thread while a kernel is booted).
     safe fn mach_absolute_time() -> u64;
     fn absolutetime_to_nanoseconds(abs: u64, result: *mut u64);
+    // The other KPIs the pagein hook calls. The simulator looks their
+    // pointer arguments up as keys and never dereferences them.
+    safe fn proc_selfpid() -> i32;
+    safe fn current_thread() -> xnu::thread_t;
+    safe fn thread_tid(thread: xnu::thread_t) -> u64;
+    safe fn vnode_vid(vp: xnu::vnode_t) -> u32;
+    safe fn cpu_number() -> i32;
 }
 
 const PAGE: usize = 4096;
@@ -100,12 +107,26 @@ fn drain_shim(sim: &Sim, buf: &mut [u8]) -> u64 {
     }
 }
 
-/// Asserts the loaded shim dropped nothing and recorded at least `min` hooks.
-fn assert_lossless(sim: &Sim, min_hooks: u64) {
+/// Loads the shim and empties its ring (start markers); returns a buffer
+/// for `kern.maptrace.events` and the hook count so far.
+fn load_empty(sim: &Sim) -> (Vec<u8>, u64) {
+    shim_support::load(sim, tunables()).expect("the shim loads");
+    let mut buf = shim_support::events_buffer(sim);
+    drain_shim(sim, &mut buf);
+    (buf, shim_support::stats(sim, Cred::Root).hook_calls)
+}
+
+/// Asserts the loaded shim dropped nothing, took no fail-open path and ran
+/// at least `dispatched` hooks since its hook count was `since`.
+fn assert_lossless(sim: &Sim, since: u64, dispatched: u64) {
     let s = shim_support::stats(sim, Cred::Root);
     assert_eq!(s.dropped(), 0, "the benchmark must not drop events");
     assert_eq!(s.errors, 0, "no fail-open path taken");
-    assert!(s.hook_calls >= min_hooks, "{} hooks", s.hook_calls);
+    assert!(
+        s.hook_calls - since >= dispatched,
+        "{} hooks for {dispatched} dispatches",
+        s.hook_calls - since
+    );
 }
 
 /// Times `iters` calls of `f` as `p`'s thread in chunks, running `between`
@@ -157,6 +178,22 @@ fn bench_dispatch(c: &mut Criterion) {
             black_box(ns)
         });
     });
+    let vp = sim.vnode_addr("/data/a.bin").expect("vnode") as xnu::vnode_t;
+    g.bench_function("hook_kpis", |b| {
+        b.iter_custom(|iters| {
+            timed_chunks(
+                &p,
+                iters,
+                |_| {
+                    black_box(proc_selfpid());
+                    black_box(thread_tid(current_thread()));
+                    black_box(vnode_vid(black_box(vp)));
+                    black_box(cpu_number());
+                },
+                || {},
+            )
+        });
+    });
     g.bench_function("pagein/unhooked", |b| {
         b.iter_custom(|iters| timed_chunks(&p, iters, |i| pagein(&vn, i), || {}));
     });
@@ -164,11 +201,11 @@ fn bench_dispatch(c: &mut Criterion) {
         b.iter_custom(|iters| timed_chunks(&p, iters, |_| mmap(&vn), || {}));
     });
 
-    shim_support::load(&sim, tunables()).expect("the shim loads");
-    let mut buf = shim_support::events_buffer(&sim);
-    let hooks_before = shim_support::stats(&sim, Cred::Root).hook_calls;
+    let (mut buf, hooks_before) = load_empty(&sim);
+    let mut hooked = 0;
     g.bench_function("pagein/hooked", |b| {
         b.iter_custom(|iters| {
+            hooked += iters;
             timed_chunks(
                 &p,
                 iters,
@@ -181,6 +218,7 @@ fn bench_dispatch(c: &mut Criterion) {
     });
     g.bench_function("mmap/hooked", |b| {
         b.iter_custom(|iters| {
+            hooked += iters;
             timed_chunks(
                 &p,
                 iters,
@@ -193,7 +231,7 @@ fn bench_dispatch(c: &mut Criterion) {
     });
     g.finish();
     // The hooked runs really went through the trampolines and lost nothing.
-    assert_lossless(&sim, hooks_before + 2);
+    assert_lossless(&sim, hooks_before, hooked);
     sim.unload_kext().expect("the shim unloads");
 }
 
@@ -293,15 +331,22 @@ fn bench_throughput(c: &mut Criterion) {
     let procs: Vec<Proc> = (0..threads)
         .map(|t| sim.spawn(&format!("producer{t}"), 501))
         .collect();
+    // A file per producer, as independent faulting processes have: no
+    // shared page-cache lock between them.
     let vnodes: Vec<DirectVnode> = procs
         .iter()
-        .map(|p| p.direct_vnode("/data/a.bin").expect("vnode"))
+        .enumerate()
+        .map(|(t, p)| {
+            let path = format!("/data/producer{t}.bin");
+            sim.add_file(&path, 64 * PAGE as u64).expect("file");
+            p.direct_vnode(&path).expect("vnode")
+        })
         .collect();
-    shim_support::load(&sim, tunables()).expect("the shim loads");
-    let mut buf = shim_support::events_buffer(&sim);
-    drain_shim(&sim, &mut buf);
+    let (mut buf, hooks_before) = load_empty(&sim);
+    let mut hooked = 0;
     g.bench_function("shim", |b| {
         b.iter_custom(|iters| {
+            hooked += iters;
             pipeline(
                 threads,
                 iters,
@@ -322,7 +367,7 @@ fn bench_throughput(c: &mut Criterion) {
         });
     });
     g.finish();
-    assert_lossless(&sim, 1);
+    assert_lossless(&sim, hooks_before, hooked);
     sim.unload_kext().expect("the shim unloads");
 }
 
@@ -342,7 +387,7 @@ fn run_scenario(sc: &Scenario, loaded: bool) -> Duration {
     if loaded {
         let mut buf = shim_support::events_buffer(&sim);
         assert!(drain_shim(&sim, &mut buf) > 0, "the kext recorded the run");
-        assert_lossless(&sim, 1);
+        assert_lossless(&sim, 0, 1);
         sim.unload_kext().expect("the shim unloads");
     }
     took
