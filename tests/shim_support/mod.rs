@@ -129,8 +129,8 @@ pub fn raw_name(name: &'static [u8]) -> &'static str {
         .trim_end_matches('\0')
 }
 
-/// Reads batches until an empty read; decodes every record.
-pub fn drain(sim: &Sim, dec: &mut Decoder) -> Vec<Record> {
+/// Reads batches until an empty read; returns them raw.
+pub fn drain_batches(sim: &Sim) -> Vec<Vec<u8>> {
     let mut buf = events_buffer(sim);
     let mut out = Vec::new();
     loop {
@@ -140,11 +140,20 @@ pub fn drain(sim: &Sim, dec: &mut Decoder) -> Vec<Record> {
         if n == 0 {
             return out;
         }
-        let (_, recs) = dec.decode(&buf[..n]).expect("a valid batch");
+        out.push(buf[..n].to_vec());
+    }
+}
+
+/// Reads batches until an empty read; decodes every record.
+pub fn drain(sim: &Sim, dec: &mut Decoder) -> Vec<Record> {
+    let mut out = Vec::new();
+    for batch in drain_batches(sim) {
+        let (_, recs) = dec.decode(&batch).expect("a valid batch");
         for r in recs {
             out.push(r.expect("a valid record"));
         }
     }
+    out
 }
 
 /// The parsed `kern.maptrace.stats`.
