@@ -530,21 +530,7 @@ fn every_event_is_delivered_once_or_counted_where_it_was_dropped() {
             known.push(path);
         }
     }
-    load(
-        &sim,
-        Tunables {
-            nshards: SHARDS,
-            slots: SLOTS,
-            ..Tunables::default()
-        },
-    )
-    .expect("the shim loads");
-    let mask = raw::MT_EVMASK_MMAP
-        | raw::MT_EVMASK_PAGEIN
-        | raw::MT_EVMASK_MNOMAP
-        | raw::MT_EVMASK_FILE_MMAP
-        | raw::MT_EVMASK_PATH;
-    write_config(&sim, &config_bytes(raw::MT_CF_ENABLE, mask, 0), Cred::Root).expect("config");
+    load_small_ring(&sim);
     let mut c = Checker::new(knobs, known);
     drain_into(&sim, &mut c);
     let base = stats(&sim, Cred::Root);
