@@ -1,0 +1,15 @@
+//! What the fuzz targets share: how one input is cut into batches, the
+//! oracles each target checks, the config sysctl harness on the simulator,
+//! and the seed corpus (real batches from the real shim and core).
+
+pub mod batches;
+pub mod config;
+pub mod recording;
+pub mod scenario;
+pub mod seeds;
+
+/// The shim test harness (boot, load, sysctl helpers), shared with
+/// `tests/shim_*.rs` rather than copied.
+#[path = "../../tests/shim_support/mod.rs"]
+#[allow(missing_docs, reason = "a test helper module")]
+pub mod shim_support;

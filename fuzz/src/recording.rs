@@ -1,0 +1,46 @@
+//! The recording target: a recording file read as `maptrace --source file:`
+//! reads it (header, frames, decode pipeline). Errors are clean, and memory
+//! stays bounded by the input whatever lengths the file declares.
+
+use std::io::Cursor;
+
+use maptrace::pipeline::Pipeline;
+use maptrace::recording::Reader;
+
+/// Reads `data` as a recording; panics on a breach.
+pub fn check(data: &[u8]) {
+    let mut reader = match Reader::new(Cursor::new(data), "fuzz.mtr") {
+        Ok(r) => r,
+        Err(e) => {
+            assert!(e.to_string().starts_with("fuzz.mtr: "), "{e}");
+            return;
+        }
+    };
+    let mut pipeline = Pipeline::new();
+    let (mut buf, mut items) = (Vec::new(), Vec::new());
+    let mut total = 0usize;
+    loop {
+        let next = reader.next_frame(&mut buf);
+        // The buffer grows with what the file holds, not what it claims.
+        assert!(
+            buf.capacity() <= 2 * (data.len() + maptrace::recording::READ_STEP),
+            "a {}-byte file made a {}-byte buffer",
+            data.len(),
+            buf.capacity()
+        );
+        match next {
+            Ok(None) => break,
+            Ok(Some(n)) => {
+                total += 4 + n;
+                assert!(total <= data.len(), "frames longer than the file");
+                items.clear();
+                pipeline.feed(&buf[..n], &mut items);
+            }
+            Err(e) => {
+                assert!(e.to_string().starts_with("fuzz.mtr: "), "{e}");
+                break;
+            }
+        }
+    }
+    pipeline.finish(&mut items);
+}

@@ -1,0 +1,324 @@
+//! Fuzzing with cargo-fuzz (libFuzzer): the CI step (short, time-bounded runs
+//! of every target) and `cargo xtask fuzz` (long runs, a number of inputs).
+//!
+//! The fuzz crate (`fuzz/`) is its own workspace, built with nightly in
+//! `target/fuzz`. Its seed corpus is made by its `seeds` program (real
+//! batches from the real shim and core on the simulator).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::exec::{Cmd, Mode, Plan, Step, exec};
+
+/// The cargo-fuzz release that was tested.
+pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// The fuzz targets (`fuzz/fuzz_targets/*.rs`).
+pub const TARGETS: &[&str] = &["decode", "config_sysctl", "scenario", "recording"];
+
+/// Seconds each target runs in CI (all at once, so the step's wall time
+/// stays near this plus the build).
+pub const CI_SECONDS: u64 = 30;
+
+/// Inputs per target of `cargo xtask fuzz` without `--runs`/`--seconds`.
+pub const LONG_RUNS: u64 = 1_000_000;
+
+/// libFuzzer's memory cap: the recording target checks that declared lengths
+/// cost no memory, this catches what the oracle does not.
+const RSS_LIMIT_MB: u32 = 1024;
+
+/// How long each target runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Budget {
+    /// `-max_total_time`.
+    Seconds(u64),
+    /// `-runs`: this many inputs.
+    Runs(u64),
+}
+
+/// Where everything lives.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    /// `fuzz/`.
+    pub dir: PathBuf,
+    /// The fuzz crate's target dir.
+    pub target_dir: PathBuf,
+    /// Where cargo-fuzz is installed when it is not on PATH.
+    pub tools: PathBuf,
+}
+
+impl Layout {
+    /// The project's layout.
+    pub fn project(root: &Path) -> Layout {
+        Layout {
+            dir: root.join("fuzz"),
+            target_dir: root.join("target/fuzz"),
+            tools: crate::sign::tools_root(root),
+        }
+    }
+
+    /// A built fuzz program.
+    pub fn binary(&self, name: &str) -> PathBuf {
+        self.target_dir
+            .join("x86_64-unknown-linux-gnu/release")
+            .join(name)
+    }
+
+    /// The corpus of `target`.
+    pub fn corpus(&self, target: &str) -> PathBuf {
+        self.dir.join("corpus").join(target)
+    }
+
+    /// Where `target`'s crashing inputs go.
+    pub fn artifacts(&self, target: &str) -> PathBuf {
+        self.dir.join("artifacts").join(target)
+    }
+}
+
+/// The cargo-fuzz program to run: on PATH at the tested version, else the
+/// one under `tools` (installed by [`install_plan`] when missing).
+fn cargo_fuzz(l: &Layout) -> (String, bool) {
+    let on_path = Cmd::new("cargo-fuzz").arg("--version");
+    let version_ok = |c: &Cmd| {
+        c.output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o).contains(CARGO_FUZZ_VERSION))
+    };
+    if version_ok(&on_path) {
+        return ("cargo-fuzz".into(), true);
+    }
+    let local = l.tools.join("bin/cargo-fuzz");
+    let installed = version_ok(&Cmd::new(local.display().to_string()).arg("--version"));
+    (local.display().to_string(), installed)
+}
+
+/// Installs the pinned cargo-fuzz under `tools` (CI machines start clean).
+pub fn install_plan(l: &Layout) -> Plan {
+    let mut plan = Plan::new();
+    plan.push(Step::Note(format!(
+        "installing cargo-fuzz {CARGO_FUZZ_VERSION}"
+    )));
+    plan.run(
+        crate::ci::cargo()
+            .args(["install", "cargo-fuzz", "--version", CARGO_FUZZ_VERSION])
+            // It only drives cargo: a debug build is as good and compiles faster.
+            .args(["--locked", "--debug", "--root"])
+            .path_arg(&l.tools)
+            .env_remove("CARGO_TARGET_DIR"),
+    );
+    plan
+}
+
+/// Builds every target (and the seed program) with nightly, the shim's C
+/// under ASan + UBSan too, then writes the seed corpus.
+pub fn build_plan(l: &Layout, cargo_fuzz: &str) -> Plan {
+    let mut plan = Plan::new();
+    plan.run(
+        Cmd::new(cargo_fuzz)
+            .args(["build", "--target-dir"])
+            .path_arg(&l.target_dir)
+            .env("RUSTUP_TOOLCHAIN", "nightly")
+            .env("CC", "clang-19")
+            .env("MT_SIM_SANITIZE", "address,undefined")
+            .cwd(&l.dir),
+    );
+    plan.run(Cmd::new(l.binary("seeds").display().to_string()).path_arg(&l.dir.join("corpus")));
+    for t in TARGETS {
+        plan.push(Step::MkDir(l.artifacts(t)));
+    }
+    plan
+}
+
+/// The libFuzzer command running `target` within `budget`.
+pub fn run_cmd(l: &Layout, target: &str, budget: Budget) -> Cmd {
+    let limit = match budget {
+        Budget::Seconds(s) => format!("-max_total_time={s}"),
+        Budget::Runs(n) => format!("-runs={n}"),
+    };
+    Cmd::new(l.binary(target).display().to_string())
+        .path_arg(&l.corpus(target))
+        .arg(limit)
+        .arg(format!("-rss_limit_mb={RSS_LIMIT_MB}"))
+        .arg(format!(
+            "-artifact_prefix={}/",
+            l.artifacts(target).display()
+        ))
+        .args(["-print_final_stats=1", "-close_fd_mask=1"])
+        .cwd(&l.dir)
+}
+
+/// `stat::number_of_executed_units` from libFuzzer's final stats.
+pub fn parse_execs(log: &str) -> Option<u64> {
+    log.lines()
+        .find_map(|l| l.strip_prefix("stat::number_of_executed_units:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The last lines of a log, for an error message.
+fn tail(log: &str, n: usize) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Runs every target at once and reports each; fails on any crash.
+fn run_all(l: &Layout, budget: Budget) -> Result<()> {
+    let started = Instant::now();
+    let mut children = Vec::new();
+    for t in TARGETS {
+        let cmd = run_cmd(l, t, budget);
+        eprintln!("+ {cmd}");
+        let mut c = Command::new(&cmd.program);
+        c.args(&cmd.args)
+            .current_dir(&l.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let child = c.spawn().with_context(|| format!("cannot start `{cmd}`"))?;
+        children.push((*t, child));
+    }
+    let mut failures = Vec::new();
+    for (t, child) in children {
+        let out = child.wait_with_output()?;
+        let log = String::from_utf8_lossy(&out.stderr);
+        let took = started.elapsed();
+        let corpus = std::fs::read_dir(l.corpus(t)).map_or(0, |d| d.count());
+        let execs = parse_execs(&log);
+        println!(
+            "{}",
+            report_line(t, execs, took, corpus, out.status.success())
+        );
+        if !out.status.success() || execs.is_none() {
+            failures.push(format!("{t} ({}):\n{}", out.status, tail(&log, 30)));
+        }
+    }
+    if !failures.is_empty() {
+        bail!(
+            "fuzzing found crashes (inputs under fuzz/artifacts/):\n{}",
+            failures.join("\n\n")
+        );
+    }
+    Ok(())
+}
+
+/// One target's summary line.
+pub fn report_line(
+    target: &str,
+    execs: Option<u64>,
+    took: Duration,
+    corpus: usize,
+    ok: bool,
+) -> String {
+    let secs = took.as_secs_f64().max(0.001);
+    let execs = execs.unwrap_or(0);
+    format!(
+        "fuzz {target:<14} {execs:>10} inputs in {secs:>7.1} s ({:>7.0}/s), corpus {corpus:>5}, {}",
+        execs as f64 / secs,
+        if ok { "0 crashes" } else { "CRASHED" }
+    )
+}
+
+/// Installs cargo-fuzz if needed, builds, seeds, then runs every target.
+pub fn fuzz(root: &Path, budget: Budget, mode: Mode) -> Result<()> {
+    let l = Layout::project(root);
+    let (tool, installed) = if mode == Mode::DryRun {
+        (l.tools.join("bin/cargo-fuzz").display().to_string(), false)
+    } else {
+        cargo_fuzz(&l)
+    };
+    if !installed {
+        exec(&install_plan(&l), mode)?;
+    }
+    exec(&build_plan(&l, &tool), mode)?;
+    if mode == Mode::DryRun {
+        for t in TARGETS {
+            println!("{}", run_cmd(&l, t, budget));
+        }
+        return Ok(());
+    }
+    run_all(&l, budget)
+}
+
+/// The CI step: short, time-bounded runs.
+pub fn step_short_runs(ctx: &crate::ci::Ctx) -> Result<()> {
+    fuzz(&ctx.root, Budget::Seconds(CI_SECONDS), ctx.mode)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shown(plan: &Plan) -> String {
+        plan.steps
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn every_target_has_its_source_and_a_bin_entry() {
+        let root = crate::repo_root();
+        let manifest = std::fs::read_to_string(root.join("fuzz/Cargo.toml")).unwrap();
+        assert!(
+            manifest.contains("\n[workspace]"),
+            "fuzz/ is its own workspace"
+        );
+        for t in TARGETS {
+            assert!(
+                root.join(format!("fuzz/fuzz_targets/{t}.rs")).is_file(),
+                "{t}"
+            );
+            assert!(manifest.contains(&format!("name = \"{t}\"")), "{t}");
+        }
+    }
+
+    #[test]
+    fn runs_are_bounded_and_keep_crashes() {
+        let l = Layout::project(Path::new("/r"));
+        let c = run_cmd(&l, "decode", Budget::Seconds(30));
+        assert_eq!(
+            c.program,
+            "/r/target/fuzz/x86_64-unknown-linux-gnu/release/decode"
+        );
+        assert!(c.has_arg("/r/fuzz/corpus/decode") && c.has_arg("-max_total_time=30"));
+        assert!(c.has_arg("-artifact_prefix=/r/fuzz/artifacts/decode/"));
+        assert!(c.has_arg("-rss_limit_mb=1024"));
+        let c = run_cmd(&l, "scenario", Budget::Runs(1_000_000));
+        assert!(c.has_arg("-runs=1000000") && !c.args.iter().any(|a| a.contains("total_time")));
+    }
+
+    #[test]
+    fn install_is_pinned_and_build_uses_nightly_with_sanitized_c() {
+        let l = Layout::project(Path::new("/r"));
+        let install = shown(&install_plan(&l));
+        assert!(
+            install.contains("install cargo-fuzz --version 0.13.2 --locked"),
+            "{install}"
+        );
+        assert!(install.contains("--root /r/target/tools"), "{install}");
+        let build = shown(&build_plan(&l, "cargo-fuzz"));
+        assert!(build.contains("RUSTUP_TOOLCHAIN=nightly"), "{build}");
+        assert!(
+            build.contains("MT_SIM_SANITIZE=address,undefined"),
+            "{build}"
+        );
+        assert!(build.contains("release/seeds /r/fuzz/corpus"), "{build}");
+    }
+
+    #[test]
+    fn final_stats_are_read_and_reported() {
+        let log = "INFO: seed\n#100\tDONE cov: 3\nstat::number_of_executed_units: 170906\n\
+                   stat::average_exec_per_sec:     5513\n";
+        assert_eq!(parse_execs(log), Some(170906));
+        assert_eq!(parse_execs("==1== ERROR: libFuzzer: deadly signal"), None);
+        let line = report_line("decode", Some(1000), Duration::from_secs(2), 7, true);
+        assert!(
+            line.contains("1000 inputs") && line.contains("500/s"),
+            "{line}"
+        );
+        assert!(line.contains("corpus     7, 0 crashes"), "{line}");
+        assert!(report_line("x", None, Duration::ZERO, 0, false).ends_with("CRASHED"));
+    }
+}
