@@ -163,6 +163,11 @@ pub const TEST_STEPS: &[TestStep] = &[
         run: step_sign,
         fatal: false,
     },
+    TestStep {
+        name: "fuzz: short runs",
+        run: crate::fuzz::step_short_runs,
+        fatal: false,
+    },
 ];
 
 /// The outcome of one step.

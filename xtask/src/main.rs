@@ -6,6 +6,7 @@ mod ci;
 mod cross;
 mod deps;
 mod exec;
+mod fuzz;
 mod kernel;
 mod kpi;
 mod link;
@@ -38,6 +39,9 @@ Commands:
                        or --adhoc (default); also MT_SIGN_IDENTITY / MT_SIGN_PEM_CERT / MT_SIGN_PEM_KEY;
                        --no-timestamp skips the timestamp server (rcodesign)
   sign-check           sign a real Mach-O bundle with rcodesign (ad hoc and PEM) and verify it
+  fuzz [--runs N | --seconds S]
+                       build the cargo-fuzz targets (fuzz/) and run each for N inputs
+                       (default 1000000) or S seconds; fails on any crash
   vm-test --host USER@VM [--loader kmutil|kextutil] [--no-dtrace] [--bundle DIR]
                        load the kext in a test VM, trace a workload, compare with DTrace, unload
 
@@ -57,6 +61,12 @@ struct Args {
     no_dtrace: bool,
     bundle: Option<PathBuf>,
     sign: sign::SignArgs,
+    fuzz_budget: Option<fuzz::Budget>,
+}
+
+fn number(flag: &str, v: String) -> Result<u64> {
+    v.parse()
+        .with_context(|| format!("{flag} takes a whole number, not `{v}`"))
 }
 
 fn parse_args(raw: &[String]) -> Result<Args> {
@@ -79,6 +89,15 @@ fn parse_args(raw: &[String]) -> Result<Args> {
             "--pem-cert" => args.sign.pem_cert = Some(value("--pem-cert")?.into()),
             "--pem-key" => args.sign.pem_key = Some(value("--pem-key")?.into()),
             "--adhoc" => args.sign.adhoc = true,
+            "--runs" => {
+                args.fuzz_budget = Some(fuzz::Budget::Runs(number("--runs", value("--runs")?)?))
+            }
+            "--seconds" => {
+                args.fuzz_budget = Some(fuzz::Budget::Seconds(number(
+                    "--seconds",
+                    value("--seconds")?,
+                )?))
+            }
             "--no-timestamp" => args.sign.no_timestamp = true,
             "-h" | "--help" | "help" => args.command = "help".into(),
             flag if flag.starts_with('-') => bail!("unknown option {flag}\n\n{HELP}"),
@@ -379,6 +398,12 @@ fn run(raw: &[String]) -> Result<()> {
         "sign" => cmd_sign(&root, &args, mode),
         "sign-check" => cmd_sign_check(&root, mode),
         "vm-test" => cmd_vm_test(&root, &args, mode),
+        "fuzz" => fuzz::fuzz(
+            &root,
+            args.fuzz_budget
+                .unwrap_or(fuzz::Budget::Runs(fuzz::LONG_RUNS)),
+            mode,
+        ),
         other => bail!("unknown command `{other}`\n\n{HELP}"),
     }
 }
@@ -412,6 +437,11 @@ mod tests {
         assert!(args(&["cross", "--arch", "ppc"]).is_err());
         assert!(args(&["cross", "--bogus"]).is_err());
         assert!(args(&["cross", "extra"]).is_err());
+        let a = args(&["fuzz", "--runs", "5000"]).unwrap();
+        assert_eq!(a.fuzz_budget, Some(fuzz::Budget::Runs(5000)));
+        let a = args(&["fuzz", "--seconds", "9"]).unwrap();
+        assert_eq!(a.fuzz_budget, Some(fuzz::Budget::Seconds(9)));
+        assert!(args(&["fuzz", "--runs", "many"]).is_err());
     }
 
     #[test]
