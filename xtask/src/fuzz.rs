@@ -156,10 +156,25 @@ pub fn parse_execs(log: &str) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// The last lines of a log, for an error message.
-fn tail(log: &str, n: usize) -> String {
+/// What a crash log says in a few lines: the panic and its message, the
+/// sanitizer's verdict, and where the input was written; else its tail.
+pub fn crash_summary(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+    let mut keep: Vec<&str> = Vec::new();
+    for (i, &l) in lines.iter().enumerate() {
+        if l.contains("panicked at") {
+            keep.extend(lines.iter().skip(i).take(2));
+        } else if l.contains("ERROR: AddressSanitizer")
+            || l.starts_with("SUMMARY:")
+            || l.contains("Test unit written to")
+        {
+            keep.push(l);
+        }
+    }
+    if keep.is_empty() {
+        keep = lines[lines.len().saturating_sub(20)..].to_vec();
+    }
+    keep.join("\n")
 }
 
 /// Runs every target at once and reports each; fails on any crash.
@@ -190,7 +205,7 @@ fn run_all(l: &Layout, budget: Budget) -> Result<()> {
             report_line(t, execs, took, corpus, out.status.success())
         );
         if !out.status.success() || execs.is_none() {
-            failures.push(format!("{t} ({}):\n{}", out.status, tail(&log, 30)));
+            failures.push(format!("{t} ({}):\n{}", out.status, crash_summary(&log)));
         }
     }
     if !failures.is_empty() {
@@ -320,5 +335,23 @@ mod tests {
         );
         assert!(line.contains("corpus     7, 0 crashes"), "{line}");
         assert!(report_line("x", None, Duration::ZERO, 0, false).ends_with("CRASHED"));
+    }
+
+    #[test]
+    fn a_crash_is_summed_up_by_its_panic_and_input() {
+        let mut log = String::from("INFO: Seed: 1\n");
+        log.push_str("thread '<unnamed>' panicked at abi/src/decode.rs:484:32:\n");
+        log.push_str("attempt to add with overflow\n");
+        log.push_str(&"    #1 0x55 in frame\n".repeat(40));
+        log.push_str("SUMMARY: libFuzzer: deadly signal\n");
+        log.push_str("artifact_prefix='a/'; Test unit written to a/crash-79\n");
+        let s = crash_summary(&log);
+        assert_eq!(s.lines().count(), 4, "{s}");
+        assert!(s.contains("decode.rs:484") && s.contains("overflow") && s.contains("a/crash-79"));
+        assert_eq!(
+            crash_summary("a\nb").lines().count(),
+            2,
+            "no markers: the tail"
+        );
     }
 }
