@@ -71,7 +71,12 @@ impl Harness {
     /// Boots, loads the shim with the default tunables, spawns the workload
     /// process and drains the start markers.
     pub fn boot() -> Harness {
-        let sim = boot_loaded(Config::default(), Tunables::default());
+        Harness::boot_with(Tunables::default())
+    }
+
+    /// As [`Harness::boot`] with other tunables (a small ring for lossy seeds).
+    pub fn boot_with(t: Tunables) -> Harness {
+        let sim = boot_loaded(Config::default(), t);
         let proc = sim.spawn("fuzzed", UID);
         let mut h = Harness {
             sim,
@@ -80,6 +85,11 @@ impl Harness {
         };
         drain(&h.sim, &mut h.dec);
         h
+    }
+
+    /// One round of the workload.
+    pub fn workload(&self) {
+        workload(&self.sim, &self.proc);
     }
 
     /// The pid of the workload process (seeds filter on it).
@@ -170,7 +180,7 @@ impl Harness {
             assert!(config_marks.is_empty(), "{wanted:?} wants no markers");
         }
 
-        workload(&self.sim, &self.proc);
+        self.workload();
         let recs = drain(&self.sim, &mut self.dec);
         let pid = self.pid();
         for kind in [

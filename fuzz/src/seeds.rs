@@ -26,6 +26,23 @@ fn demo_batches() -> Vec<Vec<u8>> {
     drain_batches(&sim)
 }
 
+/// Several batches of one load through a ring too small for them: drops,
+/// drop deltas and cumulative counts in the headers.
+fn lossy_batches() -> Vec<Vec<u8>> {
+    let h = Harness::boot_with(Tunables {
+        slots: 64,
+        ..Tunables::default()
+    });
+    let mut out = Vec::new();
+    for _ in 0..3 {
+        for _ in 0..100 {
+            h.workload();
+        }
+        out.extend(drain_batches(&h.sim));
+    }
+    out
+}
+
 fn write(dir: &Path, target: &str, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     let d = dir.join(target);
     std::fs::create_dir_all(&d)?;
@@ -41,6 +58,14 @@ pub fn write_all(dir: &Path) -> std::io::Result<()> {
         write(dir, "decode", &format!("batch{i}"), &join([b.as_slice()]))?;
     }
 
+    let lossy = lossy_batches();
+    write(
+        dir,
+        "decode",
+        "lossy",
+        &join(lossy.iter().map(Vec::as_slice)),
+    )?;
+
     let header = Header {
         abi_version: raw::MT_ABI_VERSION as u16,
         start_unix_ns: 1_700_000_000_000_000_000,
@@ -52,6 +77,11 @@ pub fn write_all(dir: &Path) -> std::io::Result<()> {
     }
     let rec = w.finish()?;
     write(dir, "recording", "demo", &rec)?;
+    let mut w = Writer::new(Vec::new(), &header)?;
+    for b in &lossy {
+        w.write_batch(b)?;
+    }
+    write(dir, "recording", "lossy", &w.finish()?)?;
     write(
         dir,
         "recording",
