@@ -222,6 +222,7 @@ fn merge_interleaves_shards_by_time_and_keeps_each_shard_in_order() {
 }
 
 proptest! {
+    #![proptest_config(common::proptest_config(256))]
     /// Arbitrary bytes, and real batches with arbitrary damage, never panic.
     #[test]
     fn decoder_never_panics(noise in proptest::collection::vec(any::<u8>(), 0..600), at in 0usize..2000, byte in any::<u8>()) {

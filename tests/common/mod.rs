@@ -95,3 +95,21 @@ pub fn events(recs: &[Record]) -> Vec<&Record> {
         .filter(|r| r.kind != maptrace_abi::EventKind::Mark)
         .collect()
 }
+
+/// Proptest settings for `cases` cases; under Miri a few cases (it checks the
+/// unsafe accesses, not the search's reach) and no regression files (Miri
+/// isolates the test from the filesystem).
+pub fn proptest_config(cases: u32) -> proptest::test_runner::Config {
+    if cfg!(miri) {
+        proptest::test_runner::Config {
+            cases: 3,
+            failure_persistence: None,
+            ..proptest::test_runner::Config::default()
+        }
+    } else {
+        proptest::test_runner::Config {
+            cases,
+            ..proptest::test_runner::Config::default()
+        }
+    }
+}
