@@ -64,17 +64,34 @@ fn main() {
         .extra_warnings(true)
         .warnings_into_errors(true)
         .files(glue.iter().chain(shim_files.iter()));
-    // Sanitizer builds of the C (shim + glue): MT_SIM_SANITIZE=address,undefined
-    // with CC=clang-19 and RUSTFLAGS=-Zsanitizer=address on nightly, which
-    // links the ASan runtime; UBSan traps, so it needs no runtime of its own.
+    // Sanitizer builds of the C (shim + glue), with CC=clang-19 and the Rust side on
+    // nightly with the matching -Zsanitizer, which links the runtime:
+    // MT_SIM_SANITIZE=address,undefined (RUSTFLAGS=-Zsanitizer=address; UBSan
+    // traps, so it needs no runtime of its own) or MT_SIM_SANITIZE=thread
+    // (RUSTFLAGS=-Zsanitizer=thread and -Zbuild-std, so std's atomics and locks
+    // are seen too).
     println!("cargo:rerun-if-env-changed=MT_SIM_SANITIZE");
     if let Ok(list) = env::var("MT_SIM_SANITIZE") {
-        for s in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let sanitizers: Vec<&str> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        for s in &sanitizers {
+            assert!(
+                ["address", "undefined", "thread"].contains(s),
+                "MT_SIM_SANITIZE: unknown sanitizer `{s}` (address, undefined, thread)"
+            );
             build.flag(format!("-fsanitize={s}"));
-            if s == "undefined" {
+            if *s == "undefined" {
                 build.flag("-fsanitize-trap=undefined");
             }
         }
+        // One runtime per process: ASan's and TSan's cannot be linked together.
+        assert!(
+            !(sanitizers.contains(&"thread") && sanitizers.contains(&"address")),
+            "MT_SIM_SANITIZE: thread and address exclude each other"
+        );
         build.flag("-fno-omit-frame-pointer");
     }
     // Every object is kept: nothing on the Rust side names the shim's symbols

@@ -112,6 +112,9 @@ fn tsan_cmd(ctx: &Ctx) -> Cmd {
         .env("CC", "clang-19")
         .env("MT_SIM_SANITIZE", "thread")
         .env("RUSTFLAGS", "-Zsanitizer=thread")
+        // With the profile's panic=abort, -Zbuild-std builds std twice (abort for the
+        // lib, unwind for the test harness) and the second core clashes with the first.
+        .env("CARGO_PROFILE_DEV_PANIC", "unwind")
         .env("TSAN_OPTIONS", tsan_options(&ctx.root));
     test_args(cmd, TSAN_TESTS)
 }
@@ -186,6 +189,7 @@ mod tests {
         assert!(cmd.has_arg("-Zbuild-std") && cmd.has_arg(HOST) && cmd.has_arg("--locked"));
         assert_eq!(cmd.env_value("RUSTFLAGS"), Some("-Zsanitizer=thread"));
         assert_eq!(cmd.env_value("MT_SIM_SANITIZE"), Some("thread"));
+        assert_eq!(cmd.env_value("CARGO_PROFILE_DEV_PANIC"), Some("unwind"));
         assert_eq!(cmd.env_value("CC"), Some("clang-19"));
         assert_eq!(cmd.env_value("CARGO_TARGET_DIR"), Some("/repo/target/tsan"));
         let opts = cmd.env_value("TSAN_OPTIONS").unwrap();
