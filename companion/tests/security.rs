@@ -24,7 +24,10 @@ fn maptrace() -> Command {
 /// Fails with where and how a kernel address showed up in `bytes`.
 fn assert_no_kernel_address(what: &str, bytes: &[u8]) {
     let leaks = find_tagged_addresses(bytes);
-    assert!(leaks.is_empty(), "{what} leaks kernel addresses: {leaks:x?}");
+    assert!(
+        leaks.is_empty(),
+        "{what} leaks kernel addresses: {leaks:x?}"
+    );
 }
 
 /// Runs `maptrace --source SOURCE ARGS`, scans both streams and returns
@@ -108,7 +111,11 @@ fn the_simulators_kernel_addresses_are_in_the_tagged_window() {
     // recognises in every form.
     let src = SimSource::open(Workload::Idle).unwrap();
     let sim = src.sim();
-    assert!(sim.kernel().arena.in_window(), "{:x?}", sim.kernel_address_ranges());
+    assert!(
+        sim.kernel().arena.in_window(),
+        "{:x?}",
+        sim.kernel_address_ranges()
+    );
     sim.mount("apfs", "/").unwrap();
     sim.add_file("/f", 4096).unwrap();
     let p = sim.spawn("p", 501);

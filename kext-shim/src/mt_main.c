@@ -9,9 +9,12 @@
  *          path pool -> MAC policy -> kauth listener -> sweep of mounted
  *          filesystems (patches vectors) -> sysctl LAST.
  *   stop:  sysctl FIRST -> MAC unregister (UNLOADOK) -> kauth unlisten ->
- *          restore every patched vector entry -> mt_core_shutdown ->
- *          wait (bounded) until no hook is in flight -> free.
+ *          restore every patched vector entry -> wait (bounded) until no
+ *          hook is in flight -> mt_core_shutdown -> free.
  *
+ * A refused unload (MAC refused, or a hook stuck past the wait) puts back
+ * what stop took down (mt_resume): the kext that stays loaded keeps
+ * tracing and stays readable, and a later unload can succeed.
  * stop may run more than once (after a refused unload, or from a failed
  * start): every step checks whether it still has something to undo.
  *
@@ -152,15 +155,44 @@ static int mt_wait_drained(void)
 }
 
 /**
+ * After a refused unload of a started kext: puts back, in start's order,
+ * what stop took down, so the kext that stays loaded keeps tracing and
+ * can be read. Events in the refused stop's wait were not traced.
+ * Context: thread context (stop); may block.
+ */
+static void mt_resume(void)
+{
+    if (!mt_g.mac_registered && mt_mac_start() != 0) {
+        IOLog("maptrace: MAC policy not registered again; kauth and the sweep find vectors\n");
+    }
+    if (mt_tunable_kauth != 0 && mt_g.kauth_listener == NULL && mt_kauth_start() != 0) {
+        IOLog("maptrace: kauth listener not registered again\n");
+    }
+    if (mt_g.patch_lock != NULL) {
+        lck_mtx_lock(mt_g.patch_lock);
+        mt_vnops_repatch();
+        lck_mtx_unlock(mt_g.patch_lock);
+    }
+    mt_vnops_sweep();
+    if (!mt_g.sysctl_registered) {
+        (void)mt_sysctl_start();
+    }
+    mt_g.started = 1;
+}
+
+/**
  * Undoes everything start did, in the documented order. Safe to call
  * again after it refused (each step checks its own state).
  * @return 0 when the kext may be unloaded; EBUSY when it must stay (MAC
  *         refused to unregister, or hooks did not drain in time), in which
- *         case nothing the hooks can reach has been freed.
+ *         case nothing the hooks can reach has been freed and a started
+ *         kext is tracing again (mt_resume).
  * Context: thread context (kmod stop, failed start); sleeps.
  */
 static int mt_stop_all(void)
 {
+    /* Only a started kext resumes; a failed start is being torn down. */
+    int resume = mt_g.started;
     mt_g.started = 0;
 
     /* 1. No new sysctl requests; unregister waits for running ones. */
@@ -169,6 +201,9 @@ static int mt_stop_all(void)
     /* 2. MAC hooks off. Without UNLOADOK this would be EBUSY forever. */
     if (mt_mac_stop() != 0) {
         IOLog("maptrace: MAC policy refused to unregister; staying loaded\n");
+        if (resume) {
+            mt_resume();
+        }
         return EBUSY;
     }
 
@@ -182,16 +217,19 @@ static int mt_stop_all(void)
         lck_mtx_unlock(mt_g.patch_lock);
     }
 
-    /* 5. Hooks still inside see a shut-down core and record nothing. */
-    if (mt_g.core != NULL) {
-        mt_core_shutdown(mt_g.core);
+    /* 5. Nothing may be freed while a hook can still touch it. */
+    if (!mt_wait_drained()) {
+        IOLog("maptrace: %llu hook(s) still running; refusing to unload, still tracing\n",
+              (unsigned long long)MT_LOAD(&mt_g.in_flight));
+        if (resume) {
+            mt_resume();
+        }
+        return EBUSY;
     }
 
-    /* 6. Nothing may be freed while a hook can still touch it. */
-    if (!mt_wait_drained()) {
-        IOLog("maptrace: %llu hook(s) still running; refusing to unload\n",
-              (unsigned long long)MT_LOAD(&mt_g.in_flight));
-        return EBUSY;
+    /* 6. A hook that read an entry just before the restore records nothing. */
+    if (mt_g.core != NULL) {
+        mt_core_shutdown(mt_g.core);
     }
 
     /* 7. Free. */

@@ -154,6 +154,7 @@ int mt_vnops_init(void);
 void mt_vnode_seen(vnode_t vp);
 void mt_vnops_sweep(void);
 void mt_vnops_restore(void);
+void mt_vnops_repatch(void);
 void mt_vnops_fini(void);
 
 #pragma mark - mt_kauth.c

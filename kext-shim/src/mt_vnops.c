@@ -351,6 +351,38 @@ void mt_vnops_restore(void)
     }
 }
 
+/**
+ * Puts our trampolines back into every vector the core's table holds and
+ * reopens patching: an unload was refused and the kext stays, tracing.
+ * An entry someone else changed meanwhile is left to them.
+ * Context: thread context (stop), under the patch lock.
+ */
+void mt_vnops_repatch(void)
+{
+    if (mt_g.core == NULL) {
+        return;
+    }
+    uint32_t n = mt_core_vector_count(mt_g.core);
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t addr = 0;
+        uint64_t originals[MT_VOP__COUNT];
+        if (mt_core_vector_get(mt_g.core, i, &addr, originals) != MT_OK || addr == 0) {
+            mt_error();
+            continue;
+        }
+        vnop_t *vec = (vnop_t *)(uintptr_t)addr;
+        for (uint32_t op = 0; op < MT_VOP__COUNT; op++) {
+            vnop_t expected = (vnop_t)(uintptr_t)originals[op];
+            if (!__atomic_compare_exchange_n(&vec[mt_desc_offset(op)], &expected, mt_hooks[op], 0,
+                                             __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE) &&
+                expected != mt_hooks[op]) {
+                mt_error();
+            }
+        }
+    }
+    mt_patch_closed = 0;
+}
+
 #pragma mark - sweep
 
 /**
