@@ -608,7 +608,9 @@ fn a_batch_of_another_abi_inside_a_recording_is_refused_and_named() {
         .arg(&f)
         .assert()
         .code(4)
-        .stdout(predicate::str::contains("!! CORRUPT: batch 2: ABI mismatch"));
+        .stdout(predicate::str::contains(
+            "!! CORRUPT: batch 2: ABI mismatch",
+        ));
 }
 
 #[test]
