@@ -177,40 +177,55 @@ pub fn crash_summary(log: &str) -> String {
     keep.join("\n")
 }
 
-/// Runs every target at once and reports each; fails on any crash.
-fn run_all(l: &Layout, budget: Budget) -> Result<()> {
+/// Where a run's libFuzzer output goes (a file, not a pipe: a pipe nobody
+/// reads while another target is awaited fills up and stalls the fuzzer).
+pub fn log_path(l: &Layout, target: &str) -> PathBuf {
+    l.artifacts(target).join("last-run.log")
+}
+
+/// Runs `targets` at once and reports each as it ends; fails on any crash.
+fn run_all(l: &Layout, targets: &[&str], budget: Budget) -> Result<()> {
     let started = Instant::now();
-    let mut children = Vec::new();
-    for t in TARGETS {
+    let mut running = Vec::new();
+    for &t in targets {
         let cmd = run_cmd(l, t, budget);
-        eprintln!("+ {cmd}");
-        let mut c = Command::new(&cmd.program);
-        c.args(&cmd.args)
+        eprintln!("+ {cmd} 2> {}", log_path(l, t).display());
+        let log = std::fs::File::create(log_path(l, t))
+            .with_context(|| format!("create {}", log_path(l, t).display()))?;
+        let child = Command::new(&cmd.program)
+            .args(&cmd.args)
             .current_dir(&l.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let child = c.spawn().with_context(|| format!("cannot start `{cmd}`"))?;
-        children.push((*t, child));
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start `{cmd}`"))?;
+        running.push((t, child));
     }
     let mut failures = Vec::new();
-    for (t, child) in children {
-        let out = child.wait_with_output()?;
-        let log = String::from_utf8_lossy(&out.stderr);
-        let took = started.elapsed();
-        let corpus = std::fs::read_dir(l.corpus(t)).map_or(0, |d| d.count());
-        let execs = parse_execs(&log);
-        println!(
-            "{}",
-            report_line(t, execs, took, corpus, out.status.success())
-        );
-        if !out.status.success() || execs.is_none() {
-            failures.push(format!("{t} ({}):\n{}", out.status, crash_summary(&log)));
+    while !running.is_empty() {
+        std::thread::sleep(Duration::from_millis(200));
+        let mut still = Vec::new();
+        for (t, mut child) in running {
+            let Some(status) = child.try_wait()? else {
+                still.push((t, child));
+                continue;
+            };
+            let log = std::fs::read(log_path(l, t)).unwrap_or_default();
+            let log = String::from_utf8_lossy(&log);
+            let corpus = std::fs::read_dir(l.corpus(t)).map_or(0, |d| d.count());
+            let execs = parse_execs(&log);
+            let took = started.elapsed();
+            println!("{}", report_line(t, execs, took, corpus, status.success()));
+            if !status.success() || execs.is_none() {
+                failures.push(format!("{t} ({status}):\n{}", crash_summary(&log)));
+            }
         }
+        running = still;
     }
     if !failures.is_empty() {
         bail!(
-            "fuzzing found crashes (inputs under fuzz/artifacts/):\n{}",
+            "fuzzing found crashes (inputs and logs under fuzz/artifacts/):\n{}",
             failures.join("\n\n")
         );
     }
@@ -234,9 +249,11 @@ pub fn report_line(
     )
 }
 
-/// Installs cargo-fuzz if needed, builds, seeds, then runs every target.
-pub fn fuzz(root: &Path, budget: Budget, mode: Mode) -> Result<()> {
+/// Installs cargo-fuzz if needed, builds, seeds, then runs `targets` (all
+/// when empty).
+pub fn fuzz(root: &Path, budget: Budget, targets: &[String], mode: Mode) -> Result<()> {
     let l = Layout::project(root);
+    let targets = pick(targets)?;
     let (tool, installed) = if mode == Mode::DryRun {
         (l.tools.join("bin/cargo-fuzz").display().to_string(), false)
     } else {
@@ -247,17 +264,34 @@ pub fn fuzz(root: &Path, budget: Budget, mode: Mode) -> Result<()> {
     }
     exec(&build_plan(&l, &tool), mode)?;
     if mode == Mode::DryRun {
-        for t in TARGETS {
+        for t in &targets {
             println!("{}", run_cmd(&l, t, budget));
         }
         return Ok(());
     }
-    run_all(&l, budget)
+    run_all(&l, &targets, budget)
+}
+
+/// The targets named (all when none is), each checked.
+pub fn pick(names: &[String]) -> Result<Vec<&'static str>> {
+    if names.is_empty() {
+        return Ok(TARGETS.to_vec());
+    }
+    names
+        .iter()
+        .map(|n| {
+            TARGETS
+                .iter()
+                .copied()
+                .find(|t| t == n)
+                .with_context(|| format!("no fuzz target `{n}` (there are {})", TARGETS.join(", ")))
+        })
+        .collect()
 }
 
 /// The CI step: short, time-bounded runs.
 pub fn step_short_runs(ctx: &crate::ci::Ctx) -> Result<()> {
-    fuzz(&ctx.root, Budget::Seconds(CI_SECONDS), ctx.mode)
+    fuzz(&ctx.root, Budget::Seconds(CI_SECONDS), &[], ctx.mode)
 }
 
 #[cfg(test)]
@@ -335,6 +369,18 @@ mod tests {
         );
         assert!(line.contains("corpus     7, 0 crashes"), "{line}");
         assert!(report_line("x", None, Duration::ZERO, 0, false).ends_with("CRASHED"));
+    }
+
+    #[test]
+    fn targets_are_picked_by_name() {
+        assert_eq!(pick(&[]).unwrap(), TARGETS);
+        let names = ["scenario".to_string(), "decode".to_string()];
+        assert_eq!(pick(&names).unwrap(), ["scenario", "decode"]);
+        let err = pick(&["decoder".to_string()]).unwrap_err().to_string();
+        assert!(
+            err.contains("no fuzz target `decoder`") && err.contains("recording"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -39,9 +39,9 @@ Commands:
                        or --adhoc (default); also MT_SIGN_IDENTITY / MT_SIGN_PEM_CERT / MT_SIGN_PEM_KEY;
                        --no-timestamp skips the timestamp server (rcodesign)
   sign-check           sign a real Mach-O bundle with rcodesign (ad hoc and PEM) and verify it
-  fuzz [--runs N | --seconds S]
-                       build the cargo-fuzz targets (fuzz/) and run each for N inputs
-                       (default 1000000) or S seconds; fails on any crash
+  fuzz [--runs N | --seconds S] [--target T]
+                       build the cargo-fuzz targets (fuzz/) and run each (or T, repeatable)
+                       for N inputs (default 1000000) or S seconds; fails on any crash
   vm-test --host USER@VM [--loader kmutil|kextutil] [--no-dtrace] [--bundle DIR]
                        load the kext in a test VM, trace a workload, compare with DTrace, unload
 
@@ -62,6 +62,7 @@ struct Args {
     bundle: Option<PathBuf>,
     sign: sign::SignArgs,
     fuzz_budget: Option<fuzz::Budget>,
+    fuzz_targets: Vec<String>,
 }
 
 fn number(flag: &str, v: String) -> Result<u64> {
@@ -92,6 +93,7 @@ fn parse_args(raw: &[String]) -> Result<Args> {
             "--runs" => {
                 args.fuzz_budget = Some(fuzz::Budget::Runs(number("--runs", value("--runs")?)?))
             }
+            "--target" => args.fuzz_targets.push(value("--target")?),
             "--seconds" => {
                 args.fuzz_budget = Some(fuzz::Budget::Seconds(number(
                     "--seconds",
@@ -402,6 +404,7 @@ fn run(raw: &[String]) -> Result<()> {
             &root,
             args.fuzz_budget
                 .unwrap_or(fuzz::Budget::Runs(fuzz::LONG_RUNS)),
+            &args.fuzz_targets,
             mode,
         ),
         other => bail!("unknown command `{other}`\n\n{HELP}"),
@@ -442,6 +445,8 @@ mod tests {
         let a = args(&["fuzz", "--seconds", "9"]).unwrap();
         assert_eq!(a.fuzz_budget, Some(fuzz::Budget::Seconds(9)));
         assert!(args(&["fuzz", "--runs", "many"]).is_err());
+        let a = args(&["fuzz", "--target", "decode", "--target", "scenario"]).unwrap();
+        assert_eq!(a.fuzz_targets, ["decode", "scenario"]);
     }
 
     #[test]
