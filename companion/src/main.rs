@@ -284,10 +284,7 @@ fn drive(
 /// A live source's drop counters after the last read: drops after a
 /// shard's last record read reach no batch, only these counters.
 fn kext_drops(src: &mut dyn Source) -> Option<KextDrops> {
-    if !src.is_live() {
-        return None;
-    }
-    let stats = control::parse_stats(&src.stats().ok()?).ok()?;
+    let stats = control::parse_stats(&src.final_stats()?).ok()?;
     Some(KextDrops {
         generation: stats.generation,
         per_shard: stats.shards.iter().map(|s| s.dropped).collect(),
@@ -375,6 +372,8 @@ fn record(src: &mut dyn Source, path: &Path, limit: &Limit, quiet: bool) -> Resu
     let started = Instant::now();
     let mut last_progress = started;
     let (mut events, mut dropped, mut bad) = (0u64, 0u64, 0u64);
+    // Drops of earlier loads, and the load the last batch came from.
+    let (mut dropped_before, mut last_generation) = (0u64, None);
     let progress = |events: u64, dropped: u64, bytes: u64, done: bool| {
         if quiet {
             return;
@@ -395,16 +394,34 @@ fn record(src: &mut dyn Source, path: &Path, limit: &Limit, quiet: bool) -> Resu
         match maptrace_abi::decode::parse_batch_header(bytes) {
             Ok(b) => {
                 events += b.header.total_records;
+                if last_generation != Some(b.header.generation) {
+                    // A reload restarts the kext's counters.
+                    dropped_before += dropped;
+                    dropped = 0;
+                    last_generation = Some(b.header.generation);
+                }
                 dropped = dropped.max(b.header.total_dropped);
             }
             Err(_) => bad += 1,
         }
         if last_progress.elapsed() >= Duration::from_millis(250) {
             last_progress = Instant::now();
-            progress(events, dropped, w.bytes(), false);
+            progress(events, dropped_before + dropped, w.bytes(), false);
         }
         Ok(())
     })?;
+    // The counters after the last read close the recording: a replay then
+    // reports drops that no batch carries, as the live stream would.
+    if let Some(stats) = src.final_stats() {
+        w.write_stats(&stats)
+            .with_context(|| format!("writing {}", path.display()))?;
+        if let Ok(s) = control::parse_stats(&stats)
+            && last_generation.is_none_or(|g| g == s.generation)
+        {
+            dropped = dropped.max(s.shards.iter().map(|sh| sh.dropped).sum());
+        }
+    }
+    let dropped = dropped_before + dropped;
     let frames = w.frames();
     let bytes = w.bytes();
     w.finish()

@@ -8,6 +8,12 @@
 //! ```
 //! All integers are little-endian. A file ends after a whole frame; a partial
 //! frame at the end is reported as truncation.
+//!
+//! Since format 2, a recording of a live source ends with one more frame: the
+//! kext's `kern.maptrace.stats` as read after the last batch (it starts with
+//! `MT_STATS_MAGIC`, never a batch's magic). Drops after a shard's last record
+//! read reach no batch, only these counters, so a replay reports them as the
+//! live stream did. Format 1 files (no such frame) are still read.
 
 use crate::source::{Next, Source, SourceError};
 use maptrace_abi::raw;
@@ -17,8 +23,10 @@ use std::path::Path;
 
 /// The first bytes of every recording.
 pub const MAGIC: [u8; 8] = *b"MAPTRACE";
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The format version this build writes (and the newest it reads).
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest format version this build reads.
+pub const MIN_FORMAT_VERSION: u16 = 1;
 /// Largest batch a frame may hold; a bigger length means a corrupt file.
 pub const MAX_FRAME: u32 = 1 << 30;
 /// Longest host name kept.
@@ -58,7 +66,7 @@ pub enum RecordingError {
     },
     /// A format this build does not read.
     #[error(
-        "{path}: recording format {found} is not supported (this maptrace reads format {FORMAT_VERSION}); use a newer maptrace"
+        "{path}: recording format {found} is not supported (this maptrace reads formats {MIN_FORMAT_VERSION} to {FORMAT_VERSION}); use a newer maptrace"
     )]
     BadFormat {
         /// The file.
@@ -139,18 +147,35 @@ impl<W: Write> Writer<W> {
 
     /// Appends one batch.
     pub fn write_batch(&mut self, batch: &[u8]) -> io::Result<()> {
-        let len = u32::try_from(batch.len())
+        self.write_frame(batch, "batch")?;
+        self.frames += 1;
+        Ok(())
+    }
+
+    /// Appends the kext's `kern.maptrace.stats` as read after the last
+    /// batch (the recording's closing frame).
+    pub fn write_stats(&mut self, stats: &[u8]) -> io::Result<()> {
+        if !is_stats_frame(stats) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not kern.maptrace.stats bytes (no stats magic)",
+            ));
+        }
+        self.write_frame(stats, "statistics")
+    }
+
+    fn write_frame(&mut self, bytes: &[u8], what: &str) -> io::Result<()> {
+        let len = u32::try_from(bytes.len())
             .ok()
             .filter(|&l| l <= MAX_FRAME)
             .ok_or_else(|| {
                 io::Error::new(
                     io::ErrorKind::InvalidInput,
-                    "batch larger than a frame may hold",
+                    format!("{what} larger than a frame may hold"),
                 )
             })?;
         self.out.write_all(&len.to_le_bytes())?;
-        self.out.write_all(batch)?;
-        self.frames += 1;
+        self.out.write_all(bytes)?;
         self.bytes += 4 + u64::from(len);
         Ok(())
     }
@@ -221,6 +246,10 @@ pub struct Reader<R: Read> {
     header: Header,
     frames: u64,
     offset: u64,
+    /// The closing statistics frame, once read.
+    final_stats: Option<Vec<u8>>,
+    /// The end of the file was reached.
+    ended: bool,
 }
 
 impl Reader<BufReader<File>> {
@@ -258,7 +287,7 @@ impl<R: Read> Reader<R> {
         }
         let u16_at = |i: usize| u16::from_le_bytes([fixed[i], fixed[i + 1]]);
         let format = u16_at(8);
-        if format != FORMAT_VERSION {
+        if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&format) {
             return Err(RecordingError::BadFormat {
                 path: path.into(),
                 found: format,
@@ -304,6 +333,8 @@ impl<R: Read> Reader<R> {
             header,
             frames: 0,
             offset: header_len as u64,
+            final_stats: None,
+            ended: false,
         })
     }
 
@@ -313,7 +344,28 @@ impl<R: Read> Reader<R> {
     }
 
     /// Reads the next batch into `buf`; `Ok(None)` at a clean end of file.
+    /// The closing statistics frame is kept for [`Reader::final_stats`].
     pub fn next_frame(&mut self, buf: &mut Vec<u8>) -> Result<Option<usize>, RecordingError> {
+        loop {
+            let Some(n) = self.read_frame(buf)? else {
+                self.ended = true;
+                return Ok(None);
+            };
+            let frame = buf.get(..n).unwrap_or(&[]);
+            if !is_stats_frame(frame) {
+                return Ok(Some(n));
+            }
+            self.final_stats = Some(frame.to_vec());
+        }
+    }
+
+    /// The kext's statistics that close the recording (format 2), once the
+    /// whole file was read: a partial replay has not seen the drops they count.
+    pub fn final_stats(&self) -> Option<&[u8]> {
+        self.final_stats.as_deref().filter(|_| self.ended)
+    }
+
+    fn read_frame(&mut self, buf: &mut Vec<u8>) -> Result<Option<usize>, RecordingError> {
         let io_err = |err| RecordingError::Io {
             path: self.path.clone(),
             err,
@@ -357,6 +409,13 @@ impl<R: Read> Reader<R> {
     }
 }
 
+/// Whether a frame holds the kext's statistics rather than a batch.
+pub fn is_stats_frame(frame: &[u8]) -> bool {
+    frame
+        .first_chunk::<4>()
+        .is_some_and(|m| u32::from_le_bytes(*m) == raw::MT_STATS_MAGIC)
+}
+
 /// A recording as a [`Source`].
 #[derive(Debug)]
 pub struct FileSource {
@@ -391,6 +450,10 @@ impl Source for FileSource {
             Some(n) => Next::Batch(n),
             None => Next::End,
         })
+    }
+
+    fn final_stats(&mut self) -> Option<Vec<u8>> {
+        self.reader.final_stats().map(<[u8]>::to_vec)
     }
 }
 
@@ -477,6 +540,35 @@ mod tests {
         bytes[12] = 3; // header_len no longer matches the host name
         let e = Reader::new(bytes.as_slice(), "t").unwrap_err();
         assert!(matches!(e, RecordingError::Corrupt { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn format_1_is_read_and_only_stats_bytes_close_a_recording() {
+        let mut bytes = recording(&[b"batch"]);
+        bytes[8] = 1;
+        let mut r = Reader::new(bytes.as_slice(), "old").unwrap();
+        let mut buf = Vec::new();
+        assert_eq!(r.next_frame(&mut buf).unwrap(), Some(5));
+        assert_eq!(r.next_frame(&mut buf).unwrap(), None);
+
+        let mut w = Writer::new(Vec::new(), &header()).unwrap();
+        let e = w.write_stats(b"not stats").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        let mut stats = raw::MT_STATS_MAGIC.to_le_bytes().to_vec();
+        stats.extend_from_slice(&[0; 76]);
+        let before = w.bytes();
+        w.write_stats(&stats).unwrap();
+        assert_eq!(w.frames(), 0, "the closing frame is no batch");
+        assert_eq!(w.bytes() - before, 4 + 80);
+        assert!(is_stats_frame(&stats) && !is_stats_frame(b"MSB") && !is_stats_frame(b""));
+
+        w.write_batch(b"after").unwrap();
+        let bytes = w.finish().unwrap();
+        let mut r = Reader::new(bytes.as_slice(), "t").unwrap();
+        assert_eq!(r.next_frame(&mut buf).unwrap(), Some(5), "stats skipped");
+        assert_eq!(r.final_stats(), None, "not before the end");
+        assert_eq!(r.next_frame(&mut buf).unwrap(), None);
+        assert_eq!(r.final_stats(), Some(stats.as_slice()));
     }
 
     #[test]

@@ -95,6 +95,17 @@ pub trait Source {
         )))
     }
 
+    /// The kext's statistics after the last batch read, when the source has
+    /// them: drops after a shard's last record read are only counted there.
+    /// A live source reads them now; a recording has them as its last frame.
+    fn final_stats(&mut self) -> Option<Vec<u8>> {
+        if self.is_live() {
+            self.stats().ok()
+        } else {
+            None
+        }
+    }
+
     /// The kext's current config.
     fn config(&mut self) -> Result<raw::mt_config, SourceError> {
         Err(SourceError::Unsupported(format!(

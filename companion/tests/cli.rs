@@ -411,6 +411,35 @@ fn drops_after_the_last_record_are_still_counted() {
 }
 
 #[test]
+fn a_recording_closed_by_the_kexts_stats_reports_drops_no_batch_carried() {
+    let dir = TempDir::new().unwrap();
+    let (batches, stats) = lossy_unread_tail(100, 100);
+    let dropped = maptrace::control::parse_stats(&stats).unwrap().shards[0].dropped;
+    // Without the closing frame (format 1, or a recording of a file) only
+    // the drops the batches carried are known.
+    let old = dir.path().join("old.mtr");
+    write_recording(&old, &batches);
+    let (lines, code) = run_json(&["stream", "--json"], &old);
+    assert_eq!(code, 3);
+    let seen_in_batches = lines.last().unwrap()["dropped"].as_u64().unwrap();
+    // 64 slots: the first 100 page-ins drop 36, the 100 unread ones 36 more.
+    assert_eq!((seen_in_batches, dropped), (36, 72));
+
+    let f = dir.path().join("closed.mtr");
+    write_recording_with_stats(&f, &batches, Some(&stats));
+    let (lines, code) = run_json(&["stream", "--json"], &f);
+    assert_eq!(code, 3);
+    let losses: Vec<&Value> = lines.iter().filter(|l| l["type"] == "loss").collect();
+    let total: u64 = losses.iter().map(|l| l["count"].as_u64().unwrap()).sum();
+    assert_eq!(total, dropped, "every drop the kext counted: {losses:?}");
+    assert!(losses.iter().all(|l| l["shard"] == 0), "{losses:?}");
+    assert_eq!(lines.last().unwrap()["dropped"], dropped);
+    let pageins = lines.iter().filter(|l| l["kind"] == "pagein").count();
+    assert_eq!(pageins, 64, "the stats frame is no batch: {lines:?}");
+    assert!(!lines.iter().any(|l| l["type"] == "corrupt"), "{lines:?}");
+}
+
+#[test]
 fn a_reload_is_announced_and_files_start_over() {
     let dir = TempDir::new().unwrap();
     let f = fixture(&dir, "reload.mtr", &reload_batches());

@@ -306,6 +306,13 @@ fn recording_the_simulator_replays_identically() {
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["totals"]["files"], 3);
     assert!(r["totals"]["by_kind"]["pagein"].as_u64() > Some(0));
+    // A live source's recording ends with the kext's counters (format 2).
+    let mut rd = maptrace::recording::Reader::open(&f).unwrap();
+    let mut buf = Vec::new();
+    while rd.next_frame(&mut buf).unwrap().is_some() {}
+    let stats = maptrace::control::parse_stats(rd.final_stats().expect("closing stats")).unwrap();
+    assert_eq!(stats.shards.iter().map(|s| s.dropped).sum::<u64>(), 0);
+    assert!(stats.hook_calls > 0);
 }
 
 /// About three seconds of page-ins, one 16K cluster per millisecond.

@@ -212,6 +212,11 @@ pub fn lifecycle(t: &mut Trace<'_>) {
 
 /// Writes `batches` as a recording at `path`.
 pub fn write_recording(path: &Path, batches: &[Vec<u8>]) {
+    write_recording_with_stats(path, batches, None);
+}
+
+/// A recording of `batches` closed by the kext's `stats` when given.
+pub fn write_recording_with_stats(path: &Path, batches: &[Vec<u8>], stats: Option<&[u8]>) {
     let f = std::fs::File::create(path).unwrap();
     let h = Header {
         abi_version: raw::MT_ABI_VERSION as u16,
@@ -221,6 +226,9 @@ pub fn write_recording(path: &Path, batches: &[Vec<u8>]) {
     let mut w = Writer::new(f, &h).unwrap();
     for b in batches {
         w.write_batch(b).unwrap();
+    }
+    if let Some(s) = stats {
+        w.write_stats(s).unwrap();
     }
     w.finish().unwrap();
 }
@@ -281,6 +289,30 @@ pub fn lossy_tail_batches(n: u64) -> Vec<Vec<u8>> {
     }
     t.drain();
     t.batches
+}
+
+/// [`lossy_tail_batches`] then `unread` more page-ins that nobody drains
+/// (the 64-slot shard keeps 64, drops the rest), and the kext's stats read
+/// after the last batch: only they know those drops.
+pub fn lossy_unread_tail(n: u64, unread: u64) -> (Vec<Vec<u8>>, Vec<u8>) {
+    let mut mem = Mem::new(1, 64);
+    let e = mem.engine();
+    let mut t = Trace::new(&e);
+    t.path(0, DB, "/data/app.db");
+    t.mmap_call(0, 200, 2001, DB, 1, 1);
+    t.drain();
+    for i in 0..n + unread {
+        if i == n {
+            t.drain();
+        }
+        t.pagein(0, 200, 2001, DB, ((i * 4096) as i64, 4096), 2);
+    }
+    let mut stats = vec![0u8; e.stats_size()];
+    let len = e
+        .stats(maptrace_core::ShimCounters::default(), &mut stats)
+        .unwrap();
+    stats.truncate(len);
+    (t.batches, stats)
 }
 
 /// Two kext loads one after the other: the same vnode address gets another
