@@ -340,6 +340,18 @@ fn parse_duration(s: &str) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
+/// A duration in the largest unit that holds it exactly, so it parses back
+/// (a long sleep in microseconds would overflow the parser's u64).
+fn fmt_duration(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d.subsec_nanos() % 1_000_000 == 0 {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}us", d.as_micros())
+    }
+}
+
 fn parse_prot(s: &str) -> Option<i32> {
     if s == "none" || s == "-" {
         return Some(0);
@@ -927,7 +939,7 @@ impl fmt::Display for Scenario {
                     }
                     writeln!(f, "end")?;
                 }
-                Step::Sleep(d) => writeln!(f, "sleep {}us", d.as_micros())?,
+                Step::Sleep(d) => writeln!(f, "sleep {}", fmt_duration(*d))?,
                 Step::Unmount { on, force } => {
                     writeln!(f, "unmount {on}{}", if *force { " force" } else { "" })?
                 }

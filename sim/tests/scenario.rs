@@ -131,6 +131,30 @@ fn printing_round_trips() {
     );
 }
 
+/// Found by fuzzing: a long sleep printed in microseconds overflowed the
+/// parser, so the printed scenario did not parse.
+#[test]
+fn sleeps_print_in_a_unit_that_parses_back() {
+    for (text, printed) in [
+        ("sleep 8333333330510008s", "sleep 8333333330510008s"),
+        (
+            "sleep 18446744073709551615ms",
+            "sleep 18446744073709551615ms",
+        ),
+        ("sleep 2000ms", "sleep 2s"),
+        ("sleep 1500us", "sleep 1500us"),
+        ("sleep 0us", "sleep 0s"),
+    ] {
+        let s = Scenario::parse(text).unwrap();
+        assert_eq!(s.to_string().trim_end(), printed);
+        assert_eq!(
+            Scenario::parse(&s.to_string()).unwrap().steps,
+            s.steps,
+            "{text}"
+        );
+    }
+}
+
 #[test]
 fn the_generator_is_deterministic_per_seed() {
     let p = GenParams::default();
