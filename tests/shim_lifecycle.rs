@@ -37,17 +37,25 @@ fn counts(r: &Record) -> maptrace_abi::Counts {
     }
 }
 
-/// The vectors of the simulated filesystems hold their own entries again.
-fn assert_vectors_restored(sim: &Sim) {
+/// Every entry of every live vector of the simulated filesystems:
+/// (filesystem, index, entry now, the filesystem's original).
+fn vector_entries(sim: &Sim) -> Vec<(String, usize, usize, usize)> {
     let vfs = &sim.kernel().vfs;
-    for (addr, info) in vfs.vectors.read().expect("vectors").iter() {
-        if info.freed {
-            continue;
-        }
+    let vectors = vfs.vectors.read().expect("vectors");
+    let mut out = Vec::new();
+    for (addr, info) in vectors.iter().filter(|(_, info)| !info.freed) {
         for (i, orig) in info.originals.iter().enumerate() {
             let now = maptrace_sim::vfs::word(addr + i * 8).load(Ordering::Acquire);
-            assert_eq!(now, *orig, "{} entry {i} not restored", info.fs);
+            out.push((info.fs.clone(), i, now, *orig));
         }
+    }
+    out
+}
+
+/// The vectors of the simulated filesystems hold their own entries again.
+fn assert_vectors_restored(sim: &Sim) {
+    for (fs, i, now, orig) in vector_entries(sim) {
+        assert_eq!(now, orig, "{fs} entry {i} not restored");
     }
 }
 
@@ -305,17 +313,9 @@ fn vectors_of_mounted_filesystems_are_patched_by_the_sweep() {
 /// Whether any vector entry holds something other than its filesystem's
 /// original (our trampoline): the kext is on the VNOP paths.
 fn vectors_patched(sim: &Sim) -> bool {
-    let vfs = &sim.kernel().vfs;
-    vfs.vectors
-        .read()
-        .expect("vectors")
+    vector_entries(sim)
         .iter()
-        .any(|(addr, info)| {
-            !info.freed
-                && info.originals.iter().enumerate().any(|(i, orig)| {
-                    maptrace_sim::vfs::word(addr + i * 8).load(Ordering::Acquire) != *orig
-                })
-        })
+        .any(|(_, _, now, orig)| now != orig)
 }
 
 /// Kinds of the records of `pid`.

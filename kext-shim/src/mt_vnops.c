@@ -318,13 +318,16 @@ void mt_vnode_seen(vnode_t vp)
 }
 
 /**
- * Puts every original entry back where a trampoline of ours still sits,
- * and closes patching for good.
+ * Swaps every hooked entry of every vector in the core's table: our
+ * trampolines back to the originals, or the originals to our trampolines.
+ * Someone else may have hooked on top of us (or changed an entry while we
+ * were off it): then the entry is theirs, left alone, and counted as an
+ * error.
+ * @param to_hooks 1: originals -> trampolines; 0: trampolines -> originals.
  * Context: thread context (stop), under the patch lock.
  */
-void mt_vnops_restore(void)
+static void mt_vectors_swap(int to_hooks)
 {
-    mt_patch_closed = 1;
     if (mt_g.core == NULL) {
         return;
     }
@@ -338,13 +341,12 @@ void mt_vnops_restore(void)
         }
         vnop_t *vec = (vnop_t *)(uintptr_t)addr;
         for (uint32_t op = 0; op < MT_VOP__COUNT; op++) {
-            vnop_t *slot = &vec[mt_desc_offset(op)];
-            /* Someone else may have hooked on top of us: then the entry is
-             * theirs to restore, and ours stays reachable through it. */
-            vnop_t ours = mt_hooks[op];
-            if (!__atomic_compare_exchange_n(slot, &ours, (vnop_t)(uintptr_t)originals[op], 0,
+            vnop_t original = (vnop_t)(uintptr_t)originals[op];
+            vnop_t seen = to_hooks ? original : mt_hooks[op];
+            vnop_t next = to_hooks ? mt_hooks[op] : original;
+            if (!__atomic_compare_exchange_n(&vec[mt_desc_offset(op)], &seen, next, 0,
                                              __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE) &&
-                ours != (vnop_t)(uintptr_t)originals[op]) {
+                seen != next) {
                 mt_error();
             }
         }
@@ -352,34 +354,24 @@ void mt_vnops_restore(void)
 }
 
 /**
+ * Puts every original entry back where a trampoline of ours still sits,
+ * and closes patching.
+ * Context: thread context (stop), under the patch lock.
+ */
+void mt_vnops_restore(void)
+{
+    mt_patch_closed = 1;
+    mt_vectors_swap(0);
+}
+
+/**
  * Puts our trampolines back into every vector the core's table holds and
  * reopens patching: an unload was refused and the kext stays, tracing.
- * An entry someone else changed meanwhile is left to them.
  * Context: thread context (stop), under the patch lock.
  */
 void mt_vnops_repatch(void)
 {
-    if (mt_g.core == NULL) {
-        return;
-    }
-    uint32_t n = mt_core_vector_count(mt_g.core);
-    for (uint32_t i = 0; i < n; i++) {
-        uint64_t addr = 0;
-        uint64_t originals[MT_VOP__COUNT];
-        if (mt_core_vector_get(mt_g.core, i, &addr, originals) != MT_OK || addr == 0) {
-            mt_error();
-            continue;
-        }
-        vnop_t *vec = (vnop_t *)(uintptr_t)addr;
-        for (uint32_t op = 0; op < MT_VOP__COUNT; op++) {
-            vnop_t expected = (vnop_t)(uintptr_t)originals[op];
-            if (!__atomic_compare_exchange_n(&vec[mt_desc_offset(op)], &expected, mt_hooks[op], 0,
-                                             __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE) &&
-                expected != mt_hooks[op]) {
-                mt_error();
-            }
-        }
-    }
+    mt_vectors_swap(1);
     mt_patch_closed = 0;
 }
 
