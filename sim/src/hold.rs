@@ -2,6 +2,7 @@
 //! until a test releases them: the way to have a kext hook "stuck" (in
 //! flight) while the test tries to unload the kext.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,10 +21,16 @@ static GATE: Mutex<Gate> = Mutex::new(Gate {
     waiting: 0,
 });
 static CV: Condvar = Condvar::new();
+/// Whether any operation is held: set before `GATE.op` and cleared after,
+/// so the originals skip the gate's mutex while nothing is held.
+static ANY_HELD: AtomicBool = AtomicBool::new(false);
 
 /// Called at the start of every simulated original operation: blocks while
 /// a test holds `op`.
 pub(crate) fn enter(op: Vop) {
+    if !ANY_HELD.load(Ordering::Acquire) {
+        return;
+    }
     let mut g = lock(&GATE);
     if g.op != Some(op) {
         return;
@@ -73,6 +80,7 @@ impl VnopHold {
 impl Drop for VnopHold {
     fn drop(&mut self) {
         lock(&GATE).op = None;
+        ANY_HELD.store(false, Ordering::Release);
         CV.notify_all();
     }
 }
@@ -82,7 +90,10 @@ impl Sim {
     /// `op` (VNOP_MMAP, VNOP_PAGEIN, VNOP_MNOMAP) waits there until the
     /// returned hold is released: a kext hook around it stays in flight.
     pub fn hold_vnop(&self, op: Vop) -> VnopHold {
-        lock(&GATE).op = Some(op);
+        let mut g = lock(&GATE);
+        ANY_HELD.store(true, Ordering::Release);
+        g.op = Some(op);
+        drop(g);
         VnopHold { _private: () }
     }
 }

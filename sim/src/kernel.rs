@@ -1,6 +1,7 @@
 //! The booted kernel: configuration, global state the KPIs reach, thread and
 //! CPU identity, violations, the log and the ground-truth trace.
 
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -152,7 +153,7 @@ pub struct Kernel {
     log: Mutex<Vec<String>>,
     trace: Mutex<VecDeque<TraceEvent>>,
     trace_seq: AtomicU64,
-    threads: Mutex<HashMap<usize, u64>>,
+    threads: RwLock<HashMap<usize, u64>>,
     next_tid: AtomicU64,
     cpu_tick: AtomicU32,
     rng: Mutex<fastrand::Rng>,
@@ -175,11 +176,36 @@ pub struct Kernel {
     /// Set while `panic()` is being reported.
     pub panicked: AtomicBool,
     /// Threads executing kext code right now (hooks, callbacks, handlers).
-    in_kext: AtomicUsize,
+    /// Sharded by thread so producers on different CPUs do not share a
+    /// counter line; a thread always uses the same shard.
+    in_kext: [InKextShard; IN_KEXT_SHARDS],
+}
+
+const IN_KEXT_SHARDS: usize = 16;
+
+/// One shard of the in-kext count, on its own cache line.
+#[repr(align(128))]
+#[derive(Default)]
+struct InKextShard(AtomicUsize);
+
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static IN_KEXT_SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % IN_KEXT_SHARDS;
 }
 
 static BOOTS: AtomicU64 = AtomicU64::new(1);
 static CURRENT: RwLock<Option<Arc<Kernel>>> = RwLock::new(None);
+/// Boot id of the kernel in `CURRENT` (0: none). Written under its write
+/// lock; read without any lock by the per-thread cache, so a KPI call costs
+/// one load of a cache line that only boot and shutdown write.
+static CURRENT_BOOT: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// This thread's handle to the booted kernel, valid while its boot id is
+    /// `CURRENT_BOOT`: no global lock and no shared refcount per KPI call.
+    static CACHED: Cell<Option<Arc<Kernel>>> = const { Cell::new(None) };
+}
 
 /// The booted kernel the KPIs act on.
 pub fn current() -> Option<Arc<Kernel>> {
@@ -188,10 +214,37 @@ pub fn current() -> Option<Arc<Kernel>> {
 
 /// The booted kernel, or a loud abort: a KPI was called with no kernel.
 pub fn current_or_abort(kpi: &str) -> Arc<Kernel> {
-    current().unwrap_or_else(|| {
-        eprintln!("maptrace-sim: {kpi} called while no simulated kernel is booted");
-        std::process::abort();
-    })
+    current().unwrap_or_else(|| no_kernel(kpi))
+}
+
+#[cold]
+fn no_kernel(kpi: &str) -> ! {
+    eprintln!("maptrace-sim: {kpi} called while no simulated kernel is booted");
+    std::process::abort();
+}
+
+/// Runs `f` on the booted kernel (a loud abort when none is), through the
+/// thread's cached handle when it is still the booted one. A reboot or a
+/// shutdown changes `CURRENT_BOOT`, so a stale handle is never used.
+pub fn with_current<R>(kpi: &str, f: impl FnOnce(&Kernel) -> R) -> R {
+    // Taken out of the cell while `f` runs: a nested KPI call (a callout into
+    // the kext) finds the cell empty and takes the slow path, and the handle
+    // owned here stays alive whatever that call does to the cell.
+    let cached = CACHED.with(Cell::take);
+    let booted = CURRENT_BOOT.load(Ordering::Acquire);
+    let k = match cached {
+        Some(k) if k.boot == booted => k,
+        _ => current_or_abort(kpi),
+    };
+    let r = f(&k);
+    CACHED.with(|c| c.set(Some(k)));
+    r
+}
+
+/// Drops the calling thread's cached kernel handle (the Sim owner's thread
+/// at shutdown, so the kernel's memory goes with the `Sim`).
+pub fn forget_cached() {
+    drop(CACHED.with(Cell::take));
 }
 
 impl Kernel {
@@ -211,7 +264,7 @@ impl Kernel {
             log: Mutex::new(Vec::new()),
             trace: Mutex::new(VecDeque::new()),
             trace_seq: AtomicU64::new(0),
-            threads: Mutex::new(HashMap::new()),
+            threads: RwLock::new(HashMap::new()),
             next_tid: AtomicU64::new(0x1000),
             cpu_tick: AtomicU32::new(0),
             copyout_faults: AtomicU32::new(0),
@@ -223,10 +276,13 @@ impl Kernel {
             locks: Locks::default(),
             kext: KextSlot::default(),
             panicked: AtomicBool::new(false),
-            in_kext: AtomicUsize::new(0),
+            in_kext: Default::default(),
         });
         k.procs.create_kernel_task(&k);
-        *write(&CURRENT) = Some(Arc::clone(&k));
+        let mut cur = write(&CURRENT);
+        *cur = Some(Arc::clone(&k));
+        CURRENT_BOOT.store(boot, Ordering::Release);
+        drop(cur);
         k
     }
 
@@ -234,8 +290,11 @@ impl Kernel {
     pub fn shutdown(self: &Arc<Kernel>) {
         let mut cur = write(&CURRENT);
         if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, self)) {
+            CURRENT_BOOT.store(0, Ordering::Release);
             *cur = None;
         }
+        drop(cur);
+        forget_cached();
     }
 
     /// Allocates a kernel object filled with poison.
@@ -324,15 +383,21 @@ impl Kernel {
 
     /// `mach_absolute_time()`: monotonic ticks since boot.
     pub fn abs_time(&self) -> u64 {
-        let ns = self.started.elapsed().as_nanos() as u64;
-        let (numer, denom) = self.config.timebase;
-        ((ns as u128) * u128::from(denom) / u128::from(numer.max(1))) as u64
+        let up = self.started.elapsed();
+        let ns = up.as_secs().wrapping_mul(1_000_000_000) + u64::from(up.subsec_nanos());
+        match self.config.timebase {
+            // The default (arm64) timebase with constant divisors.
+            (125, 3) => scale(ns, 3, 125),
+            (numer, denom) => scale(ns, u64::from(denom), u64::from(numer.max(1))),
+        }
     }
 
     /// `absolutetime_to_nanoseconds()`.
     pub fn abs_to_ns(&self, abs: u64) -> u64 {
-        let (numer, denom) = self.config.timebase;
-        ((abs as u128) * u128::from(numer) / u128::from(denom.max(1))) as u64
+        match self.config.timebase {
+            (125, 3) => scale(abs, 125, 3),
+            (numer, denom) => scale(abs, u64::from(numer), u64::from(denom.max(1))),
+        }
     }
 
     /// `read_random()`.
@@ -346,15 +411,20 @@ impl Kernel {
     /// Runs kext code (a hook, callback or handler) inside `frame`, counting
     /// the threads that are in kext code.
     pub fn kext_call<R>(&self, frame: context::Frame, f: impl FnOnce() -> R) -> R {
-        self.in_kext.fetch_add(1, Ordering::AcqRel);
+        let shard = &self.in_kext[IN_KEXT_SHARD.with(|s| *s)].0;
+        shard.fetch_add(1, Ordering::AcqRel);
         let r = context::with_frame(frame, f);
-        self.in_kext.fetch_sub(1, Ordering::AcqRel);
+        shard.fetch_sub(1, Ordering::AcqRel);
         r
     }
 
     /// Threads executing kext code right now.
     pub fn threads_in_kext(&self) -> usize {
-        self.in_kext.load(Ordering::Acquire)
+        // A thread inside for the whole scan is seen in its own shard.
+        self.in_kext
+            .iter()
+            .map(|s| s.0.load(Ordering::Acquire))
+            .sum()
     }
 
     // ------------------------------------------------------------ identity
@@ -374,7 +444,7 @@ impl Kernel {
     pub fn new_thread_identity(&self, pid: i32) -> ThreadIdentity {
         let tid = self.next_tid.fetch_add(1, Ordering::Relaxed);
         let addr = self.kalloc(256, "thread");
-        lock(&self.threads).insert(addr, tid);
+        write(&self.threads).insert(addr, tid);
         let cpu = self.cpu_tick.fetch_add(1, Ordering::Relaxed) % self.config.cpus.max(1);
         ThreadIdentity {
             boot: self.boot,
@@ -387,7 +457,11 @@ impl Kernel {
 
     /// `thread_tid()` of a `thread_t`.
     pub fn thread_tid(&self, addr: usize) -> Option<u64> {
-        lock(&self.threads).get(&addr).copied()
+        // Almost always the caller's own thread_t: no shared lock then.
+        if let Some(id) = context::identity(self.boot).filter(|id| id.thread_addr == addr) {
+            return Some(id.tid);
+        }
+        read(&self.threads).get(&addr).copied()
     }
 
     /// Moves the current thread to another simulated CPU, as the scheduler
@@ -396,6 +470,49 @@ impl Kernel {
         if let Some(mut id) = context::identity(self.boot) {
             id.cpu = self.cpu_tick.fetch_add(1, Ordering::Relaxed) % self.config.cpus.max(1);
             context::set_identity(Some(id));
+        }
+    }
+}
+
+/// `floor(x * mul / div)` in 64-bit arithmetic: with `x = q * div + r`, it is
+/// `q * mul + r * mul / div` (exact, and `r * mul < div * mul` cannot
+/// overflow for 32-bit timebase terms), so no 128-bit division per call.
+#[inline(always)]
+fn scale(x: u64, mul: u64, div: u64) -> u64 {
+    (x / div)
+        .wrapping_mul(mul)
+        .wrapping_add(x % div * mul / div)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scale;
+
+    #[test]
+    fn scale_matches_128_bit_arithmetic() {
+        let terms = [
+            (125, 3),
+            (3, 125),
+            (1, 1),
+            (1_000_000_000, 24_000_000),
+            (u32::MAX as u64, 7),
+        ];
+        let xs = [
+            0,
+            1,
+            2,
+            124,
+            125,
+            126,
+            1 << 32,
+            123_456_789_012,
+            u64::MAX / 1_000_000_000,
+        ];
+        for (mul, div) in terms {
+            for x in xs {
+                let want = (u128::from(x) * u128::from(mul) / u128::from(div)) as u64;
+                assert_eq!(scale(x, mul, div), want, "{x} * {mul} / {div}");
+            }
         }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use crate::arena::Owner;
 use crate::context::{self, Frame};
-use crate::kernel::{Kernel, current_or_abort};
+use crate::kernel::{Kernel, current_or_abort, with_current};
 use crate::locks::LockObj;
 use crate::vfs::{self, VectorInfo, Vnode, errno, word};
 use crate::violation::Violation;
@@ -43,8 +43,10 @@ fn may_block(k: &Kernel, kpi: &str) {
 
 #[unsafe(no_mangle)]
 extern "C" fn vnode_isinuse(vp: xnu::vnode_t, refcnt: c_int) -> c_int {
-    let k = k("vnode_isinuse");
-    vnode(&k, "vnode_isinuse", vp).map_or(0, |v| c_int::from(v.usecount() - v.kusecount() > refcnt))
+    with_current("vnode_isinuse", |k| {
+        vnode(k, "vnode_isinuse", vp)
+            .map_or(0, |v| c_int::from(v.usecount() - v.kusecount() > refcnt))
+    })
 }
 
 #[unsafe(no_mangle)]
@@ -102,19 +104,21 @@ extern "C" fn vnode_rele(vp: xnu::vnode_t) {
 
 #[unsafe(no_mangle)]
 extern "C" fn vnode_vid(vp: xnu::vnode_t) -> u32 {
-    let k = k("vnode_vid");
-    vnode(&k, "vnode_vid", vp).map_or(0, |v| v.vid)
+    with_current("vnode_vid", |k| {
+        vnode(k, "vnode_vid", vp).map_or(0, |v| v.vid)
+    })
 }
 
 #[unsafe(no_mangle)]
 extern "C" fn vnode_vtype(vp: xnu::vnode_t) -> xnu::vtype {
-    let k = k("vnode_vtype");
-    vnode(&k, "vnode_vtype", vp).map_or(xnu::VBAD, |v| {
-        if v.dead.load(Ordering::Acquire) {
-            xnu::VBAD
-        } else {
-            v.vtype
-        }
+    with_current("vnode_vtype", |k| {
+        vnode(k, "vnode_vtype", vp).map_or(xnu::VBAD, |v| {
+            if v.dead.load(Ordering::Acquire) {
+                xnu::VBAD
+            } else {
+                v.vtype
+            }
+        })
     })
 }
 
@@ -462,8 +466,7 @@ extern "C" fn current_proc() -> xnu::proc_t {
 
 #[unsafe(no_mangle)]
 extern "C" fn proc_selfpid() -> c_int {
-    let k = k("proc_selfpid");
-    k.identity().pid
+    with_current("proc_selfpid", |k| k.identity().pid)
 }
 
 fn copy_name(name: &str, buf: *mut c_char, size: c_int) {
@@ -801,12 +804,12 @@ extern "C" fn lck_spin_free(l: *mut xnu::lck_spin_t, _grp: *mut xnu::lck_grp_t) 
 
 #[unsafe(no_mangle)]
 extern "C" fn mach_absolute_time() -> u64 {
-    k("mach_absolute_time").abs_time()
+    with_current("mach_absolute_time", Kernel::abs_time)
 }
 
 #[unsafe(no_mangle)]
 extern "C" fn absolutetime_to_nanoseconds(abs: u64, result: *mut u64) {
-    let ns = k("absolutetime_to_nanoseconds").abs_to_ns(abs);
+    let ns = with_current("absolutetime_to_nanoseconds", |k| k.abs_to_ns(abs));
     if !result.is_null() {
         // SAFETY: the caller's out-pointer.
         unsafe { *result = ns };
@@ -815,18 +818,17 @@ extern "C" fn absolutetime_to_nanoseconds(abs: u64, result: *mut u64) {
 
 #[unsafe(no_mangle)]
 extern "C" fn current_thread() -> xnu::thread_t {
-    k("current_thread").identity().thread_addr as xnu::thread_t
+    with_current("current_thread", |k| k.identity().thread_addr) as xnu::thread_t
 }
 
 #[unsafe(no_mangle)]
 extern "C" fn thread_tid(t: xnu::thread_t) -> u64 {
-    let k = k("thread_tid");
-    k.thread_tid(t as usize).unwrap_or(0)
+    with_current("thread_tid", |k| k.thread_tid(t as usize).unwrap_or(0))
 }
 
 #[unsafe(no_mangle)]
 extern "C" fn cpu_number() -> c_int {
-    k("cpu_number").identity().cpu as c_int
+    with_current("cpu_number", |k| k.identity().cpu) as c_int
 }
 
 #[unsafe(no_mangle)]

@@ -1,10 +1,13 @@
 //! VFS: vnode-op descriptors and vectors, filesystems, mounts and vnodes laid
 //! out like XNU's, and the dispatch `(*vp->v_op[desc.vdesc_offset])(&args)`.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::{c_int, c_void};
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockWriteGuard};
+use std::thread::LocalKey;
 
 use crate::arena::{Arena, Owner};
 use crate::context::{self, Frame, Vop};
@@ -12,6 +15,60 @@ use crate::kernel::{Config, Kernel, Release, TraceEvent, TraceOp};
 use crate::violation::Violation;
 use crate::xnu;
 use crate::{lock, read, write};
+
+/// Generation of every VFS's vnode and vector tables: bumped under the write
+/// lock before any change, so a per-thread lookup cache filled under the read
+/// lock at generation `g` is exact while the generation is still `g`.
+static LOOKUP_GEN: AtomicU64 = AtomicU64::new(0);
+
+/// One thread's last lookup in a VFS table.
+struct Cached<T> {
+    vfs: usize,
+    generation: u64,
+    addr: usize,
+    value: Arc<T>,
+}
+
+type LookupCache<T> = RefCell<Option<Cached<T>>>;
+
+thread_local! {
+    static VNODE_CACHE: LookupCache<Vnode> = const { RefCell::new(None) };
+    static VECTOR_CACHE: LookupCache<VectorInfo> = const { RefCell::new(None) };
+}
+
+/// `slow(addr)` (which reads the table and the generation under its read
+/// lock), answered from the thread's cache while nothing changed: XNU reads
+/// these as fields, with no lock shared between CPUs.
+fn cached_lookup<T>(
+    cache: &'static LocalKey<LookupCache<T>>,
+    vfs: usize,
+    addr: usize,
+    slow: impl FnOnce() -> (u64, Option<Arc<T>>),
+) -> Option<Arc<T>> {
+    let generation = LOOKUP_GEN.load(Ordering::Acquire);
+    let hit = cache.with(|c| {
+        c.borrow()
+            .as_ref()
+            .filter(|e| e.vfs == vfs && e.addr == addr && e.generation == generation)
+            .map(|e| Arc::clone(&e.value))
+    });
+    if hit.is_some() {
+        return hit;
+    }
+    let (generation, found) = slow();
+    if let Some(value) = &found {
+        let entry = Cached {
+            vfs,
+            generation,
+            addr,
+            value: Arc::clone(value),
+        };
+        // The old entry drops after the borrow ends.
+        let old = cache.with(|c| c.borrow_mut().replace(entry));
+        drop(old);
+    }
+    found
+}
 
 /// Bytes of a simulated `struct vnode`.
 pub const VNODE_SIZE: usize = 256;
@@ -356,8 +413,9 @@ pub struct Vfs {
     pub offsets: VopOffsets,
     /// Offset of `v_op` in the vnode.
     pub v_op_offset: usize,
-    /// Every vector the kernel knows, by address.
-    pub vectors: RwLock<HashMap<usize, Arc<VectorInfo>>>,
+    /// Every vector the kernel knows, by address (written only through
+    /// `vectors_mut`, which invalidates the per-thread lookup caches).
+    vectors: RwLock<HashMap<usize, Arc<VectorInfo>>>,
     /// The deadfs vector reclaimed vnodes point to.
     pub dead_vector: usize,
     state: RwLock<VfsState>,
@@ -417,7 +475,7 @@ impl Vfs {
             let handle = arena
                 .alloc(64, 16, false, Owner::Kernel, "vfstable")
                 .unwrap_or(0);
-            write(&vfs.state).fstypes.push(Arc::new(FsType {
+            vfs.state_mut().fstypes.push(Arc::new(FsType {
                 name: (*name).to_string(),
                 handle,
                 vectors: vec![vector],
@@ -453,7 +511,7 @@ impl Vfs {
         for (i, e) in entries.iter().enumerate() {
             word(addr + i * 8).store(*e, Ordering::Relaxed);
         }
-        write(&self.vectors).insert(
+        self.vectors_mut().insert(
             addr,
             Arc::new(VectorInfo {
                 originals: entries,
@@ -469,11 +527,11 @@ impl Vfs {
 
     /// Registers a filesystem type built from kext-provided vectors.
     pub fn add_fstype(&self, fs: FsType, infos: Vec<(usize, VectorInfo)>) -> Result<(), i32> {
-        let mut st = write(&self.state);
+        let mut st = self.state_mut();
         if st.fstypes.iter().any(|f| f.name == fs.name) {
             return Err(errno::EEXIST);
         }
-        let mut vectors = write(&self.vectors);
+        let mut vectors = self.vectors_mut();
         for (addr, info) in infos {
             vectors.insert(addr, Arc::new(info));
         }
@@ -483,7 +541,7 @@ impl Vfs {
 
     /// Removes a filesystem type by handle (vfs_fsremove).
     pub fn remove_fstype(&self, handle: usize) -> Result<Arc<FsType>, i32> {
-        let mut st = write(&self.state);
+        let mut st = self.state_mut();
         let i = st
             .fstypes
             .iter()
@@ -493,7 +551,7 @@ impl Vfs {
             return Err(errno::EBUSY);
         }
         let fs = st.fstypes.remove(i);
-        let mut vectors = write(&self.vectors);
+        let mut vectors = self.vectors_mut();
         for v in &fs.vectors {
             if let Some(info) = vectors.get_mut(v) {
                 Arc::make_mut(info).freed = true;
@@ -516,7 +574,7 @@ impl Vfs {
 
     /// Mounts a filesystem of type `fstype` on `on`.
     pub fn mount(&self, k: &Kernel, fstype: &str, on: &str) -> Result<Arc<Mount>, i32> {
-        let mut st = write(&self.state);
+        let mut st = self.state_mut();
         let fs = st
             .fstypes
             .iter()
@@ -592,7 +650,7 @@ impl Vfs {
 
     /// Detaches a mount (the caller has torn down its vnodes).
     pub fn detach_mount(&self, m: &Mount) {
-        let mut st = write(&self.state);
+        let mut st = self.state_mut();
         st.mounts.retain(|x| x.addr != m.addr);
         m.gone.store(true, Ordering::Relaxed);
         if let Some(fs) = st.fstypes.iter().find(|f| f.name == m.fstype) {
@@ -632,7 +690,7 @@ impl Vfs {
     fn instantiate(&self, k: &Kernel, path: &str) -> Result<Arc<Vnode>, i32> {
         let m = self.mount_for(path).ok_or(errno::ENOENT)?;
         let size = *lock(&m.files).get(path).ok_or(errno::ENOENT)?;
-        let mut st = write(&self.state);
+        let mut st = self.state_mut();
         if let Some(vp) = st.by_path.get(path) {
             return Ok(Arc::clone(vp));
         }
@@ -692,7 +750,7 @@ impl Vfs {
 
     /// vnode_create: a vnode with the caller's vector and one iocount.
     pub fn create_vnode(&self, k: &Kernel, p: &xnu::vnode_fsparam) -> Arc<Vnode> {
-        let mut st = write(&self.state);
+        let mut st = self.state_mut();
         let (addr, vid) = match st.free_blocks.pop() {
             Some(b) => b,
             None => (k.kalloc(VNODE_SIZE, "vnode"), 1),
@@ -714,13 +772,52 @@ impl Vfs {
         vp
     }
 
+    /// The state, write-locked, with the lookup caches invalidated.
+    fn state_mut(&self) -> RwLockWriteGuard<'_, VfsState> {
+        let st = write(&self.state);
+        LOOKUP_GEN.fetch_add(1, Ordering::AcqRel);
+        st
+    }
+
+    /// The vector table, write-locked, with the lookup caches invalidated.
+    fn vectors_mut(&self) -> RwLockWriteGuard<'_, HashMap<usize, Arc<VectorInfo>>> {
+        let vectors = write(&self.vectors);
+        LOOKUP_GEN.fetch_add(1, Ordering::AcqRel);
+        vectors
+    }
+
     /// The identity at `addr`: live, or dead but still referenced.
     pub fn vnode(&self, addr: usize) -> Option<Arc<Vnode>> {
-        let st = read(&self.state);
-        st.by_addr
-            .get(&addr)
-            .or_else(|| st.dead.get(&addr))
-            .cloned()
+        cached_lookup(
+            &VNODE_CACHE,
+            std::ptr::from_ref(self) as usize,
+            addr,
+            || {
+                let st = read(&self.state);
+                let found = st
+                    .by_addr
+                    .get(&addr)
+                    .or_else(|| st.dead.get(&addr))
+                    .cloned();
+                (LOOKUP_GEN.load(Ordering::Acquire), found)
+            },
+        )
+    }
+
+    /// What the kernel knows of the vector at `addr`.
+    fn vector_info(&self, addr: usize) -> Option<Arc<VectorInfo>> {
+        cached_lookup(
+            &VECTOR_CACHE,
+            std::ptr::from_ref(self) as usize,
+            addr,
+            || {
+                let vectors = read(&self.vectors);
+                (
+                    LOOKUP_GEN.load(Ordering::Acquire),
+                    vectors.get(&addr).cloned(),
+                )
+            },
+        )
     }
 
     /// The vnode of `path`, if instantiated.
@@ -798,7 +895,7 @@ impl Vfs {
             && vp.iocount() == 0
             && !vp.freed.swap(true, Ordering::AcqRel)
         {
-            let mut st = write(&self.state);
+            let mut st = self.state_mut();
             st.dead.remove(&vp.addr);
             st.free_blocks.push((vp.addr, vp.vid.wrapping_add(1)));
         }
@@ -847,7 +944,7 @@ impl Vfs {
         lock(&vp.pages).clear();
         word(vp.addr + self.v_op_offset).store(self.dead_vector, Ordering::Release);
         {
-            let mut st = write(&self.state);
+            let mut st = self.state_mut();
             if st.by_path.get(&vp.path).is_some_and(|x| Arc::ptr_eq(x, vp)) {
                 st.by_path.remove(&vp.path);
             }
@@ -875,7 +972,7 @@ impl Vfs {
         }
         let off = self.offsets.of(op);
         let entry = word(vector + off * 8).load(Ordering::Acquire);
-        let info = read(&self.vectors).get(&vector).cloned();
+        let info = self.vector_info(vector);
         let original = info.as_ref().and_then(|i| i.originals.get(off).copied());
         if let Some(i) = info.as_ref().filter(|i| i.freed) {
             k.violation(Violation::CallAfterUnload {
@@ -1018,23 +1115,27 @@ extern "C" fn sim_vnop_mmap_check(args: *mut c_void) -> c_int {
 extern "C" fn sim_vnop_pagein(args: *mut c_void) -> c_int {
     crate::hold::enter(Vop::Pagein);
     context::with_frame(Frame::Original, || {
-        let k = crate::kernel::current_or_abort("VNOP_PAGEIN");
-        // SAFETY: dispatched with a vnop_pagein_args block.
-        let a = unsafe { std::ptr::read(args as *const xnu::vnop_pagein_args) };
-        let (off, size) = (a.a_f_offset, a.a_size as u64);
-        let Some(vp) = k.vfs.vnode(arg_vnode(args)) else {
-            return errno::EIO;
-        };
-        if off < 0 || off as u64 >= vp.size.max(1) {
-            return errno::EFAULT;
-        }
-        let ps = k.config.page_size;
-        let first = off as u64 / ps;
-        let last = (off as u64 + size.max(1) - 1) / ps;
-        lock(&vp.pages).extend(first..=last);
-        trace_vnop(&k, &vp, TraceOp::Pagein, off, size, 0);
-        0
+        crate::kernel::with_current("VNOP_PAGEIN", |k| original_pagein(k, args))
     })
+}
+
+/// The pagein original's body, on the booted kernel.
+fn original_pagein(k: &Kernel, args: *mut c_void) -> c_int {
+    // SAFETY: dispatched with a vnop_pagein_args block.
+    let a = unsafe { std::ptr::read(args as *const xnu::vnop_pagein_args) };
+    let (off, size) = (a.a_f_offset, a.a_size as u64);
+    let Some(vp) = k.vfs.vnode(arg_vnode(args)) else {
+        return errno::EIO;
+    };
+    if off < 0 || off as u64 >= vp.size.max(1) {
+        return errno::EFAULT;
+    }
+    let ps = k.config.page_size;
+    let first = off as u64 / ps;
+    let last = (off as u64 + size.max(1) - 1) / ps;
+    lock(&vp.pages).extend(first..=last);
+    trace_vnop(k, &vp, TraceOp::Pagein, off, size, 0);
+    0
 }
 
 /// VNOP_RECLAIM / VNOP_INACTIVE of the simulated filesystems.
