@@ -4,7 +4,7 @@
 
 use std::io::Cursor;
 
-use maptrace::pipeline::Pipeline;
+use maptrace::pipeline::{KextDrops, Pipeline};
 use maptrace::recording::Reader;
 
 /// Reads `data` as a recording; panics on a breach.
@@ -42,5 +42,14 @@ pub fn check(data: &[u8]) {
             }
         }
     }
-    pipeline.finish(&mut items);
+    // Format 2 closes with the kext's stats: their drop counters place the
+    // tail losses, as `maptrace` does with a recording.
+    let drops = reader
+        .final_stats()
+        .and_then(|st| maptrace::control::parse_stats(st).ok())
+        .map(|st| KextDrops {
+            generation: st.generation,
+            per_shard: st.shards.iter().map(|s| s.dropped).collect(),
+        });
+    pipeline.finish_with(drops.as_ref(), &mut items);
 }
