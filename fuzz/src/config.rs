@@ -103,7 +103,8 @@ impl Harness {
         (config, self.raw_stats())
     }
 
-    fn raw_stats(&self) -> Vec<u8> {
+    /// `kern.maptrace.stats` as read (what a format 2 recording closes with).
+    pub fn raw_stats(&self) -> Vec<u8> {
         let name = raw_name(raw::MT_SYSCTL_STATS);
         let n = self
             .sim

@@ -28,7 +28,8 @@ fn demo_batches() -> Vec<Vec<u8>> {
 
 /// Several batches of one load through a ring too small for them: drops,
 /// drop deltas and cumulative counts in the headers.
-fn lossy_batches() -> Vec<Vec<u8>> {
+/// Also returns the kext's stats read after the last batch.
+fn lossy_batches() -> (Vec<Vec<u8>>, Vec<u8>) {
     let h = Harness::boot_with(Tunables {
         slots: 64,
         ..Tunables::default()
@@ -40,7 +41,7 @@ fn lossy_batches() -> Vec<Vec<u8>> {
         }
         out.extend(drain_batches(&h.sim));
     }
-    out
+    (out, h.raw_stats())
 }
 
 fn write(dir: &Path, target: &str, name: &str, bytes: &[u8]) -> std::io::Result<()> {
@@ -58,7 +59,7 @@ pub fn write_all(dir: &Path) -> std::io::Result<()> {
         write(dir, "decode", &format!("batch{i}"), &join([b.as_slice()]))?;
     }
 
-    let lossy = lossy_batches();
+    let (lossy, stats) = lossy_batches();
     write(
         dir,
         "decode",
@@ -81,6 +82,7 @@ pub fn write_all(dir: &Path) -> std::io::Result<()> {
     for b in &lossy {
         w.write_batch(b)?;
     }
+    w.write_stats(&stats)?;
     write(dir, "recording", "lossy", &w.finish()?)?;
     write(
         dir,
