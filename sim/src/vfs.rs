@@ -1133,7 +1133,12 @@ fn original_pagein(k: &Kernel, args: *mut c_void) -> c_int {
     let ps = k.config.page_size;
     let first = off as u64 / ps;
     let last = (off as u64 + size.max(1) - 1) / ps;
-    lock(&vp.pages).extend(first..=last);
+    let mut pages = lock(&vp.pages);
+    // A re-read of cached pages (one search) inserts nothing.
+    if pages.range(first..=last).count() as u64 != last - first + 1 {
+        pages.extend(first..=last);
+    }
+    drop(pages);
     trace_vnop(k, &vp, TraceOp::Pagein, off, size, 0);
     0
 }
