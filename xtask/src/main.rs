@@ -28,7 +28,8 @@ const HELP: &str = "\
 cargo xtask <command> [options]
 
 Commands:
-  test                 set-up, fmt, host tests, clippy, cross + object checks, sign-check (CI)
+  test                 set-up, fmt, host tests, clippy, loom, ASan/UBSan, TSan, Miri, fuzz,
+                       cross + object checks, sign-check (CI)
   demo                 set-up, then `cargo run --release -p maptrace -- demo` (simulator)
   cross [--arch A]     core + shim as checked Mach-O objects (x86_64, arm64e) in target/kext
   check [--arch A]     only the object checks, on what `cross` left in target/kext
