@@ -23,7 +23,7 @@ static LOOKUP_GEN: AtomicU64 = AtomicU64::new(0);
 
 /// One thread's last lookup in a VFS table.
 struct Cached<T> {
-    vfs: usize,
+    table: usize,
     generation: u64,
     addr: usize,
     value: Arc<T>,
@@ -36,29 +36,34 @@ thread_local! {
     static VECTOR_CACHE: LookupCache<VectorInfo> = const { RefCell::new(None) };
 }
 
-/// `slow(addr)` (which reads the table and the generation under its read
-/// lock), answered from the thread's cache while nothing changed: XNU reads
-/// these as fields, with no lock shared between CPUs.
-fn cached_lookup<T>(
+/// `find(table)` under the table's read lock, answered from the thread's
+/// cache while nothing changed: XNU reads these as fields, with no lock shared
+/// between CPUs.
+fn cached_lookup<M, T>(
     cache: &'static LocalKey<LookupCache<T>>,
-    vfs: usize,
+    table: &RwLock<M>,
     addr: usize,
-    slow: impl FnOnce() -> (u64, Option<Arc<T>>),
+    find: impl FnOnce(&M) -> Option<Arc<T>>,
 ) -> Option<Arc<T>> {
+    let key = std::ptr::from_ref(table) as usize;
     let generation = LOOKUP_GEN.load(Ordering::Acquire);
     let hit = cache.with(|c| {
         c.borrow()
             .as_ref()
-            .filter(|e| e.vfs == vfs && e.addr == addr && e.generation == generation)
+            .filter(|e| e.table == key && e.addr == addr && e.generation == generation)
             .map(|e| Arc::clone(&e.value))
     });
     if hit.is_some() {
         return hit;
     }
-    let (generation, found) = slow();
+    let (generation, found) = {
+        let t = read(table);
+        // Read under the lock: no change is under way.
+        (LOOKUP_GEN.load(Ordering::Acquire), find(&t))
+    };
     if let Some(value) = &found {
         let entry = Cached {
-            vfs,
+            table: key,
             generation,
             addr,
             value: Arc::clone(value),
@@ -68,6 +73,13 @@ fn cached_lookup<T>(
         drop(old);
     }
     found
+}
+
+/// `table` write-locked, with the lookup caches invalidated.
+fn write_invalidating<M>(table: &RwLock<M>) -> RwLockWriteGuard<'_, M> {
+    let t = write(table);
+    LOOKUP_GEN.fetch_add(1, Ordering::AcqRel);
+    t
 }
 
 /// Bytes of a simulated `struct vnode`.
@@ -774,50 +786,29 @@ impl Vfs {
 
     /// The state, write-locked, with the lookup caches invalidated.
     fn state_mut(&self) -> RwLockWriteGuard<'_, VfsState> {
-        let st = write(&self.state);
-        LOOKUP_GEN.fetch_add(1, Ordering::AcqRel);
-        st
+        write_invalidating(&self.state)
     }
 
     /// The vector table, write-locked, with the lookup caches invalidated.
     fn vectors_mut(&self) -> RwLockWriteGuard<'_, HashMap<usize, Arc<VectorInfo>>> {
-        let vectors = write(&self.vectors);
-        LOOKUP_GEN.fetch_add(1, Ordering::AcqRel);
-        vectors
+        write_invalidating(&self.vectors)
     }
 
     /// The identity at `addr`: live, or dead but still referenced.
     pub fn vnode(&self, addr: usize) -> Option<Arc<Vnode>> {
-        cached_lookup(
-            &VNODE_CACHE,
-            std::ptr::from_ref(self) as usize,
-            addr,
-            || {
-                let st = read(&self.state);
-                let found = st
-                    .by_addr
-                    .get(&addr)
-                    .or_else(|| st.dead.get(&addr))
-                    .cloned();
-                (LOOKUP_GEN.load(Ordering::Acquire), found)
-            },
-        )
+        cached_lookup(&VNODE_CACHE, &self.state, addr, |st| {
+            st.by_addr
+                .get(&addr)
+                .or_else(|| st.dead.get(&addr))
+                .cloned()
+        })
     }
 
     /// What the kernel knows of the vector at `addr`.
     fn vector_info(&self, addr: usize) -> Option<Arc<VectorInfo>> {
-        cached_lookup(
-            &VECTOR_CACHE,
-            std::ptr::from_ref(self) as usize,
-            addr,
-            || {
-                let vectors = read(&self.vectors);
-                (
-                    LOOKUP_GEN.load(Ordering::Acquire),
-                    vectors.get(&addr).cloned(),
-                )
-            },
-        )
+        cached_lookup(&VECTOR_CACHE, &self.vectors, addr, |v| {
+            v.get(&addr).cloned()
+        })
     }
 
     /// The vnode of `path`, if instantiated.
