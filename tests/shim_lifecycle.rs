@@ -40,10 +40,8 @@ fn counts(r: &Record) -> maptrace_abi::Counts {
 /// Every entry of every live vector of the simulated filesystems:
 /// (filesystem, index, entry now, the filesystem's original).
 fn vector_entries(sim: &Sim) -> Vec<(String, usize, usize, usize)> {
-    let vfs = &sim.kernel().vfs;
-    let vectors = vfs.vectors.read().expect("vectors");
     let mut out = Vec::new();
-    for (addr, info) in vectors.iter().filter(|(_, info)| !info.freed) {
+    for (addr, info) in sim.kernel().vfs.live_vectors() {
         for (i, orig) in info.originals.iter().enumerate() {
             let now = maptrace_sim::vfs::word(addr + i * 8).load(Ordering::Acquire);
             out.push((info.fs.clone(), i, now, *orig));

@@ -572,6 +572,16 @@ impl Vfs {
         Ok(fs)
     }
 
+    /// Every live vnode-op vector with its registered entries (address,
+    /// info): tests compare the vectors' current words with the originals.
+    pub fn live_vectors(&self) -> Vec<(usize, Arc<VectorInfo>)> {
+        read(&self.vectors)
+            .iter()
+            .filter(|(_, info)| !info.freed)
+            .map(|(addr, info)| (*addr, Arc::clone(info)))
+            .collect()
+    }
+
     /// Filesystem types registered by the kext.
     pub fn kext_fstypes(&self) -> Vec<String> {
         read(&self.state)
