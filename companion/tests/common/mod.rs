@@ -278,17 +278,7 @@ pub fn gap_batches() -> Vec<Vec<u8>> {
 
 /// Drops with no record after them: only the segment headers tell.
 pub fn lossy_tail_batches(n: u64) -> Vec<Vec<u8>> {
-    let mut mem = Mem::new(1, 64);
-    let e = mem.engine();
-    let mut t = Trace::new(&e);
-    t.path(0, DB, "/data/app.db");
-    t.mmap_call(0, 200, 2001, DB, 1, 1);
-    t.drain();
-    for i in 0..n {
-        t.pagein(0, 200, 2001, DB, ((i * 4096) as i64, 4096), 2);
-    }
-    t.drain();
-    t.batches
+    lossy_unread_tail(n, 0).0
 }
 
 /// [`lossy_tail_batches`] then `unread` more page-ins that nobody drains
@@ -306,6 +296,9 @@ pub fn lossy_unread_tail(n: u64, unread: u64) -> (Vec<Vec<u8>>, Vec<u8>) {
             t.drain();
         }
         t.pagein(0, 200, 2001, DB, ((i * 4096) as i64, 4096), 2);
+    }
+    if unread == 0 {
+        t.drain();
     }
     let mut stats = vec![0u8; e.stats_size()];
     let len = e
