@@ -312,6 +312,13 @@ impl Sim {
             .store(n, std::sync::atomic::Ordering::Release);
     }
 
+    /// From now on, every copyout waits before it copies (a user page being
+    /// faulted in) until the returned hold is released: a sysctl handler in
+    /// SYSCTL_OUT stays running. An injected fault is taken after the wait.
+    pub fn hold_copyout(&self) -> crate::hold::CopyoutHold {
+        crate::hold::hold_copyout()
+    }
+
     /// Counts of the file's vnode (None if never looked up or reclaimed).
     pub fn counts(&self, path: &str) -> Option<VnodeCounts> {
         let vp = self.k.vfs.vnode_by_path(path)?;

@@ -1,6 +1,7 @@
-//! A gate that keeps threads inside a filesystem's original vnode operation
-//! until a test releases them: the way to have a kext hook "stuck" (in
-//! flight) while the test tries to unload the kext.
+//! Gates that keep threads inside a kernel operation until a test releases
+//! them: a filesystem's original vnode operation (slow I/O) or copyout (a
+//! user page being faulted in). The way to have a kext hook or sysctl
+//! handler "stuck" (in flight) while the test tries to unload the kext.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -10,57 +11,103 @@ use crate::api::Sim;
 use crate::context::Vop;
 use crate::lock;
 
-/// Gate state: which operation is held, and how many threads wait in it.
-struct Gate {
-    op: Option<Vop>,
+/// What is held (`K` tells which operation), and how many threads wait.
+struct GateState<K> {
+    held: Option<K>,
     waiting: usize,
 }
 
-static GATE: Mutex<Gate> = Mutex::new(Gate {
-    op: None,
-    waiting: 0,
-});
-static CV: Condvar = Condvar::new();
-/// Whether any operation is held: set before `GATE.op` and cleared after,
-/// so the originals skip the gate's mutex while nothing is held.
-static ANY_HELD: AtomicBool = AtomicBool::new(false);
+/// One gate: the operations it covers call `enter` first.
+struct Gate<K: 'static> {
+    state: Mutex<GateState<K>>,
+    cv: Condvar,
+    /// Whether anything is held: set before `state.held` and cleared after,
+    /// so the operations skip the mutex while nothing is held.
+    any_held: AtomicBool,
+}
 
-/// Called at the start of every simulated original operation: blocks while
-/// a test holds `op`.
+impl<K: Copy + PartialEq> Gate<K> {
+    const fn new() -> Gate<K> {
+        Gate {
+            state: Mutex::new(GateState {
+                held: None,
+                waiting: 0,
+            }),
+            cv: Condvar::new(),
+            any_held: AtomicBool::new(false),
+        }
+    }
+
+    /// Blocks while a test holds `key`.
+    fn enter(&self, key: K) {
+        if !self.any_held.load(Ordering::Acquire) {
+            return;
+        }
+        let mut g = lock(&self.state);
+        if g.held != Some(key) {
+            return;
+        }
+        g.waiting += 1;
+        self.cv.notify_all();
+        while g.held == Some(key) {
+            g = self.cv.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+        g.waiting -= 1;
+        self.cv.notify_all();
+    }
+
+    fn hold(&'static self, key: K) -> Hold<K> {
+        let mut g = lock(&self.state);
+        self.any_held.store(true, Ordering::Release);
+        g.held = Some(key);
+        drop(g);
+        Hold { gate: self }
+    }
+}
+
+static VNOPS: Gate<Vop> = Gate::new();
+static COPYOUT: Gate<()> = Gate::new();
+
+/// Called at the start of every simulated original vnode operation: blocks
+/// while a test holds `op`.
 pub(crate) fn enter(op: Vop) {
-    if !ANY_HELD.load(Ordering::Acquire) {
-        return;
-    }
-    let mut g = lock(&GATE);
-    if g.op != Some(op) {
-        return;
-    }
-    g.waiting += 1;
-    CV.notify_all();
-    while g.op == Some(op) {
-        g = CV.wait(g).unwrap_or_else(|e| e.into_inner());
-    }
-    g.waiting -= 1;
-    CV.notify_all();
+    VNOPS.enter(op);
 }
 
-/// Threads held inside an original operation until `release` (or drop).
+/// Called by copyout before it copies: blocks while a test holds copyout.
+pub(crate) fn enter_copyout() {
+    COPYOUT.enter(());
+}
+
+/// Holds copyout (`Sim::hold_copyout`).
+pub(crate) fn hold_copyout() -> CopyoutHold {
+    COPYOUT.hold(())
+}
+
+/// Threads held inside a kernel operation until `release` (or drop).
 #[must_use = "dropping the hold releases the threads at once"]
-pub struct VnopHold {
-    _private: (),
+pub struct Hold<K: Copy + PartialEq + 'static> {
+    gate: &'static Gate<K>,
 }
 
-impl VnopHold {
+/// Threads held inside a filesystem's original vnode operation.
+pub type VnopHold = Hold<Vop>;
+/// Threads held inside copyout.
+pub type CopyoutHold = Hold<()>;
+
+impl<K: Copy + PartialEq> Hold<K> {
     /// Waits until `n` threads are held; false on timeout.
     pub fn wait_held(&self, n: usize, timeout: Duration) -> bool {
         let end = Instant::now() + timeout;
-        let mut g = lock(&GATE);
+        let mut g = lock(&self.gate.state);
         while g.waiting < n {
             let left = end.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
             }
-            g = CV
+            g = self
+                .gate
+                .cv
                 .wait_timeout(g, left)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
@@ -70,18 +117,18 @@ impl VnopHold {
 
     /// Threads held right now.
     pub fn held(&self) -> usize {
-        lock(&GATE).waiting
+        lock(&self.gate.state).waiting
     }
 
     /// Lets the held threads (and later ones) through.
     pub fn release(self) {}
 }
 
-impl Drop for VnopHold {
+impl<K: Copy + PartialEq> Drop for Hold<K> {
     fn drop(&mut self) {
-        lock(&GATE).op = None;
-        ANY_HELD.store(false, Ordering::Release);
-        CV.notify_all();
+        lock(&self.gate.state).held = None;
+        self.gate.any_held.store(false, Ordering::Release);
+        self.gate.cv.notify_all();
     }
 }
 
@@ -90,10 +137,6 @@ impl Sim {
     /// `op` (VNOP_MMAP, VNOP_PAGEIN, VNOP_MNOMAP) waits there until the
     /// returned hold is released: a kext hook around it stays in flight.
     pub fn hold_vnop(&self, op: Vop) -> VnopHold {
-        let mut g = lock(&GATE);
-        ANY_HELD.store(true, Ordering::Release);
-        g.op = Some(op);
-        drop(g);
-        VnopHold { _private: () }
+        VNOPS.hold(op)
     }
 }

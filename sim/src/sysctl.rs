@@ -336,7 +336,8 @@ impl Sysctl {
     }
 }
 
-/// copyout: faults on injection, and is a sleeping call.
+/// copyout: a sleeping call (it may wait in `Sim::hold_copyout`), and
+/// faults on injection.
 pub fn copyout(k: &Kernel, src: usize, dst: u64, len: usize) -> i32 {
     if context::spins_held() > 0 {
         k.violation(Violation::SpinlockHeld("copyout".into()));
@@ -344,6 +345,9 @@ pub fn copyout(k: &Kernel, src: usize, dst: u64, len: usize) -> i32 {
     if context::in_pagein_hook() {
         k.violation(Violation::SleepInPagein("copyout".into()));
     }
+    // Faulting the user page in may sleep; a fault injected meanwhile hits
+    // this copy.
+    crate::hold::enter_copyout();
     let injected = k
         .copyout_faults
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))

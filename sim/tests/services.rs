@@ -4,6 +4,7 @@
 
 use std::ffi::{c_char, c_int, c_void};
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use maptrace_sim::{
     Config, Cred, Sim, SysctlError, Violation, ViolationPolicy, map_flags, prot, xnu,
@@ -227,6 +228,98 @@ fn sysctl_size_query_partial_copy_and_faults() {
             .errno,
         2
     );
+    assert_eq!(sim.take_violations(), vec![]);
+}
+
+/// A reader of `kern.svc.data` on its own thread: (result, its buffer).
+fn spawn_reader<'s>(
+    s: &'s std::thread::Scope<'s, '_>,
+    sim: &'s Sim,
+) -> std::thread::ScopedJoinHandle<'s, (Result<usize, SysctlError>, [u8; 100])> {
+    s.spawn(move || {
+        let mut buf = [0xffu8; 100];
+        let r = sim.sysctl_read("kern.svc.data", Some(&mut buf), Cred::Root);
+        (r, buf)
+    })
+}
+
+#[test]
+fn held_copyout_keeps_the_handler_running_and_unregister_waits() {
+    let sim = loaded();
+    let t = tree();
+    // Leaves first, as Tree's drop does; the OIDs are leaked boxes.
+    let oids: Vec<usize> = t.oids.iter().rev().map(|o| *o as usize).collect();
+    std::mem::forget(t);
+    let hold = sim.hold_copyout();
+    assert!(
+        !hold.wait_held(1, Duration::from_millis(20)),
+        "no thread is in copyout yet"
+    );
+    assert_eq!(
+        sim.sysctl_read("kern.svc.data", None, Cred::Root),
+        Ok(100),
+        "a size query copies nothing, so it is not held"
+    );
+    std::thread::scope(|s| {
+        let reader = spawn_reader(s, &sim);
+        assert!(hold.wait_held(1, Duration::from_secs(10)), "in copyout");
+        assert_eq!(hold.held(), 1);
+        assert_eq!(sim.kernel().threads_in_kext(), 1, "its handler runs");
+        let unregister = s.spawn(move || {
+            for o in oids {
+                // SAFETY: KPI call with an OID tree() registered.
+                unsafe { sysctl_unregister_oid(o as *mut xnu::sysctl_oid) };
+            }
+        });
+        // Bounded: however long it is given, unregister cannot return while
+        // the handler is inside.
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            !unregister.is_finished(),
+            "unregister waits for the handler"
+        );
+        assert!(!reader.is_finished(), "the reader is still in copyout");
+        hold.release();
+        let (r, buf) = reader.join().expect("reader");
+        assert_eq!(r, Ok(100), "the held copy completes");
+        assert_eq!(buf, DATA);
+        unregister
+            .join()
+            .expect("unregister returns after the handler");
+    });
+    assert!(
+        sim.sysctl_names()
+            .iter()
+            .all(|n| !n.starts_with("kern.svc")),
+        "{:?}",
+        sim.sysctl_names()
+    );
+    assert_eq!(sim.kernel().threads_in_kext(), 0);
+    assert_eq!(sim.take_violations(), vec![]);
+}
+
+#[test]
+fn a_fault_injected_during_a_held_copyout_hits_it_and_drop_releases() {
+    let sim = loaded();
+    let t = tree();
+    std::thread::scope(|s| {
+        let hold = sim.hold_copyout();
+        let reader = spawn_reader(s, &sim);
+        assert!(hold.wait_held(1, Duration::from_secs(10)), "in copyout");
+        sim.inject_copyout_faults(1);
+        drop(hold);
+        let (r, buf) = reader.join().expect("reader");
+        assert_eq!(r.map_err(|e| e.errno), Err(14), "EFAULT after the wait");
+        assert_eq!(buf, [0xff; 100], "a faulting copyout copies nothing");
+    });
+    let mut buf = [0u8; 100];
+    assert_eq!(
+        sim.sysctl_read("kern.svc.data", Some(&mut buf), Cred::Root),
+        Ok(100),
+        "released: copyouts pass again, the fault was used up"
+    );
+    assert_eq!(buf, DATA);
+    drop(t);
     assert_eq!(sim.take_violations(), vec![]);
 }
 
