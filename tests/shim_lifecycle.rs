@@ -2,7 +2,8 @@
 //! both count methods, start failures that leave nothing behind, 100
 //! load/unload cycles under load with no call into unloaded code and nothing
 //! left behind, and the refused unload while each vnode-op hook is stuck in
-//! a filesystem (the kext stays and keeps tracing).
+//! a filesystem (the kext stays and keeps tracing), and an unload that waits
+//! for an events read held in copyout.
 
 mod shim_support;
 
@@ -12,8 +13,10 @@ use std::time::Duration;
 use maptrace_abi::decode::{Decoder, Event, Record};
 use maptrace_abi::{EventKind, ProbeMethod, raw};
 use maptrace_sim::context::Vop;
-use maptrace_sim::{Config, Cred, KextError, Proc, Release, Sim, ViolationPolicy, map_flags, prot};
-use shim_support::{Tunables, boot_fs, boot_loaded, drain, load, stats};
+use maptrace_sim::{
+    Config, Cred, KextError, Proc, Release, Sim, TraceOp, ViolationPolicy, map_flags, prot,
+};
+use shim_support::{Tunables, boot_fs, boot_loaded, drain, events_buffer, load, raw_name, stats};
 
 const PAGE: u64 = 4096;
 const KERN_FAILURE: i32 = 5;
@@ -560,4 +563,110 @@ fn unload_outwaits_a_kauth_callback_in_the_race_window() {
     });
     assert!(sim.take_violations().is_empty());
     assert_nothing_left(&sim);
+}
+
+/// The kext's record kind for a traced operation (VNOP_MMAP_CHECK has none).
+fn traced_kind(op: TraceOp) -> Option<EventKind> {
+    match op {
+        TraceOp::FileCheckMmap => Some(EventKind::FileMmap),
+        TraceOp::Mmap => Some(EventKind::Mmap),
+        TraceOp::Pagein => Some(EventKind::Pagein),
+        TraceOp::Mnomap => Some(EventKind::Mnomap),
+        TraceOp::MmapCheck => None,
+    }
+}
+
+#[test]
+fn unload_waits_for_an_events_read_held_in_copyout() {
+    // A reader of kern.maptrace.events is inside the shim's handler, in
+    // copyout, while the kext is unloaded: stop unregisters the sysctls
+    // first and unregister waits for the running handler. Released, the
+    // read returns a whole batch (or, with a copyout fault, EFAULT: the
+    // batch goes back to the ring, which the unload then frees).
+    for fault in [false, true] {
+        let sim = boot_fs(Config {
+            policy: ViolationPolicy::Collect,
+            ..Config::default()
+        });
+        load(&sim, Tunables::default()).expect("load");
+        let mut dec = Decoder::new();
+        drain(&sim, &mut dec);
+        let p = sim.spawn("app", 501);
+        workload(&p, "/data/a.bin");
+        let mut want: Vec<(EventKind, i64, u64)> = sim
+            .trace()
+            .iter()
+            .filter(|t| t.pid == p.pid())
+            .filter_map(|t| Some((traced_kind(t.op)?, t.offset, t.size)))
+            .collect();
+        assert!(want.iter().any(|w| w.0 == EventKind::Pagein), "{want:?}");
+        let buf = events_buffer(&sim);
+        let (read, buf) = std::thread::scope(|s| {
+            let sim = &sim;
+            // Inside the scope: a failed assertion drops (releases) the hold
+            // before the scope joins the reader and the unload.
+            let hold = sim.hold_copyout();
+            let reader = s.spawn(move || {
+                let mut buf = buf;
+                let r =
+                    sim.sysctl_read(raw_name(raw::MT_SYSCTL_EVENTS), Some(&mut buf), Cred::Root);
+                (r, buf)
+            });
+            assert!(hold.wait_held(1, Duration::from_secs(10)), "in copyout");
+            assert_eq!(sim.kernel().threads_in_kext(), 1, "the handler runs");
+            if fault {
+                sim.inject_copyout_faults(1);
+            }
+            let unload = s.spawn(move || sim.unload_kext());
+            // Bounded, not a speed check: however long it is given, the
+            // unload cannot return while the handler is inside.
+            std::thread::sleep(Duration::from_millis(200));
+            assert!(!unload.is_finished(), "unload waits for the handler");
+            assert!(sim.kext_loaded());
+            hold.release();
+            unload
+                .join()
+                .expect("unload thread")
+                .expect("unload succeeds once the handler returned");
+            reader.join().expect("reader")
+        });
+        if fault {
+            assert_eq!(read.map_err(|e| e.errno), Err(14), "EFAULT");
+            assert!(buf.iter().all(|&b| b == 0), "nothing copied out");
+        } else {
+            let n = read.expect("the held read completes");
+            let (_, recs) = dec.decode(&buf[..n]).expect("a whole batch");
+            let mut got: Vec<(EventKind, i64, u64)> = recs
+                .into_iter()
+                .map(|r| r.expect("an untorn record"))
+                .filter(|r| r.pid == p.pid() as u32 && r.kind != EventKind::Path)
+                .map(|r| {
+                    assert_eq!(r.lost_before, 0, "nothing lost");
+                    match r.event {
+                        Event::Pagein { offset, size, .. } => (r.kind, offset, u64::from(size)),
+                        _ => (r.kind, 0, 0),
+                    }
+                })
+                .collect();
+            // The trace keeps offsets and sizes of pageins only.
+            for w in &mut want {
+                if w.0 != EventKind::Pagein {
+                    (w.1, w.2) = (0, 0);
+                }
+            }
+            got.sort_unstable();
+            want.sort_unstable();
+            assert_eq!(got, want, "the batch holds every traced operation");
+        }
+        assert_eq!(
+            sim.sysctl_read(raw_name(raw::MT_SYSCTL_EVENTS), None, Cred::Root)
+                .map_err(|e| e.errno),
+            Err(2),
+            "the sysctl went with the kext"
+        );
+        assert_eq!(sim.take_violations(), vec![], "fault: {fault}");
+        assert_nothing_left(&sim);
+        p.exit();
+        sim.check_balanced().expect("balanced");
+    }
 }
