@@ -45,7 +45,7 @@ pub mod xnu;
 
 pub use api::{Cred, DirectVnode, Proc, SHIM_LINKED, Sim, SimError, VnodeCounts};
 pub use context::Vop;
-pub use hold::VnopHold;
+pub use hold::{CopyoutHold, VnopHold};
 pub use kernel::{Config, Release, TraceEvent, TraceOp};
 pub use kext::KextError;
 pub use scenario::{DEMO, GenParams, Scenario};
