@@ -84,6 +84,8 @@ fn offsets_are_validated_and_v_op_found_on_every_layout() {
         (Release::Sequoia, None),
         (Release::Catalina, None),
         (Release::Sequoia, Some(136)),
+        // The last pointer slot the discovery scans.
+        (Release::Sequoia, Some(232)),
     ] {
         let sim = boot_loaded(
             Config {
@@ -210,6 +212,30 @@ fn discovery_failure_refuses_to_start_and_leaves_nothing() {
     let p = sim.spawn("app", 501);
     workload(&p, "/data/a.bin");
     sim.check_balanced().expect("balanced");
+}
+
+#[test]
+fn a_v_op_beyond_the_scanned_bytes_is_not_guessed() {
+    // The discovery never reads past the smallest vnode it supports: a
+    // layout whose v_op lies further is refused, not probed out of bounds.
+    let sim = boot_fs(Config {
+        v_op_offset: Some(248),
+        ..Config::default()
+    });
+    assert_eq!(
+        load(&sim, Tunables::default()),
+        Err(KextError::StartFailed(KERN_FAILURE))
+    );
+    assert!(!sim.kext_loaded());
+    assert!(
+        sim.log_lines()
+            .iter()
+            .any(|l| l.contains("layout discovery failed")),
+        "{:?}",
+        sim.log_lines()
+    );
+    assert_nothing_left(&sim);
+    assert!(sim.take_violations().is_empty());
 }
 
 #[test]
