@@ -141,7 +141,8 @@ pub fn parse_stats(bytes: &[u8]) -> Result<Stats, StatsError> {
         filtered: h.filtered,
         errors: h.errors,
         paths_skipped: h.paths_skipped,
-        dropped: shards.iter().map(|s| s.dropped).sum(),
+        // Untrusted bytes (a recording's closing frame): the total saturates.
+        dropped: shards.iter().fold(0u64, |n, s| n.saturating_add(s.dropped)),
         shards,
     })
 }
@@ -454,8 +455,17 @@ mod tests {
         let mut bad = bytes.clone();
         bad[0] ^= 1;
         assert_eq!(parse_stats(&bad), Err(StatsError::Format("bad magic")));
-        let mut newer = bytes;
+        let mut newer = bytes.clone();
         newer[5] = 2;
         assert!(matches!(parse_stats(&newer), Err(StatsError::Abi(_))));
+        // Absurd counters (found by fuzzing recordings) saturate the total.
+        let huge = raw::mt_shard_stats {
+            dropped: u64::MAX - 1,
+            ..s0
+        };
+        let mut absurd = bytes[..80].to_vec();
+        absurd.extend_from_slice(huge.as_bytes());
+        absurd.extend_from_slice(huge.as_bytes());
+        assert_eq!(parse_stats(&absurd).unwrap().dropped, u64::MAX);
     }
 }

@@ -393,10 +393,10 @@ fn record(src: &mut dyn Source, path: &Path, limit: &Limit, quiet: bool) -> Resu
             .with_context(|| format!("writing {}", path.display()))?;
         match maptrace_abi::decode::parse_batch_header(bytes) {
             Ok(b) => {
-                events += b.header.total_records;
+                events = events.saturating_add(b.header.total_records);
                 if last_generation != Some(b.header.generation) {
                     // A reload restarts the kext's counters.
-                    dropped_before += dropped;
+                    dropped_before = dropped_before.saturating_add(dropped);
                     dropped = 0;
                     last_generation = Some(b.header.generation);
                 }
@@ -406,7 +406,12 @@ fn record(src: &mut dyn Source, path: &Path, limit: &Limit, quiet: bool) -> Resu
         }
         if last_progress.elapsed() >= Duration::from_millis(250) {
             last_progress = Instant::now();
-            progress(events, dropped_before + dropped, w.bytes(), false);
+            progress(
+                events,
+                dropped_before.saturating_add(dropped),
+                w.bytes(),
+                false,
+            );
         }
         Ok(())
     })?;
@@ -418,10 +423,10 @@ fn record(src: &mut dyn Source, path: &Path, limit: &Limit, quiet: bool) -> Resu
         if let Ok(s) = control::parse_stats(&stats)
             && last_generation.is_none_or(|g| g == s.generation)
         {
-            dropped = dropped.max(s.shards.iter().map(|sh| sh.dropped).sum());
+            dropped = dropped.max(s.dropped);
         }
     }
-    let dropped = dropped_before + dropped;
+    let dropped = dropped_before.saturating_add(dropped);
     let frames = w.frames();
     let bytes = w.bytes();
     w.finish()
