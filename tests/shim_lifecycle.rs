@@ -190,24 +190,34 @@ fn counts_elsewhere_fall_back_to_the_isinuse_search() {
     assert_nothing_left(&sim);
 }
 
-#[test]
-fn discovery_failure_refuses_to_start_and_leaves_nothing() {
-    let sim = boot_fs(Config {
-        fsadd_error: Some(17),
-        ..Config::default()
-    });
+/// Boots `config`, where the layout discovery must fail: start is refused
+/// with a log line containing `why`, leaving nothing and no violation.
+fn assert_discovery_refused(config: Config, why: &str) -> Sim {
+    let sim = boot_fs(config);
     assert_eq!(
         load(&sim, Tunables::default()),
         Err(KextError::StartFailed(KERN_FAILURE))
     );
     assert!(!sim.kext_loaded());
     assert!(
+        sim.log_lines().iter().any(|l| l.contains(why)),
+        "{why}: {:?}",
         sim.log_lines()
-            .iter()
-            .any(|l| l.contains("layout discovery failed (17)"))
     );
     assert_nothing_left(&sim);
     assert!(sim.take_violations().is_empty());
+    sim
+}
+
+#[test]
+fn discovery_failure_refuses_to_start_and_leaves_nothing() {
+    let sim = assert_discovery_refused(
+        Config {
+            fsadd_error: Some(17),
+            ..Config::default()
+        },
+        "layout discovery failed (17)",
+    );
     // The filesystems still work, untouched.
     let p = sim.spawn("app", 501);
     workload(&p, "/data/a.bin");
@@ -218,24 +228,13 @@ fn discovery_failure_refuses_to_start_and_leaves_nothing() {
 fn a_v_op_beyond_the_scanned_bytes_is_not_guessed() {
     // The discovery never reads past the smallest vnode it supports: a
     // layout whose v_op lies further is refused, not probed out of bounds.
-    let sim = boot_fs(Config {
-        v_op_offset: Some(248),
-        ..Config::default()
-    });
-    assert_eq!(
-        load(&sim, Tunables::default()),
-        Err(KextError::StartFailed(KERN_FAILURE))
+    assert_discovery_refused(
+        Config {
+            v_op_offset: Some(248),
+            ..Config::default()
+        },
+        "layout discovery failed",
     );
-    assert!(!sim.kext_loaded());
-    assert!(
-        sim.log_lines()
-            .iter()
-            .any(|l| l.contains("layout discovery failed")),
-        "{:?}",
-        sim.log_lines()
-    );
-    assert_nothing_left(&sim);
-    assert!(sim.take_violations().is_empty());
 }
 
 #[test]
