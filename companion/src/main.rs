@@ -281,8 +281,9 @@ fn drive(
     Ok(())
 }
 
-/// A live source's drop counters after the last read: drops after a
-/// shard's last record read reach no batch, only these counters.
+/// The kext's drop counters after the last read (read now from a live
+/// source, or a recording's closing frame): drops after a shard's last
+/// record read reach no batch, only these counters.
 fn kext_drops(src: &mut dyn Source) -> Option<KextDrops> {
     let stats = control::parse_stats(&src.final_stats()?).ok()?;
     Some(KextDrops {
