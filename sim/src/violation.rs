@@ -39,6 +39,16 @@ pub enum Violation {
     LockMisuse(String),
     /// The kext called `panic()` or made a call XNU panics on.
     KernelPanic(String),
+    /// A boundary contract taken from the XNU source was broken: an argument
+    /// precondition of a KPI, the context a call is allowed in, or what XNU
+    /// does with a callback's return value. `rule` names the contract row
+    /// (`KPI.rule`, e.g. `vnode_create.vreg_needs_mount`).
+    Contract {
+        /// The contract row's id.
+        rule: &'static str,
+        /// What the kext did.
+        detail: String,
+    },
 }
 
 impl fmt::Display for Violation {
@@ -62,6 +72,9 @@ impl fmt::Display for Violation {
             Violation::BadFree(s) => write!(f, "bad IOFree: {s}"),
             Violation::LockMisuse(s) => write!(f, "lock misuse: {s}"),
             Violation::KernelPanic(s) => write!(f, "kernel panic: {s}"),
+            Violation::Contract { rule, detail } => {
+                write!(f, "XNU contract {rule} broken: {detail}")
+            }
         }
     }
 }
