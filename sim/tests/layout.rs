@@ -1,7 +1,6 @@
 //! `mt_xnu.h` as gcc lays it out (a table compiled by `build.rs`) against
-//! XNU's real LP64 layouts: the reference tables in
-//! `../shared/reference/xnu-data/` when present, and always the pinned
-//! numbers below.
+//! XNU's real LP64 layouts: the reference tables in `sim/data/` (source and
+//! tag in its README; a missing table fails) and the pinned numbers below.
 
 use std::collections::BTreeMap;
 use std::ffi::{CStr, c_char};
@@ -73,21 +72,25 @@ fn pinned_numbers() {
 }
 
 fn reference_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference/xnu-data")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data")
+}
+
+/// A reference table; its absence is a failure, never a skipped check.
+fn read_table(file: &str) -> String {
+    let path = reference_dir().join(file);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (the XNU reference tables ship with the repo)",
+            path.display()
+        )
+    })
 }
 
 #[test]
 fn matches_the_xnu_reference_tables() {
     let t = c_table();
     for file in ["layout_x86_64.tsv", "layout_arm64e.tsv"] {
-        let path = reference_dir().join(file);
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            eprintln!(
-                "{} not present; the pinned numbers still apply",
-                path.display()
-            );
-            continue;
-        };
+        let text = read_table(file);
         let mut checked = 0;
         for line in text
             .lines()
@@ -122,24 +125,26 @@ fn matches_the_xnu_reference_tables() {
 
 #[test]
 fn slot_indices_match_the_reference() {
-    let path = reference_dir().join("mac_policy_ops_slots.tsv");
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        eprintln!("{} not present", path.display());
-        return;
-    };
-    let index = |name: &str| -> u32 {
-        text.lines()
-            .filter_map(|l| l.split_once('\t'))
-            .find(|(_, f)| *f == name)
-            .and_then(|(i, _)| i.parse().ok())
-            .unwrap_or_else(|| panic!("{name} not in the slot table"))
-    };
-    use maptrace_sim::xnu;
-    assert_eq!(index("mpo_file_check_mmap"), xnu::MPO_FILE_CHECK_MMAP);
-    assert_eq!(index("mpo_policy_destroy"), xnu::MPO_POLICY_DESTROY);
-    assert_eq!(index("mpo_policy_init"), xnu::MPO_POLICY_INIT);
-    assert_eq!(index("mpo_policy_initbsd"), xnu::MPO_POLICY_INITBSD);
-    assert_eq!(index("mpo_vnode_check_exec"), xnu::MPO_VNODE_CHECK_EXEC);
-    assert_eq!(index("mpo_vnode_check_open"), xnu::MPO_VNODE_CHECK_OPEN);
-    assert_eq!(index("mpo_vnode_notify_open"), xnu::MPO_VNODE_NOTIFY_OPEN);
+    // The slots the shim fills keep their index from macOS 11 to macOS 15.
+    for file in [
+        "mac_policy_ops_slots.xnu-11417.101.15.tsv",
+        "mac_policy_ops_slots.xnu-7195.141.2.tsv",
+    ] {
+        let text = read_table(file);
+        let index = |name: &str| -> u32 {
+            text.lines()
+                .filter_map(|l| l.split_once('\t'))
+                .find(|(_, f)| *f == name)
+                .and_then(|(i, _)| i.parse().ok())
+                .unwrap_or_else(|| panic!("{file}: {name} not in the slot table"))
+        };
+        use maptrace_sim::xnu;
+        assert_eq!(index("mpo_file_check_mmap"), xnu::MPO_FILE_CHECK_MMAP);
+        assert_eq!(index("mpo_policy_destroy"), xnu::MPO_POLICY_DESTROY);
+        assert_eq!(index("mpo_policy_init"), xnu::MPO_POLICY_INIT);
+        assert_eq!(index("mpo_policy_initbsd"), xnu::MPO_POLICY_INITBSD);
+        assert_eq!(index("mpo_vnode_check_exec"), xnu::MPO_VNODE_CHECK_EXEC);
+        assert_eq!(index("mpo_vnode_check_open"), xnu::MPO_VNODE_CHECK_OPEN);
+        assert_eq!(index("mpo_vnode_notify_open"), xnu::MPO_VNODE_NOTIFY_OPEN);
+    }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
@@ -141,10 +141,27 @@ pub fn libraries<'a>(bundles: impl IntoIterator<Item = &'a str>) -> BTreeMap<Str
         .collect()
 }
 
-/// The reference data beside the clone (`../shared/reference/xnu-data`), when present.
-pub fn reference_dir(root: &Path) -> Option<PathBuf> {
-    let dir = root.join("../shared/reference/xnu-data");
-    dir.join("symbol_bundles.tsv").is_file().then_some(dir)
+/// XNU's export tables, kept in the repo (`kext-shim/kpi/xnu/`, see its README): one per
+/// supported macOS extreme, the newest first. A kext can import a symbol only if it is listed.
+pub const REFERENCE_TABLES: [&str; 2] = [
+    "kext-shim/kpi/xnu/symbol_bundles.xnu-11417.101.15.tsv",
+    "kext-shim/kpi/xnu/symbol_bundles.xnu-7195.141.2.tsv",
+];
+
+/// Checks the project's KPI table against every XNU export table in the repo.
+/// A missing table is an error, never a skipped check.
+pub fn check_against_references(root: &Path, table: &Table) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    for file in REFERENCE_TABLES {
+        let path = root.join(file);
+        let text = fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+        problems.extend(
+            check_against_reference(table, &text)
+                .into_iter()
+                .map(|p| format!("{file}: {p}")),
+        );
+    }
+    Ok(problems)
 }
 
 /// Checks every table row against an XNU export table (`symbol arch bundle source alias`):
@@ -198,6 +215,7 @@ pub fn check_against_reference(table: &Table, reference: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn root() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -223,16 +241,17 @@ mod tests {
 
     #[test]
     fn project_table_matches_the_xnu_reference_tables() {
-        let Some(dir) = reference_dir(&root()) else {
-            eprintln!("note: ../shared/reference/xnu-data absent; KPI table not cross-checked");
-            return;
-        };
         let table = Table::load(&root()).unwrap();
-        for file in ["symbol_bundles.tsv", "symbol_bundles.xnu-7195.141.2.tsv"] {
-            let text = fs::read_to_string(dir.join(file)).unwrap();
-            let problems = check_against_reference(&table, &text);
-            assert!(problems.is_empty(), "{file}: {problems:#?}");
-        }
+        let problems = check_against_references(&root(), &table).unwrap();
+        assert!(problems.is_empty(), "{problems:#?}");
+    }
+
+    #[test]
+    fn a_missing_reference_table_is_an_error() {
+        let table = Table::load(&root()).unwrap();
+        let empty = std::env::temp_dir().join("maptrace-no-reference-tables");
+        let err = check_against_references(&empty, &table).unwrap_err();
+        assert!(format!("{err:#}").contains("symbol_bundles"), "{err:#}");
     }
 
     #[test]

@@ -170,25 +170,16 @@ fn cmd_check(root: &Path, archs: &[Arch]) -> Result<()> {
     check_kpi_table(root)
 }
 
-/// The project's KPI table against the XNU export tables beside the clone, when present.
+/// The project's KPI table against the XNU export tables kept in the repo.
 fn check_kpi_table(root: &Path) -> Result<()> {
-    let Some(dir) = kpi::reference_dir(root) else {
-        println!("note: ../shared/reference/xnu-data absent: KPI table not cross-checked");
-        return Ok(());
-    };
     let table = kpi::Table::load(root)?;
-    for file in ["symbol_bundles.tsv", "symbol_bundles.xnu-7195.141.2.tsv"] {
-        let path = dir.join(file);
-        let text =
-            std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
-        let problems = kpi::check_against_reference(&table, &text);
-        if !problems.is_empty() {
-            bail!(
-                "{}: KPI table disagrees with {file}:\n{}",
-                kpi::TABLE,
-                problems.join("\n")
-            );
-        }
+    let problems = kpi::check_against_references(root, &table)?;
+    if !problems.is_empty() {
+        bail!(
+            "{}: KPI table disagrees with XNU's exports:\n{}",
+            kpi::TABLE,
+            problems.join("\n")
+        );
     }
     println!("KPI table matches the XNU export tables (macOS 11 and 15)");
     Ok(())
