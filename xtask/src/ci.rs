@@ -154,6 +154,11 @@ pub const TEST_STEPS: &[TestStep] = &[
         fatal: false,
     },
     TestStep {
+        name: "companion: type-checks for macOS (aarch64, x86_64)",
+        run: crate::darwin::step_companion_check,
+        fatal: false,
+    },
+    TestStep {
         name: "cross: Mach-O objects + checks",
         run: step_cross,
         fatal: false,

@@ -4,6 +4,7 @@ mod bundle;
 mod check;
 mod ci;
 mod cross;
+mod darwin;
 mod deps;
 mod exec;
 mod fuzz;
@@ -14,6 +15,7 @@ mod objects;
 mod sanitize;
 mod sign;
 mod signcheck;
+mod tidy;
 mod vmtest;
 
 use std::collections::BTreeMap;
@@ -29,6 +31,7 @@ cargo xtask <command> [options]
 
 Commands:
   test                 set-up, fmt, host tests, clippy, loom, ASan/UBSan, TSan, Miri, fuzz,
+                       the companion type-checked for macOS,
                        cross + object checks, sign-check (CI)
   demo                 set-up, then `cargo run --release -p maptrace -- demo` (simulator)
   cross [--arch A]     core + shim as checked Mach-O objects (x86_64, arm64e) in target/kext

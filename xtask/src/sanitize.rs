@@ -42,7 +42,7 @@ const MIRI_CONCURRENT_TEST: &str = "concurrent_producers_and_drainer";
 
 /// `cargo test` on the nightly toolchain, with the toolchain override cleared so a
 /// `RUSTUP_TOOLCHAIN` from the outer `cargo xtask` does not win.
-fn nightly_cargo(ctx: &Ctx, target_dir: &str) -> Cmd {
+pub(crate) fn nightly_cargo(ctx: &Ctx, target_dir: &str) -> Cmd {
     Cmd::new("rustup")
         .args(["run", "nightly", "cargo"])
         .env(
@@ -58,7 +58,7 @@ fn test_args(cmd: Cmd, tests: &[&str]) -> Cmd {
 }
 
 /// Installs nightly components (idempotent); CI machines start without them.
-fn ensure_components(components: &[&str], mode: Mode) -> Result<()> {
+pub(crate) fn ensure_components(components: &[&str], mode: Mode) -> Result<()> {
     let mut plan = Plan::new();
     plan.run(
         Cmd::new("rustup")
