@@ -7,9 +7,13 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 
 use crate::exec::{Cmd, Mode, Plan, Step, exec};
+use crate::kernel::MACOS_MIN;
 
-/// Working directory on the VM.
-pub const REMOTE_DIR: &str = "/tmp/maptrace-vm";
+/// Working directory on the VM, as the kext names it: `vn_getpath` resolves the `/tmp` symlink,
+/// so the companion's `--path` filter must use `/private/tmp`.
+pub const REMOTE_DIR: &str = "/private/tmp/maptrace-vm";
+/// The workload's directory name: DTrace matches on it alone (`fi_dirname` is the leaf name).
+pub const FILES_LEAF: &str = "mt-vmtest-files";
 /// Files the workload maps.
 pub const NFILES: u32 = 16;
 /// Pages per file.
@@ -77,7 +81,7 @@ impl VmTest {
     pub fn plan(&self) -> VmPlan {
         let out = self.out_dir();
         let kext = self.remote(&self.kext_name());
-        let files = self.remote("files");
+        let files = self.remote(FILES_LEAF);
         let maptrace = format!("{} --source sysctl", self.remote("maptrace"));
         let id = &self.bundle_id;
 
@@ -85,7 +89,10 @@ impl VmTest {
         setup.push(Step::MkDir(out.clone()));
         setup.run(
             Cmd::new("xcrun")
-                .args(["clang", "-arch", "x86_64", "-O2", "-Wall", "-Wextra", "-o"])
+                .args(["clang", "-arch", "x86_64"])
+                // Without it the binary needs the build host's macOS (minos = SDK version).
+                .arg(format!("-mmacosx-version-min={MACOS_MIN}"))
+                .args(["-O2", "-Wall", "-Wextra", "-o"])
                 .path_arg(&out.join("workload"))
                 .path_arg(&self.root.join("xtask/vm/workload.c")),
         );
@@ -142,10 +149,10 @@ impl VmTest {
             &self.remote("record"),
         )));
         if self.dtrace {
-            // $$1 in the script takes the directory as a string; no quoting needed.
+            // $$1 in the script takes the directory's name as a string; no quoting needed.
             run.run(self.ssh(&background(
                 &format!(
-                    "dtrace -q -s {} {files} -o {}",
+                    "dtrace -q -s {} {FILES_LEAF} -o {}",
                     self.remote("fsinfo.d"),
                     self.remote("dtrace.txt")
                 ),
@@ -158,9 +165,10 @@ impl VmTest {
         )));
 
         let mut teardown = Plan::new();
-        // Stop the recorders by the pids they wrote, never by name.
+        // Stop the recorders by the pids they wrote, never by name. TERM, not INT: a background
+        // job starts with SIGINT ignored and dtrace then never installs its INT handler.
         teardown.run(self.ssh(&format!(
-            "sleep 2; for p in {0}/record.pid {0}/dtrace.pid; do test -f $p && sudo kill -INT $(cat $p); done; sleep 2",
+            "sleep 2; for p in {0}/record.pid {0}/dtrace.pid; do test -f $p && sudo kill -TERM $(cat $p); done; sleep 2",
             REMOTE_DIR
         )));
         teardown.run(self.ssh(&format!(
@@ -334,8 +342,8 @@ mod tests {
             "xcrun clang -arch x86_64",
             "--target x86_64-apple-darwin",
             "scp -q -r",
-            "sudo chown -R root:wheel /tmp/maptrace-vm/maptrace.kext",
-            "sudo kmutil load -p /tmp/maptrace-vm/maptrace.kext",
+            "sudo chown -R root:wheel /private/tmp/maptrace-vm/maptrace.kext",
+            "sudo kmutil load -p /private/tmp/maptrace-vm/maptrace.kext",
             "kmutil showloaded --list-only --bundle-identifier org.example.kext",
         ];
         let mut last = 0;
@@ -354,8 +362,8 @@ mod tests {
         );
         let run = text(&p.run);
         assert!(run.contains("sudo purge"));
-        assert!(run.contains("record -q -o /tmp/maptrace-vm/events.bin"));
-        assert!(run.contains("dtrace -q -s /tmp/maptrace-vm/fsinfo.d /tmp/maptrace-vm/files -o"));
+        assert!(run.contains("record -q -o /private/tmp/maptrace-vm/events.bin"));
+        assert!(run.contains("dtrace -q -s /private/tmp/maptrace-vm/fsinfo.d mt-vmtest-files -o"));
         // Nested quoting would end the `sh -c '...'` string early.
         for c in p.run.commands() {
             let remote = c.args.last().unwrap();
@@ -366,18 +374,66 @@ mod tests {
                 );
             }
         }
-        assert!(run.contains("touch /tmp/maptrace-vm/files 16"));
+        assert!(run.contains("touch /private/tmp/maptrace-vm/mt-vmtest-files 16"));
         let down = text(&p.teardown);
         assert!(down.contains("sudo kmutil unload -b org.example.kext"));
         assert!(down.contains("log show"));
-        assert!(down.contains("admin@vm:/tmp/maptrace-vm/dtrace.txt"));
+        assert!(down.contains("admin@vm:/private/tmp/maptrace-vm/dtrace.txt"));
         assert!(!down.contains("pkill") && !down.contains("killall"));
+    }
+
+    #[test]
+    fn the_path_filter_is_the_path_the_kext_reports() {
+        // vn_getpath walks the vnode's parents, so /tmp (a symlink) comes back as /private/tmp.
+        let down = text(&test(Loader::Kmutil, true).plan().teardown);
+        assert!(
+            down.contains(&format!("--path /private/tmp/maptrace-vm/{FILES_LEAF} ")),
+            "{down}"
+        );
+        assert!(!down.contains(" /tmp/"), "{down}");
+    }
+
+    #[test]
+    fn dtrace_is_stopped_with_term_and_matches_on_the_leaf_directory() {
+        // A background job inherits SIGINT ignored; dtrace then never installs its INT handler.
+        let down = text(&test(Loader::Kmutil, true).plan().teardown);
+        assert!(
+            down.contains("kill -TERM") && !down.contains("kill -INT"),
+            "{down}"
+        );
+        // fi_pathname is "??/<parent>/<name>" on macOS (bsd/dev/dtrace/scripts/io.d).
+        let script = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("vm/fsinfo.d"),
+        )
+        .unwrap();
+        let code: String = script
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('*') && !l.starts_with("/*"))
+            .collect();
+        assert!(code.contains("args[0]->fi_dirname == $$1"), "{script}");
+        assert!(!code.contains("fi_pathname"), "{script}");
+        let run = text(&test(Loader::Kmutil, true).plan().run);
+        assert!(run.contains(&format!("fsinfo.d {FILES_LEAF} -o")), "{run}");
+    }
+
+    #[test]
+    fn the_workload_runs_on_the_oldest_supported_macos() {
+        let setup = text(&test(Loader::Kmutil, true).plan().setup);
+        assert!(
+            setup.contains(&format!(
+                "-mmacosx-version-min={}",
+                crate::kernel::MACOS_MIN
+            )),
+            "{setup}"
+        );
     }
 
     #[test]
     fn kextutil_and_no_dtrace_variants() {
         let p = test(Loader::Kextutil, false).plan();
-        assert!(text(&p.setup).contains("sudo kextutil -v 1 /tmp/maptrace-vm/maptrace.kext"));
+        assert!(
+            text(&p.setup).contains("sudo kextutil -v 1 /private/tmp/maptrace-vm/maptrace.kext")
+        );
         assert!(text(&p.teardown).contains("sudo kextunload -b org.example.kext"));
         assert!(!text(&p.run).contains("dtrace"));
         assert!(!text(&p.teardown).contains("dtrace.txt"));
