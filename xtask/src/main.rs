@@ -27,39 +27,263 @@ use crate::exec::Mode;
 use crate::kernel::{Arch, Toolchain};
 
 const HELP: &str = "\
-cargo xtask <command> [options]
+cargo xtask <command> [options]        cargo xtask <command> --help: that command's help
 
 Commands:
-  test                 set-up, fmt, host tests, clippy, loom, ASan/UBSan, TSan, Miri, fuzz,
-                       the companion type-checked for macOS,
-                       cross + object checks, sign-check (CI)
-  demo                 set-up, then `cargo run --release -p maptrace -- demo` (simulator)
-  cross [--arch A]     core + shim as checked Mach-O objects (x86_64, arm64e) in target/kext
-  check [--arch A]     only the object checks, on what `cross` left in target/kext
-  kextlibs [--arch A]  the KPI bundles the objects import (OSBundleLibraries)
-  bundle               target/kext/maptrace.kext with Info.plist filled from the template
-  build                macOS: cross, final -kext link per arch, universal binary, bundle
-  sign [--bundle DIR]  sign the bundle: --identity ID (macOS codesign), --pem-cert F --pem-key F,
-                       or --adhoc (default); also MT_SIGN_IDENTITY / MT_SIGN_PEM_CERT / MT_SIGN_PEM_KEY;
-                       --no-timestamp skips the timestamp server (rcodesign)
-  sign-check           sign a real Mach-O bundle with rcodesign (ad hoc and PEM) and verify it
-  fuzz [--runs N | --seconds S] [--target T]
-                       build the cargo-fuzz targets (fuzz/) and run each (or T, repeatable)
-                       for N inputs (default 1000000) or S seconds; fails on any crash
-  vm-test --host USER@VM [--loader kmutil|kextutil] [--no-dtrace] [--bundle DIR]
-                       load the kext in a test VM, trace a workload, compare with DTrace, unload
+  test         set-up, fmt, host tests, clippy, loom, ASan/UBSan, TSan, Miri, fuzz,
+               the companion type-checked for macOS, cross + object checks, sign-check (CI)
+  demo         set-up, then `cargo run --release -p maptrace -- demo` (simulator)
+  cross        core + shim as checked Mach-O objects (x86_64, arm64e) in target/kext
+  check        only the object checks, on what `cross` left in target/kext
+  kextlibs     the KPI bundles the objects import (OSBundleLibraries)
+  bundle       target/kext/maptrace.kext with Info.plist filled from the template
+  build        macOS: cross with Apple clang, final -kext link per arch, universal binary,
+               bundle, then the ABI and kmutil checks of the result
+  sign         sign the bundle (codesign on macOS, rcodesign elsewhere)
+  sign-check   sign a real Mach-O bundle with rcodesign (ad hoc and PEM) and verify it
+  fuzz         build the cargo-fuzz targets (fuzz/) and run each; fails on any crash
+  vm-test      load the kext in a test VM, trace a workload, compare with DTrace (macOS)
+  help [CMD]   this text, or CMD's help
 
-Common options:
-  --dry-run            print every command and file write instead of doing it
-  --arch A             x86_64 or arm64e (repeatable; default both)
+Every command that changes something takes --dry-run: print every command and file write
+instead of doing it.
 ";
+
+/// One option: its name, whether it takes a value, and its help line.
+struct Opt {
+    name: &'static str,
+    value: Option<&'static str>,
+    help: &'static str,
+}
+
+const DRY_RUN: Opt = Opt {
+    name: "--dry-run",
+    value: None,
+    help: "print every command and file write instead of doing it",
+};
+const ARCH: Opt = Opt {
+    name: "--arch",
+    value: Some("A"),
+    help: "x86_64 or arm64e (repeatable; default both)",
+};
+const BUNDLE: Opt = Opt {
+    name: "--bundle",
+    value: Some("DIR"),
+    help: "the .kext bundle (default target/kext/maptrace.kext)",
+};
+
+/// One command: its name, what it does, and the options it accepts.
+struct CommandSpec {
+    name: &'static str,
+    /// Positional words after the command (`vm-test install`), shown in the usage line.
+    steps: &'static str,
+    about: &'static str,
+    options: &'static [Opt],
+}
+
+const COMMANDS: &[CommandSpec] = &[
+    CommandSpec {
+        name: "test",
+        steps: "",
+        about: "What CI runs (.ci/run): set-up, fmt, host tests, clippy, loom, ASan/UBSan, TSan,\n\
+                Miri, short fuzz runs, the companion type-checked for macOS, cross + object\n\
+                checks, sign-check; every step timed, a summary of failures at the end.",
+        options: &[DRY_RUN],
+    },
+    CommandSpec {
+        name: "demo",
+        steps: "",
+        about: "Set-up, then `cargo run --release -p maptrace -- demo`: the simulator with the real\n\
+                kext loaded, a live event stream, then the report.",
+        options: &[DRY_RUN],
+    },
+    CommandSpec {
+        name: "cross",
+        steps: "",
+        about: "The core (maptrace-core) as a Mach-O staticlib and kext-shim/src/*.c as Mach-O\n\
+                objects per arch in target/kext/<arch>/, then the object checks.",
+        options: &[DRY_RUN, ARCH],
+    },
+    CommandSpec {
+        name: "check",
+        steps: "",
+        about: "Only the object checks, on what `cross` left in target/kext.",
+        options: &[ARCH],
+    },
+    CommandSpec {
+        name: "kextlibs",
+        steps: "",
+        about: "The KPI bundles (OSBundleLibraries) the objects import, with their symbols.",
+        options: &[ARCH],
+    },
+    CommandSpec {
+        name: "bundle",
+        steps: "",
+        about: "target/kext/maptrace.kext: Info.plist filled from the top-level template, plus\n\
+                Contents/MacOS/maptrace when `build` has linked it.",
+        options: &[DRY_RUN],
+    },
+    CommandSpec {
+        name: "build",
+        steps: "",
+        about: "macOS: `cross` with Apple's clang (xcrun), the final `ld -kext` link per arch,\n\
+                the universal binary, the bundle; then checks of the result: every slice is an\n\
+                MH_KEXT_BUNDLE, the arm64e slice carries the ptrauth ABI bit, and kmutil finds\n\
+                every imported symbol in OSBundleLibraries. --dry-run prints the macOS plan on\n\
+                any machine.",
+        options: &[DRY_RUN],
+    },
+    CommandSpec {
+        name: "sign",
+        steps: "",
+        about: "Sign the linked bundle, then verify it. Refuses a bundle without its executable\n\
+                (link it first with `cargo xtask build` on a Mac). The identity never comes from\n\
+                the repository: flags or MT_SIGN_IDENTITY / MT_SIGN_PEM_CERT / MT_SIGN_PEM_KEY.",
+        options: &[
+            DRY_RUN,
+            BUNDLE,
+            Opt {
+                name: "--identity",
+                value: Some("ID"),
+                help: "macOS codesign with this keychain identity",
+            },
+            Opt {
+                name: "--pem-cert",
+                value: Some("F"),
+                help: "rcodesign with this certificate (with --pem-key)",
+            },
+            Opt {
+                name: "--pem-key",
+                value: Some("F"),
+                help: "the certificate's private key",
+            },
+            Opt {
+                name: "--adhoc",
+                value: None,
+                help: "ad hoc signature (the default)",
+            },
+            Opt {
+                name: "--no-timestamp",
+                value: None,
+                help: "rcodesign: no timestamp server (offline machines)",
+            },
+        ],
+    },
+    CommandSpec {
+        name: "sign-check",
+        steps: "",
+        about: "Sign a real Mach-O bundle with rcodesign, ad hoc and with a self-signed PEM\n\
+                certificate, and verify both signatures (the signing rehearsal of CI).",
+        options: &[DRY_RUN],
+    },
+    CommandSpec {
+        name: "fuzz",
+        steps: "",
+        about: "Build the cargo-fuzz targets (fuzz/) and run each; fails on any crash.",
+        options: &[
+            DRY_RUN,
+            Opt {
+                name: "--runs",
+                value: Some("N"),
+                help: "inputs per target (default 1000000)",
+            },
+            Opt {
+                name: "--seconds",
+                value: Some("S"),
+                help: "seconds per target instead of a number of inputs",
+            },
+            Opt {
+                name: "--target",
+                value: Some("T"),
+                help: "only this target (repeatable)",
+            },
+        ],
+    },
+    CommandSpec {
+        name: "vm-test",
+        steps: "",
+        about: "Load the kext in an Intel macOS test VM, trace a workload, compare with DTrace,\n\
+                unload (xtask/README.md: preparing the VM). Runs on a Mac.",
+        options: &[
+            DRY_RUN,
+            BUNDLE,
+            Opt {
+                name: "--host",
+                value: Some("USER@VM"),
+                help: "the VM, as ssh takes it (required)",
+            },
+            Opt {
+                name: "--loader",
+                value: Some("L"),
+                help: "kmutil (default) or kextutil",
+            },
+            Opt {
+                name: "--no-dtrace",
+                value: None,
+                help: "skip the DTrace comparison",
+            },
+        ],
+    },
+];
+
+fn spec(name: &str) -> Option<&'static CommandSpec> {
+    COMMANDS.iter().find(|c| c.name == name)
+}
+
+/// The help of one command: usage, what it does, its options.
+fn command_help(c: &CommandSpec) -> String {
+    let mut s = format!("cargo xtask {}", c.name);
+    if !c.steps.is_empty() {
+        s.push_str(&format!(" <{}>", c.steps));
+    }
+    if !c.options.is_empty() {
+        s.push_str(" [options]");
+    }
+    s.push_str("\n\n");
+    for line in c.about.lines() {
+        s.push_str(line.trim_start_matches(' '));
+        s.push('\n');
+    }
+    if !c.options.is_empty() {
+        s.push_str("\nOptions:\n");
+        for o in c.options {
+            let flag = o
+                .value
+                .map_or_else(|| o.name.to_string(), |v| format!("{} {v}", o.name));
+            s.push_str(&format!("  {flag:<20} {}\n", o.help));
+        }
+    }
+    s
+}
+
+/// Build variants of the kext. Only the default exists here; further variants (e.g. one with a
+/// kauth listener) become flags of `cross`, `bundle` and `build` that set this field.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    /// The shipped kext.
+    #[default]
+    Standard,
+}
+
+impl Variant {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Standard => "standard",
+        }
+    }
+}
 
 /// Parsed command line: the command and its options.
 #[derive(Debug, Default)]
 struct Args {
     command: String,
+    /// `help` asked for: the global help when `command` is empty, else that command's.
+    help: bool,
+    /// vm-test's step.
+    step: Option<String>,
     dry_run: bool,
     archs: Vec<Arch>,
+    variant: Variant,
     host: Option<String>,
     loader: Option<String>,
     no_dtrace: bool,
@@ -74,47 +298,88 @@ fn number(flag: &str, v: String) -> Result<u64> {
         .with_context(|| format!("{flag} takes a whole number, not `{v}`"))
 }
 
+fn see_help(command: &str) -> String {
+    if command.is_empty() {
+        "see `cargo xtask --help`".into()
+    } else {
+        format!("see `cargo xtask {command} --help`")
+    }
+}
+
 fn parse_args(raw: &[String]) -> Result<Args> {
     let mut args = Args::default();
     let mut it = raw.iter();
     while let Some(a) = it.next() {
-        let mut value = |flag: &str| {
-            it.next()
-                .cloned()
-                .with_context(|| format!("{flag} needs a value"))
+        let a = a.as_str();
+        if a == "-h" || a == "--help" {
+            args.help = true;
+            continue;
+        }
+        if !a.starts_with('-') {
+            if args.command.is_empty() && !args.help && a == "help" {
+                args.help = true;
+            } else if args.command.is_empty() {
+                if spec(a).is_none() {
+                    bail!("unknown command `{a}`\n\n{HELP}");
+                }
+                args.command = a.to_string();
+            } else if spec(&args.command).is_none_or(|c| c.steps.is_empty()) || args.step.is_some()
+            {
+                bail!("unexpected argument `{a}`; {}", see_help(&args.command));
+            } else {
+                args.step = Some(a.to_string());
+            }
+            continue;
+        }
+        let Some(cmd) = spec(&args.command) else {
+            bail!("option {a} comes after a command; {}", see_help(""));
         };
-        match a.as_str() {
+        let Some(opt) = cmd.options.iter().find(|o| o.name == a) else {
+            bail!(
+                "unknown option {a} for `cargo xtask {}`; {}",
+                cmd.name,
+                see_help(cmd.name)
+            );
+        };
+        let mut value = || {
+            it.next().cloned().with_context(|| {
+                format!(
+                    "{a} needs a value ({}); {}",
+                    opt.value.unwrap_or("?"),
+                    see_help(cmd.name)
+                )
+            })
+        };
+        match a {
             "--dry-run" => args.dry_run = true,
-            "--arch" => args.archs.push(Arch::parse(&value("--arch")?)?),
-            "--host" => args.host = Some(value("--host")?),
-            "--loader" => args.loader = Some(value("--loader")?),
+            "--arch" => args.archs.push(Arch::parse(&value()?)?),
+            "--host" => args.host = Some(value()?),
+            "--loader" => args.loader = Some(value()?),
             "--no-dtrace" => args.no_dtrace = true,
-            "--bundle" => args.bundle = Some(value("--bundle")?.into()),
-            "--identity" => args.sign.identity = Some(value("--identity")?),
-            "--pem-cert" => args.sign.pem_cert = Some(value("--pem-cert")?.into()),
-            "--pem-key" => args.sign.pem_key = Some(value("--pem-key")?.into()),
+            "--bundle" => args.bundle = Some(value()?.into()),
+            "--identity" => args.sign.identity = Some(value()?),
+            "--pem-cert" => args.sign.pem_cert = Some(value()?.into()),
+            "--pem-key" => args.sign.pem_key = Some(value()?.into()),
             "--adhoc" => args.sign.adhoc = true,
-            "--runs" => {
-                args.fuzz_budget = Some(fuzz::Budget::Runs(number("--runs", value("--runs")?)?))
-            }
-            "--target" => args.fuzz_targets.push(value("--target")?),
-            "--seconds" => {
-                args.fuzz_budget = Some(fuzz::Budget::Seconds(number(
-                    "--seconds",
-                    value("--seconds")?,
-                )?))
-            }
             "--no-timestamp" => args.sign.no_timestamp = true,
-            "-h" | "--help" | "help" => args.command = "help".into(),
-            flag if flag.starts_with('-') => bail!("unknown option {flag}\n\n{HELP}"),
-            cmd if args.command.is_empty() => args.command = cmd.to_string(),
-            extra => bail!("unexpected argument {extra}\n\n{HELP}"),
+            "--runs" => args.fuzz_budget = Some(fuzz::Budget::Runs(number(a, value()?)?)),
+            "--seconds" => args.fuzz_budget = Some(fuzz::Budget::Seconds(number(a, value()?)?)),
+            "--target" => args.fuzz_targets.push(value()?),
+            other => bail!(
+                "option {other} is listed for `{}` but not handled",
+                cmd.name
+            ),
         }
     }
     if args.archs.is_empty() {
         args.archs = Arch::ALL.to_vec();
     }
     Ok(args)
+}
+
+/// What `help` prints: the global help, or one command's.
+fn help_text(command: &str) -> String {
+    spec(command).map_or_else(|| HELP.to_string(), command_help)
 }
 
 /// The repository root (xtask lives one level below it).
@@ -253,8 +518,9 @@ fn cmd_bundle(root: &Path, mode: Mode) -> Result<()> {
 }
 
 /// `build` (macOS): cross + checks, link, universal binary, bundle.
-fn cmd_build(root: &Path, mode: Mode) -> Result<()> {
+fn cmd_build(root: &Path, variant: Variant, mode: Mode) -> Result<()> {
     let layout = cross::Layout::project(root);
+    println!("# kext variant: {}", variant.name());
     if mode == Mode::DryRun {
         cmd_cross(root, &Arch::ALL, mode)?;
         let objs = link::planned_shim_objects(&layout, &Arch::ALL, &layout.c_files()?);
@@ -380,18 +646,18 @@ fn run(raw: &[String]) -> Result<()> {
     } else {
         Mode::Run
     };
+    if args.help || args.command.is_empty() {
+        print!("{}", help_text(&args.command));
+        return Ok(());
+    }
     match args.command.as_str() {
-        "" | "help" => {
-            print!("{HELP}");
-            Ok(())
-        }
         "test" => ci::test(&root, mode),
         "demo" => ci::demo(&root, mode),
         "cross" => cmd_cross(&root, &args.archs, mode),
         "check" => cmd_check(&root, &args.archs),
         "kextlibs" => cmd_kextlibs(&root, &args.archs),
         "bundle" => cmd_bundle(&root, mode),
-        "build" => cmd_build(&root, mode),
+        "build" => cmd_build(&root, args.variant, mode),
         "sign" => cmd_sign(&root, &args, mode),
         "sign-check" => cmd_sign_check(&root, mode),
         "vm-test" => cmd_vm_test(&root, &args, mode),
@@ -427,14 +693,15 @@ mod tests {
         let a = args(&["vm-test", "--host", "me@vm", "--dry-run", "--no-dtrace"]).unwrap();
         assert_eq!(a.command, "vm-test");
         assert_eq!(a.host.as_deref(), Some("me@vm"));
-        assert!(a.dry_run && a.no_dtrace);
+        assert!(a.dry_run && a.no_dtrace && !a.help);
         assert_eq!(a.archs, Arch::ALL);
+        assert_eq!(a.variant, Variant::Standard);
         let a = args(&["cross", "--arch", "arm64e"]).unwrap();
         assert_eq!(a.archs, [Arch::Arm64e]);
         assert!(args(&["cross", "--arch"]).is_err());
         assert!(args(&["cross", "--arch", "ppc"]).is_err());
-        assert!(args(&["cross", "--bogus"]).is_err());
         assert!(args(&["cross", "extra"]).is_err());
+        assert!(args(&["bogus"]).is_err());
         let a = args(&["fuzz", "--runs", "5000"]).unwrap();
         assert_eq!(a.fuzz_budget, Some(fuzz::Budget::Runs(5000)));
         let a = args(&["fuzz", "--seconds", "9"]).unwrap();
@@ -442,6 +709,59 @@ mod tests {
         assert!(args(&["fuzz", "--runs", "many"]).is_err());
         let a = args(&["fuzz", "--target", "decode", "--target", "scenario"]).unwrap();
         assert_eq!(a.fuzz_targets, ["decode", "scenario"]);
+    }
+
+    #[test]
+    fn every_command_has_its_own_help() {
+        for c in COMMANDS {
+            for form in [
+                vec![c.name, "--help"],
+                vec![c.name, "-h"],
+                vec!["help", c.name],
+            ] {
+                let a = args(&form).unwrap();
+                assert!(a.help && a.command == c.name, "{form:?}");
+                let text = help_text(&a.command);
+                assert!(
+                    text.starts_with(&format!("cargo xtask {}", c.name)),
+                    "{form:?}: {text}"
+                );
+                assert_ne!(text, HELP);
+                for o in c.options {
+                    assert!(text.contains(o.name), "{} lacks {}", c.name, o.name);
+                }
+            }
+        }
+        // Only its own options: cross has no --host, vm-test has no --arch.
+        assert!(!help_text("cross").contains("--host"));
+        assert!(help_text("cross").contains("--arch"));
+        assert!(!help_text("vm-test").contains("--arch"));
+        // Help comes first even with options the command would refuse later.
+        assert!(args(&["sign", "--help", "--bundle", "x"]).unwrap().help);
+        let bare = args(&[]).unwrap();
+        assert!(bare.command.is_empty());
+        assert_eq!(help_text(&bare.command), HELP);
+        assert!(args(&["help"]).unwrap().help);
+        let err = args(&["help", "nonsense"]).unwrap_err().to_string();
+        assert!(err.contains("unknown command `nonsense`"), "{err}");
+    }
+
+    #[test]
+    fn unknown_or_foreign_options_point_at_the_commands_help() {
+        let err = args(&["cross", "--bogus"]).unwrap_err().to_string();
+        assert!(
+            err.contains("unknown option --bogus for `cargo xtask cross`"),
+            "{err}"
+        );
+        assert!(err.contains("see `cargo xtask cross --help`"), "{err}");
+        // An option of another command is refused, not silently ignored.
+        let err = args(&["cross", "--host", "me@vm"]).unwrap_err().to_string();
+        assert!(err.contains("see `cargo xtask cross --help`"), "{err}");
+        let err = args(&["sign", "--identity"]).unwrap_err().to_string();
+        assert!(err.contains("--identity needs a value"), "{err}");
+        assert!(err.contains("cargo xtask sign --help"), "{err}");
+        let err = args(&["--dry-run"]).unwrap_err().to_string();
+        assert!(err.contains("cargo xtask --help"), "{err}");
     }
 
     #[test]
@@ -455,7 +775,7 @@ mod tests {
     fn dry_runs_of_every_plan_succeed_on_this_machine() {
         let root = repo_root();
         cmd_cross(&root, &Arch::ALL, Mode::DryRun).unwrap();
-        cmd_build(&root, Mode::DryRun).unwrap();
+        cmd_build(&root, Variant::Standard, Mode::DryRun).unwrap();
         cmd_bundle(&root, Mode::DryRun).unwrap();
         let a = args(&["vm-test", "--host", "me@vm", "--loader", "kextutil"]).unwrap();
         cmd_vm_test(&root, &a, Mode::DryRun).unwrap();
