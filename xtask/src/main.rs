@@ -558,6 +558,10 @@ fn cmd_sign(root: &Path, args: &Args, mode: Mode) -> Result<()> {
         .bundle
         .clone()
         .unwrap_or_else(|| bundle::KextPaths::under(&layout.out).bundle);
+    match (sign::require_linked(&kext, bundle::EXECUTABLE), mode) {
+        (Err(e), Mode::DryRun) => println!("# a real run would refuse: {e:#}"),
+        (r, _) => r?,
+    }
     let tool = match sign_mode {
         sign::SignMode::Codesign { .. } => String::new(),
         _ => rcodesign(root, mode)?,
@@ -762,6 +766,61 @@ mod tests {
         assert!(err.contains("cargo xtask sign --help"), "{err}");
         let err = args(&["--dry-run"]).unwrap_err().to_string();
         assert!(err.contains("cargo xtask --help"), "{err}");
+    }
+
+    #[test]
+    fn sign_without_a_linked_executable_refuses_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        // A stand-in rcodesign that would half-sign, as the real one did before the refusal.
+        let tool = sign::tools_root(root).join("bin/rcodesign");
+        std::fs::create_dir_all(tool.parent().unwrap()).unwrap();
+        std::fs::write(
+            &tool,
+            "#!/bin/sh\nfor b; do :; done\nmkdir -p \"$b/Contents/_CodeSignature\"\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let kext = root.join("maptrace.kext");
+        std::fs::create_dir_all(kext.join("Contents")).unwrap();
+        std::fs::write(kext.join("Contents/Info.plist"), "<plist/>").unwrap();
+        let before = tree(&kext);
+        let a = args(&["sign", "--bundle", kext.to_str().unwrap()]).unwrap();
+        let err = format!("{:#}", cmd_sign(root, &a, Mode::Run).unwrap_err());
+        assert!(err.contains("no linked executable"), "{err}");
+        assert!(err.contains("cargo xtask build"), "{err}");
+        assert_eq!(tree(&kext), before, "the bundle changed");
+        // Not a Mach-O either: refused the same way.
+        std::fs::create_dir_all(kext.join("Contents/MacOS")).unwrap();
+        std::fs::write(kext.join("Contents/MacOS/maptrace"), "#!/bin/sh\n").unwrap();
+        let before = tree(&kext);
+        let err = format!("{:#}", cmd_sign(root, &a, Mode::Run).unwrap_err());
+        assert!(err.contains("not a Mach-O"), "{err}");
+        assert_eq!(tree(&kext), before, "the bundle changed");
+        // A missing bundle says to build it.
+        let gone = args(&["sign", "--bundle", root.join("none.kext").to_str().unwrap()]).unwrap();
+        let err = format!("{:#}", cmd_sign(root, &gone, Mode::Run).unwrap_err());
+        assert!(err.contains("cargo xtask build"), "{err}");
+    }
+
+    /// Every path under `dir` with its contents (directories as empty).
+    fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    out.push((p.clone(), Vec::new()));
+                    todo.push(p);
+                } else {
+                    out.push((p.clone(), std::fs::read(&p).unwrap()));
+                }
+            }
+        }
+        out.sort();
+        out
     }
 
     #[test]

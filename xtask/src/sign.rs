@@ -117,6 +117,35 @@ pub fn find_rcodesign(root: &Path) -> Option<String> {
     local.is_file().then(|| local.display().to_string())
 }
 
+/// Refuses to sign a bundle that has no linked Mach-O executable: signing would rewrite the
+/// bundle and only then fail. Checked before any tool runs, so the bundle is left untouched.
+pub fn require_linked(bundle: &Path, executable: &str) -> Result<()> {
+    let how = "the kext is linked on a Mac by `cargo xtask build` (on other machines \
+               `cargo xtask bundle` writes only Info.plist); run that, then `cargo xtask sign`. \
+               Nothing was changed";
+    if !bundle.join("Contents/Info.plist").is_file() {
+        bail!(
+            "{} is not a bundle (no Contents/Info.plist): {how}",
+            bundle.display()
+        );
+    }
+    let exe = bundle.join("Contents/MacOS").join(executable);
+    let Ok(data) = std::fs::read(&exe) else {
+        bail!(
+            "{} has no linked executable (Contents/MacOS/{executable}): {how}",
+            bundle.display()
+        );
+    };
+    let magic = data.get(..4).map(|m| [m[0], m[1], m[2], m[3]]);
+    let macho = magic.is_some_and(|m| {
+        u32::from_le_bytes(m) == macho::MH_MAGIC_64 || u32::from_be_bytes(m) == macho::FAT_MAGIC
+    });
+    if !macho {
+        bail!("{} is not a Mach-O executable: {how}", exe.display());
+    }
+    Ok(())
+}
+
 /// The signing plan for `bundle`.
 pub fn plan(mode: &SignMode, bundle: &Path, rcodesign: &str, no_timestamp: bool) -> Plan {
     let mut plan = Plan::new();
