@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::check::{self, Report};
-use crate::exec::{Cmd, Plan, Step};
+use crate::exec::{Plan, Step};
 use crate::kernel::{self, Arch, Toolchain};
 use crate::kpi::Table;
 use crate::objects;
@@ -151,7 +151,8 @@ pub fn plan(layout: &Layout, archs: &[Arch], toolchain: Toolchain, c_files: &[Pa
         plan.push(Step::MkDir(layout.shim_dir(arch)));
         for c in c_files {
             plan.run(
-                Cmd::new(kernel::clang_program())
+                toolchain
+                    .clang()
                     .args(kernel::clang_flags(arch))
                     .arg("-I")
                     .path_arg(&layout.root.join("kext-shim/include"))
@@ -240,6 +241,21 @@ mod tests {
             .position(|s| matches!(s, Step::Run(c) if c.program == kernel::clang_program()))
             .unwrap();
         assert!(rm < first_clang);
+    }
+
+    #[test]
+    fn the_macos_toolchain_compiles_with_apple_clang_through_xcrun() {
+        let files = [PathBuf::from("/repo/kext-shim/src/mt_main.c")];
+        let plan = plan(&layout(), &Arch::ALL, Toolchain::RustupNightly, &files);
+        let compiles: Vec<_> = plan.commands().filter(|c| c.has_arg("-mkernel")).collect();
+        assert_eq!(compiles.len(), 2);
+        for c in compiles {
+            assert_eq!(
+                (c.program.as_str(), c.args[0].as_str()),
+                ("xcrun", "clang"),
+                "{c}"
+            );
+        }
     }
 
     #[test]

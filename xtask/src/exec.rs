@@ -134,6 +134,19 @@ impl Cmd {
         Ok(out.stdout)
     }
 
+    /// Runs the command and returns whether it succeeded and its stdout then stderr, for tools
+    /// whose refusals are answers to read (kmutil); only a failure to start is an error.
+    pub fn capture(&self) -> Result<(bool, String)> {
+        let out = self
+            .command()
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("cannot start `{self}`"))?;
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        Ok((out.status.success(), text))
+    }
+
     /// True when the command starts and exits with status 0 (output discarded).
     pub fn succeeds(&self) -> bool {
         self.command()
@@ -451,6 +464,17 @@ mod tests {
         exec(&plan, Mode::Run).unwrap();
         assert_eq!(fs::read(&copy).unwrap(), b"ABC");
         assert!(!gen_path.exists());
+    }
+
+    #[test]
+    fn capture_keeps_both_streams_and_the_status() {
+        let (ok, text) = Cmd::new("sh")
+            .args(["-c", "echo out; echo err >&2; exit 1"])
+            .capture()
+            .unwrap();
+        assert!(!ok);
+        assert_eq!(text, "out\nerr\n");
+        assert!(Cmd::new("maptrace-no-such-program").capture().is_err());
     }
 
     #[test]

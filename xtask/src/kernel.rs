@@ -238,6 +238,16 @@ impl Toolchain {
             .env("RUSTC_BOOTSTRAP", "1")
     }
 
+    /// The shim's C compiler with this toolchain: on macOS Apple's clang through `xcrun`, never
+    /// the first `clang` on PATH (a non-Apple clang gives arm64e objects Apple's ld ignores as
+    /// `arm64e.old`, and unsigned kmod_info start/stop pointers).
+    pub fn clang(self) -> Cmd {
+        match self {
+            Self::DebianWeb => Cmd::new(clang_program()),
+            Self::RustupNightly => Cmd::new("xcrun").arg("clang"),
+        }
+    }
+
     /// The command printing rustc's built-in spec for `arch`'s base target.
     pub fn spec_dump(self, arch: Arch) -> Cmd {
         self.tool("rustc").args([

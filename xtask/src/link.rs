@@ -1,6 +1,6 @@
 //! `cargo xtask build` (macOS): the final `-kext` link per arch, then the universal binary.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::cross::Layout;
 use crate::exec::{Cmd, Plan};
@@ -50,6 +50,23 @@ pub fn plan(layout: &Layout, archs: &[Arch], shim_objects: &[(Arch, Vec<PathBuf>
     plan
 }
 
+/// `kmutil libraries` (kextlibs' successor): which library kexts resolve the bundle's imports
+/// on this Mac, with the names of symbols none resolves.
+pub fn kmutil_libraries(bundle: &Path) -> Cmd {
+    Cmd::new("kmutil")
+        .args(["libraries", "-p"])
+        .path_arg(bundle)
+        .arg("--undef-symbols")
+}
+
+/// `kmutil print-diagnostics`: every check kernelmanagerd would make before building the kext
+/// into the auxiliary kext collection (signature, ownership, dependencies).
+pub fn kmutil_diagnostics(bundle: &Path) -> Cmd {
+    Cmd::new("kmutil")
+        .args(["print-diagnostics", "-p"])
+        .path_arg(bundle)
+}
+
 /// Fails unless the final link can run here.
 pub fn require_macos() -> anyhow::Result<()> {
     if !cfg!(target_os = "macos") {
@@ -90,7 +107,6 @@ fn is_arch_output(layout: &Layout, p: &std::path::Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
 
     #[test]
     fn links_each_arch_as_a_kext_then_makes_it_universal() {
@@ -123,6 +139,19 @@ mod tests {
         assert!(lipo.has_arg("lipo") && lipo.has_arg("-create"));
         assert!(lipo.has_arg("/repo/target/kext/maptrace"));
         assert!(lipo.has_arg("/repo/target/kext/arm64e/maptrace"));
+    }
+
+    #[test]
+    fn kmutil_checks_read_the_bundle() {
+        let b = Path::new("/r/maptrace.kext");
+        assert_eq!(
+            kmutil_libraries(b).to_string(),
+            "kmutil libraries -p /r/maptrace.kext --undef-symbols"
+        );
+        assert_eq!(
+            kmutil_diagnostics(b).to_string(),
+            "kmutil print-diagnostics -p /r/maptrace.kext"
+        );
     }
 
     #[test]
