@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use object::macho;
 use object::read::macho::{FatArch, LoadCommandVariant, MachHeader, MachOFatFile32};
 
@@ -166,6 +166,14 @@ pub fn check_linked(slices: &[Slice], archs: &[Arch]) -> (String, Vec<String>) {
     (text, problems)
 }
 
+/// The UUID of `arch`'s slice.
+pub fn uuid_of(slices: &[Slice], arch: Arch) -> Option<&str> {
+    slices
+        .iter()
+        .find(|s| s.arch == Some(arch))
+        .and_then(|s| s.uuid.as_deref())
+}
+
 /// What `kmutil libraries -p KEXT --undef-symbols` (formerly kextlibs) reported.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Libraries {
@@ -267,6 +275,62 @@ pub fn declared_libraries(info_plist: &[u8]) -> Result<BTreeMap<String, String>>
         .iter()
         .map(|(k, v)| (k.clone(), v.as_string().unwrap_or("").to_string()))
         .collect())
+}
+
+/// A loaded kext as `kmutil showloaded` or `kextstat` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    /// The version in parentheses.
+    pub version: String,
+    /// The executable's UUID.
+    pub uuid: String,
+}
+
+fn is_uuid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups
+            .iter()
+            .all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Finds `bundle_id` in `kmutil showloaded` / `kextstat` output
+/// (`Index Refs Address Size Wired Name (Version) UUID <Linked Against>`).
+/// `None` when it is not listed (not loaded).
+pub fn parse_loaded(text: &str, bundle_id: &str) -> Result<Option<Loaded>> {
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let Some(at) = words.iter().position(|w| *w == bundle_id) else {
+            continue;
+        };
+        let version = words
+            .get(at + 1)
+            .and_then(|v| v.strip_prefix('(')?.strip_suffix(')'))
+            .with_context(|| format!("no (version) after {bundle_id} in: {line}"))?;
+        let uuid = words
+            .get(at + 2)
+            .filter(|u| is_uuid(u))
+            .with_context(|| format!("no UUID after {bundle_id} ({version}) in: {line}"))?;
+        return Ok(Some(Loaded {
+            version: version.to_string(),
+            uuid: uuid.to_ascii_uppercase(),
+        }));
+    }
+    Ok(None)
+}
+
+/// The loaded kext must be the build at hand: macOS keeps loading the approved copy from the
+/// auxiliary kext collection until a new one is approved and the machine restarted.
+pub fn require_same_build(loaded: &Loaded, built_uuid: &str, install_hint: &str) -> Result<()> {
+    if loaded.uuid.eq_ignore_ascii_case(built_uuid) {
+        return Ok(());
+    }
+    bail!(
+        "the loaded kext ({} UUID {}) is not the one just built (UUID {built_uuid}): macOS still \
+         runs an earlier approved build. {install_hint}",
+        loaded.version,
+        loaded.uuid
+    )
 }
 
 #[cfg(test)]
@@ -450,5 +514,37 @@ arm64e: 1 symbol found in more than one library kext
         let filled = crate::bundle::fill_info_plist(&template, &info).unwrap();
         assert_eq!(declared_libraries(&filled).unwrap(), declared());
         assert!(declared_libraries(b"<plist version=\"1.0\"><dict/></plist>").is_err());
+    }
+
+    /// `kmutil showloaded --list-only --bundle-identifier ...` on macOS 11+ (kextstat prints the
+    /// same columns).
+    const SHOWLOADED: &str = "\
+No variant specified, falling back to release
+Index Refs Address            Size       Wired      Name (Version) UUID <Linked Against>
+  211    0 0xffffff800350c000 0x9000     0x9000     org.maptrace.kext (0.1.0) 6a2f7e0c-8b1d-3c47-9e55-0123456789ab <8 6 5 3 2 1>
+";
+
+    #[test]
+    fn showloaded_gives_the_loaded_uuid_and_a_stale_build_is_refused() {
+        let l = parse_loaded(SHOWLOADED, "org.maptrace.kext")
+            .unwrap()
+            .unwrap();
+        assert_eq!(l.version, "0.1.0");
+        assert_eq!(l.uuid, "6A2F7E0C-8B1D-3C47-9E55-0123456789AB");
+        require_same_build(&l, "6A2F7E0C-8B1D-3C47-9E55-0123456789AB", "x").unwrap();
+        let err = require_same_build(&l, "00000000-0000-0000-0000-000000000000", "run install")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("not the one just built") && err.contains("run install"),
+            "{err}"
+        );
+        // Not listed: not loaded. Header only, or another kext.
+        assert_eq!(parse_loaded(SHOWLOADED, "org.other.kext").unwrap(), None);
+        assert_eq!(parse_loaded("", "org.maptrace.kext").unwrap(), None);
+        // Listed but unreadable: an error naming the line, not a silent "not loaded".
+        let garbled = "  1 0 0x0 0x1 0x1 org.maptrace.kext (0.1.0) not-a-uuid <1>";
+        assert!(parse_loaded(garbled, "org.maptrace.kext").is_err());
+        assert!(parse_loaded("org.maptrace.kext 0.1.0", "org.maptrace.kext").is_err());
     }
 }

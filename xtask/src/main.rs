@@ -43,7 +43,7 @@ Commands:
   sign         sign the bundle (codesign on macOS, rcodesign elsewhere)
   sign-check   sign a real Mach-O bundle with rcodesign (ad hoc and PEM) and verify it
   fuzz         build the cargo-fuzz targets (fuzz/) and run each; fails on any crash
-  vm-test      load the kext in a test VM, trace a workload, compare with DTrace (macOS)
+  vm-test      install the kext on a test VM, or run the traced workload there (macOS)
   help [CMD]   this text, or CMD's help
 
 Every command that changes something takes --dry-run: print every command and file write
@@ -202,9 +202,17 @@ const COMMANDS: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "vm-test",
-        steps: "",
-        about: "Load the kext in an Intel macOS test VM, trace a workload, compare with DTrace,\n\
-                unload (xtask/README.md: preparing the VM). Runs on a Mac.",
+        steps: "install|run|collect|uninstall",
+        about: "The kext in a macOS test VM (an Intel VM; xtask/README.md: preparing the VM).\n\
+                Runs on a Mac, after `cargo xtask build` and `cargo xtask sign`.\n\
+                install    preflight (macOS, CPU, SIP, sudo), copy the bundle to\n\
+                           /Library/Extensions (root-owned), kmutil load. A new build needs\n\
+                           approval in System Settings and a restart: it prints exactly what to do\n\
+                run        preflight, prove the loaded kext is this build (its UUID), load it if\n\
+                           needed, trace the workload with maptrace and DTrace, unload, and gather\n\
+                           logs, panic reports, the recording and the report in target/vm-test/\n\
+                collect    only gather logs and panic reports (after a panic and restart)\n\
+                uninstall  unload, remove from /Library/Extensions, clear kmutil's staging",
         options: &[
             DRY_RUN,
             BUNDLE,
@@ -214,14 +222,9 @@ const COMMANDS: &[CommandSpec] = &[
                 help: "the VM, as ssh takes it (required)",
             },
             Opt {
-                name: "--loader",
-                value: Some("L"),
-                help: "kmutil (default) or kextutil",
-            },
-            Opt {
                 name: "--no-dtrace",
                 value: None,
-                help: "skip the DTrace comparison",
+                help: "run: skip the DTrace comparison",
             },
         ],
     },
@@ -286,7 +289,6 @@ struct Args {
     archs: Vec<Arch>,
     variant: Variant,
     host: Option<String>,
-    loader: Option<String>,
     no_dtrace: bool,
     bundle: Option<PathBuf>,
     sign: sign::SignArgs,
@@ -355,7 +357,6 @@ fn parse_args(raw: &[String]) -> Result<Args> {
             "--dry-run" => args.dry_run = true,
             "--arch" => args.archs.push(Arch::parse(&value()?)?),
             "--host" => args.host = Some(value()?),
-            "--loader" => args.loader = Some(value()?),
             "--no-dtrace" => args.no_dtrace = true,
             "--bundle" => args.bundle = Some(value()?.into()),
             "--identity" => args.sign.identity = Some(value()?),
@@ -668,20 +669,13 @@ pub(crate) fn cmd_sign_check(root: &Path, mode: Mode) -> Result<()> {
     Ok(())
 }
 
-/// `vm-test`.
+/// `vm-test <install|run|collect|uninstall>`.
 fn cmd_vm_test(root: &Path, args: &Args, mode: Mode) -> Result<()> {
+    let phase = vmtest::Phase::parse(args.step.as_deref())?;
     let host = args
         .host
         .clone()
         .context("vm-test needs --host USER@VM (see xtask/README.md for preparing the VM)")?;
-    let loader = match args.loader.as_deref() {
-        None | Some("kmutil") => vmtest::Loader::Kmutil,
-        Some("kextutil") => vmtest::Loader::Kextutil,
-        Some(other) => bail!("--loader {other}: expected kmutil or kextutil"),
-    };
-    if mode == Mode::Run {
-        vmtest::require_macos()?;
-    }
     let header = std::fs::read_to_string(root.join(bundle::ABI_HEADER))?;
     let layout = cross::Layout::project(root);
     let test = vmtest::VmTest {
@@ -692,10 +686,9 @@ fn cmd_vm_test(root: &Path, args: &Args, mode: Mode) -> Result<()> {
             .unwrap_or_else(|| bundle::KextPaths::under(&layout.out).bundle),
         bundle_id: bundle::bundle_id_from_header(&header)?,
         root: root.to_path_buf(),
-        loader,
         dtrace: !args.no_dtrace,
     };
-    vmtest::run(&test, mode)
+    vmtest::run(&test, phase, mode)
 }
 
 fn run(raw: &[String]) -> Result<()> {
@@ -881,9 +874,13 @@ mod tests {
 
     #[test]
     fn vm_test_without_host_says_how() {
-        let a = args(&["vm-test", "--dry-run"]).unwrap();
+        let a = args(&["vm-test", "run", "--dry-run"]).unwrap();
         let err = cmd_vm_test(&repo_root(), &a, Mode::DryRun).unwrap_err();
         assert!(err.to_string().contains("--host USER@VM"));
+        let a = args(&["vm-test", "--host", "me@vm"]).unwrap();
+        let err = cmd_vm_test(&repo_root(), &a, Mode::DryRun).unwrap_err();
+        assert!(err.to_string().contains("install"), "{err}");
+        assert!(args(&["vm-test", "run", "again"]).is_err());
     }
 
     #[test]
@@ -892,9 +889,11 @@ mod tests {
         cmd_cross(&root, &Arch::ALL, Mode::DryRun).unwrap();
         cmd_build(&root, Variant::Standard, Mode::DryRun).unwrap();
         cmd_bundle(&root, Mode::DryRun).unwrap();
-        let a = args(&["vm-test", "--host", "me@vm", "--loader", "kextutil"]).unwrap();
-        cmd_vm_test(&root, &a, Mode::DryRun).unwrap();
-        let bad = args(&["vm-test", "--host", "me@vm", "--loader", "insmod"]).unwrap();
+        for step in ["install", "run", "collect", "uninstall"] {
+            let a = args(&["vm-test", step, "--host", "me@vm"]).unwrap();
+            cmd_vm_test(&root, &a, Mode::DryRun).unwrap();
+        }
+        let bad = args(&["vm-test", "load", "--host", "me@vm"]).unwrap();
         assert!(cmd_vm_test(&root, &bad, Mode::DryRun).is_err());
     }
 }
