@@ -5,7 +5,7 @@
  *   workload create DIR NFILES NPAGES   write NFILES files of NPAGES pages, uncached (F_NOCACHE)
  *   workload touch DIR NFILES           mmap each file, read one byte per page, munmap, close
  *
- * Built on the Mac by `cargo xtask vm-test` (xcrun clang -arch x86_64) and copied to the VM.
+ * Built on the Mac by `cargo xtask vm-test run` (xcrun clang, for the VM's CPU) and copied to the VM.
  * Prints one line per phase; exits non-zero on the first failing call.
  */
 #include <errno.h>
