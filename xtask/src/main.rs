@@ -203,16 +203,19 @@ const COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "vm-test",
         steps: "install|run|collect|uninstall",
-        about: "The kext in a macOS test VM (an Intel VM; xtask/README.md: preparing the VM).\n\
-                Runs on a Mac, after `cargo xtask build` and `cargo xtask sign`.\n\
-                install    preflight (macOS, CPU, SIP, sudo), copy the bundle to\n\
-                           /Library/Extensions (root-owned), kmutil load. A new build needs\n\
-                           approval in System Settings and a restart: it prints exactly what to do\n\
-                run        preflight, prove the loaded kext is this build (its UUID), load it if\n\
-                           needed, trace the workload with maptrace and DTrace, unload, and gather\n\
-                           logs, panic reports, the recording and the report in target/vm-test/\n\
-                collect    only gather logs and panic reports (after a panic and restart)\n\
-                uninstall  unload, remove from /Library/Extensions, clear kmutil's staging",
+        about: concat!(
+            "The kext in a macOS test VM (an Intel VM; xtask/README.md: preparing the VM).\n",
+            "Runs on a Mac, after `cargo xtask build` and `cargo xtask sign`.\n",
+            "  install    preflight (macOS, CPU, SIP, sudo), copy the bundle to\n",
+            "             /Library/Extensions (root-owned), kmutil load. A new build needs\n",
+            "             approval in System Settings and a restart: it prints what to do\n",
+            "  run        preflight, prove the loaded kext is this build (its UUID), load it\n",
+            "             if needed, trace the workload with maptrace and DTrace, unload, and\n",
+            "             gather logs, panic reports, the recording and the report in\n",
+            "             target/vm-test/\n",
+            "  collect    only gather logs and panic reports (after a panic and restart)\n",
+            "  uninstall  unload, remove from /Library/Extensions, clear kmutil's staging",
+        ),
         options: &[
             DRY_RUN,
             BUNDLE,
@@ -245,7 +248,7 @@ fn command_help(c: &CommandSpec) -> String {
     }
     s.push_str("\n\n");
     for line in c.about.lines() {
-        s.push_str(line.trim_start_matches(' '));
+        s.push_str(line);
         s.push('\n');
     }
     if !c.options.is_empty() {
