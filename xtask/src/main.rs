@@ -161,7 +161,7 @@ const COMMANDS: &[CommandSpec] = &[
             Opt {
                 name: "--adhoc",
                 value: None,
-                help: "ad hoc signature (the default)",
+                help: "ad hoc signature (the default; codesign on macOS)",
             },
             Opt {
                 name: "--no-timestamp",
