@@ -506,6 +506,14 @@ chmod -R a+rX \"$R\"
             .path_arg(&self.out_dir())
     }
 
+    /// Copies the bundle next to the scripts, for `install.sh`.
+    fn copy_bundle(&self) -> Cmd {
+        Cmd::new("scp")
+            .args(["-q", "-r", "-o", "BatchMode=yes"])
+            .path_arg(&self.bundle)
+            .arg(format!("{}:{REMOTE_DIR}/", self.host))
+    }
+
     fn loaded_query(&self) -> Cmd {
         self.ssh(&format!(
             "kmutil showloaded --list-only --bundle-identifier {}",
@@ -668,15 +676,13 @@ fn dry_install(test: &VmTest) -> Result<()> {
         test.bundle.display()
     );
     let scripts = install_scripts(test);
-    exec(
-        &test.stage(&scripts, std::slice::from_ref(&test.bundle)),
-        Mode::DryRun,
-    )?;
+    exec(&test.stage(&scripts, &[]), Mode::DryRun)?;
     println!(
         "{}",
         test.ssh(&format!("sh {}", test.remote("preflight.sh")))
     );
     println!("# stop on: macOS < 11, SIP on, Apple-silicon VM, no passwordless sudo, no kmutil");
+    println!("{}", test.copy_bundle());
     println!("{}", test.run_script("install.sh"));
     println!("# kmutil's answer decides: loaded, or the approval and restart steps:");
     print!("{}", approval_steps(&test.host));
@@ -688,11 +694,9 @@ fn install(test: &VmTest) -> Result<()> {
     require_macos()?;
     built_slices(test)?;
     let scripts = install_scripts(test);
-    exec(
-        &test.stage(&scripts, std::slice::from_ref(&test.bundle)),
-        Mode::Run,
-    )?;
+    exec(&test.stage(&scripts, &[]), Mode::Run)?;
     preflight(test)?;
+    exec_one(test.copy_bundle())?;
     let (ok, text) = test.run_script("install.sh").capture()?;
     print!("{text}");
     write(&test.out_dir().join("install.txt"), &text)?;
@@ -1052,6 +1056,19 @@ mod tests {
                 "chmod -R go-w /Library/Extensions/maptrace.kext",
                 "kmutil load -p /Library/Extensions/maptrace.kext",
             ],
+        );
+    }
+
+    #[test]
+    fn the_bundle_is_copied_where_install_sh_reads_it() {
+        let t = test(true);
+        assert_eq!(
+            t.copy_bundle().to_string(),
+            "scp -q -r -o BatchMode=yes /repo/target/kext/maptrace.kext admin@vm:/private/tmp/maptrace-vm/"
+        );
+        assert!(
+            t.install_script()
+                .contains("ditto /private/tmp/maptrace-vm/maptrace.kext ")
         );
     }
 
