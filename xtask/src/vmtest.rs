@@ -768,7 +768,7 @@ fn dry_run(test: &VmTest) -> Result<()> {
     );
     println!("{}", test.run_script("trace.sh"));
     println!(
-        "{}   # always, even when the trace failed",
+        "{}   # always, even when the load check or the trace failed",
         test.run_script("collect.sh")
     );
     println!("{}", test.fetch());
@@ -810,29 +810,21 @@ fn run_test(test: &VmTest) -> Result<()> {
         &test.out_dir().join("built-uuid.txt"),
         &format!("{built}\n"),
     )?;
-    let loaded = match loaded(test)? {
-        Some(l) => l,
-        None => {
-            let (ok, text) = test.load().capture()?;
-            print!("{text}");
-            if classify_load(ok, &text) != LoadOutcome::Loaded {
-                bail!(
-                    "the kext is not loaded and kmutil would not load it.\n{}\n{}",
-                    test.install_hint(),
-                    approval_steps(&test.host)
-                );
-            }
-            loaded(test)?.context("kmutil load succeeded but showloaded does not list the kext")?
-        }
+    // Logs explain a refused load too: collect runs whatever the check found.
+    let checked = this_build_loaded(test, &built);
+    let traced = match &checked {
+        Ok(()) => exec_one(test.run_script("trace.sh")),
+        Err(_) => Ok(()),
     };
-    kextcheck::require_same_build(&loaded, &built, &test.install_hint())?;
-    println!(
-        "loaded kext {} UUID {} is this build",
-        loaded.version, loaded.uuid
-    );
-    let traced = exec_one(test.run_script("trace.sh"));
     let collected = exec_one(test.run_script("collect.sh"));
     let fetched = exec_one(test.fetch());
+    if let Err(e) = checked {
+        println!(
+            "logs of the load: {}",
+            test.out_dir().join("results").display()
+        );
+        return Err(e);
+    }
     let results = test.out_dir().join("results");
     let read = |name: &str| std::fs::read_to_string(results.join(name)).unwrap_or_default();
     let dtrace = test.dtrace.then(|| read("dtrace.txt"));
@@ -854,6 +846,32 @@ fn run_test(test: &VmTest) -> Result<()> {
     if !ok || panics > 0 {
         bail!("vm-test failed (results in {})", test.out_dir().display());
     }
+    Ok(())
+}
+
+/// Makes sure the kext the VM runs is `built` (a UUID): loads the installed copy when nothing is
+/// loaded; fails with the install steps when it will not load or is another build.
+fn this_build_loaded(test: &VmTest, built: &str) -> Result<()> {
+    let loaded = match loaded(test)? {
+        Some(l) => l,
+        None => {
+            let (ok, text) = test.load().capture()?;
+            print!("{text}");
+            if classify_load(ok, &text) != LoadOutcome::Loaded {
+                bail!(
+                    "the kext is not loaded and kmutil would not load it.\n{}\n{}",
+                    test.install_hint(),
+                    approval_steps(&test.host)
+                );
+            }
+            loaded(test)?.context("kmutil load succeeded but showloaded does not list the kext")?
+        }
+    };
+    kextcheck::require_same_build(&loaded, built, &test.install_hint())?;
+    println!(
+        "loaded kext {} UUID {} is this build",
+        loaded.version, loaded.uuid
+    );
     Ok(())
 }
 
