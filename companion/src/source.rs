@@ -21,8 +21,9 @@ pub enum SourceError {
     /// `kern.maptrace.*` does not exist.
     #[error(
         "the maptrace kext is not loaded (sysctl {name} does not exist); \
-         load it with `sudo kmutil load -p maptrace.kext`, or try `maptrace demo` \
-         to see the simulator"
+         load it with `sudo kmutil load -p /Library/Extensions/maptrace.kext` (the first load \
+         of a build asks you to allow it in System Settings and restart: README, \
+         \"Use it on your Mac\"), or try `maptrace demo` to see the simulator"
     )]
     KextNotLoaded {
         /// The sysctl that was missing.

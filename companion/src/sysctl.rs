@@ -358,6 +358,12 @@ mod tests {
         let e = SysctlSource::open(Fake::default(), "sysctl").unwrap_err();
         assert!(matches!(e, SourceError::KextNotLoaded { .. }), "{e:?}");
         assert!(e.to_string().contains("not loaded"), "{e}");
+        // On macOS 11+ the first load of a build only stages it: say what else it takes.
+        assert!(
+            e.to_string()
+                .contains("allow it in System Settings and restart"),
+            "{e}"
+        );
     }
 
     #[test]
