@@ -263,6 +263,23 @@ pub fn compare_libraries(found: &Libraries, declared: &BTreeMap<String, String>)
     problems
 }
 
+/// The verdict on a `kmutil libraries` run: its problems, or a failure or an empty answer (an
+/// unreadable answer must not pass as "everything resolves").
+pub fn libraries_verdict(ok: bool, out: &str, declared: &BTreeMap<String, String>) -> Result<()> {
+    let found = parse_libraries(out);
+    let problems = compare_libraries(&found, declared);
+    if !problems.is_empty() {
+        bail!("kmutil libraries:\n{out}\n{}", problems.join("\n"));
+    }
+    if !ok {
+        bail!("kmutil libraries failed:\n{out}");
+    }
+    if found.libraries.is_empty() {
+        bail!("kmutil libraries listed no library kext; its output was:\n{out}");
+    }
+    Ok(())
+}
+
 /// The OSBundleLibraries of a filled Info.plist.
 pub fn declared_libraries(info_plist: &[u8]) -> Result<BTreeMap<String, String>> {
     let v: plist::Value = plist::from_bytes(info_plist).context("Info.plist is not a plist")?;
@@ -499,6 +516,26 @@ arm64e: 1 symbol found in more than one library kext
         assert!(problems.contains("more than one library"));
         assert!(problems.contains("com.apple.kpi.private"), "{problems}");
         assert_eq!(parse_libraries(""), Libraries::default());
+    }
+
+    #[test]
+    fn only_a_clean_readable_successful_answer_passes() {
+        libraries_verdict(true, LIBS_CLEAN, &declared()).unwrap();
+        let err = libraries_verdict(false, LIBS_MISSING, &declared())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("___bzero"), "{err}");
+        let err = libraries_verdict(false, "kmutil: unknown option\n", &declared())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("failed") && err.contains("unknown option"),
+            "{err}"
+        );
+        let err = libraries_verdict(true, "", &declared())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no library kext"), "{err}");
     }
 
     #[test]

@@ -578,12 +578,9 @@ fn check_built(layout: &cross::Layout, kext: &bundle::KextPaths) -> Result<()> {
             problems.join("\n  ")
         );
     }
-    let (_, out) = link::kmutil_libraries(&kext.bundle).capture()?;
+    let (ok, out) = link::kmutil_libraries(&kext.bundle).capture()?;
     let declared = kextcheck::declared_libraries(&std::fs::read(kext.info_plist())?)?;
-    let problems = kextcheck::compare_libraries(&kextcheck::parse_libraries(&out), &declared);
-    if !problems.is_empty() {
-        bail!("kmutil libraries:\n{out}\n{}", problems.join("\n"));
-    }
+    kextcheck::libraries_verdict(ok, &out, &declared)?;
     println!("kmutil libraries: every import resolves in OSBundleLibraries");
     let (ok, out) = link::kmutil_diagnostics(&kext.bundle).capture()?;
     let path = layout.out.join(DIAGNOSTICS);
