@@ -883,8 +883,12 @@ fn exec_one(cmd: Cmd) -> Result<()> {
 
 /// The kext as the VM lists it, `None` when not loaded.
 fn loaded(test: &VmTest) -> Result<Option<kextcheck::Loaded>> {
-    let (_, text) = test.loaded_query().capture()?;
+    let (ok, text) = test.loaded_query().capture()?;
     write(&test.out_dir().join("loaded.txt"), &text)?;
+    if !ok {
+        // An ssh failure must not read as "not loaded".
+        bail!("cannot list the VM's loaded kexts:\n{text}");
+    }
     kextcheck::parse_loaded(&text, &test.bundle_id)
 }
 
