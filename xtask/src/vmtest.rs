@@ -823,6 +823,13 @@ fn run_test(test: &VmTest) -> Result<()> {
         Err(_) => Ok(()),
     };
     let collected = exec_one(test.run_script("collect.sh"));
+    if collected.is_err() {
+        println!(
+            "the VM did not answer: if it panicked, wait for it to restart, then \
+             cargo xtask vm-test collect --host {} (the panic report is kept)",
+            test.host
+        );
+    }
     let fetched = exec_one(test.fetch());
     if let Err(e) = checked {
         println!(
