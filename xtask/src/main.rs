@@ -669,6 +669,24 @@ pub(crate) fn cmd_sign_check(root: &Path, mode: Mode) -> Result<()> {
     Ok(())
 }
 
+/// The identifier kmutil knows the bundle by: its Info.plist's (build variants have their own),
+/// or `MT_BUNDLE_ID` when there is no bundle yet (dry runs).
+fn vm_bundle_id(root: &Path, kext: &Path) -> Result<String> {
+    let plist = kext.join("Contents/Info.plist");
+    if let Ok(bytes) = std::fs::read(&plist) {
+        let v: plist::Value = plist::from_bytes(&bytes)
+            .with_context(|| format!("{} is not a plist", plist.display()))?;
+        return v
+            .as_dictionary()
+            .and_then(|d| d.get("CFBundleIdentifier"))
+            .and_then(plist::Value::as_string)
+            .map(str::to_string)
+            .with_context(|| format!("{} has no CFBundleIdentifier", plist.display()));
+    }
+    let header = std::fs::read_to_string(root.join(bundle::ABI_HEADER))?;
+    bundle::bundle_id_from_header(&header)
+}
+
 /// `vm-test <install|run|collect|uninstall>`.
 fn cmd_vm_test(root: &Path, args: &Args, mode: Mode) -> Result<()> {
     let phase = vmtest::Phase::parse(args.step.as_deref())?;
@@ -676,15 +694,15 @@ fn cmd_vm_test(root: &Path, args: &Args, mode: Mode) -> Result<()> {
         .host
         .clone()
         .context("vm-test needs --host USER@VM (see xtask/README.md for preparing the VM)")?;
-    let header = std::fs::read_to_string(root.join(bundle::ABI_HEADER))?;
     let layout = cross::Layout::project(root);
+    let kext = args
+        .bundle
+        .clone()
+        .unwrap_or_else(|| bundle::KextPaths::under(&layout.out).bundle);
     let test = vmtest::VmTest {
         host,
-        bundle: args
-            .bundle
-            .clone()
-            .unwrap_or_else(|| bundle::KextPaths::under(&layout.out).bundle),
-        bundle_id: bundle::bundle_id_from_header(&header)?,
+        bundle_id: vm_bundle_id(root, &kext)?,
+        bundle: kext,
         root: root.to_path_buf(),
         dtrace: !args.no_dtrace,
     };
@@ -870,6 +888,30 @@ mod tests {
         }
         out.sort();
         out
+    }
+
+    #[test]
+    fn vm_test_uses_the_bundles_own_identifier() {
+        let dir = tempfile::tempdir().unwrap();
+        let kext = dir.path().join("maptrace.kext");
+        let root = repo_root();
+        let header = std::fs::read_to_string(root.join(bundle::ABI_HEADER)).unwrap();
+        let from_header = bundle::bundle_id_from_header(&header).unwrap();
+        assert_eq!(vm_bundle_id(&root, &kext).unwrap(), from_header);
+        std::fs::create_dir_all(kext.join("Contents")).unwrap();
+        let plist = r#"<?xml version="1.0" encoding="UTF-8"?><plist version="1.0"><dict>
+<key>CFBundleIdentifier</key><string>org.example.kext.variant</string></dict></plist>"#;
+        std::fs::write(kext.join("Contents/Info.plist"), plist).unwrap();
+        assert_eq!(
+            vm_bundle_id(&root, &kext).unwrap(),
+            "org.example.kext.variant"
+        );
+        std::fs::write(
+            kext.join("Contents/Info.plist"),
+            "<plist version=\"1.0\"><dict/></plist>",
+        )
+        .unwrap();
+        assert!(vm_bundle_id(&root, &kext).is_err());
     }
 
     #[test]
