@@ -313,7 +313,7 @@ pub struct Record {
     pub timestamp_ns: u64,
     /// Thread id.
     pub tid: u64,
-    /// Keyed hash of the vnode.
+    /// Keyed hash of the vnode and its vid: a recycled vnode is a new id.
     pub vnode_id: u64,
     /// Kind-specific fields.
     pub event: Event,

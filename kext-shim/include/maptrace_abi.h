@@ -108,7 +108,7 @@ struct mt_rec_header {
     uint32_t pid;          /* process that caused the event */
     uint64_t timestamp_ns; /* nanoseconds since boot (mach_absolute_time based) */
     uint64_t tid;          /* thread_tid() of the causing thread */
-    uint64_t vnode_id;     /* keyed hash of the vnode; never a kernel address */
+    uint64_t vnode_id;     /* keyed hash of (vnode, vid); never a kernel address */
 };
 
 /* Vnode counts as snapshotted by a hook, saturated to 16 bits. */
