@@ -70,6 +70,8 @@ impl Kauth {
         {
             return 0;
         }
+        k.kext_image.note(callback);
+        k.kext_image.note(idata);
         let handle = k.kalloc(32, "kauth_listener");
         l.push(Listener {
             handle,

@@ -334,6 +334,7 @@ extern "C" fn vfs_fsadd(vfe: *mut xnu::vfs_fsentry, handle: *mut xnu::vfstable_t
     }
     // SAFETY: the kext's fsentry.
     let e = unsafe { std::ptr::read(vfe) };
+    k.kext_image.note(vfe as usize);
     if !(1..=8).contains(&e.vfe_vopcnt) || e.vfe_vfsops.is_null() || e.vfe_opvdescs.is_null() {
         return errno::EINVAL;
     }

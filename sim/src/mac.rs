@@ -88,6 +88,11 @@ impl Mac {
             ));
             return Err(errno::EINVAL);
         }
+        k.kext_image.note(conf);
+        k.kext_image.note(ops as usize);
+        for i in 0..xnu::MAC_POLICY_OPS_SLOTS {
+            k.kext_image.note(slot(conf, i));
+        }
         let handle = {
             let mut p = write(&self.policies);
             if p.0.iter().any(|x| x.name == name) {

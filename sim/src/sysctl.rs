@@ -193,6 +193,8 @@ impl Sysctl {
             // SAFETY: the kext's OID is writable (it is linked through oid_link).
             unsafe { (*oid_ptr(addr)).oid_number = number };
         }
+        k.kext_image.note(addr);
+        k.kext_image.note(o.oid_handler.map_or(0, |f| f as usize));
         list_insert(parent, addr);
         oids.push(Oid {
             addr,

@@ -630,3 +630,57 @@ fn vnode_rele_without_a_reference_is_unbalanced() {
         "{v:?}"
     );
 }
+
+// ---------------------------------------------------------------- address scan
+
+unsafe extern "C" {
+    /// The shim's global state and its kmod_info (linked into the sim).
+    static mt_g: u8;
+    static kmod_info: xnu::kmod_info;
+    static vnop_pagein_desc: xnu::vnodeop_desc;
+}
+
+#[test]
+fn the_kexts_text_globals_and_stacks_are_kernel_addresses_to_the_scan() {
+    let sim = Sim::boot(Config::default());
+    sim.mount("apfs", "/").unwrap();
+    sim.add_file("/f", 8 * PS).unwrap();
+    sim.load_shim().unwrap();
+    let p = sim.spawn("p", 501);
+    let fd = p.open("/f").unwrap();
+    let a = p
+        .mmap(fd, 4 * PS, prot::READ, map_flags::SHARED, 0)
+        .unwrap();
+    p.touch(a, 4 * PS).unwrap(); // the pagein hook runs on this thread's stack
+    // The hook the shim put in apfs's vector.
+    let vp = sim.vnode_addr("/f").unwrap();
+    let v_op = sim.kernel().vfs.v_op_offset;
+    // SAFETY: reading the live vnode's v_op and the vector entry, both in the arena.
+    let hook = unsafe {
+        let vector = *((vp as usize + v_op) as *const *const u64);
+        *vector.add(vnop_pagein_desc.vdesc_offset as usize)
+    };
+    let here = 0u64;
+    let planted = [
+        ("mt_g", &raw const mt_g as u64),
+        ("kmod_info", &raw const kmod_info as u64),
+        ("a hook trampoline", hook),
+        ("the stack a hook ran on", &raw const here as u64),
+    ];
+    for (what, addr) in planted {
+        assert!(
+            sim.is_kernel_address(addr),
+            "{what} {addr:#x} is outside {:x?}",
+            sim.kernel_address_ranges()
+        );
+        let mut out = b"report: ok ".to_vec();
+        assert!(sim.find_kernel_address_leaks(&out).is_empty());
+        out.extend_from_slice(&addr.to_le_bytes());
+        out.extend_from_slice(format!(" {addr:#x} {addr}").as_bytes());
+        assert_eq!(sim.find_kernel_address_leaks(&out).len(), 3, "{what}");
+        assert!(!sim.find_kernel_addresses(&out).is_empty(), "{what}");
+    }
+    p.munmap(a).unwrap();
+    p.close(fd).unwrap();
+    sim.unload_kext().unwrap();
+}
