@@ -502,6 +502,14 @@ impl Proc {
         r
     }
 
+    /// open(2) with O_EVTONLY (an FSEvents-style watcher): the reference is
+    /// counted in v_usecount and v_kusecount both.
+    pub fn open_evtonly(&self, path: &str) -> Result<i32, SimError> {
+        let r = res(self.k.sys_open_ext(&self.p, path, true));
+        self.k.safe_point();
+        r
+    }
+
     /// close(2).
     pub fn close(&self, fd: i32) -> Result<(), SimError> {
         let r = res(self.k.sys_close(&self.p, fd));
