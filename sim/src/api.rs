@@ -226,7 +226,8 @@ impl Sim {
     pub unsafe fn load_kext(&self, ki: *mut xnu::kmod_info) -> Result<(), KextError> {
         if !ki.is_null() {
             // SAFETY: the caller's kmod_info, readable per `load`'s contract.
-            let (start, stop) = unsafe { ((*ki).start, (*ki).stop) };
+            let info = unsafe { &*ki };
+            let (start, stop) = (info.start, info.stop);
             self.k.kext_image.note(ki as usize);
             self.k.kext_image.note(start.map_or(0, |f| f as usize));
             self.k.kext_image.note(stop.map_or(0, |f| f as usize));

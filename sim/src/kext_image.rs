@@ -120,7 +120,7 @@ mod tests {
     fn anchors_resolve_to_their_mappings_and_stacks_are_noted_once() {
         let img = KextImage::default();
         img.note(&raw const GLOBAL as usize);
-        img.note(anchors_resolve_to_their_mappings_and_stacks_are_noted_once as usize);
+        img.note(anchors_resolve_to_their_mappings_and_stacks_are_noted_once as *const () as usize);
         img.note_stack(1);
         img.note_stack(1);
         let local = 0u64;

@@ -377,10 +377,9 @@ fn vn_getpath_lengths_follow_xnu() {
 fn a_null_iterate_callout_breaks_its_contract() {
     let sim = loaded();
     // SAFETY: deliberately bad KPI calls; the simulator does not call NULL.
-    unsafe {
-        vfs_iterate(0, None, std::ptr::null_mut());
-        vnode_iterate(std::ptr::null_mut(), 0, None, std::ptr::null_mut());
-    }
+    unsafe { vfs_iterate(0, None, std::ptr::null_mut()) };
+    // SAFETY: as above.
+    unsafe { vnode_iterate(std::ptr::null_mut(), 0, None, std::ptr::null_mut()) };
     assert_eq!(
         rules(&sim.take_violations()),
         [
@@ -498,20 +497,16 @@ fn an_unloadable_mac_policy_makes_every_check_take_the_policy_mutex() {
     let stuck = policy(c"static", 0);
     let mut h = 0u32;
     // SAFETY: KPI call with a complete conf.
-    assert_eq!(
-        unsafe { mac_policy_register(stuck, &raw mut h, std::ptr::null_mut()) },
-        0
-    );
+    let r = unsafe { mac_policy_register(stuck, &raw mut h, std::ptr::null_mut()) };
+    assert_eq!(r, 0);
     map();
     assert_eq!(mac.busy_acquisitions(), 0, "static policies only");
     // With UNLOADOK: numloaded > staticmax, busy + unbusy on every check.
     let unloadable = policy(c"unloadable", xnu::MPC_LOADTIME_FLAG_UNLOADOK);
     let mut h2 = 0u32;
     // SAFETY: as above.
-    assert_eq!(
-        unsafe { mac_policy_register(unloadable, &raw mut h2, std::ptr::null_mut()) },
-        0
-    );
+    let r = unsafe { mac_policy_register(unloadable, &raw mut h2, std::ptr::null_mut()) };
+    assert_eq!(r, 0);
     let before = mac.busy_acquisitions();
     map();
     let per_mmap = mac.busy_acquisitions() - before;
@@ -586,11 +581,9 @@ fn a_bad_or_duplicate_oid_number_breaks_its_contract() {
     let first = kern_oid(c"ctfirst", 4242);
     let dup = kern_oid(c"ctdup", 4242);
     let bad = kern_oid(c"ctbad", -7);
-    // SAFETY: KPI calls with complete, leaked OIDs.
-    unsafe {
-        sysctl_register_oid(first);
-        sysctl_register_oid(dup);
-        sysctl_register_oid(bad);
+    for o in [first, dup, bad] {
+        // SAFETY: KPI call with a complete, leaked OID.
+        unsafe { sysctl_register_oid(o) };
     }
     assert_eq!(
         rules(&sim.take_violations()),
@@ -606,11 +599,10 @@ fn a_bad_or_duplicate_oid_number_breaks_its_contract() {
 #[test]
 fn iofree_of_the_wrong_size_is_caught() {
     let sim = loaded();
-    // SAFETY: KPI calls; the second frees with a wrong size on purpose.
-    unsafe {
-        let p = IOMalloc(32);
-        IOFree(p, 16);
-    }
+    // SAFETY: KPI call.
+    let p = unsafe { IOMalloc(32) };
+    // SAFETY: frees with a wrong size on purpose; the simulator catches it.
+    unsafe { IOFree(p, 16) };
     let v = sim.take_violations();
     assert!(
         matches!(v.as_slice(), [Violation::BadFree(s)] if s.contains("32-byte")),
@@ -655,11 +647,13 @@ fn the_kexts_text_globals_and_stacks_are_kernel_addresses_to_the_scan() {
     // The hook the shim put in apfs's vector.
     let vp = sim.vnode_addr("/f").unwrap();
     let v_op = sim.kernel().vfs.v_op_offset;
-    // SAFETY: reading the live vnode's v_op and the vector entry, both in the arena.
-    let hook = unsafe {
-        let vector = *((vp as usize + v_op) as *const *const u64);
-        *vector.add(vnop_pagein_desc.vdesc_offset as usize)
-    };
+    // SAFETY: the exported descriptor, written once at boot.
+    let slot = unsafe { vnop_pagein_desc.vdesc_offset } as usize;
+    // SAFETY: reading the live vnode's v_op, in the arena.
+    let vector = unsafe { *((vp as usize + v_op) as *const *const u64) };
+    let entry = vector.wrapping_add(slot);
+    // SAFETY: the vector has an entry per descriptor.
+    let hook = unsafe { *entry };
     let here = 0u64;
     let planted = [
         ("mt_g", &raw const mt_g as u64),
