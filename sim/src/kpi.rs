@@ -213,8 +213,13 @@ extern "C" fn vn_getpath(vp: *mut xnu::vnode, buf: *mut c_char, len: *mut c_int)
     // SAFETY: `len` is the caller's in/out length.
     let room = unsafe { *len };
     if room < 0 {
-        // vn_getpath_ext_int: a negative length is EINVAL.
-        return errno::EINVAL;
+        // xnu-11417: vn_getpath_ext_int refuses a negative length with
+        // EINVAL; before it (xnu-7195.141.2) build_path took *len as its
+        // buffer length and answered ENOSPC (bsd/vfs/vfs_subr.c).
+        return match k.config.release {
+            crate::kernel::Release::Sequoia => errno::EINVAL,
+            crate::kernel::Release::Catalina => errno::ENOSPC,
+        };
     }
     if room <= v.path.len() as c_int {
         return errno::ENOSPC;

@@ -371,6 +371,19 @@ fn vn_getpath_lengths_follow_xnu() {
     let r = unsafe { vn_getpath(std::ptr::null_mut(), buf.as_mut_ptr(), &raw mut len) };
     assert_eq!(r, 22);
     assert_eq!(sim.take_violations(), vec![]);
+    drop(sim);
+    // Before vn_getpath_ext_int, build_path saw the negative length.
+    let sim = Sim::boot(Config {
+        release: maptrace_sim::Release::Catalina,
+        ..Config::default()
+    });
+    sim.mount("apfs", "/").unwrap();
+    sim.add_file("/f", PS).unwrap();
+    let vp = vnode_of(&sim, "/f");
+    let mut len: c_int = -1;
+    // SAFETY: buf is valid; the length is negative on purpose.
+    let r = unsafe { vn_getpath(vp, buf.as_mut_ptr(), &raw mut len) };
+    assert_eq!(r, 28, "xnu-7195.141.2: ENOSPC");
 }
 
 #[test]
