@@ -188,7 +188,7 @@ impl<'a> Engine<'a> {
         if !self.admit(kind, ev.pid) {
             return RecordResult::Filtered;
         }
-        let head = record::head_of(kind, ev, self.key.id(ev.vnode_ptr));
+        let head = record::head_of(kind, ev, self.key.id(ev.vnode_ptr, ev.vid));
         let pushed = self.ring.record(hint, 1, |w| {
             if let Some(bytes) = record::encode_fixed(head, ev, w.drops_before()) {
                 w.head(&bytes);
@@ -202,7 +202,7 @@ impl<'a> Engine<'a> {
         if !self.admit(EventKind::Path, ev.pid) {
             return RecordResult::Filtered;
         }
-        let mut head = record::head_of(EventKind::Path, ev, self.key.id(ev.vnode_ptr));
+        let mut head = record::head_of(EventKind::Path, ev, self.key.id(ev.vnode_ptr, ev.vid));
         let path = match path.get(..PATH_MAX) {
             Some(cut) if path.len() > PATH_MAX => {
                 head.flags |= raw::MT_RF_TRUNCATED as u8;

@@ -389,7 +389,11 @@ fn a_recycled_vnode_gets_a_new_vid_and_path() {
         })
         .collect();
     assert_eq!(vids, vec![old.vid, old.vid + 1]);
-    // The id hashes the vnode; the vid and the PATH record tell the files apart.
+    // The id keys the address with the vid: same block, new file, new identity.
+    assert_ne!(
+        mmaps[0].vnode_id, mmaps[1].vnode_id,
+        "a recycled vnode continued the old file's identity"
+    );
     let paths: Vec<(u32, String)> = recs
         .iter()
         .filter_map(|r| match &r.event {

@@ -190,6 +190,52 @@ fn counts_elsewhere_fall_back_to_the_isinuse_search() {
     assert_nothing_left(&sim);
 }
 
+#[test]
+fn layout_fallback_counts_are_usecount_minus_kusecount() {
+    // An O_EVTONLY watcher's reference is in v_usecount and v_kusecount
+    // both; vnode_isinuse (ubc_isinuse_locked) compares their difference,
+    // so the fallback measures usecount - kusecount, never usecount.
+    let path = "/data/a.bin";
+    let mmap_counts = |config: Config| {
+        let sim = boot_loaded(config, Tunables::default());
+        let mut dec = Decoder::new();
+        drain(&sim, &mut dec);
+        let w = sim.spawn("watcher", 501);
+        let wfd = w.open_evtonly(path).expect("O_EVTONLY open");
+        let a = sim.spawn("a", 501);
+        let fd = a.open(path).expect("open");
+        let c = sim.counts(path).expect("vnode");
+        assert_eq!((c.usecount, c.kusecount), (2, 1));
+        let m = a
+            .mmap(fd, PAGE, prot::READ, map_flags::SHARED, 0)
+            .expect("map");
+        a.munmap(m).expect("unmap");
+        let recs = drain(&sim, &mut dec);
+        let mmap = recs
+            .iter()
+            .find(|r| r.kind == EventKind::Mmap)
+            .expect("an MMAP record");
+        let k = counts(mmap);
+        a.exit();
+        w.close(wfd).expect("close");
+        sim.check_balanced().expect("balanced");
+        sim.unload_kext().expect("unload");
+        k
+    };
+    let offset = mmap_counts(Config::default());
+    assert_eq!(offset.method, ProbeMethod::Offset);
+    assert_eq!((offset.usecount, offset.kusecount), (2, 1), "raw fields");
+    let fallback = mmap_counts(Config {
+        counts_offset: Some(40),
+        ..Config::default()
+    });
+    assert_eq!(fallback.method, ProbeMethod::IsInUse);
+    assert_eq!(
+        fallback.usecount, 1,
+        "the fallback's `usecount` field holds usecount - kusecount"
+    );
+}
+
 /// Boots `config`, where the layout discovery must fail: start is refused
 /// with a log line containing `why`, leaving nothing and no violation.
 fn assert_discovery_refused(config: Config, why: &str) -> Sim {

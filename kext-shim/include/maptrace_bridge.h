@@ -69,8 +69,8 @@ enum mt_vop {
 };
 
 /* One event as the shim saw it; the core filters, hashes and encodes it.
- * Fields a kind does not use are zero. vnode_ptr is hashed with the load's
- * key and never stored or copied anywhere. */
+ * Fields a kind does not use are zero. vnode_ptr is hashed with vid under
+ * the load's key and never stored or copied anywhere. */
 struct mt_event {
     uint32_t kind;  /* enum mt_kind: MMAP, PAGEIN, MNOMAP, FILE_MMAP */
     uint32_t pid;

@@ -10,8 +10,11 @@
  *      since 10.12), but only trusted after they agree with the public
  *      vnode_isinuse() while the shim moves the counts (vnode_ref,
  *      vnode_getwithref) on the probe vnode and on a few mounted vnodes.
- *      Otherwise the hooks fall back to a vnode_isinuse() binary search
- *      (usecount only, iocount unknown). Records say which (count_method).
+ *      Otherwise the hooks fall back to a vnode_isinuse() binary search,
+ *      which measures v_usecount - v_kusecount (not the usecount; iocount
+ *      unknown). Records say which (count_method); maptrace_abi.h says what
+ *      each count field holds per method. v_kusecount is only validated
+ *      through that difference: no public KPI moves it alone.
  * If 1 fails, start refuses: without v_op nothing can be hooked.
  *
  * Calls no mt_core_* function (the method is handed to mt_core_init).

@@ -224,6 +224,14 @@ impl Sim {
     /// `ki` must point to a valid `kmod_info_t` whose start and stop routines
     /// follow the kmod contract, and stay valid while the kext is loaded.
     pub unsafe fn load_kext(&self, ki: *mut xnu::kmod_info) -> Result<(), KextError> {
+        if !ki.is_null() {
+            // SAFETY: the caller's kmod_info, readable per `load`'s contract.
+            let info = unsafe { &*ki };
+            let (start, stop) = (info.start, info.stop);
+            self.k.kext_image.note(ki as usize);
+            self.k.kext_image.note(start.map_or(0, |f| f as usize));
+            self.k.kext_image.note(stop.map_or(0, |f| f as usize));
+        }
         // SAFETY: the caller upholds `load`'s contract (see above).
         let r = unsafe { self.k.kext.load(&self.k, ki) };
         self.k.safe_point();
@@ -360,23 +368,40 @@ impl Sim {
     /// Where kernel objects live: any of these bytes in user-visible output
     /// is a leaked kernel address.
     pub fn kernel_address_ranges(&self) -> Vec<Range<u64>> {
-        vec![self.k.arena.range()]
+        let mut v = vec![self.k.arena.range()];
+        v.extend(self.kext_address_ranges());
+        v
     }
 
-    /// Whether `v` is a kernel address.
+    /// The kext's own text and globals (the mappings holding the pointers it
+    /// handed the kernel) and the stacks its code ran on: kernel addresses
+    /// outside the arena.
+    pub fn kext_address_ranges(&self) -> Vec<Range<u64>> {
+        self.k.kext_image.ranges()
+    }
+
+    /// Whether `v` is a kernel address (arena, kext image or kext stack).
     pub fn is_kernel_address(&self, v: u64) -> bool {
-        self.k.arena.contains(v)
+        self.k.arena.contains(v) || self.kext_address_ranges().iter().any(|r| r.contains(&v))
+    }
+
+    /// Every kernel address ([`Sim::kernel_address_ranges`]) in `bytes`, as
+    /// 8 little-endian bytes, hex or decimal digits.
+    pub fn find_kernel_address_leaks(&self, bytes: &[u8]) -> Vec<crate::arena::Leak> {
+        let ranges = self.kernel_address_ranges();
+        crate::arena::find_addresses(bytes, |v| ranges.iter().any(|r| r.contains(&v)))
     }
 
     /// Scans `bytes` for any aligned or unaligned little-endian u64 that is a
     /// kernel address; returns the offsets.
     pub fn find_kernel_addresses(&self, bytes: &[u8]) -> Vec<usize> {
+        let ranges = self.kernel_address_ranges();
         bytes
             .windows(8)
             .enumerate()
             .filter(|(_, w)| {
                 let v = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
-                self.is_kernel_address(v)
+                ranges.iter().any(|r| r.contains(&v))
             })
             .map(|(i, _)| i)
             .collect()
@@ -474,6 +499,14 @@ impl Proc {
     /// open(2) for reading; returns the descriptor.
     pub fn open(&self, path: &str) -> Result<i32, SimError> {
         let r = res(self.k.sys_open(&self.p, path));
+        self.k.safe_point();
+        r
+    }
+
+    /// open(2) with O_EVTONLY (an FSEvents-style watcher): the reference is
+    /// counted in v_usecount and v_kusecount both.
+    pub fn open_evtonly(&self, path: &str) -> Result<i32, SimError> {
+        let r = res(self.k.sys_open_ext(&self.p, path, true));
         self.k.safe_point();
         r
     }

@@ -165,6 +165,8 @@ pub struct Kernel {
     pub procs: Procs,
     /// kauth scopes.
     pub kauth: Kauth,
+    /// The kext's text, data and stack ranges (kernel addresses too).
+    pub kext_image: crate::kext_image::KextImage,
     /// MAC policies.
     pub mac: Mac,
     /// The sysctl tree.
@@ -271,6 +273,7 @@ impl Kernel {
             vfs,
             procs: Procs::default(),
             kauth: Kauth::default(),
+            kext_image: Default::default(),
             mac: Mac::default(),
             sysctl: Sysctl::default(),
             locks: Locks::default(),
@@ -413,6 +416,7 @@ impl Kernel {
     pub fn kext_call<R>(&self, frame: context::Frame, f: impl FnOnce() -> R) -> R {
         let shard = &self.in_kext[IN_KEXT_SHARD.with(|s| *s)].0;
         shard.fetch_add(1, Ordering::AcqRel);
+        self.kext_image.note_stack(self.boot);
         let r = context::with_frame(frame, f);
         shard.fetch_sub(1, Ordering::AcqRel);
         r

@@ -191,14 +191,36 @@ extern "C" fn vnode_putname(name: *const c_char) {
 extern "C" fn vn_getpath(vp: *mut xnu::vnode, buf: *mut c_char, len: *mut c_int) -> c_int {
     let k = k("vn_getpath");
     may_block(&k, "vn_getpath");
+    if vp.is_null() {
+        // build_path_with_parent: NULLVP is EINVAL.
+        return errno::EINVAL;
+    }
     let Some(v) = vnode(&k, "vn_getpath", vp) else {
         return errno::EINVAL;
     };
     if buf.is_null() || len.is_null() {
+        // vn_getpath_ext_int reads *len and build_path writes the buffer
+        // unchecked: a fault in the kernel (bsd/vfs/vfs_subr.c, vfs_cache.c).
+        k.violation(Violation::Contract {
+            rule: "vn_getpath.buffer_and_len_nonnull",
+            detail: format!(
+                "vn_getpath(buf {:#x}, len {:#x})",
+                buf as usize, len as usize
+            ),
+        });
         return errno::EINVAL;
     }
     // SAFETY: `len` is the caller's in/out length.
     let room = unsafe { *len };
+    if room < 0 {
+        // xnu-11417: vn_getpath_ext_int refuses a negative length with
+        // EINVAL; before it (xnu-7195.141.2) build_path took *len as its
+        // buffer length and answered ENOSPC (bsd/vfs/vfs_subr.c).
+        return match k.config.release {
+            crate::kernel::Release::Sequoia => errno::EINVAL,
+            crate::kernel::Release::Catalina => errno::ENOSPC,
+        };
+    }
     if room <= v.path.len() as c_int {
         return errno::ENOSPC;
     }
@@ -220,6 +242,11 @@ extern "C" fn vnode_iterate(
 ) -> c_int {
     let k = k("vnode_iterate");
     let Some(callout) = callout else {
+        // vnode_iterate calls the callout unchecked (bsd/vfs/vfs_subr.c).
+        k.violation(Violation::Contract {
+            rule: "vnode_iterate.callout_nonnull",
+            detail: "vnode_iterate with a NULL callout".into(),
+        });
         return errno::EINVAL;
     };
     let flags = flags as u32;
@@ -255,6 +282,11 @@ extern "C" fn vnode_iterate(
 extern "C" fn vfs_iterate(flags: c_int, callout: Option<MountCallout>, arg: *mut c_void) -> c_int {
     let k = k("vfs_iterate");
     let Some(callout) = callout else {
+        // vfs_iterate calls the callout unchecked (bsd/vfs/vfs_subr.c).
+        k.violation(Violation::Contract {
+            rule: "vfs_iterate.callout_nonnull",
+            detail: "vfs_iterate with a NULL callout".into(),
+        });
         return errno::EINVAL;
     };
     let mut mounts = k.vfs.mounts();
@@ -307,6 +339,7 @@ extern "C" fn vfs_fsadd(vfe: *mut xnu::vfs_fsentry, handle: *mut xnu::vfstable_t
     }
     // SAFETY: the kext's fsentry.
     let e = unsafe { std::ptr::read(vfe) };
+    k.kext_image.note(vfe as usize);
     if !(1..=8).contains(&e.vfe_vopcnt) || e.vfe_vfsops.is_null() || e.vfe_opvdescs.is_null() {
         return errno::EINVAL;
     }
@@ -563,17 +596,23 @@ extern "C" fn kauth_listen_scope(
     idata: *mut c_void,
 ) -> xnu::kauth_listener_t {
     let k = k("kauth_listen_scope");
-    let Some(cb) = callback else {
-        return std::ptr::null_mut();
-    };
     if identifier.is_null() {
+        // kauth_listen_scope strncmp()s the identifier against every scope
+        // (bsd/kern/kern_authorization.c): NULL faults.
+        k.violation(Violation::Contract {
+            rule: "kauth_listen_scope.identifier_nonnull",
+            detail: "kauth_listen_scope(NULL, ...)".into(),
+        });
         return std::ptr::null_mut();
     }
+    // A NULL callback is accepted and never called (the dispatcher skips
+    // slots without kll_callback).
+    let cb = callback.map_or(0, |f| f as usize);
     // SAFETY: the scope identifier is a C string.
     let scope = unsafe { CStr::from_ptr(identifier) }
         .to_string_lossy()
         .into_owned();
-    k.kauth.listen(&k, &scope, cb as usize, idata as usize) as xnu::kauth_listener_t
+    k.kauth.listen(&k, &scope, cb, idata as usize) as xnu::kauth_listener_t
 }
 
 #[unsafe(no_mangle)]

@@ -33,6 +33,7 @@ pub mod hold;
 pub mod kauth;
 pub mod kernel;
 pub mod kext;
+pub mod kext_image;
 mod kpi;
 pub mod locks;
 pub mod mac;

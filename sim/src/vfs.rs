@@ -907,6 +907,13 @@ impl Vfs {
         field_i32(vp.addr, V_USECOUNT).fetch_add(1, Ordering::AcqRel);
     }
 
+    /// The O_EVTONLY half of vnode_ref_ext/vnode_rele_ext: v_kusecount moves
+    /// with v_usecount for event-only opens (bsd/vfs/vfs_subr.c,
+    /// xnu-11417.121.6), so vnode_isinuse does not count them.
+    pub fn kusecount_add(&self, vp: &Vnode, delta: i32) {
+        field_i32(vp.addr, V_KUSECOUNT).fetch_add(delta, Ordering::AcqRel);
+    }
+
     /// vnode_rele: -1 usecount.
     pub fn rele(&self, k: &Kernel, vp: &Arc<Vnode>) {
         let prev = field_i32(vp.addr, V_USECOUNT).fetch_sub(1, Ordering::AcqRel);

@@ -67,6 +67,8 @@ struct Fileglob {
 struct OpenFile {
     vp: Arc<Vnode>,
     fg: Arc<Fileglob>,
+    /// Opened with O_EVTONLY: its usecount is also a kusecount.
+    evtonly: bool,
 }
 
 /// A simulated process.
@@ -256,6 +258,12 @@ impl Kernel {
 
     /// open(2) for reading.
     pub fn sys_open(&self, p: &Process, path: &str) -> Result<i32, i32> {
+        self.sys_open_ext(p, path, false)
+    }
+
+    /// open(2) for reading, with O_EVTONLY when `evtonly` (an event-only
+    /// open, as FSEvents watchers make: its reference is a kusecount).
+    pub fn sys_open_ext(&self, p: &Process, path: &str, evtonly: bool) -> Result<i32, i32> {
         let _g = enter(self, p);
         let vp = self.vfs.lookup(self, path)?;
         let cred = p.cred_addr;
@@ -275,8 +283,11 @@ impl Kernel {
             self.vfs.put(self, &vp);
             return Err(err);
         }
-        // The open file's reference (vn_open_auth).
+        // The open file's reference (vn_open_auth -> vnode_ref_ext(fmode)).
         self.vfs.vref(&vp);
+        if evtonly {
+            self.vfs.kusecount_add(&vp, 1);
+        }
         self.mac.vnode_notify_open(self, cred, &vp, 1);
         self.kauth.fileop(
             self,
@@ -294,7 +305,7 @@ impl Kernel {
             addr: fileglob,
             refs: AtomicU32::new(1),
         });
-        lock(&p.fds).insert(fd, OpenFile { vp, fg });
+        lock(&p.fds).insert(fd, OpenFile { vp, fg, evtonly });
         Ok(fd)
     }
 
@@ -314,6 +325,9 @@ impl Kernel {
             &f.vp.path,
             0,
         );
+        if f.evtonly {
+            self.vfs.kusecount_add(&f.vp, -1);
+        }
         self.vfs.rele(self, &f.vp);
         self.arena.free(f.fg.addr);
         Ok(())
