@@ -424,6 +424,18 @@ extern "C" fn vnode_create(
     }
     // SAFETY: `data` is the caller's vnode_fsparam (size checked).
     let p = unsafe { std::ptr::read(data as *const xnu::vnode_fsparam) };
+    if p.vnfs_vtype == xnu::VREG && p.vnfs_mp.is_null() {
+        // bsd/vfs/vfs_subr.c (vnode_create_internal, every tag xnu-3248 to
+        // xnu-11417.121.6): for VREG it reads param->vnfs_mp->mnt_ioflags
+        // with no NULL check, a kernel NULL dereference.
+        k.violation(Violation::Contract {
+            rule: "vnode_create.vreg_needs_mount",
+            detail: "vnode_create of a VREG vnode with vnfs_mp == NULL \
+                     (vnode_create_internal dereferences vnfs_mp->mnt_ioflags)"
+                .into(),
+        });
+        return errno::EINVAL;
+    }
     let v = k.vfs.create_vnode(&k, &p);
     v.kext_iocounts.fetch_add(1, Ordering::AcqRel);
     // SAFETY: the caller's out-pointer.

@@ -41,6 +41,7 @@ unsafe extern "C" {
     ) -> xnu::kauth_listener_t;
     fn kauth_unlisten_scope(l: xnu::kauth_listener_t);
     fn proc_suser(p: xnu::proc_t) -> c_int;
+    fn vnode_create(flavor: u32, size: u32, data: *mut c_void, vpp: *mut xnu::vnode_t) -> c_int;
 }
 
 // What the fake kext does, as bits.
@@ -560,5 +561,38 @@ fn vnode_ref_needs_some_reference_already() {
         ),
         "{v:?}"
     );
+    sim.unload_kext().unwrap();
+}
+
+#[test]
+fn vnode_create_of_a_vreg_without_a_mount_is_a_null_dereference() {
+    // bsd/vfs/vfs_subr.c vnode_create_internal (xnu-3248 .. xnu-11417.121.6)
+    // reads param->vnfs_mp->mnt_ioflags for VREG with no NULL check.
+    let (sim, _p, _a) = setup(0, Config::default());
+    for (vtype, bad) in [(xnu::VREG, true), (xnu::VNON, false)] {
+        // SAFETY: an all-zero vnode_fsparam is plain data (NULL pointers).
+        let mut param: xnu::vnode_fsparam = unsafe { std::mem::zeroed() };
+        param.vnfs_vtype = vtype;
+        let mut vp: xnu::vnode_t = std::ptr::null_mut();
+        // SAFETY: a valid fsparam and out-pointer.
+        let err = unsafe {
+            vnode_create(
+                xnu::VNCREATE_FLAVOR,
+                size_of::<xnu::vnode_fsparam>() as u32,
+                (&raw mut param).cast(),
+                &raw mut vp,
+            )
+        };
+        let v = sim.take_violations();
+        let caught = has(&v, |x| {
+            matches!(x, Violation::Contract { rule, .. } if *rule == "vnode_create.vreg_needs_mount")
+        });
+        assert_eq!(caught, bad, "vtype {vtype}: {v:?}");
+        if !bad {
+            assert_eq!(err, 0);
+            // SAFETY: the vnode just created, with its one iocount.
+            unsafe { vnode_put(vp) };
+        }
+    }
     sim.unload_kext().unwrap();
 }
