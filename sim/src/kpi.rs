@@ -669,6 +669,7 @@ extern "C" fn IOFree(address: *mut c_void, size: xnu::vm_size_t) {
     let addr = address as usize;
     match k.arena.block(addr) {
         Some(b) if b.what == "IOMalloc" && b.size == size.max(1) => {
+            crate::corewatch::freed(addr, b.size);
             k.arena.free(addr);
         }
         Some(b) if b.what == "IOMalloc" => {

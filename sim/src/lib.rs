@@ -29,6 +29,7 @@ use maptrace_core as _;
 mod api;
 pub mod arena;
 pub mod context;
+mod corewatch;
 pub mod hold;
 pub mod kauth;
 pub mod kernel;

@@ -973,6 +973,7 @@ impl Vfs {
         }
         let off = self.offsets.of(op);
         let entry = word(vector + off * 8).load(Ordering::Acquire);
+        crate::hold::enter_dispatch(op);
         let info = self.vector_info(vector);
         let original = info.as_ref().and_then(|i| i.originals.get(off).copied());
         if let Some(i) = info.as_ref().filter(|i| i.freed) {
