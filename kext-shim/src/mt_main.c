@@ -10,7 +10,8 @@
  *          filesystems (patches vectors) -> sysctl LAST.
  *   stop:  sysctl FIRST -> MAC unregister (UNLOADOK) -> kauth unlisten ->
  *          restore every patched vector entry -> wait (bounded) until no
- *          hook is in flight -> mt_core_shutdown -> free.
+ *          hook is in flight -> clear mt_g.core -> wait again ->
+ *          mt_core_shutdown -> free.
  *
  * A refused unload (MAC refused, or a hook stuck past the wait) puts back
  * what stop took down (mt_resume): the kext that stays loaded keeps
@@ -227,13 +228,26 @@ static int mt_stop_all(void)
         return EBUSY;
     }
 
-    /* 6. A hook that read an entry just before the restore records nothing. */
-    if (mt_g.core != NULL) {
-        mt_core_shutdown(mt_g.core);
+    /* 6. Hooks stop finding the core. A hook that counted itself in flight
+     * before this store may still hold the old pointer: drain again, so no
+     * one is left using it. A hook entering later reads NULL and fails open
+     * without touching the core's memory (mt_enter precedes mt_core_ref). */
+    struct mt_core *core = mt_g.core;
+    __atomic_store_n(&mt_g.core, NULL, __ATOMIC_RELEASE);
+    if (!mt_wait_drained()) {
+        IOLog("maptrace: %llu hook(s) still running; refusing to unload, still tracing\n",
+              (unsigned long long)MT_LOAD(&mt_g.in_flight));
+        __atomic_store_n(&mt_g.core, core, __ATOMIC_RELEASE);
+        if (resume) {
+            mt_resume();
+        }
+        return EBUSY;
+    }
+    if (core != NULL) {
+        mt_core_shutdown(core);
     }
 
     /* 7. Free. */
-    __atomic_store_n(&mt_g.core, NULL, __ATOMIC_RELEASE);
     mt_free(&mt_g.core_mem, &mt_g.core_mem_len);
     mt_free(&mt_g.staging, &mt_g.staging_len);
     mt_free(&mt_g.stats_buf, &mt_g.stats_len);
