@@ -9,6 +9,7 @@ use crate::arena::Owner;
 use crate::context::{self, Frame};
 use crate::kernel::{Kernel, current_or_abort, with_current};
 use crate::locks::LockObj;
+use crate::upl::UplError;
 use crate::vfs::{self, VectorInfo, Vnode, errno, word};
 use crate::violation::Violation;
 use crate::xnu;
@@ -442,6 +443,54 @@ extern "C" fn vnode_create(
     unsafe { *vpp = v.addr as xnu::vnode_t };
     0
 }
+
+// ---------------------------------------------------------------- UPLs
+
+#[unsafe(no_mangle)]
+extern "C" fn ubc_upl_abort_range(
+    upl: xnu::upl_t,
+    offset: xnu::upl_offset_t,
+    size: xnu::upl_size_t,
+    flags: c_int,
+) -> c_int {
+    let k = k("ubc_upl_abort_range");
+    let r = k.upls.release_range(
+        upl as usize,
+        u64::from(offset),
+        u64::from(size),
+        k.config.page_size,
+    );
+    match r {
+        Ok(()) => {
+            let _ = flags;
+            0
+        }
+        // bsd/kern/ubc_subr.c ubc_upl_abort_range (xnu-11417.121.6) takes the
+        // UPL as live: one already committed, aborted or freed is a use after
+        // free (FREE_ON_EMPTY deallocated it).
+        Err(UplError::Unknown) => {
+            k.violation(Violation::Contract {
+                rule: "ubc_upl_abort_range.live_upl",
+                detail: format!("ubc_upl_abort_range({:#x}) of no live UPL", upl as usize),
+            });
+            KERN_FAILURE
+        }
+        // osfmk/vm/vm_upl.c upl_abort_range refuses a range past the UPL's end.
+        Err(UplError::OutOfRange) => {
+            k.violation(Violation::Contract {
+                rule: "ubc_upl_abort_range.in_range",
+                detail: format!(
+                    "ubc_upl_abort_range({:#x}, {offset}, {size}) outside the UPL",
+                    upl as usize
+                ),
+            });
+            KERN_FAILURE
+        }
+    }
+}
+
+/// `KERN_FAILURE` (osfmk/mach/kern_return.h).
+const KERN_FAILURE: c_int = 5;
 
 // ---------------------------------------------------------------- processes
 

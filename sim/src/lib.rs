@@ -39,6 +39,7 @@ pub mod locks;
 pub mod mac;
 pub mod scenario;
 pub mod sysctl;
+pub mod upl;
 pub mod vfs;
 pub mod violation;
 pub mod vm;

@@ -115,6 +115,8 @@ pub mod errno {
     pub const EFAULT: i32 = 14;
     /// Busy.
     pub const EBUSY: i32 = 16;
+    /// Resource temporarily unavailable (macOS value).
+    pub const EAGAIN: i32 = 35;
     /// Exists.
     pub const EEXIST: i32 = 17;
     /// Invalid argument.
@@ -1121,8 +1123,27 @@ extern "C" fn sim_vnop_pagein(args: *mut c_void) -> c_int {
     })
 }
 
-/// The pagein original's body, on the booted kernel.
+/// The pagein original on the booted kernel: the read, then, like
+/// `cluster_pagein` (bsd/vfs/vfs_cluster.c, xnu-11417.121.6), the commit (or
+/// on error the abort) of the caller's UPL unless `UPL_NOCOMMIT`.
 fn original_pagein(k: &Kernel, args: *mut c_void) -> c_int {
+    // SAFETY: dispatched with a vnop_pagein_args block.
+    let a = unsafe { std::ptr::read(args as *const xnu::vnop_pagein_args) };
+    let err = original_pagein_io(k, args);
+    if !a.a_pl.is_null() && a.a_flags & crate::upl::UPL_NOCOMMIT == 0 {
+        // The range was checked by vnode_pagein, which built the UPL.
+        let _ = k.upls.release_range(
+            a.a_pl as usize,
+            u64::from(a.a_pl_offset),
+            a.a_size as u64,
+            k.config.page_size,
+        );
+    }
+    err
+}
+
+/// The read into the page cache.
+fn original_pagein_io(k: &Kernel, args: *mut c_void) -> c_int {
     // SAFETY: dispatched with a vnop_pagein_args block.
     let a = unsafe { std::ptr::read(args as *const xnu::vnop_pagein_args) };
     let (off, size) = (a.a_f_offset, a.a_size as u64);

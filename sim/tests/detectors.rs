@@ -2,7 +2,7 @@
 //! real kernel punishes, and the simulator must say so loudly.
 
 use std::ffi::{c_char, c_int, c_void};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use maptrace_sim::{
@@ -41,6 +41,7 @@ unsafe extern "C" {
     ) -> xnu::kauth_listener_t;
     fn kauth_unlisten_scope(l: xnu::kauth_listener_t);
     fn proc_suser(p: xnu::proc_t) -> c_int;
+    fn ubc_upl_abort_range(upl: xnu::upl_t, off: u32, size: u32, flags: c_int) -> c_int;
     fn vnode_create(flavor: u32, size: u32, data: *mut c_void, vpp: *mut xnu::vnode_t) -> c_int;
 }
 
@@ -55,6 +56,8 @@ const REFUSE_STOP: u32 = 64;
 const SPIN_SYSCTL: u32 = 128; // a sysctl handler that copies out under a spinlock
 const HOLD_IOCOUNT: u32 = 256; // vnode_getwithref at start, no put
 const KAUTH: u32 = 512; // a kauth listener, unlistened at stop
+const FAIL_PAGEIN: u32 = 1024; // the pagein hook returns PAGEIN_ERR, original not called
+const ABORT_UPL: u32 = 2048; // ... after aborting its UPL at ABORT_OFFSET
 
 static MODE: AtomicU32 = AtomicU32::new(0);
 static VNODE: AtomicUsize = AtomicUsize::new(0);
@@ -66,6 +69,8 @@ static GRP: AtomicUsize = AtomicUsize::new(0);
 static SPIN: AtomicUsize = AtomicUsize::new(0);
 static LISTENER: AtomicUsize = AtomicUsize::new(0);
 static KAUTH_CALLS: AtomicU32 = AtomicU32::new(0);
+static PAGEIN_ERR: AtomicI32 = AtomicI32::new(0);
+static ABORT_OFFSET: AtomicU32 = AtomicU32::new(0);
 static mut OID: xnu::sysctl_oid = zero_oid();
 
 const fn zero_oid() -> xnu::sysctl_oid {
@@ -119,6 +124,21 @@ extern "C" fn hook_pagein(args: *mut c_void) -> c_int {
         let p = unsafe { IOMalloc(16) };
         // SAFETY: freeing what was just allocated.
         unsafe { IOFree(p, 16) };
+    }
+    if mode(FAIL_PAGEIN) {
+        let a = args.cast::<xnu::vnop_pagein_args>();
+        if mode(ABORT_UPL) {
+            // SAFETY: the kernel's argument block; aborting its UPL.
+            unsafe {
+                ubc_upl_abort_range(
+                    (*a).a_pl,
+                    (*a).a_pl_offset + ABORT_OFFSET.load(Ordering::Relaxed),
+                    (*a).a_size as u32,
+                    0xc,
+                )
+            };
+        }
+        return PAGEIN_ERR.load(Ordering::Relaxed);
     }
     call(&ORIG_PAGEIN, args)
 }
@@ -595,4 +615,31 @@ fn vnode_create_of_a_vreg_without_a_mount_is_a_null_dereference() {
         }
     }
     sim.unload_kext().unwrap();
+}
+
+#[test]
+fn a_failed_pagein_must_release_its_upl_unless_vnode_pagein_does() {
+    // bsd/vm/vnode_pager.c vnode_pagein (xnu-11417.121.6 :797-816) aborts
+    // the UPL itself only for EAGAIN and EPERM.
+    let upl_rule = |v: &[Violation], rule: &str| {
+        has(v, |x| matches!(x, Violation::Contract { rule: r, .. } if *r == rule))
+    };
+    for (extra, err, offset, rule) in [
+        (0, 5, 0, Some("VNOP_PAGEIN.upl_released")),
+        (ABORT_UPL, 5, 0, None),
+        (0, 35, 0, None),
+        (0, 1, 0, None),
+        (ABORT_UPL, 5, PS as u32, Some("ubc_upl_abort_range.in_range")),
+    ] {
+        PAGEIN_ERR.store(err, Ordering::Relaxed);
+        ABORT_OFFSET.store(offset, Ordering::Relaxed);
+        let (sim, p, a) = setup(PATCH | RESTORE | FAIL_PAGEIN | extra, Config::default());
+        assert!(p.touch(a, 1).is_err(), "the fault fails");
+        let v = sim.take_violations();
+        match rule {
+            Some(r) => assert!(upl_rule(&v, r), "{err}/{extra}: {v:?}"),
+            None => assert!(v.is_empty(), "{err}/{extra}: {v:?}"),
+        }
+        sim.unload_kext().unwrap();
+    }
 }

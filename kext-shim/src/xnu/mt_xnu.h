@@ -52,6 +52,7 @@ typedef uint64_t user_size_t;
 typedef uintptr_t vm_size_t;
 typedef uintptr_t vm_address_t;
 typedef uint32_t upl_offset_t;
+typedef uint32_t upl_size_t;
 typedef char *caddr_t;
 typedef int kauth_action_t;
 typedef unsigned int mac_policy_handle_t;
@@ -254,6 +255,11 @@ MT_XNU_ASSERT_SIZE(struct vnop_inactive_args, 24);
 #define UPL_NOCOMMIT 0x00000002
 #define UPL_NORDAHEAD 0x00000004
 
+/* ubc_upl_abort_range flags (osfmk/mach/memory_object_types.h, xnu-11417.121.6). */
+#define UPL_ABORT_RESTART 0x1
+#define UPL_ABORT_ERROR 0x4
+#define UPL_ABORT_FREE_ON_EMPTY 0x8
+
 /* Exported descriptors (kpi.bsd); vdesc_offset is assigned by vfs_op_init. */
 extern struct vnodeop_desc vnop_default_desc;
 extern struct vnodeop_desc vnop_mmap_desc;
@@ -309,6 +315,9 @@ void vnode_putname(const char *name);
 int vn_getpath(struct vnode *vp, char *pathbuf, int *len); /* sleeps: not in pagein */
 int vnode_iterate(mount_t mp, int flags, int (*callout)(struct vnode *, void *), void *arg);
 int vfs_iterate(int flags, int (*callout)(struct mount *, void *), void *arg);
+/* Aborts [offset, offset + size) of a UPL the caller must release
+ * (bsd/sys/ubc.h, xnu-11417.121.6); never sleeps on the paging path. */
+int ubc_upl_abort_range(upl_t upl, upl_offset_t offset, upl_size_t size, int flags);
 
 /* ------------------------------------------------------- mounts (kpi.bsd) */
 
