@@ -99,3 +99,15 @@ fn a_hook_entering_between_the_drain_and_the_free_never_uses_the_freed_core() {
     assert!(v.is_empty(), "{v:#?}");
     assert!(!sim.kext_loaded());
 }
+
+#[test]
+fn a_pagein_that_fails_open_releases_the_faulting_threads_upl() {
+    // hfs (no PAGEINV2): vnode_pagein hands the hook a UPL and aborts it
+    // itself only for EAGAIN/EPERM (bsd/vm/vnode_pager.c, xnu-11417.121.6).
+    // A fault entering after the core is cleared fails open with EIO.
+    let sim = boot();
+    let (p, a) = mapped(&sim, "/Volumes/hfs/c.bin");
+    let v = fault_entering_at_core_shutdown(&sim, &p, a);
+    assert!(v.is_empty(), "{v:#?}");
+    assert!(!sim.kext_loaded());
+}

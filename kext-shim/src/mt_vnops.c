@@ -218,10 +218,29 @@ static int mt_vnop_mmap_hook(void *ap)
 }
 
 /**
+ * Fails a pagein whose original is unknown. The UPL (a_pl, busy pages the
+ * callee must commit or abort) is released here: vnode_pagein aborts it
+ * itself only for EAGAIN and EPERM (bsd/vm/vnode_pager.c, xnu-11417.121.6),
+ * so on EIO its pages would stay busy and the faulting threads wait forever.
+ * PAGEINV2 filesystems get no UPL (a_pl == NULL); with UPL_NOCOMMIT the
+ * caller releases it.
+ * @return EIO (the fault fails, as on a dead vnode).
+ * Context: paging path; ubc_upl_abort_range does not sleep here.
+ */
+static int mt_pagein_fail_open(const struct vnop_pagein_args *a)
+{
+    if (a->a_pl != NULL && !(a->a_flags & UPL_NOCOMMIT)) {
+        (void)ubc_upl_abort_range(a->a_pl, a->a_pl_offset, (upl_size_t)a->a_size,
+                                  UPL_ABORT_FREE_ON_EMPTY | UPL_ABORT_ERROR);
+    }
+    return EIO;
+}
+
+/**
  * VNOP_PAGEIN trampoline: one cluster read caused by a fault.
  * @param ap struct vnop_pagein_args.
  * @return the original's result; EIO if the original is unknown (the
- *         fault fails, as on a dead vnode).
+ *         fault fails, as on a dead vnode; its UPL released).
  * Context: paging path: never sleeps, allocates or takes a lock here
  *          (the isinuse fallback takes the vnode's spin lock in the KPI).
  */
@@ -230,7 +249,7 @@ static int mt_vnop_pagein_hook(void *ap)
     struct vnop_pagein_args *a = ap;
     struct mt_hook h;
     if (!mt_hook_begin(&h, a->a_vp, MT_VOP_PAGEIN, MT_KIND_PAGEIN)) {
-        return EIO;
+        return mt_pagein_fail_open(a);
     }
     if (h.want) {
         h.ev.offset = a->a_f_offset;
