@@ -139,6 +139,7 @@ impl Sim {
     pub fn boot(config: Config) -> Sim {
         let slot = BootSlot::take();
         let k = Kernel::boot(config);
+        crate::foreign::reset();
         Sim { k, _boot: slot }
     }
 

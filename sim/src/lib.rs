@@ -30,6 +30,7 @@ mod api;
 pub mod arena;
 pub mod context;
 mod corewatch;
+pub mod foreign;
 pub mod hold;
 pub mod kauth;
 pub mod kernel;
@@ -47,6 +48,7 @@ pub mod xnu;
 
 pub use api::{Cred, DirectVnode, Proc, SHIM_LINKED, Sim, SimError, VnodeCounts};
 pub use context::Vop;
+pub use foreign::ForeignHook;
 pub use hold::{CopyoutHold, VnopHold};
 pub use kernel::{Config, Release, TraceEvent, TraceOp};
 pub use kext::KextError;

@@ -989,6 +989,10 @@ impl Vfs {
             });
             return errno::EIO;
         }
+        if crate::foreign::is_trampoline(entry) {
+            // Another loaded kext's hook: it forwards on its own.
+            return call_vnop(entry, args);
+        }
         let kernel_vector = info.as_ref().is_some_and(|i| i.owner == Owner::Kernel);
         let kext_code = !kernel_vector || original != Some(entry);
         if kext_code && !k.kext.is_loaded() {
@@ -1019,6 +1023,11 @@ impl Vfs {
             call_vnop(entry, args)
         }
     }
+}
+
+/// Calls a vector entry (for the simulated second hooker).
+pub(crate) fn call_entry(entry: usize, args: *mut c_void) -> c_int {
+    call_vnop(entry, args)
 }
 
 /// Calls a vector entry.
