@@ -111,3 +111,87 @@ fn a_pagein_that_fails_open_releases_the_faulting_threads_upl() {
     assert!(v.is_empty(), "{v:#?}");
     assert!(!sim.kext_loaded());
 }
+
+/// Every entry of every live vector holds its filesystem's own entry.
+fn vectors_original(sim: &Sim) -> bool {
+    sim.kernel().vfs.live_vectors().iter().all(|(addr, info)| {
+        info.originals
+            .iter()
+            .enumerate()
+            .all(|(i, o)| maptrace_sim::vfs::word(addr + i * 8).load(Ordering::Acquire) == *o)
+    })
+}
+
+const HFS_FILE: &str = "/Volumes/hfs/c.bin";
+
+/// Maps and unmaps one page of `path`: VNOP_MMAP then VNOP_MNOMAP.
+fn map_unmap(p: &Proc, path: &str) {
+    let fd = p.open(path).expect("open");
+    let m = p
+        .mmap(fd, PAGE, prot::READ, map_flags::SHARED, 0)
+        .expect("map");
+    p.munmap(m).expect("unmap");
+    p.close(fd).expect("close");
+}
+const KERN_FAILURE: i32 = 5;
+
+#[test]
+fn unload_is_refused_while_another_kext_hooked_over_our_entries() {
+    // The other kext saved our trampolines as its originals: unloading
+    // would leave it calling unmapped code (bsd/vfs/kpi_vfs.c dispatches
+    // through whatever is in the slot, xnu-11417.121.6).
+    let sim = boot();
+    let (p, a) = mapped(&sim, HFS_FILE);
+    assert!(!vectors_original(&sim), "hfs hooked by the shim");
+    let other = sim.foreign_hook(HFS_FILE).expect("the other kext hooks");
+    p.touch(a, 1).expect("both hooks forward");
+    let refused = sim.unload_kext();
+    map_unmap(&p, HFS_FILE);
+    let v = sim.take_violations();
+    assert!(v.is_empty(), "{v:#?}");
+    assert_eq!(refused, Err(maptrace_sim::KextError::StopRefused(KERN_FAILURE)));
+    assert!(sim.kext_loaded(), "stays loaded, tracing");
+    assert!(
+        sim.log_lines().iter().any(|l| l.contains("hooked over")),
+        "{:?}",
+        sim.log_lines()
+    );
+    // The other kext leaves: our trampolines are back in the slots, and
+    // now the unload goes through and restores the filesystem's entries.
+    assert_eq!(other.unhook(&sim), 0);
+    sim.unload_kext().expect("unload once the other kext is gone");
+    assert!(vectors_original(&sim));
+    map_unmap(&p, HFS_FILE);
+    let v = sim.take_violations();
+    assert!(v.is_empty(), "{v:#?}");
+}
+
+#[test]
+fn unload_over_another_kexts_earlier_hook_puts_its_entries_back() {
+    // The other kext hooked first; we hooked over it, so its trampolines
+    // are our originals, and unload puts them back, not the filesystem's.
+    let sim = boot_fs(Config {
+        policy: ViolationPolicy::Collect,
+        ..Config::default()
+    });
+    let other = sim.foreign_hook(HFS_FILE).expect("the other kext hooks");
+    load(
+        &sim,
+        Tunables {
+            kauth: false,
+            unload_wait_ms: 100,
+            ..Tunables::default()
+        },
+    )
+    .expect("load");
+    let (p, a) = mapped(&sim, HFS_FILE);
+    p.touch(a, 1).expect("both hooks forward");
+    assert_eq!(other.unhook(&sim), 3, "ours sits over its entries");
+    sim.unload_kext().expect("unload");
+    assert!(!vectors_original(&sim), "the other kext's hooks are back");
+    map_unmap(&p, HFS_FILE);
+    assert_eq!(other.unhook(&sim), 0);
+    assert!(vectors_original(&sim));
+    let v = sim.take_violations();
+    assert!(v.is_empty(), "{v:#?}");
+}

@@ -211,11 +211,22 @@ static int mt_stop_all(void)
     /* 3. kauth discovery off. */
     mt_kauth_stop();
 
-    /* 4. Vector entries back to the originals: no new VNOP reaches us. */
+    /* 4. Vector entries back to the originals: no new VNOP reaches us.
+     * An entry another kext hooked over ours keeps calling our trampoline:
+     * stay loaded until that kext has gone (or unhooked). */
     if (mt_g.patch_lock != NULL) {
         lck_mtx_lock(mt_g.patch_lock);
-        mt_vnops_restore();
+        uint32_t foreign = mt_vnops_restore();
         lck_mtx_unlock(mt_g.patch_lock);
+        if (foreign != 0) {
+            IOLog("maptrace: another kext hooked over %u vnode-op entries; refusing to unload, "
+                  "still tracing\n",
+                  foreign);
+            if (resume) {
+                mt_resume();
+            }
+            return EBUSY;
+        }
     }
 
     /* 5. Nothing may be freed while a hook can still touch it. */

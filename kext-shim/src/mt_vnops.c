@@ -340,15 +340,18 @@ void mt_vnode_seen(vnode_t vp)
  * Swaps every hooked entry of every vector in the core's table: our
  * trampolines back to the originals, or the originals to our trampolines.
  * Someone else may have hooked on top of us (or changed an entry while we
- * were off it): then the entry is theirs, left alone, and counted as an
- * error.
+ * were off it): then the entry is theirs, left alone, and counted.
  * @param to_hooks 1: originals -> trampolines; 0: trampolines -> originals.
+ * @return entries that hold neither the value swapped from nor the one
+ *         swapped to: another kext's (on top of ours it calls our
+ *         trampoline as its original, so we must stay loaded).
  * Context: thread context (stop), under the patch lock.
  */
-static void mt_vectors_swap(int to_hooks)
+static uint32_t mt_vectors_swap(int to_hooks)
 {
+    uint32_t foreign = 0;
     if (mt_g.core == NULL) {
-        return;
+        return 0;
     }
     uint32_t n = mt_core_vector_count(mt_g.core);
     for (uint32_t i = 0; i < n; i++) {
@@ -367,20 +370,26 @@ static void mt_vectors_swap(int to_hooks)
                                              __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE) &&
                 seen != next) {
                 mt_error();
+                foreign++;
             }
         }
     }
+    return foreign;
 }
 
 /**
  * Puts every original entry back where a trampoline of ours still sits,
  * and closes patching.
+ * @return entries another kext hooked over ours (left alone): the kext
+ *         must not unload while any is left, since that kext calls our
+ *         trampoline as its original (bsd/vfs/kpi_vfs.c dispatches through
+ *         whatever is in the slot).
  * Context: thread context (stop), under the patch lock.
  */
-void mt_vnops_restore(void)
+uint32_t mt_vnops_restore(void)
 {
     mt_patch_closed = 1;
-    mt_vectors_swap(0);
+    return mt_vectors_swap(0);
 }
 
 /**
@@ -390,7 +399,7 @@ void mt_vnops_restore(void)
  */
 void mt_vnops_repatch(void)
 {
-    mt_vectors_swap(1);
+    (void)mt_vectors_swap(1);
     mt_patch_closed = 0;
 }
 
