@@ -31,6 +31,7 @@ pub mod arena;
 pub mod context;
 mod corewatch;
 pub mod foreign;
+mod guard;
 pub mod hold;
 pub mod kauth;
 pub mod kernel;

@@ -433,7 +433,17 @@ pub struct Vfs {
     /// The deadfs vector reclaimed vnodes point to.
     pub dead_vector: usize,
     state: RwLock<VfsState>,
+    /// Other kexts' vectors vfs_fsremove freed (poisoned, inaccessible),
+    /// most recent last: the next one allocated reuses the most recent, as
+    /// a zone's per-CPU cache hands back the element just freed.
+    freed_vectors: Mutex<Vec<usize>>,
+    /// Vectors of other kexts' filesystems, each alone on its page (so a
+    /// freed one can be made inaccessible).
+    guarded: Mutex<std::collections::HashSet<usize>>,
 }
+
+/// A word of poison, as a freed vector holds it.
+const POISON_WORD: usize = usize::from_ne_bytes([crate::arena::POISON; 8]);
 
 /// The filesystems every boot registers (name, PAGEINV2).
 pub const BUILTIN_FS: &[(&str, bool)] = &[("apfs", true), ("hfs", false), ("devfs", false)];
@@ -482,6 +492,8 @@ impl Vfs {
             vectors: RwLock::new(HashMap::new()),
             dead_vector: 0,
             state: RwLock::new(VfsState::default()),
+            freed_vectors: Mutex::new(Vec::new()),
+            guarded: Mutex::new(std::collections::HashSet::new()),
         };
         vfs.dead_vector = vfs.kernel_vector(arena, "deadfs", true);
         for (name, v2) in BUILTIN_FS {
@@ -566,12 +578,108 @@ impl Vfs {
         }
         let fs = st.fstypes.remove(i);
         let mut vectors = self.vectors_mut();
+        let mut freed = lock(&self.freed_vectors);
         for v in &fs.vectors {
             if let Some(info) = vectors.get_mut(v) {
                 Arc::make_mut(info).freed = true;
+                // bsd/vfs/kpi_vfs.c vfs_fsremove (xnu-11417.121.6):
+                // kfree_type(PFI, descsize, old_desc).
+                for i in 0..self.offsets.numops {
+                    word(v + i * 8).store(POISON_WORD, Ordering::Relaxed);
+                }
+                if lock(&self.guarded).contains(v) {
+                    // Another kext's vector, alone on its page: reused later.
+                    crate::guard::protect(*v);
+                    freed.push(*v);
+                }
             }
         }
         Ok(fs)
+    }
+
+    /// Whether `addr` is a vector vfs_fsremove freed (not reused since).
+    pub fn is_freed_vector(&self, addr: usize) -> bool {
+        self.vector_info(addr).is_some_and(|i| i.freed)
+    }
+
+    /// Registers a filesystem of another kext (`Sim::add_fs`): its vector
+    /// reuses the one vfs_fsremove freed last, if any (checked untouched
+    /// since: a write into freed memory is reported).
+    pub fn add_other_fstype(&self, k: &Kernel, name: &str) -> Result<usize, i32> {
+        if read(&self.state).fstypes.iter().any(|f| f.name == name) {
+            return Err(errno::EEXIST);
+        }
+        let o = self.offsets;
+        let reused = lock(&self.freed_vectors).pop();
+        let addr = match reused {
+            Some(a) => {
+                crate::guard::unprotect(a);
+                let written = (0..o.numops)
+                    .filter(|i| word(a + i * 8).load(Ordering::Relaxed) != POISON_WORD)
+                    .count();
+                if written > 0 {
+                    k.violation(Violation::Contract {
+                        rule: "vfs_fsremove.vector_freed",
+                        detail: format!(
+                            "{written} entr(ies) of the vector at {a:#x} written after \
+                             vfs_fsremove freed it"
+                        ),
+                    });
+                }
+                a
+            }
+            None => {
+                let a = k
+                    .arena
+                    .alloc(
+                        crate::guard::GUARD_PAGE,
+                        crate::guard::GUARD_PAGE,
+                        true,
+                        Owner::Kernel,
+                        "vnode-op vector",
+                    )
+                    .expect("kernel memory for a vector");
+                lock(&self.guarded).insert(a);
+                a
+            }
+        };
+        let default = vn_default_error as *const () as usize;
+        let mut entries = vec![default; o.numops];
+        entries[o.mmap] = sim_vnop_mmap as *const () as usize;
+        entries[o.mnomap] = sim_vnop_mnomap as *const () as usize;
+        entries[o.pagein] = sim_vnop_pagein as *const () as usize;
+        entries[o.mmap_check] = sim_vnop_mmap_check as *const () as usize;
+        entries[o.reclaim] = sim_vnop_ok as *const () as usize;
+        entries[o.inactive] = sim_vnop_ok as *const () as usize;
+        for (i, e) in entries.iter().enumerate() {
+            word(addr + i * 8).store(*e, Ordering::Relaxed);
+        }
+        let handle = k.kalloc(64, "vfstable");
+        let info = VectorInfo {
+            originals: entries,
+            owner: Owner::Kernel,
+            fs: name.to_string(),
+            freed: false,
+        };
+        let fs = FsType {
+            name: name.to_string(),
+            handle,
+            vectors: vec![addr],
+            owner: Owner::Kernel,
+            flags: 0,
+            mounts: AtomicU32::new(0),
+        };
+        self.add_fstype(fs, vec![(addr, info)])?;
+        Ok(addr)
+    }
+
+    /// The handle and vector of the filesystem type `name`.
+    pub fn fstype(&self, name: &str) -> Option<(usize, usize)> {
+        read(&self.state)
+            .fstypes
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| (f.handle, f.vectors.first().copied().unwrap_or(0)))
     }
 
     /// Every live vnode-op vector with its registered entries (address,

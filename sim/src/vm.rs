@@ -743,6 +743,22 @@ impl Kernel {
     /// vnodes (VNOP_MNOMAP, mapping reference dropped) and reclaims them.
     pub fn sys_unmount(&self, on: &str, force: bool) -> Result<(), i32> {
         let m = self.vfs.mount_on(on).ok_or(errno::ENOENT)?;
+        let cred = self.procs.get(0).map_or(0, |p| p.cred_addr);
+        let err = {
+            let _g = self.procs.get(0).map(|p| enter(self, &p));
+            self.mac.mount_check_umount(self, cred, m.addr)
+        };
+        if err != 0 {
+            return Err(err);
+        }
+        self.unmount_unchecked(on, force)
+    }
+
+    /// The unmount itself (`dounmount`), reached without the MAC check the
+    /// way `vfs_unmountbyfsid` (a KPI, bsd/vfs/vfs_syscalls.c) and the
+    /// unmount of submounts reach it.
+    pub fn unmount_unchecked(&self, on: &str, force: bool) -> Result<(), i32> {
+        let m = self.vfs.mount_on(on).ok_or(errno::ENOENT)?;
         let vnodes = self.vfs.vnodes_of(m.addr);
         if !force && vnodes.iter().any(|v| v.usecount() > 0 || v.iocount() > 0) {
             return Err(errno::EBUSY);

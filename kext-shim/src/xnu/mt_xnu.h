@@ -507,6 +507,7 @@ typedef void (*mac_policy_op_t)(void);
  * (Apple reuses reserved slots; the indices below are stable). */
 #define MAC_POLICY_OPS_SLOTS 335
 #define MPO_FILE_CHECK_MMAP 36
+#define MPO_MOUNT_CHECK_UMOUNT 91
 #define MPO_POLICY_DESTROY 114
 #define MPO_POLICY_INIT 115
 #define MPO_POLICY_INITBSD 116
@@ -685,6 +686,7 @@ void *memcpy(void *dst, const void *src, size_t n);
 void *memset(void *dst, int c, size_t n);
 int memcmp(const void *a, const void *b, size_t n);
 size_t strlen(const char *s);
+int strncmp(const char *a, const char *b, size_t n);
 size_t strlcpy(char *dst, const char *src, size_t size);
 int snprintf(char *buf, size_t size, const char *fmt, ...) MT_XNU_PRINTFLIKE(3, 4);
 void panic(const char *fmt, ...) MT_XNU_PRINTFLIKE(1, 2) MT_XNU_NORETURN;
