@@ -122,6 +122,22 @@ fn vectors_original(sim: &Sim) -> bool {
     })
 }
 
+/// Whether the vector at `addr` holds something other than its own
+/// entries (the shim's trampolines).
+fn vector_hooked(sim: &Sim, addr: usize) -> bool {
+    sim.kernel()
+        .vfs
+        .live_vectors()
+        .iter()
+        .filter(|(a, _)| *a == addr)
+        .any(|(a, info)| {
+            info.originals
+                .iter()
+                .enumerate()
+                .any(|(i, o)| maptrace_sim::vfs::word(a + i * 8).load(Ordering::Acquire) != *o)
+        })
+}
+
 const HFS_FILE: &str = "/Volumes/hfs/c.bin";
 
 /// Maps and unmaps one page of `path`: VNOP_MMAP then VNOP_MNOMAP.
@@ -192,6 +208,120 @@ fn unload_over_another_kexts_earlier_hook_puts_its_entries_back() {
     map_unmap(&p, HFS_FILE);
     assert_eq!(other.unhook(&sim), 0);
     assert!(vectors_original(&sim));
+    let v = sim.take_violations();
+    assert!(v.is_empty(), "{v:#?}");
+}
+
+/// Another kext's filesystem `fs` mounted on /Volumes/x with one file,
+/// traced through the shim (mapped, faulted, unmapped), then unmounted and
+/// removed (vfs_fsremove frees its vector). Returns the freed vector's
+/// address.
+fn trace_then_remove_fs(sim: &Sim, fs: &str) -> usize {
+    let vector = sim.add_fs(fs).expect("vfs_fsadd");
+    sim.mount(fs, "/Volumes/x").expect("mount");
+    sim.add_file("/Volumes/x/f", 8 * PAGE).expect("file");
+    let p = sim.spawn("fsuser", 501);
+    let fd = p.open("/Volumes/x/f").expect("open");
+    let a = p
+        .mmap(fd, 8 * PAGE, prot::READ, map_flags::SHARED, 0)
+        .expect("map");
+    assert!(
+        vector_hooked(sim, vector),
+        "the other filesystem's vector is hooked"
+    );
+    p.touch(a, 1).expect("fault");
+    p.munmap(a).expect("unmap");
+    p.close(fd).expect("close");
+    p.exit();
+    sim.unmount("/Volumes/x", false).expect("unmount");
+    sim.remove_fs(fs).expect("vfs_fsremove once unmounted");
+    vector
+}
+
+#[test]
+fn unload_after_a_traced_filesystem_went_away_touches_no_freed_vector() {
+    let sim = boot();
+    trace_then_remove_fs(&sim, "xfs");
+    sim.unload_kext().expect("unload");
+    assert!(vectors_original(&sim));
+    let v = sim.take_violations();
+    assert!(v.is_empty(), "{v:#?}");
+}
+
+#[test]
+fn a_new_vector_at_a_freed_vectors_address_is_hooked() {
+    let sim = boot();
+    let old = trace_then_remove_fs(&sim, "xfs");
+    let new = sim.add_fs("yfs").expect("vfs_fsadd");
+    assert_eq!(new, old, "the freed vector's memory is reused");
+    sim.mount("yfs", "/Volumes/y").expect("mount");
+    sim.add_file("/Volumes/y/g", 4 * PAGE).expect("file");
+    let p = sim.spawn("fsuser", 501);
+    let fd = p.open("/Volumes/y/g").expect("open");
+    let a = p
+        .mmap(fd, 4 * PAGE, prot::READ, map_flags::SHARED, 0)
+        .expect("map");
+    let hooked = vector_hooked(&sim, new);
+    p.munmap(a).expect("unmap");
+    p.close(fd).expect("close");
+    sim.unload_kext().expect("unload");
+    let v = sim.take_violations();
+    assert!(v.is_empty(), "{v:#?}");
+    assert!(hooked, "the new filesystem's vector is hooked");
+    assert!(vectors_original(&sim));
+}
+
+#[test]
+fn a_vector_no_mounted_filesystem_uses_keeps_the_kext_loaded() {
+    // Unmounted without the MAC check (vfs_unmountbyfsid, a KPI) and then
+    // removed: the kext cannot tell a freed vector from one of a type that
+    // is registered but unmounted (whose next mount would still call our
+    // trampolines), so it touches neither and stays loaded.
+    let sim = boot();
+    let vector = sim.add_fs("xfs").expect("vfs_fsadd");
+    sim.mount("xfs", "/Volumes/x").expect("mount");
+    sim.add_file("/Volumes/x/f", 8 * PAGE).expect("file");
+    map_unmap(&sim.spawn("fsuser", 501), "/Volumes/x/f");
+    assert!(vector_hooked(&sim, vector));
+    sim.unmount_unchecked("/Volumes/x", false).expect("unmount");
+    sim.remove_fs("xfs").expect("vfs_fsremove");
+    assert_eq!(
+        sim.unload_kext(),
+        Err(maptrace_sim::KextError::StopRefused(KERN_FAILURE))
+    );
+    assert!(sim.kext_loaded(), "stays loaded, tracing");
+    assert!(
+        sim.log_lines()
+            .iter()
+            .any(|l| l.contains("not in use by a mounted filesystem")),
+        "{:?}",
+        sim.log_lines()
+    );
+    map_unmap(&sim.spawn("app", 501), HFS_FILE);
+    let v = sim.take_violations();
+    assert!(v.is_empty(), "{v:#?}");
+}
+
+#[test]
+fn a_forced_unmount_of_the_last_mount_of_a_type_unhooks_it_first() {
+    // The MAC unmount check is the last moment the filesystem is certainly
+    // registered, so the hooks come off there even with a file in use:
+    // vclean's VNOP_MNOMAP then reaches the filesystem directly, and the
+    // vector is never touched again once vfs_fsremove may have freed it.
+    let sim = boot();
+    let vector = sim.add_fs("xfs").expect("vfs_fsadd");
+    sim.mount("xfs", "/Volumes/x").expect("mount");
+    sim.add_file("/Volumes/x/f", 8 * PAGE).expect("file");
+    let p = sim.spawn("fsuser", 501);
+    let fd = p.open("/Volumes/x/f").expect("open");
+    p.mmap(fd, 8 * PAGE, prot::READ, map_flags::SHARED, 0)
+        .expect("map");
+    assert!(vector_hooked(&sim, vector));
+    sim.unmount("/Volumes/x", true).expect("forced unmount");
+    assert!(!vector_hooked(&sim, vector), "restored at the unmount check");
+    sim.remove_fs("xfs").expect("vfs_fsremove");
+    p.exit();
+    sim.unload_kext().expect("unload");
     let v = sim.take_violations();
     assert!(v.is_empty(), "{v:#?}");
 }

@@ -170,9 +170,7 @@ static void mt_resume(void)
         IOLog("maptrace: kauth listener not registered again\n");
     }
     if (mt_g.patch_lock != NULL) {
-        lck_mtx_lock(mt_g.patch_lock);
         mt_vnops_repatch();
-        lck_mtx_unlock(mt_g.patch_lock);
     }
     mt_vnops_sweep();
     if (!mt_g.sysctl_registered) {
@@ -215,13 +213,18 @@ static int mt_stop_all(void)
      * An entry another kext hooked over ours keeps calling our trampoline:
      * stay loaded until that kext has gone (or unhooked). */
     if (mt_g.patch_lock != NULL) {
-        lck_mtx_lock(mt_g.patch_lock);
-        uint32_t foreign = mt_vnops_restore();
-        lck_mtx_unlock(mt_g.patch_lock);
-        if (foreign != 0) {
-            IOLog("maptrace: another kext hooked over %u vnode-op entries; refusing to unload, "
-                  "still tracing\n",
-                  foreign);
+        uint32_t unknown = 0;
+        uint32_t foreign = mt_vnops_restore(&unknown);
+        if (foreign != 0 || unknown != 0) {
+            if (foreign != 0) {
+                IOLog("maptrace: another kext hooked over %u vnode-op entries; refusing to "
+                      "unload, still tracing\n",
+                      foreign);
+            } else {
+                IOLog("maptrace: %u hooked vector(s) not in use by a mounted filesystem; "
+                      "refusing to unload, still tracing\n",
+                      unknown);
+            }
             if (resume) {
                 mt_resume();
             }

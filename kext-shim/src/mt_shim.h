@@ -158,7 +158,8 @@ void mt_counts_snapshot(vnode_t vp, struct mt_event *ev);
 int mt_vnops_init(void);
 void mt_vnode_seen(vnode_t vp);
 void mt_vnops_sweep(void);
-uint32_t mt_vnops_restore(void);
+uint32_t mt_vnops_restore(uint32_t *unknown);
+void mt_vnops_mount_going(mount_t mp);
 void mt_vnops_repatch(void);
 void mt_vnops_fini(void);
 
