@@ -268,7 +268,8 @@ fn task_exit_and_forced_unmount_give_mnomap() {
     // Another hfs volume stays mounted, so the hfs vector keeps the hooks
     // (on the last mount of a type they come off at the MAC unmount check,
     // before vclean: shim_unload_safety).
-    sim.mount("hfs", "/Volumes/hfs2").expect("a second hfs volume");
+    sim.mount("hfs", "/Volumes/hfs2")
+        .expect("a second hfs volume");
     sim.add_file("/Volumes/hfs2/d.bin", PAGE).expect("file");
     let fd2 = b.open("/Volumes/hfs2/d.bin").expect("open");
     sim.unmount("/Volumes/hfs", true).expect("forced unmount");

@@ -165,7 +165,10 @@ fn unload_is_refused_while_another_kext_hooked_over_our_entries() {
     map_unmap(&p, HFS_FILE);
     let v = sim.take_violations();
     assert!(v.is_empty(), "{v:#?}");
-    assert_eq!(refused, Err(maptrace_sim::KextError::StopRefused(KERN_FAILURE)));
+    assert_eq!(
+        refused,
+        Err(maptrace_sim::KextError::StopRefused(KERN_FAILURE))
+    );
     assert!(sim.kext_loaded(), "stays loaded, tracing");
     assert!(
         sim.log_lines().iter().any(|l| l.contains("hooked over")),
@@ -175,7 +178,8 @@ fn unload_is_refused_while_another_kext_hooked_over_our_entries() {
     // The other kext leaves: our trampolines are back in the slots, and
     // now the unload goes through and restores the filesystem's entries.
     assert_eq!(other.unhook(&sim), 0);
-    sim.unload_kext().expect("unload once the other kext is gone");
+    sim.unload_kext()
+        .expect("unload once the other kext is gone");
     assert!(vectors_original(&sim));
     map_unmap(&p, HFS_FILE);
     let v = sim.take_violations();
@@ -318,7 +322,10 @@ fn a_forced_unmount_of_the_last_mount_of_a_type_unhooks_it_first() {
         .expect("map");
     assert!(vector_hooked(&sim, vector));
     sim.unmount("/Volumes/x", true).expect("forced unmount");
-    assert!(!vector_hooked(&sim, vector), "restored at the unmount check");
+    assert!(
+        !vector_hooked(&sim, vector),
+        "restored at the unmount check"
+    );
     sim.remove_fs("xfs").expect("vfs_fsremove");
     p.exit();
     sim.unload_kext().expect("unload");

@@ -188,7 +188,11 @@ impl Sim {
     /// That kext removes its filesystem type (vfs_fsremove): EBUSY while
     /// mounted; otherwise the vector is freed (poisoned).
     pub fn remove_fs(&self, name: &str) -> Result<(), SimError> {
-        let (handle, _) = self.k.vfs.fstype(name).ok_or(SimError(crate::vfs::errno::EINVAL))?;
+        let (handle, _) = self
+            .k
+            .vfs
+            .fstype(name)
+            .ok_or(SimError(crate::vfs::errno::EINVAL))?;
         res(self.k.vfs.remove_fstype(handle).map(|_| ()))
     }
 

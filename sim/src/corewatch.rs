@@ -41,7 +41,9 @@ pub(crate) fn freed(addr: usize, size: usize) {
 
 /// Whether `core` may be used; records the violation when it may not.
 fn live(c: *const bridge::mt_core, call: &str) -> bool {
-    if c.is_null() || c as usize != CORE.load(Ordering::Acquire) || !CORE_FREED.load(Ordering::Acquire)
+    if c.is_null()
+        || c as usize != CORE.load(Ordering::Acquire)
+        || !CORE_FREED.load(Ordering::Acquire)
     {
         return true;
     }

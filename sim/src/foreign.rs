@@ -61,8 +61,9 @@ fn offset(k: &Kernel, op: Vop) -> usize {
 fn forward(op: Vop, args: *mut c_void) -> c_int {
     let k = crate::kernel::current_or_abort("foreign vnode-op hook");
     // Every vnop argument block starts with a_desc, then a_vp.
+    let at = (args as *const usize).wrapping_add(1);
     // SAFETY: dispatched with an argument block of this op.
-    let vp = unsafe { *(args as *const usize).add(1) };
+    let vp = unsafe { *at };
     let Some(v) = k.vfs.vnode(vp) else {
         return errno::EIO;
     };

@@ -19,7 +19,9 @@ static HANDLER: Once = Once::new();
 #[cfg(unix)]
 extern "C" fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
-    let addr = unsafe { (*info).si_addr() } as usize;
+    let info = unsafe { &*info };
+    // SAFETY: a SIGSEGV/SIGBUS siginfo carries the fault address.
+    let addr = unsafe { info.si_addr() } as usize;
     let page = addr & !(GUARD_PAGE - 1);
     if PAGES.iter().any(|p| p.load(Ordering::Relaxed) == page) {
         let mut msg = *b"maptrace-sim: VIOLATION: XNU contract vfs_fsremove.vector_freed broken: \
@@ -29,11 +31,10 @@ access to a vnode-op vector vfs_fsremove freed, at 0x0000000000000000\n";
         for i in 0..16 {
             msg[end - 1 - i] = hex[(addr >> (4 * i)) & 0xf];
         }
-        // SAFETY: write(2) and _exit(2) are async-signal-safe.
-        unsafe {
-            libc::write(2, msg.as_ptr().cast(), msg.len());
-            libc::_exit(101);
-        }
+        // SAFETY: write(2) is async-signal-safe; `msg` is a live buffer.
+        unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+        // SAFETY: _exit(2) is async-signal-safe.
+        unsafe { libc::_exit(101) };
     }
     // Not ours: the default action, on return the fault repeats.
     // SAFETY: resetting a signal's disposition is async-signal-safe.
@@ -45,19 +46,19 @@ pub(crate) fn protect(addr: usize) {
     #[cfg(unix)]
     {
         HANDLER.call_once(|| {
-            // SAFETY: installs a SA_SIGINFO handler for SIGSEGV and SIGBUS.
-            unsafe {
-                let mut sa: libc::sigaction = std::mem::zeroed();
-                sa.sa_sigaction = on_segv as *const () as usize;
-                sa.sa_flags = libc::SA_SIGINFO;
-                libc::sigaction(libc::SIGSEGV, &sa, std::ptr::null_mut());
-                libc::sigaction(libc::SIGBUS, &sa, std::ptr::null_mut());
+            // SAFETY: an all-zero sigaction is a valid value.
+            let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+            sa.sa_sigaction = on_segv as *const () as usize;
+            sa.sa_flags = libc::SA_SIGINFO;
+            for sig in [libc::SIGSEGV, libc::SIGBUS] {
+                // SAFETY: installs the SA_SIGINFO handler above.
+                unsafe { libc::sigaction(sig, &sa, std::ptr::null_mut()) };
             }
         });
-        if let Some(slot) = PAGES
-            .iter()
-            .find(|p| p.compare_exchange(0, addr, Ordering::AcqRel, Ordering::Relaxed).is_ok())
-        {
+        if let Some(slot) = PAGES.iter().find(|p| {
+            p.compare_exchange(0, addr, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        }) {
             let _ = slot;
             // SAFETY: `addr` is a page-aligned page of the arena that only
             // the freed vector occupies.

@@ -204,8 +204,11 @@ impl Mac {
     pub fn mount_check_umount(&self, k: &Kernel, cred: usize, mount: usize) -> i32 {
         self.each(k, xnu::MPO_MOUNT_CHECK_UMOUNT, |hook| {
             // SAFETY: the slot holds an mpo_mount_check_umount_t.
-            let f: unsafe extern "C" fn(xnu::kauth_cred_t, *mut xnu::mount, *mut xnu::label) -> i32 =
-                unsafe { std::mem::transmute(hook) };
+            let f: unsafe extern "C" fn(
+                xnu::kauth_cred_t,
+                *mut xnu::mount,
+                *mut xnu::label,
+            ) -> i32 = unsafe { std::mem::transmute(hook) };
             // SAFETY: arguments as mac_mount_check_umount passes them.
             unsafe { f(cred as _, mount as _, std::ptr::null_mut()) }
         })

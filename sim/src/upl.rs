@@ -103,10 +103,16 @@ mod tests {
         );
         assert_eq!(u.release_range(0x1000, 0, 0, 4096), Ok(()), "nothing");
         assert_eq!(u.busy(0x1000), 2);
-        assert_eq!(u.release_range(0x2000, 0, 4096, 4096), Err(UplError::Unknown));
+        assert_eq!(
+            u.release_range(0x2000, 0, 4096, 4096),
+            Err(UplError::Unknown)
+        );
         assert_eq!(u.release_range(0x1000, 0, 4 * 4096, 4096), Ok(()));
         assert_eq!(u.busy(0x1000), 0);
         u.remove(0x1000);
-        assert_eq!(u.release_range(0x1000, 0, 4096, 4096), Err(UplError::Unknown));
+        assert_eq!(
+            u.release_range(0x1000, 0, 4096, 4096),
+            Err(UplError::Unknown)
+        );
     }
 }

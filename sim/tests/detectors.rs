@@ -126,17 +126,12 @@ extern "C" fn hook_pagein(args: *mut c_void) -> c_int {
         unsafe { IOFree(p, 16) };
     }
     if mode(FAIL_PAGEIN) {
-        let a = args.cast::<xnu::vnop_pagein_args>();
+        // SAFETY: dispatched with a vnop_pagein_args block.
+        let a = unsafe { &*args.cast::<xnu::vnop_pagein_args>() };
         if mode(ABORT_UPL) {
-            // SAFETY: the kernel's argument block; aborting its UPL.
-            unsafe {
-                ubc_upl_abort_range(
-                    (*a).a_pl,
-                    (*a).a_pl_offset + ABORT_OFFSET.load(Ordering::Relaxed),
-                    (*a).a_size as u32,
-                    0xc,
-                )
-            };
+            let offset = a.a_pl_offset + ABORT_OFFSET.load(Ordering::Relaxed);
+            // SAFETY: a KPI call on the kernel's UPL (FREE_ON_EMPTY | ERROR).
+            unsafe { ubc_upl_abort_range(a.a_pl, offset, a.a_size as u32, 0xc) };
         }
         return PAGEIN_ERR.load(Ordering::Relaxed);
     }
@@ -604,9 +599,10 @@ fn vnode_create_of_a_vreg_without_a_mount_is_a_null_dereference() {
             )
         };
         let v = sim.take_violations();
-        let caught = has(&v, |x| {
-            matches!(x, Violation::Contract { rule, .. } if *rule == "vnode_create.vreg_needs_mount")
-        });
+        let caught = has(
+            &v,
+            |x| matches!(x, Violation::Contract { rule, .. } if *rule == "vnode_create.vreg_needs_mount"),
+        );
         assert_eq!(caught, bad, "vtype {vtype}: {v:?}");
         if !bad {
             assert_eq!(err, 0);
@@ -622,14 +618,22 @@ fn a_failed_pagein_must_release_its_upl_unless_vnode_pagein_does() {
     // bsd/vm/vnode_pager.c vnode_pagein (xnu-11417.121.6 :797-816) aborts
     // the UPL itself only for EAGAIN and EPERM.
     let upl_rule = |v: &[Violation], rule: &str| {
-        has(v, |x| matches!(x, Violation::Contract { rule: r, .. } if *r == rule))
+        has(
+            v,
+            |x| matches!(x, Violation::Contract { rule: r, .. } if *r == rule),
+        )
     };
     for (extra, err, offset, rule) in [
         (0, 5, 0, Some("VNOP_PAGEIN.upl_released")),
         (ABORT_UPL, 5, 0, None),
         (0, 35, 0, None),
         (0, 1, 0, None),
-        (ABORT_UPL, 5, PS as u32, Some("ubc_upl_abort_range.in_range")),
+        (
+            ABORT_UPL,
+            5,
+            PS as u32,
+            Some("ubc_upl_abort_range.in_range"),
+        ),
     ] {
         PAGEIN_ERR.store(err, Ordering::Relaxed);
         ABORT_OFFSET.store(offset, Ordering::Relaxed);
