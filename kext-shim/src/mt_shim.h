@@ -70,7 +70,9 @@ struct mt_state {
 
     /* Locks. */
     lck_grp_t *lck_grp;
-    lck_mtx_t *patch_lock;  /* serialises vector patching */
+    lck_mtx_t *patch_lock;  /* serialises every write to a vector and the
+                             * table changes; taken inside vnode_iterate
+                             * callouts, never held across an iteration */
     lck_mtx_t *reader_lock; /* serialises sysctl readers (drain, stats) */
 
     /* Layout found at start. */

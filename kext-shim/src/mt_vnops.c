@@ -22,7 +22,8 @@
 /* The trampolines by enum mt_vop, filled in code at init (arm64e signs a
  * function pointer taken in code; a static initializer would not). */
 static vnop_t mt_hooks[MT_VOP__COUNT];
-/* Set under the patch lock when stop restores the vectors: no new patch. */
+/* Set under the patch lock when stop restores the vectors: no new patch
+ * and no unmount-time unhook until resume clears it. */
 static int mt_patch_closed;
 
 #pragma mark - helpers
