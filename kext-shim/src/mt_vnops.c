@@ -369,33 +369,36 @@ struct mt_swap_pass {
 
 /**
  * vnode_iterate callout of a swap pass: swaps the vector of the mount's
- * first regular vnode if it is in the table. The iocount the iterator holds
- * keeps the mount, so the filesystem is registered and its vector
- * allocated (vfs_fsremove refuses while vfc_refcount > 0, bsd/vfs/kpi_vfs.c,
- * xnu-11417.121.6): only here is writing to a table vector safe.
+ * first vnode (of any type: the root directory, always instantiated, shares
+ * its filesystem's vector with the regular files on hfs and apfs) that is
+ * in the table. The iocount the iterator holds keeps the mount, so the
+ * filesystem is registered and its vector allocated (vfs_fsremove refuses
+ * while vfc_refcount > 0, bsd/vfs/kpi_vfs.c, xnu-11417.121.6): only here
+ * is writing to a table vector safe.
  * Context: thread context (stop, resume; inside vnode_iterate).
  */
 static int mt_swap_vnode(struct vnode *vp, void *arg)
 {
     struct mt_swap_pass *pass = arg;
-    if (vnode_vtype(vp) != VREG) {
-        return VNODE_RETURNED;
-    }
     vnop_t *vec = mt_vector_of(vp);
     uint64_t key = (uint64_t)(uintptr_t)vec;
+    int found = 0;
     lck_mtx_lock(mt_g.patch_lock);
     uint32_t n = mt_g.core != NULL ? mt_core_vector_count(mt_g.core) : 0;
-    for (uint32_t i = 0; i < n && i < MT_CORE_MAX_VECTORS; i++) {
+    for (uint32_t i = 0; i < n && i < MT_CORE_MAX_VECTORS && key != 0; i++) {
         uint64_t addr = 0;
         uint64_t originals[MT_VOP__COUNT];
-        if (mt_core_vector_get(mt_g.core, i, &addr, originals) == MT_OK && addr == key &&
-            key != 0 && !pass->seen[i]) {
+        if (mt_core_vector_get(mt_g.core, i, &addr, originals) != MT_OK || addr != key) {
+            continue;
+        }
+        found = 1;
+        if (!pass->seen[i]) {
             pass->seen[i] = 1;
             pass->foreign += mt_vectors_swap_one(vec, originals, pass->to_hooks);
         }
     }
     lck_mtx_unlock(mt_g.patch_lock);
-    return VNODE_RETURNED_DONE;
+    return found ? VNODE_RETURNED_DONE : VNODE_RETURNED;
 }
 
 /**
