@@ -54,6 +54,18 @@ fn main() {
         println!("cargo:rustc-cfg=mt_shim");
     }
     let mut build = cc::Build::new();
+    // The shim's hook-path calls into the core go through the simulator's
+    // checking wrappers (sim/src/corewatch.rs).
+    for f in [
+        "mt_core_init",
+        "mt_core_shutdown",
+        "mt_core_wants",
+        "mt_core_record",
+        "mt_core_record_path",
+        "mt_core_vector_original",
+    ] {
+        build.define(f, Some(format!("mt_sim_{}", &f[3..]).as_str()));
+    }
     build
         .define("MT_SIM", None)
         .include(shim.join("include"))

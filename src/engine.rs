@@ -273,6 +273,12 @@ impl<'a> Engine<'a> {
         Ok(index)
     }
 
+    /// Forgets a hooked vector (the shim restored it: its filesystem is
+    /// going away). Returns whether it was in the table.
+    pub fn vector_remove(&self, vector: u64) -> bool {
+        self.vectors.remove(vector)
+    }
+
     /// Entry `i` of the vector table.
     pub fn vector_get(&self, i: u32) -> Option<(u64, [u64; OPS])> {
         self.vectors.get(i)

@@ -265,6 +265,13 @@ fn task_exit_and_forced_unmount_give_mnomap() {
         .expect("map");
     b.touch(addr, 1).expect("touch");
     let mmap_id = kinds(&drain(&sim, &mut dec), EventKind::Mmap)[0].vnode_id;
+    // Another hfs volume stays mounted, so the hfs vector keeps the hooks
+    // (on the last mount of a type they come off at the MAC unmount check,
+    // before vclean: shim_unload_safety).
+    sim.mount("hfs", "/Volumes/hfs2")
+        .expect("a second hfs volume");
+    sim.add_file("/Volumes/hfs2/d.bin", PAGE).expect("file");
+    let fd2 = b.open("/Volumes/hfs2/d.bin").expect("open");
     sim.unmount("/Volumes/hfs", true).expect("forced unmount");
     let recs = drain(&sim, &mut dec);
     let mn = kinds(&recs, EventKind::Mnomap);
@@ -276,6 +283,7 @@ fn task_exit_and_forced_unmount_give_mnomap() {
         .filter(|t| t.op == TraceOp::Mnomap && t.path == hfs)
         .count();
     assert_eq!(traced, 1);
+    b.close(fd2).expect("close");
     b.exit();
     sim.unload_kext().expect("unload");
 }

@@ -131,6 +131,23 @@ fn offsets_are_validated_and_v_op_found_on_every_layout() {
 }
 
 #[test]
+fn the_layout_probe_never_creates_a_vreg_vnode_without_a_mount() {
+    // vnode_create of a VREG with vnfs_mp == NULL is a kernel NULL
+    // dereference (bsd/vfs/vfs_subr.c, every tag xnu-3248..xnu-11417.121.6).
+    let sim = boot_fs(Config {
+        policy: ViolationPolicy::Collect,
+        ..Config::default()
+    });
+    let loaded = load(&sim, Tunables::default());
+    let v = sim.take_violations();
+    assert!(v.is_empty(), "{v:?}");
+    assert_eq!(loaded, Ok(()));
+    assert_eq!(stats(&sim, Cred::Root).probe_method, raw::MT_PROBE_OFFSET);
+    sim.unload_kext().expect("unload");
+    assert_nothing_left(&sim);
+}
+
+#[test]
 fn counts_elsewhere_fall_back_to_the_isinuse_search() {
     let sim = boot_loaded(
         Config {

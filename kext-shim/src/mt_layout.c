@@ -241,8 +241,12 @@ int mt_layout_discover(void)
 
     struct vnode_fsparam param;
     memset(&param, 0, sizeof(param));
+    /* VNON, never VREG: vnode_create_internal reads vnfs_mp->mnt_ioflags for
+     * a VREG without a NULL check (bsd/vfs/vfs_subr.c, xnu-3248 through
+     * xnu-11417.121.6); for VNON every use of vnfs_mp is guarded, and
+     * vnode_isinuse tests (usecount - kusecount) > refcnt as for VREG. */
     param.vnfs_mp = NULL;
-    param.vnfs_vtype = VREG;
+    param.vnfs_vtype = VNON;
     param.vnfs_str = "mtprobe";
     param.vnfs_vops = mt_probe_vector;
     param.vnfs_flags = VNFS_NOCACHE | VNFS_CANTCACHE;

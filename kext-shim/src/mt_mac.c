@@ -1,6 +1,7 @@
 /*
- * mt_mac.c - the MAC policy: mmap(2) intent (mpo_file_check_mmap) and
- * vnode discovery (mpo_vnode_check_open, mpo_vnode_check_exec).
+ * mt_mac.c - the MAC policy: mmap(2) intent (mpo_file_check_mmap),
+ * vnode discovery (mpo_vnode_check_open, mpo_vnode_check_exec) and the
+ * last mount of a filesystem type going away (mpo_mount_check_umount).
  *
  * Role: the policy never denies and never changes maxprot; every hook
  * returns 0 (fail open). It registers with MPC_LOADTIME_FLAG_UNLOADOK so
@@ -99,6 +100,25 @@ static int mt_mac_vnode_check_exec(kauth_cred_t cred, struct vnode *vp, struct v
     return 0;
 }
 
+/**
+ * mpo_mount_check_umount: a mount is about to go; when it is the last of
+ * its filesystem type, its hooked vector is restored and forgotten while
+ * the filesystem is certainly still registered (mt_vnops_mount_going).
+ * XNU calls it from unmount(2) with an iocount on the mount's root vnode
+ * (bsd/vfs/vfs_syscalls.c, xnu-11417.121.6), before dounmount.
+ * @return 0, always (never denies).
+ * Context: thread context of unmount(2); may block on the patch lock.
+ */
+static int mt_mac_mount_check_umount(kauth_cred_t cred, struct mount *mp, struct label *label)
+{
+    (void)cred;
+    (void)label;
+    mt_enter();
+    mt_vnops_mount_going(mp);
+    mt_leave();
+    return 0;
+}
+
 #pragma mark - registration
 
 /**
@@ -112,6 +132,7 @@ int mt_mac_start(void)
     mt_mac_ops.mpo_slots[MPO_FILE_CHECK_MMAP] = (mac_policy_op_t)mt_mac_file_check_mmap;
     mt_mac_ops.mpo_slots[MPO_VNODE_CHECK_OPEN] = (mac_policy_op_t)mt_mac_vnode_check_open;
     mt_mac_ops.mpo_slots[MPO_VNODE_CHECK_EXEC] = (mac_policy_op_t)mt_mac_vnode_check_exec;
+    mt_mac_ops.mpo_slots[MPO_MOUNT_CHECK_UMOUNT] = (mac_policy_op_t)mt_mac_mount_check_umount;
 
     memset(&mt_mac_conf, 0, sizeof(mt_mac_conf));
     mt_mac_conf.mpc_name = MT_KEXT_NAME;

@@ -10,7 +10,8 @@
  *          filesystems (patches vectors) -> sysctl LAST.
  *   stop:  sysctl FIRST -> MAC unregister (UNLOADOK) -> kauth unlisten ->
  *          restore every patched vector entry -> wait (bounded) until no
- *          hook is in flight -> mt_core_shutdown -> free.
+ *          hook is in flight -> clear mt_g.core -> wait again ->
+ *          mt_core_shutdown -> free.
  *
  * A refused unload (MAC refused, or a hook stuck past the wait) puts back
  * what stop took down (mt_resume): the kext that stays loaded keeps
@@ -169,9 +170,7 @@ static void mt_resume(void)
         IOLog("maptrace: kauth listener not registered again\n");
     }
     if (mt_g.patch_lock != NULL) {
-        lck_mtx_lock(mt_g.patch_lock);
         mt_vnops_repatch();
-        lck_mtx_unlock(mt_g.patch_lock);
     }
     mt_vnops_sweep();
     if (!mt_g.sysctl_registered) {
@@ -210,11 +209,27 @@ static int mt_stop_all(void)
     /* 3. kauth discovery off. */
     mt_kauth_stop();
 
-    /* 4. Vector entries back to the originals: no new VNOP reaches us. */
+    /* 4. Vector entries back to the originals: no new VNOP reaches us.
+     * An entry another kext hooked over ours keeps calling our trampoline:
+     * stay loaded until that kext has gone (or unhooked). */
     if (mt_g.patch_lock != NULL) {
-        lck_mtx_lock(mt_g.patch_lock);
-        mt_vnops_restore();
-        lck_mtx_unlock(mt_g.patch_lock);
+        uint32_t unknown = 0;
+        uint32_t foreign = mt_vnops_restore(&unknown);
+        if (foreign != 0 || unknown != 0) {
+            if (foreign != 0) {
+                IOLog("maptrace: another kext hooked over %u vnode-op entries; refusing to "
+                      "unload, still tracing\n",
+                      foreign);
+            } else {
+                IOLog("maptrace: %u hooked vector(s) not in use by a mounted filesystem; "
+                      "refusing to unload, still tracing\n",
+                      unknown);
+            }
+            if (resume) {
+                mt_resume();
+            }
+            return EBUSY;
+        }
     }
 
     /* 5. Nothing may be freed while a hook can still touch it. */
@@ -227,13 +242,26 @@ static int mt_stop_all(void)
         return EBUSY;
     }
 
-    /* 6. A hook that read an entry just before the restore records nothing. */
-    if (mt_g.core != NULL) {
-        mt_core_shutdown(mt_g.core);
+    /* 6. Hooks stop finding the core. A hook that counted itself in flight
+     * before this store may still hold the old pointer: drain again, so no
+     * one is left using it. A hook entering later reads NULL and fails open
+     * without touching the core's memory (mt_enter precedes mt_core_ref). */
+    struct mt_core *core = mt_g.core;
+    __atomic_store_n(&mt_g.core, NULL, __ATOMIC_RELEASE);
+    if (!mt_wait_drained()) {
+        IOLog("maptrace: %llu hook(s) still running; refusing to unload, still tracing\n",
+              (unsigned long long)MT_LOAD(&mt_g.in_flight));
+        __atomic_store_n(&mt_g.core, core, __ATOMIC_RELEASE);
+        if (resume) {
+            mt_resume();
+        }
+        return EBUSY;
+    }
+    if (core != NULL) {
+        mt_core_shutdown(core);
     }
 
     /* 7. Free. */
-    __atomic_store_n(&mt_g.core, NULL, __ATOMIC_RELEASE);
     mt_free(&mt_g.core_mem, &mt_g.core_mem_len);
     mt_free(&mt_g.staging, &mt_g.staging_len);
     mt_free(&mt_g.stats_buf, &mt_g.stats_len);

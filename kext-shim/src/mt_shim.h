@@ -70,7 +70,9 @@ struct mt_state {
 
     /* Locks. */
     lck_grp_t *lck_grp;
-    lck_mtx_t *patch_lock;  /* serialises vector patching */
+    lck_mtx_t *patch_lock;  /* serialises every write to a vector and the
+                             * table changes; taken inside vnode_iterate
+                             * callouts, never held across an iteration */
     lck_mtx_t *reader_lock; /* serialises sysctl readers (drain, stats) */
 
     /* Layout found at start. */
@@ -158,7 +160,8 @@ void mt_counts_snapshot(vnode_t vp, struct mt_event *ev);
 int mt_vnops_init(void);
 void mt_vnode_seen(vnode_t vp);
 void mt_vnops_sweep(void);
-void mt_vnops_restore(void);
+uint32_t mt_vnops_restore(uint32_t *unknown);
+void mt_vnops_mount_going(mount_t mp);
 void mt_vnops_repatch(void);
 void mt_vnops_fini(void);
 

@@ -139,6 +139,7 @@ impl Sim {
     pub fn boot(config: Config) -> Sim {
         let slot = BootSlot::take();
         let k = Kernel::boot(config);
+        crate::foreign::reset();
         Sim { k, _boot: slot }
     }
 
@@ -167,6 +168,32 @@ impl Sim {
         let r = res(self.k.sys_unmount(on, force));
         self.k.safe_point();
         r
+    }
+
+    /// Unmounts without asking the MAC policies, as `vfs_unmountbyfsid`
+    /// (a KPI a filesystem kext may call) and submount unmounts do.
+    pub fn unmount_unchecked(&self, on: &str, force: bool) -> Result<(), SimError> {
+        let r = res(self.k.unmount_unchecked(on, force));
+        self.k.safe_point();
+        r
+    }
+
+    /// Another kext registers a filesystem type `name` (vfs_fsadd): its
+    /// vector reuses the address of the vector vfs_fsremove freed last, if
+    /// any. Returns the vector's address.
+    pub fn add_fs(&self, name: &str) -> Result<usize, SimError> {
+        res(self.k.vfs.add_other_fstype(&self.k, name))
+    }
+
+    /// That kext removes its filesystem type (vfs_fsremove): EBUSY while
+    /// mounted; otherwise the vector is freed (poisoned).
+    pub fn remove_fs(&self, name: &str) -> Result<(), SimError> {
+        let (handle, _) = self
+            .k
+            .vfs
+            .fstype(name)
+            .ok_or(SimError(crate::vfs::errno::EINVAL))?;
+        res(self.k.vfs.remove_fstype(handle).map(|_| ()))
     }
 
     /// Recycles an unused vnode now (its block gets vid + 1 and later a new

@@ -175,6 +175,8 @@ pub struct Kernel {
     pub locks: Locks,
     /// The loaded kext.
     pub kext: KextSlot,
+    /// UPLs handed to VNOP_PAGEIN and not yet released.
+    pub upls: crate::upl::Upls,
     /// Set while `panic()` is being reported.
     pub panicked: AtomicBool,
     /// Threads executing kext code right now (hooks, callbacks, handlers).
@@ -278,6 +280,7 @@ impl Kernel {
             sysctl: Sysctl::default(),
             locks: Locks::default(),
             kext: KextSlot::default(),
+            upls: Default::default(),
             panicked: AtomicBool::new(false),
             in_kext: Default::default(),
         });

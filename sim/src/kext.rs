@@ -115,6 +115,7 @@ impl KextSlot {
         *slot = None;
         self.check_clean(k, "unload");
         check_left_kext_code(k);
+        crate::foreign::check_unloaded(k);
         Ok(())
     }
 

@@ -9,6 +9,7 @@ use crate::arena::Owner;
 use crate::context::{self, Frame};
 use crate::kernel::{Kernel, current_or_abort, with_current};
 use crate::locks::LockObj;
+use crate::upl::UplError;
 use crate::vfs::{self, VectorInfo, Vnode, errno, word};
 use crate::violation::Violation;
 use crate::xnu;
@@ -457,12 +458,72 @@ extern "C" fn vnode_create(
     }
     // SAFETY: `data` is the caller's vnode_fsparam (size checked).
     let p = unsafe { std::ptr::read(data as *const xnu::vnode_fsparam) };
+    if p.vnfs_vtype == xnu::VREG && p.vnfs_mp.is_null() {
+        // bsd/vfs/vfs_subr.c (vnode_create_internal, every tag xnu-3248 to
+        // xnu-11417.121.6): for VREG it reads param->vnfs_mp->mnt_ioflags
+        // with no NULL check, a kernel NULL dereference.
+        k.violation(Violation::Contract {
+            rule: "vnode_create.vreg_needs_mount",
+            detail: "vnode_create of a VREG vnode with vnfs_mp == NULL \
+                     (vnode_create_internal dereferences vnfs_mp->mnt_ioflags)"
+                .into(),
+        });
+        return errno::EINVAL;
+    }
     let v = k.vfs.create_vnode(&k, &p);
     v.kext_iocounts.fetch_add(1, Ordering::AcqRel);
     // SAFETY: the caller's out-pointer.
     unsafe { *vpp = v.addr as xnu::vnode_t };
     0
 }
+
+// ---------------------------------------------------------------- UPLs
+
+#[unsafe(no_mangle)]
+extern "C" fn ubc_upl_abort_range(
+    upl: xnu::upl_t,
+    offset: xnu::upl_offset_t,
+    size: xnu::upl_size_t,
+    flags: c_int,
+) -> c_int {
+    let k = k("ubc_upl_abort_range");
+    let r = k.upls.release_range(
+        upl as usize,
+        u64::from(offset),
+        u64::from(size),
+        k.config.page_size,
+    );
+    match r {
+        Ok(()) => {
+            let _ = flags;
+            0
+        }
+        // bsd/kern/ubc_subr.c ubc_upl_abort_range (xnu-11417.121.6) takes the
+        // UPL as live: one already committed, aborted or freed is a use after
+        // free (FREE_ON_EMPTY deallocated it).
+        Err(UplError::Unknown) => {
+            k.violation(Violation::Contract {
+                rule: "ubc_upl_abort_range.live_upl",
+                detail: format!("ubc_upl_abort_range({:#x}) of no live UPL", upl as usize),
+            });
+            KERN_FAILURE
+        }
+        // osfmk/vm/vm_upl.c upl_abort_range refuses a range past the UPL's end.
+        Err(UplError::OutOfRange) => {
+            k.violation(Violation::Contract {
+                rule: "ubc_upl_abort_range.in_range",
+                detail: format!(
+                    "ubc_upl_abort_range({:#x}, {offset}, {size}) outside the UPL",
+                    upl as usize
+                ),
+            });
+            KERN_FAILURE
+        }
+    }
+}
+
+/// `KERN_FAILURE` (osfmk/mach/kern_return.h).
+const KERN_FAILURE: c_int = 5;
 
 // ---------------------------------------------------------------- processes
 
@@ -696,6 +757,7 @@ extern "C" fn IOFree(address: *mut c_void, size: xnu::vm_size_t) {
     let addr = address as usize;
     match k.arena.block(addr) {
         Some(b) if b.what == "IOMalloc" && b.size == size.max(1) => {
+            crate::corewatch::freed(addr, b.size);
             k.arena.free(addr);
         }
         Some(b) if b.what == "IOMalloc" => {

@@ -267,6 +267,22 @@ impl Mac {
         })
     }
 
+    /// mac_mount_check_umount: unmount(2) asks before dounmount, holding an
+    /// iocount on the mount's root vnode (bsd/vfs/vfs_syscalls.c,
+    /// xnu-11417.121.6); a non-zero result denies the unmount.
+    pub fn mount_check_umount(&self, k: &Kernel, cred: usize, mount: usize) -> i32 {
+        self.each(k, xnu::MPO_MOUNT_CHECK_UMOUNT, |hook| {
+            // SAFETY: the slot holds an mpo_mount_check_umount_t.
+            let f: unsafe extern "C" fn(
+                xnu::kauth_cred_t,
+                *mut xnu::mount,
+                *mut xnu::label,
+            ) -> i32 = unsafe { std::mem::transmute(hook) };
+            // SAFETY: arguments as mac_mount_check_umount passes them.
+            unsafe { f(cred as _, mount as _, std::ptr::null_mut()) }
+        })
+    }
+
     /// mac_vnode_notify_open.
     pub fn vnode_notify_open(&self, k: &Kernel, cred: usize, vp: &Vnode, acc: i32) {
         self.each(k, xnu::MPO_VNODE_NOTIFY_OPEN, |hook| {

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use crate::context::{self, ThreadIdentity, Vop};
 use crate::kernel::{Kernel, TraceEvent, TraceOp};
 use crate::vfs::{self, Vnode, errno, word};
+use crate::violation::Violation;
 use crate::xnu;
 use crate::{lock, read, write};
 
@@ -570,14 +571,18 @@ impl Kernel {
             .vfs
             .mount_by_addr(vp.mount)
             .is_some_and(|m| m.fstype == "apfs");
+        let size = (end - start) * ps;
         let upl = if pageinv2 { 0 } else { self.kalloc(64, "upl") };
+        if upl != 0 {
+            self.upls.create(upl, size, ps);
+        }
         let mut args = xnu::vnop_pagein_args {
             a_desc: vfs::desc_addr(Vop::Pagein) as *mut xnu::vnodeop_desc,
             a_vp: vp.addr as xnu::vnode_t,
             a_pl: upl as xnu::upl_t,
             a_pl_offset: 0,
             a_f_offset: (start * ps) as i64,
-            a_size: ((end - start) * ps) as usize,
+            a_size: size as usize,
             a_flags: xnu::UPL_IOSYNC as i32,
             a_context: p.ctx_addr as xnu::vfs_context_t,
         };
@@ -585,9 +590,35 @@ impl Kernel {
             .vfs
             .dispatch(self, vp, Vop::Pagein, (&raw mut args).cast::<c_void>());
         if upl != 0 {
+            self.upl_after_pagein(vp, upl, size, err);
             self.arena.free(upl);
         }
         if err != 0 { Err(errno::EIO) } else { Ok(()) }
+    }
+
+    /// What `vnode_pagein` does with its UPL once VNOP_PAGEIN returned
+    /// (bsd/vm/vnode_pager.c, xnu-11417.121.6, `:797-816`): it aborts it
+    /// itself only for `EAGAIN` and `EPERM`; any page still busy after that
+    /// is never woken, and the faulting thread (and every later one on those
+    /// pages) waits forever.
+    fn upl_after_pagein(&self, vp: &Vnode, upl: usize, size: u64, err: i32) {
+        let ps = self.config.page_size;
+        if err == errno::EAGAIN || err == errno::EPERM {
+            let _ = self.upls.release_range(upl, 0, size, ps);
+        }
+        let busy = self.upls.busy(upl);
+        self.upls.remove(upl);
+        if busy > 0 {
+            self.violation(Violation::Contract {
+                rule: "VNOP_PAGEIN.upl_released",
+                detail: format!(
+                    "VNOP_PAGEIN of {} returned {err} with {busy} page(s) of its UPL still \
+                     busy (neither committed nor aborted): vnode_pagein aborts only for \
+                     EAGAIN/EPERM, so the faulting thread would wait forever",
+                    vp.path
+                ),
+            });
+        }
     }
 
     /// execve(2): the old image goes, the new one's segments are mapped
@@ -725,6 +756,22 @@ impl Kernel {
     /// unmount(2); `force` is MNT_FORCE: vclean tears down mappings of busy
     /// vnodes (VNOP_MNOMAP, mapping reference dropped) and reclaims them.
     pub fn sys_unmount(&self, on: &str, force: bool) -> Result<(), i32> {
+        let m = self.vfs.mount_on(on).ok_or(errno::ENOENT)?;
+        let cred = self.procs.get(0).map_or(0, |p| p.cred_addr);
+        let err = {
+            let _g = self.procs.get(0).map(|p| enter(self, &p));
+            self.mac.mount_check_umount(self, cred, m.addr)
+        };
+        if err != 0 {
+            return Err(err);
+        }
+        self.unmount_unchecked(on, force)
+    }
+
+    /// The unmount itself (`dounmount`), reached without the MAC check the
+    /// way `vfs_unmountbyfsid` (a KPI, bsd/vfs/vfs_syscalls.c) and the
+    /// unmount of submounts reach it.
+    pub fn unmount_unchecked(&self, on: &str, force: bool) -> Result<(), i32> {
         let m = self.vfs.mount_on(on).ok_or(errno::ENOENT)?;
         let vnodes = self.vfs.vnodes_of(m.addr);
         if !force && vnodes.iter().any(|v| v.usecount() > 0 || v.iocount() > 0) {

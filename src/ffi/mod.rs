@@ -261,6 +261,21 @@ pub unsafe extern "C" fn mt_core_vector_get(
     bridge::MT_OK as i32
 }
 
+const _: bridge::mt_core_vector_remove_fn = Some(mt_core_vector_remove);
+/// See `maptrace_bridge.h`.
+///
+/// # Safety
+///
+/// `core` is NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mt_core_vector_remove(core: *const mt_core, vector_addr: u64) -> i32 {
+    // SAFETY: the caller passes NULL or a live handle.
+    match unsafe { engine(core) } {
+        Some(e) if e.vector_remove(vector_addr) => bridge::MT_OK as i32,
+        _ => bridge::MT_EINVAL as i32,
+    }
+}
+
 const _: bridge::mt_core_vector_count_fn = Some(mt_core_vector_count);
 /// See `maptrace_bridge.h`.
 ///
