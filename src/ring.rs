@@ -155,6 +155,14 @@ struct ReaderSide {
     drained_records: AtomicU64,
     /// Largest 64-bit drop count observed (for the wrap fix-up).
     drops_seen: AtomicU64,
+    /// What the last uncommitted drain copied (see [`Ring::stage`]): kept
+    /// here, in the ring's memory, so a drain never builds a per-shard array
+    /// on the kernel stack. Reader-only words, under the drain lock.
+    staged_first: AtomicU64,
+    /// Slots of the staged copy (0: nothing staged).
+    staged_nslots: AtomicU64,
+    /// Records of the staged copy.
+    staged_records: AtomicU64,
 }
 
 /// One shard's control words.
@@ -175,6 +183,9 @@ impl Shard {
                 deq: AtomicU64::new(0),
                 drained_records: AtomicU64::new(0),
                 drops_seen: AtomicU64::new(0),
+                staged_first: AtomicU64::new(0),
+                staged_nslots: AtomicU64::new(0),
+                staged_records: AtomicU64::new(0),
             },
         }
     }
@@ -558,7 +569,33 @@ impl<'a> Ring<'a> {
             .drained_records
             .fetch_add(peek.records, Ordering::Relaxed);
     }
+
+    /// Remembers what a [`Ring::peek`] of shard `i` copied, for
+    /// [`Ring::release_staged`] (a `Peek::default()` clears it). Reader only.
+    pub fn stage(&self, i: usize, peek: &Peek) {
+        let Some(s) = self.shards.get(i) else { return };
+        s.read.staged_first.store(peek.first_pos, Ordering::Relaxed);
+        s.read.staged_nslots.store(peek.nslots, Ordering::Relaxed);
+        s.read.staged_records.store(peek.records, Ordering::Relaxed);
+    }
+
+    /// Releases what was staged on shard `i` (if anything) and clears it.
+    pub fn release_staged(&self, i: usize) {
+        let Some(s) = self.shards.get(i) else { return };
+        let nslots = s.read.staged_nslots.swap(0, Ordering::Relaxed);
+        if nslots == 0 {
+            return;
+        }
+        let peek = Peek {
+            first_pos: s.read.staged_first.load(Ordering::Relaxed),
+            nslots,
+            records: s.read.staged_records.swap(0, Ordering::Relaxed),
+            ..Peek::default()
+        };
+        self.release(i, &peek);
+    }
 }
+
 
 /// Splits a 64-byte output chunk into its stamp word and its body.
 fn split_slot(chunk: &mut [u8]) -> Option<(&mut [u8; 4], &mut [u8; BODY_SIZE])> {
