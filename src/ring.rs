@@ -129,12 +129,24 @@ pub struct Slot {
 unsafe impl Sync for Slot {}
 
 impl Slot {
-    fn new() -> Slot {
+    /// A slot carrying `stamp` (a stale one: never the commit it will be
+    /// checked for next).
+    fn new(stamp: u32) -> Slot {
         Slot {
-            stamp: AtomicU32::new(0),
+            stamp: AtomicU32::new(stamp),
             body: Body::new(),
         }
     }
+}
+
+/// The stamp slot `j` of a `cap`-slot shard starting at `start` carries: the
+/// commit of the position it held one lap before `start`, as if the ring had
+/// run up to there. The reader expects `start + 1` (mod 2^31) there next, and
+/// a lap-old stamp differs from that by `cap`.
+fn stale_stamp(start: u64, cap: u32, j: u32) -> u32 {
+    let lap_before = (start as u32).wrapping_sub(cap);
+    let q = lap_before.wrapping_add(j.wrapping_sub(lap_before) & (cap - 1));
+    q.wrapping_add(1) & raw::MT_STAMP_MASK
 }
 
 /// Producer-written words of a shard, on their own cache line.
@@ -173,22 +185,34 @@ pub struct Shard {
 }
 
 impl Shard {
-    fn new() -> Shard {
+    fn new(start: RingStart) -> Shard {
         Shard {
             prod: ProducerSide {
-                enq: AtomicU64::new(0),
-                drop_wraps: AtomicU32::new(0),
+                enq: AtomicU64::new((start.drops << 32) | (start.pos & 0xffff_ffff)),
+                drop_wraps: AtomicU32::new((start.drops >> 32) as u32),
             },
             read: ReaderSide {
-                deq: AtomicU64::new(0),
+                deq: AtomicU64::new(start.pos),
                 drained_records: AtomicU64::new(0),
-                drops_seen: AtomicU64::new(0),
-                staged_first: AtomicU64::new(0),
+                drops_seen: AtomicU64::new(start.drops),
+                staged_first: AtomicU64::new(start.pos),
                 staged_nslots: AtomicU64::new(0),
                 staged_records: AtomicU64::new(0),
             },
         }
     }
+}
+
+/// Where a fresh ring's counters start. Always zero in the kext; tests start
+/// near a wrap (position 2^32, stamp 2^31, drops 2^32) to reach those paths
+/// without producing billions of events.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RingStart {
+    /// 64-bit position of every shard (drained and reserved up to here).
+    pub pos: u64,
+    /// 64-bit drop count of every shard.
+    pub drops: u64,
 }
 
 /// A shard's counters at one moment.
@@ -328,12 +352,23 @@ impl<'a> Ring<'a> {
         Ok(Ring::layout(nshards, cap)?.size + ALIGN - 1)
     }
 
-    /// Lays the ring out in `mem` (any alignment), zeroing every stamp.
-    /// Positions start at 0.
+    /// Lays the ring out in `mem` (any alignment). Positions start at 0.
     pub fn init(
         mem: &'a mut [MaybeUninit<u8>],
         nshards: u32,
         cap: u32,
+    ) -> Result<Ring<'a>, LayoutError> {
+        Ring::init_at(mem, nshards, cap, RingStart::default())
+    }
+
+    /// As [`Ring::init`], with every shard's position and drop count at
+    /// `start` (tests of the wrap paths).
+    #[doc(hidden)]
+    pub fn init_at(
+        mem: &'a mut [MaybeUninit<u8>],
+        nshards: u32,
+        cap: u32,
+        start: RingStart,
     ) -> Result<Ring<'a>, LayoutError> {
         let layout = Ring::layout(nshards, cap)?;
         let skip = mem.as_ptr().align_offset(ALIGN);
@@ -351,12 +386,13 @@ impl<'a> Ring<'a> {
         for i in 0..nshards as usize {
             // SAFETY: element i of the shard array lies inside mem, is aligned
             // (layout), and is exclusively ours through `&mut mem`.
-            unsafe { shards_ptr.wrapping_add(i).write(Shard::new()) };
+            unsafe { shards_ptr.wrapping_add(i).write(Shard::new(start)) };
         }
         for i in 0..nslots {
+            let stamp = stale_stamp(start.pos, cap, i as u32 & (cap - 1));
             // SAFETY: element i of the slot array lies inside mem, is aligned
             // (layout), and is exclusively ours through `&mut mem`.
-            unsafe { slots_ptr.wrapping_add(i).write(Slot::new()) };
+            unsafe { slots_ptr.wrapping_add(i).write(Slot::new(stamp)) };
         }
         // SAFETY: the nshards Shards were initialised above; the borrow of mem
         // for 'a keeps them alive and unaliased by anything but this ring.
@@ -453,18 +489,19 @@ impl<'a> Ring<'a> {
             return ShardCounters::default();
         };
         let deq = s.read.deq.load(Ordering::Acquire);
-        let enq = s.prod.enq.load(Ordering::Acquire);
+        let (enq, dropped) = self.enq_and_drops(s);
         let backlog = u64::from((enq as u32).wrapping_sub(deq as u32));
         ShardCounters {
             produced_slots: deq + backlog,
-            dropped: self.drops64(s, enq),
+            dropped,
             drained_slots: deq,
             drained_records: s.read.drained_records.load(Ordering::Relaxed),
         }
     }
 
-    /// The 64-bit drop count of a shard given a snapshot of its `enq`.
-    fn drops64(&self, s: &Shard, enq: u64) -> u64 {
+    /// A snapshot of a shard's `enq` and its 64-bit drop count.
+    fn enq_and_drops(&self, s: &Shard) -> (u64, u64) {
+        let enq = s.prod.enq.load(Ordering::Acquire);
         let wraps = u64::from(s.prod.drop_wraps.load(Ordering::Relaxed));
         let mut v = (wraps << 32) | (enq >> 32);
         let seen = s.read.drops_seen.load(Ordering::Relaxed);
@@ -474,7 +511,7 @@ impl<'a> Ring<'a> {
             v += 1 << 32;
         }
         s.read.drops_seen.fetch_max(v, Ordering::Relaxed);
-        v
+        (enq, v)
     }
 
     /// Scans shard `i` from its `deq` for committed records and copies them
@@ -544,8 +581,8 @@ impl<'a> Ring<'a> {
             peek.records += 1;
         }
         peek.nslots = p - first;
-        let enq = s.prod.enq.load(Ordering::Acquire);
-        peek.dropped = self.drops64(s, enq);
+        let (enq, dropped) = self.enq_and_drops(s);
+        peek.dropped = dropped;
         peek.backlog_after = u64::from((enq as u32).wrapping_sub(p as u32));
         if p - first >= room && peek.backlog_after > 0 {
             peek.truncated = true;
@@ -595,7 +632,6 @@ impl<'a> Ring<'a> {
         self.release(i, &peek);
     }
 }
-
 
 /// Splits a 64-byte output chunk into its stamp word and its body.
 fn split_slot(chunk: &mut [u8]) -> Option<(&mut [u8; 4], &mut [u8; BODY_SIZE])> {
