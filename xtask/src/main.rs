@@ -14,6 +14,7 @@ mod objects;
 mod sanitize;
 mod sign;
 mod signcheck;
+mod stack;
 mod vmtest;
 
 use std::collections::BTreeMap;
@@ -137,7 +138,8 @@ pub(crate) fn cmd_cross(root: &Path, archs: &[Arch], mode: Mode) -> Result<()> {
     }
     deps::ensure(deps::Task::Cross)?;
     exec::exec(&plan, Mode::Run)?;
-    cmd_check(root, archs)
+    cmd_check(root, archs)?;
+    stack::run(root, archs)
 }
 
 /// `check`: object checks on existing outputs.
