@@ -455,7 +455,10 @@ impl<'a> Ring<'a> {
                 ) {
                     Ok(_) => {
                         if drops == u32::MAX {
-                            shard.prod.drop_wraps.fetch_add(1, Ordering::Relaxed);
+                            // INVARIANT: Release, after the CAS that wrapped
+                            // `drops`: a reader whose Acquire load sees the
+                            // new wrap count also sees the wrapped `enq`.
+                            shard.prod.drop_wraps.fetch_add(1, Ordering::Release);
                         }
                         return Err(Dropped);
                     }
@@ -500,13 +503,19 @@ impl<'a> Ring<'a> {
     }
 
     /// A snapshot of a shard's `enq` and its 64-bit drop count.
+    ///
+    /// The wrap count is loaded BEFORE `enq`: a producer bumps it only after
+    /// its CAS wrapped `drops` (Release/Acquire below), so a snapshot can pair
+    /// a wrapped `enq` with the old wrap count (2^32 too little, corrected
+    /// from `drops_seen`) but never an unwrapped `enq` with the new count,
+    /// which would read 2^32 too much and could not be told from real drops.
     fn enq_and_drops(&self, s: &Shard) -> (u64, u64) {
+        let wraps = u64::from(s.prod.drop_wraps.load(Ordering::Acquire));
         let enq = s.prod.enq.load(Ordering::Acquire);
-        let wraps = u64::from(s.prod.drop_wraps.load(Ordering::Relaxed));
         let mut v = (wraps << 32) | (enq >> 32);
         let seen = s.read.drops_seen.load(Ordering::Relaxed);
-        // A producer that wrapped `drops` to 0 bumps drop_wraps just after its
-        // CAS; a snapshot inside that window reads 2^32 too little.
+        // Inside the window between a producer's wrapping CAS and its wrap
+        // count bump, the snapshot reads 2^32 too little.
         if v < seen {
             v += 1 << 32;
         }
