@@ -37,6 +37,7 @@ mod kpi;
 pub mod locks;
 pub mod mac;
 pub mod scenario;
+pub mod stack;
 pub mod sysctl;
 pub mod vfs;
 pub mod violation;
