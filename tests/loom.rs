@@ -32,15 +32,28 @@ fn check_and_collect(buf: &[u8], n: u64, out: &mut Vec<(u8, u8)>) {
 
 #[test]
 fn producers_and_reader_never_lose_or_tear_a_record() {
+    producers_and_reader(RingStart::default());
+}
+
+#[test]
+fn producers_and_reader_across_the_position_and_stamp_wrap() {
+    // The 4 reservations cross position 2^32 (and so stamp 2^31 twice over).
+    producers_and_reader(RingStart {
+        pos: (1 << 32) - 2,
+        drops: 0,
+    });
+}
+
+fn producers_and_reader(start: RingStart) {
     // Every interleaving with up to 3 preemptions: the state space of the
     // unbounded model does not finish on a small machine.
     let mut model = loom::model::Builder::new();
     model.preemption_bound = Some(3);
-    model.check(|| {
+    model.check(move || {
         let mem: &'static mut [MaybeUninit<u8>] = Box::leak(
             vec![MaybeUninit::uninit(); Ring::mem_size(1, 2).unwrap()].into_boxed_slice(),
         );
-        let ring = Arc::new(Ring::init(mem, 1, 2).unwrap());
+        let ring = Arc::new(Ring::init_at(mem, 1, 2, start).unwrap());
         let dropped = Arc::new(AtomicU64::new(0));
         let producers: Vec<_> = (0..2u8)
             .map(|p| {
