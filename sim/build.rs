@@ -29,6 +29,7 @@ fn main() {
     println!("cargo:rerun-if-changed={}", shim.join("include").display());
     println!("cargo:rerun-if-changed={}", root.join("csrc").display());
     println!("cargo::rustc-check-cfg=cfg(mt_shim)");
+    println!("cargo::rustc-check-cfg=cfg(mt_sanitize)");
 
     let bindings = bindgen::Builder::default()
         .header(header.to_string_lossy())
@@ -83,7 +84,14 @@ fn main() {
     // (RUSTFLAGS=-Zsanitizer=thread and -Zbuild-std, so std's atomics and locks
     // are seen too).
     println!("cargo:rerun-if-env-changed=MT_SIM_SANITIZE");
+    // Optimised like the kext's (-O2), so the simulator's stack budgets
+    // (src/stack.rs) measure frames close to the real ones; sanitizer builds
+    // keep cc's default and switch the stack meter off (mt_sanitize).
+    if env::var("MT_SIM_SANITIZE").is_err() {
+        build.opt_level(2);
+    }
     if let Ok(list) = env::var("MT_SIM_SANITIZE") {
+        println!("cargo:rustc-cfg=mt_sanitize");
         let sanitizers: Vec<&str> = list
             .split(',')
             .map(str::trim)

@@ -34,26 +34,34 @@ pub enum VectorError {
     Full,
 }
 
-struct Entry {
+pub(crate) struct Entry {
     vector: AtomicU64,
     originals: [AtomicU64; OPS],
 }
 
-/// The vector table.
+impl Entry {
+    /// An unused entry.
+    pub(crate) fn new() -> Entry {
+        Entry {
+            vector: AtomicU64::new(0),
+            originals: core::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+/// The vector table. `mt_core_init` writes it in place, entry by entry
+/// (see `ffi`), so its 2 KiB never pass through the kernel stack.
 pub struct VectorTable {
-    entries: [Entry; MAX_VECTORS],
-    len: AtomicU32,
-    insert_lock: spin::Mutex<()>,
+    pub(crate) entries: [Entry; MAX_VECTORS],
+    pub(crate) len: AtomicU32,
+    pub(crate) insert_lock: spin::Mutex<()>,
 }
 
 impl VectorTable {
-    /// An empty table.
+    /// An empty table (built by value: host use).
     pub fn new() -> VectorTable {
         VectorTable {
-            entries: core::array::from_fn(|_| Entry {
-                vector: AtomicU64::new(0),
-                originals: core::array::from_fn(|_| AtomicU64::new(0)),
-            }),
+            entries: core::array::from_fn(|_| Entry::new()),
             len: AtomicU32::new(0),
             insert_lock: spin::Mutex::new(()),
         }

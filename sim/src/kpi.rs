@@ -14,8 +14,26 @@ use crate::vfs::{self, VectorInfo, Vnode, errno, word};
 use crate::violation::Violation;
 use crate::xnu;
 
-fn k(kpi: &str) -> std::sync::Arc<Kernel> {
-    current_or_abort(kpi)
+/// The booted kernel, for one KPI call: while the returned handle lives,
+/// the stack below is the kernel's, not the calling kext's (`stack`).
+fn k(kpi: &str) -> KpiKernel {
+    KpiKernel {
+        _scope: crate::stack::KernelScope::enter(),
+        k: current_or_abort(kpi),
+    }
+}
+
+/// The kernel handle of one KPI call (see [`k`]).
+struct KpiKernel {
+    _scope: crate::stack::KernelScope,
+    k: std::sync::Arc<Kernel>,
+}
+
+impl std::ops::Deref for KpiKernel {
+    type Target = std::sync::Arc<Kernel>;
+    fn deref(&self) -> &Self::Target {
+        &self.k
+    }
 }
 
 /// The vnode at `vp`, or a recorded panic for a bad pointer.

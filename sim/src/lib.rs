@@ -41,6 +41,7 @@ mod kpi;
 pub mod locks;
 pub mod mac;
 pub mod scenario;
+pub mod stack;
 pub mod sysctl;
 pub mod upl;
 pub mod vfs;

@@ -337,7 +337,7 @@ impl Sysctl {
             let _tree = read(&self.oids);
             let _node = (kind & xnu::CTLFLAG_LOCKED == 0).then(|| lock(&self.unlocked_node));
             let _g = vm::enter(k, p);
-            k.kext_call(Frame::Callback, || {
+            k.kext_call_budget(Frame::Callback, crate::stack::ENTRY_BUDGET, || {
                 // SAFETY: the registered handler with SYSCTL_HANDLER_ARGS.
                 unsafe { handler(oid_ptr(oid.addr), o.oid_arg1, o.oid_arg2, req) }
             })

@@ -1203,6 +1203,8 @@ fn trace_vnop(k: &Kernel, vp: &Vnode, op: TraceOp, offset: i64, size: u64, prot:
 
 /// The simulated filesystems' VNOP_MMAP: records it; never fails.
 extern "C" fn sim_vnop_mmap(args: *mut c_void) -> c_int {
+    // The filesystem's own op: its stack is the kernel's, not the hook's.
+    let _kernel = crate::stack::KernelScope::enter();
     crate::hold::enter(Vop::Mmap);
     context::with_frame(Frame::Original, || {
         let k = crate::kernel::current_or_abort("VNOP_MMAP");
@@ -1218,6 +1220,8 @@ extern "C" fn sim_vnop_mmap(args: *mut c_void) -> c_int {
 
 /// VNOP_MNOMAP: records it.
 extern "C" fn sim_vnop_mnomap(args: *mut c_void) -> c_int {
+    // The filesystem's own op: its stack is the kernel's, not the hook's.
+    let _kernel = crate::stack::KernelScope::enter();
     crate::hold::enter(Vop::Mnomap);
     context::with_frame(Frame::Original, || {
         let k = crate::kernel::current_or_abort("VNOP_MNOMAP");
@@ -1230,6 +1234,8 @@ extern "C" fn sim_vnop_mnomap(args: *mut c_void) -> c_int {
 
 /// VNOP_MMAP_CHECK: allows everything.
 extern "C" fn sim_vnop_mmap_check(args: *mut c_void) -> c_int {
+    // The filesystem's own op: its stack is the kernel's, not the hook's.
+    let _kernel = crate::stack::KernelScope::enter();
     context::with_frame(Frame::Original, || {
         let k = crate::kernel::current_or_abort("VNOP_MMAP_CHECK");
         if let Some(vp) = k.vfs.vnode(arg_vnode(args)) {
@@ -1241,6 +1247,8 @@ extern "C" fn sim_vnop_mmap_check(args: *mut c_void) -> c_int {
 
 /// VNOP_PAGEIN: reads the range into the page cache.
 extern "C" fn sim_vnop_pagein(args: *mut c_void) -> c_int {
+    // The filesystem's own op: its stack is the kernel's, not the hook's.
+    let _kernel = crate::stack::KernelScope::enter();
     crate::hold::enter(Vop::Pagein);
     context::with_frame(Frame::Original, || {
         crate::kernel::with_current("VNOP_PAGEIN", |k| original_pagein(k, args))

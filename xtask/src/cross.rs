@@ -158,6 +158,8 @@ pub fn plan(layout: &Layout, archs: &[Arch], toolchain: Toolchain, c_files: &[Pa
                     .path_arg(&layout.root.join("kext-shim/include"))
                     .arg("-I")
                     .path_arg(&layout.root.join("kext-shim/src"))
+                    // Frame sizes for the stack check (a .su beside the object).
+                    .arg("-fstack-usage")
                     .arg("-c")
                     .path_arg(c)
                     .arg("-o")

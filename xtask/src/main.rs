@@ -16,6 +16,7 @@ mod objects;
 mod sanitize;
 mod sign;
 mod signcheck;
+mod stack;
 mod tidy;
 mod vmtest;
 
@@ -410,7 +411,8 @@ pub(crate) fn cmd_cross(root: &Path, archs: &[Arch], mode: Mode) -> Result<()> {
     }
     deps::ensure(deps::Task::Cross)?;
     exec::exec(&plan, Mode::Run)?;
-    cmd_check(root, archs)
+    cmd_check(root, archs)?;
+    stack::run(root, archs)
 }
 
 /// `check`: object checks on existing outputs.
