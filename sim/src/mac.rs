@@ -2,14 +2,15 @@
 //! unique names) and the hooks the VM and open/exec paths call.
 
 use std::ffi::{CStr, c_char};
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
 
 use crate::context::Frame;
 use crate::kernel::Kernel;
 use crate::vfs::{Vnode, errno};
 use crate::violation::Violation;
 use crate::xnu;
-use crate::{read, write};
+use crate::{lock, read, write};
 
 /// One registered policy.
 #[derive(Clone, Debug)]
@@ -20,6 +21,10 @@ pub struct Policy {
     pub name: String,
     /// The kext's `mac_policy_conf`.
     pub conf: usize,
+    /// Below `staticmax`: registered without UNLOADOK next to the other
+    /// static policies (mac_policy_register, security/mac_base.c,
+    /// xnu-11417.121.6); MAC checks reach it without the busy count.
+    pub is_static: bool,
 }
 
 /// The policy list. Hooks run under the read lock; unregister takes the
@@ -27,6 +32,14 @@ pub struct Policy {
 #[derive(Default)]
 pub struct Mac {
     policies: RwLock<(Vec<Policy>, u32)>,
+    /// `mac_policy_mtx`: while a dynamic policy is registered, every MAC
+    /// check takes it twice, to busy and to unbusy the list
+    /// (MAC_POLICY_ITERATE, security/mac_internal.h;
+    /// mac_policy_list_conditional_busy / mac_policy_list_unbusy,
+    /// security/mac_base.c, xnu-11417.121.6).
+    policy_mtx: Mutex<()>,
+    /// Times a MAC check busied the list (conditional_busy returned 1).
+    busy_acquisitions: AtomicU64,
 }
 
 /// Reads a C string.
@@ -79,7 +92,16 @@ impl Mac {
             }
             p.1 += 1;
             let handle = p.1;
-            p.0.push(Policy { handle, name, conf });
+            // Static only without UNLOADOK and at handle == staticmax, i.e.
+            // when no dynamic policy sits in the list (mac_base.c:730-736).
+            let is_static = c.mpc_loadtime_flags & xnu::MPC_LOADTIME_FLAG_UNLOADOK as i32 == 0
+                && p.0.iter().all(|x| x.is_static);
+            p.0.push(Policy {
+                handle,
+                name,
+                conf,
+                is_static,
+            });
             handle
         };
         // Late registration runs init and initbsd at once.
@@ -113,11 +135,32 @@ impl Mac {
         read(&self.policies).0.clone()
     }
 
+    /// MAC checks that busied the policy list because a dynamic (UNLOADOK)
+    /// policy was registered: each took `mac_policy_mtx` twice.
+    pub fn busy_acquisitions(&self) -> u64 {
+        self.busy_acquisitions.load(Ordering::Relaxed)
+    }
+
     /// Runs `f` for every policy whose slot `i` is set, under the read lock.
-    fn each(&self, k: &Kernel, i: u32, mut f: impl FnMut(usize) -> i32) -> i32 {
+    fn each(&self, k: &Kernel, i: u32, f: impl FnMut(usize) -> i32) -> i32 {
         let p = read(&self.policies);
+        // mac_policy_list_conditional_busy: numloaded > staticmax.
+        let dynamic = p.0.iter().any(|x| !x.is_static);
+        if dynamic {
+            drop(lock(&self.policy_mtx));
+            self.busy_acquisitions.fetch_add(1, Ordering::Relaxed);
+        }
+        let err = Self::call_each(&p.0, k, i, f);
+        if dynamic {
+            // mac_policy_list_unbusy.
+            drop(lock(&self.policy_mtx));
+        }
+        err
+    }
+
+    fn call_each(policies: &[Policy], k: &Kernel, i: u32, mut f: impl FnMut(usize) -> i32) -> i32 {
         let mut err = 0;
-        for pol in &p.0 {
+        for pol in policies {
             let hook = slot(pol.conf, i);
             if hook == 0 {
                 continue;
