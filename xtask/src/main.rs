@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::exec::Mode;
-use crate::kernel::{Arch, Toolchain};
+use crate::kernel::{Arch, Toolchain, Variant};
 
 const HELP: &str = "\
 cargo xtask <command> [options]
@@ -36,6 +36,7 @@ Commands:
   kextlibs [--arch A]  the KPI bundles the objects import (OSBundleLibraries)
   bundle               target/kext/maptrace.kext with Info.plist filled from the template
   build                macOS: cross, final -kext link per arch, universal binary, bundle
+                       (cross, check, kextlibs, bundle, build take the variant options)
   sign [--bundle DIR]  sign the bundle: --identity ID (macOS codesign), --pem-cert F --pem-key F,
                        or --adhoc (default); also MT_SIGN_IDENTITY / MT_SIGN_PEM_CERT / MT_SIGN_PEM_KEY;
                        --no-timestamp skips the timestamp server (rcodesign)
@@ -49,6 +50,10 @@ Commands:
 Common options:
   --dry-run            print every command and file write instead of doing it
   --arch A             x86_64 or arm64e (repeatable; default both)
+  --kauth              the kauth variant for macOS 10.15 VMs (MT_WITH_KAUTH, x86_64 only,
+                       org.maptrace.kext.kauth) in target/kext/kauth
+  --resident           MAC policy without UNLOADOK (MT_RESIDENT): no cost on every MAC check,
+                       but the kext never unloads; in target/kext/resident
 ";
 
 /// Parsed command line: the command and its options.
@@ -64,6 +69,7 @@ struct Args {
     sign: sign::SignArgs,
     fuzz_budget: Option<fuzz::Budget>,
     fuzz_targets: Vec<String>,
+    variant: Variant,
 }
 
 fn number(flag: &str, v: String) -> Result<u64> {
@@ -102,6 +108,8 @@ fn parse_args(raw: &[String]) -> Result<Args> {
                 )?))
             }
             "--no-timestamp" => args.sign.no_timestamp = true,
+            "--kauth" => args.variant.kauth = true,
+            "--resident" => args.variant.resident = true,
             "-h" | "--help" | "help" => args.command = "help".into(),
             flag if flag.starts_with('-') => bail!("unknown option {flag}\n\n{HELP}"),
             cmd if args.command.is_empty() => args.command = cmd.to_string(),
@@ -109,7 +117,18 @@ fn parse_args(raw: &[String]) -> Result<Args> {
         }
     }
     if args.archs.is_empty() {
-        args.archs = Arch::ALL.to_vec();
+        args.archs = args.variant.archs().to_vec();
+    }
+    if let Some(a) = args
+        .archs
+        .iter()
+        .find(|a| !args.variant.archs().contains(a))
+    {
+        bail!(
+            "--kauth builds for macOS {} on Intel only: no {} slice",
+            kernel::MACOS_MIN_KAUTH,
+            a.name()
+        );
     }
     Ok(args)
 }
@@ -122,8 +141,8 @@ fn repo_root() -> PathBuf {
 }
 
 /// `cross`: set-up, build, then check.
-pub(crate) fn cmd_cross(root: &Path, archs: &[Arch], mode: Mode) -> Result<()> {
-    let layout = cross::Layout::project(root);
+pub(crate) fn cmd_cross(root: &Path, archs: &[Arch], variant: Variant, mode: Mode) -> Result<()> {
+    let layout = cross::Layout::for_variant(root, variant);
     let c_files = layout.c_files()?;
     let plan = cross::plan(&layout, archs, Toolchain::for_host(), &c_files);
     if mode == Mode::DryRun {
@@ -132,17 +151,17 @@ pub(crate) fn cmd_cross(root: &Path, archs: &[Arch], mode: Mode) -> Result<()> {
             deps::packages(deps::Task::Cross).join(" ")
         );
         exec::exec(&plan, Mode::DryRun)?;
-        println!("# then: object checks on target/kext/<arch>");
+        println!("# then: object checks on {}/<arch>", layout.out.display());
         return Ok(());
     }
     deps::ensure(deps::Task::Cross)?;
     exec::exec(&plan, Mode::Run)?;
-    cmd_check(root, archs)
+    cmd_check(root, archs, variant)
 }
 
 /// `check`: object checks on existing outputs.
-fn cmd_check(root: &Path, archs: &[Arch]) -> Result<()> {
-    let layout = cross::Layout::project(root);
+fn cmd_check(root: &Path, archs: &[Arch], variant: Variant) -> Result<()> {
+    let layout = cross::Layout::for_variant(root, variant);
     let reports = cross::check_outputs(&layout, archs)?;
     for (arch, r) in &reports {
         print!("{}", r.render(*arch));
@@ -158,9 +177,16 @@ fn cmd_check(root: &Path, archs: &[Arch]) -> Result<()> {
                 .iter()
                 .any(|(_, r)| r.imports.contains_key(&e.symbol))
         })
+        // Rows only the kauth variant imports.
+        .filter(|e| {
+            !table
+                .unsupported
+                .iter()
+                .any(|u| u.symbol == e.symbol && u.kauth_variant_ok)
+        })
         .map(|e| e.symbol.as_str())
         .collect();
-    if !unused.is_empty() && archs.len() == Arch::ALL.len() {
+    if !unused.is_empty() && archs.len() == Arch::ALL.len() && variant == Variant::default() {
         println!(
             "note: {} lists symbols no object imports (remove them if no longer called): {}",
             kpi::TABLE,
@@ -195,12 +221,12 @@ fn check_kpi_table(root: &Path) -> Result<()> {
 }
 
 /// `kextlibs`: the OSBundleLibraries the objects need.
-fn cmd_kextlibs(root: &Path, archs: &[Arch]) -> Result<()> {
-    let layout = cross::Layout::project(root);
+fn cmd_kextlibs(root: &Path, archs: &[Arch], variant: Variant) -> Result<()> {
+    let layout = cross::Layout::for_variant(root, variant);
     let reports = cross::check_outputs(&layout, archs)?;
     for (arch, r) in &reports {
         println!("{}:", arch.name());
-        for (bundle, version) in kpi::libraries(r.bundles()) {
+        for (bundle, version) in kpi::libraries_for(variant.macos_min(), r.bundles()) {
             let syms: Vec<&str> = r
                 .imports
                 .iter()
@@ -219,10 +245,11 @@ fn cmd_kextlibs(root: &Path, archs: &[Arch]) -> Result<()> {
 
 /// OSBundleLibraries for the union of all arches' imports; empty (with a note) when there are
 /// no objects yet and this is a dry run.
-fn libraries(root: &Path, mode: Mode) -> Result<BTreeMap<String, String>> {
-    let layout = cross::Layout::project(root);
-    match cross::check_outputs(&layout, &Arch::ALL) {
-        Ok(reports) => Ok(kpi::libraries(
+fn libraries(root: &Path, variant: Variant, mode: Mode) -> Result<BTreeMap<String, String>> {
+    let layout = cross::Layout::for_variant(root, variant);
+    match cross::check_outputs(&layout, variant.archs()) {
+        Ok(reports) => Ok(kpi::libraries_for(
+            variant.macos_min(),
             reports
                 .iter()
                 .flat_map(|(_, r)| r.bundles())
@@ -237,18 +264,19 @@ fn libraries(root: &Path, mode: Mode) -> Result<BTreeMap<String, String>> {
 }
 
 /// The filled Info.plist.
-fn info_plist(root: &Path, mode: Mode) -> Result<Vec<u8>> {
-    let info = bundle::gather_info(root, libraries(root, mode)?)?;
-    let template = std::fs::read(root.join(bundle::TEMPLATE))
-        .with_context(|| format!("read {}", bundle::TEMPLATE))?;
+fn info_plist(root: &Path, variant: Variant, mode: Mode) -> Result<Vec<u8>> {
+    let info = bundle::gather_info(root, variant, libraries(root, variant, mode)?)?;
+    let template_path = bundle::template(variant);
+    let template =
+        std::fs::read(root.join(template_path)).with_context(|| format!("read {template_path}"))?;
     bundle::fill_info_plist(&template, &info)
 }
 
 /// `bundle`: the .kext tree with Info.plist (and the executable when linked).
-fn cmd_bundle(root: &Path, mode: Mode) -> Result<()> {
-    let layout = cross::Layout::project(root);
+fn cmd_bundle(root: &Path, variant: Variant, mode: Mode) -> Result<()> {
+    let layout = cross::Layout::for_variant(root, variant);
     let exe = link::universal_executable(&layout);
-    let plist = info_plist(root, mode)?;
+    let plist = info_plist(root, variant, mode)?;
     let exe = (exe.is_file() || mode == Mode::DryRun && cfg!(target_os = "macos")).then_some(exe);
     let plan = bundle::plan(
         &bundle::KextPaths::under(&layout.out),
@@ -259,22 +287,23 @@ fn cmd_bundle(root: &Path, mode: Mode) -> Result<()> {
 }
 
 /// `build` (macOS): cross + checks, link, universal binary, bundle.
-fn cmd_build(root: &Path, mode: Mode) -> Result<()> {
-    let layout = cross::Layout::project(root);
+fn cmd_build(root: &Path, variant: Variant, mode: Mode) -> Result<()> {
+    let layout = cross::Layout::for_variant(root, variant);
+    let archs = variant.archs();
     if mode == Mode::DryRun {
-        cmd_cross(root, &Arch::ALL, mode)?;
-        let objs = link::planned_shim_objects(&layout, &Arch::ALL, &layout.c_files()?);
-        exec::exec(&link::plan(&layout, &Arch::ALL, &objs), mode)?;
-        let plist = info_plist(root, mode)?;
+        cmd_cross(root, archs, variant, mode)?;
+        let objs = link::planned_shim_objects(&layout, archs, &layout.c_files()?);
+        exec::exec(&link::plan(&layout, archs, &objs), mode)?;
+        let plist = info_plist(root, variant, mode)?;
         let exe = link::universal_executable(&layout);
         let plan = bundle::plan(&bundle::KextPaths::under(&layout.out), plist, Some(&exe));
         return exec::exec(&plan, mode);
     }
     link::require_macos()?;
-    cmd_cross(root, &Arch::ALL, mode)?;
-    let objs = link::shim_objects(&layout, &Arch::ALL)?;
-    exec::exec(&link::plan(&layout, &Arch::ALL, &objs), mode)?;
-    cmd_bundle(root, mode)
+    cmd_cross(root, archs, variant, mode)?;
+    let objs = link::shim_objects(&layout, archs)?;
+    exec::exec(&link::plan(&layout, archs, &objs), mode)?;
+    cmd_bundle(root, variant, mode)
 }
 
 /// The rcodesign program, installed under target/tools when missing.
@@ -335,7 +364,7 @@ pub(crate) fn cmd_sign_check(root: &Path, mode: Mode) -> Result<()> {
         dir: layout.out.join("sign-check"),
         rcodesign: tool,
         x86_inputs: x86,
-        info_plist: info_plist(root, Mode::DryRun)?,
+        info_plist: info_plist(root, Variant::default(), Mode::DryRun)?,
     };
     exec::exec(&signcheck::plan(&r), mode)?;
     if mode == Mode::Run {
@@ -393,11 +422,11 @@ fn run(raw: &[String]) -> Result<()> {
         }
         "test" => ci::test(&root, mode),
         "demo" => ci::demo(&root, mode),
-        "cross" => cmd_cross(&root, &args.archs, mode),
-        "check" => cmd_check(&root, &args.archs),
-        "kextlibs" => cmd_kextlibs(&root, &args.archs),
-        "bundle" => cmd_bundle(&root, mode),
-        "build" => cmd_build(&root, mode),
+        "cross" => cmd_cross(&root, &args.archs, args.variant, mode),
+        "check" => cmd_check(&root, &args.archs, args.variant),
+        "kextlibs" => cmd_kextlibs(&root, &args.archs, args.variant),
+        "bundle" => cmd_bundle(&root, args.variant, mode),
+        "build" => cmd_build(&root, args.variant, mode),
         "sign" => cmd_sign(&root, &args, mode),
         "sign-check" => cmd_sign_check(&root, mode),
         "vm-test" => cmd_vm_test(&root, &args, mode),
@@ -441,6 +470,13 @@ mod tests {
         assert!(args(&["cross", "--arch", "ppc"]).is_err());
         assert!(args(&["cross", "--bogus"]).is_err());
         assert!(args(&["cross", "extra"]).is_err());
+        let a = args(&["cross", "--kauth"]).unwrap();
+        assert!(a.variant.kauth && !a.variant.resident);
+        assert_eq!(a.archs, [Arch::X86_64]);
+        assert!(args(&["cross", "--kauth", "--arch", "arm64e"]).is_err());
+        let a = args(&["bundle", "--resident"]).unwrap();
+        assert!(a.variant.resident && !a.variant.kauth);
+        assert_eq!(a.archs, Arch::ALL);
         let a = args(&["fuzz", "--runs", "5000"]).unwrap();
         assert_eq!(a.fuzz_budget, Some(fuzz::Budget::Runs(5000)));
         let a = args(&["fuzz", "--seconds", "9"]).unwrap();
@@ -460,9 +496,21 @@ mod tests {
     #[test]
     fn dry_runs_of_every_plan_succeed_on_this_machine() {
         let root = repo_root();
-        cmd_cross(&root, &Arch::ALL, Mode::DryRun).unwrap();
-        cmd_build(&root, Mode::DryRun).unwrap();
-        cmd_bundle(&root, Mode::DryRun).unwrap();
+        for variant in [
+            Variant::default(),
+            Variant {
+                kauth: true,
+                resident: false,
+            },
+            Variant {
+                kauth: false,
+                resident: true,
+            },
+        ] {
+            cmd_cross(&root, variant.archs(), variant, Mode::DryRun).unwrap();
+            cmd_build(&root, variant, Mode::DryRun).unwrap();
+            cmd_bundle(&root, variant, Mode::DryRun).unwrap();
+        }
         let a = args(&["vm-test", "--host", "me@vm", "--loader", "kextutil"]).unwrap();
         cmd_vm_test(&root, &a, Mode::DryRun).unwrap();
         let bad = args(&["vm-test", "--host", "me@vm", "--loader", "insmod"]).unwrap();
