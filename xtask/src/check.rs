@@ -408,6 +408,7 @@ fn arm64e_unsigned_fn_ptrs(p: &Parsed<'_>, table: &Table) -> Vec<String> {
 }
 
 /// Runs every check on the default variant's shim objects and core for `arch`.
+#[cfg(test)]
 pub fn check(arch: Arch, shim: &[ObjFile], core: &[ObjFile], table: &Table) -> Report {
     check_variant(Variant::default(), arch, shim, core, table)
 }

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::kernel::{Arch, MACOS_MIN};
+use crate::kernel::Arch;
+#[cfg(test)]
+use crate::kernel::MACOS_MIN;
 
 /// The table, relative to the repository root.
 pub const TABLE: &str = "kext-shim/kpi/symbols.tsv";
@@ -206,6 +208,7 @@ impl Table {
 }
 
 /// The minimum bundle version: the Darwin version of `MACOS_MIN` (macOS 11 is Darwin 20).
+#[cfg(test)]
 pub fn bundle_version() -> String {
     bundle_version_for(MACOS_MIN)
 }
@@ -220,6 +223,7 @@ pub fn bundle_version_for(macos: &str) -> String {
 }
 
 /// OSBundleLibraries for a set of bundles: each at `bundle_version()`.
+#[cfg(test)]
 pub fn libraries<'a>(bundles: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, String> {
     libraries_for(MACOS_MIN, bundles)
 }
