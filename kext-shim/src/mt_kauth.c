@@ -5,9 +5,9 @@
  *
  * Role: kauth_listen_scope is __kpi_deprecated and unsupported from macOS
  * 11 (a kext importing it does not load there), so the default build
- * compiles nothing here and imports neither symbol (mt_shim.h). In the kauth
- * variant the listener is also a tunable (mt_tunable_kauth). It never decides anything:
- * it always returns KAUTH_RESULT_DEFER. kauth_unlisten_scope does not wait
+ * compiles nothing here and imports neither symbol (mt_shim.h). In the
+ * kauth variant the listener is also a tunable (mt_tunable_kauth). It never
+ * decides anything: it always returns KAUTH_RESULT_DEFER. kauth_unlisten_scope does not wait
  * for callbacks already running, so each one counts itself in flight and
  * stop waits for the count to drain.
  *
@@ -17,6 +17,7 @@
 
 #ifdef MT_WITH_KAUTH
 
+/* Register the listener at start (read once there). */
 uint32_t mt_tunable_kauth = 1;
 
 /**

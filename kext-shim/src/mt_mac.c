@@ -11,8 +11,9 @@
  * mac_policy_list_conditional_busy in security/mac_base.c,
  * xnu-11417.121.6). The resident build (-DMT_RESIDENT) registers without
  * UNLOADOK: static when it lands next to the static policies, and never
- * unloadable (mac_policy_unregister returns EBUSY). The ops table and the conf are writable and
- * filled in code at start (arm64e signs function pointers taken in code).
+ * unloadable (mac_policy_unregister returns EBUSY). The ops table and the
+ * conf are writable and filled in code at start (arm64e signs function
+ * pointers taken in code).
  *
  * Calls: mt_core_wants, mt_core_record (and mt_vnode_seen).
  */
