@@ -55,6 +55,15 @@ fn main() {
         println!("cargo:rustc-cfg=mt_shim");
     }
     let mut build = cc::Build::new();
+    build.define("MT_SIM", None);
+    // Build variants of the shim (kext-shim/src/mt_shim.h): the kauth variant
+    // for macOS 10.15 and the resident (never unloadable) MAC policy.
+    if env::var_os("CARGO_FEATURE_KAUTH").is_some() {
+        build.define("MT_WITH_KAUTH", None);
+    }
+    if env::var_os("CARGO_FEATURE_RESIDENT").is_some() {
+        build.define("MT_RESIDENT", None);
+    }
     // The shim's hook-path calls into the core go through the simulator's
     // checking wrappers (sim/src/corewatch.rs).
     for f in [
@@ -68,7 +77,6 @@ fn main() {
         build.define(f, Some(format!("mt_sim_{}", &f[3..]).as_str()));
     }
     build
-        .define("MT_SIM", None)
         .include(shim.join("include"))
         .include(shim.join("src"))
         .include(&xnu_dir)

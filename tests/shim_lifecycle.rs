@@ -14,7 +14,8 @@ use maptrace_abi::decode::{Decoder, Event, Record};
 use maptrace_abi::{EventKind, ProbeMethod, raw};
 use maptrace_sim::context::Vop;
 use maptrace_sim::{
-    Config, Cred, KextError, Proc, Release, Sim, TraceOp, ViolationPolicy, map_flags, prot,
+    Config, Cred, KextError, Proc, Release, SHIM_WITH_KAUTH, Sim, TraceOp, ViolationPolicy,
+    map_flags, prot,
 };
 use shim_support::{Tunables, boot_fs, boot_loaded, drain, events_buffer, load, raw_name, stats};
 
@@ -331,7 +332,8 @@ fn bad_ring_tunables_refuse_to_start_and_leave_nothing() {
 
 #[test]
 fn discovery_through_mac_alone_and_kauth_registration() {
-    for kauth in [false, true] {
+    // Only the kauth variant (feature `kauth`) can register a listener.
+    for kauth in [false, true].into_iter().filter(|k| !k || SHIM_WITH_KAUTH) {
         let sim = boot_loaded(
             Config::default(),
             Tunables {
@@ -353,6 +355,43 @@ fn discovery_through_mac_alone_and_kauth_registration() {
         sim.unload_kext().expect("unload");
         assert_nothing_left(&sim);
     }
+}
+
+#[cfg(not(feature = "kauth"))]
+#[test]
+fn default_variant_has_no_kauth_listener_and_finds_vectors_through_mac() {
+    // bsd/sys/kauth.h (xnu-11417.121.6): kauth_listen_scope is
+    // __kpi_deprecated, unsupported from macOS 11; the default shim neither
+    // calls nor imports it.
+    let sim = boot_loaded(Config::default(), Tunables::default());
+    assert!(sim.kernel().kauth.listeners().is_empty());
+    let mut dec = Decoder::new();
+    drain(&sim, &mut dec);
+    let p = sim.spawn("app", 501);
+    workload(&p, "/data/a.bin");
+    let recs = drain(&sim, &mut dec);
+    assert_eq!(recs.iter().filter(|r| r.kind == EventKind::Mmap).count(), 1);
+    sim.unload_kext().expect("unload");
+    assert_nothing_left(&sim);
+}
+
+#[test]
+fn an_unloadable_policy_busies_the_mac_policy_list_on_every_check() {
+    // security/mac_base.c (xnu-11417.121.6): UNLOADOK makes the policy
+    // dynamic, so each MAC check takes mac_policy_mtx; unloaded, none does.
+    let sim = boot_loaded(Config::default(), Tunables::default());
+    let pol = sim.kernel().mac.policies();
+    assert_eq!(pol.len(), 1);
+    assert!(!pol[0].is_static, "registered with UNLOADOK");
+    let p = sim.spawn("app", 501);
+    let before = sim.kernel().mac.busy_acquisitions();
+    workload(&p, "/data/a.bin");
+    // vnode_check_open, vnode_notify_open, file_check_mmap at least.
+    assert!(sim.kernel().mac.busy_acquisitions() >= before + 3);
+    sim.unload_kext().expect("unload");
+    let after = sim.kernel().mac.busy_acquisitions();
+    workload(&p, "/data/a.bin");
+    assert_eq!(sim.kernel().mac.busy_acquisitions(), after);
 }
 
 #[test]
@@ -623,6 +662,7 @@ fn load_and_unload_while_processes_map_and_fault() {
     sim.check_balanced().expect("balanced");
 }
 
+#[cfg(feature = "kauth")]
 #[test]
 fn unload_outwaits_a_kauth_callback_in_the_race_window() {
     // kauth copies a callback, then calls it without the scope lock: the

@@ -6,8 +6,9 @@
  * order DESIGN.md section 7 and style rule 16 fix:
  *
  *   start: locks -> layout discovery -> ring memory + mt_core_init ->
- *          path pool -> MAC policy -> kauth listener -> sweep of mounted
- *          filesystems (patches vectors) -> sysctl LAST.
+ *          path pool -> MAC policy -> kauth listener (kauth variant) ->
+ *          sweep of mounted filesystems (patches vectors) -> sysctl LAST
+ *          (resident build: then the MAC policy, which cannot be undone).
  *   stop:  sysctl FIRST -> MAC unregister (UNLOADOK) -> kauth unlisten ->
  *          restore every patched vector entry -> wait (bounded) until no
  *          hook is in flight -> clear mt_g.core -> wait again ->
@@ -28,7 +29,6 @@
 
 uint32_t mt_tunable_nshards = 8;
 uint32_t mt_tunable_slots_per_shard = 4096;
-uint32_t mt_tunable_kauth = 1;
 uint32_t mt_tunable_unload_wait_ms = 2000;
 uint32_t mt_tunable_staging_max = 1u << 20;
 
@@ -44,7 +44,7 @@ struct mt_state mt_g;
 kern_return_t mt_kmod_start(kmod_info_t *ki, void *data);
 kern_return_t mt_kmod_stop(kmod_info_t *ki, void *data);
 
-KMOD_EXPLICIT_DECL(org.maptrace.kext, "0.1.0", MT_KMOD_START, MT_KMOD_STOP)
+KMOD_EXPLICIT_DECL(MT_KMOD_ID, "0.1.0", MT_KMOD_START, MT_KMOD_STOP)
 
 MT_PRIVATE_EXTERN int _kext_apple_cc = MT_APPLE_CC;
 
@@ -166,7 +166,7 @@ static void mt_resume(void)
     if (!mt_g.mac_registered && mt_mac_start() != 0) {
         IOLog("maptrace: MAC policy not registered again; kauth and the sweep find vectors\n");
     }
-    if (mt_tunable_kauth != 0 && mt_g.kauth_listener == NULL && mt_kauth_start() != 0) {
+    if (mt_kauth_start() != 0) {
         IOLog("maptrace: kauth listener not registered again\n");
     }
     if (mt_g.patch_lock != NULL) {
@@ -284,6 +284,20 @@ static int mt_stop_all(void)
 #pragma mark - start
 
 /**
+ * Registers the MAC policy, saying why when it fails.
+ * @return 0 or mac_policy_register's error.
+ * Context: thread context (start); may block.
+ */
+static int mt_mac_register(void)
+{
+    int err = mt_mac_start();
+    if (err != 0) {
+        IOLog("maptrace: mac_policy_register failed (%d)\n", err);
+    }
+    return err;
+}
+
+/**
  * Brings the shim up; on failure leaves partial state for mt_stop_all.
  * @return 0 or an errno value.
  * Context: thread context (kmod start); may block.
@@ -313,23 +327,30 @@ static int mt_start_all(void)
     if (err != 0) {
         return err;
     }
-    err = mt_mac_start();
+#ifndef MT_RESIDENT
+    err = mt_mac_register();
     if (err != 0) {
-        IOLog("maptrace: mac_policy_register failed (%d)\n", err);
         return err;
     }
-    if (mt_tunable_kauth != 0) {
-        err = mt_kauth_start();
-        if (err != 0) {
-            IOLog("maptrace: kauth_listen_scope failed\n");
-            return err;
-        }
+#endif
+    err = mt_kauth_start();
+    if (err != 0) {
+        IOLog("maptrace: kauth_listen_scope failed\n");
+        return err;
     }
     mt_vnops_sweep();
     err = mt_sysctl_start();
     if (err != 0) {
         return err;
     }
+#ifdef MT_RESIDENT
+    /* A resident policy can never be unregistered, so it comes last: no
+     * later step can fail and unload a kext with its policy registered. */
+    err = mt_mac_register();
+    if (err != 0) {
+        return err;
+    }
+#endif
     mt_g.started = 1;
     return 0;
 }
@@ -370,6 +391,13 @@ kern_return_t mt_kmod_stop(kmod_info_t *ki, void *data)
 {
     (void)ki;
     (void)data;
+#ifdef MT_RESIDENT
+    if (mt_g.started) {
+        IOLog("maptrace: resident build (MT_RESIDENT): its MAC policy has no UNLOADOK and "
+              "cannot be unregistered; refusing to unload, still tracing\n");
+        return KERN_FAILURE;
+    }
+#endif
     return mt_stop_all() == 0 ? KERN_SUCCESS : KERN_FAILURE;
 }
 

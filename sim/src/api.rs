@@ -15,6 +15,10 @@ use crate::{Vop, lock, xnu};
 
 /// Whether the real shim (`kext-shim/src/*.c`) is compiled into this build.
 pub const SHIM_LINKED: bool = cfg!(mt_shim);
+/// Whether the shim is its kauth build variant (`MT_WITH_KAUTH`, feature `kauth`).
+pub const SHIM_WITH_KAUTH: bool = cfg!(feature = "kauth");
+/// Whether the shim is its resident build variant (`MT_RESIDENT`, feature `resident`).
+pub const SHIM_RESIDENT: bool = cfg!(feature = "resident");
 
 #[cfg(mt_shim)]
 unsafe extern "C" {

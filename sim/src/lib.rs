@@ -49,7 +49,10 @@ pub mod violation;
 pub mod vm;
 pub mod xnu;
 
-pub use api::{Cred, DirectVnode, Proc, SHIM_LINKED, Sim, SimError, VnodeCounts};
+pub use api::{
+    Cred, DirectVnode, Proc, SHIM_LINKED, SHIM_RESIDENT, SHIM_WITH_KAUTH, Sim, SimError,
+    VnodeCounts,
+};
 pub use context::Vop;
 pub use foreign::ForeignHook;
 pub use hold::{CopyoutHold, VnopHold};

@@ -459,7 +459,8 @@ vfs_context_t vfs_context_current(void);
 /* ------------------------------------------------------- kauth (kpi.bsd) */
 
 /* kauth_listen_scope/kauth_unlisten_scope are __kpi_deprecated and not
- * loadable from macOS 11 on: a kext that links them does not load there. */
+ * loadable from macOS 11 on: a kext that links them does not load there.
+ * Only the kauth build variant (MT_WITH_KAUTH, macOS 10.15) calls them. */
 typedef int (*kauth_scope_callback_t)(kauth_cred_t cred, void *idata, kauth_action_t action,
                                       uintptr_t arg0, uintptr_t arg1, uintptr_t arg2,
                                       uintptr_t arg3);
@@ -753,8 +754,9 @@ MT_XNU_ASSERT_OFF(kmod_info_t, stop, 188);
 
 /* osfmk/mach/kmod.h KMOD_EXPLICIT_DECL: defines the global kmod_info the
  * loader reads (XNU declares start/stop __private_extern__; a plain
- * declaration works before or after their definition). arm64e: start/stop here come from a static initializer and
- * are therefore unsigned with clang-19 (see xnu-notes, pointer signing). */
+ * declaration works before or after their definition). arm64e: start/stop
+ * here come from a static initializer, which clang-22 signs and clang-19
+ * does not (the object check refuses unsigned ones). */
 #define KMOD_EXPLICIT_DECL(name, version, start, stop)                                        \
     kmod_start_func_t start;                                                                 \
     kmod_stop_func_t stop;                                                                   \
