@@ -10,9 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use maptrace_abi::EventKind;
+use maptrace_abi::decode::Decoder;
 use maptrace_sim::context::Vop;
 use maptrace_sim::{Config, Proc, Sim, Violation, ViolationPolicy, map_flags, prot};
-use shim_support::{Tunables, boot_fs, load};
+use shim_support::{Tunables, boot_fs, drain, load};
 
 const PAGE: u64 = 4096;
 
@@ -307,11 +309,12 @@ fn a_vector_no_mounted_filesystem_uses_keeps_the_kext_loaded() {
 }
 
 #[test]
-fn a_forced_unmount_of_the_last_mount_of_a_type_unhooks_it_first() {
-    // The MAC unmount check is the last moment the filesystem is certainly
-    // registered, so the hooks come off there even with a file in use:
-    // vclean's VNOP_MNOMAP then reaches the filesystem directly, and the
-    // vector is never touched again once vfs_fsremove may have freed it.
+fn a_forced_unmount_of_the_last_mount_of_a_type_traces_its_last_unmaps() {
+    // A file in use on the last mount of its type: the hooks stay through
+    // the unmount, so vclean's VNOP_MNOMAP (the last unmap) is traced. The
+    // vector then belongs to no live vnode and may be freed by
+    // vfs_fsremove: the kext never touches it again and refuses to unload
+    // (safe) rather than write into it.
     let sim = boot();
     let vector = sim.add_fs("xfs").expect("vfs_fsadd");
     sim.mount("xfs", "/Volumes/x").expect("mount");
@@ -321,13 +324,40 @@ fn a_forced_unmount_of_the_last_mount_of_a_type_unhooks_it_first() {
     p.mmap(fd, 8 * PAGE, prot::READ, map_flags::SHARED, 0)
         .expect("map");
     assert!(vector_hooked(&sim, vector));
+    let mut dec = Decoder::new();
+    let _ = drain(&sim, &mut dec);
     sim.unmount("/Volumes/x", true).expect("forced unmount");
+    let recs = drain(&sim, &mut dec);
+    let mnomaps = recs.iter().filter(|r| r.kind == EventKind::Mnomap).count();
+    assert_eq!(mnomaps, 1, "the forced unmount's last unmap is traced");
+    sim.remove_fs("xfs").expect("vfs_fsremove");
+    p.exit();
+    assert_eq!(
+        sim.unload_kext(),
+        Err(maptrace_sim::KextError::StopRefused(KERN_FAILURE))
+    );
+    assert!(sim.kext_loaded(), "stays loaded, tracing");
+    let v = sim.take_violations();
+    assert!(v.is_empty(), "{v:#?}");
+}
+
+#[test]
+fn the_last_mount_of_a_type_with_nothing_in_use_is_unhooked_first() {
+    // Nothing in use: no last unmap can come, so the MAC unmount check (the
+    // last moment the filesystem is certainly registered) restores the
+    // vector and forgets it; the type's removal then costs nothing.
+    let sim = boot();
+    let vector = sim.add_fs("xfs").expect("vfs_fsadd");
+    sim.mount("xfs", "/Volumes/x").expect("mount");
+    sim.add_file("/Volumes/x/f", 8 * PAGE).expect("file");
+    map_unmap(&sim.spawn("fsuser", 501), "/Volumes/x/f");
+    assert!(vector_hooked(&sim, vector));
+    sim.unmount("/Volumes/x", false).expect("unmount");
     assert!(
         !vector_hooked(&sim, vector),
         "restored at the unmount check"
     );
     sim.remove_fs("xfs").expect("vfs_fsremove");
-    p.exit();
     sim.unload_kext().expect("unload");
     let v = sim.take_violations();
     assert!(v.is_empty(), "{v:#?}");

@@ -449,6 +449,7 @@ struct mt_going {
     mount_t mp;
     char fsname[MFSNAMELEN + 1];
     int other;
+    int busy;
 };
 
 /**
@@ -470,6 +471,25 @@ static int mt_going_other_mount(struct mount *mp, void *arg)
         return VFS_RETURNED_DONE;
     }
     return VFS_RETURNED;
+}
+
+/**
+ * vnode_iterate callout over the mount going away: notes whether a regular
+ * file on it is in use (open or mapped). Then the unmount either fails
+ * (EBUSY, vflush without FORCECLOSE) or is forced, and a forced one's
+ * vclean calls VNOP_MNOMAP for each mapped file (bsd/vfs/vfs_subr.c vclean
+ * -> ubc_destroy_named -> ... -> ubc_unmap, xnu-11417.121.6): the hooks
+ * must stay for those last unmaps to be traced.
+ * Context: thread context (inside vnode_iterate, iocount held).
+ */
+static int mt_going_busy(struct vnode *vp, void *arg)
+{
+    struct mt_going *g = arg;
+    if (vnode_vtype(vp) == VREG && vnode_isinuse(vp, 0)) {
+        g->busy = 1;
+        return VNODE_RETURNED_DONE;
+    }
+    return VNODE_RETURNED;
 }
 
 /**
@@ -515,12 +535,16 @@ static int mt_going_vnode(struct vnode *vp, void *arg)
 /**
  * A mount is about to be unmounted (MAC mount_check_umount; the caller
  * holds an iocount on its root vnode, so its filesystem is registered):
- * when it is the last mount of its type, its hooked vector is restored and
- * forgotten now, since once unmounted the type's kext may vfs_fsremove
- * (free) it and no later hook runs before that. Costs, for the last mount
- * of a type only: a forced unmount's vclean reaches the originals (its
- * VNOP_MNOMAPs are not traced), and after an unmount that fails (EBUSY)
- * the volume is untraced until a vnode of it is seen again.
+ * when it is the last mount of its type and no regular file on it is in
+ * use, its hooked vector is restored and forgotten now, since once
+ * unmounted the type's kext may vfs_fsremove (free) it and no later hook
+ * runs before that. With a file in use the hooks stay, so that a forced
+ * unmount's last unmaps (vclean's VNOP_MNOMAPs) are traced; the vector
+ * then stays in the table with no live vnode, and stop, which writes only
+ * through a live vnode, refuses to unload until a mount of that type is
+ * seen again (never a write into a vector that may have been freed).
+ * Cost, for a last mount with nothing in use: after an unmount that still
+ * fails (EBUSY), the volume is untraced until a vnode of it is seen again.
  * RACE: a hook that read our entry just before the restore and has not
  * looked up its original yet fails open, as at unload.
  * Context: thread context (unmount(2)); may block.
@@ -535,7 +559,11 @@ void mt_vnops_mount_going(mount_t mp)
     g.mp = mp;
     vfs_name(mp, g.fsname);
     vfs_iterate(0, mt_going_other_mount, &g);
-    if (!g.other) {
+    if (g.other) {
+        return;
+    }
+    vnode_iterate(mp, 0, mt_going_busy, &g);
+    if (!g.busy) {
         vnode_iterate(mp, 0, mt_going_vnode, NULL);
     }
 }

@@ -610,7 +610,7 @@ impl Kernel {
         self.upls.remove(upl);
         if busy > 0 {
             self.violation(Violation::Contract {
-                rule: "VNOP_PAGEIN.upl_released",
+                rule: "vnop_pagein.upl_released",
                 detail: format!(
                     "VNOP_PAGEIN of {} returned {err} with {busy} page(s) of its UPL still \
                      busy (neither committed nor aborted): vnode_pagein aborts only for \

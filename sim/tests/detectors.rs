@@ -624,7 +624,7 @@ fn a_failed_pagein_must_release_its_upl_unless_vnode_pagein_does() {
         )
     };
     for (extra, err, offset, rule) in [
-        (0, 5, 0, Some("VNOP_PAGEIN.upl_released")),
+        (0, 5, 0, Some("vnop_pagein.upl_released")),
         (ABORT_UPL, 5, 0, None),
         (0, 35, 0, None),
         (0, 1, 0, None),
