@@ -334,7 +334,8 @@ impl<'a> Engine<'a> {
         }
         let mut st = self.drain.try_lock().ok_or(DrainError::Busy)?;
         let n = self.ring.nshards();
-        let start = st.next_shard % n;
+        // checked_rem: no path to a panic even for a zero shard count.
+        let start = st.next_shard.checked_rem(n).unwrap_or(0);
         st.next_shard = st.next_shard.wrapping_add(1);
         for shard in 0..n as usize {
             self.ring.stage(shard, &Peek::default());
@@ -344,7 +345,7 @@ impl<'a> Engine<'a> {
         let mut used = BATCH_HEADER;
         let (mut nsegments, mut records, mut truncated) = (0u32, 0u64, false);
         for step in 0..n {
-            let shard = (start + step) % n;
+            let shard = (start + step).checked_rem(n).unwrap_or(0);
             let region = buf.get_mut(used..).unwrap_or(&mut []);
             let Some((seg_header, slots)) = region.split_at_mut_checked(SEGMENT_HEADER) else {
                 truncated = true;
@@ -452,7 +453,8 @@ impl<'a> Engine<'a> {
             errors: self.errors.load(Ordering::Relaxed) + shim.errors,
             paths_skipped: shim.paths_skipped,
         };
-        let (head, mut rest) = out.split_at_mut(core::mem::size_of::<raw::mt_stats_header>());
+        let (head, mut rest) =
+            out.split_at_mut_checked(core::mem::size_of::<raw::mt_stats_header>())?;
         head.copy_from_slice(h.as_bytes());
         for i in 0..self.ring.nshards() as usize {
             let c = self.ring.counters(i);
@@ -461,10 +463,11 @@ impl<'a> Engine<'a> {
                 dropped: c.dropped,
                 drained_slots: c.drained_slots,
                 drained_records: c.drained_records,
-                backlog_slots: c.produced_slots - c.drained_slots,
+                backlog_slots: c.produced_slots.saturating_sub(c.drained_slots),
                 reserved0: [0; 3],
             };
-            let (entry, tail) = rest.split_at_mut(core::mem::size_of::<raw::mt_shard_stats>());
+            let (entry, tail) =
+                rest.split_at_mut_checked(core::mem::size_of::<raw::mt_shard_stats>())?;
             entry.copy_from_slice(s.as_bytes());
             rest = tail;
         }
