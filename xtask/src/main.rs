@@ -421,7 +421,7 @@ pub(crate) fn cmd_cross(root: &Path, archs: &[Arch], variant: Variant, mode: Mod
     deps::ensure(deps::Task::Cross)?;
     exec::exec(&plan, Mode::Run)?;
     cmd_check(root, archs, variant)?;
-    stack::run(root, archs)
+    stack::run(root, archs, variant)
 }
 
 /// `check`: object checks on existing outputs.

@@ -38,7 +38,7 @@ use object::{
     SectionFlags, SymbolKind,
 };
 
-use crate::kernel::Arch;
+use crate::kernel::{Arch, Variant};
 use crate::objects::ObjFile;
 
 /// The entry points and budgets, relative to the repository root.
@@ -53,6 +53,8 @@ pub struct EntryPoint {
     pub budget: u64,
     /// Who calls it, for messages.
     pub what: String,
+    /// Only the kauth variant has it (kind `kauth-entry`).
+    pub kauth_only: bool,
 }
 
 /// The budget file: entry points and the indirect calls allowed.
@@ -64,8 +66,23 @@ pub struct Budgets {
     pub indirect: BTreeMap<String, (u32, String)>,
 }
 
-/// Parses `kext-shim/stack.tsv`: tab-separated lines
-/// `entry NAME BYTES WHAT` and `indirect NAME COUNT WHY`; `#` comments.
+impl Budgets {
+    /// The entry points a build variant has (`kauth-entry` lines only with kauth).
+    pub fn for_variant(&self, variant: Variant) -> Budgets {
+        Budgets {
+            entries: self
+                .entries
+                .iter()
+                .filter(|e| variant.kauth || !e.kauth_only)
+                .cloned()
+                .collect(),
+            indirect: self.indirect.clone(),
+        }
+    }
+}
+
+/// Parses `kext-shim/stack.tsv`: tab-separated lines `entry NAME BYTES WHAT` (or
+/// `kauth-entry`, the kauth variant only) and `indirect NAME COUNT WHY`; `#` comments.
 pub fn parse_budgets(text: &str) -> Result<Budgets> {
     let mut b = Budgets::default();
     for (n, line) in text.lines().enumerate() {
@@ -82,10 +99,11 @@ pub fn parse_budgets(text: &str) -> Result<Budgets> {
             .parse()
             .with_context(|| format!("{BUDGETS}:{}: bad number {num:?}", n + 1))?;
         match kind {
-            "entry" => b.entries.push(EntryPoint {
+            "entry" | "kauth-entry" => b.entries.push(EntryPoint {
                 name: name.into(),
                 budget: num,
                 what: what.into(),
+                kauth_only: kind == "kauth-entry",
             }),
             "indirect" => {
                 b.indirect
@@ -656,7 +674,38 @@ impl Walk<'_> {
     }
 }
 
-/// Checks every entry point of `budgets` against `g`.
+/// The kext's panic handler (`src/ffi/panic.rs` calls it; it calls XNU's `panic()`): the core
+/// denies every panicking construct, and no kernel entry point may reach it.
+pub const PANIC_SINK: &str = "mt_kpi_panic";
+
+/// A call path from `from` to [`PANIC_SINK`], if there is one (breadth first: the shortest).
+fn path_to_panic(g: &Graph, from: usize) -> Option<Vec<usize>> {
+    let mut prev: HashMap<usize, usize> = HashMap::new();
+    let mut queue = std::collections::VecDeque::from([from]);
+    let mut seen = BTreeSet::from([from]);
+    while let Some(fi) = queue.pop_front() {
+        if g.funcs[fi].name == PANIC_SINK {
+            let mut path = vec![fi];
+            while let Some(&p) = prev.get(path.last()?) {
+                path.push(p);
+            }
+            path.reverse();
+            return Some(path);
+        }
+        let f = &g.funcs[fi];
+        for t in f.calls.iter().chain(f.tails.iter()) {
+            if let Target::Func(c) = t
+                && seen.insert(*c)
+            {
+                prev.insert(*c, fi);
+                queue.push_back(*c);
+            }
+        }
+    }
+    None
+}
+
+/// Checks every entry point of `budgets` against `g`: stack depth, and no path to a panic.
 pub fn check(g: &Graph, budgets: &Budgets) -> Report {
     let mut r = Report::default();
     let mut w = Walk {
@@ -698,6 +747,21 @@ pub fn check(g: &Graph, budgets: &Budgets) -> Report {
                 .push(format!("stack: {} ({}): {why}", e.name, e.what)),
         }
     }
+    for e in &budgets.entries {
+        if let Some(fi) = g.find(&e.name)
+            && let Some(path) = path_to_panic(g, fi)
+        {
+            r.errors.push(format!(
+                "panic: {} ({}) can reach the panic handler (a kernel panic, never an errno): {}",
+                e.name,
+                e.what,
+                path.iter()
+                    .map(|&i| g.funcs[i].name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" -> ")
+            ));
+        }
+    }
     for &fi in &g.address_taken {
         let name = &g.funcs[fi].name;
         if !budgets.entries.iter().any(|e| &e.name == name) {
@@ -711,8 +775,8 @@ pub fn check(g: &Graph, budgets: &Budgets) -> Report {
 }
 
 /// Runs the check on what `cargo xtask cross` left for `arch`.
-pub fn check_arch(root: &Path, arch: Arch, budgets: &Budgets) -> Result<Report> {
-    let layout = crate::cross::Layout::project(root);
+pub fn check_arch(root: &Path, arch: Arch, variant: Variant, budgets: &Budgets) -> Result<Report> {
+    let layout = crate::cross::Layout::for_variant(root, variant);
     let shim_paths = layout.shim_objects(arch)?;
     let mut objs = crate::objects::load_all(shim_paths.iter().map(|p| p.as_path()))?;
     objs.extend(crate::objects::load(&layout.core_lib(arch))?);
@@ -728,14 +792,14 @@ pub fn check_arch(root: &Path, arch: Arch, budgets: &Budgets) -> Result<Report> 
 
 /// `cargo xtask cross`'s stack step: prints each entry's deepest path and
 /// fails on any error.
-pub fn run(root: &Path, archs: &[Arch]) -> Result<()> {
+pub fn run(root: &Path, archs: &[Arch], variant: Variant) -> Result<()> {
     let path = root.join(BUDGETS);
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
-    let budgets = parse_budgets(&text)?;
+    let budgets = parse_budgets(&text)?.for_variant(variant);
     let mut errors = Vec::new();
     for &arch in archs {
-        let r = check_arch(root, arch, &budgets)?;
+        let r = check_arch(root, arch, variant, &budgets)?;
         println!("kernel stack, {} (kext bytes / budget):", arch.name());
         let mut out = String::new();
         for l in &r.lines {
@@ -857,6 +921,37 @@ mod tests {
             assert!(
                 e.contains("mt_entry") && e.contains("budget 1024") && e.contains("mt_mid ("),
                 "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_entry_that_can_reach_the_panic_handler_fails_and_names_the_path() {
+        let src = "extern void mt_kpi_panic(const char *, unsigned, unsigned);\n\
+             __attribute__((noinline)) int mt_rem(int a, int n) {\n\
+                 if (n == 0) { mt_kpi_panic(\"x\", 1, 1); } return a % n; }\n\
+             int mt_entry(int a, int n) { return mt_rem(a, n) + 1; }\n\
+             int mt_safe(int a) { return a + 1; }\n\
+             __attribute__((noinline)) void mt_kpi_panic(const char *f, unsigned l, unsigned n) {\n\
+                 (void)f; (void)l; (void)n; for (;;) {} }\n";
+        for arch in Arch::ALL {
+            let (_d, objs, su) = objects(arch, src);
+            let mut g = graph(arch, &objs).unwrap();
+            apply_su(&mut g, arch, &su);
+            let r = check(
+                &g,
+                &budgets("entry\tmt_entry\t1024\thook\nentry\tmt_safe\t1024\thook\n"),
+            );
+            let panics: Vec<_> = r
+                .errors
+                .iter()
+                .filter(|e| e.starts_with("panic:"))
+                .collect();
+            assert_eq!(panics.len(), 1, "{arch:?}: {:?}", r.errors);
+            assert!(
+                panics[0].contains("mt_entry -> mt_rem -> mt_kpi_panic"),
+                "{}",
+                panics[0]
             );
         }
     }
