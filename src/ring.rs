@@ -1,5 +1,5 @@
 //! The per-CPU event ring: one small lock-free multi-producer ring per shard,
-//! over memory the caller provides (ring-notes §3, "PsRing").
+//! over memory the caller provides (docs/ring.md §3).
 //!
 //! # Protocol
 //!

@@ -69,7 +69,7 @@ static inline uint32_t mt_shard_hint(uint64_t tid)
 
 /*
  * sysctl_oid.oid_parent is a DA-signed, address-diversified pointer on
- * arm64e (xnu-notes, "arm64e pointer signing"); elsewhere a plain pointer.
+ * arm64e (docs/xnu.md §7, arm64e pointer signing); elsewhere a plain pointer.
  */
 #if defined(__arm64e__) && defined(__has_feature)
 #if __has_feature(ptrauth_intrinsics)

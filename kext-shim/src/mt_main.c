@@ -3,7 +3,7 @@
  *
  * Role: the kmod_info the loader reads, the tunables, and the start/stop
  * routines that bring every other part of the shim up and down in the
- * order DESIGN.md section 7 and style rule 16 fix:
+ * order docs/ARCHITECTURE.md section 7 fixes:
  *
  *   start: locks -> layout discovery -> ring memory + mt_core_init ->
  *          path pool -> MAC policy -> kauth listener (kauth variant) ->

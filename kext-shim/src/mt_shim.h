@@ -38,13 +38,13 @@ extern uint32_t mt_tunable_staging_max;
 
 /* Bytes of struct vnode scanned for the v_op pointer at start. Never past
  * the object: v_op is followed by at least v_mount, v_data, v_label and
- * v_resolve (xnu-notes 2.2), so with v_op at 200 (10.15) or 208 (15.x) the
+ * v_resolve (docs/xnu.md §2.2), so with v_op at 200 (10.15) or 208 (15.x) the
  * vnode is at least 240 bytes long. Reading further would read the next
  * zone element (or an unmapped page). A v_op beyond this window is not
  * found, and the kext refuses to start. */
 #define MT_VNODE_SCAN_BYTES 240
 
-/* Offsets of the vnode counts, stable on LP64 since 10.12 (xnu-notes
+/* Offsets of the vnode counts, stable on LP64 since 10.12 (docs/xnu.md
  * section 2.2); used only after they are validated at start. */
 #define MT_OFF_KUSECOUNT 92
 #define MT_OFF_USECOUNT 96

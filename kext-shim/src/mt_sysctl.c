@@ -1,5 +1,5 @@
 /*
- * mt_sysctl.c - kern.maptrace.{abi,stats,config,events} (DESIGN.md section 4).
+ * mt_sysctl.c - kern.maptrace.{abi,stats,config,events} (docs/ARCHITECTURE.md section 4).
  *
  * Role: the userspace contract. Every read and every write of every leaf
  * is root only, checked first in each handler with proc_suser(req->p)

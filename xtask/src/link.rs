@@ -72,7 +72,7 @@ pub fn require_macos() -> anyhow::Result<()> {
     if !cfg!(target_os = "macos") {
         anyhow::bail!(
             "the final kext link needs Apple's ld (`-kext`), which exists only on macOS \
-             (reference/toolchain.md section 2); use `cargo xtask build --dry-run` to see the plan"
+             (docs/toolchain.md section 2); use `cargo xtask build --dry-run` to see the plan"
         );
     }
     Ok(())

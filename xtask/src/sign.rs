@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::exec::{Cmd, Plan, Step};
 
-/// The apple-codesign release that was tested (reference/toolchain.md section 4).
+/// The apple-codesign release that was tested (docs/toolchain.md section 4).
 pub const RCODESIGN_VERSION: &str = "0.29.0";
 
 /// How to sign. The identity never comes from the repository: flags or environment only.

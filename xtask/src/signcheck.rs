@@ -43,7 +43,7 @@ impl Rehearsal {
 }
 
 /// lld's Mach-O linker: `-bundle -undefined dynamic_lookup` gives a signable image (not a kext;
-/// reference/toolchain.md section 2), which is all signing needs.
+/// docs/toolchain.md section 2), which is all signing needs.
 fn lld(arch: &str, out: &Path, inputs: &[PathBuf]) -> Cmd {
     Cmd::new("ld64.lld-19")
         .args([

@@ -571,7 +571,7 @@ struct sysctl_oid_list {
 MT_XNU_ASSERT_SIZE(struct sysctl_oid_list, 8);
 
 struct sysctl_oid {
-    struct sysctl_oid_list *oid_parent; /* arm64e: DA-signed, see xnu-notes */
+    struct sysctl_oid_list *oid_parent; /* arm64e: DA-signed, docs/xnu.md §6 */
     struct {
         struct sysctl_oid *sle_next;
     } oid_link;
