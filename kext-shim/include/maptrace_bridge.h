@@ -35,6 +35,7 @@ struct mt_core;
 #define MT_EINVAL 22 /* bad argument; nothing changed */
 #define MT_ENOSPC 28 /* a bounded table is full */
 #define MT_ENOMEM 12 /* the caller's buffer is too small */
+#define MT_EBUSY 16  /* another drain is under way (the shim serialises: a bug) */
 
 /* Results of mt_core_record*: what happened to the event. */
 enum mt_record_result {
@@ -191,8 +192,11 @@ size_t mt_core_drain_capacity(const struct mt_core *core);
 
 /* Assembles one batch into buf (kernel memory) without consuming anything:
  * committed records of every shard, round-robin, up to len bytes. Writes the
- * batch length to *out_len (0 when there was nothing). Returns MT_OK, or
- * MT_ENOMEM when len cannot hold even a header and one record. Callers hold
+ * batch length to *out_len (0 when there was nothing). Returns MT_OK,
+ * MT_ENOMEM when len cannot hold even a header and one record, or MT_EBUSY
+ * when another drain holds the reader state; each is the errno the events
+ * sysctl returns (ENOMEM makes a reader retry with a larger buffer, so a
+ * busy reader must not say ENOMEM). Callers hold
  * the reader mutex from prepare to commit/abort. */
 typedef int32_t (*mt_core_drain_prepare_fn)(const struct mt_core *core, void *buf, size_t len,
                                             uint64_t now_ns, size_t *out_len);

@@ -142,9 +142,9 @@ static int mt_sysctl_events SYSCTL_HANDLER_ARGS
     lck_mtx_lock(mt_g.reader_lock);
     size_t len = 0;
     int err = 0;
-    if (mt_core_drain_prepare(mt_g.core, mt_g.staging, room, mt_now_ns(), &len) != MT_OK) {
-        err = ENOMEM;
-    } else if (len > 0) {
+    /* The core's result is the errno to return (maptrace_bridge.h). */
+    err = mt_core_drain_prepare(mt_g.core, mt_g.staging, room, mt_now_ns(), &len);
+    if (err == MT_OK && len > 0) {
         err = SYSCTL_OUT(req, mt_g.staging, len);
         if (err == 0) {
             mt_core_drain_commit(mt_g.core);

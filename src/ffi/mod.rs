@@ -10,7 +10,7 @@ pub mod bridge;
 mod panic;
 
 use crate::config::{Config, ConfigCell};
-use crate::engine::{DrainState, Engine, Params, RecordResult, ShimCounters};
+use crate::engine::{DrainError, DrainState, Engine, Params, RecordResult, ShimCounters};
 use crate::ring::Ring;
 use crate::sync::{AtomicU32, AtomicU64};
 use crate::vectors::{Entry, MAX_VECTORS, OPS, VectorError, VectorTable};
@@ -418,6 +418,14 @@ pub unsafe extern "C" fn mt_core_drain_capacity(core: *const mt_core) -> usize {
     unsafe { engine(core) }.map_or(0, Engine::drain_capacity)
 }
 
+/// The errno a failed drain gives the events sysctl (`maptrace_bridge.h`).
+fn drain_errno(e: DrainError) -> u32 {
+    match e {
+        DrainError::BufferTooSmall => bridge::MT_ENOMEM,
+        DrainError::Busy => bridge::MT_EBUSY,
+    }
+}
+
 const _: bridge::mt_core_drain_prepare_fn = Some(mt_core_drain_prepare);
 /// See `maptrace_bridge.h`.
 ///
@@ -444,7 +452,7 @@ pub unsafe extern "C" fn mt_core_drain_prepare(
     let buf = unsafe { core::slice::from_raw_parts_mut(buf.cast::<u8>(), len) };
     let (rc, n) = match e.drain_prepare(buf, now_ns) {
         Ok(n) => (bridge::MT_OK, n),
-        Err(_) => (bridge::MT_ENOMEM, 0),
+        Err(err) => (drain_errno(err), 0),
     };
     // SAFETY: the caller passes NULL or a writable usize.
     if let Some(out) = unsafe { out_len.as_mut() } {
@@ -526,5 +534,17 @@ pub unsafe extern "C" fn mt_core_stats(
     match e.stats(shim, buf) {
         Some(_) => bridge::MT_OK as i32,
         None => bridge::MT_ENOMEM as i32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_drain_is_ebusy_not_the_retry_with_more_room_errno() {
+        assert_eq!(drain_errno(DrainError::BufferTooSmall), bridge::MT_ENOMEM);
+        assert_eq!(drain_errno(DrainError::Busy), bridge::MT_EBUSY);
+        assert_ne!(bridge::MT_EBUSY, bridge::MT_ENOMEM);
     }
 }
