@@ -102,6 +102,17 @@ fn step_cross(ctx: &Ctx) -> Result<()> {
     )
 }
 
+/// The kauth variant (macOS 10.15 test VMs, Intel only): its own objects, checked like the
+/// default ones, and its own bundle, so a kauth build cannot rot unseen.
+fn step_cross_kauth(ctx: &Ctx) -> Result<()> {
+    let kauth = crate::kernel::Variant {
+        kauth: true,
+        resident: false,
+    };
+    crate::cmd_cross(&ctx.root, kauth.archs(), kauth, ctx.mode)?;
+    crate::cmd_bundle(&ctx.root, kauth, ctx.mode)
+}
+
 /// The loom model of the ring protocol (`tests/loom.rs`), in its own target
 /// dir because `--cfg loom` changes every crate's build.
 fn step_loom(ctx: &Ctx) -> Result<()> {
@@ -181,6 +192,11 @@ pub const TEST_STEPS: &[TestStep] = &[
     TestStep {
         name: "cross: Mach-O objects + checks",
         run: step_cross,
+        fatal: false,
+    },
+    TestStep {
+        name: "cross: the kauth variant (macOS 10.15) + checks + bundle",
+        run: step_cross_kauth,
         fatal: false,
     },
     TestStep {

@@ -529,7 +529,7 @@ fn info_plist(root: &Path, variant: Variant, mode: Mode) -> Result<Vec<u8>> {
 }
 
 /// `bundle`: the .kext tree with Info.plist (and the executable when linked).
-fn cmd_bundle(root: &Path, variant: Variant, mode: Mode) -> Result<()> {
+pub(crate) fn cmd_bundle(root: &Path, variant: Variant, mode: Mode) -> Result<()> {
     let layout = cross::Layout::for_variant(root, variant);
     let exe = link::universal_executable(&layout);
     let plist = info_plist(root, variant, mode)?;
