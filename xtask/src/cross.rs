@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::check::{self, Report};
-use crate::exec::{Cmd, Plan, Step};
+use crate::exec::{Plan, Step};
 use crate::kernel::{self, Arch, Toolchain, Variant};
 use crate::kpi::Table;
 use crate::objects;
@@ -207,6 +207,7 @@ pub fn check_outputs(layout: &Layout, archs: &[Arch]) -> Result<Vec<(Arch, Repor
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exec::Cmd;
 
     fn layout() -> Layout {
         Layout::project(Path::new("/repo"))
