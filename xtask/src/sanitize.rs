@@ -19,6 +19,7 @@ const SHIM_TESTS: &[&str] = &[
     "shim_sysctl",
     "shim_lifecycle",
     "shim_concurrency",
+    "shim_unload_safety",
 ];
 
 /// The tests with threads racing each other: producers and a drainer on the ring, several
