@@ -478,6 +478,14 @@ impl Proc {
         r
     }
 
+    /// open(2) with an access mode (`O_RDWR`, `O_EVTONLY`); returns the
+    /// descriptor.
+    pub fn open_mode(&self, path: &str, mode: crate::vm::OpenMode) -> Result<i32, SimError> {
+        let r = res(self.k.sys_open_mode(&self.p, path, mode));
+        self.k.safe_point();
+        r
+    }
+
     /// close(2).
     pub fn close(&self, fd: i32) -> Result<(), SimError> {
         let r = res(self.k.sys_close(&self.p, fd));

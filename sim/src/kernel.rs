@@ -120,8 +120,12 @@ pub struct TraceEvent {
     pub offset: i64,
     /// PAGEIN: bytes.
     pub size: u64,
-    /// MMAP: protections; FILE_CHECK_MMAP: prot.
+    /// MMAP: `a_fflags` (the pager protection); FILE_CHECK_MMAP: the
+    /// requested prot; MMAP_CHECK: `a_flags` (PROT_*); PAGEIN: `a_flags`
+    /// (UPL_*).
     pub prot: i32,
+    /// FILE_CHECK_MMAP: maxprot after the MAC policies; 0 otherwise.
+    pub maxprot: i32,
 }
 
 /// Kinds of trace events.

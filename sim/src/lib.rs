@@ -51,7 +51,7 @@ pub use kext::KextError;
 pub use scenario::{DEMO, GenParams, Scenario};
 pub use sysctl::SysctlError;
 pub use violation::{Violation, ViolationPolicy};
-pub use vm::{TouchStats, map_flags, prot};
+pub use vm::{OpenMode, TouchStats, map_flags, prot};
 
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 

@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::api::{Proc, Sim};
-use crate::vm::{TouchStats, map_flags, prot};
+use crate::vm::{OpenMode, TouchStats, map_flags, prot};
 
 /// The built-in demo `maptrace demo` runs.
 pub const DEMO: &str = include_str!("../scenarios/demo.mts");
@@ -18,10 +18,12 @@ pub const DEMO: &str = include_str!("../scenarios/demo.mts");
 /// One operation of a process.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
-    /// `open PATH as FD`.
+    /// `open PATH [ro|rw|evtonly] as FD`.
     Open {
         /// File.
         path: String,
+        /// Access mode (default `ro`).
+        mode: OpenMode,
         /// Label of the descriptor.
         fd: String,
     },
@@ -383,6 +385,23 @@ fn fmt_prot(p: i32) -> String {
         .collect()
 }
 
+fn parse_open_mode(s: &str) -> Option<OpenMode> {
+    match s {
+        "ro" => Some(OpenMode::ReadOnly),
+        "rw" => Some(OpenMode::ReadWrite),
+        "evtonly" => Some(OpenMode::EvtOnly),
+        _ => None,
+    }
+}
+
+fn fmt_open_mode(m: OpenMode) -> &'static str {
+    match m {
+        OpenMode::ReadOnly => "",
+        OpenMode::ReadWrite => " rw",
+        OpenMode::EvtOnly => " evtonly",
+    }
+}
+
 fn parse_flags(s: &str) -> Option<i32> {
     let mut f = 0;
     for part in s.split(',') {
@@ -418,8 +437,19 @@ fn parse_op(c: &mut Cursor<'_>) -> Result<Op, ParseError> {
     let op = match t.text {
         "open" => {
             let path = c.path()?;
+            let mut mode = OpenMode::ReadOnly;
+            if let Some(t) = c.peek().cloned()
+                && t.text != "as"
+            {
+                mode = parse_open_mode(t.text).ok_or_else(|| ParseError {
+                    line: c.line,
+                    col: t.col,
+                    msg: format!("bad open mode `{}` (use ro, rw or evtonly)", t.text),
+                })?;
+                c.i += 1;
+            }
             let fd = c.as_label("descriptor name")?;
-            Op::Open { path, fd }
+            Op::Open { path, mode, fd }
         }
         "close" => Op::Close {
             fd: c.label("descriptor name")?,
@@ -812,8 +842,10 @@ impl ProcState {
     fn apply(&mut self, p: &Proc, op: &Op) -> Result<Reply, String> {
         let e = |what: String| move |err: crate::api::SimError| format!("{what}: {err}");
         match op {
-            Op::Open { path, fd } => {
-                let n = p.open(path).map_err(e(format!("open {path}")))?;
+            Op::Open { path, mode, fd } => {
+                let n = p
+                    .open_mode(path, *mode)
+                    .map_err(e(format!("open {path}")))?;
                 self.fds.insert(fd.clone(), (n, path.clone()));
             }
             Op::Close { fd } => {
@@ -887,7 +919,9 @@ impl ProcState {
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Op::Open { path, fd } => write!(f, "open {path} as {fd}"),
+            Op::Open { path, mode, fd } => {
+                write!(f, "open {path}{} as {fd}", fmt_open_mode(*mode))
+            }
             Op::Close { fd } => write!(f, "close {fd}"),
             Op::Mmap {
                 fd,
@@ -1036,6 +1070,7 @@ pub fn generate(seed: u64, g: &GenParams) -> Scenario {
                 let fd = format!("fd{next}");
                 ops.push(Op::Open {
                     path,
+                    mode: OpenMode::ReadOnly,
                     fd: fd.clone(),
                 });
                 fds.push((fd, size));

@@ -907,6 +907,24 @@ impl Vfs {
         field_i32(vp.addr, V_USECOUNT).fetch_add(1, Ordering::AcqRel);
     }
 
+    /// The kusecount half of `vnode_ref_ext(vp, O_EVTONLY)` (bsd/vfs/vfs_subr.c,
+    /// xnu-11417.101.15): an event-only open counts in both.
+    pub fn kuse_ref(&self, vp: &Vnode) {
+        field_i32(vp.addr, V_KUSECOUNT).fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The kusecount half of `vnode_rele_ext(vp, O_EVTONLY)`.
+    pub fn kuse_rele(&self, k: &Kernel, vp: &Vnode) {
+        let prev = field_i32(vp.addr, V_KUSECOUNT).fetch_sub(1, Ordering::AcqRel);
+        if prev < 1 {
+            field_i32(vp.addr, V_KUSECOUNT).fetch_add(1, Ordering::AcqRel);
+            k.violation(Violation::UnbalancedCount(format!(
+                "vnode_rele_ext({:#x} {}): kusecount -ve",
+                vp.addr, vp.path
+            )));
+        }
+    }
+
     /// vnode_rele: -1 usecount.
     pub fn rele(&self, k: &Kernel, vp: &Arc<Vnode>) {
         let prev = field_i32(vp.addr, V_USECOUNT).fetch_sub(1, Ordering::AcqRel);
@@ -1071,6 +1089,7 @@ fn trace_vnop(k: &Kernel, vp: &Vnode, op: TraceOp, offset: i64, size: u64, prot:
         offset,
         size,
         prot,
+        maxprot: 0,
     });
 }
 
@@ -1105,8 +1124,10 @@ extern "C" fn sim_vnop_mnomap(args: *mut c_void) -> c_int {
 extern "C" fn sim_vnop_mmap_check(args: *mut c_void) -> c_int {
     context::with_frame(Frame::Original, || {
         let k = crate::kernel::current_or_abort("VNOP_MMAP_CHECK");
+        // SAFETY: dispatched with a vnop_mmap_check_args block.
+        let flags = unsafe { (*(args as *const xnu::vnop_mmap_check_args)).a_flags };
         if let Some(vp) = k.vfs.vnode(arg_vnode(args)) {
-            trace_vnop(&k, &vp, TraceOp::MmapCheck, 0, 0, 0);
+            trace_vnop(&k, &vp, TraceOp::MmapCheck, 0, 0, flags);
         }
         0
     })
@@ -1140,7 +1161,7 @@ fn original_pagein(k: &Kernel, args: *mut c_void) -> c_int {
         pages.extend(first..=last);
     }
     drop(pages);
-    trace_vnop(k, &vp, TraceOp::Pagein, off, size, 0);
+    trace_vnop(k, &vp, TraceOp::Pagein, off, size, a.a_flags);
     0
 }
 

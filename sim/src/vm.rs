@@ -38,6 +38,27 @@ pub mod map_flags {
 /// Offset of `fg_data` in `struct fileglob` (LP64, xnu-6153..11417).
 pub const FG_DATA_OFFSET: usize = 56;
 
+/// How open(2) opened a file: its access mode and `O_EVTONLY`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OpenMode {
+    /// `O_RDONLY`: `FREAD`.
+    #[default]
+    ReadOnly,
+    /// `O_RDWR`: `FREAD | FWRITE`.
+    ReadWrite,
+    /// `O_RDONLY | O_EVTONLY` (a kqueue/dispatch vnode watcher): `FREAD`, and
+    /// the open's usecount is also a kusecount (`vnode_ref_ext`,
+    /// bsd/vfs/vfs_subr.c, xnu-11417.101.15).
+    EvtOnly,
+}
+
+impl OpenMode {
+    /// Whether the open has `FWRITE`.
+    pub fn writes(self) -> bool {
+        self == OpenMode::ReadWrite
+    }
+}
+
 /// One mapping of a file in a process.
 #[derive(Clone, Debug)]
 pub struct Mapping {
@@ -60,6 +81,7 @@ pub struct Mapping {
 struct Fileglob {
     addr: usize,
     refs: AtomicU32,
+    mode: OpenMode,
 }
 
 /// An open file.
@@ -238,7 +260,7 @@ pub struct TouchStats {
 }
 
 impl Kernel {
-    fn trace_mac(&self, vp: &Vnode, prot: i32, file_pos: u64) {
+    fn trace_mac(&self, vp: &Vnode, prot: i32, maxprot: i32, file_pos: u64) {
         let id = self.identity();
         self.trace(TraceEvent {
             seq: 0,
@@ -251,33 +273,45 @@ impl Kernel {
             offset: file_pos as i64,
             size: 0,
             prot,
+            maxprot,
         });
     }
 
     /// open(2) for reading.
     pub fn sys_open(&self, p: &Process, path: &str) -> Result<i32, i32> {
+        self.sys_open_mode(p, path, OpenMode::ReadOnly)
+    }
+
+    /// open(2) with an access mode: `FWRITE` also asks kauth for
+    /// WRITE_DATA, and an `O_EVTONLY` open's reference is a kusecount too.
+    pub fn sys_open_mode(&self, p: &Process, path: &str, mode: OpenMode) -> Result<i32, i32> {
         let _g = enter(self, p);
         let vp = self.vfs.lookup(self, path)?;
         let cred = p.cred_addr;
-        let result = self.kauth.authorize_vnode(
-            self,
-            cred,
-            p.ctx_addr,
-            &vp,
-            xnu::KAUTH_VNODE_READ_DATA as i32,
-        );
+        let mut action = xnu::KAUTH_VNODE_READ_DATA as i32;
+        let mut fflags = 1; // FREAD
+        if mode.writes() {
+            action |= xnu::KAUTH_VNODE_WRITE_DATA as i32;
+            fflags |= 2; // FWRITE
+        }
+        let result = self
+            .kauth
+            .authorize_vnode(self, cred, p.ctx_addr, &vp, action);
         if result == xnu::KAUTH_RESULT_DENY as i32 {
             self.vfs.put(self, &vp);
             return Err(errno::EACCES);
         }
-        let err = self.mac.vnode_check_open(self, cred, &vp, 1);
+        let err = self.mac.vnode_check_open(self, cred, &vp, fflags);
         if err != 0 {
             self.vfs.put(self, &vp);
             return Err(err);
         }
-        // The open file's reference (vn_open_auth).
+        // The open file's reference (vn_open_auth → vnode_ref_ext(vp, fmode)).
         self.vfs.vref(&vp);
-        self.mac.vnode_notify_open(self, cred, &vp, 1);
+        if mode == OpenMode::EvtOnly {
+            self.vfs.kuse_ref(&vp);
+        }
+        self.mac.vnode_notify_open(self, cred, &vp, fflags);
         self.kauth.fileop(
             self,
             cred,
@@ -293,6 +327,7 @@ impl Kernel {
         let fg = Arc::new(Fileglob {
             addr: fileglob,
             refs: AtomicU32::new(1),
+            mode,
         });
         lock(&p.fds).insert(fd, OpenFile { vp, fg });
         Ok(fd)
@@ -314,6 +349,10 @@ impl Kernel {
             &f.vp.path,
             0,
         );
+        // vn_close → vnode_rele_ext(vp, fg_flag): the kusecount goes first.
+        if f.fg.mode == OpenMode::EvtOnly {
+            self.vfs.kuse_rele(self, &f.vp);
+        }
         self.vfs.rele(self, &f.vp);
         self.arena.free(f.fg.addr);
         Ok(())
@@ -337,7 +376,21 @@ impl Kernel {
         let f = lock(&p.fds).get(&fd).cloned().ok_or(errno::EBADF)?;
         let vp = f.vp;
         self.vfs.get(&vp).map_err(|_| errno::EBADF)?;
-        let mut maxprot = prot::READ | prot::WRITE | prot::EXEC;
+        // maxprot from the open mode (bsd/kern/kern_mman.c, mmap(),
+        // xnu-11417.101.15): EXECUTE always, READ for FREAD (every mode
+        // here), WRITE for a private (copy-on-write) map or a shared map of
+        // an FWRITE open; a shared writable map of a read-only open is EACCES.
+        let mut maxprot = prot::READ | prot::EXEC;
+        if flags & map_flags::SHARED != 0 {
+            if f.fg.mode.writes() {
+                maxprot |= prot::WRITE;
+            } else if prot & prot::WRITE != 0 {
+                self.vfs.put(self, &vp);
+                return Err(errno::EACCES);
+            }
+        } else {
+            maxprot |= prot::WRITE;
+        }
         let err = self.mac.file_check_mmap(
             self,
             p.cred_addr,
@@ -347,15 +400,22 @@ impl Kernel {
             offset,
             &mut maxprot,
         );
-        self.trace_mac(&vp, prot, offset);
+        self.trace_mac(&vp, prot, maxprot, offset);
         if err != 0 {
             self.vfs.put(self, &vp);
             return Err(err);
         }
+        // A copy-on-write map never writes the file, so the filesystem is
+        // asked about `prot & ~PROT_WRITE` (kern_mman.c, xnu-11417.101.15).
+        let check_prot = if flags & map_flags::PRIVATE != 0 {
+            prot & !prot::WRITE
+        } else {
+            prot
+        };
         let mut args = xnu::vnop_mmap_check_args {
             a_desc: vfs::desc_addr(Vop::MmapCheck) as *mut xnu::vnodeop_desc,
             a_vp: vp.addr as xnu::vnode_t,
-            a_flags: prot,
+            a_flags: check_prot,
             a_context: p.ctx_addr as xnu::vfs_context_t,
         };
         let err = self
@@ -365,25 +425,51 @@ impl Kernel {
             self.vfs.put(self, &vp);
             return Err(err);
         }
-        let r = self.map_object(p, &vp, len, prot, flags, offset);
+        // A current protection beyond the maximum (a MAC policy lowered it)
+        // is KERN_INVALID_ARGUMENT, EINVAL to mmap(2):
+        // vm_sanitize_cur_and_max_prots, osfmk/vm/vm_sanitize.c,
+        // xnu-11417.101.15.
+        if prot & !maxprot != 0 {
+            self.vfs.put(self, &vp);
+            return Err(errno::EINVAL);
+        }
+        let r = self.map_object(p, &vp, len, prot, maxprot, flags, offset);
         self.vfs.put(self, &vp);
         r
     }
 
-    /// vm_map_enter of a file's object: one more mapping, then `ubc_map`.
+    /// vm_map_enter of a file's object: one more mapping, then
+    /// `memory_object_map` → `ubc_map` as osfmk/vm/vm_map.c
+    /// (xnu-11417.101.15) calls it. `vm_map_enter_mem_object_control` calls
+    /// it once for the named object with `pager_prot` = the max protection,
+    /// minus WRITE for a copy-on-write map. A shared map then hands the same
+    /// named object to `vm_map_enter`, which calls it a second time; a
+    /// private one hands it an unnamed copy object (vnode objects are
+    /// COPY_DELAY), so once. Exec segments are copy-on-write: once.
+    #[allow(clippy::too_many_arguments)]
     fn map_object(
         &self,
         p: &Process,
         vp: &Arc<Vnode>,
         len: u64,
         prot: i32,
+        maxprot: i32,
         flags: i32,
         offset: u64,
     ) -> Result<u64, i32> {
         let ps = self.config.page_size;
         let len = len.next_multiple_of(ps);
         lock(&vp.ubc).map_count += 1;
-        self.ubc_map(p, vp, prot);
+        let shared = flags & map_flags::SHARED != 0;
+        let pager_prot = if shared {
+            maxprot
+        } else {
+            maxprot & !prot::WRITE
+        };
+        self.ubc_map(p, vp, pager_prot);
+        if shared {
+            self.ubc_map(p, vp, pager_prot);
+        }
         let addr = p.next_addr.fetch_add(len + ps, Ordering::Relaxed);
         lock(&p.maps).insert(
             addr,
@@ -399,7 +485,9 @@ impl Kernel {
         Ok(addr)
     }
 
-    /// `ubc_map`: VNOP_MMAP on every map; one usecount per mapped epoch.
+    /// `ubc_map`: VNOP_MMAP on every call with `a_fflags` = the pager
+    /// protection; one usecount per mapped epoch, taken after VNOP_MMAP
+    /// (bsd/kern/ubc_subr.c, xnu-11417.101.15).
     fn ubc_map(&self, p: &Process, vp: &Arc<Vnode>, prot: i32) {
         {
             let mut u = lock(&vp.ubc);
@@ -619,7 +707,8 @@ impl Kernel {
             if n == 0 {
                 continue;
             }
-            let a = self.map_object(p, &vp, n * ps, pr, fl, start * ps)?;
+            // map_segment: the segment's maxprot (here its initprot).
+            let a = self.map_object(p, &vp, n * ps, pr, pr, fl, start * ps)?;
             first_addrs.push(a);
         }
         // p_textvp holds its own reference.

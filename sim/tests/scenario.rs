@@ -85,6 +85,10 @@ fn errors_carry_line_and_column() {
         err("proc p\np: open /a as 9x").2,
         "`9x` is not a valid descriptor name"
     );
+    assert_eq!(
+        err("proc p\np: open /a wo as f"),
+        (2, 12, "bad open mode `wo` (use ro, rw or evtonly)".into())
+    );
     assert_eq!(err("proc p\np: launch /a").2, "unknown operation `launch`");
     assert_eq!(
         err("proc p\np: exit now"),
@@ -106,6 +110,38 @@ fn errors_carry_line_and_column() {
         err("proc p\np: mmap f size=1 as m").2,
         "unknown mmap option `size`"
     );
+}
+
+#[test]
+fn open_modes_parse_and_print_back() {
+    use maptrace_sim::OpenMode;
+    let s = Scenario::parse(
+        "proc p\np: open /a as f\np: open /a ro as g\np: open /a rw as h\np: open /a evtonly as i\n",
+    )
+    .unwrap();
+    let modes: Vec<OpenMode> = s
+        .steps
+        .iter()
+        .filter_map(|st| match st {
+            Step::Op {
+                op: Op::Open { mode, .. },
+                ..
+            } => Some(*mode),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        modes,
+        [
+            OpenMode::ReadOnly,
+            OpenMode::ReadOnly,
+            OpenMode::ReadWrite,
+            OpenMode::EvtOnly
+        ]
+    );
+    let text = s.to_string();
+    assert!(text.contains("p: open /a rw as h") && text.contains("p: open /a evtonly as i"));
+    assert_eq!(Scenario::parse(&text).unwrap().to_string(), text);
 }
 
 #[test]
@@ -180,7 +216,11 @@ fn the_demo_runs_and_shows_each_path() {
     };
     assert_eq!(count(TraceOp::Mmap, "/Mail"), 3, "exec maps three segments");
     assert_eq!(count(TraceOp::FileCheckMmap, "/Mail"), 0);
-    assert_eq!(count(TraceOp::Mmap, "Envelope.db"), 2);
+    assert_eq!(
+        count(TraceOp::Mmap, "Envelope.db"),
+        4,
+        "two MAP_SHARED mmap(2)s, two VNOP_MMAPs each"
+    );
     assert_eq!(
         count(TraceOp::Mnomap, "Envelope.db"),
         1,
@@ -314,7 +354,11 @@ fn fork_in_a_scenario_starts_the_child() {
     assert!(s.to_string().contains("p: fork as c"));
     s.run(&sim).unwrap();
     let t = sim.trace();
-    assert_eq!(t.iter().filter(|e| e.op == TraceOp::Mmap).count(), 1);
+    assert_eq!(
+        t.iter().filter(|e| e.op == TraceOp::Mmap).count(),
+        1,
+        "one private mmap(2), no VNOP_MMAP for fork"
+    );
     assert_eq!(t.iter().filter(|e| e.op == TraceOp::Mnomap).count(), 1);
     let pids: std::collections::HashSet<i32> = t
         .iter()

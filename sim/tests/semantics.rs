@@ -2,7 +2,7 @@
 //! references, MNOMAP on the last unmap, the page cache, exec, exit, forced
 //! unmount, recycling and concurrency.
 
-use maptrace_sim::{Config, Release, Sim, TraceOp, map_flags, prot};
+use maptrace_sim::{Config, OpenMode, Release, Sim, TraceEvent, TraceOp, map_flags, prot};
 
 const PS: u64 = 4096;
 
@@ -39,7 +39,11 @@ fn two_mmaps_raise_usecount_by_one_and_the_last_unmap_fires_one_mnomap() {
     let c = sim.counts(db).unwrap();
     assert_eq!(c.usecount, 2, "two mmaps take one mapping reference");
     assert!(c.mapped);
-    assert_eq!(ops(&sim, TraceOp::Mmap, db), 2, "VNOP_MMAP on every map");
+    assert_eq!(
+        ops(&sim, TraceOp::Mmap, db),
+        3,
+        "VNOP_MMAP twice for the shared map, once for the private one"
+    );
     assert_eq!(ops(&sim, TraceOp::FileCheckMmap, db), 2);
     assert_eq!(ops(&sim, TraceOp::MmapCheck, db), 2);
     p.munmap(a).unwrap();
@@ -73,7 +77,12 @@ fn mmap_order_is_mac_check_then_mmap_check_then_mmap() {
     let order: Vec<TraceOp> = sim.trace().iter().map(|e| e.op).collect();
     assert_eq!(
         order,
-        vec![TraceOp::FileCheckMmap, TraceOp::MmapCheck, TraceOp::Mmap]
+        vec![
+            TraceOp::FileCheckMmap,
+            TraceOp::MmapCheck,
+            TraceOp::Mmap,
+            TraceOp::Mmap
+        ]
     );
 }
 
@@ -344,7 +353,7 @@ fn concurrent_mapping_and_faulting_stays_balanced() {
     }
     let t = sim.trace();
     let maps = t.iter().filter(|e| e.op == TraceOp::Mmap).count();
-    assert_eq!(maps, 6 * 60);
+    assert_eq!(maps, 2 * 6 * 60, "two VNOP_MMAPs per shared mmap(2)");
     let mnomaps = t.iter().filter(|e| e.op == TraceOp::Mnomap).count();
     assert!(mnomaps >= 1 && mnomaps <= maps);
     let tids: std::collections::HashSet<u64> = t.iter().map(|e| e.tid).collect();
@@ -415,10 +424,10 @@ fn the_trace_keeps_the_newest_events_up_to_its_capacity() {
     assert_eq!(t.len(), 3);
     assert_eq!(
         t.last().unwrap().seq,
-        8,
-        "3 mmaps made 9 events (check, mmap_check, mmap)"
+        11,
+        "3 shared mmaps made 12 events (check, mmap_check, mmap, mmap)"
     );
-    assert_eq!(t[0].seq, 6);
+    assert_eq!(t[0].seq, 9);
 }
 
 #[test]
@@ -464,8 +473,8 @@ fn fork_shares_files_and_inherits_mappings_without_vnop_mmap() {
     );
     assert_eq!(
         ops(&sim, TraceOp::Mmap, db),
-        1,
-        "fork does not call VNOP_MMAP"
+        2,
+        "fork does not call VNOP_MMAP (the 2 are the shared mmap's)"
     );
     assert_eq!(child.touch(a, 1).unwrap().hits, 1, "same pages");
     parent.munmap(a).unwrap();
@@ -491,4 +500,138 @@ fn fork_shares_files_and_inherits_mappings_without_vnop_mmap() {
         3,
         "an exited process cannot fork"
     );
+}
+
+// ------------------------------------------------------------------------
+// mmap(2) as osfmk/vm/vm_map.c and bsd/kern/kern_mman.c (xnu-11417.101.15)
+// make it.
+
+const RX: i32 = prot::READ | prot::EXEC;
+const RWX: i32 = prot::READ | prot::WRITE | prot::EXEC;
+
+fn events(sim: &Sim, op: TraceOp, path: &str) -> Vec<TraceEvent> {
+    sim.trace()
+        .into_iter()
+        .filter(|e| e.op == op && e.path == path)
+        .collect()
+}
+
+/// vm_map_enter_mem_object_control calls memory_object_map for the named
+/// object, then hands the same object to vm_map_enter, which calls it again
+/// (vm_map.c:5093 and 3698, xnu-11417.101.15; the same in xnu-6153.141.1):
+/// two VNOP_MMAPs for one MAP_SHARED mmap(2), one for MAP_PRIVATE (an
+/// unnamed copy object reaches vm_map_enter).
+#[test]
+fn a_shared_mmap_calls_vnop_mmap_twice_and_a_private_one_once() {
+    let sim = sim();
+    let db = "/Volumes/Data/db";
+    let p = sim.spawn("reader", 501);
+    let fd = p.open(db).unwrap();
+    p.mmap(fd, PS, prot::READ, map_flags::SHARED, 0).unwrap();
+    let maps = events(&sim, TraceOp::Mmap, db);
+    assert_eq!(maps.len(), 2, "memory_object_map twice for MAP_SHARED");
+    assert_eq!(maps[0].tid, maps[1].tid, "in the caller's thread");
+    assert_eq!(sim.counts(db).unwrap().usecount, 2, "still one mapping ref");
+    p.mmap(fd, PS, prot::READ, map_flags::PRIVATE, 0).unwrap();
+    assert_eq!(
+        events(&sim, TraceOp::Mmap, db).len(),
+        3,
+        "once for MAP_PRIVATE"
+    );
+    sim.check_balanced().unwrap();
+}
+
+/// VNOP_MMAP's a_fflags is pager_prot = the mapping's max protection, minus
+/// WRITE for copy-on-write (vm_map.c:3674-3680, 5077-5080,
+/// xnu-11417.101.15). maxprot is EXECUTE, READ for FREAD, WRITE for a
+/// shared map of an FWRITE open or any private map (kern_mman.c:604-651).
+#[test]
+fn vnop_mmap_sees_the_max_protection_not_the_requested_one() {
+    let sim = sim();
+    let db = "/Volumes/Data/db";
+    let p = sim.spawn("reader", 501);
+    let ro = p.open(db).unwrap();
+    let rw = p.open_mode(db, OpenMode::ReadWrite).unwrap();
+    let cases = [
+        (ro, prot::READ, map_flags::SHARED, RX, RX),
+        (rw, prot::READ, map_flags::SHARED, RWX, RWX),
+        (ro, prot::READ | prot::WRITE, map_flags::PRIVATE, RWX, RX),
+        (rw, prot::READ, map_flags::PRIVATE, RWX, RX),
+    ];
+    for (fd, pr, fl, maxprot, fflags) in cases {
+        let before = sim.trace().len();
+        p.mmap(fd, PS, pr, fl, 0).unwrap();
+        let new: Vec<_> = sim.trace().split_off(before);
+        let check = new.iter().find(|e| e.op == TraceOp::FileCheckMmap).unwrap();
+        assert_eq!(
+            (check.prot, check.maxprot),
+            (pr, maxprot),
+            "mac_file_check_mmap's prot and maxprot for {pr:#x}/{fl:#x}"
+        );
+        for m in new.iter().filter(|e| e.op == TraceOp::Mmap) {
+            assert_eq!(m.prot, fflags, "a_fflags for prot {pr:#x} flags {fl:#x}");
+        }
+    }
+    sim.check_balanced().unwrap();
+}
+
+/// A shared writable map of a descriptor opened without FWRITE is EACCES
+/// before any MAC check (kern_mman.c:619-648, xnu-11417.101.15); a private
+/// writable map of it is fine (copy-on-write never writes the file).
+#[test]
+fn a_shared_writable_map_of_a_read_only_descriptor_is_eacces() {
+    let sim = sim();
+    let db = "/Volumes/Data/db";
+    let p = sim.spawn("reader", 501);
+    let ro = p.open(db).unwrap();
+    let rw_prot = prot::READ | prot::WRITE;
+    assert_eq!(
+        p.mmap(ro, PS, rw_prot, map_flags::SHARED, 0).unwrap_err().0,
+        13
+    );
+    assert!(sim.trace().is_empty(), "refused before mac_file_check_mmap");
+    assert_eq!(sim.counts(db).unwrap().iocount, 0, "the iocount went back");
+    p.mmap(ro, PS, rw_prot, map_flags::PRIVATE, 0).unwrap();
+    let rw = p.open_mode(db, OpenMode::ReadWrite).unwrap();
+    p.mmap(rw, PS, rw_prot, map_flags::SHARED, 0).unwrap();
+    sim.check_balanced().unwrap();
+}
+
+/// VNOP_MMAP_CHECK gets `prot & ~PROT_WRITE` for MAP_PRIVATE and prot for
+/// MAP_SHARED (kern_mman.c:671-672, xnu-11417.101.15).
+#[test]
+fn vnop_mmap_check_gets_prot_without_write_for_a_private_map() {
+    let sim = sim();
+    let db = "/Volumes/Data/db";
+    let p = sim.spawn("writer", 501);
+    let rw = p.open_mode(db, OpenMode::ReadWrite).unwrap();
+    let rw_prot = prot::READ | prot::WRITE;
+    p.mmap(rw, PS, rw_prot, map_flags::PRIVATE, 0).unwrap();
+    p.mmap(rw, PS, rw_prot, map_flags::SHARED, 0).unwrap();
+    let checks: Vec<i32> = events(&sim, TraceOp::MmapCheck, db)
+        .iter()
+        .map(|e| e.prot)
+        .collect();
+    assert_eq!(checks, vec![prot::READ, rw_prot]);
+}
+
+/// An O_EVTONLY open's reference counts in v_usecount and v_kusecount
+/// (vnode_ref_ext, bsd/vfs/vfs_subr.c:2363-2367, xnu-11417.101.15); close
+/// drops both.
+#[test]
+fn an_evtonly_open_is_a_kusecount_too() {
+    let sim = sim();
+    let db = "/Volumes/Data/db";
+    let p = sim.spawn("watcher", 501);
+    let fd = p.open_mode(db, OpenMode::EvtOnly).unwrap();
+    let c = sim.counts(db).unwrap();
+    assert_eq!((c.usecount, c.kusecount), (1, 1));
+    let plain = p.open(db).unwrap();
+    let c = sim.counts(db).unwrap();
+    assert_eq!((c.usecount, c.kusecount), (2, 1));
+    p.close(fd).unwrap();
+    p.close(plain).unwrap();
+    let c = sim.counts(db).unwrap();
+    assert_eq!((c.usecount, c.kusecount), (0, 0));
+    sim.check_balanced().unwrap();
 }
