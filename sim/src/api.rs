@@ -539,6 +539,26 @@ impl Proc {
         r
     }
 
+    /// posix_spawn(2) of `path`: this process's thread maps the child's
+    /// image and dyld (their VNOP_MMAPs are this process's); the child
+    /// faults its entry pages at [`Proc::start`].
+    pub fn posix_spawn(&self, path: &str) -> Result<Proc, SimError> {
+        let r = res(self.k.sys_spawn(&self.p, path)).map(|p| Proc {
+            k: Arc::clone(&self.k),
+            p,
+        });
+        self.k.safe_point();
+        r
+    }
+
+    /// A spawned child's first run on its own thread: dyld's entry-page
+    /// faults (nothing for a process that was not spawned).
+    pub fn start(&self) -> Result<TouchStats, SimError> {
+        let r = res(self.k.sys_start(&self.p));
+        self.k.safe_point();
+        r
+    }
+
     /// exit(2).
     pub fn exit(&self) {
         self.k.sys_exit(&self.p);

@@ -71,6 +71,14 @@ pub enum Op {
         /// Label of the child.
         child: String,
     },
+    /// `spawn PATH as CHILD`: posix_spawn; CHILD is a new process label
+    /// from this line on.
+    Spawn {
+        /// Executable.
+        path: String,
+        /// Label of the child.
+        child: String,
+    },
     /// `exit`.
     Exit,
 }
@@ -283,6 +291,17 @@ impl<'a> Cursor<'a> {
             col: t.col,
             msg: format!("bad {what} `{}`", t.text),
         })
+    }
+
+    /// An optional `force`.
+    fn force_flag(&mut self) -> bool {
+        match self.peek() {
+            Some(t) if t.text == "force" => {
+                self.i += 1;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// `as LABEL` at the end of the line.
@@ -516,6 +535,13 @@ fn parse_op(c: &mut Cursor<'_>) -> Result<Op, ParseError> {
         "fork" => Op::Fork {
             child: c.as_label("process name")?,
         },
+        "spawn" => {
+            let path = c.path()?;
+            Op::Spawn {
+                path,
+                child: c.as_label("process name")?,
+            }
+        }
         other => return c.err(t.col, format!("unknown operation `{other}`")),
     };
     c.done()?;
@@ -556,7 +582,7 @@ impl Scenario {
                 }
                 c.i += 1;
                 let op = parse_op(&mut c)?;
-                if let Op::Fork { child } = &op {
+                if let Op::Fork { child } | Op::Spawn { child, .. } = &op {
                     if procs.contains_key(child) {
                         return c.err(first.col, format!("process `{child}` declared twice"));
                     }
@@ -627,14 +653,10 @@ impl Scenario {
                 }
                 "unmount" => {
                     let on = c.path()?;
-                    let force = match c.peek().cloned() {
-                        Some(t) if t.text == "force" => {
-                            c.i += 1;
-                            true
-                        }
-                        _ => false,
-                    };
-                    Step::Unmount { on, force }
+                    Step::Unmount {
+                        on,
+                        force: c.force_flag(),
+                    }
                 }
                 "recycle" => Step::Recycle { path: c.path()? },
                 "evict" => Step::Evict { path: c.path()? },
@@ -696,7 +718,7 @@ impl Scenario {
                     .add_file(path, *size)
                     .map_err(|e| fail(at, format!("file {path}: {e}")))?,
                 Step::Proc { name, uid } => {
-                    let w = Worker::spawn(name, sim.spawn(name, *uid), ProcState::default());
+                    let w = Worker::spawn(name, sim.spawn(name, *uid), ProcState::default(), false);
                     workers.insert(name.clone(), w);
                 }
                 Step::Op { line, proc, op } => {
@@ -705,7 +727,7 @@ impl Scenario {
                         .ok_or_else(|| fail(*line, format!("no process {proc}")))?;
                     w.send(*line, op.clone());
                     let reply = w.recv(*line)?;
-                    merge(report, workers, op, reply);
+                    merge(report, workers, *line, op, reply)?;
                 }
                 Step::Parallel(ops) => {
                     for (line, proc, op) in ops {
@@ -720,9 +742,8 @@ impl Scenario {
                             Some(w) => w.recv(*line),
                             None => continue,
                         };
-                        match reply {
-                            Ok(r) => merge(report, workers, op, r),
-                            Err(e) => first_err = first_err.or(Some(e)),
+                        if let Err(e) = reply.and_then(|r| merge(report, workers, *line, op, r)) {
+                            first_err = first_err.or(Some(e));
                         }
                     }
                     if let Some(e) = first_err {
@@ -747,20 +768,37 @@ impl Scenario {
     }
 }
 
-/// Accounts one reply; a fork starts the child's thread.
-fn merge(r: &mut RunReport, workers: &mut HashMap<String, Worker>, op: &Op, reply: Reply) {
+/// Accounts one reply; a fork starts the child's thread, and a spawned
+/// child's thread first faults its entry pages.
+fn merge(
+    r: &mut RunReport,
+    workers: &mut HashMap<String, Worker>,
+    line: usize,
+    op: &Op,
+    reply: Reply,
+) -> Result<(), RunError> {
     r.ops += 1;
+    let add = |r: &mut RunReport, t: TouchStats| {
+        r.touches.pages += t.pages;
+        r.touches.hits += t.hits;
+        r.touches.pageins += t.pageins;
+    };
     match (reply, op) {
-        (Reply::Done(Some(t)), _) => {
-            r.touches.pages += t.pages;
-            r.touches.hits += t.hits;
-            r.touches.pageins += t.pageins;
-        }
+        (Reply::Done(Some(t)), _) => add(r, t),
         (Reply::Forked(p, st), Op::Fork { child }) => {
-            workers.insert(child.clone(), Worker::spawn(child, p, st));
+            workers.insert(child.clone(), Worker::spawn(child, p, st, false));
+        }
+        (Reply::Forked(p, st), Op::Spawn { child, .. }) => {
+            let w = Worker::spawn(child, p, st, true);
+            let started = w.recv(line);
+            workers.insert(child.clone(), w);
+            if let Reply::Done(Some(t)) = started.map_err(|e| RunError { line, msg: e.msg })? {
+                add(r, t);
+            }
         }
         _ => {}
     }
+    Ok(())
 }
 
 /// What a process thread reports for one operation.
@@ -780,12 +818,27 @@ struct Worker {
 }
 
 impl Worker {
-    fn spawn(name: &str, p: Proc, st: ProcState) -> Worker {
+    /// `start`: the process was spawned; its thread first runs
+    /// [`Proc::start`] and replies.
+    fn spawn(name: &str, p: Proc, st: ProcState, start: bool) -> Worker {
         let (tx, op_rx) = mpsc::channel::<(usize, Op)>();
         let (res_tx, rx) = mpsc::channel();
+        let label = name.to_string();
         let handle = std::thread::Builder::new()
             .name(format!("sim-{name}"))
             .spawn(move || {
+                if start {
+                    let r = p
+                        .start()
+                        .map(|t| Reply::Done(Some(t)))
+                        .map_err(|e| RunError {
+                            line: 0,
+                            msg: format!("start {label}: {e}"),
+                        });
+                    if res_tx.send(r).is_err() {
+                        return;
+                    }
+                }
                 let mut st = st;
                 for (line, op) in op_rx {
                     let r = st.apply(&p, &op).map_err(|msg| RunError { line, msg });
@@ -909,6 +962,12 @@ impl ProcState {
                 let c = p.fork().map_err(e(format!("fork as {child}")))?;
                 return Ok(Reply::Forked(c, self.clone()));
             }
+            Op::Spawn { path, child } => {
+                let c = p
+                    .posix_spawn(path)
+                    .map_err(e(format!("spawn {path} as {child}")))?;
+                return Ok(Reply::Forked(c, ProcState::default()));
+            }
         }
         Ok(Reply::Done(None))
     }
@@ -954,6 +1013,7 @@ impl fmt::Display for Op {
             Op::Exec { path } => write!(f, "exec {path}"),
             Op::Exit => write!(f, "exit"),
             Op::Fork { child } => write!(f, "fork as {child}"),
+            Op::Spawn { path, child } => write!(f, "spawn {path} as {child}"),
         }
     }
 }

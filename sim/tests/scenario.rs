@@ -412,3 +412,32 @@ fn generated_parallel_workloads_with_the_real_shim_stay_clean() {
         assert_eq!(sim.allocations_outstanding(), (0, 0));
     }
 }
+
+/// posix_spawn maps the child's image in the parent's thread
+/// (kern_exec.c:4511, xnu-11417.101.15); the child's thread faults.
+#[test]
+fn spawn_in_a_scenario_maps_as_the_parent_and_starts_the_child() {
+    let sim = Sim::boot(Config::default());
+    let s = Scenario::parse(
+        "mount apfs /\nfile /sbin/launchd 64K\nfile /usr/lib/dyld 64K\nfile /app 64K\nproc launchd uid=0\n\
+         launchd: exec /sbin/launchd\nlaunchd: spawn /app as app\napp: exit\nlaunchd: exit\n",
+    )
+    .unwrap();
+    assert!(s.to_string().contains("launchd: spawn /app as app"));
+    let r = s.run(&sim).unwrap();
+    assert!(r.touches.pageins >= 1, "the child's entry faults count");
+    let t = sim.trace();
+    let pid_of = |op, path: &str| -> std::collections::HashSet<i32> {
+        t.iter()
+            .filter(|e| e.op == op && e.path == path)
+            .map(|e| e.pid)
+            .collect()
+    };
+    let maps = pid_of(TraceOp::Mmap, "/app");
+    let pageins = pid_of(TraceOp::Pagein, "/app");
+    assert_eq!(maps.len(), 1);
+    assert_eq!(pageins.len(), 1);
+    assert_ne!(maps, pageins, "launchd maps, the child faults");
+    assert_eq!(maps, pid_of(TraceOp::Mmap, "/sbin/launchd"));
+    sim.check_balanced().unwrap();
+}

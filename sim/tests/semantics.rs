@@ -635,3 +635,165 @@ fn an_evtonly_open_is_a_kusecount_too() {
     assert_eq!((c.usecount, c.kusecount), (0, 0));
     sim.check_balanced().unwrap();
 }
+
+// ------------------------------------------------------------------------
+// exec and posix_spawn as bsd/kern/kern_exec.c and bsd/kern/mach_loader.c
+// (xnu-11417.101.15) run them.
+
+fn with_dyld() -> Sim {
+    let sim = sim();
+    sim.add_file("/usr/lib/dyld", 32 * PS).unwrap();
+    sim.add_file("/bin/tool", 16 * PS).unwrap();
+    sim
+}
+
+/// __mac_execve maps the new image (exec_activate_image, kern_exec.c:5525)
+/// before it terminates the old task (5715): the old image's last unmaps
+/// come after the new image's maps.
+#[test]
+fn exec_maps_the_new_image_before_the_old_one_goes() {
+    let sim = with_dyld();
+    let p = sim.spawn("sh", 501);
+    p.exec("/bin/app").unwrap();
+    let fd = p.open("/Volumes/Data/db").unwrap();
+    p.mmap(fd, PS, prot::READ, map_flags::SHARED, 0).unwrap();
+    let before = sim.trace().len();
+    p.exec("/bin/tool").unwrap();
+    let t: Vec<(TraceOp, String)> = sim.trace()[before..]
+        .iter()
+        .map(|e| (e.op, e.path.clone()))
+        .collect();
+    let first_mnomap = t.iter().position(|(op, _)| *op == TraceOp::Mnomap).unwrap();
+    let last_map = t.iter().rposition(|(op, _)| *op == TraceOp::Mmap).unwrap();
+    assert!(
+        last_map < first_mnomap,
+        "maps, then the old task's unmaps: {t:?}"
+    );
+    assert!(t.contains(&(TraceOp::Mnomap, "/bin/app".into())));
+    assert!(t.contains(&(TraceOp::Mnomap, "/Volumes/Data/db".into())));
+    assert_eq!(sim.counts("/bin/app").unwrap().usecount, 0);
+    assert_eq!(
+        sim.counts("/bin/tool").unwrap().usecount,
+        2,
+        "text + mapping"
+    );
+    sim.check_balanced().unwrap();
+}
+
+/// Re-executing the same binary: the new maps join the mapped epoch the old
+/// image holds, so there is no VNOP_MNOMAP and the usecount never drops.
+#[test]
+fn re_exec_of_the_same_binary_has_no_last_unmap() {
+    let sim = with_dyld();
+    let p = sim.spawn("app", 501);
+    p.exec("/bin/app").unwrap();
+    p.exec("/bin/app").unwrap();
+    assert_eq!(ops(&sim, TraceOp::Mnomap, "/bin/app"), 0);
+    assert_eq!(ops(&sim, TraceOp::Mnomap, "/usr/lib/dyld"), 0);
+    assert_eq!(ops(&sim, TraceOp::Mmap, "/bin/app"), 6);
+    assert_eq!(sim.counts("/bin/app").unwrap().usecount, 2);
+    sim.check_balanced().unwrap();
+}
+
+/// load_dylinker maps /usr/lib/dyld with map_segment in the same exec
+/// (mach_loader.c:2883-2984); map_segment is copy-on-write, so a_fflags is
+/// each segment's maxprot minus WRITE (vm_map.c:5077-5080): __TEXT r-x,
+/// __DATA r--, __LINKEDIT r--.
+#[test]
+fn exec_maps_dyld_and_every_segment_is_copy_on_write() {
+    let sim = with_dyld();
+    let p = sim.spawn("sh", 501);
+    p.exec("/bin/app").unwrap();
+    for path in ["/bin/app", "/usr/lib/dyld"] {
+        let fflags: Vec<i32> = events(&sim, TraceOp::Mmap, path)
+            .iter()
+            .map(|e| e.prot)
+            .collect();
+        assert_eq!(fflags, vec![RX, prot::READ, prot::READ], "{path}");
+    }
+    assert_eq!(p.mappings().len(), 6, "three segments each");
+    assert_eq!(
+        sim.counts("/usr/lib/dyld").unwrap().usecount,
+        1,
+        "the mapping ref"
+    );
+    assert_eq!(ops(&sim, TraceOp::FileCheckMmap, "/usr/lib/dyld"), 0);
+    p.exit();
+    assert_eq!(ops(&sim, TraceOp::Mnomap, "/usr/lib/dyld"), 1);
+    sim.check_balanced().unwrap();
+}
+
+/// The kernel reads the Mach-O header with vn_rdwr (kern_exec.c:2533,
+/// mach_loader.c get_macho_vnode), so page 0 is cached and never paged in
+/// by the loader; the image then runs on cloneproc's new thread
+/// (kern_exec.c:5498), so dyld's first faults have another thread id than
+/// the exec's maps.
+#[test]
+fn exec_caches_the_header_and_faults_on_a_new_thread() {
+    let sim = with_dyld();
+    let p = sim.spawn("sh", 501);
+    p.exec("/bin/app").unwrap();
+    let maps = events(&sim, TraceOp::Mmap, "/bin/app");
+    let pageins = events(&sim, TraceOp::Pagein, "/bin/app");
+    assert!(
+        !pageins.is_empty(),
+        "dyld faults the entry and __DATA pages"
+    );
+    assert!(
+        pageins.iter().all(|e| e.offset != 0),
+        "the header page came in by VNOP_READ: {pageins:?}"
+    );
+    assert!(
+        pageins
+            .iter()
+            .all(|e| e.tid != maps[0].tid && e.pid == maps[0].pid)
+    );
+    // Later operations stay on the new thread.
+    let fd = p.open("/Volumes/Data/db").unwrap();
+    p.mmap(fd, PS, prot::READ, map_flags::PRIVATE, 0).unwrap();
+    assert_eq!(
+        events(&sim, TraceOp::Mmap, "/Volumes/Data/db")[0].tid,
+        pageins[0].tid
+    );
+}
+
+/// posix_spawn runs load_machfile in the parent's thread (kern_exec.c:4511)
+/// and ubc_map uses vfs_context_current(): the child's image and dyld maps
+/// are the parent's (launchd's, for an app launch); the child faults.
+#[test]
+fn spawn_maps_as_the_parent_and_the_child_faults() {
+    let sim = with_dyld();
+    let launchd = sim.spawn("launchd", 0);
+    let fd = launchd.open("/Volumes/Data/db").unwrap();
+    let child = launchd.posix_spawn("/bin/app").unwrap();
+    assert_ne!(child.pid(), launchd.pid());
+    assert_eq!(child.name(), "app");
+    assert!(child.fds().is_empty(), "POSIX_SPAWN_CLOEXEC_DEFAULT");
+    let maps = events(&sim, TraceOp::Mmap, "/bin/app");
+    assert_eq!(maps.len(), 3);
+    assert!(maps.iter().all(|e| e.pid == launchd.pid()));
+    assert!(
+        events(&sim, TraceOp::Mmap, "/usr/lib/dyld")
+            .iter()
+            .all(|e| e.pid == launchd.pid())
+    );
+    assert_eq!(ops(&sim, TraceOp::Pagein, "/bin/app"), 0, "not started yet");
+    let t = child.start().unwrap();
+    assert!(t.pageins >= 1);
+    assert!(
+        events(&sim, TraceOp::Pagein, "/bin/app")
+            .iter()
+            .all(|e| e.pid == child.pid())
+    );
+    assert_eq!(child.mappings().len(), 6);
+    assert!(launchd.mappings().is_empty(), "the maps are the child's");
+    assert_eq!(
+        sim.counts("/bin/app").unwrap().usecount,
+        2,
+        "text + mapping"
+    );
+    child.exit();
+    assert_eq!(ops(&sim, TraceOp::Mnomap, "/bin/app"), 1);
+    launchd.close(fd).unwrap();
+    sim.check_balanced().unwrap();
+}
