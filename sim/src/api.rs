@@ -162,9 +162,36 @@ impl Sim {
         res(self.k.vfs.add_file(path, size))
     }
 
-    /// Unmounts; `force` tears down mappings of files in use (vclean).
+    /// Unmounts as `diskarbitrationd` (uid 0, started on first use), the
+    /// usual caller of unmount(2) for an eject; `force` tears down mappings
+    /// of files in use (vclean) in its thread. [`Proc::unmount`] names
+    /// another caller.
     pub fn unmount(&self, on: &str, force: bool) -> Result<(), SimError> {
-        let r = res(self.k.sys_unmount(on, force));
+        let da = self.diskarbitrationd();
+        let r = res(self.k.sys_unmount(&da, on, force));
+        self.k.safe_point();
+        r
+    }
+
+    /// The modelled diskarbitrationd.
+    fn diskarbitrationd(&self) -> Arc<crate::vm::Process> {
+        let name = "diskarbitrationd";
+        self.k
+            .procs
+            .all()
+            .into_iter()
+            .find(|p| {
+                p.uid == 0
+                    && *lock(&p.name) == name
+                    && !p.exited.load(std::sync::atomic::Ordering::Acquire)
+            })
+            .unwrap_or_else(|| self.k.procs.create(&self.k, name, 0, None))
+    }
+
+    /// Kills `p` as jetsam does: its teardown runs in the memorystatus
+    /// kernel thread (pid 0). ESRCH if it already exited.
+    pub fn jetsam(&self, p: &Proc) -> Result<(), SimError> {
+        let r = res(self.k.sys_jetsam(&p.p));
         self.k.safe_point();
         r
     }
@@ -555,6 +582,13 @@ impl Proc {
     /// faults (nothing for a process that was not spawned).
     pub fn start(&self) -> Result<TouchStats, SimError> {
         let r = res(self.k.sys_start(&self.p));
+        self.k.safe_point();
+        r
+    }
+
+    /// unmount(2) called by this process (umount(8), diskarbitrationd).
+    pub fn unmount(&self, on: &str, force: bool) -> Result<(), SimError> {
+        let r = res(self.k.sys_unmount(&self.p, on, force));
         self.k.safe_point();
         r
     }

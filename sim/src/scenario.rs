@@ -79,6 +79,13 @@ pub enum Op {
         /// Label of the child.
         child: String,
     },
+    /// `unmount PATH [force]`: unmount(2) called by this process.
+    Unmount {
+        /// Mount point.
+        on: String,
+        /// MNT_FORCE.
+        force: bool,
+    },
     /// `exit`.
     Exit,
 }
@@ -121,12 +128,18 @@ pub enum Step {
     Parallel(Vec<ParallelOp>),
     /// `sleep DURATION`.
     Sleep(Duration),
-    /// `unmount PATH [force]`.
+    /// `unmount PATH [force]`: by the modelled diskarbitrationd.
     Unmount {
         /// Mount point.
         on: String,
         /// MNT_FORCE.
         force: bool,
+    },
+    /// `jetsam NAME`: memorystatus kills the process (its teardown is
+    /// kernel_task's).
+    Jetsam {
+        /// Process label.
+        proc: String,
     },
     /// `recycle PATH`.
     Recycle {
@@ -531,6 +544,13 @@ fn parse_op(c: &mut Cursor<'_>) -> Result<Op, ParseError> {
             map: c.label("mapping name")?,
         },
         "exec" => Op::Exec { path: c.path()? },
+        "unmount" => {
+            let on = c.path()?;
+            Op::Unmount {
+                on,
+                force: c.force_flag(),
+            }
+        }
         "exit" => Op::Exit,
         "fork" => Op::Fork {
             child: c.as_label("process name")?,
@@ -658,6 +678,15 @@ impl Scenario {
                         force: c.force_flag(),
                     }
                 }
+                "jetsam" => {
+                    let t = c.peek().cloned();
+                    let name = c.label("process name")?;
+                    if !procs.contains_key(&name) {
+                        let col = t.map_or(c.end_col, |t| t.col);
+                        return c.err(col, format!("unknown process `{name}`"));
+                    }
+                    Step::Jetsam { proc: name }
+                }
                 "recycle" => Step::Recycle { path: c.path()? },
                 "evict" => Step::Evict { path: c.path()? },
                 "parallel" => {
@@ -754,6 +783,13 @@ impl Scenario {
                 Step::Unmount { on, force } => sim
                     .unmount(on, *force)
                     .map_err(|e| fail(at, format!("unmount {on}: {e}")))?,
+                Step::Jetsam { proc } => {
+                    let w = workers
+                        .get(proc)
+                        .ok_or_else(|| fail(at, format!("no process {proc}")))?;
+                    sim.jetsam(&w.proc)
+                        .map_err(|e| fail(at, format!("jetsam {proc}: {e}")))?;
+                }
                 Step::Recycle { path } => {
                     sim.recycle(path)
                         .map_err(|e| fail(at, format!("recycle {path}: {e}")))?;
@@ -812,6 +848,7 @@ enum Reply {
 /// A process's OS thread: runs its operations in order.
 struct Worker {
     name: String,
+    proc: Proc,
     tx: Option<mpsc::Sender<(usize, Op)>>,
     rx: mpsc::Receiver<Result<Reply, RunError>>,
     handle: Option<JoinHandle<()>>,
@@ -824,6 +861,7 @@ impl Worker {
         let (tx, op_rx) = mpsc::channel::<(usize, Op)>();
         let (res_tx, rx) = mpsc::channel();
         let label = name.to_string();
+        let handle_proc = p.clone();
         let handle = std::thread::Builder::new()
             .name(format!("sim-{name}"))
             .spawn(move || {
@@ -850,6 +888,7 @@ impl Worker {
             .expect("spawn a process thread");
         Worker {
             name: name.to_string(),
+            proc: handle_proc,
             tx: Some(tx),
             rx,
             handle: Some(handle),
@@ -953,6 +992,9 @@ impl ProcState {
                 p.exec(path).map_err(e(format!("exec {path}")))?;
                 self.maps.clear();
             }
+            Op::Unmount { on, force } => {
+                p.unmount(on, *force).map_err(e(format!("unmount {on}")))?;
+            }
             Op::Exit => {
                 p.exit();
                 self.maps.clear();
@@ -1014,6 +1056,9 @@ impl fmt::Display for Op {
             Op::Exit => write!(f, "exit"),
             Op::Fork { child } => write!(f, "fork as {child}"),
             Op::Spawn { path, child } => write!(f, "spawn {path} as {child}"),
+            Op::Unmount { on, force } => {
+                write!(f, "unmount {on}{}", if *force { " force" } else { "" })
+            }
         }
     }
 }
@@ -1037,6 +1082,7 @@ impl fmt::Display for Scenario {
                 Step::Unmount { on, force } => {
                     writeln!(f, "unmount {on}{}", if *force { " force" } else { "" })?
                 }
+                Step::Jetsam { proc } => writeln!(f, "jetsam {proc}")?,
                 Step::Recycle { path } => writeln!(f, "recycle {path}")?,
                 Step::Evict { path } => writeln!(f, "evict {path}")?,
             }

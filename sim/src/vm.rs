@@ -930,10 +930,16 @@ impl Kernel {
 
     /// Unmaps everything and releases the text vnode (exit).
     fn teardown(&self, p: &Process) {
-        let _g = enter(self, p);
+        self.teardown_as(p, p);
+    }
+
+    /// [`Kernel::teardown`] run by `actor`'s thread (a jetsam kill's is
+    /// kernel_task's).
+    fn teardown_as(&self, p: &Process, actor: &Process) {
+        let _g = enter(self, actor);
         let maps: Vec<Mapping> = std::mem::take(&mut *lock(&p.maps)).into_values().collect();
         for m in maps {
-            self.unmap_object(p.ctx_addr, &m.vp);
+            self.unmap_object(actor.ctx_addr, &m.vp);
         }
         if let Some(vp) = lock(&p.text).take() {
             self.vfs.rele(self, &vp);
@@ -995,16 +1001,21 @@ impl Kernel {
         }
     }
 
-    /// unmount(2); `force` is MNT_FORCE: vclean tears down mappings of busy
-    /// vnodes (VNOP_MNOMAP, mapping reference dropped) and reclaims them.
-    pub fn sys_unmount(&self, on: &str, force: bool) -> Result<(), i32> {
+    /// unmount(2) by `caller`; `force` is MNT_FORCE: vflush(FORCECLOSE)
+    /// takes an iocount on each busy vnode (bsd/vfs/vfs_subr.c:2945,
+    /// xnu-11417.101.15) and reclaims it: vclean → `ubc_destroy_named` →
+    /// `vnode_pager_vrele` → `ubc_unmap`, so VNOP_MNOMAP runs in the
+    /// caller's thread with iocount 2 (vflush's and ubc_unmap's), then
+    /// VNOP_RECLAIM.
+    pub fn sys_unmount(&self, caller: &Process, on: &str, force: bool) -> Result<(), i32> {
+        let _g = enter(self, caller);
         let m = self.vfs.mount_on(on).ok_or(errno::ENOENT)?;
         let vnodes = self.vfs.vnodes_of(m.addr);
         if !force && vnodes.iter().any(|v| v.usecount() > 0 || v.iocount() > 0) {
             return Err(errno::EBUSY);
         }
-        let kernel_task = self.procs.get(0).map(|p| p.ctx_addr).unwrap_or(0);
         for vp in &vnodes {
+            let held = self.vfs.get(vp).is_ok();
             let mapped = {
                 let mut u = lock(&vp.ubc);
                 let n = u.map_count;
@@ -1012,12 +1023,33 @@ impl Kernel {
                 n > 0
             };
             if mapped {
-                self.ubc_unmap(kernel_task, vp);
+                self.ubc_unmap(caller.ctx_addr, vp);
             }
             self.vfs.reclaim(self, vp);
+            if held {
+                self.vfs.put(self, vp);
+            }
         }
         // Mappings of reclaimed vnodes stay in their processes, dead.
         self.vfs.detach_mount(&m);
+        Ok(())
+    }
+
+    /// A jetsam (memorystatus) kill: `exit_with_reason` runs from the
+    /// memorystatus kernel thread (bsd/kern/kern_memorystatus.c,
+    /// jetsam_do_kill, xnu-11417.101.15), so the victim's map teardown, and
+    /// its last unmaps, are kernel_task's (pid 0): the common case of a
+    /// pid-0 VNOP_MNOMAP.
+    pub fn sys_jetsam(&self, p: &Process) -> Result<(), i32> {
+        let kernel_task = self.procs.get(0).ok_or(errno::ESRCH)?;
+        if p.exited.swap(true, Ordering::AcqRel) {
+            return Err(errno::ESRCH);
+        }
+        self.teardown_as(p, &kernel_task);
+        let fds: Vec<i32> = lock(&p.fds).keys().copied().collect();
+        for fd in fds {
+            let _ = self.sys_close(p, fd);
+        }
         Ok(())
     }
 

@@ -441,3 +441,40 @@ fn spawn_in_a_scenario_maps_as_the_parent_and_starts_the_child() {
     assert_eq!(maps, pid_of(TraceOp::Mmap, "/sbin/launchd"));
     sim.check_balanced().unwrap();
 }
+
+/// A forced unmount's MNOMAP is the unmount(2) caller's
+/// (bsd/vfs/vfs_subr.c vflush, xnu-11417.101.15), and a jetsam kill's
+/// teardown is the memorystatus thread's, pid 0 (kern_memorystatus.c).
+#[test]
+fn unmount_by_a_process_and_jetsam_run_as_xnu_runs_them() {
+    let sim = Sim::boot(Config::default());
+    let s = Scenario::parse(
+        "mount apfs /\nmount hfs /Volumes/X\nfile /Volumes/X/a 64K\nfile /b 64K\nproc r\nproc v\nproc umount uid=0\n\
+         r: open /Volumes/X/a as f\nr: mmap f flags=shared as m\nv: open /b as g\nv: mmap g as n\n\
+         umount: unmount /Volumes/X force\njetsam v\nr: exit\n",
+    )
+    .unwrap();
+    let text = s.to_string();
+    assert!(text.contains("umount: unmount /Volumes/X force") && text.contains("jetsam v"));
+    assert_eq!(Scenario::parse(&text).unwrap().to_string(), text);
+    s.run(&sim).unwrap();
+    let t = sim.trace();
+    let mnomap = |path: &str| {
+        t.iter()
+            .find(|e| e.op == TraceOp::Mnomap && e.path == path)
+            .map(|e| e.pid)
+            .unwrap()
+    };
+    let umount_pid = mnomap("/Volumes/X/a");
+    assert_eq!(sim.proc(umount_pid).unwrap().name(), "umount");
+    assert_eq!(mnomap("/b"), 0, "jetsam's teardown is kernel_task's");
+    sim.check_balanced().unwrap();
+    assert_eq!(
+        err("jetsam nobody"),
+        (1, 8, "unknown process `nobody`".into())
+    );
+    assert_eq!(
+        err("proc p\np: unmount /x now"),
+        (2, 15, "unexpected `now`".into())
+    );
+}

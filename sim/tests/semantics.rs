@@ -797,3 +797,77 @@ fn spawn_maps_as_the_parent_and_the_child_faults() {
     launchd.close(fd).unwrap();
     sim.check_balanced().unwrap();
 }
+
+// ------------------------------------------------------------------------
+// Forced unmount and jetsam.
+
+/// The MNOMAP of a forced unmount runs in the thread of the process that
+/// called unmount(2), with vflush's iocount on top of ubc_unmap's
+/// (bsd/vfs/vfs_subr.c:2945, bsd/kern/ubc_subr.c:2256, xnu-11417.101.15).
+#[test]
+fn a_forced_unmount_unmaps_in_the_callers_thread_with_iocount_2() {
+    use maptrace_sim::Vop;
+    use std::time::Duration;
+    let sim = sim();
+    let db = "/Volumes/Data/db";
+    let reader = sim.spawn("reader", 501);
+    let fd = reader.open(db).unwrap();
+    reader
+        .mmap(fd, PS, prot::READ, map_flags::SHARED, 0)
+        .unwrap();
+    let umount = sim.spawn("umount", 0);
+    let hold = sim.hold_vnop(Vop::Mnomap);
+    std::thread::scope(|s| {
+        let t = s.spawn(|| umount.unmount("/Volumes/Data", true));
+        assert!(hold.wait_held(1, Duration::from_secs(10)));
+        let c = sim.counts(db).unwrap();
+        assert_eq!(
+            (c.usecount, c.iocount),
+            (2, 2),
+            "open + mapping; vflush + ubc_unmap"
+        );
+        hold.release();
+        t.join().unwrap().unwrap();
+    });
+    let m = events(&sim, TraceOp::Mnomap, db);
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].pid, umount.pid(), "the unmount(2) caller's");
+    reader.close(fd).unwrap();
+}
+
+/// Without a caller, Sim::unmount is diskarbitrationd's (an eject), not
+/// kernel_task's.
+#[test]
+fn an_eject_unmaps_as_diskarbitrationd() {
+    let sim = sim();
+    let db = "/Volumes/Data/db";
+    let reader = sim.spawn("reader", 501);
+    let fd = reader.open(db).unwrap();
+    reader
+        .mmap(fd, PS, prot::READ, map_flags::SHARED, 0)
+        .unwrap();
+    sim.unmount("/Volumes/Data", true).unwrap();
+    let m = events(&sim, TraceOp::Mnomap, db);
+    let p = sim.proc(m[0].pid).unwrap();
+    assert_eq!((p.name(), p.uid()), ("diskarbitrationd".into(), 0));
+    reader.close(fd).unwrap();
+}
+
+/// jetsam_do_kill calls exit_with_reason from the memorystatus thread
+/// (bsd/kern/kern_memorystatus.c, xnu-11417.101.15): the victim's last
+/// unmaps are pid 0's.
+#[test]
+fn a_jetsam_kill_unmaps_as_the_kernel() {
+    let sim = sim();
+    let db = "/Volumes/Data/db";
+    let p = sim.spawn("victim", 501);
+    let fd = p.open(db).unwrap();
+    p.mmap(fd, PS, prot::READ, map_flags::SHARED, 0).unwrap();
+    sim.jetsam(&p).unwrap();
+    let m = events(&sim, TraceOp::Mnomap, db);
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].pid, 0);
+    assert!(p.mappings().is_empty() && p.fds().is_empty());
+    assert_eq!(sim.jetsam(&p).unwrap_err().0, 3, "already gone");
+    sim.check_balanced().unwrap();
+}
