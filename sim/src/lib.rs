@@ -46,12 +46,12 @@ pub mod xnu;
 pub use api::{Cred, DirectVnode, Proc, SHIM_LINKED, Sim, SimError, VnodeCounts};
 pub use context::Vop;
 pub use hold::{CopyoutHold, VnopHold};
-pub use kernel::{Config, Release, TraceEvent, TraceOp};
+pub use kernel::{Config, Platform, Release, TraceEvent, TraceOp};
 pub use kext::KextError;
 pub use scenario::{DEMO, GenParams, Scenario};
 pub use sysctl::SysctlError;
 pub use violation::{Violation, ViolationPolicy};
-pub use vm::{OpenMode, TouchStats, map_flags, prot};
+pub use vm::{OpenMode, TouchStats, VmObject, map_flags, prot};
 
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 

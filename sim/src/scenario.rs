@@ -1106,7 +1106,8 @@ pub struct GenParams {
     pub parallel: bool,
     /// End with a forced unmount of the data volume.
     pub force_unmount: bool,
-    /// Page size the sizes are multiples of.
+    /// Sizes and offsets are multiples of this (16 KiB by default: valid
+    /// on 4 KiB and 16 KiB page platforms alike).
     pub page_size: u64,
 }
 
@@ -1118,7 +1119,7 @@ impl Default for GenParams {
             ops_per_proc: 40,
             parallel: true,
             force_unmount: true,
-            page_size: 4096,
+            page_size: 16384,
         }
     }
 }

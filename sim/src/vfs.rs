@@ -338,6 +338,8 @@ pub struct Vnode {
     pub ubc_cv: Condvar,
     /// Resident pages (page indices).
     pub pages: Mutex<BTreeSet<u64>>,
+    /// The VM object's fault-clustering state.
+    pub vm_object: Mutex<crate::vm::VmObject>,
     /// Reclaimed (VL_DEAD).
     pub dead: AtomicBool,
     /// vnode_recycle asked for reclaim once unused.
@@ -762,6 +764,7 @@ impl Vfs {
             ubc: Mutex::new(Ubc::default()),
             ubc_cv: Condvar::new(),
             pages: Mutex::new(BTreeSet::new()),
+            vm_object: Mutex::new(crate::vm::VmObject::default()),
             dead: AtomicBool::new(false),
             recycle_pending: AtomicBool::new(false),
             freed: AtomicBool::new(false),

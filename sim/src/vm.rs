@@ -251,6 +251,173 @@ pub fn enter(k: &Kernel, p: &Process) -> Enter {
     Enter { prev }
 }
 
+/// `UPL_IOSTREAMING` (osfmk/mach/memory_object_types.h:646,
+/// xnu-11417.101.15): the fault is part of a sequential stream.
+pub const UPL_IOSTREAMING: i32 = 0x100;
+
+/// `MAX_SEQUENTIAL_RUN` (osfmk/vm/vm_fault.c:427): the detector's cap.
+const MAX_SEQUENTIAL_RUN: i64 = 1 << 30;
+
+/// A file's VM object as fault clustering sees it: `last_alloc`,
+/// `sequential` (pages, negative for a reverse run), `pages_created` and
+/// `pages_used` of speculative pages, and which resident pages are still
+/// speculative (brought in by a cluster, not yet touched).
+#[derive(Debug, Default)]
+pub struct VmObject {
+    last_alloc: u64,
+    sequential: i64,
+    pages_created: u64,
+    pages_used: u64,
+    speculative: std::collections::BTreeSet<u64>,
+}
+
+impl VmObject {
+    /// `vm_object_cluster_size` (osfmk/vm/vm_object.c:6627-6979,
+    /// xnu-11417.101.15) for a default-behaviour fault on `page` with
+    /// plenty of free memory: `[start, end)` in pages and whether the read
+    /// streams. The pre-heat starts at the minimum (32 KiB, halved on an
+    /// SSD), centred on the fault; a sequential run of 3 pages or more
+    /// reads ahead only (run + 1 page, UPL_IOSTREAMING); later it grows
+    /// with the share of speculative pages used, up to the maximum (1 MiB,
+    /// / 8 on an SSD). It never bridges resident pages and stays inside the
+    /// map entry's `[lo_offset, hi_offset)` (vm_map.c:14875-14877) and EOF.
+    pub fn cluster(
+        &self,
+        c: &crate::kernel::Config,
+        page: u64,
+        (lo, hi): (u64, u64),
+        file_pages: u64,
+        resident: &std::collections::BTreeSet<u64>,
+    ) -> (u64, u64, bool) {
+        let ps = c.page_size;
+        let (mut min_ph, mut max_ph) = (32 << 10, 1 << 20);
+        if c.ssd {
+            min_ph /= 2;
+            max_ph /= 8;
+        }
+        let min_ph = (min_ph / ps * ps).max(ps);
+        let max_ph = (max_ph / ps * ps).clamp(ps, 1 << 20);
+        // vnode_pager_data_request asks for MAX_UPL_TRANSFER_BYTES.
+        let max_length = max_ph;
+        let one = (page, page + 1, false);
+        if max_length <= ps || page >= file_pages {
+            return one;
+        }
+        let (mut look_behind, mut look_ahead, mut streaming) = (true, true, false);
+        let run = self.sequential.unsigned_abs() * ps;
+        let mut pre = if run >= 3 * ps {
+            if self.sequential > 0 {
+                look_behind = false;
+            } else {
+                look_ahead = false;
+            }
+            streaming = true;
+            run + ps
+        } else if self.pages_created < 20 * (min_ph / ps) {
+            // Prime the pump.
+            min_ph
+        } else {
+            let p = max_length * self.pages_used / self.pages_created.max(1);
+            if p < min_ph {
+                min_ph
+            } else {
+                p.next_multiple_of(ps)
+            }
+        };
+        pre = pre.min(max_length);
+        let orig = page * ps;
+        let object_size = file_pages * ps;
+        let mut target = orig;
+        let tail;
+        if look_ahead {
+            if look_behind {
+                let head = pre / 2 / ps * ps;
+                target = orig.saturating_sub(head);
+            }
+            if target + pre > object_size {
+                pre = object_size - target;
+            }
+            tail = pre - (orig - target) - ps;
+        } else {
+            pre = pre.min(target);
+            tail = 0;
+        }
+        if pre <= ps {
+            return (page, page + 1, streaming);
+        }
+        let (mut start, mut end) = (page, page + 1);
+        if look_behind {
+            let mut head = (pre - tail - ps) / ps;
+            while head > 0 && start > lo && !resident.contains(&(start - 1)) {
+                start -= 1;
+                head -= 1;
+            }
+        }
+        if look_ahead {
+            let mut tail = tail / ps;
+            while tail > 0 && end < hi && !resident.contains(&end) {
+                end += 1;
+                tail -= 1;
+            }
+        }
+        let max_pages = max_length / ps;
+        if end - start > max_pages {
+            end = start + max_pages;
+        }
+        (start, end, streaming)
+    }
+
+    /// After a page-in of `[start, end)` for `page`: the other pages are
+    /// new speculative pages (`pages_created`, vm_resident.c:5710), and the
+    /// fault feeds the detector (vm_fault.c:2553).
+    pub fn paged_in(&mut self, page: u64, start: u64, end: u64) {
+        self.speculative.remove(&page);
+        for p in (start..end).filter(|p| *p != page) {
+            if self.speculative.insert(p) {
+                self.pages_created += 1;
+            }
+        }
+        self.is_sequential(page);
+    }
+
+    /// A touch of a resident page: its first use as a speculative page
+    /// counts (`pages_used`) and feeds the detector.
+    pub fn consume(&mut self, page: u64) {
+        if self.speculative.remove(&page) {
+            self.pages_used += 1;
+            self.is_sequential(page);
+        }
+    }
+
+    /// `vm_fault_is_sequential` for VM_BEHAVIOR_DEFAULT
+    /// (osfmk/vm/vm_fault.c:440-545, xnu-11417.101.15), counted in pages
+    /// where XNU counts bytes of pages.
+    fn is_sequential(&mut self, page: u64) {
+        const P: i64 = 1;
+        if page == self.last_alloc {
+            return;
+        }
+        if page != 0 && self.last_alloc == page - 1 {
+            if self.sequential < 0 {
+                self.sequential = 0;
+            }
+            if self.sequential < MAX_SEQUENTIAL_RUN {
+                self.sequential += P;
+            }
+        } else if self.last_alloc != 0 && self.last_alloc == page + 1 {
+            if self.sequential > 0 {
+                self.sequential = 0;
+            }
+            if self.sequential > -MAX_SEQUENTIAL_RUN {
+                self.sequential -= P;
+            }
+        } else {
+            self.sequential = 0;
+        }
+        self.last_alloc = page;
+    }
+}
+
 /// The dynamic linker the kernel maps into every dynamic executable
 /// (`LC_LOAD_DYLINKER`).
 pub const DYLD_PATH: &str = "/usr/lib/dyld";
@@ -654,32 +821,34 @@ impl Kernel {
             }
             if lock(&m.vp.pages).contains(&page) {
                 st.hits += 1;
+                // A speculative page's first use feeds the detector
+                // (VM_PAGE_CONSUME_CLUSTERED, vm_fault.c:5299-5303).
+                lock(&m.vp.vm_object).consume(page);
                 continue;
             }
-            self.pagein(p, &m.vp, page, file_pages)?;
+            self.pagein(p, &m, page, file_pages)?;
             st.pageins += 1;
         }
         Ok(st)
     }
 
-    /// `vnode_pager_cluster_read` → `vnode_pagein` → VNOP_PAGEIN for the run
-    /// of absent pages around `page` inside its cluster.
-    fn pagein(&self, p: &Process, vp: &Arc<Vnode>, page: u64, file_pages: u64) -> Result<(), i32> {
+    /// `vnode_pager_data_request` → `vnode_pager_cluster_read` →
+    /// `vnode_pagein` → one VNOP_PAGEIN for the cluster around `page`
+    /// ([`VmObject::cluster`]; osfmk/vm/bsd_vm.c:634-663, 842-870,
+    /// xnu-11417.101.15). `a_flags` is 0 or UPL_IOSTREAMING, never
+    /// UPL_IOSYNC; since macOS 11 `vnode_pagein` holds an iocount across
+    /// the call (`vnode_getalways_from_pager`, bsd/vm/vnode_pager.c:629;
+    /// absent in xnu-6153.141.1, the Catalina model).
+    fn pagein(&self, p: &Process, m: &Mapping, page: u64, file_pages: u64) -> Result<(), i32> {
+        let vp = &m.vp;
         let ps = self.config.page_size;
-        let cl = self.config.cluster_pages.max(1);
-        let (start, end) = {
+        let entry = (
+            m.file_offset / ps,
+            (m.file_offset + m.len).div_ceil(ps).min(file_pages),
+        );
+        let (start, end, streaming) = {
             let cached = lock(&vp.pages);
-            let cl_start = page / cl * cl;
-            let cl_end = (cl_start + cl).min(file_pages);
-            let mut s = page;
-            while s > cl_start && !cached.contains(&(s - 1)) {
-                s -= 1;
-            }
-            let mut e = page + 1;
-            while e < cl_end && !cached.contains(&e) {
-                e += 1;
-            }
-            (s, e)
+            lock(&vp.vm_object).cluster(&self.config, page, entry, file_pages, &cached)
         };
         let pageinv2 = self
             .vfs
@@ -690,18 +859,30 @@ impl Kernel {
             a_desc: vfs::desc_addr(Vop::Pagein) as *mut xnu::vnodeop_desc,
             a_vp: vp.addr as xnu::vnode_t,
             a_pl: upl as xnu::upl_t,
-            a_pl_offset: 0,
+            // PAGEINV2: the must-have page within the extent; a UPL's
+            // absent run starts at its offset 0.
+            a_pl_offset: if pageinv2 {
+                ((page - start) * ps) as _
+            } else {
+                0
+            },
             a_f_offset: (start * ps) as i64,
             a_size: ((end - start) * ps) as usize,
-            a_flags: xnu::UPL_IOSYNC as i32,
+            a_flags: if streaming { UPL_IOSTREAMING } else { 0 },
             a_context: p.ctx_addr as xnu::vfs_context_t,
         };
+        let iocount =
+            self.config.release != crate::kernel::Release::Catalina && self.vfs.get(vp).is_ok();
         let err = self
             .vfs
             .dispatch(self, vp, Vop::Pagein, (&raw mut args).cast::<c_void>());
+        if iocount {
+            self.vfs.put(self, vp);
+        }
         if upl != 0 {
             self.arena.free(upl);
         }
+        lock(&vp.vm_object).paged_in(page, start, end);
         if err != 0 { Err(errno::EIO) } else { Ok(()) }
     }
 

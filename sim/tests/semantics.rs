@@ -2,12 +2,19 @@
 //! references, MNOMAP on the last unmap, the page cache, exec, exit, forced
 //! unmount, recycling and concurrency.
 
-use maptrace_sim::{Config, OpenMode, Release, Sim, TraceEvent, TraceOp, map_flags, prot};
+use maptrace_sim::{
+    Config, OpenMode, Platform, Release, Sim, TraceEvent, TraceOp, map_flags, prot,
+};
 
 const PS: u64 = 4096;
 
+/// An Intel Mac with an SSD: 4 KiB pages, whose clusters these tests count.
+fn intel() -> Config {
+    Config::for_platform(Platform::IntelSsd)
+}
+
 fn sim() -> Sim {
-    let sim = Sim::boot(Config::default());
+    let sim = Sim::boot(intel());
     sim.mount("apfs", "/").unwrap();
     sim.mount("hfs", "/Volumes/Data").unwrap();
     sim.add_file("/bin/app", 16 * PS).unwrap();
@@ -109,12 +116,14 @@ fn touching_a_page_twice_pages_it_in_once_in_clusters() {
         .filter(|e| e.op == TraceOp::Pagein)
         .collect();
     assert_eq!(pageins.len(), 1);
-    // The default cluster is 4 pages: page 5 reads pages 4..8.
+    // A fresh object's cluster is the SSD minimum, 16 KiB, centred on the
+    // fault: page 5 reads pages 3..7.
     assert_eq!(
         (pageins[0].offset, pageins[0].size),
-        (4 * PS as i64, 4 * PS)
+        (3 * PS as i64, 4 * PS)
     );
-    // Pages 4..8 are resident now; page 6 is a hit, page 8 starts a new cluster.
+    // Pages 3..7 are resident now; page 6 is a hit, page 7 reads 7..9
+    // (resident page 6 is not bridged), page 8 is a hit.
     let t = p.touch(a + 6 * PS, 3 * PS).unwrap();
     assert_eq!((t.pages, t.hits, t.pageins), (3, 2, 1));
     // Past the end of the mapping is a fault.
@@ -441,7 +450,9 @@ fn evicted_pages_are_paged_in_again() {
     assert_eq!(p.touch(a, 8 * PS).unwrap().pageins, 2);
     assert_eq!(p.touch(a, 8 * PS).unwrap().pageins, 0);
     assert_eq!(sim.evict("/Volumes/Data/db"), Ok(8));
-    assert_eq!(p.touch(a, 8 * PS).unwrap().pageins, 2);
+    // The object remembers the sequential run (vm_object_cluster_size):
+    // the re-read streams all 8 pages in one read.
+    assert_eq!(p.touch(a, 8 * PS).unwrap().pageins, 1);
     assert_eq!(sim.evict("/nope").unwrap_err().0, 2);
 }
 
@@ -870,4 +881,138 @@ fn a_jetsam_kill_unmaps_as_the_kernel() {
     assert!(p.mappings().is_empty() && p.fds().is_empty());
     assert_eq!(sim.jetsam(&p).unwrap_err().0, 3, "already gone");
     sim.check_balanced().unwrap();
+}
+
+// ------------------------------------------------------------------------
+// Page-ins as osfmk/vm/vm_object.c, vm_fault.c, bsd_vm.c and
+// bsd/vm/vnode_pager.c (xnu-11417.101.15) make them.
+
+fn pageins_of(sim: &Sim, path: &str) -> Vec<(i64, u64, i32)> {
+    events(sim, TraceOp::Pagein, path)
+        .iter()
+        .map(|e| (e.offset, e.size, e.prot))
+        .collect()
+}
+
+/// vnode_pagein takes an iocount with vnode_getalways_from_pager before
+/// VNOP_PAGEIN since macOS 11 (bsd/vm/vnode_pager.c:629 in
+/// xnu-11417.101.15, 622 in xnu-7195.141.2); xnu-6153.141.1 (10.15) takes
+/// none.
+#[test]
+fn a_pagein_holds_an_iocount_since_macos_11_but_not_on_catalina() {
+    use maptrace_sim::Vop;
+    use std::time::Duration;
+    for (release, io) in [(Release::Sequoia, 1), (Release::Catalina, 0)] {
+        let sim = Sim::boot(Config { release, ..intel() });
+        sim.mount("hfs", "/Volumes/Data").unwrap();
+        sim.add_file("/Volumes/Data/db", 8 * PS).unwrap();
+        let p = sim.spawn("reader", 501);
+        let fd = p.open("/Volumes/Data/db").unwrap();
+        let a = p
+            .mmap(fd, 8 * PS, prot::READ, map_flags::SHARED, 0)
+            .unwrap();
+        let hold = sim.hold_vnop(Vop::Pagein);
+        std::thread::scope(|s| {
+            let t = s.spawn(|| p.touch(a, 1));
+            assert!(hold.wait_held(1, Duration::from_secs(10)));
+            let c = sim.counts("/Volumes/Data/db").unwrap();
+            assert_eq!((c.usecount, c.iocount), (2, io), "{release:?}");
+            hold.release();
+            t.join().unwrap().unwrap();
+        });
+        assert_eq!(sim.counts("/Volumes/Data/db").unwrap().iocount, 0);
+    }
+}
+
+/// vnode_pager_cluster_read passes 0 or UPL_IOSTREAMING (bsd_vm.c:851-856),
+/// never UPL_IOSYNC; a sequential run of 3 pages or more streams and reads
+/// ahead only (vm_object.c:6774-6782).
+#[test]
+fn fault_pageins_pass_0_or_iostreaming_and_sequential_runs_stream() {
+    let sim = sim();
+    let db = "/Volumes/Data/db";
+    let p = sim.spawn("reader", 501);
+    let fd = p.open(db).unwrap();
+    let a = p
+        .mmap(fd, 64 * PS, prot::READ, map_flags::SHARED, 0)
+        .unwrap();
+    p.touch(a, 64 * PS).unwrap();
+    let got = pageins_of(&sim, db);
+    assert!(
+        got.iter().all(|(_, _, f)| *f == 0 || *f == 0x100),
+        "{got:?}"
+    );
+    assert_eq!(got[0], (0, 4 * PS, 0), "a fresh object primes with 16 KiB");
+    assert_eq!(
+        got[1],
+        (4 * PS as i64, 4 * PS, 0x100),
+        "3 pages used: stream"
+    );
+    let sizes: Vec<u64> = got.iter().map(|g| g.1).collect();
+    assert!(
+        sizes.iter().any(|s| *s > 4 * PS),
+        "the run grows the cluster: {sizes:?}"
+    );
+    assert!(
+        got.len() < 16,
+        "fewer, larger reads than fixed 16 KiB clusters"
+    );
+    assert!(
+        got.iter().all(|(_, s, _)| *s <= 128 << 10),
+        "SSD maximum 128 KiB"
+    );
+}
+
+/// A random fault's cluster is centred on it (head = trunc_page(pre / 2),
+/// vm_object.c:6868), never bridges resident pages and stays inside the map
+/// entry's [lo_offset, hi_offset) (vm_map.c:14875-14877).
+#[test]
+fn clusters_are_centred_on_the_fault_and_clipped_to_the_mapping() {
+    let sim = sim();
+    let db = "/Volumes/Data/db";
+    let p = sim.spawn("reader", 501);
+    let fd = p.open(db).unwrap();
+    let a = p
+        .mmap(fd, 64 * PS, prot::READ, map_flags::PRIVATE, 0)
+        .unwrap();
+    p.touch(a + 5 * PS, 1).unwrap();
+    p.touch(a, 1).unwrap();
+    assert_eq!(
+        pageins_of(&sim, db),
+        vec![(3 * PS as i64, 4 * PS, 0), (0, 3 * PS, 0)],
+        "12K+16K, then 0K+12K up to the resident page"
+    );
+    // A mapping of pages 20..22: a fault on page 20 reads nothing before it.
+    let w = p
+        .mmap(fd, 2 * PS, prot::READ, map_flags::PRIVATE, 20 * PS)
+        .unwrap();
+    p.touch(w, 1).unwrap();
+    assert_eq!(pageins_of(&sim, db)[2], (20 * PS as i64, 2 * PS, 0));
+}
+
+/// Apple silicon: 16 KiB pages (ARM_PGSHIFT 14, osfmk/arm64/proc_reg.h), an
+/// SSD minimum of 16 KiB, so a first fault reads one page; the default
+/// Config is this platform, whose timebase (125/3) it pairs with.
+#[test]
+fn apple_silicon_faults_one_16k_page_then_streams() {
+    let c = Config::default();
+    assert_eq!((c.page_size, c.timebase), (16384, (125, 3)));
+    let sim = Sim::boot(c);
+    sim.mount("apfs", "/").unwrap();
+    sim.add_file("/f", 1 << 20).unwrap();
+    let p = sim.spawn("r", 501);
+    let fd = p.open("/f").unwrap();
+    let a = p
+        .mmap(fd, 1 << 20, prot::READ, map_flags::SHARED, 0)
+        .unwrap();
+    let t = p.touch(a + 3 * 16384 + 100, 1).unwrap();
+    assert_eq!((t.pages, t.pageins), (1, 1));
+    assert_eq!(pageins_of(&sim, "/f"), vec![(3 * 16384, 16384, 0)]);
+    p.touch(a, 1 << 20).unwrap();
+    let got = pageins_of(&sim, "/f");
+    assert!(got.iter().all(|(o, s, _)| o % 16384 == 0 && s % 16384 == 0));
+    assert!(
+        got.iter().any(|(_, s, f)| *s > 16384 && *f == 0x100),
+        "{got:?}"
+    );
 }
