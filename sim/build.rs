@@ -29,6 +29,7 @@ fn main() {
     println!("cargo:rerun-if-changed={}", shim.join("include").display());
     println!("cargo:rerun-if-changed={}", root.join("csrc").display());
     println!("cargo::rustc-check-cfg=cfg(mt_shim)");
+    println!("cargo::rustc-check-cfg=cfg(mt_sanitize)");
 
     let bindings = bindgen::Builder::default()
         .header(header.to_string_lossy())
@@ -54,8 +55,28 @@ fn main() {
         println!("cargo:rustc-cfg=mt_shim");
     }
     let mut build = cc::Build::new();
+    build.define("MT_SIM", None);
+    // Build variants of the shim (kext-shim/src/mt_shim.h): the kauth variant
+    // for macOS 10.15 and the resident (never unloadable) MAC policy.
+    if env::var_os("CARGO_FEATURE_KAUTH").is_some() {
+        build.define("MT_WITH_KAUTH", None);
+    }
+    if env::var_os("CARGO_FEATURE_RESIDENT").is_some() {
+        build.define("MT_RESIDENT", None);
+    }
+    // The shim's hook-path calls into the core go through the simulator's
+    // checking wrappers (sim/src/corewatch.rs).
+    for f in [
+        "mt_core_init",
+        "mt_core_shutdown",
+        "mt_core_wants",
+        "mt_core_record",
+        "mt_core_record_path",
+        "mt_core_vector_original",
+    ] {
+        build.define(f, Some(format!("mt_sim_{}", &f[3..]).as_str()));
+    }
     build
-        .define("MT_SIM", None)
         .include(shim.join("include"))
         .include(shim.join("src"))
         .include(&xnu_dir)
@@ -71,7 +92,14 @@ fn main() {
     // (RUSTFLAGS=-Zsanitizer=thread and -Zbuild-std, so std's atomics and locks
     // are seen too).
     println!("cargo:rerun-if-env-changed=MT_SIM_SANITIZE");
+    // Optimised like the kext's (-O2), so the simulator's stack budgets
+    // (src/stack.rs) measure frames close to the real ones; sanitizer builds
+    // keep cc's default and switch the stack meter off (mt_sanitize).
+    if env::var("MT_SIM_SANITIZE").is_err() {
+        build.opt_level(2);
+    }
     if let Ok(list) = env::var("MT_SIM_SANITIZE") {
+        println!("cargo:rustc-cfg=mt_sanitize");
         let sanitizers: Vec<&str> = list
             .split(',')
             .map(str::trim)

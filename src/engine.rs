@@ -84,39 +84,50 @@ pub struct ShimCounters {
 
 const BATCH_HEADER: usize = core::mem::size_of::<raw::mt_batch_header>();
 const SEGMENT_HEADER: usize = core::mem::size_of::<raw::mt_segment_header>();
-const MAX_SHARDS: usize = raw::MT_MAX_SHARDS as usize;
 /// Smallest buffer a drain accepts: a header, a segment and the largest record.
 pub const MIN_DRAIN_BUFFER: usize =
     BATCH_HEADER + SEGMENT_HEADER + raw::MT_RECORD_MAX_SLOTS as usize * SLOT_SIZE;
 
-/// Reader-side state, under the drain lock.
-struct DrainState {
+/// Reader-side state, under the drain lock. What a prepare copied per shard
+/// is staged in the ring's own reader words ([`Ring::stage`]), so no drain
+/// ever builds a per-shard array on the (16 KiB) kernel stack.
+pub(crate) struct DrainState {
     /// Shard the next drain starts with (round-robin fairness).
     next_shard: u32,
     /// Batches committed in this generation.
     batch_no: u64,
-    /// What the last prepare copied, per shard (`nslots == 0`: nothing).
-    pending: [Peek; MAX_SHARDS],
-    /// Whether `pending` holds an uncommitted prepare.
+    /// Whether the shards hold an uncommitted prepare.
     prepared: bool,
 }
 
-/// The core's state. Lives in shim-provided memory in the kext; anywhere in
-/// tests.
+impl DrainState {
+    pub(crate) const fn new() -> DrainState {
+        DrainState {
+            next_shard: 0,
+            batch_no: 0,
+            prepared: false,
+        }
+    }
+}
+
+/// The core's state. Lives in shim-provided memory in the kext, where
+/// `mt_core_init` writes it field by field in place (see `ffi`): the whole
+/// engine never passes through the kernel stack. Anywhere in tests.
 pub struct Engine<'a> {
-    ring: Ring<'a>,
-    config: ConfigCell,
-    key: VnodeIdKey,
-    params: Params,
-    vectors: VectorTable,
-    drain: spin::Mutex<DrainState>,
-    filtered: AtomicU64,
-    errors: AtomicU64,
+    pub(crate) ring: Ring<'a>,
+    pub(crate) config: ConfigCell,
+    pub(crate) key: VnodeIdKey,
+    pub(crate) params: Params,
+    pub(crate) vectors: VectorTable,
+    pub(crate) drain: spin::Mutex<DrainState>,
+    pub(crate) filtered: AtomicU64,
+    pub(crate) errors: AtomicU64,
 }
 
 impl<'a> Engine<'a> {
     /// An engine over `ring`, recording everything, with a START marker as
-    /// the first record of the generation.
+    /// the first record of the generation. Built by value: host use only
+    /// (the kext's `mt_core_init` builds the same fields in place).
     pub fn new(ring: Ring<'a>, params: Params) -> Engine<'a> {
         let e = Engine {
             ring,
@@ -124,18 +135,19 @@ impl<'a> Engine<'a> {
             key: VnodeIdKey::new(params.hash_key),
             params,
             vectors: VectorTable::new(),
-            drain: spin::Mutex::new(DrainState {
-                next_shard: 0,
-                batch_no: 0,
-                pending: [Peek::default(); MAX_SHARDS],
-                prepared: false,
-            }),
+            drain: spin::Mutex::new(DrainState::new()),
             filtered: AtomicU64::new(0),
             errors: AtomicU64::new(0),
         };
-        let (slots, shards) = (u64::from(e.ring.cap()), u64::from(e.ring.nshards()));
-        e.mark(params.start_ns, raw::MT_MARK_START, 0, slots, shards);
+        e.start();
         e
+    }
+
+    /// Records the START marker: the first record of the generation. Called
+    /// once, by whoever built the engine, before anyone else sees it.
+    pub(crate) fn start(&self) {
+        let (slots, shards) = (u64::from(self.ring.cap()), u64::from(self.ring.nshards()));
+        self.mark(self.params.start_ns, raw::MT_MARK_START, 0, slots, shards);
     }
 
     /// The ring (for stats and tests).
@@ -188,7 +200,7 @@ impl<'a> Engine<'a> {
         if !self.admit(kind, ev.pid) {
             return RecordResult::Filtered;
         }
-        let head = record::head_of(kind, ev, self.key.id(ev.vnode_ptr));
+        let head = record::head_of(kind, ev, self.key.id(ev.vnode_ptr, ev.vid));
         let pushed = self.ring.record(hint, 1, |w| {
             if let Some(bytes) = record::encode_fixed(head, ev, w.drops_before()) {
                 w.head(&bytes);
@@ -202,7 +214,7 @@ impl<'a> Engine<'a> {
         if !self.admit(EventKind::Path, ev.pid) {
             return RecordResult::Filtered;
         }
-        let mut head = record::head_of(EventKind::Path, ev, self.key.id(ev.vnode_ptr));
+        let mut head = record::head_of(EventKind::Path, ev, self.key.id(ev.vnode_ptr, ev.vid));
         let path = match path.get(..PATH_MAX) {
             Some(cut) if path.len() > PATH_MAX => {
                 head.flags |= raw::MT_RF_TRUNCATED as u8;
@@ -273,6 +285,12 @@ impl<'a> Engine<'a> {
         Ok(index)
     }
 
+    /// Forgets a hooked vector (the shim restored it: its filesystem is
+    /// going away). Returns whether it was in the table.
+    pub fn vector_remove(&self, vector: u64) -> bool {
+        self.vectors.remove(vector)
+    }
+
     /// Entry `i` of the vector table.
     pub fn vector_get(&self, i: u32) -> Option<(u64, [u64; OPS])> {
         self.vectors.get(i)
@@ -318,7 +336,9 @@ impl<'a> Engine<'a> {
         let n = self.ring.nshards();
         let start = st.next_shard % n;
         st.next_shard = st.next_shard.wrapping_add(1);
-        st.pending = [Peek::default(); MAX_SHARDS];
+        for shard in 0..n as usize {
+            self.ring.stage(shard, &Peek::default());
+        }
         st.prepared = true;
 
         let mut used = BATCH_HEADER;
@@ -352,9 +372,7 @@ impl<'a> Engine<'a> {
             used += SEGMENT_HEADER + peek.nslots as usize * SLOT_SIZE;
             nsegments += 1;
             records += peek.records;
-            if let Some(p) = st.pending.get_mut(shard as usize) {
-                *p = peek;
-            }
+            self.ring.stage(shard as usize, &peek);
         }
         if nsegments == 0 {
             st.prepared = false;
@@ -389,10 +407,8 @@ impl<'a> Engine<'a> {
         if !st.prepared {
             return;
         }
-        for (shard, peek) in st.pending.iter().enumerate() {
-            if peek.nslots > 0 {
-                self.ring.release(shard, peek);
-            }
+        for shard in 0..self.ring.nshards() as usize {
+            self.ring.release_staged(shard);
         }
         st.batch_no += 1;
         st.prepared = false;

@@ -129,12 +129,24 @@ pub struct Slot {
 unsafe impl Sync for Slot {}
 
 impl Slot {
-    fn new() -> Slot {
+    /// A slot carrying `stamp` (a stale one: never the commit it will be
+    /// checked for next).
+    fn new(stamp: u32) -> Slot {
         Slot {
-            stamp: AtomicU32::new(0),
+            stamp: AtomicU32::new(stamp),
             body: Body::new(),
         }
     }
+}
+
+/// The stamp slot `j` of a `cap`-slot shard starting at `start` carries: the
+/// commit of the position it held one lap before `start`, as if the ring had
+/// run up to there. The reader expects `start + 1` (mod 2^31) there next, and
+/// a lap-old stamp differs from that by `cap`.
+fn stale_stamp(start: u64, cap: u32, j: u32) -> u32 {
+    let lap_before = (start as u32).wrapping_sub(cap);
+    let q = lap_before.wrapping_add(j.wrapping_sub(lap_before) & (cap - 1));
+    q.wrapping_add(1) & raw::MT_STAMP_MASK
 }
 
 /// Producer-written words of a shard, on their own cache line.
@@ -155,6 +167,14 @@ struct ReaderSide {
     drained_records: AtomicU64,
     /// Largest 64-bit drop count observed (for the wrap fix-up).
     drops_seen: AtomicU64,
+    /// What the last uncommitted drain copied (see [`Ring::stage`]): kept
+    /// here, in the ring's memory, so a drain never builds a per-shard array
+    /// on the kernel stack. Reader-only words, under the drain lock.
+    staged_first: AtomicU64,
+    /// Slots of the staged copy (0: nothing staged).
+    staged_nslots: AtomicU64,
+    /// Records of the staged copy.
+    staged_records: AtomicU64,
 }
 
 /// One shard's control words.
@@ -165,19 +185,34 @@ pub struct Shard {
 }
 
 impl Shard {
-    fn new() -> Shard {
+    fn new(start: RingStart) -> Shard {
         Shard {
             prod: ProducerSide {
-                enq: AtomicU64::new(0),
-                drop_wraps: AtomicU32::new(0),
+                enq: AtomicU64::new((start.drops << 32) | (start.pos & 0xffff_ffff)),
+                drop_wraps: AtomicU32::new((start.drops >> 32) as u32),
             },
             read: ReaderSide {
-                deq: AtomicU64::new(0),
+                deq: AtomicU64::new(start.pos),
                 drained_records: AtomicU64::new(0),
-                drops_seen: AtomicU64::new(0),
+                drops_seen: AtomicU64::new(start.drops),
+                staged_first: AtomicU64::new(start.pos),
+                staged_nslots: AtomicU64::new(0),
+                staged_records: AtomicU64::new(0),
             },
         }
     }
+}
+
+/// Where a fresh ring's counters start. Always zero in the kext; tests start
+/// near a wrap (position 2^32, stamp 2^31, drops 2^32) to reach those paths
+/// without producing billions of events.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RingStart {
+    /// 64-bit position of every shard (drained and reserved up to here).
+    pub pos: u64,
+    /// 64-bit drop count of every shard.
+    pub drops: u64,
 }
 
 /// A shard's counters at one moment.
@@ -317,12 +352,23 @@ impl<'a> Ring<'a> {
         Ok(Ring::layout(nshards, cap)?.size + ALIGN - 1)
     }
 
-    /// Lays the ring out in `mem` (any alignment), zeroing every stamp.
-    /// Positions start at 0.
+    /// Lays the ring out in `mem` (any alignment). Positions start at 0.
     pub fn init(
         mem: &'a mut [MaybeUninit<u8>],
         nshards: u32,
         cap: u32,
+    ) -> Result<Ring<'a>, LayoutError> {
+        Ring::init_at(mem, nshards, cap, RingStart::default())
+    }
+
+    /// As [`Ring::init`], with every shard's position and drop count at
+    /// `start` (tests of the wrap paths).
+    #[doc(hidden)]
+    pub fn init_at(
+        mem: &'a mut [MaybeUninit<u8>],
+        nshards: u32,
+        cap: u32,
+        start: RingStart,
     ) -> Result<Ring<'a>, LayoutError> {
         let layout = Ring::layout(nshards, cap)?;
         let skip = mem.as_ptr().align_offset(ALIGN);
@@ -340,12 +386,13 @@ impl<'a> Ring<'a> {
         for i in 0..nshards as usize {
             // SAFETY: element i of the shard array lies inside mem, is aligned
             // (layout), and is exclusively ours through `&mut mem`.
-            unsafe { shards_ptr.wrapping_add(i).write(Shard::new()) };
+            unsafe { shards_ptr.wrapping_add(i).write(Shard::new(start)) };
         }
         for i in 0..nslots {
+            let stamp = stale_stamp(start.pos, cap, i as u32 & (cap - 1));
             // SAFETY: element i of the slot array lies inside mem, is aligned
             // (layout), and is exclusively ours through `&mut mem`.
-            unsafe { slots_ptr.wrapping_add(i).write(Slot::new()) };
+            unsafe { slots_ptr.wrapping_add(i).write(Slot::new(stamp)) };
         }
         // SAFETY: the nshards Shards were initialised above; the borrow of mem
         // for 'a keeps them alive and unaliased by anything but this ring.
@@ -408,7 +455,10 @@ impl<'a> Ring<'a> {
                 ) {
                     Ok(_) => {
                         if drops == u32::MAX {
-                            shard.prod.drop_wraps.fetch_add(1, Ordering::Relaxed);
+                            // INVARIANT: Release, after the CAS that wrapped
+                            // `drops`: a reader whose Acquire load sees the
+                            // new wrap count also sees the wrapped `enq`.
+                            shard.prod.drop_wraps.fetch_add(1, Ordering::Release);
                         }
                         return Err(Dropped);
                     }
@@ -442,28 +492,35 @@ impl<'a> Ring<'a> {
             return ShardCounters::default();
         };
         let deq = s.read.deq.load(Ordering::Acquire);
-        let enq = s.prod.enq.load(Ordering::Acquire);
+        let (enq, dropped) = self.enq_and_drops(s);
         let backlog = u64::from((enq as u32).wrapping_sub(deq as u32));
         ShardCounters {
             produced_slots: deq + backlog,
-            dropped: self.drops64(s, enq),
+            dropped,
             drained_slots: deq,
             drained_records: s.read.drained_records.load(Ordering::Relaxed),
         }
     }
 
-    /// The 64-bit drop count of a shard given a snapshot of its `enq`.
-    fn drops64(&self, s: &Shard, enq: u64) -> u64 {
-        let wraps = u64::from(s.prod.drop_wraps.load(Ordering::Relaxed));
+    /// A snapshot of a shard's `enq` and its 64-bit drop count.
+    ///
+    /// The wrap count is loaded BEFORE `enq`: a producer bumps it only after
+    /// its CAS wrapped `drops` (Release/Acquire below), so a snapshot can pair
+    /// a wrapped `enq` with the old wrap count (2^32 too little, corrected
+    /// from `drops_seen`) but never an unwrapped `enq` with the new count,
+    /// which would read 2^32 too much and could not be told from real drops.
+    fn enq_and_drops(&self, s: &Shard) -> (u64, u64) {
+        let wraps = u64::from(s.prod.drop_wraps.load(Ordering::Acquire));
+        let enq = s.prod.enq.load(Ordering::Acquire);
         let mut v = (wraps << 32) | (enq >> 32);
         let seen = s.read.drops_seen.load(Ordering::Relaxed);
-        // A producer that wrapped `drops` to 0 bumps drop_wraps just after its
-        // CAS; a snapshot inside that window reads 2^32 too little.
+        // Inside the window between a producer's wrapping CAS and its wrap
+        // count bump, the snapshot reads 2^32 too little.
         if v < seen {
             v += 1 << 32;
         }
         s.read.drops_seen.fetch_max(v, Ordering::Relaxed);
-        v
+        (enq, v)
     }
 
     /// Scans shard `i` from its `deq` for committed records and copies them
@@ -533,8 +590,8 @@ impl<'a> Ring<'a> {
             peek.records += 1;
         }
         peek.nslots = p - first;
-        let enq = s.prod.enq.load(Ordering::Acquire);
-        peek.dropped = self.drops64(s, enq);
+        let (enq, dropped) = self.enq_and_drops(s);
+        peek.dropped = dropped;
         peek.backlog_after = u64::from((enq as u32).wrapping_sub(p as u32));
         if p - first >= room && peek.backlog_after > 0 {
             peek.truncated = true;
@@ -557,6 +614,31 @@ impl<'a> Ring<'a> {
         s.read
             .drained_records
             .fetch_add(peek.records, Ordering::Relaxed);
+    }
+
+    /// Remembers what a [`Ring::peek`] of shard `i` copied, for
+    /// [`Ring::release_staged`] (a `Peek::default()` clears it). Reader only.
+    pub fn stage(&self, i: usize, peek: &Peek) {
+        let Some(s) = self.shards.get(i) else { return };
+        s.read.staged_first.store(peek.first_pos, Ordering::Relaxed);
+        s.read.staged_nslots.store(peek.nslots, Ordering::Relaxed);
+        s.read.staged_records.store(peek.records, Ordering::Relaxed);
+    }
+
+    /// Releases what was staged on shard `i` (if anything) and clears it.
+    pub fn release_staged(&self, i: usize) {
+        let Some(s) = self.shards.get(i) else { return };
+        let nslots = s.read.staged_nslots.swap(0, Ordering::Relaxed);
+        if nslots == 0 {
+            return;
+        }
+        let peek = Peek {
+            first_pos: s.read.staged_first.load(Ordering::Relaxed),
+            nslots,
+            records: s.read.staged_records.swap(0, Ordering::Relaxed),
+            ..Peek::default()
+        };
+        self.release(i, &peek);
     }
 }
 

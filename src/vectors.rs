@@ -9,8 +9,13 @@
 //!
 //! * Entries `0..len` are fully written before `len` is published with
 //!   Release, and never change afterwards (until the core is discarded), so a
-//!   reader that loads `len` with Acquire sees complete entries.
-//! * A vector address appears at most once.
+//!   reader that loads `len` with Acquire sees complete entries; the one
+//!   exception is `remove`, which sets an entry's `vector` to 0. A removed
+//!   slot is never reused, so a reader that matched it just before sees the
+//!   originals it had (unchanged), and a lookup after it misses.
+//! * A vector address appears at most once among entries not removed (the
+//!   same address may come back as a new entry: a freed vector's memory
+//!   reused for another filesystem's).
 
 use crate::ffi::bridge;
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
@@ -29,26 +34,34 @@ pub enum VectorError {
     Full,
 }
 
-struct Entry {
+pub(crate) struct Entry {
     vector: AtomicU64,
     originals: [AtomicU64; OPS],
 }
 
-/// The vector table.
+impl Entry {
+    /// An unused entry.
+    pub(crate) fn new() -> Entry {
+        Entry {
+            vector: AtomicU64::new(0),
+            originals: core::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+/// The vector table. `mt_core_init` writes it in place, entry by entry
+/// (see `ffi`), so its 2 KiB never pass through the kernel stack.
 pub struct VectorTable {
-    entries: [Entry; MAX_VECTORS],
-    len: AtomicU32,
-    insert_lock: spin::Mutex<()>,
+    pub(crate) entries: [Entry; MAX_VECTORS],
+    pub(crate) len: AtomicU32,
+    pub(crate) insert_lock: spin::Mutex<()>,
 }
 
 impl VectorTable {
-    /// An empty table.
+    /// An empty table (built by value: host use).
     pub fn new() -> VectorTable {
         VectorTable {
-            entries: core::array::from_fn(|_| Entry {
-                vector: AtomicU64::new(0),
-                originals: core::array::from_fn(|_| AtomicU64::new(0)),
-            }),
+            entries: core::array::from_fn(|_| Entry::new()),
             len: AtomicU32::new(0),
             insert_lock: spin::Mutex::new(()),
         }
@@ -95,7 +108,28 @@ impl VectorTable {
         Ok(n as u32)
     }
 
-    /// Entry `i` (for restoring at unload).
+    /// Forgets `vector` (its filesystem is going away): lookups miss from
+    /// now on and a later insert of the same address is a new entry.
+    /// Returns whether it was in the table.
+    pub fn remove(&self, vector: u64) -> bool {
+        let _guard = self.insert_lock.lock();
+        if vector == 0 {
+            return false;
+        }
+        match self
+            .published()
+            .iter()
+            .find(|e| e.vector.load(Ordering::Relaxed) == vector)
+        {
+            Some(e) => {
+                e.vector.store(0, Ordering::Release);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Entry `i` (for restoring at unload); a removed entry has vector 0.
     pub fn get(&self, i: u32) -> Option<(u64, [u64; OPS])> {
         let e = self.published().get(i as usize)?;
         Some((
@@ -148,6 +182,24 @@ mod tests {
         }
         assert_eq!(t.insert(0xdead_0000, [0; 3]), Err(VectorError::Full));
         assert_eq!(t.len() as usize, MAX_VECTORS);
+    }
+
+    #[test]
+    fn a_removed_vector_misses_and_its_address_can_come_back() {
+        let t = VectorTable::new();
+        assert_eq!(t.insert(0x1000, [1, 2, 3]), Ok(0));
+        assert_eq!(t.insert(0x2000, [4, 5, 6]), Ok(1));
+        assert!(!t.remove(0x3000), "not in the table");
+        assert!(!t.remove(0));
+        assert!(t.remove(0x1000));
+        assert!(!t.remove(0x1000), "already removed");
+        assert_eq!(t.original(0x1000, 0), None);
+        assert_eq!(t.get(0), Some((0, [1, 2, 3])), "a removed slot stays");
+        assert_eq!(t.original(0x2000, 0), Some(4), "the others are untouched");
+        // The address comes back (a freed vector reused): a new entry.
+        assert_eq!(t.insert(0x1000, [7, 8, 9]), Ok(2));
+        assert_eq!(t.original(0x1000, 2), Some(9));
+        assert_eq!(t.len(), 3);
     }
 
     #[test]

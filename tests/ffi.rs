@@ -59,6 +59,7 @@ fn null_handles_are_harmless() {
         );
         assert_eq!(mt_core_vector_original(null(), 1, 0), 0);
         assert_eq!(mt_core_vector_count(null()), 0);
+        assert_eq!(mt_core_vector_remove(null(), 1), MT_EINVAL as i32);
         assert_eq!(mt_core_drain_capacity(null()), 0);
         assert_eq!(mt_core_config_set(null(), null(), 0, 0), MT_EINVAL as i32);
         mt_core_drain_commit(null());
@@ -104,7 +105,16 @@ fn the_shim_call_sequence_works_through_c_types() {
             mt_core_vector_get(core, 1, &mut v, o.as_mut_ptr()),
             MT_EINVAL as i32
         );
-        for i in 1..64u64 {
+        // Remove: lookups miss, the address can come back as a new entry.
+        assert_eq!(mt_core_vector_remove(core, 0xabc0), MT_OK as i32);
+        assert_eq!(mt_core_vector_remove(core, 0xabc0), MT_EINVAL as i32);
+        assert_eq!(mt_core_vector_original(core, 0xabc0, 1), 0);
+        assert_eq!(
+            mt_core_vector_insert(core, 0xabc0, origs.as_ptr(), 5),
+            MT_OK as i32
+        );
+        assert_eq!(mt_core_vector_count(core), 2);
+        for i in 2..64u64 {
             mt_core_vector_insert(core, 0x1_0000 + i * 16, origs.as_ptr(), 5);
         }
         assert_eq!(

@@ -9,7 +9,7 @@
 
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicU64, Ordering};
-use maptrace_core::ring::{Ring, SLOT_SIZE};
+use maptrace_core::ring::{Ring, RingStart, SLOT_SIZE};
 use std::mem::MaybeUninit;
 
 fn record_bytes(producer: u8, seq: u8) -> [u8; SLOT_SIZE] {
@@ -32,15 +32,28 @@ fn check_and_collect(buf: &[u8], n: u64, out: &mut Vec<(u8, u8)>) {
 
 #[test]
 fn producers_and_reader_never_lose_or_tear_a_record() {
+    producers_and_reader(RingStart::default());
+}
+
+#[test]
+fn producers_and_reader_across_the_position_and_stamp_wrap() {
+    // The 4 reservations cross position 2^32 (and so stamp 2^31 twice over).
+    producers_and_reader(RingStart {
+        pos: (1 << 32) - 2,
+        drops: 0,
+    });
+}
+
+fn producers_and_reader(start: RingStart) {
     // Every interleaving with up to 3 preemptions: the state space of the
     // unbounded model does not finish on a small machine.
     let mut model = loom::model::Builder::new();
     model.preemption_bound = Some(3);
-    model.check(|| {
+    model.check(move || {
         let mem: &'static mut [MaybeUninit<u8>] = Box::leak(
             vec![MaybeUninit::uninit(); Ring::mem_size(1, 2).unwrap()].into_boxed_slice(),
         );
-        let ring = Arc::new(Ring::init(mem, 1, 2).unwrap());
+        let ring = Arc::new(Ring::init_at(mem, 1, 2, start).unwrap());
         let dropped = Arc::new(AtomicU64::new(0));
         let producers: Vec<_> = (0..2u8)
             .map(|p| {
@@ -75,5 +88,40 @@ fn producers_and_reader_never_lose_or_tear_a_record() {
             let seqs: Vec<u8> = got.iter().filter(|g| g.0 == p).map(|g| g.1).collect();
             assert!(seqs.windows(2).all(|w| w[0] < w[1]), "producer order kept");
         }
+    });
+}
+
+#[test]
+fn a_drop_count_read_across_its_wrap_is_never_2_pow_32_too_high() {
+    // One producer drops the event that wraps the 32-bit drop count while
+    // the reader snapshots the 64-bit total. Read in the wrong order (enq,
+    // then the wrap count), the snapshot can pair the old enq with the new
+    // wrap count: 2^33 - 1, a phantom 2^32 drops.
+    loom::model(|| {
+        let mem: &'static mut [MaybeUninit<u8>] = Box::leak(
+            vec![MaybeUninit::uninit(); Ring::mem_size(1, 2).unwrap()].into_boxed_slice(),
+        );
+        let start = RingStart {
+            pos: 0,
+            drops: u64::from(u32::MAX),
+        };
+        let ring = Arc::new(Ring::init_at(mem, 1, 2, start).unwrap());
+        for seq in 0..2 {
+            ring.record(0, 1, |w| w.head(&record_bytes(0, seq)))
+                .unwrap();
+        }
+        let producer = {
+            let ring = ring.clone();
+            loom::thread::spawn(move || {
+                assert!(ring.record(0, 1, |w| w.head(&record_bytes(1, 0))).is_err());
+            })
+        };
+        let seen = ring.counters(0).dropped;
+        producer.join().unwrap();
+        assert!(
+            seen == u64::from(u32::MAX) || seen == 1 << 32,
+            "snapshot across the wrap read {seen:#x}"
+        );
+        assert_eq!(ring.counters(0).dropped, 1 << 32);
     });
 }

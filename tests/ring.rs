@@ -10,6 +10,7 @@ use common::{Mem, drain_all, event, events, pagein};
 use maptrace_abi::decode::{Decoder, Event as Ev};
 use maptrace_abi::{EventKind, raw};
 use maptrace_core::engine::MIN_DRAIN_BUFFER;
+use maptrace_core::ring::RingStart;
 use maptrace_core::{DrainError, RecordResult};
 use proptest::prelude::*;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -515,4 +516,127 @@ proptest! {
         prop_assert_eq!(got, expected);
         prop_assert_eq!(dec.losses().dropped, drops);
     }
+}
+
+// ---------------------------------------------------------------- wrap paths
+//
+// The ring's counters wrap: positions at 2^32 (`enq` keeps 32 bits), stamps at
+// 2^31 (`MT_STAMP_MASK`), drops at 2^32 (with a separate wrap count). Rings
+// started just before each wrap reach those paths without billions of events.
+
+/// Records `n` PAGEINs (offsets `from..from + n`) on shard 0, drains them,
+/// and checks order, positions and that nothing was lost or corrupt.
+fn record_and_drain_across(start: RingStart, n: u64) {
+    let mut mem = Mem::new(1, 64);
+    let e = mem.engine_at(1, 64, start);
+    let mut dec = Decoder::new();
+    let mut all = Vec::new();
+    // Several laps of the 64-slot shard, draining every 40 records.
+    for round in 0..n.div_ceil(40) {
+        for i in round * 40..((round + 1) * 40).min(n) {
+            assert_eq!(e.record(0, &pagein(1, 1, i)), RecordResult::Recorded);
+        }
+        let (recs, errs) = drain_all(&e, &mut dec, BIG);
+        assert!(errs.is_empty(), "start {start:?}: {errs:?}");
+        all.extend(recs);
+    }
+    assert_eq!(offsets(&all), (0..n as i64).collect::<Vec<_>>());
+    // START marker first, then the events, one slot each, no gap.
+    let pos: Vec<u64> = all.iter().map(|r| r.pos).collect();
+    assert_eq!(pos, (start.pos..start.pos + n + 1).collect::<Vec<_>>());
+    assert!(all.iter().all(|r| r.lost_before == 0));
+    let c = e.ring().counters(0);
+    assert_eq!(c.produced_slots, start.pos + n + 1);
+    assert_eq!(c.drained_slots, start.pos + n + 1);
+    assert_eq!(c.dropped, start.drops);
+}
+
+#[test]
+fn positions_wrap_past_2_pow_32_without_loss_or_reorder() {
+    record_and_drain_across(
+        RingStart {
+            pos: (1 << 32) - 70,
+            drops: 0,
+        },
+        200,
+    );
+}
+
+#[test]
+fn stamps_wrap_past_2_pow_31_without_loss_or_reorder() {
+    record_and_drain_across(
+        RingStart {
+            pos: (1 << 31) - 70,
+            drops: 0,
+        },
+        200,
+    );
+}
+
+#[test]
+fn the_drop_count_wraps_past_2_pow_32_and_stays_exact() {
+    let start = RingStart {
+        pos: 0,
+        drops: (1 << 32) - 3,
+    };
+    let mut mem = Mem::new(1, 64);
+    let e = mem.engine_at(1, 64, start);
+    let mut dec = Decoder::new();
+    // The START marker and 63 events fill the shard; 5 more are dropped,
+    // carrying the 32-bit drop count across its wrap.
+    for i in 0..63 {
+        assert_eq!(e.record(0, &pagein(1, 1, i)), RecordResult::Recorded);
+    }
+    for i in 63..68 {
+        assert_eq!(e.record(0, &pagein(1, 1, i)), RecordResult::Dropped);
+    }
+    assert_eq!(e.ring().counters(0).dropped, (1 << 32) + 2);
+    let mut buf = vec![0u8; BIG];
+    let n = e.drain_prepare(&mut buf, 0).unwrap();
+    let h: raw::mt_batch_header = zerocopy::FromBytes::read_from_prefix(&buf[..n]).unwrap().0;
+    assert_eq!(
+        h.total_dropped,
+        (1 << 32) + 2,
+        "64-bit total across the wrap"
+    );
+    e.drain_commit();
+    let (_, items) = dec.decode(&buf[..n]).unwrap();
+    assert!(items.iter().all(Result::is_ok), "{items:?}");
+    // The next record carries drops_before == 2 (mod 2^32): 5 lost before it.
+    assert_eq!(e.record(0, &pagein(1, 1, 99)), RecordResult::Recorded);
+    let (recs, errs) = drain_all(&e, &mut dec, BIG);
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(offsets(&recs), [99]);
+    assert_eq!(recs[0].lost_before, 5, "the delta survives the 32-bit wrap");
+}
+
+#[test]
+fn path_records_span_the_ring_end_at_the_position_and_stamp_wrap() {
+    // Slot index of 2^32 - 3 is 61: a 10-slot PATH runs 61..63, 0..6, and its
+    // positions and stamps cross 2^32 (and so 2^31 for the stamps).
+    let start = RingStart {
+        pos: (1 << 32) - 4,
+        drops: 0,
+    };
+    let mut mem = Mem::new(1, 64);
+    let e = mem.engine_at(1, 64, start);
+    let mut dec = Decoder::new();
+    drain_all(&e, &mut dec, BIG); // the START marker
+    let path: Vec<u8> = b"/System/Library/"
+        .iter()
+        .copied()
+        .cycle()
+        .take(500)
+        .collect();
+    let ev = event(raw::MT_KIND_MMAP, 9, 1);
+    assert_eq!(e.record_path(0, &ev, &path), RecordResult::Recorded);
+    assert_eq!(e.record(0, &pagein(1, 1, 7)), RecordResult::Recorded);
+    let (recs, errs) = drain_all(&e, &mut dec, BIG);
+    assert!(errs.is_empty(), "{errs:?}");
+    match &recs[0].event {
+        Ev::Path { path: p, .. } => assert_eq!(p, &path),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(recs[0].pos, (1 << 32) - 3);
+    assert_eq!(recs[1].pos, (1 << 32) + 7, "after the path's 10 slots");
 }

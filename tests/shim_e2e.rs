@@ -278,6 +278,13 @@ fn task_exit_and_forced_unmount_give_mnomap() {
         .expect("map");
     b.touch(addr, 1).expect("touch");
     let mmap_id = kinds(&drain(&sim, &mut dec), EventKind::Mmap)[0].vnode_id;
+    // Another hfs volume stays mounted, so the hfs vector keeps the hooks
+    // (on the last mount of a type they come off at the MAC unmount check,
+    // before vclean: shim_unload_safety).
+    sim.mount("hfs", "/Volumes/hfs2")
+        .expect("a second hfs volume");
+    sim.add_file("/Volumes/hfs2/d.bin", PAGE).expect("file");
+    let fd2 = b.open("/Volumes/hfs2/d.bin").expect("open");
     sim.unmount("/Volumes/hfs", true).expect("forced unmount");
     let recs = drain(&sim, &mut dec);
     let mn = kinds(&recs, EventKind::Mnomap);
@@ -289,6 +296,7 @@ fn task_exit_and_forced_unmount_give_mnomap() {
         .filter(|t| t.op == TraceOp::Mnomap && t.path == hfs)
         .count();
     assert_eq!(traced, 1);
+    b.close(fd2).expect("close");
     b.exit();
     sim.unload_kext().expect("unload");
 }
@@ -407,7 +415,11 @@ fn a_recycled_vnode_gets_a_new_vid_and_path() {
         })
         .collect();
     assert_eq!(vids, vec![old.vid, old.vid, old.vid + 1, old.vid + 1]);
-    // The id hashes the vnode; the vid and the PATH record tell the files apart.
+    // The id keys the address with the vid: same block, new file, new identity.
+    assert_ne!(
+        mmaps[0].vnode_id, mmaps[2].vnode_id,
+        "a recycled vnode continued the old file's identity"
+    );
     let mut paths: Vec<(u32, String)> = recs
         .iter()
         .filter_map(|r| match &r.event {

@@ -14,7 +14,8 @@ use maptrace_abi::decode::{Decoder, Event, Record};
 use maptrace_abi::{EventKind, ProbeMethod, raw};
 use maptrace_sim::context::Vop;
 use maptrace_sim::{
-    Config, Cred, KextError, Proc, Release, Sim, TraceOp, ViolationPolicy, map_flags, prot,
+    Config, Cred, KextError, Proc, Release, SHIM_WITH_KAUTH, Sim, TraceOp, ViolationPolicy,
+    map_flags, prot,
 };
 use shim_support::{Tunables, boot_fs, boot_loaded, drain, events_buffer, load, raw_name, stats};
 
@@ -131,6 +132,23 @@ fn offsets_are_validated_and_v_op_found_on_every_layout() {
 }
 
 #[test]
+fn the_layout_probe_never_creates_a_vreg_vnode_without_a_mount() {
+    // vnode_create of a VREG with vnfs_mp == NULL is a kernel NULL
+    // dereference (bsd/vfs/vfs_subr.c, every tag xnu-3248..xnu-11417.121.6).
+    let sim = boot_fs(Config {
+        policy: ViolationPolicy::Collect,
+        ..Config::default()
+    });
+    let loaded = load(&sim, Tunables::default());
+    let v = sim.take_violations();
+    assert!(v.is_empty(), "{v:?}");
+    assert_eq!(loaded, Ok(()));
+    assert_eq!(stats(&sim, Cred::Root).probe_method, raw::MT_PROBE_OFFSET);
+    sim.unload_kext().expect("unload");
+    assert_nothing_left(&sim);
+}
+
+#[test]
 fn counts_elsewhere_fall_back_to_the_isinuse_search() {
     let sim = boot_loaded(
         Config {
@@ -192,6 +210,52 @@ fn counts_elsewhere_fall_back_to_the_isinuse_search() {
         .expect("the search leaves no count behind");
     sim.unload_kext().expect("unload");
     assert_nothing_left(&sim);
+}
+
+#[test]
+fn layout_fallback_counts_are_usecount_minus_kusecount() {
+    // An O_EVTONLY watcher's reference is in v_usecount and v_kusecount
+    // both; vnode_isinuse (ubc_isinuse_locked) compares their difference,
+    // so the fallback measures usecount - kusecount, never usecount.
+    let path = "/data/a.bin";
+    let mmap_counts = |config: Config| {
+        let sim = boot_loaded(config, Tunables::default());
+        let mut dec = Decoder::new();
+        drain(&sim, &mut dec);
+        let w = sim.spawn("watcher", 501);
+        let wfd = w.open_evtonly(path).expect("O_EVTONLY open");
+        let a = sim.spawn("a", 501);
+        let fd = a.open(path).expect("open");
+        let c = sim.counts(path).expect("vnode");
+        assert_eq!((c.usecount, c.kusecount), (2, 1));
+        let m = a
+            .mmap(fd, PAGE, prot::READ, map_flags::SHARED, 0)
+            .expect("map");
+        a.munmap(m).expect("unmap");
+        let recs = drain(&sim, &mut dec);
+        let mmap = recs
+            .iter()
+            .find(|r| r.kind == EventKind::Mmap)
+            .expect("an MMAP record");
+        let k = counts(mmap);
+        a.exit();
+        w.close(wfd).expect("close");
+        sim.check_balanced().expect("balanced");
+        sim.unload_kext().expect("unload");
+        k
+    };
+    let offset = mmap_counts(Config::default());
+    assert_eq!(offset.method, ProbeMethod::Offset);
+    assert_eq!((offset.usecount, offset.kusecount), (2, 1), "raw fields");
+    let fallback = mmap_counts(Config {
+        counts_offset: Some(40),
+        ..Config::default()
+    });
+    assert_eq!(fallback.method, ProbeMethod::IsInUse);
+    assert_eq!(
+        fallback.usecount, 1,
+        "the fallback's `usecount` field holds usecount - kusecount"
+    );
 }
 
 /// Boots `config`, where the layout discovery must fail: start is refused
@@ -272,7 +336,8 @@ fn bad_ring_tunables_refuse_to_start_and_leave_nothing() {
 
 #[test]
 fn discovery_through_mac_alone_and_kauth_registration() {
-    for kauth in [false, true] {
+    // Only the kauth variant (feature `kauth`) can register a listener.
+    for kauth in [false, true].into_iter().filter(|k| !k || SHIM_WITH_KAUTH) {
         let sim = boot_loaded(
             Config::default(),
             Tunables {
@@ -294,6 +359,47 @@ fn discovery_through_mac_alone_and_kauth_registration() {
         sim.unload_kext().expect("unload");
         assert_nothing_left(&sim);
     }
+}
+
+#[cfg(not(feature = "kauth"))]
+#[test]
+fn default_variant_has_no_kauth_listener_and_finds_vectors_through_mac() {
+    // bsd/sys/kauth.h (xnu-11417.121.6): kauth_listen_scope is
+    // __kpi_deprecated, unsupported from macOS 11; the default shim neither
+    // calls nor imports it.
+    let sim = boot_loaded(Config::default(), Tunables::default());
+    assert!(sim.kernel().kauth.listeners().is_empty());
+    let mut dec = Decoder::new();
+    drain(&sim, &mut dec);
+    let p = sim.spawn("app", 501);
+    workload(&p, "/data/a.bin");
+    let recs = drain(&sim, &mut dec);
+    assert_eq!(
+        recs.iter().filter(|r| r.kind == EventKind::Mmap).count(),
+        2,
+        "one MAP_SHARED mmap(2), two VNOP_MMAPs"
+    );
+    sim.unload_kext().expect("unload");
+    assert_nothing_left(&sim);
+}
+
+#[test]
+fn an_unloadable_policy_busies_the_mac_policy_list_on_every_check() {
+    // security/mac_base.c (xnu-11417.121.6): UNLOADOK makes the policy
+    // dynamic, so each MAC check takes mac_policy_mtx; unloaded, none does.
+    let sim = boot_loaded(Config::default(), Tunables::default());
+    let pol = sim.kernel().mac.policies();
+    assert_eq!(pol.len(), 1);
+    assert!(!pol[0].is_static, "registered with UNLOADOK");
+    let p = sim.spawn("app", 501);
+    let before = sim.kernel().mac.busy_acquisitions();
+    workload(&p, "/data/a.bin");
+    // vnode_check_open, vnode_notify_open, file_check_mmap at least.
+    assert!(sim.kernel().mac.busy_acquisitions() >= before + 3);
+    sim.unload_kext().expect("unload");
+    let after = sim.kernel().mac.busy_acquisitions();
+    workload(&p, "/data/a.bin");
+    assert_eq!(sim.kernel().mac.busy_acquisitions(), after);
 }
 
 #[test]
@@ -564,6 +670,7 @@ fn load_and_unload_while_processes_map_and_fault() {
     sim.check_balanced().expect("balanced");
 }
 
+#[cfg(feature = "kauth")]
 #[test]
 fn unload_outwaits_a_kauth_callback_in_the_race_window() {
     // kauth copies a callback, then calls it without the scope lock: the

@@ -207,14 +207,19 @@ impl std::error::Error for DecodeError {}
 #[cfg(feature = "std")]
 impl std::error::Error for RecordError {}
 
-/// Vnode counts from a record.
+/// Vnode counts from a record. What the fields hold depends on `method`
+/// (see `struct mt_counts` in maptrace_abi.h).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
-    /// `v_usecount` (or the isinuse search result).
+    /// [`ProbeMethod::Offset`]: `v_usecount` (kusecount references
+    /// included). [`ProbeMethod::IsInUse`]: `v_usecount - v_kusecount`, the
+    /// only thing `vnode_isinuse` can measure, not the usecount.
     pub usecount: u16,
-    /// `v_kusecount`; 0 when not known.
+    /// `v_kusecount` with [`ProbeMethod::Offset`]; 0 (unknown) otherwise.
     pub kusecount: u16,
-    /// `v_iocount`; `None` when not known.
+    /// Raw `v_iocount` (the caller's iocount and, during a link change,
+    /// the link lock's, which `vnode_iocount()` would subtract); `None` when
+    /// not known.
     pub iocount: Option<u16>,
     /// How they were obtained.
     pub method: ProbeMethod,
@@ -313,7 +318,7 @@ pub struct Record {
     pub timestamp_ns: u64,
     /// Thread id.
     pub tid: u64,
-    /// Keyed hash of the vnode.
+    /// Keyed hash of the vnode and its vid: a recycled vnode is a new id.
     pub vnode_id: u64,
     /// Kind-specific fields.
     pub event: Event,

@@ -90,15 +90,31 @@ fn prot(out: &mut Vec<u8>, name: &[u8], p: u32) {
     out.push(b'"');
 }
 
+/// The counts by method: `offset` reads v_usecount, v_kusecount and the raw
+/// v_iocount; the `isinuse` fallback measures only usecount - kusecount
+/// (what vnode_isinuse compares), so usecount and kusecount are null there.
 fn counts_json(out: &mut Vec<u8>, c: &Counts) {
-    if c.method == ProbeMethod::None {
-        out.extend_from_slice(b",\"usecount\":null,\"kusecount\":null,\"iocount\":null");
-    } else {
-        num(out, b"usecount", c.usecount);
-        num(out, b"kusecount", c.kusecount);
-        match c.iocount {
-            Some(io) => num(out, b"iocount", io),
-            None => out.extend_from_slice(b",\"iocount\":null"),
+    match c.method {
+        ProbeMethod::None => out.extend_from_slice(
+            b",\"usecount\":null,\"kusecount\":null,\"usecount_minus_kusecount\":null,\"iocount\":null",
+        ),
+        ProbeMethod::IsInUse => {
+            out.extend_from_slice(b",\"usecount\":null,\"kusecount\":null");
+            num(out, b"usecount_minus_kusecount", c.usecount);
+            out.extend_from_slice(b",\"iocount\":null");
+        }
+        ProbeMethod::Offset => {
+            num(out, b"usecount", c.usecount);
+            num(out, b"kusecount", c.kusecount);
+            num(
+                out,
+                b"usecount_minus_kusecount",
+                c.usecount.saturating_sub(c.kusecount),
+            );
+            match c.iocount {
+                Some(io) => num(out, b"iocount", io),
+                None => out.extend_from_slice(b",\"iocount\":null"),
+            }
         }
     }
     // One constant copy per arm: no length-dependent copy, no escape scan.
@@ -589,6 +605,47 @@ mod tests {
         assert_eq!(&prot_str(5), b"r-x");
         assert_eq!(&prot_str(0), b"---");
         assert_eq!(&prot_str(7), b"rwx");
+    }
+
+    fn counts_of(method: ProbeMethod) -> serde_json::Value {
+        let c = Counts {
+            usecount: 5,
+            kusecount: 2,
+            iocount: (method == ProbeMethod::Offset).then_some(1),
+            method,
+            saturated: false,
+        };
+        let mut out = b"{\"x\":0".to_vec();
+        counts_json(&mut out, &c);
+        out.push(b'}');
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn the_isinuse_fallback_is_not_called_usecount() {
+        // vnode_isinuse measures v_usecount - v_kusecount (ubc_isinuse_locked).
+        let v = counts_of(ProbeMethod::IsInUse);
+        assert_eq!(v["usecount"], serde_json::Value::Null, "{v}");
+        assert_eq!(v["kusecount"], serde_json::Value::Null, "{v}");
+        assert_eq!(v["usecount_minus_kusecount"], 5, "{v}");
+        assert_eq!(v["iocount"], serde_json::Value::Null, "{v}");
+        let v = counts_of(ProbeMethod::Offset);
+        assert_eq!(
+            (
+                &v["usecount"],
+                &v["kusecount"],
+                &v["usecount_minus_kusecount"],
+                &v["iocount"]
+            ),
+            (&5.into(), &2.into(), &3.into(), &1.into()),
+            "{v}"
+        );
+        let v = counts_of(ProbeMethod::None);
+        assert_eq!(
+            v["usecount_minus_kusecount"],
+            serde_json::Value::Null,
+            "{v}"
+        );
     }
 
     #[test]

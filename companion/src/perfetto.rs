@@ -113,6 +113,16 @@ impl Builder {
             }),
             Event::Path { .. } => return,
         };
+        // The isinuse fallback measures usecount - kusecount, never usecount.
+        let isinuse = matches!(&r.event,
+            Event::Pagein { counts, .. } | Event::Mmap { counts, .. } | Event::Mnomap { counts, .. }
+                if counts.method == ProbeMethod::IsInUse);
+        if isinuse
+            && let Some(args) = e.get_mut("args").and_then(Value::as_object_mut)
+            && let Some(v) = args.remove("usecount")
+        {
+            args.insert("usecount_minus_kusecount".into(), v);
+        }
         if let (Some(obj), Value::Object(b)) = (e.as_object_mut(), base) {
             obj.extend(b);
         }

@@ -114,6 +114,7 @@ impl SimSource {
             cred: Cred::Root,
         };
         let inner = SysctlSource::open(api, "the simulator")?;
+        publish_kernel_ranges(&sim);
         Ok(SimSource {
             inner,
             sim,
@@ -168,6 +169,7 @@ impl SimSource {
                 }
             }
         }
+        publish_kernel_ranges(&self.sim);
         let v = self.sim.take_violations();
         if !v.is_empty() {
             let list: Vec<String> = v.iter().map(|x| format!("{x:?}")).collect();
@@ -178,6 +180,25 @@ impl SimSource {
         }
         Ok(())
     }
+}
+
+/// Test support for the no-kernel-address scan: with
+/// `MAPTRACE_SIM_KERNEL_RANGES=FILE`, writes every simulated kernel address
+/// range of this process (the arena, the kext's text and globals, the stacks
+/// its code ran on) to FILE, one `start end` pair in hex per line, so a test
+/// can scan this process's output for them. Unset (always, outside that
+/// test), nothing is written.
+fn publish_kernel_ranges(sim: &Sim) {
+    let Some(path) = std::env::var_os("MAPTRACE_SIM_KERNEL_RANGES") else {
+        return;
+    };
+    let text: String = sim
+        .kernel_address_ranges()
+        .iter()
+        .map(|r| format!("{:x} {:x}\n", r.start, r.end))
+        .collect();
+    // Best effort: a test that asked for the file fails without it.
+    let _ = std::fs::write(path, text);
 }
 
 impl Source for SimSource {
@@ -229,6 +250,7 @@ impl Source for SimSource {
                 }
             }
         }
+        publish_kernel_ranges(&self.sim);
         self.inner.stats()
     }
 

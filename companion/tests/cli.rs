@@ -88,6 +88,7 @@ const COMMON: &[&str] = &[
 const COUNTS: &[&str] = &[
     "usecount",
     "kusecount",
+    "usecount_minus_kusecount",
     "iocount",
     "count_method",
     "counts_saturated",

@@ -4,15 +4,20 @@
 //! error, files) is scanned for a simulated kernel address as 8 LE bytes,
 //! hex (with or without 0x) and decimal. The simulator maps its kernel
 //! memory in a fixed tagged window, so the child process's addresses are
-//! recognisable here (`maptrace_sim::arena::find_tagged_addresses`).
+//! recognisable here (`maptrace_sim::arena::find_tagged_addresses`). The
+//! kext's text, globals and the stacks its code ran on are at other
+//! addresses in each child, which publishes them for the scan
+//! (`MAPTRACE_SIM_KERNEL_RANGES`).
 #![cfg(feature = "sim")]
 
 use assert_cmd::Command;
 use maptrace::sim::{SimSource, Workload};
-use maptrace_sim::arena::{find_tagged_addresses, in_kernel_window};
+use maptrace_sim::arena::{Leak, find_addresses, find_tagged_addresses, in_kernel_window};
 use maptrace_sim::scenario::generate;
 use maptrace_sim::{DEMO, GenParams};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use tempfile::TempDir;
 
 fn maptrace() -> Command {
@@ -21,9 +26,36 @@ fn maptrace() -> Command {
     c
 }
 
+/// The kernel address ranges the simulators of the commands run so far
+/// published (`MAPTRACE_SIM_KERNEL_RANGES`): besides the tagged arena, the
+/// kext's text and globals and the stacks its code ran on, which are at
+/// different addresses in every child process.
+static CHILD_RANGES: Mutex<Vec<Range<u64>>> = Mutex::new(Vec::new());
+
+/// The ranges a child wrote to `path`.
+fn read_ranges(path: &Path) -> Vec<Range<u64>> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("the simulator published no ranges: {e}"));
+    text.lines()
+        .map(|l| {
+            let (a, b) = l.split_once(' ').expect("start end");
+            u64::from_str_radix(a, 16).unwrap()..u64::from_str_radix(b, 16).unwrap()
+        })
+        .collect()
+}
+
+/// Every kernel address in `bytes`: tagged arena addresses of any process,
+/// and addresses in the ranges the children published.
+fn kernel_addresses(bytes: &[u8]) -> Vec<Leak> {
+    let ranges = CHILD_RANGES.lock().unwrap().clone();
+    find_addresses(bytes, |v| {
+        in_kernel_window(v) || ranges.iter().any(|r| r.contains(&v))
+    })
+}
+
 /// Fails with where and how a kernel address showed up in `bytes`.
 fn assert_no_kernel_address(what: &str, bytes: &[u8]) {
-    let leaks = find_tagged_addresses(bytes);
+    let leaks = kernel_addresses(bytes);
     assert!(
         leaks.is_empty(),
         "{what} leaks kernel addresses: {leaks:x?}"
@@ -33,13 +65,21 @@ fn assert_no_kernel_address(what: &str, bytes: &[u8]) {
 /// Runs `maptrace --source SOURCE ARGS`, scans both streams and returns
 /// standard output. The command must succeed.
 fn run_scanned(source: &str, args: &[&str], extra: &[&Path]) -> Vec<u8> {
+    let ranges = TempDir::new().unwrap();
+    let ranges = ranges.path().join("ranges");
     let out = maptrace()
+        .env("MAPTRACE_SIM_KERNEL_RANGES", &ranges)
         .args(["--source", source])
         .args(args)
         .args(extra)
         .output()
         .unwrap();
     let what = format!("maptrace --source {source} {}", args.join(" "));
+    if source.starts_with("sim") {
+        let r = read_ranges(&ranges);
+        assert!(r.len() >= 2, "{what}: the arena and the kext image: {r:x?}");
+        CHILD_RANGES.lock().unwrap().extend(r);
+    }
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -143,4 +183,44 @@ fn no_output_of_a_generated_workload_carries_a_kernel_address() {
     assert_ne!(text, DEMO);
     std::fs::write(&script, text).unwrap();
     scan_every_output(&format!("sim:{}", script.display()), dir.path());
+}
+
+#[test]
+fn a_planted_kext_text_global_or_stack_address_fails_the_scan() {
+    // A child's published ranges: the scan must catch an address of the
+    // kext's image or stack in any form, not only arena addresses.
+    let dir = TempDir::new().unwrap();
+    let ranges = dir.path().join("ranges");
+    maptrace()
+        .env("MAPTRACE_SIM_KERNEL_RANGES", &ranges)
+        .args(["--source", "sim", "stats"])
+        .assert()
+        .success();
+    let published = read_ranges(&ranges);
+    let outside_window: Vec<&Range<u64>> = published
+        .iter()
+        .filter(|r| !in_kernel_window(r.start))
+        .collect();
+    assert!(
+        outside_window.len() >= 2,
+        "text/data and a stack beside the arena: {published:x?}"
+    );
+    CHILD_RANGES
+        .lock()
+        .unwrap()
+        .extend(published.iter().cloned());
+    for r in outside_window {
+        let addr = r.start + (r.end - r.start) / 2;
+        assert!(find_tagged_addresses(&addr.to_le_bytes()).is_empty());
+        for planted in [
+            addr.to_le_bytes().to_vec(),
+            format!("ptr={addr:#x}").into_bytes(),
+            format!("{addr}").into_bytes(),
+        ] {
+            assert!(
+                !kernel_addresses(&planted).is_empty(),
+                "{addr:#x} planted as {planted:?} was not caught"
+            );
+        }
+    }
 }

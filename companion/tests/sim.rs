@@ -463,3 +463,28 @@ fn a_shared_mmap_is_one_call_of_two_maps() {
         .stdout(predicate::str::contains("(same call, map 2)"))
         .stdout(predicate::str::contains("exec/loader map").not());
 }
+
+#[test]
+fn a_recycled_vnode_is_a_new_file_to_the_companion() {
+    // recycle.mts: /a.log's vnode is reclaimed and its block reused for /b.log.
+    let script = include_str!("../../sim/scenarios/recycle.mts");
+    let mut src = SimSource::open(Workload::Script(script.to_string())).unwrap();
+    let (items, _) = read_all(&mut src);
+    let mut ids: Vec<(String, u64)> = items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Event(e) if e.rec.kind == EventKind::Pagein => {
+                Some((e.path.as_ref()?.text.clone(), e.rec.vnode_id))
+            }
+            _ => None,
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    let files: Vec<&str> = ids.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(files, ["/a.log", "/b.log"], "{ids:?}");
+    assert_ne!(
+        ids[0].1, ids[1].1,
+        "the reused vnode block kept the old file's identity"
+    );
+}

@@ -89,7 +89,7 @@ enum mt_kind {
 #define MT_RF_COUNTS_MASK 0x03u
 #define MT_RF_COUNTS_NONE 0x00u      /* no counts in this record */
 #define MT_RF_COUNTS_OFFSET 0x01u    /* read at validated struct vnode offsets */
-#define MT_RF_COUNTS_ISINUSE 0x02u   /* vnode_isinuse() binary search: usecount only */
+#define MT_RF_COUNTS_ISINUSE 0x02u   /* vnode_isinuse() search: usecount - kusecount */
 #define MT_RF_IOCOUNT_UNKNOWN 0x04u  /* iocount not available (isinuse method) */
 #define MT_RF_COUNTS_SATURATED 0x08u /* a count exceeded 0xffff and was clamped */
 #define MT_RF_TRUNCATED 0x10u        /* path cut at MT_PATH_MAX, or duration clamped */
@@ -108,14 +108,38 @@ struct mt_rec_header {
     uint32_t pid;          /* process that caused the event */
     uint64_t timestamp_ns; /* nanoseconds since boot (mach_absolute_time based) */
     uint64_t tid;          /* thread_tid() of the causing thread */
-    uint64_t vnode_id;     /* keyed hash of the vnode; never a kernel address */
+    uint64_t vnode_id;     /* keyed hash of (vnode, vid); never a kernel address */
 };
 
-/* Vnode counts as snapshotted by a hook, saturated to 16 bits. */
+/* Vnode counts as snapshotted by a hook, saturated to 16 bits. What each
+ * field holds depends on the record's MT_RF_COUNTS_* method:
+ *
+ *   MT_RF_COUNTS_OFFSET: raw fields read at validated offsets.
+ *     usecount  = v_usecount, every usecount including the kusecount ones
+ *     kusecount = v_kusecount, the O_EVTONLY / kernel-internal references
+ *                 that vnode_isinuse() does not count
+ *     iocount   = raw v_iocount: the dispatching caller's iocount included,
+ *                 and the link-lock iocount that vnode_iocount() subtracts
+ *                 while VE_LINKCHANGE is set (bsd/vfs/vfs_subr.c,
+ *                 xnu-11417.121.6)
+ *   MT_RF_COUNTS_ISINUSE: the vnode_isinuse() binary search.
+ *     usecount  = v_usecount - v_kusecount (what ubc_isinuse_locked
+ *                 compares; bsd/kern/ubc_subr.c), NOT v_usecount;
+ *                 65536 and above saturates (MT_RF_COUNTS_SATURATED)
+ *     kusecount = 0, iocount = 0 (unknown; MT_RF_IOCOUNT_UNKNOWN is set)
+ *   MT_RF_COUNTS_NONE: all 0, meaningless.
+ *
+ * v_kusecount is validated only through that difference: discovery checks
+ * that vnode_isinuse() agrees with (usecount - kusecount) on the probe and
+ * on sampled vnodes, and that kusecount stays put while vnode_ref moves
+ * usecount. No public KPI moves v_kusecount alone (vnode_ref_ext with
+ * O_EVTONLY is not exported), so a wrong kusecount offset holding a value
+ * that equals the true kusecount on every checked vnode (0 on the probe)
+ * would pass; a sampled vnode with an O_EVTONLY watcher catches it. */
 struct mt_counts {
-    uint16_t usecount;  /* v_usecount (or isinuse search result) */
+    uint16_t usecount;  /* see above: v_usecount, or usecount - kusecount */
     uint16_t kusecount; /* v_kusecount; 0 with MT_RF_COUNTS_ISINUSE */
-    uint16_t iocount;   /* v_iocount; 0 with MT_RF_IOCOUNT_UNKNOWN */
+    uint16_t iocount;   /* raw v_iocount; 0 with MT_RF_IOCOUNT_UNKNOWN */
 };
 
 /* MT_KIND_MMAP: VNOP_MMAP. Counts are taken before the original op, so they
@@ -262,7 +286,7 @@ struct mt_config {
 enum mt_probe_method {
     MT_PROBE_NONE = 0,
     MT_PROBE_OFFSET = 1,  /* validated v_usecount/v_kusecount/v_iocount offsets */
-    MT_PROBE_ISINUSE = 2, /* vnode_isinuse() binary search */
+    MT_PROBE_ISINUSE = 2, /* vnode_isinuse() search: usecount - kusecount */
 };
 
 /* kern.maptrace.stats: this header, then nshards mt_shard_stats. */

@@ -69,8 +69,8 @@ enum mt_vop {
 };
 
 /* One event as the shim saw it; the core filters, hashes and encodes it.
- * Fields a kind does not use are zero. vnode_ptr is hashed with the load's
- * key and never stored or copied anywhere. */
+ * Fields a kind does not use are zero. vnode_ptr is hashed with vid under
+ * the load's key and never stored or copied anywhere. */
 struct mt_event {
     uint32_t kind;  /* enum mt_kind: MMAP, PAGEIN, MNOMAP, FILE_MMAP */
     uint32_t pid;
@@ -156,6 +156,14 @@ typedef int32_t (*mt_core_vector_get_fn)(const struct mt_core *core, uint32_t in
                                          uint64_t *vector_addr, uint64_t *originals);
 int32_t mt_core_vector_get(const struct mt_core *core, uint32_t index, uint64_t *vector_addr,
                            uint64_t *originals);
+
+/* Forgets a hooked vector whose entries the shim restored (its filesystem is
+ * going away); lookups miss from then on and a later insert of the same
+ * address is a new entry (removed slots are not reused). MT_OK, or
+ * MT_EINVAL when it is not in the table. Thread context, under the shim's
+ * patch lock. */
+typedef int32_t (*mt_core_vector_remove_fn)(const struct mt_core *core, uint64_t vector_addr);
+int32_t mt_core_vector_remove(const struct mt_core *core, uint64_t vector_addr);
 
 /* Number of vectors in the table. */
 typedef uint32_t (*mt_core_vector_count_fn)(const struct mt_core *core);

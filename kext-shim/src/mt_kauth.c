@@ -1,16 +1,24 @@
 /*
- * mt_kauth.c - the optional KAUTH_SCOPE_VNODE listener, used only to
- * discover vnodes (and so their vnode-op vectors) as they are authorised.
+ * mt_kauth.c - the KAUTH_SCOPE_VNODE listener of the kauth build variant
+ * (-DMT_WITH_KAUTH, macOS 10.15), used only to discover vnodes (and so
+ * their vnode-op vectors) as they are authorised.
  *
- * Role: kauth_listen_scope is deprecated (and unloadable on macOS 11+), so
- * the listener is a tunable (mt_tunable_kauth). It never decides anything:
- * it always returns KAUTH_RESULT_DEFER. kauth_unlisten_scope does not wait
+ * Role: kauth_listen_scope is __kpi_deprecated and unsupported from macOS
+ * 11 (a kext importing it does not load there), so the default build
+ * compiles nothing here and imports neither symbol (mt_shim.h). In the
+ * kauth variant the listener is also a tunable (mt_tunable_kauth). It never
+ * decides anything: it always returns KAUTH_RESULT_DEFER. kauth_unlisten_scope does not wait
  * for callbacks already running, so each one counts itself in flight and
  * stop waits for the count to drain.
  *
  * Calls no mt_core_* function directly (mt_vnode_seen does).
  */
 #include "mt_shim.h"
+
+#ifdef MT_WITH_KAUTH
+
+/* Register the listener at start (read once there). */
+uint32_t mt_tunable_kauth = 1;
 
 /**
  * The vnode-scope callback: arg1 is the vnode being authorised.
@@ -39,12 +47,16 @@ static int mt_kauth_vnode_cb(kauth_cred_t cred, void *idata, kauth_action_t acti
 }
 
 /**
- * Registers the listener (the callback pointer is taken here, in code).
+ * Registers the listener (the callback pointer is taken here, in code),
+ * unless the tunable is off or it is already registered.
  * @return 0, or ENOMEM when kauth refused.
  * Context: thread context (start); may block.
  */
 int mt_kauth_start(void)
 {
+    if (mt_tunable_kauth == 0 || mt_g.kauth_listener != NULL) {
+        return 0;
+    }
     mt_g.kauth_listener = kauth_listen_scope(KAUTH_SCOPE_VNODE, mt_kauth_vnode_cb, NULL);
     return mt_g.kauth_listener == NULL ? ENOMEM : 0;
 }
@@ -61,3 +73,5 @@ void mt_kauth_stop(void)
         mt_g.kauth_listener = NULL;
     }
 }
+
+#endif /* MT_WITH_KAUTH */

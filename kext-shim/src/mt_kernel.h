@@ -27,11 +27,11 @@
  * kmod_info names the shim's own start/stop routines in both builds. For a
  * C kext, libkmod's _start/_stop only forward to _realmain/_antimain
  * (xnu:libkern/kmod/c_start.c), so going through them adds two more
- * function pointers in static data, unsigned on arm64e. kmod_info's own
- * start/stop stay unsigned static initializers: the one documented open
- * risk (xnu-notes, "arm64e pointer signing"), allow-listed by the object
- * check. (On Linux a C symbol named _start would also clash with the ELF
- * entry point.)
+ * function pointers in static data. kmod_info's own start/stop are static
+ * initializers: clang-22 signs them (ARM64_RELOC_AUTHENTICATED_POINTER,
+ * key IA, discriminator 0, as OSKext authenticates kmod_info->start) and
+ * the object check refuses any unsigned one. (On Linux a C symbol named
+ * _start would also clash with the ELF entry point.)
  */
 #define MT_KMOD_START mt_kmod_start
 #define MT_KMOD_STOP mt_kmod_stop

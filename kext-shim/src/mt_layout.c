@@ -10,8 +10,11 @@
  *      since 10.12), but only trusted after they agree with the public
  *      vnode_isinuse() while the shim moves the counts (vnode_ref,
  *      vnode_getwithref) on the probe vnode and on a few mounted vnodes.
- *      Otherwise the hooks fall back to a vnode_isinuse() binary search
- *      (usecount only, iocount unknown). Records say which (count_method).
+ *      Otherwise the hooks fall back to a vnode_isinuse() binary search,
+ *      which measures v_usecount - v_kusecount (not the usecount; iocount
+ *      unknown). Records say which (count_method); maptrace_abi.h says what
+ *      each count field holds per method. v_kusecount is only validated
+ *      through that difference: no public KPI moves it alone.
  * If 1 fails, start refuses: without v_op nothing can be hooked.
  *
  * Calls no mt_core_* function (the method is handed to mt_core_init).
@@ -238,8 +241,12 @@ int mt_layout_discover(void)
 
     struct vnode_fsparam param;
     memset(&param, 0, sizeof(param));
+    /* VNON, never VREG: vnode_create_internal reads vnfs_mp->mnt_ioflags for
+     * a VREG without a NULL check (bsd/vfs/vfs_subr.c, xnu-3248 through
+     * xnu-11417.121.6); for VNON every use of vnfs_mp is guarded, and
+     * vnode_isinuse tests (usecount - kusecount) > refcnt as for VREG. */
     param.vnfs_mp = NULL;
-    param.vnfs_vtype = VREG;
+    param.vnfs_vtype = VNON;
     param.vnfs_str = "mtprobe";
     param.vnfs_vops = mt_probe_vector;
     param.vnfs_flags = VNFS_NOCACHE | VNFS_CANTCACHE;

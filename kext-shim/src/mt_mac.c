@@ -1,11 +1,20 @@
 /*
- * mt_mac.c - the MAC policy: mmap(2) intent (mpo_file_check_mmap) and
- * vnode discovery (mpo_vnode_check_open, mpo_vnode_check_exec).
+ * mt_mac.c - the MAC policy: mmap(2) intent (mpo_file_check_mmap),
+ * vnode discovery (mpo_vnode_check_open, mpo_vnode_notify_open,
+ * mpo_vnode_check_exec) and the last mount of a filesystem type going
+ * away (mpo_mount_check_umount).
  *
  * Role: the policy never denies and never changes maxprot; every hook
- * returns 0 (fail open). It registers with MPC_LOADTIME_FLAG_UNLOADOK so
- * stop can unregister it. The ops table and the conf are writable and
- * filled in code at start (arm64e signs function pointers taken in code).
+ * returns 0 (fail open). By default it registers with
+ * MPC_LOADTIME_FLAG_UNLOADOK so stop can unregister it. That has a cost
+ * while loaded: a non-static policy makes every MAC check in the system
+ * take mac_policy_mtx twice (MAC_POLICY_ITERATE in security/mac_internal.h,
+ * mac_policy_list_conditional_busy in security/mac_base.c,
+ * xnu-11417.121.6). The resident build (-DMT_RESIDENT) registers without
+ * UNLOADOK: static when it lands next to the static policies, and never
+ * unloadable (mac_policy_unregister returns EBUSY). The ops table and the
+ * conf are writable and filled in code at start (arm64e signs function
+ * pointers taken in code).
  *
  * Calls: mt_core_wants, mt_core_record (and mt_vnode_seen).
  */
@@ -73,6 +82,25 @@ static int mt_mac_vnode_check_open(kauth_cred_t cred, struct vnode *vp, struct l
 }
 
 /**
+ * mpo_vnode_notify_open: discovery only. vn_open_auth_finish calls it for
+ * every successful open, also of a file open(O_CREAT) has just created,
+ * which skips mpo_vnode_check_open (vn_open_auth, bsd/vfs/vfs_vnops.c,
+ * xnu-11417.121.6).
+ * Context: thread context of open(2); may block on the patch lock the
+ *          first time a vector is seen.
+ */
+static void mt_mac_vnode_notify_open(kauth_cred_t cred, struct vnode *vp, struct label *label,
+                                     int acc_flags)
+{
+    (void)cred;
+    (void)label;
+    (void)acc_flags;
+    mt_enter();
+    mt_vnode_seen(vp);
+    mt_leave();
+}
+
+/**
  * mpo_vnode_check_exec: discovery only (exec maps segments through
  * VNOP_MMAP without a MAC mmap check, so the vector must be hooked first).
  * @return 0, always.
@@ -99,6 +127,25 @@ static int mt_mac_vnode_check_exec(kauth_cred_t cred, struct vnode *vp, struct v
     return 0;
 }
 
+/**
+ * mpo_mount_check_umount: a mount is about to go; when it is the last of
+ * its filesystem type, its hooked vector is restored and forgotten while
+ * the filesystem is certainly still registered (mt_vnops_mount_going).
+ * XNU calls it from unmount(2) with an iocount on the mount's root vnode
+ * (bsd/vfs/vfs_syscalls.c, xnu-11417.121.6), before dounmount.
+ * @return 0, always (never denies).
+ * Context: thread context of unmount(2); may block on the patch lock.
+ */
+static int mt_mac_mount_check_umount(kauth_cred_t cred, struct mount *mp, struct label *label)
+{
+    (void)cred;
+    (void)label;
+    mt_enter();
+    mt_vnops_mount_going(mp);
+    mt_leave();
+    return 0;
+}
+
 #pragma mark - registration
 
 /**
@@ -111,7 +158,9 @@ int mt_mac_start(void)
     memset(&mt_mac_ops, 0, sizeof(mt_mac_ops));
     mt_mac_ops.mpo_slots[MPO_FILE_CHECK_MMAP] = (mac_policy_op_t)mt_mac_file_check_mmap;
     mt_mac_ops.mpo_slots[MPO_VNODE_CHECK_OPEN] = (mac_policy_op_t)mt_mac_vnode_check_open;
+    mt_mac_ops.mpo_slots[MPO_VNODE_NOTIFY_OPEN] = (mac_policy_op_t)mt_mac_vnode_notify_open;
     mt_mac_ops.mpo_slots[MPO_VNODE_CHECK_EXEC] = (mac_policy_op_t)mt_mac_vnode_check_exec;
+    mt_mac_ops.mpo_slots[MPO_MOUNT_CHECK_UMOUNT] = (mac_policy_op_t)mt_mac_mount_check_umount;
 
     memset(&mt_mac_conf, 0, sizeof(mt_mac_conf));
     mt_mac_conf.mpc_name = MT_KEXT_NAME;
@@ -119,7 +168,7 @@ int mt_mac_start(void)
     mt_mac_conf.mpc_labelnames = NULL;
     mt_mac_conf.mpc_labelname_count = 0;
     mt_mac_conf.mpc_ops = &mt_mac_ops;
-    mt_mac_conf.mpc_loadtime_flags = MPC_LOADTIME_FLAG_UNLOADOK;
+    mt_mac_conf.mpc_loadtime_flags = MT_MAC_LOADTIME_FLAGS;
     mt_mac_conf.mpc_field_off = NULL;
     mt_mac_conf.mpc_runtime_flags = 0;
 

@@ -6,11 +6,13 @@
  * order DESIGN.md section 7 and style rule 16 fix:
  *
  *   start: locks -> layout discovery -> ring memory + mt_core_init ->
- *          path pool -> MAC policy -> kauth listener -> sweep of mounted
- *          filesystems (patches vectors) -> sysctl LAST.
+ *          path pool -> MAC policy -> kauth listener (kauth variant) ->
+ *          sweep of mounted filesystems (patches vectors) -> sysctl LAST
+ *          (resident build: then the MAC policy, which cannot be undone).
  *   stop:  sysctl FIRST -> MAC unregister (UNLOADOK) -> kauth unlisten ->
  *          restore every patched vector entry -> wait (bounded) until no
- *          hook is in flight -> mt_core_shutdown -> free.
+ *          hook is in flight -> clear mt_g.core -> wait again ->
+ *          mt_core_shutdown -> free.
  *
  * A refused unload (MAC refused, or a hook stuck past the wait) puts back
  * what stop took down (mt_resume): the kext that stays loaded keeps
@@ -27,7 +29,6 @@
 
 uint32_t mt_tunable_nshards = 8;
 uint32_t mt_tunable_slots_per_shard = 4096;
-uint32_t mt_tunable_kauth = 1;
 uint32_t mt_tunable_unload_wait_ms = 2000;
 uint32_t mt_tunable_staging_max = 1u << 20;
 
@@ -43,7 +44,7 @@ struct mt_state mt_g;
 kern_return_t mt_kmod_start(kmod_info_t *ki, void *data);
 kern_return_t mt_kmod_stop(kmod_info_t *ki, void *data);
 
-KMOD_EXPLICIT_DECL(org.maptrace.kext, "0.1.0", MT_KMOD_START, MT_KMOD_STOP)
+KMOD_EXPLICIT_DECL(MT_KMOD_ID, "0.1.0", MT_KMOD_START, MT_KMOD_STOP)
 
 MT_PRIVATE_EXTERN int _kext_apple_cc = MT_APPLE_CC;
 
@@ -165,13 +166,11 @@ static void mt_resume(void)
     if (!mt_g.mac_registered && mt_mac_start() != 0) {
         IOLog("maptrace: MAC policy not registered again; kauth and the sweep find vectors\n");
     }
-    if (mt_tunable_kauth != 0 && mt_g.kauth_listener == NULL && mt_kauth_start() != 0) {
+    if (mt_kauth_start() != 0) {
         IOLog("maptrace: kauth listener not registered again\n");
     }
     if (mt_g.patch_lock != NULL) {
-        lck_mtx_lock(mt_g.patch_lock);
         mt_vnops_repatch();
-        lck_mtx_unlock(mt_g.patch_lock);
     }
     mt_vnops_sweep();
     if (!mt_g.sysctl_registered) {
@@ -210,11 +209,27 @@ static int mt_stop_all(void)
     /* 3. kauth discovery off. */
     mt_kauth_stop();
 
-    /* 4. Vector entries back to the originals: no new VNOP reaches us. */
+    /* 4. Vector entries back to the originals: no new VNOP reaches us.
+     * An entry another kext hooked over ours keeps calling our trampoline:
+     * stay loaded until that kext has gone (or unhooked). */
     if (mt_g.patch_lock != NULL) {
-        lck_mtx_lock(mt_g.patch_lock);
-        mt_vnops_restore();
-        lck_mtx_unlock(mt_g.patch_lock);
+        uint32_t unknown = 0;
+        uint32_t foreign = mt_vnops_restore(&unknown);
+        if (foreign != 0 || unknown != 0) {
+            if (foreign != 0) {
+                IOLog("maptrace: another kext hooked over %u vnode-op entries; refusing to "
+                      "unload, still tracing\n",
+                      foreign);
+            } else {
+                IOLog("maptrace: %u hooked vector(s) not in use by a mounted filesystem; "
+                      "refusing to unload, still tracing\n",
+                      unknown);
+            }
+            if (resume) {
+                mt_resume();
+            }
+            return EBUSY;
+        }
     }
 
     /* 5. Nothing may be freed while a hook can still touch it. */
@@ -227,13 +242,26 @@ static int mt_stop_all(void)
         return EBUSY;
     }
 
-    /* 6. A hook that read an entry just before the restore records nothing. */
-    if (mt_g.core != NULL) {
-        mt_core_shutdown(mt_g.core);
+    /* 6. Hooks stop finding the core. A hook that counted itself in flight
+     * before this store may still hold the old pointer: drain again, so no
+     * one is left using it. A hook entering later reads NULL and fails open
+     * without touching the core's memory (mt_enter precedes mt_core_ref). */
+    struct mt_core *core = mt_g.core;
+    __atomic_store_n(&mt_g.core, NULL, __ATOMIC_RELEASE);
+    if (!mt_wait_drained()) {
+        IOLog("maptrace: %llu hook(s) still running; refusing to unload, still tracing\n",
+              (unsigned long long)MT_LOAD(&mt_g.in_flight));
+        __atomic_store_n(&mt_g.core, core, __ATOMIC_RELEASE);
+        if (resume) {
+            mt_resume();
+        }
+        return EBUSY;
+    }
+    if (core != NULL) {
+        mt_core_shutdown(core);
     }
 
     /* 7. Free. */
-    __atomic_store_n(&mt_g.core, NULL, __ATOMIC_RELEASE);
     mt_free(&mt_g.core_mem, &mt_g.core_mem_len);
     mt_free(&mt_g.staging, &mt_g.staging_len);
     mt_free(&mt_g.stats_buf, &mt_g.stats_len);
@@ -254,6 +282,20 @@ static int mt_stop_all(void)
 }
 
 #pragma mark - start
+
+/**
+ * Registers the MAC policy, saying why when it fails.
+ * @return 0 or mac_policy_register's error.
+ * Context: thread context (start); may block.
+ */
+static int mt_mac_register(void)
+{
+    int err = mt_mac_start();
+    if (err != 0) {
+        IOLog("maptrace: mac_policy_register failed (%d)\n", err);
+    }
+    return err;
+}
 
 /**
  * Brings the shim up; on failure leaves partial state for mt_stop_all.
@@ -285,23 +327,30 @@ static int mt_start_all(void)
     if (err != 0) {
         return err;
     }
-    err = mt_mac_start();
+#ifndef MT_RESIDENT
+    err = mt_mac_register();
     if (err != 0) {
-        IOLog("maptrace: mac_policy_register failed (%d)\n", err);
         return err;
     }
-    if (mt_tunable_kauth != 0) {
-        err = mt_kauth_start();
-        if (err != 0) {
-            IOLog("maptrace: kauth_listen_scope failed\n");
-            return err;
-        }
+#endif
+    err = mt_kauth_start();
+    if (err != 0) {
+        IOLog("maptrace: kauth_listen_scope failed\n");
+        return err;
     }
     mt_vnops_sweep();
     err = mt_sysctl_start();
     if (err != 0) {
         return err;
     }
+#ifdef MT_RESIDENT
+    /* A resident policy can never be unregistered, so it comes last: no
+     * later step can fail and unload a kext with its policy registered. */
+    err = mt_mac_register();
+    if (err != 0) {
+        return err;
+    }
+#endif
     mt_g.started = 1;
     return 0;
 }
@@ -342,6 +391,13 @@ kern_return_t mt_kmod_stop(kmod_info_t *ki, void *data)
 {
     (void)ki;
     (void)data;
+#ifdef MT_RESIDENT
+    if (mt_g.started) {
+        IOLog("maptrace: resident build (MT_RESIDENT): its MAC policy has no UNLOADOK and "
+              "cannot be unregistered; refusing to unload, still tracing\n");
+        return KERN_FAILURE;
+    }
+#endif
     return mt_stop_all() == 0 ? KERN_SUCCESS : KERN_FAILURE;
 }
 

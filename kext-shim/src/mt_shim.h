@@ -22,8 +22,10 @@
 extern uint32_t mt_tunable_nshards;
 /* 64-byte slots per shard: a power of two. */
 extern uint32_t mt_tunable_slots_per_shard;
-/* Register the (deprecated) kauth vnode listener for discovery. */
+#ifdef MT_WITH_KAUTH
+/* kauth variant only: register the kauth vnode listener for discovery. */
 extern uint32_t mt_tunable_kauth;
+#endif
 /* How long stop waits for in-flight hooks before refusing the unload. */
 extern uint32_t mt_tunable_unload_wait_ms;
 /* Upper bound of the events staging buffer (one batch). */
@@ -70,7 +72,9 @@ struct mt_state {
 
     /* Locks. */
     lck_grp_t *lck_grp;
-    lck_mtx_t *patch_lock;  /* serialises vector patching */
+    lck_mtx_t *patch_lock;  /* serialises every write to a vector and the
+                             * table changes; taken inside vnode_iterate
+                             * callouts, never held across an iteration */
     lck_mtx_t *reader_lock; /* serialises sysctl readers (drain, stats) */
 
     /* Layout found at start. */
@@ -80,7 +84,9 @@ struct mt_state {
     /* Registrations (each undone by stop exactly once). */
     int mac_registered;
     mac_policy_handle_t mac_handle;
+#ifdef MT_WITH_KAUTH
     kauth_listener_t kauth_listener;
+#endif
     int sysctl_registered;
 
     /* Counters (atomic). */
@@ -158,16 +164,50 @@ void mt_counts_snapshot(vnode_t vp, struct mt_event *ev);
 int mt_vnops_init(void);
 void mt_vnode_seen(vnode_t vp);
 void mt_vnops_sweep(void);
-void mt_vnops_restore(void);
+uint32_t mt_vnops_restore(uint32_t *unknown);
+void mt_vnops_mount_going(mount_t mp);
 void mt_vnops_repatch(void);
 void mt_vnops_fini(void);
 
 #pragma mark - mt_kauth.c
 
+/*
+ * Build variants. The default kext (macOS 11-15) neither compiles nor
+ * imports kauth: kauth_listen_scope/kauth_unlisten_scope are
+ * __kpi_deprecated (bsd/sys/kauth.h, xnu-11417.121.6) and Apple lists them
+ * as unsupported from macOS 11.0, where a kext importing them does not load.
+ * Discovery there is MAC (vnode_check_open, vnode_notify_open,
+ * vnode_check_exec) plus the mount sweep. -DMT_WITH_KAUTH builds the
+ * kauth variant for macOS 10.15 (its own bundle id, MT_KMOD_ID).
+ */
+#ifdef MT_WITH_KAUTH
+#define MT_KMOD_ID org.maptrace.kext.kauth
+/* Registers the listener unless mt_tunable_kauth is 0 or it is registered. */
 int mt_kauth_start(void);
 void mt_kauth_stop(void);
+#else
+#define MT_KMOD_ID org.maptrace.kext
+static inline int mt_kauth_start(void)
+{
+    return 0;
+}
+static inline void mt_kauth_stop(void)
+{
+}
+#endif
 
 #pragma mark - mt_mac.c
+
+/*
+ * -DMT_RESIDENT: the MAC policy is registered without
+ * MPC_LOADTIME_FLAG_UNLOADOK, so no MAC check in the system pays for an
+ * unloadable policy, and the kext can never be unloaded (stop refuses).
+ */
+#ifdef MT_RESIDENT
+#define MT_MAC_LOADTIME_FLAGS 0
+#else
+#define MT_MAC_LOADTIME_FLAGS MPC_LOADTIME_FLAG_UNLOADOK
+#endif
 
 int mt_mac_start(void);
 int mt_mac_stop(void);

@@ -15,14 +15,15 @@
  *
  * Calls: mt_core_wants, mt_core_record, mt_core_record_path,
  *        mt_core_vector_original, mt_core_vector_insert,
- *        mt_core_vector_count, mt_core_vector_get.
+ *        mt_core_vector_count, mt_core_vector_get, mt_core_vector_remove.
  */
 #include "mt_shim.h"
 
 /* The trampolines by enum mt_vop, filled in code at init (arm64e signs a
  * function pointer taken in code; a static initializer would not). */
 static vnop_t mt_hooks[MT_VOP__COUNT];
-/* Set under the patch lock when stop restores the vectors: no new patch. */
+/* Set under the patch lock when stop restores the vectors: no new patch
+ * and no unmount-time unhook until resume clears it. */
 static int mt_patch_closed;
 
 #pragma mark - helpers
@@ -218,10 +219,29 @@ static int mt_vnop_mmap_hook(void *ap)
 }
 
 /**
+ * Fails a pagein whose original is unknown. The UPL (a_pl, busy pages the
+ * callee must commit or abort) is released here: vnode_pagein aborts it
+ * itself only for EAGAIN and EPERM (bsd/vm/vnode_pager.c, xnu-11417.121.6),
+ * so on EIO its pages would stay busy and the faulting threads wait forever.
+ * PAGEINV2 filesystems get no UPL (a_pl == NULL); with UPL_NOCOMMIT the
+ * caller releases it.
+ * @return EIO (the fault fails, as on a dead vnode).
+ * Context: paging path; ubc_upl_abort_range does not sleep here.
+ */
+static int mt_pagein_fail_open(const struct vnop_pagein_args *a)
+{
+    if (a->a_pl != NULL && !(a->a_flags & UPL_NOCOMMIT)) {
+        (void)ubc_upl_abort_range(a->a_pl, a->a_pl_offset, (upl_size_t)a->a_size,
+                                  UPL_ABORT_FREE_ON_EMPTY | UPL_ABORT_ERROR);
+    }
+    return EIO;
+}
+
+/**
  * VNOP_PAGEIN trampoline: one cluster read caused by a fault.
  * @param ap struct vnop_pagein_args.
  * @return the original's result; EIO if the original is unknown (the
- *         fault fails, as on a dead vnode).
+ *         fault fails, as on a dead vnode; its UPL released).
  * Context: paging path: never sleeps, allocates or takes a lock here
  *          (the isinuse fallback takes the vnode's spin lock in the KPI).
  */
@@ -230,7 +250,7 @@ static int mt_vnop_pagein_hook(void *ap)
     struct vnop_pagein_args *a = ap;
     struct mt_hook h;
     if (!mt_hook_begin(&h, a->a_vp, MT_VOP_PAGEIN, MT_KIND_PAGEIN)) {
-        return EIO;
+        return mt_pagein_fail_open(a);
     }
     if (h.want) {
         h.ev.offset = a->a_f_offset;
@@ -318,61 +338,267 @@ void mt_vnode_seen(vnode_t vp)
 }
 
 /**
- * Swaps every hooked entry of every vector in the core's table: our
- * trampolines back to the originals, or the originals to our trampolines.
- * Someone else may have hooked on top of us (or changed an entry while we
- * were off it): then the entry is theirs, left alone, and counted as an
- * error.
- * @param to_hooks 1: originals -> trampolines; 0: trampolines -> originals.
- * Context: thread context (stop), under the patch lock.
+ * Swaps the hooked entries of one vector: our trampolines back to the
+ * originals, or the originals to our trampolines.
+ * @return entries holding neither (another kext's), left alone.
+ * Context: thread context, under the patch lock.
  */
-static void mt_vectors_swap(int to_hooks)
+static uint32_t mt_vectors_swap_one(vnop_t *vec, const uint64_t *originals, int to_hooks)
 {
-    if (mt_g.core == NULL) {
-        return;
+    uint32_t foreign = 0;
+    for (uint32_t op = 0; op < MT_VOP__COUNT; op++) {
+        vnop_t original = (vnop_t)(uintptr_t)originals[op];
+        vnop_t seen = to_hooks ? original : mt_hooks[op];
+        vnop_t next = to_hooks ? mt_hooks[op] : original;
+        if (!__atomic_compare_exchange_n(&vec[mt_desc_offset(op)], &seen, next, 0,
+                                         __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE) &&
+            seen != next) {
+            mt_error();
+            foreign++;
+        }
     }
-    uint32_t n = mt_core_vector_count(mt_g.core);
-    for (uint32_t i = 0; i < n; i++) {
+    return foreign;
+}
+
+/* One pass of swaps over the vectors in use by live vnodes (stop, resume). */
+struct mt_swap_pass {
+    int to_hooks;
+    uint32_t foreign;              /* entries holding another kext's hook */
+    uint8_t seen[MT_CORE_MAX_VECTORS]; /* table index swapped in this pass */
+};
+
+/**
+ * vnode_iterate callout of a swap pass: swaps the vector of the mount's
+ * first vnode (of any type: the root directory, always instantiated, shares
+ * its filesystem's vector with the regular files on hfs and apfs) that is
+ * in the table. The iocount the iterator holds keeps the mount, so the
+ * filesystem is registered and its vector allocated (vfs_fsremove refuses
+ * while vfc_refcount > 0, bsd/vfs/kpi_vfs.c, xnu-11417.121.6): only here
+ * is writing to a table vector safe.
+ * Context: thread context (stop, resume; inside vnode_iterate).
+ */
+static int mt_swap_vnode(struct vnode *vp, void *arg)
+{
+    struct mt_swap_pass *pass = arg;
+    vnop_t *vec = mt_vector_of(vp);
+    uint64_t key = (uint64_t)(uintptr_t)vec;
+    int found = 0;
+    lck_mtx_lock(mt_g.patch_lock);
+    uint32_t n = mt_g.core != NULL ? mt_core_vector_count(mt_g.core) : 0;
+    for (uint32_t i = 0; i < n && i < MT_CORE_MAX_VECTORS && key != 0; i++) {
         uint64_t addr = 0;
         uint64_t originals[MT_VOP__COUNT];
-        if (mt_core_vector_get(mt_g.core, i, &addr, originals) != MT_OK || addr == 0) {
-            mt_error();
+        if (mt_core_vector_get(mt_g.core, i, &addr, originals) != MT_OK || addr != key) {
             continue;
         }
-        vnop_t *vec = (vnop_t *)(uintptr_t)addr;
-        for (uint32_t op = 0; op < MT_VOP__COUNT; op++) {
-            vnop_t original = (vnop_t)(uintptr_t)originals[op];
-            vnop_t seen = to_hooks ? original : mt_hooks[op];
-            vnop_t next = to_hooks ? mt_hooks[op] : original;
-            if (!__atomic_compare_exchange_n(&vec[mt_desc_offset(op)], &seen, next, 0,
-                                             __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE) &&
-                seen != next) {
-                mt_error();
-            }
+        found = 1;
+        if (!pass->seen[i]) {
+            pass->seen[i] = 1;
+            pass->foreign += mt_vectors_swap_one(vec, originals, pass->to_hooks);
         }
+    }
+    lck_mtx_unlock(mt_g.patch_lock);
+    return found ? VNODE_RETURNED_DONE : VNODE_RETURNED;
+}
+
+/**
+ * vfs_iterate callout of a swap pass: one mount.
+ * Context: thread context (inside vfs_iterate).
+ */
+static int mt_swap_mount(struct mount *mp, void *arg)
+{
+    vnode_iterate(mp, 0, mt_swap_vnode, arg);
+    return VFS_RETURNED;
+}
+
+/**
+ * Swaps every table vector in use by a live vnode: our trampolines back to
+ * the originals, or the originals to our trampolines. A vector no live
+ * vnode uses is never touched: its filesystem may have been removed
+ * (vfs_fsremove frees it) or be registered but unmounted.
+ * @param to_hooks 1: originals -> trampolines; 0: trampolines -> originals.
+ * @param unknown  out: table vectors no live vnode uses (not swapped).
+ * @return entries holding another kext's hook (left alone).
+ * Context: thread context (stop); takes the patch lock per vector, never
+ *          across the iteration (the unmount hook takes them in the other
+ *          order: vnode_iterate, then the patch lock).
+ */
+static uint32_t mt_vectors_swap(int to_hooks, uint32_t *unknown)
+{
+    static struct mt_swap_pass pass; /* stop is single-threaded */
+    memset(&pass, 0, sizeof(pass));
+    pass.to_hooks = to_hooks;
+    *unknown = 0;
+    if (mt_g.core == NULL) {
+        return 0;
+    }
+    vfs_iterate(0, mt_swap_mount, &pass);
+    uint32_t n = mt_core_vector_count(mt_g.core);
+    for (uint32_t i = 0; i < n && i < MT_CORE_MAX_VECTORS; i++) {
+        uint64_t addr = 0;
+        if (mt_core_vector_get(mt_g.core, i, &addr, NULL) == MT_OK && addr != 0 && !pass.seen[i]) {
+            (*unknown)++;
+        }
+    }
+    return pass.foreign;
+}
+
+/* A mount going away: its filesystem type, and whether another mount of
+ * that type stays. */
+struct mt_going {
+    mount_t mp;
+    char fsname[MFSNAMELEN + 1];
+    int other;
+    int busy;
+};
+
+/**
+ * vfs_iterate callout: notes a mount, other than the one going, of the same
+ * filesystem type (it shares the type's vectors).
+ * Context: thread context (inside vfs_iterate).
+ */
+static int mt_going_other_mount(struct mount *mp, void *arg)
+{
+    struct mt_going *g = arg;
+    if (mp == g->mp) {
+        return VFS_RETURNED;
+    }
+    char name[MFSNAMELEN + 1];
+    memset(name, 0, sizeof(name));
+    vfs_name(mp, name);
+    if (strncmp(name, g->fsname, sizeof(name)) == 0) {
+        g->other = 1;
+        return VFS_RETURNED_DONE;
+    }
+    return VFS_RETURNED;
+}
+
+/**
+ * vnode_iterate callout over the mount going away: notes whether a regular
+ * file on it is in use (open or mapped). Then the unmount either fails
+ * (EBUSY, vflush without FORCECLOSE) or is forced, and a forced one's
+ * vclean calls VNOP_MNOMAP for each mapped file (bsd/vfs/vfs_subr.c vclean
+ * -> ubc_destroy_named -> ... -> ubc_unmap, xnu-11417.121.6): the hooks
+ * must stay for those last unmaps to be traced.
+ * Context: thread context (inside vnode_iterate, iocount held).
+ */
+static int mt_going_busy(struct vnode *vp, void *arg)
+{
+    struct mt_going *g = arg;
+    if (vnode_vtype(vp) == VREG && vnode_isinuse(vp, 0)) {
+        g->busy = 1;
+        return VNODE_RETURNED_DONE;
+    }
+    return VNODE_RETURNED;
+}
+
+/**
+ * vnode_iterate callout over the mount going away: the first regular
+ * vnode's vector, if hooked, gets its originals back and leaves the core's
+ * table, while the iterator's iocount keeps the mount (so the filesystem is
+ * registered and the vector allocated). A later mount of the type, or a new
+ * vector at the same address, is hooked afresh. A vector another kext
+ * hooked over stays hooked and in the table.
+ * Context: thread context (inside vnode_iterate, iocount held).
+ */
+static int mt_going_vnode(struct vnode *vp, void *arg)
+{
+    (void)arg;
+    if (vnode_vtype(vp) != VREG) {
+        return VNODE_RETURNED;
+    }
+    const struct mt_core *core = mt_core_ref();
+    vnop_t *vec = mt_vector_of(vp);
+    if (core == NULL || vec == NULL) {
+        return VNODE_RETURNED_DONE;
+    }
+    uint64_t key = (uint64_t)(uintptr_t)vec;
+    uint64_t originals[MT_VOP__COUNT];
+    lck_mtx_lock(mt_g.patch_lock);
+    int hooked = 1;
+    for (uint32_t op = 0; op < MT_VOP__COUNT; op++) {
+        originals[op] = mt_core_vector_original(core, key, op);
+        hooked &= originals[op] != 0;
+    }
+    if (!mt_patch_closed && hooked) {
+        if (mt_vectors_swap_one(vec, originals, 0) == 0) {
+            (void)mt_core_vector_remove(core, key);
+        } else {
+            /* Someone hooked over us: we stay under them, still hooked. */
+            (void)mt_vectors_swap_one(vec, originals, 1);
+        }
+    }
+    lck_mtx_unlock(mt_g.patch_lock);
+    return VNODE_RETURNED_DONE;
+}
+
+/**
+ * A mount is about to be unmounted (MAC mount_check_umount; the caller
+ * holds an iocount on its root vnode, so its filesystem is registered):
+ * when it is the last mount of its type and no regular file on it is in
+ * use, its hooked vector is restored and forgotten now, since once
+ * unmounted the type's kext may vfs_fsremove (free) it and no later hook
+ * runs before that. With a file in use the hooks stay, so that a forced
+ * unmount's last unmaps (vclean's VNOP_MNOMAPs) are traced; the vector
+ * then stays in the table with no live vnode, and stop, which writes only
+ * through a live vnode, refuses to unload until a mount of that type is
+ * seen again (never a write into a vector that may have been freed).
+ * Cost, for a last mount with nothing in use: after an unmount that still
+ * fails (EBUSY), the volume is untraced until a vnode of it is seen again.
+ * RACE: a hook that read our entry just before the restore and has not
+ * looked up its original yet fails open, as at unload.
+ * Context: thread context (unmount(2)); may block.
+ */
+void mt_vnops_mount_going(mount_t mp)
+{
+    if (mp == NULL || mt_core_ref() == NULL) {
+        return;
+    }
+    struct mt_going g;
+    memset(&g, 0, sizeof(g));
+    g.mp = mp;
+    vfs_name(mp, g.fsname);
+    vfs_iterate(0, mt_going_other_mount, &g);
+    if (g.other) {
+        return;
+    }
+    vnode_iterate(mp, 0, mt_going_busy, &g);
+    if (!g.busy) {
+        vnode_iterate(mp, 0, mt_going_vnode, NULL);
     }
 }
 
 /**
- * Puts every original entry back where a trampoline of ours still sits,
- * and closes patching.
- * Context: thread context (stop), under the patch lock.
+ * Closes patching, then puts every original entry back where a trampoline
+ * of ours still sits in a vector a live vnode uses.
+ * @param unknown out: vectors in the table no live vnode uses, left alone.
+ * @return entries another kext hooked over ours (left alone). The kext
+ *         must not unload while either is non-zero: that kext calls our
+ *         trampoline as its original (bsd/vfs/kpi_vfs.c dispatches through
+ *         whatever is in the slot), and an unknown vector may still hold
+ *         our trampolines for its next mount.
+ * Context: thread context (stop); takes the patch lock.
  */
-void mt_vnops_restore(void)
+uint32_t mt_vnops_restore(uint32_t *unknown)
 {
+    lck_mtx_lock(mt_g.patch_lock);
     mt_patch_closed = 1;
-    mt_vectors_swap(0);
+    lck_mtx_unlock(mt_g.patch_lock);
+    return mt_vectors_swap(0, unknown);
 }
 
 /**
- * Puts our trampolines back into every vector the core's table holds and
+ * Puts our trampolines back into every table vector a live vnode uses and
  * reopens patching: an unload was refused and the kext stays, tracing.
- * Context: thread context (stop), under the patch lock.
+ * Context: thread context (stop); takes the patch lock.
  */
 void mt_vnops_repatch(void)
 {
-    mt_vectors_swap(1);
+    uint32_t unknown = 0;
+    (void)mt_vectors_swap(1, &unknown);
+    lck_mtx_lock(mt_g.patch_lock);
     mt_patch_closed = 0;
+    lck_mtx_unlock(mt_g.patch_lock);
 }
 
 #pragma mark - sweep

@@ -15,6 +15,10 @@ use crate::{Vop, lock, xnu};
 
 /// Whether the real shim (`kext-shim/src/*.c`) is compiled into this build.
 pub const SHIM_LINKED: bool = cfg!(mt_shim);
+/// Whether the shim is its kauth build variant (`MT_WITH_KAUTH`, feature `kauth`).
+pub const SHIM_WITH_KAUTH: bool = cfg!(feature = "kauth");
+/// Whether the shim is its resident build variant (`MT_RESIDENT`, feature `resident`).
+pub const SHIM_RESIDENT: bool = cfg!(feature = "resident");
 
 #[cfg(mt_shim)]
 unsafe extern "C" {
@@ -139,6 +143,7 @@ impl Sim {
     pub fn boot(config: Config) -> Sim {
         let slot = BootSlot::take();
         let k = Kernel::boot(config);
+        crate::foreign::reset();
         Sim { k, _boot: slot }
     }
 
@@ -196,6 +201,32 @@ impl Sim {
         r
     }
 
+    /// Unmounts without asking the MAC policies, as `vfs_unmountbyfsid`
+    /// (a KPI a filesystem kext may call) and submount unmounts do.
+    pub fn unmount_unchecked(&self, on: &str, force: bool) -> Result<(), SimError> {
+        let r = res(self.k.unmount_unchecked(on, force));
+        self.k.safe_point();
+        r
+    }
+
+    /// Another kext registers a filesystem type `name` (vfs_fsadd): its
+    /// vector reuses the address of the vector vfs_fsremove freed last, if
+    /// any. Returns the vector's address.
+    pub fn add_fs(&self, name: &str) -> Result<usize, SimError> {
+        res(self.k.vfs.add_other_fstype(&self.k, name))
+    }
+
+    /// That kext removes its filesystem type (vfs_fsremove): EBUSY while
+    /// mounted; otherwise the vector is freed (poisoned).
+    pub fn remove_fs(&self, name: &str) -> Result<(), SimError> {
+        let (handle, _) = self
+            .k
+            .vfs
+            .fstype(name)
+            .ok_or(SimError(crate::vfs::errno::EINVAL))?;
+        res(self.k.vfs.remove_fstype(handle).map(|_| ()))
+    }
+
     /// Recycles an unused vnode now (its block gets vid + 1 and later a new
     /// file); for a vnode in use, on its last release. Returns whether it
     /// was reclaimed now.
@@ -251,6 +282,14 @@ impl Sim {
     /// `ki` must point to a valid `kmod_info_t` whose start and stop routines
     /// follow the kmod contract, and stay valid while the kext is loaded.
     pub unsafe fn load_kext(&self, ki: *mut xnu::kmod_info) -> Result<(), KextError> {
+        if !ki.is_null() {
+            // SAFETY: the caller's kmod_info, readable per `load`'s contract.
+            let info = unsafe { &*ki };
+            let (start, stop) = (info.start, info.stop);
+            self.k.kext_image.note(ki as usize);
+            self.k.kext_image.note(start.map_or(0, |f| f as usize));
+            self.k.kext_image.note(stop.map_or(0, |f| f as usize));
+        }
         // SAFETY: the caller upholds `load`'s contract (see above).
         let r = unsafe { self.k.kext.load(&self.k, ki) };
         self.k.safe_point();
@@ -387,23 +426,40 @@ impl Sim {
     /// Where kernel objects live: any of these bytes in user-visible output
     /// is a leaked kernel address.
     pub fn kernel_address_ranges(&self) -> Vec<Range<u64>> {
-        vec![self.k.arena.range()]
+        let mut v = vec![self.k.arena.range()];
+        v.extend(self.kext_address_ranges());
+        v
     }
 
-    /// Whether `v` is a kernel address.
+    /// The kext's own text and globals (the mappings holding the pointers it
+    /// handed the kernel) and the stacks its code ran on: kernel addresses
+    /// outside the arena.
+    pub fn kext_address_ranges(&self) -> Vec<Range<u64>> {
+        self.k.kext_image.ranges()
+    }
+
+    /// Whether `v` is a kernel address (arena, kext image or kext stack).
     pub fn is_kernel_address(&self, v: u64) -> bool {
-        self.k.arena.contains(v)
+        self.k.arena.contains(v) || self.kext_address_ranges().iter().any(|r| r.contains(&v))
+    }
+
+    /// Every kernel address ([`Sim::kernel_address_ranges`]) in `bytes`, as
+    /// 8 little-endian bytes, hex or decimal digits.
+    pub fn find_kernel_address_leaks(&self, bytes: &[u8]) -> Vec<crate::arena::Leak> {
+        let ranges = self.kernel_address_ranges();
+        crate::arena::find_addresses(bytes, |v| ranges.iter().any(|r| r.contains(&v)))
     }
 
     /// Scans `bytes` for any aligned or unaligned little-endian u64 that is a
     /// kernel address; returns the offsets.
     pub fn find_kernel_addresses(&self, bytes: &[u8]) -> Vec<usize> {
+        let ranges = self.kernel_address_ranges();
         bytes
             .windows(8)
             .enumerate()
             .filter(|(_, w)| {
                 let v = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
-                self.is_kernel_address(v)
+                ranges.iter().any(|r| r.contains(&v))
             })
             .map(|(i, _)| i)
             .collect()
@@ -511,6 +567,12 @@ impl Proc {
         let r = res(self.k.sys_open_mode(&self.p, path, mode));
         self.k.safe_point();
         r
+    }
+
+    /// open(2) with O_EVTONLY (an FSEvents-style watcher): the reference is
+    /// counted in v_usecount and v_kusecount both.
+    pub fn open_evtonly(&self, path: &str) -> Result<i32, SimError> {
+        self.open_mode(path, crate::vm::OpenMode::EvtOnly)
     }
 
     /// close(2).

@@ -74,7 +74,10 @@ pub fn set_identity(id: Option<ThreadIdentity>) -> Option<ThreadIdentity> {
 }
 
 /// Runs `f` inside `frame`.
+/// The original vnode op is kernel code: its stack use is not the kext's
+/// (`stack::kernel_section`).
 pub fn with_frame<R>(frame: Frame, f: impl FnOnce() -> R) -> R {
+    let _kernel = (frame == Frame::Original).then(crate::stack::KernelScope::enter);
     FRAMES.with(|s| s.borrow_mut().push(frame));
     let r = f();
     FRAMES.with(|s| s.borrow_mut().pop());

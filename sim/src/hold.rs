@@ -66,12 +66,19 @@ impl<K: Copy + PartialEq> Gate<K> {
 }
 
 static VNOPS: Gate<Vop> = Gate::new();
+static DISPATCH: Gate<Vop> = Gate::new();
 static COPYOUT: Gate<()> = Gate::new();
 
 /// Called at the start of every simulated original vnode operation: blocks
 /// while a test holds `op`.
 pub(crate) fn enter(op: Vop) {
     VNOPS.enter(op);
+}
+
+/// Called by the VNOP dispatch between reading the vector entry and calling
+/// it: blocks while a test holds `op`.
+pub(crate) fn enter_dispatch(op: Vop) {
+    DISPATCH.enter(op);
 }
 
 /// Called by copyout before it copies: blocks while a test holds copyout.
@@ -138,5 +145,13 @@ impl Sim {
     /// returned hold is released: a kext hook around it stays in flight.
     pub fn hold_vnop(&self, op: Vop) -> VnopHold {
         VNOPS.hold(op)
+    }
+
+    /// From now on, every thread dispatching `op` reads its vnode's vector
+    /// entry and then waits, before calling it, until the hold is released:
+    /// a thread that "loaded `vp->v_op[i]` just before it was restored", the
+    /// race XNU's lock-free dispatch (bsd/vfs/kpi_vfs.c VNOP_*) allows.
+    pub fn hold_dispatch(&self, op: Vop) -> VnopHold {
+        DISPATCH.hold(op)
     }
 }

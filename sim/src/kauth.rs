@@ -12,8 +12,22 @@ use crate::vfs::Vnode;
 use crate::violation::Violation;
 use crate::xnu;
 
-/// Listeners a scope holds at most (KAUTH_SCOPE_MAX_LISTENERS).
+/// Listeners a scope's table holds at most: KAUTH_SCOPE_MAX_LISTENERS,
+/// bsd/kern/kern_authorization.c (15 in xnu-11417.121.6 and xnu-7195.141.2).
+/// A full table makes `kauth_listen_scope` return NULL; a slot frees on
+/// `kauth_unlisten_scope`.
 pub const MAX_LISTENERS: usize = 15;
+
+/// The scopes registered at boot (kauth_init: process, generic, fileop;
+/// vnode_authorize_init: vnode). A listener for any other identifier waits
+/// on `kauth_dangling_listeners`, which has no limit, and is never called
+/// until that scope is registered (kauth_listen_scope, xnu-11417.121.6).
+pub const BOOT_SCOPES: [&str; 4] = [
+    "com.apple.kauth.process",
+    "com.apple.kauth.generic",
+    "com.apple.kauth.fileop",
+    "com.apple.kauth.vnode",
+];
 
 /// One listener.
 #[derive(Clone, Debug)]
@@ -49,9 +63,15 @@ impl Kauth {
     /// kauth_listen_scope.
     pub fn listen(&self, k: &Kernel, scope: &str, callback: usize, idata: usize) -> usize {
         let mut l = lock(&self.listeners);
-        if l.iter().filter(|x| x.scope == scope).count() >= MAX_LISTENERS {
+        // kauth_add_callback_to_scope: ENOSPC when all slots are taken, and
+        // kauth_listen_scope then frees the listener and returns NULL.
+        if BOOT_SCOPES.contains(&scope)
+            && l.iter().filter(|x| x.scope == scope).count() >= MAX_LISTENERS
+        {
             return 0;
         }
+        k.kext_image.note(callback);
+        k.kext_image.note(idata);
         let handle = k.kalloc(32, "kauth_listener");
         l.push(Listener {
             handle,
@@ -94,7 +114,7 @@ impl Kauth {
         // called without the scope lock.
         let snapshot: Vec<Listener> = lock(&self.listeners)
             .iter()
-            .filter(|x| x.scope == scope)
+            .filter(|x| x.scope == scope && x.callback != 0)
             .cloned()
             .collect();
         let mut result = xnu::KAUTH_RESULT_DEFER as i32;

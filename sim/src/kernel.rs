@@ -203,6 +203,8 @@ pub struct Kernel {
     pub procs: Procs,
     /// kauth scopes.
     pub kauth: Kauth,
+    /// The kext's text, data and stack ranges (kernel addresses too).
+    pub kext_image: crate::kext_image::KextImage,
     /// MAC policies.
     pub mac: Mac,
     /// The sysctl tree.
@@ -211,6 +213,8 @@ pub struct Kernel {
     pub locks: Locks,
     /// The loaded kext.
     pub kext: KextSlot,
+    /// UPLs handed to VNOP_PAGEIN and not yet released.
+    pub upls: crate::upl::Upls,
     /// Set while `panic()` is being reported.
     pub panicked: AtomicBool,
     /// Threads executing kext code right now (hooks, callbacks, handlers).
@@ -265,6 +269,8 @@ fn no_kernel(kpi: &str) -> ! {
 /// thread's cached handle when it is still the booted one. A reboot or a
 /// shutdown changes `CURRENT_BOOT`, so a stale handle is never used.
 pub fn with_current<R>(kpi: &str, f: impl FnOnce(&Kernel) -> R) -> R {
+    // A KPI called from kext code: the kernel's stack use is not the kext's.
+    let _scope = crate::stack::KernelScope::enter();
     // Taken out of the cell while `f` runs: a nested KPI call (a callout into
     // the kext) finds the cell empty and takes the slow path, and the handle
     // owned here stays alive whatever that call does to the cell.
@@ -309,10 +315,12 @@ impl Kernel {
             vfs,
             procs: Procs::default(),
             kauth: Kauth::default(),
+            kext_image: Default::default(),
             mac: Mac::default(),
             sysctl: Sysctl::default(),
             locks: Locks::default(),
             kext: KextSlot::default(),
+            upls: Default::default(),
             panicked: AtomicBool::new(false),
             in_kext: Default::default(),
         });
@@ -448,12 +456,47 @@ impl Kernel {
 
     /// Runs kext code (a hook, callback or handler) inside `frame`, counting
     /// the threads that are in kext code.
+    /// Its kext part may use `stack::HOOK_BUDGET` bytes of stack.
     pub fn kext_call<R>(&self, frame: context::Frame, f: impl FnOnce() -> R) -> R {
+        self.kext_call_budget(frame, crate::stack::HOOK_BUDGET, f)
+    }
+
+    /// As [`Kernel::kext_call`], for an entry with a larger stack budget
+    /// (kmod start/stop, sysctl handlers: `stack::ENTRY_BUDGET`).
+    pub fn kext_call_budget<R>(
+        &self,
+        frame: context::Frame,
+        budget: usize,
+        f: impl FnOnce() -> R,
+    ) -> R {
         let shard = &self.in_kext[IN_KEXT_SHARD.with(|s| *s)].0;
         shard.fetch_add(1, Ordering::AcqRel);
-        let r = context::with_frame(frame, f);
+        self.kext_image.note_stack(self.boot);
+        let (r, used) = crate::stack::measure(|| context::with_frame(frame, f));
         shard.fetch_sub(1, Ordering::AcqRel);
+        self.check_stack(frame, budget, used);
         r
+    }
+
+    /// Reports an entry whose kext part went past its stack budget
+    /// (KERNEL_STACK_SIZE is 16 KiB: osfmk/mach/i386/vm_param.h,
+    /// xnu-11417.121.6; budgets from kext-shim/stack.tsv).
+    pub fn check_stack(&self, frame: context::Frame, budget: usize, used: crate::stack::Usage) {
+        if used.measured && used.bytes > budget + crate::stack::SIM_SLACK {
+            let rule = if budget > crate::stack::HOOK_BUDGET {
+                "stack.entry_budget"
+            } else {
+                "stack.hook_budget"
+            };
+            self.violation(Violation::Contract {
+                rule,
+                detail: format!(
+                    "{frame:?} used {} bytes of kext stack, budget {budget} (+{} sim slack)",
+                    used.bytes,
+                    crate::stack::SIM_SLACK
+                ),
+            });
+        }
     }
 
     /// Threads executing kext code right now.

@@ -84,10 +84,13 @@ impl KextSlot {
         };
         self.loaded.store(true, Ordering::Release);
         let _g = kernel_task(k);
-        // SAFETY: the kext's start routine, called as OSKext does.
-        let r = context::with_frame(Frame::Callback, || unsafe {
-            start(ki, std::ptr::null_mut())
+        let (r, used) = crate::stack::measure(|| {
+            // SAFETY: the kext's start routine, called as OSKext does.
+            context::with_frame(Frame::Callback, || unsafe {
+                start(ki, std::ptr::null_mut())
+            })
         });
+        k.check_stack(Frame::Callback, crate::stack::ENTRY_BUDGET, used);
         if r != xnu::KERN_SUCCESS as i32 {
             self.loaded.store(false, Ordering::Release);
             self.check_clean(k, "a failed start");
@@ -103,10 +106,13 @@ impl KextSlot {
         let ki = slot.ok_or(KextError::NotLoaded)?;
         let stop = routine(ki, true).ok_or(KextError::BadKmodInfo)?;
         let _g = kernel_task(k);
-        // SAFETY: the loaded kext's stop routine; stop gets data = NULL.
-        let r = context::with_frame(Frame::Callback, || unsafe {
-            stop(ki as *mut xnu::kmod_info, std::ptr::null_mut())
+        let (r, used) = crate::stack::measure(|| {
+            // SAFETY: the loaded kext's stop routine; stop gets data = NULL.
+            context::with_frame(Frame::Callback, || unsafe {
+                stop(ki as *mut xnu::kmod_info, std::ptr::null_mut())
+            })
         });
+        k.check_stack(Frame::Callback, crate::stack::ENTRY_BUDGET, used);
         if r != xnu::KERN_SUCCESS as i32 {
             k.log_line(format!("Kext did not stop ({r})"));
             return Err(KextError::StopRefused(r));
@@ -115,6 +121,7 @@ impl KextSlot {
         *slot = None;
         self.check_clean(k, "unload");
         check_left_kext_code(k);
+        crate::foreign::check_unloaded(k);
         Ok(())
     }
 

@@ -9,12 +9,31 @@ use crate::arena::Owner;
 use crate::context::{self, Frame};
 use crate::kernel::{Kernel, current_or_abort, with_current};
 use crate::locks::LockObj;
+use crate::upl::UplError;
 use crate::vfs::{self, VectorInfo, Vnode, errno, word};
 use crate::violation::Violation;
 use crate::xnu;
 
-fn k(kpi: &str) -> std::sync::Arc<Kernel> {
-    current_or_abort(kpi)
+/// The booted kernel, for one KPI call: while the returned handle lives,
+/// the stack below is the kernel's, not the calling kext's (`stack`).
+fn k(kpi: &str) -> KpiKernel {
+    KpiKernel {
+        _scope: crate::stack::KernelScope::enter(),
+        k: current_or_abort(kpi),
+    }
+}
+
+/// The kernel handle of one KPI call (see [`k`]).
+struct KpiKernel {
+    _scope: crate::stack::KernelScope,
+    k: std::sync::Arc<Kernel>,
+}
+
+impl std::ops::Deref for KpiKernel {
+    type Target = std::sync::Arc<Kernel>;
+    fn deref(&self) -> &Self::Target {
+        &self.k
+    }
 }
 
 /// The vnode at `vp`, or a recorded panic for a bad pointer.
@@ -191,14 +210,36 @@ extern "C" fn vnode_putname(name: *const c_char) {
 extern "C" fn vn_getpath(vp: *mut xnu::vnode, buf: *mut c_char, len: *mut c_int) -> c_int {
     let k = k("vn_getpath");
     may_block(&k, "vn_getpath");
+    if vp.is_null() {
+        // build_path_with_parent: NULLVP is EINVAL.
+        return errno::EINVAL;
+    }
     let Some(v) = vnode(&k, "vn_getpath", vp) else {
         return errno::EINVAL;
     };
     if buf.is_null() || len.is_null() {
+        // vn_getpath_ext_int reads *len and build_path writes the buffer
+        // unchecked: a fault in the kernel (bsd/vfs/vfs_subr.c, vfs_cache.c).
+        k.violation(Violation::Contract {
+            rule: "vn_getpath.buffer_and_len_nonnull",
+            detail: format!(
+                "vn_getpath(buf {:#x}, len {:#x})",
+                buf as usize, len as usize
+            ),
+        });
         return errno::EINVAL;
     }
     // SAFETY: `len` is the caller's in/out length.
     let room = unsafe { *len };
+    if room < 0 {
+        // xnu-11417: vn_getpath_ext_int refuses a negative length with
+        // EINVAL; before it (xnu-7195.141.2) build_path took *len as its
+        // buffer length and answered ENOSPC (bsd/vfs/vfs_subr.c).
+        return match k.config.release {
+            crate::kernel::Release::Sequoia => errno::EINVAL,
+            crate::kernel::Release::Catalina => errno::ENOSPC,
+        };
+    }
     if room <= v.path.len() as c_int {
         return errno::ENOSPC;
     }
@@ -220,6 +261,11 @@ extern "C" fn vnode_iterate(
 ) -> c_int {
     let k = k("vnode_iterate");
     let Some(callout) = callout else {
+        // vnode_iterate calls the callout unchecked (bsd/vfs/vfs_subr.c).
+        k.violation(Violation::Contract {
+            rule: "vnode_iterate.callout_nonnull",
+            detail: "vnode_iterate with a NULL callout".into(),
+        });
         return errno::EINVAL;
     };
     let flags = flags as u32;
@@ -255,6 +301,11 @@ extern "C" fn vnode_iterate(
 extern "C" fn vfs_iterate(flags: c_int, callout: Option<MountCallout>, arg: *mut c_void) -> c_int {
     let k = k("vfs_iterate");
     let Some(callout) = callout else {
+        // vfs_iterate calls the callout unchecked (bsd/vfs/vfs_subr.c).
+        k.violation(Violation::Contract {
+            rule: "vfs_iterate.callout_nonnull",
+            detail: "vfs_iterate with a NULL callout".into(),
+        });
         return errno::EINVAL;
     };
     let mut mounts = k.vfs.mounts();
@@ -307,6 +358,7 @@ extern "C" fn vfs_fsadd(vfe: *mut xnu::vfs_fsentry, handle: *mut xnu::vfstable_t
     }
     // SAFETY: the kext's fsentry.
     let e = unsafe { std::ptr::read(vfe) };
+    k.kext_image.note(vfe as usize);
     if !(1..=8).contains(&e.vfe_vopcnt) || e.vfe_vfsops.is_null() || e.vfe_opvdescs.is_null() {
         return errno::EINVAL;
     }
@@ -424,12 +476,72 @@ extern "C" fn vnode_create(
     }
     // SAFETY: `data` is the caller's vnode_fsparam (size checked).
     let p = unsafe { std::ptr::read(data as *const xnu::vnode_fsparam) };
+    if p.vnfs_vtype == xnu::VREG && p.vnfs_mp.is_null() {
+        // bsd/vfs/vfs_subr.c (vnode_create_internal, every tag xnu-3248 to
+        // xnu-11417.121.6): for VREG it reads param->vnfs_mp->mnt_ioflags
+        // with no NULL check, a kernel NULL dereference.
+        k.violation(Violation::Contract {
+            rule: "vnode_create.vreg_needs_mount",
+            detail: "vnode_create of a VREG vnode with vnfs_mp == NULL \
+                     (vnode_create_internal dereferences vnfs_mp->mnt_ioflags)"
+                .into(),
+        });
+        return errno::EINVAL;
+    }
     let v = k.vfs.create_vnode(&k, &p);
     v.kext_iocounts.fetch_add(1, Ordering::AcqRel);
     // SAFETY: the caller's out-pointer.
     unsafe { *vpp = v.addr as xnu::vnode_t };
     0
 }
+
+// ---------------------------------------------------------------- UPLs
+
+#[unsafe(no_mangle)]
+extern "C" fn ubc_upl_abort_range(
+    upl: xnu::upl_t,
+    offset: xnu::upl_offset_t,
+    size: xnu::upl_size_t,
+    flags: c_int,
+) -> c_int {
+    let k = k("ubc_upl_abort_range");
+    let r = k.upls.release_range(
+        upl as usize,
+        u64::from(offset),
+        u64::from(size),
+        k.config.page_size,
+    );
+    match r {
+        Ok(()) => {
+            let _ = flags;
+            0
+        }
+        // bsd/kern/ubc_subr.c ubc_upl_abort_range (xnu-11417.121.6) takes the
+        // UPL as live: one already committed, aborted or freed is a use after
+        // free (FREE_ON_EMPTY deallocated it).
+        Err(UplError::Unknown) => {
+            k.violation(Violation::Contract {
+                rule: "ubc_upl_abort_range.live_upl",
+                detail: format!("ubc_upl_abort_range({:#x}) of no live UPL", upl as usize),
+            });
+            KERN_FAILURE
+        }
+        // osfmk/vm/vm_upl.c upl_abort_range refuses a range past the UPL's end.
+        Err(UplError::OutOfRange) => {
+            k.violation(Violation::Contract {
+                rule: "ubc_upl_abort_range.in_range",
+                detail: format!(
+                    "ubc_upl_abort_range({:#x}, {offset}, {size}) outside the UPL",
+                    upl as usize
+                ),
+            });
+            KERN_FAILURE
+        }
+    }
+}
+
+/// `KERN_FAILURE` (osfmk/mach/kern_return.h).
+const KERN_FAILURE: c_int = 5;
 
 // ---------------------------------------------------------------- processes
 
@@ -563,17 +675,23 @@ extern "C" fn kauth_listen_scope(
     idata: *mut c_void,
 ) -> xnu::kauth_listener_t {
     let k = k("kauth_listen_scope");
-    let Some(cb) = callback else {
-        return std::ptr::null_mut();
-    };
     if identifier.is_null() {
+        // kauth_listen_scope strncmp()s the identifier against every scope
+        // (bsd/kern/kern_authorization.c): NULL faults.
+        k.violation(Violation::Contract {
+            rule: "kauth_listen_scope.identifier_nonnull",
+            detail: "kauth_listen_scope(NULL, ...)".into(),
+        });
         return std::ptr::null_mut();
     }
+    // A NULL callback is accepted and never called (the dispatcher skips
+    // slots without kll_callback).
+    let cb = callback.map_or(0, |f| f as usize);
     // SAFETY: the scope identifier is a C string.
     let scope = unsafe { CStr::from_ptr(identifier) }
         .to_string_lossy()
         .into_owned();
-    k.kauth.listen(&k, &scope, cb as usize, idata as usize) as xnu::kauth_listener_t
+    k.kauth.listen(&k, &scope, cb, idata as usize) as xnu::kauth_listener_t
 }
 
 #[unsafe(no_mangle)]
@@ -657,6 +775,7 @@ extern "C" fn IOFree(address: *mut c_void, size: xnu::vm_size_t) {
     let addr = address as usize;
     match k.arena.block(addr) {
         Some(b) if b.what == "IOMalloc" && b.size == size.max(1) => {
+            crate::corewatch::freed(addr, b.size);
             k.arena.free(addr);
         }
         Some(b) if b.what == "IOMalloc" => {

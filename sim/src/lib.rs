@@ -29,22 +29,32 @@ use maptrace_core as _;
 mod api;
 pub mod arena;
 pub mod context;
+mod corewatch;
+pub mod foreign;
+mod guard;
 pub mod hold;
 pub mod kauth;
 pub mod kernel;
 pub mod kext;
+pub mod kext_image;
 mod kpi;
 pub mod locks;
 pub mod mac;
 pub mod scenario;
+pub mod stack;
 pub mod sysctl;
+pub mod upl;
 pub mod vfs;
 pub mod violation;
 pub mod vm;
 pub mod xnu;
 
-pub use api::{Cred, DirectVnode, Proc, SHIM_LINKED, Sim, SimError, VnodeCounts};
+pub use api::{
+    Cred, DirectVnode, Proc, SHIM_LINKED, SHIM_RESIDENT, SHIM_WITH_KAUTH, Sim, SimError,
+    VnodeCounts,
+};
 pub use context::Vop;
+pub use foreign::ForeignHook;
 pub use hold::{CopyoutHold, VnopHold};
 pub use kernel::{Config, Platform, Release, TraceEvent, TraceOp};
 pub use kext::KextError;

@@ -1,8 +1,17 @@
 //! The MAC framework: policy registration (`UNLOADOK` needed to unregister,
 //! unique names) and the hooks the VM and open/exec paths call.
+//!
+//! The check cost of an unloadable policy: `mac_policy_register` bumps
+//! `staticmax` only for a policy without `MPC_LOADTIME_FLAG_UNLOADOK` whose
+//! handle lands next to the last static entry. While `numloaded > staticmax`,
+//! every MAC_CHECK / MAC_PERFORM calls `mac_policy_list_conditional_busy`,
+//! which takes `mac_policy_mtx` (and `mac_policy_list_unbusy` takes it again):
+//! two acquisitions of one global mutex per check, on every CPU
+//! (security/mac_base.c, security/mac_internal.h, xnu-11417.121.6).
 
 use std::ffi::{CStr, c_char};
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
 
 use crate::context::Frame;
 use crate::kernel::Kernel;
@@ -20,6 +29,8 @@ pub struct Policy {
     pub name: String,
     /// The kext's `mac_policy_conf`.
     pub conf: usize,
+    /// Counted in `staticmax` (no UNLOADOK, adjacent to the static entries).
+    pub is_static: bool,
 }
 
 /// The policy list. Hooks run under the read lock; unregister takes the
@@ -27,6 +38,11 @@ pub struct Policy {
 #[derive(Default)]
 pub struct Mac {
     policies: RwLock<(Vec<Policy>, u32)>,
+    /// `mac_policy_mtx`, taken by the busy/unbusy pair around each check
+    /// while a non-static policy is loaded.
+    policy_mtx: Mutex<()>,
+    /// Acquisitions of `policy_mtx` by checks (two per check).
+    busy_acquisitions: AtomicU64,
 }
 
 /// Reads a C string.
@@ -72,6 +88,11 @@ impl Mac {
             ));
             return Err(errno::EINVAL);
         }
+        k.kext_image.note(conf);
+        k.kext_image.note(ops as usize);
+        for i in 0..xnu::MAC_POLICY_OPS_SLOTS {
+            k.kext_image.note(slot(conf, i));
+        }
         let handle = {
             let mut p = write(&self.policies);
             if p.0.iter().any(|x| x.name == name) {
@@ -79,7 +100,18 @@ impl Mac {
             }
             p.1 += 1;
             let handle = p.1;
-            p.0.push(Policy { handle, name, conf });
+            // The new entry takes the first free slot, index numloaded when
+            // the list has no holes; it is static only without UNLOADOK and
+            // at index staticmax (mac_policy_register, mac_late).
+            let staticmax = p.0.iter().filter(|x| x.is_static).count();
+            let unloadok = c.mpc_loadtime_flags & xnu::MPC_LOADTIME_FLAG_UNLOADOK as i32 != 0;
+            let is_static = !unloadok && p.0.len() == staticmax;
+            p.0.push(Policy {
+                handle,
+                name,
+                conf,
+                is_static,
+            });
             handle
         };
         // Late registration runs init and initbsd at once.
@@ -113,11 +145,48 @@ impl Mac {
         read(&self.policies).0.clone()
     }
 
-    /// Runs `f` for every policy whose slot `i` is set, under the read lock.
+    /// How often MAC checks took `mac_policy_mtx` (busy + unbusy: two per
+    /// check while a non-static, i.e. unloadable, policy is registered).
+    pub fn busy_acquisitions(&self) -> u64 {
+        self.busy_acquisitions.load(Ordering::Relaxed)
+    }
+
+    /// `numloaded > staticmax`: checks must mark the list busy.
+    fn has_dynamic(p: &[Policy]) -> bool {
+        p.iter().any(|x| !x.is_static)
+    }
+
+    /// mac_policy_list_conditional_busy / mac_policy_list_unbusy: one
+    /// acquisition of the global mutex.
+    fn touch_policy_mtx(&self) {
+        drop(crate::lock(&self.policy_mtx));
+        self.busy_acquisitions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Runs `f` for every policy whose slot `i` is set, under the read lock
+    /// (MAC_CHECK / MAC_PERFORM).
     fn each(&self, k: &Kernel, i: u32, mut f: impl FnMut(usize) -> i32) -> i32 {
         let p = read(&self.policies);
+        let busy = Self::has_dynamic(&p.0);
+        if busy {
+            self.touch_policy_mtx();
+        }
+        let err = self.each_locked(k, &p.0, i, &mut f);
+        if busy {
+            self.touch_policy_mtx();
+        }
+        err
+    }
+
+    fn each_locked(
+        &self,
+        k: &Kernel,
+        p: &[Policy],
+        i: u32,
+        f: &mut impl FnMut(usize) -> i32,
+    ) -> i32 {
         let mut err = 0;
-        for pol in &p.0 {
+        for pol in p {
             let hook = slot(pol.conf, i);
             if hook == 0 {
                 continue;
@@ -195,6 +264,22 @@ impl Mac {
             ) -> i32 = unsafe { std::mem::transmute(hook) };
             // SAFETY: arguments as mac_vnode_check_open passes them.
             unsafe { f(cred as _, vp.addr as _, std::ptr::null_mut(), acc) }
+        })
+    }
+
+    /// mac_mount_check_umount: unmount(2) asks before dounmount, holding an
+    /// iocount on the mount's root vnode (bsd/vfs/vfs_syscalls.c,
+    /// xnu-11417.121.6); a non-zero result denies the unmount.
+    pub fn mount_check_umount(&self, k: &Kernel, cred: usize, mount: usize) -> i32 {
+        self.each(k, xnu::MPO_MOUNT_CHECK_UMOUNT, |hook| {
+            // SAFETY: the slot holds an mpo_mount_check_umount_t.
+            let f: unsafe extern "C" fn(
+                xnu::kauth_cred_t,
+                *mut xnu::mount,
+                *mut xnu::label,
+            ) -> i32 = unsafe { std::mem::transmute(hook) };
+            // SAFETY: arguments as mac_mount_check_umount passes them.
+            unsafe { f(cred as _, mount as _, std::ptr::null_mut()) }
         })
     }
 

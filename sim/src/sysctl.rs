@@ -150,8 +150,28 @@ impl Sysctl {
             )));
             return;
         }
+        if o.oid_number < xnu::OID_AUTO {
+            k.violation(Violation::Contract {
+                rule: "sysctl_register_oid.valid_number",
+                detail: format!("OID {name} has number {}", o.oid_number),
+            });
+            return;
+        }
         let parent = o.oid_parent as usize;
         let mut oids = write(&self.oids);
+        if o.oid_number != xnu::OID_AUTO
+            && oids
+                .iter()
+                .any(|x| x.parent == parent && x.number == o.oid_number && x.addr != addr)
+        {
+            // sysctl_register_oid_locked: "attempting to register a sysctl at
+            // previously registered slot".
+            k.violation(Violation::Contract {
+                rule: "sysctl_register_oid.unique_number",
+                detail: format!("OID {name} reuses number {}", o.oid_number),
+            });
+            return;
+        }
         if oids
             .iter()
             .any(|x| x.addr == addr || (x.parent == parent && x.name == name))
@@ -173,6 +193,8 @@ impl Sysctl {
             // SAFETY: the kext's OID is writable (it is linked through oid_link).
             unsafe { (*oid_ptr(addr)).oid_number = number };
         }
+        k.kext_image.note(addr);
+        k.kext_image.note(o.oid_handler.map_or(0, |f| f as usize));
         list_insert(parent, addr);
         oids.push(Oid {
             addr,
@@ -315,7 +337,7 @@ impl Sysctl {
             let _tree = read(&self.oids);
             let _node = (kind & xnu::CTLFLAG_LOCKED == 0).then(|| lock(&self.unlocked_node));
             let _g = vm::enter(k, p);
-            k.kext_call(Frame::Callback, || {
+            k.kext_call_budget(Frame::Callback, crate::stack::ENTRY_BUDGET, || {
                 // SAFETY: the registered handler with SYSCTL_HANDLER_ARGS.
                 unsafe { handler(oid_ptr(oid.addr), o.oid_arg1, o.oid_arg2, req) }
             })
@@ -323,6 +345,16 @@ impl Sysctl {
         // SAFETY: `req` is still the live block written above.
         let done = unsafe { std::ptr::read(req) };
         k.arena.free(req_addr);
+        if err < 0 {
+            // The handler's value is the syscall's errno: ERESTART (-1) makes
+            // unix_syscall back the PC up and rerun sysctl(2) forever,
+            // EJUSTRETURN (-2) returns leaving the registers unset
+            // (bsd/dev/{arm,i386}/systemcalls.c).
+            k.violation(Violation::Contract {
+                rule: "sysctl_handler.returns_errno",
+                detail: format!("a sysctl handler returned {err}"),
+            });
+        }
         let len = if done.oldptr != 0 && done.oldidx > done.oldlen {
             done.oldlen
         } else {

@@ -115,6 +115,8 @@ pub mod errno {
     pub const EFAULT: i32 = 14;
     /// Busy.
     pub const EBUSY: i32 = 16;
+    /// Resource temporarily unavailable (macOS value).
+    pub const EAGAIN: i32 = 35;
     /// Exists.
     pub const EEXIST: i32 = 17;
     /// Invalid argument.
@@ -433,7 +435,17 @@ pub struct Vfs {
     /// The deadfs vector reclaimed vnodes point to.
     pub dead_vector: usize,
     state: RwLock<VfsState>,
+    /// Other kexts' vectors vfs_fsremove freed (poisoned, inaccessible),
+    /// most recent last: the next one allocated reuses the most recent, as
+    /// a zone's per-CPU cache hands back the element just freed.
+    freed_vectors: Mutex<Vec<usize>>,
+    /// Vectors of other kexts' filesystems, each alone on its page (so a
+    /// freed one can be made inaccessible).
+    guarded: Mutex<std::collections::HashSet<usize>>,
 }
+
+/// A word of poison, as a freed vector holds it.
+const POISON_WORD: usize = usize::from_ne_bytes([crate::arena::POISON; 8]);
 
 /// The filesystems every boot registers (name, PAGEINV2).
 pub const BUILTIN_FS: &[(&str, bool)] = &[("apfs", true), ("hfs", false), ("devfs", false)];
@@ -482,6 +494,8 @@ impl Vfs {
             vectors: RwLock::new(HashMap::new()),
             dead_vector: 0,
             state: RwLock::new(VfsState::default()),
+            freed_vectors: Mutex::new(Vec::new()),
+            guarded: Mutex::new(std::collections::HashSet::new()),
         };
         vfs.dead_vector = vfs.kernel_vector(arena, "deadfs", true);
         for (name, v2) in BUILTIN_FS {
@@ -566,12 +580,108 @@ impl Vfs {
         }
         let fs = st.fstypes.remove(i);
         let mut vectors = self.vectors_mut();
+        let mut freed = lock(&self.freed_vectors);
         for v in &fs.vectors {
             if let Some(info) = vectors.get_mut(v) {
                 Arc::make_mut(info).freed = true;
+                // bsd/vfs/kpi_vfs.c vfs_fsremove (xnu-11417.121.6):
+                // kfree_type(PFI, descsize, old_desc).
+                for i in 0..self.offsets.numops {
+                    word(v + i * 8).store(POISON_WORD, Ordering::Relaxed);
+                }
+                if lock(&self.guarded).contains(v) {
+                    // Another kext's vector, alone on its page: reused later.
+                    crate::guard::protect(*v);
+                    freed.push(*v);
+                }
             }
         }
         Ok(fs)
+    }
+
+    /// Whether `addr` is a vector vfs_fsremove freed (not reused since).
+    pub fn is_freed_vector(&self, addr: usize) -> bool {
+        self.vector_info(addr).is_some_and(|i| i.freed)
+    }
+
+    /// Registers a filesystem of another kext (`Sim::add_fs`): its vector
+    /// reuses the one vfs_fsremove freed last, if any (checked untouched
+    /// since: a write into freed memory is reported).
+    pub fn add_other_fstype(&self, k: &Kernel, name: &str) -> Result<usize, i32> {
+        if read(&self.state).fstypes.iter().any(|f| f.name == name) {
+            return Err(errno::EEXIST);
+        }
+        let o = self.offsets;
+        let reused = lock(&self.freed_vectors).pop();
+        let addr = match reused {
+            Some(a) => {
+                crate::guard::unprotect(a);
+                let written = (0..o.numops)
+                    .filter(|i| word(a + i * 8).load(Ordering::Relaxed) != POISON_WORD)
+                    .count();
+                if written > 0 {
+                    k.violation(Violation::Contract {
+                        rule: "vfs_fsremove.vector_freed",
+                        detail: format!(
+                            "{written} entr(ies) of the vector at {a:#x} written after \
+                             vfs_fsremove freed it"
+                        ),
+                    });
+                }
+                a
+            }
+            None => {
+                let a = k
+                    .arena
+                    .alloc(
+                        crate::guard::GUARD_PAGE,
+                        crate::guard::GUARD_PAGE,
+                        true,
+                        Owner::Kernel,
+                        "vnode-op vector",
+                    )
+                    .expect("kernel memory for a vector");
+                lock(&self.guarded).insert(a);
+                a
+            }
+        };
+        let default = vn_default_error as *const () as usize;
+        let mut entries = vec![default; o.numops];
+        entries[o.mmap] = sim_vnop_mmap as *const () as usize;
+        entries[o.mnomap] = sim_vnop_mnomap as *const () as usize;
+        entries[o.pagein] = sim_vnop_pagein as *const () as usize;
+        entries[o.mmap_check] = sim_vnop_mmap_check as *const () as usize;
+        entries[o.reclaim] = sim_vnop_ok as *const () as usize;
+        entries[o.inactive] = sim_vnop_ok as *const () as usize;
+        for (i, e) in entries.iter().enumerate() {
+            word(addr + i * 8).store(*e, Ordering::Relaxed);
+        }
+        let handle = k.kalloc(64, "vfstable");
+        let info = VectorInfo {
+            originals: entries,
+            owner: Owner::Kernel,
+            fs: name.to_string(),
+            freed: false,
+        };
+        let fs = FsType {
+            name: name.to_string(),
+            handle,
+            vectors: vec![addr],
+            owner: Owner::Kernel,
+            flags: 0,
+            mounts: AtomicU32::new(0),
+        };
+        self.add_fstype(fs, vec![(addr, info)])?;
+        Ok(addr)
+    }
+
+    /// The handle and vector of the filesystem type `name`.
+    pub fn fstype(&self, name: &str) -> Option<(usize, usize)> {
+        read(&self.state)
+            .fstypes
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| (f.handle, f.vectors.first().copied().unwrap_or(0)))
     }
 
     /// Every live vnode-op vector with its registered entries (address,
@@ -910,22 +1020,11 @@ impl Vfs {
         field_i32(vp.addr, V_USECOUNT).fetch_add(1, Ordering::AcqRel);
     }
 
-    /// The kusecount half of `vnode_ref_ext(vp, O_EVTONLY)` (bsd/vfs/vfs_subr.c,
-    /// xnu-11417.101.15): an event-only open counts in both.
-    pub fn kuse_ref(&self, vp: &Vnode) {
-        field_i32(vp.addr, V_KUSECOUNT).fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// The kusecount half of `vnode_rele_ext(vp, O_EVTONLY)`.
-    pub fn kuse_rele(&self, k: &Kernel, vp: &Vnode) {
-        let prev = field_i32(vp.addr, V_KUSECOUNT).fetch_sub(1, Ordering::AcqRel);
-        if prev < 1 {
-            field_i32(vp.addr, V_KUSECOUNT).fetch_add(1, Ordering::AcqRel);
-            k.violation(Violation::UnbalancedCount(format!(
-                "vnode_rele_ext({:#x} {}): kusecount -ve",
-                vp.addr, vp.path
-            )));
-        }
+    /// The O_EVTONLY half of vnode_ref_ext/vnode_rele_ext: v_kusecount moves
+    /// with v_usecount for event-only opens (bsd/vfs/vfs_subr.c,
+    /// xnu-11417.121.6), so vnode_isinuse does not count them.
+    pub fn kusecount_add(&self, vp: &Vnode, delta: i32) {
+        field_i32(vp.addr, V_KUSECOUNT).fetch_add(delta, Ordering::AcqRel);
     }
 
     /// vnode_rele: -1 usecount.
@@ -994,6 +1093,7 @@ impl Vfs {
         }
         let off = self.offsets.of(op);
         let entry = word(vector + off * 8).load(Ordering::Acquire);
+        crate::hold::enter_dispatch(op);
         let info = self.vector_info(vector);
         let original = info.as_ref().and_then(|i| i.originals.get(off).copied());
         if let Some(i) = info.as_ref().filter(|i| i.freed) {
@@ -1006,6 +1106,10 @@ impl Vfs {
                 addr: entry as u64,
             });
             return errno::EIO;
+        }
+        if crate::foreign::is_trampoline(entry) {
+            // Another loaded kext's hook: it forwards on its own.
+            return call_vnop(entry, args);
         }
         let kernel_vector = info.as_ref().is_some_and(|i| i.owner == Owner::Kernel);
         let kext_code = !kernel_vector || original != Some(entry);
@@ -1037,6 +1141,11 @@ impl Vfs {
             call_vnop(entry, args)
         }
     }
+}
+
+/// Calls a vector entry (for the simulated second hooker).
+pub(crate) fn call_entry(entry: usize, args: *mut c_void) -> c_int {
+    call_vnop(entry, args)
 }
 
 /// Calls a vector entry.
@@ -1098,6 +1207,8 @@ fn trace_vnop(k: &Kernel, vp: &Vnode, op: TraceOp, offset: i64, size: u64, prot:
 
 /// The simulated filesystems' VNOP_MMAP: records it; never fails.
 extern "C" fn sim_vnop_mmap(args: *mut c_void) -> c_int {
+    // The filesystem's own op: its stack is the kernel's, not the hook's.
+    let _kernel = crate::stack::KernelScope::enter();
     crate::hold::enter(Vop::Mmap);
     context::with_frame(Frame::Original, || {
         let k = crate::kernel::current_or_abort("VNOP_MMAP");
@@ -1113,6 +1224,8 @@ extern "C" fn sim_vnop_mmap(args: *mut c_void) -> c_int {
 
 /// VNOP_MNOMAP: records it.
 extern "C" fn sim_vnop_mnomap(args: *mut c_void) -> c_int {
+    // The filesystem's own op: its stack is the kernel's, not the hook's.
+    let _kernel = crate::stack::KernelScope::enter();
     crate::hold::enter(Vop::Mnomap);
     context::with_frame(Frame::Original, || {
         let k = crate::kernel::current_or_abort("VNOP_MNOMAP");
@@ -1125,6 +1238,8 @@ extern "C" fn sim_vnop_mnomap(args: *mut c_void) -> c_int {
 
 /// VNOP_MMAP_CHECK: allows everything.
 extern "C" fn sim_vnop_mmap_check(args: *mut c_void) -> c_int {
+    // The filesystem's own op: its stack is the kernel's, not the hook's.
+    let _kernel = crate::stack::KernelScope::enter();
     context::with_frame(Frame::Original, || {
         let k = crate::kernel::current_or_abort("VNOP_MMAP_CHECK");
         // SAFETY: dispatched with a vnop_mmap_check_args block.
@@ -1138,14 +1253,35 @@ extern "C" fn sim_vnop_mmap_check(args: *mut c_void) -> c_int {
 
 /// VNOP_PAGEIN: reads the range into the page cache.
 extern "C" fn sim_vnop_pagein(args: *mut c_void) -> c_int {
+    // The filesystem's own op: its stack is the kernel's, not the hook's.
+    let _kernel = crate::stack::KernelScope::enter();
     crate::hold::enter(Vop::Pagein);
     context::with_frame(Frame::Original, || {
         crate::kernel::with_current("VNOP_PAGEIN", |k| original_pagein(k, args))
     })
 }
 
-/// The pagein original's body, on the booted kernel.
+/// The pagein original on the booted kernel: the read, then, like
+/// `cluster_pagein` (bsd/vfs/vfs_cluster.c, xnu-11417.121.6), the commit (or
+/// on error the abort) of the caller's UPL unless `UPL_NOCOMMIT`.
 fn original_pagein(k: &Kernel, args: *mut c_void) -> c_int {
+    // SAFETY: dispatched with a vnop_pagein_args block.
+    let a = unsafe { std::ptr::read(args as *const xnu::vnop_pagein_args) };
+    let err = original_pagein_io(k, args);
+    if !a.a_pl.is_null() && a.a_flags & crate::upl::UPL_NOCOMMIT == 0 {
+        // The range was checked by vnode_pagein, which built the UPL.
+        let _ = k.upls.release_range(
+            a.a_pl as usize,
+            u64::from(a.a_pl_offset),
+            a.a_size as u64,
+            k.config.page_size,
+        );
+    }
+    err
+}
+
+/// The read into the page cache.
+fn original_pagein_io(k: &Kernel, args: *mut c_void) -> c_int {
     // SAFETY: dispatched with a vnop_pagein_args block.
     let a = unsafe { std::ptr::read(args as *const xnu::vnop_pagein_args) };
     let (off, size) = (a.a_f_offset, a.a_size as u64);

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use crate::context::{self, ThreadIdentity, Vop};
 use crate::kernel::{Kernel, TraceEvent, TraceOp};
 use crate::vfs::{self, Vnode, errno, word};
+use crate::violation::Violation;
 use crate::xnu;
 use crate::{lock, read, write};
 
@@ -89,6 +90,8 @@ struct Fileglob {
 struct OpenFile {
     vp: Arc<Vnode>,
     fg: Arc<Fileglob>,
+    /// Opened with O_EVTONLY: its usecount is also a kusecount.
+    evtonly: bool,
 }
 
 /// A simulated process.
@@ -473,6 +476,17 @@ impl Kernel {
         self.sys_open_mode(p, path, OpenMode::ReadOnly)
     }
 
+    /// open(2) for reading, with O_EVTONLY when `evtonly` (an event-only
+    /// open, as FSEvents watchers make: its reference is a kusecount).
+    pub fn sys_open_ext(&self, p: &Process, path: &str, evtonly: bool) -> Result<i32, i32> {
+        let mode = if evtonly {
+            OpenMode::EvtOnly
+        } else {
+            OpenMode::ReadOnly
+        };
+        self.sys_open_mode(p, path, mode)
+    }
+
     /// open(2) with an access mode: `FWRITE` also asks kauth for
     /// WRITE_DATA, and an `O_EVTONLY` open's reference is a kusecount too.
     pub fn sys_open_mode(&self, p: &Process, path: &str, mode: OpenMode) -> Result<i32, i32> {
@@ -499,8 +513,9 @@ impl Kernel {
         }
         // The open file's reference (vn_open_auth → vnode_ref_ext(vp, fmode)).
         self.vfs.vref(&vp);
-        if mode == OpenMode::EvtOnly {
-            self.vfs.kuse_ref(&vp);
+        let evtonly = mode == OpenMode::EvtOnly;
+        if evtonly {
+            self.vfs.kusecount_add(&vp, 1);
         }
         self.mac.vnode_notify_open(self, cred, &vp, fflags);
         self.kauth.fileop(
@@ -520,7 +535,7 @@ impl Kernel {
             refs: AtomicU32::new(1),
             mode,
         });
-        lock(&p.fds).insert(fd, OpenFile { vp, fg });
+        lock(&p.fds).insert(fd, OpenFile { vp, fg, evtonly });
         Ok(fd)
     }
 
@@ -541,8 +556,8 @@ impl Kernel {
             0,
         );
         // vn_close → vnode_rele_ext(vp, fg_flag): the kusecount goes first.
-        if f.fg.mode == OpenMode::EvtOnly {
-            self.vfs.kuse_rele(self, &f.vp);
+        if f.evtonly {
+            self.vfs.kusecount_add(&f.vp, -1);
         }
         self.vfs.rele(self, &f.vp);
         self.arena.free(f.fg.addr);
@@ -854,7 +869,11 @@ impl Kernel {
             .vfs
             .mount_by_addr(vp.mount)
             .is_some_and(|m| m.fstype == "apfs");
+        let size = (end - start) * ps;
         let upl = if pageinv2 { 0 } else { self.kalloc(64, "upl") };
+        if upl != 0 {
+            self.upls.create(upl, size, ps);
+        }
         let mut args = xnu::vnop_pagein_args {
             a_desc: vfs::desc_addr(Vop::Pagein) as *mut xnu::vnodeop_desc,
             a_vp: vp.addr as xnu::vnode_t,
@@ -867,7 +886,7 @@ impl Kernel {
                 0
             },
             a_f_offset: (start * ps) as i64,
-            a_size: ((end - start) * ps) as usize,
+            a_size: size as usize,
             a_flags: if streaming { UPL_IOSTREAMING } else { 0 },
             a_context: p.ctx_addr as xnu::vfs_context_t,
         };
@@ -880,10 +899,36 @@ impl Kernel {
             self.vfs.put(self, vp);
         }
         if upl != 0 {
+            self.upl_after_pagein(vp, upl, size, err);
             self.arena.free(upl);
         }
         lock(&vp.vm_object).paged_in(page, start, end);
         if err != 0 { Err(errno::EIO) } else { Ok(()) }
+    }
+
+    /// What `vnode_pagein` does with its UPL once VNOP_PAGEIN returned
+    /// (bsd/vm/vnode_pager.c, xnu-11417.121.6, `:797-816`): it aborts it
+    /// itself only for `EAGAIN` and `EPERM`; any page still busy after that
+    /// is never woken, and the faulting thread (and every later one on those
+    /// pages) waits forever.
+    fn upl_after_pagein(&self, vp: &Vnode, upl: usize, size: u64, err: i32) {
+        let ps = self.config.page_size;
+        if err == errno::EAGAIN || err == errno::EPERM {
+            let _ = self.upls.release_range(upl, 0, size, ps);
+        }
+        let busy = self.upls.busy(upl);
+        self.upls.remove(upl);
+        if busy > 0 {
+            self.violation(Violation::Contract {
+                rule: "vnop_pagein.upl_released",
+                detail: format!(
+                    "VNOP_PAGEIN of {} returned {err} with {busy} page(s) of its UPL still \
+                     busy (neither committed nor aborted): vnode_pagein aborts only for \
+                     EAGAIN/EPERM, so the faulting thread would wait forever",
+                    vp.path
+                ),
+            });
+        }
     }
 
     /// execve(2) in bsd/kern/kern_exec.c's order (xnu-11417.101.15): the
@@ -1191,6 +1236,27 @@ impl Kernel {
     pub fn sys_unmount(&self, caller: &Process, on: &str, force: bool) -> Result<(), i32> {
         let _g = enter(self, caller);
         let m = self.vfs.mount_on(on).ok_or(errno::ENOENT)?;
+        // unmount(2) asks MAC with the caller's credential
+        // (bsd/vfs/vfs_syscalls.c, xnu-11417.121.6).
+        let err = self.mac.mount_check_umount(self, caller.cred_addr, m.addr);
+        if err != 0 {
+            return Err(err);
+        }
+        self.dounmount(caller.ctx_addr, on, force)
+    }
+
+    /// The unmount itself (`dounmount`), reached without the MAC check the
+    /// way `vfs_unmountbyfsid` (a KPI, bsd/vfs/vfs_syscalls.c) and the
+    /// unmount of submounts reach it.
+    pub fn unmount_unchecked(&self, on: &str, force: bool) -> Result<(), i32> {
+        let kernel_task = self.procs.get(0).ok_or(errno::ESRCH)?;
+        let _g = enter(self, &kernel_task);
+        self.dounmount(kernel_task.ctx_addr, on, force)
+    }
+
+    /// `dounmount` in the thread whose context is `ctx`.
+    fn dounmount(&self, ctx: usize, on: &str, force: bool) -> Result<(), i32> {
+        let m = self.vfs.mount_on(on).ok_or(errno::ENOENT)?;
         let vnodes = self.vfs.vnodes_of(m.addr);
         if !force && vnodes.iter().any(|v| v.usecount() > 0 || v.iocount() > 0) {
             return Err(errno::EBUSY);
@@ -1204,7 +1270,7 @@ impl Kernel {
                 n > 0
             };
             if mapped {
-                self.ubc_unmap(caller.ctx_addr, vp);
+                self.ubc_unmap(ctx, vp);
             }
             self.vfs.reclaim(self, vp);
             if held {

@@ -2,7 +2,7 @@
 //! real kernel punishes, and the simulator must say so loudly.
 
 use std::ffi::{c_char, c_int, c_void};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use maptrace_sim::{
@@ -41,6 +41,8 @@ unsafe extern "C" {
     ) -> xnu::kauth_listener_t;
     fn kauth_unlisten_scope(l: xnu::kauth_listener_t);
     fn proc_suser(p: xnu::proc_t) -> c_int;
+    fn ubc_upl_abort_range(upl: xnu::upl_t, off: u32, size: u32, flags: c_int) -> c_int;
+    fn vnode_create(flavor: u32, size: u32, data: *mut c_void, vpp: *mut xnu::vnode_t) -> c_int;
 }
 
 // What the fake kext does, as bits.
@@ -54,6 +56,8 @@ const REFUSE_STOP: u32 = 64;
 const SPIN_SYSCTL: u32 = 128; // a sysctl handler that copies out under a spinlock
 const HOLD_IOCOUNT: u32 = 256; // vnode_getwithref at start, no put
 const KAUTH: u32 = 512; // a kauth listener, unlistened at stop
+const FAIL_PAGEIN: u32 = 1024; // the pagein hook returns PAGEIN_ERR, original not called
+const ABORT_UPL: u32 = 2048; // ... after aborting its UPL at ABORT_OFFSET
 
 static MODE: AtomicU32 = AtomicU32::new(0);
 static VNODE: AtomicUsize = AtomicUsize::new(0);
@@ -65,6 +69,8 @@ static GRP: AtomicUsize = AtomicUsize::new(0);
 static SPIN: AtomicUsize = AtomicUsize::new(0);
 static LISTENER: AtomicUsize = AtomicUsize::new(0);
 static KAUTH_CALLS: AtomicU32 = AtomicU32::new(0);
+static PAGEIN_ERR: AtomicI32 = AtomicI32::new(0);
+static ABORT_OFFSET: AtomicU32 = AtomicU32::new(0);
 static mut OID: xnu::sysctl_oid = zero_oid();
 
 const fn zero_oid() -> xnu::sysctl_oid {
@@ -118,6 +124,16 @@ extern "C" fn hook_pagein(args: *mut c_void) -> c_int {
         let p = unsafe { IOMalloc(16) };
         // SAFETY: freeing what was just allocated.
         unsafe { IOFree(p, 16) };
+    }
+    if mode(FAIL_PAGEIN) {
+        // SAFETY: dispatched with a vnop_pagein_args block.
+        let a = unsafe { &*args.cast::<xnu::vnop_pagein_args>() };
+        if mode(ABORT_UPL) {
+            let offset = a.a_pl_offset + ABORT_OFFSET.load(Ordering::Relaxed);
+            // SAFETY: a KPI call on the kernel's UPL (FREE_ON_EMPTY | ERROR).
+            unsafe { ubc_upl_abort_range(a.a_pl, offset, a.a_size as u32, 0xc) };
+        }
+        return PAGEIN_ERR.load(Ordering::Relaxed);
     }
     call(&ORIG_PAGEIN, args)
 }
@@ -561,4 +577,73 @@ fn vnode_ref_needs_some_reference_already() {
         "{v:?}"
     );
     sim.unload_kext().unwrap();
+}
+
+#[test]
+fn vnode_create_of_a_vreg_without_a_mount_is_a_null_dereference() {
+    // bsd/vfs/vfs_subr.c vnode_create_internal (xnu-3248 .. xnu-11417.121.6)
+    // reads param->vnfs_mp->mnt_ioflags for VREG with no NULL check.
+    let (sim, _p, _a) = setup(0, Config::default());
+    for (vtype, bad) in [(xnu::VREG, true), (xnu::VNON, false)] {
+        // SAFETY: an all-zero vnode_fsparam is plain data (NULL pointers).
+        let mut param: xnu::vnode_fsparam = unsafe { std::mem::zeroed() };
+        param.vnfs_vtype = vtype;
+        let mut vp: xnu::vnode_t = std::ptr::null_mut();
+        // SAFETY: a valid fsparam and out-pointer.
+        let err = unsafe {
+            vnode_create(
+                xnu::VNCREATE_FLAVOR,
+                size_of::<xnu::vnode_fsparam>() as u32,
+                (&raw mut param).cast(),
+                &raw mut vp,
+            )
+        };
+        let v = sim.take_violations();
+        let caught = has(
+            &v,
+            |x| matches!(x, Violation::Contract { rule, .. } if *rule == "vnode_create.vreg_needs_mount"),
+        );
+        assert_eq!(caught, bad, "vtype {vtype}: {v:?}");
+        if !bad {
+            assert_eq!(err, 0);
+            // SAFETY: the vnode just created, with its one iocount.
+            unsafe { vnode_put(vp) };
+        }
+    }
+    sim.unload_kext().unwrap();
+}
+
+#[test]
+fn a_failed_pagein_must_release_its_upl_unless_vnode_pagein_does() {
+    // bsd/vm/vnode_pager.c vnode_pagein (xnu-11417.121.6 :797-816) aborts
+    // the UPL itself only for EAGAIN and EPERM.
+    let upl_rule = |v: &[Violation], rule: &str| {
+        has(
+            v,
+            |x| matches!(x, Violation::Contract { rule: r, .. } if *r == rule),
+        )
+    };
+    for (extra, err, offset, rule) in [
+        (0, 5, 0, Some("vnop_pagein.upl_released")),
+        (ABORT_UPL, 5, 0, None),
+        (0, 35, 0, None),
+        (0, 1, 0, None),
+        (
+            ABORT_UPL,
+            5,
+            PS as u32,
+            Some("ubc_upl_abort_range.in_range"),
+        ),
+    ] {
+        PAGEIN_ERR.store(err, Ordering::Relaxed);
+        ABORT_OFFSET.store(offset, Ordering::Relaxed);
+        let (sim, p, a) = setup(PATCH | RESTORE | FAIL_PAGEIN | extra, Config::default());
+        assert!(p.touch(a, 1).is_err(), "the fault fails");
+        let v = sim.take_violations();
+        match rule {
+            Some(r) => assert!(upl_rule(&v, r), "{err}/{extra}: {v:?}"),
+            None => assert!(v.is_empty(), "{err}/{extra}: {v:?}"),
+        }
+        sim.unload_kext().unwrap();
+    }
 }

@@ -140,6 +140,7 @@ fn slot_indices_match_the_reference() {
         };
         use maptrace_sim::xnu;
         assert_eq!(index("mpo_file_check_mmap"), xnu::MPO_FILE_CHECK_MMAP);
+        assert_eq!(index("mpo_mount_check_umount"), xnu::MPO_MOUNT_CHECK_UMOUNT);
         assert_eq!(index("mpo_policy_destroy"), xnu::MPO_POLICY_DESTROY);
         assert_eq!(index("mpo_policy_init"), xnu::MPO_POLICY_INIT);
         assert_eq!(index("mpo_policy_initbsd"), xnu::MPO_POLICY_INITBSD);

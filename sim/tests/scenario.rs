@@ -349,6 +349,28 @@ fn the_demo_runs_with_the_real_shim_loaded() {
         1,
         "events are root only"
     );
+    // The demo force-unmounts the only hfs volume while a file on it is in
+    // use: the shim keeps that vector hooked (to trace vclean's MNOMAPs) and
+    // refuses to unload until a mount of the type is seen again.
+    assert_eq!(
+        sim.unload_kext(),
+        Err(maptrace_sim::KextError::StopRefused(5))
+    );
+    sim.mount("hfs", "/Volumes/Other").unwrap();
+    sim.add_file("/Volumes/Other/f", 64 << 10).unwrap();
+    let p = sim.spawn("p", 501);
+    let fd = p.open("/Volumes/Other/f").unwrap();
+    let a = p
+        .mmap(
+            fd,
+            64 << 10,
+            maptrace_sim::prot::READ,
+            maptrace_sim::map_flags::SHARED,
+            0,
+        )
+        .unwrap();
+    p.munmap(a).unwrap();
+    p.close(fd).unwrap();
     sim.unload_kext().unwrap();
     assert_eq!(sim.load_shim(), Ok(()), "loads again");
     sim.unload_kext().unwrap();

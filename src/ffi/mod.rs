@@ -9,9 +9,12 @@ pub mod bridge;
 #[cfg(all(feature = "kernel", not(test)))]
 mod panic;
 
-use crate::engine::{Engine, Params, RecordResult, ShimCounters};
+use crate::config::{Config, ConfigCell};
+use crate::engine::{DrainState, Engine, Params, RecordResult, ShimCounters};
 use crate::ring::Ring;
-use crate::vectors::{OPS, VectorError};
+use crate::sync::{AtomicU32, AtomicU64};
+use crate::vectors::{Entry, MAX_VECTORS, OPS, VectorError, VectorTable};
+use crate::vnode_id::VnodeIdKey;
 use bridge::{mt_core, mt_core_params, mt_event, mt_shim_counters};
 use core::ffi::c_void;
 use core::mem::{MaybeUninit, align_of, size_of};
@@ -96,11 +99,79 @@ pub unsafe extern "C" fn mt_core_init(
     let slot = engine_mem.as_mut_ptr().cast::<Engine<'static>>();
     debug_assert_eq!(slot.align_offset(align_of::<Engine<'static>>()), 0);
     // SAFETY: engine_mem is RING_OFF >= size_of::<Engine> writable bytes,
-    // aligned to ENGINE_ALIGN (>= Engine's alignment), and the ring borrows
-    // memory after it, which the caller keeps valid for the core's life.
-    unsafe { slot.write(Engine::new(ring, params)) };
-    slot.cast::<mt_core>()
+    // aligned to ENGINE_ALIGN (>= Engine's alignment), exclusively ours, and
+    // the ring borrows memory after it, which the caller keeps valid.
+    let e = unsafe { init_engine(slot, ring, params) };
+    e.start();
+    core::ptr::from_ref(e).cast_mut().cast::<mt_core>()
 }
+
+/// Writes `value` into one field of the engine at `slot`, in place.
+macro_rules! put {
+    ($slot:ident . $($field:ident).+ = $value:expr) => {{
+        // SAFETY: `slot` is valid for writes of an Engine (init_engine's
+        // contract); the projection stays inside it and reads nothing.
+        let field = unsafe { &raw mut (*$slot).$($field).+ };
+        // SAFETY: as above; the bytes are uninitialised: nothing is dropped.
+        unsafe { field.write($value) };
+    }};
+}
+
+/// Builds an engine in the memory at `slot`, field by field: the kernel
+/// stack holds one small field at a time, never the whole engine (its
+/// vector table alone is 2 KiB, and XNU's kernel stacks are 16 KiB:
+/// KERNEL_STACK_SIZE, osfmk/mach/i386/vm_param.h, xnu-11417.121.6).
+///
+/// # Safety
+///
+/// `slot` is aligned for and valid for writes of an `Engine`, and nothing
+/// else accesses that memory while the returned borrow lives.
+unsafe fn init_engine<'e>(
+    slot: *mut Engine<'static>,
+    ring: Ring<'static>,
+    params: Params,
+) -> &'e Engine<'static> {
+    put!(slot.ring = ring);
+    put!(slot.config = ConfigCell::new(Config::DEFAULT));
+    put!(slot.key = VnodeIdKey::new(params.hash_key));
+    put!(slot.params = params);
+    // SAFETY: as in put!: a projection inside the slot.
+    let entries = unsafe { &raw mut (*slot).vectors.entries }.cast::<Entry>();
+    for i in 0..MAX_VECTORS {
+        // SAFETY: element i of the entries array lies inside the slot and is
+        // aligned (array layout); its bytes are uninitialised.
+        unsafe { entries.wrapping_add(i).write(Entry::new()) };
+    }
+    put!(slot.vectors.len = AtomicU32::new(0));
+    put!(slot.vectors.insert_lock = spin::Mutex::new(()));
+    put!(slot.drain = spin::Mutex::new(DrainState::new()));
+    put!(slot.filtered = AtomicU64::new(0));
+    put!(slot.errors = AtomicU64::new(0));
+    // SAFETY: every field was written above (the exhaustive patterns below
+    // stop compiling when a field is added); the caller keeps the memory
+    // valid and otherwise unused.
+    unsafe { &*slot }
+}
+
+// Every field of Engine and VectorTable is written by init_engine: adding a
+// field breaks these patterns until a put! writes it.
+const _: fn(&Engine<'static>) = |e| {
+    let Engine {
+        ring: _,
+        config: _,
+        key: _,
+        params: _,
+        vectors:
+            VectorTable {
+                entries: _,
+                len: _,
+                insert_lock: _,
+            },
+        drain: _,
+        filtered: _,
+        errors: _,
+    } = e;
+};
 
 const _: bridge::mt_core_shutdown_fn = Some(mt_core_shutdown);
 /// See `maptrace_bridge.h`.
@@ -259,6 +330,21 @@ pub unsafe extern "C" fn mt_core_vector_get(
         *out = o;
     }
     bridge::MT_OK as i32
+}
+
+const _: bridge::mt_core_vector_remove_fn = Some(mt_core_vector_remove);
+/// See `maptrace_bridge.h`.
+///
+/// # Safety
+///
+/// `core` is NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mt_core_vector_remove(core: *const mt_core, vector_addr: u64) -> i32 {
+    // SAFETY: the caller passes NULL or a live handle.
+    match unsafe { engine(core) } {
+        Some(e) if e.vector_remove(vector_addr) => bridge::MT_OK as i32,
+        _ => bridge::MT_EINVAL as i32,
+    }
 }
 
 const _: bridge::mt_core_vector_count_fn = Some(mt_core_vector_count);

@@ -4,6 +4,7 @@
 
 use maptrace_abi::decode::{DecodeError, Decoder, Record};
 use maptrace_abi::raw;
+use maptrace_core::ring::RingStart;
 use maptrace_core::{Engine, Event, Params, Ring};
 use std::mem::MaybeUninit;
 
@@ -19,7 +20,12 @@ impl Mem {
     }
 
     pub fn engine(&mut self, nshards: u32, cap: u32) -> Engine<'_> {
-        let ring = Ring::init(&mut self.0, nshards, cap).unwrap();
+        self.engine_at(nshards, cap, RingStart::default())
+    }
+
+    /// An engine whose shards start at `start` (near a wrap).
+    pub fn engine_at(&mut self, nshards: u32, cap: u32, start: RingStart) -> Engine<'_> {
+        let ring = Ring::init_at(&mut self.0, nshards, cap, start).unwrap();
         Engine::new(
             ring,
             Params {

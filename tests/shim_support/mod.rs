@@ -19,6 +19,7 @@ unsafe extern "C" {
     static mut kmod_info: xnu::kmod_info;
     static mut mt_tunable_nshards: u32;
     static mut mt_tunable_slots_per_shard: u32;
+    #[cfg(feature = "kauth")]
     static mut mt_tunable_kauth: u32;
     static mut mt_tunable_unload_wait_ms: u32;
     static mut mt_tunable_staging_max: u32;
@@ -31,7 +32,7 @@ pub struct Tunables {
     pub nshards: u32,
     /// Slots per shard.
     pub slots: u32,
-    /// kauth listener on.
+    /// kauth listener on (only the kauth variant has one).
     pub kauth: bool,
     /// Bound of the unload wait.
     pub unload_wait_ms: u32,
@@ -44,7 +45,7 @@ impl Default for Tunables {
         Tunables {
             nshards: 4,
             slots: 4096,
-            kauth: true,
+            kauth: maptrace_sim::SHIM_WITH_KAUTH,
             unload_wait_ms: 300,
             staging_max: 1 << 20,
         }
@@ -63,10 +64,16 @@ pub fn set_tunables(_sim: &Sim, t: Tunables) {
     unsafe {
         mt_tunable_slots_per_shard = t.slots;
     }
+    #[cfg(feature = "kauth")]
     // SAFETY: as above.
     unsafe {
         mt_tunable_kauth = u32::from(t.kauth);
     }
+    #[cfg(not(feature = "kauth"))]
+    assert!(
+        !t.kauth,
+        "a kauth listener needs the shim's kauth variant (--features kauth)"
+    );
     // SAFETY: as above.
     unsafe {
         mt_tunable_unload_wait_ms = t.unload_wait_ms;

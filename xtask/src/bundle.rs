@@ -8,10 +8,21 @@ use anyhow::{Context, Result, bail};
 use plist::{Dictionary, Value};
 
 use crate::exec::{Cmd, Plan, Step};
-use crate::kernel::MACOS_MIN;
+use crate::kernel::Variant;
 
 /// The Info.plist template, relative to the repository root.
 pub const TEMPLATE: &str = "Info.plist";
+/// The kauth variant's template (macOS 10.15 test VMs).
+pub const TEMPLATE_KAUTH: &str = "Info.kauth.plist";
+
+/// The template of `variant`.
+pub fn template(variant: Variant) -> &'static str {
+    if variant.kauth {
+        TEMPLATE_KAUTH
+    } else {
+        TEMPLATE
+    }
+}
 /// The kext's executable name (`Contents/MacOS/<name>`) and bundle name.
 pub const EXECUTABLE: &str = "maptrace";
 /// The header that defines `MT_BUNDLE_ID`.
@@ -26,6 +37,8 @@ pub struct Info {
     pub version: String,
     /// OSBundleLibraries: bundle -> minimum version.
     pub libraries: BTreeMap<String, String>,
+    /// LSMinimumSystemVersion.
+    pub macos_min: String,
 }
 
 /// Reads `#define MT_BUNDLE_ID "..."` from the ABI header text.
@@ -108,7 +121,7 @@ pub fn fill_info_plist(template: &[u8], info: &Info) -> Result<Vec<u8>> {
     set("CFBundlePackageType", "KEXT");
     set("CFBundleVersion", &info.version);
     set("CFBundleShortVersionString", &info.version);
-    set("LSMinimumSystemVersion", MACOS_MIN);
+    set("LSMinimumSystemVersion", &info.macos_min);
     let libs: Dictionary = info
         .libraries
         .iter()
@@ -175,7 +188,11 @@ pub fn plan(paths: &KextPaths, info_plist: Vec<u8>, executable: Option<&Path>) -
 }
 
 /// Gathers the Info inputs from the repository: header, cargo metadata, the objects' imports.
-pub fn gather_info(root: &Path, libraries: BTreeMap<String, String>) -> Result<Info> {
+pub fn gather_info(
+    root: &Path,
+    variant: Variant,
+    libraries: BTreeMap<String, String>,
+) -> Result<Info> {
     let header_path = root.join(ABI_HEADER);
     let header = fs::read_to_string(&header_path)
         .with_context(|| format!("read {}", header_path.display()))?;
@@ -191,9 +208,11 @@ pub fn gather_info(root: &Path, libraries: BTreeMap<String, String>) -> Result<I
         .path_arg(&root.join("Cargo.toml"))
         .output()?;
     Ok(Info {
-        bundle_id: bundle_id_from_header(&header)?,
+        // MT_KMOD_ID in kext-shim/src/mt_shim.h carries the same suffix.
+        bundle_id: bundle_id_from_header(&header)? + variant.bundle_id_suffix(),
         version: version_from_metadata(&metadata, "maptrace-core")?,
         libraries,
+        macos_min: variant.macos_min().to_string(),
     })
 }
 
@@ -210,6 +229,7 @@ mod tests {
             bundle_id: "org.example.kext".into(),
             version: "1.2.3".into(),
             libraries: crate::kpi::libraries(["com.apple.kpi.bsd", "com.apple.kpi.libkern"]),
+            macos_min: crate::kernel::MACOS_MIN.into(),
         }
     }
 
@@ -269,6 +289,41 @@ mod tests {
         );
         // A tracer is not needed to boot or to recover a machine: no OSBundleRequired.
         assert!(d.get("OSBundleRequired").is_none());
+    }
+
+    #[test]
+    fn the_kauth_template_fills_for_macos_10_15() {
+        let kauth = Variant {
+            kauth: true,
+            resident: false,
+        };
+        let template = fs::read(root().join(template(kauth))).unwrap();
+        let info = Info {
+            bundle_id: "org.maptrace.kext.kauth".into(),
+            libraries: crate::kpi::libraries_for(kauth.macos_min(), ["com.apple.kpi.bsd"]),
+            macos_min: kauth.macos_min().into(),
+            ..info()
+        };
+        let out = fill_info_plist(&template, &info).unwrap();
+        let v: Value = plist::from_bytes(&out).unwrap();
+        let d = v.as_dictionary().unwrap();
+        let s = |k: &str| d.get(k).and_then(Value::as_string).unwrap().to_string();
+        assert_eq!(s("CFBundleIdentifier"), "org.maptrace.kext.kauth");
+        assert_eq!(s("LSMinimumSystemVersion"), "10.15");
+        let libs = d
+            .get("OSBundleLibraries")
+            .and_then(Value::as_dictionary)
+            .unwrap();
+        assert_eq!(
+            libs.get("com.apple.kpi.bsd").and_then(Value::as_string),
+            Some("19.0")
+        );
+        // The shim's kmod_info name must be the same bundle id (KMOD_EXPLICIT_DECL).
+        let shim = fs::read_to_string(root().join("kext-shim/src/mt_shim.h")).unwrap();
+        assert!(shim.contains("#define MT_KMOD_ID org.maptrace.kext.kauth"));
+        assert!(shim.contains("#define MT_KMOD_ID org.maptrace.kext\n"));
+        let header = fs::read_to_string(root().join(ABI_HEADER)).unwrap();
+        assert_eq!(bundle_id_from_header(&header).unwrap(), "org.maptrace.kext");
     }
 
     #[test]

@@ -14,15 +14,9 @@ use object::{
     SectionFlags, SectionIndex,
 };
 
-use crate::kernel::{Arch, MACOS_MIN};
+use crate::kernel::{Arch, CPU_SUBTYPE_PTRAUTH_ABI, Variant};
 use crate::kpi::{Kind, Table};
 use crate::objects::ObjFile;
-
-/// `kmod_info` fields that hold function pointers from `KMOD_EXPLICIT_DECL`'s static
-/// initializer: start (offset 180) and stop (188) of the `#pragma pack(4)` struct. On arm64e
-/// these stay unsigned `ARM64_RELOC_UNSIGNED` with upstream clang; a documented open risk
-/// (xnu-notes, "arm64e pointer signing"), so they are the only function pointers allowed in data.
-pub const UNSIGNED_FN_PTR_ALLOWED: &[(&str, u64)] = &[("_kmod_info", 180), ("_kmod_info", 188)];
 
 /// Undefined symbols the shim defines for the core (bridge header, C side).
 const SHIM_PROVIDED_PREFIX: &str = "_mt_kpi_";
@@ -82,7 +76,12 @@ struct Parsed<'a> {
     cpusubtype: u32,
 }
 
-fn parse<'a>(obj: &'a ObjFile, arch: Arch, errors: &mut Vec<String>) -> Option<Parsed<'a>> {
+fn parse<'a>(
+    obj: &'a ObjFile,
+    arch: Arch,
+    macos_min: &str,
+    errors: &mut Vec<String>,
+) -> Option<Parsed<'a>> {
     let name = obj.name.as_str();
     let data = obj.data.as_slice();
     let header = match MachHeader64::<Endianness>::parse(data, 0) {
@@ -130,7 +129,7 @@ fn parse<'a>(obj: &'a ObjFile, arch: Arch, errors: &mut Vec<String>) -> Option<P
                     Ok(LoadCommandVariant::BuildVersion(bv)) => {
                         let minos = bv.minos.get(e);
                         let ok = bv.platform.get(e) == macho::PLATFORM_MACOS
-                            && minos <= encode_version(MACOS_MIN);
+                            && minos <= encode_version(macos_min);
                         platform_ok = Some((ok, bv.platform.get(e), minos));
                     }
                     _ => {}
@@ -146,7 +145,7 @@ fn parse<'a>(obj: &'a ObjFile, arch: Arch, errors: &mut Vec<String>) -> Option<P
     }
     if let Some((false, platform, minos)) = platform_ok {
         errors.push(format!(
-            "{name}: built for platform {platform} minos {minos:#x}, expected macOS <= {MACOS_MIN}"
+            "{name}: built for platform {platform} minos {minos:#x}, expected macOS <= {macos_min}"
         ));
     }
     match object::File::parse(data) {
@@ -349,6 +348,9 @@ fn a64_fp_findings(p: &Parsed<'_>) -> Vec<String> {
 }
 
 /// arm64e: plain 64-bit pointers to functions in data (unsigned, so the kernel faults on them).
+/// No exception, `kmod_info.start/stop` included: OSKext authenticates `kmod_info->start` (key
+/// IA, discriminator 0) before calling it (libkern/c++/OSKext.cpp, xnu-11417.121.6), so it must
+/// be an `ARM64_RELOC_AUTHENTICATED_POINTER` (clang-22 writes one; clang-19 does not).
 fn arm64e_unsigned_fn_ptrs(p: &Parsed<'_>, table: &Table) -> Vec<String> {
     let mut out = Vec::new();
     let file = &p.file;
@@ -390,30 +392,35 @@ fn arm64e_unsigned_fn_ptrs(p: &Parsed<'_>, table: &Table) -> Vec<String> {
             };
             let Some(target) = target else { continue };
             let addr = section.address() + offset;
-            let holder = containing_symbol(file, section.index(), addr);
-            let allowed = holder.as_ref().is_some_and(|(n, a)| {
-                UNSIGNED_FN_PTR_ALLOWED
-                    .iter()
-                    .any(|(an, ao)| n == an && addr - a == *ao)
-            });
-            if !allowed {
-                let at = holder.map_or_else(
-                    || format!("{}+{offset:#x}", section.name().unwrap_or("?")),
-                    |(n, a)| format!("{n}+{:#x}", addr - a),
-                );
-                out.push(format!(
-                    "{}: unsigned function pointer (ARM64_RELOC_UNSIGNED) to {target} at {at}; \
-                     store it at run time in C code so clang signs it",
-                    p.name
-                ));
-            }
+            let at = containing_symbol(file, section.index(), addr).map_or_else(
+                || format!("{}+{offset:#x}", section.name().unwrap_or("?")),
+                |(n, a)| format!("{n}+{:#x}", addr - a),
+            );
+            out.push(format!(
+                "{}: unsigned function pointer (ARM64_RELOC_UNSIGNED) to {target} at {at}; \
+                 compile with a clang that signs static initializers (clang-22) or store it \
+                 at run time in C code",
+                p.name
+            ));
         }
     }
     out
 }
 
-/// Runs every check on the shim objects and the core's archive members for `arch`.
+/// Runs every check on the default variant's shim objects and core for `arch`.
+#[cfg(test)]
 pub fn check(arch: Arch, shim: &[ObjFile], core: &[ObjFile], table: &Table) -> Report {
+    check_variant(Variant::default(), arch, shim, core, table)
+}
+
+/// Runs every check on `variant`'s shim objects and the core's archive members for `arch`.
+pub fn check_variant(
+    variant: Variant,
+    arch: Arch,
+    shim: &[ObjFile],
+    core: &[ObjFile],
+    table: &Table,
+) -> Report {
     let mut report = Report {
         objects: shim.len() + core.len(),
         ..Report::default()
@@ -422,15 +429,25 @@ pub fn check(arch: Arch, shim: &[ObjFile], core: &[ObjFile], table: &Table) -> R
     let parsed: Vec<Parsed<'_>> = shim
         .iter()
         .chain(core)
-        .filter_map(|o| parse(o, arch, errors))
+        .filter_map(|o| parse(o, arch, variant.macos_min(), errors))
         .collect();
     if arch == Arch::Arm64e {
+        // Every arm64e object must follow the ptrauth ABI (clang-19 leaves the bit clear).
+        for p in &parsed {
+            if p.cpusubtype & CPU_SUBTYPE_PTRAUTH_ABI == 0 {
+                errors.push(format!(
+                    "{}: arm64e CPU subtype {:#x} lacks CPU_SUBTYPE_PTRAUTH_ABI ({CPU_SUBTYPE_PTRAUTH_ABI:#x}); \
+                     built by a clang that predates the ptrauth ABI (use clang-22)",
+                    p.name, p.cpusubtype
+                ));
+            }
+        }
         let caps: BTreeSet<u32> = parsed
             .iter()
             .map(|p| p.cpusubtype & macho::CPU_SUBTYPE_MASK)
             .collect();
         if caps.len() > 1 {
-            // clang-19 leaves the ptrauth ABI bit clear, rustc sets it (toolchain.md section 1).
+            // E.g. Apple clang's kernel-ABI shim beside rustc's user-ABI core.
             let list: Vec<String> = caps.iter().map(|c| format!("{c:#x}")).collect();
             report.notes.push(format!(
                 "arm64e objects mix ptrauth ABI capability bits ({}): check that Apple's ld accepts the mix",
@@ -479,6 +496,24 @@ pub fn check(arch: Arch, shim: &[ObjFile], core: &[ObjFile], table: &Table) -> R
             report
                 .notes
                 .push(format!("{name}: provided by {lib} at the final link"));
+            continue;
+        }
+        let refused = table
+            .unsupported(name, arch)
+            .filter(|u| !(variant.kauth && u.kauth_variant_ok));
+        if let Some(u) = refused {
+            errors.push(format!(
+                "{name} (used by {}) is an unsupported KPI ({}; {}): a kext importing it does \
+                 not load on macOS 11+{}",
+                users.join(", "),
+                u.source,
+                crate::kpi::UNSUPPORTED,
+                if u.kauth_variant_ok {
+                    "; only the kauth variant (--kauth, macOS 10.15) may import it"
+                } else {
+                    ""
+                }
+            ));
             continue;
         }
         match table.lookup(name, arch) {
@@ -533,8 +568,9 @@ pub fn compile_snippet(
         .output()
         .with_context(|| {
             format!(
-                "compiling {stem}.c for {} (is clang-19 installed?)",
-                arch.name()
+                "compiling {stem}.c for {} (is {} installed?)",
+                arch.name(),
+                crate::kernel::clang_program()
             )
         })?;
     crate::objects::load(&o)?
@@ -653,40 +689,143 @@ mod tests {
         }
     }
 
+    /// A `KMOD_EXPLICIT_DECL`-like kmod_info plus other static function pointers in data.
+    const FN_PTRS: &str = "#pragma pack(push, 4)\n\
+        struct kmod_info { void *next; int iv; unsigned id; char name[64]; char version[64];\n\
+          int refs; void *reflist; unsigned long address, size, hdr_size;\n\
+          int (*start)(void *, void *); int (*stop)(void *, void *); };\n\
+        #pragma pack(pop)\n\
+        _Static_assert(sizeof(struct kmod_info) == 196, \"kmod_info\");\n\
+        static int mt_start(void *k, void *d) { (void)k; (void)d; return 0; }\n\
+        static int mt_stop(void *k, void *d) { (void)k; (void)d; return 0; }\n\
+        struct kmod_info kmod_info = { .start = mt_start, .stop = mt_stop };\n\
+        extern void IOLog(const char *, ...);\n\
+        extern char vnop_mmap_desc[];\n\
+        void (*mt_table[2])(const char *, ...) = { IOLog, 0 };\n\
+        void *mt_desc = vnop_mmap_desc;\n\
+        static int mt_cb(void) { return 7; }\n\
+        int (*mt_ops)(void) = mt_cb;\n";
+
     #[test]
-    fn static_function_pointer_in_data_is_caught_on_arm64e_except_kmod_info() {
-        let src = "#pragma pack(push, 4)\n\
-            struct kmod_info { void *next; int iv; unsigned id; char name[64]; char version[64];\n\
-              int refs; void *reflist; unsigned long address, size, hdr_size;\n\
-              int (*start)(void *, void *); int (*stop)(void *, void *); };\n\
-            #pragma pack(pop)\n\
-            _Static_assert(sizeof(struct kmod_info) == 196, \"kmod_info\");\n\
-            static int mt_start(void *k, void *d) { (void)k; (void)d; return 0; }\n\
-            static int mt_stop(void *k, void *d) { (void)k; (void)d; return 0; }\n\
-            struct kmod_info kmod_info = { .start = mt_start, .stop = mt_stop };\n\
-            extern void IOLog(const char *, ...);\n\
-            extern char vnop_mmap_desc[];\n\
-            void (*mt_table[2])(const char *, ...) = { IOLog, 0 };\n\
-            void *mt_desc = vnop_mmap_desc;\n\
-            static int mt_cb(void) { return 7; }\n\
-            int (*mt_ops)(void) = mt_cb;\n";
-        let (_d, o) = obj(Arch::Arm64e, src, "fnptr");
+    fn clang_22_signs_every_static_function_pointer_on_arm64e() {
+        // With the kernel flags, clang-22 writes ARM64_RELOC_AUTHENTICATED_POINTER for all of
+        // them, kmod_info.start/stop included, and sets CPU_SUBTYPE_PTRAUTH_ABI.
+        let (_d, o) = obj(Arch::Arm64e, FN_PTRS, "signed");
+        let r = check(Arch::Arm64e, std::slice::from_ref(&o), &[], &table());
+        assert!(r.errors.is_empty(), "{}", r.render(Arch::Arm64e));
+        let subtype = u32::from_le_bytes(o.data[8..12].try_into().unwrap());
+        assert_eq!(subtype, CPU_SUBTYPE_PTRAUTH_ABI | 2);
+    }
+
+    #[test]
+    fn any_unsigned_function_pointer_in_arm64e_data_is_an_error_kmod_info_included() {
+        let mut flags = crate::kernel::clang_flags(Arch::Arm64e);
+        flags.retain(|f| *f != "-fptrauth-calls");
+        flags.push("-fno-ptrauth-calls");
+        let (_d, o) = obj_with(Arch::Arm64e, FN_PTRS, &flags, "fnptr");
         let r = check(Arch::Arm64e, std::slice::from_ref(&o), &[], &table());
         let hits: Vec<_> = r
             .errors
             .iter()
             .filter(|e| e.contains("unsigned function pointer"))
             .collect();
-        assert_eq!(hits.len(), 2, "{}", r.render(Arch::Arm64e));
-        assert!(
-            hits.iter()
-                .any(|e| e.contains("to _IOLog at _mt_table+0x0"))
-        );
-        assert!(hits.iter().any(|e| e.contains("at _mt_ops+0x0")));
-        assert!(!r.errors.iter().any(|e| e.contains("_kmod_info")));
+        assert_eq!(hits.len(), 4, "{}", r.render(Arch::Arm64e));
+        for at in [
+            "to _IOLog at _mt_table+0x0",
+            "at _mt_ops+0x0",
+            "at _kmod_info+0xb4",
+            "at _kmod_info+0xbc",
+        ] {
+            assert!(hits.iter().any(|e| e.contains(at)), "{at}: {hits:#?}");
+        }
         // The same object is fine on x86_64, where pointers are not signed.
-        let (_d2, x) = obj(Arch::X86_64, src, "fnptr");
+        let (_d2, x) = obj(Arch::X86_64, FN_PTRS, "fnptr");
         assert!(check(Arch::X86_64, &[x], &[], &table()).errors.is_empty());
+    }
+
+    #[test]
+    fn arm64e_objects_without_the_ptrauth_abi_bit_are_refused() {
+        let (_d, mut o) = obj(Arch::Arm64e, CLEAN, "abi");
+        assert!(
+            check(Arch::Arm64e, std::slice::from_ref(&o), &[], &table())
+                .errors
+                .is_empty()
+        );
+        // What clang-19 writes: the arm64e subtype without the capability bit.
+        o.data[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let r = check(Arch::Arm64e, &[o], &[], &table());
+        assert_eq!(r.errors.len(), 1, "{}", r.render(Arch::Arm64e));
+        assert!(r.errors[0].contains("lacks CPU_SUBTYPE_PTRAUTH_ABI"));
+    }
+
+    #[test]
+    fn unsupported_kpi_fails_the_default_variant_only_kauth_passes_the_kauth_variant() {
+        let src = "typedef void *kauth_listener_t;\n\
+            extern kauth_listener_t kauth_listen_scope(const char *, void *, void *);\n\
+            kauth_listener_t mt_listen(void) { return kauth_listen_scope(\"v\", 0, 0); }\n";
+        let kauth = Variant {
+            kauth: true,
+            resident: false,
+        };
+        for arch in Arch::ALL {
+            let (_d, o) = obj(arch, src, "kauth");
+            let r = check(arch, std::slice::from_ref(&o), &[], &table());
+            assert_eq!(r.errors.len(), 1, "{}", r.render(arch));
+            assert!(
+                r.errors[0].starts_with("_kauth_listen_scope ")
+                    && r.errors[0].contains("unsupported KPI")
+                    && r.errors[0].contains("kauth.h"),
+                "{}",
+                r.errors[0]
+            );
+            assert!(r.imports.is_empty());
+        }
+        let flags = crate::kernel::clang_flags_for(Arch::X86_64, kauth);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let (_d, o) = obj_with(Arch::X86_64, src, &flags, "kauth_variant");
+        let r = check_variant(kauth, Arch::X86_64, &[o], &[], &table());
+        assert!(r.errors.is_empty(), "{}", r.render(Arch::X86_64));
+        assert_eq!(r.imports["_kauth_listen_scope"], "com.apple.kpi.bsd");
+        // A KPI no variant may use fails the kauth variant too.
+        let src = "extern char *strcpy(char *, const char *);\n\
+            char *mt_cp(char *d, const char *s) { return strcpy(d, s); }\n";
+        let (_d, o) = obj_with(
+            Arch::X86_64,
+            src,
+            &[&flags[..], &["-fno-builtin"]].concat(),
+            "strcpy",
+        );
+        let r = check_variant(kauth, Arch::X86_64, &[o], &[], &table());
+        assert!(
+            r.errors
+                .iter()
+                .any(|e| e.starts_with("_strcpy ") && e.contains("unsupported KPI")),
+            "{}",
+            r.render(Arch::X86_64)
+        );
+    }
+
+    #[test]
+    fn each_variant_checks_its_own_minimum_macos() {
+        let kauth = Variant {
+            kauth: true,
+            resident: false,
+        };
+        let flags = crate::kernel::clang_flags_for(Arch::X86_64, kauth);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let (_d, o1015) = obj_with(Arch::X86_64, CLEAN, &flags, "min1015");
+        let r = check_variant(kauth, Arch::X86_64, &[o1015], &[], &table());
+        assert!(r.errors.is_empty(), "{}", r.render(Arch::X86_64));
+        // A macOS 11 object would not load on the kauth variant's 10.15.
+        let (_d2, o11) = obj(Arch::X86_64, CLEAN, "min11");
+        let r = check_variant(kauth, Arch::X86_64, &[o11], &[], &table());
+        assert!(
+            r.errors
+                .iter()
+                .any(|e| e.contains("expected macOS <= 10.15")),
+            "{}",
+            r.render(Arch::X86_64)
+        );
     }
 
     #[test]
@@ -749,7 +888,7 @@ mod tests {
               case 3: return y - 11; case 4: return y << 2; case 5: return y * 13;\n\
               case 6: return y | 9; case 7: return ~y; default: return 0; } }\n";
         let (_d, o) = obj(Arch::X86_64, src, "jt");
-        let parsed = parse(&o, Arch::X86_64, &mut Vec::new()).unwrap();
+        let parsed = parse(&o, Arch::X86_64, crate::kernel::MACOS_MIN, &mut Vec::new()).unwrap();
         assert!(
             !parsed.data_in_code.is_empty(),
             "expected an inline jump table"

@@ -50,14 +50,29 @@ fn step_fmt(ctx: &Ctx) -> Result<()> {
     exec(&plan, ctx.mode)
 }
 
-fn step_host_tests(ctx: &Ctx) -> Result<()> {
+/// The workspace tests, then the shim tests (`tests/shim_*.rs`, the real shim on the simulator)
+/// again against the shim's other build variants: kauth (`MT_WITH_KAUTH`) and resident
+/// (`MT_RESIDENT`, only its own test file: the others unload).
+fn host_tests_plan(root: &Path) -> crate::exec::Plan {
     let mut plan = crate::exec::Plan::new();
+    plan.run(cargo().args(["test", "--workspace", "--locked"]).cwd(root));
     plan.run(
         cargo()
-            .args(["test", "--workspace", "--locked"])
-            .cwd(&ctx.root),
+            .args(["test", "--locked", "-p", "maptrace-core"])
+            .args(["--features", "kauth", "--test", "shim_*"])
+            .cwd(root),
     );
-    exec(&plan, ctx.mode)
+    plan.run(
+        cargo()
+            .args(["test", "--locked", "-p", "maptrace-core"])
+            .args(["--features", "resident", "--test", "shim_resident"])
+            .cwd(root),
+    );
+    plan
+}
+
+fn step_host_tests(ctx: &Ctx) -> Result<()> {
+    exec(&host_tests_plan(&ctx.root), ctx.mode)
 }
 
 fn step_clippy(ctx: &Ctx) -> Result<()> {
@@ -79,7 +94,12 @@ fn step_clippy(ctx: &Ctx) -> Result<()> {
 }
 
 fn step_cross(ctx: &Ctx) -> Result<()> {
-    crate::cmd_cross(&ctx.root, &crate::kernel::Arch::ALL, ctx.mode)
+    crate::cmd_cross(
+        &ctx.root,
+        &crate::kernel::Arch::ALL,
+        crate::kernel::Variant::default(),
+        ctx.mode,
+    )
 }
 
 /// The loom model of the ring protocol (`tests/loom.rs`), in its own target
@@ -348,6 +368,17 @@ mod tests {
             "{err}"
         );
         assert!(summarize(&outcomes[..1]).1.is_ok());
+    }
+
+    #[test]
+    fn host_tests_run_the_shim_tests_again_for_each_variant() {
+        let plan = host_tests_plan(Path::new("/repo"));
+        let cmds: Vec<_> = plan.commands().collect();
+        assert_eq!(cmds.len(), 3);
+        assert!(cmds[0].has_arg("--workspace"));
+        assert!(cmds[1].has_arg("kauth") && cmds[1].has_arg("shim_*"));
+        assert!(cmds[2].has_arg("resident") && cmds[2].has_arg("shim_resident"));
+        assert!(cmds[1..].iter().all(|c| !c.has_arg("--workspace")));
     }
 
     #[test]

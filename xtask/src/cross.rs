@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::check::{self, Report};
-use crate::exec::{Plan, Step};
-use crate::kernel::{self, Arch, Toolchain};
+use crate::exec::{Cmd, Plan, Step};
+use crate::kernel::{self, Arch, Toolchain, Variant};
 use crate::kpi::Table;
 use crate::objects;
 
@@ -25,19 +25,30 @@ pub struct Layout {
     pub package: String,
     /// File name of its staticlib (`libmaptrace_core.a`).
     pub lib_file: String,
-    /// Output directory (`target/kext`).
+    /// Output directory (`target/kext`, or `target/kext/<variant>`).
     pub out: PathBuf,
+    /// The build variant (kauth listener, resident MAC policy).
+    pub variant: Variant,
 }
 
 impl Layout {
-    /// The project's layout under `root`.
+    /// The project's layout under `root` (the default variant).
     pub fn project(root: &Path) -> Self {
+        Self::for_variant(root, Variant::default())
+    }
+
+    /// The layout of `variant`: its own outputs under `target/kext/<variant>`.
+    pub fn for_variant(root: &Path, variant: Variant) -> Self {
+        let out = variant
+            .dir()
+            .map_or_else(|| root.join(OUT), |d| root.join(OUT).join(d));
         Self {
             root: root.to_path_buf(),
             manifest: root.join("Cargo.toml"),
             package: "maptrace-core".into(),
             lib_file: "libmaptrace_core.a".into(),
-            out: root.join(OUT),
+            out,
+            variant,
         }
     }
 
@@ -48,9 +59,14 @@ impl Layout {
             .join(format!("{}.json", arch.spec_name()))
     }
 
-    /// cargo's own target directory for the cross builds (kept apart from the host one).
+    /// cargo's own target directory for the cross builds (kept apart from the host one); the
+    /// core depends only on the minimum macOS, so variants with the same one share it.
     pub fn cargo_target_dir(&self) -> PathBuf {
-        self.out.join("cargo")
+        let kext = self.root.join(OUT);
+        match self.variant.macos_min() {
+            kernel::MACOS_MIN => kext.join("cargo"),
+            other => kext.join(format!("cargo-macos{other}")),
+        }
     }
 
     /// The staticlib as cargo writes it.
@@ -138,7 +154,7 @@ pub fn plan(layout: &Layout, archs: &[Arch], toolchain: Toolchain, c_files: &[Pa
                     arch,
                     (&layout.manifest, &layout.package),
                     &spec,
-                    &layout.cargo_target_dir(),
+                    (&layout.cargo_target_dir(), layout.variant.macos_min()),
                 )
                 .cwd(&layout.root),
         );
@@ -153,11 +169,13 @@ pub fn plan(layout: &Layout, archs: &[Arch], toolchain: Toolchain, c_files: &[Pa
             plan.run(
                 toolchain
                     .clang()
-                    .args(kernel::clang_flags(arch))
+                    .args(kernel::clang_flags_for(arch, layout.variant))
                     .arg("-I")
                     .path_arg(&layout.root.join("kext-shim/include"))
                     .arg("-I")
                     .path_arg(&layout.root.join("kext-shim/src"))
+                    // Frame sizes for the stack check (a .su beside the object).
+                    .arg("-fstack-usage")
                     .arg("-c")
                     .path_arg(c)
                     .arg("-o")
@@ -178,7 +196,10 @@ pub fn check_outputs(layout: &Layout, archs: &[Arch]) -> Result<Vec<(Arch, Repor
         let core = objects::load(&core_path).with_context(|| {
             format!("no core for {}: run `cargo xtask cross` first", arch.name())
         })?;
-        reports.push((arch, check::check(arch, &shim, &core, &table)));
+        reports.push((
+            arch,
+            check::check_variant(layout.variant, arch, &shim, &core, &table),
+        ));
     }
     Ok(reports)
 }
@@ -256,6 +277,48 @@ mod tests {
                 "{c}"
             );
         }
+    }
+
+    #[test]
+    fn the_kauth_variant_builds_apart_for_macos_10_15_with_its_define() {
+        let kauth = Variant {
+            kauth: true,
+            resident: false,
+        };
+        let l = Layout::for_variant(Path::new("/repo"), kauth);
+        let files = [PathBuf::from("/repo/kext-shim/src/mt_kauth.c")];
+        let plan = plan(&l, kauth.archs(), Toolchain::DebianWeb, &files);
+        let cmds: Vec<_> = plan.commands().collect();
+        let clang: Vec<_> = cmds
+            .iter()
+            .filter(|c| c.program == kernel::clang_program())
+            .collect();
+        assert_eq!(clang.len(), 1);
+        assert!(clang[0].has_arg("-DMT_WITH_KAUTH"));
+        assert!(clang[0].has_arg("--target=x86_64-apple-macos10.15"));
+        assert!(clang[0].has_arg("/repo/target/kext/kauth/x86_64/shim/mt_kauth.o"));
+        let build = cmds.iter().find(|c| c.has_arg("rustc")).unwrap();
+        assert_eq!(build.env_value("MACOSX_DEPLOYMENT_TARGET"), Some("10.15"));
+        assert!(build.has_arg("/repo/target/kext/cargo-macos10.15"));
+        // The default variant has neither.
+        let d = plan_default_clang(&files);
+        assert!(!d.has_arg("-DMT_WITH_KAUTH") && d.has_arg("--target=x86_64-apple-macos11"));
+        // The resident variant shares the default core build.
+        let resident = Variant {
+            kauth: false,
+            resident: true,
+        };
+        let r = Layout::for_variant(Path::new("/repo"), resident);
+        assert_eq!(r.cargo_target_dir(), layout().cargo_target_dir());
+        assert_eq!(r.out, Path::new("/repo/target/kext/resident"));
+    }
+
+    fn plan_default_clang(files: &[PathBuf]) -> Cmd {
+        plan(&layout(), &[Arch::X86_64], Toolchain::DebianWeb, files)
+            .commands()
+            .find(|c| c.program == kernel::clang_program())
+            .unwrap()
+            .clone()
     }
 
     #[test]

@@ -19,8 +19,16 @@ pub enum Task {
 
 /// libclang for bindgen (pulls `libclang1-19` and clang's builtin headers).
 const BINDGEN: &[&str] = &["libclang-19-dev"];
-/// clang for the shim objects and the synthetic-object tests.
+/// clang-19 for the sanitizer and fuzz builds of the C (matching the LLVM of libclang-19).
 const CLANG: &[&str] = &["clang-19", "llvm-19"];
+/// clang-22 for the shim's Mach-O objects and the synthetic-object tests: the first Debian clang
+/// whose arm64e objects sign static function pointers (`kmod_info.start/stop`) and carry
+/// `CPU_SUBTYPE_PTRAUTH_ABI`. Debian 12 ships it in bookworm-security (1:22.1.8-1~deb12u1), a
+/// suite every stock Debian 12 image has in its apt sources.
+const SHIM_CLANG: &[&str] = &["clang-22"];
+/// The apt source that provides [`SHIM_CLANG`] on Debian 12.
+pub const SHIM_CLANG_SOURCE: &str =
+    "deb http://deb.debian.org/debian-security bookworm-security main";
 /// Debian's Rust with its library sources, for `-Zbuild-std=core` on Apple targets.
 const RUST_WEB: &[&str] = &["rustc-web", "cargo-web", "rust-web-src"];
 /// lld's Mach-O linker, for the stand-in executable signed on Linux.
@@ -31,9 +39,9 @@ pub fn packages(task: Task) -> Vec<&'static str> {
     let groups: &[&[&str]] = match task {
         Task::Demo => &[BINDGEN],
         // The core's build script runs bindgen on the host during the cross build too.
-        Task::Cross => &[BINDGEN, CLANG, RUST_WEB],
+        Task::Cross => &[BINDGEN, SHIM_CLANG, RUST_WEB],
         Task::SignCheck => &[CLANG, LLD],
-        Task::Test => &[BINDGEN, CLANG, RUST_WEB, LLD],
+        Task::Test => &[BINDGEN, CLANG, SHIM_CLANG, RUST_WEB, LLD],
     };
     let mut out: Vec<&'static str> = Vec::new();
     for p in groups.iter().flat_map(|g| g.iter()) {
@@ -78,6 +86,13 @@ pub fn plan(task: Task, host: Host, installed: &dyn Fn(&str) -> bool) -> Result<
         );
     }
     plan.push(Step::Note(format!("installing missing packages: {list}")));
+    if missing.iter().any(|p| SHIM_CLANG.contains(p)) {
+        plan.push(Step::Note(format!(
+            "{} comes from Debian 12's bookworm-security suite; if apt-get cannot find it, add \
+             `{SHIM_CLANG_SOURCE}` to the apt sources",
+            SHIM_CLANG.join(" ")
+        )));
+    }
     plan.run(apt_get().arg("update"));
     plan.run(
         apt_get()
@@ -150,6 +165,9 @@ mod tests {
     fn each_task_gets_only_what_it_needs() {
         assert_eq!(packages(Task::Demo), ["libclang-19-dev"]);
         assert!(!packages(Task::Cross).contains(&"lld-19"));
+        // The shim's objects need clang-22 (signed arm64e static pointers).
+        assert!(packages(Task::Cross).contains(&"clang-22"));
+        assert!(!packages(Task::Cross).contains(&"clang-19"));
         assert!(!packages(Task::SignCheck).contains(&"rustc-web"));
         let test = packages(Task::Test);
         for p in packages(Task::Cross)
@@ -183,7 +201,7 @@ mod tests {
     #[test]
     fn root_installs_only_the_missing_packages_after_update() {
         let plan = plan(Task::Cross, ROOT_DEBIAN, &|p| {
-            p != "rust-web-src" && p != "clang-19"
+            p != "rust-web-src" && p != "clang-22"
         })
         .unwrap();
         let cmds: Vec<_> = plan.commands().collect();
@@ -196,7 +214,8 @@ mod tests {
             .iter()
             .filter(|a| !a.starts_with('-') && *a != "install" && !a.contains("::"))
             .collect();
-        assert_eq!(pkgs, ["clang-19", "rust-web-src"]);
+        assert_eq!(pkgs, ["clang-22", "rust-web-src"]);
+        assert!(plan.render().contains("bookworm-security"));
     }
 
     #[test]

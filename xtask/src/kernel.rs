@@ -9,6 +9,13 @@ use crate::exec::Cmd;
 
 /// Oldest macOS the kext supports (the LC_BUILD_VERSION minimum).
 pub const MACOS_MIN: &str = "11.0";
+/// Oldest macOS of the kauth variant: 10.15, the last release that loads a kext importing the
+/// kauth listener KPIs by default.
+pub const MACOS_MIN_KAUTH: &str = "10.15";
+
+/// Mach-O `CPU_SUBTYPE_PTRAUTH_ABI` (osfmk/mach/machine.h, xnu-11417.121.6): the arm64e object
+/// follows the versioned pointer-authentication ABI.
+pub const CPU_SUBTYPE_PTRAUTH_ABI: u32 = 0x8000_0000;
 
 /// Mach-O `CPU_TYPE_X86_64`.
 pub const CPU_TYPE_X86_64: u32 = 0x0100_0007;
@@ -93,6 +100,78 @@ impl Arch {
         match self {
             Self::X86_64 => CPU_SUBTYPE_X86_64_ALL,
             Self::Arm64e => CPU_SUBTYPE_ARM64E,
+        }
+    }
+}
+
+/// A build variant of the kext: what the shim is compiled with (kext-shim/src/mt_shim.h).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Variant {
+    /// The kauth listener (`-DMT_WITH_KAUTH`): macOS 10.15 test VMs. Its KPIs are unsupported
+    /// from macOS 11, where a kext importing them does not load (kext-shim/kpi/unsupported.tsv).
+    pub kauth: bool,
+    /// The MAC policy without `MPC_LOADTIME_FLAG_UNLOADOK` (`-DMT_RESIDENT`): no MAC check in
+    /// the system pays for an unloadable policy, and the kext never unloads.
+    pub resident: bool,
+}
+
+impl Variant {
+    /// The oldest macOS this variant is built for.
+    pub fn macos_min(self) -> &'static str {
+        if self.kauth {
+            MACOS_MIN_KAUTH
+        } else {
+            MACOS_MIN
+        }
+    }
+
+    /// The architectures it is built for: macOS 10.15 runs on Intel only.
+    pub fn archs(self) -> &'static [Arch] {
+        if self.kauth {
+            &[Arch::X86_64]
+        } else {
+            &Arch::ALL
+        }
+    }
+
+    /// The shim's preprocessor defines.
+    pub fn defines(self) -> Vec<&'static str> {
+        let mut d = Vec::new();
+        if self.kauth {
+            d.push("-DMT_WITH_KAUTH");
+        }
+        if self.resident {
+            d.push("-DMT_RESIDENT");
+        }
+        d
+    }
+
+    /// Its name in messages: its directory, or `default`.
+    pub fn name(self) -> &'static str {
+        self.dir().unwrap_or("default")
+    }
+
+    /// Its directory under `target/kext` (the default variant has none).
+    pub fn dir(self) -> Option<&'static str> {
+        match (self.kauth, self.resident) {
+            (false, false) => None,
+            (true, false) => Some("kauth"),
+            (false, true) => Some("resident"),
+            (true, true) => Some("kauth-resident"),
+        }
+    }
+
+    /// Appended to `MT_BUNDLE_ID`; must match `MT_KMOD_ID` in kext-shim/src/mt_shim.h.
+    pub fn bundle_id_suffix(self) -> &'static str {
+        if self.kauth { ".kauth" } else { "" }
+    }
+
+    /// clang's `--target` option for `arch`.
+    pub fn clang_target(self, arch: Arch) -> String {
+        if self.kauth {
+            format!("--target={}-apple-macos{}", arch.name(), MACOS_MIN_KAUTH)
+        } else {
+            arch.clang_target().to_string()
         }
     }
 }
@@ -265,7 +344,7 @@ impl Toolchain {
         arch: Arch,
         (manifest, package): (&Path, &str),
         spec: &Path,
-        target_dir: &Path,
+        (target_dir, macos_min): (&Path, &str),
     ) -> Cmd {
         self.tool("cargo")
             // `cargo rustc` makes the staticlib; the package itself is an rlib for host builds,
@@ -293,7 +372,7 @@ impl Toolchain {
             .env("RUSTFLAGS", rustflags(arch))
             // bindgen would hand clang the JSON spec's name as a triple; give it the real one.
             .env("BINDGEN_EXTRA_CLANG_ARGS", bindgen_clang_args(arch))
-            .env("MACOSX_DEPLOYMENT_TARGET", MACOS_MIN)
+            .env("MACOSX_DEPLOYMENT_TARGET", macos_min)
             // The release profile must match the kernel's needs even if a profile changes.
             .env("CARGO_PROFILE_RELEASE_PANIC", "abort")
             .env("CARGO_PROFILE_RELEASE_LTO", "fat")
@@ -309,13 +388,33 @@ pub fn nightly_has_rust_src() -> bool {
         .is_ok_and(|out| String::from_utf8_lossy(&out).contains("rust-src"))
 }
 
-/// The C compiler for the shim on this machine.
+/// The C compiler for the shim on this machine. On Linux, Debian's clang-22 (bookworm-security):
+/// clang-19 writes the static `kmod_info.start/stop` initializers of arm64e objects as plain
+/// `ARM64_RELOC_UNSIGNED` and leaves `CPU_SUBTYPE_PTRAUTH_ABI` clear, while XNU authenticates
+/// `kmod_info->start` (key IA, discriminator 0) before calling it (libkern/c++/OSKext.cpp,
+/// xnu-11417.121.6); clang-22 emits `ARM64_RELOC_AUTHENTICATED_POINTER` and sets the bit.
 pub fn clang_program() -> &'static str {
     if cfg!(target_os = "macos") {
         "clang"
     } else {
-        "clang-19"
+        "clang-22"
     }
+}
+
+/// [`clang_flags`] for `variant`: its target (minimum macOS) and its defines.
+pub fn clang_flags_for(arch: Arch, variant: Variant) -> Vec<String> {
+    let target = variant.clang_target(arch);
+    clang_flags(arch)
+        .into_iter()
+        .map(|f| {
+            if f.starts_with("--target=") {
+                target.clone()
+            } else {
+                f.to_string()
+            }
+        })
+        .chain(variant.defines().into_iter().map(str::to_string))
+        .collect()
 }
 
 /// clang flags for kernel code on `arch` (without -I, -c and -o).
@@ -416,7 +515,7 @@ mod tests {
             Arch::Arm64e,
             (Path::new("/r/Cargo.toml"), "maptrace-core"),
             Path::new("/r/spec.json"),
-            Path::new("/r/target/kext/cargo"),
+            (Path::new("/r/target/kext/cargo"), MACOS_MIN),
         );
         assert_eq!(cmd.program, DEBIAN_CARGO);
         assert_eq!(cmd.env_value("RUSTC"), Some(DEBIAN_RUSTC));
@@ -431,6 +530,7 @@ mod tests {
             Some("--target=arm64e-apple-macos11 -mkernel -ffreestanding -nostdlibinc")
         );
         assert_eq!(cmd.env_value("CARGO_PROFILE_RELEASE_PANIC"), Some("abort"));
+        assert_eq!(cmd.env_value("MACOSX_DEPLOYMENT_TARGET"), Some("11.0"));
         for flag in [
             "rustc",
             "staticlib",
@@ -457,5 +557,35 @@ mod tests {
         assert!(!x86.iter().any(|f| f.contains("ptrauth")));
         assert_eq!(Arch::parse("arm64e").unwrap(), Arch::Arm64e);
         assert!(Arch::parse("arm64").is_err());
+    }
+
+    #[test]
+    fn variants_set_their_defines_target_and_archs() {
+        let default = Variant::default();
+        assert!(default.defines().is_empty());
+        assert_eq!(default.dir(), None);
+        assert_eq!(default.archs(), Arch::ALL);
+        assert_eq!(
+            clang_flags_for(Arch::Arm64e, default),
+            clang_flags(Arch::Arm64e)
+        );
+        let kauth = Variant {
+            kauth: true,
+            resident: false,
+        };
+        assert_eq!(kauth.macos_min(), "10.15");
+        assert_eq!(kauth.archs(), [Arch::X86_64]);
+        assert_eq!(kauth.bundle_id_suffix(), ".kauth");
+        let flags = clang_flags_for(Arch::X86_64, kauth);
+        assert!(flags.contains(&"--target=x86_64-apple-macos10.15".to_string()));
+        assert!(flags.contains(&"-DMT_WITH_KAUTH".to_string()));
+        assert!(!flags.iter().any(|f| f.contains("macos11")));
+        let resident = Variant {
+            kauth: false,
+            resident: true,
+        };
+        assert_eq!(resident.dir(), Some("resident"));
+        assert!(clang_flags_for(Arch::Arm64e, resident).contains(&"-DMT_RESIDENT".to_string()));
+        assert_eq!(resident.macos_min(), MACOS_MIN);
     }
 }

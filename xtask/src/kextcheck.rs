@@ -547,6 +547,7 @@ arm64e: 1 symbol found in more than one library kext
             bundle_id: "org.example.kext".into(),
             version: "1.2.3".into(),
             libraries: declared(),
+            macos_min: "11.0".into(),
         };
         let filled = crate::bundle::fill_info_plist(&template, &info).unwrap();
         assert_eq!(declared_libraries(&filled).unwrap(), declared());

@@ -6,10 +6,14 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use crate::kernel::{Arch, MACOS_MIN};
+use crate::kernel::Arch;
+#[cfg(test)]
+use crate::kernel::MACOS_MIN;
 
 /// The table, relative to the repository root.
 pub const TABLE: &str = "kext-shim/kpi/symbols.tsv";
+/// KPIs the default kext must not import, relative to the repository root.
+pub const UNSUPPORTED: &str = "kext-shim/kpi/unsupported.tsv";
 
 /// The bundles a third-party kext may link against.
 pub const PUBLIC_BUNDLES: [&str; 6] = [
@@ -49,11 +53,74 @@ impl Entry {
     }
 }
 
+/// One row of the unsupported-KPI list: `symbol arch allowed_in source`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsupported {
+    /// Mach-O symbol name, with the leading underscore.
+    pub symbol: String,
+    /// `any`, `x86_64` or `arm64`.
+    pub arch: String,
+    /// The kauth variant (macOS 10.15) may import it.
+    pub kauth_variant_ok: bool,
+    /// Why it is on the list (Apple's page, the XNU header marking).
+    pub source: String,
+}
+
+impl Unsupported {
+    fn applies_to(&self, arch: Arch) -> bool {
+        self.arch == "any" || self.arch == arch.kpi_arch()
+    }
+}
+
+/// Parses the unsupported-KPI list.
+pub fn parse_unsupported(text: &str) -> Result<Vec<Unsupported>> {
+    let mut out: Vec<Unsupported> = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim_end();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let cols: Vec<&str> = line.split('\t').collect();
+        let [symbol, arch, allowed, source] = cols[..] else {
+            bail!("{UNSUPPORTED}:{}: expected 4 tab-separated columns", n + 1);
+        };
+        if !symbol.starts_with('_') || !["any", "x86_64", "arm64"].contains(&arch) {
+            bail!(
+                "{UNSUPPORTED}:{}: bad symbol `{symbol}` or arch `{arch}`",
+                n + 1
+            );
+        }
+        let kauth_variant_ok = match allowed {
+            "kauth-variant" => true,
+            "none" => false,
+            other => bail!(
+                "{UNSUPPORTED}:{}: allowed_in `{other}` is not kauth-variant or none",
+                n + 1
+            ),
+        };
+        if source.trim().is_empty() {
+            bail!("{UNSUPPORTED}:{}: `{symbol}` names no source", n + 1);
+        }
+        if out.iter().any(|u| u.symbol == symbol) {
+            bail!("{UNSUPPORTED}:{}: `{symbol}` is listed twice", n + 1);
+        }
+        out.push(Unsupported {
+            symbol: symbol.to_string(),
+            arch: arch.to_string(),
+            kauth_variant_ok,
+            source: source.to_string(),
+        });
+    }
+    Ok(out)
+}
+
 /// The parsed table.
 #[derive(Debug, Clone, Default)]
 pub struct Table {
     /// Rows in file order.
     pub entries: Vec<Entry>,
+    /// KPIs the default kext must not import ([`UNSUPPORTED`]).
+    pub unsupported: Vec<Unsupported>,
 }
 
 impl Table {
@@ -105,14 +172,31 @@ impl Table {
                 kind,
             });
         }
-        Ok(Self { entries })
+        Ok(Self {
+            entries,
+            unsupported: Vec::new(),
+        })
     }
 
-    /// Reads the table from the repository.
+    /// Reads the table and the unsupported-KPI list (when present) from the repository.
     pub fn load(root: &Path) -> Result<Self> {
         let path = root.join(TABLE);
         let text = fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
-        Self::parse(&text)
+        let mut table = Self::parse(&text)?;
+        let path = root.join(UNSUPPORTED);
+        if path.is_file() {
+            let text =
+                fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+            table.unsupported = parse_unsupported(&text)?;
+        }
+        Ok(table)
+    }
+
+    /// The unsupported-KPI row for `symbol` on `arch`.
+    pub fn unsupported(&self, symbol: &str, arch: Arch) -> Option<&Unsupported> {
+        self.unsupported
+            .iter()
+            .find(|u| u.symbol == symbol && u.applies_to(arch))
     }
 
     /// The row for `symbol` on `arch`.
@@ -124,20 +208,34 @@ impl Table {
 }
 
 /// The minimum bundle version: the Darwin version of `MACOS_MIN` (macOS 11 is Darwin 20).
+#[cfg(test)]
 pub fn bundle_version() -> String {
-    let major: u32 = MACOS_MIN
-        .split('.')
-        .next()
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(11);
-    format!("{}.0", major + 9)
+    bundle_version_for(MACOS_MIN)
+}
+
+/// The Darwin version of a macOS version: 10.15 is Darwin 19, 11 is Darwin 20.
+pub fn bundle_version_for(macos: &str) -> String {
+    let mut parts = macos.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let major = parts.next().unwrap_or(11);
+    let minor = parts.next().unwrap_or(0);
+    let darwin = if major == 10 { minor + 4 } else { major + 9 };
+    format!("{darwin}.0")
 }
 
 /// OSBundleLibraries for a set of bundles: each at `bundle_version()`.
+#[cfg(test)]
 pub fn libraries<'a>(bundles: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, String> {
+    libraries_for(MACOS_MIN, bundles)
+}
+
+/// OSBundleLibraries for a set of bundles, each at the Darwin version of `macos`.
+pub fn libraries_for<'a>(
+    macos: &str,
+    bundles: impl IntoIterator<Item = &'a str>,
+) -> BTreeMap<String, String> {
     bundles
         .into_iter()
-        .map(|b| (b.to_string(), bundle_version()))
+        .map(|b| (b.to_string(), bundle_version_for(macos)))
         .collect()
 }
 
@@ -299,7 +397,32 @@ mod tests {
     }
 
     #[test]
+    fn unsupported_list_parses_and_lets_only_the_kauth_variant_use_kauth() {
+        let table = Table::load(&root()).unwrap();
+        for arch in Arch::ALL {
+            let u = table.unsupported("_kauth_listen_scope", arch).unwrap();
+            assert!(u.kauth_variant_ok && u.source.contains("kauth.h"));
+            assert!(table.unsupported("_kauth_unlisten_scope", arch).is_some());
+            let s = table.unsupported("_strncpy", arch).unwrap();
+            assert!(!s.kauth_variant_ok);
+        }
+        assert!(table.unsupported("_IOLog", Arch::X86_64).is_none());
+        for bad in [
+            "_a\tany\tnone",
+            "a\tany\tnone\tsrc",
+            "_a\tarm64e\tnone\tsrc",
+            "_a\tany\tsometimes\tsrc",
+            "_a\tany\tnone\t ",
+            "_a\tany\tnone\tsrc\n_a\tany\tnone\tsrc",
+        ] {
+            assert!(parse_unsupported(bad).is_err(), "accepted: {bad}");
+        }
+    }
+
+    #[test]
     fn libraries_use_the_darwin_version_of_the_minimum_macos() {
+        assert_eq!(bundle_version_for("10.15"), "19.0");
+        assert_eq!(bundle_version_for("15.2"), "24.0");
         assert_eq!(bundle_version(), "20.0");
         let libs = libraries(["com.apple.kpi.bsd", "com.apple.kpi.mach"]);
         assert_eq!(libs.len(), 2);

@@ -16,6 +16,7 @@ mod objects;
 mod sanitize;
 mod sign;
 mod signcheck;
+mod stack;
 mod tidy;
 mod vmtest;
 
@@ -25,7 +26,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::exec::Mode;
-use crate::kernel::{Arch, Toolchain};
+use crate::kernel::{Arch, Toolchain, Variant};
 
 const HELP: &str = "\
 cargo xtask <command> [options]        cargo xtask <command> --help: that command's help
@@ -45,6 +46,9 @@ Commands:
   fuzz         build the cargo-fuzz targets (fuzz/) and run each; fails on any crash
   vm-test      install the kext on a test VM, or run the traced workload there (macOS)
   help [CMD]   this text, or CMD's help
+
+cross, check, kextlibs, bundle and build take the build variant: --kauth (a kauth listener,
+macOS 10.15, Intel only) or --resident (a MAC policy that is never unloadable).
 
 Every command that changes something takes --dry-run: print every command and file write
 instead of doing it.
@@ -66,6 +70,16 @@ const ARCH: Opt = Opt {
     name: "--arch",
     value: Some("A"),
     help: "x86_64 or arm64e (repeatable; default both)",
+};
+const KAUTH: Opt = Opt {
+    name: "--kauth",
+    value: None,
+    help: "the kauth variant (macOS 10.15, Intel): org.maptrace.kext.kauth",
+};
+const RESIDENT: Opt = Opt {
+    name: "--resident",
+    value: None,
+    help: "a MAC policy without UNLOADOK: no per-check lock, never unloadable",
 };
 const BUNDLE: Opt = Opt {
     name: "--bundle",
@@ -103,26 +117,26 @@ const COMMANDS: &[CommandSpec] = &[
         steps: "",
         about: "The core (maptrace-core) as a Mach-O staticlib and kext-shim/src/*.c as Mach-O\n\
                 objects per arch in target/kext/<arch>/, then the object checks.",
-        options: &[DRY_RUN, ARCH],
+        options: &[DRY_RUN, ARCH, KAUTH, RESIDENT],
     },
     CommandSpec {
         name: "check",
         steps: "",
         about: "Only the object checks, on what `cross` left in target/kext.",
-        options: &[ARCH],
+        options: &[ARCH, KAUTH, RESIDENT],
     },
     CommandSpec {
         name: "kextlibs",
         steps: "",
         about: "The KPI bundles (OSBundleLibraries) the objects import, with their symbols.",
-        options: &[ARCH],
+        options: &[ARCH, KAUTH, RESIDENT],
     },
     CommandSpec {
         name: "bundle",
         steps: "",
         about: "target/kext/maptrace.kext: Info.plist filled from the top-level template, plus\n\
                 Contents/MacOS/maptrace when `build` has linked it.",
-        options: &[DRY_RUN],
+        options: &[DRY_RUN, KAUTH, RESIDENT],
     },
     CommandSpec {
         name: "build",
@@ -132,7 +146,7 @@ const COMMANDS: &[CommandSpec] = &[
                 MH_KEXT_BUNDLE, the arm64e slice carries the ptrauth ABI bit, and kmutil finds\n\
                 every imported symbol in OSBundleLibraries. --dry-run prints the macOS plan on\n\
                 any machine.",
-        options: &[DRY_RUN],
+        options: &[DRY_RUN, KAUTH, RESIDENT],
     },
     CommandSpec {
         name: "sign",
@@ -263,23 +277,6 @@ fn command_help(c: &CommandSpec) -> String {
     s
 }
 
-/// Build variants of the kext. Only the default exists here; further variants (e.g. one with a
-/// kauth listener) become flags of `cross`, `bundle` and `build` that set this field.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum Variant {
-    /// The shipped kext.
-    #[default]
-    Standard,
-}
-
-impl Variant {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Standard => "standard",
-        }
-    }
-}
-
 /// Parsed command line: the command and its options.
 #[derive(Debug, Default)]
 struct Args {
@@ -370,6 +367,8 @@ fn parse_args(raw: &[String]) -> Result<Args> {
             "--runs" => args.fuzz_budget = Some(fuzz::Budget::Runs(number(a, value()?)?)),
             "--seconds" => args.fuzz_budget = Some(fuzz::Budget::Seconds(number(a, value()?)?)),
             "--target" => args.fuzz_targets.push(value()?),
+            "--kauth" => args.variant.kauth = true,
+            "--resident" => args.variant.resident = true,
             other => bail!(
                 "option {other} is listed for `{}` but not handled",
                 cmd.name
@@ -377,7 +376,18 @@ fn parse_args(raw: &[String]) -> Result<Args> {
         }
     }
     if args.archs.is_empty() {
-        args.archs = Arch::ALL.to_vec();
+        args.archs = args.variant.archs().to_vec();
+    }
+    if let Some(a) = args
+        .archs
+        .iter()
+        .find(|a| !args.variant.archs().contains(a))
+    {
+        bail!(
+            "--kauth builds for macOS {} on Intel only: no {} slice",
+            kernel::MACOS_MIN_KAUTH,
+            a.name()
+        );
     }
     Ok(args)
 }
@@ -395,8 +405,8 @@ fn repo_root() -> PathBuf {
 }
 
 /// `cross`: set-up, build, then check.
-pub(crate) fn cmd_cross(root: &Path, archs: &[Arch], mode: Mode) -> Result<()> {
-    let layout = cross::Layout::project(root);
+pub(crate) fn cmd_cross(root: &Path, archs: &[Arch], variant: Variant, mode: Mode) -> Result<()> {
+    let layout = cross::Layout::for_variant(root, variant);
     let c_files = layout.c_files()?;
     let plan = cross::plan(&layout, archs, Toolchain::for_host(), &c_files);
     if mode == Mode::DryRun {
@@ -405,17 +415,18 @@ pub(crate) fn cmd_cross(root: &Path, archs: &[Arch], mode: Mode) -> Result<()> {
             deps::packages(deps::Task::Cross).join(" ")
         );
         exec::exec(&plan, Mode::DryRun)?;
-        println!("# then: object checks on target/kext/<arch>");
+        println!("# then: object checks on {}/<arch>", layout.out.display());
         return Ok(());
     }
     deps::ensure(deps::Task::Cross)?;
     exec::exec(&plan, Mode::Run)?;
-    cmd_check(root, archs)
+    cmd_check(root, archs, variant)?;
+    stack::run(root, archs)
 }
 
 /// `check`: object checks on existing outputs.
-fn cmd_check(root: &Path, archs: &[Arch]) -> Result<()> {
-    let layout = cross::Layout::project(root);
+fn cmd_check(root: &Path, archs: &[Arch], variant: Variant) -> Result<()> {
+    let layout = cross::Layout::for_variant(root, variant);
     let reports = cross::check_outputs(&layout, archs)?;
     for (arch, r) in &reports {
         print!("{}", r.render(*arch));
@@ -431,9 +442,16 @@ fn cmd_check(root: &Path, archs: &[Arch]) -> Result<()> {
                 .iter()
                 .any(|(_, r)| r.imports.contains_key(&e.symbol))
         })
+        // Rows only the kauth variant imports.
+        .filter(|e| {
+            !table
+                .unsupported
+                .iter()
+                .any(|u| u.symbol == e.symbol && u.kauth_variant_ok)
+        })
         .map(|e| e.symbol.as_str())
         .collect();
-    if !unused.is_empty() && archs.len() == Arch::ALL.len() {
+    if !unused.is_empty() && archs.len() == Arch::ALL.len() && variant == Variant::default() {
         println!(
             "note: {} lists symbols no object imports (remove them if no longer called): {}",
             kpi::TABLE,
@@ -459,12 +477,12 @@ fn check_kpi_table(root: &Path) -> Result<()> {
 }
 
 /// `kextlibs`: the OSBundleLibraries the objects need.
-fn cmd_kextlibs(root: &Path, archs: &[Arch]) -> Result<()> {
-    let layout = cross::Layout::project(root);
+fn cmd_kextlibs(root: &Path, archs: &[Arch], variant: Variant) -> Result<()> {
+    let layout = cross::Layout::for_variant(root, variant);
     let reports = cross::check_outputs(&layout, archs)?;
     for (arch, r) in &reports {
         println!("{}:", arch.name());
-        for (bundle, version) in kpi::libraries(r.bundles()) {
+        for (bundle, version) in kpi::libraries_for(variant.macos_min(), r.bundles()) {
             let syms: Vec<&str> = r
                 .imports
                 .iter()
@@ -483,10 +501,11 @@ fn cmd_kextlibs(root: &Path, archs: &[Arch]) -> Result<()> {
 
 /// OSBundleLibraries for the union of all arches' imports; empty (with a note) when there are
 /// no objects yet and this is a dry run.
-fn libraries(root: &Path, mode: Mode) -> Result<BTreeMap<String, String>> {
-    let layout = cross::Layout::project(root);
-    match cross::check_outputs(&layout, &Arch::ALL) {
-        Ok(reports) => Ok(kpi::libraries(
+fn libraries(root: &Path, variant: Variant, mode: Mode) -> Result<BTreeMap<String, String>> {
+    let layout = cross::Layout::for_variant(root, variant);
+    match cross::check_outputs(&layout, variant.archs()) {
+        Ok(reports) => Ok(kpi::libraries_for(
+            variant.macos_min(),
             reports
                 .iter()
                 .flat_map(|(_, r)| r.bundles())
@@ -501,18 +520,19 @@ fn libraries(root: &Path, mode: Mode) -> Result<BTreeMap<String, String>> {
 }
 
 /// The filled Info.plist.
-fn info_plist(root: &Path, mode: Mode) -> Result<Vec<u8>> {
-    let info = bundle::gather_info(root, libraries(root, mode)?)?;
-    let template = std::fs::read(root.join(bundle::TEMPLATE))
-        .with_context(|| format!("read {}", bundle::TEMPLATE))?;
+fn info_plist(root: &Path, variant: Variant, mode: Mode) -> Result<Vec<u8>> {
+    let info = bundle::gather_info(root, variant, libraries(root, variant, mode)?)?;
+    let template_path = bundle::template(variant);
+    let template =
+        std::fs::read(root.join(template_path)).with_context(|| format!("read {template_path}"))?;
     bundle::fill_info_plist(&template, &info)
 }
 
 /// `bundle`: the .kext tree with Info.plist (and the executable when linked).
-fn cmd_bundle(root: &Path, mode: Mode) -> Result<()> {
-    let layout = cross::Layout::project(root);
+fn cmd_bundle(root: &Path, variant: Variant, mode: Mode) -> Result<()> {
+    let layout = cross::Layout::for_variant(root, variant);
     let exe = link::universal_executable(&layout);
-    let plist = info_plist(root, mode)?;
+    let plist = info_plist(root, variant, mode)?;
     let exe = (exe.is_file() || mode == Mode::DryRun && cfg!(target_os = "macos")).then_some(exe);
     let plan = bundle::plan(
         &bundle::KextPaths::under(&layout.out),
@@ -525,7 +545,8 @@ fn cmd_bundle(root: &Path, mode: Mode) -> Result<()> {
 /// `build` (macOS): cross with Apple clang + object checks, link, universal binary, bundle,
 /// then checks of the result. The dry run prints the macOS plan on any machine.
 fn cmd_build(root: &Path, variant: Variant, mode: Mode) -> Result<()> {
-    let layout = cross::Layout::project(root);
+    let layout = cross::Layout::for_variant(root, variant);
+    let archs = variant.archs();
     let kext = bundle::KextPaths::under(&layout.out);
     println!("# kext variant: {}", variant.name());
     if mode == Mode::DryRun {
@@ -533,11 +554,11 @@ fn cmd_build(root: &Path, variant: Variant, mode: Mode) -> Result<()> {
         println!("# ensure: Xcode command line tools (xcrun clang), rustup nightly with rust-src");
         let c_files = layout.c_files()?;
         let mac = Toolchain::RustupNightly;
-        exec::exec(&cross::plan(&layout, &Arch::ALL, mac, &c_files), mode)?;
+        exec::exec(&cross::plan(&layout, archs, mac, &c_files), mode)?;
         println!("# then: object checks on target/kext/<arch>");
-        let objs = link::planned_shim_objects(&layout, &Arch::ALL, &c_files);
-        exec::exec(&link::plan(&layout, &Arch::ALL, &objs), mode)?;
-        let plist = info_plist(root, mode)?;
+        let objs = link::planned_shim_objects(&layout, archs, &c_files);
+        exec::exec(&link::plan(&layout, archs, &objs), mode)?;
+        let plist = info_plist(root, variant, mode)?;
         let exe = link::universal_executable(&layout);
         exec::exec(&bundle::plan(&kext, plist, Some(&exe)), mode)?;
         println!(
@@ -556,21 +577,21 @@ fn cmd_build(root: &Path, variant: Variant, mode: Mode) -> Result<()> {
         return Ok(());
     }
     link::require_macos()?;
-    cmd_cross(root, &Arch::ALL, mode)?;
-    let objs = link::shim_objects(&layout, &Arch::ALL)?;
-    exec::exec(&link::plan(&layout, &Arch::ALL, &objs), mode)?;
-    cmd_bundle(root, mode)?;
-    check_built(&layout, &kext)
+    cmd_cross(root, archs, variant, mode)?;
+    let objs = link::shim_objects(&layout, archs)?;
+    exec::exec(&link::plan(&layout, archs, &objs), mode)?;
+    cmd_bundle(root, variant, mode)?;
+    check_built(&layout, &kext, archs)
 }
 
 /// Where `build` keeps kmutil's diagnostics of the bundle.
 const DIAGNOSTICS: &str = "print-diagnostics.txt";
 
 /// The checks of a linked bundle on macOS: slices and ABI bits, then kmutil's view.
-fn check_built(layout: &cross::Layout, kext: &bundle::KextPaths) -> Result<()> {
+fn check_built(layout: &cross::Layout, kext: &bundle::KextPaths, archs: &[Arch]) -> Result<()> {
     let exe = kext.executable();
     let data = std::fs::read(&exe).with_context(|| format!("read {}", exe.display()))?;
-    let (text, problems) = kextcheck::check_linked(&kextcheck::slices(&data)?, &Arch::ALL);
+    let (text, problems) = kextcheck::check_linked(&kextcheck::slices(&data)?, archs);
     print!("linked kext {}:\n{text}", exe.display());
     if !problems.is_empty() {
         bail!(
@@ -656,7 +677,7 @@ pub(crate) fn cmd_sign_check(root: &Path, mode: Mode) -> Result<()> {
         dir: layout.out.join("sign-check"),
         rcodesign: tool,
         x86_inputs: x86,
-        info_plist: info_plist(root, Mode::DryRun)?,
+        info_plist: info_plist(root, Variant::default(), Mode::DryRun)?,
     };
     exec::exec(&signcheck::plan(&r), mode)?;
     if mode == Mode::Run {
@@ -724,10 +745,10 @@ fn run(raw: &[String]) -> Result<()> {
     match args.command.as_str() {
         "test" => ci::test(&root, mode),
         "demo" => ci::demo(&root, mode),
-        "cross" => cmd_cross(&root, &args.archs, mode),
-        "check" => cmd_check(&root, &args.archs),
-        "kextlibs" => cmd_kextlibs(&root, &args.archs),
-        "bundle" => cmd_bundle(&root, mode),
+        "cross" => cmd_cross(&root, &args.archs, args.variant, mode),
+        "check" => cmd_check(&root, &args.archs, args.variant),
+        "kextlibs" => cmd_kextlibs(&root, &args.archs, args.variant),
+        "bundle" => cmd_bundle(&root, args.variant, mode),
         "build" => cmd_build(&root, args.variant, mode),
         "sign" => cmd_sign(&root, &args, mode),
         "sign-check" => cmd_sign_check(&root, mode),
@@ -766,13 +787,20 @@ mod tests {
         assert_eq!(a.host.as_deref(), Some("me@vm"));
         assert!(a.dry_run && a.no_dtrace && !a.help);
         assert_eq!(a.archs, Arch::ALL);
-        assert_eq!(a.variant, Variant::Standard);
+        assert_eq!(a.variant, Variant::default());
         let a = args(&["cross", "--arch", "arm64e"]).unwrap();
         assert_eq!(a.archs, [Arch::Arm64e]);
         assert!(args(&["cross", "--arch"]).is_err());
         assert!(args(&["cross", "--arch", "ppc"]).is_err());
         assert!(args(&["cross", "extra"]).is_err());
         assert!(args(&["bogus"]).is_err());
+        let a = args(&["cross", "--kauth"]).unwrap();
+        assert!(a.variant.kauth && !a.variant.resident);
+        assert_eq!(a.archs, [Arch::X86_64]);
+        assert!(args(&["cross", "--kauth", "--arch", "arm64e"]).is_err());
+        let a = args(&["bundle", "--resident"]).unwrap();
+        assert!(a.variant.resident && !a.variant.kauth);
+        assert_eq!(a.archs, Arch::ALL);
         let a = args(&["fuzz", "--runs", "5000"]).unwrap();
         assert_eq!(a.fuzz_budget, Some(fuzz::Budget::Runs(5000)));
         let a = args(&["fuzz", "--seconds", "9"]).unwrap();
@@ -928,9 +956,21 @@ mod tests {
     #[test]
     fn dry_runs_of_every_plan_succeed_on_this_machine() {
         let root = repo_root();
-        cmd_cross(&root, &Arch::ALL, Mode::DryRun).unwrap();
-        cmd_build(&root, Variant::Standard, Mode::DryRun).unwrap();
-        cmd_bundle(&root, Mode::DryRun).unwrap();
+        for variant in [
+            Variant::default(),
+            Variant {
+                kauth: true,
+                resident: false,
+            },
+            Variant {
+                kauth: false,
+                resident: true,
+            },
+        ] {
+            cmd_cross(&root, variant.archs(), variant, Mode::DryRun).unwrap();
+            cmd_build(&root, variant, Mode::DryRun).unwrap();
+            cmd_bundle(&root, variant, Mode::DryRun).unwrap();
+        }
         for step in ["install", "run", "collect", "uninstall"] {
             let a = args(&["vm-test", step, "--host", "me@vm"]).unwrap();
             cmd_vm_test(&root, &a, Mode::DryRun).unwrap();

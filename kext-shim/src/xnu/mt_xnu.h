@@ -52,6 +52,7 @@ typedef uint64_t user_size_t;
 typedef uintptr_t vm_size_t;
 typedef uintptr_t vm_address_t;
 typedef uint32_t upl_offset_t;
+typedef uint32_t upl_size_t;
 typedef char *caddr_t;
 typedef int kauth_action_t;
 typedef unsigned int mac_policy_handle_t;
@@ -254,6 +255,11 @@ MT_XNU_ASSERT_SIZE(struct vnop_inactive_args, 24);
 #define UPL_NOCOMMIT 0x00000002
 #define UPL_NORDAHEAD 0x00000004
 
+/* ubc_upl_abort_range flags (osfmk/mach/memory_object_types.h, xnu-11417.121.6). */
+#define UPL_ABORT_RESTART 0x1
+#define UPL_ABORT_ERROR 0x4
+#define UPL_ABORT_FREE_ON_EMPTY 0x8
+
 /* Exported descriptors (kpi.bsd); vdesc_offset is assigned by vfs_op_init. */
 extern struct vnodeop_desc vnop_default_desc;
 extern struct vnodeop_desc vnop_mmap_desc;
@@ -309,6 +315,9 @@ void vnode_putname(const char *name);
 int vn_getpath(struct vnode *vp, char *pathbuf, int *len); /* sleeps: not in pagein */
 int vnode_iterate(mount_t mp, int flags, int (*callout)(struct vnode *, void *), void *arg);
 int vfs_iterate(int flags, int (*callout)(struct mount *, void *), void *arg);
+/* Aborts [offset, offset + size) of a UPL the caller must release
+ * (bsd/sys/ubc.h, xnu-11417.121.6); never sleeps on the paging path. */
+int ubc_upl_abort_range(upl_t upl, upl_offset_t offset, upl_size_t size, int flags);
 
 /* ------------------------------------------------------- mounts (kpi.bsd) */
 
@@ -450,7 +459,8 @@ vfs_context_t vfs_context_current(void);
 /* ------------------------------------------------------- kauth (kpi.bsd) */
 
 /* kauth_listen_scope/kauth_unlisten_scope are __kpi_deprecated and not
- * loadable from macOS 11 on: a kext that links them does not load there. */
+ * loadable from macOS 11 on: a kext that links them does not load there.
+ * Only the kauth build variant (MT_WITH_KAUTH, macOS 10.15) calls them. */
 typedef int (*kauth_scope_callback_t)(kauth_cred_t cred, void *idata, kauth_action_t action,
                                       uintptr_t arg0, uintptr_t arg1, uintptr_t arg2,
                                       uintptr_t arg3);
@@ -498,6 +508,7 @@ typedef void (*mac_policy_op_t)(void);
  * (Apple reuses reserved slots; the indices below are stable). */
 #define MAC_POLICY_OPS_SLOTS 335
 #define MPO_FILE_CHECK_MMAP 36
+#define MPO_MOUNT_CHECK_UMOUNT 91
 #define MPO_POLICY_DESTROY 114
 #define MPO_POLICY_INIT 115
 #define MPO_POLICY_INITBSD 116
@@ -676,6 +687,7 @@ void *memcpy(void *dst, const void *src, size_t n);
 void *memset(void *dst, int c, size_t n);
 int memcmp(const void *a, const void *b, size_t n);
 size_t strlen(const char *s);
+int strncmp(const char *a, const char *b, size_t n);
 size_t strlcpy(char *dst, const char *src, size_t size);
 int snprintf(char *buf, size_t size, const char *fmt, ...) MT_XNU_PRINTFLIKE(3, 4);
 void panic(const char *fmt, ...) MT_XNU_PRINTFLIKE(1, 2) MT_XNU_NORETURN;
@@ -742,8 +754,9 @@ MT_XNU_ASSERT_OFF(kmod_info_t, stop, 188);
 
 /* osfmk/mach/kmod.h KMOD_EXPLICIT_DECL: defines the global kmod_info the
  * loader reads (XNU declares start/stop __private_extern__; a plain
- * declaration works before or after their definition). arm64e: start/stop here come from a static initializer and
- * are therefore unsigned with clang-19 (see xnu-notes, pointer signing). */
+ * declaration works before or after their definition). arm64e: start/stop
+ * here come from a static initializer, which clang-22 signs and clang-19
+ * does not (the object check refuses unsigned ones). */
 #define KMOD_EXPLICIT_DECL(name, version, start, stop)                                        \
     kmod_start_func_t start;                                                                 \
     kmod_stop_func_t stop;                                                                   \

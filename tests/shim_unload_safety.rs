@@ -1,0 +1,364 @@
+//! What the shim must never do around unload, each against a rule taken
+//! from XNU: use the core after freeing it (a hook entering between the
+//! drain and the free), leave a faulting thread's UPL busy when a pagein
+//! fails open, unload while another kext's hook still calls ours, and
+//! write into (or trust) the vector of a filesystem that went away.
+
+mod shim_support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use maptrace_abi::EventKind;
+use maptrace_abi::decode::Decoder;
+use maptrace_sim::context::Vop;
+use maptrace_sim::{Config, Proc, Sim, Violation, ViolationPolicy, map_flags, prot};
+use shim_support::{Tunables, boot_fs, drain, load};
+
+const PAGE: u64 = 4096;
+
+/// A simulator collecting violations, the shim loaded (discovery by MAC
+/// only, so the test decides when vectors are seen) with a short unload
+/// wait.
+fn boot() -> Sim {
+    let sim = boot_fs(Config {
+        policy: ViolationPolicy::Collect,
+        ..Config::default()
+    });
+    load(
+        &sim,
+        Tunables {
+            kauth: false,
+            unload_wait_ms: 100,
+            ..Tunables::default()
+        },
+    )
+    .expect("load");
+    sim
+}
+
+/// `path` opened and mapped (8 pages) by a new process.
+fn mapped(sim: &Sim, path: &str) -> (Proc, u64) {
+    let p = sim.spawn("app", 501);
+    let fd = p.open(path).expect("open");
+    let a = p
+        .mmap(fd, 8 * PAGE, prot::READ, map_flags::SHARED, 0)
+        .expect("map");
+    (p, a)
+}
+
+/// Waits (bounded) until `cond` holds.
+fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Runs a fault on `a` that reads its vector entry before the unload
+/// restores it and calls it at the moment stop calls `mt_core_shutdown`
+/// (after the drain, before the free); unloads; returns the violations
+/// and the fault's result.
+fn fault_entering_at_core_shutdown(sim: &Sim, p: &Proc, a: u64) -> Vec<Violation> {
+    let dispatch = sim.hold_dispatch(Vop::Pagein);
+    let vnop = Arc::new(sim.hold_vnop(Vop::Pagein));
+    let done = Arc::new(AtomicBool::new(false));
+    std::thread::scope(|s| {
+        let fault = s.spawn(|| {
+            let r = p.touch(a, 1);
+            done.store(true, Ordering::Release);
+            r
+        });
+        assert!(dispatch.wait_held(1, Duration::from_secs(10)));
+        let (vnop2, done2) = (Arc::clone(&vnop), Arc::clone(&done));
+        sim.on_core_shutdown(move || {
+            dispatch.release();
+            // The fault either runs into the filesystem (a hook in flight)
+            // or fails open and returns.
+            wait_until("the late fault entered the hook", || {
+                vnop2.held() == 1 || done2.load(Ordering::Acquire)
+            });
+        });
+        let unloaded = sim.unload_kext();
+        drop(vnop);
+        let _ = fault.join().expect("the fault thread");
+        if unloaded.is_err() {
+            // Refused while the late hook was in flight: it has left now.
+            sim.unload_kext().expect("a later unload succeeds");
+        }
+    });
+    sim.take_violations()
+}
+
+#[test]
+fn a_hook_entering_between_the_drain_and_the_free_never_uses_the_freed_core() {
+    // apfs (PAGEINV2): no UPL, so only the core's lifetime is under test.
+    let sim = boot();
+    let (p, a) = mapped(&sim, "/data/a.bin");
+    let v = fault_entering_at_core_shutdown(&sim, &p, a);
+    assert!(v.is_empty(), "{v:#?}");
+    assert!(!sim.kext_loaded());
+}
+
+#[test]
+fn a_pagein_that_fails_open_releases_the_faulting_threads_upl() {
+    // hfs (no PAGEINV2): vnode_pagein hands the hook a UPL and aborts it
+    // itself only for EAGAIN/EPERM (bsd/vm/vnode_pager.c, xnu-11417.121.6).
+    // A fault entering after the core is cleared fails open with EIO.
+    let sim = boot();
+    let (p, a) = mapped(&sim, "/Volumes/hfs/c.bin");
+    let v = fault_entering_at_core_shutdown(&sim, &p, a);
+    assert!(v.is_empty(), "{v:#?}");
+    assert!(!sim.kext_loaded());
+}
+
+/// Every entry of every live vector holds its filesystem's own entry.
+fn vectors_original(sim: &Sim) -> bool {
+    sim.kernel().vfs.live_vectors().iter().all(|(addr, info)| {
+        info.originals
+            .iter()
+            .enumerate()
+            .all(|(i, o)| maptrace_sim::vfs::word(addr + i * 8).load(Ordering::Acquire) == *o)
+    })
+}
+
+/// Whether the vector at `addr` holds something other than its own
+/// entries (the shim's trampolines).
+fn vector_hooked(sim: &Sim, addr: usize) -> bool {
+    sim.kernel()
+        .vfs
+        .live_vectors()
+        .iter()
+        .filter(|(a, _)| *a == addr)
+        .any(|(a, info)| {
+            info.originals
+                .iter()
+                .enumerate()
+                .any(|(i, o)| maptrace_sim::vfs::word(a + i * 8).load(Ordering::Acquire) != *o)
+        })
+}
+
+const HFS_FILE: &str = "/Volumes/hfs/c.bin";
+
+/// Maps and unmaps one page of `path`: VNOP_MMAP then VNOP_MNOMAP.
+fn map_unmap(p: &Proc, path: &str) {
+    let fd = p.open(path).expect("open");
+    let m = p
+        .mmap(fd, PAGE, prot::READ, map_flags::SHARED, 0)
+        .expect("map");
+    p.munmap(m).expect("unmap");
+    p.close(fd).expect("close");
+}
+const KERN_FAILURE: i32 = 5;
+
+#[test]
+fn unload_is_refused_while_another_kext_hooked_over_our_entries() {
+    // The other kext saved our trampolines as its originals: unloading
+    // would leave it calling unmapped code (bsd/vfs/kpi_vfs.c dispatches
+    // through whatever is in the slot, xnu-11417.121.6).
+    let sim = boot();
+    let (p, a) = mapped(&sim, HFS_FILE);
+    assert!(!vectors_original(&sim), "hfs hooked by the shim");
+    let other = sim.foreign_hook(HFS_FILE).expect("the other kext hooks");
+    p.touch(a, 1).expect("both hooks forward");
+    let refused = sim.unload_kext();
+    map_unmap(&p, HFS_FILE);
+    let v = sim.take_violations();
+    assert!(v.is_empty(), "{v:#?}");
+    assert_eq!(
+        refused,
+        Err(maptrace_sim::KextError::StopRefused(KERN_FAILURE))
+    );
+    assert!(sim.kext_loaded(), "stays loaded, tracing");
+    assert!(
+        sim.log_lines().iter().any(|l| l.contains("hooked over")),
+        "{:?}",
+        sim.log_lines()
+    );
+    // The other kext leaves: our trampolines are back in the slots, and
+    // now the unload goes through and restores the filesystem's entries.
+    assert_eq!(other.unhook(&sim), 0);
+    sim.unload_kext()
+        .expect("unload once the other kext is gone");
+    assert!(vectors_original(&sim));
+    map_unmap(&p, HFS_FILE);
+    let v = sim.take_violations();
+    assert!(v.is_empty(), "{v:#?}");
+}
+
+#[test]
+fn unload_over_another_kexts_earlier_hook_puts_its_entries_back() {
+    // The other kext hooked first; we hooked over it, so its trampolines
+    // are our originals, and unload puts them back, not the filesystem's.
+    let sim = boot_fs(Config {
+        policy: ViolationPolicy::Collect,
+        ..Config::default()
+    });
+    let other = sim.foreign_hook(HFS_FILE).expect("the other kext hooks");
+    load(
+        &sim,
+        Tunables {
+            kauth: false,
+            unload_wait_ms: 100,
+            ..Tunables::default()
+        },
+    )
+    .expect("load");
+    let (p, a) = mapped(&sim, HFS_FILE);
+    p.touch(a, 1).expect("both hooks forward");
+    assert_eq!(other.unhook(&sim), 3, "ours sits over its entries");
+    sim.unload_kext().expect("unload");
+    assert!(!vectors_original(&sim), "the other kext's hooks are back");
+    map_unmap(&p, HFS_FILE);
+    assert_eq!(other.unhook(&sim), 0);
+    assert!(vectors_original(&sim));
+    let v = sim.take_violations();
+    assert!(v.is_empty(), "{v:#?}");
+}
+
+/// Another kext's filesystem `fs` mounted on /Volumes/x with one file,
+/// traced through the shim (mapped, faulted, unmapped), then unmounted and
+/// removed (vfs_fsremove frees its vector). Returns the freed vector's
+/// address.
+fn trace_then_remove_fs(sim: &Sim, fs: &str) -> usize {
+    let vector = sim.add_fs(fs).expect("vfs_fsadd");
+    sim.mount(fs, "/Volumes/x").expect("mount");
+    sim.add_file("/Volumes/x/f", 8 * PAGE).expect("file");
+    let p = sim.spawn("fsuser", 501);
+    let fd = p.open("/Volumes/x/f").expect("open");
+    let a = p
+        .mmap(fd, 8 * PAGE, prot::READ, map_flags::SHARED, 0)
+        .expect("map");
+    assert!(
+        vector_hooked(sim, vector),
+        "the other filesystem's vector is hooked"
+    );
+    p.touch(a, 1).expect("fault");
+    p.munmap(a).expect("unmap");
+    p.close(fd).expect("close");
+    p.exit();
+    sim.unmount("/Volumes/x", false).expect("unmount");
+    sim.remove_fs(fs).expect("vfs_fsremove once unmounted");
+    vector
+}
+
+#[test]
+fn unload_after_a_traced_filesystem_went_away_touches_no_freed_vector() {
+    let sim = boot();
+    trace_then_remove_fs(&sim, "xfs");
+    sim.unload_kext().expect("unload");
+    assert!(vectors_original(&sim));
+    let v = sim.take_violations();
+    assert!(v.is_empty(), "{v:#?}");
+}
+
+#[test]
+fn a_new_vector_at_a_freed_vectors_address_is_hooked() {
+    let sim = boot();
+    let old = trace_then_remove_fs(&sim, "xfs");
+    let new = sim.add_fs("yfs").expect("vfs_fsadd");
+    assert_eq!(new, old, "the freed vector's memory is reused");
+    sim.mount("yfs", "/Volumes/y").expect("mount");
+    sim.add_file("/Volumes/y/g", 4 * PAGE).expect("file");
+    let p = sim.spawn("fsuser", 501);
+    let fd = p.open("/Volumes/y/g").expect("open");
+    let a = p
+        .mmap(fd, 4 * PAGE, prot::READ, map_flags::SHARED, 0)
+        .expect("map");
+    let hooked = vector_hooked(&sim, new);
+    p.munmap(a).expect("unmap");
+    p.close(fd).expect("close");
+    sim.unload_kext().expect("unload");
+    let v = sim.take_violations();
+    assert!(v.is_empty(), "{v:#?}");
+    assert!(hooked, "the new filesystem's vector is hooked");
+    assert!(vectors_original(&sim));
+}
+
+#[test]
+fn a_vector_no_mounted_filesystem_uses_keeps_the_kext_loaded() {
+    // Unmounted without the MAC check (vfs_unmountbyfsid, a KPI) and then
+    // removed: the kext cannot tell a freed vector from one of a type that
+    // is registered but unmounted (whose next mount would still call our
+    // trampolines), so it touches neither and stays loaded.
+    let sim = boot();
+    let vector = sim.add_fs("xfs").expect("vfs_fsadd");
+    sim.mount("xfs", "/Volumes/x").expect("mount");
+    sim.add_file("/Volumes/x/f", 8 * PAGE).expect("file");
+    map_unmap(&sim.spawn("fsuser", 501), "/Volumes/x/f");
+    assert!(vector_hooked(&sim, vector));
+    sim.unmount_unchecked("/Volumes/x", false).expect("unmount");
+    sim.remove_fs("xfs").expect("vfs_fsremove");
+    assert_eq!(
+        sim.unload_kext(),
+        Err(maptrace_sim::KextError::StopRefused(KERN_FAILURE))
+    );
+    assert!(sim.kext_loaded(), "stays loaded, tracing");
+    assert!(
+        sim.log_lines()
+            .iter()
+            .any(|l| l.contains("not in use by a mounted filesystem")),
+        "{:?}",
+        sim.log_lines()
+    );
+    map_unmap(&sim.spawn("app", 501), HFS_FILE);
+    let v = sim.take_violations();
+    assert!(v.is_empty(), "{v:#?}");
+}
+
+#[test]
+fn a_forced_unmount_of_the_last_mount_of_a_type_traces_its_last_unmaps() {
+    // A file in use on the last mount of its type: the hooks stay through
+    // the unmount, so vclean's VNOP_MNOMAP (the last unmap) is traced. The
+    // vector then belongs to no live vnode and may be freed by
+    // vfs_fsremove: the kext never touches it again and refuses to unload
+    // (safe) rather than write into it.
+    let sim = boot();
+    let vector = sim.add_fs("xfs").expect("vfs_fsadd");
+    sim.mount("xfs", "/Volumes/x").expect("mount");
+    sim.add_file("/Volumes/x/f", 8 * PAGE).expect("file");
+    let p = sim.spawn("fsuser", 501);
+    let fd = p.open("/Volumes/x/f").expect("open");
+    p.mmap(fd, 8 * PAGE, prot::READ, map_flags::SHARED, 0)
+        .expect("map");
+    assert!(vector_hooked(&sim, vector));
+    let mut dec = Decoder::new();
+    let _ = drain(&sim, &mut dec);
+    sim.unmount("/Volumes/x", true).expect("forced unmount");
+    let recs = drain(&sim, &mut dec);
+    let mnomaps = recs.iter().filter(|r| r.kind == EventKind::Mnomap).count();
+    assert_eq!(mnomaps, 1, "the forced unmount's last unmap is traced");
+    sim.remove_fs("xfs").expect("vfs_fsremove");
+    p.exit();
+    assert_eq!(
+        sim.unload_kext(),
+        Err(maptrace_sim::KextError::StopRefused(KERN_FAILURE))
+    );
+    assert!(sim.kext_loaded(), "stays loaded, tracing");
+    let v = sim.take_violations();
+    assert!(v.is_empty(), "{v:#?}");
+}
+
+#[test]
+fn the_last_mount_of_a_type_with_nothing_in_use_is_unhooked_first() {
+    // Nothing in use: no last unmap can come, so the MAC unmount check (the
+    // last moment the filesystem is certainly registered) restores the
+    // vector and forgets it; the type's removal then costs nothing.
+    let sim = boot();
+    let vector = sim.add_fs("xfs").expect("vfs_fsadd");
+    sim.mount("xfs", "/Volumes/x").expect("mount");
+    sim.add_file("/Volumes/x/f", 8 * PAGE).expect("file");
+    map_unmap(&sim.spawn("fsuser", 501), "/Volumes/x/f");
+    assert!(vector_hooked(&sim, vector));
+    sim.unmount("/Volumes/x", false).expect("unmount");
+    assert!(
+        !vector_hooked(&sim, vector),
+        "restored at the unmount check"
+    );
+    sim.remove_fs("xfs").expect("vfs_fsremove");
+    sim.unload_kext().expect("unload");
+    let v = sim.take_violations();
+    assert!(v.is_empty(), "{v:#?}");
+}
