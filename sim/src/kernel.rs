@@ -536,6 +536,13 @@ impl Kernel {
         }
     }
 
+    /// Frees a `thread_t` whose thread ended (exec's old thread).
+    pub fn retire_thread(&self, addr: usize) {
+        if write(&self.threads).remove(&addr).is_some() {
+            self.arena.free(addr);
+        }
+    }
+
     /// `thread_tid()` of a `thread_t`.
     pub fn thread_tid(&self, addr: usize) -> Option<u64> {
         // Almost always the caller's own thread_t: no shared lock then.

@@ -439,7 +439,11 @@ fn comm_of(path: &str) -> String {
 /// thread; its `thread_id` is new, osfmk/kern/thread.c).
 fn new_thread(k: &Kernel, p: &Process) {
     let id = k.new_thread_identity(p.pid);
-    THREADS.with(|t| t.borrow_mut().insert((k.boot, p.pid), id));
+    let old = THREADS.with(|t| t.borrow_mut().insert((k.boot, p.pid), id));
+    if let Some(old) = old {
+        // The exec'ing thread ends with the old task.
+        k.retire_thread(old.thread_addr);
+    }
 }
 
 /// Result of touching a range.
