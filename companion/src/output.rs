@@ -180,6 +180,7 @@ pub fn event_json(out: &mut Vec<u8>, ev: &Ev) {
                 Some(c) => {
                     out.extend_from_slice(b",\"via\":\"mmap\"");
                     call_json(out, c);
+                    num(out, b"call_map", ev.call_map);
                 }
                 None => out.extend_from_slice(b",\"via\":\"exec\""),
             }
@@ -384,6 +385,9 @@ fn detail(d: &mut Vec<u8>, ev: &Ev) {
                     push_hex(d, c.file_pos);
                     d.extend_from_slice(b" flags=");
                     push_hex(d, u64::from(c.mmap_flags));
+                    if ev.call_map > 1 {
+                        d.extend_from_slice(b" (same call, map 2)");
+                    }
                 }
                 None => d.extend_from_slice(b" exec/loader map"),
             }

@@ -77,7 +77,13 @@ pub struct Ev {
     /// For `VNOP_MMAP`: the mmap(2) call it belongs to; `None` for exec and
     /// loader maps, which have no MAC check.
     pub call: Option<MapCall>,
+    /// Which `VNOP_MMAP` of its call this is: 1, or 2 for the second of a
+    /// `MAP_SHARED` call (XNU maps the named object twice); 0 without a call.
+    pub call_map: u8,
 }
+
+/// `MAP_SHARED` in mmap(2)'s flags.
+const MAP_SHARED: u32 = 0x1;
 
 /// How records went missing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,6 +169,12 @@ pub struct Pipeline {
     /// Time of the last `VNOP_MMAP` per thread: a check older than it came
     /// late (another shard's batch) and must not pair with a later map.
     last_map: FxHashMap<u64, u64>,
+    /// Per thread, a `MAP_SHARED` call whose first `VNOP_MMAP` was the
+    /// thread's last record, with that vnode: XNU's `vm_map_enter` maps the
+    /// same named object again right after (osfmk/vm/vm_map.c,
+    /// xnu-11417.101.15), so the next `VNOP_MMAP` of that vnode on that
+    /// thread belongs to the same call.
+    second_map: FxHashMap<u64, (u64, MapCall)>,
     totals: Totals,
     runs: Vec<Vec<Record>>,
     /// Index into `runs` of each shard's run in the current batch.
@@ -221,6 +233,7 @@ impl Pipeline {
             self.paths.clear();
             self.pending.clear();
             self.last_map.clear();
+            self.second_map.clear();
             out.push(Item::Reload {
                 generation: h.generation,
             });
@@ -341,6 +354,12 @@ impl Pipeline {
             *n += 1;
         }
         let mut call = None;
+        let mut call_map = 0;
+        // Anything else the thread does (names aside) ends a shared call's maps.
+        let awaited = match rec.event {
+            Event::Path { .. } | Event::Mark { .. } => None,
+            _ => self.second_map.remove(&rec.tid),
+        };
         match &rec.event {
             Event::Path {
                 path, truncated, ..
@@ -371,12 +390,26 @@ impl Pipeline {
             }
             Event::Mmap { .. } => {
                 call = self.pending.remove(&rec.tid);
+                if let Some(c) = call {
+                    call_map = 1;
+                    if c.mmap_flags & MAP_SHARED != 0 {
+                        self.second_map.insert(rec.tid, (rec.vnode_id, c));
+                    }
+                } else if let Some((_, c)) = awaited.filter(|(v, _)| *v == rec.vnode_id) {
+                    call = Some(c);
+                    call_map = 2;
+                }
                 self.last_map.insert(rec.tid, rec.timestamp_ns);
             }
             _ => {}
         }
         let path = self.paths.get(&rec.vnode_id).cloned();
-        out.push(Item::Event(Ev { rec, path, call }));
+        out.push(Item::Event(Ev {
+            rec,
+            path,
+            call,
+            call_map,
+        }));
     }
 }
 

@@ -306,7 +306,10 @@ impl Builder {
                 if let Some(e) = f.epochs.last_mut() {
                     e.maps += 1;
                     if ev.call.is_some() {
-                        e.mmap_calls += 1;
+                        // A shared call's second VNOP_MMAP is the same call.
+                        if ev.call_map <= 1 {
+                            e.mmap_calls += 1;
+                        }
                     } else {
                         e.exec_maps += 1;
                         if !e.exec_pids.contains(&r.pid) {
@@ -703,6 +706,7 @@ mod tests {
             rec,
             path: None,
             call: None,
+            call_map: 0,
         })
     }
 
@@ -726,6 +730,7 @@ mod tests {
                 mmap_flags: 1,
                 timestamp_ns: ts,
             });
+            ev.call_map = 1;
         }
         i
     }

@@ -130,7 +130,7 @@ fn stream_json_follows_the_documented_schema() {
         let mut want: Vec<&str> = COMMON.to_vec();
         want.extend(kind_keys(kind));
         if kind == "mmap" && e["via"] == "mmap" {
-            want.extend(["file_pos", "maxprot", "mmap_flags"]);
+            want.extend(["file_pos", "maxprot", "mmap_flags", "call_map"]);
         }
         let mut have: Vec<&str> = obj.keys().map(String::as_str).collect();
         have.sort_unstable();

@@ -141,3 +141,83 @@ fn absurd_drop_counts_in_headers_saturate_the_totals() {
         .count();
     assert_eq!(tail_losses, nsegments as usize, "one per shard: {items:?}");
 }
+
+/// `(call_map, paired)` of every `VNOP_MMAP`, and the unpaired count.
+fn call_maps(batches: &[Vec<u8>]) -> (Vec<(u8, bool)>, u64) {
+    let mut p = Pipeline::new();
+    let mut items = Vec::new();
+    for b in batches {
+        p.feed(b, &mut items);
+    }
+    p.finish(&mut items);
+    let maps = items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Event(e) if e.rec.kind == EventKind::Mmap => Some((e.call_map, e.call.is_some())),
+            _ => None,
+        })
+        .collect();
+    (maps, p.totals().unpaired_calls)
+}
+
+/// XNU maps a MAP_SHARED mmap(2)'s named object twice, in
+/// vm_map_enter_mem_object_control and again in vm_map_enter
+/// (osfmk/vm/vm_map.c:5093 and 3698, xnu-11417.101.15): both VNOP_MMAPs
+/// belong to the one call; a third map of the file on the thread does not.
+#[test]
+fn a_shared_calls_second_map_of_the_same_vnode_belongs_to_the_call() {
+    let mut mem = Mem::new(1, 256);
+    let e = mem.engine();
+    let mut t = Trace::new(&e);
+    t.path(0, DB, "/data/app.db");
+    t.mmap_call(0, 200, 2001, DB, 1, 5); // MAP_SHARED: check + map 1
+    t.exec_map(0, 200, 2001, DB, 2, 5); // map 2 of the same call
+    t.exec_map(0, 200, 2001, DB, 2, 5); // another map: no call
+    t.drain();
+    let (m, unpaired) = call_maps(&t.batches);
+    assert_eq!(m, vec![(1, true), (2, true), (0, false)]);
+    assert_eq!(unpaired, 0);
+}
+
+/// Only the same vnode, on the same thread, with nothing in between, is
+/// the call's second map; a private call maps once.
+#[test]
+fn a_second_map_pairs_only_right_after_a_shared_call_of_its_vnode() {
+    let mut mem = Mem::new(1, 256);
+    let e = mem.engine();
+    let mut t = Trace::new(&e);
+    // Shared call on DB, then a map of LIB: not the call's.
+    t.mmap_call(0, 200, 2001, DB, 1, 5);
+    t.exec_map(0, 200, 2001, LIB, 1, 5);
+    // Shared call on DB, a page-in in between, then a map of DB: not the call's.
+    t.mmap_call(0, 200, 2001, DB, 2, 5);
+    t.pagein(0, 200, 2001, DB, (0, 4096), 2);
+    t.exec_map(0, 200, 2001, DB, 2, 5);
+    // A private call (MAP_PRIVATE) maps once.
+    let mut c = ev(maptrace_abi::raw::MT_KIND_FILE_MMAP, 200, 2001, t.tick());
+    c.prot = 1;
+    c.maxprot = 7;
+    c.flags = 2;
+    e.record(0, &c);
+    t.exec_map(0, 200, 2001, DB, 2, 5);
+    t.exec_map(0, 200, 2001, DB, 2, 5);
+    // Another thread's map of DB right after a shared call is not the call's.
+    t.mmap_call(0, 200, 2001, DB, 2, 5);
+    t.exec_map(0, 200, 2002, DB, 2, 5);
+    t.drain();
+    let (m, unpaired) = call_maps(&t.batches);
+    assert_eq!(
+        m,
+        vec![
+            (1, true),
+            (0, false),
+            (1, true),
+            (0, false),
+            (1, true),
+            (0, false),
+            (1, true),
+            (0, false),
+        ]
+    );
+    assert_eq!(unpaired, 0);
+}

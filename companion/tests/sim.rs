@@ -7,7 +7,7 @@
 mod common;
 
 use assert_cmd::Command;
-use maptrace::pipeline::{Item, Pipeline};
+use maptrace::pipeline::{Ev, Item, Pipeline};
 use maptrace::sim::{SimSource, SimSysctl, Workload};
 use maptrace::source::{Next, Source, SourceError};
 use maptrace::sysctl::{self, SysErr, Sysctl, SysctlSource};
@@ -93,12 +93,21 @@ fn the_stream_is_what_reached_the_filesystems() {
     seen.sort();
     want.sort();
     assert_eq!(seen, want);
-    // Every mmap(2) was paired with its VNOP_MMAP.
-    let paired = items
+    // Every mmap(2) was paired with its VNOP_MMAP, and a MAP_SHARED one
+    // with both of its VNOP_MMAPs (XNU maps its named object twice).
+    let maps_of_calls = |n: u8| {
+        items
+            .iter()
+            .filter(|i| matches!(i, Item::Event(e) if e.call.is_some() && e.call_map == n))
+            .count()
+    };
+    let shared_calls = items
         .iter()
-        .filter(|i| matches!(i, Item::Event(e) if e.call.is_some()))
+        .filter(|i| matches!(i, Item::Event(Ev { rec, .. }) if matches!(rec.event, maptrace_abi::Event::FileMmap { mmap_flags, .. } if mmap_flags & 1 != 0)))
         .count();
-    assert_eq!(paired, truth_of(TraceOp::FileCheckMmap));
+    assert_eq!(maps_of_calls(1), truth_of(TraceOp::FileCheckMmap));
+    assert!(shared_calls > 0, "the demo maps its database MAP_SHARED");
+    assert_eq!(maps_of_calls(2), shared_calls);
     assert_eq!(totals.unpaired_calls, 0);
 }
 
@@ -127,13 +136,18 @@ fn the_demo_report_knows_the_xnu_semantics() {
         .unwrap();
     let r = common::ok_json(&out);
     let file = |p: &str| common::report_file(&r, p);
-    // Two mmaps of one file: one epoch, one usecount reference.
+    // Two shared mmaps of one file: one epoch, one usecount reference, two
+    // mmap(2) calls of two VNOP_MMAPs each and no exec/loader map.
     let db = file("/Volumes/External/Mail/Envelope.db");
     let e = &db["epochs"][0];
     assert_eq!(db["epochs"].as_array().unwrap().len(), 1);
     assert_eq!(
-        (e["maps"].as_u64(), e["mmap_calls"].as_u64()),
-        (Some(2), Some(2))
+        (
+            e["maps"].as_u64(),
+            e["mmap_calls"].as_u64(),
+            e["exec_maps"].as_u64()
+        ),
+        (Some(4), Some(2), Some(0))
     );
     assert_eq!(e["verdict"], "balanced");
     // Exec maps three segments without mmap(2); the text reference explains the extra count.
@@ -304,7 +318,7 @@ fn recording_the_simulator_replays_identically() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(r["totals"]["files"], 3);
+    assert_eq!(r["totals"]["files"], 4, "Mail, dyld, MailCore, Envelope.db");
     assert!(r["totals"]["by_kind"]["pagein"].as_u64() > Some(0));
     // A live source's recording ends with the kext's counters (format 2).
     let mut rd = maptrace::recording::Reader::open(&f).unwrap();
@@ -403,6 +417,51 @@ fn ctrl_c_stops_a_recording_cleanly_with_every_drained_batch_written() {
     // It stopped early: far fewer page-ins than the script's 3000.
     assert!(events < 3000, "{events}");
     assert_eq!(dec.losses().dropped, 0);
+}
+
+/// One MAP_SHARED mmap(2) reaches the filesystem as two VNOP_MMAPs
+/// (osfmk/vm/vm_map.c:5093 and 3698, xnu-11417.101.15): the report shows
+/// one mmap(2) call with two maps, and the stream no exec/loader map.
+#[test]
+fn a_shared_mmap_is_one_call_of_two_maps() {
+    let dir = TempDir::new().unwrap();
+    let script = dir.path().join("shared.mts");
+    std::fs::write(
+        &script,
+        "mount apfs /\nfile /data/app.db 64K\nproc reader\nreader: open /data/app.db as f\n\
+         reader: mmap f prot=r flags=shared as m\nreader: munmap m\nreader: exit\n",
+    )
+    .unwrap();
+    let src = format!("sim:{}", script.display());
+    let out = maptrace()
+        .args(["--source", &src, "report", "--json"])
+        .output()
+        .unwrap();
+    let r = common::ok_json(&out);
+    let e = &common::report_file(&r, "/data/app.db")["epochs"][0];
+    assert_eq!(
+        (
+            e["maps"].as_u64(),
+            e["mmap_calls"].as_u64(),
+            e["exec_maps"].as_u64()
+        ),
+        (Some(2), Some(1), Some(0))
+    );
+    assert_eq!(e["verdict"], "balanced");
+    let vias: Vec<&str> = e["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["via"].as_str())
+        .collect();
+    assert_eq!(vias, ["mmap", "mmap"]);
+    assert_eq!(r["totals"]["unpaired_mmap_calls"], 0);
+    maptrace()
+        .args(["--source", &src, "stream"])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("(same call, map 2)"))
+        .stdout(predicate::str::contains("exec/loader map").not());
 }
 
 #[test]

@@ -167,9 +167,36 @@ impl Sim {
         res(self.k.vfs.add_file(path, size))
     }
 
-    /// Unmounts; `force` tears down mappings of files in use (vclean).
+    /// Unmounts as `diskarbitrationd` (uid 0, started on first use), the
+    /// usual caller of unmount(2) for an eject; `force` tears down mappings
+    /// of files in use (vclean) in its thread. [`Proc::unmount`] names
+    /// another caller.
     pub fn unmount(&self, on: &str, force: bool) -> Result<(), SimError> {
-        let r = res(self.k.sys_unmount(on, force));
+        let da = self.diskarbitrationd();
+        let r = res(self.k.sys_unmount(&da, on, force));
+        self.k.safe_point();
+        r
+    }
+
+    /// The modelled diskarbitrationd.
+    fn diskarbitrationd(&self) -> Arc<crate::vm::Process> {
+        let name = "diskarbitrationd";
+        self.k
+            .procs
+            .all()
+            .into_iter()
+            .find(|p| {
+                p.uid == 0
+                    && *lock(&p.name) == name
+                    && !p.exited.load(std::sync::atomic::Ordering::Acquire)
+            })
+            .unwrap_or_else(|| self.k.procs.create(&self.k, name, 0, None))
+    }
+
+    /// Kills `p` as jetsam does: its teardown runs in the memorystatus
+    /// kernel thread (pid 0). ESRCH if it already exited.
+    pub fn jetsam(&self, p: &Proc) -> Result<(), SimError> {
+        let r = res(self.k.sys_jetsam(&p.p));
         self.k.safe_point();
         r
     }
@@ -534,12 +561,18 @@ impl Proc {
         r
     }
 
+    /// open(2) with an access mode (`O_RDWR`, `O_EVTONLY`); returns the
+    /// descriptor.
+    pub fn open_mode(&self, path: &str, mode: crate::vm::OpenMode) -> Result<i32, SimError> {
+        let r = res(self.k.sys_open_mode(&self.p, path, mode));
+        self.k.safe_point();
+        r
+    }
+
     /// open(2) with O_EVTONLY (an FSEvents-style watcher): the reference is
     /// counted in v_usecount and v_kusecount both.
     pub fn open_evtonly(&self, path: &str) -> Result<i32, SimError> {
-        let r = res(self.k.sys_open_ext(&self.p, path, true));
-        self.k.safe_point();
-        r
+        self.open_mode(path, crate::vm::OpenMode::EvtOnly)
     }
 
     /// close(2).
@@ -591,6 +624,33 @@ impl Proc {
             k: Arc::clone(&self.k),
             p,
         });
+        self.k.safe_point();
+        r
+    }
+
+    /// posix_spawn(2) of `path`: this process's thread maps the child's
+    /// image and dyld (their VNOP_MMAPs are this process's); the child
+    /// faults its entry pages at [`Proc::start`].
+    pub fn posix_spawn(&self, path: &str) -> Result<Proc, SimError> {
+        let r = res(self.k.sys_spawn(&self.p, path)).map(|p| Proc {
+            k: Arc::clone(&self.k),
+            p,
+        });
+        self.k.safe_point();
+        r
+    }
+
+    /// A spawned child's first run on its own thread: dyld's entry-page
+    /// faults (nothing for a process that was not spawned).
+    pub fn start(&self) -> Result<TouchStats, SimError> {
+        let r = res(self.k.sys_start(&self.p));
+        self.k.safe_point();
+        r
+    }
+
+    /// unmount(2) called by this process (umount(8), diskarbitrationd).
+    pub fn unmount(&self, on: &str, force: bool) -> Result<(), SimError> {
+        let r = res(self.k.sys_unmount(&self.p, on, force));
         self.k.safe_point();
         r
     }

@@ -39,6 +39,38 @@ impl Release {
     }
 }
 
+/// Machines the simulator models: page size, timebase and disk, as XNU
+/// sizes its fault clusters for them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Platform {
+    /// x86_64 with an SSD: 4 KiB pages, ticks are nanoseconds, pre-heat
+    /// 16 KiB..128 KiB.
+    IntelSsd,
+    /// x86_64 with a spinning disk: 4 KiB pages, pre-heat 32 KiB..1 MiB.
+    IntelHdd,
+    /// arm64 (Apple silicon): 16 KiB pages (`ARM_PGSHIFT` 14,
+    /// osfmk/arm64/proc_reg.h, xnu-11417.101.15), the 125/3 timebase, an
+    /// SSD, so a first fault reads one page.
+    AppleSilicon,
+}
+
+impl Config {
+    /// The default configuration on `platform`.
+    pub fn for_platform(platform: Platform) -> Config {
+        let (page_size, timebase, ssd) = match platform {
+            Platform::IntelSsd => (4096, (1, 1), true),
+            Platform::IntelHdd => (4096, (1, 1), false),
+            Platform::AppleSilicon => (16384, (125, 3), true),
+        };
+        Config {
+            page_size,
+            timebase,
+            ssd,
+            ..Config::default()
+        }
+    }
+}
+
 /// Boot parameters.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -48,10 +80,11 @@ pub struct Config {
     pub v_op_offset: Option<usize>,
     /// Simulated CPUs (`cpu_number()` returns 0..cpus).
     pub cpus: u32,
-    /// VM page size.
+    /// VM page size (`PAGE_SIZE`).
     pub page_size: u64,
-    /// Pages per pagein cluster.
-    pub cluster_pages: u64,
+    /// The paging device is an SSD: `vm_object_cluster_size` halves the
+    /// minimum pre-heat and divides the maximum by 8.
+    pub ssd: bool,
     /// `mach_absolute_time` units: ns = ticks * numer / denom.
     pub timebase: (u32, u32),
     /// Seed for `read_random` and CPU placement.
@@ -83,8 +116,9 @@ impl Default for Config {
             release: Release::Sequoia,
             v_op_offset: None,
             cpus: 4,
-            page_size: 4096,
-            cluster_pages: 4,
+            // Apple silicon: the page size goes with the arm64 timebase.
+            page_size: 16384,
+            ssd: true,
             timebase: (125, 3),
             seed: 0x6d61_7074_7261_6365,
             arena_size: 64 << 20,
@@ -120,8 +154,12 @@ pub struct TraceEvent {
     pub offset: i64,
     /// PAGEIN: bytes.
     pub size: u64,
-    /// MMAP: protections; FILE_CHECK_MMAP: prot.
+    /// MMAP: `a_fflags` (the pager protection); FILE_CHECK_MMAP: the
+    /// requested prot; MMAP_CHECK: `a_flags` (PROT_*); PAGEIN: `a_flags`
+    /// (UPL_*).
     pub prot: i32,
+    /// FILE_CHECK_MMAP: maxprot after the MAC policies; 0 otherwise.
+    pub maxprot: i32,
 }
 
 /// Kinds of trace events.
@@ -495,6 +533,13 @@ impl Kernel {
             tid,
             pid,
             cpu,
+        }
+    }
+
+    /// Frees a `thread_t` whose thread ended (exec's old thread).
+    pub fn retire_thread(&self, addr: usize) {
+        if write(&self.threads).remove(&addr).is_some() {
+            self.arena.free(addr);
         }
     }
 

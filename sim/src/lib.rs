@@ -56,12 +56,12 @@ pub use api::{
 pub use context::Vop;
 pub use foreign::ForeignHook;
 pub use hold::{CopyoutHold, VnopHold};
-pub use kernel::{Config, Release, TraceEvent, TraceOp};
+pub use kernel::{Config, Platform, Release, TraceEvent, TraceOp};
 pub use kext::KextError;
 pub use scenario::{DEMO, GenParams, Scenario};
 pub use sysctl::SysctlError;
 pub use violation::{Violation, ViolationPolicy};
-pub use vm::{TouchStats, map_flags, prot};
+pub use vm::{OpenMode, TouchStats, VmObject, map_flags, prot};
 
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 

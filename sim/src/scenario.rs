@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::api::{Proc, Sim};
-use crate::vm::{TouchStats, map_flags, prot};
+use crate::vm::{OpenMode, TouchStats, map_flags, prot};
 
 /// The built-in demo `maptrace demo` runs.
 pub const DEMO: &str = include_str!("../scenarios/demo.mts");
@@ -18,10 +18,12 @@ pub const DEMO: &str = include_str!("../scenarios/demo.mts");
 /// One operation of a process.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
-    /// `open PATH as FD`.
+    /// `open PATH [ro|rw|evtonly] as FD`.
     Open {
         /// File.
         path: String,
+        /// Access mode (default `ro`).
+        mode: OpenMode,
         /// Label of the descriptor.
         fd: String,
     },
@@ -69,6 +71,21 @@ pub enum Op {
         /// Label of the child.
         child: String,
     },
+    /// `spawn PATH as CHILD`: posix_spawn; CHILD is a new process label
+    /// from this line on.
+    Spawn {
+        /// Executable.
+        path: String,
+        /// Label of the child.
+        child: String,
+    },
+    /// `unmount PATH [force]`: unmount(2) called by this process.
+    Unmount {
+        /// Mount point.
+        on: String,
+        /// MNT_FORCE.
+        force: bool,
+    },
     /// `exit`.
     Exit,
 }
@@ -111,12 +128,18 @@ pub enum Step {
     Parallel(Vec<ParallelOp>),
     /// `sleep DURATION`.
     Sleep(Duration),
-    /// `unmount PATH [force]`.
+    /// `unmount PATH [force]`: by the modelled diskarbitrationd.
     Unmount {
         /// Mount point.
         on: String,
         /// MNT_FORCE.
         force: bool,
+    },
+    /// `jetsam NAME`: memorystatus kills the process (its teardown is
+    /// kernel_task's).
+    Jetsam {
+        /// Process label.
+        proc: String,
     },
     /// `recycle PATH`.
     Recycle {
@@ -283,6 +306,17 @@ impl<'a> Cursor<'a> {
         })
     }
 
+    /// An optional `force`.
+    fn force_flag(&mut self) -> bool {
+        match self.peek() {
+            Some(t) if t.text == "force" => {
+                self.i += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// `as LABEL` at the end of the line.
     fn as_label(&mut self, what: &str) -> Result<String, ParseError> {
         let t = self.next("`as`")?;
@@ -383,6 +417,23 @@ fn fmt_prot(p: i32) -> String {
         .collect()
 }
 
+fn parse_open_mode(s: &str) -> Option<OpenMode> {
+    match s {
+        "ro" => Some(OpenMode::ReadOnly),
+        "rw" => Some(OpenMode::ReadWrite),
+        "evtonly" => Some(OpenMode::EvtOnly),
+        _ => None,
+    }
+}
+
+fn fmt_open_mode(m: OpenMode) -> &'static str {
+    match m {
+        OpenMode::ReadOnly => "",
+        OpenMode::ReadWrite => " rw",
+        OpenMode::EvtOnly => " evtonly",
+    }
+}
+
 fn parse_flags(s: &str) -> Option<i32> {
     let mut f = 0;
     for part in s.split(',') {
@@ -418,8 +469,19 @@ fn parse_op(c: &mut Cursor<'_>) -> Result<Op, ParseError> {
     let op = match t.text {
         "open" => {
             let path = c.path()?;
+            let mut mode = OpenMode::ReadOnly;
+            if let Some(t) = c.peek().cloned()
+                && t.text != "as"
+            {
+                mode = parse_open_mode(t.text).ok_or_else(|| ParseError {
+                    line: c.line,
+                    col: t.col,
+                    msg: format!("bad open mode `{}` (use ro, rw or evtonly)", t.text),
+                })?;
+                c.i += 1;
+            }
             let fd = c.as_label("descriptor name")?;
-            Op::Open { path, fd }
+            Op::Open { path, mode, fd }
         }
         "close" => Op::Close {
             fd: c.label("descriptor name")?,
@@ -482,10 +544,24 @@ fn parse_op(c: &mut Cursor<'_>) -> Result<Op, ParseError> {
             map: c.label("mapping name")?,
         },
         "exec" => Op::Exec { path: c.path()? },
+        "unmount" => {
+            let on = c.path()?;
+            Op::Unmount {
+                on,
+                force: c.force_flag(),
+            }
+        }
         "exit" => Op::Exit,
         "fork" => Op::Fork {
             child: c.as_label("process name")?,
         },
+        "spawn" => {
+            let path = c.path()?;
+            Op::Spawn {
+                path,
+                child: c.as_label("process name")?,
+            }
+        }
         other => return c.err(t.col, format!("unknown operation `{other}`")),
     };
     c.done()?;
@@ -526,7 +602,7 @@ impl Scenario {
                 }
                 c.i += 1;
                 let op = parse_op(&mut c)?;
-                if let Op::Fork { child } = &op {
+                if let Op::Fork { child } | Op::Spawn { child, .. } = &op {
                     if procs.contains_key(child) {
                         return c.err(first.col, format!("process `{child}` declared twice"));
                     }
@@ -597,14 +673,19 @@ impl Scenario {
                 }
                 "unmount" => {
                     let on = c.path()?;
-                    let force = match c.peek().cloned() {
-                        Some(t) if t.text == "force" => {
-                            c.i += 1;
-                            true
-                        }
-                        _ => false,
-                    };
-                    Step::Unmount { on, force }
+                    Step::Unmount {
+                        on,
+                        force: c.force_flag(),
+                    }
+                }
+                "jetsam" => {
+                    let t = c.peek().cloned();
+                    let name = c.label("process name")?;
+                    if !procs.contains_key(&name) {
+                        let col = t.map_or(c.end_col, |t| t.col);
+                        return c.err(col, format!("unknown process `{name}`"));
+                    }
+                    Step::Jetsam { proc: name }
                 }
                 "recycle" => Step::Recycle { path: c.path()? },
                 "evict" => Step::Evict { path: c.path()? },
@@ -666,7 +747,7 @@ impl Scenario {
                     .add_file(path, *size)
                     .map_err(|e| fail(at, format!("file {path}: {e}")))?,
                 Step::Proc { name, uid } => {
-                    let w = Worker::spawn(name, sim.spawn(name, *uid), ProcState::default());
+                    let w = Worker::spawn(name, sim.spawn(name, *uid), ProcState::default(), false);
                     workers.insert(name.clone(), w);
                 }
                 Step::Op { line, proc, op } => {
@@ -675,7 +756,7 @@ impl Scenario {
                         .ok_or_else(|| fail(*line, format!("no process {proc}")))?;
                     w.send(*line, op.clone());
                     let reply = w.recv(*line)?;
-                    merge(report, workers, op, reply);
+                    merge(report, workers, *line, op, reply)?;
                 }
                 Step::Parallel(ops) => {
                     for (line, proc, op) in ops {
@@ -690,9 +771,8 @@ impl Scenario {
                             Some(w) => w.recv(*line),
                             None => continue,
                         };
-                        match reply {
-                            Ok(r) => merge(report, workers, op, r),
-                            Err(e) => first_err = first_err.or(Some(e)),
+                        if let Err(e) = reply.and_then(|r| merge(report, workers, *line, op, r)) {
+                            first_err = first_err.or(Some(e));
                         }
                     }
                     if let Some(e) = first_err {
@@ -703,6 +783,13 @@ impl Scenario {
                 Step::Unmount { on, force } => sim
                     .unmount(on, *force)
                     .map_err(|e| fail(at, format!("unmount {on}: {e}")))?,
+                Step::Jetsam { proc } => {
+                    let w = workers
+                        .get(proc)
+                        .ok_or_else(|| fail(at, format!("no process {proc}")))?;
+                    sim.jetsam(&w.proc)
+                        .map_err(|e| fail(at, format!("jetsam {proc}: {e}")))?;
+                }
                 Step::Recycle { path } => {
                     sim.recycle(path)
                         .map_err(|e| fail(at, format!("recycle {path}: {e}")))?;
@@ -717,20 +804,37 @@ impl Scenario {
     }
 }
 
-/// Accounts one reply; a fork starts the child's thread.
-fn merge(r: &mut RunReport, workers: &mut HashMap<String, Worker>, op: &Op, reply: Reply) {
+/// Accounts one reply; a fork starts the child's thread, and a spawned
+/// child's thread first faults its entry pages.
+fn merge(
+    r: &mut RunReport,
+    workers: &mut HashMap<String, Worker>,
+    line: usize,
+    op: &Op,
+    reply: Reply,
+) -> Result<(), RunError> {
     r.ops += 1;
+    let add = |r: &mut RunReport, t: TouchStats| {
+        r.touches.pages += t.pages;
+        r.touches.hits += t.hits;
+        r.touches.pageins += t.pageins;
+    };
     match (reply, op) {
-        (Reply::Done(Some(t)), _) => {
-            r.touches.pages += t.pages;
-            r.touches.hits += t.hits;
-            r.touches.pageins += t.pageins;
-        }
+        (Reply::Done(Some(t)), _) => add(r, t),
         (Reply::Forked(p, st), Op::Fork { child }) => {
-            workers.insert(child.clone(), Worker::spawn(child, p, st));
+            workers.insert(child.clone(), Worker::spawn(child, p, st, false));
+        }
+        (Reply::Forked(p, st), Op::Spawn { child, .. }) => {
+            let w = Worker::spawn(child, p, st, true);
+            let started = w.recv(line);
+            workers.insert(child.clone(), w);
+            if let Reply::Done(Some(t)) = started.map_err(|e| RunError { line, msg: e.msg })? {
+                add(r, t);
+            }
         }
         _ => {}
     }
+    Ok(())
 }
 
 /// What a process thread reports for one operation.
@@ -744,18 +848,35 @@ enum Reply {
 /// A process's OS thread: runs its operations in order.
 struct Worker {
     name: String,
+    proc: Proc,
     tx: Option<mpsc::Sender<(usize, Op)>>,
     rx: mpsc::Receiver<Result<Reply, RunError>>,
     handle: Option<JoinHandle<()>>,
 }
 
 impl Worker {
-    fn spawn(name: &str, p: Proc, st: ProcState) -> Worker {
+    /// `start`: the process was spawned; its thread first runs
+    /// [`Proc::start`] and replies.
+    fn spawn(name: &str, p: Proc, st: ProcState, start: bool) -> Worker {
         let (tx, op_rx) = mpsc::channel::<(usize, Op)>();
         let (res_tx, rx) = mpsc::channel();
+        let label = name.to_string();
+        let handle_proc = p.clone();
         let handle = std::thread::Builder::new()
             .name(format!("sim-{name}"))
             .spawn(move || {
+                if start {
+                    let r = p
+                        .start()
+                        .map(|t| Reply::Done(Some(t)))
+                        .map_err(|e| RunError {
+                            line: 0,
+                            msg: format!("start {label}: {e}"),
+                        });
+                    if res_tx.send(r).is_err() {
+                        return;
+                    }
+                }
                 let mut st = st;
                 for (line, op) in op_rx {
                     let r = st.apply(&p, &op).map_err(|msg| RunError { line, msg });
@@ -767,6 +888,7 @@ impl Worker {
             .expect("spawn a process thread");
         Worker {
             name: name.to_string(),
+            proc: handle_proc,
             tx: Some(tx),
             rx,
             handle: Some(handle),
@@ -812,8 +934,10 @@ impl ProcState {
     fn apply(&mut self, p: &Proc, op: &Op) -> Result<Reply, String> {
         let e = |what: String| move |err: crate::api::SimError| format!("{what}: {err}");
         match op {
-            Op::Open { path, fd } => {
-                let n = p.open(path).map_err(e(format!("open {path}")))?;
+            Op::Open { path, mode, fd } => {
+                let n = p
+                    .open_mode(path, *mode)
+                    .map_err(e(format!("open {path}")))?;
                 self.fds.insert(fd.clone(), (n, path.clone()));
             }
             Op::Close { fd } => {
@@ -868,6 +992,9 @@ impl ProcState {
                 p.exec(path).map_err(e(format!("exec {path}")))?;
                 self.maps.clear();
             }
+            Op::Unmount { on, force } => {
+                p.unmount(on, *force).map_err(e(format!("unmount {on}")))?;
+            }
             Op::Exit => {
                 p.exit();
                 self.maps.clear();
@@ -876,6 +1003,12 @@ impl ProcState {
             Op::Fork { child } => {
                 let c = p.fork().map_err(e(format!("fork as {child}")))?;
                 return Ok(Reply::Forked(c, self.clone()));
+            }
+            Op::Spawn { path, child } => {
+                let c = p
+                    .posix_spawn(path)
+                    .map_err(e(format!("spawn {path} as {child}")))?;
+                return Ok(Reply::Forked(c, ProcState::default()));
             }
         }
         Ok(Reply::Done(None))
@@ -887,7 +1020,9 @@ impl ProcState {
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Op::Open { path, fd } => write!(f, "open {path} as {fd}"),
+            Op::Open { path, mode, fd } => {
+                write!(f, "open {path}{} as {fd}", fmt_open_mode(*mode))
+            }
             Op::Close { fd } => write!(f, "close {fd}"),
             Op::Mmap {
                 fd,
@@ -920,6 +1055,10 @@ impl fmt::Display for Op {
             Op::Exec { path } => write!(f, "exec {path}"),
             Op::Exit => write!(f, "exit"),
             Op::Fork { child } => write!(f, "fork as {child}"),
+            Op::Spawn { path, child } => write!(f, "spawn {path} as {child}"),
+            Op::Unmount { on, force } => {
+                write!(f, "unmount {on}{}", if *force { " force" } else { "" })
+            }
         }
     }
 }
@@ -943,6 +1082,7 @@ impl fmt::Display for Scenario {
                 Step::Unmount { on, force } => {
                     writeln!(f, "unmount {on}{}", if *force { " force" } else { "" })?
                 }
+                Step::Jetsam { proc } => writeln!(f, "jetsam {proc}")?,
                 Step::Recycle { path } => writeln!(f, "recycle {path}")?,
                 Step::Evict { path } => writeln!(f, "evict {path}")?,
             }
@@ -966,7 +1106,8 @@ pub struct GenParams {
     pub parallel: bool,
     /// End with a forced unmount of the data volume.
     pub force_unmount: bool,
-    /// Page size the sizes are multiples of.
+    /// Sizes and offsets are multiples of this (16 KiB by default: valid
+    /// on 4 KiB and 16 KiB page platforms alike).
     pub page_size: u64,
 }
 
@@ -978,7 +1119,7 @@ impl Default for GenParams {
             ops_per_proc: 40,
             parallel: true,
             force_unmount: true,
-            page_size: 4096,
+            page_size: 16384,
         }
     }
 }
@@ -1036,6 +1177,7 @@ pub fn generate(seed: u64, g: &GenParams) -> Scenario {
                 let fd = format!("fd{next}");
                 ops.push(Op::Open {
                     path,
+                    mode: OpenMode::ReadOnly,
                     fd: fd.clone(),
                 });
                 fds.push((fd, size));

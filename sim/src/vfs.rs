@@ -340,6 +340,8 @@ pub struct Vnode {
     pub ubc_cv: Condvar,
     /// Resident pages (page indices).
     pub pages: Mutex<BTreeSet<u64>>,
+    /// The VM object's fault-clustering state.
+    pub vm_object: Mutex<crate::vm::VmObject>,
     /// Reclaimed (VL_DEAD).
     pub dead: AtomicBool,
     /// vnode_recycle asked for reclaim once unused.
@@ -872,6 +874,7 @@ impl Vfs {
             ubc: Mutex::new(Ubc::default()),
             ubc_cv: Condvar::new(),
             pages: Mutex::new(BTreeSet::new()),
+            vm_object: Mutex::new(crate::vm::VmObject::default()),
             dead: AtomicBool::new(false),
             recycle_pending: AtomicBool::new(false),
             freed: AtomicBool::new(false),
@@ -1198,6 +1201,7 @@ fn trace_vnop(k: &Kernel, vp: &Vnode, op: TraceOp, offset: i64, size: u64, prot:
         offset,
         size,
         prot,
+        maxprot: 0,
     });
 }
 
@@ -1238,8 +1242,10 @@ extern "C" fn sim_vnop_mmap_check(args: *mut c_void) -> c_int {
     let _kernel = crate::stack::KernelScope::enter();
     context::with_frame(Frame::Original, || {
         let k = crate::kernel::current_or_abort("VNOP_MMAP_CHECK");
+        // SAFETY: dispatched with a vnop_mmap_check_args block.
+        let flags = unsafe { (*(args as *const xnu::vnop_mmap_check_args)).a_flags };
         if let Some(vp) = k.vfs.vnode(arg_vnode(args)) {
-            trace_vnop(&k, &vp, TraceOp::MmapCheck, 0, 0, 0);
+            trace_vnop(&k, &vp, TraceOp::MmapCheck, 0, 0, flags);
         }
         0
     })
@@ -1294,7 +1300,7 @@ fn original_pagein_io(k: &Kernel, args: *mut c_void) -> c_int {
         pages.extend(first..=last);
     }
     drop(pages);
-    trace_vnop(k, &vp, TraceOp::Pagein, off, size, 0);
+    trace_vnop(k, &vp, TraceOp::Pagein, off, size, a.a_flags);
     0
 }
 

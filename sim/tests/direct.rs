@@ -6,7 +6,9 @@ use std::ffi::{c_int, c_void};
 use std::sync::atomic::Ordering;
 
 use maptrace_sim::vfs::{errno, word};
-use maptrace_sim::{Config, Sim, SimError, TraceOp, Violation, ViolationPolicy, map_flags, prot};
+use maptrace_sim::{
+    Config, Platform, Sim, SimError, TraceOp, Violation, ViolationPolicy, map_flags, prot,
+};
 
 const PS: u64 = 4096;
 const DB: &str = "/Volumes/Data/db";
@@ -14,7 +16,7 @@ const DB: &str = "/Volumes/Data/db";
 fn sim(policy: ViolationPolicy) -> Sim {
     let sim = Sim::boot(Config {
         policy,
-        ..Config::default()
+        ..Config::for_platform(Platform::IntelSsd)
     });
     sim.mount("apfs", "/").unwrap();
     sim.mount("hfs", "/Volumes/Data").unwrap();
@@ -115,7 +117,7 @@ fn dispatch_goes_through_the_vector_entry_as_it_is_now() {
 fn without_a_trace_the_operations_still_run() {
     let sim = Sim::boot(Config {
         trace_capacity: 0,
-        ..Config::default()
+        ..Config::for_platform(Platform::IntelSsd)
     });
     sim.mount("hfs", "/Volumes/Data").unwrap();
     sim.add_file(DB, 16 * PS).unwrap();

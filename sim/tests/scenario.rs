@@ -85,6 +85,10 @@ fn errors_carry_line_and_column() {
         err("proc p\np: open /a as 9x").2,
         "`9x` is not a valid descriptor name"
     );
+    assert_eq!(
+        err("proc p\np: open /a wo as f"),
+        (2, 12, "bad open mode `wo` (use ro, rw or evtonly)".into())
+    );
     assert_eq!(err("proc p\np: launch /a").2, "unknown operation `launch`");
     assert_eq!(
         err("proc p\np: exit now"),
@@ -106,6 +110,38 @@ fn errors_carry_line_and_column() {
         err("proc p\np: mmap f size=1 as m").2,
         "unknown mmap option `size`"
     );
+}
+
+#[test]
+fn open_modes_parse_and_print_back() {
+    use maptrace_sim::OpenMode;
+    let s = Scenario::parse(
+        "proc p\np: open /a as f\np: open /a ro as g\np: open /a rw as h\np: open /a evtonly as i\n",
+    )
+    .unwrap();
+    let modes: Vec<OpenMode> = s
+        .steps
+        .iter()
+        .filter_map(|st| match st {
+            Step::Op {
+                op: Op::Open { mode, .. },
+                ..
+            } => Some(*mode),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        modes,
+        [
+            OpenMode::ReadOnly,
+            OpenMode::ReadOnly,
+            OpenMode::ReadWrite,
+            OpenMode::EvtOnly
+        ]
+    );
+    let text = s.to_string();
+    assert!(text.contains("p: open /a rw as h") && text.contains("p: open /a evtonly as i"));
+    assert_eq!(Scenario::parse(&text).unwrap().to_string(), text);
 }
 
 #[test]
@@ -178,9 +214,25 @@ fn the_demo_runs_and_shows_each_path() {
             .filter(|e| e.op == op && e.path.ends_with(path))
             .count()
     };
-    assert_eq!(count(TraceOp::Mmap, "/Mail"), 3, "exec maps three segments");
+    assert_eq!(
+        count(TraceOp::Mmap, "/Mail"),
+        3,
+        "spawn maps three segments"
+    );
+    assert_eq!(count(TraceOp::Mmap, "/usr/lib/dyld"), 3, "and dyld's");
+    assert_eq!(
+        count(TraceOp::Mmap, "/MailCore"),
+        1,
+        "the app's framework, copy-on-write: one VNOP_MMAP"
+    );
+    // On macOS 11+ system dylibs exist only in the shared cache.
+    assert!(t.iter().all(|e| !e.path.ends_with(".dylib")));
     assert_eq!(count(TraceOp::FileCheckMmap, "/Mail"), 0);
-    assert_eq!(count(TraceOp::Mmap, "Envelope.db"), 2);
+    assert_eq!(
+        count(TraceOp::Mmap, "Envelope.db"),
+        4,
+        "two MAP_SHARED mmap(2)s, two VNOP_MMAPs each"
+    );
     assert_eq!(
         count(TraceOp::Mnomap, "Envelope.db"),
         1,
@@ -297,6 +349,28 @@ fn the_demo_runs_with_the_real_shim_loaded() {
         1,
         "events are root only"
     );
+    // The demo force-unmounts the only hfs volume while a file on it is in
+    // use: the shim keeps that vector hooked (to trace vclean's MNOMAPs) and
+    // refuses to unload until a mount of the type is seen again.
+    assert_eq!(
+        sim.unload_kext(),
+        Err(maptrace_sim::KextError::StopRefused(5))
+    );
+    sim.mount("hfs", "/Volumes/Other").unwrap();
+    sim.add_file("/Volumes/Other/f", 64 << 10).unwrap();
+    let p = sim.spawn("p", 501);
+    let fd = p.open("/Volumes/Other/f").unwrap();
+    let a = p
+        .mmap(
+            fd,
+            64 << 10,
+            maptrace_sim::prot::READ,
+            maptrace_sim::map_flags::SHARED,
+            0,
+        )
+        .unwrap();
+    p.munmap(a).unwrap();
+    p.close(fd).unwrap();
     sim.unload_kext().unwrap();
     assert_eq!(sim.load_shim(), Ok(()), "loads again");
     sim.unload_kext().unwrap();
@@ -314,7 +388,11 @@ fn fork_in_a_scenario_starts_the_child() {
     assert!(s.to_string().contains("p: fork as c"));
     s.run(&sim).unwrap();
     let t = sim.trace();
-    assert_eq!(t.iter().filter(|e| e.op == TraceOp::Mmap).count(), 1);
+    assert_eq!(
+        t.iter().filter(|e| e.op == TraceOp::Mmap).count(),
+        1,
+        "one private mmap(2), no VNOP_MMAP for fork"
+    );
     assert_eq!(t.iter().filter(|e| e.op == TraceOp::Mnomap).count(), 1);
     let pids: std::collections::HashSet<i32> = t
         .iter()
@@ -367,4 +445,70 @@ fn generated_parallel_workloads_with_the_real_shim_stay_clean() {
             .unwrap_or_else(|v| panic!("seed {seed}: {v:?}"));
         assert_eq!(sim.allocations_outstanding(), (0, 0));
     }
+}
+
+/// posix_spawn maps the child's image in the parent's thread
+/// (kern_exec.c:4511, xnu-11417.101.15); the child's thread faults.
+#[test]
+fn spawn_in_a_scenario_maps_as_the_parent_and_starts_the_child() {
+    let sim = Sim::boot(Config::default());
+    let s = Scenario::parse(
+        "mount apfs /\nfile /sbin/launchd 64K\nfile /usr/lib/dyld 64K\nfile /app 64K\nproc launchd uid=0\n\
+         launchd: exec /sbin/launchd\nlaunchd: spawn /app as app\napp: exit\nlaunchd: exit\n",
+    )
+    .unwrap();
+    assert!(s.to_string().contains("launchd: spawn /app as app"));
+    let r = s.run(&sim).unwrap();
+    assert!(r.touches.pageins >= 1, "the child's entry faults count");
+    let t = sim.trace();
+    let pid_of = |op, path: &str| -> std::collections::HashSet<i32> {
+        t.iter()
+            .filter(|e| e.op == op && e.path == path)
+            .map(|e| e.pid)
+            .collect()
+    };
+    let maps = pid_of(TraceOp::Mmap, "/app");
+    let pageins = pid_of(TraceOp::Pagein, "/app");
+    assert_eq!(maps.len(), 1);
+    assert_eq!(pageins.len(), 1);
+    assert_ne!(maps, pageins, "launchd maps, the child faults");
+    assert_eq!(maps, pid_of(TraceOp::Mmap, "/sbin/launchd"));
+    sim.check_balanced().unwrap();
+}
+
+/// A forced unmount's MNOMAP is the unmount(2) caller's
+/// (bsd/vfs/vfs_subr.c vflush, xnu-11417.101.15), and a jetsam kill's
+/// teardown is the memorystatus thread's, pid 0 (kern_memorystatus.c).
+#[test]
+fn unmount_by_a_process_and_jetsam_run_as_xnu_runs_them() {
+    let sim = Sim::boot(Config::default());
+    let s = Scenario::parse(
+        "mount apfs /\nmount hfs /Volumes/X\nfile /Volumes/X/a 64K\nfile /b 64K\nproc r\nproc v\nproc umount uid=0\n\
+         r: open /Volumes/X/a as f\nr: mmap f flags=shared as m\nv: open /b as g\nv: mmap g as n\n\
+         umount: unmount /Volumes/X force\njetsam v\nr: exit\n",
+    )
+    .unwrap();
+    let text = s.to_string();
+    assert!(text.contains("umount: unmount /Volumes/X force") && text.contains("jetsam v"));
+    assert_eq!(Scenario::parse(&text).unwrap().to_string(), text);
+    s.run(&sim).unwrap();
+    let t = sim.trace();
+    let mnomap = |path: &str| {
+        t.iter()
+            .find(|e| e.op == TraceOp::Mnomap && e.path == path)
+            .map(|e| e.pid)
+            .unwrap()
+    };
+    let umount_pid = mnomap("/Volumes/X/a");
+    assert_eq!(sim.proc(umount_pid).unwrap().name(), "umount");
+    assert_eq!(mnomap("/b"), 0, "jetsam's teardown is kernel_task's");
+    sim.check_balanced().unwrap();
+    assert_eq!(
+        err("jetsam nobody"),
+        (1, 8, "unknown process `nobody`".into())
+    );
+    assert_eq!(
+        err("proc p\np: unmount /x now"),
+        (2, 15, "unexpected `now`".into())
+    );
 }

@@ -2,12 +2,19 @@
 //! references, MNOMAP on the last unmap, the page cache, exec, exit, forced
 //! unmount, recycling and concurrency.
 
-use maptrace_sim::{Config, Release, Sim, TraceOp, map_flags, prot};
+use maptrace_sim::{
+    Config, OpenMode, Platform, Release, Sim, TraceEvent, TraceOp, map_flags, prot,
+};
 
 const PS: u64 = 4096;
 
+/// An Intel Mac with an SSD: 4 KiB pages, whose clusters these tests count.
+fn intel() -> Config {
+    Config::for_platform(Platform::IntelSsd)
+}
+
 fn sim() -> Sim {
-    let sim = Sim::boot(Config::default());
+    let sim = Sim::boot(intel());
     sim.mount("apfs", "/").unwrap();
     sim.mount("hfs", "/Volumes/Data").unwrap();
     sim.add_file("/bin/app", 16 * PS).unwrap();
@@ -39,7 +46,11 @@ fn two_mmaps_raise_usecount_by_one_and_the_last_unmap_fires_one_mnomap() {
     let c = sim.counts(db).unwrap();
     assert_eq!(c.usecount, 2, "two mmaps take one mapping reference");
     assert!(c.mapped);
-    assert_eq!(ops(&sim, TraceOp::Mmap, db), 2, "VNOP_MMAP on every map");
+    assert_eq!(
+        ops(&sim, TraceOp::Mmap, db),
+        3,
+        "VNOP_MMAP twice for the shared map, once for the private one"
+    );
     assert_eq!(ops(&sim, TraceOp::FileCheckMmap, db), 2);
     assert_eq!(ops(&sim, TraceOp::MmapCheck, db), 2);
     p.munmap(a).unwrap();
@@ -73,7 +84,12 @@ fn mmap_order_is_mac_check_then_mmap_check_then_mmap() {
     let order: Vec<TraceOp> = sim.trace().iter().map(|e| e.op).collect();
     assert_eq!(
         order,
-        vec![TraceOp::FileCheckMmap, TraceOp::MmapCheck, TraceOp::Mmap]
+        vec![
+            TraceOp::FileCheckMmap,
+            TraceOp::MmapCheck,
+            TraceOp::Mmap,
+            TraceOp::Mmap
+        ]
     );
 }
 
@@ -100,12 +116,14 @@ fn touching_a_page_twice_pages_it_in_once_in_clusters() {
         .filter(|e| e.op == TraceOp::Pagein)
         .collect();
     assert_eq!(pageins.len(), 1);
-    // The default cluster is 4 pages: page 5 reads pages 4..8.
+    // A fresh object's cluster is the SSD minimum, 16 KiB, centred on the
+    // fault: page 5 reads pages 3..7.
     assert_eq!(
         (pageins[0].offset, pageins[0].size),
-        (4 * PS as i64, 4 * PS)
+        (3 * PS as i64, 4 * PS)
     );
-    // Pages 4..8 are resident now; page 6 is a hit, page 8 starts a new cluster.
+    // Pages 3..7 are resident now; page 6 is a hit, page 7 reads 7..9
+    // (resident page 6 is not bridged), page 8 is a hit.
     let t = p.touch(a + 6 * PS, 3 * PS).unwrap();
     assert_eq!((t.pages, t.hits, t.pageins), (3, 2, 1));
     // Past the end of the mapping is a fault.
@@ -344,7 +362,7 @@ fn concurrent_mapping_and_faulting_stays_balanced() {
     }
     let t = sim.trace();
     let maps = t.iter().filter(|e| e.op == TraceOp::Mmap).count();
-    assert_eq!(maps, 6 * 60);
+    assert_eq!(maps, 2 * 6 * 60, "two VNOP_MMAPs per shared mmap(2)");
     let mnomaps = t.iter().filter(|e| e.op == TraceOp::Mnomap).count();
     assert!(mnomaps >= 1 && mnomaps <= maps);
     let tids: std::collections::HashSet<u64> = t.iter().map(|e| e.tid).collect();
@@ -415,10 +433,10 @@ fn the_trace_keeps_the_newest_events_up_to_its_capacity() {
     assert_eq!(t.len(), 3);
     assert_eq!(
         t.last().unwrap().seq,
-        8,
-        "3 mmaps made 9 events (check, mmap_check, mmap)"
+        11,
+        "3 shared mmaps made 12 events (check, mmap_check, mmap, mmap)"
     );
-    assert_eq!(t[0].seq, 6);
+    assert_eq!(t[0].seq, 9);
 }
 
 #[test]
@@ -432,7 +450,9 @@ fn evicted_pages_are_paged_in_again() {
     assert_eq!(p.touch(a, 8 * PS).unwrap().pageins, 2);
     assert_eq!(p.touch(a, 8 * PS).unwrap().pageins, 0);
     assert_eq!(sim.evict("/Volumes/Data/db"), Ok(8));
-    assert_eq!(p.touch(a, 8 * PS).unwrap().pageins, 2);
+    // The object remembers the sequential run (vm_object_cluster_size):
+    // the re-read streams all 8 pages in one read.
+    assert_eq!(p.touch(a, 8 * PS).unwrap().pageins, 1);
     assert_eq!(sim.evict("/nope").unwrap_err().0, 2);
 }
 
@@ -464,8 +484,8 @@ fn fork_shares_files_and_inherits_mappings_without_vnop_mmap() {
     );
     assert_eq!(
         ops(&sim, TraceOp::Mmap, db),
-        1,
-        "fork does not call VNOP_MMAP"
+        2,
+        "fork does not call VNOP_MMAP (the 2 are the shared mmap's)"
     );
     assert_eq!(child.touch(a, 1).unwrap().hits, 1, "same pages");
     parent.munmap(a).unwrap();
@@ -490,5 +510,509 @@ fn fork_shares_files_and_inherits_mappings_without_vnop_mmap() {
         parent.fork().unwrap_err().0,
         3,
         "an exited process cannot fork"
+    );
+}
+
+// ------------------------------------------------------------------------
+// mmap(2) as osfmk/vm/vm_map.c and bsd/kern/kern_mman.c (xnu-11417.101.15)
+// make it.
+
+const RX: i32 = prot::READ | prot::EXEC;
+const RWX: i32 = prot::READ | prot::WRITE | prot::EXEC;
+
+fn events(sim: &Sim, op: TraceOp, path: &str) -> Vec<TraceEvent> {
+    sim.trace()
+        .into_iter()
+        .filter(|e| e.op == op && e.path == path)
+        .collect()
+}
+
+/// vm_map_enter_mem_object_control calls memory_object_map for the named
+/// object, then hands the same object to vm_map_enter, which calls it again
+/// (vm_map.c:5093 and 3698, xnu-11417.101.15; the same in xnu-6153.141.1):
+/// two VNOP_MMAPs for one MAP_SHARED mmap(2), one for MAP_PRIVATE (an
+/// unnamed copy object reaches vm_map_enter).
+#[test]
+fn a_shared_mmap_calls_vnop_mmap_twice_and_a_private_one_once() {
+    let sim = sim();
+    let db = "/Volumes/Data/db";
+    let p = sim.spawn("reader", 501);
+    let fd = p.open(db).unwrap();
+    p.mmap(fd, PS, prot::READ, map_flags::SHARED, 0).unwrap();
+    let maps = events(&sim, TraceOp::Mmap, db);
+    assert_eq!(maps.len(), 2, "memory_object_map twice for MAP_SHARED");
+    assert_eq!(maps[0].tid, maps[1].tid, "in the caller's thread");
+    assert_eq!(sim.counts(db).unwrap().usecount, 2, "still one mapping ref");
+    p.mmap(fd, PS, prot::READ, map_flags::PRIVATE, 0).unwrap();
+    assert_eq!(
+        events(&sim, TraceOp::Mmap, db).len(),
+        3,
+        "once for MAP_PRIVATE"
+    );
+    sim.check_balanced().unwrap();
+}
+
+/// VNOP_MMAP's a_fflags is pager_prot = the mapping's max protection, minus
+/// WRITE for copy-on-write (vm_map.c:3674-3680, 5077-5080,
+/// xnu-11417.101.15). maxprot is EXECUTE, READ for FREAD, WRITE for a
+/// shared map of an FWRITE open or any private map (kern_mman.c:604-651).
+#[test]
+fn vnop_mmap_sees_the_max_protection_not_the_requested_one() {
+    let sim = sim();
+    let db = "/Volumes/Data/db";
+    let p = sim.spawn("reader", 501);
+    let ro = p.open(db).unwrap();
+    let rw = p.open_mode(db, OpenMode::ReadWrite).unwrap();
+    let cases = [
+        (ro, prot::READ, map_flags::SHARED, RX, RX),
+        (rw, prot::READ, map_flags::SHARED, RWX, RWX),
+        (ro, prot::READ | prot::WRITE, map_flags::PRIVATE, RWX, RX),
+        (rw, prot::READ, map_flags::PRIVATE, RWX, RX),
+    ];
+    for (fd, pr, fl, maxprot, fflags) in cases {
+        let before = sim.trace().len();
+        p.mmap(fd, PS, pr, fl, 0).unwrap();
+        let new: Vec<_> = sim.trace().split_off(before);
+        let check = new.iter().find(|e| e.op == TraceOp::FileCheckMmap).unwrap();
+        assert_eq!(
+            (check.prot, check.maxprot),
+            (pr, maxprot),
+            "mac_file_check_mmap's prot and maxprot for {pr:#x}/{fl:#x}"
+        );
+        for m in new.iter().filter(|e| e.op == TraceOp::Mmap) {
+            assert_eq!(m.prot, fflags, "a_fflags for prot {pr:#x} flags {fl:#x}");
+        }
+    }
+    sim.check_balanced().unwrap();
+}
+
+/// A shared writable map of a descriptor opened without FWRITE is EACCES
+/// before any MAC check (kern_mman.c:619-648, xnu-11417.101.15); a private
+/// writable map of it is fine (copy-on-write never writes the file).
+#[test]
+fn a_shared_writable_map_of_a_read_only_descriptor_is_eacces() {
+    let sim = sim();
+    let db = "/Volumes/Data/db";
+    let p = sim.spawn("reader", 501);
+    let ro = p.open(db).unwrap();
+    let rw_prot = prot::READ | prot::WRITE;
+    assert_eq!(
+        p.mmap(ro, PS, rw_prot, map_flags::SHARED, 0).unwrap_err().0,
+        13
+    );
+    assert!(sim.trace().is_empty(), "refused before mac_file_check_mmap");
+    assert_eq!(sim.counts(db).unwrap().iocount, 0, "the iocount went back");
+    p.mmap(ro, PS, rw_prot, map_flags::PRIVATE, 0).unwrap();
+    let rw = p.open_mode(db, OpenMode::ReadWrite).unwrap();
+    p.mmap(rw, PS, rw_prot, map_flags::SHARED, 0).unwrap();
+    sim.check_balanced().unwrap();
+}
+
+/// VNOP_MMAP_CHECK gets `prot & ~PROT_WRITE` for MAP_PRIVATE and prot for
+/// MAP_SHARED (kern_mman.c:671-672, xnu-11417.101.15).
+#[test]
+fn vnop_mmap_check_gets_prot_without_write_for_a_private_map() {
+    let sim = sim();
+    let db = "/Volumes/Data/db";
+    let p = sim.spawn("writer", 501);
+    let rw = p.open_mode(db, OpenMode::ReadWrite).unwrap();
+    let rw_prot = prot::READ | prot::WRITE;
+    p.mmap(rw, PS, rw_prot, map_flags::PRIVATE, 0).unwrap();
+    p.mmap(rw, PS, rw_prot, map_flags::SHARED, 0).unwrap();
+    let checks: Vec<i32> = events(&sim, TraceOp::MmapCheck, db)
+        .iter()
+        .map(|e| e.prot)
+        .collect();
+    assert_eq!(checks, vec![prot::READ, rw_prot]);
+}
+
+/// An O_EVTONLY open's reference counts in v_usecount and v_kusecount
+/// (vnode_ref_ext, bsd/vfs/vfs_subr.c:2363-2367, xnu-11417.101.15); close
+/// drops both.
+#[test]
+fn an_evtonly_open_is_a_kusecount_too() {
+    let sim = sim();
+    let db = "/Volumes/Data/db";
+    let p = sim.spawn("watcher", 501);
+    let fd = p.open_mode(db, OpenMode::EvtOnly).unwrap();
+    let c = sim.counts(db).unwrap();
+    assert_eq!((c.usecount, c.kusecount), (1, 1));
+    let plain = p.open(db).unwrap();
+    let c = sim.counts(db).unwrap();
+    assert_eq!((c.usecount, c.kusecount), (2, 1));
+    p.close(fd).unwrap();
+    p.close(plain).unwrap();
+    let c = sim.counts(db).unwrap();
+    assert_eq!((c.usecount, c.kusecount), (0, 0));
+    sim.check_balanced().unwrap();
+}
+
+// ------------------------------------------------------------------------
+// exec and posix_spawn as bsd/kern/kern_exec.c and bsd/kern/mach_loader.c
+// (xnu-11417.101.15) run them.
+
+fn with_dyld() -> Sim {
+    let sim = sim();
+    sim.add_file("/usr/lib/dyld", 32 * PS).unwrap();
+    sim.add_file("/bin/tool", 16 * PS).unwrap();
+    sim
+}
+
+/// __mac_execve maps the new image (exec_activate_image, kern_exec.c:5525)
+/// before it terminates the old task (5715): the old image's last unmaps
+/// come after the new image's maps.
+#[test]
+fn exec_maps_the_new_image_before_the_old_one_goes() {
+    let sim = with_dyld();
+    let p = sim.spawn("sh", 501);
+    p.exec("/bin/app").unwrap();
+    let fd = p.open("/Volumes/Data/db").unwrap();
+    p.mmap(fd, PS, prot::READ, map_flags::SHARED, 0).unwrap();
+    let before = sim.trace().len();
+    p.exec("/bin/tool").unwrap();
+    let t: Vec<(TraceOp, String)> = sim.trace()[before..]
+        .iter()
+        .map(|e| (e.op, e.path.clone()))
+        .collect();
+    let first_mnomap = t.iter().position(|(op, _)| *op == TraceOp::Mnomap).unwrap();
+    let last_map = t.iter().rposition(|(op, _)| *op == TraceOp::Mmap).unwrap();
+    assert!(
+        last_map < first_mnomap,
+        "maps, then the old task's unmaps: {t:?}"
+    );
+    assert!(t.contains(&(TraceOp::Mnomap, "/bin/app".into())));
+    assert!(t.contains(&(TraceOp::Mnomap, "/Volumes/Data/db".into())));
+    assert_eq!(sim.counts("/bin/app").unwrap().usecount, 0);
+    assert_eq!(
+        sim.counts("/bin/tool").unwrap().usecount,
+        2,
+        "text + mapping"
+    );
+    sim.check_balanced().unwrap();
+}
+
+/// Re-executing the same binary: the new maps join the mapped epoch the old
+/// image holds, so there is no VNOP_MNOMAP and the usecount never drops.
+#[test]
+fn re_exec_of_the_same_binary_has_no_last_unmap() {
+    let sim = with_dyld();
+    let p = sim.spawn("app", 501);
+    p.exec("/bin/app").unwrap();
+    p.exec("/bin/app").unwrap();
+    assert_eq!(ops(&sim, TraceOp::Mnomap, "/bin/app"), 0);
+    assert_eq!(ops(&sim, TraceOp::Mnomap, "/usr/lib/dyld"), 0);
+    assert_eq!(ops(&sim, TraceOp::Mmap, "/bin/app"), 6);
+    assert_eq!(sim.counts("/bin/app").unwrap().usecount, 2);
+    sim.check_balanced().unwrap();
+}
+
+/// load_dylinker maps /usr/lib/dyld with map_segment in the same exec
+/// (mach_loader.c:2883-2984); map_segment is copy-on-write, so a_fflags is
+/// each segment's maxprot minus WRITE (vm_map.c:5077-5080): __TEXT r-x,
+/// __DATA r--, __LINKEDIT r--.
+#[test]
+fn exec_maps_dyld_and_every_segment_is_copy_on_write() {
+    let sim = with_dyld();
+    let p = sim.spawn("sh", 501);
+    p.exec("/bin/app").unwrap();
+    for path in ["/bin/app", "/usr/lib/dyld"] {
+        let fflags: Vec<i32> = events(&sim, TraceOp::Mmap, path)
+            .iter()
+            .map(|e| e.prot)
+            .collect();
+        assert_eq!(fflags, vec![RX, prot::READ, prot::READ], "{path}");
+    }
+    assert_eq!(p.mappings().len(), 6, "three segments each");
+    assert_eq!(
+        sim.counts("/usr/lib/dyld").unwrap().usecount,
+        1,
+        "the mapping ref"
+    );
+    assert_eq!(ops(&sim, TraceOp::FileCheckMmap, "/usr/lib/dyld"), 0);
+    p.exit();
+    assert_eq!(ops(&sim, TraceOp::Mnomap, "/usr/lib/dyld"), 1);
+    sim.check_balanced().unwrap();
+}
+
+/// The kernel reads the Mach-O header with vn_rdwr (kern_exec.c:2533,
+/// mach_loader.c get_macho_vnode), so page 0 is cached and never paged in
+/// by the loader; the image then runs on cloneproc's new thread
+/// (kern_exec.c:5498), so dyld's first faults have another thread id than
+/// the exec's maps.
+#[test]
+fn exec_caches_the_header_and_faults_on_a_new_thread() {
+    let sim = with_dyld();
+    let p = sim.spawn("sh", 501);
+    p.exec("/bin/app").unwrap();
+    let maps = events(&sim, TraceOp::Mmap, "/bin/app");
+    let pageins = events(&sim, TraceOp::Pagein, "/bin/app");
+    assert!(
+        !pageins.is_empty(),
+        "dyld faults the entry and __DATA pages"
+    );
+    assert!(
+        pageins.iter().all(|e| e.offset != 0),
+        "the header page came in by VNOP_READ: {pageins:?}"
+    );
+    assert!(
+        pageins
+            .iter()
+            .all(|e| e.tid != maps[0].tid && e.pid == maps[0].pid)
+    );
+    // Later operations stay on the new thread.
+    let fd = p.open("/Volumes/Data/db").unwrap();
+    p.mmap(fd, PS, prot::READ, map_flags::PRIVATE, 0).unwrap();
+    assert_eq!(
+        events(&sim, TraceOp::Mmap, "/Volumes/Data/db")[0].tid,
+        pageins[0].tid
+    );
+}
+
+/// posix_spawn runs load_machfile in the parent's thread (kern_exec.c:4511)
+/// and ubc_map uses vfs_context_current(): the child's image and dyld maps
+/// are the parent's (launchd's, for an app launch); the child faults.
+#[test]
+fn spawn_maps_as_the_parent_and_the_child_faults() {
+    let sim = with_dyld();
+    let launchd = sim.spawn("launchd", 0);
+    let fd = launchd.open("/Volumes/Data/db").unwrap();
+    let child = launchd.posix_spawn("/bin/app").unwrap();
+    assert_ne!(child.pid(), launchd.pid());
+    assert_eq!(child.name(), "app");
+    assert!(child.fds().is_empty(), "POSIX_SPAWN_CLOEXEC_DEFAULT");
+    let maps = events(&sim, TraceOp::Mmap, "/bin/app");
+    assert_eq!(maps.len(), 3);
+    assert!(maps.iter().all(|e| e.pid == launchd.pid()));
+    assert!(
+        events(&sim, TraceOp::Mmap, "/usr/lib/dyld")
+            .iter()
+            .all(|e| e.pid == launchd.pid())
+    );
+    assert_eq!(ops(&sim, TraceOp::Pagein, "/bin/app"), 0, "not started yet");
+    let t = child.start().unwrap();
+    assert!(t.pageins >= 1);
+    assert!(
+        events(&sim, TraceOp::Pagein, "/bin/app")
+            .iter()
+            .all(|e| e.pid == child.pid())
+    );
+    assert_eq!(child.mappings().len(), 6);
+    assert!(launchd.mappings().is_empty(), "the maps are the child's");
+    assert_eq!(
+        sim.counts("/bin/app").unwrap().usecount,
+        2,
+        "text + mapping"
+    );
+    child.exit();
+    assert_eq!(ops(&sim, TraceOp::Mnomap, "/bin/app"), 1);
+    launchd.close(fd).unwrap();
+    sim.check_balanced().unwrap();
+}
+
+// ------------------------------------------------------------------------
+// Forced unmount and jetsam.
+
+/// The MNOMAP of a forced unmount runs in the thread of the process that
+/// called unmount(2), with vflush's iocount on top of ubc_unmap's
+/// (bsd/vfs/vfs_subr.c:2945, bsd/kern/ubc_subr.c:2256, xnu-11417.101.15).
+#[test]
+fn a_forced_unmount_unmaps_in_the_callers_thread_with_iocount_2() {
+    use maptrace_sim::Vop;
+    use std::time::Duration;
+    let sim = sim();
+    let db = "/Volumes/Data/db";
+    let reader = sim.spawn("reader", 501);
+    let fd = reader.open(db).unwrap();
+    reader
+        .mmap(fd, PS, prot::READ, map_flags::SHARED, 0)
+        .unwrap();
+    let umount = sim.spawn("umount", 0);
+    let hold = sim.hold_vnop(Vop::Mnomap);
+    std::thread::scope(|s| {
+        let t = s.spawn(|| umount.unmount("/Volumes/Data", true));
+        assert!(hold.wait_held(1, Duration::from_secs(10)));
+        let c = sim.counts(db).unwrap();
+        assert_eq!(
+            (c.usecount, c.iocount),
+            (2, 2),
+            "open + mapping; vflush + ubc_unmap"
+        );
+        hold.release();
+        t.join().unwrap().unwrap();
+    });
+    let m = events(&sim, TraceOp::Mnomap, db);
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].pid, umount.pid(), "the unmount(2) caller's");
+    reader.close(fd).unwrap();
+}
+
+/// Without a caller, Sim::unmount is diskarbitrationd's (an eject), not
+/// kernel_task's.
+#[test]
+fn an_eject_unmaps_as_diskarbitrationd() {
+    let sim = sim();
+    let db = "/Volumes/Data/db";
+    let reader = sim.spawn("reader", 501);
+    let fd = reader.open(db).unwrap();
+    reader
+        .mmap(fd, PS, prot::READ, map_flags::SHARED, 0)
+        .unwrap();
+    sim.unmount("/Volumes/Data", true).unwrap();
+    let m = events(&sim, TraceOp::Mnomap, db);
+    let p = sim.proc(m[0].pid).unwrap();
+    assert_eq!((p.name(), p.uid()), ("diskarbitrationd".into(), 0));
+    reader.close(fd).unwrap();
+}
+
+/// jetsam_do_kill calls exit_with_reason from the memorystatus thread
+/// (bsd/kern/kern_memorystatus.c, xnu-11417.101.15): the victim's last
+/// unmaps are pid 0's.
+#[test]
+fn a_jetsam_kill_unmaps_as_the_kernel() {
+    let sim = sim();
+    let db = "/Volumes/Data/db";
+    let p = sim.spawn("victim", 501);
+    let fd = p.open(db).unwrap();
+    p.mmap(fd, PS, prot::READ, map_flags::SHARED, 0).unwrap();
+    sim.jetsam(&p).unwrap();
+    let m = events(&sim, TraceOp::Mnomap, db);
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].pid, 0);
+    assert!(p.mappings().is_empty() && p.fds().is_empty());
+    assert_eq!(sim.jetsam(&p).unwrap_err().0, 3, "already gone");
+    sim.check_balanced().unwrap();
+}
+
+// ------------------------------------------------------------------------
+// Page-ins as osfmk/vm/vm_object.c, vm_fault.c, bsd_vm.c and
+// bsd/vm/vnode_pager.c (xnu-11417.101.15) make them.
+
+fn pageins_of(sim: &Sim, path: &str) -> Vec<(i64, u64, i32)> {
+    events(sim, TraceOp::Pagein, path)
+        .iter()
+        .map(|e| (e.offset, e.size, e.prot))
+        .collect()
+}
+
+/// vnode_pagein takes an iocount with vnode_getalways_from_pager before
+/// VNOP_PAGEIN since macOS 11 (bsd/vm/vnode_pager.c:629 in
+/// xnu-11417.101.15, 622 in xnu-7195.141.2); xnu-6153.141.1 (10.15) takes
+/// none.
+#[test]
+fn a_pagein_holds_an_iocount_since_macos_11_but_not_on_catalina() {
+    use maptrace_sim::Vop;
+    use std::time::Duration;
+    for (release, io) in [(Release::Sequoia, 1), (Release::Catalina, 0)] {
+        let sim = Sim::boot(Config { release, ..intel() });
+        sim.mount("hfs", "/Volumes/Data").unwrap();
+        sim.add_file("/Volumes/Data/db", 8 * PS).unwrap();
+        let p = sim.spawn("reader", 501);
+        let fd = p.open("/Volumes/Data/db").unwrap();
+        let a = p
+            .mmap(fd, 8 * PS, prot::READ, map_flags::SHARED, 0)
+            .unwrap();
+        let hold = sim.hold_vnop(Vop::Pagein);
+        std::thread::scope(|s| {
+            let t = s.spawn(|| p.touch(a, 1));
+            assert!(hold.wait_held(1, Duration::from_secs(10)));
+            let c = sim.counts("/Volumes/Data/db").unwrap();
+            assert_eq!((c.usecount, c.iocount), (2, io), "{release:?}");
+            hold.release();
+            t.join().unwrap().unwrap();
+        });
+        assert_eq!(sim.counts("/Volumes/Data/db").unwrap().iocount, 0);
+    }
+}
+
+/// vnode_pager_cluster_read passes 0 or UPL_IOSTREAMING (bsd_vm.c:851-856),
+/// never UPL_IOSYNC; a sequential run of 3 pages or more streams and reads
+/// ahead only (vm_object.c:6774-6782).
+#[test]
+fn fault_pageins_pass_0_or_iostreaming_and_sequential_runs_stream() {
+    let sim = sim();
+    let db = "/Volumes/Data/db";
+    let p = sim.spawn("reader", 501);
+    let fd = p.open(db).unwrap();
+    let a = p
+        .mmap(fd, 64 * PS, prot::READ, map_flags::SHARED, 0)
+        .unwrap();
+    p.touch(a, 64 * PS).unwrap();
+    let got = pageins_of(&sim, db);
+    assert!(
+        got.iter().all(|(_, _, f)| *f == 0 || *f == 0x100),
+        "{got:?}"
+    );
+    assert_eq!(got[0], (0, 4 * PS, 0), "a fresh object primes with 16 KiB");
+    assert_eq!(
+        got[1],
+        (4 * PS as i64, 4 * PS, 0x100),
+        "3 pages used: stream"
+    );
+    let sizes: Vec<u64> = got.iter().map(|g| g.1).collect();
+    assert!(
+        sizes.iter().any(|s| *s > 4 * PS),
+        "the run grows the cluster: {sizes:?}"
+    );
+    assert!(
+        got.len() < 16,
+        "fewer, larger reads than fixed 16 KiB clusters"
+    );
+    assert!(
+        got.iter().all(|(_, s, _)| *s <= 128 << 10),
+        "SSD maximum 128 KiB"
+    );
+}
+
+/// A random fault's cluster is centred on it (head = trunc_page(pre / 2),
+/// vm_object.c:6868), never bridges resident pages and stays inside the map
+/// entry's [lo_offset, hi_offset) (vm_map.c:14875-14877).
+#[test]
+fn clusters_are_centred_on_the_fault_and_clipped_to_the_mapping() {
+    let sim = sim();
+    let db = "/Volumes/Data/db";
+    let p = sim.spawn("reader", 501);
+    let fd = p.open(db).unwrap();
+    let a = p
+        .mmap(fd, 64 * PS, prot::READ, map_flags::PRIVATE, 0)
+        .unwrap();
+    p.touch(a + 5 * PS, 1).unwrap();
+    p.touch(a, 1).unwrap();
+    assert_eq!(
+        pageins_of(&sim, db),
+        vec![(3 * PS as i64, 4 * PS, 0), (0, 3 * PS, 0)],
+        "12K+16K, then 0K+12K up to the resident page"
+    );
+    // A mapping of pages 20..22: a fault on page 20 reads nothing before it.
+    let w = p
+        .mmap(fd, 2 * PS, prot::READ, map_flags::PRIVATE, 20 * PS)
+        .unwrap();
+    p.touch(w, 1).unwrap();
+    assert_eq!(pageins_of(&sim, db)[2], (20 * PS as i64, 2 * PS, 0));
+}
+
+/// Apple silicon: 16 KiB pages (ARM_PGSHIFT 14, osfmk/arm64/proc_reg.h), an
+/// SSD minimum of 16 KiB, so a first fault reads one page; the default
+/// Config is this platform, whose timebase (125/3) it pairs with.
+#[test]
+fn apple_silicon_faults_one_16k_page_then_streams() {
+    let c = Config::default();
+    assert_eq!((c.page_size, c.timebase), (16384, (125, 3)));
+    let sim = Sim::boot(c);
+    sim.mount("apfs", "/").unwrap();
+    sim.add_file("/f", 1 << 20).unwrap();
+    let p = sim.spawn("r", 501);
+    let fd = p.open("/f").unwrap();
+    let a = p
+        .mmap(fd, 1 << 20, prot::READ, map_flags::SHARED, 0)
+        .unwrap();
+    let t = p.touch(a + 3 * 16384 + 100, 1).unwrap();
+    assert_eq!((t.pages, t.pageins), (1, 1));
+    assert_eq!(pageins_of(&sim, "/f"), vec![(3 * 16384, 16384, 0)]);
+    p.touch(a, 1 << 20).unwrap();
+    let got = pageins_of(&sim, "/f");
+    assert!(got.iter().all(|(o, s, _)| o % 16384 == 0 && s % 16384 == 0));
+    assert!(
+        got.iter().any(|(_, s, f)| *s > 16384 && *f == 0x100),
+        "{got:?}"
     );
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use maptrace_sim::{
-    Config, Cred, Sim, SysctlError, Violation, ViolationPolicy, map_flags, prot, xnu,
+    Config, Cred, Platform, Sim, SysctlError, Violation, ViolationPolicy, map_flags, prot, xnu,
 };
 
 const PS: u64 = 4096;
@@ -42,9 +42,10 @@ extern "C" fn noop(_ki: *mut xnu::kmod_info, _d: *mut c_void) -> xnu::kern_retur
 /// A simulator with an empty kext loaded: the test thread then plays the
 /// kext's code.
 fn loaded() -> Sim {
+    // 4 KiB pages: the MAC test maps at a 4 KiB offset.
     let sim = Sim::boot(Config {
         policy: ViolationPolicy::Collect,
-        ..Config::default()
+        ..Config::for_platform(Platform::IntelSsd)
     });
     // SAFETY: kmod_info is plain data; all-zero is valid.
     let mut ki: xnu::kmod_info = unsafe { std::mem::zeroed() };

@@ -82,7 +82,7 @@ impl<'e> Trace<'e> {
         }
     }
 
-    fn tick(&mut self) -> u64 {
+    pub fn tick(&mut self) -> u64 {
         self.ts += 10_000;
         self.ts
     }
