@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use anyhow::{Context, Result, bail};
 use object::macho;
-use object::read::macho::{FatArch, LoadCommandVariant, MachHeader, MachOFatFile32};
+use object::read::macho::{LoadCommandVariant, MachHeader};
 
 use crate::kernel::Arch;
 
@@ -96,18 +96,10 @@ fn thin_slice(image: &[u8]) -> Result<Slice> {
 
 /// The slices of a thin or universal executable.
 pub fn slices(data: &[u8]) -> Result<Vec<Slice>> {
-    let magic = data
-        .get(..4)
-        .map(|m| u32::from_be_bytes([m[0], m[1], m[2], m[3]]));
-    if magic == Some(macho::FAT_MAGIC) {
-        let fat = MachOFatFile32::parse(data).context("bad universal header")?;
-        fat.arches()
-            .iter()
-            .map(|a| thin_slice(a.data(data).context("slice outside the file")?))
-            .collect()
-    } else {
-        Ok(vec![thin_slice(data)?])
-    }
+    crate::objects::thin_images(data)?
+        .into_iter()
+        .map(thin_slice)
+        .collect()
 }
 
 /// Checks the linked kext: one `MH_KEXT_BUNDLE` slice with a UUID per arch, and an arm64e
@@ -490,14 +482,7 @@ arm64e: 1 symbol found in more than one library kext
 ";
 
     fn declared() -> BTreeMap<String, String> {
-        crate::kpi::libraries([
-            "com.apple.kpi.bsd",
-            "com.apple.kpi.dsep",
-            "com.apple.kpi.iokit",
-            "com.apple.kpi.libkern",
-            "com.apple.kpi.mach",
-            "com.apple.kpi.unsupported",
-        ])
+        crate::kpi::libraries(crate::kpi::PUBLIC_BUNDLES)
     }
 
     #[test]

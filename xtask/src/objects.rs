@@ -52,6 +52,23 @@ pub fn load_all<'a>(paths: impl IntoIterator<Item = &'a Path>) -> Result<Vec<Obj
     Ok(out)
 }
 
+/// The thin images of an executable: the slices of a universal (fat) file, or the file itself.
+pub fn thin_images(data: &[u8]) -> Result<Vec<&[u8]>> {
+    use object::macho;
+    use object::read::macho::{FatArch, MachOFatFile32};
+    let magic = data
+        .get(..4)
+        .map(|m| u32::from_be_bytes([m[0], m[1], m[2], m[3]]));
+    if magic != Some(macho::FAT_MAGIC) {
+        return Ok(vec![data]);
+    }
+    let fat = MachOFatFile32::parse(data).context("bad universal header")?;
+    fat.arches()
+        .iter()
+        .map(|a| a.data(data).context("slice outside the file"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use object::macho;
-use object::read::macho::{FatArch, LoadCommandVariant, MachHeader, MachOFatFile32};
+use object::read::macho::{LoadCommandVariant, MachHeader};
 use sha2::{Digest, Sha256};
 
 use crate::exec::{Cmd, Plan, Step};
@@ -332,18 +332,10 @@ pub fn verify_thin(image: &[u8], special: &SpecialFiles) -> Result<SliceSignatur
 
 /// Verifies every slice of a thin or universal executable.
 pub fn verify_executable(data: &[u8], special: &SpecialFiles) -> Result<Vec<SliceSignature>> {
-    let magic = data
-        .get(..4)
-        .map(|m| u32::from_be_bytes([m[0], m[1], m[2], m[3]]));
-    if magic == Some(macho::FAT_MAGIC) {
-        let fat = MachOFatFile32::parse(data).context("bad universal header")?;
-        fat.arches()
-            .iter()
-            .map(|a| verify_thin(a.data(data).context("bad slice")?, special))
-            .collect()
-    } else {
-        Ok(vec![verify_thin(data, special)?])
-    }
+    crate::objects::thin_images(data)?
+        .into_iter()
+        .map(|thin| verify_thin(thin, special))
+        .collect()
 }
 
 /// Verifies a signed bundle: every slice of `Contents/MacOS/<exe>` against the bundle's files.
