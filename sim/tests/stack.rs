@@ -112,3 +112,21 @@ fn a_hook_past_1_kib_is_a_violation_but_the_original_below_it_is_not() {
     });
     assert_eq!(stack_rules(&sim), []);
 }
+
+#[test]
+fn a_benchmark_can_turn_the_hook_meter_off() {
+    if !ENABLED {
+        return;
+    }
+    let sim = Sim::boot(Config {
+        policy: ViolationPolicy::Collect,
+        stack_meter: false,
+        ..Config::default()
+    });
+    load(&sim, Some(noop));
+    // Off: a hook past its budget goes unmeasured (benchmarks time the kext,
+    // not the meter's painting).
+    sim.kernel()
+        .kext_call(Frame::VnopHook(Vop::Pagein), use_stack::<2000>);
+    assert_eq!(stack_rules(&sim), []);
+}
