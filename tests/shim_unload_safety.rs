@@ -218,14 +218,21 @@ fn unload_over_another_kexts_earlier_hook_puts_its_entries_back() {
     assert!(v.is_empty(), "{v:#?}");
 }
 
+/// Another kext's filesystem `fs` (`Sim::add_fs`) mounted on /Volumes/x
+/// with one 8-page file, /Volumes/x/f. Returns its vector's address.
+fn fs_with_file(sim: &Sim, fs: &str) -> usize {
+    let vector = sim.add_fs(fs).expect("vfs_fsadd");
+    sim.mount(fs, "/Volumes/x").expect("mount");
+    sim.add_file("/Volumes/x/f", 8 * PAGE).expect("file");
+    vector
+}
+
 /// Another kext's filesystem `fs` mounted on /Volumes/x with one file,
 /// traced through the shim (mapped, faulted, unmapped), then unmounted and
 /// removed (vfs_fsremove frees its vector). Returns the freed vector's
 /// address.
 fn trace_then_remove_fs(sim: &Sim, fs: &str) -> usize {
-    let vector = sim.add_fs(fs).expect("vfs_fsadd");
-    sim.mount(fs, "/Volumes/x").expect("mount");
-    sim.add_file("/Volumes/x/f", 8 * PAGE).expect("file");
+    let vector = fs_with_file(sim, fs);
     let p = sim.spawn("fsuser", 501);
     let fd = p.open("/Volumes/x/f").expect("open");
     let a = p
@@ -284,9 +291,7 @@ fn a_vector_no_mounted_filesystem_uses_keeps_the_kext_loaded() {
     // is registered but unmounted (whose next mount would still call our
     // trampolines), so it touches neither and stays loaded.
     let sim = boot();
-    let vector = sim.add_fs("xfs").expect("vfs_fsadd");
-    sim.mount("xfs", "/Volumes/x").expect("mount");
-    sim.add_file("/Volumes/x/f", 8 * PAGE).expect("file");
+    let vector = fs_with_file(&sim, "xfs");
     map_unmap(&sim.spawn("fsuser", 501), "/Volumes/x/f");
     assert!(vector_hooked(&sim, vector));
     sim.unmount_unchecked("/Volumes/x", false).expect("unmount");
@@ -316,9 +321,7 @@ fn a_forced_unmount_of_the_last_mount_of_a_type_traces_its_last_unmaps() {
     // vfs_fsremove: the kext never touches it again and refuses to unload
     // (safe) rather than write into it.
     let sim = boot();
-    let vector = sim.add_fs("xfs").expect("vfs_fsadd");
-    sim.mount("xfs", "/Volumes/x").expect("mount");
-    sim.add_file("/Volumes/x/f", 8 * PAGE).expect("file");
+    let vector = fs_with_file(&sim, "xfs");
     let p = sim.spawn("fsuser", 501);
     let fd = p.open("/Volumes/x/f").expect("open");
     p.mmap(fd, 8 * PAGE, prot::READ, map_flags::SHARED, 0)
@@ -347,9 +350,7 @@ fn the_last_mount_of_a_type_with_nothing_in_use_is_unhooked_first() {
     // last moment the filesystem is certainly registered) restores the
     // vector and forgets it; the type's removal then costs nothing.
     let sim = boot();
-    let vector = sim.add_fs("xfs").expect("vfs_fsadd");
-    sim.mount("xfs", "/Volumes/x").expect("mount");
-    sim.add_file("/Volumes/x/f", 8 * PAGE).expect("file");
+    let vector = fs_with_file(&sim, "xfs");
     map_unmap(&sim.spawn("fsuser", 501), "/Volumes/x/f");
     assert!(vector_hooked(&sim, vector));
     sim.unmount("/Volumes/x", false).expect("unmount");
