@@ -1,20 +1,11 @@
 //! `cargo xtask test` and `cargo xtask demo`: the README's two commands, each with its own set-up.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::exec::{Cmd, Mode, exec};
-
-/// What every step gets.
-#[derive(Debug, Clone)]
-pub struct Ctx {
-    /// Repository root.
-    pub root: PathBuf,
-    /// Run or print.
-    pub mode: Mode,
-}
+use crate::exec::{Ctx, Mode, cargo, exec};
 
 /// One step of `cargo xtask test`. To add one (sanitizer runs, short fuzz runs), append
 /// it to `TEST_STEPS`; each prints its name and duration and a failure fails the run.
@@ -26,11 +17,6 @@ pub struct TestStep {
     pub run: fn(&Ctx) -> Result<()>,
     /// When it fails, later steps are pointless (set-up).
     pub fatal: bool,
-}
-
-/// cargo as the user invoked it (`$CARGO` under `cargo xtask`), never the Debian one.
-pub fn cargo() -> Cmd {
-    Cmd::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
 fn step_deps(ctx: &Ctx) -> Result<()> {
@@ -324,6 +310,8 @@ pub fn demo(root: &Path, mode: Mode) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     fn ok(_: &Ctx) -> Result<()> {

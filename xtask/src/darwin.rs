@@ -6,9 +6,7 @@
 
 use anyhow::Result;
 
-use crate::ci::Ctx;
-use crate::exec::{Plan, exec};
-use crate::sanitize::{ensure_components, nightly_cargo};
+use crate::exec::{Ctx, Plan, ensure_components, exec, nightly_cargo};
 
 /// The Mac targets the companion ships for.
 pub const TARGETS: [&str; 2] = ["aarch64-apple-darwin", "x86_64-apple-darwin"];

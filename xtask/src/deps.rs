@@ -128,13 +128,21 @@ pub fn this_host() -> Host {
     Host { debian, root }
 }
 
+/// True when rustup's nightly has the library sources `-Zbuild-std` needs.
+pub fn nightly_has_rust_src() -> bool {
+    Cmd::new("rustup")
+        .args(["+nightly", "component", "list", "--installed"])
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out).contains("rust-src"))
+}
+
 /// Checks the macOS requirements (Xcode tools, a nightly with rust-src); installs nothing.
 fn ensure_macos(task: Task) -> Result<()> {
     let needs_cross = matches!(task, Task::Cross | Task::Test);
     if needs_cross && !Cmd::new("xcrun").args(["-f", "clang"]).succeeds() {
         bail!("install the Xcode command line tools: xcode-select --install");
     }
-    if needs_cross && !crate::kernel::nightly_has_rust_src() {
+    if needs_cross && !nightly_has_rust_src() {
         bail!(
             "install a nightly with its sources: rustup toolchain install nightly --component rust-src"
         );

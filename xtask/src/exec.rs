@@ -384,6 +384,64 @@ pub fn exec(plan: &Plan, mode: Mode) -> Result<()> {
     Ok(())
 }
 
+/// The repository root (xtask lives one level below it).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// Where xtask installs the tools it needs when they are not on PATH (rcodesign, cargo-fuzz).
+pub fn tools_root(root: &Path) -> PathBuf {
+    root.join("target/tools")
+}
+
+/// What every step of `cargo xtask test` gets.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// Repository root.
+    pub root: PathBuf,
+    /// Run or print.
+    pub mode: Mode,
+}
+
+/// cargo as the user invoked it (`$CARGO` under `cargo xtask`), never the Debian one.
+pub fn cargo() -> Cmd {
+    Cmd::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// `cargo test` on the nightly toolchain, with the toolchain override cleared so a
+/// `RUSTUP_TOOLCHAIN` from the outer `cargo xtask` does not win.
+pub fn nightly_cargo(ctx: &Ctx, target_dir: &str) -> Cmd {
+    Cmd::new("rustup")
+        .args(["run", "nightly", "cargo"])
+        .env(
+            "CARGO_TARGET_DIR",
+            ctx.root.join(target_dir).display().to_string(),
+        )
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .cwd(&ctx.root)
+}
+
+/// Installs nightly components (idempotent); CI machines start without them.
+pub fn ensure_components(components: &[&str], mode: Mode) -> Result<()> {
+    let mut plan = Plan::new();
+    plan.run(
+        Cmd::new("rustup")
+            .args(["component", "add", "--toolchain", "nightly"])
+            .args(components.iter().copied()),
+    );
+    exec(&plan, mode).with_context(|| {
+        format!(
+            "cannot install the rustup nightly components {} (needs network access to \
+             static.rust-lang.org, or install them by hand: `rustup toolchain install nightly \
+             --component {}`)",
+            components.join(" "),
+            components.join(" --component ")
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -487,6 +545,18 @@ mod tests {
         assert!(
             text.contains("boom") && text.contains("exit status: 3"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn a_missing_component_fails_with_what_to_do() {
+        let err = ensure_components(&["no-such-component-xyz"], Mode::Run)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cannot install the rustup nightly components")
+                && err.contains("--component no-such-component-xyz"),
+            "{err}"
         );
     }
 }

@@ -56,7 +56,7 @@ impl Layout {
         Layout {
             dir: root.join("fuzz"),
             target_dir: root.join("target/fuzz"),
-            tools: crate::sign::tools_root(root),
+            tools: crate::exec::tools_root(root),
         }
     }
 
@@ -101,7 +101,7 @@ pub fn install_plan(l: &Layout) -> Plan {
         "installing cargo-fuzz {CARGO_FUZZ_VERSION}"
     )));
     plan.run(
-        crate::ci::cargo()
+        crate::exec::cargo()
             .args(["install", "cargo-fuzz", "--version", CARGO_FUZZ_VERSION])
             // It only drives cargo: a debug build is as good and compiles faster.
             .args(["--locked", "--debug", "--root"])
@@ -290,7 +290,7 @@ pub fn pick(names: &[String]) -> Result<Vec<&'static str>> {
 }
 
 /// The CI step: short, time-bounded runs.
-pub fn step_short_runs(ctx: &crate::ci::Ctx) -> Result<()> {
+pub fn step_short_runs(ctx: &crate::exec::Ctx) -> Result<()> {
     fuzz(&ctx.root, Budget::Seconds(CI_SECONDS), &[], ctx.mode)
 }
 
@@ -308,7 +308,7 @@ mod tests {
 
     #[test]
     fn every_target_has_its_source_and_a_bin_entry() {
-        let root = crate::repo_root();
+        let root = crate::exec::repo_root();
         let manifest = std::fs::read_to_string(root.join("fuzz/Cargo.toml")).unwrap();
         assert!(
             manifest.contains("\n[workspace]"),

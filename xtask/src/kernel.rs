@@ -380,14 +380,6 @@ impl Toolchain {
     }
 }
 
-/// True when rustup's nightly has the library sources `-Zbuild-std` needs.
-pub fn nightly_has_rust_src() -> bool {
-    Cmd::new("rustup")
-        .args(["+nightly", "component", "list", "--installed"])
-        .output()
-        .is_ok_and(|out| String::from_utf8_lossy(&out).contains("rust-src"))
-}
-
 /// The C compiler for the shim on this machine. On Linux, Debian's clang-22 (bookworm-security):
 /// clang-19 writes the static `kmod_info.start/stop` initializers of arm64e objects as plain
 /// `ARM64_RELOC_UNSIGNED` and leaves `CPU_SUBTYPE_PTRAUTH_ABI` clear, while XNU authenticates

@@ -397,13 +397,6 @@ fn help_text(command: &str) -> String {
     spec(command).map_or_else(|| HELP.to_string(), command_help)
 }
 
-/// The repository root (xtask lives one level below it).
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-}
-
 /// `cross`: set-up, build, then check.
 pub(crate) fn cmd_cross(root: &Path, archs: &[Arch], variant: Variant, mode: Mode) -> Result<()> {
     let layout = cross::Layout::for_variant(root, variant);
@@ -621,7 +614,7 @@ fn rcodesign(root: &Path, mode: Mode) -> Result<String> {
         return Ok(found);
     }
     exec::exec(&sign::install_rcodesign_plan(root), mode)?;
-    Ok(sign::tools_root(root)
+    Ok(exec::tools_root(root)
         .join("bin/rcodesign")
         .display()
         .to_string())
@@ -732,7 +725,7 @@ fn cmd_vm_test(root: &Path, args: &Args, mode: Mode) -> Result<()> {
 
 fn run(raw: &[String]) -> Result<()> {
     let args = parse_args(raw)?;
-    let root = repo_root();
+    let root = exec::repo_root();
     let mode = if args.dry_run {
         Mode::DryRun
     } else {
@@ -868,7 +861,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         // A stand-in rcodesign that would half-sign, as the real one did before the refusal.
-        let tool = sign::tools_root(root).join("bin/rcodesign");
+        let tool = exec::tools_root(root).join("bin/rcodesign");
         std::fs::create_dir_all(tool.parent().unwrap()).unwrap();
         std::fs::write(
             &tool,
@@ -922,7 +915,7 @@ mod tests {
     fn vm_test_uses_the_bundles_own_identifier() {
         let dir = tempfile::tempdir().unwrap();
         let kext = dir.path().join("maptrace.kext");
-        let root = repo_root();
+        let root = exec::repo_root();
         let header = std::fs::read_to_string(root.join(bundle::ABI_HEADER)).unwrap();
         let from_header = bundle::bundle_id_from_header(&header).unwrap();
         assert_eq!(vm_bundle_id(&root, &kext).unwrap(), from_header);
@@ -945,17 +938,17 @@ mod tests {
     #[test]
     fn vm_test_without_host_says_how() {
         let a = args(&["vm-test", "run", "--dry-run"]).unwrap();
-        let err = cmd_vm_test(&repo_root(), &a, Mode::DryRun).unwrap_err();
+        let err = cmd_vm_test(&exec::repo_root(), &a, Mode::DryRun).unwrap_err();
         assert!(err.to_string().contains("--host USER@VM"));
         let a = args(&["vm-test", "--host", "me@vm"]).unwrap();
-        let err = cmd_vm_test(&repo_root(), &a, Mode::DryRun).unwrap_err();
+        let err = cmd_vm_test(&exec::repo_root(), &a, Mode::DryRun).unwrap_err();
         assert!(err.to_string().contains("install"), "{err}");
         assert!(args(&["vm-test", "run", "again"]).is_err());
     }
 
     #[test]
     fn dry_runs_of_every_plan_succeed_on_this_machine() {
-        let root = repo_root();
+        let root = exec::repo_root();
         for variant in [
             Variant::default(),
             Variant {

@@ -5,10 +5,9 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
-use crate::ci::Ctx;
-use crate::exec::{Cmd, Mode, Plan, exec};
+use crate::exec::{Cmd, Ctx, Plan, ensure_components, exec, nightly_cargo};
 
 /// The host target: sanitizer runtimes only link with an explicit `--target`.
 const HOST: &str = "x86_64-unknown-linux-gnu";
@@ -41,40 +40,8 @@ const MIRI_SEEDS: &str = "0..4";
 /// The test of concurrent producers and a drainer (tests/ring.rs).
 const MIRI_CONCURRENT_TEST: &str = "concurrent_producers_and_drainer";
 
-/// `cargo test` on the nightly toolchain, with the toolchain override cleared so a
-/// `RUSTUP_TOOLCHAIN` from the outer `cargo xtask` does not win.
-pub(crate) fn nightly_cargo(ctx: &Ctx, target_dir: &str) -> Cmd {
-    Cmd::new("rustup")
-        .args(["run", "nightly", "cargo"])
-        .env(
-            "CARGO_TARGET_DIR",
-            ctx.root.join(target_dir).display().to_string(),
-        )
-        .env_remove("RUSTUP_TOOLCHAIN")
-        .cwd(&ctx.root)
-}
-
 fn test_args(cmd: Cmd, tests: &[&str]) -> Cmd {
     tests.iter().fold(cmd, |c, t| c.args(["--test", t]))
-}
-
-/// Installs nightly components (idempotent); CI machines start without them.
-pub(crate) fn ensure_components(components: &[&str], mode: Mode) -> Result<()> {
-    let mut plan = Plan::new();
-    plan.run(
-        Cmd::new("rustup")
-            .args(["component", "add", "--toolchain", "nightly"])
-            .args(components.iter().copied()),
-    );
-    exec(&plan, mode).with_context(|| {
-        format!(
-            "cannot install the rustup nightly components {} (needs network access to \
-             static.rust-lang.org, or install them by hand: `rustup toolchain install nightly \
-             --component {}`)",
-            components.join(" "),
-            components.join(" --component ")
-        )
-    })
 }
 
 /// The shim's end-to-end tests with the shim and simulator C built under
@@ -168,6 +135,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
+    use crate::exec::Mode;
 
     fn ctx() -> Ctx {
         Ctx {
@@ -224,18 +192,6 @@ mod tests {
         let seeds = cmds.last().unwrap();
         assert!(seeds.env_value("MIRIFLAGS").unwrap().contains("many-seeds"));
         assert!(seeds.has_arg(MIRI_CONCURRENT_TEST));
-    }
-
-    #[test]
-    fn a_missing_component_fails_with_what_to_do() {
-        let err = ensure_components(&["no-such-component-xyz"], Mode::Run)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("cannot install the rustup nightly components")
-                && err.contains("--component no-such-component-xyz"),
-            "{err}"
-        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use object::macho;
 use object::read::macho::{LoadCommandVariant, MachHeader};
 use sha2::{Digest, Sha256};
 
-use crate::exec::{Cmd, Plan, Step};
+use crate::exec::{Cmd, Plan, Step, tools_root};
 
 /// The apple-codesign release that was tested (docs/toolchain.md section 4).
 pub const RCODESIGN_VERSION: &str = "0.29.0";
@@ -88,11 +88,6 @@ pub fn mode(
         (None, None) => Ok(SignMode::AdHoc),
         _ => bail!("--pem-cert and --pem-key (MT_SIGN_PEM_CERT, MT_SIGN_PEM_KEY) go together"),
     }
-}
-
-/// Where xtask installs rcodesign when it is not on PATH.
-pub fn tools_root(root: &Path) -> PathBuf {
-    root.join("target/tools")
 }
 
 /// The plan installing rcodesign under `tools_root` (notarization support left out: it needs Apple).
