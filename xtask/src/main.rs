@@ -1,32 +1,21 @@
 //! `cargo xtask`: cross-build, check, bundle, sign and test the maptrace kext.
 
-mod bundle;
-mod check;
 mod ci;
-mod cross;
-mod darwin;
 mod deps;
 mod exec;
-mod fuzz;
-mod kernel;
-mod kextcheck;
-mod kpi;
-mod link;
-mod objects;
-mod sanitize;
-mod sign;
-mod signcheck;
-mod stack;
-mod tidy;
-mod vmtest;
+mod kext;
+mod package;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+use crate::ci::{fuzz, steps};
 use crate::exec::Mode;
-use crate::kernel::{Arch, Toolchain, Variant};
+use crate::kext::kernel::{self, Arch, Toolchain, Variant};
+use crate::kext::{check, cross, kpi, stack};
+use crate::package::{bundle, kextcheck, link, sign, signcheck, vmtest};
 
 const HELP: &str = "\
 cargo xtask <command> [options]        cargo xtask <command> --help: that command's help
@@ -736,8 +725,8 @@ fn run(raw: &[String]) -> Result<()> {
         return Ok(());
     }
     match args.command.as_str() {
-        "test" => ci::test(&root, mode),
-        "demo" => ci::demo(&root, mode),
+        "test" => steps::test(&root, mode),
+        "demo" => steps::demo(&root, mode),
         "cross" => cmd_cross(&root, &args.archs, args.variant, mode),
         "check" => cmd_check(&root, &args.archs, args.variant),
         "kextlibs" => cmd_kextlibs(&root, &args.archs, args.variant),

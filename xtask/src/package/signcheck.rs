@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 
-use crate::bundle::{self, KextPaths};
 use crate::exec::{Cmd, Plan, Step};
-use crate::kernel::MACOS_MIN;
-use crate::sign::{self, CS_ADHOC, SignMode};
+use crate::kext::kernel::MACOS_MIN;
+use crate::package::bundle::{self, KextPaths};
+use crate::package::sign::{self, CS_ADHOC, SignMode};
 
 /// A tiny C file, for the arm64 slice and when there are no x86_64 project objects yet.
 const STANDIN_C: &str = "int mt_standin(int x) { return x + 1; }\n";

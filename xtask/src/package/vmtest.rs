@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::exec::{Cmd, Mode, Plan, Step, exec};
-use crate::kernel::{Arch, MACOS_MIN};
-use crate::kextcheck;
+use crate::kext::kernel::{Arch, MACOS_MIN};
+use crate::package::kextcheck;
 
 /// Working directory on the VM, as the kext names it: `vn_getpath` resolves the `/tmp` symlink,
 /// so the companion's `--path` filter must use `/private/tmp`.
@@ -637,7 +637,7 @@ fn write(path: &Path, text: &str) -> Result<()> {
 
 /// The linked, signed bundle's slices; refuses before anything is copied.
 fn built_slices(test: &VmTest) -> Result<Vec<kextcheck::Slice>> {
-    crate::sign::require_linked(&test.bundle, crate::bundle::EXECUTABLE)?;
+    crate::package::sign::require_linked(&test.bundle, crate::package::bundle::EXECUTABLE)?;
     // Apple's own verifier: it checks what kmutil will (the in-house one knows rcodesign's output).
     let (signed, why) = Cmd::new("codesign")
         .args(["--verify", "--strict", "--verbose=2"])
@@ -653,7 +653,7 @@ fn built_slices(test: &VmTest) -> Result<Vec<kextcheck::Slice>> {
     let exe = test
         .bundle
         .join("Contents/MacOS")
-        .join(crate::bundle::EXECUTABLE);
+        .join(crate::package::bundle::EXECUTABLE);
     kextcheck::slices(&std::fs::read(&exe)?)
 }
 

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use object::macho;
 use object::read::macho::{LoadCommandVariant, MachHeader};
 
-use crate::kernel::Arch;
+use crate::kext::kernel::Arch;
 
 /// arm64e cpusubtype capability bits ("take 2" in LLVM's BinaryFormat/MachO.h, the
 /// `CPU_SUBTYPE_PTRAUTH_ABI` bit of XNU's osfmk/mach/machine.h): the ABI is versioned...
@@ -96,7 +96,7 @@ fn thin_slice(image: &[u8]) -> Result<Slice> {
 
 /// The slices of a thin or universal executable.
 pub fn slices(data: &[u8]) -> Result<Vec<Slice>> {
-    crate::objects::thin_images(data)?
+    crate::kext::objects::thin_images(data)?
         .into_iter()
         .map(thin_slice)
         .collect()
@@ -345,7 +345,7 @@ pub fn require_same_build(loaded: &Loaded, built_uuid: &str, install_hint: &str)
 #[cfg(test)]
 pub mod tests {
     use super::*;
-    use crate::kernel;
+    use crate::kext::kernel;
 
     fn cpu(arch: Arch) -> (u32, u32) {
         (arch.cpu_type(), arch.cpu_subtype())
@@ -482,7 +482,7 @@ arm64e: 1 symbol found in more than one library kext
 ";
 
     fn declared() -> BTreeMap<String, String> {
-        crate::kpi::libraries(crate::kpi::PUBLIC_BUNDLES)
+        crate::kext::kpi::libraries(crate::kext::kpi::PUBLIC_BUNDLES)
     }
 
     #[test]
@@ -528,13 +528,13 @@ arm64e: 1 symbol found in more than one library kext
         let template =
             std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../Info.plist"))
                 .unwrap();
-        let info = crate::bundle::Info {
+        let info = crate::package::bundle::Info {
             bundle_id: "org.example.kext".into(),
             version: "1.2.3".into(),
             libraries: declared(),
             macos_min: "11.0".into(),
         };
-        let filled = crate::bundle::fill_info_plist(&template, &info).unwrap();
+        let filled = crate::package::bundle::fill_info_plist(&template, &info).unwrap();
         assert_eq!(declared_libraries(&filled).unwrap(), declared());
         assert!(declared_libraries(b"<plist version=\"1.0\"><dict/></plist>").is_err());
     }

@@ -14,9 +14,9 @@ use object::{
     SectionFlags, SectionIndex,
 };
 
-use crate::kernel::{Arch, CPU_SUBTYPE_PTRAUTH_ABI, Variant};
-use crate::kpi::{Kind, Table};
-use crate::objects::ObjFile;
+use crate::kext::kernel::{Arch, CPU_SUBTYPE_PTRAUTH_ABI, Variant};
+use crate::kext::kpi::{Kind, Table};
+use crate::kext::objects::ObjFile;
 
 /// Undefined symbols the shim defines for the core (bridge header, C side).
 const SHIM_PROVIDED_PREFIX: &str = "_mt_kpi_";
@@ -507,7 +507,7 @@ pub fn check_variant(
                  not load on macOS 11+{}",
                 users.join(", "),
                 u.source,
-                crate::kpi::UNSUPPORTED,
+                crate::kext::kpi::UNSUPPORTED,
                 if u.kauth_variant_ok {
                     "; only the kauth variant (--kauth, macOS 10.15) may import it"
                 } else {
@@ -523,7 +523,7 @@ pub fn check_variant(
             None => errors.push(format!(
                 "{name} (used by {}) is not in {}: private, unknown or not yet listed for {}",
                 users.join(", "),
-                crate::kpi::TABLE,
+                crate::kext::kpi::TABLE,
                 arch.name()
             )),
         }
@@ -559,7 +559,7 @@ pub fn compile_snippet(
     let o = dir.join(format!("{stem}.{}.o", arch.name()));
     use anyhow::Context as _;
     std::fs::write(&c, source)?;
-    crate::exec::Cmd::new(crate::kernel::clang_program())
+    crate::exec::Cmd::new(crate::kext::kernel::clang_program())
         .args(flags.iter().copied())
         .arg("-c")
         .path_arg(&c)
@@ -570,10 +570,10 @@ pub fn compile_snippet(
             format!(
                 "compiling {stem}.c for {} (is {} installed?)",
                 arch.name(),
-                crate::kernel::clang_program()
+                crate::kext::kernel::clang_program()
             )
         })?;
-    crate::objects::load(&o)?
+    crate::kext::objects::load(&o)?
         .pop()
         .context("no object produced")
 }
@@ -596,7 +596,7 @@ mod tests {
     }
 
     fn obj(arch: Arch, src: &str, stem: &str) -> (tempfile::TempDir, ObjFile) {
-        obj_with(arch, src, &crate::kernel::clang_flags(arch), stem)
+        obj_with(arch, src, &crate::kext::kernel::clang_flags(arch), stem)
     }
 
     #[test]
@@ -719,7 +719,7 @@ mod tests {
 
     #[test]
     fn any_unsigned_function_pointer_in_arm64e_data_is_an_error_kmod_info_included() {
-        let mut flags = crate::kernel::clang_flags(Arch::Arm64e);
+        let mut flags = crate::kext::kernel::clang_flags(Arch::Arm64e);
         flags.retain(|f| *f != "-fptrauth-calls");
         flags.push("-fno-ptrauth-calls");
         let (_d, o) = obj_with(Arch::Arm64e, FN_PTRS, &flags, "fnptr");
@@ -780,7 +780,7 @@ mod tests {
             );
             assert!(r.imports.is_empty());
         }
-        let flags = crate::kernel::clang_flags_for(Arch::X86_64, kauth);
+        let flags = crate::kext::kernel::clang_flags_for(Arch::X86_64, kauth);
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         let (_d, o) = obj_with(Arch::X86_64, src, &flags, "kauth_variant");
         let r = check_variant(kauth, Arch::X86_64, &[o], &[], &table());
@@ -811,7 +811,7 @@ mod tests {
             kauth: true,
             resident: false,
         };
-        let flags = crate::kernel::clang_flags_for(Arch::X86_64, kauth);
+        let flags = crate::kext::kernel::clang_flags_for(Arch::X86_64, kauth);
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         let (_d, o1015) = obj_with(Arch::X86_64, CLEAN, &flags, "min1015");
         let r = check_variant(kauth, Arch::X86_64, &[o1015], &[], &table());
@@ -851,14 +851,14 @@ mod tests {
         let c = dir.path().join("a.c");
         let o = dir.path().join("a.o");
         std::fs::write(&c, CLEAN).unwrap();
-        crate::exec::Cmd::new(crate::kernel::clang_program())
+        crate::exec::Cmd::new(crate::kext::kernel::clang_program())
             .args(["--target=arm64-apple-macos11", "-mkernel", "-c"])
             .path_arg(&c)
             .arg("-o")
             .path_arg(&o)
             .output()
             .unwrap();
-        let objs = crate::objects::load(&o).unwrap();
+        let objs = crate::kext::objects::load(&o).unwrap();
         let r = check(Arch::Arm64e, &objs, &[], &table());
         assert!(
             r.errors.iter().any(|e| e.contains("subtype 0x0")),
@@ -888,7 +888,13 @@ mod tests {
               case 3: return y - 11; case 4: return y << 2; case 5: return y * 13;\n\
               case 6: return y | 9; case 7: return ~y; default: return 0; } }\n";
         let (_d, o) = obj(Arch::X86_64, src, "jt");
-        let parsed = parse(&o, Arch::X86_64, crate::kernel::MACOS_MIN, &mut Vec::new()).unwrap();
+        let parsed = parse(
+            &o,
+            Arch::X86_64,
+            crate::kext::kernel::MACOS_MIN,
+            &mut Vec::new(),
+        )
+        .unwrap();
         assert!(
             !parsed.data_in_code.is_empty(),
             "expected an inline jump table"

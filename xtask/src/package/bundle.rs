@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use plist::{Dictionary, Value};
 
 use crate::exec::{Cmd, Plan, Step};
-use crate::kernel::Variant;
+use crate::kext::kernel::Variant;
 
 /// The Info.plist template, relative to the repository root.
 pub const TEMPLATE: &str = "Info.plist";
@@ -228,8 +228,8 @@ mod tests {
         Info {
             bundle_id: "org.example.kext".into(),
             version: "1.2.3".into(),
-            libraries: crate::kpi::libraries(["com.apple.kpi.bsd", "com.apple.kpi.libkern"]),
-            macos_min: crate::kernel::MACOS_MIN.into(),
+            libraries: crate::kext::kpi::libraries(["com.apple.kpi.bsd", "com.apple.kpi.libkern"]),
+            macos_min: crate::kext::kernel::MACOS_MIN.into(),
         }
     }
 
@@ -300,7 +300,7 @@ mod tests {
         let template = fs::read(root().join(template(kauth))).unwrap();
         let info = Info {
             bundle_id: "org.maptrace.kext.kauth".into(),
-            libraries: crate::kpi::libraries_for(kauth.macos_min(), ["com.apple.kpi.bsd"]),
+            libraries: crate::kext::kpi::libraries_for(kauth.macos_min(), ["com.apple.kpi.bsd"]),
             macos_min: kauth.macos_min().into(),
             ..info()
         };

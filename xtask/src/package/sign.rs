@@ -327,7 +327,7 @@ pub fn verify_thin(image: &[u8], special: &SpecialFiles) -> Result<SliceSignatur
 
 /// Verifies every slice of a thin or universal executable.
 pub fn verify_executable(data: &[u8], special: &SpecialFiles) -> Result<Vec<SliceSignature>> {
-    crate::objects::thin_images(data)?
+    crate::kext::objects::thin_images(data)?
         .into_iter()
         .map(|thin| verify_thin(thin, special))
         .collect()
@@ -475,7 +475,7 @@ mod tests {
         let mut img = vec![0u8; PAGE];
         let le = |b: &mut [u8], at: usize, v: u32| b[at..at + 4].copy_from_slice(&v.to_le_bytes());
         le(&mut img, 0, macho::MH_MAGIC_64);
-        le(&mut img, 4, crate::kernel::CPU_TYPE_X86_64);
+        le(&mut img, 4, crate::kext::kernel::CPU_TYPE_X86_64);
         le(&mut img, 8, 3);
         le(&mut img, 12, macho::MH_EXECUTE);
         le(&mut img, 16, 1);
@@ -564,7 +564,7 @@ mod tests {
         assert_eq!(s.identifier, "org.example.kext");
         assert_eq!(s.flags & CS_ADHOC, CS_ADHOC);
         assert_eq!((s.code_slots, s.has_cms), (1, false));
-        assert_eq!(s.cputype, crate::kernel::CPU_TYPE_X86_64);
+        assert_eq!(s.cputype, crate::kext::kernel::CPU_TYPE_X86_64);
 
         let mut code = img.clone();
         code[100] ^= 1;

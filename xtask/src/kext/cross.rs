@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::check::{self, Report};
 use crate::exec::{Plan, Step};
-use crate::kernel::{self, Arch, Toolchain, Variant};
-use crate::kpi::Table;
-use crate::objects;
+use crate::kext::check::{self, Report};
+use crate::kext::kernel::{self, Arch, Toolchain, Variant};
+use crate::kext::kpi::Table;
+use crate::kext::objects;
 
 /// Where cross outputs live, relative to the repository root.
 pub const OUT: &str = "target/kext";
@@ -398,7 +398,7 @@ mod tests {
     #[test]
     fn checking_without_outputs_says_to_run_cross() {
         let dir = tempfile::tempdir().unwrap();
-        let kpi = dir.path().join(crate::kpi::TABLE);
+        let kpi = dir.path().join(crate::kext::kpi::TABLE);
         fs::create_dir_all(kpi.parent().unwrap()).unwrap();
         fs::write(&kpi, "").unwrap();
         let err = check_outputs(&Layout::project(dir.path()), &[Arch::X86_64]).unwrap_err();

@@ -2,18 +2,20 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cross::Layout;
 use crate::exec::{Cmd, Plan};
-use crate::kernel::{Arch, MACOS_MIN};
+use crate::kext::cross::Layout;
+use crate::kext::kernel::{Arch, MACOS_MIN};
 
 /// The linked kext executable for one arch.
 pub fn arch_executable(layout: &Layout, arch: Arch) -> PathBuf {
-    layout.arch_dir(arch).join(crate::bundle::EXECUTABLE)
+    layout
+        .arch_dir(arch)
+        .join(crate::package::bundle::EXECUTABLE)
 }
 
 /// The universal kext executable.
 pub fn universal_executable(layout: &Layout) -> PathBuf {
-    layout.out.join(crate::bundle::EXECUTABLE)
+    layout.out.join(crate::package::bundle::EXECUTABLE)
 }
 
 /// Link per arch with Apple's toolchain (Kernel.framework's libkmod and libcc_kext), then lipo.

@@ -82,8 +82,8 @@ fn step_clippy(ctx: &Ctx) -> Result<()> {
 fn step_cross(ctx: &Ctx) -> Result<()> {
     crate::cmd_cross(
         &ctx.root,
-        &crate::kernel::Arch::ALL,
-        crate::kernel::Variant::default(),
+        &crate::kext::kernel::Arch::ALL,
+        crate::kext::kernel::Variant::default(),
         ctx.mode,
     )
 }
@@ -91,7 +91,7 @@ fn step_cross(ctx: &Ctx) -> Result<()> {
 /// The kauth variant (macOS 10.15 test VMs, Intel only): its own objects, checked like the
 /// default ones, and its own bundle, so a kauth build cannot rot unseen.
 fn step_cross_kauth(ctx: &Ctx) -> Result<()> {
-    let kauth = crate::kernel::Variant {
+    let kauth = crate::kext::kernel::Variant {
         kauth: true,
         resident: false,
     };
@@ -157,22 +157,22 @@ pub const TEST_STEPS: &[TestStep] = &[
     },
     TestStep {
         name: "sanitizers: shim + simulator under ASan/UBSan",
-        run: crate::sanitize::step_asan_ubsan,
+        run: crate::ci::sanitize::step_asan_ubsan,
         fatal: false,
     },
     TestStep {
         name: "sanitizers: ring + shim + simulator under TSan",
-        run: crate::sanitize::step_tsan,
+        run: crate::ci::sanitize::step_tsan,
         fatal: false,
     },
     TestStep {
         name: "miri: the core's unsafe modules (ring, ffi)",
-        run: crate::sanitize::step_miri,
+        run: crate::ci::sanitize::step_miri,
         fatal: false,
     },
     TestStep {
         name: "companion: type-checks for macOS (aarch64, x86_64)",
-        run: crate::darwin::step_companion_check,
+        run: crate::ci::darwin::step_companion_check,
         fatal: false,
     },
     TestStep {
@@ -192,7 +192,7 @@ pub const TEST_STEPS: &[TestStep] = &[
     },
     TestStep {
         name: "fuzz: short runs",
-        run: crate::fuzz::step_short_runs,
+        run: crate::ci::fuzz::step_short_runs,
         fatal: false,
     },
 ];

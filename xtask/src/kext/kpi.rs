@@ -6,9 +6,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use crate::kernel::Arch;
+use crate::kext::kernel::Arch;
 #[cfg(test)]
-use crate::kernel::MACOS_MIN;
+use crate::kext::kernel::MACOS_MIN;
 
 /// The table, relative to the repository root.
 pub const TABLE: &str = "kext-shim/kpi/symbols.tsv";

@@ -38,8 +38,8 @@ use object::{
     SectionFlags, SymbolKind,
 };
 
-use crate::kernel::{Arch, Variant};
-use crate::objects::ObjFile;
+use crate::kext::kernel::{Arch, Variant};
+use crate::kext::objects::ObjFile;
 
 /// The entry points and budgets, relative to the repository root.
 pub const BUDGETS: &str = "kext-shim/stack.tsv";
@@ -776,10 +776,10 @@ pub fn check(g: &Graph, budgets: &Budgets) -> Report {
 
 /// Runs the check on what `cargo xtask cross` left for `arch`.
 pub fn check_arch(root: &Path, arch: Arch, variant: Variant, budgets: &Budgets) -> Result<Report> {
-    let layout = crate::cross::Layout::for_variant(root, variant);
+    let layout = crate::kext::cross::Layout::for_variant(root, variant);
     let shim_paths = layout.shim_objects(arch)?;
-    let mut objs = crate::objects::load_all(shim_paths.iter().map(|p| p.as_path()))?;
-    objs.extend(crate::objects::load(&layout.core_lib(arch))?);
+    let mut objs = crate::kext::objects::load_all(shim_paths.iter().map(|p| p.as_path()))?;
+    objs.extend(crate::kext::objects::load(&layout.core_lib(arch))?);
     let mut g = graph(arch, &objs)?;
     for p in &shim_paths {
         let su = p.with_extension("su");
@@ -818,7 +818,7 @@ pub fn run(root: &Path, archs: &[Arch], variant: Variant) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::compile_snippet;
+    use crate::kext::check::compile_snippet;
 
     /// A hook two calls deep; `big` bytes of locals in the middle frame.
     fn chain(big: usize) -> String {
@@ -833,7 +833,7 @@ mod tests {
 
     fn objects(arch: Arch, src: &str) -> (tempfile::TempDir, Vec<ObjFile>, Vec<StackUsage>) {
         let dir = tempfile::tempdir().unwrap();
-        let mut flags = crate::kernel::clang_flags(arch);
+        let mut flags = crate::kext::kernel::clang_flags(arch);
         flags.push("-fstack-usage");
         let o = compile_snippet(arch, src, &flags, dir.path(), "t").unwrap();
         let su = std::fs::read_to_string(dir.path().join(format!("t.{}.su", arch.name())))
