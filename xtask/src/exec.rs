@@ -308,9 +308,10 @@ impl Plan {
 }
 
 /// Whether plans run or are only printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
     /// Run every step.
+    #[default]
     Run,
     /// Print every step and run nothing.
     DryRun,

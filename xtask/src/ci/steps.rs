@@ -80,7 +80,7 @@ fn step_clippy(ctx: &Ctx) -> Result<()> {
 }
 
 fn step_cross(ctx: &Ctx) -> Result<()> {
-    crate::cmd_cross(
+    crate::kext::cmd_cross(
         &ctx.root,
         &crate::kext::kernel::Arch::ALL,
         crate::kext::kernel::Variant::default(),
@@ -95,8 +95,8 @@ fn step_cross_kauth(ctx: &Ctx) -> Result<()> {
         kauth: true,
         resident: false,
     };
-    crate::cmd_cross(&ctx.root, kauth.archs(), kauth, ctx.mode)?;
-    crate::cmd_bundle(&ctx.root, kauth, ctx.mode)
+    crate::kext::cmd_cross(&ctx.root, kauth.archs(), kauth, ctx.mode)?;
+    crate::package::cmd_bundle(&ctx.root, kauth, ctx.mode)
 }
 
 /// The loom model of the ring protocol (`tests/loom.rs`), in its own target
@@ -125,7 +125,7 @@ fn step_loom(ctx: &Ctx) -> Result<()> {
 }
 
 fn step_sign(ctx: &Ctx) -> Result<()> {
-    crate::cmd_sign_check(&ctx.root, ctx.mode)
+    crate::package::cmd_sign_check(&ctx.root, ctx.mode)
 }
 
 /// The steps of `cargo xtask test`, in order.
