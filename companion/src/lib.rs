@@ -13,6 +13,7 @@ pub mod report;
 pub mod sim;
 pub mod source;
 pub mod sysctl;
+pub mod text;
 
 /// Exit statuses of the `maptrace` binary (documented in the README).
 pub mod exit {
