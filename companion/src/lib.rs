@@ -8,6 +8,7 @@ pub mod output;
 pub mod perfetto;
 pub mod pipeline;
 pub mod recording;
+pub mod replay;
 pub mod report;
 #[cfg(feature = "sim")]
 pub mod sim;
