@@ -1,6 +1,6 @@
 //! `maptrace export`: the events for other tools (Perfetto UI).
 
-use super::read::{for_each_batch, warn_losses};
+use super::read::{observe_each, warn_losses};
 use super::source::open_source;
 use crate::cli::{ExportArgs, ExportFormat};
 use anyhow::{Context, Result};
@@ -16,10 +16,7 @@ pub fn run(source: Option<&str>, a: &ExportArgs, mut out: &mut impl Write) -> Re
     } = a;
     let mut src = open_source(source, input.as_deref())?;
     let mut b = perfetto::Builder::new();
-    let totals = for_each_batch(src.as_mut(), limit, |items| {
-        items.iter().for_each(|i| b.observe(i));
-        Ok(())
-    })?;
+    let totals = observe_each(src.as_mut(), limit, |i| b.observe(i))?;
     let doc = b.finish();
     match dest {
         Some(p) => {

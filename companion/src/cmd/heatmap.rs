@@ -1,6 +1,6 @@
 //! `maptrace heatmap`: one SVG per file, offset against time.
 
-use super::read::{for_each_batch, warn_losses};
+use super::read::{observe_each, warn_losses};
 use super::source::open_source;
 use crate::cli::HeatmapArgs;
 use anyhow::{Context, Result, bail};
@@ -16,10 +16,7 @@ pub fn run(source: Option<&str>, a: &HeatmapArgs, out: &mut impl Write) -> Resul
     } = a;
     let mut src = open_source(source, input.as_deref())?;
     let mut b = heatmap::Builder::new();
-    let totals = for_each_batch(src.as_mut(), limit, |items| {
-        items.iter().for_each(|i| b.observe(i));
-        Ok(())
-    })?;
+    let totals = observe_each(src.as_mut(), limit, |i| b.observe(i))?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut written = 0;
     for f in b.finish() {

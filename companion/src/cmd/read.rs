@@ -91,6 +91,18 @@ pub fn for_each_batch(
     Ok(p.totals())
 }
 
+/// Runs `observe` on every item of the source, closing items included.
+pub fn observe_each(
+    src: &mut dyn Source,
+    limit: &Limit,
+    mut observe: impl FnMut(&Item),
+) -> Result<Totals> {
+    for_each_batch(src, limit, |items| {
+        items.iter().for_each(&mut observe);
+        Ok(())
+    })
+}
+
 /// Says on stderr that the stream was not complete, after the output.
 pub fn warn_losses(t: &Totals) {
     if t.dropped > 0 || t.gap_slots > 0 || t.corrupt > 0 {

@@ -1,6 +1,6 @@
 //! `maptrace report`: each file's lifecycle, as text or JSON.
 
-use super::read::{for_each_batch, warn_losses};
+use super::read::{observe_each, warn_losses};
 use super::source::open_source;
 use crate::cli::ReportArgs;
 use anyhow::Result;
@@ -11,10 +11,7 @@ pub fn run(source: Option<&str>, a: &ReportArgs, mut out: &mut impl Write) -> Re
     let ReportArgs { input, json, limit } = a;
     let mut src = open_source(source, input.as_deref())?;
     let mut b = report::Builder::new();
-    let totals = for_each_batch(src.as_mut(), limit, |items| {
-        items.iter().for_each(|i| b.observe(i));
-        Ok(())
-    })?;
+    let totals = observe_each(src.as_mut(), limit, |i| b.observe(i))?;
     let r = b.finish(&totals);
     if *json {
         serde_json::to_writer_pretty(&mut out, &r)?;
