@@ -8,11 +8,13 @@ pub mod output;
 pub mod perfetto;
 pub mod pipeline;
 pub mod recording;
+pub mod replay;
 pub mod report;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod source;
 pub mod sysctl;
+pub mod text;
 
 /// Exit statuses of the `maptrace` binary (documented in the README).
 pub mod exit {

@@ -3,54 +3,9 @@
 //! human table.
 
 use crate::pipeline::{Ev, Item, Loss, MapCall, Totals};
+use crate::text::{json_str, mark_name, prot_str, push_secs};
 use maptrace_abi::{Counts, Event, EventKind, Mark, ProbeMethod};
 use std::io::{self, Write};
-
-/// `PROT_READ`, `PROT_WRITE`, `PROT_EXEC` as `rwx` letters.
-pub fn prot_str(p: u32) -> [u8; 3] {
-    [
-        if p & 1 != 0 { b'r' } else { b'-' },
-        if p & 2 != 0 { b'w' } else { b'-' },
-        if p & 4 != 0 { b'x' } else { b'-' },
-    ]
-}
-
-/// The stable name of a mark.
-pub fn mark_name(m: Mark) -> &'static str {
-    match m {
-        Mark::Start => "start",
-        Mark::Config => "config",
-        Mark::VectorPatched => "vector_patched",
-        Mark::Unknown(_) => "unknown",
-    }
-}
-
-/// Appends `s` as a JSON string literal.
-pub fn json_str(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
-    let bytes = s.as_bytes();
-    if !bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
-        out.extend_from_slice(bytes);
-    } else {
-        for c in s.chars() {
-            match c {
-                '"' => out.extend_from_slice(b"\\\""),
-                '\\' => out.extend_from_slice(b"\\\\"),
-                '\n' => out.extend_from_slice(b"\\n"),
-                '\t' => out.extend_from_slice(b"\\t"),
-                '\r' => out.extend_from_slice(b"\\r"),
-                c if (c as u32) < 0x20 => {
-                    let _ = write!(out, "\\u{:04x}", c as u32);
-                }
-                c => {
-                    let mut b = [0u8; 4];
-                    out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
-                }
-            }
-        }
-    }
-    out.push(b'"');
-}
 
 /// Appends the decimal digits of `v`.
 #[inline(always)]
@@ -294,27 +249,6 @@ const DETAIL_WIDTH: usize = 44;
 
 /// The table's column titles.
 pub const TABLE_HEADER: &str = "       TIME(s)  CPU     PID       TID  KIND        USE KUSE   IO  DETAIL                                       FILE\n";
-
-/// Nanoseconds as `s.micros`.
-pub fn secs(ns: u64) -> String {
-    let mut v = Vec::with_capacity(24);
-    push_secs(&mut v, ns);
-    String::from_utf8_lossy(&v).into_owned()
-}
-
-/// Appends nanoseconds as `s.micros` (six digits after the point).
-fn push_secs(out: &mut Vec<u8>, ns: u64) {
-    out.extend_from_slice(itoa::Buffer::new().format(ns / 1_000_000_000).as_bytes());
-    out.push(b'.');
-    let micros = (ns % 1_000_000_000) / 1000;
-    let mut digits = [b'0'; 6];
-    let mut m = micros;
-    for d in digits.iter_mut().rev() {
-        *d = b'0' + (m % 10) as u8;
-        m /= 10;
-    }
-    out.extend_from_slice(&digits);
-}
 
 /// Appends a duration in microseconds with one decimal (`12.3us`).
 fn push_us(out: &mut Vec<u8>, ns: u32) {
@@ -591,21 +525,6 @@ pub fn summary_row(w: &mut impl Write, t: &Totals) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn json_strings_escape_what_json_requires() {
-        let mut out = Vec::new();
-        json_str(&mut out, "a\"b\\c\nd\u{1}é");
-        let back: String = serde_json::from_slice(&out).unwrap();
-        assert_eq!(back, "a\"b\\c\nd\u{1}é");
-    }
-
-    #[test]
-    fn prot_letters() {
-        assert_eq!(&prot_str(5), b"r-x");
-        assert_eq!(&prot_str(0), b"---");
-        assert_eq!(&prot_str(7), b"rwx");
-    }
 
     fn counts_of(method: ProbeMethod) -> serde_json::Value {
         let c = Counts {

@@ -2,8 +2,8 @@
 //! one track per process and thread, page-ins as slices with their duration,
 //! maps, last unmaps and mmap(2) checks as instants, losses as global instants.
 
-use crate::output::{mark_name, prot_str};
 use crate::pipeline::{Item, Loss};
+use crate::text::{mark_name, prot_str};
 use maptrace_abi::{Event, EventKind, ProbeMethod};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;

@@ -15,7 +15,6 @@
 //! read reach no batch, only these counters, so a replay reports them as the
 //! live stream did. Format 1 files (no such frame) are still read.
 
-use crate::source::{Next, Source, SourceError};
 use maptrace_abi::raw;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
@@ -265,6 +264,11 @@ impl Reader<BufReader<File>> {
 }
 
 impl<R: Read> Reader<R> {
+    /// The name the recording goes by in messages.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
     /// Reads and validates the header from `input` (named `path` in errors).
     pub fn new(mut input: R, path: &str) -> Result<Reader<R>, RecordingError> {
         let io_err = |err| RecordingError::Io {
@@ -414,47 +418,6 @@ pub fn is_stats_frame(frame: &[u8]) -> bool {
     frame
         .first_chunk::<4>()
         .is_some_and(|m| u32::from_le_bytes(*m) == raw::MT_STATS_MAGIC)
-}
-
-/// A recording as a [`Source`].
-#[derive(Debug)]
-pub struct FileSource {
-    reader: Reader<BufReader<File>>,
-}
-
-impl FileSource {
-    /// Opens and validates the recording at `path`.
-    pub fn open(path: &Path) -> Result<FileSource, SourceError> {
-        Ok(FileSource {
-            reader: Reader::open(path)?,
-        })
-    }
-
-    /// The recording's header.
-    pub fn header(&self) -> &Header {
-        self.reader.header()
-    }
-}
-
-impl Source for FileSource {
-    fn describe(&self) -> String {
-        format!("the recording {}", self.reader.path)
-    }
-
-    fn is_live(&self) -> bool {
-        false
-    }
-
-    fn next_batch(&mut self, buf: &mut Vec<u8>) -> Result<Next, SourceError> {
-        Ok(match self.reader.next_frame(buf)? {
-            Some(n) => Next::Batch(n),
-            None => Next::End,
-        })
-    }
-
-    fn final_stats(&mut self) -> Option<Vec<u8>> {
-        self.reader.final_stats().map(<[u8]>::to_vec)
-    }
 }
 
 #[cfg(test)]

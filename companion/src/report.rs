@@ -8,8 +8,8 @@
 //! and its counts still include the mapping reference. So an epoch balances
 //! when `usecount(MNOMAP) - 1 == usecount(first MMAP)`.
 
-use crate::output::secs;
 use crate::pipeline::{Item, Totals};
+use crate::text::secs;
 use maptrace_abi::{Counts, Event, EventKind, ProbeMethod};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};

@@ -5,24 +5,11 @@
 
 mod common;
 
-use assert_cmd::Command;
 use common::*;
 use predicates::prelude::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use tempfile::TempDir;
-
-fn maptrace() -> Command {
-    let mut c = Command::cargo_bin("maptrace").unwrap();
-    c.env_remove("MAPTRACE_SOURCE");
-    c
-}
-
-fn fixture(dir: &TempDir, name: &str, batches: &[Vec<u8>]) -> PathBuf {
-    let p = dir.path().join(name);
-    write_recording(&p, batches);
-    p
-}
 
 fn lines_json(stdout: &[u8]) -> Vec<Value> {
     std::str::from_utf8(stdout)
@@ -888,24 +875,23 @@ fn help_reads_well() {
 #[test]
 fn a_heatmap_of_very_many_pageins_is_binned_and_still_counts_them_all() {
     let dir = TempDir::new().unwrap();
-    let mut mem = Mem::new(1, 1 << 15);
-    let e = mem.engine();
-    let mut t = Trace::new(&e);
-    t.path(0, DB, "/data/big.db");
-    t.mmap_call(0, 200, 2001, DB, 1, 1);
     let n = maptrace::heatmap::MAX_BLOCKS as u64 + 5_000;
-    for i in 0..n {
-        t.pagein(
-            0,
-            200,
-            2001,
-            DB,
-            (((i * 7919) % 4096 * 4096) as i64, 4096),
-            2,
-        );
-    }
-    t.drain();
-    let f = fixture(&dir, "big.mtr", &t.batches);
+    let batches = recorded(1, 1 << 15, |t| {
+        t.path(0, DB, "/data/big.db");
+        t.mmap_call(0, 200, 2001, DB, 1, 1);
+        for i in 0..n {
+            t.pagein(
+                0,
+                200,
+                2001,
+                DB,
+                (((i * 7919) % 4096 * 4096) as i64, 4096),
+                2,
+            );
+        }
+        t.drain();
+    });
+    let f = fixture(&dir, "big.mtr", &batches);
     let out = dir.path().join("svg");
     maptrace()
         .args(["heatmap", "-o"])

@@ -4,39 +4,36 @@
 mod common;
 
 use common::*;
-use maptrace::pipeline::{Item, Pipeline};
+use maptrace::pipeline::{Ev, Item, Pipeline};
 use maptrace_abi::EventKind;
 
-/// `(timestamp, paired)` of every `VNOP_MMAP`, and the unpaired count.
-fn maps(batches: &[Vec<u8>]) -> (Vec<(u64, bool)>, u64) {
-    let mut p = Pipeline::new();
-    let mut items = Vec::new();
-    for b in batches {
-        p.feed(b, &mut items);
-    }
-    p.finish(&mut items);
+/// `what` of every `VNOP_MMAP`, and the count of unpaired checks.
+fn mmaps<T>(batches: &[Vec<u8>], what: impl Fn(&Ev) -> T) -> (Vec<T>, u64) {
+    let (items, totals) = decode(batches);
     let maps = items
         .iter()
         .filter_map(|i| match i {
-            Item::Event(e) if e.rec.kind == EventKind::Mmap => {
-                Some((e.rec.timestamp_ns, e.call.is_some()))
-            }
+            Item::Event(e) if e.rec.kind == EventKind::Mmap => Some(what(e)),
             _ => None,
         })
         .collect();
-    (maps, p.totals().unpaired_calls)
+    (maps, totals.unpaired_calls)
+}
+
+/// `(timestamp, paired)` of every `VNOP_MMAP`, and the unpaired count.
+fn maps(batches: &[Vec<u8>]) -> (Vec<(u64, bool)>, u64) {
+    mmaps(batches, |e| (e.rec.timestamp_ns, e.call.is_some()))
 }
 
 #[test]
 fn a_check_pairs_with_the_next_map_on_its_thread_across_batches() {
-    let mut mem = Mem::new(2, 256);
-    let e = mem.engine();
-    let mut t = Trace::new(&e);
-    // Check on CPU 1, map on CPU 0, in different batches.
-    t.path(0, DB, "/data/app.db");
-    t.mmap_call(1, 200, 2001, DB, 1, 1);
-    t.drain();
-    let (m, unpaired) = maps(&t.batches);
+    let batches = recorded(2, 256, |t| {
+        // Check on CPU 1, map on CPU 0, in different batches.
+        t.path(0, DB, "/data/app.db");
+        t.mmap_call(1, 200, 2001, DB, 1, 1);
+        t.drain();
+    });
+    let (m, unpaired) = maps(&batches);
     assert_eq!(m.len(), 1);
     assert!(m[0].1, "paired");
     assert_eq!(unpaired, 0);
@@ -44,35 +41,33 @@ fn a_check_pairs_with_the_next_map_on_its_thread_across_batches() {
 
 #[test]
 fn a_check_that_arrives_after_its_map_does_not_pair_with_a_later_one() {
-    let mut mem = Mem::new(2, 256);
-    let e = mem.engine();
-    let mut t = Trace::new(&e);
-    // The map at t=20us on CPU 0 is drained first; its check (t=15us, CPU
-    // 1) comes in the next batch, then an exec map at t=30us on the thread.
-    t.ts = 20_000 - 10_000;
-    t.exec_map(0, 200, 2001, DB, 1, 1);
-    t.drain();
-    let mut c = ev(maptrace_abi::raw::MT_KIND_FILE_MMAP, 200, 2001, 15_000);
-    c.prot = 1;
-    e.record(1, &c);
-    t.ts = 30_000 - 10_000;
-    t.exec_map(0, 200, 2001, DB, 2, 5);
-    t.drain();
-    let (m, unpaired) = maps(&t.batches);
+    let batches = recorded(2, 256, |t| {
+        // The map at t=20us on CPU 0 is drained first; its check (t=15us, CPU
+        // 1) comes in the next batch, then an exec map at t=30us on the thread.
+        t.ts = 20_000 - 10_000;
+        t.exec_map(0, 200, 2001, DB, 1, 1);
+        t.drain();
+        let mut c = ev(maptrace_abi::raw::MT_KIND_FILE_MMAP, 200, 2001, 15_000);
+        c.prot = 1;
+        t.e.record(1, &c);
+        t.ts = 30_000 - 10_000;
+        t.exec_map(0, 200, 2001, DB, 2, 5);
+        t.drain();
+    });
+    let (m, unpaired) = maps(&batches);
     assert_eq!(m, vec![(20_000, false), (30_000, false)]);
     assert_eq!(unpaired, 1);
 }
 
 #[test]
 fn a_check_with_no_map_after_it_is_unpaired() {
-    let mut mem = Mem::new(1, 256);
-    let e = mem.engine();
-    let mut t = Trace::new(&e);
-    let c = ev(maptrace_abi::raw::MT_KIND_FILE_MMAP, 200, 2001, 5);
-    e.record(0, &c);
-    e.record(0, &c);
-    t.drain();
-    let (m, unpaired) = maps(&t.batches);
+    let batches = recorded(1, 256, |t| {
+        let c = ev(maptrace_abi::raw::MT_KIND_FILE_MMAP, 200, 2001, 5);
+        t.e.record(0, &c);
+        t.e.record(0, &c);
+        t.drain();
+    });
+    let (m, unpaired) = maps(&batches);
     assert!(m.is_empty());
     assert_eq!(unpaired, 2, "one replaced by the next, one left at the end");
 }
@@ -122,11 +117,8 @@ fn absurd_drop_counts_in_headers_saturate_the_totals() {
         batch[at..at + 8].copy_from_slice(&(u64::MAX - 1).to_le_bytes());
         seg += size_of::<S>() + 64 * word(&batch, seg + std::mem::offset_of!(S, nslots)) as usize;
     }
-    let mut p = Pipeline::new();
-    let mut items = Vec::new();
-    p.feed(&batch, &mut items);
-    p.finish(&mut items);
-    assert_eq!(p.totals().dropped, u64::MAX);
+    let (items, totals) = decode(&[batch]);
+    assert_eq!(totals.dropped, u64::MAX);
     let tail_losses = items
         .iter()
         .filter(|i| {
@@ -144,20 +136,7 @@ fn absurd_drop_counts_in_headers_saturate_the_totals() {
 
 /// `(call_map, paired)` of every `VNOP_MMAP`, and the unpaired count.
 fn call_maps(batches: &[Vec<u8>]) -> (Vec<(u8, bool)>, u64) {
-    let mut p = Pipeline::new();
-    let mut items = Vec::new();
-    for b in batches {
-        p.feed(b, &mut items);
-    }
-    p.finish(&mut items);
-    let maps = items
-        .iter()
-        .filter_map(|i| match i {
-            Item::Event(e) if e.rec.kind == EventKind::Mmap => Some((e.call_map, e.call.is_some())),
-            _ => None,
-        })
-        .collect();
-    (maps, p.totals().unpaired_calls)
+    mmaps(batches, |e| (e.call_map, e.call.is_some()))
 }
 
 /// XNU maps a MAP_SHARED mmap(2)'s named object twice, in
@@ -166,15 +145,14 @@ fn call_maps(batches: &[Vec<u8>]) -> (Vec<(u8, bool)>, u64) {
 /// belong to the one call; a third map of the file on the thread does not.
 #[test]
 fn a_shared_calls_second_map_of_the_same_vnode_belongs_to_the_call() {
-    let mut mem = Mem::new(1, 256);
-    let e = mem.engine();
-    let mut t = Trace::new(&e);
-    t.path(0, DB, "/data/app.db");
-    t.mmap_call(0, 200, 2001, DB, 1, 5); // MAP_SHARED: check + map 1
-    t.exec_map(0, 200, 2001, DB, 2, 5); // map 2 of the same call
-    t.exec_map(0, 200, 2001, DB, 2, 5); // another map: no call
-    t.drain();
-    let (m, unpaired) = call_maps(&t.batches);
+    let batches = recorded(1, 256, |t| {
+        t.path(0, DB, "/data/app.db");
+        t.mmap_call(0, 200, 2001, DB, 1, 5); // MAP_SHARED: check + map 1
+        t.exec_map(0, 200, 2001, DB, 2, 5); // map 2 of the same call
+        t.exec_map(0, 200, 2001, DB, 2, 5); // another map: no call
+        t.drain();
+    });
+    let (m, unpaired) = call_maps(&batches);
     assert_eq!(m, vec![(1, true), (2, true), (0, false)]);
     assert_eq!(unpaired, 0);
 }
@@ -183,29 +161,28 @@ fn a_shared_calls_second_map_of_the_same_vnode_belongs_to_the_call() {
 /// the call's second map; a private call maps once.
 #[test]
 fn a_second_map_pairs_only_right_after_a_shared_call_of_its_vnode() {
-    let mut mem = Mem::new(1, 256);
-    let e = mem.engine();
-    let mut t = Trace::new(&e);
-    // Shared call on DB, then a map of LIB: not the call's.
-    t.mmap_call(0, 200, 2001, DB, 1, 5);
-    t.exec_map(0, 200, 2001, LIB, 1, 5);
-    // Shared call on DB, a page-in in between, then a map of DB: not the call's.
-    t.mmap_call(0, 200, 2001, DB, 2, 5);
-    t.pagein(0, 200, 2001, DB, (0, 4096), 2);
-    t.exec_map(0, 200, 2001, DB, 2, 5);
-    // A private call (MAP_PRIVATE) maps once.
-    let mut c = ev(maptrace_abi::raw::MT_KIND_FILE_MMAP, 200, 2001, t.tick());
-    c.prot = 1;
-    c.maxprot = 7;
-    c.flags = 2;
-    e.record(0, &c);
-    t.exec_map(0, 200, 2001, DB, 2, 5);
-    t.exec_map(0, 200, 2001, DB, 2, 5);
-    // Another thread's map of DB right after a shared call is not the call's.
-    t.mmap_call(0, 200, 2001, DB, 2, 5);
-    t.exec_map(0, 200, 2002, DB, 2, 5);
-    t.drain();
-    let (m, unpaired) = call_maps(&t.batches);
+    let batches = recorded(1, 256, |t| {
+        // Shared call on DB, then a map of LIB: not the call's.
+        t.mmap_call(0, 200, 2001, DB, 1, 5);
+        t.exec_map(0, 200, 2001, LIB, 1, 5);
+        // Shared call on DB, a page-in in between, then a map of DB: not the call's.
+        t.mmap_call(0, 200, 2001, DB, 2, 5);
+        t.pagein(0, 200, 2001, DB, (0, 4096), 2);
+        t.exec_map(0, 200, 2001, DB, 2, 5);
+        // A private call (MAP_PRIVATE) maps once.
+        let mut c = ev(maptrace_abi::raw::MT_KIND_FILE_MMAP, 200, 2001, t.tick());
+        c.prot = 1;
+        c.maxprot = 7;
+        c.flags = 2;
+        t.e.record(0, &c);
+        t.exec_map(0, 200, 2001, DB, 2, 5);
+        t.exec_map(0, 200, 2001, DB, 2, 5);
+        // Another thread's map of DB right after a shared call is not the call's.
+        t.mmap_call(0, 200, 2001, DB, 2, 5);
+        t.exec_map(0, 200, 2002, DB, 2, 5);
+        t.drain();
+    });
+    let (m, unpaired) = call_maps(&batches);
     assert_eq!(
         m,
         vec![

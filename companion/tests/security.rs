@@ -10,7 +10,9 @@
 //! (`MAPTRACE_SIM_KERNEL_RANGES`).
 #![cfg(feature = "sim")]
 
-use assert_cmd::Command;
+mod common;
+
+use common::maptrace;
 use maptrace::sim::{SimSource, Workload};
 use maptrace_sim::arena::{Leak, find_addresses, find_tagged_addresses, in_kernel_window};
 use maptrace_sim::scenario::generate;
@@ -19,12 +21,6 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use tempfile::TempDir;
-
-fn maptrace() -> Command {
-    let mut c = Command::cargo_bin("maptrace").unwrap();
-    c.env_remove("MAPTRACE_SOURCE");
-    c
-}
 
 /// The kernel address ranges the simulators of the commands run so far
 /// published (`MAPTRACE_SIM_KERNEL_RANGES`): besides the tagged arena, the

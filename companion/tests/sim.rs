@@ -6,7 +6,8 @@
 
 mod common;
 
-use assert_cmd::Command;
+use common::maptrace;
+
 use maptrace::pipeline::{Ev, Item, Pipeline};
 use maptrace::sim::{SimSource, SimSysctl, Workload};
 use maptrace::source::{Next, Source, SourceError};
@@ -17,12 +18,6 @@ use predicates::prelude::*;
 use serde_json::Value;
 use std::sync::Arc;
 use tempfile::TempDir;
-
-fn maptrace() -> Command {
-    let mut c = Command::cargo_bin("maptrace").unwrap();
-    c.env_remove("MAPTRACE_SOURCE");
-    c
-}
 
 /// Reads a source to its end, returning the items.
 fn read_all(src: &mut dyn Source) -> (Vec<Item>, maptrace::pipeline::Totals) {

@@ -3,11 +3,20 @@
 //! the scenarios the CLI tests read (balanced, leaking, still mapped, lossy).
 #![allow(dead_code, reason = "each test file uses a different subset")]
 
+use maptrace::pipeline::{Item, Pipeline, Totals};
 use maptrace::recording::{Header, Writer};
 use maptrace_abi::raw;
 use maptrace_core::{Engine, Event, Params, Ring};
 use std::mem::MaybeUninit;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use tempfile::TempDir;
+
+/// The `maptrace` binary, deaf to a `MAPTRACE_SOURCE` of the caller's.
+pub fn maptrace() -> assert_cmd::Command {
+    let mut c = assert_cmd::Command::cargo_bin("maptrace").unwrap();
+    c.env_remove("MAPTRACE_SOURCE");
+    c
+}
 
 /// Memory for an engine's ring.
 pub struct Mem(Vec<MaybeUninit<u8>>, u32, u32);
@@ -145,6 +154,14 @@ impl<'e> Trace<'e> {
         self.e.record(cpu, &m);
     }
 
+    /// Pid 200 names `/data/app.db` and mmap(2)s it on CPU 0, drained: how
+    /// most fixtures start.
+    pub fn map_db(&mut self) {
+        self.path(0, DB, "/data/app.db");
+        self.mmap_call(0, 200, 2001, DB, 1, 1);
+        self.drain();
+    }
+
     /// Drains everything committed into batches (kept, in order).
     pub fn drain(&mut self) {
         let mut buf = vec![0u8; 1 << 20];
@@ -210,6 +227,35 @@ pub fn lifecycle(t: &mut Trace<'_>) {
     t.drain();
 }
 
+/// The batches `run` records and drains on a fresh engine of `nshards`
+/// shards of `cap` slots.
+pub fn recorded(nshards: u32, cap: u32, run: impl FnOnce(&mut Trace<'_>)) -> Vec<Vec<u8>> {
+    let mut mem = Mem::new(nshards, cap);
+    let e = mem.engine();
+    let mut t = Trace::new(&e);
+    run(&mut t);
+    t.batches
+}
+
+/// Every item the pipeline makes of `batches`, closing items included,
+/// and its totals.
+pub fn decode(batches: &[Vec<u8>]) -> (Vec<Item>, Totals) {
+    let mut p = Pipeline::new();
+    let mut items = Vec::new();
+    for b in batches {
+        p.feed(b, &mut items);
+    }
+    p.finish(&mut items);
+    (items, p.totals())
+}
+
+/// Writes `batches` as a recording `name` in `dir` and returns its path.
+pub fn fixture(dir: &TempDir, name: &str, batches: &[Vec<u8>]) -> PathBuf {
+    let p = dir.path().join(name);
+    write_recording(&p, batches);
+    p
+}
+
 /// Writes `batches` as a recording at `path`.
 pub fn write_recording(path: &Path, batches: &[Vec<u8>]) {
     write_recording_with_stats(path, batches, None);
@@ -235,45 +281,33 @@ pub fn write_recording_with_stats(path: &Path, batches: &[Vec<u8>], stats: Optio
 
 /// The batches of [`lifecycle`] on a 2-CPU engine.
 pub fn lifecycle_batches() -> Vec<Vec<u8>> {
-    let mut mem = Mem::new(2, 256);
-    let e = mem.engine();
-    let mut t = Trace::new(&e);
-    lifecycle(&mut t);
-    t.batches
+    recorded(2, 256, lifecycle)
 }
 
 /// A run that overflows a 64-slot shard: `n` page-ins between drains, so
 /// the core drops some and says so in `drops_before`.
 pub fn lossy_batches(n: u64) -> Vec<Vec<u8>> {
-    let mut mem = Mem::new(1, 64);
-    let e = mem.engine();
-    let mut t = Trace::new(&e);
-    t.path(0, DB, "/data/app.db");
-    t.mmap_call(0, 200, 2001, DB, 1, 1);
-    t.drain();
-    for i in 0..n {
-        t.pagein(0, 200, 2001, DB, ((i * 4096) as i64, 4096), 2);
-    }
-    t.drain();
-    t.mnomap(0, 200, 2001, DB, 2);
-    t.drain();
-    t.batches
+    recorded(1, 64, |t| {
+        t.map_db();
+        for i in 0..n {
+            t.pagein(0, 200, 2001, DB, ((i * 4096) as i64, 4096), 2);
+        }
+        t.drain();
+        t.mnomap(0, 200, 2001, DB, 2);
+        t.drain();
+    })
 }
 
 /// A stream in which a second reader took one batch: a position gap.
 pub fn gap_batches() -> Vec<Vec<u8>> {
-    let mut mem = Mem::new(1, 256);
-    let e = mem.engine();
-    let mut t = Trace::new(&e);
-    t.path(0, DB, "/data/app.db");
-    t.mmap_call(0, 200, 2001, DB, 1, 1);
-    t.drain();
-    t.pagein(0, 200, 2001, DB, (0, 4096), 2);
-    t.steal_batch();
-    t.pagein(0, 200, 2001, DB, (4096, 4096), 2);
-    t.mnomap(0, 200, 2001, DB, 2);
-    t.drain();
-    t.batches
+    recorded(1, 256, |t| {
+        t.map_db();
+        t.pagein(0, 200, 2001, DB, (0, 4096), 2);
+        t.steal_batch();
+        t.pagein(0, 200, 2001, DB, (4096, 4096), 2);
+        t.mnomap(0, 200, 2001, DB, 2);
+        t.drain();
+    })
 }
 
 /// Drops with no record after them: only the segment headers tell.
@@ -288,9 +322,7 @@ pub fn lossy_unread_tail(n: u64, unread: u64) -> (Vec<Vec<u8>>, Vec<u8>) {
     let mut mem = Mem::new(1, 64);
     let e = mem.engine();
     let mut t = Trace::new(&e);
-    t.path(0, DB, "/data/app.db");
-    t.mmap_call(0, 200, 2001, DB, 1, 1);
-    t.drain();
+    t.map_db();
     for i in 0..n + unread {
         if i == n {
             t.drain();

@@ -1,0 +1,207 @@
+//! The command line: every subcommand, flag and help text, as clap parses
+//! them. What a command does lives in `cmd/`.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use maptrace::pipeline;
+use std::path::PathBuf;
+use std::time::Duration;
+
+const AFTER_HELP: &str = "\
+Sources (--source, or the MAPTRACE_SOURCE environment variable):
+  sysctl        the loaded kext, through kern.maptrace.* (macOS, root)
+  sim           the XNU simulator with the real kext loaded, running the demo workload
+  sim:FILE      the simulator running the scenario script FILE
+  file:FILE     a recording made with `maptrace record`
+Commands that read events also take a recording as their INPUT argument.
+
+Exit status: 0 everything read, nothing lost; 1 error; 2 bad command line;
+3 finished but records were lost (dropped by the kext or skipped);
+4 finished but part of the stream was corrupt.";
+
+/// Trace file mappings and page-ins (VNOP_MMAP, VNOP_PAGEIN, VNOP_MNOMAP) with vnode usecounts.
+#[derive(Debug, Parser)]
+#[command(name = "maptrace", version, about, after_help = AFTER_HELP, max_term_width = 100)]
+pub struct Cli {
+    /// Where events come from: sysctl, sim, sim:SCENARIO or file:RECORDING.
+    #[arg(long, global = true, env = "MAPTRACE_SOURCE", value_name = "SOURCE")]
+    pub source: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load the kext into the simulator, run the demo workload, show the live stream, then the report.
+    Demo(DemoArgs),
+    /// Show events as they happen: an aligned table, or JSON lines.
+    Stream(StreamArgs),
+    /// Save the raw event stream to a recording file.
+    Record(RecordArgs),
+    /// Per-file lifecycle: mapped epochs, usecounts and balance, page-ins by process, leak suspects, losses.
+    Report(ReportArgs),
+    /// Show the kext's counters: hooks, shards, drops, backlog.
+    Stats(JsonArgs),
+    /// Show or change what the kext records.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Convert events for other tools (Perfetto UI / chrome://tracing).
+    Export(ExportArgs),
+    /// Draw one SVG per file: file offset against time, page-ins and maps.
+    Heatmap(HeatmapArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Run this scenario script instead of the built-in demo workload.
+    #[arg(long, value_name = "FILE")]
+    pub scenario: Option<PathBuf>,
+    /// Skip the live stream; show only the report.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// The recording to write.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub limit: Limit,
+    /// No progress line.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A recording to read (same as --source file:INPUT).
+    pub input: Option<PathBuf>,
+    /// Write JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub limit: Limit,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonArgs {
+    /// Write JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// A recording to read (same as --source file:INPUT).
+    pub input: Option<PathBuf>,
+    /// The output format.
+    #[arg(long, value_enum, default_value_t = ExportFormat::Perfetto)]
+    pub format: ExportFormat,
+    /// Where to write (default: standard output).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub limit: Limit,
+}
+
+#[derive(Debug, Args)]
+pub struct HeatmapArgs {
+    /// A recording to read (same as --source file:INPUT).
+    pub input: Option<PathBuf>,
+    /// Directory to write the SVG files into (created if missing).
+    #[arg(short, long, value_name = "DIR")]
+    pub output: PathBuf,
+    /// Only files whose path starts with this.
+    #[arg(long, value_name = "PREFIX")]
+    pub path: Option<String>,
+    #[command(flatten)]
+    pub limit: Limit,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExportFormat {
+    /// Chrome trace-event JSON, opened by ui.perfetto.dev.
+    Perfetto,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Show the current config.
+    Show(JsonArgs),
+    /// Change the config (root); anything not given stays as it is.
+    Set(SetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SetArgs {
+    /// Start recording.
+    #[arg(long, conflicts_with = "disable")]
+    pub enable: bool,
+    /// Stop recording.
+    #[arg(long)]
+    pub disable: bool,
+    /// Kinds to record, comma-separated: mmap,pagein,mnomap,file_mmap,path,mark.
+    #[arg(long, value_name = "LIST")]
+    pub events: Option<String>,
+    /// Record only this process.
+    #[arg(long, value_name = "PID", conflicts_with_all = ["exclude_pid", "all_pids"])]
+    pub pid: Option<u32>,
+    /// Record every process except this one.
+    #[arg(long, value_name = "PID", conflicts_with = "all_pids")]
+    pub exclude_pid: Option<u32>,
+    /// Record every process (clears --pid / --exclude-pid).
+    #[arg(long)]
+    pub all_pids: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct Limit {
+    /// Stop a live source after this many seconds (default: until Ctrl-C, or the end of the workload).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub duration: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct StreamArgs {
+    /// A recording to read (same as --source file:INPUT).
+    pub input: Option<PathBuf>,
+    /// JSON lines, one object per event (fields in companion/README.md).
+    #[arg(long)]
+    pub json: bool,
+    /// Only events of this process (repeat for several).
+    #[arg(long, value_name = "PID")]
+    pub pid: Vec<u32>,
+    /// Only files whose path starts with this.
+    #[arg(long, value_name = "PREFIX")]
+    pub path: Option<String>,
+    /// Only these kinds, comma-separated: mmap,pagein,mnomap,file_mmap,path,mark.
+    #[arg(long, value_name = "LIST", value_parser = pipeline::parse_kinds)]
+    pub kind: Option<maptrace_abi::EventMask>,
+    /// No closing summary line.
+    #[arg(long)]
+    pub no_summary: bool,
+    #[command(flatten)]
+    pub limit: Limit,
+}
+
+/// Parses a non-negative number of seconds.
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .and_then(|v| Duration::try_from_secs_f64(v).ok())
+        .ok_or_else(|| format!("`{s}` is not a number of seconds (example: 2.5)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// clap's own checks: no clashing flags, ids or value names.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

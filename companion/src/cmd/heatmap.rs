@@ -1,0 +1,53 @@
+//! `maptrace heatmap`: one SVG per file, offset against time.
+
+use super::read::{observe_each, warn_losses};
+use super::source::open_source;
+use crate::cli::HeatmapArgs;
+use anyhow::{Context, Result, bail};
+use maptrace::heatmap;
+use std::io::Write;
+
+pub fn run(source: Option<&str>, a: &HeatmapArgs, out: &mut impl Write) -> Result<u8> {
+    let HeatmapArgs {
+        input,
+        output: dir,
+        path,
+        limit,
+    } = a;
+    let mut src = open_source(source, input.as_deref())?;
+    let mut b = heatmap::Builder::new();
+    let totals = observe_each(src.as_mut(), limit, |i| b.observe(i))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut written = 0;
+    for f in b.finish() {
+        if let Some(prefix) = path {
+            if !f
+                .path
+                .as_deref()
+                .is_some_and(|p| p.starts_with(prefix.as_str()))
+            {
+                continue;
+            }
+        }
+        let file = dir.join(format!("{}.svg", f.file_stem()));
+        std::fs::write(&file, heatmap::render(&f))
+            .with_context(|| format!("cannot write {}", file.display()))?;
+        writeln!(
+            out,
+            "{}  {}",
+            file.display(),
+            f.path.as_deref().unwrap_or("(path unknown)")
+        )?;
+        written += 1;
+    }
+    out.flush()?;
+    if written == 0 {
+        bail!(
+            "no file had page-ins or maps to draw{}",
+            path.as_ref()
+                .map_or(String::new(), |p| format!(" under `{p}`"))
+        );
+    }
+    warn_losses(&totals);
+    Ok(totals.exit_status())
+}

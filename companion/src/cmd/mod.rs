@@ -1,0 +1,13 @@
+//! What each subcommand does, one module a command, over the library's
+//! sources, pipeline and renderers. `read` and `source` are what they share.
+
+pub mod config;
+pub mod demo;
+pub mod export;
+pub mod heatmap;
+mod read;
+pub mod record;
+pub mod report;
+mod source;
+pub mod stats;
+pub mod stream;

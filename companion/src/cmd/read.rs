@@ -1,0 +1,114 @@
+//! Reading a source until it ends, its time is up or Ctrl-C, and feeding
+//! the pipeline with what comes.
+
+use crate::cli::Limit;
+use anyhow::Result;
+use maptrace::control;
+use maptrace::pipeline::{Item, KextDrops, Pipeline, Totals};
+use maptrace::source::{Next, Source};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// A stop request from Ctrl-C, shared with the read loop.
+pub fn stop_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let f = Arc::clone(&flag);
+    // A second Ctrl-C ends the process at once.
+    let _ = ctrlc::set_handler(move || {
+        if f.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+    });
+    flag
+}
+
+/// Batches read after a stop request, to take what was already in the rings.
+const FINAL_DRAIN_BATCHES: u32 = 64;
+
+/// Reads batches until the source ends, the duration passes or Ctrl-C.
+/// After a stop, a live source is drained once more so nothing already in
+/// the kext's rings at that moment is left behind.
+pub fn drive(
+    src: &mut dyn Source,
+    limit: &Limit,
+    stop: &AtomicBool,
+    mut on_batch: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let started = Instant::now();
+    let deadline = limit.duration.map(|d| started + d);
+    let mut buf = Vec::new();
+    let live = src.is_live();
+    let mut after_stop = 0;
+    loop {
+        let stopping =
+            stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d);
+        // A busy live source may never be idle: the final drain is bounded.
+        if stopping && (!live || after_stop >= FINAL_DRAIN_BATCHES) {
+            break;
+        }
+        match src.next_batch(&mut buf)? {
+            Next::Batch(n) => on_batch(buf.get(..n).unwrap_or(&[]))?,
+            Next::End => break,
+            Next::Idle if stopping || !live => break,
+            Next::Idle => std::thread::sleep(src.poll_interval()),
+        }
+        if stopping {
+            after_stop += 1;
+        }
+    }
+    Ok(())
+}
+
+/// The kext's drop counters after the last read (read now from a live
+/// source, or a recording's closing frame): drops after a shard's last
+/// record read reach no batch, only these counters.
+fn kext_drops(src: &mut dyn Source) -> Option<KextDrops> {
+    let stats = control::parse_stats(&src.final_stats()?).ok()?;
+    Some(KextDrops {
+        generation: stats.generation,
+        per_shard: stats.shards.iter().map(|s| s.dropped).collect(),
+    })
+}
+
+/// Runs `each` on every item of the source, then on the closing items.
+pub fn for_each_batch(
+    src: &mut dyn Source,
+    limit: &Limit,
+    mut each: impl FnMut(&[Item]) -> Result<()>,
+) -> Result<Totals> {
+    let stop = stop_flag();
+    let mut p = Pipeline::new();
+    let mut items = Vec::new();
+    drive(src, limit, &stop, |bytes| {
+        items.clear();
+        p.feed(bytes, &mut items);
+        each(&items)
+    })?;
+    items.clear();
+    p.finish_with(kext_drops(src).as_ref(), &mut items);
+    each(&items)?;
+    Ok(p.totals())
+}
+
+/// Runs `observe` on every item of the source, closing items included.
+pub fn observe_each(
+    src: &mut dyn Source,
+    limit: &Limit,
+    mut observe: impl FnMut(&Item),
+) -> Result<Totals> {
+    for_each_batch(src, limit, |items| {
+        items.iter().for_each(&mut observe);
+        Ok(())
+    })
+}
+
+/// Says on stderr that the stream was not complete, after the output.
+pub fn warn_losses(t: &Totals) {
+    if t.dropped > 0 || t.gap_slots > 0 || t.corrupt > 0 {
+        eprintln!(
+            "maptrace: warning: the stream was not complete: {} records dropped, {} slots skipped, {} corrupt parts",
+            t.dropped, t.gap_slots, t.corrupt
+        );
+    }
+}

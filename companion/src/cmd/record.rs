@@ -1,0 +1,106 @@
+//! `maptrace record`: the raw batches, as they come, into a recording file.
+
+use super::read::{drive, stop_flag};
+use super::source::open_source;
+use crate::cli::{Limit, RecordArgs};
+use anyhow::{Context, Result};
+use maptrace::source::Source;
+use maptrace::{control, exit, recording};
+use std::io::BufWriter;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub fn run(source: Option<&str>, a: &RecordArgs) -> Result<u8> {
+    let mut src = open_source(source, None)?;
+    record(src.as_mut(), &a.output, &a.limit, a.quiet)
+}
+
+fn record(src: &mut dyn Source, path: &Path, limit: &Limit, quiet: bool) -> Result<u8> {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let start_unix_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let header = recording::Header {
+        abi_version: maptrace_abi::raw::MT_ABI_VERSION as u16,
+        start_unix_ns,
+        host: gethostname::gethostname().to_string_lossy().into_owned(),
+    };
+    let mut w = recording::Writer::new(BufWriter::with_capacity(1 << 20, file), &header)?;
+    let stop = stop_flag();
+    let started = Instant::now();
+    let mut last_progress = started;
+    let (mut events, mut dropped, mut bad) = (0u64, 0u64, 0u64);
+    // Drops of earlier loads, and the load the last batch came from.
+    let (mut dropped_before, mut last_generation) = (0u64, None);
+    let progress = |events: u64, dropped: u64, bytes: u64, done: bool| {
+        if quiet {
+            return;
+        }
+        let secs = started.elapsed().as_secs_f64().max(1e-3);
+        eprint!(
+            "\rrecording: {events} events, {dropped} dropped, {:.0} events/s, {:.1} MiB{}",
+            events as f64 / secs,
+            bytes as f64 / f64::from(1u32 << 20),
+            if done { "\n" } else { "   " }
+        );
+    };
+    drive(src, limit, &stop, |bytes| {
+        // Drained records exist nowhere else now: put them on disk at once.
+        w.write_batch(bytes)
+            .and_then(|()| w.flush())
+            .with_context(|| format!("writing {}", path.display()))?;
+        match maptrace_abi::decode::parse_batch_header(bytes) {
+            Ok(b) => {
+                events = events.saturating_add(b.header.total_records);
+                if last_generation != Some(b.header.generation) {
+                    // A reload restarts the kext's counters.
+                    dropped_before = dropped_before.saturating_add(dropped);
+                    dropped = 0;
+                    last_generation = Some(b.header.generation);
+                }
+                dropped = dropped.max(b.header.total_dropped);
+            }
+            Err(_) => bad += 1,
+        }
+        if last_progress.elapsed() >= Duration::from_millis(250) {
+            last_progress = Instant::now();
+            progress(
+                events,
+                dropped_before.saturating_add(dropped),
+                w.bytes(),
+                false,
+            );
+        }
+        Ok(())
+    })?;
+    // The counters after the last read close the recording: a replay then
+    // reports drops that no batch carries, as the live stream would.
+    if let Some(stats) = src.final_stats() {
+        w.write_stats(&stats)
+            .with_context(|| format!("writing {}", path.display()))?;
+        if let Ok(s) = control::parse_stats(&stats)
+            && last_generation.is_none_or(|g| g == s.generation)
+        {
+            dropped = dropped.max(s.dropped);
+        }
+    }
+    let dropped = dropped_before.saturating_add(dropped);
+    let frames = w.frames();
+    let bytes = w.bytes();
+    w.finish()
+        .with_context(|| format!("writing {}", path.display()))?;
+    progress(events, dropped, bytes, true);
+    if !quiet {
+        eprintln!("wrote {frames} batches to {}", path.display());
+    }
+    Ok(if bad > 0 {
+        eprintln!("!! {bad} batches had bad headers (recorded as they came)");
+        exit::CORRUPT
+    } else if dropped > 0 {
+        eprintln!("!! the kext dropped {dropped} records during the recording");
+        exit::LOSS
+    } else {
+        exit::OK
+    })
+}

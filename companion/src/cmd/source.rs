@@ -1,0 +1,49 @@
+//! Opening the source a command reads: `--source`, or an INPUT recording.
+
+use anyhow::{Result, bail};
+use maptrace::replay::FileSource;
+use maptrace::source::Source;
+use maptrace::sysctl;
+use std::path::Path;
+
+pub fn open_source(spec: Option<&str>, input: Option<&Path>) -> Result<Box<dyn Source>> {
+    if let Some(p) = input {
+        if spec.is_some_and(|s| !s.starts_with("file:")) {
+            bail!("give either an INPUT recording or --source, not both");
+        }
+        return Ok(Box::new(FileSource::open(p)?));
+    }
+    let default = if cfg!(target_os = "macos") {
+        "sysctl"
+    } else {
+        "sim"
+    };
+    let spec = spec.unwrap_or(default);
+    match spec.split_once(':') {
+        Some(("file", path)) if !path.is_empty() => {
+            Ok(Box::new(FileSource::open(Path::new(path))?))
+        }
+        Some(("sim", path)) if !path.is_empty() => open_sim(Some(Path::new(path))),
+        None if spec == "sim" => open_sim(None),
+        None if spec == "sysctl" => Ok(Box::new(sysctl::open_kext()?)),
+        _ => bail!("unknown source `{spec}`: use sysctl, sim, sim:SCENARIO or file:RECORDING"),
+    }
+}
+
+#[cfg(feature = "sim")]
+fn open_sim(scenario: Option<&Path>) -> Result<Box<dyn Source>> {
+    use maptrace::sim::{SimSource, Workload};
+    Ok(Box::new(match scenario {
+        Some(p) => SimSource::open_script(p)?,
+        None => SimSource::open(Workload::Demo)?,
+    }))
+}
+
+#[cfg(not(feature = "sim"))]
+fn open_sim(scenario: Option<&Path>) -> Result<Box<dyn Source>> {
+    let what = scenario.map_or("the demo workload".to_string(), |p| p.display().to_string());
+    Err(anyhow::anyhow!(
+        "this maptrace was built without the simulator (feature `sim`), so it cannot run {what}; \
+         read a recording with --source file:FILE instead"
+    ))
+}
