@@ -251,13 +251,25 @@ fn every_callback_the_shim_hands_the_kernel_has_a_row() {
     );
 }
 
+/// Every `.rs` file below `dir` (the simulator's modules have subfolders).
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("a source folder") {
+        let p = e.expect("entry").path();
+        if p.is_dir() {
+            out.extend(rust_files(&p));
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+    out
+}
+
 #[test]
 fn every_rule_the_simulator_reports_has_a_row() {
     let ids: BTreeSet<String> = table().into_iter().map(|r| r.id).collect();
-    let dir = root().join("sim/src");
     let mut reported = BTreeMap::new();
-    for e in std::fs::read_dir(&dir).expect("sim/src") {
-        let p = e.expect("entry").path();
+    for p in rust_files(&root().join("sim/src")) {
         let text = std::fs::read_to_string(&p).expect("read");
         for (i, part) in text.split("rule: \"").enumerate().skip(1) {
             let id = part.split('"').next().unwrap_or("").to_string();
