@@ -1,0 +1,146 @@
+//! The filesystems' own vnode operations (and deadfs's).
+
+use std::ffi::{c_int, c_void};
+
+use super::{Vnode, errno};
+use crate::context::{self, Frame, Vop};
+use crate::kernel::{Kernel, TraceEvent, TraceOp};
+use crate::lock;
+use crate::xnu;
+
+/// Reads the vnode argument every vnop argument block has at offset 8.
+fn arg_vnode(args: *mut c_void) -> usize {
+    let vp = (args as *const usize).wrapping_add(1);
+    // SAFETY: every vnop argument block starts with a_desc then a_vp.
+    unsafe { *vp }
+}
+
+fn trace_vnop(k: &Kernel, vp: &Vnode, op: TraceOp, offset: i64, size: u64, prot: i32) {
+    if k.config.trace_capacity == 0 {
+        // Nothing is kept: skip the path copy and the trace lock.
+        return;
+    }
+    let id = k.identity();
+    k.trace(TraceEvent {
+        seq: 0,
+        op,
+        pid: id.pid,
+        tid: id.tid,
+        vnode: vp.addr as u64,
+        vid: vp.vid,
+        path: vp.path.clone(),
+        offset,
+        size,
+        prot,
+        maxprot: 0,
+    });
+}
+
+/// The simulated filesystems' VNOP_MMAP: records it; never fails.
+pub(super) extern "C" fn sim_vnop_mmap(args: *mut c_void) -> c_int {
+    // The filesystem's own op: its stack is the kernel's, not the hook's.
+    let _kernel = crate::stack::KernelScope::enter();
+    crate::hold::enter(Vop::Mmap);
+    context::with_frame(Frame::Original, || {
+        let k = crate::kernel::current_or_abort("VNOP_MMAP");
+        let a = args as *const xnu::vnop_mmap_args;
+        // SAFETY: dispatched with a vnop_mmap_args block.
+        let fflags = unsafe { (*a).a_fflags };
+        if let Some(vp) = k.vfs.vnode(arg_vnode(args)) {
+            trace_vnop(&k, &vp, TraceOp::Mmap, 0, 0, fflags);
+        }
+        0
+    })
+}
+
+/// VNOP_MNOMAP: records it.
+pub(super) extern "C" fn sim_vnop_mnomap(args: *mut c_void) -> c_int {
+    // The filesystem's own op: its stack is the kernel's, not the hook's.
+    let _kernel = crate::stack::KernelScope::enter();
+    crate::hold::enter(Vop::Mnomap);
+    context::with_frame(Frame::Original, || {
+        let k = crate::kernel::current_or_abort("VNOP_MNOMAP");
+        if let Some(vp) = k.vfs.vnode(arg_vnode(args)) {
+            trace_vnop(&k, &vp, TraceOp::Mnomap, 0, 0, 0);
+        }
+        0
+    })
+}
+
+/// VNOP_MMAP_CHECK: allows everything.
+pub(super) extern "C" fn sim_vnop_mmap_check(args: *mut c_void) -> c_int {
+    // The filesystem's own op: its stack is the kernel's, not the hook's.
+    let _kernel = crate::stack::KernelScope::enter();
+    context::with_frame(Frame::Original, || {
+        let k = crate::kernel::current_or_abort("VNOP_MMAP_CHECK");
+        // SAFETY: dispatched with a vnop_mmap_check_args block.
+        let flags = unsafe { (*(args as *const xnu::vnop_mmap_check_args)).a_flags };
+        if let Some(vp) = k.vfs.vnode(arg_vnode(args)) {
+            trace_vnop(&k, &vp, TraceOp::MmapCheck, 0, 0, flags);
+        }
+        0
+    })
+}
+
+/// VNOP_PAGEIN: reads the range into the page cache.
+pub(super) extern "C" fn sim_vnop_pagein(args: *mut c_void) -> c_int {
+    // The filesystem's own op: its stack is the kernel's, not the hook's.
+    let _kernel = crate::stack::KernelScope::enter();
+    crate::hold::enter(Vop::Pagein);
+    context::with_frame(Frame::Original, || {
+        crate::kernel::with_current("VNOP_PAGEIN", |k| original_pagein(k, args))
+    })
+}
+
+/// The pagein original on the booted kernel: the read, then, like
+/// `cluster_pagein` (bsd/vfs/vfs_cluster.c, xnu-11417.121.6), the commit (or
+/// on error the abort) of the caller's UPL unless `UPL_NOCOMMIT`.
+fn original_pagein(k: &Kernel, args: *mut c_void) -> c_int {
+    // SAFETY: dispatched with a vnop_pagein_args block.
+    let a = unsafe { std::ptr::read(args as *const xnu::vnop_pagein_args) };
+    let err = original_pagein_io(k, args);
+    if !a.a_pl.is_null() && a.a_flags & crate::upl::UPL_NOCOMMIT == 0 {
+        // The range was checked by vnode_pagein, which built the UPL.
+        let _ = k.upls.release_range(
+            a.a_pl as usize,
+            u64::from(a.a_pl_offset),
+            a.a_size as u64,
+            k.config.page_size,
+        );
+    }
+    err
+}
+
+/// The read into the page cache.
+fn original_pagein_io(k: &Kernel, args: *mut c_void) -> c_int {
+    // SAFETY: dispatched with a vnop_pagein_args block.
+    let a = unsafe { std::ptr::read(args as *const xnu::vnop_pagein_args) };
+    let (off, size) = (a.a_f_offset, a.a_size as u64);
+    let Some(vp) = k.vfs.vnode(arg_vnode(args)) else {
+        return errno::EIO;
+    };
+    if off < 0 || off as u64 >= vp.size.max(1) {
+        return errno::EFAULT;
+    }
+    let ps = k.config.page_size;
+    let first = off as u64 / ps;
+    let last = (off as u64 + size.max(1) - 1) / ps;
+    let mut pages = lock(&vp.pages);
+    // A re-read of cached pages (one search) inserts nothing.
+    if pages.range(first..=last).count() as u64 != last - first + 1 {
+        pages.extend(first..=last);
+    }
+    drop(pages);
+    trace_vnop(k, &vp, TraceOp::Pagein, off, size, a.a_flags);
+    0
+}
+
+/// VNOP_RECLAIM / VNOP_INACTIVE of the simulated filesystems.
+pub(super) extern "C" fn sim_vnop_ok(_args: *mut c_void) -> c_int {
+    0
+}
+
+/// deadfs: every operation on a reclaimed vnode fails.
+pub(super) extern "C" fn dead_vnop_eio(_args: *mut c_void) -> c_int {
+    errno::EIO
+}
