@@ -2,7 +2,7 @@
  * sim_glue.c - the parts of the simulated kernel that are easier in C:
  * the exported data symbols (vnode-op descriptors, the kern sysctl node's
  * children) and the variadic KPIs (IOLog, panic), which format here and
- * hand a finished string to the Rust side (sim/src/kpi.rs).
+ * hand a finished string to the Rust side (sim/src/kpi/memory.rs).
  *
  * Context: any thread; IOLog never blocks, panic never returns.
  */
@@ -11,7 +11,7 @@
 /* libc's formatter; declared here so no libc header meets mt_xnu.h. */
 int vsnprintf(char *buf, size_t size, const char *fmt, va_list ap);
 
-/* Implemented in Rust (sim/src/kpi.rs). */
+/* Implemented in Rust (sim/src/kpi/memory.rs). */
 void mt_sim_iolog(const char *msg, size_t len);
 void mt_sim_panic(const char *msg, size_t len) MT_XNU_NORETURN;
 

@@ -1,0 +1,132 @@
+//! Process, credential and `vfs_context` KPIs.
+
+use std::ffi::{c_char, c_int};
+use std::sync::atomic::Ordering;
+
+use super::k;
+use crate::arena::Owner;
+use crate::kernel::{Kernel, with_current};
+use crate::vfs::{self, errno, word};
+use crate::violation::Violation;
+use crate::xnu;
+
+fn current_process(k: &Kernel) -> Option<std::sync::Arc<crate::vm::Process>> {
+    k.procs.get(k.identity().pid)
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn proc_suser(p: xnu::proc_t) -> c_int {
+    let k = k("proc_suser");
+    match k.procs.by_object(p as usize) {
+        Some(p) if p.uid == 0 => 0,
+        _ => errno::EPERM,
+    }
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn kauth_cred_get() -> xnu::kauth_cred_t {
+    let k = k("kauth_cred_get");
+    current_process(&k).map_or(0, |p| p.cred_addr) as xnu::kauth_cred_t
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn kauth_cred_getuid(cred: xnu::kauth_cred_t) -> xnu::uid_t {
+    let k = k("kauth_cred_getuid");
+    k.procs.by_object(cred as usize).map_or(u32::MAX, |p| p.uid)
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn current_proc() -> xnu::proc_t {
+    let k = k("current_proc");
+    current_process(&k).map_or(0, |p| p.proc_addr) as xnu::proc_t
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn proc_selfpid() -> c_int {
+    with_current("proc_selfpid", |k| k.identity().pid)
+}
+
+fn copy_name(name: &str, buf: *mut c_char, size: c_int) {
+    if !buf.is_null() && size > 0 {
+        vfs::copy_cstr(name, buf as usize, size as usize);
+    }
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn proc_selfname(buf: *mut c_char, size: c_int) {
+    let k = k("proc_selfname");
+    let name = current_process(&k)
+        .map(|p| crate::lock(&p.name).clone())
+        .unwrap_or_default();
+    copy_name(&name, buf, size);
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn proc_name(pid: c_int, buf: *mut c_char, size: c_int) {
+    let k = k("proc_name");
+    let name = k
+        .procs
+        .get(pid)
+        .map(|p| crate::lock(&p.name).clone())
+        .unwrap_or_default();
+    copy_name(&name, buf, size);
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn proc_pid(p: xnu::proc_t) -> c_int {
+    let k = k("proc_pid");
+    k.procs.by_object(p as usize).map_or(-1, |p| p.pid)
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn vfs_context_proc(ctx: xnu::vfs_context_t) -> xnu::proc_t {
+    let k = k("vfs_context_proc");
+    k.procs.by_object(ctx as usize).map_or(0, |p| p.proc_addr) as xnu::proc_t
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn vfs_context_ucred(ctx: xnu::vfs_context_t) -> xnu::kauth_cred_t {
+    let k = k("vfs_context_ucred");
+    k.procs.by_object(ctx as usize).map_or(0, |p| p.cred_addr) as xnu::kauth_cred_t
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn vfs_context_current() -> xnu::vfs_context_t {
+    let k = k("vfs_context_current");
+    current_process(&k).map_or(0, |p| p.ctx_addr) as xnu::vfs_context_t
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn vfs_context_create(ctx: xnu::vfs_context_t) -> xnu::vfs_context_t {
+    let k = k("vfs_context_create");
+    let p = if ctx.is_null() {
+        current_process(&k)
+    } else {
+        k.procs.by_object(ctx as usize)
+    };
+    let Some(p) = p else {
+        return std::ptr::null_mut();
+    };
+    let Some(addr) = k.arena.alloc(16, 16, true, Owner::Kext, "vfs_context") else {
+        return std::ptr::null_mut();
+    };
+    word(addr + 8).store(p.cred_addr, Ordering::Relaxed);
+    k.procs.alias(addr, p.pid);
+    addr as xnu::vfs_context_t
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn vfs_context_rele(ctx: xnu::vfs_context_t) -> c_int {
+    let k = k("vfs_context_rele");
+    if ctx.is_null() {
+        return 0;
+    }
+    k.procs.unalias(ctx as usize);
+    if k.arena.free(ctx as usize).is_none() {
+        k.violation(Violation::BadFree(format!(
+            "vfs_context_rele({:#x}) of a context not from vfs_context_create",
+            ctx as usize
+        )));
+    }
+    0
+}

@@ -1,0 +1,47 @@
+//! Time, CPUs, threads and `read_random`.
+
+use std::ffi::{c_int, c_uint, c_void};
+
+use super::k;
+use crate::kernel::{Kernel, with_current};
+use crate::xnu;
+
+#[unsafe(no_mangle)]
+extern "C" fn mach_absolute_time() -> u64 {
+    with_current("mach_absolute_time", Kernel::abs_time)
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn absolutetime_to_nanoseconds(abs: u64, result: *mut u64) {
+    let ns = with_current("absolutetime_to_nanoseconds", |k| k.abs_to_ns(abs));
+    if !result.is_null() {
+        // SAFETY: the caller's out-pointer.
+        unsafe { *result = ns };
+    }
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn current_thread() -> xnu::thread_t {
+    with_current("current_thread", |k| k.identity().thread_addr) as xnu::thread_t
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn thread_tid(t: xnu::thread_t) -> u64 {
+    with_current("thread_tid", |k| k.thread_tid(t as usize).unwrap_or(0))
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn cpu_number() -> c_int {
+    with_current("cpu_number", |k| k.identity().cpu) as c_int
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn read_random(buf: *mut c_void, n: c_uint) {
+    let k = k("read_random");
+    if buf.is_null() {
+        return;
+    }
+    // SAFETY: the caller's buffer of `n` bytes.
+    let out = unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), n as usize) };
+    k.random_fill(out);
+}
