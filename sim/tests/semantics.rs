@@ -3,7 +3,7 @@
 //! unmount, recycling and concurrency.
 
 use maptrace_sim::{
-    Config, OpenMode, Platform, Release, Sim, TraceEvent, TraceOp, map_flags, prot,
+    Config, OpenMode, Platform, Proc, Release, Sim, TraceEvent, TraceOp, map_flags, prot,
 };
 
 const PS: u64 = 4096;
@@ -22,11 +22,25 @@ fn sim() -> Sim {
     sim
 }
 
-fn ops(sim: &Sim, op: TraceOp, path: &str) -> usize {
+/// A reader process (uid 501) with `path` open and its first `pages`
+/// mapped read-only with `flags` at offset 0: where most tests start.
+/// Returns the process, the descriptor and the mapping's address.
+fn map_for_reading(sim: &Sim, path: &str, pages: u64, flags: i32) -> (Proc, i32, u64) {
+    let p = sim.spawn("reader", 501);
+    let fd = p.open(path).unwrap();
+    let a = p.mmap(fd, pages * PS, prot::READ, flags, 0).unwrap();
+    (p, fd, a)
+}
+
+fn events(sim: &Sim, op: TraceOp, path: &str) -> Vec<TraceEvent> {
     sim.trace()
-        .iter()
+        .into_iter()
         .filter(|e| e.op == op && e.path == path)
-        .count()
+        .collect()
+}
+
+fn ops(sim: &Sim, op: TraceOp, path: &str) -> usize {
+    events(sim, op, path).len()
 }
 
 #[test]
@@ -97,11 +111,7 @@ fn mmap_order_is_mac_check_then_mmap_check_then_mmap() {
 fn touching_a_page_twice_pages_it_in_once_in_clusters() {
     let sim = sim();
     let db = "/Volumes/Data/db";
-    let p = sim.spawn("reader", 501);
-    let fd = p.open(db).unwrap();
-    let a = p
-        .mmap(fd, 64 * PS, prot::READ, map_flags::SHARED, 0)
-        .unwrap();
+    let (p, _, a) = map_for_reading(&sim, db, 64, map_flags::SHARED);
     let t = p.touch(a + 5 * PS, 1).unwrap();
     assert_eq!((t.pages, t.hits, t.pageins), (1, 0, 1));
     let t = p.touch(a + 5 * PS, 1).unwrap();
@@ -208,11 +218,7 @@ fn exit_unmaps_everything_and_closes_files() {
 fn forced_unmount_unmaps_and_kills_the_mapping() {
     let sim = sim();
     let db = "/Volumes/Data/db";
-    let p = sim.spawn("reader", 501);
-    let fd = p.open(db).unwrap();
-    let a = p
-        .mmap(fd, 4 * PS, prot::READ, map_flags::SHARED, 0)
-        .unwrap();
+    let (p, fd, a) = map_for_reading(&sim, db, 4, map_flags::SHARED);
     assert_eq!(
         sim.unmount("/Volumes/Data", false),
         Err(maptrace_sim::SimError(16)),
@@ -395,11 +401,7 @@ fn a_held_pagein_blocks_the_fault_until_released() {
     use maptrace_sim::Vop;
     use std::time::Duration;
     let sim = sim();
-    let p = sim.spawn("reader", 501);
-    let fd = p.open("/Volumes/Data/db").unwrap();
-    let a = p
-        .mmap(fd, 8 * PS, prot::READ, map_flags::SHARED, 0)
-        .unwrap();
+    let (p, _, a) = map_for_reading(&sim, "/Volumes/Data/db", 8, map_flags::SHARED);
     let hold = sim.hold_vnop(Vop::Pagein);
     assert!(
         !hold.wait_held(1, Duration::from_millis(20)),
@@ -442,11 +444,7 @@ fn the_trace_keeps_the_newest_events_up_to_its_capacity() {
 #[test]
 fn evicted_pages_are_paged_in_again() {
     let sim = sim();
-    let p = sim.spawn("reader", 501);
-    let fd = p.open("/Volumes/Data/db").unwrap();
-    let a = p
-        .mmap(fd, 8 * PS, prot::READ, map_flags::SHARED, 0)
-        .unwrap();
+    let (p, _, a) = map_for_reading(&sim, "/Volumes/Data/db", 8, map_flags::SHARED);
     assert_eq!(p.touch(a, 8 * PS).unwrap().pageins, 2);
     assert_eq!(p.touch(a, 8 * PS).unwrap().pageins, 0);
     assert_eq!(sim.evict("/Volumes/Data/db"), Ok(8));
@@ -520,13 +518,6 @@ fn fork_shares_files_and_inherits_mappings_without_vnop_mmap() {
 const RX: i32 = prot::READ | prot::EXEC;
 const RWX: i32 = prot::READ | prot::WRITE | prot::EXEC;
 
-fn events(sim: &Sim, op: TraceOp, path: &str) -> Vec<TraceEvent> {
-    sim.trace()
-        .into_iter()
-        .filter(|e| e.op == op && e.path == path)
-        .collect()
-}
-
 /// vm_map_enter_mem_object_control calls memory_object_map for the named
 /// object, then hands the same object to vm_map_enter, which calls it again
 /// (vm_map.c:5093 and 3698, xnu-11417.101.15; the same in xnu-6153.141.1):
@@ -536,9 +527,7 @@ fn events(sim: &Sim, op: TraceOp, path: &str) -> Vec<TraceEvent> {
 fn a_shared_mmap_calls_vnop_mmap_twice_and_a_private_one_once() {
     let sim = sim();
     let db = "/Volumes/Data/db";
-    let p = sim.spawn("reader", 501);
-    let fd = p.open(db).unwrap();
-    p.mmap(fd, PS, prot::READ, map_flags::SHARED, 0).unwrap();
+    let (p, fd, _) = map_for_reading(&sim, db, 1, map_flags::SHARED);
     let maps = events(&sim, TraceOp::Mmap, db);
     assert_eq!(maps.len(), 2, "memory_object_map twice for MAP_SHARED");
     assert_eq!(maps[0].tid, maps[1].tid, "in the caller's thread");
@@ -821,11 +810,7 @@ fn a_forced_unmount_unmaps_in_the_callers_thread_with_iocount_2() {
     use std::time::Duration;
     let sim = sim();
     let db = "/Volumes/Data/db";
-    let reader = sim.spawn("reader", 501);
-    let fd = reader.open(db).unwrap();
-    reader
-        .mmap(fd, PS, prot::READ, map_flags::SHARED, 0)
-        .unwrap();
+    let (reader, fd, _) = map_for_reading(&sim, db, 1, map_flags::SHARED);
     let umount = sim.spawn("umount", 0);
     let hold = sim.hold_vnop(Vop::Mnomap);
     std::thread::scope(|s| {
@@ -852,11 +837,7 @@ fn a_forced_unmount_unmaps_in_the_callers_thread_with_iocount_2() {
 fn an_eject_unmaps_as_diskarbitrationd() {
     let sim = sim();
     let db = "/Volumes/Data/db";
-    let reader = sim.spawn("reader", 501);
-    let fd = reader.open(db).unwrap();
-    reader
-        .mmap(fd, PS, prot::READ, map_flags::SHARED, 0)
-        .unwrap();
+    let (reader, fd, _) = map_for_reading(&sim, db, 1, map_flags::SHARED);
     sim.unmount("/Volumes/Data", true).unwrap();
     let m = events(&sim, TraceOp::Mnomap, db);
     let p = sim.proc(m[0].pid).unwrap();
@@ -906,11 +887,7 @@ fn a_pagein_holds_an_iocount_since_macos_11_but_not_on_catalina() {
         let sim = Sim::boot(Config { release, ..intel() });
         sim.mount("hfs", "/Volumes/Data").unwrap();
         sim.add_file("/Volumes/Data/db", 8 * PS).unwrap();
-        let p = sim.spawn("reader", 501);
-        let fd = p.open("/Volumes/Data/db").unwrap();
-        let a = p
-            .mmap(fd, 8 * PS, prot::READ, map_flags::SHARED, 0)
-            .unwrap();
+        let (p, _, a) = map_for_reading(&sim, "/Volumes/Data/db", 8, map_flags::SHARED);
         let hold = sim.hold_vnop(Vop::Pagein);
         std::thread::scope(|s| {
             let t = s.spawn(|| p.touch(a, 1));
@@ -931,11 +908,7 @@ fn a_pagein_holds_an_iocount_since_macos_11_but_not_on_catalina() {
 fn fault_pageins_pass_0_or_iostreaming_and_sequential_runs_stream() {
     let sim = sim();
     let db = "/Volumes/Data/db";
-    let p = sim.spawn("reader", 501);
-    let fd = p.open(db).unwrap();
-    let a = p
-        .mmap(fd, 64 * PS, prot::READ, map_flags::SHARED, 0)
-        .unwrap();
+    let (p, _, a) = map_for_reading(&sim, db, 64, map_flags::SHARED);
     p.touch(a, 64 * PS).unwrap();
     let got = pageins_of(&sim, db);
     assert!(
@@ -970,11 +943,7 @@ fn fault_pageins_pass_0_or_iostreaming_and_sequential_runs_stream() {
 fn clusters_are_centred_on_the_fault_and_clipped_to_the_mapping() {
     let sim = sim();
     let db = "/Volumes/Data/db";
-    let p = sim.spawn("reader", 501);
-    let fd = p.open(db).unwrap();
-    let a = p
-        .mmap(fd, 64 * PS, prot::READ, map_flags::PRIVATE, 0)
-        .unwrap();
+    let (p, fd, a) = map_for_reading(&sim, db, 64, map_flags::PRIVATE);
     p.touch(a + 5 * PS, 1).unwrap();
     p.touch(a, 1).unwrap();
     assert_eq!(
