@@ -2,42 +2,16 @@
 //! kext's imports and callbacks, and the rules the simulator enforces from
 //! it, each provoked by a deliberately bad call that must name its row.
 
+mod kpi;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{c_char, c_int, c_void};
 use std::path::{Path, PathBuf};
 
+use kpi::*;
 use maptrace_sim::{Config, Cred, Sim, Violation, ViolationPolicy, map_flags, prot, xnu};
 
 const PS: u64 = 4096;
-
-unsafe extern "C" {
-    static mut sysctl__kern_children: xnu::sysctl_oid_list;
-    fn vn_getpath(vp: *mut xnu::vnode, buf: *mut c_char, len: *mut c_int) -> c_int;
-    fn vnode_iterate(
-        mp: xnu::mount_t,
-        flags: c_int,
-        callout: Option<unsafe extern "C" fn(*mut xnu::vnode, *mut c_void) -> c_int>,
-        arg: *mut c_void,
-    ) -> c_int;
-    fn vfs_iterate(
-        flags: c_int,
-        callout: Option<unsafe extern "C" fn(*mut xnu::mount, *mut c_void) -> c_int>,
-        arg: *mut c_void,
-    ) -> c_int;
-    fn kauth_listen_scope(
-        id: *const c_char,
-        cb: xnu::kauth_scope_callback_t,
-        idata: *mut c_void,
-    ) -> xnu::kauth_listener_t;
-    fn kauth_unlisten_scope(l: xnu::kauth_listener_t);
-    fn mac_policy_register(c: *mut xnu::mac_policy_conf, h: *mut u32, xd: *mut c_void) -> c_int;
-    fn mac_policy_unregister(h: u32) -> c_int;
-    fn sysctl_register_oid(o: *mut xnu::sysctl_oid);
-    fn sysctl_unregister_oid(o: *mut xnu::sysctl_oid);
-    fn IOMalloc(size: usize) -> *mut c_void;
-    fn IOFree(p: *mut c_void, size: usize);
-    fn vnode_rele(vp: xnu::vnode_t);
-}
 
 // ---------------------------------------------------------------- the table
 

@@ -1,49 +1,18 @@
 //! The detectors: a fake kext made of Rust `extern "C"` functions does what a
 //! real kernel punishes, and the simulator must say so loudly.
 
-use std::ffi::{c_char, c_int, c_void};
+mod kpi;
+
+use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use kpi::*;
 use maptrace_sim::{
     Config, Cred, KextError, Sim, Violation, ViolationPolicy, map_flags, prot, xnu,
 };
 
 const PS: u64 = 4096;
-
-unsafe extern "C" {
-    static mut vnop_pagein_desc: xnu::vnodeop_desc;
-    static mut vnop_mmap_desc: xnu::vnodeop_desc;
-    static mut sysctl__kern_children: xnu::sysctl_oid_list;
-    fn IOMalloc(size: usize) -> *mut c_void;
-    fn IOFree(p: *mut c_void, size: usize);
-    fn IOSleep(ms: u32);
-    fn lck_grp_alloc_init(
-        name: *const c_char,
-        attr: *mut xnu::lck_grp_attr_t,
-    ) -> *mut xnu::lck_grp_t;
-    fn lck_grp_free(g: *mut xnu::lck_grp_t);
-    fn lck_spin_alloc_init(g: *mut xnu::lck_grp_t, a: *mut xnu::lck_attr_t)
-    -> *mut xnu::lck_spin_t;
-    fn lck_spin_lock(l: *mut xnu::lck_spin_t);
-    fn lck_spin_unlock(l: *mut xnu::lck_spin_t);
-    fn lck_spin_free(l: *mut xnu::lck_spin_t, g: *mut xnu::lck_grp_t);
-    fn sysctl_register_oid(o: *mut xnu::sysctl_oid);
-    fn sysctl_unregister_oid(o: *mut xnu::sysctl_oid);
-    fn vnode_getwithref(vp: xnu::vnode_t) -> c_int;
-    fn vnode_put(vp: xnu::vnode_t) -> c_int;
-    fn vnode_ref(vp: xnu::vnode_t) -> c_int;
-    fn vnode_rele(vp: xnu::vnode_t);
-    fn kauth_listen_scope(
-        id: *const c_char,
-        cb: xnu::kauth_scope_callback_t,
-        idata: *mut c_void,
-    ) -> xnu::kauth_listener_t;
-    fn kauth_unlisten_scope(l: xnu::kauth_listener_t);
-    fn proc_suser(p: xnu::proc_t) -> c_int;
-    fn ubc_upl_abort_range(upl: xnu::upl_t, off: u32, size: u32, flags: c_int) -> c_int;
-    fn vnode_create(flavor: u32, size: u32, data: *mut c_void, vpp: *mut xnu::vnode_t) -> c_int;
-}
 
 // What the fake kext does, as bits.
 const PATCH: u32 = 1; // hook VNOP_PAGEIN and VNOP_MMAP of the file's vector

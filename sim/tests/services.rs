@@ -2,38 +2,18 @@
 //! MAC policy registration and hooks, and a kext filesystem (vfs_fsadd,
 //! vnode_create) as the shim's layout discovery uses it.
 
+mod kpi;
+
 use std::ffi::{c_char, c_int, c_void};
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use kpi::*;
 use maptrace_sim::{
     Config, Cred, Platform, Sim, SysctlError, Violation, ViolationPolicy, map_flags, prot, xnu,
 };
 
 const PS: u64 = 4096;
-
-unsafe extern "C" {
-    static mut sysctl__kern_children: xnu::sysctl_oid_list;
-    static mut vnop_default_desc: xnu::vnodeop_desc;
-    static mut vnop_reclaim_desc: xnu::vnodeop_desc;
-    fn sysctl_register_oid(o: *mut xnu::sysctl_oid);
-    fn sysctl_unregister_oid(o: *mut xnu::sysctl_oid);
-    fn sysctl_handle_opaque(
-        o: *mut xnu::sysctl_oid,
-        a1: *mut c_void,
-        a2: c_int,
-        r: *mut xnu::sysctl_req,
-    ) -> c_int;
-    fn proc_suser(p: xnu::proc_t) -> c_int;
-    fn mac_policy_register(c: *mut xnu::mac_policy_conf, h: *mut u32, xd: *mut c_void) -> c_int;
-    fn mac_policy_unregister(h: u32) -> c_int;
-    fn vfs_fsadd(vfe: *mut xnu::vfs_fsentry, h: *mut xnu::vfstable_t) -> c_int;
-    fn vfs_fsremove(h: xnu::vfstable_t) -> c_int;
-    fn vnode_create(flavor: u32, size: u32, data: *mut c_void, vpp: *mut xnu::vnode_t) -> c_int;
-    fn vnode_put(vp: xnu::vnode_t) -> c_int;
-    fn vnode_recycle(vp: xnu::vnode_t) -> c_int;
-    fn vn_default_error() -> c_int;
-}
 
 extern "C" fn noop(_ki: *mut xnu::kmod_info, _d: *mut c_void) -> xnu::kern_return_t {
     0
