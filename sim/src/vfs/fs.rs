@@ -6,10 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use super::desc::{vfs_op_init, vn_default_error};
-use super::originals::{
-    dead_vnop_eio, sim_vnop_mmap, sim_vnop_mmap_check, sim_vnop_mnomap, sim_vnop_ok,
-    sim_vnop_pagein,
-};
+use super::originals::{dead_vnop_eio, filesystem_entries, sim_vnop_ok};
 use super::{
     BUILTIN_FS, COUNTS_BASE, FsType, POISON_WORD, V_KUSECOUNT, VNODE_SIZE, VectorInfo, Vfs,
     VfsState, errno, word,
@@ -70,21 +67,17 @@ impl Vfs {
     /// Builds a kernel filesystem's vector (heap memory, like vfs_fsadd).
     fn kernel_vector(&self, arena: &Arena, fs: &str, dead: bool) -> usize {
         let o = self.offsets;
-        let default = vn_default_error as *const () as usize;
-        let mut entries = vec![default; o.numops];
-        if dead {
+        let entries = if dead {
+            let default = vn_default_error as *const () as usize;
+            let mut entries = vec![default; o.numops];
             for e in [o.mmap, o.mnomap, o.pagein, o.mmap_check] {
                 entries[e] = dead_vnop_eio as *const () as usize;
             }
             entries[o.reclaim] = sim_vnop_ok as *const () as usize;
+            entries
         } else {
-            entries[o.mmap] = sim_vnop_mmap as *const () as usize;
-            entries[o.mnomap] = sim_vnop_mnomap as *const () as usize;
-            entries[o.pagein] = sim_vnop_pagein as *const () as usize;
-            entries[o.mmap_check] = sim_vnop_mmap_check as *const () as usize;
-            entries[o.reclaim] = sim_vnop_ok as *const () as usize;
-            entries[o.inactive] = sim_vnop_ok as *const () as usize;
-        }
+            filesystem_entries(o)
+        };
         let addr = arena
             .alloc(o.numops * 8, 16, true, Owner::Kernel, "vnode-op vector")
             .expect("kernel memory for a vector");
@@ -195,14 +188,7 @@ impl Vfs {
                 a
             }
         };
-        let default = vn_default_error as *const () as usize;
-        let mut entries = vec![default; o.numops];
-        entries[o.mmap] = sim_vnop_mmap as *const () as usize;
-        entries[o.mnomap] = sim_vnop_mnomap as *const () as usize;
-        entries[o.pagein] = sim_vnop_pagein as *const () as usize;
-        entries[o.mmap_check] = sim_vnop_mmap_check as *const () as usize;
-        entries[o.reclaim] = sim_vnop_ok as *const () as usize;
-        entries[o.inactive] = sim_vnop_ok as *const () as usize;
+        let entries = filesystem_entries(o);
         for (i, e) in entries.iter().enumerate() {
             word(addr + i * 8).store(*e, Ordering::Relaxed);
         }

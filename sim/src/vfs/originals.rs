@@ -2,6 +2,7 @@
 
 use std::ffi::{c_int, c_void};
 
+use super::desc::{VopOffsets, vn_default_error};
 use super::{Vnode, errno};
 use crate::context::{self, Frame, Vop};
 use crate::kernel::{Kernel, TraceEvent, TraceOp};
@@ -37,7 +38,7 @@ fn trace_vnop(k: &Kernel, vp: &Vnode, op: TraceOp, offset: i64, size: u64, prot:
 }
 
 /// The simulated filesystems' VNOP_MMAP: records it; never fails.
-pub(super) extern "C" fn sim_vnop_mmap(args: *mut c_void) -> c_int {
+extern "C" fn sim_vnop_mmap(args: *mut c_void) -> c_int {
     // The filesystem's own op: its stack is the kernel's, not the hook's.
     let _kernel = crate::stack::KernelScope::enter();
     crate::hold::enter(Vop::Mmap);
@@ -54,7 +55,7 @@ pub(super) extern "C" fn sim_vnop_mmap(args: *mut c_void) -> c_int {
 }
 
 /// VNOP_MNOMAP: records it.
-pub(super) extern "C" fn sim_vnop_mnomap(args: *mut c_void) -> c_int {
+extern "C" fn sim_vnop_mnomap(args: *mut c_void) -> c_int {
     // The filesystem's own op: its stack is the kernel's, not the hook's.
     let _kernel = crate::stack::KernelScope::enter();
     crate::hold::enter(Vop::Mnomap);
@@ -68,7 +69,7 @@ pub(super) extern "C" fn sim_vnop_mnomap(args: *mut c_void) -> c_int {
 }
 
 /// VNOP_MMAP_CHECK: allows everything.
-pub(super) extern "C" fn sim_vnop_mmap_check(args: *mut c_void) -> c_int {
+extern "C" fn sim_vnop_mmap_check(args: *mut c_void) -> c_int {
     // The filesystem's own op: its stack is the kernel's, not the hook's.
     let _kernel = crate::stack::KernelScope::enter();
     context::with_frame(Frame::Original, || {
@@ -83,7 +84,7 @@ pub(super) extern "C" fn sim_vnop_mmap_check(args: *mut c_void) -> c_int {
 }
 
 /// VNOP_PAGEIN: reads the range into the page cache.
-pub(super) extern "C" fn sim_vnop_pagein(args: *mut c_void) -> c_int {
+extern "C" fn sim_vnop_pagein(args: *mut c_void) -> c_int {
     // The filesystem's own op: its stack is the kernel's, not the hook's.
     let _kernel = crate::stack::KernelScope::enter();
     crate::hold::enter(Vop::Pagein);
@@ -143,4 +144,18 @@ pub(super) extern "C" fn sim_vnop_ok(_args: *mut c_void) -> c_int {
 /// deadfs: every operation on a reclaimed vnode fails.
 pub(super) extern "C" fn dead_vnop_eio(_args: *mut c_void) -> c_int {
     errno::EIO
+}
+
+/// The vector a simulated filesystem registers: its own operations where it
+/// has them, `vn_default_error` elsewhere.
+pub(super) fn filesystem_entries(o: VopOffsets) -> Vec<usize> {
+    let default = vn_default_error as *const () as usize;
+    let mut entries = vec![default; o.numops];
+    entries[o.mmap] = sim_vnop_mmap as *const () as usize;
+    entries[o.mnomap] = sim_vnop_mnomap as *const () as usize;
+    entries[o.pagein] = sim_vnop_pagein as *const () as usize;
+    entries[o.mmap_check] = sim_vnop_mmap_check as *const () as usize;
+    entries[o.reclaim] = sim_vnop_ok as *const () as usize;
+    entries[o.inactive] = sim_vnop_ok as *const () as usize;
+    entries
 }
