@@ -54,7 +54,7 @@ impl Kernel {
 
     /// `vnode_pager_data_request` → `vnode_pager_cluster_read` →
     /// `vnode_pagein` → one VNOP_PAGEIN for the cluster around `page`
-    /// ([`VmObject::cluster`]; osfmk/vm/bsd_vm.c:634-663, 842-870,
+    /// ([`VmObject::cluster`](super::VmObject::cluster); osfmk/vm/bsd_vm.c:634-663, 842-870,
     /// xnu-11417.101.15). `a_flags` is 0 or UPL_IOSTREAMING, never
     /// UPL_IOSYNC; since macOS 11 `vnode_pagein` holds an iocount across
     /// the call (`vnode_getalways_from_pager`, bsd/vm/vnode_pager.c:629;
