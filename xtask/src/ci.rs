@@ -50,21 +50,25 @@ fn step_fmt(ctx: &Ctx) -> Result<()> {
     exec(&plan, ctx.mode)
 }
 
-/// The workspace tests, then the shim tests (`tests/shim_*.rs`, the real shim on the simulator)
-/// again against the shim's other build variants: kauth (`MT_WITH_KAUTH`) and resident
-/// (`MT_RESIDENT`, only its own test file: the others unload).
+/// The package of the system tests: the real shim and core on the simulator.
+pub const SYSTEM_TESTS: &str = "maptrace-system-tests";
+
+/// The workspace tests, then the system tests'
+/// shim tests (`system-tests/tests/shim_*.rs`) again against the shim's other build variants:
+/// kauth (`MT_WITH_KAUTH`) and resident (`MT_RESIDENT`, only its own test file: the others
+/// unload).
 fn host_tests_plan(root: &Path) -> crate::exec::Plan {
     let mut plan = crate::exec::Plan::new();
     plan.run(cargo().args(["test", "--workspace", "--locked"]).cwd(root));
     plan.run(
         cargo()
-            .args(["test", "--locked", "-p", "maptrace-core"])
+            .args(["test", "--locked", "-p", SYSTEM_TESTS])
             .args(["--features", "kauth", "--test", "shim_*"])
             .cwd(root),
     );
     plan.run(
         cargo()
-            .args(["test", "--locked", "-p", "maptrace-core"])
+            .args(["test", "--locked", "-p", SYSTEM_TESTS])
             .args(["--features", "resident", "--test", "shim_resident"])
             .cwd(root),
     );
@@ -394,7 +398,11 @@ mod tests {
         assert!(cmds[0].has_arg("--workspace"));
         assert!(cmds[1].has_arg("kauth") && cmds[1].has_arg("shim_*"));
         assert!(cmds[2].has_arg("resident") && cmds[2].has_arg("shim_resident"));
-        assert!(cmds[1..].iter().all(|c| !c.has_arg("--workspace")));
+        assert!(
+            cmds[1..]
+                .iter()
+                .all(|c| !c.has_arg("--workspace") && c.has_arg(SYSTEM_TESTS))
+        );
     }
 
     #[test]
