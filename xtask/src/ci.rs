@@ -53,13 +53,18 @@ fn step_fmt(ctx: &Ctx) -> Result<()> {
 /// The package of the system tests: the real shim and core on the simulator.
 pub const SYSTEM_TESTS: &str = "maptrace-system-tests";
 
-/// The workspace tests, then the system tests'
+/// The workspace tests (the companion's with its simulator source), then the system tests'
 /// shim tests (`system-tests/tests/shim_*.rs`) again against the shim's other build variants:
 /// kauth (`MT_WITH_KAUTH`) and resident (`MT_RESIDENT`, only its own test file: the others
 /// unload).
 fn host_tests_plan(root: &Path) -> crate::exec::Plan {
     let mut plan = crate::exec::Plan::new();
-    plan.run(cargo().args(["test", "--workspace", "--locked"]).cwd(root));
+    plan.run(
+        cargo()
+            .args(["test", "--workspace", "--locked"])
+            .args(["--features", "maptrace/sim"])
+            .cwd(root),
+    );
     plan.run(
         cargo()
             .args(["test", "--locked", "-p", SYSTEM_TESTS])
@@ -299,6 +304,15 @@ pub fn companion_present(root: &Path) -> bool {
         .is_ok_and(|t| t.lines().any(|l| l.replace(' ', "") == "name=\"maptrace\""))
 }
 
+/// The demo run: the companion with its simulator source, a cargo feature the binary a user
+/// installs leaves out.
+fn demo_cmd(root: &Path) -> Cmd {
+    cargo()
+        .args(["run", "--release", "--locked", "-p", "maptrace"])
+        .args(["--features", "sim", "--", "demo"])
+        .cwd(root)
+}
+
 /// `cargo xtask demo`: set-up, then the companion's simulator demo.
 pub fn demo(root: &Path, mode: Mode) -> Result<()> {
     if !companion_present(root) {
@@ -307,19 +321,7 @@ pub fn demo(root: &Path, mode: Mode) -> Result<()> {
         );
     }
     let mut plan = crate::exec::Plan::new();
-    plan.run(
-        cargo()
-            .args([
-                "run",
-                "--release",
-                "--locked",
-                "-p",
-                "maptrace",
-                "--",
-                "demo",
-            ])
-            .cwd(root),
-    );
+    plan.run(demo_cmd(root));
     if mode == Mode::Run {
         crate::deps::ensure(crate::deps::Task::Demo).context("demo set-up")?;
     }
@@ -395,7 +397,7 @@ mod tests {
         let plan = host_tests_plan(Path::new("/repo"));
         let cmds: Vec<_> = plan.commands().collect();
         assert_eq!(cmds.len(), 3);
-        assert!(cmds[0].has_arg("--workspace"));
+        assert!(cmds[0].has_arg("--workspace") && cmds[0].has_arg("maptrace/sim"));
         assert!(cmds[1].has_arg("kauth") && cmds[1].has_arg("shim_*"));
         assert!(cmds[2].has_arg("resident") && cmds[2].has_arg("shim_resident"));
         assert!(
@@ -426,5 +428,11 @@ mod tests {
         .unwrap();
         assert!(companion_present(dir.path()));
         demo(dir.path(), Mode::DryRun).unwrap();
+    }
+
+    #[test]
+    fn demo_turns_on_the_companions_simulator_source() {
+        let cmd = demo_cmd(Path::new("/repo"));
+        assert!(cmd.has_arg("--features") && cmd.has_arg("sim") && cmd.has_arg("demo"));
     }
 }
