@@ -684,6 +684,23 @@ fn bad_flags_are_refused() {
 }
 
 #[test]
+#[cfg_attr(feature = "sim", ignore = "this build has the simulator source")]
+fn without_the_simulator_its_sources_are_refused_with_how_to_get_them() {
+    for args in [
+        &["demo"][..],
+        &["--source", "sim", "stats"],
+        &["--source", "sim:x.mts", "report"],
+    ] {
+        maptrace()
+            .args(args)
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains("built without the simulator"))
+            .stderr(predicate::str::contains("--features sim"));
+    }
+}
+
+#[test]
 fn stats_and_config_explain_which_sources_have_them() {
     let dir = TempDir::new().unwrap();
     let f = fixture(&dir, "life.mtr", &lifecycle_batches());

@@ -8,7 +8,6 @@
 //! kext's text, globals and the stacks its code ran on are at other
 //! addresses in each child, which publishes them for the scan
 //! (`MAPTRACE_SIM_KERNEL_RANGES`).
-#![cfg(feature = "sim")]
 
 mod common;
 

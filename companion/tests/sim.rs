@@ -2,7 +2,6 @@
 //! simulator, read through the simulated sysctls. `demo`, scenarios made for
 //! the report's verdicts, stats and config, root checks, and the stream
 //! checked against the simulator's ground truth.
-#![cfg(feature = "sim")]
 
 mod common;
 

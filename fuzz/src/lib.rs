@@ -9,7 +9,7 @@ pub mod scenario;
 pub mod seeds;
 
 /// The shim test harness (boot, load, sysctl helpers), shared with
-/// `tests/shim_*.rs` rather than copied.
-#[path = "../../tests/shim_support/mod.rs"]
+/// the system tests (`system-tests/`) rather than copied.
+#[path = "../../system-tests/src/lib.rs"]
 #[allow(missing_docs, reason = "a test helper module")]
 pub mod shim_support;

@@ -18,7 +18,7 @@ cargo xtask <command> [options]        cargo xtask <command> --help: that comman
 Commands:
   test         set-up, fmt, host tests, clippy, loom, ASan/UBSan, TSan, Miri, fuzz,
                the companion type-checked for macOS, cross + object checks, sign-check (CI)
-  demo         set-up, then `cargo run --release -p maptrace -- demo` (simulator)
+  demo         set-up, then `cargo run --release -p maptrace --features sim -- demo`
   cross        core + shim as checked Mach-O objects (x86_64, arm64e) in target/kext
   check        only the object checks, on what `cross` left in target/kext
   kextlibs     the KPI bundles the objects import (OSBundleLibraries)

@@ -43,7 +43,7 @@ fn open_sim(scenario: Option<&Path>) -> Result<Box<dyn Source>> {
 fn open_sim(scenario: Option<&Path>) -> Result<Box<dyn Source>> {
     let what = scenario.map_or("the demo workload".to_string(), |p| p.display().to_string());
     Err(anyhow::anyhow!(
-        "this maptrace was built without the simulator (feature `sim`), so it cannot run {what}; \
-         read a recording with --source file:FILE instead"
+        "this maptrace was built without the simulator, so it cannot run {what}: build it with \
+         `--features sim` (as `cargo xtask demo` does), or read a recording with --source file:FILE"
     ))
 }

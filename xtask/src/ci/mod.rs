@@ -14,6 +14,9 @@ use anyhow::Result;
 use crate::cli::{Command, CommandSpec, DRY_RUN, Opt, number, set_dry_run};
 use crate::exec::Mode;
 
+/// The package of the system tests: the real shim and core on the simulator.
+pub const SYSTEM_TESTS: &str = "maptrace-system-tests";
+
 /// `cargo xtask test`.
 #[derive(Debug, Default)]
 pub struct TestOptions {

@@ -8,11 +8,13 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::exec::{Cmd, Ctx, Plan, ensure_components, exec, nightly_cargo};
+use super::SYSTEM_TESTS;
 
 /// The host target: sanitizer runtimes only link with an explicit `--target`.
 const HOST: &str = "x86_64-unknown-linux-gnu";
 
-/// The shim tests that drive the simulator (C shim + C glue + core).
+/// The system tests (package `maptrace-system-tests`) that drive the simulator (C shim + C
+/// glue + core).
 const SHIM_TESTS: &[&str] = &[
     "shim_e2e",
     "shim_sysctl",
@@ -24,6 +26,7 @@ const SHIM_TESTS: &[&str] = &[
 /// The tests with threads racing each other: producers and a drainer on the ring, several
 /// processes through the shim, load/unload under load and in the kauth race window, two
 /// sysctl readers. `shim_e2e` is single-threaded, so TSan would add time and find nothing.
+/// `ring` is the core's test, the others the system tests'.
 const TSAN_TESTS: &[&str] = &["ring", "shim_concurrency", "shim_lifecycle", "shim_sysctl"];
 
 /// Integration tests of the core that run under Miri: pure Rust over `ring` and `ffi`.
@@ -55,7 +58,7 @@ pub fn step_asan_ubsan(ctx: &Ctx) -> Result<()> {
 
 fn asan_ubsan_cmd(ctx: &Ctx) -> Cmd {
     let cmd = nightly_cargo(ctx, "target/sanitize")
-        .args(["test", "--locked", "--target", HOST, "-p", "maptrace-core"])
+        .args(["test", "--locked", "--target", HOST, "-p", SYSTEM_TESTS])
         .env("CC", "clang-19")
         .env("MT_SIM_SANITIZE", "address,undefined")
         .env("RUSTFLAGS", "-Zsanitizer=address");
@@ -76,7 +79,7 @@ pub fn step_tsan(ctx: &Ctx) -> Result<()> {
 fn tsan_cmd(ctx: &Ctx) -> Cmd {
     let cmd = nightly_cargo(ctx, "target/tsan")
         .args(["test", "--locked", "-Zbuild-std", "--target", HOST])
-        .args(["-p", "maptrace-core"])
+        .args(["-p", "maptrace-core", "-p", SYSTEM_TESTS])
         .env("CC", "clang-19")
         .env("MT_SIM_SANITIZE", "thread")
         .env("RUSTFLAGS", "-Zsanitizer=thread")
@@ -163,6 +166,7 @@ mod tests {
         assert_eq!(cmd.env_value("CARGO_TARGET_DIR"), Some("/repo/target/tsan"));
         let opts = cmd.env_value("TSAN_OPTIONS").unwrap();
         assert!(opts.contains("halt_on_error=1") && opts.contains("/repo/xtask/tsan.supp"));
+        assert!(cmd.has_arg("maptrace-core") && cmd.has_arg(SYSTEM_TESTS));
         assert_eq!(tests_of(&cmd), TSAN_TESTS);
     }
 
@@ -171,6 +175,7 @@ mod tests {
         let cmd = asan_ubsan_cmd(&ctx());
         assert_eq!(cmd.env_value("MT_SIM_SANITIZE"), Some("address,undefined"));
         assert_eq!(cmd.env_value("RUSTFLAGS"), Some("-Zsanitizer=address"));
+        assert!(cmd.has_arg(SYSTEM_TESTS) && !cmd.has_arg("maptrace-core"));
         assert_eq!(tests_of(&cmd), SHIM_TESTS);
     }
 

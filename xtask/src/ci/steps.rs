@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use super::SYSTEM_TESTS;
 use crate::exec::{Ctx, Mode, cargo, exec};
 
 /// One step of `cargo xtask test`. To add one (sanitizer runs, short fuzz runs), append
@@ -36,21 +37,27 @@ fn step_fmt(ctx: &Ctx) -> Result<()> {
     exec(&plan, ctx.mode)
 }
 
-/// The workspace tests, then the shim tests (`tests/shim_*.rs`, the real shim on the simulator)
-/// again against the shim's other build variants: kauth (`MT_WITH_KAUTH`) and resident
-/// (`MT_RESIDENT`, only its own test file: the others unload).
+/// The workspace tests (the companion's with its simulator source), then the system tests'
+/// shim tests (`system-tests/tests/shim_*.rs`) again against the shim's other build variants:
+/// kauth (`MT_WITH_KAUTH`) and resident (`MT_RESIDENT`, only its own test file: the others
+/// unload).
 fn host_tests_plan(root: &Path) -> crate::exec::Plan {
     let mut plan = crate::exec::Plan::new();
-    plan.run(cargo().args(["test", "--workspace", "--locked"]).cwd(root));
     plan.run(
         cargo()
-            .args(["test", "--locked", "-p", "maptrace-core"])
+            .args(["test", "--workspace", "--locked"])
+            .args(["--features", "maptrace/sim"])
+            .cwd(root),
+    );
+    plan.run(
+        cargo()
+            .args(["test", "--locked", "-p", SYSTEM_TESTS])
             .args(["--features", "kauth", "--test", "shim_*"])
             .cwd(root),
     );
     plan.run(
         cargo()
-            .args(["test", "--locked", "-p", "maptrace-core"])
+            .args(["test", "--locked", "-p", SYSTEM_TESTS])
             .args(["--features", "resident", "--test", "shim_resident"])
             .cwd(root),
     );
@@ -281,6 +288,15 @@ pub fn companion_present(root: &Path) -> bool {
         .is_ok_and(|t| t.lines().any(|l| l.replace(' ', "") == "name=\"maptrace\""))
 }
 
+/// The demo run: the companion with its simulator source, a cargo feature the binary a user
+/// installs leaves out.
+fn demo_cmd(root: &Path) -> Cmd {
+    cargo()
+        .args(["run", "--release", "--locked", "-p", "maptrace"])
+        .args(["--features", "sim", "--", "demo"])
+        .cwd(root)
+}
+
 /// `cargo xtask demo`: set-up, then the companion's simulator demo.
 pub fn demo(root: &Path, mode: Mode) -> Result<()> {
     if !companion_present(root) {
@@ -289,19 +305,7 @@ pub fn demo(root: &Path, mode: Mode) -> Result<()> {
         );
     }
     let mut plan = crate::exec::Plan::new();
-    plan.run(
-        cargo()
-            .args([
-                "run",
-                "--release",
-                "--locked",
-                "-p",
-                "maptrace",
-                "--",
-                "demo",
-            ])
-            .cwd(root),
-    );
+    plan.run(demo_cmd(root));
     if mode == Mode::Run {
         crate::deps::ensure(crate::deps::Task::Demo).context("demo set-up")?;
     }
@@ -379,10 +383,14 @@ mod tests {
         let plan = host_tests_plan(Path::new("/repo"));
         let cmds: Vec<_> = plan.commands().collect();
         assert_eq!(cmds.len(), 3);
-        assert!(cmds[0].has_arg("--workspace"));
+        assert!(cmds[0].has_arg("--workspace") && cmds[0].has_arg("maptrace/sim"));
         assert!(cmds[1].has_arg("kauth") && cmds[1].has_arg("shim_*"));
         assert!(cmds[2].has_arg("resident") && cmds[2].has_arg("shim_resident"));
-        assert!(cmds[1..].iter().all(|c| !c.has_arg("--workspace")));
+        assert!(
+            cmds[1..]
+                .iter()
+                .all(|c| !c.has_arg("--workspace") && c.has_arg(SYSTEM_TESTS))
+        );
     }
 
     #[test]
@@ -406,5 +414,11 @@ mod tests {
         .unwrap();
         assert!(companion_present(dir.path()));
         demo(dir.path(), Mode::DryRun).unwrap();
+    }
+
+    #[test]
+    fn demo_turns_on_the_companions_simulator_source() {
+        let cmd = demo_cmd(Path::new("/repo"));
+        assert!(cmd.has_arg("--features") && cmd.has_arg("sim") && cmd.has_arg("demo"));
     }
 }

@@ -5,8 +5,6 @@
 //! a filesystem (the kext stays and keeps tracing), and an unload that waits
 //! for an events read held in copyout.
 
-mod shim_support;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -17,7 +15,9 @@ use maptrace_sim::{
     Config, Cred, KextError, Proc, Release, SHIM_WITH_KAUTH, Sim, TraceOp, ViolationPolicy,
     map_flags, prot,
 };
-use shim_support::{Tunables, boot_fs, boot_loaded, drain, events_buffer, load, raw_name, stats};
+use maptrace_system_tests::{
+    Tunables, boot_fs, boot_loaded, drain, events_buffer, load, raw_name, stats,
+};
 
 const PAGE: u64 = 4096;
 const KERN_FAILURE: i32 = 5;

@@ -21,10 +21,8 @@
 //! `EXACT_TRACE_MAX`, every other check runs on the fly):
 //!
 //! ```sh
-//! MT_STRESS_EVENTS=100000000 cargo test --release -p maptrace-core --test stress -- --nocapture
+//! MT_STRESS_EVENTS=100000000 cargo test --release -p maptrace-system-tests --test stress -- --nocapture
 //! ```
-
-mod shim_support;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -39,7 +37,9 @@ use maptrace::sysctl::SysctlSource;
 use maptrace_abi::decode::{Decoder, Event, Record};
 use maptrace_abi::{EventKind, raw};
 use maptrace_sim::{Config, Cred, Platform, Proc, Sim, TraceEvent, TraceOp, map_flags, prot};
-use shim_support::{Stats, Tunables, boot_fs, config_bytes, load, raw_name, stats, write_config};
+use maptrace_system_tests::{
+    Stats, Tunables, boot_fs, config_bytes, load, raw_name, stats, write_config,
+};
 
 /// The Intel SSD platform's page (the tests boot it).
 const PAGE: u64 = 4096;

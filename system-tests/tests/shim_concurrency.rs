@@ -2,14 +2,12 @@
 //! every event the kernel produced is accounted for, delivered or counted
 //! as dropped, never both and never lost silently.
 
-mod shim_support;
-
 use std::collections::HashSet;
 
 use maptrace_abi::decode::{Decoder, Record};
 use maptrace_abi::{EventKind, raw};
 use maptrace_sim::{Config, Cred, Platform, Proc, Sim, map_flags, prot};
-use shim_support::{
+use maptrace_system_tests::{
     Tunables, boot_loaded, config_bytes, drain, event_records, stats, traced, write_config,
 };
 

@@ -2,13 +2,11 @@
 //! (`Proc::direct_vnode`), as `benches/e2e.rs` drives them: one dispatch is
 //! one record with what the hook saw, and the filesystem's original runs.
 
-mod shim_support;
-
 use maptrace_abi::EventKind;
 use maptrace_abi::decode::{Decoder, Event};
 use maptrace_sim::vfs::errno;
 use maptrace_sim::{Config, Cred, TraceOp, prot};
-use shim_support::{Tunables, boot_fs, drain, load, stats};
+use maptrace_system_tests::{Tunables, boot_fs, drain, load, stats};
 
 const PAGE: u64 = 4096;
 const PATH: &str = "/data/a.bin";

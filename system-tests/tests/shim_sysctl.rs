@@ -2,14 +2,12 @@
 //! leaf (read and write, enumerated from the tree), config
 //! validation, the size query, copyout faults and concurrent readers.
 
-mod shim_support;
-
 use std::collections::HashSet;
 
 use maptrace_abi::decode::Decoder;
 use maptrace_abi::{EventKind, raw};
 use maptrace_sim::{Config, Cred, Proc, TraceOp, map_flags, prot};
-use shim_support::{
+use maptrace_system_tests::{
     Tunables, boot_loaded, config_bytes, drain, event_records, events_buffer, raw_name,
     read_config, stats, traced, write_config,
 };

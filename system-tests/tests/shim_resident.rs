@@ -1,15 +1,15 @@
 //! The shim's resident build variant (`--features resident`, `-DMT_RESIDENT`):
 //! its MAC policy is registered without `MPC_LOADTIME_FLAG_UNLOADOK`, so no
 //! MAC check pays for an unloadable policy, and the kext never unloads.
+//! Empty without that feature rather than `required-features`, so that
+//! `--test 'shim_*'` (the kauth run) still matches it.
 #![cfg(feature = "resident")]
 #![allow(missing_docs)]
-
-mod shim_support;
 
 use maptrace_abi::EventKind;
 use maptrace_abi::decode::Decoder;
 use maptrace_sim::Config;
-use shim_support::{Tunables, boot_loaded, drain};
+use maptrace_system_tests::{Tunables, boot_loaded, drain};
 
 fn workload(p: &maptrace_sim::Proc, path: &str) {
     let fd = p.open(path).expect("open");

@@ -20,8 +20,8 @@
 //!   `mac_policy_mtx` twice). With `--features resident` the loaded case is
 //!   `loaded_resident` (a static policy, no lock).
 //!
-//! Run: `cargo bench --bench e2e` (and `cargo bench --bench e2e --features
-//! resident -- mac_cost` for the resident build).
+//! Run: `cargo bench -p maptrace-system-tests --bench e2e` (and add
+//! `--features resident -- mac_cost` for the resident build).
 
 use std::hint::black_box;
 use std::ops::Range;
@@ -35,12 +35,9 @@ use maptrace_abi::decode::{DecodeError, Decoder, Record};
 use maptrace_abi::raw;
 use maptrace_sim::{Config, Cred, DEMO, DirectVnode, GenParams, Proc, Scenario, Sim, prot, xnu};
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-#[path = "../tests/shim_support/mod.rs"]
-mod shim_support;
-
-use shim_support::{Tunables, raw_name};
+use maptrace_core::ring::RingStart;
+use maptrace_core::{Engine, Event, Params, Ring};
+use maptrace_system_tests::{Tunables, raw_name};
 
 unsafe extern "C" {
     // The simulator's clock KPIs, the ones the shim's mt_now_ns calls
@@ -78,7 +75,7 @@ fn tunables() -> Tunables {
 
 /// A quiet simulator: no ground-truth trace kept, so long runs stay bounded.
 fn boot() -> Sim {
-    shim_support::boot_fs(Config {
+    maptrace_system_tests::boot_fs(Config {
         trace_capacity: 0,
         // The kext's cost, not the test harness's stack meter.
         stack_meter: false,
@@ -117,16 +114,19 @@ fn drain_shim(sim: &Sim, buf: &mut [u8]) -> u64 {
 /// Loads the shim and empties its ring (start markers); returns a buffer
 /// for `kern.maptrace.events` and the hook count so far.
 fn load_empty(sim: &Sim) -> (Vec<u8>, u64) {
-    shim_support::load(sim, tunables()).expect("the shim loads");
-    let mut buf = shim_support::events_buffer(sim);
+    maptrace_system_tests::load(sim, tunables()).expect("the shim loads");
+    let mut buf = maptrace_system_tests::events_buffer(sim);
     drain_shim(sim, &mut buf);
-    (buf, shim_support::stats(sim, Cred::Root).hook_calls)
+    (
+        buf,
+        maptrace_system_tests::stats(sim, Cred::Root).hook_calls,
+    )
 }
 
 /// Asserts the loaded shim dropped nothing, took no fail-open path and ran
 /// at least `dispatched` hooks since its hook count was `since`.
 fn assert_lossless(sim: &Sim, since: u64, dispatched: u64) {
-    let s = shim_support::stats(sim, Cred::Root);
+    let s = maptrace_system_tests::stats(sim, Cred::Root);
     assert_eq!(s.dropped(), 0, "the benchmark must not drop events");
     assert_eq!(s.errors, 0, "no fail-open path taken");
     assert!(
@@ -299,6 +299,53 @@ fn pipeline(
     })
 }
 
+/// The throughput baseline's ring: the core alone over owned memory.
+struct CoreMem(Vec<std::mem::MaybeUninit<u8>>);
+
+impl CoreMem {
+    fn new(nshards: u32, cap: u32) -> CoreMem {
+        let size = Ring::mem_size(nshards, cap).expect("ring size");
+        CoreMem(vec![std::mem::MaybeUninit::uninit(); size])
+    }
+
+    fn engine(&mut self, nshards: u32, cap: u32) -> Engine<'_> {
+        let ring = Ring::init_at(&mut self.0, nshards, cap, RingStart::default()).expect("ring");
+        Engine::new(
+            ring,
+            Params {
+                hash_key: [7, 11],
+                generation: 0x6e6e,
+                probe_method: raw::MT_PROBE_OFFSET,
+                start_ns: 0,
+            },
+        )
+    }
+}
+
+/// A PAGEIN event as the shim records one; `seq` is its offset and time.
+fn core_pagein(pid: u32, tid: u64, seq: u64) -> Event {
+    Event {
+        kind: raw::MT_KIND_PAGEIN,
+        pid,
+        tid,
+        timestamp_ns: seq,
+        duration_ns: 1000,
+        vnode_ptr: 0xffff_ff80_0000_1000 + tid * 0x100,
+        vid: 1,
+        error: 0,
+        offset: seq as i64,
+        size: 4096,
+        usecount: 2,
+        kusecount: 0,
+        iocount: 1,
+        count_method: raw::MT_PROBE_OFFSET,
+        prot: 0,
+        maxprot: 0,
+        flags: 0,
+        reserved0: 0,
+    }
+}
+
 fn bench_throughput(c: &mut Criterion) {
     if maptrace_sim::SHIM_RESIDENT {
         return; // these unload the kext, which the resident build refuses
@@ -308,7 +355,7 @@ fn bench_throughput(c: &mut Criterion) {
     let threads = 2;
 
     // Baseline: the core alone, as the shim drives it.
-    let mut mem = common::Mem::new(4, SLOTS);
+    let mut mem = CoreMem::new(4, SLOTS);
     let engine = mem.engine(4, SLOTS);
     let mut core_buf = vec![0u8; engine.drain_capacity()];
     let mut dec = Decoder::new();
@@ -320,7 +367,7 @@ fn bench_throughput(c: &mut Criterion) {
                 iters,
                 |t, range| {
                     for i in range {
-                        let ev = common::pagein(501 + t, u64::from(t) + 1, i);
+                        let ev = core_pagein(501 + t, u64::from(t) + 1, i);
                         black_box(engine.record(t, &ev));
                     }
                 },
@@ -408,14 +455,14 @@ fn run_scenario(sc: &Scenario, loaded: bool) -> Duration {
         ..Config::default()
     });
     if loaded {
-        shim_support::load(&sim, tunables()).expect("the shim loads");
+        maptrace_system_tests::load(&sim, tunables()).expect("the shim loads");
     }
     let t0 = Instant::now();
     let report = sc.run(&sim).expect("the scenario runs");
     let took = t0.elapsed();
     black_box(report);
     if loaded {
-        let mut buf = shim_support::events_buffer(&sim);
+        let mut buf = maptrace_system_tests::events_buffer(&sim);
         assert!(drain_shim(&sim, &mut buf) > 0, "the kext recorded the run");
         assert_lossless(&sim, 0, 1);
         unload_after(&sim);

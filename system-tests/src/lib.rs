@@ -1,12 +1,8 @@
-//! Shared harness of the shim end-to-end tests: boots the simulator, loads
-//! the real shim (its `kmod_info`), reads `kern.maptrace.*` through the
-//! simulated sysctl exactly like the companion, and decodes with the abi
-//! decoder.
-
-#![allow(
-    dead_code,
-    reason = "each test binary uses a different part of the harness"
-)]
+//! The system tests' one harness: boots the simulator, loads the real shim
+//! (its `kmod_info`) with the real core linked in, reads `kern.maptrace.*`
+//! through the simulated sysctl exactly like the companion, and decodes with
+//! the abi decoder. Every test in `tests/`, the e2e bench and the fuzz
+//! targets' simulator harness boot through here.
 
 use std::mem::offset_of;
 

@@ -4,12 +4,10 @@
 //! ground truth (its vnode counts and its trace of what reached the
 //! filesystems).
 
-mod shim_support;
-
 use maptrace_abi::decode::{Decoder, Event, Record};
 use maptrace_abi::{EventKind, ProbeMethod};
 use maptrace_sim::{Config, Platform, Sim, TraceOp, map_flags, prot};
-use shim_support::{Tunables, boot_loaded, drain};
+use maptrace_system_tests::{Tunables, boot_loaded, drain};
 
 const PAGE: u64 = 4096;
 
@@ -319,7 +317,7 @@ fn hfs_and_apfs_vectors_are_patched_once_each() {
         p.munmap(a).expect("unmap");
         p.close(fd).expect("close");
     }
-    let st = shim_support::stats(&sim, maptrace_sim::Cred::Root);
+    let st = maptrace_system_tests::stats(&sim, maptrace_sim::Cred::Root);
     assert_eq!(st.vectors_patched, 2, "one vector per filesystem");
     let recs = drain(&sim, &mut dec);
     let patched = recs
@@ -359,8 +357,8 @@ fn batches_carry_no_kernel_address() {
         p.munmap(a).expect("unmap");
     }
     p.exec("/bin/tool").expect("exec");
-    let name = shim_support::raw_name(maptrace_abi::raw::MT_SYSCTL_EVENTS);
-    let mut buf = shim_support::events_buffer(&sim);
+    let name = maptrace_system_tests::raw_name(maptrace_abi::raw::MT_SYSCTL_EVENTS);
+    let mut buf = maptrace_system_tests::events_buffer(&sim);
     let mut total = 0;
     loop {
         let n = sim
@@ -373,7 +371,7 @@ fn batches_carry_no_kernel_address() {
         assert_eq!(sim.find_kernel_addresses(&buf[..n]), Vec::<usize>::new());
     }
     assert!(total > 20 * 64, "{total} bytes read");
-    let st = shim_support::stats(&sim, maptrace_sim::Cred::Root);
+    let st = maptrace_system_tests::stats(&sim, maptrace_sim::Cred::Root);
     assert_eq!(st.errors, 0);
     sim.unload_kext().expect("unload");
 }

@@ -4,8 +4,6 @@
 //! fails open, unload while another kext's hook still calls ours, and
 //! write into (or trust) the vector of a filesystem that went away.
 
-mod shim_support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -14,7 +12,7 @@ use maptrace_abi::EventKind;
 use maptrace_abi::decode::Decoder;
 use maptrace_sim::context::Vop;
 use maptrace_sim::{Config, Proc, Sim, Violation, ViolationPolicy, map_flags, prot};
-use shim_support::{Tunables, boot_fs, drain, load};
+use maptrace_system_tests::{Tunables, boot_fs, drain, load};
 
 const PAGE: u64 = 4096;
 
