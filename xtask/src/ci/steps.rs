@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use super::SYSTEM_TESTS;
-use crate::exec::{Ctx, Mode, cargo, exec};
+use crate::exec::{Cmd, Ctx, Mode, cargo, exec};
 
 /// One step of `cargo xtask test`. To add one (sanitizer runs, short fuzz runs), append
 /// it to `TEST_STEPS`; each prints its name and duration and a failure fails the run.
