@@ -8,11 +8,13 @@
 
 use crate::kind::{EventKind, Mark, ProbeMethod};
 use crate::raw;
+use crate::version::{AbiMismatch, AbiVersion};
+use crate::wire;
 use alloc::vec::Vec;
 use core::fmt;
 use zerocopy::FromBytes;
 
-const SLOT: usize = raw::MT_SLOT_SIZE as usize;
+const SLOT: usize = wire::SLOT_SIZE;
 const BATCH_HEADER: usize = core::mem::size_of::<raw::mt_batch_header>();
 const SEGMENT_HEADER: usize = core::mem::size_of::<raw::mt_segment_header>();
 
@@ -29,12 +31,7 @@ pub enum BatchError {
     /// The first word is not `MT_BATCH_MAGIC`.
     BadMagic(u32),
     /// The producer speaks another major ABI version.
-    AbiMismatch {
-        /// The version in the batch.
-        found: u16,
-        /// The version this decoder was built for.
-        expected: u16,
-    },
+    AbiMismatch(AbiMismatch),
     /// The header's size or flags are not ones this version defines.
     BadHeader(&'static str),
 }
@@ -123,14 +120,7 @@ impl fmt::Display for BatchError {
                 write!(f, "truncated batch: need {need} bytes, have {have}")
             }
             BatchError::BadMagic(m) => write!(f, "not a maptrace batch (magic {m:#010x})"),
-            BatchError::AbiMismatch { found, expected } => write!(
-                f,
-                "ABI mismatch: the kext speaks {}.{}, this reader {}.{}",
-                found >> 8,
-                found & 0xff,
-                expected >> 8,
-                expected & 0xff
-            ),
+            BatchError::AbiMismatch(m) => write!(f, "ABI mismatch: made by a kext with {m}"),
             BatchError::BadHeader(what) => write!(f, "bad batch header: {what}"),
         }
     }
@@ -572,13 +562,9 @@ pub fn parse_batch_header(bytes: &[u8]) -> Result<Batch, BatchError> {
     if h.magic != raw::MT_BATCH_MAGIC {
         return Err(BatchError::BadMagic(h.magic));
     }
-    let expected = raw::MT_ABI_VERSION as u16;
-    if h.abi_version >> 8 != expected >> 8 {
-        return Err(BatchError::AbiMismatch {
-            found: h.abi_version,
-            expected,
-        });
-    }
+    AbiVersion::from_field(h.abi_version)
+        .check()
+        .map_err(BatchError::AbiMismatch)?;
     if usize::from(h.header_size) != BATCH_HEADER {
         return Err(BatchError::BadHeader("header_size"));
     }
@@ -711,10 +697,9 @@ fn decode_record(
         EventKind::Path => {
             let r = read::<raw::mt_rec_path>(head);
             let len = usize::from(r.path_len);
-            let head_bytes = raw::MT_PATH_HEAD_BYTES as usize;
-            let cont_bytes = raw::MT_PATH_CONT_BYTES as usize;
-            let want_slots = 1 + len.saturating_sub(head_bytes).div_ceil(cont_bytes);
-            if len > raw::MT_PATH_MAX as usize || want_slots != n {
+            let head_bytes = wire::PATH_HEAD_BYTES;
+            let cont_bytes = wire::PATH_CONT_BYTES;
+            if len > wire::PATH_MAX || wire::path_slots(len) != n {
                 return Err(bad(RecordError::BadPathLength(r.path_len)));
             }
             let mut path = Vec::with_capacity(len);

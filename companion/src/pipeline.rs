@@ -11,12 +11,9 @@ use std::rc::Rc;
 /// ABI mismatch names both versions and the way out.
 fn batch_error_message(batch: u64, e: &maptrace_abi::decode::BatchError) -> String {
     match *e {
-        maptrace_abi::decode::BatchError::AbiMismatch { found, expected } => format!(
-            "batch {batch}: ABI mismatch: made by a kext with ABI {}.{}, this maptrace reads {}.x; \
-             its records are skipped; use the maptrace built with that kext",
-            found >> 8,
-            found & 0xff,
-            expected >> 8
+        maptrace_abi::decode::BatchError::AbiMismatch(m) => format!(
+            "batch {batch}: ABI mismatch: made by a kext with {m}; \
+             its records are skipped; use the maptrace built with that kext"
         ),
         _ => format!("batch {batch}: {e}"),
     }
