@@ -33,5 +33,6 @@ pub mod decode;
 pub mod merge;
 #[cfg(feature = "decode")]
 pub use decode::{
-    Batch, BatchError, Counts, DecodeError, Decoder, Event, Losses, Record, RecordError, Segment,
+    Batch, BatchError, Counts, DecodeError, Decoded, Decoder, Event, KextDrops, Loss, Losses,
+    Record, RecordError, Segment,
 };
