@@ -6,7 +6,7 @@ mod common;
 
 use common::{Mem, drain_all, pagein};
 use maptrace_abi::decode::{
-    BatchError, DecodeError, Decoded, Decoder, KextDrops, Loss, RecordError,
+    BatchError, DecodeError, Decoded, Decoder, HeaderTally, KextDrops, Loss, RecordError,
 };
 use maptrace_abi::merge::merge_by_time;
 use maptrace_abi::raw;
@@ -416,4 +416,35 @@ fn feed_turns_forward_gaps_into_losses_and_refused_batches_change_nothing() {
     ));
     assert!(out.is_empty());
     assert_eq!((dec.losses(), dec.batches()), (before, batches));
+}
+
+#[test]
+fn header_tally_adds_up_loads_and_takes_the_kexts_count_of_the_last() {
+    let full = full_batch(10);
+    let h = raw::mt_batch_header::read_from_prefix(&full).unwrap().0;
+    let mut t = HeaderTally::default();
+    t.batch(&full).unwrap();
+    // The same load again: cumulative counts are not added twice.
+    t.batch(&full).unwrap();
+    assert_eq!(t.dropped(), h.total_dropped);
+    assert_eq!(t.events(), 2 * h.total_records);
+    // Another load restarts the counters; its drops add to the old ones.
+    let mut reloaded = full.clone();
+    reloaded[24..32].copy_from_slice(&(h.generation ^ 1).to_le_bytes());
+    t.batch(&reloaded).unwrap();
+    assert_eq!(t.dropped(), 2 * h.total_dropped);
+    // The kext's count of another load is ignored; of this one, taken.
+    t.kext_dropped(h.generation, 1000);
+    assert_eq!(t.dropped(), 2 * h.total_dropped);
+    t.kext_dropped(h.generation ^ 1, h.total_dropped + 3);
+    assert_eq!(t.dropped(), 2 * h.total_dropped + 3);
+    // A refused header counts as refused and changes nothing else.
+    let mut bad = full.clone();
+    bad[0] ^= 1;
+    let before = (t.events(), t.dropped());
+    assert!(t.batch(&bad).is_err());
+    assert_eq!(
+        (t.events(), t.dropped(), t.refused()),
+        (before.0, before.1, 1)
+    );
 }

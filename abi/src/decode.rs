@@ -705,6 +705,64 @@ impl Decoder {
     }
 }
 
+/// Records and drops of a stream counted from batch headers alone, for a
+/// reader that stores batches without decoding them (`maptrace record`).
+/// A reload restarts the kext's cumulative counters, so loads add up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeaderTally {
+    events: u64,
+    /// Drops of earlier loads.
+    dropped_before: u64,
+    /// Cumulative drops of the current load.
+    dropped: u64,
+    generation: Option<u64>,
+    refused: u64,
+}
+
+impl HeaderTally {
+    /// Counts one batch by its header; a refused header is counted as such.
+    pub fn batch(&mut self, bytes: &[u8]) -> Result<Batch, BatchError> {
+        let b = parse_batch_header(bytes).inspect_err(|_| self.refused += 1)?;
+        let h = b.header;
+        self.events = self.events.saturating_add(h.total_records);
+        self.load(h.generation);
+        self.dropped = self.dropped.max(h.total_dropped);
+        Ok(b)
+    }
+
+    /// Adds the kext's own count of `generation`'s drops, read after the last
+    /// batch; counters of another load say nothing about this one.
+    pub fn kext_dropped(&mut self, generation: u64, dropped: u64) {
+        if self.generation.is_none_or(|g| g == generation) {
+            self.load(generation);
+            self.dropped = self.dropped.max(dropped);
+        }
+    }
+
+    fn load(&mut self, generation: u64) {
+        if self.generation != Some(generation) {
+            self.dropped_before = self.dropped_before.saturating_add(self.dropped);
+            self.dropped = 0;
+            self.generation = Some(generation);
+        }
+    }
+
+    /// Records the headers announced.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// Records dropped, all loads.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_before.saturating_add(self.dropped)
+    }
+
+    /// Batches whose header was refused.
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+}
+
 /// Checks the batch header: magic, major version, sizes and flags.
 pub fn parse_batch_header(bytes: &[u8]) -> Result<Batch, BatchError> {
     let (h, _) =

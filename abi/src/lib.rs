@@ -33,6 +33,6 @@ pub mod decode;
 pub mod merge;
 #[cfg(feature = "decode")]
 pub use decode::{
-    Batch, BatchError, Counts, DecodeError, Decoded, Decoder, Event, KextDrops, Loss, Losses,
-    Record, RecordError, Segment,
+    Batch, BatchError, Counts, DecodeError, Decoded, Decoder, Event, HeaderTally, KextDrops, Loss,
+    Losses, Record, RecordError, Segment,
 };
