@@ -23,7 +23,7 @@ fn record(src: &mut dyn Source, path: &Path, limit: &Limit, quiet: bool) -> Resu
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     let header = recording::Header {
-        abi_version: maptrace_abi::raw::MT_ABI_VERSION as u16,
+        abi_version: maptrace_abi::AbiVersion::CURRENT.field(),
         start_unix_ns,
         host: gethostname::gethostname().to_string_lossy().into_owned(),
     };
