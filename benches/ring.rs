@@ -18,7 +18,7 @@ use maptrace_abi::decode::Decoder;
 use maptrace_abi::merge::merge_into;
 use maptrace_abi::raw;
 use maptrace_core::ring::{Ring, SLOT_SIZE};
-use maptrace_core::{Engine, Event, Params};
+use maptrace_core::{Engine, HookEvent, Params};
 use std::hint::black_box;
 use std::mem::MaybeUninit;
 use std::sync::Barrier;
@@ -42,8 +42,8 @@ fn params() -> Params {
     }
 }
 
-fn event(i: u64) -> Event {
-    Event {
+fn event(i: u64) -> HookEvent {
+    HookEvent {
         kind: raw::MT_KIND_PAGEIN,
         pid: 501,
         tid: 0x1234,

@@ -1,106 +1,40 @@
-//! The recording configuration: validation of `struct mt_config` writes and
-//! the hot-path filter.
+//! The live recording configuration. What a valid `struct mt_config` is and
+//! the hot-path filter are the ABI's (`maptrace_abi::config`).
 //!
 //! The whole config lives in one atomic word, so a hook reads it with a single
 //! relaxed load and can never see half of a config change.
 
 use crate::sync::{AtomicU64, Ordering};
-use maptrace_abi::{ConfigFlags, EventKind, EventMask, raw};
-use zerocopy::FromBytes;
+use maptrace_abi::{ConfigFlags, EventMask};
+
+pub use maptrace_abi::Config;
 
 /// Why a config write was refused (the config is unchanged).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConfigError {
-    /// Not exactly `sizeof(struct mt_config)` bytes, or `size` disagrees.
-    Size,
-    /// `version` is not `MT_CONFIG_VERSION`.
-    Version,
-    /// Unknown `MT_CF_*` bits, or both pid modes at once.
-    Flags,
-    /// Unknown event-mask bits.
-    Mask,
-    /// A reserved word is not zero.
-    Reserved,
+    /// Not a valid `struct mt_config` (the ABI's rules).
+    Invalid(maptrace_abi::ConfigError),
     /// The core is shut down.
     ShutDown,
 }
 
-/// A validated configuration.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Config {
-    /// `MT_CF_*`.
-    pub flags: ConfigFlags,
-    /// Kinds recorded.
-    pub mask: EventMask,
-    /// The pid of `PID_FILTER` / `PID_EXCLUDE`.
-    pub pid: u32,
+impl From<maptrace_abi::ConfigError> for ConfigError {
+    fn from(e: maptrace_abi::ConfigError) -> ConfigError {
+        ConfigError::Invalid(e)
+    }
 }
 
-impl Config {
-    /// Recording everything: the state after start.
-    pub const DEFAULT: Config = Config {
-        flags: ConfigFlags::ENABLE,
-        mask: EventMask::all(),
-        pid: 0,
-    };
+/// Packs into the atomic word: pid in bits 0..32, mask in 32..40, flags in
+/// 40..48.
+const fn pack(c: Config) -> u64 {
+    c.pid as u64 | (c.mask.bits() as u64) << 32 | (c.flags.bits() as u64) << 40
+}
 
-    /// Parses and validates the bytes of a `struct mt_config` write.
-    pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
-        let c = raw::mt_config::read_from_bytes(bytes).map_err(|_| ConfigError::Size)?;
-        if usize::from(c.size) != core::mem::size_of::<raw::mt_config>() {
-            return Err(ConfigError::Size);
-        }
-        if u32::from(c.version) != raw::MT_CONFIG_VERSION {
-            return Err(ConfigError::Version);
-        }
-        let flags = ConfigFlags::from_bits(c.flags).ok_or(ConfigError::Flags)?;
-        if flags.contains(ConfigFlags::PID_FILTER | ConfigFlags::PID_EXCLUDE) {
-            return Err(ConfigError::Flags);
-        }
-        let mask = EventMask::from_bits(c.event_mask).ok_or(ConfigError::Mask)?;
-        if c.reserved.iter().any(|&r| r != 0) {
-            return Err(ConfigError::Reserved);
-        }
-        Ok(Config {
-            flags,
-            mask,
-            pid: c.pid,
-        })
-    }
-
-    /// The ABI struct for this config.
-    pub fn to_raw(self) -> raw::mt_config {
-        raw::mt_config {
-            version: raw::MT_CONFIG_VERSION as u16,
-            size: core::mem::size_of::<raw::mt_config>() as u16,
-            flags: self.flags.bits(),
-            event_mask: self.mask.bits(),
-            pid: self.pid,
-            reserved: [0; 4],
-        }
-    }
-
-    /// Packs into the atomic word: pid in bits 0..32, mask in 32..40, flags
-    /// in 40..48.
-    const fn pack(self) -> u64 {
-        self.pid as u64 | (self.mask.bits() as u64) << 32 | (self.flags.bits() as u64) << 40
-    }
-
-    const fn unpack(w: u64) -> Config {
-        Config {
-            flags: ConfigFlags::from_bits_truncate((w >> 40) as u32 & 0xff),
-            mask: EventMask::from_bits_truncate((w >> 32) as u32 & 0xff),
-            pid: w as u32,
-        }
-    }
-
-    /// Whether an event of `kind` from `pid` passes this config.
-    #[inline]
-    pub fn wants(self, kind: EventKind, pid: u32) -> bool {
-        self.flags.contains(ConfigFlags::ENABLE)
-            && self.mask.contains(kind.mask())
-            && !(self.flags.contains(ConfigFlags::PID_FILTER) && pid != self.pid)
-            && !(self.flags.contains(ConfigFlags::PID_EXCLUDE) && pid == self.pid)
+const fn unpack(w: u64) -> Config {
+    Config {
+        flags: ConfigFlags::from_bits_truncate((w >> 40) as u32 & 0xff),
+        mask: EventMask::from_bits_truncate((w >> 32) as u32 & 0xff),
+        pid: w as u32,
     }
 }
 
@@ -113,14 +47,14 @@ pub struct ConfigCell(AtomicU64);
 impl ConfigCell {
     /// Starts with `config`.
     pub fn new(config: Config) -> ConfigCell {
-        ConfigCell(AtomicU64::new(config.pack()))
+        ConfigCell(AtomicU64::new(pack(config)))
     }
 
     /// The current config (a shut-down core reports recording disabled).
     #[inline]
     pub fn get(&self) -> Config {
         let w = self.0.load(Ordering::Relaxed);
-        let mut c = Config::unpack(w);
+        let mut c = unpack(w);
         if w & SHUTDOWN != 0 {
             c.flags.remove(ConfigFlags::ENABLE);
         }
@@ -136,7 +70,7 @@ impl ConfigCell {
             }
             match self.0.compare_exchange_weak(
                 cur,
-                config.pack(),
+                pack(config),
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             ) {
@@ -155,92 +89,19 @@ impl ConfigCell {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use zerocopy::IntoBytes;
-
-    fn bytes(c: raw::mt_config) -> [u8; 32] {
-        let mut b = [0u8; 32];
-        b.copy_from_slice(c.as_bytes());
-        b
-    }
+    use maptrace_abi::EventKind;
 
     #[test]
-    fn valid_config_round_trips() {
+    fn pack_round_trips_every_field() {
         let c = Config {
             flags: ConfigFlags::ENABLE | ConfigFlags::PID_EXCLUDE,
-            mask: EventMask::PAGEIN,
-            pid: 42,
+            mask: EventMask::PAGEIN | EventMask::MARK,
+            pid: u32::MAX,
         };
-        assert_eq!(Config::parse(&bytes(c.to_raw())), Ok(c));
-        assert_eq!(Config::unpack(c.pack()), c);
-    }
-
-    #[test]
-    fn every_malformed_write_is_refused() {
-        let good = Config::DEFAULT.to_raw();
-        assert_eq!(Config::parse(&bytes(good)[..31]), Err(ConfigError::Size));
-        assert_eq!(Config::parse(&[0u8; 33]), Err(ConfigError::Size));
-        assert_eq!(
-            Config::parse(&bytes(raw::mt_config { size: 28, ..good })),
-            Err(ConfigError::Size)
-        );
-        assert_eq!(
-            Config::parse(&bytes(raw::mt_config { version: 2, ..good })),
-            Err(ConfigError::Version)
-        );
-        assert_eq!(
-            Config::parse(&bytes(raw::mt_config { flags: 0x8, ..good })),
-            Err(ConfigError::Flags)
-        );
-        let both = raw::MT_CF_PID_FILTER | raw::MT_CF_PID_EXCLUDE;
-        assert_eq!(
-            Config::parse(&bytes(raw::mt_config {
-                flags: both,
-                ..good
-            })),
-            Err(ConfigError::Flags)
-        );
-        assert_eq!(
-            Config::parse(&bytes(raw::mt_config {
-                event_mask: 1,
-                ..good
-            })),
-            Err(ConfigError::Mask)
-        );
-        assert_eq!(
-            Config::parse(&bytes(raw::mt_config {
-                reserved: [0, 0, 1, 0],
-                ..good
-            })),
-            Err(ConfigError::Reserved)
-        );
-    }
-
-    #[test]
-    fn filter_honours_enable_mask_and_pid_modes() {
-        let all = Config::DEFAULT;
-        assert!(all.wants(EventKind::Pagein, 7));
-        let off = Config {
-            flags: ConfigFlags::empty(),
-            ..all
-        };
-        assert!(!off.wants(EventKind::Pagein, 7));
-        let only_mmap = Config {
-            mask: EventMask::MMAP,
-            ..all
-        };
-        assert!(only_mmap.wants(EventKind::Mmap, 7) && !only_mmap.wants(EventKind::Pagein, 7));
-        let only_7 = Config {
-            flags: ConfigFlags::ENABLE | ConfigFlags::PID_FILTER,
-            pid: 7,
-            ..all
-        };
-        assert!(only_7.wants(EventKind::Mmap, 7) && !only_7.wants(EventKind::Mmap, 8));
-        let not_7 = Config {
-            flags: ConfigFlags::ENABLE | ConfigFlags::PID_EXCLUDE,
-            pid: 7,
-            ..all
-        };
-        assert!(!not_7.wants(EventKind::Mmap, 7) && not_7.wants(EventKind::Mmap, 8));
+        assert_eq!(unpack(pack(c)), c);
+        let cell = ConfigCell::new(Config::DEFAULT);
+        assert_eq!(cell.set(c), Ok(()));
+        assert_eq!(cell.get(), c);
     }
 
     #[test]

@@ -33,5 +33,6 @@ pub mod vectors;
 pub mod vnode_id;
 
 pub use engine::{DrainError, Engine, Params, RecordResult, ShimCounters};
-pub use ffi::bridge::mt_event as Event;
+/// What a hook saw (`struct mt_event`): the core's input, before encoding.
+pub use ffi::bridge::mt_event as HookEvent;
 pub use ring::Ring;

@@ -6,21 +6,21 @@
 //! ever copied: the vnode pointer only enters the keyed hash.
 
 use crate::ffi::bridge::mt_event;
-use maptrace_abi::{EventKind, raw};
+use maptrace_abi::{EventKind, raw, wire};
 use zerocopy::{FromZeros, IntoBytes};
 
 /// Bytes of a slot.
-const SLOT: usize = raw::MT_SLOT_SIZE as usize;
+const SLOT: usize = wire::SLOT_SIZE;
 /// Path bytes carried by the head slot of a PATH record.
-pub const PATH_HEAD: usize = raw::MT_PATH_HEAD_BYTES as usize;
+pub const PATH_HEAD: usize = wire::PATH_HEAD_BYTES;
 /// Path bytes carried by each continuation slot.
-pub const PATH_CONT: usize = raw::MT_PATH_CONT_BYTES as usize;
+pub const PATH_CONT: usize = wire::PATH_CONT_BYTES;
 /// Longest path carried.
-pub const PATH_MAX: usize = raw::MT_PATH_MAX as usize;
+pub const PATH_MAX: usize = wire::PATH_MAX;
 
 /// Slots a PATH record of `len` bytes (already cut to `PATH_MAX`) takes.
 pub const fn path_slots(len: usize) -> u32 {
-    1 + len.saturating_sub(PATH_HEAD).div_ceil(PATH_CONT) as u32
+    wire::path_slots(len) as u32
 }
 
 /// Fields every record head shares, before the ring assigns its place.

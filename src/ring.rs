@@ -37,11 +37,15 @@ use crate::ffi::bridge;
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use core::mem::{MaybeUninit, align_of, size_of};
 use maptrace_abi::raw;
+use maptrace_abi::wire::{self, record_header};
 
 /// Bytes of a slot.
-pub const SLOT_SIZE: usize = raw::MT_SLOT_SIZE as usize;
+pub const SLOT_SIZE: usize = wire::SLOT_SIZE;
 /// Bytes of a slot after its stamp word.
-pub const BODY_SIZE: usize = SLOT_SIZE - 4;
+pub const BODY_SIZE: usize = SLOT_SIZE - record_header::STAMP_LEN;
+/// Where a head slot's `nslots` and `timestamp_ns` are in its body.
+const NSLOTS_IN_BODY: usize = record_header::NSLOTS - record_header::STAMP_LEN;
+const TIMESTAMP_IN_BODY: usize = record_header::TIMESTAMP_NS - record_header::STAMP_LEN;
 /// Slots of the largest record.
 pub const MAX_RECORD_SLOTS: u32 = raw::MT_RECORD_MAX_SLOTS;
 
@@ -258,7 +262,10 @@ impl RecordWriter<'_> {
     /// at commit).
     pub fn head(&mut self, rec: &[u8; SLOT_SIZE]) {
         let mut body = [0u8; BODY_SIZE];
-        body.copy_from_slice(rec.get(4..).unwrap_or(&[0; BODY_SIZE]));
+        body.copy_from_slice(
+            rec.get(record_header::STAMP_LEN..)
+                .unwrap_or(&[0; BODY_SIZE]),
+        );
         if let Some(slot) = self.slot(0) {
             // SAFETY: slot 0 of this reservation is owned by this writer until
             // commit (module protocol).
@@ -556,15 +563,15 @@ impl<'a> Ring<'a> {
             // SAFETY: the Acquire load above saw this record's commit, and deq
             // has not passed it, so no producer writes it now.
             unsafe { head.body.read_into(rest) };
-            // Record byte 9 (body byte 5) is nslots; bytes 16..24 the time.
-            let k =
-                u64::from(rest.get(5).copied().unwrap_or(1)).clamp(1, u64::from(MAX_RECORD_SLOTS));
+            // The body is the record from the byte after the stamp.
+            let k = u64::from(rest.get(NSLOTS_IN_BODY).copied().unwrap_or(1))
+                .clamp(1, u64::from(MAX_RECORD_SLOTS));
             if p - first + k > room {
                 peek.truncated = true;
                 break;
             }
             let ts = rest
-                .get(12..20)
+                .get(TIMESTAMP_IN_BODY..TIMESTAMP_IN_BODY + record_header::TIMESTAMP_NS_LEN)
                 .and_then(|b| b.try_into().ok())
                 .map_or(0, u64::from_le_bytes);
             peek.ts_min = if peek.records == 0 {

@@ -5,10 +5,13 @@
 mod common;
 
 use common::{Mem, drain_all, pagein};
-use maptrace_abi::decode::{BatchError, DecodeError, Decoder, RecordError};
+use maptrace_abi::decode::{
+    BatchError, DecodeError, Decoded, Decoder, HeaderTally, KextDrops, Loss, RecordError,
+};
 use maptrace_abi::merge::merge_by_time;
 use maptrace_abi::raw;
 use proptest::prelude::*;
+use zerocopy::FromBytes;
 
 /// One batch with `n` pageins on each of `shards` shards.
 fn batch(shards: u32, n: u64) -> Vec<u8> {
@@ -141,37 +144,44 @@ fn truncated_segments_and_wrong_counts_are_reported() {
     );
 }
 
-#[test]
-fn a_batch_read_by_someone_else_shows_as_a_position_gap() {
+/// Three batches of 5 pageins from one shard, of which another reader took
+/// the second: the first and the third.
+fn batches_around_a_taken_one() -> [Vec<u8>; 2] {
     let mut mem = Mem::new(1, 64);
     let e = mem.engine(1, 64);
-    let mut mine = Decoder::new();
     let mut buf = vec![0u8; 1 << 16];
+    let mut mine = Vec::new();
     for round in 0..3u64 {
         for i in 0..5 {
             e.record(0, &pagein(1, 1, round * 5 + i));
         }
         let n = e.drain_prepare(&mut buf, 0).unwrap();
         e.drain_commit();
-        if round == 1 {
-            continue; // another reader took this batch
-        }
-        let (_, items) = mine.decode(&buf[..n]).unwrap();
-        if round == 2 {
-            assert!(
-                matches!(
-                    items[0],
-                    Err(DecodeError::PositionGap {
-                        expected: 6,
-                        found: 11,
-                        ..
-                    })
-                ),
-                "{:?}",
-                items[0]
-            );
+        if round != 1 {
+            mine.push(buf[..n].to_vec());
         }
     }
+    mine.try_into().unwrap()
+}
+
+#[test]
+fn a_batch_read_by_someone_else_shows_as_a_position_gap() {
+    let [first, third] = batches_around_a_taken_one();
+    let mut mine = Decoder::new();
+    mine.decode(&first).unwrap();
+    let (_, items) = mine.decode(&third).unwrap();
+    assert!(
+        matches!(
+            items[0],
+            Err(DecodeError::PositionGap {
+                expected: 6,
+                found: 11,
+                ..
+            })
+        ),
+        "{:?}",
+        items[0]
+    );
     assert_eq!(mine.losses().gap_slots, 5);
 }
 
@@ -294,4 +304,147 @@ fn positions_and_drop_counts_at_the_top_of_u64_neither_overflow_nor_count_backwa
         dec.decode(&real).unwrap();
     }
     assert_eq!(dec.losses().gap_slots, u64::MAX);
+}
+
+/// A batch of a full one-shard ring: `extra` events past its 64 slots were
+/// dropped after its last record, so only the header counts them.
+fn full_batch(extra: u64) -> Vec<u8> {
+    let mut mem = Mem::new(1, 64);
+    let e = mem.engine(1, 64);
+    for i in 0..64 + extra {
+        e.record(0, &pagein(1, 1, i));
+    }
+    let mut buf = vec![0u8; 1 << 16];
+    let n = e.drain_prepare(&mut buf, 0).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+fn tail_losses(items: &[Decoded]) -> Vec<(u16, u64)> {
+    items
+        .iter()
+        .filter_map(|d| match d {
+            Decoded::Lost(Loss::Dropped {
+                shard,
+                count,
+                before_pos: None,
+            }) => Some((*shard, *count)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn feed_reports_the_old_loads_tail_drops_then_the_reload() {
+    let old = full_batch(10);
+    let dropped = raw::mt_batch_header::read_from_prefix(&old)
+        .unwrap()
+        .0
+        .total_dropped;
+    assert!(dropped > 0, "the ring must have dropped");
+    let mut dec = Decoder::new();
+    let mut out = Vec::new();
+    dec.feed(&old, &mut out).unwrap();
+    assert!(
+        out.iter().all(|d| matches!(d, Decoded::Record(_))),
+        "{out:?}"
+    );
+    assert!(
+        tail_losses(&out).is_empty(),
+        "tails wait for a reload or the end"
+    );
+
+    let mut new = batch(1, 2);
+    new[24..32].copy_from_slice(&0x1234u64.to_le_bytes()); // another load
+    out.clear();
+    dec.feed(&new, &mut out).unwrap();
+    // The old load's drops come first, then the reload, then the records.
+    assert_eq!(tail_losses(&out[..1]), [(0, dropped)], "{:?}", &out[..2]);
+    assert_eq!(out[1], Decoded::Reload { generation: 0x1234 });
+    assert!(out[2..].iter().all(|d| matches!(d, Decoded::Record(_))));
+    // Reported once: the end of the stream has nothing more to say.
+    out.clear();
+    dec.finish(None, &mut out);
+    assert!(out.is_empty(), "{out:?}");
+}
+
+#[test]
+fn finish_reports_tail_drops_once_with_the_kexts_counters_of_the_same_load() {
+    let b = full_batch(10);
+    let h = raw::mt_batch_header::read_from_prefix(&b).unwrap().0;
+    let mut dec = Decoder::new();
+    let mut out = Vec::new();
+    dec.feed(&b, &mut out).unwrap();
+    // Counters of another load say nothing about this one.
+    let other = KextDrops {
+        generation: h.generation ^ 1,
+        per_shard: vec![1000],
+    };
+    let mut end = Vec::new();
+    dec.finish(Some(&other), &mut end);
+    assert_eq!(tail_losses(&end), [(0, h.total_dropped)]);
+    // The kext counted 5 more (after this batch) on shard 0 and 2 on a
+    // shard no batch named: only what was not reported yet comes out.
+    let kext = KextDrops {
+        generation: h.generation,
+        per_shard: vec![h.total_dropped + 5, 2],
+    };
+    end.clear();
+    dec.finish(Some(&kext), &mut end);
+    assert_eq!(tail_losses(&end), [(0, 5), (1, 2)]);
+    end.clear();
+    dec.finish(Some(&kext), &mut end);
+    assert!(end.is_empty(), "{end:?}");
+}
+
+#[test]
+fn feed_turns_forward_gaps_into_losses_and_refused_batches_change_nothing() {
+    let [first, third] = batches_around_a_taken_one();
+    let mut dec = Decoder::new();
+    let mut out = Vec::new();
+    dec.feed(&first, &mut out).unwrap();
+    out.clear();
+    dec.feed(&third, &mut out).unwrap();
+    assert_eq!(out[0], Decoded::Lost(Loss::Gap { shard: 0, slots: 5 }));
+    let mut bad = third.clone();
+    bad[0] ^= 1;
+    let (before, batches) = (dec.losses(), dec.batches());
+    out.clear();
+    assert!(matches!(
+        dec.feed(&bad, &mut out),
+        Err(BatchError::BadMagic(_))
+    ));
+    assert!(out.is_empty());
+    assert_eq!((dec.losses(), dec.batches()), (before, batches));
+}
+
+#[test]
+fn header_tally_adds_up_loads_and_takes_the_kexts_count_of_the_last() {
+    let full = full_batch(10);
+    let h = raw::mt_batch_header::read_from_prefix(&full).unwrap().0;
+    let mut t = HeaderTally::default();
+    t.batch(&full).unwrap();
+    // The same load again: cumulative counts are not added twice.
+    t.batch(&full).unwrap();
+    assert_eq!(t.dropped(), h.total_dropped);
+    assert_eq!(t.events(), 2 * h.total_records);
+    // Another load restarts the counters; its drops add to the old ones.
+    let mut reloaded = full.clone();
+    reloaded[24..32].copy_from_slice(&(h.generation ^ 1).to_le_bytes());
+    t.batch(&reloaded).unwrap();
+    assert_eq!(t.dropped(), 2 * h.total_dropped);
+    // The kext's count of another load is ignored; of this one, taken.
+    t.kext_dropped(h.generation, 1000);
+    assert_eq!(t.dropped(), 2 * h.total_dropped);
+    t.kext_dropped(h.generation ^ 1, h.total_dropped + 3);
+    assert_eq!(t.dropped(), 2 * h.total_dropped + 3);
+    // A refused header counts as refused and changes nothing else.
+    let mut bad = full.clone();
+    bad[0] ^= 1;
+    let before = (t.events(), t.dropped());
+    assert!(t.batch(&bad).is_err());
+    assert_eq!(
+        (t.events(), t.dropped(), t.refused()),
+        (before.0, before.1, 1)
+    );
 }

@@ -145,7 +145,7 @@ fn the_shim_call_sequence_works_through_c_types() {
 
         // Record, including a path given as (NULL, 0). Shard 0 is full of
         // the 64 VECTOR_PATCHED markers above, so use shard 1.
-        let ev = maptrace_core::Event {
+        let ev = maptrace_core::HookEvent {
             kind: raw::MT_KIND_MMAP,
             vnode_ptr: 0xffff_ff80_0000_4000,
             ..std::mem::zeroed()

@@ -336,17 +336,14 @@ fn stats_agree_with_what_was_drained() {
         &mut buf,
     )
     .unwrap();
-    let h: raw::mt_stats_header = zerocopy::FromBytes::read_from_prefix(&buf).unwrap().0;
+    let stats = maptrace_abi::StatsView::parse(&buf).expect("stats parse");
+    let h = stats.header;
     assert_eq!(
         (h.magic, h.nshards, h.slots_per_shard, h.hook_calls),
         (raw::MT_STATS_MAGIC, 2, 64, 9)
     );
-    let shards: Vec<raw::mt_shard_stats> = buf[80..]
-        .chunks(64)
-        .map(|c| zerocopy::FromBytes::read_from_bytes(c).unwrap())
-        .collect();
-    let drained: u64 = shards.iter().map(|s| s.drained_records).sum();
-    let dropped: u64 = shards.iter().map(|s| s.dropped).sum();
+    let drained: u64 = stats.shards().map(|s| s.drained_records).sum();
+    let dropped = stats.dropped();
     assert_eq!(drained, recs.len() as u64);
     assert_eq!(drained + dropped, 101, "100 events + the START marker");
     assert_eq!(dropped, dec.losses().dropped);

@@ -8,11 +8,13 @@
 
 use crate::kind::{EventKind, Mark, ProbeMethod};
 use crate::raw;
+use crate::version::{AbiMismatch, AbiVersion};
+use crate::wire;
 use alloc::vec::Vec;
 use core::fmt;
 use zerocopy::FromBytes;
 
-const SLOT: usize = raw::MT_SLOT_SIZE as usize;
+const SLOT: usize = wire::SLOT_SIZE;
 const BATCH_HEADER: usize = core::mem::size_of::<raw::mt_batch_header>();
 const SEGMENT_HEADER: usize = core::mem::size_of::<raw::mt_segment_header>();
 
@@ -29,12 +31,7 @@ pub enum BatchError {
     /// The first word is not `MT_BATCH_MAGIC`.
     BadMagic(u32),
     /// The producer speaks another major ABI version.
-    AbiMismatch {
-        /// The version in the batch.
-        found: u16,
-        /// The version this decoder was built for.
-        expected: u16,
-    },
+    AbiMismatch(AbiMismatch),
     /// The header's size or flags are not ones this version defines.
     BadHeader(&'static str),
 }
@@ -123,14 +120,7 @@ impl fmt::Display for BatchError {
                 write!(f, "truncated batch: need {need} bytes, have {have}")
             }
             BatchError::BadMagic(m) => write!(f, "not a maptrace batch (magic {m:#010x})"),
-            BatchError::AbiMismatch { found, expected } => write!(
-                f,
-                "ABI mismatch: the kext speaks {}.{}, this reader {}.{}",
-                found >> 8,
-                found & 0xff,
-                expected >> 8,
-                expected & 0xff
-            ),
+            BatchError::AbiMismatch(m) => write!(f, "ABI mismatch: made by a kext with {m}"),
             BatchError::BadHeader(what) => write!(f, "bad batch header: {what}"),
         }
     }
@@ -351,6 +341,72 @@ struct ShardState {
     attributed: u64,
     /// Cumulative drops per the last segment header.
     reported: u64,
+    /// Drops reported as [`Loss::Dropped`] after the shard's last record
+    /// (they belong to no record).
+    settled_tail: u64,
+}
+
+impl ShardState {
+    /// Drops counted so far (`kext`: the kext's own counter, when known).
+    fn counted(&self, kext: u64) -> u64 {
+        self.reported.max(self.attributed).max(kext)
+    }
+
+    /// Drops counted but not yet placed before a record or as a tail loss.
+    fn unplaced(&self, kext: u64) -> u64 {
+        self.counted(kext)
+            .saturating_sub(self.attributed.saturating_add(self.settled_tail))
+    }
+}
+
+/// How records went missing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loss {
+    /// The kext dropped records because a shard was full.
+    Dropped {
+        /// The shard.
+        shard: u16,
+        /// Records dropped.
+        count: u64,
+        /// Drops happened before this position (`None`: after the shard's
+        /// last record read, reported at a reload or the end of the stream).
+        before_pos: Option<u64>,
+    },
+    /// Positions jumped: another reader took batches, or they were lost.
+    Gap {
+        /// The shard.
+        shard: u16,
+        /// Slots skipped.
+        slots: u64,
+    },
+}
+
+/// One element of a decoded stream ([`Decoder::feed`]), in stream order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decoded {
+    /// A record. Drops before it are in its `lost_before`.
+    Record(Record),
+    /// Records lost without a record to carry them: a position gap, or a
+    /// shard's drops after its last record (at a reload or the end).
+    Lost(Loss),
+    /// The kext was reloaded: vnode ids start over. The old load's tail
+    /// losses come just before.
+    Reload {
+        /// The new load's generation.
+        generation: u64,
+    },
+    /// Part of the batch could not be decoded.
+    Corrupt(DecodeError),
+}
+
+/// The kext's own drop counters (`kern.maptrace.stats`), read after the
+/// last batch: drops after a shard's last record read reach no batch.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KextDrops {
+    /// The load they belong to.
+    pub generation: u64,
+    /// Cumulative drops, by shard.
+    pub per_shard: Vec<u64>,
 }
 
 /// Loss figures of a stream so far.
@@ -375,6 +431,8 @@ pub struct Decoder {
     gap_slots: u64,
     corrupt_segments: u64,
     batches: u64,
+    /// Reused by [`Decoder::feed`].
+    scratch: Vec<Result<Record, DecodeError>>,
 }
 
 impl Decoder {
@@ -441,12 +499,98 @@ impl Decoder {
         out: &mut Vec<Result<Record, DecodeError>>,
     ) -> Result<Batch, BatchError> {
         let batch = parse_batch_header(bytes)?;
-        let h = batch.header;
-        if self.generation != Some(h.generation) {
-            self.generation = Some(h.generation);
+        self.start_batch(batch.header.generation);
+        self.decode_body(bytes, batch, out);
+        Ok(batch)
+    }
+
+    /// Decodes one batch into a stream of [`Decoded`] items: records, the
+    /// losses no record carries (position gaps; at a reload, the old load's
+    /// drops after each shard's last record, then the reload itself) and
+    /// corruption. The header is checked once; a refused batch changes
+    /// nothing.
+    pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<Decoded>) -> Result<Batch, BatchError> {
+        let batch = parse_batch_header(bytes)?;
+        let generation = batch.header.generation;
+        let reload = self.generation.is_some_and(|g| g != generation);
+        if reload {
+            self.settle_tails(None, out);
+        }
+        self.start_batch(generation);
+        if reload {
+            out.push(Decoded::Reload { generation });
+        }
+        let mut scratch = core::mem::take(&mut self.scratch);
+        scratch.clear();
+        self.decode_body(bytes, batch, &mut scratch);
+        out.reserve(scratch.len());
+        for r in scratch.drain(..) {
+            out.push(match r {
+                Ok(rec) => Decoded::Record(rec),
+                // Positions that went back lost nothing: that is corruption
+                // (or a replayed batch).
+                Err(DecodeError::PositionGap {
+                    shard,
+                    expected,
+                    found,
+                }) if found > expected => Decoded::Lost(Loss::Gap {
+                    shard,
+                    slots: found - expected,
+                }),
+                Err(e) => Decoded::Corrupt(e),
+            });
+        }
+        self.scratch = scratch;
+        Ok(batch)
+    }
+
+    /// Reports, per shard, the drops counted after its last record (by the
+    /// segment headers, or by `kext`'s counters when they are of the load
+    /// being decoded); call at the end of a stream.
+    pub fn finish(&mut self, kext: Option<&KextDrops>, out: &mut Vec<Decoded>) {
+        self.settle_tails(kext, out);
+    }
+
+    fn settle_tails(&mut self, kext: Option<&KextDrops>, out: &mut Vec<Decoded>) {
+        let kext = kext.filter(|k| self.generation == Some(k.generation));
+        let kext_at = |i: usize| kext.and_then(|k| k.per_shard.get(i).copied()).unwrap_or(0);
+        // Shards the kext counted drops on that no segment named yet.
+        let known = kext
+            .map_or(0, |k| k.per_shard.len())
+            .min(raw::MT_MAX_SHARDS as usize);
+        if self.shards.len() < known {
+            self.shards.resize(known, ShardState::default());
+        }
+        for (i, st) in self.shards.iter_mut().enumerate() {
+            let count = st.unplaced(kext_at(i));
+            if count > 0 {
+                st.settled_tail = st.settled_tail.saturating_add(count);
+                out.push(Decoded::Lost(Loss::Dropped {
+                    shard: i as u16,
+                    count,
+                    before_pos: None,
+                }));
+            }
+        }
+    }
+
+    /// Counts a batch of `generation`; a new generation starts over.
+    fn start_batch(&mut self, generation: u64) {
+        if self.generation != Some(generation) {
+            self.generation = Some(generation);
             self.shards.clear();
         }
         self.batches += 1;
+    }
+
+    /// Decodes the segments of a batch whose header was checked.
+    fn decode_body(
+        &mut self,
+        bytes: &[u8],
+        batch: Batch,
+        out: &mut Vec<Result<Record, DecodeError>>,
+    ) {
+        let h = batch.header;
         out.reserve(usize::try_from(h.total_records).unwrap_or(0).min(1 << 20));
         let mut rest = bytes
             .get(BATCH_HEADER..h.total_bytes as usize)
@@ -478,7 +622,6 @@ impl Decoder {
             }
             self.decode_segment(&seg, out);
         }
-        Ok(batch)
     }
 
     fn shard_state(&mut self, shard: u16) -> &mut ShardState {
@@ -562,6 +705,64 @@ impl Decoder {
     }
 }
 
+/// Records and drops of a stream counted from batch headers alone, for a
+/// reader that stores batches without decoding them (`maptrace record`).
+/// A reload restarts the kext's cumulative counters, so loads add up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeaderTally {
+    events: u64,
+    /// Drops of earlier loads.
+    dropped_before: u64,
+    /// Cumulative drops of the current load.
+    dropped: u64,
+    generation: Option<u64>,
+    refused: u64,
+}
+
+impl HeaderTally {
+    /// Counts one batch by its header; a refused header is counted as such.
+    pub fn batch(&mut self, bytes: &[u8]) -> Result<Batch, BatchError> {
+        let b = parse_batch_header(bytes).inspect_err(|_| self.refused += 1)?;
+        let h = b.header;
+        self.events = self.events.saturating_add(h.total_records);
+        self.load(h.generation);
+        self.dropped = self.dropped.max(h.total_dropped);
+        Ok(b)
+    }
+
+    /// Adds the kext's own count of `generation`'s drops, read after the last
+    /// batch; counters of another load say nothing about this one.
+    pub fn kext_dropped(&mut self, generation: u64, dropped: u64) {
+        if self.generation.is_none_or(|g| g == generation) {
+            self.load(generation);
+            self.dropped = self.dropped.max(dropped);
+        }
+    }
+
+    fn load(&mut self, generation: u64) {
+        if self.generation != Some(generation) {
+            self.dropped_before = self.dropped_before.saturating_add(self.dropped);
+            self.dropped = 0;
+            self.generation = Some(generation);
+        }
+    }
+
+    /// Records the headers announced.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// Records dropped, all loads.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_before.saturating_add(self.dropped)
+    }
+
+    /// Batches whose header was refused.
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+}
+
 /// Checks the batch header: magic, major version, sizes and flags.
 pub fn parse_batch_header(bytes: &[u8]) -> Result<Batch, BatchError> {
     let (h, _) =
@@ -572,13 +773,9 @@ pub fn parse_batch_header(bytes: &[u8]) -> Result<Batch, BatchError> {
     if h.magic != raw::MT_BATCH_MAGIC {
         return Err(BatchError::BadMagic(h.magic));
     }
-    let expected = raw::MT_ABI_VERSION as u16;
-    if h.abi_version >> 8 != expected >> 8 {
-        return Err(BatchError::AbiMismatch {
-            found: h.abi_version,
-            expected,
-        });
-    }
+    AbiVersion::from_field(h.abi_version)
+        .check()
+        .map_err(BatchError::AbiMismatch)?;
     if usize::from(h.header_size) != BATCH_HEADER {
         return Err(BatchError::BadHeader("header_size"));
     }
@@ -711,10 +908,9 @@ fn decode_record(
         EventKind::Path => {
             let r = read::<raw::mt_rec_path>(head);
             let len = usize::from(r.path_len);
-            let head_bytes = raw::MT_PATH_HEAD_BYTES as usize;
-            let cont_bytes = raw::MT_PATH_CONT_BYTES as usize;
-            let want_slots = 1 + len.saturating_sub(head_bytes).div_ceil(cont_bytes);
-            if len > raw::MT_PATH_MAX as usize || want_slots != n {
+            let head_bytes = wire::PATH_HEAD_BYTES;
+            let cont_bytes = wire::PATH_CONT_BYTES;
+            if len > wire::PATH_MAX || wire::path_slots(len) != n {
                 return Err(bad(RecordError::BadPathLength(r.path_len)));
             }
             let mut path = Vec::with_capacity(len);

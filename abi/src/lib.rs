@@ -1,6 +1,7 @@
 //! The maptrace ABI shared by the kext core and the companion: the types
 //! generated from `kext-shim/include/maptrace_abi.h`, their layout pins, typed
-//! views of kinds and flags, and (feature `decode`) the batch decoder with its
+//! views of kinds and flags, the version rule, config validation, the stats
+//! parser, raw-slot offsets and (feature `decode`) the batch decoder with its
 //! shard merge.
 //!
 //! Nothing here is hand-mirrored: every struct comes from the header through
@@ -16,8 +17,15 @@ pub mod raw;
 
 mod layout;
 
+pub mod config;
 pub mod kind;
+pub mod stats;
+pub mod version;
+pub mod wire;
+pub use config::{Config, ConfigError};
 pub use kind::{ConfigFlags, EventKind, EventMask, Mark, ProbeMethod, RecordFlags};
+pub use stats::{StatsError, StatsView};
+pub use version::{AbiMismatch, AbiVersion};
 
 #[cfg(feature = "decode")]
 pub mod decode;
@@ -25,5 +33,6 @@ pub mod decode;
 pub mod merge;
 #[cfg(feature = "decode")]
 pub use decode::{
-    Batch, BatchError, Counts, DecodeError, Decoder, Event, Losses, Record, RecordError, Segment,
+    Batch, BatchError, Counts, DecodeError, Decoded, Decoder, Event, HeaderTally, KextDrops, Loss,
+    Losses, Record, RecordError, Segment,
 };

@@ -1,10 +1,11 @@
 //! The kext's control surface: parsing `kern.maptrace.stats`, showing and
 //! changing `kern.maptrace.config`, with values checked before they are sent.
 
-use maptrace_abi::{ConfigFlags, EventKind, EventMask, ProbeMethod, raw};
+use maptrace_abi::{
+    AbiVersion, Config, ConfigFlags, EventKind, EventMask, ProbeMethod, StatsView, raw,
+};
 use serde::Serialize;
 use std::io::{self, Write};
-use zerocopy::FromBytes;
 
 /// One shard's counters.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -58,24 +59,7 @@ pub struct Stats {
     pub shards: Vec<ShardStats>,
 }
 
-/// Why stats bytes could not be decoded.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum StatsError {
-    /// Fewer bytes than the header says.
-    #[error("kern.maptrace.stats returned {have} bytes, need {need}")]
-    Short {
-        /// Needed.
-        need: usize,
-        /// Present.
-        have: usize,
-    },
-    /// Wrong magic or sizes.
-    #[error("kern.maptrace.stats is not in the expected format: {0}")]
-    Format(&'static str),
-    /// Another major ABI.
-    #[error("kern.maptrace.stats comes from a kext with ABI {}.{}; this maptrace reads {}.x", .0 >> 8, .0 & 0xff, raw::MT_ABI_VERSION >> 8)]
-    Abi(u16),
-}
+pub use maptrace_abi::StatsError;
 
 fn kind_names(mask: u32) -> Vec<&'static str> {
     EventKind::ALL
@@ -85,39 +69,13 @@ fn kind_names(mask: u32) -> Vec<&'static str> {
         .collect()
 }
 
-/// Decodes the stats bytes.
+/// Decodes the stats bytes (checked by the ABI's one parser).
 pub fn parse_stats(bytes: &[u8]) -> Result<Stats, StatsError> {
-    let hsize = size_of::<raw::mt_stats_header>();
-    let ssize = size_of::<raw::mt_shard_stats>();
-    let (h, rest) =
-        raw::mt_stats_header::read_from_prefix(bytes).map_err(|_| StatsError::Short {
-            need: hsize,
-            have: bytes.len(),
-        })?;
-    if h.magic != raw::MT_STATS_MAGIC {
-        return Err(StatsError::Format("bad magic"));
-    }
-    if u32::from(h.abi_version >> 8) != raw::MT_ABI_VERSION >> 8 {
-        return Err(StatsError::Abi(h.abi_version));
-    }
-    if usize::from(h.header_size) != hsize {
-        return Err(StatsError::Format("header_size"));
-    }
-    if h.nshards > raw::MT_MAX_SHARDS {
-        return Err(StatsError::Format("nshards"));
-    }
-    let need = hsize + h.nshards as usize * ssize;
-    if bytes.len() < need {
-        return Err(StatsError::Short {
-            need,
-            have: bytes.len(),
-        });
-    }
-    let shards: Vec<ShardStats> = rest
-        .chunks_exact(ssize)
-        .take(h.nshards as usize)
+    let view = StatsView::parse(bytes)?;
+    let h = view.header;
+    let shards: Vec<ShardStats> = view
+        .shards()
         .enumerate()
-        .filter_map(|(i, c)| raw::mt_shard_stats::read_from_bytes(c).ok().map(|s| (i, s)))
         .map(|(i, s)| ShardStats {
             shard: i as u32,
             produced_slots: s.produced_slots,
@@ -141,8 +99,7 @@ pub fn parse_stats(bytes: &[u8]) -> Result<Stats, StatsError> {
         filtered: h.filtered,
         errors: h.errors,
         paths_skipped: h.paths_skipped,
-        // Untrusted bytes (a recording's closing frame): the total saturates.
-        dropped: shards.iter().fold(0u64, |n, s| n.saturating_add(s.dropped)),
+        dropped: view.dropped(),
         shards,
     })
 }
@@ -151,9 +108,8 @@ pub fn parse_stats(bytes: &[u8]) -> Result<Stats, StatsError> {
 pub fn write_stats(w: &mut impl Write, s: &Stats) -> io::Result<()> {
     writeln!(
         w,
-        "kext      ABI {}.{}, generation {:#018x}, {} shards x {} slots, counts via {}, {} vnode-op vectors hooked",
-        s.abi_version >> 8,
-        s.abi_version & 0xff,
+        "kext      ABI {}, generation {:#018x}, {} shards x {} slots, counts via {}, {} vnode-op vectors hooked",
+        AbiVersion::from_field(s.abi_version),
         s.generation,
         s.shards.len(),
         s.slots_per_shard,
@@ -315,14 +271,15 @@ pub fn apply(current: &raw::mt_config, change: &ConfigChange) -> Result<raw::mt_
     if flags.contains(ConfigFlags::PID_FILTER | ConfigFlags::PID_EXCLUDE) {
         return Err("--pid and --exclude-pid cannot both be in force; pick one".into());
     }
-    Ok(raw::mt_config {
-        version: raw::MT_CONFIG_VERSION as u16,
-        size: size_of::<raw::mt_config>() as u16,
-        flags: flags.bits(),
-        event_mask: mask,
+    let config = Config {
+        flags,
+        mask: EventMask::from_bits_truncate(mask),
         pid,
-        reserved: [0; 4],
-    })
+    };
+    // The kext's own rules (the ABI's), so a write it would refuse is not sent.
+    Config::from_raw(&config.to_raw())
+        .map(Config::to_raw)
+        .map_err(|e| format!("the kext would refuse this config: {e}"))
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! `VNOP_MMAP` that follows them, and turn every loss into an item.
 
 use maptrace_abi::merge::merge_by_time;
-use maptrace_abi::{DecodeError, Decoder, Event, EventKind, EventMask, Record};
+use maptrace_abi::{Decoded, Decoder, Event, EventKind, EventMask, Record};
 use rustc_hash::FxHashMap;
 use std::rc::Rc;
 
@@ -11,12 +11,9 @@ use std::rc::Rc;
 /// ABI mismatch names both versions and the way out.
 fn batch_error_message(batch: u64, e: &maptrace_abi::decode::BatchError) -> String {
     match *e {
-        maptrace_abi::decode::BatchError::AbiMismatch { found, expected } => format!(
-            "batch {batch}: ABI mismatch: made by a kext with ABI {}.{}, this maptrace reads {}.x; \
-             its records are skipped; use the maptrace built with that kext",
-            found >> 8,
-            found & 0xff,
-            expected >> 8
+        maptrace_abi::decode::BatchError::AbiMismatch(m) => format!(
+            "batch {batch}: ABI mismatch: made by a kext with {m}; \
+             its records are skipped; use the maptrace built with that kext"
         ),
         _ => format!("batch {batch}: {e}"),
     }
@@ -85,27 +82,7 @@ pub struct Ev {
 /// `MAP_SHARED` in mmap(2)'s flags.
 const MAP_SHARED: u32 = 0x1;
 
-/// How records went missing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Loss {
-    /// The kext dropped records because a shard was full.
-    Dropped {
-        /// The shard.
-        shard: u16,
-        /// Records dropped.
-        count: u64,
-        /// Drops happened before this position (`None`: after the shard's
-        /// last record read, reported at the end of the stream).
-        before_pos: Option<u64>,
-    },
-    /// Positions jumped: another reader took batches, or they were lost.
-    Gap {
-        /// The shard.
-        shard: u16,
-        /// Slots skipped.
-        slots: u64,
-    },
-}
+pub use maptrace_abi::decode::{KextDrops, Loss};
 
 /// One element of the processed stream.
 #[derive(Clone, Debug)]
@@ -179,18 +156,8 @@ pub struct Pipeline {
     runs: Vec<Vec<Record>>,
     /// Index into `runs` of each shard's run in the current batch.
     shard_run: Vec<Option<usize>>,
-    /// Drops reported so far per shard (loss items emitted).
-    placed: Vec<u64>,
-}
-
-/// The kext's own drop counters (`kern.maptrace.stats`), read after the
-/// last batch: drops after a shard's last record read reach no batch.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct KextDrops {
-    /// The load they belong to.
-    pub generation: u64,
-    /// Cumulative drops, by shard.
-    pub per_shard: Vec<u64>,
+    /// The decoder's items of the current batch (buffer reused).
+    decoded: Vec<Decoded>,
 }
 
 impl Pipeline {
@@ -213,38 +180,24 @@ impl Pipeline {
     /// Returns whether the kext said it left records behind (read again now).
     pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<Item>) -> bool {
         self.totals.batches += 1;
-        let before = self.decoder.generation();
-        let next = maptrace_abi::decode::parse_batch_header(bytes).map(|b| b.header.generation);
-        if before.is_some_and(|g| next.is_ok_and(|n| n != g)) {
-            // A reload: the old load's last drops go before it.
-            self.place_tail_losses(None, out);
-            self.placed.clear();
-        }
-        let (batch, results) = match self.decoder.decode(bytes) {
-            Ok(ok) => ok,
+        let mut decoded = std::mem::take(&mut self.decoded);
+        decoded.clear();
+        let batch = match self.decoder.feed(bytes, &mut decoded) {
+            Ok(batch) => batch,
             Err(e) => {
                 self.totals.corrupt += 1;
                 out.push(Item::Corrupt(batch_error_message(self.totals.batches, &e)));
+                self.decoded = decoded;
                 return false;
             }
         };
-        let h = batch.header;
-        if before.is_some_and(|g| g != h.generation) {
-            self.paths.clear();
-            self.pending.clear();
-            self.last_map.clear();
-            self.second_map.clear();
-            out.push(Item::Reload {
-                generation: h.generation,
-            });
-        }
         self.runs.clear();
         self.shard_run.clear();
         self.shard_run
             .resize(maptrace_abi::raw::MT_MAX_SHARDS as usize, None);
-        for r in results {
-            match r {
-                Ok(rec) => {
+        for d in decoded.drain(..) {
+            match d {
+                Decoded::Record(rec) => {
                     let next = self.runs.len();
                     let slot = self.shard_run.get_mut(usize::from(rec.shard));
                     let i = match slot {
@@ -260,23 +213,21 @@ impl Pipeline {
                         run.push(rec);
                     }
                 }
-                // Positions that went back lost nothing: that is corruption
-                // (or a replayed batch), reported below.
-                Err(DecodeError::PositionGap {
-                    shard,
-                    expected,
-                    found,
-                }) if found > expected => {
-                    let slots = found - expected;
-                    self.totals.gap_slots = self.totals.gap_slots.saturating_add(slots);
-                    out.push(Item::Loss(Loss::Gap { shard, slots }));
+                Decoded::Lost(loss) => self.push_loss(loss, out),
+                Decoded::Reload { generation } => {
+                    self.paths.clear();
+                    self.pending.clear();
+                    self.last_map.clear();
+                    self.second_map.clear();
+                    out.push(Item::Reload { generation });
                 }
-                Err(e) => {
+                Decoded::Corrupt(e) => {
                     self.totals.corrupt += 1;
                     out.push(Item::Corrupt(e.to_string()));
                 }
             }
         }
+        self.decoded = decoded;
         let merged = merge_by_time(std::mem::take(&mut self.runs));
         out.reserve(merged.len());
         // The kext names a vnode right after the event that first saw it, so
@@ -294,7 +245,7 @@ impl Pipeline {
         for rec in merged {
             self.push_record(rec, out);
         }
-        h.flags & maptrace_abi::raw::MT_BF_TRUNCATED != 0
+        batch.header.flags & maptrace_abi::raw::MT_BF_TRUNCATED != 0
     }
 
     /// Reports, per shard, the drops the batches' headers counted after the
@@ -307,47 +258,41 @@ impl Pipeline {
     /// counters know (after the last batch read) when they are of the load
     /// being decoded.
     pub fn finish_with(&mut self, kext: Option<&KextDrops>, out: &mut Vec<Item>) {
-        self.place_tail_losses(kext, out);
+        let mut decoded = std::mem::take(&mut self.decoded);
+        decoded.clear();
+        self.decoder.finish(kext, &mut decoded);
+        for d in decoded.drain(..) {
+            if let Decoded::Lost(loss) = d {
+                self.push_loss(loss, out);
+            }
+        }
+        self.decoded = decoded;
         self.totals.unpaired_calls += self.pending.len() as u64;
         self.pending.clear();
     }
 
-    /// Reports each shard's drops not yet placed before a record.
-    fn place_tail_losses(&mut self, kext: Option<&KextDrops>, out: &mut Vec<Item>) {
-        let kext = kext.filter(|k| self.decoder.generation() == Some(k.generation));
-        for shard in 0..maptrace_abi::raw::MT_MAX_SHARDS as u16 {
-            let i = usize::from(shard);
-            let counted = kext
-                .and_then(|k| k.per_shard.get(i).copied())
-                .unwrap_or(0)
-                .max(self.decoder.shard_dropped(shard));
-            let placed = self.placed.get(i).copied().unwrap_or(0);
-            if counted > placed {
-                self.place_loss(shard, counted - placed, None, out);
+    /// Counts a loss and passes it on.
+    fn push_loss(&mut self, loss: Loss, out: &mut Vec<Item>) {
+        // Counts come from untrusted headers: saturate, never overflow.
+        match loss {
+            Loss::Dropped { count, .. } => {
+                self.totals.dropped = self.totals.dropped.saturating_add(count);
+            }
+            Loss::Gap { slots, .. } => {
+                self.totals.gap_slots = self.totals.gap_slots.saturating_add(slots);
             }
         }
-    }
-
-    fn place_loss(&mut self, shard: u16, count: u64, before_pos: Option<u64>, out: &mut Vec<Item>) {
-        let i = usize::from(shard);
-        if self.placed.len() <= i {
-            self.placed.resize(i + 1, 0);
-        }
-        // Counts come from untrusted headers: saturate, never overflow.
-        if let Some(p) = self.placed.get_mut(i) {
-            *p = p.saturating_add(count);
-        }
-        self.totals.dropped = self.totals.dropped.saturating_add(count);
-        out.push(Item::Loss(Loss::Dropped {
-            shard,
-            count,
-            before_pos,
-        }));
+        out.push(Item::Loss(loss));
     }
 
     fn push_record(&mut self, rec: Record, out: &mut Vec<Item>) {
         if rec.lost_before > 0 {
-            self.place_loss(rec.shard, rec.lost_before, Some(rec.pos), out);
+            let loss = Loss::Dropped {
+                shard: rec.shard,
+                count: rec.lost_before,
+                before_pos: Some(rec.pos),
+            };
+            self.push_loss(loss, out);
         }
         self.totals.events += 1;
         if let Some(n) = self.totals.by_kind.get_mut(rec.kind as usize) {

@@ -15,7 +15,7 @@
 //! read reach no batch, only these counters, so a replay reports them as the
 //! live stream did. Format 1 files (no such frame) are still read.
 
-use maptrace_abi::raw;
+use maptrace_abi::{AbiVersion, raw};
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::Path;
@@ -75,14 +75,13 @@ pub enum RecordingError {
     },
     /// Batches of another major ABI version.
     #[error(
-        "{path}: recorded from a kext with ABI {}.{}, this maptrace reads {}.x; use the maptrace that matches that kext",
-        found >> 8, found & 0xff, raw::MT_ABI_VERSION >> 8
+        "{path}: recorded from a kext with {mismatch}; use the maptrace that matches that kext"
     )]
     AbiMismatch {
         /// The file.
         path: String,
         /// The version in the header.
-        found: u16,
+        mismatch: maptrace_abi::AbiMismatch,
     },
     /// The file ends inside the header or a frame.
     #[error(
@@ -298,10 +297,10 @@ impl<R: Read> Reader<R> {
             });
         }
         let abi_version = u16_at(10);
-        if u32::from(abi_version >> 8) != raw::MT_ABI_VERSION >> 8 {
+        if let Err(mismatch) = AbiVersion::from_field(abi_version).check() {
             return Err(RecordingError::AbiMismatch {
                 path: path.into(),
-                found: abi_version,
+                mismatch,
             });
         }
         let header_len = u32::from_le_bytes([fixed[12], fixed[13], fixed[14], fixed[15]]) as usize;

@@ -42,16 +42,10 @@ pub enum SourceError {
     },
     /// The kext speaks another major ABI version.
     #[error(
-        "ABI mismatch: the loaded kext speaks ABI {}.{}, this maptrace reads {}.x; \
-         use the maptrace binary built with that kext, or load the kext that came with this one",
-        kext >> 8, kext & 0xff, ours >> 8
+        "ABI mismatch: the loaded kext speaks {0}; \
+         use the maptrace binary built with that kext, or load the kext that came with this one"
     )]
-    AbiMismatch {
-        /// The kext's `MT_ABI_VERSION`.
-        kext: u32,
-        /// Ours.
-        ours: u32,
-    },
+    AbiMismatch(maptrace_abi::AbiMismatch),
     /// The kext refused a config write.
     #[error("the kext refused the config (EINVAL): {0}")]
     ConfigRefused(String),

@@ -4,7 +4,7 @@
 //! The simulator implements the same trait, so it is read exactly like macOS.
 
 use crate::source::{Next, Source, SourceError};
-use maptrace_abi::raw;
+use maptrace_abi::{AbiVersion, raw};
 use zerocopy::{FromZeros, IntoBytes};
 
 /// `kern.maptrace.abi` as a Rust string.
@@ -113,12 +113,9 @@ pub fn check_abi<S: Sysctl + ?Sized>(api: &mut S) -> Result<u32, SourceError> {
             detail: format!("returned {n} bytes, expected 4"),
         });
     }
-    let kext = u32::from_le_bytes(word);
-    let ours = raw::MT_ABI_VERSION;
-    if kext >> 8 != ours >> 8 {
-        return Err(SourceError::AbiMismatch { kext, ours });
-    }
-    Ok(kext)
+    let kext = AbiVersion::from_word(u32::from_le_bytes(word));
+    kext.check().map_err(SourceError::AbiMismatch)?;
+    Ok(kext.word())
 }
 
 /// A [`Source`] over any [`Sysctl`]: the kext on macOS, or the simulator.
@@ -414,7 +411,7 @@ mod tests {
             };
             let e = SysctlSource::open(f, "sysctl").unwrap_err();
             assert!(
-                matches!(e, SourceError::AbiMismatch { kext, .. } if kext == abi),
+                matches!(e, SourceError::AbiMismatch(m) if m.found.word() == abi),
                 "{abi:#x}: {e:?}"
             );
         }

@@ -9,7 +9,7 @@ pub mod bridge;
 #[cfg(all(feature = "kernel", not(test)))]
 mod panic;
 
-use crate::config::{Config, ConfigCell};
+use crate::config::{Config, ConfigCell, ConfigError};
 use crate::engine::{DrainError, DrainState, Engine, Params, RecordResult, ShimCounters};
 use crate::ring::Ring;
 use crate::sync::{AtomicU32, AtomicU64};
@@ -40,6 +40,73 @@ unsafe fn engine<'a>(core: *const mt_core) -> Option<&'a Engine<'static>> {
     // SAFETY: per this function's contract, a non-NULL core points to an
     // initialised Engine that outlives the call.
     unsafe { core.cast::<Engine<'static>>().as_ref() }
+}
+
+/// What a bridge call that can fail returns: `MT_OK` or one `MT_E*` errno
+/// (`maptrace_bridge.h`). Every core error becomes one here, through the
+/// `From` impls below, and only [`Errno::rc`] turns it into the C value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Errno {
+    /// `MT_EINVAL`: a bad argument (NULL pointer, invalid config or
+    /// address); nothing changed.
+    Inval,
+    /// `MT_ENOSPC`: a bounded table is full.
+    NoSpc,
+    /// `MT_ENOMEM`: the caller's buffer is too small.
+    NoMem,
+    /// `MT_EBUSY`: another drain is under way (the shim serialises: a bug).
+    Busy,
+}
+
+impl Errno {
+    /// The C return value of a result.
+    fn rc(r: Result<(), Errno>) -> i32 {
+        let code = match r {
+            Ok(()) => bridge::MT_OK,
+            Err(Errno::Inval) => bridge::MT_EINVAL,
+            Err(Errno::NoSpc) => bridge::MT_ENOSPC,
+            Err(Errno::NoMem) => bridge::MT_ENOMEM,
+            Err(Errno::Busy) => bridge::MT_EBUSY,
+        };
+        code as i32
+    }
+
+    /// The C return value of this error.
+    fn code(self) -> i32 {
+        Errno::rc(Err(self))
+    }
+}
+
+impl From<VectorError> for Errno {
+    fn from(e: VectorError) -> Errno {
+        match e {
+            VectorError::Invalid => Errno::Inval,
+            VectorError::Full => Errno::NoSpc,
+        }
+    }
+}
+
+impl From<ConfigError> for Errno {
+    /// Invalid or refused because the core is shut down: either way nothing
+    /// changed.
+    fn from(_: ConfigError) -> Errno {
+        Errno::Inval
+    }
+}
+
+impl From<DrainError> for Errno {
+    /// A busy drain is not the "retry with more room" of a small buffer.
+    fn from(e: DrainError) -> Errno {
+        match e {
+            DrainError::BufferTooSmall => Errno::NoMem,
+            DrainError::Busy => Errno::Busy,
+        }
+    }
+}
+
+/// The C value of a record call's outcome (`MT_RECORDED`, ...).
+fn record_rc(r: RecordResult) -> i32 {
+    r as i32
 }
 
 const _: bridge::mt_core_mem_size_fn = Some(mt_core_mem_size);
@@ -215,13 +282,13 @@ pub unsafe extern "C" fn mt_core_record(
 ) -> i32 {
     // SAFETY: the caller passes NULL or a live handle.
     let Some(e) = (unsafe { engine(core) }) else {
-        return RecordResult::Filtered as i32;
+        return record_rc(RecordResult::Filtered);
     };
     // SAFETY: the caller passes NULL or a readable event.
     let Some(ev) = (unsafe { ev.as_ref() }) else {
-        return RecordResult::Rejected as i32;
+        return record_rc(RecordResult::Rejected);
     };
-    e.record(shard_hint, ev) as i32
+    record_rc(e.record(shard_hint, ev))
 }
 
 const _: bridge::mt_core_record_path_fn = Some(mt_core_record_path);
@@ -241,11 +308,11 @@ pub unsafe extern "C" fn mt_core_record_path(
 ) -> i32 {
     // SAFETY: the caller passes NULL or a live handle.
     let Some(e) = (unsafe { engine(core) }) else {
-        return RecordResult::Filtered as i32;
+        return record_rc(RecordResult::Filtered);
     };
     // SAFETY: the caller passes NULL or a readable event.
     let Some(ev) = (unsafe { ev.as_ref() }) else {
-        return RecordResult::Rejected as i32;
+        return record_rc(RecordResult::Rejected);
     };
     let path = if path.is_null() || len == 0 {
         &[][..]
@@ -253,7 +320,7 @@ pub unsafe extern "C" fn mt_core_record_path(
         // SAFETY: the caller guarantees `len` readable bytes at `path`.
         unsafe { core::slice::from_raw_parts(path, len) }
     };
-    e.record_path(shard_hint, ev, path) as i32
+    record_rc(e.record_path(shard_hint, ev, path))
 }
 
 const _: bridge::mt_core_vector_original_fn = Some(mt_core_vector_original);
@@ -290,17 +357,17 @@ pub unsafe extern "C" fn mt_core_vector_insert(
 ) -> i32 {
     // SAFETY: the caller passes NULL or a live handle.
     let Some(e) = (unsafe { engine(core) }) else {
-        return bridge::MT_EINVAL as i32;
+        return Errno::Inval.code();
     };
     // SAFETY: the caller passes NULL or MT_VOP__COUNT readable u64s.
     let Some(o) = (unsafe { originals.cast::<[u64; OPS]>().as_ref() }) else {
-        return bridge::MT_EINVAL as i32;
+        return Errno::Inval.code();
     };
-    match e.vector_insert(vector_addr, *o, now_ns) {
-        Ok(_) => bridge::MT_OK as i32,
-        Err(VectorError::Invalid) => bridge::MT_EINVAL as i32,
-        Err(VectorError::Full) => bridge::MT_ENOSPC as i32,
-    }
+    Errno::rc(
+        e.vector_insert(vector_addr, *o, now_ns)
+            .map(drop)
+            .map_err(Errno::from),
+    )
 }
 
 const _: bridge::mt_core_vector_get_fn = Some(mt_core_vector_get);
@@ -319,7 +386,7 @@ pub unsafe extern "C" fn mt_core_vector_get(
 ) -> i32 {
     // SAFETY: the caller passes NULL or a live handle.
     let Some((v, o)) = (unsafe { engine(core) }).and_then(|e| e.vector_get(index)) else {
-        return bridge::MT_EINVAL as i32;
+        return Errno::Inval.code();
     };
     // SAFETY: the caller passes NULL or a writable u64.
     if let Some(out) = unsafe { vector_addr.as_mut() } {
@@ -329,7 +396,7 @@ pub unsafe extern "C" fn mt_core_vector_get(
     if let Some(out) = unsafe { originals.cast::<[u64; OPS]>().as_mut() } {
         *out = o;
     }
-    bridge::MT_OK as i32
+    Errno::rc(Ok(()))
 }
 
 const _: bridge::mt_core_vector_remove_fn = Some(mt_core_vector_remove);
@@ -341,9 +408,11 @@ const _: bridge::mt_core_vector_remove_fn = Some(mt_core_vector_remove);
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mt_core_vector_remove(core: *const mt_core, vector_addr: u64) -> i32 {
     // SAFETY: the caller passes NULL or a live handle.
-    match unsafe { engine(core) } {
-        Some(e) if e.vector_remove(vector_addr) => bridge::MT_OK as i32,
-        _ => bridge::MT_EINVAL as i32,
+    let removed = unsafe { engine(core) }.is_some_and(|e| e.vector_remove(vector_addr));
+    if removed {
+        Errno::rc(Ok(()))
+    } else {
+        Errno::Inval.code()
     }
 }
 
@@ -375,17 +444,14 @@ pub unsafe extern "C" fn mt_core_config_set(
 ) -> i32 {
     // SAFETY: the caller passes NULL or a live handle.
     let Some(e) = (unsafe { engine(core) }) else {
-        return bridge::MT_EINVAL as i32;
+        return Errno::Inval.code();
     };
     if buf.is_null() {
-        return bridge::MT_EINVAL as i32;
+        return Errno::Inval.code();
     }
     // SAFETY: the caller guarantees `len` readable bytes at `buf`.
     let bytes = unsafe { core::slice::from_raw_parts(buf.cast::<u8>(), len) };
-    match e.config_set(bytes, now_ns) {
-        Ok(()) => bridge::MT_OK as i32,
-        Err(_) => bridge::MT_EINVAL as i32,
-    }
+    Errno::rc(e.config_set(bytes, now_ns).map_err(Errno::from))
 }
 
 const _: bridge::mt_core_config_get_fn = Some(mt_core_config_get);
@@ -418,14 +484,6 @@ pub unsafe extern "C" fn mt_core_drain_capacity(core: *const mt_core) -> usize {
     unsafe { engine(core) }.map_or(0, Engine::drain_capacity)
 }
 
-/// The errno a failed drain gives the events sysctl (`maptrace_bridge.h`).
-fn drain_errno(e: DrainError) -> u32 {
-    match e {
-        DrainError::BufferTooSmall => bridge::MT_ENOMEM,
-        DrainError::Busy => bridge::MT_EBUSY,
-    }
-}
-
 const _: bridge::mt_core_drain_prepare_fn = Some(mt_core_drain_prepare);
 /// See `maptrace_bridge.h`.
 ///
@@ -443,22 +501,22 @@ pub unsafe extern "C" fn mt_core_drain_prepare(
 ) -> i32 {
     // SAFETY: the caller passes NULL or a live handle.
     let Some(e) = (unsafe { engine(core) }) else {
-        return bridge::MT_EINVAL as i32;
+        return Errno::Inval.code();
     };
     if buf.is_null() {
-        return bridge::MT_EINVAL as i32;
+        return Errno::Inval.code();
     }
     // SAFETY: the caller guarantees `len` writable bytes at `buf`.
     let buf = unsafe { core::slice::from_raw_parts_mut(buf.cast::<u8>(), len) };
     let (rc, n) = match e.drain_prepare(buf, now_ns) {
-        Ok(n) => (bridge::MT_OK, n),
-        Err(err) => (drain_errno(err), 0),
+        Ok(n) => (Ok(()), n),
+        Err(err) => (Err(Errno::from(err)), 0),
     };
     // SAFETY: the caller passes NULL or a writable usize.
     if let Some(out) = unsafe { out_len.as_mut() } {
         *out = n;
     }
-    rc as i32
+    Errno::rc(rc)
 }
 
 const _: bridge::mt_core_drain_commit_fn = Some(mt_core_drain_commit);
@@ -517,10 +575,10 @@ pub unsafe extern "C" fn mt_core_stats(
 ) -> i32 {
     // SAFETY: the caller passes NULL or a live handle.
     let Some(e) = (unsafe { engine(core) }) else {
-        return bridge::MT_EINVAL as i32;
+        return Errno::Inval.code();
     };
     if buf.is_null() {
-        return bridge::MT_EINVAL as i32;
+        return Errno::Inval.code();
     }
     // SAFETY: the caller passes NULL or a readable counters struct.
     let shim = unsafe { shim.as_ref() }.map_or(ShimCounters::default(), |s| ShimCounters {
@@ -531,10 +589,7 @@ pub unsafe extern "C" fn mt_core_stats(
     });
     // SAFETY: the caller guarantees `len` writable bytes at `buf`.
     let buf = unsafe { core::slice::from_raw_parts_mut(buf.cast::<u8>(), len) };
-    match e.stats(shim, buf) {
-        Some(_) => bridge::MT_OK as i32,
-        None => bridge::MT_ENOMEM as i32,
-    }
+    Errno::rc(e.stats(shim, buf).map(drop).ok_or(Errno::NoMem))
 }
 
 #[cfg(test)]
@@ -543,8 +598,26 @@ mod tests {
 
     #[test]
     fn a_busy_drain_is_ebusy_not_the_retry_with_more_room_errno() {
-        assert_eq!(drain_errno(DrainError::BufferTooSmall), bridge::MT_ENOMEM);
-        assert_eq!(drain_errno(DrainError::Busy), bridge::MT_EBUSY);
+        let rc = |e: DrainError| Errno::rc(Err(e.into()));
+        assert_eq!(rc(DrainError::BufferTooSmall), bridge::MT_ENOMEM as i32);
+        assert_eq!(rc(DrainError::Busy), bridge::MT_EBUSY as i32);
         assert_ne!(bridge::MT_EBUSY, bridge::MT_ENOMEM);
+    }
+
+    #[test]
+    fn every_core_error_has_its_bridge_errno() {
+        let rc = |e: Errno| Errno::rc(Err(e));
+        assert_eq!(Errno::rc(Ok(())), bridge::MT_OK as i32);
+        assert_eq!(rc(VectorError::Invalid.into()), bridge::MT_EINVAL as i32);
+        assert_eq!(rc(VectorError::Full.into()), bridge::MT_ENOSPC as i32);
+        assert_eq!(rc(ConfigError::ShutDown.into()), bridge::MT_EINVAL as i32);
+        let invalid = ConfigError::Invalid(maptrace_abi::ConfigError::Version);
+        assert_eq!(rc(invalid.into()), bridge::MT_EINVAL as i32);
+        // Distinct errnos, none of them MT_OK.
+        let all = [Errno::Inval, Errno::NoSpc, Errno::NoMem, Errno::Busy].map(rc);
+        for (i, a) in all.iter().enumerate() {
+            assert_ne!(*a, bridge::MT_OK as i32);
+            assert!(all[i + 1..].iter().all(|b| b != a), "{all:?}");
+        }
     }
 }

@@ -36,7 +36,7 @@ use maptrace_abi::raw;
 use maptrace_sim::{Config, Cred, DEMO, DirectVnode, GenParams, Proc, Scenario, Sim, prot, xnu};
 
 use maptrace_core::ring::RingStart;
-use maptrace_core::{Engine, Event, Params, Ring};
+use maptrace_core::{Engine, HookEvent, Params, Ring};
 use maptrace_system_tests::{Tunables, raw_name};
 
 unsafe extern "C" {
@@ -323,8 +323,8 @@ impl CoreMem {
 }
 
 /// A PAGEIN event as the shim records one; `seq` is its offset and time.
-fn core_pagein(pid: u32, tid: u64, seq: u64) -> Event {
-    Event {
+fn core_pagein(pid: u32, tid: u64, seq: u64) -> HookEvent {
+    HookEvent {
         kind: raw::MT_KIND_PAGEIN,
         pid,
         tid,

@@ -4,10 +4,8 @@
 //! the abi decoder. Every test in `tests/`, the e2e bench and the fuzz
 //! targets' simulator harness boot through here.
 
-use std::mem::offset_of;
-
 use maptrace_abi::decode::{Decoder, Record};
-use maptrace_abi::raw;
+use maptrace_abi::{StatsView, raw};
 use maptrace_sim::{Config, Cred, Sim, SysctlError, xnu};
 
 unsafe extern "C" {
@@ -193,14 +191,6 @@ impl Stats {
     }
 }
 
-fn u32_at(b: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes(b[off..off + 4].try_into().expect("4 bytes"))
-}
-
-fn u64_at(b: &[u8], off: usize) -> u64 {
-    u64::from_le_bytes(b[off..off + 8].try_into().expect("8 bytes"))
-}
-
 /// Reads and parses `kern.maptrace.stats` as `cred`.
 pub fn stats(sim: &Sim, cred: Cred) -> Stats {
     let name = raw_name(raw::MT_SYSCTL_STATS);
@@ -210,36 +200,36 @@ pub fn stats(sim: &Sim, cred: Cred) -> Stats {
         .sysctl_read(name, Some(&mut buf), cred)
         .expect("stats read");
     assert_eq!(got, n);
-    type H = raw::mt_stats_header;
-    assert_eq!(u32_at(&buf, offset_of!(H, magic)), raw::MT_STATS_MAGIC);
-    let nshards = u32_at(&buf, offset_of!(H, nshards));
-    let hs = size_of::<H>();
-    let ss = size_of::<raw::mt_shard_stats>();
-    assert_eq!(n, hs + nshards as usize * ss);
-    type S = raw::mt_shard_stats;
-    let shards = (0..nshards as usize)
-        .map(|i| {
-            let b = &buf[hs + i * ss..];
+    let view = StatsView::parse(&buf).expect("stats parse");
+    let h = view.header;
+    assert_eq!(
+        n,
+        size_of::<raw::mt_stats_header>() + view.shards().len() * size_of::<raw::mt_shard_stats>(),
+        "the kext returns exactly the header and its shards"
+    );
+    let shards = view
+        .shards()
+        .map(|s| {
             [
-                u64_at(b, offset_of!(S, produced_slots)),
-                u64_at(b, offset_of!(S, dropped)),
-                u64_at(b, offset_of!(S, drained_slots)),
-                u64_at(b, offset_of!(S, drained_records)),
-                u64_at(b, offset_of!(S, backlog_slots)),
+                s.produced_slots,
+                s.dropped,
+                s.drained_slots,
+                s.drained_records,
+                s.backlog_slots,
             ]
         })
         .collect();
     Stats {
-        nshards,
-        probe_method: u32_at(&buf, offset_of!(H, probe_method)),
-        vectors_patched: u32_at(&buf, offset_of!(H, vectors_patched)),
-        config_flags: u32_at(&buf, offset_of!(H, config_flags)),
-        event_mask: u32_at(&buf, offset_of!(H, event_mask)),
-        hook_calls: u64_at(&buf, offset_of!(H, hook_calls)),
-        in_flight: u64_at(&buf, offset_of!(H, hooks_in_flight)),
-        filtered: u64_at(&buf, offset_of!(H, filtered)),
-        errors: u64_at(&buf, offset_of!(H, errors)),
-        paths_skipped: u64_at(&buf, offset_of!(H, paths_skipped)),
+        nshards: h.nshards,
+        probe_method: h.probe_method,
+        vectors_patched: h.vectors_patched,
+        config_flags: h.config_flags,
+        event_mask: h.event_mask,
+        hook_calls: h.hook_calls,
+        in_flight: h.hooks_in_flight,
+        filtered: h.filtered,
+        errors: h.errors,
+        paths_skipped: h.paths_skipped,
         shards,
     }
 }

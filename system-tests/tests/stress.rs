@@ -35,7 +35,7 @@ use maptrace::sim::SimSysctl;
 use maptrace::source::{Next, Source};
 use maptrace::sysctl::SysctlSource;
 use maptrace_abi::decode::{Decoder, Event, Record};
-use maptrace_abi::{EventKind, raw};
+use maptrace_abi::{EventKind, raw, wire};
 use maptrace_sim::{Config, Cred, Platform, Proc, Sim, TraceEvent, TraceOp, map_flags, prot};
 use maptrace_system_tests::{
     Stats, Tunables, boot_fs, config_bytes, load, raw_name, stats, write_config,
@@ -178,11 +178,7 @@ fn producer(sim: &Sim, p: &Proc, w: usize, iterations: u64) -> Produced {
 /// Slots a record occupies in its shard.
 fn slots_of(r: &Record) -> u64 {
     match &r.event {
-        Event::Path { path, .. } => {
-            1 + (path.len() as u64)
-                .saturating_sub(u64::from(raw::MT_PATH_HEAD_BYTES))
-                .div_ceil(u64::from(raw::MT_PATH_CONT_BYTES))
-        }
+        Event::Path { path, .. } => wire::path_slots(path.len()) as u64,
         _ => 1,
     }
 }

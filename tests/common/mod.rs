@@ -5,7 +5,7 @@
 use maptrace_abi::decode::{DecodeError, Decoder, Record};
 use maptrace_abi::raw;
 use maptrace_core::ring::RingStart;
-use maptrace_core::{Engine, Event, Params, Ring};
+use maptrace_core::{Engine, HookEvent, Params, Ring};
 use std::mem::MaybeUninit;
 
 /// Memory for an engine's ring.
@@ -39,8 +39,8 @@ impl Mem {
 }
 
 /// A PAGEIN event whose offset carries `seq`, so order can be checked.
-pub fn pagein(pid: u32, tid: u64, seq: u64) -> Event {
-    Event {
+pub fn pagein(pid: u32, tid: u64, seq: u64) -> HookEvent {
+    HookEvent {
         kind: raw::MT_KIND_PAGEIN,
         pid,
         tid,
@@ -63,8 +63,8 @@ pub fn pagein(pid: u32, tid: u64, seq: u64) -> Event {
 }
 
 /// An event of another kind, otherwise like `pagein`.
-pub fn event(kind: u32, pid: u32, seq: u64) -> Event {
-    Event {
+pub fn event(kind: u32, pid: u32, seq: u64) -> HookEvent {
+    HookEvent {
         kind,
         ..pagein(pid, 1, seq)
     }

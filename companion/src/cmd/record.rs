@@ -6,6 +6,7 @@ use crate::cli::{Limit, RecordArgs};
 use anyhow::{Context, Result};
 use maptrace::source::Source;
 use maptrace::{control, exit, recording};
+use maptrace_abi::HeaderTally;
 use std::io::BufWriter;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -22,7 +23,7 @@ fn record(src: &mut dyn Source, path: &Path, limit: &Limit, quiet: bool) -> Resu
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     let header = recording::Header {
-        abi_version: maptrace_abi::raw::MT_ABI_VERSION as u16,
+        abi_version: maptrace_abi::AbiVersion::CURRENT.field(),
         start_unix_ns,
         host: gethostname::gethostname().to_string_lossy().into_owned(),
     };
@@ -30,9 +31,7 @@ fn record(src: &mut dyn Source, path: &Path, limit: &Limit, quiet: bool) -> Resu
     let stop = stop_flag();
     let started = Instant::now();
     let mut last_progress = started;
-    let (mut events, mut dropped, mut bad) = (0u64, 0u64, 0u64);
-    // Drops of earlier loads, and the load the last batch came from.
-    let (mut dropped_before, mut last_generation) = (0u64, None);
+    let mut tally = HeaderTally::default();
     let progress = |events: u64, dropped: u64, bytes: u64, done: bool| {
         if quiet {
             return;
@@ -50,27 +49,11 @@ fn record(src: &mut dyn Source, path: &Path, limit: &Limit, quiet: bool) -> Resu
         w.write_batch(bytes)
             .and_then(|()| w.flush())
             .with_context(|| format!("writing {}", path.display()))?;
-        match maptrace_abi::decode::parse_batch_header(bytes) {
-            Ok(b) => {
-                events = events.saturating_add(b.header.total_records);
-                if last_generation != Some(b.header.generation) {
-                    // A reload restarts the kext's counters.
-                    dropped_before = dropped_before.saturating_add(dropped);
-                    dropped = 0;
-                    last_generation = Some(b.header.generation);
-                }
-                dropped = dropped.max(b.header.total_dropped);
-            }
-            Err(_) => bad += 1,
-        }
+        // A refused header is counted; the batch is recorded as it came.
+        let _ = tally.batch(bytes);
         if last_progress.elapsed() >= Duration::from_millis(250) {
             last_progress = Instant::now();
-            progress(
-                events,
-                dropped_before.saturating_add(dropped),
-                w.bytes(),
-                false,
-            );
+            progress(tally.events(), tally.dropped(), w.bytes(), false);
         }
         Ok(())
     })?;
@@ -79,13 +62,11 @@ fn record(src: &mut dyn Source, path: &Path, limit: &Limit, quiet: bool) -> Resu
     if let Some(stats) = src.final_stats() {
         w.write_stats(&stats)
             .with_context(|| format!("writing {}", path.display()))?;
-        if let Ok(s) = control::parse_stats(&stats)
-            && last_generation.is_none_or(|g| g == s.generation)
-        {
-            dropped = dropped.max(s.dropped);
+        if let Ok(s) = control::parse_stats(&stats) {
+            tally.kext_dropped(s.generation, s.dropped);
         }
     }
-    let dropped = dropped_before.saturating_add(dropped);
+    let (events, dropped, bad) = (tally.events(), tally.dropped(), tally.refused());
     let frames = w.frames();
     let bytes = w.bytes();
     w.finish()

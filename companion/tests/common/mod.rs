@@ -6,7 +6,7 @@
 use maptrace::pipeline::{Item, Pipeline, Totals};
 use maptrace::recording::{Header, Writer};
 use maptrace_abi::raw;
-use maptrace_core::{Engine, Event, Params, Ring};
+use maptrace_core::{Engine, HookEvent, Params, Ring};
 use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
 use tempfile::TempDir;
@@ -52,8 +52,8 @@ impl Mem {
 }
 
 /// A zeroed event of `kind`.
-pub fn ev(kind: u32, pid: u32, tid: u64, ts: u64) -> Event {
-    Event {
+pub fn ev(kind: u32, pid: u32, tid: u64, ts: u64) -> HookEvent {
+    HookEvent {
         kind,
         pid,
         tid,
@@ -96,7 +96,7 @@ impl<'e> Trace<'e> {
         self.ts
     }
 
-    fn counted(mut x: Event, use_: i32) -> Event {
+    fn counted(mut x: HookEvent, use_: i32) -> HookEvent {
         x.usecount = use_;
         x.kusecount = 0;
         x.iocount = 1;
