@@ -7,8 +7,8 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::exec::{Cmd, Ctx, Plan, ensure_components, exec, nightly_cargo};
 use super::SYSTEM_TESTS;
+use crate::exec::{Cmd, Ctx, Plan, ensure_components, exec, nightly_cargo};
 
 /// The host target: sanitizer runtimes only link with an explicit `--target`.
 const HOST: &str = "x86_64-unknown-linux-gnu";
