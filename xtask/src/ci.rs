@@ -113,8 +113,9 @@ fn step_cross_kauth(ctx: &Ctx) -> Result<()> {
     crate::cmd_bundle(&ctx.root, kauth, ctx.mode)
 }
 
-/// The loom model of the ring protocol (`tests/loom.rs`), in its own target
-/// dir because `--cfg loom` changes every crate's build.
+/// The loom models of the ring protocol (`tests/loom.rs`) and of the shim's
+/// hook counters and unload drain (`tests/loom_drain.rs`), in their own
+/// target dir because `--cfg loom` changes every crate's build.
 fn step_loom(ctx: &Ctx) -> Result<()> {
     let mut plan = crate::exec::Plan::new();
     plan.run(
@@ -127,6 +128,8 @@ fn step_loom(ctx: &Ctx) -> Result<()> {
                 "maptrace-core",
                 "--test",
                 "loom",
+                "--test",
+                "loom_drain",
             ])
             .env("RUSTFLAGS", "--cfg loom")
             .env(
@@ -165,7 +168,7 @@ pub const TEST_STEPS: &[TestStep] = &[
         fatal: false,
     },
     TestStep {
-        name: "loom model of the ring",
+        name: "loom models of the ring and the hook drain",
         run: step_loom,
         fatal: false,
     },
