@@ -109,10 +109,10 @@ pub struct Config {
     /// Trace events kept (the oldest go first), so long runs stay bounded.
     pub trace_capacity: usize,
     /// Measure every hook's and callout's kext stack against its budget
-    /// (`stack::measure`). On by default; it paints 32 KiB of stack around each
-    /// entry and again after each KPI the kext calls (tens of microseconds a
-    /// hooked VNOP), so benchmarks of the kext's own cost turn it off. Kmod
-    /// start/stop are always measured.
+    /// (`stack::measure`). On by default; it paints the budget and a little
+    /// more (`stack::paint_for`: 2.5 KiB for a hook) around each entry and
+    /// again after each KPI the kext calls, so benchmarks of the kext's own
+    /// cost turn it off. Kmod start/stop are always measured.
     pub stack_meter: bool,
 }
 
@@ -480,7 +480,8 @@ impl Kernel {
         shard.fetch_add(1, Ordering::AcqRel);
         self.kext_image.note_stack(self.boot);
         let (r, used) = if self.config.stack_meter {
-            let (r, used) = crate::stack::measure(|| context::with_frame(frame, f));
+            let depth = crate::stack::paint_for(budget);
+            let (r, used) = crate::stack::measure(depth, || context::with_frame(frame, f));
             (r, Some(used))
         } else {
             (context::with_frame(frame, f), None)
@@ -505,7 +506,8 @@ impl Kernel {
             self.violation(Violation::Contract {
                 rule,
                 detail: format!(
-                    "{frame:?} used {} bytes of kext stack, budget {budget} (+{} sim slack)",
+                    "{frame:?} used {}{} bytes of kext stack, budget {budget} (+{} sim slack)",
+                    if used.at_least { "at least " } else { "" },
                     used.bytes,
                     crate::stack::SIM_SLACK
                 ),
