@@ -568,8 +568,10 @@ impl Kernel {
         read(&self.threads).get(&addr).copied()
     }
 
-    /// Moves the current thread to another simulated CPU, as the scheduler
-    /// may between two operations.
+    /// Moves the current thread to another simulated CPU (when there is
+    /// another), as the scheduler may between two operations or when a
+    /// thread that blocked runs again (`thread_setrun` picks a processor,
+    /// osfmk/kern/sched_prim.c, xnu-11417.121.6).
     pub fn migrate(&self) {
         if let Some(mut id) = context::identity(self.boot) {
             id.cpu = self.cpu_tick.fetch_add(1, Ordering::Relaxed) % self.config.cpus.max(1);
