@@ -104,7 +104,10 @@ impl Shim {
         let n = enters.wrapping_sub(leaves);
         if self.counting == Counting::EntersAndLeaves {
             // Every hook whose leave was counted had its entry counted.
-            assert!(enters >= leaves, "the drain counted a leave before its entry");
+            assert!(
+                enters >= leaves,
+                "the drain counted a leave before its entry"
+            );
         }
         n
     }

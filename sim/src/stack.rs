@@ -423,7 +423,10 @@ mod tests {
         let (_, u) = measure(depth, || std::hint::black_box(use_stack::<6000>()));
         assert!(u.at_least, "{u:?}");
         assert!(u.bytes + 8 >= depth, "{u:?}");
-        assert!(u.bytes > HOOK_BUDGET + SIM_SLACK, "still past the budget: {u:?}");
+        assert!(
+            u.bytes > HOOK_BUDGET + SIM_SLACK,
+            "still past the budget: {u:?}"
+        );
         let (_, u) = measure(depth, || std::hint::black_box(use_stack::<256>()));
         assert!(!u.at_least && u.bytes < depth, "{u:?}");
     }
@@ -433,7 +436,9 @@ mod tests {
         if !ENABLED {
             return;
         }
-        let (_, u) = measure(8192, || kernel_section(|| std::hint::black_box(use_stack::<6000>())));
+        let (_, u) = measure(8192, || {
+            kernel_section(|| std::hint::black_box(use_stack::<6000>()))
+        });
         assert!(
             u.bytes < 1024,
             "the kernel's 6000 bytes were counted: {u:?}"
