@@ -211,8 +211,27 @@ unsafe fn lowest_dirty(lo: usize, hi: usize) -> usize {
     p.min(hi)
 }
 
-/// The lowest usable address of this thread's stack (above its guard page).
+thread_local! {
+    /// This thread's `stack_floor` once found (0: not yet): glibc's
+    /// `pthread_getattr_np` reads /proc/self/maps for the main thread, far
+    /// more than the painting itself.
+    static FLOOR: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The lowest usable address of this thread's stack (above its guard
+/// page), found once per thread.
 fn stack_floor() -> Option<usize> {
+    let known = FLOOR.get();
+    if known != 0 {
+        return Some(known);
+    }
+    let floor = find_stack_floor()?;
+    FLOOR.set(floor);
+    Some(floor)
+}
+
+/// [`stack_floor`], asked of the thread library.
+fn find_stack_floor() -> Option<usize> {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: pthread_attr_t is plain data that getattr_np initialises.
