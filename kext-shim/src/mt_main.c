@@ -125,9 +125,11 @@ static int mt_core_start(void)
 /**
  * Waits until no hook is in flight, and stays so for a few polls.
  *
+ * The count is the per-CPU counters' sum (mt_hooks_inside): exact even for
+ * a hook that entered on one CPU and leaves on another.
  * RACE: a thread may have read a patched vector entry (or the MAC/kauth
  * callback pointer) just before it was restored and not yet entered the
- * hook's mt_enter(). The counter cannot see it; requiring the count to stay
+ * hook's mt_enter(). The counters cannot see it; requiring the count to stay
  * at zero over MT_DRAIN_QUIET_POLLS polls MT_DRAIN_POLL_MS apart makes that
  * window (a few instructions) negligible.
  * @return 1 when drained, 0 when hooks were still running after
@@ -139,7 +141,7 @@ static int mt_wait_drained(void)
     uint32_t waited = 0;
     uint32_t quiet = 0;
     for (;;) {
-        if (MT_LOAD(&mt_g.in_flight) == 0) {
+        if (mt_hooks_inside(NULL) == 0) {
             quiet++;
             if (quiet >= MT_DRAIN_QUIET_POLLS) {
                 return 1;
@@ -235,7 +237,7 @@ static int mt_stop_all(void)
     /* 5. Nothing may be freed while a hook can still touch it. */
     if (!mt_wait_drained()) {
         IOLog("maptrace: %llu hook(s) still running; refusing to unload, still tracing\n",
-              (unsigned long long)MT_LOAD(&mt_g.in_flight));
+              (unsigned long long)mt_hooks_inside(NULL));
         if (resume) {
             mt_resume();
         }
@@ -245,12 +247,14 @@ static int mt_stop_all(void)
     /* 6. Hooks stop finding the core. A hook that counted itself in flight
      * before this store may still hold the old pointer: drain again, so no
      * one is left using it. A hook entering later reads NULL and fails open
-     * without touching the core's memory (mt_enter precedes mt_core_ref). */
+     * without touching the core's memory (mt_enter precedes mt_core_ref).
+     * seq_cst: a hook that read the old pointer counted its entry before
+     * this store, so the wait's scan sees it (struct mt_hook_slot). */
     struct mt_core *core = mt_g.core;
-    __atomic_store_n(&mt_g.core, NULL, __ATOMIC_RELEASE);
+    __atomic_store_n(&mt_g.core, NULL, __ATOMIC_SEQ_CST);
     if (!mt_wait_drained()) {
         IOLog("maptrace: %llu hook(s) still running; refusing to unload, still tracing\n",
-              (unsigned long long)MT_LOAD(&mt_g.in_flight));
+              (unsigned long long)mt_hooks_inside(NULL));
         __atomic_store_n(&mt_g.core, core, __ATOMIC_RELEASE);
         if (resume) {
             mt_resume();

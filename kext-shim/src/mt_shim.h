@@ -50,6 +50,38 @@ extern uint32_t mt_tunable_staging_max;
 #define MT_OFF_USECOUNT 96
 #define MT_OFF_IOCOUNT 100
 
+/*
+ * Hook counters, one slot per CPU so that no cache line is written by every
+ * CPU on every hook (a slot per CPU modulo MT_HOOK_SLOTS; arm64, where
+ * cpu_number is private: per thread hash, mt_slot_here).
+ *
+ * INVARIANT (drain): enters and leaves only ever grow. A hook adds 1 to
+ * enters of the slot of the CPU it enters on and, when it is done with
+ * everything stop frees, 1 to leaves of the slot of the CPU it leaves on,
+ * which may be another one (it migrated, or slept in the filesystem). So
+ * one slot's enters - leaves means nothing; the sums over all slots do:
+ * sum(enters) - sum(leaves) is the number of hooks inside. mt_hooks_inside
+ * reads every leaves (acquire) BEFORE any enters, so each hook whose leave
+ * it counted has its enter counted too: the difference it returns is never
+ * below the true count at the moment between the two scans, and 0 means no
+ * hook was inside then. Reading one signed counter per slot in one pass
+ * would not be exact: a hook entering on a slot already read and leaving on
+ * one not yet read cancels a hook still inside. tests/loom_drain.rs models
+ * the protocol, migration and the late hook included.
+ * INVARIANT (core pointer): a hook counts its entry (seq_cst) before it
+ * loads mt_g.core (seq_cst); stop stores NULL (seq_cst) before it scans.
+ * A hook that still read the old core therefore entered before the store
+ * in the single total order of seq_cst operations, and the scan counts it.
+ */
+#define MT_HOOK_SLOTS 64
+/* 128: Apple arm64 cache lines; two lines of 64 on x86_64. */
+#define MT_CACHE_LINE 128
+
+struct mt_hook_slot {
+    uint64_t enters;
+    uint64_t leaves;
+} __attribute__((aligned(MT_CACHE_LINE)));
+
 struct mt_state {
     /* Lifecycle. */
     int started; /* start finished and stop has not begun */
@@ -89,12 +121,13 @@ struct mt_state {
 #endif
     int sysctl_registered;
 
-    /* Counters (atomic). */
-    uint64_t hook_calls;
-    uint64_t in_flight;
+    /* Counters (atomic), written only on rare paths. */
     uint64_t errors;
     uint64_t paths_skipped;
     uint64_t vectors_patched;
+
+    /* Hook entries and exits, per CPU (see mt_enter). */
+    struct mt_hook_slot hooks[MT_HOOK_SLOTS];
 };
 
 extern struct mt_state mt_g;
@@ -105,22 +138,65 @@ extern struct mt_state mt_g;
 #define MT_LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
 
 /**
+ * The counter slot of the CPU the caller runs on: the CPU number where a
+ * public KPI gives it (x86_64), otherwise a hash of the thread (arm64:
+ * cpu_number is kpi.private), which spreads CPUs' threads over the slots.
+ * Any value is correct (mt_hooks_inside sums every slot); this one keeps a
+ * CPU's writes on its own line.
+ * Context: any; never blocks.
+ */
+static inline uint32_t mt_slot_here(void)
+{
+#if defined(__x86_64__)
+    return (uint32_t)cpu_number() % MT_HOOK_SLOTS;
+#else
+    uint64_t h = (uint64_t)(uintptr_t)current_thread() * 0x9e3779b97f4a7c15ull;
+    return (uint32_t)(h >> 58) % MT_HOOK_SLOTS;
+#endif
+}
+
+/**
  * Marks a kernel-called hook as running: counted for stats and for unload.
+ * seq_cst, so it precedes the hook's mt_core_ref in the total order that
+ * stop's store of NULL is in (see struct mt_hook_slot).
  * Context: any; never blocks.
  */
 static inline void mt_enter(void)
 {
-    __atomic_fetch_add(&mt_g.in_flight, 1, __ATOMIC_ACQ_REL);
-    MT_INC(&mt_g.hook_calls);
+    __atomic_fetch_add(&mt_g.hooks[mt_slot_here()].enters, 1, __ATOMIC_SEQ_CST);
 }
 
 /**
- * Marks a hook as finished; after the last one stop may free the core.
+ * Marks a hook as finished, on the CPU it finishes on; after the last one
+ * stop may free the core. Release: everything the hook did with the core
+ * happens before a drain that counts this leave.
  * Context: any; never blocks.
  */
 static inline void mt_leave(void)
 {
-    __atomic_fetch_sub(&mt_g.in_flight, 1, __ATOMIC_ACQ_REL);
+    __atomic_fetch_add(&mt_g.hooks[mt_slot_here()].leaves, 1, __ATOMIC_RELEASE);
+}
+
+/**
+ * Hooks inside right now (see struct mt_hook_slot): never below the true
+ * count at one moment of the call, 0 only when none was inside then.
+ * @param calls receives sum(enters), every hook ever entered (may be NULL).
+ * Context: any; never blocks.
+ */
+static inline uint64_t mt_hooks_inside(uint64_t *calls)
+{
+    uint64_t leaves = 0;
+    uint64_t enters = 0;
+    for (uint32_t i = 0; i < MT_HOOK_SLOTS; i++) {
+        leaves += __atomic_load_n(&mt_g.hooks[i].leaves, __ATOMIC_ACQUIRE);
+    }
+    for (uint32_t i = 0; i < MT_HOOK_SLOTS; i++) {
+        enters += __atomic_load_n(&mt_g.hooks[i].enters, __ATOMIC_SEQ_CST);
+    }
+    if (calls != NULL) {
+        *calls = enters;
+    }
+    return enters - leaves;
 }
 
 /**
@@ -140,7 +216,8 @@ static inline void mt_error(void)
  */
 static inline const struct mt_core *mt_core_ref(void)
 {
-    return __atomic_load_n(&mt_g.core, __ATOMIC_ACQUIRE);
+    /* seq_cst: after mt_enter in the order stop's NULL store is in. */
+    return __atomic_load_n(&mt_g.core, __ATOMIC_SEQ_CST);
 }
 
 /**

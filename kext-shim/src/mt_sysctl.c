@@ -70,8 +70,7 @@ static int mt_sysctl_stats SYSCTL_HANDLER_ARGS
         return SYSCTL_OUT(req, NULL, mt_g.stats_len);
     }
     struct mt_shim_counters shim;
-    shim.hook_calls = MT_LOAD(&mt_g.hook_calls);
-    shim.hooks_in_flight = MT_LOAD(&mt_g.in_flight);
+    shim.hooks_in_flight = mt_hooks_inside(&shim.hook_calls);
     shim.errors = MT_LOAD(&mt_g.errors);
     shim.paths_skipped = MT_LOAD(&mt_g.paths_skipped);
     lck_mtx_lock(mt_g.reader_lock);

@@ -38,14 +38,14 @@ impl<K: Copy + PartialEq> Gate<K> {
         }
     }
 
-    /// Blocks while a test holds `key`.
-    fn enter(&self, key: K) {
+    /// Blocks while a test holds `key`; whether it blocked.
+    fn enter(&self, key: K) -> bool {
         if !self.any_held.load(Ordering::Acquire) {
-            return;
+            return false;
         }
         let mut g = lock(&self.state);
         if g.held != Some(key) {
-            return;
+            return false;
         }
         g.waiting += 1;
         self.cv.notify_all();
@@ -54,6 +54,7 @@ impl<K: Copy + PartialEq> Gate<K> {
         }
         g.waiting -= 1;
         self.cv.notify_all();
+        true
     }
 
     fn hold(&'static self, key: K) -> Hold<K> {
@@ -69,21 +70,33 @@ static VNOPS: Gate<Vop> = Gate::new();
 static DISPATCH: Gate<Vop> = Gate::new();
 static COPYOUT: Gate<()> = Gate::new();
 
+/// A thread that blocked runs again on another CPU (`Kernel::migrate`): a
+/// hook around the operation enters on one CPU and leaves on another.
+fn resumed() {
+    crate::kernel::with_current("thread_block", |k| k.migrate());
+}
+
 /// Called at the start of every simulated original vnode operation: blocks
 /// while a test holds `op`.
 pub(crate) fn enter(op: Vop) {
-    VNOPS.enter(op);
+    if VNOPS.enter(op) {
+        resumed();
+    }
 }
 
 /// Called by the VNOP dispatch between reading the vector entry and calling
 /// it: blocks while a test holds `op`.
 pub(crate) fn enter_dispatch(op: Vop) {
-    DISPATCH.enter(op);
+    if DISPATCH.enter(op) {
+        resumed();
+    }
 }
 
 /// Called by copyout before it copies: blocks while a test holds copyout.
 pub(crate) fn enter_copyout() {
-    COPYOUT.enter(());
+    if COPYOUT.enter(()) {
+        resumed();
+    }
 }
 
 /// Holds copyout (`Sim::hold_copyout`).

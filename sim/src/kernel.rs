@@ -5,7 +5,7 @@ use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::arena::{Arena, Owner};
 use crate::context::{self, ThreadIdentity};
@@ -109,10 +109,10 @@ pub struct Config {
     /// Trace events kept (the oldest go first), so long runs stay bounded.
     pub trace_capacity: usize,
     /// Measure every hook's and callout's kext stack against its budget
-    /// (`stack::measure`). On by default; it paints 32 KiB of stack around each
-    /// entry and again after each KPI the kext calls (tens of microseconds a
-    /// hooked VNOP), so benchmarks of the kext's own cost turn it off. Kmod
-    /// start/stop are always measured.
+    /// (`stack::measure`). On by default; it paints the budget and a little
+    /// more (`stack::paint_for`: 2.5 KiB for a hook) around each entry and
+    /// again after each KPI the kext calls, so benchmarks of the kext's own
+    /// cost turn it off. Kmod start/stop are always measured.
     pub stack_meter: bool,
 }
 
@@ -192,7 +192,8 @@ pub struct Kernel {
     pub config: Config,
     /// Kernel memory.
     pub arena: Arena,
-    started: Instant,
+    /// `monotonic_ns()` at boot.
+    started_ns: u64,
     policy: Mutex<ViolationPolicy>,
     violations: Mutex<Vec<Violation>>,
     log: Mutex<Vec<String>>,
@@ -310,7 +311,7 @@ impl Kernel {
             rng: Mutex::new(fastrand::Rng::with_seed(config.seed)),
             config,
             arena,
-            started: Instant::now(),
+            started_ns: monotonic_ns(),
             violations: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
             trace: Mutex::new(VecDeque::new()),
@@ -436,8 +437,7 @@ impl Kernel {
 
     /// `mach_absolute_time()`: monotonic ticks since boot.
     pub fn abs_time(&self) -> u64 {
-        let up = self.started.elapsed();
-        let ns = up.as_secs().wrapping_mul(1_000_000_000) + u64::from(up.subsec_nanos());
+        let ns = monotonic_ns().wrapping_sub(self.started_ns);
         match self.config.timebase {
             // The default (arm64) timebase with constant divisors.
             (125, 3) => scale(ns, 3, 125),
@@ -480,7 +480,8 @@ impl Kernel {
         shard.fetch_add(1, Ordering::AcqRel);
         self.kext_image.note_stack(self.boot);
         let (r, used) = if self.config.stack_meter {
-            let (r, used) = crate::stack::measure(|| context::with_frame(frame, f));
+            let depth = crate::stack::paint_for(budget);
+            let (r, used) = crate::stack::measure(depth, || context::with_frame(frame, f));
             (r, Some(used))
         } else {
             (context::with_frame(frame, f), None)
@@ -505,7 +506,8 @@ impl Kernel {
             self.violation(Violation::Contract {
                 rule,
                 detail: format!(
-                    "{frame:?} used {} bytes of kext stack, budget {budget} (+{} sim slack)",
+                    "{frame:?} used {}{} bytes of kext stack, budget {budget} (+{} sim slack)",
+                    if used.at_least { "at least " } else { "" },
                     used.bytes,
                     crate::stack::SIM_SLACK
                 ),
@@ -566,14 +568,44 @@ impl Kernel {
         read(&self.threads).get(&addr).copied()
     }
 
-    /// Moves the current thread to another simulated CPU, as the scheduler
-    /// may between two operations.
+    /// Moves the current thread to another simulated CPU (when there is
+    /// another), as the scheduler may between two operations or when a
+    /// thread that blocked runs again (`thread_setrun` picks a processor,
+    /// osfmk/kern/sched_prim.c, xnu-11417.121.6).
     pub fn migrate(&self) {
         if let Some(mut id) = context::identity(self.boot) {
-            id.cpu = self.cpu_tick.fetch_add(1, Ordering::Relaxed) % self.config.cpus.max(1);
+            let cpus = self.config.cpus.max(1);
+            let mut cpu = self.cpu_tick.fetch_add(1, Ordering::Relaxed) % cpus;
+            if cpu == id.cpu {
+                cpu = (cpu + 1) % cpus;
+            }
+            id.cpu = cpu;
             context::set_identity(Some(id));
         }
     }
+}
+
+/// The host's monotonic clock in ns: one `clock_gettime`, without
+/// `Instant`'s checked `Duration` arithmetic on every simulated clock read.
+#[cfg(unix)]
+#[inline]
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out-pointer; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(ts.tv_nsec as u64)
+}
+
+#[cfg(not(unix))]
+fn monotonic_ns() -> u64 {
+    use std::time::Instant;
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 
 /// `floor(x * mul / div)` in 64-bit arithmetic: with `x = q * div + r`, it is

@@ -84,7 +84,8 @@ impl KextSlot {
         };
         self.loaded.store(true, Ordering::Release);
         let _g = kernel_task(k);
-        let (r, used) = crate::stack::measure(|| {
+        let depth = crate::stack::paint_for(crate::stack::ENTRY_BUDGET);
+        let (r, used) = crate::stack::measure(depth, || {
             // SAFETY: the kext's start routine, called as OSKext does.
             context::with_frame(Frame::Callback, || unsafe {
                 start(ki, std::ptr::null_mut())
@@ -106,7 +107,8 @@ impl KextSlot {
         let ki = slot.ok_or(KextError::NotLoaded)?;
         let stop = routine(ki, true).ok_or(KextError::BadKmodInfo)?;
         let _g = kernel_task(k);
-        let (r, used) = crate::stack::measure(|| {
+        let depth = crate::stack::paint_for(crate::stack::ENTRY_BUDGET);
+        let (r, used) = crate::stack::measure(depth, || {
             // SAFETY: the loaded kext's stop routine; stop gets data = NULL.
             context::with_frame(Frame::Callback, || unsafe {
                 stop(ki as *mut xnu::kmod_info, std::ptr::null_mut())

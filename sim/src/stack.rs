@@ -44,9 +44,17 @@ pub const ENTRY_BUDGET: usize = 4096;
 /// drive, including those the static call graph cannot see.
 pub const SIM_SLACK: usize = 512;
 
-/// Bytes painted below the entry's stack pointer: enough to see a 4 KiB
-/// budget overrun by a wide margin.
-const PAINT: usize = 32 * 1024;
+/// How far past `budget + SIM_SLACK` an entry's painting reaches, so a
+/// report says by how much (up to this) a budget was overrun.
+pub const OVERRUN_SEEN: usize = 1024;
+
+/// Bytes to paint below an entry with `budget`: a deeper use dirties the
+/// lowest painted word and reads as "at least" this, still past the budget.
+/// Painting no more than that keeps the meter cheap enough for every test
+/// (it paints again after each KPI the kext calls).
+pub const fn paint_for(budget: usize) -> usize {
+    budget + SIM_SLACK + OVERRUN_SEEN
+}
 /// The pattern (not a plausible pointer, length or zero).
 const PATTERN: u64 = 0x5ac5_7ac5_5ac5_7ac5;
 
@@ -203,8 +211,27 @@ unsafe fn lowest_dirty(lo: usize, hi: usize) -> usize {
     p.min(hi)
 }
 
-/// The lowest usable address of this thread's stack (above its guard page).
+thread_local! {
+    /// This thread's `stack_floor` once found (0: not yet): glibc's
+    /// `pthread_getattr_np` reads /proc/self/maps for the main thread, far
+    /// more than the painting itself.
+    static FLOOR: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The lowest usable address of this thread's stack (above its guard
+/// page), found once per thread.
 fn stack_floor() -> Option<usize> {
+    let known = FLOOR.get();
+    if known != 0 {
+        return Some(known);
+    }
+    let floor = find_stack_floor()?;
+    FLOOR.set(floor);
+    Some(floor)
+}
+
+/// [`stack_floor`], asked of the thread library.
+fn find_stack_floor() -> Option<usize> {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: pthread_attr_t is plain data that getattr_np initialises.
@@ -235,30 +262,29 @@ pub struct Usage {
     pub bytes: usize,
     /// Whether the meter ran (false: disabled, or no room to paint).
     pub measured: bool,
+    /// Whether the use reached the painted floor: it was `bytes` or more.
+    pub at_least: bool,
 }
 
-/// Runs kext code `f` and measures the stack its kext part uses.
-pub fn measure<R>(f: impl FnOnce() -> R) -> (R, Usage) {
+impl Usage {
+    const UNMEASURED: Usage = Usage {
+        bytes: 0,
+        measured: false,
+        at_least: false,
+    };
+}
+
+/// Runs kext code `f` and measures the stack its kext part uses, up to
+/// `depth` bytes below the caller (see [`paint_for`]).
+pub fn measure<R>(depth: usize, f: impl FnOnce() -> R) -> (R, Usage) {
     if !ENABLED {
-        return (
-            f(),
-            Usage {
-                bytes: 0,
-                measured: false,
-            },
-        );
+        return (f(), Usage::UNMEASURED);
     }
     let base = sp() & !7;
-    let floor = stack_floor().unwrap_or(base.saturating_sub(PAINT));
-    let lo = base.saturating_sub(PAINT).max(floor).next_multiple_of(8);
+    let floor = stack_floor().unwrap_or(base.saturating_sub(depth));
+    let lo = base.saturating_sub(depth).max(floor).next_multiple_of(8);
     if lo + 1024 >= base {
-        return (
-            f(),
-            Usage {
-                bytes: 0,
-                measured: false,
-            },
-        );
+        return (f(), Usage::UNMEASURED);
     }
     // The meter is pushed first: the push may allocate, deep, and must not
     // dirty the painted region.
@@ -285,6 +311,7 @@ pub fn measure<R>(f: impl FnOnce() -> R) -> (R, Usage) {
         Usage {
             bytes,
             measured: true,
+            at_least: bytes >= base - lo,
         },
     )
 }
@@ -321,6 +348,14 @@ impl KernelScope {
         let here = sp() & !7;
         // Scanned before anything else runs below this frame.
         let (lo, base) = TOP.get();
+        if base == 0 {
+            // No meter on this thread (the meter is off, or a KPI called
+            // outside kext code): nothing to count or paint again.
+            return KernelScope {
+                outer: None,
+                meter: None,
+            };
+        }
         let so_far = (lo < here && here < base).then(|| {
             // SAFETY: lo is the innermost meter's painted floor; here is at
             // most the stack pointer.
@@ -391,11 +426,28 @@ mod tests {
         if !ENABLED {
             return;
         }
-        let (_, deep) = measure(|| std::hint::black_box(use_stack::<6000>()));
+        let (_, deep) = measure(8192, || std::hint::black_box(use_stack::<6000>()));
         assert!(deep.measured);
         assert!(deep.bytes >= 6000, "{deep:?}");
-        let (_, shallow) = measure(|| std::hint::black_box(1 + 1));
+        let (_, shallow) = measure(8192, || std::hint::black_box(1 + 1));
         assert!(shallow.bytes < 512, "{shallow:?}");
+    }
+
+    #[test]
+    fn a_use_deeper_than_the_painting_reads_as_at_least_its_depth() {
+        if !ENABLED {
+            return;
+        }
+        let depth = paint_for(HOOK_BUDGET);
+        let (_, u) = measure(depth, || std::hint::black_box(use_stack::<6000>()));
+        assert!(u.at_least, "{u:?}");
+        assert!(u.bytes + 8 >= depth, "{u:?}");
+        assert!(
+            u.bytes > HOOK_BUDGET + SIM_SLACK,
+            "still past the budget: {u:?}"
+        );
+        let (_, u) = measure(depth, || std::hint::black_box(use_stack::<256>()));
+        assert!(!u.at_least && u.bytes < depth, "{u:?}");
     }
 
     #[test]
@@ -403,13 +455,15 @@ mod tests {
         if !ENABLED {
             return;
         }
-        let (_, u) = measure(|| kernel_section(|| std::hint::black_box(use_stack::<6000>())));
+        let (_, u) = measure(8192, || {
+            kernel_section(|| std::hint::black_box(use_stack::<6000>()))
+        });
         assert!(
             u.bytes < 1024,
             "the kernel's 6000 bytes were counted: {u:?}"
         );
         // Kext use after the kernel section is still seen.
-        let (_, u) = measure(|| {
+        let (_, u) = measure(8192, || {
             kernel_section(|| std::hint::black_box(use_stack::<6000>()));
             std::hint::black_box(use_stack::<3000>())
         });

@@ -7,6 +7,8 @@
 //!   with the kext loaded and recording. Baseline: `dispatch/timestamp`, one
 //!   `mach_absolute_time` + `absolutetime_to_nanoseconds` as the shim calls
 //!   them (the hook takes two).
+//! * `metered/*` — `pagein/hooked` with the simulator's stack meter on (as
+//!   every test runs) and off: what the tests pay for the meter.
 //! * `throughput/*` — producer threads dispatching VNOP_PAGEIN through the
 //!   trampolines while one reader drains `kern.maptrace.events` into the abi
 //!   `Decoder`, lossless (asserted). Baseline: `throughput/core`, the same
@@ -243,6 +245,45 @@ fn bench_dispatch(c: &mut Criterion) {
     // The hooked runs really went through the trampolines and lost nothing.
     assert_lossless(&sim, hooks_before, hooked);
     sim.unload_kext().expect("the shim unloads");
+}
+
+/// What the tests pay: one hooked VNOP_PAGEIN with the simulator's stack
+/// meter on (`Config::stack_meter`, the default), against the same with it
+/// off, in one boot each.
+fn bench_metered(c: &mut Criterion) {
+    if maptrace_sim::SHIM_RESIDENT {
+        return; // these unload the kext, which the resident build refuses
+    }
+    let mut g = c.benchmark_group("metered");
+    g.throughput(Throughput::Elements(1));
+    for (name, stack_meter) in [("pagein/meter_off", false), ("pagein/meter_on", true)] {
+        let sim = shim_support::boot_fs(Config {
+            trace_capacity: 0,
+            stack_meter,
+            ..Config::default()
+        });
+        let p = sim.spawn("bench", 501);
+        let vn = p.direct_vnode("/data/a.bin").expect("vnode");
+        let (mut buf, hooks_before) = load_empty(&sim);
+        let mut hooked = 0;
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                hooked += iters;
+                timed_chunks(
+                    &p,
+                    iters,
+                    |i| pagein(&vn, i),
+                    || {
+                        drain_shim(&sim, &mut buf);
+                    },
+                )
+            });
+        });
+        assert_lossless(&sim, hooks_before, hooked);
+        assert!(sim.take_violations().is_empty(), "no stack budget overrun");
+        sim.unload_kext().expect("the shim unloads");
+    }
+    g.finish();
 }
 
 /// Runs `producers` threads producing `iters` events in all, in bursts
@@ -598,6 +639,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = e2e;
     config = config();
-    targets = bench_dispatch, bench_throughput, bench_workload, bench_mac_cost
+    targets = bench_dispatch, bench_metered, bench_throughput, bench_workload, bench_mac_cost
 }
 criterion_main!(e2e);

@@ -106,8 +106,9 @@ fn step_cross_kauth(ctx: &Ctx) -> Result<()> {
     crate::package::cmd_bundle(&ctx.root, kauth, ctx.mode)
 }
 
-/// The loom model of the ring protocol (`tests/loom.rs`), in its own target
-/// dir because `--cfg loom` changes every crate's build.
+/// The loom models of the ring protocol (`tests/loom.rs`) and of the shim's
+/// hook counters and unload drain (`tests/loom_drain.rs`), in their own
+/// target dir because `--cfg loom` changes every crate's build.
 fn step_loom(ctx: &Ctx) -> Result<()> {
     let mut plan = crate::exec::Plan::new();
     plan.run(
@@ -120,6 +121,8 @@ fn step_loom(ctx: &Ctx) -> Result<()> {
                 "maptrace-core",
                 "--test",
                 "loom",
+                "--test",
+                "loom_drain",
             ])
             .env("RUSTFLAGS", "--cfg loom")
             .env(
@@ -158,7 +161,7 @@ pub const TEST_STEPS: &[TestStep] = &[
         fatal: false,
     },
     TestStep {
-        name: "loom model of the ring",
+        name: "loom models of the ring and the hook drain",
         run: step_loom,
         fatal: false,
     },
