@@ -257,7 +257,7 @@ fn bench_metered(c: &mut Criterion) {
     let mut g = c.benchmark_group("metered");
     g.throughput(Throughput::Elements(1));
     for (name, stack_meter) in [("pagein/meter_off", false), ("pagein/meter_on", true)] {
-        let sim = shim_support::boot_fs(Config {
+        let sim = maptrace_system_tests::boot_fs(Config {
             trace_capacity: 0,
             stack_meter,
             ..Config::default()
