@@ -63,19 +63,20 @@ impl Body {
         return Body(loom::cell::UnsafeCell::new([0; BODY_SIZE]));
     }
 
+    /// Lends the body for writing.
+    ///
     /// # Safety
     ///
     /// The caller owns the slot: it reserved it and has not committed it.
-    unsafe fn write(&self, src: &[u8; BODY_SIZE]) {
+    #[inline(always)]
+    unsafe fn with_mut<R>(&self, f: impl FnOnce(&mut [u8; BODY_SIZE]) -> R) -> R {
         #[cfg(not(loom))]
         // SAFETY: the caller's reservation makes this the only access to the
-        // body until the commit (module protocol); src is a distinct array.
-        unsafe {
-            self.0.get().write(*src)
-        };
+        // body until the commit (module protocol), so the &mut is unique.
+        return f(unsafe { &mut *self.0.get() });
         #[cfg(loom)]
         // SAFETY: as above; loom checks the claim.
-        self.0.with_mut(|p| unsafe { p.write(*src) });
+        return self.0.with_mut(|p| f(unsafe { &mut *p }));
     }
 
     /// Copies the body into `dst` (a fixed size, so the copy is inlined).
@@ -254,28 +255,43 @@ impl RecordWriter<'_> {
             .get((self.pos.wrapping_add(i) & self.mask) as usize)
     }
 
-    /// Writes the head record (bytes 4.. of `rec`; the stamp word is written
-    /// at commit).
-    pub fn head(&mut self, rec: &[u8; SLOT_SIZE]) {
-        let mut body = [0u8; BODY_SIZE];
-        body.copy_from_slice(rec.get(4..).unwrap_or(&[0; BODY_SIZE]));
+    /// Lets `write` fill the head slot's body (record bytes 4..64; the stamp
+    /// word is written at commit) in place: the slot still holds a previous
+    /// lap's bytes, so `write` must set all 60.
+    #[inline(always)]
+    pub fn head_with(&mut self, write: impl FnOnce(&mut [u8; BODY_SIZE])) {
         if let Some(slot) = self.slot(0) {
             // SAFETY: slot 0 of this reservation is owned by this writer until
             // commit (module protocol).
-            unsafe { slot.body.write(&body) };
+            unsafe { slot.body.with_mut(write) };
+        }
+    }
+
+    /// Writes the head record from a prebuilt slot (bytes 4.. of `rec`).
+    #[inline(always)]
+    pub fn head(&mut self, rec: &[u8; SLOT_SIZE]) {
+        if let Some(src) = rec.last_chunk::<BODY_SIZE>() {
+            self.head_with(|body| *body = *src);
+        }
+    }
+
+    /// Lets `write` fill continuation slot `i` (1..k) in place (all 60
+    /// bytes, as for [`RecordWriter::head_with`]), then marks it.
+    #[inline(always)]
+    pub fn continuation_with(&mut self, i: u32, write: impl FnOnce(&mut [u8; BODY_SIZE])) {
+        debug_assert!(i >= 1, "continuations follow the head");
+        if let Some(slot) = self.slot(i) {
+            // SAFETY: slot i of this reservation is owned by this writer until
+            // commit (module protocol).
+            unsafe { slot.body.with_mut(write) };
+            // Ordered before the reader by the head's Release commit.
+            slot.stamp.store(raw::MT_STAMP_CONT | i, Ordering::Relaxed);
         }
     }
 
     /// Writes continuation slot `i` (1..k): its marker and 60 data bytes.
     pub fn continuation(&mut self, i: u32, data: &[u8; BODY_SIZE]) {
-        debug_assert!(i >= 1, "continuations follow the head");
-        if let Some(slot) = self.slot(i) {
-            // SAFETY: slot i of this reservation is owned by this writer until
-            // commit (module protocol).
-            unsafe { slot.body.write(data) };
-            // Ordered before the reader by the head's Release commit.
-            slot.stamp.store(raw::MT_STAMP_CONT | i, Ordering::Relaxed);
-        }
+        self.continuation_with(i, |body| *body = *data);
     }
 
     fn commit(self) {

@@ -2,7 +2,8 @@
 //! committing on one 2-slot shard while the reader peeks and releases. Loom
 //! explores every interleaving (and the weak-memory outcomes the orderings
 //! allow) and checks: no torn record, per-producer order, and
-//! delivered + dropped == produced.
+//! delivered + dropped == produced. Producers write both ways: a prebuilt
+//! record copied in, and in place.
 //!
 //! Run: `RUSTFLAGS="--cfg loom" cargo test --release --test loom`
 #![cfg(loom)]
@@ -60,10 +61,17 @@ fn producers_and_reader(start: RingStart) {
                 let (ring, dropped) = (ring.clone(), dropped.clone());
                 loom::thread::spawn(move || {
                     for seq in 0..2u8 {
-                        if ring
-                            .record(0, 1, |w| w.head(&record_bytes(p, seq)))
-                            .is_err()
-                        {
+                        let rec = record_bytes(p, seq);
+                        // Producer 0 copies a prebuilt record in; producer 1
+                        // writes in place, as the engine does.
+                        let pushed = ring.record(0, 1, |w| {
+                            if p == 0 {
+                                w.head(&rec);
+                            } else {
+                                w.head_with(|body| body.copy_from_slice(&rec[4..]));
+                            }
+                        });
+                        if pushed.is_err() {
                             dropped.fetch_add(1, Ordering::Relaxed);
                         }
                     }
