@@ -543,24 +543,44 @@ impl<'a> Ring<'a> {
             ts_min: u64::MAX,
             ..Peek::default()
         };
-        while p - first < room {
-            let Some(head) = slots.get((p & mask) as usize) else {
-                break;
-            };
+        // The size and time of the record at `p`, if it is committed.
+        let committed = |p: u64| {
+            let head = slots.get((p & mask) as usize)?;
             if head.stamp.load(Ordering::Acquire) != ((p + 1) as u32 & raw::MT_STAMP_MASK) {
-                break; // Not committed yet: the rest waits for the next drain.
+                return None; // Not committed yet: the rest waits for the next drain.
             }
             // SAFETY: the Acquire load above saw this record's commit, and deq
             // has not passed it, so no producer writes it now.
-            let (k, ts) = unsafe { head.body.with(head_size_and_time) };
+            Some(unsafe { head.body.with(head_size_and_time) })
+        };
+        let note = |peek: &mut Peek, ts: u64| {
+            peek.ts_min = peek.ts_min.min(ts);
+            peek.ts_max = peek.ts_max.max(ts);
+            peek.records += 1;
+        };
+        loop {
+            // Runs of one-slot records, the common case: the next head is the
+            // next slot whatever this one holds, so each load need not wait
+            // for the size the previous one reads.
+            while p - first < room {
+                match committed(p) {
+                    Some((1, ts)) => note(&mut peek, ts),
+                    _ => break,
+                }
+                p += 1;
+            }
+            if p - first >= room {
+                break;
+            }
+            let Some((k, ts)) = committed(p) else {
+                break;
+            };
             if p - first + k > room {
                 peek.truncated = true;
                 break;
             }
-            peek.ts_min = peek.ts_min.min(ts);
-            peek.ts_max = peek.ts_max.max(ts);
+            note(&mut peek, ts);
             p += k;
-            peek.records += 1;
         }
         if peek.records == 0 {
             peek.ts_min = 0;
