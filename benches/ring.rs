@@ -8,21 +8,26 @@
 //!   ring) as the shim calls it;
 //! * `record/two_threads` — two threads recording at once on their own shards;
 //! * `record/drop_path` — a full shard refusing events;
+//! * `peers/arrayqueue` (one thread, and two sharing the queue) and
+//!   `peers/rtrb` — the same 64-byte records pushed through
+//!   `crossbeam_queue::ArrayQueue` (bounded MPMC) and `rtrb` (SPSC);
 //! * `drain/4096` vs `floor/memcpy_batch` — batch drain throughput;
 //! * `decode_merge/8192` — decoder + shard merge throughput.
 //!
 //! Run: `cargo bench --bench ring` (add `-- --quick` for a fast pass).
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use crossbeam_queue::ArrayQueue;
 use maptrace_abi::decode::Decoder;
 use maptrace_abi::merge::merge_into;
 use maptrace_abi::raw;
 use maptrace_core::ring::{Ring, SLOT_SIZE};
 use maptrace_core::{Engine, HookEvent, Params};
+use rtrb::RingBuffer;
 use std::hint::black_box;
 use std::mem::MaybeUninit;
-use std::sync::Barrier;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 /// Records per timed chunk; the ring is drained (untimed) between chunks.
@@ -85,21 +90,47 @@ fn timed_producers<F>(ring: &Ring<'_>, threads: u32, iters: u64, f: F) -> Durati
 where
     F: Fn(u32, u64) + Sync,
 {
+    let mut scratch = vec![0u8; CAP as usize * SLOT_SIZE];
+    timed_threads(
+        threads,
+        iters,
+        |t| {
+            let f = &f;
+            move |i| f(t, i)
+        },
+        || discard(ring, &mut scratch),
+    )
+}
+
+/// Times `iters` calls on each of `threads` threads, thread t calling the
+/// function `per_thread(t)` gives it, in chunks of `CHUNK` separated by an
+/// untimed `between` (which empties the queue); returns the slowest thread's
+/// time.
+fn timed_threads<M, G>(
+    threads: u32,
+    iters: u64,
+    per_thread: M,
+    mut between: impl FnMut(),
+) -> Duration
+where
+    M: Fn(u32) -> G + Sync,
+    G: FnMut(u64),
+{
     let chunks = iters.div_ceil(CHUNK);
     let barrier = Barrier::new(threads as usize + 1);
     let worst = AtomicU64::new(0);
-    let mut scratch = vec![0u8; CAP as usize * SLOT_SIZE];
     std::thread::scope(|s| {
         for t in 0..threads {
-            let (barrier, worst, f) = (&barrier, &worst, &f);
+            let (barrier, worst, per_thread) = (&barrier, &worst, &per_thread);
             s.spawn(move || {
+                let mut f = per_thread(t);
                 let mut total = Duration::ZERO;
                 for c in 0..chunks {
                     barrier.wait();
                     let n = CHUNK.min(iters - c * CHUNK);
                     let t0 = Instant::now();
                     for i in 0..n {
-                        f(t, i);
+                        f(i);
                     }
                     total += t0.elapsed();
                     barrier.wait();
@@ -110,10 +141,68 @@ where
         for _ in 0..chunks {
             barrier.wait();
             barrier.wait();
-            discard(ring, &mut scratch);
+            between();
         }
     });
     Duration::from_nanos(worst.load(Ordering::Relaxed))
+}
+
+/// Peers: the same 64-byte records through `crossbeam_queue::ArrayQueue`
+/// (bounded MPMC, one queue shared by the producers, as an MPMC queue would
+/// replace the sharded ring) and `rtrb` (SPSC, one producer), timed like
+/// `record/ring` and emptied between chunks the same way.
+fn bench_peers(c: &mut Criterion) {
+    let mut g = c.benchmark_group("peers");
+    g.throughput(Throughput::Elements(1));
+    let rec = [7u8; SLOT_SIZE];
+
+    let q = ArrayQueue::<[u8; SLOT_SIZE]>::new(CAP as usize);
+    for threads in [1u32, 2] {
+        let name = if threads == 1 {
+            "arrayqueue"
+        } else {
+            "arrayqueue/two_threads"
+        };
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                timed_threads(
+                    threads,
+                    iters,
+                    |_| {
+                        let q = &q;
+                        move |_| {
+                            let _ = q.push(*black_box(&rec));
+                        }
+                    },
+                    || while q.pop().is_some() {},
+                )
+            });
+        });
+    }
+
+    let (producer, mut consumer) = RingBuffer::<[u8; SLOT_SIZE]>::new(CAP as usize);
+    let producer = Mutex::new(producer);
+    g.bench_function("rtrb", |b| {
+        b.iter_custom(|iters| {
+            timed_threads(
+                1,
+                iters,
+                |_| {
+                    // Locked once per run by its one thread, not per push.
+                    let mut p = producer.lock().unwrap();
+                    move |_| {
+                        let _ = p.push(*black_box(&rec));
+                    }
+                },
+                || {
+                    if let Ok(chunk) = consumer.read_chunk(consumer.slots()) {
+                        chunk.commit_all();
+                    }
+                },
+            )
+        });
+    });
+    g.finish();
 }
 
 fn bench_record(c: &mut Criterion) {
@@ -258,6 +347,6 @@ criterion_group! {
         .sample_size(20)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = bench_record, bench_drain, bench_decode
+    targets = bench_record, bench_peers, bench_drain, bench_decode
 }
 criterion_main!(benches);

@@ -202,9 +202,8 @@ impl<'a> Engine<'a> {
         }
         let head = record::head_of(kind, ev, self.key.id(ev.vnode_ptr, ev.vid));
         let pushed = self.ring.record(hint, 1, |w| {
-            if let Some(bytes) = record::encode_fixed(head, ev, w.drops_before()) {
-                w.head(&bytes);
-            }
+            let drops_before = w.drops_before();
+            w.head_with(|body| record::write_fixed(body, head, ev, drops_before));
         });
         pushed.into()
     }
@@ -224,14 +223,10 @@ impl<'a> Engine<'a> {
         };
         let k = record::path_slots(path.len());
         let pushed = self.ring.record(hint, k, |w| {
-            w.head(&record::encode_path_head(
-                head,
-                w.drops_before(),
-                ev.vid,
-                path,
-            ));
+            let drops_before = w.drops_before();
+            w.head_with(|body| record::write_path_head(body, head, drops_before, ev.vid, path));
             for i in 1..k {
-                w.continuation(i, &record::path_continuation(path, i));
+                w.continuation_with(i, |body| record::write_path_continuation(body, path, i));
             }
         });
         pushed.into()
@@ -253,14 +248,10 @@ impl<'a> Engine<'a> {
         };
         // A full shard drops the marker and counts it like any record.
         let _ = self.ring.record(0, 1, |w| {
-            w.head(&record::encode_mark(
-                head,
-                w.drops_before(),
-                mark,
-                arg0,
-                arg1,
-                arg2,
-            ))
+            let drops_before = w.drops_before();
+            w.head_with(|body| {
+                record::write_mark(body, head, drops_before, mark, arg0, arg1, arg2)
+            });
         });
     }
 

@@ -6,8 +6,9 @@
 //! ever copied: the vnode pointer only enters the keyed hash.
 
 use crate::ffi::bridge::mt_event;
+use core::mem::offset_of;
 use maptrace_abi::{EventKind, raw, wire};
-use zerocopy::{FromZeros, IntoBytes};
+use zerocopy::{Immutable, IntoBytes};
 
 /// Bytes of a slot.
 const SLOT: usize = wire::SLOT_SIZE;
@@ -42,20 +43,53 @@ pub struct Head {
     pub vnode_id: u64,
 }
 
-impl Head {
-    fn raw(self, nslots: u8, drops_before: u32) -> raw::mt_rec_header {
-        raw::mt_rec_header {
-            stamp: 0, // written by the ring at commit
-            drops_before,
-            kind: self.kind as u8,
-            nslots,
-            flags: self.flags,
-            error: self.error,
-            pid: self.pid,
-            timestamp_ns: self.timestamp_ns,
-            tid: self.tid,
-            vnode_id: self.vnode_id,
+/// A slot's bytes after its stamp word: what the ring lends an encoder.
+pub type Body = [u8; SLOT - 4];
+
+/// Writes record fields at their ABI offsets (`offset_of!` on the
+/// `mt_rec_*` structs, so offsets count the stamp word) into a slot body,
+/// straight into the ring. Building a record on the stack and copying it in
+/// stalls on store-to-load forwarding: the copy's wide loads meet the
+/// fields' narrow stores still in the store buffer.
+struct Fields<'b>(&'b mut Body);
+
+impl<'b> Fields<'b> {
+    /// Zeroes the body (a reused slot keeps its previous record's bytes).
+    #[inline(always)]
+    fn zeroed(body: &'b mut Body) -> Fields<'b> {
+        *body = [0; SLOT - 4];
+        Fields(body)
+    }
+
+    /// Writes `bytes` at record offset `off` (>= 4); out of range writes nothing.
+    #[inline(always)]
+    fn bytes(&mut self, off: usize, bytes: &[u8]) {
+        let dst = off
+            .checked_sub(4)
+            .and_then(|at| self.0.get_mut(at..at.checked_add(bytes.len())?));
+        if let Some(dst) = dst {
+            dst.copy_from_slice(bytes);
         }
+    }
+
+    #[inline(always)]
+    fn put<T: IntoBytes + Immutable>(&mut self, off: usize, v: T) {
+        self.bytes(off, v.as_bytes());
+    }
+
+    /// The header fields after the stamp word.
+    #[inline(always)]
+    fn head(&mut self, h: Head, nslots: u8, drops_before: u32) {
+        use raw::mt_rec_header as H;
+        self.put(offset_of!(H, drops_before), drops_before);
+        self.put(offset_of!(H, kind), h.kind as u8);
+        self.put(offset_of!(H, nslots), nslots);
+        self.put(offset_of!(H, flags), h.flags);
+        self.put(offset_of!(H, error), h.error);
+        self.put(offset_of!(H, pid), h.pid);
+        self.put(offset_of!(H, timestamp_ns), h.timestamp_ns);
+        self.put(offset_of!(H, tid), h.tid);
+        self.put(offset_of!(H, vnode_id), h.vnode_id);
     }
 }
 
@@ -127,69 +161,97 @@ pub fn head_of(kind: EventKind, ev: &mt_event, vnode_id: u64) -> Head {
     }
 }
 
-/// Encodes a one-slot record of kind MMAP, PAGEIN, MNOMAP or FILE_MMAP.
-/// Returns `None` for the multi-slot and marker kinds.
-pub fn encode_fixed(mut head: Head, ev: &mt_event, drops_before: u32) -> Option<[u8; SLOT]> {
-    let mut out = [0u8; SLOT];
+/// Writes a one-slot record of kind MMAP, PAGEIN, MNOMAP or FILE_MMAP into
+/// `body`. The multi-slot and marker kinds get their header only (callers
+/// never pass them).
+#[inline(always)]
+pub fn write_fixed(body: &mut Body, mut head: Head, ev: &mt_event, drops_before: u32) {
+    let mut f = Fields::zeroed(body);
     match head.kind {
         EventKind::Mmap => {
+            use raw::mt_rec_mmap as R;
             let (c, cf) = counts(ev);
             head.flags |= cf;
             let duration_ns = duration32(ev.duration_ns, &mut head.flags);
-            let r = raw::mt_rec_mmap {
-                h: head.raw(1, drops_before),
-                fflags: ev.prot,
-                vid: ev.vid,
-                duration_ns,
-                counts: c,
-                reserved0: [0; 6],
-            };
-            out.copy_from_slice(r.as_bytes());
+            f.put(offset_of!(R, fflags), ev.prot);
+            f.put(offset_of!(R, vid), ev.vid);
+            f.put(offset_of!(R, duration_ns), duration_ns);
+            f.put(offset_of!(R, counts), c);
         }
         EventKind::Pagein => {
+            use raw::mt_rec_pagein as R;
             let (c, cf) = counts(ev);
             head.flags |= cf;
             let duration_ns = duration32(ev.duration_ns, &mut head.flags);
-            let r = raw::mt_rec_pagein {
-                h: head.raw(1, drops_before),
-                f_offset: ev.offset,
-                size: u32::try_from(ev.size).unwrap_or(u32::MAX),
-                duration_ns,
-                counts: c,
-                upl_flags: ev.flags as u16,
-            };
-            out.copy_from_slice(r.as_bytes());
+            f.put(offset_of!(R, f_offset), ev.offset);
+            f.put(
+                offset_of!(R, size),
+                u32::try_from(ev.size).unwrap_or(u32::MAX),
+            );
+            f.put(offset_of!(R, duration_ns), duration_ns);
+            f.put(offset_of!(R, counts), c);
+            f.put(offset_of!(R, upl_flags), ev.flags as u16);
         }
         EventKind::Mnomap => {
+            use raw::mt_rec_mnomap as R;
             let (c, cf) = counts(ev);
             head.flags |= cf;
             let duration_ns = duration32(ev.duration_ns, &mut head.flags);
-            let r = raw::mt_rec_mnomap {
-                h: head.raw(1, drops_before),
-                vid: ev.vid,
-                duration_ns,
-                counts: c,
-                reserved0: [0; 10],
-            };
-            out.copy_from_slice(r.as_bytes());
+            f.put(offset_of!(R, vid), ev.vid);
+            f.put(offset_of!(R, duration_ns), duration_ns);
+            f.put(offset_of!(R, counts), c);
         }
         EventKind::FileMmap => {
-            let r = raw::mt_rec_file_mmap {
-                h: head.raw(1, drops_before),
-                file_pos: ev.offset as u64,
-                prot: ev.prot,
-                maxprot: ev.maxprot,
-                mmap_flags: ev.flags,
-                reserved0: 0,
-            };
-            out.copy_from_slice(r.as_bytes());
+            use raw::mt_rec_file_mmap as R;
+            f.put(offset_of!(R, file_pos), ev.offset as u64);
+            f.put(offset_of!(R, prot), ev.prot);
+            f.put(offset_of!(R, maxprot), ev.maxprot);
+            f.put(offset_of!(R, mmap_flags), ev.flags);
         }
-        EventKind::Path | EventKind::Mark => return None,
+        EventKind::Path | EventKind::Mark => {}
     }
-    Some(out)
+    // Last: the kind-specific fields above may have set flags.
+    f.head(head, 1, drops_before);
 }
 
-/// Encodes a MARK record.
+/// Encodes a one-slot record of kind MMAP, PAGEIN, MNOMAP or FILE_MMAP as a
+/// whole slot (stamp 0). Returns `None` for the multi-slot and marker kinds.
+pub fn encode_fixed(head: Head, ev: &mt_event, drops_before: u32) -> Option<[u8; SLOT]> {
+    if matches!(head.kind, EventKind::Path | EventKind::Mark) {
+        return None;
+    }
+    Some(whole_slot(|body| write_fixed(body, head, ev, drops_before)))
+}
+
+/// A whole slot (stamp 0) whose body `write` fills.
+fn whole_slot(write: impl FnOnce(&mut Body)) -> [u8; SLOT] {
+    let mut out = [0u8; SLOT];
+    if let Some(body) = out.last_chunk_mut::<{ SLOT - 4 }>() {
+        write(body);
+    }
+    out
+}
+
+/// Writes a MARK record into `body`.
+pub fn write_mark(
+    body: &mut Body,
+    head: Head,
+    drops_before: u32,
+    mark: u32,
+    arg0: u32,
+    arg1: u64,
+    arg2: u64,
+) {
+    use raw::mt_rec_mark as R;
+    let mut f = Fields::zeroed(body);
+    f.head(head, 1, drops_before);
+    f.put(offset_of!(R, mark), mark);
+    f.put(offset_of!(R, arg0), arg0);
+    f.put(offset_of!(R, arg1), arg1);
+    f.put(offset_of!(R, arg2), arg2);
+}
+
+/// Encodes a MARK record as a whole slot (stamp 0).
 pub fn encode_mark(
     head: Head,
     drops_before: u32,
@@ -198,43 +260,41 @@ pub fn encode_mark(
     arg1: u64,
     arg2: u64,
 ) -> [u8; SLOT] {
-    let r = raw::mt_rec_mark {
-        h: head.raw(1, drops_before),
-        mark,
-        arg0,
-        arg1,
-        arg2,
-    };
-    let mut out = [0u8; SLOT];
-    out.copy_from_slice(r.as_bytes());
-    out
+    whole_slot(|body| write_mark(body, head, drops_before, mark, arg0, arg1, arg2))
 }
 
-/// Encodes the head slot of a PATH record for `path` (already cut to
+/// Writes the head slot of a PATH record for `path` (already cut to
 /// `PATH_MAX`; `head.flags` carries `MT_RF_TRUNCATED` if it was cut).
-pub fn encode_path_head(head: Head, drops_before: u32, vid: u32, path: &[u8]) -> [u8; SLOT] {
-    let mut r = raw::mt_rec_path::new_zeroed();
-    r.h = head.raw(path_slots(path.len()) as u8, drops_before);
-    r.vid = vid;
-    r.path_len = path.len() as u16;
-    let n = path.len().min(PATH_HEAD);
-    if let (Some(dst), Some(src)) = (r.path.get_mut(..n), path.get(..n)) {
-        dst.copy_from_slice(src);
-    }
-    let mut out = [0u8; SLOT];
-    out.copy_from_slice(r.as_bytes());
-    out
+pub fn write_path_head(body: &mut Body, head: Head, drops_before: u32, vid: u32, path: &[u8]) {
+    use raw::mt_rec_path as R;
+    let mut f = Fields::zeroed(body);
+    f.head(head, path_slots(path.len()) as u8, drops_before);
+    f.put(offset_of!(R, vid), vid);
+    f.put(offset_of!(R, path_len), path.len() as u16);
+    f.bytes(offset_of!(R, path), path.get(..PATH_HEAD).unwrap_or(path));
 }
 
-/// The 60 data bytes of continuation slot `i` (1-based) of a PATH record.
-pub fn path_continuation(path: &[u8], i: u32) -> [u8; SLOT - 4] {
-    let mut data = [0u8; SLOT - 4];
-    let start = PATH_HEAD + (i as usize - 1) * PATH_CONT;
+/// Encodes the head slot of a PATH record as a whole slot (stamp 0).
+pub fn encode_path_head(head: Head, drops_before: u32, vid: u32, path: &[u8]) -> [u8; SLOT] {
+    whole_slot(|body| write_path_head(body, head, drops_before, vid, path))
+}
+
+/// Writes the 60 data bytes of continuation slot `i` (1-based) of a PATH
+/// record into `body`.
+pub fn write_path_continuation(body: &mut Body, path: &[u8], i: u32) {
+    *body = [0; SLOT - 4];
+    let start = PATH_HEAD + (i as usize).saturating_sub(1) * PATH_CONT;
     if let Some(chunk) = path.get(start..(start + PATH_CONT).min(path.len())) {
-        if let Some(dst) = data.get_mut(..chunk.len()) {
+        if let Some(dst) = body.get_mut(..chunk.len()) {
             dst.copy_from_slice(chunk);
         }
     }
+}
+
+/// The 60 data bytes of continuation slot `i` (1-based) of a PATH record.
+pub fn path_continuation(path: &[u8], i: u32) -> Body {
+    let mut data = [0u8; SLOT - 4];
+    write_path_continuation(&mut data, path, i);
     data
 }
 
@@ -326,6 +386,41 @@ mod tests {
             (r.counts.usecount, r.counts.kusecount, r.counts.iocount),
             (2, 0, 0)
         );
+    }
+
+    #[test]
+    fn writers_leave_nothing_of_a_reused_slot() {
+        // The ring lends the slot's previous bytes; every writer must cover
+        // all 60 of them (reserved fields included).
+        let e = ev();
+        let path: Vec<u8> = (1..=90u8).collect();
+        let head = |k| head_of(k, &e, 7);
+        for kind in [
+            EventKind::Mmap,
+            EventKind::Pagein,
+            EventKind::Mnomap,
+            EventKind::FileMmap,
+        ] {
+            let mut body = [0xa5u8; SLOT - 4];
+            write_fixed(&mut body, head(kind), &e, 3);
+            assert_eq!(body[..], encode_fixed(head(kind), &e, 3).unwrap()[4..]);
+        }
+        let mut body = [0xa5u8; SLOT - 4];
+        write_mark(&mut body, head(EventKind::Mark), 3, 1, 2, 3, 4);
+        assert_eq!(
+            body[..],
+            encode_mark(head(EventKind::Mark), 3, 1, 2, 3, 4)[4..]
+        );
+        let mut body = [0xa5u8; SLOT - 4];
+        write_path_head(&mut body, head(EventKind::Path), 3, 9, &path);
+        assert_eq!(
+            body[..],
+            encode_path_head(head(EventKind::Path), 3, 9, &path)[4..]
+        );
+        let mut body = [0xa5u8; SLOT - 4];
+        write_path_continuation(&mut body, &path, 2);
+        assert_eq!(&body[..14], &path[76..]);
+        assert!(body[14..].iter().all(|&b| b == 0));
     }
 
     #[test]

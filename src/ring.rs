@@ -67,54 +67,37 @@ impl Body {
         return Body(loom::cell::UnsafeCell::new([0; BODY_SIZE]));
     }
 
+    /// Lends the body for writing.
+    ///
     /// # Safety
     ///
     /// The caller owns the slot: it reserved it and has not committed it.
-    unsafe fn write(&self, src: &[u8; BODY_SIZE]) {
+    #[inline(always)]
+    unsafe fn with_mut<R>(&self, f: impl FnOnce(&mut [u8; BODY_SIZE]) -> R) -> R {
         #[cfg(not(loom))]
         // SAFETY: the caller's reservation makes this the only access to the
-        // body until the commit (module protocol); src is a distinct array.
-        unsafe {
-            self.0.get().write(*src)
-        };
+        // body until the commit (module protocol), so the &mut is unique.
+        return f(unsafe { &mut *self.0.get() });
         #[cfg(loom)]
         // SAFETY: as above; loom checks the claim.
-        self.0.with_mut(|p| unsafe { p.write(*src) });
+        return self.0.with_mut(|p| f(unsafe { &mut *p }));
     }
 
-    /// Copies the body into `dst` (a fixed size, so the copy is inlined).
+    /// Lends the body for reading.
     ///
-    /// # Safety
-    ///
-    /// As for [`Body::read`].
-    #[cfg(not(loom))]
-    unsafe fn read_into(&self, dst: &mut [u8; BODY_SIZE]) {
-        // SAFETY: committed slots are not written until deq passes them
-        // (module protocol); both sides are BODY_SIZE bytes and distinct.
-        unsafe { core::ptr::copy_nonoverlapping(self.0.get(), dst, 1) };
-    }
-
-    /// As [`Body::read_into`], through loom's cell.
-    ///
-    /// # Safety
-    ///
-    /// As for [`Body::read`].
-    #[cfg(loom)]
-    unsafe fn read_into(&self, dst: &mut [u8; BODY_SIZE]) {
-        // SAFETY: as for read.
-        let body = unsafe { self.read() };
-        dst.copy_from_slice(&body);
-    }
-
     /// # Safety
     ///
     /// The slot is committed and not yet released to producers (the reader
-    /// saw its stamp with Acquire and has not advanced `deq` past it).
-    #[cfg(loom)]
-    unsafe fn read(&self) -> [u8; BODY_SIZE] {
+    /// saw its head stamp with Acquire and has not advanced `deq` past it).
+    #[inline(always)]
+    unsafe fn with<R>(&self, f: impl FnOnce(&[u8; BODY_SIZE]) -> R) -> R {
+        #[cfg(not(loom))]
         // SAFETY: committed slots are not written until deq passes them
-        // (module protocol); loom checks the claim.
-        self.0.with(|p| unsafe { p.read() })
+        // (module protocol), so no &mut exists while this & lives.
+        return f(unsafe { &*self.0.get() });
+        #[cfg(loom)]
+        // SAFETY: as above; loom checks the claim.
+        return self.0.with(|p| f(unsafe { &*p }));
     }
 }
 
@@ -258,31 +241,43 @@ impl RecordWriter<'_> {
             .get((self.pos.wrapping_add(i) & self.mask) as usize)
     }
 
-    /// Writes the head record (bytes 4.. of `rec`; the stamp word is written
-    /// at commit).
-    pub fn head(&mut self, rec: &[u8; SLOT_SIZE]) {
-        let mut body = [0u8; BODY_SIZE];
-        body.copy_from_slice(
-            rec.get(record_header::STAMP_LEN..)
-                .unwrap_or(&[0; BODY_SIZE]),
-        );
+    /// Lets `write` fill the head slot's body (record bytes 4..64; the stamp
+    /// word is written at commit) in place: the slot still holds a previous
+    /// lap's bytes, so `write` must set all 60.
+    #[inline(always)]
+    pub fn head_with(&mut self, write: impl FnOnce(&mut [u8; BODY_SIZE])) {
         if let Some(slot) = self.slot(0) {
             // SAFETY: slot 0 of this reservation is owned by this writer until
             // commit (module protocol).
-            unsafe { slot.body.write(&body) };
+            unsafe { slot.body.with_mut(write) };
+        }
+    }
+
+    /// Writes the head record from a prebuilt slot (bytes 4.. of `rec`).
+    #[inline(always)]
+    pub fn head(&mut self, rec: &[u8; SLOT_SIZE]) {
+        if let Some(src) = rec.last_chunk::<BODY_SIZE>() {
+            self.head_with(|body| *body = *src);
+        }
+    }
+
+    /// Lets `write` fill continuation slot `i` (1..k) in place (all 60
+    /// bytes, as for [`RecordWriter::head_with`]), then marks it.
+    #[inline(always)]
+    pub fn continuation_with(&mut self, i: u32, write: impl FnOnce(&mut [u8; BODY_SIZE])) {
+        debug_assert!(i >= 1, "continuations follow the head");
+        if let Some(slot) = self.slot(i) {
+            // SAFETY: slot i of this reservation is owned by this writer until
+            // commit (module protocol).
+            unsafe { slot.body.with_mut(write) };
+            // Ordered before the reader by the head's Release commit.
+            slot.stamp.store(raw::MT_STAMP_CONT | i, Ordering::Relaxed);
         }
     }
 
     /// Writes continuation slot `i` (1..k): its marker and 60 data bytes.
     pub fn continuation(&mut self, i: u32, data: &[u8; BODY_SIZE]) {
-        debug_assert!(i >= 1, "continuations follow the head");
-        if let Some(slot) = self.slot(i) {
-            // SAFETY: slot i of this reservation is owned by this writer until
-            // commit (module protocol).
-            unsafe { slot.body.write(data) };
-            // Ordered before the reader by the head's Release commit.
-            slot.stamp.store(raw::MT_STAMP_CONT | i, Ordering::Relaxed);
-        }
+        self.continuation_with(i, |body| *body = *data);
     }
 
     fn commit(self) {
@@ -531,9 +526,13 @@ impl<'a> Ring<'a> {
     }
 
     /// Scans shard `i` from its `deq` for committed records and copies them
-    /// into `out` (whole 64-byte slots, stamps included) until `out` is full,
-    /// an uncommitted slot is met, or `budget` slots were taken. Advances
+    /// into `out` (whole 64-byte slots, stamps included) until `out` is full
+    /// or an uncommitted slot is met. Advances
     /// nothing: [`Ring::release`] does, once the copy is known to be safe.
+    ///
+    /// Two passes: the scan checks head stamps and reads each head's size
+    /// and time in place; then the committed run is copied whole, in one
+    /// piece or two at the end of the shard (docs/ring.md §3.5).
     pub fn peek(&self, i: usize, out: &mut [u8]) -> Peek {
         let Some(s) = self.shards.get(i) else {
             return Peek::default();
@@ -545,58 +544,53 @@ impl<'a> Ring<'a> {
         let mut p = first;
         let mut peek = Peek {
             first_pos: first,
+            ts_min: u64::MAX,
             ..Peek::default()
         };
-        let mut chunks = out.chunks_exact_mut(SLOT_SIZE);
-        while p - first < room {
-            let Some(head) = slots.get((p & mask) as usize) else {
-                break;
-            };
-            let stamp = head.stamp.load(Ordering::Acquire);
-            if stamp != ((p + 1) as u32 & raw::MT_STAMP_MASK) {
-                break; // Not committed yet: the rest waits for the next drain.
+        // The size and time of the record at `p`, if it is committed.
+        let committed = |p: u64| {
+            let head = slots.get((p & mask) as usize)?;
+            if head.stamp.load(Ordering::Acquire) != ((p + 1) as u32 & raw::MT_STAMP_MASK) {
+                return None; // Not committed yet: the rest waits for the next drain.
             }
-            let Some((word, rest)) = chunks.next().and_then(split_slot) else {
-                break;
-            };
-            word.copy_from_slice(&stamp.to_le_bytes());
             // SAFETY: the Acquire load above saw this record's commit, and deq
             // has not passed it, so no producer writes it now.
-            unsafe { head.body.read_into(rest) };
-            // The body is the record from the byte after the stamp.
-            let k = u64::from(rest.get(NSLOTS_IN_BODY).copied().unwrap_or(1))
-                .clamp(1, u64::from(MAX_RECORD_SLOTS));
+            Some(unsafe { head.body.with(head_size_and_time) })
+        };
+        let note = |peek: &mut Peek, ts: u64| {
+            peek.ts_min = peek.ts_min.min(ts);
+            peek.ts_max = peek.ts_max.max(ts);
+            peek.records += 1;
+        };
+        loop {
+            // Runs of one-slot records, the common case: the next head is the
+            // next slot whatever this one holds, so each load need not wait
+            // for the size the previous one reads.
+            while p - first < room {
+                match committed(p) {
+                    Some((1, ts)) => note(&mut peek, ts),
+                    _ => break,
+                }
+                p += 1;
+            }
+            if p - first >= room {
+                break;
+            }
+            let Some((k, ts)) = committed(p) else {
+                break;
+            };
             if p - first + k > room {
                 peek.truncated = true;
                 break;
             }
-            let ts = rest
-                .get(TIMESTAMP_IN_BODY..TIMESTAMP_IN_BODY + record_header::TIMESTAMP_NS_LEN)
-                .and_then(|b| b.try_into().ok())
-                .map_or(0, u64::from_le_bytes);
-            peek.ts_min = if peek.records == 0 {
-                ts
-            } else {
-                peek.ts_min.min(ts)
-            };
-            peek.ts_max = peek.ts_max.max(ts);
-            for j in 1..k {
-                let (Some((word, rest)), Some(c)) = (
-                    chunks.next().and_then(split_slot),
-                    slots.get(((p + j) & mask) as usize),
-                ) else {
-                    break;
-                };
-                // Ordered by the head's Acquire above.
-                word.copy_from_slice(&c.stamp.load(Ordering::Relaxed).to_le_bytes());
-                // SAFETY: continuation slots of a committed record were written
-                // before its commit and are not reused before deq passes them.
-                unsafe { c.body.read_into(rest) };
-            }
+            note(&mut peek, ts);
             p += k;
-            peek.records += 1;
+        }
+        if peek.records == 0 {
+            peek.ts_min = 0;
         }
         peek.nslots = p - first;
+        copy_run(slots, (first & mask) as usize, peek.nslots as usize, out);
         let (enq, dropped) = self.enq_and_drops(s);
         peek.dropped = dropped;
         peek.backlog_after = u64::from((enq as u32).wrapping_sub(p as u32));
@@ -649,10 +643,75 @@ impl<'a> Ring<'a> {
     }
 }
 
-/// Splits a 64-byte output chunk into its stamp word and its body.
-fn split_slot(chunk: &mut [u8]) -> Option<(&mut [u8; 4], &mut [u8; BODY_SIZE])> {
-    let (word, rest) = chunk.split_first_chunk_mut::<4>()?;
-    Some((word, rest.first_chunk_mut::<BODY_SIZE>()?))
+/// A committed head's size in slots (record byte 9, `nslots`, clamped) and
+/// its timestamp (record bytes 16..24), from its body.
+#[inline(always)]
+fn head_size_and_time(body: &[u8; BODY_SIZE]) -> (u64, u64) {
+    let k = u64::from(body.get(NSLOTS_IN_BODY).copied().unwrap_or(1))
+        .clamp(1, u64::from(MAX_RECORD_SLOTS));
+    let ts = body
+        .get(TIMESTAMP_IN_BODY..TIMESTAMP_IN_BODY + record_header::TIMESTAMP_NS_LEN)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_le_bytes);
+    (k, ts)
+}
+
+/// The pieces of a run of `n` slots from index `start` of a `len`-slot
+/// shard, wrapping at its end: `(first index, slots, output slot)` each.
+fn run_pieces(start: usize, n: usize, len: usize) -> [(usize, usize, usize); 2] {
+    let tail = n.min(len.saturating_sub(start));
+    [(start, tail, 0), (0, n.saturating_sub(tail), tail)]
+}
+
+/// Copies `n` committed slots of a shard from index `start` on, wrapping at
+/// the end, into `out` as whole 64-byte slots: one copy per piece.
+///
+/// The caller's scan saw each record's head stamp with Acquire, and `deq`
+/// has not passed them: producers write none of these slots until it does.
+#[cfg(not(loom))]
+fn copy_run(slots: &[Slot], start: usize, n: usize, out: &mut [u8]) {
+    for (from, count, at) in run_pieces(start, n, slots.len()) {
+        let (Some(src), Some(dst)) = (
+            slots.get(from..from + count),
+            out.get_mut(at * SLOT_SIZE..(at + count) * SLOT_SIZE),
+        ) else {
+            return;
+        };
+        // SAFETY: src is `count` initialised Slots (64 bytes, no padding: a
+        // stamp word and a 60-byte body) and dst is exactly as long; they do
+        // not overlap (dst is a &mut). Every byte of src was written before
+        // its record's Release commit, which the caller's Acquire load saw,
+        // and is not written again before deq passes it; the bytes of the
+        // atomic stamp and the UnsafeCell body may be read through a raw
+        // pointer from a shared reference.
+        unsafe {
+            core::ptr::copy_nonoverlapping(src.as_ptr().cast::<u8>(), dst.as_mut_ptr(), dst.len())
+        };
+    }
+}
+
+/// As the copy above (the same pieces), slot by slot through loom's atomics
+/// and cells, so the model checks that every read of the run is ordered
+/// after its commit.
+#[cfg(loom)]
+fn copy_run(slots: &[Slot], start: usize, n: usize, out: &mut [u8]) {
+    for (from, count, at) in run_pieces(start, n, slots.len()) {
+        let (Some(src), Some(dst)) = (
+            slots.get(from..from + count),
+            out.get_mut(at * SLOT_SIZE..(at + count) * SLOT_SIZE),
+        ) else {
+            return;
+        };
+        for (slot, chunk) in src.iter().zip(dst.chunks_exact_mut(SLOT_SIZE)) {
+            let Some((word, rest)) = chunk.split_first_chunk_mut::<4>() else {
+                return;
+            };
+            // Ordered by the head's Acquire in the scan.
+            word.copy_from_slice(&slot.stamp.load(Ordering::Relaxed).to_le_bytes());
+            // SAFETY: as in the caller: committed, not released.
+            unsafe { slot.body.with(|b| rest.copy_from_slice(b)) };
+        }
+    }
 }
 
 /// What one [`Ring::peek`] found in a shard.

@@ -2,7 +2,9 @@
 //! committing on one 2-slot shard while the reader peeks and releases. Loom
 //! explores every interleaving (and the weak-memory outcomes the orderings
 //! allow) and checks: no torn record, per-producer order, and
-//! delivered + dropped == produced.
+//! delivered + dropped == produced. The reader's scan-then-copy is checked
+//! with runs cut by an uncommitted slot (a later producer commits first) and
+//! runs that wrap at the shard's end, including a two-slot record.
 //!
 //! Run: `RUSTFLAGS="--cfg loom" cargo test --release --test loom`
 #![cfg(loom)]
@@ -60,10 +62,17 @@ fn producers_and_reader(start: RingStart) {
                 let (ring, dropped) = (ring.clone(), dropped.clone());
                 loom::thread::spawn(move || {
                     for seq in 0..2u8 {
-                        if ring
-                            .record(0, 1, |w| w.head(&record_bytes(p, seq)))
-                            .is_err()
-                        {
+                        let rec = record_bytes(p, seq);
+                        // Producer 0 copies a prebuilt record in; producer 1
+                        // writes in place, as the engine does.
+                        let pushed = ring.record(0, 1, |w| {
+                            if p == 0 {
+                                w.head(&rec);
+                            } else {
+                                w.head_with(|body| body.copy_from_slice(&rec[4..]));
+                            }
+                        });
+                        if pushed.is_err() {
                             dropped.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -123,5 +132,70 @@ fn a_drop_count_read_across_its_wrap_is_never_2_pow_32_too_high() {
             "snapshot across the wrap read {seen:#x}"
         );
         assert_eq!(ring.counters(0).dropped, 1 << 32);
+    });
+}
+
+#[test]
+fn a_two_slot_record_written_in_place_across_the_shard_end_is_read_whole() {
+    // A 2-slot shard at position 1: the two-slot record takes slots 1 and 0,
+    // so the reader's copy is two pieces. A one-slot producer races it for
+    // the room; the reader peeks while both run.
+    let mut model = loom::model::Builder::new();
+    model.preemption_bound = Some(3);
+    model.check(|| {
+        let mem: &'static mut [MaybeUninit<u8>] = Box::leak(
+            vec![MaybeUninit::uninit(); Ring::mem_size(1, 2).unwrap()].into_boxed_slice(),
+        );
+        let start = RingStart { pos: 1, drops: 0 };
+        let ring = Arc::new(Ring::init_at(mem, 1, 2, start).unwrap());
+        let long = {
+            let ring = ring.clone();
+            loom::thread::spawn(move || {
+                ring.record(0, 2, |w| {
+                    let mut head = record_bytes(1, 1);
+                    head[9] = 2;
+                    w.head_with(|body| body.copy_from_slice(&head[4..]));
+                    w.continuation_with(1, |body| body.fill(0x11));
+                })
+                .is_ok()
+            })
+        };
+        let short = {
+            let ring = ring.clone();
+            loom::thread::spawn(move || ring.record(0, 1, |w| w.head(&record_bytes(2, 2))).is_ok())
+        };
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2 * SLOT_SIZE];
+        let mut collect = |got: &mut Vec<u8>| {
+            let peek = ring.peek(0, &mut buf);
+            let mut at = 0;
+            for _ in 0..peek.records {
+                let head = &buf[at * SLOT_SIZE..(at + 1) * SLOT_SIZE];
+                let v = head[16];
+                assert!(head[16..].iter().all(|&b| b == v), "torn head");
+                if v == 0x11 {
+                    // The long record: its continuation came along, whole.
+                    let cont = &buf[(at + 1) * SLOT_SIZE..(at + 2) * SLOT_SIZE];
+                    assert_eq!(cont[..4], (0x8000_0001u32).to_le_bytes());
+                    assert!(cont[4..].iter().all(|&b| b == 0x11), "torn continuation");
+                    at += 2;
+                } else {
+                    at += 1;
+                }
+                got.push(v);
+            }
+            assert_eq!(at as u64, peek.nslots);
+            ring.release(0, &peek);
+        };
+        collect(&mut got);
+        let long_in = long.join().unwrap();
+        let short_in = short.join().unwrap();
+        collect(&mut got);
+        assert_eq!(got.len(), usize::from(long_in) + usize::from(short_in));
+        assert_eq!(
+            ring.counters(0).dropped,
+            u64::from(!long_in) + u64::from(!short_in),
+            "delivered + dropped == produced"
+        );
     });
 }

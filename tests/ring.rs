@@ -9,8 +9,9 @@ mod common;
 use common::{Mem, drain_all, event, events, pagein};
 use maptrace_abi::decode::{Decoder, Event as Ev};
 use maptrace_abi::{EventKind, raw};
+use maptrace_core::Ring;
 use maptrace_core::engine::MIN_DRAIN_BUFFER;
-use maptrace_core::ring::RingStart;
+use maptrace_core::ring::{RingStart, SLOT_SIZE};
 use maptrace_core::{DrainError, RecordResult};
 use proptest::prelude::*;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -636,4 +637,93 @@ fn path_records_span_the_ring_end_at_the_position_and_stamp_wrap() {
     }
     assert_eq!(recs[0].pos, (1 << 32) - 3);
     assert_eq!(recs[1].pos, (1 << 32) + 7, "after the path's 10 slots");
+}
+
+/// A whole slot as the drain hands it out: the stamp word (or continuation
+/// marker), then 60 bytes of `fill`.
+fn slot_bytes(word: u32, fill: u8) -> [u8; SLOT_SIZE] {
+    let mut s = [fill; SLOT_SIZE];
+    s[..4].copy_from_slice(&word.to_le_bytes());
+    s
+}
+
+/// A prebuilt one-slot record: nslots 1 (record byte 9), `fill` elsewhere.
+fn one_slot(fill: u8) -> [u8; SLOT_SIZE] {
+    let mut s = [fill; SLOT_SIZE];
+    s[9] = 1;
+    s
+}
+
+#[test]
+fn a_drain_stops_at_an_uncommitted_slot_and_copies_runs_across_the_ring_end() {
+    // Positions 61..66 of a 64-slot shard: the run wraps after slot 63.
+    let mut mem = Mem::new(1, 64);
+    let start = RingStart { pos: 61, drops: 0 };
+    let ring = Ring::init_at(mem.bytes(), 1, 64, start).unwrap();
+    let mut buf = vec![0u8; 8 * SLOT_SIZE];
+    ring.record(0, 1, |w| w.head(&one_slot(0xc1))).unwrap(); // pos 61
+    ring.record(0, 1, |w| {
+        // pos 62, still uncommitted: written in place, byte by byte.
+        w.head_with(|body| {
+            body.fill(0xa2);
+            body[5] = 1;
+        });
+        ring.record(0, 1, |w| w.head(&one_slot(0xb3))).unwrap(); // pos 63
+        ring.record(0, 2, |w| {
+            // pos 64..66: a two-slot record on slots 0 and 1.
+            let mut head = one_slot(0xd4);
+            head[9] = 2;
+            w.head(&head);
+            w.continuation_with(1, |body| body.fill(0xd5));
+        })
+        .unwrap();
+        let peek = ring.peek(0, &mut buf);
+        assert_eq!((peek.records, peek.nslots), (1, 1), "cut at pos 62");
+        assert_eq!(buf[..SLOT_SIZE], one_slot_with_stamp(62, 0xc1));
+        assert_eq!(peek.backlog_after, 4);
+        ring.release(0, &peek);
+    })
+    .unwrap();
+    let peek = ring.peek(0, &mut buf);
+    assert_eq!((peek.first_pos, peek.records, peek.nslots), (62, 3, 4));
+    let mut expected = Vec::new();
+    expected.extend_from_slice(&one_slot_with_stamp(63, 0xa2));
+    expected.extend_from_slice(&one_slot_with_stamp(64, 0xb3));
+    let mut head = one_slot_with_stamp(65, 0xd4);
+    head[9] = 2;
+    expected.extend_from_slice(&head);
+    expected.extend_from_slice(&slot_bytes(raw::MT_STAMP_CONT | 1, 0xd5));
+    assert_eq!(buf[..4 * SLOT_SIZE], expected[..], "two pieces, in order");
+    ring.release(0, &peek);
+    assert_eq!(ring.peek(0, &mut buf).nslots, 0);
+}
+
+/// [`one_slot`] as drained: its stamp word set.
+fn one_slot_with_stamp(stamp: u32, fill: u8) -> [u8; SLOT_SIZE] {
+    let mut s = one_slot(fill);
+    s[..4].copy_from_slice(&stamp.to_le_bytes());
+    s
+}
+
+#[test]
+fn a_drain_that_cannot_take_a_whole_record_takes_the_run_before_it() {
+    let mut mem = Mem::new(1, 64);
+    let ring = Ring::init_at(mem.bytes(), 1, 64, RingStart { pos: 62, drops: 0 }).unwrap();
+    ring.record(0, 1, |w| w.head(&one_slot(1))).unwrap();
+    ring.record(0, 3, |w| {
+        let mut head = one_slot(2);
+        head[9] = 3;
+        w.head(&head);
+        w.continuation(1, &[3; 60]);
+        w.continuation(2, &[4; 60]);
+    })
+    .unwrap();
+    let mut buf = vec![0u8; 3 * SLOT_SIZE];
+    let peek = ring.peek(0, &mut buf);
+    assert_eq!((peek.records, peek.nslots, peek.truncated), (1, 1, true));
+    assert_eq!(buf[..SLOT_SIZE], one_slot_with_stamp(63, 1));
+    assert!(
+        buf[SLOT_SIZE..].iter().all(|&b| b == 0),
+        "nothing past the run"
+    );
 }

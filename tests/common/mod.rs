@@ -19,6 +19,11 @@ impl Mem {
         ])
     }
 
+    /// The raw memory, for a bare `Ring`.
+    pub fn bytes(&mut self) -> &mut [MaybeUninit<u8>] {
+        &mut self.0
+    }
+
     pub fn engine(&mut self, nshards: u32, cap: u32) -> Engine<'_> {
         self.engine_at(nshards, cap, RingStart::default())
     }
