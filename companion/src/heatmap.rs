@@ -143,12 +143,7 @@ impl Builder {
     }
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+use crate::text::xml_text as esc;
 
 fn bytes_label(n: u64) -> String {
     if n >= 1 << 20 {

@@ -3,7 +3,7 @@
 //! human table.
 
 use crate::pipeline::{Ev, Item, Loss, MapCall, Totals};
-use crate::text::{json_str, mark_name, prot_str, push_secs};
+use crate::text::{json_str, mark_name, prot_str, push_secs, push_shown};
 use maptrace_abi::{Counts, Event, EventKind, Mark, ProbeMethod};
 use std::io::{self, Write};
 
@@ -442,7 +442,7 @@ pub fn event_line(out: &mut Vec<u8>, ev: &Ev) {
     match (&ev.path, r.vnode_id) {
         (Some(p), _) => {
             pad(out);
-            out.extend_from_slice(p.text.as_bytes());
+            push_shown(out, &p.text);
         }
         (None, 0) => {}
         (None, id) => {

@@ -9,7 +9,7 @@
 //! when `usecount(MNOMAP) - 1 == usecount(first MMAP)`.
 
 use crate::pipeline::{Item, Totals};
-use crate::text::secs;
+use crate::text::{secs, shown};
 use maptrace_abi::{Counts, Event, EventKind, ProbeMethod};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -575,7 +575,7 @@ pub fn write_human(w: &mut impl Write, r: &Report) -> io::Result<()> {
         writeln!(
             w,
             "FILE {}  (vnode {})",
-            f.path.as_deref().unwrap_or("<path unknown>"),
+            shown(f.path.as_deref().unwrap_or("<path unknown>")),
             f.vnode
         )?;
         for (i, e) in f.epochs.iter().enumerate() {
@@ -655,7 +655,7 @@ pub fn write_human(w: &mut impl Write, r: &Report) -> io::Result<()> {
             writeln!(
                 w,
                 "  {} [{}] {}",
-                s.path.as_deref().unwrap_or(&s.vnode),
+                shown(s.path.as_deref().unwrap_or(&s.vnode)),
                 s.reason,
                 s.detail
             )?;

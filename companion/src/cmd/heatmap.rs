@@ -5,6 +5,7 @@ use super::source::open_source;
 use crate::cli::HeatmapArgs;
 use anyhow::{Context, Result, bail};
 use maptrace::heatmap;
+use maptrace::text::shown;
 use std::io::Write;
 
 pub fn run(source: Option<&str>, a: &HeatmapArgs, out: &mut impl Write) -> Result<u8> {
@@ -35,8 +36,8 @@ pub fn run(source: Option<&str>, a: &HeatmapArgs, out: &mut impl Write) -> Resul
         writeln!(
             out,
             "{}  {}",
-            file.display(),
-            f.path.as_deref().unwrap_or("(path unknown)")
+            shown(&file.display().to_string()),
+            shown(f.path.as_deref().unwrap_or("(path unknown)"))
         )?;
         written += 1;
     }
@@ -45,7 +46,7 @@ pub fn run(source: Option<&str>, a: &HeatmapArgs, out: &mut impl Write) -> Resul
         bail!(
             "no file had page-ins or maps to draw{}",
             path.as_ref()
-                .map_or(String::new(), |p| format!(" under `{p}`"))
+                .map_or(String::new(), |p| format!(" under `{}`", shown(p)))
         );
     }
     warn_losses(&totals);
