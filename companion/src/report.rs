@@ -229,6 +229,9 @@ pub struct ReportTotals {
     pub corrupt: u64,
     /// mmap(2) checks with no `VNOP_MMAP` after them on their thread.
     pub unpaired_mmap_calls: u64,
+    /// Bytes of a recording's last frame left unread because the file was
+    /// cut off inside it (0: not cut).
+    pub cut_bytes: u64,
     /// Whether anything was lost (the report may then be incomplete).
     pub incomplete: bool,
 }
@@ -536,6 +539,7 @@ impl Builder {
             gap_slots: t.gap_slots,
             corrupt: t.corrupt.max(self.corrupt),
             unpaired_mmap_calls: t.unpaired_calls,
+            cut_bytes: t.cut_bytes,
             incomplete: t.lossy() || t.corrupt > 0,
         };
         Report {
@@ -566,8 +570,11 @@ pub fn write_human(w: &mut impl Write, r: &Report) -> io::Result<()> {
     if t.incomplete {
         writeln!(
             w,
-            "!! INCOMPLETE: {} records dropped, {} slots skipped, {} corrupt parts; counts below may miss events",
-            t.dropped, t.gap_slots, t.corrupt
+            "!! INCOMPLETE: {} records dropped, {} slots skipped, {} corrupt parts{}; counts below may miss events",
+            t.dropped,
+            t.gap_slots,
+            t.corrupt,
+            cut_note(t.cut_bytes)
         )?;
     }
     for f in &r.files {
@@ -681,17 +688,27 @@ pub fn write_human(w: &mut impl Write, r: &Report) -> io::Result<()> {
     )?;
     writeln!(
         w,
-        "LOSSES  dropped {}, gap slots {}, corrupt {}, unpaired mmap(2) checks {}{}",
+        "LOSSES  dropped {}, gap slots {}, corrupt {}, unpaired mmap(2) checks {}{}{}",
         t.dropped,
         t.gap_slots,
         t.corrupt,
         t.unpaired_mmap_calls,
+        cut_note(t.cut_bytes),
         if t.incomplete {
             "  (INCOMPLETE)"
         } else {
             "  (nothing lost)"
         }
     )
+}
+
+/// The cut of a recording, said in a losses line.
+fn cut_note(cut_bytes: u64) -> String {
+    if cut_bytes > 0 {
+        format!(", recording CUT OFF ({cut_bytes} bytes of its last frame unread)")
+    } else {
+        String::new()
+    }
 }
 
 fn verdict_word(v: Verdict) -> &'static str {

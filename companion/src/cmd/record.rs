@@ -1,6 +1,6 @@
 //! `maptrace record`: the raw batches, as they come, into a recording file.
 
-use super::read::{drive, stop_flag};
+use super::read::{Got, drive, stop_flag};
 use super::source::open_source;
 use crate::cli::{Limit, RecordArgs};
 use anyhow::{Context, Result};
@@ -45,7 +45,16 @@ fn record(src: &mut dyn Source, path: &Path, limit: &Limit, quiet: bool) -> Resu
             if done { "\n" } else { "   " }
         );
     };
-    drive(src, limit, &stop, |bytes| {
+    drive(src, limit, &stop, |got| {
+        let bytes = match got {
+            Got::Batch(b) => b,
+            Got::Corrupt(msg) => {
+                // A corrupt frame of a recording read back is not copied.
+                eprintln!("!! {msg}");
+                bad += 1;
+                return Ok(());
+            }
+        };
         // Drained records exist nowhere else now: put them on disk at once.
         w.write_batch(bytes)
             .and_then(|()| w.flush())
