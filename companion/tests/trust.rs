@@ -78,6 +78,33 @@ fn a_cut_recording_is_read_up_to_its_last_whole_frame() {
     assert_eq!(r["totals"]["incomplete"], true);
     let o = run(&["report"], &p);
     assert!(String::from_utf8_lossy(&o.stdout).contains("recording CUT OFF"));
+    // Copying it keeps every whole frame and says what was cut.
+    let copy = dir.path().join("copy.mtr");
+    let o = maptrace()
+        .args([
+            "--source",
+            &format!("file:{}", p.display()),
+            "record",
+            "-q",
+            "-o",
+        ])
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cut off inside frame"),
+        "{}",
+        stderr(&o)
+    );
+    let a = run(&["stream", "--json", "--no-summary"], &p);
+    let b = run(&["stream", "--json", "--no-summary"], &copy);
+    assert_eq!(a.stdout, b.stdout);
+    assert_eq!(
+        b.status.code(),
+        Some(0),
+        "the copy ends after a whole frame"
+    );
 }
 
 #[test]

@@ -103,11 +103,20 @@ fn record(src: &mut dyn Source, path: &Path, limit: &Limit, quiet: bool) -> Resu
     if !quiet {
         eprintln!("wrote {frames} batches to {}", path.display());
     }
+    // Re-recording a cut recording copies what it had, and says so.
+    let cut = src.cut();
+    if let Some(c) = &cut {
+        eprintln!("!! {c}");
+    }
     Ok(if bad > 0 {
-        eprintln!("!! {bad} batches had bad headers (recorded as they came)");
+        eprintln!(
+            "!! {bad} batches had bad headers or failed their checksum (bad headers recorded as they came)"
+        );
         exit::CORRUPT
-    } else if dropped > 0 {
-        eprintln!("!! the kext dropped {dropped} records during the recording");
+    } else if dropped > 0 || cut.is_some() {
+        if dropped > 0 {
+            eprintln!("!! the kext dropped {dropped} records during the recording");
+        }
         exit::LOSS
     } else {
         exit::OK
