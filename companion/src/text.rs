@@ -46,6 +46,11 @@ pub fn shown(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// A file path as it may be shown (see [`shown`]).
+pub fn shown_path(p: &std::path::Path) -> String {
+    shown(&p.display().to_string()).into_owned()
+}
+
 /// Appends [`shown`]`(s)`.
 pub fn push_shown(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(shown(s).as_bytes());

@@ -313,4 +313,16 @@ fn a_hostile_file_name_given_on_the_command_line_is_escaped_in_errors() {
         "{}",
         stderr(&o)
     );
+    // Output paths too: a directory that does not exist.
+    let f = fixture(&dir, "life.mtr", &lifecycle_batches());
+    let out = dir.path().join("no\u{1b}]0;t\u{7}dir/x.json");
+    let o = maptrace()
+        .args(["export", "-o"])
+        .arg(&out)
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert_clean("error", &o.stderr);
+    assert!(stderr(&o).contains("cannot create"), "{}", stderr(&o));
 }

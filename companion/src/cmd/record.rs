@@ -5,6 +5,7 @@ use super::source::open_source;
 use crate::cli::{Limit, RecordArgs};
 use anyhow::{Context, Result};
 use maptrace::source::Source;
+use maptrace::text::shown_path;
 use maptrace::{control, exit, recording};
 use std::io::BufWriter;
 use std::path::Path;
@@ -16,8 +17,8 @@ pub fn run(source: Option<&str>, a: &RecordArgs) -> Result<u8> {
 }
 
 fn record(src: &mut dyn Source, path: &Path, limit: &Limit, quiet: bool) -> Result<u8> {
-    let file =
-        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let file = std::fs::File::create(path)
+        .with_context(|| format!("cannot create {}", shown_path(path)))?;
     let start_unix_ns = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
@@ -58,7 +59,7 @@ fn record(src: &mut dyn Source, path: &Path, limit: &Limit, quiet: bool) -> Resu
         // Drained records exist nowhere else now: put them on disk at once.
         w.write_batch(bytes)
             .and_then(|()| w.flush())
-            .with_context(|| format!("writing {}", path.display()))?;
+            .with_context(|| format!("writing {}", shown_path(path)))?;
         match maptrace_abi::decode::parse_batch_header(bytes) {
             Ok(b) => {
                 events = events.saturating_add(b.header.total_records);
@@ -87,7 +88,7 @@ fn record(src: &mut dyn Source, path: &Path, limit: &Limit, quiet: bool) -> Resu
     // reports drops that no batch carries, as the live stream would.
     if let Some(stats) = src.final_stats() {
         w.write_stats(&stats)
-            .with_context(|| format!("writing {}", path.display()))?;
+            .with_context(|| format!("writing {}", shown_path(path)))?;
         if let Ok(s) = control::parse_stats(&stats)
             && last_generation.is_none_or(|g| g == s.generation)
         {
@@ -98,10 +99,10 @@ fn record(src: &mut dyn Source, path: &Path, limit: &Limit, quiet: bool) -> Resu
     let frames = w.frames();
     let bytes = w.bytes();
     w.finish()
-        .with_context(|| format!("writing {}", path.display()))?;
+        .with_context(|| format!("writing {}", shown_path(path)))?;
     progress(events, dropped, bytes, true);
     if !quiet {
-        eprintln!("wrote {frames} batches to {}", path.display());
+        eprintln!("wrote {frames} batches to {}", shown_path(path));
     }
     // Re-recording a cut recording copies what it had, and says so.
     let cut = src.cut();
