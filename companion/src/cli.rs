@@ -15,8 +15,9 @@ Sources (--source, or the MAPTRACE_SOURCE environment variable):
 Commands that read events also take a recording as their INPUT argument.
 
 Exit status: 0 everything read, nothing lost; 1 error; 2 bad command line;
-3 finished but records were lost (dropped by the kext or skipped);
-4 finished but part of the stream was corrupt.";
+3 finished but records were lost (dropped by the kext, skipped, or the
+recording was cut off); 4 finished but part of the stream was corrupt (a
+recording frame failing its checksum included).";
 
 /// Trace file mappings and page-ins (VNOP_MMAP, VNOP_PAGEIN, VNOP_MNOMAP) with vnode usecounts.
 #[derive(Debug, Parser)]
@@ -39,8 +40,10 @@ pub enum Command {
     Record(RecordArgs),
     /// Per-file lifecycle: mapped epochs, usecounts and balance, page-ins by process, leak suspects, losses.
     Report(ReportArgs),
-    /// Show the kext's counters: hooks, shards, drops, backlog.
-    Stats(JsonArgs),
+    /// Show the kext's counters: hooks, shards, drops, backlog (of a recording: those it closes with).
+    Stats(StatsArgs),
+    /// Describe a recording: format, host, start, duration, counts, losses, whether it was cut off.
+    Info(InfoArgs),
     /// Show or change what the kext records.
     Config {
         #[command(subcommand)]
@@ -87,6 +90,24 @@ pub struct ReportArgs {
 
 #[derive(Debug, Args)]
 pub struct JsonArgs {
+    /// Write JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// A recording: show the counters it closes with (same as --source file:INPUT).
+    pub input: Option<PathBuf>,
+    /// Write JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// The recording to describe.
+    pub input: PathBuf,
     /// Write JSON instead of text.
     #[arg(long)]
     pub json: bool,

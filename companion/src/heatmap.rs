@@ -143,12 +143,7 @@ impl Builder {
     }
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+use crate::text::xml_text as esc;
 
 fn bytes_label(n: u64) -> String {
     if n >= 1 << 20 {
@@ -170,20 +165,28 @@ fn time_label(ns: u64) -> String {
     }
 }
 
+/// The `i`-th of [`TICKS`] even steps over `0..=span`, without overflow
+/// for any `span`.
+fn tick(span: u64, i: u32) -> u64 {
+    (u128::from(span) * u128::from(i) / u128::from(TICKS)) as u64
+}
+
 /// Draws one file's heatmap as a standalone SVG document.
 pub fn render(f: &FileEvents) -> String {
     let times = f
         .pageins
         .iter()
-        .flat_map(|b| [b.ts, b.ts + b.dur])
+        .flat_map(|b| [b.ts, b.ts.saturating_add(b.dur)])
         .chain(f.maps.iter().map(|m| m.0))
         .chain(f.unmaps.iter().map(|m| m.0));
     let t0 = times.clone().min().unwrap_or(0);
-    let span = (times.max().unwrap_or(0) - t0).max(1_000);
+    // Times and offsets come from the recording: hostile values saturate
+    // at the axis ends instead of overflowing.
+    let span = times.max().unwrap_or(0).saturating_sub(t0).max(1_000);
     let max_off = f
         .pageins
         .iter()
-        .map(|b| b.offset + b.size)
+        .map(|b| b.offset.saturating_add(b.size))
         .max()
         .unwrap_or(0)
         .max(4096);
@@ -233,8 +236,8 @@ pub fn render(f: &FileEvents) -> String {
     );
     let _ = writeln!(s, r#"<g id="x-axis">"#);
     for i in 0..=TICKS {
-        let t = span * u64::from(i) / u64::from(TICKS);
-        let xp = x(t0 + t);
+        let t = tick(span, i);
+        let xp = x(t0.saturating_add(t));
         let _ = writeln!(
             s,
             r##"<line x1="{xp:.1}" y1="{}" x2="{xp:.1}" y2="{}" stroke="#333"/>"##,
@@ -257,7 +260,7 @@ pub fn render(f: &FileEvents) -> String {
     let _ = writeln!(s, "</g>");
     let _ = writeln!(s, r#"<g id="y-axis">"#);
     for i in 0..=TICKS {
-        let o = max_off * u64::from(i) / u64::from(TICKS);
+        let o = tick(max_off, i);
         let yp = y(o);
         let _ = writeln!(
             s,
@@ -284,9 +287,9 @@ pub fn render(f: &FileEvents) -> String {
     if f.pageins.len() <= MAX_BLOCKS {
         for b in &f.pageins {
             let x0 = x(b.ts);
-            let w = (x(b.ts + b.dur) - x0).max(2.0);
+            let w = (x(b.ts.saturating_add(b.dur)) - x0).max(2.0);
             let y0 = y(b.offset);
-            let h = (y(b.offset + b.size) - y0).max(1.5);
+            let h = (y(b.offset.saturating_add(b.size)) - y0).max(1.5);
             let _ = writeln!(
                 s,
                 r#"<rect class="pagein" x="{x0:.2}" y="{y0:.2}" width="{w:.2}" height="{h:.2}" fill="{}" fill-opacity="0.8"><title>pid {} page-in {} at offset {:#x} ({} after start, {:.1} µs)</title></rect>"#,

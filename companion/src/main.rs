@@ -24,6 +24,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Record(a) => cmd::record::run(source, a),
         Command::Report(a) => cmd::report::run(source, a, &mut out),
         Command::Stats(a) => cmd::stats::run(source, a, &mut out),
+        Command::Info(a) => cmd::info::run(a, &mut out),
         Command::Config {
             action: ConfigAction::Show(a),
         } => cmd::config::show(source, a, &mut out),

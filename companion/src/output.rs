@@ -3,7 +3,7 @@
 //! human table.
 
 use crate::pipeline::{Ev, Item, Loss, MapCall, Totals};
-use crate::text::{json_str, mark_name, prot_str, push_secs};
+use crate::text::{json_str, mark_name, prot_str, push_secs, push_shown};
 use maptrace_abi::{Counts, Event, EventKind, Mark, ProbeMethod};
 use std::io::{self, Write};
 
@@ -241,6 +241,7 @@ pub fn summary_json(out: &mut Vec<u8>, t: &Totals) {
     num(out, b"dropped", t.dropped);
     num(out, b"gap_slots", t.gap_slots);
     num(out, b"corrupt", t.corrupt);
+    num(out, b"cut_bytes", t.cut_bytes);
     out.extend_from_slice(b"}\n");
 }
 
@@ -442,7 +443,7 @@ pub fn event_line(out: &mut Vec<u8>, ev: &Ev) {
     match (&ev.path, r.vnode_id) {
         (Some(p), _) => {
             pad(out);
-            out.extend_from_slice(p.text.as_bytes());
+            push_shown(out, &p.text);
         }
         (None, 0) => {}
         (None, id) => {
@@ -515,6 +516,12 @@ pub fn summary_row(w: &mut impl Write, t: &Totals) -> io::Result<()> {
     }
     if t.corrupt > 0 {
         line.push_str(&format!(", {} CORRUPT parts", t.corrupt));
+    }
+    if t.cut_bytes > 0 {
+        line.push_str(&format!(
+            ", recording CUT OFF ({} bytes of its last frame unread)",
+            t.cut_bytes
+        ));
     }
     if !t.lossy() && t.corrupt == 0 {
         line.push_str(", nothing lost");

@@ -3,7 +3,7 @@
 //! maps, last unmaps and mmap(2) checks as instants, losses as global instants.
 
 use crate::pipeline::{Item, Loss};
-use crate::text::{mark_name, prot_str};
+use crate::text::{mark_name, prot_str, shown};
 use maptrace_abi::{Event, EventKind, ProbeMethod};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -15,7 +15,9 @@ fn us(ns: u64) -> f64 {
 
 fn short(path: Option<&str>, vnode: u64) -> String {
     match path {
-        Some(p) => p.rsplit('/').next().unwrap_or(p).to_string(),
+        // Names are shown in the UI as they are: escaped like every human
+        // output (the path argument keeps the exact bytes, as JSON).
+        Some(p) => shown(p.rsplit('/').next().unwrap_or(p)).into_owned(),
         None => format!("vnode:{vnode:016x}"),
     }
 }

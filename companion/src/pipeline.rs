@@ -117,12 +117,15 @@ pub struct Totals {
     pub corrupt: u64,
     /// mmap(2) checks that no `VNOP_MMAP` followed on their thread.
     pub unpaired_calls: u64,
+    /// Bytes of a recording's last, incomplete frame (the file was cut off
+    /// there, as a killed recorder leaves it): read up to it, not past.
+    pub cut_bytes: u64,
 }
 
 impl Totals {
     /// Whether any record went missing or any part was unreadable.
     pub fn lossy(&self) -> bool {
-        self.dropped > 0 || self.gap_slots > 0
+        self.dropped > 0 || self.gap_slots > 0 || self.cut_bytes > 0
     }
 
     /// The exit status these totals call for.

@@ -1,19 +1,28 @@
 //! The recording file format: a header, then the raw batches exactly as the
-//! kext returned them, each prefixed by its length.
+//! kext returned them, each in a checked frame.
 //!
 //! ```text
 //! header  magic "MAPTRACE" (8) | format u16 | abi u16 | header_len u32
 //!         | start_unix_ns u64 | host_len u16 | host (host_len bytes)
-//! frame*  len u32 | batch (len bytes)
+//! frame*  len u32 | len_crc u32 | crc u32 | batch (len bytes)     format 3
+//! frame*  len u32 | batch (len bytes)                             formats 1, 2
 //! ```
-//! All integers are little-endian. A file ends after a whole frame; a partial
-//! frame at the end is reported as truncation.
+//! All integers are little-endian. `len_crc` is the CRC-32 (IEEE, as zlib)
+//! of the 4 `len` bytes and `crc` that of the batch bytes: a flipped bit in
+//! a frame's length is caught before the length is trusted (the rest of the
+//! file cannot be located then), one in its bytes skips that frame only.
+//!
+//! A file ends after a whole frame. A recording whose writer died (a panic,
+//! a kill, a full disk) ends inside one: it is read up to the last whole
+//! frame and the cut (where, how many bytes of the frame are there) is
+//! reported, not refused.
 //!
 //! Since format 2, a recording of a live source ends with one more frame: the
 //! kext's `kern.maptrace.stats` as read after the last batch (it starts with
 //! `MT_STATS_MAGIC`, never a batch's magic). Drops after a shard's last record
 //! read reach no batch, only these counters, so a replay reports them as the
-//! live stream did. Format 1 files (no such frame) are still read.
+//! live stream did. Formats 1 (no such frame) and 2 (no checksums) are still
+//! read.
 
 use maptrace_abi::{AbiVersion, raw};
 use std::fs::File;
@@ -23,7 +32,9 @@ use std::path::Path;
 /// The first bytes of every recording.
 pub const MAGIC: [u8; 8] = *b"MAPTRACE";
 /// The format version this build writes (and the newest it reads).
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
+/// The first format whose frames carry checksums.
+pub const CHECKSUM_FORMAT: u16 = 3;
 /// The oldest format version this build reads.
 pub const MIN_FORMAT_VERSION: u16 = 1;
 /// Largest batch a frame may hold; a bigger length means a corrupt file.
@@ -83,14 +94,15 @@ pub enum RecordingError {
         /// The version in the header.
         mismatch: maptrace_abi::AbiMismatch,
     },
-    /// The file ends inside the header or a frame.
+    /// The file ends inside the header (a cut inside a frame is no error:
+    /// see [`Cut`]).
     #[error(
         "{path}: truncated {what} (need {need} more bytes, the file ends after {have}); the recording was cut off"
     )]
     Truncated {
         /// The file.
         path: String,
-        /// "header" or "batch N".
+        /// "header".
         what: String,
         /// Bytes needed.
         need: u64,
@@ -107,14 +119,20 @@ pub enum RecordingError {
     },
 }
 
-/// Serialises a header.
+/// Serialises a header of the current format.
 pub fn encode_header(h: &Header) -> Vec<u8> {
+    encode_header_of(FORMAT_VERSION, h)
+}
+
+/// Serialises a header of `format` (older formats exist for tests and
+/// fuzz seeds: this build writes only [`FORMAT_VERSION`] frames).
+pub fn encode_header_of(format: u16, h: &Header) -> Vec<u8> {
     let host = h.host.as_bytes();
     let host = host.get(..host.len().min(MAX_HOST)).unwrap_or(host);
     let len = FIXED_HEADER + host.len();
     let mut v = Vec::with_capacity(len);
     v.extend_from_slice(&MAGIC);
-    v.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    v.extend_from_slice(&format.to_le_bytes());
     v.extend_from_slice(&h.abi_version.to_le_bytes());
     v.extend_from_slice(&(len as u32).to_le_bytes());
     v.extend_from_slice(&h.start_unix_ns.to_le_bytes());
@@ -172,9 +190,9 @@ impl<W: Write> Writer<W> {
                     format!("{what} larger than a frame may hold"),
                 )
             })?;
-        self.out.write_all(&len.to_le_bytes())?;
+        self.out.write_all(&frame_head(len, bytes))?;
         self.out.write_all(bytes)?;
-        self.bytes += 4 + u64::from(len);
+        self.bytes += FRAME_HEAD as u64 + u64::from(len);
         Ok(())
     }
 
@@ -199,6 +217,18 @@ impl<W: Write> Writer<W> {
         self.out.flush()?;
         Ok(self.out)
     }
+}
+
+/// Bytes before a format 3 frame's batch: `len`, `len_crc`, `crc`.
+pub const FRAME_HEAD: usize = 12;
+
+/// A format 3 frame's head for `bytes`.
+pub fn frame_head(len: u32, bytes: &[u8]) -> [u8; FRAME_HEAD] {
+    let mut h = [0u8; FRAME_HEAD];
+    h[..4].copy_from_slice(&len.to_le_bytes());
+    h[4..8].copy_from_slice(&crc32fast::hash(&len.to_le_bytes()).to_le_bytes());
+    h[8..].copy_from_slice(&crc32fast::hash(bytes).to_le_bytes());
+    h
 }
 
 /// Reads as many bytes as are there, up to `buf.len()`.
@@ -236,24 +266,81 @@ fn read_growing(r: &mut impl Read, buf: &mut Vec<u8>, len: usize) -> io::Result<
     Ok(got)
 }
 
-/// Reads a recording: validates the header, then yields its batches.
+/// Where a recording ends inside a frame: what was cut off.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Cut {
+    /// The incomplete frame (1 = the first frame after the header).
+    pub frame: u64,
+    /// Byte offset of the incomplete frame in the file.
+    pub offset: u64,
+    /// Bytes of the incomplete frame present (its head included): what a
+    /// replay leaves unread.
+    pub bytes: u64,
+    /// Bytes the frame still needed, when its length was read and trusted.
+    pub missing: Option<u64>,
+}
+
+impl std::fmt::Display for Cut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the recording was cut off inside frame {} (at byte {}): its {} bytes there were not read",
+            self.frame, self.offset, self.bytes
+        )?;
+        if let Some(m) = self.missing {
+            write!(f, " ({m} more were needed)")?;
+        }
+        write!(f, "; everything before it was read")
+    }
+}
+
+/// What [`Reader::next_frame`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// A batch of this many bytes is at the start of the buffer.
+    Batch(usize),
+    /// A frame failed its checksum and was skipped; the message says which
+    /// and where. When the frame's length itself was bad, nothing after it
+    /// can be located and the next read ends the file.
+    Corrupt(String),
+}
+
+/// Reads a recording: validates the header, then yields its batches up to
+/// the last whole frame.
 #[derive(Debug)]
 pub struct Reader<R: Read> {
     input: R,
     path: String,
+    format: u16,
     header: Header,
+    /// Whole frames read (batches, corrupt ones and the closing stats).
     frames: u64,
+    /// Batches returned.
+    batches: u64,
+    /// Frames that failed their checksum.
+    corrupt_frames: u64,
     offset: u64,
     /// The closing statistics frame, once read.
     final_stats: Option<Vec<u8>>,
-    /// The end of the file was reached.
+    /// The file ended inside a frame.
+    cut: Option<Cut>,
+    /// Nothing more is read: the end of the file, a cut, or a frame whose
+    /// length failed its check.
     ended: bool,
+    /// Bytes after a frame whose length failed its check, left unread.
+    unreadable: bool,
 }
 
 impl Reader<BufReader<File>> {
     /// Opens the recording at `path`.
     pub fn open(path: &Path) -> Result<Self, RecordingError> {
-        let name = path.display().to_string();
+        Reader::open_named(path, &path.display().to_string())
+    }
+
+    /// Opens the recording at `path`, called `name` in messages (a name
+    /// made safe to print: file names may hold terminal escapes).
+    pub fn open_named(path: &Path, name: &str) -> Result<Self, RecordingError> {
+        let name = name.to_string();
         let f = File::open(path).map_err(|err| RecordingError::Io {
             path: name.clone(),
             err,
@@ -333,11 +420,16 @@ impl<R: Read> Reader<R> {
         Ok(Reader {
             input,
             path: path.into(),
+            format,
             header,
             frames: 0,
+            batches: 0,
+            corrupt_frames: 0,
             offset: header_len as u64,
             final_stats: None,
+            cut: None,
             ended: false,
+            unreadable: false,
         })
     }
 
@@ -346,43 +438,99 @@ impl<R: Read> Reader<R> {
         &self.header
     }
 
-    /// Reads the next batch into `buf`; `Ok(None)` at a clean end of file.
-    /// The closing statistics frame is kept for [`Reader::final_stats`].
-    pub fn next_frame(&mut self, buf: &mut Vec<u8>) -> Result<Option<usize>, RecordingError> {
+    /// The file's format version.
+    pub fn format(&self) -> u16 {
+        self.format
+    }
+
+    /// Whether its frames carry checksums (format 3 on).
+    pub fn checksummed(&self) -> bool {
+        self.format >= CHECKSUM_FORMAT
+    }
+
+    /// Batches read so far.
+    pub fn batches(&self) -> u64 {
+        self.batches
+    }
+
+    /// Frames that failed their checksum so far.
+    pub fn corrupt_frames(&self) -> u64 {
+        self.corrupt_frames
+    }
+
+    /// Where the file ended inside a frame, once reading reached it.
+    pub fn cut(&self) -> Option<&Cut> {
+        self.cut.as_ref()
+    }
+
+    /// Bytes of the file read so far (whole frames and the header).
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Reads the next frame, a batch into `buf`; `Ok(None)` at the end of
+    /// the file, or of what can be read of it (see [`Reader::cut`]). The
+    /// closing statistics frame is kept for [`Reader::final_stats`].
+    pub fn next_frame(&mut self, buf: &mut Vec<u8>) -> Result<Option<Frame>, RecordingError> {
         loop {
-            let Some(n) = self.read_frame(buf)? else {
-                self.ended = true;
+            if self.ended {
                 return Ok(None);
-            };
-            let frame = buf.get(..n).unwrap_or(&[]);
-            if !is_stats_frame(frame) {
-                return Ok(Some(n));
             }
-            self.final_stats = Some(frame.to_vec());
+            let frame = match self.read_frame(buf)? {
+                None => {
+                    self.ended = true;
+                    return Ok(None);
+                }
+                Some(Frame::Batch(n)) => n,
+                Some(corrupt) => return Ok(Some(corrupt)),
+            };
+            let bytes = buf.get(..frame).unwrap_or(&[]);
+            if !is_stats_frame(bytes) {
+                self.batches += 1;
+                return Ok(Some(Frame::Batch(frame)));
+            }
+            self.final_stats = Some(bytes.to_vec());
         }
     }
 
-    /// The kext's statistics that close the recording (format 2), once the
-    /// whole file was read: a partial replay has not seen the drops they count.
+    /// The kext's statistics that close the recording (format 2 on), once
+    /// the whole file was read: a partial replay has not seen the drops they
+    /// count, and a cut file never reached them.
     pub fn final_stats(&self) -> Option<&[u8]> {
-        self.final_stats.as_deref().filter(|_| self.ended)
+        self.final_stats
+            .as_deref()
+            .filter(|_| self.ended && self.cut.is_none() && !self.unreadable)
     }
 
-    fn read_frame(&mut self, buf: &mut Vec<u8>) -> Result<Option<usize>, RecordingError> {
+    fn read_frame(&mut self, buf: &mut Vec<u8>) -> Result<Option<Frame>, RecordingError> {
         let io_err = |err| RecordingError::Io {
             path: self.path.clone(),
             err,
         };
-        let mut len = [0u8; 4];
-        let got = read_full(&mut self.input, &mut len).map_err(io_err)?;
+        let head_len = if self.checksummed() { FRAME_HEAD } else { 4 };
+        let mut head = [0u8; FRAME_HEAD];
+        let got = read_full(&mut self.input, &mut head[..head_len]).map_err(io_err)?;
         let index = self.frames + 1;
         if got == 0 {
             return Ok(None);
         }
-        if got < 4 {
-            return Err(self.truncated(index, (4 - got) as u64, got as u64));
+        if got < head_len {
+            self.cut_at(index, got as u64, None);
+            return Ok(None);
         }
-        let len = u32::from_le_bytes(len);
+        let len_bytes = [head[0], head[1], head[2], head[3]];
+        let len = u32::from_le_bytes(len_bytes);
+        let word = |i: usize| u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
+        if self.checksummed() && crc32fast::hash(&len_bytes) != word(4) {
+            // The length is not to be trusted: nothing after it can be found.
+            self.corrupt_frames += 1;
+            self.unreadable = true;
+            self.ended = true;
+            return Ok(Some(Frame::Corrupt(format!(
+                "{}: frame {index} at byte {}: its length fails its checksum; the rest of the file cannot be read",
+                self.path, self.offset
+            ))));
+        }
         if len > MAX_FRAME {
             return Err(RecordingError::Corrupt {
                 path: self.path.clone(),
@@ -395,20 +543,29 @@ impl<R: Read> Reader<R> {
             err,
         })?;
         if got < len {
-            return Err(self.truncated(index, (len - got) as u64, 4 + got as u64));
+            self.cut_at(index, (head_len + got) as u64, Some((len - got) as u64));
+            return Ok(None);
         }
         self.frames = index;
-        self.offset += 4 + len as u64;
-        Ok(Some(len))
+        let at = self.offset;
+        self.offset += (head_len + len) as u64;
+        if self.checksummed() && crc32fast::hash(buf.get(..len).unwrap_or(&[])) != word(8) {
+            self.corrupt_frames += 1;
+            return Ok(Some(Frame::Corrupt(format!(
+                "{}: frame {index} at byte {at} ({len} bytes) fails its checksum; skipped",
+                self.path
+            ))));
+        }
+        Ok(Some(Frame::Batch(len)))
     }
 
-    fn truncated(&self, index: u64, need: u64, have_in_frame: u64) -> RecordingError {
-        RecordingError::Truncated {
-            path: self.path.clone(),
-            what: format!("batch {index}"),
-            need,
-            have: self.offset + have_in_frame,
-        }
+    fn cut_at(&mut self, frame: u64, bytes: u64, missing: Option<u64>) {
+        self.cut = Some(Cut {
+            frame,
+            offset: self.offset,
+            bytes,
+            missing,
+        });
     }
 }
 
@@ -440,42 +597,132 @@ mod tests {
         w.finish().unwrap()
     }
 
+    /// A recording of a format before checksums: `len | bytes` frames.
+    fn unchecked_recording(format: u16, batches: &[&[u8]]) -> Vec<u8> {
+        let mut v = encode_header_of(format, &header());
+        for b in batches {
+            v.extend_from_slice(&(b.len() as u32).to_le_bytes());
+            v.extend_from_slice(b);
+        }
+        v
+    }
+
+    /// Every frame of `bytes`, until the end of what can be read.
+    fn read_all(bytes: &[u8]) -> Result<(Vec<Frame>, Reader<&[u8]>), RecordingError> {
+        let mut r = Reader::new(bytes, "t")?;
+        let mut buf = Vec::new();
+        let mut frames = Vec::new();
+        while let Some(f) = r.next_frame(&mut buf)? {
+            frames.push(f);
+        }
+        Ok((frames, r))
+    }
+
     #[test]
     fn frames_round_trip_with_the_header() {
         let bytes = recording(&[b"first", b"", b"third batch"]);
         let mut r = Reader::new(bytes.as_slice(), "t").unwrap();
         assert_eq!(r.header(), &header());
+        assert_eq!(r.format(), FORMAT_VERSION);
         let mut buf = Vec::new();
-        assert_eq!(r.next_frame(&mut buf).unwrap(), Some(5));
+        assert_eq!(r.next_frame(&mut buf).unwrap(), Some(Frame::Batch(5)));
         assert_eq!(&buf[..5], b"first");
-        assert_eq!(r.next_frame(&mut buf).unwrap(), Some(0));
-        assert_eq!(r.next_frame(&mut buf).unwrap(), Some(11));
+        assert_eq!(r.next_frame(&mut buf).unwrap(), Some(Frame::Batch(0)));
+        assert_eq!(r.next_frame(&mut buf).unwrap(), Some(Frame::Batch(11)));
         assert_eq!(&buf[..11], b"third batch");
         assert_eq!(r.next_frame(&mut buf).unwrap(), None);
+        assert_eq!((r.batches(), r.corrupt_frames(), r.cut()), (3, 0, None));
     }
 
     #[test]
-    fn every_cut_of_a_recording_is_truncation_or_a_clean_prefix() {
-        let bytes = recording(&[b"0123456789", b"abcdef"]);
+    fn every_cut_reads_up_to_the_last_whole_frame_and_says_so() {
+        let batches: [&[u8]; 3] = [b"0123456789", b"abcdef", b"xyz"];
+        let bytes = recording(&batches);
         let header_len = encode_header(&header()).len();
-        let frame_ends = [header_len, header_len + 14, header_len + 24];
-        for cut in 8..bytes.len() {
-            let res = Reader::new(&bytes[..cut], "t").and_then(|mut r| {
-                let mut buf = Vec::new();
-                while r.next_frame(&mut buf)?.is_some() {}
-                Ok(())
-            });
-            if frame_ends.contains(&cut) {
-                assert!(res.is_ok(), "cut {cut}: {res:?}");
-            } else {
+        // Where each frame ends.
+        let mut ends = vec![header_len];
+        for b in batches {
+            ends.push(ends.last().unwrap() + FRAME_HEAD + b.len());
+        }
+        assert_eq!(*ends.last().unwrap(), bytes.len());
+        for cut in 0..=bytes.len() {
+            let res = read_all(&bytes[..cut]);
+            if cut < header_len {
+                // Nothing to read without a header: refused, clearly.
                 let e = res.unwrap_err();
                 assert!(
-                    matches!(e, RecordingError::Truncated { .. }),
+                    matches!(
+                        e,
+                        RecordingError::Truncated { .. } | RecordingError::BadMagic { .. }
+                    ),
                     "cut {cut}: {e:?}"
                 );
-                assert!(e.to_string().contains("truncated"), "{e}");
+                continue;
+            }
+            let (frames, r) = res.unwrap_or_else(|e| panic!("cut {cut}: {e}"));
+            let whole = ends.iter().filter(|&&e| e <= cut).count() - 1;
+            let want: Vec<Frame> = batches[..whole]
+                .iter()
+                .map(|b| Frame::Batch(b.len()))
+                .collect();
+            assert_eq!(frames, want, "cut {cut}");
+            if ends.contains(&cut) {
+                assert_eq!(r.cut(), None, "cut {cut}");
+            } else {
+                let c = r.cut().unwrap_or_else(|| panic!("cut {cut} not reported"));
+                assert_eq!(c.frame, whole as u64 + 1, "cut {cut}");
+                assert_eq!(c.offset, ends[whole] as u64, "cut {cut}");
+                assert_eq!(c.bytes, (cut - ends[whole]) as u64, "cut {cut}");
+                if c.bytes >= FRAME_HEAD as u64 {
+                    assert_eq!(c.missing, Some((ends[whole + 1] - cut) as u64));
+                }
+                let msg = c.to_string();
+                assert!(
+                    msg.contains("cut off") && msg.contains(&format!("{} bytes", c.bytes)),
+                    "{msg}"
+                );
             }
         }
+    }
+
+    #[test]
+    fn a_flipped_byte_in_any_frame_is_detected() {
+        let batches: [&[u8]; 3] = [b"0123456789", b"abcdef", b"xyz"];
+        let bytes = recording(&batches);
+        let header_len = encode_header(&header()).len();
+        for at in header_len..bytes.len() {
+            for flip in [0x01u8, 0x80, 0xff] {
+                let mut bad = bytes.clone();
+                bad[at] ^= flip;
+                let caught = match read_all(&bad) {
+                    // A length that no longer passes MAX_FRAME is refused
+                    // outright; anything else is a corrupt frame.
+                    Err(e) => matches!(e, RecordingError::Corrupt { .. }),
+                    Ok((frames, r)) => {
+                        frames.iter().any(|f| matches!(f, Frame::Corrupt(_)))
+                            && r.corrupt_frames() > 0
+                    }
+                };
+                assert!(caught, "byte {at} ^ {flip:#x} went unnoticed");
+            }
+        }
+        // A flip inside a batch skips that frame only.
+        let mut bad = bytes.clone();
+        bad[header_len + FRAME_HEAD + 3] ^= 1;
+        let (frames, r) = read_all(&bad).unwrap();
+        assert!(
+            matches!(&frames[0], Frame::Corrupt(m) if m.contains("frame 1") && m.contains("checksum"))
+        );
+        assert_eq!(&frames[1..], &[Frame::Batch(6), Frame::Batch(3)]);
+        assert_eq!((r.batches(), r.corrupt_frames()), (2, 1));
+        // A flip in a length stops the reading there: nothing after it can
+        // be located.
+        let mut bad = bytes.clone();
+        bad[header_len + FRAME_HEAD + 10] ^= 1;
+        let (frames, r) = read_all(&bad).unwrap();
+        assert_eq!(frames.len(), 2, "{frames:?}");
+        assert!(matches!(&frames[1], Frame::Corrupt(m) if m.contains("cannot be read")));
+        assert_eq!(r.final_stats(), None);
     }
 
     #[test]
@@ -505,14 +752,25 @@ mod tests {
     }
 
     #[test]
-    fn format_1_is_read_and_only_stats_bytes_close_a_recording() {
-        let mut bytes = recording(&[b"batch"]);
-        bytes[8] = 1;
-        let mut r = Reader::new(bytes.as_slice(), "old").unwrap();
-        let mut buf = Vec::new();
-        assert_eq!(r.next_frame(&mut buf).unwrap(), Some(5));
-        assert_eq!(r.next_frame(&mut buf).unwrap(), None);
+    fn formats_1_and_2_are_read_without_checksums() {
+        for format in [1, 2] {
+            let bytes = unchecked_recording(format, &[b"batch", b"two"]);
+            let (frames, r) = read_all(&bytes).unwrap();
+            assert_eq!(frames, [Frame::Batch(5), Frame::Batch(3)]);
+            assert!(!r.checksummed() && r.format() == format);
+            // Cut inside the last frame: read up to it.
+            let (frames, r) = read_all(&bytes[..bytes.len() - 1]).unwrap();
+            assert_eq!(frames, [Frame::Batch(5)]);
+            assert_eq!(
+                r.cut().map(|c| (c.frame, c.bytes, c.missing)),
+                Some((2, 6, Some(1)))
+            );
+        }
+    }
 
+    #[test]
+    fn only_stats_bytes_close_a_recording() {
+        let mut buf = Vec::new();
         let mut w = Writer::new(Vec::new(), &header()).unwrap();
         let e = w.write_stats(b"not stats").unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
@@ -521,25 +779,35 @@ mod tests {
         let before = w.bytes();
         w.write_stats(&stats).unwrap();
         assert_eq!(w.frames(), 0, "the closing frame is no batch");
-        assert_eq!(w.bytes() - before, 4 + 80);
+        assert_eq!(w.bytes() - before, FRAME_HEAD as u64 + 80);
         assert!(is_stats_frame(&stats) && !is_stats_frame(b"MSB") && !is_stats_frame(b""));
 
         w.write_batch(b"after").unwrap();
         let bytes = w.finish().unwrap();
         let mut r = Reader::new(bytes.as_slice(), "t").unwrap();
-        assert_eq!(r.next_frame(&mut buf).unwrap(), Some(5), "stats skipped");
+        assert_eq!(
+            r.next_frame(&mut buf).unwrap(),
+            Some(Frame::Batch(5)),
+            "stats skipped"
+        );
         assert_eq!(r.final_stats(), None, "not before the end");
         assert_eq!(r.next_frame(&mut buf).unwrap(), None);
         assert_eq!(r.final_stats(), Some(stats.as_slice()));
+        // A cut file never reached its closing counters, whatever it read.
+        let (_, r) = read_all(&bytes[..bytes.len() - 1]).unwrap();
+        assert!(r.cut().is_some() && r.final_stats().is_none());
     }
 
     #[test]
     fn absurd_frame_lengths_are_corruption() {
-        let mut bytes = recording(&[]);
-        bytes.extend_from_slice(&u32::MAX.to_le_bytes());
-        let mut r = Reader::new(bytes.as_slice(), "t").unwrap();
-        let e = r.next_frame(&mut Vec::new()).unwrap_err();
-        assert!(matches!(e, RecordingError::Corrupt { .. }), "{e:?}");
+        for mut bytes in [recording(&[]), unchecked_recording(2, &[])] {
+            let len = u32::MAX;
+            bytes.extend_from_slice(
+                &frame_head(len, b"")[..if bytes[8] == 3 { FRAME_HEAD } else { 4 }],
+            );
+            let e = read_all(&bytes).unwrap_err();
+            assert!(matches!(e, RecordingError::Corrupt { .. }), "{e:?}");
+        }
     }
 
     #[test]
@@ -547,22 +815,23 @@ mod tests {
         // Found by fuzzing: the reader sized the buffer from the length
         // before reading, so 1 KiB of file cost 1 GiB of memory.
         let mut bytes = recording(&[]);
-        bytes.extend_from_slice(&MAX_FRAME.to_le_bytes());
+        bytes.extend_from_slice(&frame_head(MAX_FRAME, b""));
         bytes.extend_from_slice(&[7; 1000]);
         let mut r = Reader::new(bytes.as_slice(), "t").unwrap();
         let mut buf = Vec::new();
-        let e = r.next_frame(&mut buf).unwrap_err();
-        assert!(
-            matches!(e, RecordingError::Truncated { need, .. } if need == u64::from(MAX_FRAME) - 1000),
-            "{e:?}"
-        );
+        assert_eq!(r.next_frame(&mut buf).unwrap(), None);
+        let cut = r.cut().unwrap();
+        assert_eq!(cut.missing, Some(u64::from(MAX_FRAME) - 1000), "{cut:?}");
         assert!(buf.capacity() <= 2 * READ_STEP, "{} bytes", buf.capacity());
 
         // A frame longer than one step still arrives whole.
         let big: Vec<u8> = (0..3 * READ_STEP + 5).map(|i| i as u8).collect();
         let bytes = recording(&[&big]);
         let mut r = Reader::new(bytes.as_slice(), "t").unwrap();
-        assert_eq!(r.next_frame(&mut buf).unwrap(), Some(big.len()));
+        assert_eq!(
+            r.next_frame(&mut buf).unwrap(),
+            Some(Frame::Batch(big.len()))
+        );
         assert_eq!(&buf[..big.len()], big.as_slice());
     }
 
@@ -573,9 +842,12 @@ mod tests {
             ..header()
         };
         let mut bytes = encode_header(&h);
-        bytes.extend_from_slice(&0u32.to_le_bytes());
+        bytes.extend_from_slice(&frame_head(0, b""));
         let mut r = Reader::new(bytes.as_slice(), "t").unwrap();
         assert_eq!(r.header().host.len(), MAX_HOST);
-        assert_eq!(r.next_frame(&mut Vec::new()).unwrap(), Some(0));
+        assert_eq!(
+            r.next_frame(&mut Vec::new()).unwrap(),
+            Some(Frame::Batch(0))
+        );
     }
 }

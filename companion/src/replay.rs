@@ -1,7 +1,7 @@
 //! A recording replayed as a [`Source`] (`--source file:FILE`, or a
 //! command's INPUT argument).
 
-use crate::recording::{Header, Reader};
+use crate::recording::{Cut, Frame, Header, Reader};
 use crate::source::{Next, Source, SourceError};
 use std::fs::File;
 use std::io::BufReader;
@@ -16,14 +16,20 @@ pub struct FileSource {
 impl FileSource {
     /// Opens and validates the recording at `path`.
     pub fn open(path: &Path) -> Result<FileSource, SourceError> {
+        let name = crate::text::shown(&path.display().to_string()).into_owned();
         Ok(FileSource {
-            reader: Reader::open(path)?,
+            reader: Reader::open_named(path, &name)?,
         })
     }
 
     /// The recording's header.
     pub fn header(&self) -> &Header {
         self.reader.header()
+    }
+
+    /// The reader, for what only a recording knows (format, counts).
+    pub fn reader(&self) -> &Reader<BufReader<File>> {
+        &self.reader
     }
 }
 
@@ -38,9 +44,38 @@ impl Source for FileSource {
 
     fn next_batch(&mut self, buf: &mut Vec<u8>) -> Result<Next, SourceError> {
         Ok(match self.reader.next_frame(buf)? {
-            Some(n) => Next::Batch(n),
+            Some(Frame::Batch(n)) => Next::Batch(n),
+            Some(Frame::Corrupt(msg)) => Next::Corrupt(msg),
             None => Next::End,
         })
+    }
+
+    /// A recording's statistics are its closing frame: reads the rest of
+    /// the file to reach it.
+    fn stats(&mut self) -> Result<Vec<u8>, SourceError> {
+        let mut buf = Vec::new();
+        while self.reader.next_frame(&mut buf)?.is_some() {}
+        if let Some(s) = self.reader.final_stats() {
+            return Ok(s.to_vec());
+        }
+        let path = self.reader.path();
+        Err(SourceError::Unsupported(
+            if let Some(cut) = self.reader.cut() {
+                format!(
+                    "{path} has no kext statistics: {cut}, so the closing statistics frame is missing"
+                )
+            } else if self.reader.format() < 2 {
+                format!("{path} has no kext statistics: recording format 1 did not keep them")
+            } else {
+                format!(
+                    "{path} has no kext statistics: the recording does not end with them (recorded from a source without statistics, or its end is unreadable)"
+                )
+            },
+        ))
+    }
+
+    fn cut(&self) -> Option<Cut> {
+        self.reader.cut().cloned()
     }
 
     fn final_stats(&mut self) -> Option<Vec<u8>> {

@@ -5,6 +5,7 @@
 
 use crate::source::{Next, Source, SourceError};
 use crate::sysctl::{SysErr, Sysctl, SysctlSource};
+use crate::text::shown_path;
 use maptrace_abi::raw;
 use maptrace_sim::{Config, Cred, DEMO, Scenario, Sim, ViolationPolicy};
 use std::path::Path;
@@ -127,7 +128,7 @@ impl SimSource {
     /// Reads a scenario script from `path`.
     pub fn open_script(path: &Path) -> Result<SimSource, SourceError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            SourceError::Unsupported(format!("cannot read scenario {}: {e}", path.display()))
+            SourceError::Unsupported(format!("cannot read scenario {}: {e}", shown_path(path)))
         })?;
         SimSource::open(Workload::Script(text))
     }

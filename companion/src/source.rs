@@ -5,10 +5,13 @@ use maptrace_abi::raw;
 use std::time::Duration;
 
 /// What [`Source::next_batch`] found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Next {
     /// A batch of this many bytes is at the start of the buffer.
     Batch(usize),
+    /// A part of the source failed its check and was skipped (a recording's
+    /// frame whose checksum does not match); the message says where.
+    Corrupt(String),
     /// Nothing right now; a live source may have more later.
     Idle,
     /// The source is finished (end of a recording, end of a workload).
@@ -99,6 +102,12 @@ pub trait Source {
         } else {
             None
         }
+    }
+
+    /// Where a recording ended inside a frame (known once the source ended):
+    /// what a replay could not read.
+    fn cut(&self) -> Option<crate::recording::Cut> {
+        None
     }
 
     /// The kext's current config.

@@ -575,12 +575,13 @@ fn bad_files_are_refused_with_clear_messages() {
     let bytes = std::fs::read(&f).unwrap();
     let cut = dir.path().join("cut.mtr");
     std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
+    // A cut recording is read up to its last whole frame, and says so.
     maptrace()
         .args(["stream", "--json"])
         .arg(&cut)
         .assert()
-        .code(1)
-        .stderr(predicate::str::contains("truncated batch 3"));
+        .code(3)
+        .stderr(predicate::str::contains("cut off inside frame 3"));
     let mut newer = bytes.clone();
     newer[11] = 2; // header ABI major
     let abi = dir.path().join("abi.mtr");

@@ -29,6 +29,7 @@ fn read_all(src: &mut dyn Source) -> (Vec<Item>, maptrace::pipeline::Totals) {
                 p.feed(&buf[..n], &mut items);
             }
             Next::Idle => std::thread::sleep(std::time::Duration::from_millis(1)),
+            Next::Corrupt(msg) => panic!("the simulator made a corrupt batch: {msg}"),
             Next::End => {
                 p.finish(&mut items);
                 return (items, p.totals());
@@ -401,7 +402,10 @@ fn ctrl_c_stops_a_recording_cleanly_with_every_drained_batch_written() {
     let mut buf = Vec::new();
     let mut dec = maptrace_abi::Decoder::new();
     let mut events = 0u64;
-    while let Some(n) = r.next_frame(&mut buf).unwrap() {
+    while let Some(f) = r.next_frame(&mut buf).unwrap() {
+        let maptrace::recording::Frame::Batch(n) = f else {
+            panic!("{f:?}")
+        };
         let (_, recs) = dec.decode(&buf[..n]).unwrap();
         assert!(recs.iter().all(Result::is_ok));
         events += recs.len() as u64;

@@ -4,6 +4,7 @@
 
 pub mod batches;
 pub mod config;
+pub mod outputs;
 pub mod recording;
 pub mod scenario;
 pub mod seeds;

@@ -5,7 +5,7 @@
 use std::io::Cursor;
 
 use maptrace::pipeline::{KextDrops, Pipeline};
-use maptrace::recording::Reader;
+use maptrace::recording::{FRAME_HEAD, Frame, Reader};
 
 /// Reads `data` as a recording; panics on a breach.
 pub fn check(data: &[u8]) {
@@ -30,11 +30,15 @@ pub fn check(data: &[u8]) {
         );
         match next {
             Ok(None) => break,
-            Ok(Some(n)) => {
-                total += 4 + n;
+            Ok(Some(Frame::Batch(n))) => {
+                // Format 3 frames have a 12-byte head, older ones 4.
+                total += if reader.checksummed() { FRAME_HEAD } else { 4 } + n;
                 assert!(total <= data.len(), "frames longer than the file");
                 items.clear();
                 pipeline.feed(&buf[..n], &mut items);
+            }
+            Ok(Some(Frame::Corrupt(msg))) => {
+                assert!(msg.starts_with("fuzz.mtr: "), "{msg}");
             }
             Err(e) => {
                 assert!(e.to_string().starts_with("fuzz.mtr: "), "{e}");
@@ -42,7 +46,12 @@ pub fn check(data: &[u8]) {
             }
         }
     }
-    // Format 2 closes with the kext's stats: their drop counters place the
+    // A cut is where reading stopped: inside the file, after what was read.
+    if let Some(cut) = reader.cut() {
+        assert_eq!(cut.offset, reader.offset());
+        assert_eq!(cut.offset + cut.bytes, data.len() as u64, "{cut:?}");
+    }
+    // Format 2 on closes with the kext's stats: their drop counters place the
     // tail losses, as `maptrace` does with a recording.
     let drops = reader
         .final_stats()

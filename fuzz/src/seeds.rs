@@ -12,6 +12,9 @@ use maptrace_abi::raw;
 use maptrace_sim::scenario::{GenParams, Scenario, generate};
 use maptrace_sim::{Config, DEMO, Sim};
 
+/// The targets that draw a recording (`outputs`).
+const OUTPUT_TARGETS: [&str; 4] = ["report", "heatmap", "export", "formatters"];
+
 /// The shipped scenarios, read from the checkout.
 const SCENARIO_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../sim/scenarios");
 
@@ -83,7 +86,24 @@ pub fn write_all(dir: &Path) -> std::io::Result<()> {
         w.write_batch(b)?;
     }
     w.write_stats(&stats)?;
-    write(dir, "recording", "lossy", &w.finish()?)?;
+    let lossy_rec = w.finish()?;
+    write(dir, "recording", "lossy", &lossy_rec)?;
+    // The output targets read recordings too; the formatters also take
+    // their input as text, so hostile names seed them as well.
+    for target in OUTPUT_TARGETS {
+        write(dir, target, "demo", &rec)?;
+        write(dir, target, "lossy", &lossy_rec)?;
+    }
+    for (name, text) in [
+        (
+            "escapes",
+            "/tmp/a\u{1b}[2J\u{1b}]0;t\u{7}\nforged row\r\t\u{9b}31m",
+        ),
+        ("bidi", "/Users/x/\u{202e}fdp.exe\u{2066}"),
+        ("xml", "a<b>&\"'\\u{41}\u{ffff}"),
+    ] {
+        write(dir, "formatters", name, text.as_bytes())?;
+    }
     write(
         dir,
         "recording",

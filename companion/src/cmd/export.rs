@@ -5,6 +5,7 @@ use super::source::open_source;
 use crate::cli::{ExportArgs, ExportFormat};
 use anyhow::{Context, Result};
 use maptrace::perfetto;
+use maptrace::text::shown_path;
 use std::io::{BufWriter, Write};
 
 pub fn run(source: Option<&str>, a: &ExportArgs, mut out: &mut impl Write) -> Result<u8> {
@@ -21,11 +22,14 @@ pub fn run(source: Option<&str>, a: &ExportArgs, mut out: &mut impl Write) -> Re
     match dest {
         Some(p) => {
             let f = std::fs::File::create(p)
-                .with_context(|| format!("cannot create {}", p.display()))?;
+                .with_context(|| format!("cannot create {}", shown_path(p)))?;
             let mut w = BufWriter::new(f);
             perfetto::write(&mut w, &doc)?;
             w.flush()?;
-            eprintln!("wrote {} (open it at https://ui.perfetto.dev)", p.display());
+            eprintln!(
+                "wrote {} (open it at https://ui.perfetto.dev)",
+                shown_path(p)
+            );
         }
         None => {
             perfetto::write(&mut out, &doc)?;

@@ -5,6 +5,7 @@ use super::source::open_source;
 use crate::cli::HeatmapArgs;
 use anyhow::{Context, Result, bail};
 use maptrace::heatmap;
+use maptrace::text::{shown, shown_path};
 use std::io::Write;
 
 pub fn run(source: Option<&str>, a: &HeatmapArgs, out: &mut impl Write) -> Result<u8> {
@@ -17,7 +18,7 @@ pub fn run(source: Option<&str>, a: &HeatmapArgs, out: &mut impl Write) -> Resul
     let mut src = open_source(source, input.as_deref())?;
     let mut b = heatmap::Builder::new();
     let totals = observe_each(src.as_mut(), limit, |i| b.observe(i))?;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", shown_path(dir)))?;
     let mut written = 0;
     for f in b.finish() {
         if let Some(prefix) = path {
@@ -31,12 +32,12 @@ pub fn run(source: Option<&str>, a: &HeatmapArgs, out: &mut impl Write) -> Resul
         }
         let file = dir.join(format!("{}.svg", f.file_stem()));
         std::fs::write(&file, heatmap::render(&f))
-            .with_context(|| format!("cannot write {}", file.display()))?;
+            .with_context(|| format!("cannot write {}", shown_path(&file)))?;
         writeln!(
             out,
             "{}  {}",
-            file.display(),
-            f.path.as_deref().unwrap_or("(path unknown)")
+            shown_path(&file),
+            shown(f.path.as_deref().unwrap_or("(path unknown)"))
         )?;
         written += 1;
     }
@@ -45,7 +46,7 @@ pub fn run(source: Option<&str>, a: &HeatmapArgs, out: &mut impl Write) -> Resul
         bail!(
             "no file had page-ins or maps to draw{}",
             path.as_ref()
-                .map_or(String::new(), |p| format!(" under `{p}`"))
+                .map_or(String::new(), |p| format!(" under `{}`", shown(p)))
         );
     }
     warn_losses(&totals);

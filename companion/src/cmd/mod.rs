@@ -5,6 +5,7 @@ pub mod config;
 pub mod demo;
 pub mod export;
 pub mod heatmap;
+pub mod info;
 mod read;
 pub mod record;
 pub mod report;

@@ -26,6 +26,14 @@ pub fn stop_flag() -> Arc<AtomicBool> {
 /// Batches read after a stop request, to take what was already in the rings.
 const FINAL_DRAIN_BATCHES: u32 = 64;
 
+/// What [`drive`] hands on: a batch, or a skipped part of the source.
+pub enum Got<'a> {
+    /// A batch's bytes.
+    Batch(&'a [u8]),
+    /// A part that failed its check (a recording's frame), and why.
+    Corrupt(&'a str),
+}
+
 /// Reads batches until the source ends, the duration passes or Ctrl-C.
 /// After a stop, a live source is drained once more so nothing already in
 /// the kext's rings at that moment is left behind.
@@ -33,7 +41,7 @@ pub fn drive(
     src: &mut dyn Source,
     limit: &Limit,
     stop: &AtomicBool,
-    mut on_batch: impl FnMut(&[u8]) -> Result<()>,
+    mut on_batch: impl FnMut(Got<'_>) -> Result<()>,
 ) -> Result<()> {
     let started = Instant::now();
     let deadline = limit.duration.map(|d| started + d);
@@ -48,7 +56,8 @@ pub fn drive(
             break;
         }
         match src.next_batch(&mut buf)? {
-            Next::Batch(n) => on_batch(buf.get(..n).unwrap_or(&[]))?,
+            Next::Batch(n) => on_batch(Got::Batch(buf.get(..n).unwrap_or(&[])))?,
+            Next::Corrupt(msg) => on_batch(Got::Corrupt(&msg))?,
             Next::End => break,
             Next::Idle if stopping || !live => break,
             Next::Idle => std::thread::sleep(src.poll_interval()),
@@ -80,15 +89,32 @@ pub fn for_each_batch(
     let stop = stop_flag();
     let mut p = Pipeline::new();
     let mut items = Vec::new();
-    drive(src, limit, &stop, |bytes| {
+    let mut skipped = 0u64;
+    drive(src, limit, &stop, |got| {
         items.clear();
-        p.feed(bytes, &mut items);
+        match got {
+            Got::Batch(bytes) => {
+                p.feed(bytes, &mut items);
+            }
+            Got::Corrupt(msg) => {
+                skipped += 1;
+                items.push(Item::Corrupt(msg.to_string()));
+            }
+        }
         each(&items)
     })?;
     items.clear();
     p.finish_with(kext_drops(src).as_ref(), &mut items);
     each(&items)?;
-    Ok(p.totals())
+    let mut totals = p.totals();
+    totals.corrupt = totals.corrupt.saturating_add(skipped);
+    if let Some(cut) = src.cut() {
+        // Said at once, whatever the output: the end of the recording is
+        // missing, so its closing counters were never read either.
+        eprintln!("maptrace: warning: {cut}");
+        totals.cut_bytes = cut.bytes.max(1);
+    }
+    Ok(totals)
 }
 
 /// Runs `observe` on every item of the source, closing items included.
@@ -105,10 +131,20 @@ pub fn observe_each(
 
 /// Says on stderr that the stream was not complete, after the output.
 pub fn warn_losses(t: &Totals) {
-    if t.dropped > 0 || t.gap_slots > 0 || t.corrupt > 0 {
+    if t.dropped > 0 || t.gap_slots > 0 || t.corrupt > 0 || t.cut_bytes > 0 {
         eprintln!(
-            "maptrace: warning: the stream was not complete: {} records dropped, {} slots skipped, {} corrupt parts",
-            t.dropped, t.gap_slots, t.corrupt
+            "maptrace: warning: the stream was not complete: {} records dropped, {} slots skipped, {} corrupt parts{}",
+            t.dropped,
+            t.gap_slots,
+            t.corrupt,
+            if t.cut_bytes > 0 {
+                format!(
+                    ", the recording cut off ({} bytes of its last frame unread)",
+                    t.cut_bytes
+                )
+            } else {
+                String::new()
+            }
         );
     }
 }

@@ -1,10 +1,11 @@
 //! `maptrace record`: the raw batches, as they come, into a recording file.
 
-use super::read::{drive, stop_flag};
+use super::read::{Got, drive, stop_flag};
 use super::source::open_source;
 use crate::cli::{Limit, RecordArgs};
 use anyhow::{Context, Result};
 use maptrace::source::Source;
+use maptrace::text::shown_path;
 use maptrace::{control, exit, recording};
 use maptrace_abi::HeaderTally;
 use std::io::BufWriter;
@@ -17,8 +18,8 @@ pub fn run(source: Option<&str>, a: &RecordArgs) -> Result<u8> {
 }
 
 fn record(src: &mut dyn Source, path: &Path, limit: &Limit, quiet: bool) -> Result<u8> {
-    let file =
-        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let file = std::fs::File::create(path)
+        .with_context(|| format!("cannot create {}", shown_path(path)))?;
     let start_unix_ns = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
@@ -32,6 +33,8 @@ fn record(src: &mut dyn Source, path: &Path, limit: &Limit, quiet: bool) -> Resu
     let started = Instant::now();
     let mut last_progress = started;
     let mut tally = HeaderTally::default();
+    // Frames of a recording read back that failed their checksum.
+    let mut corrupt = 0u64;
     let progress = |events: u64, dropped: u64, bytes: u64, done: bool| {
         if quiet {
             return;
@@ -44,11 +47,20 @@ fn record(src: &mut dyn Source, path: &Path, limit: &Limit, quiet: bool) -> Resu
             if done { "\n" } else { "   " }
         );
     };
-    drive(src, limit, &stop, |bytes| {
+    drive(src, limit, &stop, |got| {
+        let bytes = match got {
+            Got::Batch(b) => b,
+            Got::Corrupt(msg) => {
+                // A corrupt frame of a recording read back is not copied.
+                eprintln!("!! {msg}");
+                corrupt += 1;
+                return Ok(());
+            }
+        };
         // Drained records exist nowhere else now: put them on disk at once.
         w.write_batch(bytes)
             .and_then(|()| w.flush())
-            .with_context(|| format!("writing {}", path.display()))?;
+            .with_context(|| format!("writing {}", shown_path(path)))?;
         // A refused header is counted; the batch is recorded as it came.
         let _ = tally.batch(bytes);
         if last_progress.elapsed() >= Duration::from_millis(250) {
@@ -61,25 +73,35 @@ fn record(src: &mut dyn Source, path: &Path, limit: &Limit, quiet: bool) -> Resu
     // reports drops that no batch carries, as the live stream would.
     if let Some(stats) = src.final_stats() {
         w.write_stats(&stats)
-            .with_context(|| format!("writing {}", path.display()))?;
+            .with_context(|| format!("writing {}", shown_path(path)))?;
         if let Ok(s) = control::parse_stats(&stats) {
             tally.kext_dropped(s.generation, s.dropped);
         }
     }
-    let (events, dropped, bad) = (tally.events(), tally.dropped(), tally.refused());
+    let (events, dropped) = (tally.events(), tally.dropped());
+    let bad = tally.refused() + corrupt;
     let frames = w.frames();
     let bytes = w.bytes();
     w.finish()
-        .with_context(|| format!("writing {}", path.display()))?;
+        .with_context(|| format!("writing {}", shown_path(path)))?;
     progress(events, dropped, bytes, true);
     if !quiet {
-        eprintln!("wrote {frames} batches to {}", path.display());
+        eprintln!("wrote {frames} batches to {}", shown_path(path));
+    }
+    // Re-recording a cut recording copies what it had, and says so.
+    let cut = src.cut();
+    if let Some(c) = &cut {
+        eprintln!("!! {c}");
     }
     Ok(if bad > 0 {
-        eprintln!("!! {bad} batches had bad headers (recorded as they came)");
+        eprintln!(
+            "!! {bad} batches had bad headers or failed their checksum (bad headers recorded as they came)"
+        );
         exit::CORRUPT
-    } else if dropped > 0 {
-        eprintln!("!! the kext dropped {dropped} records during the recording");
+    } else if dropped > 0 || cut.is_some() {
+        if dropped > 0 {
+            eprintln!("!! the kext dropped {dropped} records during the recording");
+        }
         exit::LOSS
     } else {
         exit::OK

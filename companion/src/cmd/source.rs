@@ -41,7 +41,7 @@ fn open_sim(scenario: Option<&Path>) -> Result<Box<dyn Source>> {
 
 #[cfg(not(feature = "sim"))]
 fn open_sim(scenario: Option<&Path>) -> Result<Box<dyn Source>> {
-    let what = scenario.map_or("the demo workload".to_string(), |p| p.display().to_string());
+    let what = scenario.map_or("the demo workload".to_string(), maptrace::text::shown_path);
     Err(anyhow::anyhow!(
         "this maptrace was built without the simulator, so it cannot run {what}: build it with \
          `--features sim` (as `cargo xtask demo` does), or read a recording with --source file:FILE"

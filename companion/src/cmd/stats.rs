@@ -1,13 +1,13 @@
-//! `maptrace stats`: the kext's counters.
+//! `maptrace stats`: the kext's counters, live or as a recording closes.
 
 use super::source::open_source;
-use crate::cli::JsonArgs;
+use crate::cli::StatsArgs;
 use anyhow::Result;
 use maptrace::{control, exit};
 use std::io::Write;
 
-pub fn run(source: Option<&str>, a: &JsonArgs, mut out: &mut impl Write) -> Result<u8> {
-    let mut src = open_source(source, None)?;
+pub fn run(source: Option<&str>, a: &StatsArgs, mut out: &mut impl Write) -> Result<u8> {
+    let mut src = open_source(source, a.input.as_deref())?;
     let bytes = src.stats()?;
     let s = control::parse_stats(&bytes)?;
     if a.json {

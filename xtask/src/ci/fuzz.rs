@@ -17,7 +17,16 @@ use crate::exec::{Cmd, Mode, Plan, Step, exec};
 pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// The fuzz targets (`fuzz/fuzz_targets/*.rs`).
-pub const TARGETS: &[&str] = &["decode", "config_sysctl", "scenario", "recording"];
+pub const TARGETS: &[&str] = &[
+    "decode",
+    "config_sysctl",
+    "scenario",
+    "recording",
+    "report",
+    "heatmap",
+    "export",
+    "formatters",
+];
 
 /// Seconds each target runs in CI (all at once, so the step's wall time
 /// stays near this plus the build).
@@ -29,6 +38,11 @@ pub const LONG_RUNS: u64 = 1_000_000;
 /// libFuzzer's memory cap: the recording target checks that declared lengths
 /// cost no memory, this catches what the oracle does not.
 const RSS_LIMIT_MB: u32 = 1024;
+
+/// libFuzzer's limit per input, in seconds: an input that takes longer is
+/// a finding (work driven by a size field, as report's page set once was),
+/// not a slow machine: the output targets' worst seeds take milliseconds.
+const INPUT_TIMEOUT_SECS: u32 = 30;
 
 /// How long each target runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,6 +155,7 @@ pub fn run_cmd(l: &Layout, target: &str, budget: Budget) -> Cmd {
         .path_arg(&l.corpus(target))
         .arg(limit)
         .arg(format!("-rss_limit_mb={RSS_LIMIT_MB}"))
+        .arg(format!("-timeout={INPUT_TIMEOUT_SECS}"))
         .arg(format!(
             "-artifact_prefix={}/",
             l.artifacts(target).display()
@@ -334,6 +349,7 @@ mod tests {
         assert!(c.has_arg("/r/fuzz/corpus/decode") && c.has_arg("-max_total_time=30"));
         assert!(c.has_arg("-artifact_prefix=/r/fuzz/artifacts/decode/"));
         assert!(c.has_arg("-rss_limit_mb=1024"));
+        assert!(c.has_arg("-timeout=30"));
         let c = run_cmd(&l, "scenario", Budget::Runs(1_000_000));
         assert!(c.has_arg("-runs=1000000") && !c.args.iter().any(|a| a.contains("total_time")));
     }

@@ -1,0 +1,4 @@
+//! The export output over a recording: see `maptrace_fuzz::outputs`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| maptrace_fuzz::outputs::export(data));
