@@ -127,7 +127,8 @@ pub fn head_of(kind: EventKind, ev: &mt_event, vnode_id: u64) -> Head {
     }
 }
 
-/// Encodes a one-slot record of kind MMAP, PAGEIN, MNOMAP or FILE_MMAP.
+/// Encodes a one-slot record of kind MMAP, PAGEIN, MNOMAP, FILE_MMAP, OPEN
+/// or CLOSE (OPEN's fmode and CLOSE's fflag travel in `ev.flags`).
 /// Returns `None` for the multi-slot and marker kinds.
 pub fn encode_fixed(mut head: Head, ev: &mt_event, drops_before: u32) -> Option<[u8; SLOT]> {
     let mut out = [0u8; SLOT];
@@ -184,7 +185,33 @@ pub fn encode_fixed(mut head: Head, ev: &mt_event, drops_before: u32) -> Option<
             };
             out.copy_from_slice(r.as_bytes());
         }
-        EventKind::Path | EventKind::Mark => return None,
+        EventKind::Open => {
+            let (c, cf) = counts(ev);
+            head.flags |= cf;
+            let r = raw::mt_rec_open {
+                h: head.raw(1, drops_before),
+                vid: ev.vid,
+                fmode: ev.flags,
+                counts: c,
+                reserved0: [0; 10],
+            };
+            out.copy_from_slice(r.as_bytes());
+        }
+        EventKind::Close => {
+            let (c, cf) = counts(ev);
+            head.flags |= cf;
+            let duration_ns = duration32(ev.duration_ns, &mut head.flags);
+            let r = raw::mt_rec_close {
+                h: head.raw(1, drops_before),
+                vid: ev.vid,
+                fflag: ev.flags,
+                duration_ns,
+                counts: c,
+                reserved0: [0; 6],
+            };
+            out.copy_from_slice(r.as_bytes());
+        }
+        EventKind::Path | EventKind::Mark | EventKind::Proc => return None,
     }
     Some(out)
 }
@@ -205,6 +232,24 @@ pub fn encode_mark(
         arg1,
         arg2,
     };
+    let mut out = [0u8; SLOT];
+    out.copy_from_slice(r.as_bytes());
+    out
+}
+
+/// Encodes a PROC record naming `head.pid`: at most `MT_PROC_NAME_BYTES`
+/// of `name`, up to its first NUL; `MT_RF_TRUNCATED` when cut.
+pub fn encode_proc(mut head: Head, drops_before: u32, name: &[u8]) -> [u8; SLOT] {
+    let name = name.split(|&b| b == 0).next().unwrap_or(&[]);
+    let mut r = raw::mt_rec_proc::new_zeroed();
+    let n = name.len().min(r.name.len());
+    if name.len() > n {
+        head.flags |= raw::MT_RF_TRUNCATED as u8;
+    }
+    r.h = head.raw(1, drops_before);
+    if let (Some(dst), Some(src)) = (r.name.get_mut(..n), name.get(..n)) {
+        dst.copy_from_slice(src);
+    }
     let mut out = [0u8; SLOT];
     out.copy_from_slice(r.as_bytes());
     out
