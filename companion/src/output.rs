@@ -146,6 +146,9 @@ pub fn event_json(out: &mut Vec<u8>, ev: &Ev) {
         EventKind::FileMmap => out.extend_from_slice(b"{\"type\":\"event\",\"kind\":\"file_mmap\""),
         EventKind::Path => out.extend_from_slice(b"{\"type\":\"event\",\"kind\":\"path\""),
         EventKind::Mark => out.extend_from_slice(b"{\"type\":\"event\",\"kind\":\"mark\""),
+        EventKind::Proc => out.extend_from_slice(b"{\"type\":\"event\",\"kind\":\"proc\""),
+        EventKind::Open => out.extend_from_slice(b"{\"type\":\"event\",\"kind\":\"open\""),
+        EventKind::Close => out.extend_from_slice(b"{\"type\":\"event\",\"kind\":\"close\""),
     }
     num(out, b"ts_ns", r.timestamp_ns);
     num(out, b"shard", r.shard);
@@ -222,6 +225,28 @@ pub fn event_json(out: &mut Vec<u8>, ev: &Ev) {
             num(out, b"vid", *vid);
             key(out, b"truncated");
             out.extend_from_slice(if *truncated { b"true" } else { b"false" });
+        }
+        Event::Proc { name, truncated } => {
+            key(out, b"name");
+            json_str(out, &String::from_utf8_lossy(name));
+            key(out, b"truncated");
+            out.extend_from_slice(if *truncated { b"true" } else { b"false" });
+        }
+        Event::Open { vid, fmode, counts } => {
+            num(out, b"vid", *vid);
+            num(out, b"fmode", *fmode);
+            counts_json(out, counts);
+        }
+        Event::Close {
+            vid,
+            fflag,
+            duration_ns,
+            counts,
+        } => {
+            num(out, b"vid", *vid);
+            num(out, b"fflag", *fflag);
+            num(out, b"duration_ns", *duration_ns);
+            counts_json(out, counts);
         }
         Event::Mark {
             mark,
@@ -432,6 +457,24 @@ fn detail(d: &mut Vec<u8>, ev: &Ev) {
                 "names vnode (vid {vid}){}",
                 if *truncated { " [truncated]" } else { "" }
             );
+        }
+        Event::Proc { name, truncated } => {
+            let _ = write!(
+                d,
+                "names pid {}: {}{}",
+                r.pid,
+                String::from_utf8_lossy(name),
+                if *truncated { " [truncated]" } else { "" }
+            );
+        }
+        Event::Open { fmode, counts, .. } => {
+            let _ = write!(d, "open fmode={fmode:#x} usecount now {}", counts.usecount);
+        }
+        Event::Close {
+            fflag, duration_ns, ..
+        } => {
+            let _ = write!(d, "last close fflag={fflag:#x} ");
+            push_us(d, *duration_ns);
         }
         Event::Mark {
             mark,

@@ -111,7 +111,15 @@ impl Builder {
             Event::Mark { mark, .. } => json!({
                 "name": format!("kext {}", mark_name(*mark)), "cat": "kext", "ph": "i", "s": "g",
             }),
-            Event::Path { .. } => return,
+            Event::Open { counts, .. } => json!({
+                "name": format!("open {file}"), "cat": "open", "ph": "i", "s": "t",
+                "args": { "path": path, "usecount": (counts.method != ProbeMethod::None).then_some(counts.usecount) },
+            }),
+            Event::Close { counts, .. } => json!({
+                "name": format!("last close {file}"), "cat": "open", "ph": "i", "s": "t",
+                "args": { "path": path, "usecount": (counts.method != ProbeMethod::None).then_some(counts.usecount) },
+            }),
+            Event::Path { .. } | Event::Proc { .. } => return,
         };
         // The isinuse fallback measures usecount - kusecount, never usecount.
         let isinuse = matches!(&r.event,

@@ -357,7 +357,7 @@ impl Pipeline {
         let mut call_map = 0;
         // Anything else the thread does (names aside) ends a shared call's maps.
         let awaited = match rec.event {
-            Event::Path { .. } | Event::Mark { .. } => None,
+            Event::Path { .. } | Event::Mark { .. } | Event::Proc { .. } => None,
             _ => self.second_map.remove(&rec.tid),
         };
         match &rec.event {

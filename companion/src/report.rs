@@ -284,7 +284,10 @@ impl Builder {
             ..FileProcess::default()
         });
         match &r.event {
-            Event::Path { .. } => return,
+            // Opens and closes are attributed by a later change; names too.
+            Event::Path { .. } | Event::Proc { .. } | Event::Open { .. } | Event::Close { .. } => {
+                return;
+            }
             Event::Mmap { counts, .. } => {
                 let via = if ev.call.is_some() { "mmap" } else { "exec" };
                 if !f.open {
