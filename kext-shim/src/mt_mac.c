@@ -82,7 +82,34 @@ static int mt_mac_vnode_check_open(kauth_cred_t cred, struct vnode *vp, struct l
 }
 
 /**
- * mpo_vnode_notify_open: discovery only. vn_open_auth_finish calls it for
+ * Records OPEN for vp: counts after vn_open_auth_finish's vnode_ref_ext,
+ * so they include this open's usecount (bsd/vfs/vfs_vnops.c,
+ * xnu-11417.121.6). Regular files only, like discovery.
+ * Context: thread context of open(2); never blocks or allocates.
+ */
+static void mt_mac_record_open(struct vnode *vp, int acc_flags)
+{
+    const struct mt_core *core = mt_core_ref();
+    uint32_t pid = (uint32_t)proc_selfpid();
+    if (vp == NULL || vnode_vtype(vp) != VREG || !mt_core_wants(core, MT_KIND_OPEN, pid)) {
+        return;
+    }
+    struct mt_event ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.kind = MT_KIND_OPEN;
+    ev.pid = pid;
+    ev.tid = thread_tid(current_thread());
+    ev.timestamp_ns = mt_now_ns();
+    ev.vnode_ptr = (uint64_t)(uintptr_t)vp;
+    ev.vid = vnode_vid(vp);
+    ev.flags = (uint32_t)acc_flags;
+    mt_counts_snapshot(vp, &ev);
+    mt_core_record(core, mt_shard_hint(ev.tid), &ev);
+}
+
+/**
+ * mpo_vnode_notify_open: discovery, and the OPEN record that attributes
+ * the open's usecount to its process. vn_open_auth_finish calls it for
  * every successful open, also of a file open(O_CREAT) has just created,
  * which skips mpo_vnode_check_open (vn_open_auth, bsd/vfs/vfs_vnops.c,
  * xnu-11417.121.6).
@@ -94,9 +121,9 @@ static void mt_mac_vnode_notify_open(kauth_cred_t cred, struct vnode *vp, struct
 {
     (void)cred;
     (void)label;
-    (void)acc_flags;
     mt_enter();
     mt_vnode_seen(vp);
+    mt_mac_record_open(vp, acc_flags);
     mt_leave();
 }
 
