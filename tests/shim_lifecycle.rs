@@ -777,7 +777,8 @@ fn unload_waits_for_an_events_read_held_in_copyout() {
                 .map(|r| r.expect("an untorn record"))
                 // The sim's trace has no opens (yet): compare the VM's records.
                 .filter(|r| {
-                    r.pid == p.pid() as u32 && !matches!(r.kind, EventKind::Path | EventKind::Open)
+                    r.pid == p.pid() as u32
+                        && !matches!(r.kind, EventKind::Path | EventKind::Proc | EventKind::Open)
                 })
                 .map(|r| {
                     assert_eq!(r.lost_before, 0, "nothing lost");

@@ -1,8 +1,9 @@
 /*
  * mt_mac.c - the MAC policy: mmap(2) intent (mpo_file_check_mmap),
  * vnode discovery (mpo_vnode_check_open, mpo_vnode_notify_open,
- * mpo_vnode_check_exec) and the last mount of a filesystem type going
- * away (mpo_mount_check_umount).
+ * mpo_vnode_check_exec), OPEN records (mpo_vnode_notify_open), a process
+ * to be named again after exec (mpo_proc_notify_exec_complete) and the
+ * last mount of a filesystem type going away (mpo_mount_check_umount).
  *
  * Role: the policy never denies and never changes maxprot; every hook
  * returns 0 (fail open). By default it registers with
@@ -16,7 +17,8 @@
  * conf are writable and filled in code at start (arm64e signs function
  * pointers taken in code).
  *
- * Calls: mt_core_wants, mt_core_record (and mt_vnode_seen).
+ * Calls: mt_core_wants, mt_core_record, mt_core_proc_forget, mt_proc_note
+ * (and mt_vnode_seen).
  */
 #include "mt_shim.h"
 
@@ -57,7 +59,9 @@ static int mt_mac_file_check_mmap(kauth_cred_t cred, struct fileglob *fg, struct
         ev.kusecount = -1;
         ev.iocount = -1;
         ev.count_method = MT_PROBE_NONE;
-        mt_core_record(core, mt_shard_hint(ev.tid), &ev);
+        uint32_t hint = mt_shard_hint(ev.tid);
+        mt_proc_note(core, hint, &ev);
+        mt_core_record(core, hint, &ev);
     }
     mt_leave();
     return 0;
@@ -104,7 +108,9 @@ static void mt_mac_record_open(struct vnode *vp, int acc_flags)
     ev.vid = vnode_vid(vp);
     ev.flags = (uint32_t)acc_flags;
     mt_counts_snapshot(vp, &ev);
-    mt_core_record(core, mt_shard_hint(ev.tid), &ev);
+    uint32_t hint = mt_shard_hint(ev.tid);
+    mt_proc_note(core, hint, &ev);
+    mt_core_record(core, hint, &ev);
 }
 
 /**
@@ -155,6 +161,23 @@ static int mt_mac_vnode_check_exec(kauth_cred_t cred, struct vnode *vp, struct v
 }
 
 /**
+ * mpo_proc_notify_exec_complete: p exec'd (or was spawned) and is about to
+ * return to user space, now under its new name; its next event names it
+ * again. task_wait_to_return calls it with p == current_proc()
+ * (osfmk/kern/task.c, xnu-7195.141.2 and xnu-11417.121.6).
+ * Context: thread context of the new image's first thread; never blocks.
+ */
+static void mt_mac_proc_notify_exec_complete(struct proc *p)
+{
+    mt_enter();
+    const struct mt_core *core = mt_core_ref();
+    if (core != NULL && p != NULL) {
+        mt_core_proc_forget(core, (uint32_t)proc_pid(p));
+    }
+    mt_leave();
+}
+
+/**
  * mpo_mount_check_umount: a mount is about to go; when it is the last of
  * its filesystem type, its hooked vector is restored and forgotten while
  * the filesystem is certainly still registered (mt_vnops_mount_going).
@@ -188,6 +211,8 @@ int mt_mac_start(void)
     mt_mac_ops.mpo_slots[MPO_VNODE_NOTIFY_OPEN] = (mac_policy_op_t)mt_mac_vnode_notify_open;
     mt_mac_ops.mpo_slots[MPO_VNODE_CHECK_EXEC] = (mac_policy_op_t)mt_mac_vnode_check_exec;
     mt_mac_ops.mpo_slots[MPO_MOUNT_CHECK_UMOUNT] = (mac_policy_op_t)mt_mac_mount_check_umount;
+    mt_mac_ops.mpo_slots[MPO_PROC_NOTIFY_EXEC_COMPLETE] =
+        (mac_policy_op_t)mt_mac_proc_notify_exec_complete;
 
     memset(&mt_mac_conf, 0, sizeof(mt_mac_conf));
     mt_mac_conf.mpc_name = MT_KEXT_NAME;

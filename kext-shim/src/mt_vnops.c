@@ -13,7 +13,7 @@
  * No allocation, sleep or lock in a trampoline beyond the core's ring CAS
  * (and vn_getpath on the mmap path, which may sleep; never in pagein).
  *
- * Calls: mt_core_wants, mt_core_record, mt_core_record_path,
+ * Calls: mt_core_wants, mt_core_record, mt_core_record_path, mt_proc_note,
  *        mt_core_vector_original, mt_core_vector_insert,
  *        mt_core_vector_count, mt_core_vector_get, mt_core_vector_remove.
  */
@@ -188,6 +188,7 @@ static int mt_hook_end(struct mt_hook *h, int err, vnode_t path_vp)
         h->ev.duration_ns = mt_now_ns() - h->ev.timestamp_ns;
         h->ev.error = err;
         uint32_t hint = mt_shard_hint(h->ev.tid);
+        mt_proc_note(h->core, hint, &h->ev);
         if (path_vp != NULL) {
             mt_record_path(h->core, path_vp, &h->ev, hint);
         }

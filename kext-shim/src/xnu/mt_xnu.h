@@ -490,6 +490,7 @@ typedef int mpo_file_check_mmap_t(kauth_cred_t cred, struct fileglob *fg, struct
 typedef void mpo_policy_destroy_t(struct mac_policy_conf *mpc);
 typedef void mpo_policy_init_t(struct mac_policy_conf *mpc);
 typedef void mpo_policy_initbsd_t(struct mac_policy_conf *mpc);
+typedef void mpo_proc_notify_exec_complete_t(struct proc *p);
 typedef int mpo_vnode_check_exec_t(kauth_cred_t cred, struct vnode *vp, struct vnode *scriptvp,
                                    struct label *vnodelabel, struct label *scriptlabel,
                                    struct label *execlabel, struct componentname *cnp,
@@ -512,6 +513,7 @@ typedef void (*mac_policy_op_t)(void);
 #define MPO_POLICY_DESTROY 114
 #define MPO_POLICY_INIT 115
 #define MPO_POLICY_INITBSD 116
+#define MPO_PROC_NOTIFY_EXEC_COMPLETE 122
 #define MPO_VNODE_CHECK_EXEC 258
 #define MPO_VNODE_CHECK_OPEN 267
 #define MPO_VNODE_NOTIFY_OPEN 324
