@@ -466,6 +466,8 @@ fn kind_of(op: TraceOp) -> EventKind {
         TraceOp::Mmap => EventKind::Mmap,
         TraceOp::Pagein => EventKind::Pagein,
         TraceOp::Mnomap => EventKind::Mnomap,
+        TraceOp::Open => EventKind::Open,
+        TraceOp::Close => EventKind::Close,
         TraceOp::MmapCheck => unreachable!("filtered out"),
     }
 }
@@ -484,6 +486,8 @@ fn matches(r: &Record, t: &TraceEvent, paths: &HashMap<u64, String>) -> bool {
             path_ok && *offset == t.offset && u64::from(*size) == t.size
         }
         Event::Mnomap { vid, .. } => path_ok && *vid == t.vid,
+        Event::Open { vid, fmode, .. } => path_ok && *vid == t.vid && *fmode == t.prot as u32,
+        Event::Close { vid, fflag, .. } => path_ok && *vid == t.vid && *fflag == t.prot as u32,
         _ => false,
     }
 }
@@ -496,7 +500,10 @@ fn check_against_trace(recs: &[Record], trace: &[&TraceEvent], paths: &HashMap<u
         truth.entry(t.tid).or_default().push(t);
     }
     let mut runs: HashMap<(u64, u16), Vec<&Record>> = HashMap::new();
-    for r in recs.iter().filter(|r| r.kind != EventKind::Path) {
+    for r in recs
+        .iter()
+        .filter(|r| !matches!(r.kind, EventKind::Path | EventKind::Proc))
+    {
         runs.entry((r.tid, r.shard)).or_default().push(r);
     }
     let mut per_thread: HashMap<u64, usize> = HashMap::new();

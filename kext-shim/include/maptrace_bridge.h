@@ -66,7 +66,8 @@ enum mt_vop {
     MT_VOP_MMAP = 0,
     MT_VOP_PAGEIN = 1,
     MT_VOP_MNOMAP = 2,
-    MT_VOP__COUNT = 3
+    MT_VOP_CLOSE = 3,
+    MT_VOP__COUNT = 4
 };
 
 /* One event as the shim saw it; the core filters, hashes and encodes it.

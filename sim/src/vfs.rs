@@ -131,6 +131,7 @@ unsafe extern "C" {
     static mut vnop_default_desc: xnu::vnodeop_desc;
     static mut vnop_mmap_desc: xnu::vnodeop_desc;
     static mut vnop_mnomap_desc: xnu::vnodeop_desc;
+    static mut vnop_close_desc: xnu::vnodeop_desc;
     static mut vnop_pagein_desc: xnu::vnodeop_desc;
     static mut vnop_mmap_check_desc: xnu::vnodeop_desc;
     static mut vnop_reclaim_desc: xnu::vnodeop_desc;
@@ -235,6 +236,8 @@ pub struct VopOffsets {
     pub reclaim: usize,
     /// vnop_inactive.
     pub inactive: usize,
+    /// vnop_close.
+    pub close: usize,
 }
 
 impl VopOffsets {
@@ -245,6 +248,7 @@ impl VopOffsets {
             Vop::Pagein => self.pagein,
             Vop::MmapCheck => self.mmap_check,
             Vop::Reclaim => self.reclaim,
+            Vop::Close => self.close,
         }
     }
 }
@@ -264,6 +268,7 @@ pub fn desc_addr(op: Vop) -> usize {
         Vop::Pagein => (&raw const vnop_pagein_desc) as usize,
         Vop::MmapCheck => (&raw const vnop_mmap_check_desc) as usize,
         Vop::Reclaim => (&raw const vnop_reclaim_desc) as usize,
+        Vop::Close => (&raw const vnop_close_desc) as usize,
     }
 }
 
@@ -473,6 +478,7 @@ impl Vfs {
             mmap_check: at("vnop_mmap_check"),
             reclaim: at("vnop_reclaim"),
             inactive: at("vnop_inactive"),
+            close: at("vnop_close"),
         };
         set_desc(&raw mut vnop_default_desc, offsets.default);
         set_desc(&raw mut vnop_mmap_desc, offsets.mmap);
@@ -481,6 +487,7 @@ impl Vfs {
         set_desc(&raw mut vnop_mmap_check_desc, offsets.mmap_check);
         set_desc(&raw mut vnop_reclaim_desc, offsets.reclaim);
         set_desc(&raw mut vnop_inactive_desc, offsets.inactive);
+        set_desc(&raw mut vnop_close_desc, offsets.close);
         let v_op_offset = config
             .v_op_offset
             .unwrap_or_else(|| config.release.v_op_offset());
@@ -525,6 +532,8 @@ impl Vfs {
                 entries[e] = dead_vnop_eio as *const () as usize;
             }
             entries[o.reclaim] = sim_vnop_ok as *const () as usize;
+            // dead_nullop (bsd/miscfs/deadfs/dead_vnops.c, xnu-11417.121.6).
+            entries[o.close] = sim_vnop_ok as *const () as usize;
         } else {
             entries[o.mmap] = sim_vnop_mmap as *const () as usize;
             entries[o.mnomap] = sim_vnop_mnomap as *const () as usize;
@@ -532,6 +541,7 @@ impl Vfs {
             entries[o.mmap_check] = sim_vnop_mmap_check as *const () as usize;
             entries[o.reclaim] = sim_vnop_ok as *const () as usize;
             entries[o.inactive] = sim_vnop_ok as *const () as usize;
+            entries[o.close] = sim_vnop_close as *const () as usize;
         }
         let addr = arena
             .alloc(o.numops * 8, 16, true, Owner::Kernel, "vnode-op vector")
@@ -653,6 +663,7 @@ impl Vfs {
         entries[o.mmap_check] = sim_vnop_mmap_check as *const () as usize;
         entries[o.reclaim] = sim_vnop_ok as *const () as usize;
         entries[o.inactive] = sim_vnop_ok as *const () as usize;
+        entries[o.close] = sim_vnop_close as *const () as usize;
         for (i, e) in entries.iter().enumerate() {
             word(addr + i * 8).store(*e, Ordering::Relaxed);
         }
@@ -1231,6 +1242,21 @@ extern "C" fn sim_vnop_mnomap(args: *mut c_void) -> c_int {
         let k = crate::kernel::current_or_abort("VNOP_MNOMAP");
         if let Some(vp) = k.vfs.vnode(arg_vnode(args)) {
             trace_vnop(&k, &vp, TraceOp::Mnomap, 0, 0, 0);
+        }
+        0
+    })
+}
+
+/// VNOP_CLOSE: records it; never fails.
+extern "C" fn sim_vnop_close(args: *mut c_void) -> c_int {
+    // The filesystem's own op: its stack is the kernel's, not the hook's.
+    let _kernel = crate::stack::KernelScope::enter();
+    context::with_frame(Frame::Original, || {
+        let k = crate::kernel::current_or_abort("VNOP_CLOSE");
+        // SAFETY: dispatched with a vnop_close_args block.
+        let fflag = unsafe { (*(args as *const xnu::vnop_close_args)).a_fflag };
+        if let Some(vp) = k.vfs.vnode(arg_vnode(args)) {
+            trace_vnop(&k, &vp, TraceOp::Close, 0, 0, fflag);
         }
         0
     })

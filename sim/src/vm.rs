@@ -83,6 +83,8 @@ struct Fileglob {
     addr: usize,
     refs: AtomicU32,
     mode: OpenMode,
+    /// `fg_flag`: the open's FREAD | FWRITE | O_EVTONLY.
+    flag: i32,
 }
 
 /// An open file.
@@ -457,12 +459,23 @@ pub struct TouchStats {
     pub pageins: u64,
 }
 
+/// `O_EVTONLY` (bsd/sys/fcntl.h, xnu-11417.121.6): part of an event-only
+/// open's fmode and fileglob flags.
+pub const O_EVTONLY: i32 = 0x8000;
+
+/// `IO_NDELAY` (bsd/sys/vnode.h, xnu-11417.121.6): vclean's VNOP_CLOSE flag.
+const IO_NDELAY: i32 = 0x10;
+
 impl Kernel {
     fn trace_mac(&self, vp: &Vnode, prot: i32, maxprot: i32, file_pos: u64) {
+        self.trace_mac_op(TraceOp::FileCheckMmap, vp, prot, maxprot, file_pos);
+    }
+
+    fn trace_mac_op(&self, op: TraceOp, vp: &Vnode, prot: i32, maxprot: i32, file_pos: u64) {
         let id = self.identity();
         self.trace(TraceEvent {
             seq: 0,
-            op: TraceOp::FileCheckMmap,
+            op,
             pid: id.pid,
             tid: id.tid,
             vnode: vp.addr as u64,
@@ -520,8 +533,10 @@ impl Kernel {
         let evtonly = mode == OpenMode::EvtOnly;
         if evtonly {
             self.vfs.kusecount_add(&vp, 1);
+            fflags |= O_EVTONLY;
         }
         self.mac.vnode_notify_open(self, cred, &vp, fflags);
+        self.trace_mac_op(TraceOp::Open, &vp, fflags, 0, 0);
         self.kauth.fileop(
             self,
             cred,
@@ -538,6 +553,7 @@ impl Kernel {
             addr: fileglob,
             refs: AtomicU32::new(1),
             mode,
+            flag: fflags,
         });
         lock(&p.fds).insert(fd, OpenFile { vp, fg, evtonly });
         Ok(fd)
@@ -559,13 +575,32 @@ impl Kernel {
             &f.vp.path,
             0,
         );
-        // vn_close → vnode_rele_ext(vp, fg_flag): the kusecount goes first.
+        // vn_close: VNOP_CLOSE(vp, fg_flag, ctx), then vnode_rele_ext drops
+        // the open's usecount (regular files; bsd/vfs/vfs_vnops.c,
+        // xnu-7195.141.2 and xnu-11417.121.6).
+        self.vnop_close(p.ctx_addr, &f.vp, f.fg.flag);
+        // vnode_rele_ext(vp, fg_flag): the kusecount goes first.
         if f.evtonly {
             self.vfs.kusecount_add(&f.vp, -1);
         }
         self.vfs.rele(self, &f.vp);
         self.arena.free(f.fg.addr);
         Ok(())
+    }
+
+    /// VNOP_CLOSE through the vnode's vector (the calling thread holds the
+    /// vnode by the open's usecount, or vclean's iocount).
+    fn vnop_close(&self, ctx: usize, vp: &Vnode, fflag: i32) {
+        let mut args = xnu::vnop_close_args {
+            a_desc: vfs::desc_addr(Vop::Close) as *mut xnu::vnodeop_desc,
+            a_vp: vp.addr as xnu::vnode_t,
+            a_fflag: fflag,
+            a_context: ctx as xnu::vfs_context_t,
+        };
+        // The result only reaches close(2); the usecount goes regardless.
+        let _ = self
+            .vfs
+            .dispatch(self, vp, Vop::Close, (&raw mut args).cast::<c_void>());
     }
 
     /// mmap(2) of an open file.
@@ -1282,6 +1317,12 @@ impl Kernel {
         }
         for vp in &vnodes {
             let held = self.vfs.get(vp).is_ok();
+            // vclean(DOCLOSE) of a vnode in use: one VNOP_CLOSE for all its
+            // opens, before ubc_destroy_named (bsd/vfs/vfs_subr.c,
+            // xnu-11417.121.6); the opens' later closes go to deadfs.
+            if held && vp.usecount() > 0 && !vp.dead.load(Ordering::Acquire) {
+                self.vnop_close(ctx, vp, IO_NDELAY);
+            }
             let mapped = {
                 let mut u = lock(&vp.ubc);
                 let n = u.map_count;
