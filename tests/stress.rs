@@ -311,7 +311,8 @@ impl Checker {
                 );
                 assert!(off + size <= MAP_LEN, "{r:?}");
             }
-            Event::Mnomap { .. } => {}
+            Event::Mnomap { .. } | Event::Open { .. } | Event::Close { .. } => {}
+            Event::Proc { name, .. } => assert!(!name.is_empty(), "{r:?}"),
             Event::Path { path, .. } => {
                 let path = String::from_utf8_lossy(path).into_owned();
                 assert!(self.known_paths.contains(&path), "{path}");
@@ -455,7 +456,11 @@ fn since(now: &Stats, base: &Stats, shard: usize) -> [u64; 4] {
 fn traced_since(trace: &[TraceEvent], first_seq: u64) -> Vec<&TraceEvent> {
     trace
         .iter()
-        .filter(|t| t.seq >= first_seq && t.op != TraceOp::MmapCheck)
+        // No record for VNOP_MMAP_CHECK; opens and closes are not in the mask.
+        .filter(|t| {
+            t.seq >= first_seq
+                && !matches!(t.op, TraceOp::MmapCheck | TraceOp::Open | TraceOp::Close)
+        })
         .collect()
 }
 
