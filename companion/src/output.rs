@@ -154,6 +154,10 @@ pub fn event_json(out: &mut Vec<u8>, ev: &Ev) {
     num(out, b"shard", r.shard);
     num(out, b"pos", r.pos);
     num(out, b"pid", r.pid);
+    if let Some(c) = &ev.comm {
+        key(out, b"comm");
+        json_str(out, c.as_ref());
+    }
     num(out, b"tid", r.tid);
     let mut hex = [0u8; 16];
     for (i, h) in hex.iter_mut().enumerate() {
@@ -318,7 +322,10 @@ pub fn summary_json(out: &mut Vec<u8>, t: &Totals) {
 const DETAIL_WIDTH: usize = 44;
 
 /// The table's column titles.
-pub const TABLE_HEADER: &str = "       TIME(s)  CPU     PID       TID  KIND        USE KUSE   IO  DETAIL                                       FILE\n";
+pub const TABLE_HEADER: &str = "       TIME(s)  CPU     PID       TID COMM             KIND        USE KUSE   IO  DETAIL                                       FILE\n";
+
+/// Width of the COMM column (a longer name is cut).
+const COMM_WIDTH: usize = 16;
 
 /// Nanoseconds as `s.micros`.
 pub fn secs(ns: u64) -> String {
@@ -513,7 +520,10 @@ pub fn event_line(out: &mut Vec<u8>, ev: &Ev) {
     right_num(out, r.pid, 7);
     out.push(b' ');
     right_num(out, r.tid, 9);
-    out.extend_from_slice(b"  ");
+    out.push(b' ');
+    let comm = ev.comm.as_deref().unwrap_or("-").as_bytes();
+    left(out, &comm[..comm.len().min(COMM_WIDTH)], COMM_WIDTH);
+    out.push(b' ');
     left(out, r.kind.name().as_bytes(), 10);
     let counts = match &r.event {
         Event::Mmap { counts, .. }

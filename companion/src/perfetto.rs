@@ -26,6 +26,8 @@ pub struct Builder {
     events: Vec<Value>,
     threads: BTreeSet<(u32, u64)>,
     last_ts: u64,
+    /// pid -> the latest name its events carried.
+    names: std::collections::HashMap<u32, String>,
 }
 
 impl Builder {
@@ -66,6 +68,9 @@ impl Builder {
         };
         let r = &ev.rec;
         self.last_ts = self.last_ts.max(r.timestamp_ns);
+        if let Some(c) = &ev.comm {
+            self.names.insert(r.pid, c.to_string());
+        }
         let path = ev.path.as_ref().map(|p| p.text.as_str());
         let file = short(path, r.vnode_id);
         let base = json!({ "pid": r.pid, "tid": r.tid, "ts": us(r.timestamp_ns) });
@@ -146,7 +151,11 @@ impl Builder {
         let mut last_pid = None;
         for (pid, tid) in &self.threads {
             if last_pid != Some(*pid) {
-                all.push(json!({ "name": "process_name", "ph": "M", "pid": pid, "args": { "name": format!("pid {pid}") } }));
+                let name = match self.names.get(pid) {
+                    Some(c) => format!("{c} ({pid})"),
+                    None => format!("pid {pid}"),
+                };
+                all.push(json!({ "name": "process_name", "ph": "M", "pid": pid, "args": { "name": name } }));
                 last_pid = Some(*pid);
             }
             all.push(json!({ "name": "thread_name", "ph": "M", "pid": pid, "tid": tid, "args": { "name": format!("tid {tid}") } }));

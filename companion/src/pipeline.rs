@@ -80,6 +80,9 @@ pub struct Ev {
     /// Which `VNOP_MMAP` of its call this is: 1, or 2 for the second of a
     /// `MAP_SHARED` call (XNU maps the named object twice); 0 without a call.
     pub call_map: u8,
+    /// The process's name, when a PROC record named the pid (the latest:
+    /// an exec renames it).
+    pub comm: Option<Rc<str>>,
 }
 
 /// `MAP_SHARED` in mmap(2)'s flags.
@@ -165,6 +168,9 @@ impl Totals {
 pub struct Pipeline {
     decoder: Decoder,
     paths: FxHashMap<u64, PathName>,
+    /// pid -> name from PROC records; kept across reloads (the kext names
+    /// every pid again after one anyway).
+    names: FxHashMap<u32, Rc<str>>,
     pending: FxHashMap<u64, MapCall>,
     /// Time of the last `VNOP_MMAP` per thread: a check older than it came
     /// late (another shard's batch) and must not pair with a later map.
@@ -360,6 +366,10 @@ impl Pipeline {
             Event::Path { .. } | Event::Mark { .. } | Event::Proc { .. } => None,
             _ => self.second_map.remove(&rec.tid),
         };
+        if let Event::Proc { name, .. } = &rec.event {
+            self.names
+                .insert(rec.pid, Rc::from(String::from_utf8_lossy(name).as_ref()));
+        }
         match &rec.event {
             Event::Path {
                 path, truncated, ..
@@ -404,11 +414,13 @@ impl Pipeline {
             _ => {}
         }
         let path = self.paths.get(&rec.vnode_id).cloned();
+        let comm = self.names.get(&rec.pid).cloned();
         out.push(Item::Event(Ev {
             rec,
             path,
             call,
             call_map,
+            comm,
         }));
     }
 }

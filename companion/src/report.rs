@@ -958,6 +958,7 @@ mod tests {
             path: None,
             call: None,
             call_map: 0,
+            comm: None,
         })
     }
 

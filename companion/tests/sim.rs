@@ -590,3 +590,40 @@ fn a_helper_keeping_a_mapped_file_open_is_named() {
         "{names:?}"
     );
 }
+
+#[test]
+fn events_carry_the_process_name() {
+    let dir = TempDir::new().unwrap();
+    let script = dir.path().join("names.mts");
+    std::fs::write(
+        &script,
+        "mount apfs /\nfile /data/a.db 64K\nproc indexer\nindexer: open /data/a.db as f\n\
+         indexer: mmap f prot=r flags=private as m\nindexer: touch m 0 4K\n",
+    )
+    .unwrap();
+    let src = format!("sim:{}", script.display());
+    let out = maptrace()
+        .args(["--source", &src, "stream", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mmaps: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["kind"] == "mmap")
+        .collect();
+    assert!(!mmaps.is_empty(), "{text}");
+    assert!(mmaps.iter().all(|v| v["comm"] == "indexer"), "{mmaps:?}");
+    let out = maptrace()
+        .args(["--source", &src, "stream"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains(" COMM "), "{text}");
+    let row = text
+        .lines()
+        .find(|l| l.contains(" pagein "))
+        .expect("a pagein row");
+    assert!(row.contains(" indexer "), "{row}");
+}
