@@ -24,16 +24,16 @@ impl From<maptrace_abi::ConfigError> for ConfigError {
     }
 }
 
-/// Packs into the atomic word: pid in bits 0..32, mask in 32..40, flags in
-/// 40..48.
+/// Packs into the atomic word: pid in bits 0..32, mask in 32..48 (ten kinds
+/// since ABI 1.2), flags in 48..56.
 const fn pack(c: Config) -> u64 {
-    c.pid as u64 | (c.mask.bits() as u64) << 32 | (c.flags.bits() as u64) << 40
+    c.pid as u64 | (c.mask.bits() as u64) << 32 | (c.flags.bits() as u64) << 48
 }
 
 const fn unpack(w: u64) -> Config {
     Config {
-        flags: ConfigFlags::from_bits_truncate((w >> 40) as u32 & 0xff),
-        mask: EventMask::from_bits_truncate((w >> 32) as u32 & 0xff),
+        flags: ConfigFlags::from_bits_truncate((w >> 48) as u32 & 0xff),
+        mask: EventMask::from_bits_truncate((w >> 32) as u32 & 0xffff),
         pid: w as u32,
     }
 }

@@ -16,6 +16,7 @@
 use crate::config::{Config, ConfigCell, ConfigError};
 use crate::ffi::bridge;
 use crate::ffi::bridge::mt_event;
+use crate::procs::ProcCache;
 use crate::record::{self, Head, PATH_MAX};
 use crate::ring::{Dropped, Peek, Ring, SLOT_SIZE};
 use crate::sync::{AtomicU64, Ordering};
@@ -119,6 +120,7 @@ pub struct Engine<'a> {
     pub(crate) key: VnodeIdKey,
     pub(crate) params: Params,
     pub(crate) vectors: VectorTable,
+    pub(crate) procs: ProcCache,
     pub(crate) drain: spin::Mutex<DrainState>,
     pub(crate) filtered: AtomicU64,
     pub(crate) errors: AtomicU64,
@@ -135,6 +137,7 @@ impl<'a> Engine<'a> {
             key: VnodeIdKey::new(params.hash_key),
             params,
             vectors: VectorTable::new(),
+            procs: ProcCache::new(),
             drain: spin::Mutex::new(DrainState::new()),
             filtered: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -190,7 +193,12 @@ impl<'a> Engine<'a> {
     pub fn record(&self, hint: u32, ev: &mt_event) -> RecordResult {
         let kind = match EventKind::try_from(ev.kind) {
             Ok(
-                k @ (EventKind::Mmap | EventKind::Pagein | EventKind::Mnomap | EventKind::FileMmap),
+                k @ (EventKind::Mmap
+                | EventKind::Pagein
+                | EventKind::Mnomap
+                | EventKind::FileMmap
+                | EventKind::Open
+                | EventKind::Close),
             ) => k,
             _ => {
                 self.errors.fetch_add(1, Ordering::Relaxed);
@@ -205,7 +213,45 @@ impl<'a> Engine<'a> {
             let drops_before = w.drops_before();
             w.head_with(|body| record::write_fixed(body, head, ev, drops_before));
         });
+        self.pushed(pushed)
+    }
+
+    /// A push's result; a drop may have lost a PROC record, so every pid
+    /// is named again after it.
+    #[inline]
+    fn pushed(&self, pushed: Result<(), Dropped>) -> RecordResult {
+        if pushed.is_err() {
+            self.procs.invalidate();
+        }
         pushed.into()
+    }
+
+    /// Whether the shim should record `pid`'s name now (PROC wanted for
+    /// it, and not recorded since it last exec'd, the last config write
+    /// or the last drop). A `true` marks it named. Never counts as
+    /// filtered: most events of a pid are not asked about its name.
+    #[inline]
+    pub fn proc_claim(&self, pid: u32) -> bool {
+        self.config.get().wants(EventKind::Proc, pid) && self.procs.claim(pid)
+    }
+
+    /// `pid` exec'd: its next event names it again.
+    pub fn proc_forget(&self, pid: u32) {
+        self.procs.forget(pid);
+    }
+
+    /// Records a PROC record naming `ev.pid` (`name` up to its first NUL,
+    /// cut at `MT_PROC_NAME_BYTES`).
+    pub fn record_proc(&self, hint: u32, ev: &mt_event, name: &[u8]) -> RecordResult {
+        if !self.admit(EventKind::Proc, ev.pid) {
+            return RecordResult::Filtered;
+        }
+        let head = record::head_of(EventKind::Proc, ev, 0);
+        let pushed = self.ring.record(hint, 1, |w| {
+            let drops_before = w.drops_before();
+            w.head_with(|body| record::write_proc(body, head, drops_before, name));
+        });
+        self.pushed(pushed)
     }
 
     /// Records the path of `ev.vnode_ptr` (cut at `MT_PATH_MAX`).
@@ -229,7 +275,7 @@ impl<'a> Engine<'a> {
                 w.continuation_with(i, |body| record::write_path_continuation(body, path, i));
             }
         });
-        pushed.into()
+        self.pushed(pushed)
     }
 
     /// Records a marker on shard 0 (if markers are wanted), stamped `ts`.
@@ -299,6 +345,8 @@ impl<'a> Engine<'a> {
     pub fn config_set(&self, bytes: &[u8], now_ns: u64) -> Result<(), ConfigError> {
         let c = Config::parse(bytes)?;
         self.config.set(c)?;
+        // A reader that just configured the kext learns every name afresh.
+        self.procs.invalidate();
         let arg1 = (u64::from(c.flags.bits()) << 32) | u64::from(c.pid);
         self.mark(now_ns, raw::MT_MARK_CONFIG, c.mask.bits(), arg1, 0);
         Ok(())

@@ -161,8 +161,8 @@ pub fn head_of(kind: EventKind, ev: &mt_event, vnode_id: u64) -> Head {
     }
 }
 
-/// Writes a one-slot record of kind MMAP, PAGEIN, MNOMAP or FILE_MMAP into
-/// `body`. The multi-slot and marker kinds get their header only (callers
+/// Writes a one-slot record of kind MMAP, PAGEIN, MNOMAP, FILE_MMAP, OPEN or
+/// CLOSE into `body` (OPEN's fmode and CLOSE's fflag travel in `ev.flags`). The multi-slot and marker kinds get their header only (callers
 /// never pass them).
 #[inline(always)]
 pub fn write_fixed(body: &mut Body, mut head: Head, ev: &mt_event, drops_before: u32) {
@@ -208,7 +208,25 @@ pub fn write_fixed(body: &mut Body, mut head: Head, ev: &mt_event, drops_before:
             f.put(offset_of!(R, maxprot), ev.maxprot);
             f.put(offset_of!(R, mmap_flags), ev.flags);
         }
-        EventKind::Path | EventKind::Mark => {}
+        EventKind::Open => {
+            use raw::mt_rec_open as R;
+            let (c, cf) = counts(ev);
+            head.flags |= cf;
+            f.put(offset_of!(R, vid), ev.vid);
+            f.put(offset_of!(R, fmode), ev.flags);
+            f.put(offset_of!(R, counts), c);
+        }
+        EventKind::Close => {
+            use raw::mt_rec_close as R;
+            let (c, cf) = counts(ev);
+            head.flags |= cf;
+            let duration_ns = duration32(ev.duration_ns, &mut head.flags);
+            f.put(offset_of!(R, vid), ev.vid);
+            f.put(offset_of!(R, fflag), ev.flags);
+            f.put(offset_of!(R, duration_ns), duration_ns);
+            f.put(offset_of!(R, counts), c);
+        }
+        EventKind::Path | EventKind::Mark | EventKind::Proc => {}
     }
     // Last: the kind-specific fields above may have set flags.
     f.head(head, 1, drops_before);
@@ -217,7 +235,10 @@ pub fn write_fixed(body: &mut Body, mut head: Head, ev: &mt_event, drops_before:
 /// Encodes a one-slot record of kind MMAP, PAGEIN, MNOMAP or FILE_MMAP as a
 /// whole slot (stamp 0). Returns `None` for the multi-slot and marker kinds.
 pub fn encode_fixed(head: Head, ev: &mt_event, drops_before: u32) -> Option<[u8; SLOT]> {
-    if matches!(head.kind, EventKind::Path | EventKind::Mark) {
+    if matches!(
+        head.kind,
+        EventKind::Path | EventKind::Mark | EventKind::Proc
+    ) {
         return None;
     }
     Some(whole_slot(|body| write_fixed(body, head, ev, drops_before)))
@@ -261,6 +282,26 @@ pub fn encode_mark(
     arg2: u64,
 ) -> [u8; SLOT] {
     whole_slot(|body| write_mark(body, head, drops_before, mark, arg0, arg1, arg2))
+}
+
+/// Writes a PROC record naming `head.pid` into `body`: at most
+/// `MT_PROC_NAME_BYTES` of `name`, up to its first NUL; `MT_RF_TRUNCATED`
+/// when cut.
+pub fn write_proc(body: &mut Body, mut head: Head, drops_before: u32, name: &[u8]) {
+    use raw::mt_rec_proc as R;
+    let name = name.split(|&b| b == 0).next().unwrap_or(&[]);
+    let cap = raw::MT_PROC_NAME_BYTES as usize;
+    if name.len() > cap {
+        head.flags |= raw::MT_RF_TRUNCATED as u8;
+    }
+    let mut f = Fields::zeroed(body);
+    f.head(head, 1, drops_before);
+    f.bytes(offset_of!(R, name), name.get(..cap).unwrap_or(name));
+}
+
+/// Encodes a PROC record as a whole slot (stamp 0).
+pub fn encode_proc(head: Head, drops_before: u32, name: &[u8]) -> [u8; SLOT] {
+    whole_slot(|body| write_proc(body, head, drops_before, name))
 }
 
 /// Writes the head slot of a PATH record for `path` (already cut to

@@ -163,41 +163,42 @@ mod tests {
     fn insert_lookup_get_and_refusals() {
         let t = VectorTable::new();
         assert_eq!(t.original(0x1000, 0), None);
-        assert_eq!(t.insert(0x1000, [1, 2, 3]), Ok(0));
-        assert_eq!(t.insert(0x2000, [4, 5, 6]), Ok(1));
+        assert_eq!(t.insert(0x1000, [1, 2, 3, 4]), Ok(0));
+        assert_eq!(t.insert(0x2000, [4, 5, 6, 7]), Ok(1));
         assert_eq!(t.original(0x1000, bridge::MT_VOP_PAGEIN), Some(2));
         assert_eq!(t.original(0x2000, bridge::MT_VOP_MNOMAP), Some(6));
-        assert_eq!(t.original(0x2000, 3), None, "op out of range");
+        assert_eq!(t.original(0x2000, bridge::MT_VOP_CLOSE), Some(7));
+        assert_eq!(t.original(0x2000, 4), None, "op out of range");
         assert_eq!(t.original(0x3000, 0), None);
         assert_eq!(
-            t.insert(0x1000, [7, 7, 7]),
+            t.insert(0x1000, [7, 7, 7, 7]),
             Err(VectorError::Invalid),
             "duplicate"
         );
-        assert_eq!(t.insert(0, [7, 7, 7]), Err(VectorError::Invalid));
-        assert_eq!(t.get(1), Some((0x2000, [4, 5, 6])));
+        assert_eq!(t.insert(0, [7, 7, 7, 7]), Err(VectorError::Invalid));
+        assert_eq!(t.get(1), Some((0x2000, [4, 5, 6, 7])));
         assert_eq!(t.get(2), None);
         for i in 2..MAX_VECTORS as u64 {
-            assert!(t.insert(0x1000 * (i + 1), [i; 3]).is_ok());
+            assert!(t.insert(0x1000 * (i + 1), [i; OPS]).is_ok());
         }
-        assert_eq!(t.insert(0xdead_0000, [0; 3]), Err(VectorError::Full));
+        assert_eq!(t.insert(0xdead_0000, [0; OPS]), Err(VectorError::Full));
         assert_eq!(t.len() as usize, MAX_VECTORS);
     }
 
     #[test]
     fn a_removed_vector_misses_and_its_address_can_come_back() {
         let t = VectorTable::new();
-        assert_eq!(t.insert(0x1000, [1, 2, 3]), Ok(0));
-        assert_eq!(t.insert(0x2000, [4, 5, 6]), Ok(1));
+        assert_eq!(t.insert(0x1000, [1, 2, 3, 4]), Ok(0));
+        assert_eq!(t.insert(0x2000, [4, 5, 6, 7]), Ok(1));
         assert!(!t.remove(0x3000), "not in the table");
         assert!(!t.remove(0));
         assert!(t.remove(0x1000));
         assert!(!t.remove(0x1000), "already removed");
         assert_eq!(t.original(0x1000, 0), None);
-        assert_eq!(t.get(0), Some((0, [1, 2, 3])), "a removed slot stays");
+        assert_eq!(t.get(0), Some((0, [1, 2, 3, 4])), "a removed slot stays");
         assert_eq!(t.original(0x2000, 0), Some(4), "the others are untouched");
         // The address comes back (a freed vector reused): a new entry.
-        assert_eq!(t.insert(0x1000, [7, 8, 9]), Ok(2));
+        assert_eq!(t.insert(0x1000, [7, 8, 9, 10]), Ok(2));
         assert_eq!(t.original(0x1000, 2), Some(9));
         assert_eq!(t.len(), 3);
     }
@@ -208,7 +209,7 @@ mod tests {
         std::thread::scope(|s| {
             s.spawn(|| {
                 for i in 1..=MAX_VECTORS as u64 {
-                    t.insert(i * 16, [i, i + 1, i + 2]).unwrap();
+                    t.insert(i * 16, [i, i + 1, i + 2, i + 3]).unwrap();
                 }
             });
             s.spawn(|| {

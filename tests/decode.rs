@@ -448,3 +448,51 @@ fn header_tally_adds_up_loads_and_takes_the_kexts_count_of_the_last() {
         (before.0, before.1, 1)
     );
 }
+
+#[test]
+fn proc_open_and_close_records_round_trip_and_names_are_claimed_once() {
+    use maptrace_abi::decode::Event;
+    let mut mem = Mem::new(1, 256);
+    let e = mem.engine(1, 256);
+    let mut ev = pagein(7, 1, 10);
+    // The name is claimed once per pid, and afresh after a config write.
+    assert!(e.proc_claim(7));
+    assert!(!e.proc_claim(7));
+    assert_eq!(
+        e.record_proc(0, &ev, b"a-process-name-longer-than-24\0junk"),
+        maptrace_core::RecordResult::Recorded
+    );
+    e.record_proc(0, &ev, b"short\0junk");
+    ev.kind = raw::MT_KIND_OPEN;
+    ev.flags = 0x8001; // FREAD | O_EVTONLY
+    e.record(0, &ev);
+    ev.kind = raw::MT_KIND_CLOSE;
+    ev.flags = 1;
+    e.record(0, &ev);
+    e.proc_forget(7);
+    assert!(e.proc_claim(7));
+    let mut buf = vec![0u8; 1 << 16];
+    let len = e.drain_prepare(&mut buf, 5).unwrap();
+    let recs = decode_ok(&buf[..len]);
+    let events: Vec<_> = recs
+        .iter()
+        .skip(1)
+        .map(|r| (r.pid, r.event.clone()))
+        .collect();
+    assert!(
+        matches!(&events[0], (7, Event::Proc { name, truncated: true })
+        if name.as_slice() == b"a-process-name-longer-th")
+    );
+    assert!(
+        matches!(&events[1], (7, Event::Proc { name, truncated: false })
+        if name.as_slice() == b"short")
+    );
+    assert!(
+        matches!(&events[2], (7, Event::Open { fmode: 0x8001, counts, .. })
+        if counts.usecount == ev.usecount as u16)
+    );
+    assert!(matches!(&events[3], (7, Event::Close { fflag: 1, .. })));
+    assert_eq!(recs[3].vnode_id, recs[4].vnode_id);
+    assert_ne!(recs[3].vnode_id, 0);
+    assert_eq!(recs[1].vnode_id, 0);
+}

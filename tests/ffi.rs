@@ -80,7 +80,7 @@ fn the_shim_call_sequence_works_through_c_types() {
         assert!(!core.is_null());
 
         // Vector table: insert, duplicate, lookup, get, bad op.
-        let origs = [0x10u64, 0x20, 0x30];
+        let origs = [0x10u64, 0x20, 0x30, 0x40];
         assert_eq!(
             mt_core_vector_insert(core, 0xabc0, origs.as_ptr(), 5),
             MT_OK as i32
@@ -94,8 +94,9 @@ fn the_shim_call_sequence_works_through_c_types() {
             MT_EINVAL as i32
         );
         assert_eq!(mt_core_vector_original(core, 0xabc0, 1), 0x20);
-        assert_eq!(mt_core_vector_original(core, 0xabc0, 3), 0);
-        let (mut v, mut o) = (0u64, [0u64; 3]);
+        assert_eq!(mt_core_vector_original(core, 0xabc0, 3), 0x40);
+        assert_eq!(mt_core_vector_original(core, 0xabc0, 4), 0);
+        let (mut v, mut o) = (0u64, [0u64; 4]);
         assert_eq!(
             mt_core_vector_get(core, 0, &mut v, o.as_mut_ptr()),
             MT_OK as i32

@@ -274,6 +274,35 @@ pub enum Event {
         /// Cut at `MT_PATH_MAX`.
         truncated: bool,
     },
+    /// The name of the record's pid (ABI 1.2).
+    Proc {
+        /// The name bytes, NUL padding removed.
+        name: Vec<u8>,
+        /// The kernel's name was longer than `MT_PROC_NAME_BYTES`.
+        truncated: bool,
+    },
+    /// An open took its usecount (MAC `vnode_notify_open`; ABI 1.2).
+    /// Counts include that reference.
+    Open {
+        /// `vnode_vid`.
+        vid: u32,
+        /// `FREAD|FWRITE|O_EVTONLY|...` of the open.
+        fmode: u32,
+        /// Counts after the open's `vnode_ref_ext`.
+        counts: Counts,
+    },
+    /// The last close of an open file (`VNOP_CLOSE` from `vn_close`; ABI
+    /// 1.2). Counts still include the open's reference, dropped next.
+    Close {
+        /// `vnode_vid`.
+        vid: u32,
+        /// The open's `FREAD|FWRITE|O_EVTONLY|...`.
+        fflag: u32,
+        /// Time in the original operation.
+        duration_ns: u32,
+        /// Counts before the operation.
+        counts: Counts,
+    },
     /// A kext marker.
     Mark {
         /// Which.
@@ -903,6 +932,31 @@ fn decode_record(
                 arg0: r.arg0,
                 arg1: r.arg1,
                 arg2: r.arg2,
+            }
+        }
+        EventKind::Proc => {
+            let r = read::<raw::mt_rec_proc>(head);
+            let len = r.name.iter().position(|&b| b == 0).unwrap_or(r.name.len());
+            Event::Proc {
+                name: r.name.get(..len).unwrap_or(&[]).to_vec(),
+                truncated: h.flags as u32 & raw::MT_RF_TRUNCATED != 0,
+            }
+        }
+        EventKind::Open => {
+            let r = read::<raw::mt_rec_open>(head);
+            Event::Open {
+                vid: r.vid,
+                fmode: r.fmode,
+                counts: counts(r.counts, h.flags),
+            }
+        }
+        EventKind::Close => {
+            let r = read::<raw::mt_rec_close>(head);
+            Event::Close {
+                vid: r.vid,
+                fflag: r.fflag,
+                duration_ns: r.duration_ns,
+                counts: counts(r.counts, h.flags),
             }
         }
         EventKind::Path => {

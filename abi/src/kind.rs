@@ -21,17 +21,26 @@ pub enum EventKind {
     Path = raw::MT_KIND_PATH as u8,
     /// Something the kext itself did.
     Mark = raw::MT_KIND_MARK as u8,
+    /// The name of the record's pid (ABI 1.2).
+    Proc = raw::MT_KIND_PROC as u8,
+    /// MAC `mpo_vnode_notify_open`: an open took its usecount (ABI 1.2).
+    Open = raw::MT_KIND_OPEN as u8,
+    /// `VNOP_CLOSE` from `vn_close`: an open's usecount goes next (ABI 1.2).
+    Close = raw::MT_KIND_CLOSE as u8,
 }
 
 impl EventKind {
     /// Every kind, in ABI order.
-    pub const ALL: [EventKind; 6] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::Mmap,
         EventKind::Pagein,
         EventKind::Mnomap,
         EventKind::FileMmap,
         EventKind::Path,
         EventKind::Mark,
+        EventKind::Proc,
+        EventKind::Open,
+        EventKind::Close,
     ];
 
     /// The stable lower-case name used in text and JSON output.
@@ -43,6 +52,9 @@ impl EventKind {
             EventKind::FileMmap => "file_mmap",
             EventKind::Path => "path",
             EventKind::Mark => "mark",
+            EventKind::Proc => "proc",
+            EventKind::Open => "open",
+            EventKind::Close => "close",
         }
     }
 
@@ -92,6 +104,12 @@ bitflags! {
         const PATH = raw::MT_EVMASK_PATH;
         /// Markers.
         const MARK = raw::MT_EVMASK_MARK;
+        /// Process names.
+        const PROC = raw::MT_EVMASK_PROC;
+        /// Opens (MAC `vnode_notify_open`).
+        const OPEN = raw::MT_EVMASK_OPEN;
+        /// Last closes of open files (`VNOP_CLOSE`).
+        const CLOSE = raw::MT_EVMASK_CLOSE;
     }
 
     /// `mt_rec_header.flags` (`MT_RF_*`), without the count-method bits.
@@ -198,7 +216,7 @@ mod tests {
             assert_eq!(k.mask().bits(), 1 << (k as u32));
         }
         assert_eq!(EventKind::try_from(0u8), Err(0));
-        assert_eq!(EventKind::try_from(raw::MT_KIND__COUNT as u8), Err(7));
+        assert_eq!(EventKind::try_from(raw::MT_KIND__COUNT as u8), Err(10));
         assert_eq!(EventKind::try_from(300u32), Err(300));
         assert_eq!(EventKind::ALL.len(), raw::MT_KIND__COUNT as usize - 1);
         assert_eq!(EventMask::all().bits(), raw::MT_EVMASK_ALL);

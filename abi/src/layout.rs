@@ -31,6 +31,9 @@ const_assert_eq!(
 );
 const_assert_eq!(size_of::<raw::mt_rec_cont>(), raw::MT_SLOT_SIZE as usize);
 const_assert_eq!(size_of::<raw::mt_rec_mark>(), raw::MT_SLOT_SIZE as usize);
+const_assert_eq!(size_of::<raw::mt_rec_proc>(), raw::MT_SLOT_SIZE as usize);
+const_assert_eq!(size_of::<raw::mt_rec_open>(), raw::MT_SLOT_SIZE as usize);
+const_assert_eq!(size_of::<raw::mt_rec_close>(), raw::MT_SLOT_SIZE as usize);
 const_assert_eq!(size_of::<raw::mt_batch_header>(), 64);
 const_assert_eq!(align_of::<raw::mt_batch_header>(), 8);
 const_assert_eq!(size_of::<raw::mt_segment_header>(), 64);

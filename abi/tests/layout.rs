@@ -101,6 +101,12 @@ fn rust_table() -> BTreeMap<String, u64> {
     off!(m, mt_rec_cont, marker, data);
     size!(m, mt_rec_mark);
     off!(m, mt_rec_mark, mark, arg0, arg1, arg2);
+    size!(m, mt_rec_proc);
+    off!(m, mt_rec_proc, name);
+    size!(m, mt_rec_open);
+    off!(m, mt_rec_open, vid, fmode, counts);
+    size!(m, mt_rec_close);
+    off!(m, mt_rec_close, vid, fflag, duration_ns, counts);
     size!(m, mt_batch_header);
     align!(m, mt_batch_header);
     off!(

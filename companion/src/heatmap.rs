@@ -99,7 +99,11 @@ impl Builder {
         if r.vnode_id == 0
             || matches!(
                 r.event,
-                Event::Path { .. } | Event::Mark { .. } | Event::FileMmap { .. }
+                Event::Path { .. }
+                    | Event::Mark { .. }
+                    | Event::FileMmap { .. }
+                    | Event::Open { .. }
+                    | Event::Close { .. }
             )
         {
             return;

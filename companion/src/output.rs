@@ -101,11 +101,18 @@ pub fn event_json(out: &mut Vec<u8>, ev: &Ev) {
         EventKind::FileMmap => out.extend_from_slice(b"{\"type\":\"event\",\"kind\":\"file_mmap\""),
         EventKind::Path => out.extend_from_slice(b"{\"type\":\"event\",\"kind\":\"path\""),
         EventKind::Mark => out.extend_from_slice(b"{\"type\":\"event\",\"kind\":\"mark\""),
+        EventKind::Proc => out.extend_from_slice(b"{\"type\":\"event\",\"kind\":\"proc\""),
+        EventKind::Open => out.extend_from_slice(b"{\"type\":\"event\",\"kind\":\"open\""),
+        EventKind::Close => out.extend_from_slice(b"{\"type\":\"event\",\"kind\":\"close\""),
     }
     num(out, b"ts_ns", r.timestamp_ns);
     num(out, b"shard", r.shard);
     num(out, b"pos", r.pos);
     num(out, b"pid", r.pid);
+    if let Some(c) = &ev.comm {
+        key(out, b"comm");
+        json_str(out, c.as_ref());
+    }
     num(out, b"tid", r.tid);
     let mut hex = [0u8; 16];
     for (i, h) in hex.iter_mut().enumerate() {
@@ -178,6 +185,28 @@ pub fn event_json(out: &mut Vec<u8>, ev: &Ev) {
             key(out, b"truncated");
             out.extend_from_slice(if *truncated { b"true" } else { b"false" });
         }
+        Event::Proc { name, truncated } => {
+            key(out, b"name");
+            json_str(out, &String::from_utf8_lossy(name));
+            key(out, b"truncated");
+            out.extend_from_slice(if *truncated { b"true" } else { b"false" });
+        }
+        Event::Open { vid, fmode, counts } => {
+            num(out, b"vid", *vid);
+            num(out, b"fmode", *fmode);
+            counts_json(out, counts);
+        }
+        Event::Close {
+            vid,
+            fflag,
+            duration_ns,
+            counts,
+        } => {
+            num(out, b"vid", *vid);
+            num(out, b"fflag", *fflag);
+            num(out, b"duration_ns", *duration_ns);
+            counts_json(out, counts);
+        }
         Event::Mark {
             mark,
             arg0,
@@ -249,7 +278,10 @@ pub fn summary_json(out: &mut Vec<u8>, t: &Totals) {
 const DETAIL_WIDTH: usize = 44;
 
 /// The table's column titles.
-pub const TABLE_HEADER: &str = "       TIME(s)  CPU     PID       TID  KIND        USE KUSE   IO  DETAIL                                       FILE\n";
+pub const TABLE_HEADER: &str = "       TIME(s)  CPU     PID       TID COMM             KIND        USE KUSE   IO  DETAIL                                       FILE\n";
+
+/// Width of the COMM column (a longer name is cut).
+const COMM_WIDTH: usize = 16;
 
 /// Appends a duration in microseconds with one decimal (`12.3us`).
 fn push_us(out: &mut Vec<u8>, ns: u32) {
@@ -368,6 +400,24 @@ fn detail(d: &mut Vec<u8>, ev: &Ev) {
                 if *truncated { " [truncated]" } else { "" }
             );
         }
+        Event::Proc { name, truncated } => {
+            let _ = write!(
+                d,
+                "names pid {}: {}{}",
+                r.pid,
+                String::from_utf8_lossy(name),
+                if *truncated { " [truncated]" } else { "" }
+            );
+        }
+        Event::Open { fmode, counts, .. } => {
+            let _ = write!(d, "open fmode={fmode:#x} usecount now {}", counts.usecount);
+        }
+        Event::Close {
+            fflag, duration_ns, ..
+        } => {
+            let _ = write!(d, "last close fflag={fflag:#x} ");
+            push_us(d, *duration_ns);
+        }
         Event::Mark {
             mark,
             arg0,
@@ -405,7 +455,10 @@ pub fn event_line(out: &mut Vec<u8>, ev: &Ev) {
     right_num(out, r.pid, 7);
     out.push(b' ');
     right_num(out, r.tid, 9);
-    out.extend_from_slice(b"  ");
+    out.push(b' ');
+    let comm = ev.comm.as_deref().unwrap_or("-").as_bytes();
+    left(out, &comm[..comm.len().min(COMM_WIDTH)], COMM_WIDTH);
+    out.push(b' ');
     left(out, r.kind.name().as_bytes(), 10);
     let counts = match &r.event {
         Event::Mmap { counts, .. }

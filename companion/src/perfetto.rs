@@ -28,6 +28,8 @@ pub struct Builder {
     events: Vec<Value>,
     threads: BTreeSet<(u32, u64)>,
     last_ts: u64,
+    /// pid -> the latest name its events carried.
+    names: std::collections::HashMap<u32, String>,
 }
 
 impl Builder {
@@ -68,6 +70,9 @@ impl Builder {
         };
         let r = &ev.rec;
         self.last_ts = self.last_ts.max(r.timestamp_ns);
+        if let Some(c) = &ev.comm {
+            self.names.insert(r.pid, c.to_string());
+        }
         let path = ev.path.as_ref().map(|p| p.text.as_str());
         let file = short(path, r.vnode_id);
         let base = json!({ "pid": r.pid, "tid": r.tid, "ts": us(r.timestamp_ns) });
@@ -113,7 +118,15 @@ impl Builder {
             Event::Mark { mark, .. } => json!({
                 "name": format!("kext {}", mark_name(*mark)), "cat": "kext", "ph": "i", "s": "g",
             }),
-            Event::Path { .. } => return,
+            Event::Open { counts, .. } => json!({
+                "name": format!("open {file}"), "cat": "open", "ph": "i", "s": "t",
+                "args": { "path": path, "usecount": (counts.method != ProbeMethod::None).then_some(counts.usecount) },
+            }),
+            Event::Close { counts, .. } => json!({
+                "name": format!("last close {file}"), "cat": "open", "ph": "i", "s": "t",
+                "args": { "path": path, "usecount": (counts.method != ProbeMethod::None).then_some(counts.usecount) },
+            }),
+            Event::Path { .. } | Event::Proc { .. } => return,
         };
         // The isinuse fallback measures usecount - kusecount, never usecount.
         let isinuse = matches!(&r.event,
@@ -140,7 +153,11 @@ impl Builder {
         let mut last_pid = None;
         for (pid, tid) in &self.threads {
             if last_pid != Some(*pid) {
-                all.push(json!({ "name": "process_name", "ph": "M", "pid": pid, "args": { "name": format!("pid {pid}") } }));
+                let name = match self.names.get(pid) {
+                    Some(c) => format!("{c} ({pid})"),
+                    None => format!("pid {pid}"),
+                };
+                all.push(json!({ "name": "process_name", "ph": "M", "pid": pid, "args": { "name": name } }));
                 last_pid = Some(*pid);
             }
             all.push(json!({ "name": "thread_name", "ph": "M", "pid": pid, "tid": tid, "args": { "name": format!("tid {tid}") } }));

@@ -77,6 +77,9 @@ pub struct Ev {
     /// Which `VNOP_MMAP` of its call this is: 1, or 2 for the second of a
     /// `MAP_SHARED` call (XNU maps the named object twice); 0 without a call.
     pub call_map: u8,
+    /// The process's name, when a PROC record named the pid (the latest:
+    /// an exec renames it).
+    pub comm: Option<Rc<str>>,
 }
 
 /// `MAP_SHARED` in mmap(2)'s flags.
@@ -145,6 +148,9 @@ impl Totals {
 pub struct Pipeline {
     decoder: Decoder,
     paths: FxHashMap<u64, PathName>,
+    /// pid -> name from PROC records; kept across reloads (the kext names
+    /// every pid again after one anyway).
+    names: FxHashMap<u32, Rc<str>>,
     pending: FxHashMap<u64, MapCall>,
     /// Time of the last `VNOP_MMAP` per thread: a check older than it came
     /// late (another shard's batch) and must not pair with a later map.
@@ -305,9 +311,13 @@ impl Pipeline {
         let mut call_map = 0;
         // Anything else the thread does (names aside) ends a shared call's maps.
         let awaited = match rec.event {
-            Event::Path { .. } | Event::Mark { .. } => None,
+            Event::Path { .. } | Event::Mark { .. } | Event::Proc { .. } => None,
             _ => self.second_map.remove(&rec.tid),
         };
+        if let Event::Proc { name, .. } = &rec.event {
+            self.names
+                .insert(rec.pid, Rc::from(String::from_utf8_lossy(name).as_ref()));
+        }
         match &rec.event {
             Event::Path {
                 path, truncated, ..
@@ -352,11 +362,13 @@ impl Pipeline {
             _ => {}
         }
         let path = self.paths.get(&rec.vnode_id).cloned();
+        let comm = self.names.get(&rec.pid).cloned();
         out.push(Item::Event(Ev {
             rec,
             path,
             call,
             call_map,
+            comm,
         }));
     }
 }

@@ -7,6 +7,14 @@
 //! `ubc_map`'s reference; `VNOP_MNOMAP` fires once when the last mapping goes
 //! and its counts still include the mapping reference. So an epoch balances
 //! when `usecount(MNOMAP) - 1 == usecount(first MMAP)`.
+//!
+//! Opens hold usecounts too (ABI 1.2): an OPEN takes one, the CLOSE of the
+//! last close of that open file drops it. The report keeps each file's live
+//! opens by pid, so a reference a live open explains is not called held,
+//! and a file still mapped or open at the end names who holds it. A CLOSE
+//! without FREAD or FWRITE is vclean's, once for all opens, at a forced
+//! unmount (`docs/xnu.md` §9a); a CLOSE no live open matches is a
+//! kernel-internal close and is nobody's.
 
 use crate::pipeline::{Item, Totals};
 use crate::text::{secs, shown};
@@ -49,6 +57,10 @@ pub enum Verdict {
     /// no more than the exec'ing processes' text references (`p_textvp`),
     /// which exit releases after the last unmap: not a leak.
     TextRef,
+    /// More references after the last unmap than before the first map, but
+    /// no more than the opens that were live at the unmap and not at the
+    /// first map (and exec's text references): not a leak.
+    OpenRef,
     /// More references after the last unmap than before the first map.
     Held,
     /// Still mapped at the end of the trace.
@@ -79,6 +91,12 @@ pub struct Epoch {
     pub usecount_at_unmap: Option<u16>,
     /// `(usecount_at_unmap - 1) - usecount_before`.
     pub balance: Option<i32>,
+    /// Live opens (OPEN not yet matched by a CLOSE) at the first map.
+    pub opens_before: u32,
+    /// Live opens at the last unmap.
+    pub opens_at_unmap: u32,
+    /// A forced unmount closed the file during the epoch (vclean's CLOSE).
+    pub forced_unmount: bool,
     /// What that means.
     pub verdict: Verdict,
     /// Every MMAP and the MNOMAP, in order.
@@ -102,11 +120,38 @@ pub struct Pageins {
     pub total_duration_ns: u64,
 }
 
+/// One holder of a file's references at the end of the trace.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Holder {
+    /// The process.
+    pub pid: u32,
+    /// Its name (PROC record), when known.
+    pub comm: Option<String>,
+    /// "open" (live opens), "map" (mapped it in the current epoch) or
+    /// "text" (exec-mapped it: its text reference).
+    pub how: &'static str,
+    /// Live opens (for "open"), `VNOP_MMAP`s (for "map"), 1 (for "text").
+    pub count: u32,
+}
+
+/// Who holds a file still mapped or open at the end of the trace.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Holders {
+    /// The usecount after the last operation a record of the file saw.
+    pub usecount: Option<u16>,
+    /// By pid, opens first.
+    pub holders: Vec<Holder>,
+}
+
 /// A process's part in one file.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct FileProcess {
     /// The process.
     pub pid: u32,
+    /// Its name, when known.
+    pub comm: Option<String>,
+    /// Its opens of the file.
+    pub opens: u64,
     /// Its `VNOP_MMAP`s.
     pub maps: u64,
     /// Its page-ins.
@@ -130,6 +175,8 @@ pub struct FileReport {
     pub pageins: Pageins,
     /// By process, by pid.
     pub by_process: Vec<FileProcess>,
+    /// Who holds it at the end (`None`: neither mapped nor open then).
+    pub holders: Option<Holders>,
 }
 
 /// Why a file is suspected of leaking a reference.
@@ -150,6 +197,8 @@ pub struct Suspect {
 pub struct ProcessReport {
     /// The process.
     pub pid: u32,
+    /// Its name (the last PROC record), when known.
+    pub comm: Option<String>,
     /// Files it mapped or paged in.
     pub files: u64,
     /// Its `VNOP_MMAP`s.
@@ -258,6 +307,60 @@ struct FileState {
     pageins: Pageins,
     pages: PageSet,
     procs: BTreeMap<u32, FileProcess>,
+    /// Live opens by pid.
+    opens: Opens,
+    /// The usecount after the last operation a record saw.
+    last_use: Option<u16>,
+}
+
+/// `FREAD | FWRITE` (bsd/sys/fcntl.h): every open has one.
+const FREAD_FWRITE: u32 = 0x3;
+/// `O_EVTONLY` (bsd/sys/fcntl.h): the open's usecount is a kusecount too.
+const O_EVTONLY: u32 = 0x8000;
+
+/// Live opens of one file by pid: their fmodes.
+#[derive(Debug, Default)]
+struct Opens(BTreeMap<u32, Vec<u32>>);
+
+impl Opens {
+    /// Live opens whose references `counts` include: with
+    /// [`ProbeMethod::IsInUse`] the usecount excludes kusecounts, so
+    /// event-only opens do not count.
+    fn live(&self, counts: &Counts) -> u32 {
+        let evtonly_seen = counts.method != ProbeMethod::IsInUse;
+        self.0
+            .values()
+            .flatten()
+            .filter(|m| evtonly_seen || *m & O_EVTONLY == 0)
+            .count() as u32
+    }
+
+    /// A CLOSE by `pid`: the closer's own open if it has one (the usual
+    /// close), else the oldest other pid's (an inherited descriptor); none
+    /// live: a kernel-internal close. Returns whether an open went.
+    fn close(&mut self, pid: u32, fflag: u32) -> bool {
+        let owner = if self.0.get(&pid).is_some_and(|v| !v.is_empty()) {
+            Some(pid)
+        } else {
+            self.0
+                .iter()
+                .find(|(_, v)| v.iter().any(|m| *m & FREAD_FWRITE == fflag & FREAD_FWRITE))
+                .map(|(p, _)| *p)
+        };
+        let Some(v) = owner.and_then(|o| self.0.get_mut(&o)) else {
+            return false;
+        };
+        let i = v
+            .iter()
+            .position(|m| *m & (FREAD_FWRITE | O_EVTONLY) == fflag & (FREAD_FWRITE | O_EVTONLY))
+            .unwrap_or(0);
+        v.remove(i);
+        if v.is_empty() {
+            let o = owner.unwrap_or(pid);
+            self.0.remove(&o);
+        }
+        true
+    }
 }
 
 fn use_of(c: &Counts) -> Option<u16> {
@@ -272,6 +375,8 @@ pub struct Builder {
     generation: u64,
     procs: BTreeMap<u32, (ProcessReport, HashSet<usize>)>,
     corrupt: u64,
+    /// pid -> name, from PROC records (the latest wins: exec renames).
+    names: HashMap<u32, String>,
 }
 
 impl Builder {
@@ -310,6 +415,11 @@ impl Builder {
             Item::Loss(_) => return,
         };
         let r = &ev.rec;
+        if let Event::Proc { name, .. } = &r.event {
+            self.names
+                .insert(r.pid, String::from_utf8_lossy(name).into_owned());
+            return;
+        }
         if matches!(r.kind, EventKind::Mark | EventKind::Path) {
             return;
         }
@@ -331,10 +441,36 @@ impl Builder {
             ..FileProcess::default()
         });
         match &r.event {
-            Event::Path { .. } => return,
+            Event::Path { .. } | Event::Proc { .. } => return,
+            Event::Open { fmode, counts, .. } => {
+                f.opens.0.entry(r.pid).or_default().push(*fmode);
+                // Taken after the open's reference.
+                f.last_use = use_of(counts);
+                fp.opens += 1;
+            }
+            Event::Close { fflag, counts, .. } => {
+                // Taken before vnode_rele_ext drops the open's reference
+                // (vclean's close drops none).
+                let drops = fflag & FREAD_FWRITE != 0
+                    && (counts.method != ProbeMethod::IsInUse || fflag & O_EVTONLY == 0);
+                f.last_use = use_of(counts).map(|u| u.saturating_sub(u16::from(drops)));
+                if fflag & FREAD_FWRITE == 0 {
+                    // vclean's one close for every open: a forced unmount.
+                    f.opens.0.clear();
+                    if let Some(e) = f.epochs.last_mut().filter(|_| f.open) {
+                        e.forced_unmount = true;
+                    }
+                } else if !f.opens.close(r.pid, *fflag) {
+                    // Nobody's: a kernel-internal close.
+                    return;
+                }
+            }
             Event::Mmap { counts, .. } => {
                 let via = if ev.call.is_some() { "mmap" } else { "exec" };
+                // Before ubc_map, which takes one reference per epoch.
+                f.last_use = use_of(counts).map(|u| u + u16::from(!f.open));
                 if !f.open {
+                    let opens_before = f.opens.live(counts);
                     f.open = true;
                     f.epochs.push(Epoch {
                         start_ns: Some(r.timestamp_ns),
@@ -346,6 +482,9 @@ impl Builder {
                         usecount_before: use_of(counts),
                         usecount_at_unmap: None,
                         balance: None,
+                        opens_before,
+                        opens_at_unmap: 0,
+                        forced_unmount: false,
                         verdict: Verdict::Open,
                         steps: Vec::new(),
                     });
@@ -376,6 +515,9 @@ impl Builder {
                 proc_report.maps += 1;
             }
             Event::Mnomap { counts, .. } => {
+                // Still holding the mapping reference that goes next.
+                f.last_use = use_of(counts).map(|u| u.saturating_sub(1));
+                let opens_now = f.opens.live(counts);
                 if !f.open {
                     // Mapped before the trace began.
                     f.epochs.push(Epoch {
@@ -388,6 +530,9 @@ impl Builder {
                         usecount_before: None,
                         usecount_at_unmap: None,
                         balance: None,
+                        opens_before: 0,
+                        opens_at_unmap: 0,
+                        forced_unmount: false,
                         verdict: Verdict::Unknown,
                         steps: Vec::new(),
                     });
@@ -396,6 +541,7 @@ impl Builder {
                 if let Some(e) = f.epochs.last_mut() {
                     e.end_ns = Some(r.timestamp_ns);
                     e.usecount_at_unmap = use_of(counts);
+                    e.opens_at_unmap = opens_now;
                     e.steps.push(Step {
                         kind: "mnomap",
                         ts_ns: r.timestamp_ns,
@@ -408,10 +554,15 @@ impl Builder {
                         (Some(b), Some(u)) => Some(i32::from(u) - 1 - i32::from(b)),
                         _ => None,
                     };
-                    e.verdict = match e.balance {
+                    // References the opens taken (and not closed) since
+                    // the first map explain.
+                    let by_opens = i64::from(e.opens_at_unmap) - i64::from(e.opens_before);
+                    let exec = e.exec_pids.len() as i64;
+                    e.verdict = match e.balance.map(i64::from) {
                         Some(0) => Verdict::Balanced,
                         Some(d) if d < 0 => Verdict::Released,
-                        Some(d) if d as usize <= e.exec_pids.len() => Verdict::TextRef,
+                        Some(d) if d <= exec => Verdict::TextRef,
+                        Some(d) if d <= exec + by_opens.max(0) => Verdict::OpenRef,
                         Some(_) => Verdict::Held,
                         None => Verdict::Unknown,
                     };
@@ -448,8 +599,18 @@ impl Builder {
     pub fn finish(self, t: &Totals) -> Report {
         let mut files = Vec::with_capacity(self.files.len());
         let mut suspects = Vec::new();
+        let names = &self.names;
+        let comm = |pid: u32| names.get(&pid).cloned();
+        let named = |pid: u32| match names.get(&pid) {
+            Some(n) => format!("{pid} ({n})"),
+            None => pid.to_string(),
+        };
         for mut f in self.files {
-            if f.epochs.is_empty() && f.pageins.count == 0 {
+            for p in f.procs.values_mut() {
+                p.comm = comm(p.pid);
+            }
+            let holders = holders_of(&f, &comm);
+            if f.epochs.is_empty() && f.pageins.count == 0 && holders.is_none() {
                 // Only a PATH record: nothing happened to the file.
                 continue;
             }
@@ -462,17 +623,18 @@ impl Builder {
                     .map(|s| s.pid)
                     .collect::<BTreeSet<_>>()
                     .iter()
-                    .map(u32::to_string)
+                    .map(|p| named(*p))
                     .collect();
                 suspects.push(Suspect {
                     vnode: vnode.clone(),
                     path: f.path.clone(),
                     reason: "still_mapped",
                     detail: format!(
-                        "mapped {} time(s) since {}s by pid {} with no last unmap (VNOP_MNOMAP) before the trace ended",
+                        "mapped {} time(s) since {}s by pid {} with no last unmap (VNOP_MNOMAP) before the trace ended{}",
                         e.maps,
                         e.start_ns.map_or("?".into(), secs),
-                        who.join(",")
+                        who.join(","),
+                        holders.as_ref().map_or(String::new(), |h| format!("; {}", holders_line(h)))
                     ),
                 });
             }
@@ -512,8 +674,9 @@ impl Builder {
                 by_process: f
                     .procs
                     .into_values()
-                    .filter(|p| p.maps + p.pageins + p.unmaps > 0)
+                    .filter(|p| p.maps + p.pageins + p.unmaps + p.opens > 0)
                     .collect(),
+                holders,
             });
         }
         let processes: Vec<ProcessReport> = self
@@ -521,6 +684,7 @@ impl Builder {
             .into_iter()
             .map(|(pid, (mut p, fs))| {
                 p.pid = pid;
+                p.comm = comm(pid);
                 p.files = fs.len() as u64;
                 p
             })
@@ -549,6 +713,68 @@ impl Builder {
             totals,
         }
     }
+}
+
+/// Who holds `f` at the end: its live opens, and when it is still mapped
+/// the mappers and exec'ing processes of its current epoch.
+fn holders_of(f: &FileState, comm: &impl Fn(u32) -> Option<String>) -> Option<Holders> {
+    let mapped = f.epochs.last().filter(|e| e.end_ns.is_none() && f.open);
+    if f.opens.0.is_empty() && mapped.is_none() {
+        return None;
+    }
+    let mut holders: Vec<Holder> = f
+        .opens
+        .0
+        .iter()
+        .map(|(pid, v)| Holder {
+            pid: *pid,
+            comm: comm(*pid),
+            how: "open",
+            count: v.len() as u32,
+        })
+        .collect();
+    if let Some(e) = mapped {
+        let mut maps: BTreeMap<u32, u32> = BTreeMap::new();
+        for s in e.steps.iter().filter(|s| s.via == Some("mmap")) {
+            *maps.entry(s.pid).or_default() += 1;
+        }
+        holders.extend(maps.into_iter().map(|(pid, n)| Holder {
+            pid,
+            comm: comm(pid),
+            how: "map",
+            count: n,
+        }));
+        holders.extend(e.exec_pids.iter().map(|pid| Holder {
+            pid: *pid,
+            comm: comm(*pid),
+            how: "text",
+            count: 1,
+        }));
+    }
+    Some(Holders {
+        usecount: f.last_use,
+        holders,
+    })
+}
+
+/// "usecount N, held by pid P (name) open x1, ..." for text output.
+fn holders_line(h: &Holders) -> String {
+    let who: Vec<String> = h
+        .holders
+        .iter()
+        .map(|x| {
+            let name = x
+                .comm
+                .as_deref()
+                .map_or(String::new(), |n| format!(" ({n})"));
+            format!("pid {}{name} {} x{}", x.pid, x.how, x.count)
+        })
+        .collect();
+    format!(
+        "usecount {}, held by {}",
+        opt_num(h.usecount),
+        who.join(", ")
+    )
 }
 
 fn opt_secs(t: Option<u64>) -> String {
@@ -611,6 +837,16 @@ pub fn write_human(w: &mut impl Write, r: &Report) -> io::Result<()> {
                 ),
             };
             writeln!(w, "    {balance}")?;
+            if e.opens_before + e.opens_at_unmap > 0 {
+                writeln!(
+                    w,
+                    "    live opens {} at first map, {} at last unmap",
+                    e.opens_before, e.opens_at_unmap
+                )?;
+            }
+            if e.forced_unmount {
+                writeln!(w, "    closed by a forced unmount (vclean)")?;
+            }
             let steps: Vec<String> = e
                 .steps
                 .iter()
@@ -645,13 +881,20 @@ pub fn write_human(w: &mut impl Write, r: &Report) -> io::Result<()> {
             .by_process
             .iter()
             .map(|p| {
+                let name = p
+                    .comm
+                    .as_deref()
+                    .map_or(String::new(), |n| format!(" ({n})"));
                 format!(
-                    "pid {}: {} maps, {} page-ins ({} bytes), {} last unmaps",
-                    p.pid, p.maps, p.pageins, p.pagein_bytes, p.unmaps
+                    "pid {}{name}: {} opens, {} maps, {} page-ins ({} bytes), {} last unmaps",
+                    p.pid, p.opens, p.maps, p.pageins, p.pagein_bytes, p.unmaps
                 )
             })
             .collect();
         writeln!(w, "  by process: {}", procs.join("; "))?;
+        if let Some(h) = &f.holders {
+            writeln!(w, "  at the end: {}", holders_line(h))?;
+        }
     }
     writeln!(w)?;
     if r.leak_suspects.is_empty() {
@@ -673,8 +916,15 @@ pub fn write_human(w: &mut impl Write, r: &Report) -> io::Result<()> {
     for p in &r.processes {
         writeln!(
             w,
-            "  pid {:>7}: {} files, {} maps ({} mmap(2) calls), {} page-ins ({} bytes), {} last unmaps",
-            p.pid, p.files, p.maps, p.mmap_calls, p.pageins, p.pagein_bytes, p.unmaps
+            "  pid {:>7} {:<16} {} files, {} maps ({} mmap(2) calls), {} page-ins ({} bytes), {} last unmaps",
+            p.pid,
+            p.comm.as_deref().unwrap_or("-"),
+            p.files,
+            p.maps,
+            p.mmap_calls,
+            p.pageins,
+            p.pagein_bytes,
+            p.unmaps
         )?;
     }
     writeln!(w)?;
@@ -718,6 +968,7 @@ fn verdict_word(v: Verdict) -> &'static str {
         Verdict::TextRef => {
             "balanced but for exec's text reference (released at exit, after the unmap)"
         }
+        Verdict::OpenRef => "balanced but for opens still live at the last unmap",
         Verdict::Held => "HELD (more references after than before)",
         Verdict::Open => "still mapped",
         Verdict::Unknown => "unknown",
@@ -764,6 +1015,7 @@ mod tests {
             path: None,
             call: None,
             call_map: 0,
+            comm: None,
         })
     }
 

@@ -486,3 +486,142 @@ fn a_recycled_vnode_is_a_new_file_to_the_companion() {
         "the reused vnode block kept the old file's identity"
     );
 }
+
+/// Runs a scenario script through the companion's report (JSON).
+fn report_of(script_text: &str) -> Value {
+    let dir = TempDir::new().unwrap();
+    let script = dir.path().join("holders.mts");
+    std::fs::write(&script, script_text).unwrap();
+    let src = format!("sim:{}", script.display());
+    let out = maptrace()
+        .args(["--source", &src, "report", "--json"])
+        .output()
+        .unwrap();
+    common::ok_json(&out)
+}
+
+fn file<'a>(r: &'a Value, path: &str) -> &'a Value {
+    r["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == path)
+        .unwrap_or_else(|| panic!("{path} not in {r}"))
+}
+
+#[test]
+fn a_reference_held_by_another_open_is_not_a_leak() {
+    // The indexer opens the mapped file and keeps it open across the last
+    // unmap: one more usecount after than before, explained by that open.
+    let r = report_of(
+        "mount apfs /\nfile /data/shared.db 64K\nproc app\nproc indexer\n\
+         app: open /data/shared.db as f\napp: mmap f prot=r flags=shared as m\n\
+         app: touch m 0 16K\nindexer: open /data/shared.db as g\n\
+         app: munmap m\napp: close f\n",
+    );
+    let f = file(&r, "/data/shared.db");
+    let e = &f["epochs"][0];
+    assert_eq!(e["balance"], 1, "{e}");
+    assert_eq!(
+        (e["opens_before"].as_u64(), e["opens_at_unmap"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(e["verdict"], "open_ref");
+    assert!(
+        r["leak_suspects"].as_array().unwrap().is_empty(),
+        "{}",
+        r["leak_suspects"]
+    );
+    // At the end only the indexer's open holds it, and it is named.
+    let h = &f["holders"];
+    assert_eq!(h["usecount"], 1, "{h}");
+    let holders = h["holders"].as_array().unwrap();
+    assert_eq!(holders.len(), 1, "{h}");
+    assert_eq!(
+        (holders[0]["comm"].as_str(), holders[0]["how"].as_str()),
+        (Some("indexer"), Some("open"))
+    );
+}
+
+#[test]
+fn a_helper_keeping_a_mapped_file_open_is_named() {
+    let r = report_of(
+        "mount apfs /\nfile /data/kept.db 64K\nproc app\nproc helperd\n\
+         helperd: open /data/kept.db as h\napp: open /data/kept.db as f\n\
+         app: mmap f prot=r flags=shared as m\napp: close f\napp: touch m 0 16K\n",
+    );
+    let s = r["leak_suspects"].as_array().unwrap();
+    assert_eq!(s.len(), 1, "{s:?}");
+    assert_eq!(s[0]["reason"], "still_mapped");
+    let detail = s[0]["detail"].as_str().unwrap();
+    assert!(detail.contains("(app)"), "{detail}");
+    assert!(detail.contains("(helperd) open x1"), "{detail}");
+    let h = &file(&r, "/data/kept.db")["holders"];
+    // The helper's open and the mapping.
+    assert_eq!(h["usecount"], 2, "{h}");
+    let how: Vec<(String, String)> = h["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["comm"].as_str().unwrap().to_string(),
+                x["how"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        how,
+        [
+            ("helperd".into(), "open".into()),
+            ("app".into(), "map".into())
+        ]
+    );
+    let names: Vec<&str> = r["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["comm"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"helperd") && names.contains(&"app"),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn events_carry_the_process_name() {
+    let dir = TempDir::new().unwrap();
+    let script = dir.path().join("names.mts");
+    std::fs::write(
+        &script,
+        "mount apfs /\nfile /data/a.db 64K\nproc indexer\nindexer: open /data/a.db as f\n\
+         indexer: mmap f prot=r flags=private as m\nindexer: touch m 0 4K\n",
+    )
+    .unwrap();
+    let src = format!("sim:{}", script.display());
+    let out = maptrace()
+        .args(["--source", &src, "stream", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mmaps: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["kind"] == "mmap")
+        .collect();
+    assert!(!mmaps.is_empty(), "{text}");
+    assert!(mmaps.iter().all(|v| v["comm"] == "indexer"), "{mmaps:?}");
+    let out = maptrace()
+        .args(["--source", &src, "stream"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains(" COMM "), "{text}");
+    let row = text
+        .lines()
+        .find(|l| l.contains(" pagein "))
+        .expect("a pagein row");
+    assert!(row.contains(" indexer "), "{row}");
+}

@@ -25,7 +25,7 @@
 /* ---------------------------------------------------------------- versions */
 
 #define MT_ABI_VERSION_MAJOR 1
-#define MT_ABI_VERSION_MINOR 1
+#define MT_ABI_VERSION_MINOR 2
 /* Combined version as carried in headers: major in the high byte. */
 #define MT_ABI_VERSION ((MT_ABI_VERSION_MAJOR << 8) | MT_ABI_VERSION_MINOR)
 
@@ -68,7 +68,10 @@ enum mt_kind {
     MT_KIND_FILE_MMAP = 4, /* MAC mpo_file_check_mmap: mmap(2) intent, prot/flags */
     MT_KIND_PATH = 5,      /* the path of a vnode id, multi-slot */
     MT_KIND_MARK = 6,      /* a marker from the kext itself (start, config change) */
-    MT_KIND__COUNT = 7
+    MT_KIND_PROC = 7,      /* the name of h.pid (ABI 1.2) */
+    MT_KIND_OPEN = 8,      /* MAC mpo_vnode_notify_open: an open took its usecount (ABI 1.2) */
+    MT_KIND_CLOSE = 9,     /* VNOP_CLOSE from vn_close: an open's usecount goes next (ABI 1.2) */
+    MT_KIND__COUNT = 10
 };
 
 /* Event mask bits for mt_config.event_mask: bit (1 << kind). Literal values
@@ -80,7 +83,10 @@ enum mt_kind {
 #define MT_EVMASK_FILE_MMAP 0x10u
 #define MT_EVMASK_PATH 0x20u
 #define MT_EVMASK_MARK 0x40u
-#define MT_EVMASK_ALL 0x7eu
+#define MT_EVMASK_PROC 0x80u
+#define MT_EVMASK_OPEN 0x100u
+#define MT_EVMASK_CLOSE 0x200u
+#define MT_EVMASK_ALL 0x3feu
 
 /* --------------------------------------------------------- record flags */
 
@@ -219,6 +225,43 @@ struct mt_rec_mark {
     uint64_t arg2; /* START: number of shards */
 };
 
+/* MT_KIND_PROC: the name of process h.pid (proc_selfname: p_name, or p_comm
+ * before macOS 12), recorded by the core the first time it records an event
+ * of that pid, again after the pid execs, and again for every pid after a
+ * config write or a dropped record (so a reader that joined late, or lost
+ * the first PROC, learns the name). vnode_id is 0. name is NUL-padded, not
+ * NUL-terminated when all 24 bytes are used; MT_RF_TRUNCATED when cut. */
+struct mt_rec_proc {
+    struct mt_rec_header h;
+    uint8_t name[24];
+};
+#define MT_PROC_NAME_BYTES 24
+
+/* MT_KIND_OPEN: a successful open (mpo_vnode_notify_open, called by
+ * vn_open_auth_finish right after vnode_ref_ext took the open's usecount;
+ * bsd/vfs/vfs_vnops.c). Counts include that reference. */
+struct mt_rec_open {
+    struct mt_rec_header h;
+    uint32_t vid;
+    uint32_t fmode; /* FREAD|FWRITE|O_EVTONLY|... as passed to the hook */
+    struct mt_counts counts;
+    uint8_t reserved0[10];
+};
+
+/* MT_KIND_CLOSE: VNOP_CLOSE. vn_close calls it on the last close of an
+ * open file (fileglob), then vnode_rele_ext drops the open's usecount
+ * (bsd/vfs/vfs_vnops.c). Counts are taken before the original op, so they
+ * still include that reference. h.pid is the process that dropped the last
+ * reference to the open file, not necessarily the one that opened it. */
+struct mt_rec_close {
+    struct mt_rec_header h;
+    uint32_t vid;
+    uint32_t fflag; /* a_fflag: the open's FREAD|FWRITE|O_EVTONLY|... */
+    uint32_t duration_ns;
+    struct mt_counts counts;
+    uint8_t reserved0[6];
+};
+
 /* ------------------------------------------------- batches (sysctl events) */
 
 /* A read of kern.maptrace.events returns one batch: a batch header, then for
@@ -326,6 +369,9 @@ MT_ABI_CHECK(MT_EVMASK_MNOMAP == 1u << MT_KIND_MNOMAP, "mnomap mask bit");
 MT_ABI_CHECK(MT_EVMASK_FILE_MMAP == 1u << MT_KIND_FILE_MMAP, "file_mmap mask bit");
 MT_ABI_CHECK(MT_EVMASK_PATH == 1u << MT_KIND_PATH, "path mask bit");
 MT_ABI_CHECK(MT_EVMASK_MARK == 1u << MT_KIND_MARK, "mark mask bit");
+MT_ABI_CHECK(MT_EVMASK_PROC == 1u << MT_KIND_PROC, "proc mask bit");
+MT_ABI_CHECK(MT_EVMASK_OPEN == 1u << MT_KIND_OPEN, "open mask bit");
+MT_ABI_CHECK(MT_EVMASK_CLOSE == 1u << MT_KIND_CLOSE, "close mask bit");
 MT_ABI_CHECK(MT_EVMASK_ALL == ((1u << MT_KIND__COUNT) - 2u), "mask of all kinds");
 MT_ABI_CHECK(sizeof(struct mt_rec_header) == 40, "record header size");
 MT_ABI_CHECK(offsetof(struct mt_rec_header, drops_before) == 4, "drops_before offset");
@@ -346,6 +392,11 @@ MT_ABI_CHECK(sizeof(struct mt_rec_path) == MT_SLOT_SIZE, "path record size");
 MT_ABI_CHECK(offsetof(struct mt_rec_path, path) == 64 - MT_PATH_HEAD_BYTES, "path bytes");
 MT_ABI_CHECK(sizeof(struct mt_rec_cont) == MT_SLOT_SIZE, "continuation size");
 MT_ABI_CHECK(sizeof(struct mt_rec_mark) == MT_SLOT_SIZE, "mark record size");
+MT_ABI_CHECK(sizeof(struct mt_rec_proc) == MT_SLOT_SIZE, "proc record size");
+MT_ABI_CHECK(sizeof(struct mt_rec_open) == MT_SLOT_SIZE, "open record size");
+MT_ABI_CHECK(offsetof(struct mt_rec_open, counts) == 48, "open counts offset");
+MT_ABI_CHECK(sizeof(struct mt_rec_close) == MT_SLOT_SIZE, "close record size");
+MT_ABI_CHECK(offsetof(struct mt_rec_close, counts) == 52, "close counts offset");
 MT_ABI_CHECK(sizeof(struct mt_batch_header) == 64, "batch header size");
 MT_ABI_CHECK(sizeof(struct mt_segment_header) == 64, "segment header size");
 MT_ABI_CHECK(sizeof(struct mt_config) == 32, "config size");

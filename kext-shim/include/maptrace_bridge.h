@@ -11,7 +11,7 @@
  * Rust function to its typedef, so a signature drift fails to compile.
  *
  * Context rules for the shim:
- *   - mt_core_record*, mt_core_wants, mt_core_vector_original: any context,
+ *   - mt_core_record*, mt_core_wants, mt_core_proc_*, mt_core_vector_original: any context,
  *     including hooks that must not sleep. They never block, allocate or
  *     sleep: lock-free, bounded work.
  *   - mt_core_init/shutdown, mt_core_vector_insert, mt_core_config_set,
@@ -66,14 +66,15 @@ enum mt_vop {
     MT_VOP_MMAP = 0,
     MT_VOP_PAGEIN = 1,
     MT_VOP_MNOMAP = 2,
-    MT_VOP__COUNT = 3
+    MT_VOP_CLOSE = 3,
+    MT_VOP__COUNT = 4
 };
 
 /* One event as the shim saw it; the core filters, hashes and encodes it.
  * Fields a kind does not use are zero. vnode_ptr is hashed with vid under
  * the load's key and never stored or copied anywhere. */
 struct mt_event {
-    uint32_t kind;  /* enum mt_kind: MMAP, PAGEIN, MNOMAP, FILE_MMAP */
+    uint32_t kind;  /* enum mt_kind: MMAP, PAGEIN, MNOMAP, FILE_MMAP, OPEN, CLOSE */
     uint32_t pid;
     uint64_t tid;
     uint64_t timestamp_ns; /* when the operation started */
@@ -89,7 +90,8 @@ struct mt_event {
     uint32_t count_method;  /* enum mt_probe_method used for the counts above */
     uint32_t prot;          /* MMAP: a_fflags; FILE_MMAP: prot */
     uint32_t maxprot;       /* FILE_MMAP */
-    uint32_t flags;         /* PAGEIN: a_flags; FILE_MMAP: mmap flags */
+    uint32_t flags;         /* PAGEIN: a_flags; FILE_MMAP: mmap flags; OPEN: fmode;
+                             * CLOSE: a_fflag */
     uint32_t reserved0;
 };
 
@@ -133,6 +135,25 @@ typedef int32_t (*mt_core_record_path_fn)(const struct mt_core *core, uint32_t s
                                           size_t len);
 int32_t mt_core_record_path(const struct mt_core *core, uint32_t shard_hint,
                             const struct mt_event *ev, const uint8_t *path, size_t len);
+
+/* Whether the shim should record the name of pid now: PROC records are
+ * wanted for it and it was not named since it last exec'd, the last config
+ * write or the last drop. A 1 marks it named (the shim then calls
+ * mt_core_record_proc); never counts as filtered. Lock-free. */
+typedef int32_t (*mt_core_proc_claim_fn)(const struct mt_core *core, uint32_t pid);
+int32_t mt_core_proc_claim(const struct mt_core *core, uint32_t pid);
+
+/* pid exec'd: its next event names it again. Lock-free. */
+typedef void (*mt_core_proc_forget_fn)(const struct mt_core *core, uint32_t pid);
+void mt_core_proc_forget(const struct mt_core *core, uint32_t pid);
+
+/* Records a PROC record naming ev->pid (ev->kind is ignored): name is len
+ * bytes, used up to its first NUL, cut at MT_PROC_NAME_BYTES. */
+typedef int32_t (*mt_core_record_proc_fn)(const struct mt_core *core, uint32_t shard_hint,
+                                          const struct mt_event *ev, const uint8_t *name,
+                                          size_t len);
+int32_t mt_core_record_proc(const struct mt_core *core, uint32_t shard_hint,
+                            const struct mt_event *ev, const uint8_t *name, size_t len);
 
 /* --------------------------------------------------- vnode-op vectors */
 

@@ -1,8 +1,9 @@
 /*
  * mt_mac.c - the MAC policy: mmap(2) intent (mpo_file_check_mmap),
  * vnode discovery (mpo_vnode_check_open, mpo_vnode_notify_open,
- * mpo_vnode_check_exec) and the last mount of a filesystem type going
- * away (mpo_mount_check_umount).
+ * mpo_vnode_check_exec), OPEN records (mpo_vnode_notify_open), a process
+ * to be named again after exec (mpo_proc_notify_exec_complete) and the
+ * last mount of a filesystem type going away (mpo_mount_check_umount).
  *
  * Role: the policy never denies and never changes maxprot; every hook
  * returns 0 (fail open). By default it registers with
@@ -16,7 +17,8 @@
  * conf are writable and filled in code at start (arm64e signs function
  * pointers taken in code).
  *
- * Calls: mt_core_wants, mt_core_record (and mt_vnode_seen).
+ * Calls: mt_core_wants, mt_core_record, mt_core_proc_forget, mt_proc_note
+ * (and mt_vnode_seen).
  */
 #include "mt_shim.h"
 
@@ -57,7 +59,9 @@ static int mt_mac_file_check_mmap(kauth_cred_t cred, struct fileglob *fg, struct
         ev.kusecount = -1;
         ev.iocount = -1;
         ev.count_method = MT_PROBE_NONE;
-        mt_core_record(core, mt_shard_hint(ev.tid), &ev);
+        uint32_t hint = mt_shard_hint(ev.tid);
+        mt_proc_note(core, hint, &ev);
+        mt_core_record(core, hint, &ev);
     }
     mt_leave();
     return 0;
@@ -82,7 +86,36 @@ static int mt_mac_vnode_check_open(kauth_cred_t cred, struct vnode *vp, struct l
 }
 
 /**
- * mpo_vnode_notify_open: discovery only. vn_open_auth_finish calls it for
+ * Records OPEN for vp: counts after vn_open_auth_finish's vnode_ref_ext,
+ * so they include this open's usecount (bsd/vfs/vfs_vnops.c,
+ * xnu-11417.121.6). Regular files only, like discovery.
+ * Context: thread context of open(2); never blocks or allocates.
+ */
+static void mt_mac_record_open(struct vnode *vp, int acc_flags)
+{
+    const struct mt_core *core = mt_core_ref();
+    uint32_t pid = (uint32_t)proc_selfpid();
+    if (vp == NULL || vnode_vtype(vp) != VREG || !mt_core_wants(core, MT_KIND_OPEN, pid)) {
+        return;
+    }
+    struct mt_event ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.kind = MT_KIND_OPEN;
+    ev.pid = pid;
+    ev.tid = thread_tid(current_thread());
+    ev.timestamp_ns = mt_now_ns();
+    ev.vnode_ptr = (uint64_t)(uintptr_t)vp;
+    ev.vid = vnode_vid(vp);
+    ev.flags = (uint32_t)acc_flags;
+    mt_counts_snapshot(vp, &ev);
+    uint32_t hint = mt_shard_hint(ev.tid);
+    mt_proc_note(core, hint, &ev);
+    mt_core_record(core, hint, &ev);
+}
+
+/**
+ * mpo_vnode_notify_open: discovery, and the OPEN record that attributes
+ * the open's usecount to its process. vn_open_auth_finish calls it for
  * every successful open, also of a file open(O_CREAT) has just created,
  * which skips mpo_vnode_check_open (vn_open_auth, bsd/vfs/vfs_vnops.c,
  * xnu-11417.121.6).
@@ -94,9 +127,9 @@ static void mt_mac_vnode_notify_open(kauth_cred_t cred, struct vnode *vp, struct
 {
     (void)cred;
     (void)label;
-    (void)acc_flags;
     mt_enter();
     mt_vnode_seen(vp);
+    mt_mac_record_open(vp, acc_flags);
     mt_leave();
 }
 
@@ -125,6 +158,23 @@ static int mt_mac_vnode_check_exec(kauth_cred_t cred, struct vnode *vp, struct v
     mt_vnode_seen(scriptvp);
     mt_leave();
     return 0;
+}
+
+/**
+ * mpo_proc_notify_exec_complete: p exec'd (or was spawned) and is about to
+ * return to user space, now under its new name; its next event names it
+ * again. task_wait_to_return calls it with p == current_proc()
+ * (osfmk/kern/task.c, xnu-7195.141.2 and xnu-11417.121.6).
+ * Context: thread context of the new image's first thread; never blocks.
+ */
+static void mt_mac_proc_notify_exec_complete(struct proc *p)
+{
+    mt_enter();
+    const struct mt_core *core = mt_core_ref();
+    if (core != NULL && p != NULL) {
+        mt_core_proc_forget(core, (uint32_t)proc_pid(p));
+    }
+    mt_leave();
 }
 
 /**
@@ -161,6 +211,8 @@ int mt_mac_start(void)
     mt_mac_ops.mpo_slots[MPO_VNODE_NOTIFY_OPEN] = (mac_policy_op_t)mt_mac_vnode_notify_open;
     mt_mac_ops.mpo_slots[MPO_VNODE_CHECK_EXEC] = (mac_policy_op_t)mt_mac_vnode_check_exec;
     mt_mac_ops.mpo_slots[MPO_MOUNT_CHECK_UMOUNT] = (mac_policy_op_t)mt_mac_mount_check_umount;
+    mt_mac_ops.mpo_slots[MPO_PROC_NOTIFY_EXEC_COMPLETE] =
+        (mac_policy_op_t)mt_mac_proc_notify_exec_complete;
 
     memset(&mt_mac_conf, 0, sizeof(mt_mac_conf));
     mt_mac_conf.mpc_name = MT_KEXT_NAME;

@@ -246,6 +246,10 @@ void mt_vnops_mount_going(mount_t mp);
 void mt_vnops_repatch(void);
 void mt_vnops_fini(void);
 
+#pragma mark - mt_proc.c
+
+void mt_proc_note(const struct mt_core *core, uint32_t hint, const struct mt_event *ev);
+
 #pragma mark - mt_kauth.c
 
 /*

@@ -1,10 +1,10 @@
 /*
- * mt_vnops.c - the VNOP_MMAP / VNOP_PAGEIN / VNOP_MNOMAP hooks, the
+ * mt_vnops.c - the VNOP_MMAP / VNOP_PAGEIN / VNOP_MNOMAP / VNOP_CLOSE hooks, the
  * patching of filesystem vnode-op vectors, and the sweep of mounted
  * filesystems at start.
  *
  * Role: the first vnode seen (kauth, MAC or sweep) with a vector the core
- * does not know causes that vector's mmap, pagein and mnomap entries to be
+ * does not know causes that vector's mmap, pagein, mnomap and close entries to be
  * replaced by the trampolines below, once, under the patch lock; the
  * originals go into the core's table BEFORE a hook becomes visible, so a
  * hook always finds its original. Each trampoline counts itself in flight,
@@ -13,7 +13,7 @@
  * No allocation, sleep or lock in a trampoline beyond the core's ring CAS
  * (and vn_getpath on the mmap path, which may sleep; never in pagein).
  *
- * Calls: mt_core_wants, mt_core_record, mt_core_record_path,
+ * Calls: mt_core_wants, mt_core_record, mt_core_record_path, mt_proc_note,
  *        mt_core_vector_original, mt_core_vector_insert,
  *        mt_core_vector_count, mt_core_vector_get, mt_core_vector_remove.
  */
@@ -48,6 +48,8 @@ static inline int mt_desc_offset(uint32_t op)
         return vnop_mmap_desc.vdesc_offset;
     case MT_VOP_PAGEIN:
         return vnop_pagein_desc.vdesc_offset;
+    case MT_VOP_CLOSE:
+        return vnop_close_desc.vdesc_offset;
     default:
         return vnop_mnomap_desc.vdesc_offset;
     }
@@ -168,7 +170,9 @@ static int mt_hook_begin(struct mt_hook *h, vnode_t vp, uint32_t op, uint32_t ki
         return 0;
     }
     uint32_t pid = (uint32_t)proc_selfpid();
-    h->want = mt_core_wants(h->core, kind, pid);
+    /* A filesystem's vector serves every vnode type; CLOSE is for files. */
+    int file = kind != MT_KIND_CLOSE || vnode_vtype(vp) == VREG;
+    h->want = file && mt_core_wants(h->core, kind, pid);
     if (h->want) {
         mt_event_base(&h->ev, kind, pid, vp);
     }
@@ -188,6 +192,7 @@ static int mt_hook_end(struct mt_hook *h, int err, vnode_t path_vp)
         h->ev.duration_ns = mt_now_ns() - h->ev.timestamp_ns;
         h->ev.error = err;
         uint32_t hint = mt_shard_hint(h->ev.tid);
+        mt_proc_note(h->core, hint, &h->ev);
         if (path_vp != NULL) {
             mt_record_path(h->core, path_vp, &h->ev, hint);
         }
@@ -273,6 +278,30 @@ static int mt_vnop_mnomap_hook(void *ap)
     struct mt_hook h;
     if (!mt_hook_begin(&h, a->a_vp, MT_VOP_MNOMAP, MT_KIND_MNOMAP)) {
         return ENOTSUP;
+    }
+    return mt_hook_end(&h, h.orig(ap), NULL);
+}
+
+/**
+ * VNOP_CLOSE trampoline: vn_close on the last close of an open file, right
+ * before vnode_rele_ext drops the open's usecount (bsd/vfs/vfs_vnops.c,
+ * xnu-7195.141.2 and xnu-11417.121.6); also vclean's close of an active
+ * vnode at a forced unmount, and kernel-internal closes. The vector is
+ * the filesystem's for every vnode type: only regular files are recorded.
+ * @param ap struct vnop_close_args.
+ * @return the original's result; 0 if the original is unknown (vn_close's
+ *         callers ignore it or only report it; the usecount goes anyway).
+ * Context: thread context (close(2), exit, exec, unmount); never allocates.
+ */
+static int mt_vnop_close_hook(void *ap)
+{
+    struct vnop_close_args *a = ap;
+    struct mt_hook h;
+    if (!mt_hook_begin(&h, a->a_vp, MT_VOP_CLOSE, MT_KIND_CLOSE)) {
+        return 0;
+    }
+    if (h.want) {
+        h.ev.flags = (uint32_t)a->a_fflag;
     }
     return mt_hook_end(&h, h.orig(ap), NULL);
 }
@@ -650,6 +679,7 @@ int mt_vnops_init(void)
     mt_hooks[MT_VOP_MMAP] = mt_vnop_mmap_hook;
     mt_hooks[MT_VOP_PAGEIN] = mt_vnop_pagein_hook;
     mt_hooks[MT_VOP_MNOMAP] = mt_vnop_mnomap_hook;
+    mt_hooks[MT_VOP_CLOSE] = mt_vnop_close_hook;
     mt_g.path_busy = 0;
     mt_g.path_pool = IOMalloc((vm_size_t)MT_PATH_POOL * MAXPATHLEN);
     return mt_g.path_pool == NULL ? ENOMEM : 0;

@@ -20,6 +20,7 @@ void mt_sim_panic(const char *msg, size_t len) MT_XNU_NORETURN;
 struct vnodeop_desc vnop_default_desc = {0, "vnop_default", 0, NULL, -1, -1, -1, -1, -1, NULL};
 struct vnodeop_desc vnop_mmap_desc = {0, "vnop_mmap", 0, NULL, -1, -1, -1, -1, 24, NULL};
 struct vnodeop_desc vnop_mnomap_desc = {0, "vnop_mnomap", 0, NULL, -1, -1, -1, -1, 16, NULL};
+struct vnodeop_desc vnop_close_desc = {0, "vnop_close", 0, NULL, -1, -1, -1, -1, 24, NULL};
 struct vnodeop_desc vnop_pagein_desc = {0, "vnop_pagein", 0, NULL, -1, -1, -1, -1, 56, NULL};
 struct vnodeop_desc vnop_mmap_check_desc = {0, "vnop_mmap_check", 0, NULL, -1, -1, -1, -1, 24, NULL};
 struct vnodeop_desc vnop_reclaim_desc = {0, "vnop_reclaim", 0, NULL, -1, -1, -1, -1, 16, NULL};

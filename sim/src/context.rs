@@ -27,6 +27,8 @@ pub enum Vop {
     MmapCheck,
     /// VNOP_RECLAIM.
     Reclaim,
+    /// VNOP_CLOSE.
+    Close,
 }
 
 impl Vop {
@@ -38,6 +40,7 @@ impl Vop {
             Vop::Pagein => "vnop_pagein",
             Vop::MmapCheck => "vnop_mmap_check",
             Vop::Reclaim => "vnop_reclaim",
+            Vop::Close => "vnop_close",
         }
     }
 }

@@ -182,6 +182,12 @@ pub enum TraceOp {
     Pagein,
     /// VNOP_MNOMAP reached the filesystem.
     Mnomap,
+    /// mac_vnode_notify_open ran: an open took its usecount (`prot` is the
+    /// open's fmode).
+    Open,
+    /// VNOP_CLOSE reached the filesystem (`prot` is `a_fflag`); the open's
+    /// usecount goes right after.
+    Close,
 }
 
 /// The simulated kernel.

@@ -295,6 +295,19 @@ impl Mac {
         });
     }
 
+    /// mac_proc_notify_exec_complete: from task_wait_to_return on the new
+    /// image's first thread, with `proc` its current_proc()
+    /// (osfmk/kern/task.c, security/mac_mach.c, xnu-11417.121.6).
+    pub fn proc_notify_exec_complete(&self, k: &Kernel, proc: usize) {
+        self.each(k, xnu::MPO_PROC_NOTIFY_EXEC_COMPLETE, |hook| {
+            // SAFETY: the slot holds an mpo_proc_notify_exec_complete_t.
+            let f: unsafe extern "C" fn(xnu::proc_t) = unsafe { std::mem::transmute(hook) };
+            // SAFETY: arguments as mac_proc_notify_exec_complete passes them.
+            unsafe { f(proc as _) };
+            0
+        });
+    }
+
     /// mac_vnode_check_exec.
     pub fn vnode_check_exec(&self, k: &Kernel, cred: usize, vp: &Vnode) -> i32 {
         self.each(k, xnu::MPO_VNODE_CHECK_EXEC, |hook| {

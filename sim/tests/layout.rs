@@ -144,6 +144,10 @@ fn slot_indices_match_the_reference() {
         assert_eq!(index("mpo_policy_destroy"), xnu::MPO_POLICY_DESTROY);
         assert_eq!(index("mpo_policy_init"), xnu::MPO_POLICY_INIT);
         assert_eq!(index("mpo_policy_initbsd"), xnu::MPO_POLICY_INITBSD);
+        assert_eq!(
+            index("mpo_proc_notify_exec_complete"),
+            xnu::MPO_PROC_NOTIFY_EXEC_COMPLETE
+        );
         assert_eq!(index("mpo_vnode_check_exec"), xnu::MPO_VNODE_CHECK_EXEC);
         assert_eq!(index("mpo_vnode_check_open"), xnu::MPO_VNODE_CHECK_OPEN);
         assert_eq!(index("mpo_vnode_notify_open"), xnu::MPO_VNODE_NOTIFY_OPEN);

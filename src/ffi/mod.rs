@@ -11,6 +11,7 @@ mod panic;
 
 use crate::config::{Config, ConfigCell, ConfigError};
 use crate::engine::{DrainError, DrainState, Engine, Params, RecordResult, ShimCounters};
+use crate::procs::ProcCache;
 use crate::ring::Ring;
 use crate::sync::{AtomicU32, AtomicU64};
 use crate::vectors::{Entry, MAX_VECTORS, OPS, VectorError, VectorTable};
@@ -210,6 +211,14 @@ unsafe fn init_engine<'e>(
         unsafe { entries.wrapping_add(i).write(Entry::new()) };
     }
     put!(slot.vectors.len = AtomicU32::new(0));
+    put!(slot.procs.epoch = AtomicU32::new(1));
+    // SAFETY: as in put!: a projection inside the slot.
+    let proc_slots = unsafe { &raw mut (*slot).procs.slots }.cast::<AtomicU64>();
+    for i in 0..crate::procs::SLOTS {
+        // SAFETY: element i of the slots array lies inside the slot and is
+        // aligned (array layout); its bytes are uninitialised.
+        unsafe { proc_slots.wrapping_add(i).write(AtomicU64::new(0)) };
+    }
     put!(slot.vectors.insert_lock = spin::Mutex::new(()));
     put!(slot.drain = spin::Mutex::new(DrainState::new()));
     put!(slot.filtered = AtomicU64::new(0));
@@ -234,6 +243,7 @@ const _: fn(&Engine<'static>) = |e| {
                 len: _,
                 insert_lock: _,
             },
+        procs: ProcCache { epoch: _, slots: _ },
         drain: _,
         filtered: _,
         errors: _,
@@ -321,6 +331,66 @@ pub unsafe extern "C" fn mt_core_record_path(
         unsafe { core::slice::from_raw_parts(path, len) }
     };
     record_rc(e.record_path(shard_hint, ev, path))
+}
+
+const _: bridge::mt_core_proc_claim_fn = Some(mt_core_proc_claim);
+/// See `maptrace_bridge.h`.
+///
+/// # Safety
+///
+/// `core` is NULL or a live handle from `mt_core_init`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mt_core_proc_claim(core: *const mt_core, pid: u32) -> i32 {
+    // SAFETY: the caller passes NULL or a live handle.
+    unsafe { engine(core) }
+        .is_some_and(|e| e.proc_claim(pid))
+        .into()
+}
+
+const _: bridge::mt_core_proc_forget_fn = Some(mt_core_proc_forget);
+/// See `maptrace_bridge.h`.
+///
+/// # Safety
+///
+/// `core` is NULL or a live handle from `mt_core_init`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mt_core_proc_forget(core: *const mt_core, pid: u32) {
+    // SAFETY: the caller passes NULL or a live handle.
+    if let Some(e) = unsafe { engine(core) } {
+        e.proc_forget(pid);
+    }
+}
+
+const _: bridge::mt_core_record_proc_fn = Some(mt_core_record_proc);
+/// See `maptrace_bridge.h`.
+///
+/// # Safety
+///
+/// `core` is NULL or a live handle; `ev` is NULL or readable; `name` points
+/// to `len` readable bytes (or is NULL with `len == 0`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mt_core_record_proc(
+    core: *const mt_core,
+    shard_hint: u32,
+    ev: *const mt_event,
+    name: *const u8,
+    len: usize,
+) -> i32 {
+    // SAFETY: the caller passes NULL or a live handle.
+    let Some(e) = (unsafe { engine(core) }) else {
+        return RecordResult::Filtered as i32;
+    };
+    // SAFETY: the caller passes NULL or a readable event.
+    let Some(ev) = (unsafe { ev.as_ref() }) else {
+        return RecordResult::Rejected as i32;
+    };
+    let name = if name.is_null() || len == 0 {
+        &[][..]
+    } else {
+        // SAFETY: the caller guarantees `len` readable bytes at `name`.
+        unsafe { core::slice::from_raw_parts(name, len) }
+    };
+    e.record_proc(shard_hint, ev, name) as i32
 }
 
 const _: bridge::mt_core_vector_original_fn = Some(mt_core_vector_original);

@@ -34,7 +34,7 @@ fn each_direct_dispatch_is_recorded_once_with_the_originals_result() {
     assert_eq!((s.dropped(), s.errors), (0, 0));
     let mut recs: Vec<_> = drain(&sim, &mut dec)
         .into_iter()
-        .filter(|r| r.pid == p.pid() as u32 && r.kind != EventKind::Path)
+        .filter(|r| r.pid == p.pid() as u32 && !matches!(r.kind, EventKind::Path | EventKind::Proc))
         .collect();
     // Each call ran on another simulated CPU, so on another shard.
     recs.sort_by_key(|r| r.timestamp_ns);

@@ -708,6 +708,8 @@ fn traced_kind(op: TraceOp) -> Option<EventKind> {
         TraceOp::Mmap => Some(EventKind::Mmap),
         TraceOp::Pagein => Some(EventKind::Pagein),
         TraceOp::Mnomap => Some(EventKind::Mnomap),
+        TraceOp::Open => Some(EventKind::Open),
+        TraceOp::Close => Some(EventKind::Close),
         TraceOp::MmapCheck => None,
     }
 }
@@ -775,7 +777,10 @@ fn unload_waits_for_an_events_read_held_in_copyout() {
             let mut got: Vec<(EventKind, i64, u64)> = recs
                 .into_iter()
                 .map(|r| r.expect("an untorn record"))
-                .filter(|r| r.pid == p.pid() as u32 && r.kind != EventKind::Path)
+                // Paths and names are not operations: compare the rest.
+                .filter(|r| {
+                    r.pid == p.pid() as u32 && !matches!(r.kind, EventKind::Path | EventKind::Proc)
+                })
                 .map(|r| {
                     assert_eq!(r.lost_before, 0, "nothing lost");
                     match r.event {

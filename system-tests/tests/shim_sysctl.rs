@@ -138,7 +138,7 @@ fn malformed_config_writes_are_refused_and_change_nothing() {
         ("unknown flag", config_bytes(0x80, raw::MT_EVMASK_ALL, 0)),
         (
             "unknown kind bit",
-            config_bytes(raw::MT_CF_ENABLE, 0x100, 0),
+            config_bytes(raw::MT_CF_ENABLE, 0x400, 0),
         ),
         ("kind 0 bit", config_bytes(raw::MT_CF_ENABLE, 0x1, 0)),
         (

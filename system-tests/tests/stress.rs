@@ -307,7 +307,8 @@ impl Checker {
                 );
                 assert!(off + size <= MAP_LEN, "{r:?}");
             }
-            Event::Mnomap { .. } => {}
+            Event::Mnomap { .. } | Event::Open { .. } | Event::Close { .. } => {}
+            Event::Proc { name, .. } => assert!(!name.is_empty(), "{r:?}"),
             Event::Path { path, .. } => {
                 let path = String::from_utf8_lossy(path).into_owned();
                 assert!(self.known_paths.contains(&path), "{path}");
@@ -451,7 +452,11 @@ fn since(now: &Stats, base: &Stats, shard: usize) -> [u64; 4] {
 fn traced_since(trace: &[TraceEvent], first_seq: u64) -> Vec<&TraceEvent> {
     trace
         .iter()
-        .filter(|t| t.seq >= first_seq && t.op != TraceOp::MmapCheck)
+        // No record for VNOP_MMAP_CHECK; opens and closes are not in the mask.
+        .filter(|t| {
+            t.seq >= first_seq
+                && !matches!(t.op, TraceOp::MmapCheck | TraceOp::Open | TraceOp::Close)
+        })
         .collect()
 }
 
@@ -462,6 +467,8 @@ fn kind_of(op: TraceOp) -> EventKind {
         TraceOp::Mmap => EventKind::Mmap,
         TraceOp::Pagein => EventKind::Pagein,
         TraceOp::Mnomap => EventKind::Mnomap,
+        TraceOp::Open => EventKind::Open,
+        TraceOp::Close => EventKind::Close,
         TraceOp::MmapCheck => unreachable!("filtered out"),
     }
 }
@@ -480,6 +487,8 @@ fn matches(r: &Record, t: &TraceEvent, paths: &HashMap<u64, String>) -> bool {
             path_ok && *offset == t.offset && u64::from(*size) == t.size
         }
         Event::Mnomap { vid, .. } => path_ok && *vid == t.vid,
+        Event::Open { vid, fmode, .. } => path_ok && *vid == t.vid && *fmode == t.prot as u32,
+        Event::Close { vid, fflag, .. } => path_ok && *vid == t.vid && *fflag == t.prot as u32,
         _ => false,
     }
 }
@@ -492,7 +501,10 @@ fn check_against_trace(recs: &[Record], trace: &[&TraceEvent], paths: &HashMap<u
         truth.entry(t.tid).or_default().push(t);
     }
     let mut runs: HashMap<(u64, u16), Vec<&Record>> = HashMap::new();
-    for r in recs.iter().filter(|r| r.kind != EventKind::Path) {
+    for r in recs
+        .iter()
+        .filter(|r| !matches!(r.kind, EventKind::Path | EventKind::Proc))
+    {
         runs.entry((r.tid, r.shard)).or_default().push(r);
     }
     let mut per_thread: HashMap<u64, usize> = HashMap::new();

@@ -198,6 +198,19 @@ MT_XNU_ASSERT_OFF(struct vnop_mmap_check_args, a_vp, 8);
 MT_XNU_ASSERT_OFF(struct vnop_mmap_check_args, a_flags, 16);
 MT_XNU_ASSERT_OFF(struct vnop_mmap_check_args, a_context, 24);
 
+/* The same at xnu-7195.141.2 and xnu-11417.121.6. */
+struct vnop_close_args {
+    struct vnodeop_desc *a_desc;
+    vnode_t a_vp;
+    int a_fflag; /* the open's FREAD | FWRITE | O_EVTONLY | ... */
+    vfs_context_t a_context;
+};
+MT_XNU_ASSERT_SIZE(struct vnop_close_args, 32);
+MT_XNU_ASSERT_OFF(struct vnop_close_args, a_desc, 0);
+MT_XNU_ASSERT_OFF(struct vnop_close_args, a_vp, 8);
+MT_XNU_ASSERT_OFF(struct vnop_close_args, a_fflag, 16);
+MT_XNU_ASSERT_OFF(struct vnop_close_args, a_context, 24);
+
 struct vnop_mnomap_args {
     struct vnodeop_desc *a_desc;
     vnode_t a_vp;
@@ -264,6 +277,7 @@ MT_XNU_ASSERT_SIZE(struct vnop_inactive_args, 24);
 extern struct vnodeop_desc vnop_default_desc;
 extern struct vnodeop_desc vnop_mmap_desc;
 extern struct vnodeop_desc vnop_mnomap_desc;
+extern struct vnodeop_desc vnop_close_desc;
 extern struct vnodeop_desc vnop_pagein_desc;
 extern struct vnodeop_desc vnop_mmap_check_desc;
 extern struct vnodeop_desc vnop_reclaim_desc;
@@ -490,6 +504,7 @@ typedef int mpo_file_check_mmap_t(kauth_cred_t cred, struct fileglob *fg, struct
 typedef void mpo_policy_destroy_t(struct mac_policy_conf *mpc);
 typedef void mpo_policy_init_t(struct mac_policy_conf *mpc);
 typedef void mpo_policy_initbsd_t(struct mac_policy_conf *mpc);
+typedef void mpo_proc_notify_exec_complete_t(struct proc *p);
 typedef int mpo_vnode_check_exec_t(kauth_cred_t cred, struct vnode *vp, struct vnode *scriptvp,
                                    struct label *vnodelabel, struct label *scriptlabel,
                                    struct label *execlabel, struct componentname *cnp,
@@ -512,6 +527,7 @@ typedef void (*mac_policy_op_t)(void);
 #define MPO_POLICY_DESTROY 114
 #define MPO_POLICY_INIT 115
 #define MPO_POLICY_INITBSD 116
+#define MPO_PROC_NOTIFY_EXEC_COMPLETE 122
 #define MPO_VNODE_CHECK_EXEC 258
 #define MPO_VNODE_CHECK_OPEN 267
 #define MPO_VNODE_NOTIFY_OPEN 324

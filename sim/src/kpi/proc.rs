@@ -52,12 +52,22 @@ fn copy_name(name: &str, buf: *mut c_char, size: c_int) {
     }
 }
 
+/// proc_selfname (bsd/kern/kern_proc.c): at xnu-11417.121.6 it returns
+/// for `size <= 0`, zeroes `size` bytes and copies `p_name`; at
+/// xnu-7195.141.2 (the pre-12 model, [`Release::Catalina`]) it copies
+/// `p_comm` with strlcpy and leaves the rest of the buffer as it was.
+///
+/// [`Release::Catalina`]: crate::kernel::Release::Catalina
 #[unsafe(no_mangle)]
 extern "C" fn proc_selfname(buf: *mut c_char, size: c_int) {
     let k = k("proc_selfname");
     let name = current_process(&k)
         .map(|p| crate::lock(&p.name).clone())
         .unwrap_or_default();
+    if k.config.release == crate::kernel::Release::Sequoia && size > 0 && !buf.is_null() {
+        // SAFETY: the caller passes `size` writable bytes (the KPI's contract).
+        unsafe { std::ptr::write_bytes(buf.cast::<u8>(), 0, size as usize) };
+    }
     copy_name(&name, buf, size);
 }
 

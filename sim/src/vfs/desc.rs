@@ -11,6 +11,7 @@ unsafe extern "C" {
     static mut vnop_default_desc: xnu::vnodeop_desc;
     static mut vnop_mmap_desc: xnu::vnodeop_desc;
     static mut vnop_mnomap_desc: xnu::vnodeop_desc;
+    static mut vnop_close_desc: xnu::vnodeop_desc;
     static mut vnop_pagein_desc: xnu::vnodeop_desc;
     static mut vnop_mmap_check_desc: xnu::vnodeop_desc;
     static mut vnop_reclaim_desc: xnu::vnodeop_desc;
@@ -115,6 +116,8 @@ pub struct VopOffsets {
     pub reclaim: usize,
     /// vnop_inactive.
     pub inactive: usize,
+    /// vnop_close.
+    pub close: usize,
 }
 
 impl VopOffsets {
@@ -125,6 +128,7 @@ impl VopOffsets {
             Vop::Pagein => self.pagein,
             Vop::MmapCheck => self.mmap_check,
             Vop::Reclaim => self.reclaim,
+            Vop::Close => self.close,
         }
     }
 }
@@ -144,6 +148,7 @@ pub fn desc_addr(op: Vop) -> usize {
         Vop::Pagein => (&raw const vnop_pagein_desc) as usize,
         Vop::MmapCheck => (&raw const vnop_mmap_check_desc) as usize,
         Vop::Reclaim => (&raw const vnop_reclaim_desc) as usize,
+        Vop::Close => (&raw const vnop_close_desc) as usize,
     }
 }
 
@@ -166,6 +171,7 @@ pub(super) fn vfs_op_init(release: Release) -> VopOffsets {
         mmap_check: at("vnop_mmap_check"),
         reclaim: at("vnop_reclaim"),
         inactive: at("vnop_inactive"),
+        close: at("vnop_close"),
     };
     set_desc(&raw mut vnop_default_desc, offsets.default);
     set_desc(&raw mut vnop_mmap_desc, offsets.mmap);
@@ -174,5 +180,6 @@ pub(super) fn vfs_op_init(release: Release) -> VopOffsets {
     set_desc(&raw mut vnop_mmap_check_desc, offsets.mmap_check);
     set_desc(&raw mut vnop_reclaim_desc, offsets.reclaim);
     set_desc(&raw mut vnop_inactive_desc, offsets.inactive);
+    set_desc(&raw mut vnop_close_desc, offsets.close);
     offsets
 }

@@ -74,6 +74,8 @@ impl Vfs {
                 entries[e] = dead_vnop_eio as *const () as usize;
             }
             entries[o.reclaim] = sim_vnop_ok as *const () as usize;
+            // dead_nullop (bsd/miscfs/deadfs/dead_vnops.c, xnu-11417.121.6).
+            entries[o.close] = sim_vnop_ok as *const () as usize;
             entries
         } else {
             filesystem_entries(o)

@@ -68,6 +68,21 @@ extern "C" fn sim_vnop_mnomap(args: *mut c_void) -> c_int {
     })
 }
 
+/// VNOP_CLOSE: records it; never fails.
+extern "C" fn sim_vnop_close(args: *mut c_void) -> c_int {
+    // The filesystem's own op: its stack is the kernel's, not the hook's.
+    let _kernel = crate::stack::KernelScope::enter();
+    context::with_frame(Frame::Original, || {
+        let k = crate::kernel::current_or_abort("VNOP_CLOSE");
+        // SAFETY: dispatched with a vnop_close_args block.
+        let fflag = unsafe { (*(args as *const xnu::vnop_close_args)).a_fflag };
+        if let Some(vp) = k.vfs.vnode(arg_vnode(args)) {
+            trace_vnop(&k, &vp, TraceOp::Close, 0, 0, fflag);
+        }
+        0
+    })
+}
+
 /// VNOP_MMAP_CHECK: allows everything.
 extern "C" fn sim_vnop_mmap_check(args: *mut c_void) -> c_int {
     // The filesystem's own op: its stack is the kernel's, not the hook's.
@@ -157,5 +172,6 @@ pub(super) fn filesystem_entries(o: VopOffsets) -> Vec<usize> {
     entries[o.mmap_check] = sim_vnop_mmap_check as *const () as usize;
     entries[o.reclaim] = sim_vnop_ok as *const () as usize;
     entries[o.inactive] = sim_vnop_ok as *const () as usize;
+    entries[o.close] = sim_vnop_close as *const () as usize;
     entries
 }

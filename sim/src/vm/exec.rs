@@ -69,8 +69,11 @@ impl Kernel {
             self.unmap_object(p.ctx_addr, &m.vp);
         }
         drop(g);
-        // The image runs on the thread cloneproc made (kern_exec.c:5498).
+        // The image runs on the thread cloneproc made (kern_exec.c:5498),
+        // which tells the MAC policies before its first return to user
+        // space (task_wait_to_return, osfmk/kern/task.c, xnu-11417.121.6).
         new_thread(self, p);
+        self.exec_complete(p);
         self.fault_entry(p, &entry).map(|_| ())
     }
 
@@ -134,7 +137,19 @@ impl Kernel {
     /// child's own thread.
     pub fn sys_start(&self, p: &Process) -> Result<TouchStats, i32> {
         let entry = std::mem::take(&mut *lock(&p.entry));
+        if !entry.is_empty() {
+            // The first run only (a started child has no entry left).
+            self.exec_complete(p);
+        }
         self.fault_entry(p, &entry)
+    }
+
+    /// mac_proc_notify_exec_complete on `p`'s own thread: the spawned or
+    /// exec'd image is about to run its first user instruction
+    /// (task_wait_to_return, osfmk/kern/task.c, xnu-11417.121.6).
+    fn exec_complete(&self, p: &Process) {
+        let _g = enter(self, p);
+        self.mac.proc_notify_exec_complete(self, p.proc_addr);
     }
 
     fn fault_entry(&self, p: &Process, entry: &[u64]) -> Result<TouchStats, i32> {

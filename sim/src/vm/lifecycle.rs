@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::{Mapping, Process, enter};
+use super::{IO_NDELAY, Mapping, Process, enter};
 use crate::kernel::Kernel;
 use crate::lock;
 use crate::vfs::errno;
@@ -118,6 +118,12 @@ impl Kernel {
         }
         for vp in &vnodes {
             let held = self.vfs.get(vp).is_ok();
+            // vclean(DOCLOSE) of a vnode in use: one VNOP_CLOSE for all its
+            // opens, before ubc_destroy_named (bsd/vfs/vfs_subr.c,
+            // xnu-11417.121.6); the opens' later closes go to deadfs.
+            if held && vp.usecount() > 0 && !vp.dead.load(Ordering::Acquire) {
+                self.vnop_close(ctx, vp, IO_NDELAY);
+            }
             let mapped = {
                 let mut u = lock(&vp.ubc);
                 let n = u.map_count;

@@ -14,10 +14,22 @@ use crate::xnu;
 
 impl Kernel {
     fn trace_mac(&self, vp: &Vnode, prot: i32, maxprot: i32, file_pos: u64) {
+        self.trace_mac_op(TraceOp::FileCheckMmap, vp, prot, maxprot, file_pos);
+    }
+
+    /// Traces a MAC-level operation (the mmap(2) check, an open) on `vp`.
+    pub(super) fn trace_mac_op(
+        &self,
+        op: TraceOp,
+        vp: &Vnode,
+        prot: i32,
+        maxprot: i32,
+        file_pos: u64,
+    ) {
         let id = self.identity();
         self.trace(TraceEvent {
             seq: 0,
-            op: TraceOp::FileCheckMmap,
+            op,
             pid: id.pid,
             tid: id.tid,
             vnode: vp.addr as u64,

@@ -96,6 +96,8 @@ struct Fileglob {
     addr: usize,
     refs: AtomicU32,
     mode: OpenMode,
+    /// `fg_flag`: the open's FREAD | FWRITE | O_EVTONLY.
+    flag: i32,
 }
 
 /// An open file.
@@ -291,6 +293,13 @@ fn new_thread(k: &Kernel, p: &Process) {
         k.retire_thread(old.thread_addr);
     }
 }
+
+/// `O_EVTONLY` (bsd/sys/fcntl.h, xnu-11417.121.6): part of an event-only
+/// open's fmode and fileglob flags.
+pub const O_EVTONLY: i32 = 0x8000;
+
+/// `IO_NDELAY` (bsd/sys/vnode.h, xnu-11417.121.6): vclean's VNOP_CLOSE flag.
+const IO_NDELAY: i32 = 0x10;
 
 /// Result of touching a range.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -1,12 +1,14 @@
 //! open(2) and close(2).
 
+use std::ffi::c_void;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::{FG_DATA_OFFSET, Fileglob, OpenFile, OpenMode, Process, enter};
-use crate::kernel::Kernel;
+use super::{FG_DATA_OFFSET, Fileglob, O_EVTONLY, OpenFile, OpenMode, Process, enter};
+use crate::context::Vop;
+use crate::kernel::{Kernel, TraceOp};
 use crate::lock;
-use crate::vfs::{errno, word};
+use crate::vfs::{self, Vnode, errno, word};
 use crate::xnu;
 
 impl Kernel {
@@ -55,8 +57,10 @@ impl Kernel {
         let evtonly = mode == OpenMode::EvtOnly;
         if evtonly {
             self.vfs.kusecount_add(&vp, 1);
+            fflags |= O_EVTONLY;
         }
         self.mac.vnode_notify_open(self, cred, &vp, fflags);
+        self.trace_mac_op(TraceOp::Open, &vp, fflags, 0, 0);
         self.kauth.fileop(
             self,
             cred,
@@ -73,6 +77,7 @@ impl Kernel {
             addr: fileglob,
             refs: AtomicU32::new(1),
             mode,
+            flag: fflags,
         });
         lock(&p.fds).insert(fd, OpenFile { vp, fg, evtonly });
         Ok(fd)
@@ -94,12 +99,31 @@ impl Kernel {
             &f.vp.path,
             0,
         );
-        // vn_close → vnode_rele_ext(vp, fg_flag): the kusecount goes first.
+        // vn_close: VNOP_CLOSE(vp, fg_flag, ctx), then vnode_rele_ext drops
+        // the open's usecount (regular files; bsd/vfs/vfs_vnops.c,
+        // xnu-7195.141.2 and xnu-11417.121.6).
+        self.vnop_close(p.ctx_addr, &f.vp, f.fg.flag);
+        // vnode_rele_ext(vp, fg_flag): the kusecount goes first.
         if f.evtonly {
             self.vfs.kusecount_add(&f.vp, -1);
         }
         self.vfs.rele(self, &f.vp);
         self.arena.free(f.fg.addr);
         Ok(())
+    }
+
+    /// VNOP_CLOSE through the vnode's vector (the calling thread holds the
+    /// vnode by the open's usecount, or vclean's iocount).
+    pub(super) fn vnop_close(&self, ctx: usize, vp: &Vnode, fflag: i32) {
+        let mut args = xnu::vnop_close_args {
+            a_desc: vfs::desc_addr(Vop::Close) as *mut xnu::vnodeop_desc,
+            a_vp: vp.addr as xnu::vnode_t,
+            a_fflag: fflag,
+            a_context: ctx as xnu::vfs_context_t,
+        };
+        // The result only reaches close(2); the usecount goes regardless.
+        let _ = self
+            .vfs
+            .dispatch(self, vp, Vop::Close, (&raw mut args).cast::<c_void>());
     }
 }
