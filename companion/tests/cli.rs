@@ -730,7 +730,11 @@ fn perfetto_export_has_tracks_slices_and_instants() {
             .filter(|e| e["ph"] == "M" && e["name"] == name)
             .count()
     };
-    assert_eq!(meta("process_name"), 3, "one track group per process");
+    assert_eq!(
+        meta("process_name"),
+        3 + 1,
+        "one track group per process, and the file usecounts"
+    );
     assert_eq!(meta("thread_name"), 4, "one track per thread");
     let slices: Vec<&Value> = evs.iter().filter(|e| e["ph"] == "X").collect();
     assert_eq!(slices.len(), 5);
