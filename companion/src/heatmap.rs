@@ -26,9 +26,9 @@ pub const MAX_BLOCKS: usize = 20_000;
 /// Bins of a binned heatmap (time × offset).
 const BIN_COLS: usize = 200;
 const BIN_ROWS: usize = 100;
-/// About this many tick steps per axis (fewer when the round step is
-/// larger than the span needs).
-const TICKS: f64 = 5.0;
+/// At most this many tick steps per axis: the smallest round step that
+/// covers the data in as many wastes at most a step of the plot.
+const MAX_STEPS: f64 = 6.0;
 /// The smallest page-in mark, in pixels either way: a 16 KiB page-in in a
 /// 4 GiB file is far below a pixel and must still show.
 pub const MIN_MARK: f64 = 3.0;
@@ -320,7 +320,7 @@ impl Scale {
             .rfind(|(u, _)| max >= *u)
             .or_else(|| units.first().copied())
             .unwrap_or((1.0, ""));
-        let step = nice_step(max / unit / TICKS);
+        let step = nice_step(max / unit / MAX_STEPS);
         // Whole steps up to the data's end; at least one, and never a silly
         // count whatever float does.
         let steps = ((max / unit / step) - 1e-9).ceil().clamp(1.0, 100.0) as u32;
@@ -472,7 +472,7 @@ pub fn render(f: &FileEvents) -> String {
         s,
         r#"<text x="{}" y="{}" text-anchor="middle">time since first event</text>"#,
         LEFT + pw / 2.0,
-        HEIGHT - 16.0
+        HEIGHT - 22.0
     );
     let _ = writeln!(s, "</g>");
     let _ = writeln!(s, r#"<g id="y-axis">"#);
@@ -597,9 +597,9 @@ fn binned(s: &mut String, f: &FileEvents, colors: &Colors, at: impl Fn(&Block) -
     }
     let _ = writeln!(
         s,
-        r##"<text id="binned" x="{}" y="{}" fill="#555">{} page-ins binned into {cols} × {rows} cells, each in its leading process' color (darker: more)</text>"##,
+        r##"<text id="binned" x="{}" y="{}" fill="#555" font-size="11">{} page-ins binned into {cols} × {rows} cells, each in its leading process' color (darker: more)</text>"##,
         LEFT,
-        TOP - 4.0,
+        HEIGHT - 5.0,
         f.pageins.len()
     );
 }
@@ -725,6 +725,9 @@ mod tests {
         let t = Scale::new(1.23e6, &TIME_UNITS);
         assert_eq!((t.name, t.step, t.steps, t.decimals), ("ms", 0.5, 3, 1));
         assert!(t.end() >= 1.23e6);
+        // Not 3 steps of 500 MiB for 1024 MiB of data: a third wasted.
+        let g = Scale::new(1_073_725_440.0, &BYTE_UNITS);
+        assert_eq!((g.name, g.step, g.steps), ("MiB", 200.0, 6));
         // Absurd spans still give a few ticks.
         let far = Scale::new(u64::MAX as f64, &TIME_UNITS);
         assert!(far.steps <= 100 && far.end().is_finite());
