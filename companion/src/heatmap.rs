@@ -1,11 +1,17 @@
 //! Heatmaps: one SVG per file, file offset against time, with every page-in
 //! as a block (colored by process) and every map and last unmap as a line,
-//! with axes, tick labels, a title and a legend so it reads without the tool.
+//! with axes on round ticks, a title, a legend and the trace's losses marked
+//! on the time axis, so it reads without the tool.
+//!
+//! Times and offsets come from the kext (or a crafted file): every sum of
+//! them saturates and positions are computed in floating point, so no value
+//! overflows (see `end_ns`, `end_offset`, `Scale`).
 
-use crate::pipeline::Item;
+use crate::pipeline::{Item, Loss};
 use maptrace_abi::Event;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
+use std::rc::Rc;
 
 /// Picture size in pixels.
 const WIDTH: f64 = 960.0;
@@ -20,8 +26,14 @@ pub const MAX_BLOCKS: usize = 20_000;
 /// Bins of a binned heatmap (time × offset).
 const BIN_COLS: usize = 200;
 const BIN_ROWS: usize = 100;
-/// Ticks per axis.
-const TICKS: u32 = 5;
+/// At most this many tick steps per axis: the smallest round step that
+/// covers the data in as many wastes at most a step of the plot.
+const MAX_STEPS: f64 = 6.0;
+/// The smallest page-in mark, in pixels either way: a 16 KiB page-in in a
+/// 4 GiB file is far below a pixel and must still show.
+pub const MIN_MARK: f64 = 3.0;
+/// Processes listed by name in the legend; the rest are counted.
+const LEGEND_PIDS: usize = 16;
 /// Process colors, cycled.
 const PALETTE: [&str; 8] = [
     "#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f",
@@ -29,6 +41,8 @@ const PALETTE: [&str; 8] = [
 /// Map and unmap line colors.
 const MAP_COLOR: &str = "#2ca02c";
 const UNMAP_COLOR: &str = "#d62728";
+/// Lost-record markers.
+const LOSS_COLOR: &str = "#e00000";
 
 #[derive(Clone, Copy, Debug)]
 struct Block {
@@ -37,6 +51,26 @@ struct Block {
     offset: u64,
     size: u64,
     pid: u32,
+}
+
+/// When a page-in ended; saturates rather than wraps on absurd times.
+fn end_ns(b: &Block) -> u64 {
+    b.ts.saturating_add(b.dur)
+}
+
+/// Where a page-in ended in the file; saturates likewise.
+fn end_offset(b: &Block) -> u64 {
+    b.offset.saturating_add(b.size)
+}
+
+/// Records lost (dropped by the kext or skipped by this reader) just
+/// before the record of time `ts`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LossMark {
+    /// When: the time of the record that followed the loss.
+    pub ts: u64,
+    /// How many records.
+    pub records: u64,
 }
 
 /// One file's events.
@@ -49,6 +83,8 @@ pub struct FileEvents {
     pageins: Vec<Block>,
     maps: Vec<(u64, u32)>,
     unmaps: Vec<(u64, u32)>,
+    /// The whole trace's losses: any of them may have been this file's.
+    losses: Rc<Vec<LossMark>>,
 }
 
 impl FileEvents {
@@ -79,11 +115,15 @@ impl FileEvents {
     }
 }
 
-/// Collects per-file events from the item stream.
+/// Collects per-file events and the trace's losses from the item stream.
 #[derive(Debug, Default)]
 pub struct Builder {
     files: Vec<FileEvents>,
     index: HashMap<u64, usize>,
+    losses: Vec<LossMark>,
+    /// Records lost just before the next record, whose time they take.
+    pending_loss: u64,
+    last_ts: u64,
 }
 
 impl Builder {
@@ -92,10 +132,40 @@ impl Builder {
         Builder::default()
     }
 
+    fn add_loss(&mut self, ts: u64, records: u64) {
+        match self.losses.last_mut() {
+            Some(last) if last.ts == ts => last.records = last.records.saturating_add(records),
+            _ => self.losses.push(LossMark { ts, records }),
+        }
+    }
+
+    fn place_pending_loss(&mut self, ts: u64) {
+        if self.pending_loss > 0 {
+            self.add_loss(ts, self.pending_loss);
+            self.pending_loss = 0;
+        }
+    }
+
     /// Takes in one item.
     pub fn observe(&mut self, item: &Item) {
-        let Item::Event(ev) = item else { return };
+        let ev = match item {
+            Item::Event(ev) => ev,
+            // Drops after a shard's last record have no later record.
+            Item::Loss(Loss::Dropped {
+                count,
+                before_pos: None,
+                ..
+            }) => return self.add_loss(self.last_ts, *count),
+            Item::Loss(Loss::Dropped { count: n, .. } | Loss::Gap { slots: n, .. }) => {
+                self.pending_loss = self.pending_loss.saturating_add(*n);
+                return;
+            }
+            Item::Reload { .. } => return self.place_pending_loss(self.last_ts),
+            Item::Corrupt(_) => return,
+        };
         let r = &ev.rec;
+        self.last_ts = self.last_ts.max(r.timestamp_ns);
+        self.place_pending_loss(r.timestamp_ns);
         if r.vnode_id == 0
             || matches!(
                 r.event,
@@ -141,16 +211,28 @@ impl Builder {
         }
     }
 
-    /// The files with something to draw, in order of first appearance.
-    pub fn finish(self) -> Vec<FileEvents> {
-        self.files.into_iter().filter(|f| !f.is_empty()).collect()
+    /// The files with something to draw, in order of first appearance,
+    /// each with the trace's losses.
+    pub fn finish(mut self) -> Vec<FileEvents> {
+        self.place_pending_loss(self.last_ts);
+        let losses = Rc::new(self.losses);
+        self.files
+            .into_iter()
+            .filter(|f| !f.is_empty())
+            .map(|f| FileEvents {
+                losses: Rc::clone(&losses),
+                ..f
+            })
+            .collect()
     }
 }
 
 use crate::text::xml_text as esc;
 
 fn bytes_label(n: u64) -> String {
-    if n >= 1 << 20 {
+    if n >= 1 << 30 {
+        format!("{:.1} GiB", n as f64 / f64::from(1u32 << 30))
+    } else if n >= 1 << 20 {
         format!("{:.1} MiB", n as f64 / f64::from(1u32 << 20))
     } else if n >= 1 << 10 {
         format!("{:.0} KiB", n as f64 / 1024.0)
@@ -169,10 +251,121 @@ fn time_label(ns: u64) -> String {
     }
 }
 
-/// The `i`-th of [`TICKS`] even steps over `0..=span`, without overflow
-/// for any `span`.
-fn tick(span: u64, i: u32) -> u64 {
-    (u128::from(span) * u128::from(i) / u128::from(TICKS)) as u64
+/// Units of the time axis (nanoseconds each).
+const TIME_UNITS: [(f64, &str); 4] = [(1.0, "ns"), (1e3, "µs"), (1e6, "ms"), (1e9, "s")];
+/// Units of the offset axis (bytes each).
+const BYTE_UNITS: [(f64, &str); 5] = [
+    (1.0, "B"),
+    (1024.0, "KiB"),
+    (1_048_576.0, "MiB"),
+    (1_073_741_824.0, "GiB"),
+    (1_099_511_627_776.0, "TiB"),
+];
+
+/// The round step (1, 2 or 5 × 10^k) at least `raw`.
+fn nice_step(raw: f64) -> f64 {
+    if !(raw.is_finite() && raw > 0.0) {
+        return 1.0;
+    }
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let m = raw / magnitude;
+    let mantissa = if m <= 1.0 + 1e-9 {
+        1.0
+    } else if m <= 2.0 + 1e-9 {
+        2.0
+    } else if m <= 5.0 + 1e-9 {
+        5.0
+    } else {
+        10.0
+    };
+    mantissa * magnitude
+}
+
+/// An axis from 0 to a whole number of round steps covering the data, in
+/// the largest unit the data reaches.
+#[derive(Clone, Copy, Debug)]
+struct Scale {
+    /// Base units (ns, bytes) per axis unit.
+    unit: f64,
+    name: &'static str,
+    /// Tick step and axis end, in axis units.
+    step: f64,
+    steps: u32,
+    decimals: usize,
+}
+
+impl Scale {
+    fn new(max: f64, units: &[(f64, &'static str)]) -> Scale {
+        let max = if max.is_finite() && max > 0.0 {
+            max
+        } else {
+            1.0
+        };
+        let (unit, name) = units
+            .iter()
+            .copied()
+            .rfind(|(u, _)| max >= *u)
+            .or_else(|| units.first().copied())
+            .unwrap_or((1.0, ""));
+        let step = nice_step(max / unit / MAX_STEPS);
+        // Whole steps up to the data's end; at least one, and never a silly
+        // count whatever float does.
+        let steps = ((max / unit / step) - 1e-9).ceil().clamp(1.0, 100.0) as u32;
+        let decimals = if step >= 1.0 {
+            0
+        } else {
+            (-step.log10().floor()).clamp(0.0, 9.0) as usize
+        };
+        Scale {
+            unit,
+            name,
+            step,
+            steps,
+            decimals,
+        }
+    }
+
+    /// The axis' end in base units.
+    fn end(&self) -> f64 {
+        self.step * f64::from(self.steps) * self.unit
+    }
+
+    /// Where `v` (base units from the axis' start) falls, 0..=1.
+    fn frac(&self, v: u64) -> f64 {
+        (v as f64 / self.end()).clamp(0.0, 1.0)
+    }
+
+    /// The ticks: base-unit value and label.
+    fn ticks(&self) -> impl Iterator<Item = (f64, String)> + '_ {
+        (0..=self.steps).map(move |i| {
+            let v = self.step * f64::from(i);
+            (
+                v * self.unit,
+                format!("{v:.*} {}", self.decimals, self.name),
+            )
+        })
+    }
+}
+
+/// A mark from `a` to `b` on one axis, at least [`MIN_MARK`] long and
+/// moved inside `lo..=hi`: start and length.
+fn visible(a: f64, b: f64, lo: f64, hi: f64) -> (f64, f64) {
+    let len = (b - a).max(MIN_MARK).min(hi - lo);
+    (a.min(hi - len).max(lo), len)
+}
+
+/// Colors by process, in pid order; cycled past the palette.
+struct Colors(HashMap<u32, usize>);
+
+impl Colors {
+    fn new(pids: &[u32]) -> Colors {
+        Colors(pids.iter().enumerate().map(|(i, p)| (*p, i)).collect())
+    }
+
+    fn of(&self, pid: u32) -> &'static str {
+        let i = self.0.get(&pid).copied().unwrap_or(0);
+        PALETTE[i % PALETTE.len()]
+    }
 }
 
 /// Draws one file's heatmap as a standalone SVG document.
@@ -180,24 +373,24 @@ pub fn render(f: &FileEvents) -> String {
     let times = f
         .pageins
         .iter()
-        .flat_map(|b| [b.ts, b.ts.saturating_add(b.dur)])
+        .flat_map(|b| [b.ts, end_ns(b)])
         .chain(f.maps.iter().map(|m| m.0))
         .chain(f.unmaps.iter().map(|m| m.0));
     let t0 = times.clone().min().unwrap_or(0);
-    // Times and offsets come from the recording: hostile values saturate
-    // at the axis ends instead of overflowing.
     let span = times.max().unwrap_or(0).saturating_sub(t0).max(1_000);
     let max_off = f
         .pageins
         .iter()
-        .map(|b| b.offset.saturating_add(b.size))
+        .map(end_offset)
         .max()
         .unwrap_or(0)
         .max(4096);
+    let tx = Scale::new(span as f64, &TIME_UNITS);
+    let ty = Scale::new(max_off as f64, &BYTE_UNITS);
     let pw = WIDTH - LEFT - RIGHT;
     let ph = HEIGHT - TOP - BOTTOM;
-    let x = |t: u64| LEFT + (t.saturating_sub(t0)) as f64 / span as f64 * pw;
-    let y = |o: u64| TOP + o as f64 / max_off as f64 * ph;
+    let x = |t: u64| LEFT + tx.frac(t.saturating_sub(t0)) * pw;
+    let y = |o: u64| TOP + ty.frac(o) * ph;
     let pids: Vec<u32> = f
         .pageins
         .iter()
@@ -205,9 +398,12 @@ pub fn render(f: &FileEvents) -> String {
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let color =
-        |pid: u32| PALETTE[pids.iter().position(|&p| p == pid).unwrap_or(0) % PALETTE.len()];
+    let colors = Colors::new(&pids);
     let title = f.path.clone().unwrap_or_else(|| "(path unknown)".into());
+    let lost: u64 = f
+        .losses
+        .iter()
+        .fold(0u64, |n, l| n.saturating_add(l.records));
 
     let mut s = String::new();
     let _ = writeln!(
@@ -224,9 +420,14 @@ pub fn render(f: &FileEvents) -> String {
         r#"<text id="title" x="{LEFT}" y="24" font-size="16" font-weight="bold">{}</text>"#,
         esc(&title)
     );
+    let lost_note = if lost > 0 {
+        format!(" · {lost} records lost in the trace (marked ▲)")
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         s,
-        r##"<text id="subtitle" x="{LEFT}" y="44" fill="#555">vnode {:016x} · {} page-ins, {} maps, {} last unmaps · time from {:.6} s after boot</text>"##,
+        r##"<text id="subtitle" x="{LEFT}" y="44" fill="#555">vnode {:016x} · {} page-ins, {} maps, {} last unmaps · from {:.6} s after boot{lost_note}</text>"##,
         f.vnode_id,
         f.pageins.len(),
         f.maps.len(),
@@ -239,9 +440,8 @@ pub fn render(f: &FileEvents) -> String {
         r##"<rect id="plot" x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="#fafafa" stroke="#333"/>"##
     );
     let _ = writeln!(s, r#"<g id="x-axis">"#);
-    for i in 0..=TICKS {
-        let t = tick(span, i);
-        let xp = x(t0.saturating_add(t));
+    for (v, label) in tx.ticks() {
+        let xp = LEFT + (v / tx.end()).clamp(0.0, 1.0) * pw;
         let _ = writeln!(
             s,
             r##"<line x1="{xp:.1}" y1="{}" x2="{xp:.1}" y2="{}" stroke="#333"/>"##,
@@ -250,22 +450,21 @@ pub fn render(f: &FileEvents) -> String {
         );
         let _ = writeln!(
             s,
-            r#"<text x="{xp:.1}" y="{}" text-anchor="middle">{}</text>"#,
+            r#"<text class="tick" x="{xp:.1}" y="{}" text-anchor="middle">{}</text>"#,
             TOP + ph + 18.0,
-            esc(&time_label(t))
+            esc(&label)
         );
     }
     let _ = writeln!(
         s,
         r#"<text x="{}" y="{}" text-anchor="middle">time since first event</text>"#,
         LEFT + pw / 2.0,
-        HEIGHT - 16.0
+        HEIGHT - 22.0
     );
     let _ = writeln!(s, "</g>");
     let _ = writeln!(s, r#"<g id="y-axis">"#);
-    for i in 0..=TICKS {
-        let o = tick(max_off, i);
-        let yp = y(o);
+    for (v, label) in ty.ticks() {
+        let yp = TOP + (v / ty.end()).clamp(0.0, 1.0) * ph;
         let _ = writeln!(
             s,
             r##"<line x1="{}" y1="{yp:.1}" x2="{LEFT}" y2="{yp:.1}" stroke="#333"/>"##,
@@ -273,10 +472,10 @@ pub fn render(f: &FileEvents) -> String {
         );
         let _ = writeln!(
             s,
-            r#"<text x="{}" y="{:.1}" text-anchor="end">{}</text>"#,
+            r#"<text class="tick" x="{}" y="{:.1}" text-anchor="end">{}</text>"#,
             LEFT - 8.0,
             yp + 4.0,
-            bytes_label(o)
+            esc(&label)
         );
     }
     let _ = writeln!(
@@ -286,57 +485,7 @@ pub fn render(f: &FileEvents) -> String {
         TOP + ph / 2.0
     );
     let _ = writeln!(s, "</g>");
-    // Data.
-    let _ = writeln!(s, r#"<g id="pageins">"#);
-    if f.pageins.len() <= MAX_BLOCKS {
-        for b in &f.pageins {
-            let x0 = x(b.ts);
-            let w = (x(b.ts.saturating_add(b.dur)) - x0).max(2.0);
-            let y0 = y(b.offset);
-            let h = (y(b.offset.saturating_add(b.size)) - y0).max(1.5);
-            let _ = writeln!(
-                s,
-                r#"<rect class="pagein" x="{x0:.2}" y="{y0:.2}" width="{w:.2}" height="{h:.2}" fill="{}" fill-opacity="0.8"><title>pid {} page-in {} at offset {:#x} ({} after start, {:.1} µs)</title></rect>"#,
-                color(b.pid),
-                b.pid,
-                bytes_label(b.size),
-                b.offset,
-                time_label(b.ts.saturating_sub(t0)),
-                b.dur as f64 / 1e3
-            );
-        }
-    } else {
-        // Too many to draw one by one: count page-ins per cell and shade.
-        let (cols, rows) = (BIN_COLS, BIN_ROWS);
-        let mut bins = vec![0u32; cols * rows];
-        for b in &f.pageins {
-            let c = ((b.ts.saturating_sub(t0)) as f64 / span as f64 * cols as f64) as usize;
-            let r = (b.offset as f64 / max_off as f64 * rows as f64) as usize;
-            if let Some(n) = bins.get_mut(r.min(rows - 1) * cols + c.min(cols - 1)) {
-                *n += 1;
-            }
-        }
-        let top = bins.iter().copied().max().unwrap_or(1).max(1);
-        let (cw, ch) = (pw / cols as f64, ph / rows as f64);
-        for (i, n) in bins.iter().enumerate().filter(|(_, n)| **n > 0) {
-            let (c, r) = (i % cols, i / cols);
-            let _ = writeln!(
-                s,
-                r#"<rect class="pagein-bin" x="{:.2}" y="{:.2}" width="{cw:.2}" height="{ch:.2}" fill="{}" fill-opacity="{:.2}"><title>{n} page-ins</title></rect>"#,
-                LEFT + c as f64 * cw,
-                TOP + r as f64 * ch,
-                PALETTE[0],
-                0.15 + 0.85 * f64::from(*n) / f64::from(top)
-            );
-        }
-        let _ = writeln!(
-            s,
-            r##"<text id="binned" x="{LEFT}" y="{}" fill="#555">{} page-ins binned into {cols} × {rows} cells (darker: more)</text>"##,
-            HEIGHT - 4.0,
-            f.pageins.len()
-        );
-    }
-    let _ = writeln!(s, "</g>");
+    // Map lines first, so the page-ins are drawn over them.
     let _ = writeln!(s, r#"<g id="maps">"#);
     for (list, class, col, dash, what) in [
         (&f.maps, "map", MAP_COLOR, "", "map"),
@@ -352,14 +501,127 @@ pub fn render(f: &FileEvents) -> String {
             let xp = x(*t);
             let _ = writeln!(
                 s,
-                r#"<line class="{class}" x1="{xp:.2}" y1="{TOP}" x2="{xp:.2}" y2="{}" stroke="{col}" stroke-width="1.5"{dash}><title>pid {pid} {what} at {}</title></line>"#,
+                r#"<line class="{class}" x1="{xp:.2}" y1="{TOP}" x2="{xp:.2}" y2="{}" stroke="{col}" stroke-width="1.5" stroke-opacity="0.7"{dash}><title>pid {pid} {what} at {}</title></line>"#,
                 TOP + ph,
                 time_label(t.saturating_sub(t0))
             );
         }
     }
     let _ = writeln!(s, "</g>");
-    // Legend.
+    let _ = writeln!(s, r#"<g id="pageins">"#);
+    if f.pageins.len() <= MAX_BLOCKS {
+        for b in &f.pageins {
+            let (x0, w) = visible(x(b.ts), x(end_ns(b)), LEFT, LEFT + pw);
+            let (y0, h) = visible(y(b.offset), y(end_offset(b)), TOP, TOP + ph);
+            let _ = writeln!(
+                s,
+                r#"<rect class="pagein" x="{x0:.2}" y="{y0:.2}" width="{w:.2}" height="{h:.2}" fill="{}" fill-opacity="0.85"><title>pid {} page-in {} at offset {:#x} ({} after start, {:.1} µs)</title></rect>"#,
+                colors.of(b.pid),
+                b.pid,
+                bytes_label(b.size),
+                b.offset,
+                time_label(b.ts.saturating_sub(t0)),
+                b.dur as f64 / 1e3
+            );
+        }
+    } else {
+        binned(&mut s, f, &colors, |b| {
+            (tx.frac(b.ts.saturating_sub(t0)), ty.frac(b.offset))
+        });
+    }
+    let _ = writeln!(s, "</g>");
+    losses(&mut s, f, t0, &x);
+    legend(&mut s, &pids, &colors, lost);
+    let _ = writeln!(s, "</svg>");
+    s
+}
+
+/// Too many page-ins to draw one by one: counts per cell, each cell in the
+/// color of the process with most page-ins there, darker with more.
+fn binned(s: &mut String, f: &FileEvents, colors: &Colors, at: impl Fn(&Block) -> (f64, f64)) {
+    let (cols, rows) = (BIN_COLS, BIN_ROWS);
+    let mut bins = vec![0u32; cols * rows];
+    let mut by_pid: HashMap<(usize, u32), u32> = HashMap::new();
+    for b in &f.pageins {
+        let (fx, fy) = at(b);
+        let c = ((fx * cols as f64) as usize).min(cols - 1);
+        let r = ((fy * rows as f64) as usize).min(rows - 1);
+        let cell = r * cols + c;
+        if let Some(n) = bins.get_mut(cell) {
+            *n = n.saturating_add(1);
+        }
+        let n = by_pid.entry((cell, b.pid)).or_insert(0);
+        *n = n.saturating_add(1);
+    }
+    // The leading process per cell; the lower pid on a tie, so the picture
+    // does not depend on hash order.
+    let mut lead: Vec<Option<(u32, u32)>> = vec![None; cols * rows];
+    for ((cell, pid), n) in by_pid {
+        if let Some(l) = lead.get_mut(cell) {
+            match *l {
+                Some((p, m)) if m > n || (m == n && p < pid) => {}
+                _ => *l = Some((pid, n)),
+            }
+        }
+    }
+    let top = bins.iter().copied().max().unwrap_or(1).max(1);
+    let pw = WIDTH - LEFT - RIGHT;
+    let ph = HEIGHT - TOP - BOTTOM;
+    let (cw, ch) = (pw / cols as f64, ph / rows as f64);
+    for (i, (n, l)) in bins.iter().zip(&lead).enumerate() {
+        let (&n, Some((pid, most))) = (n, l) else {
+            continue;
+        };
+        let (c, r) = (i % cols, i / cols);
+        let _ = writeln!(
+            s,
+            r#"<rect class="pagein-bin" x="{:.2}" y="{:.2}" width="{cw:.2}" height="{ch:.2}" fill="{}" fill-opacity="{:.2}"><title>{n} page-ins, {most} by pid {pid}</title></rect>"#,
+            LEFT + c as f64 * cw,
+            TOP + r as f64 * ch,
+            colors.of(*pid),
+            0.25 + 0.75 * f64::from(n) / f64::from(top)
+        );
+    }
+    let _ = writeln!(
+        s,
+        r##"<text id="binned" x="{}" y="{}" fill="#555" font-size="11">{} page-ins binned into {cols} × {rows} cells, each in its leading process' color (darker: more)</text>"##,
+        LEFT,
+        HEIGHT - 5.0,
+        f.pageins.len()
+    );
+}
+
+/// The trace's lost records as ▲ on the time axis, one per pixel column
+/// (losses outside this file's span sit at the nearer edge).
+fn losses(s: &mut String, f: &FileEvents, t0: u64, x: &impl Fn(u64) -> f64) {
+    if f.losses.is_empty() {
+        return;
+    }
+    let mut columns: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
+    for l in f.losses.iter() {
+        let col = columns.entry(x(l.ts).round() as i64).or_insert((l.ts, 0));
+        col.1 = col.1.saturating_add(l.records);
+    }
+    let base = HEIGHT - BOTTOM;
+    let _ = writeln!(s, r#"<g id="losses">"#);
+    for (xp, (ts, n)) in columns {
+        let when = if ts < t0 {
+            "before this file's first event".to_string()
+        } else {
+            format!("at {}", time_label(ts - t0))
+        };
+        let _ = writeln!(
+            s,
+            r#"<polygon class="loss" points="{xp},{} {},{base} {},{base}" fill="{LOSS_COLOR}"><title>{n} records lost {when} (any file's)</title></polygon>"#,
+            base - 9.0,
+            xp - 5,
+            xp + 5
+        );
+    }
+    let _ = writeln!(s, "</g>");
+}
+
+fn legend(s: &mut String, pids: &[u32], colors: &Colors, lost: u64) {
     let lx = WIDTH - RIGHT + 20.0;
     let _ = writeln!(
         s,
@@ -382,18 +644,98 @@ pub fn render(f: &FileEvents) -> String {
         lx + 26.0,
         ly + 4.0
     );
-    for pid in &pids {
+    if lost > 0 {
+        ly += 20.0;
+        let _ = writeln!(
+            s,
+            r#"<polygon points="{},{} {},{} {},{}" fill="{LOSS_COLOR}"/><text x="{}" y="{}">{lost} records lost</text>"#,
+            lx + 10.0,
+            ly - 5.0,
+            lx + 5.0,
+            ly + 4.0,
+            lx + 15.0,
+            ly + 4.0,
+            lx + 26.0,
+            ly + 4.0
+        );
+    }
+    for pid in pids.iter().take(LEGEND_PIDS) {
         ly += 20.0;
         let _ = writeln!(
             s,
             r#"<rect x="{lx}" y="{}" width="20" height="10" fill="{}"/><text x="{}" y="{}">page-in, pid {pid}</text>"#,
             ly - 5.0,
-            color(*pid),
+            colors.of(*pid),
             lx + 26.0,
             ly + 4.0
         );
     }
+    if pids.len() > LEGEND_PIDS {
+        ly += 20.0;
+        let _ = writeln!(
+            s,
+            r#"<text x="{lx}" y="{}">… and {} more processes (colors repeat)</text>"#,
+            ly + 4.0,
+            pids.len() - LEGEND_PIDS
+        );
+    }
     let _ = writeln!(s, "</g>");
-    let _ = writeln!(s, "</svg>");
-    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_are_one_two_or_five_times_a_power_of_ten() {
+        for (raw, step) in [
+            (0.13, 0.2),
+            (1.0, 1.0),
+            (1.01, 2.0),
+            (2.3, 5.0),
+            (7.0, 10.0),
+            (13.6, 20.0),
+            (4.0e9, 5.0e9),
+        ] {
+            assert!((nice_step(raw) - step).abs() < 1e-9 * step, "{raw}");
+        }
+        assert_eq!(nice_step(f64::NAN), 1.0);
+        assert_eq!(nice_step(0.0), 1.0);
+    }
+
+    #[test]
+    fn scales_cover_the_data_in_whole_round_steps() {
+        let s = Scale::new(68.0 * 1024.0, &BYTE_UNITS);
+        assert_eq!((s.name, s.step, s.steps), ("KiB", 20.0, 4));
+        let labels: Vec<String> = s.ticks().map(|t| t.1).collect();
+        assert_eq!(labels, ["0 KiB", "20 KiB", "40 KiB", "60 KiB", "80 KiB"]);
+        let t = Scale::new(1.23e6, &TIME_UNITS);
+        assert_eq!((t.name, t.step, t.steps, t.decimals), ("ms", 0.5, 3, 1));
+        assert!(t.end() >= 1.23e6);
+        // Not 3 steps of 500 MiB for 1024 MiB of data: a third wasted.
+        let g = Scale::new(1_073_725_440.0, &BYTE_UNITS);
+        assert_eq!((g.name, g.step, g.steps), ("MiB", 200.0, 6));
+        // Absurd spans still give a few ticks.
+        let far = Scale::new(u64::MAX as f64, &TIME_UNITS);
+        assert!(far.steps <= 100 && far.end().is_finite());
+    }
+
+    #[test]
+    fn marks_keep_a_minimum_size_inside_the_plot() {
+        assert_eq!(visible(10.0, 10.1, 0.0, 100.0), (10.0, MIN_MARK));
+        assert_eq!(
+            visible(99.0, 99.5, 0.0, 100.0),
+            (100.0 - MIN_MARK, MIN_MARK)
+        );
+        assert_eq!(visible(-5.0, 300.0, 0.0, 100.0), (0.0, 100.0));
+    }
+
+    #[test]
+    fn names_are_escaped_for_xml() {
+        // Markup characters as entities; a control character shown escaped
+        // (text::shown), never raw: XML 1.0 cannot carry it.
+        let e = esc("a<b>&\"c'\u{1}");
+        assert!(e.starts_with("a&lt;b&gt;&amp;&quot;c&apos;"), "{e}");
+        assert!(!e.contains('\u{1}'), "{e}");
+    }
 }

@@ -1,18 +1,39 @@
 //! Export to the Chrome trace-event JSON format that the Perfetto UI opens:
 //! one track per process and thread, page-ins as slices with their duration,
-//! maps, last unmaps and mmap(2) checks as instants, losses as global instants.
+//! maps, last unmaps and mmap(2) checks as instants, a usecount counter
+//! track per file, losses as global instants where they happened.
+//!
+//! The document is written as the items come: each trace event goes out at
+//! once, and only what names tracks (processes, threads, files) is kept, so
+//! memory does not grow with the recording.
 
 use crate::pipeline::{Item, Loss};
-use crate::text::{mark_name, prot_str, shown};
-use maptrace_abi::{Event, EventKind, ProbeMethod};
-use serde_json::{Value, json};
-use std::collections::BTreeSet;
+use crate::text::{json_str, mark_name, prot_str, shown};
+use maptrace_abi::{Event, ProbeMethod, Record};
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::io::{self, Write};
 
-fn us(ns: u64) -> f64 {
-    ns as f64 / 1000.0
+/// The pseudo-process that holds the per-file counter tracks: above XNU's
+/// `PID_MAX` (99999, bsd/sys/proc_internal.h, xnu-11417.121.6), so it never
+/// meets a real process.
+pub const COUNTERS_PID: u32 = 1_000_000;
+
+/// Drop and gap notices waiting for the time of the record they precede;
+/// past this many they go out at the last time seen.
+const MAX_PENDING_LOSSES: usize = 256;
+
+/// The name of a process track: `name (pid N)`, or `pid N` until a PROC
+/// record named the process.
+pub fn process_track_name(pid: u32, name: Option<&str>) -> String {
+    match name {
+        // Escaped like every human output: names come from the traced
+        // processes.
+        Some(n) => format!("{} (pid {pid})", shown(n)),
+        None => format!("pid {pid}"),
+    }
 }
 
+/// A file's short name: the path's last part, or its vnode id.
 fn short(path: Option<&str>, vnode: u64) -> String {
     match path {
         // Names are shown in the UI as they are: escaped like every human
@@ -22,157 +43,457 @@ fn short(path: Option<&str>, vnode: u64) -> String {
     }
 }
 
-/// Collects trace events from the item stream.
-#[derive(Debug, Default)]
-pub struct Builder {
-    events: Vec<Value>,
-    threads: BTreeSet<(u32, u64)>,
-    last_ts: u64,
-    /// pid -> the latest name its events carried.
-    names: std::collections::HashMap<u32, String>,
+/// One JSON object being written into a buffer, fields in call order.
+struct Obj<'a> {
+    out: &'a mut Vec<u8>,
+    comma: bool,
 }
 
-impl Builder {
-    /// An empty trace.
-    pub fn new() -> Builder {
-        Builder::default()
+impl<'a> Obj<'a> {
+    fn open(out: &'a mut Vec<u8>) -> Obj<'a> {
+        out.push(b'{');
+        Obj { out, comma: false }
     }
 
-    /// Takes in one item.
-    pub fn observe(&mut self, item: &Item) {
-        let ev = match item {
-            Item::Event(ev) => ev,
+    fn key(&mut self, k: &str) -> &mut Vec<u8> {
+        if self.comma {
+            self.out.push(b',');
+        }
+        self.comma = true;
+        self.out.push(b'"');
+        self.out.extend_from_slice(k.as_bytes());
+        self.out.extend_from_slice(b"\":");
+        self.out
+    }
+
+    fn str(&mut self, k: &str, v: &str) -> &mut Self {
+        json_str(self.key(k), v);
+        self
+    }
+
+    /// A value that is already JSON (a number, a pre-escaped string).
+    fn raw(&mut self, k: &str, v: &[u8]) -> &mut Self {
+        self.key(k).extend_from_slice(v);
+        self
+    }
+
+    fn num(&mut self, k: &str, v: impl itoa::Integer) -> &mut Self {
+        let mut b = itoa::Buffer::new();
+        let s = b.format(v);
+        self.key(k).extend_from_slice(s.as_bytes());
+        self
+    }
+
+    /// Nanoseconds as exact decimal microseconds, the format's time unit.
+    fn us(&mut self, k: &str, ns: u64) -> &mut Self {
+        push_us(self.key(k), ns);
+        self
+    }
+
+    /// Starts a nested object under `k`; [`Obj::close`] ends it.
+    fn nest(&mut self, k: &str) -> &mut Self {
+        self.key(k).push(b'{');
+        self.comma = false;
+        self
+    }
+
+    fn close(&mut self) -> &mut Self {
+        self.out.push(b'}');
+        self.comma = true;
+        self
+    }
+}
+
+/// `ns` as microseconds with up to three decimals, no float rounding.
+fn push_us(out: &mut Vec<u8>, ns: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(ns / 1000).as_bytes());
+    let frac = ns % 1000;
+    if frac != 0 {
+        let digits = [
+            b'0' + (frac / 100) as u8,
+            b'0' + (frac / 10 % 10) as u8,
+            b'0' + (frac % 10) as u8,
+        ];
+        let keep = 3 - digits.iter().rev().take_while(|&&d| d == b'0').count();
+        out.push(b'.');
+        out.extend_from_slice(digits.get(..keep).unwrap_or(&digits));
+    }
+}
+
+/// The usecount a record measured, and the name of what it is: the
+/// `isinuse` fallback measures `usecount - kusecount`, never usecount.
+fn usecount_of(r: &Record) -> Option<(&'static str, Option<i32>)> {
+    let counts = match &r.event {
+        Event::Pagein { counts, .. }
+        | Event::Mmap { counts, .. }
+        | Event::Mnomap { counts, .. }
+        | Event::Open { counts, .. }
+        | Event::Close { counts, .. } => counts,
+        _ => return None,
+    };
+    let key = if counts.method == ProbeMethod::IsInUse {
+        "usecount_minus_kusecount"
+    } else {
+        "usecount"
+    };
+    Some((
+        key,
+        (counts.method != ProbeMethod::None).then_some(i32::from(counts.usecount)),
+    ))
+}
+
+/// Starts one trace event in `buf` (the field borrows of an [`Exporter`],
+/// so a file's counter name can be read while writing).
+fn start<'a>(buf: &'a mut Vec<u8>, started: &mut bool) -> Obj<'a> {
+    buf.clear();
+    if *started {
+        buf.push(b',');
+    }
+    *started = true;
+    buf.push(b'\n');
+    Obj::open(buf)
+}
+
+/// Writes the trace as items come in.
+#[derive(Debug)]
+pub struct Exporter<W: Write> {
+    out: W,
+    buf: Vec<u8>,
+    /// Whether a trace event was written (the next needs a comma).
+    started: bool,
+    /// Per pid, the name its track was last given (an exec renames it).
+    processes: FxHashMap<u32, Option<std::rc::Rc<str>>>,
+    threads: FxHashSet<(u32, u64)>,
+    /// Per vnode id, its counter track's name as a JSON string literal.
+    counters: FxHashMap<u64, Box<[u8]>>,
+    /// Drop and gap notices waiting for the time of the next record.
+    pending: Vec<Loss>,
+    last_ts: u64,
+}
+
+impl<W: Write> Exporter<W> {
+    /// Starts the document on `out`.
+    pub fn new(mut out: W) -> io::Result<Exporter<W>> {
+        out.write_all(
+            br#"{"displayTimeUnit":"ns","otherData":{"producer":"maptrace","clock":"nanoseconds since boot, shown in microseconds"},"traceEvents":["#,
+        )?;
+        Ok(Exporter {
+            out,
+            buf: Vec::with_capacity(1024),
+            started: false,
+            processes: FxHashMap::default(),
+            threads: FxHashSet::default(),
+            counters: FxHashMap::default(),
+            pending: Vec::new(),
+            last_ts: 0,
+        })
+    }
+
+    /// What the exporter keeps between items: one entry per process, thread
+    /// and file, however many events went through.
+    pub fn retained(&self) -> usize {
+        self.processes.len() + self.threads.len() + self.counters.len()
+    }
+
+    /// Sends the buffered trace event.
+    fn emit(&mut self) -> io::Result<()> {
+        self.buf.push(b'}');
+        self.out.write_all(&self.buf)
+    }
+
+    /// Takes in one item, writing what it shows.
+    pub fn observe(&mut self, item: &Item) -> io::Result<()> {
+        match item {
+            Item::Event(ev) => {
+                let ts = ev.rec.timestamp_ns;
+                self.last_ts = self.last_ts.max(ts);
+                self.flush_pending(ts)?;
+                self.record(ev)
+            }
+            // Tail drops (no record after them) and corruption have no
+            // later record to take the time of.
+            Item::Loss(
+                l @ Loss::Dropped {
+                    before_pos: None, ..
+                },
+            ) => self.loss(l, self.last_ts),
             Item::Loss(l) => {
-                let (name, args) = match l {
-                    Loss::Dropped { shard, count, .. } => (
-                        format!("LOST {count} records"),
-                        json!({ "shard": shard, "count": count, "reason": "dropped" }),
-                    ),
-                    Loss::Gap { shard, slots } => (
-                        format!("GAP {slots} slots"),
-                        json!({ "shard": shard, "slots": slots, "reason": "gap" }),
-                    ),
-                };
-                self.events.push(json!({
-                    "name": name, "cat": "loss", "ph": "i", "s": "g", "ts": us(self.last_ts),
-                    "pid": 0, "tid": 0, "args": args,
-                }));
-                return;
+                self.pending.push(*l);
+                if self.pending.len() >= MAX_PENDING_LOSSES {
+                    self.flush_pending(self.last_ts)?;
+                }
+                Ok(())
             }
             Item::Corrupt(msg) => {
-                self.events.push(json!({
-                    "name": "CORRUPT", "cat": "loss", "ph": "i", "s": "g", "ts": us(self.last_ts),
-                    "pid": 0, "tid": 0, "args": { "message": msg },
-                }));
-                return;
+                self.flush_pending(self.last_ts)?;
+                let ts = self.last_ts;
+                let mut o = start(&mut self.buf, &mut self.started);
+                o.str("name", "CORRUPT")
+                    .str("cat", "loss")
+                    .str("ph", "i")
+                    .str("s", "g")
+                    .us("ts", ts)
+                    .num("pid", 0)
+                    .num("tid", 0)
+                    .nest("args")
+                    .str("message", msg)
+                    .close();
+                self.emit()
             }
-            Item::Reload { .. } => return,
-        };
-        let r = &ev.rec;
-        self.last_ts = self.last_ts.max(r.timestamp_ns);
-        if let Some(c) = &ev.comm {
-            self.names.insert(r.pid, c.to_string());
+            Item::Reload { .. } => self.flush_pending(self.last_ts),
         }
-        let path = ev.path.as_ref().map(|p| p.text.as_str());
-        let file = short(path, r.vnode_id);
-        let base = json!({ "pid": r.pid, "tid": r.tid, "ts": us(r.timestamp_ns) });
-        let mut e = match &r.event {
+    }
+
+    fn flush_pending(&mut self, ts: u64) -> io::Result<()> {
+        for l in std::mem::take(&mut self.pending) {
+            self.loss(&l, ts)?;
+        }
+        Ok(())
+    }
+
+    fn loss(&mut self, l: &Loss, ts: u64) -> io::Result<()> {
+        let mut o = start(&mut self.buf, &mut self.started);
+        match *l {
+            Loss::Dropped {
+                shard,
+                count,
+                before_pos,
+            } => {
+                o.str("name", &format!("LOST {count} records"));
+                o.str("cat", "loss")
+                    .str("ph", "i")
+                    .str("s", "g")
+                    .us("ts", ts);
+                o.num("pid", 0).num("tid", 0).nest("args");
+                o.num("shard", shard)
+                    .num("count", count)
+                    .str("reason", "dropped");
+                if let Some(p) = before_pos {
+                    o.num("before_pos", p);
+                }
+                o.close();
+            }
+            Loss::Gap { shard, slots } => {
+                o.str("name", &format!("GAP {slots} slots"));
+                o.str("cat", "loss")
+                    .str("ph", "i")
+                    .str("s", "g")
+                    .us("ts", ts);
+                o.num("pid", 0).num("tid", 0).nest("args");
+                o.num("shard", shard)
+                    .num("slots", slots)
+                    .str("reason", "gap");
+                o.close();
+            }
+        }
+        self.emit()
+    }
+
+    /// Names the process and thread tracks on first sight.
+    /// Names the process track again when its name changes (a PROC record
+    /// after an exec); the UI keeps the latest `process_name`.
+    fn name_tracks(
+        &mut self,
+        pid: u32,
+        tid: u64,
+        comm: Option<&std::rc::Rc<str>>,
+    ) -> io::Result<()> {
+        let known = self.processes.get(&pid);
+        if known.is_none() || (comm.is_some() && known.is_some_and(|k| k.as_ref() != comm)) {
+            self.processes.insert(pid, comm.cloned());
+            let name = process_track_name(pid, comm.map(|c| &**c));
+            let mut o = start(&mut self.buf, &mut self.started);
+            o.str("name", "process_name").str("ph", "M").num("pid", pid);
+            o.nest("args").str("name", &name).close();
+            self.emit()?;
+        }
+        if self.threads.insert((pid, tid)) {
+            let mut o = start(&mut self.buf, &mut self.started);
+            o.str("name", "thread_name")
+                .str("ph", "M")
+                .num("pid", pid)
+                .num("tid", tid);
+            o.nest("args").str("name", &format!("tid {tid}")).close();
+            self.emit()?;
+        }
+        Ok(())
+    }
+
+    /// The usecount counter of the event's file, on the file's own track.
+    fn counter(&mut self, ev: &crate::pipeline::Ev) -> io::Result<()> {
+        let r = &ev.rec;
+        let Some((key, Some(use_))) = usecount_of(r) else {
+            return Ok(());
+        };
+        if r.vnode_id == 0 {
+            return Ok(());
+        }
+        if self.counters.is_empty() {
+            let mut o = start(&mut self.buf, &mut self.started);
+            o.str("name", "process_name")
+                .str("ph", "M")
+                .num("pid", COUNTERS_PID);
+            o.nest("args").str("name", "file usecounts").close();
+            self.emit()?;
+        }
+        // The name is fixed at first sight: a later PATH must not split
+        // the track in two.
+        let name = self.counters.entry(r.vnode_id).or_insert_with(|| {
+            let label = match &ev.path {
+                Some(p) => format!("{} [{:08x}]", shown(&p.text), r.vnode_id >> 32),
+                None => format!("vnode:{:016x}", r.vnode_id),
+            };
+            let mut lit = Vec::with_capacity(label.len() + 2);
+            json_str(&mut lit, &label);
+            lit.into_boxed_slice()
+        });
+        let mut o = start(&mut self.buf, &mut self.started);
+        o.raw("name", name)
+            .str("ph", "C")
+            .num("pid", COUNTERS_PID)
+            .us("ts", r.timestamp_ns);
+        o.nest("args").num(key, use_).close();
+        self.emit()
+    }
+
+    fn record(&mut self, ev: &crate::pipeline::Ev) -> io::Result<()> {
+        let r = &ev.rec;
+        if matches!(r.event, Event::Path { .. } | Event::Proc { .. }) {
+            return Ok(());
+        }
+        if !matches!(r.event, Event::Mark { .. }) {
+            self.name_tracks(r.pid, r.tid, ev.comm.as_ref())?;
+        }
+        let path = ev.path.as_ref();
+        let path_json: &[u8] = path.map_or(b"null", |p| &p.json);
+        let file = short(path.map(|p| p.text.as_str()), r.vnode_id);
+        let uses = usecount_of(r);
+        let mut o = start(&mut self.buf, &mut self.started);
+        match &r.event {
             Event::Pagein {
                 offset,
                 size,
                 duration_ns,
-                counts,
                 ..
-            } => json!({
-                "name": format!("pagein {file}"), "cat": "pagein", "ph": "X",
-                "dur": us(u64::from(*duration_ns)),
-                "args": {
-                    "path": path, "offset": offset, "size": size,
-                    "usecount": (counts.method != ProbeMethod::None).then_some(counts.usecount),
-                },
-            }),
-            Event::Mmap { fflags, counts, .. } => json!({
-                "name": format!("mmap {file}"), "cat": "map", "ph": "i", "s": "t",
-                "args": {
-                    "path": path, "prot": String::from_utf8_lossy(&prot_str(*fflags)),
-                    "via": if ev.call.is_some() { "mmap" } else { "exec" },
-                    "usecount": (counts.method != ProbeMethod::None).then_some(counts.usecount),
-                },
-            }),
-            Event::Mnomap { counts, .. } => json!({
-                "name": format!("last unmap {file}"), "cat": "map", "ph": "i", "s": "t",
-                "args": {
-                    "path": path,
-                    "usecount": (counts.method != ProbeMethod::None).then_some(counts.usecount),
-                },
-            }),
+            } => {
+                o.str("name", &format!("pagein {file}"))
+                    .str("cat", "pagein")
+                    .str("ph", "X")
+                    .us("dur", u64::from(*duration_ns));
+                o.nest("args")
+                    .raw("path", path_json)
+                    .num("offset", *offset)
+                    .num("size", *size);
+            }
+            Event::Mmap { fflags, .. } => {
+                let prot = prot_str(*fflags);
+                o.str("name", &format!("mmap {file}"))
+                    .str("cat", "map")
+                    .str("ph", "i")
+                    .str("s", "t");
+                o.nest("args")
+                    .raw("path", path_json)
+                    .str("prot", &String::from_utf8_lossy(&prot))
+                    .str("via", if ev.call.is_some() { "mmap" } else { "exec" });
+            }
+            Event::Mnomap { .. } => {
+                o.str("name", &format!("last unmap {file}"))
+                    .str("cat", "map")
+                    .str("ph", "i")
+                    .str("s", "t");
+                o.nest("args").raw("path", path_json);
+            }
             Event::FileMmap {
                 file_pos,
                 prot,
                 mmap_flags,
                 ..
-            } => json!({
-                "name": "mmap(2) check", "cat": "map", "ph": "i", "s": "t",
-                "args": { "file_pos": file_pos, "prot": String::from_utf8_lossy(&prot_str(*prot)), "flags": mmap_flags },
-            }),
-            Event::Mark { mark, .. } => json!({
-                "name": format!("kext {}", mark_name(*mark)), "cat": "kext", "ph": "i", "s": "g",
-            }),
-            Event::Open { counts, .. } => json!({
-                "name": format!("open {file}"), "cat": "open", "ph": "i", "s": "t",
-                "args": { "path": path, "usecount": (counts.method != ProbeMethod::None).then_some(counts.usecount) },
-            }),
-            Event::Close { counts, .. } => json!({
-                "name": format!("last close {file}"), "cat": "open", "ph": "i", "s": "t",
-                "args": { "path": path, "usecount": (counts.method != ProbeMethod::None).then_some(counts.usecount) },
-            }),
-            Event::Path { .. } | Event::Proc { .. } => return,
-        };
-        // The isinuse fallback measures usecount - kusecount, never usecount.
-        let isinuse = matches!(&r.event,
-            Event::Pagein { counts, .. } | Event::Mmap { counts, .. } | Event::Mnomap { counts, .. }
-                if counts.method == ProbeMethod::IsInUse);
-        if isinuse
-            && let Some(args) = e.get_mut("args").and_then(Value::as_object_mut)
-            && let Some(v) = args.remove("usecount")
-        {
-            args.insert("usecount_minus_kusecount".into(), v);
+            } => {
+                let prot = prot_str(*prot);
+                o.str("name", "mmap(2) check")
+                    .str("cat", "map")
+                    .str("ph", "i")
+                    .str("s", "t");
+                o.nest("args")
+                    .num("file_pos", *file_pos)
+                    .str("prot", &String::from_utf8_lossy(&prot))
+                    .num("flags", *mmap_flags);
+            }
+            Event::Mark { mark, .. } => {
+                o.str("name", &format!("kext {}", mark_name(*mark)))
+                    .str("cat", "kext")
+                    .str("ph", "i")
+                    .str("s", "g")
+                    .nest("args");
+            }
+            Event::Open { .. } => {
+                o.str("name", &format!("open {file}"))
+                    .str("cat", "open")
+                    .str("ph", "i")
+                    .str("s", "t");
+                o.nest("args").raw("path", path_json);
+            }
+            Event::Close { .. } => {
+                o.str("name", &format!("last close {file}"))
+                    .str("cat", "open")
+                    .str("ph", "i")
+                    .str("s", "t");
+                o.nest("args").raw("path", path_json);
+            }
+            // Filtered above: they name things, they are not events.
+            Event::Path { .. } | Event::Proc { .. } => return Ok(()),
         }
-        if let (Some(obj), Value::Object(b)) = (e.as_object_mut(), base) {
-            obj.extend(b);
+        match uses {
+            Some((key, Some(n))) => {
+                o.num(key, n);
+            }
+            Some((key, None)) => {
+                o.raw(key, b"null");
+            }
+            None => {}
         }
-        if r.kind != EventKind::Mark {
-            self.threads.insert((r.pid, r.tid));
-        }
-        self.events.push(e);
+        o.close()
+            .num("pid", r.pid)
+            .num("tid", r.tid)
+            .us("ts", r.timestamp_ns);
+        self.emit()?;
+        self.counter(ev)
     }
 
-    /// The finished trace document.
-    pub fn finish(self) -> Value {
-        let mut all = Vec::with_capacity(self.events.len() + 2 * self.threads.len());
-        let mut last_pid = None;
-        for (pid, tid) in &self.threads {
-            if last_pid != Some(*pid) {
-                let name = match self.names.get(pid) {
-                    Some(c) => format!("{c} ({pid})"),
-                    None => format!("pid {pid}"),
-                };
-                all.push(json!({ "name": "process_name", "ph": "M", "pid": pid, "args": { "name": name } }));
-                last_pid = Some(*pid);
-            }
-            all.push(json!({ "name": "thread_name", "ph": "M", "pid": pid, "tid": tid, "args": { "name": format!("tid {tid}") } }));
-        }
-        all.extend(self.events);
-        json!({
-            "traceEvents": all,
-            "displayTimeUnit": "ns",
-            "otherData": { "producer": "maptrace", "clock": "nanoseconds since boot, shown in microseconds" },
-        })
+    /// Ends the document (pending loss notices go out at the last time
+    /// seen) and returns the sink, flushed.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.flush_pending(self.last_ts)?;
+        self.out.write_all(b"\n]}\n")?;
+        self.out.flush()?;
+        Ok(self.out)
     }
 }
 
-/// Writes the trace document.
-pub fn write(w: &mut impl Write, doc: &Value) -> io::Result<()> {
-    serde_json::to_writer(&mut *w, doc)?;
-    writeln!(w)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn microseconds_are_exact_decimals() {
+        let us = |ns| {
+            let mut v = Vec::new();
+            push_us(&mut v, ns);
+            String::from_utf8(v).unwrap()
+        };
+        assert_eq!(us(0), "0");
+        assert_eq!(us(25_000), "25");
+        assert_eq!(us(11_452_458), "11452.458");
+        assert_eq!(us(1_500), "1.5");
+        assert_eq!(us(1_050), "1.05");
+        assert_eq!(us(u64::MAX), "18446744073709551.615");
+    }
+
+    #[test]
+    fn an_empty_trace_is_a_valid_document() {
+        let out = Exporter::new(Vec::new()).unwrap().finish().unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(doc["traceEvents"].as_array().unwrap().len(), 0);
+        assert_eq!(doc["displayTimeUnit"], "ns");
+    }
 }

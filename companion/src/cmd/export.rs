@@ -1,41 +1,49 @@
-//! `maptrace export`: the events for other tools (Perfetto UI).
+//! `maptrace export`: the events for other tools (Perfetto UI), written as
+//! they are read.
 
-use super::read::{observe_each, warn_losses};
+use super::read::{for_each_batch, warn_losses};
 use super::source::open_source;
 use crate::cli::{ExportArgs, ExportFormat};
 use anyhow::{Context, Result};
-use maptrace::perfetto;
+use maptrace::perfetto::Exporter;
 use maptrace::text::shown_path;
 use std::io::{BufWriter, Write};
 
-pub fn run(source: Option<&str>, a: &ExportArgs, mut out: &mut impl Write) -> Result<u8> {
+pub fn run(source: Option<&str>, a: &ExportArgs, out: &mut impl Write) -> Result<u8> {
     let ExportArgs {
         input,
         format: ExportFormat::Perfetto,
         output: dest,
         limit,
     } = a;
+    // The source first: a bad input leaves no empty output file behind.
     let mut src = open_source(source, input.as_deref())?;
-    let mut b = perfetto::Builder::new();
-    let totals = observe_each(src.as_mut(), limit, |i| b.observe(i))?;
-    let doc = b.finish();
-    match dest {
+    let totals = match dest {
         Some(p) => {
             let f = std::fs::File::create(p)
                 .with_context(|| format!("cannot create {}", shown_path(p)))?;
-            let mut w = BufWriter::new(f);
-            perfetto::write(&mut w, &doc)?;
-            w.flush()?;
+            let mut x = Exporter::new(BufWriter::with_capacity(1 << 16, f))?;
+            let totals = for_each_batch(src.as_mut(), limit, |items| {
+                items.iter().try_for_each(|i| x.observe(i))?;
+                Ok(())
+            })?;
+            x.finish()?;
             eprintln!(
                 "wrote {} (open it at https://ui.perfetto.dev)",
                 shown_path(p)
             );
+            totals
         }
         None => {
-            perfetto::write(&mut out, &doc)?;
-            out.flush()?;
+            let mut x = Exporter::new(&mut *out)?;
+            let totals = for_each_batch(src.as_mut(), limit, |items| {
+                items.iter().try_for_each(|i| x.observe(i))?;
+                Ok(())
+            })?;
+            x.finish()?;
+            totals
         }
-    }
+    };
     warn_losses(&totals);
     Ok(totals.exit_status())
 }

@@ -1,0 +1,358 @@
+//! The Perfetto export and the heatmaps at scale and on awkward input:
+//! the export is one valid JSON document written as it goes, with a
+//! usecount counter track per file and named process tracks, keeping state
+//! only per file, process and thread; heatmaps colour every process even
+//! when binned, round their ticks, mark drops and survive absurd times.
+
+mod common;
+
+use common::*;
+use maptrace::perfetto;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use tempfile::TempDir;
+
+fn export(batches: &[Vec<u8>]) -> Value {
+    let dir = TempDir::new().unwrap();
+    let f = fixture(&dir, "in.mtr", batches);
+    let out = maptrace().args(["export"]).arg(&f).output().unwrap();
+    // 3: finished, but records were lost.
+    assert!(
+        matches!(out.status.code(), Some(0 | 3)),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the export is one JSON document")
+}
+
+#[test]
+fn the_export_has_a_usecount_counter_track_per_file() {
+    let doc = export(&lifecycle_batches());
+    let evs = doc["traceEvents"].as_array().unwrap();
+    let mut tracks: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut counter_pids = BTreeSet::new();
+    for e in evs.iter().filter(|e| e["ph"] == "C") {
+        counter_pids.insert(e["pid"].as_u64().unwrap());
+        assert!(e["ts"].as_f64().unwrap() > 0.0, "{e}");
+        tracks
+            .entry(e["name"].as_str().unwrap().to_string())
+            .or_default()
+            .push(e["args"]["usecount"].as_u64().unwrap());
+    }
+    assert_eq!(tracks.len(), 4, "one counter track per file: {tracks:?}");
+    for path in [
+        "/data/app.db",
+        "/usr/lib/libleak.dylib",
+        "/var/log/open.log",
+        "/Applications/App",
+    ] {
+        assert_eq!(
+            tracks.keys().filter(|k| k.contains(path)).count(),
+            1,
+            "{path}: {tracks:?}"
+        );
+    }
+    // The usecount before every map, page-in and last unmap of the file.
+    let db = tracks.iter().find(|(k, _)| k.contains("app.db")).unwrap().1;
+    assert_eq!(db, &[1, 2, 2, 2, 2, 2]);
+    let leak = tracks
+        .iter()
+        .find(|(k, _)| k.contains("libleak"))
+        .unwrap()
+        .1;
+    assert_eq!(leak, &[1, 2, 3]);
+    // The counters sit in a process of their own, named, no real pid.
+    assert_eq!(counter_pids.len(), 1);
+    let cpid = *counter_pids.first().unwrap();
+    assert!(cpid > 99_999, "above XNU's PID_MAX: {cpid}");
+    assert!(evs.iter().any(|e| e["ph"] == "M"
+        && e["name"] == "process_name"
+        && e["pid"] == cpid
+        && e["args"]["name"] == "file usecounts"));
+}
+
+#[test]
+fn the_export_names_every_process_track_once() {
+    let doc = export(&lifecycle_batches());
+    let evs = doc["traceEvents"].as_array().unwrap();
+    let names: Vec<(u64, String)> = evs
+        .iter()
+        .filter(|e| e["ph"] == "M" && e["name"] == "process_name")
+        .map(|e| {
+            (
+                e["pid"].as_u64().unwrap(),
+                e["args"]["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .filter(|(pid, _)| *pid <= 99_999)
+        .collect();
+    assert_eq!(
+        names,
+        [(200, "pid 200"), (300, "pid 300"), (400, "pid 400")]
+            .map(|(p, n)| (p, n.to_string()))
+            .to_vec()
+    );
+    assert_eq!(perfetto::process_track_name(7, None), "pid 7");
+    assert_eq!(
+        perfetto::process_track_name(7, Some("Mail")),
+        "Mail (pid 7)"
+    );
+}
+
+#[test]
+fn the_export_keeps_state_per_file_process_and_thread_not_per_event() {
+    let retained = |n: u64| {
+        let batches = recorded(2, 1 << 12, |t| {
+            t.path(0, DB, "/data/app.db");
+            t.path(1, LIB, "/usr/lib/libx.dylib");
+            for i in 0..n {
+                let (pid, vnode) = [(200, DB), (300, LIB), (400, DB)][(i % 3) as usize];
+                t.pagein(
+                    (i % 2) as u32,
+                    pid,
+                    u64::from(pid) * 10,
+                    vnode,
+                    ((i * 4096) as i64, 4096),
+                    2,
+                );
+                if i % 1000 == 999 {
+                    t.drain();
+                }
+            }
+            t.drain();
+        });
+        let (items, _) = decode(&batches);
+        let mut x = perfetto::Exporter::new(std::io::sink()).unwrap();
+        for it in &items {
+            x.observe(it).unwrap();
+        }
+        let kept = x.retained();
+        x.finish().unwrap();
+        kept
+    };
+    // 2 files, 3 processes, 3 threads, whatever the number of events.
+    assert_eq!(retained(300), 2 + 3 + 3);
+    assert_eq!(retained(30_000), 2 + 3 + 3);
+}
+
+#[test]
+fn the_export_places_losses_where_they_happened() {
+    let doc = export(&lossy_batches(200));
+    let evs = doc["traceEvents"].as_array().unwrap();
+    let mut placed = 0;
+    for (i, l) in evs.iter().enumerate().filter(|(_, e)| e["cat"] == "loss") {
+        // At the time of the record the drops came just before.
+        let Some(next) = evs[i + 1..]
+            .iter()
+            .find(|e| e["ph"] != "M" && e["ph"] != "C" && e["cat"] != "loss")
+        else {
+            continue;
+        };
+        assert_eq!(l["ts"], next["ts"], "{l} then {next}");
+        assert!(l["args"]["count"].as_u64().unwrap() > 0);
+        placed += 1;
+    }
+    assert!(placed > 0);
+}
+
+fn svg_of(batches: &[Vec<u8>], stem: &str) -> String {
+    let dir = TempDir::new().unwrap();
+    let f = fixture(&dir, "in.mtr", batches);
+    let out = dir.path().join("svg");
+    let run = maptrace()
+        .args(["heatmap", "-o"])
+        .arg(&out)
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(
+        matches!(run.status.code(), Some(0 | 3)),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let file = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(stem))
+        .unwrap_or_else(|| panic!("no {stem}*.svg"));
+    std::fs::read_to_string(file).unwrap()
+}
+
+#[test]
+fn a_binned_heatmap_colours_each_process() {
+    let per = maptrace::heatmap::MAX_BLOCKS as u64 / 3 + 1_000;
+    let batches = recorded(1, 1 << 15, |t| {
+        t.path(0, DB, "/data/big.db");
+        for (k, pid) in [200u32, 300, 400].into_iter().enumerate() {
+            for i in 0..per {
+                // Each process reads its own third of the file.
+                let off = (k as u64 * 4096 + i % 4096) * 4096;
+                t.pagein(0, pid, u64::from(pid), DB, (off as i64, 4096), 2);
+                if i % 10_000 == 9_999 {
+                    t.drain();
+                }
+            }
+            t.drain();
+        }
+    });
+    let text = svg_of(&batches, "big.db-");
+    let svg = roxmltree::Document::parse(&text).unwrap();
+    let bins: Vec<_> = svg
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("pagein-bin"))
+        .collect();
+    assert!(!bins.is_empty());
+    let fills: BTreeSet<&str> = bins.iter().map(|b| b.attribute("fill").unwrap()).collect();
+    assert_eq!(fills.len(), 3, "{fills:?}");
+    // The legend shows the same colours.
+    let legend: BTreeSet<&str> = svg
+        .descendants()
+        .find(|n| n.attribute("id") == Some("legend"))
+        .unwrap()
+        .descendants()
+        .filter(|n| n.has_tag_name("rect"))
+        .filter_map(|n| n.attribute("fill"))
+        .collect();
+    assert_eq!(legend, fills);
+}
+
+/// The numbers of an axis' tick labels (`12.5 KiB` → 12.5).
+fn tick_values(svg: &roxmltree::Document<'_>, axis: &str) -> Vec<f64> {
+    svg.descendants()
+        .find(|n| n.attribute("id") == Some(axis))
+        .unwrap()
+        .children()
+        .filter(|n| n.attribute("class") == Some("tick"))
+        .map(|n| {
+            let t = n.text().unwrap();
+            t.split(' ')
+                .next()
+                .unwrap()
+                .parse::<f64>()
+                .unwrap_or_else(|e| panic!("{t}: {e}"))
+        })
+        .collect()
+}
+
+fn assert_round(values: &[f64]) {
+    assert!(values.len() >= 3, "{values:?}");
+    assert_eq!(values[0], 0.0, "{values:?}");
+    let step = values[1] - values[0];
+    let mantissa = step / 10f64.powf(step.log10().floor());
+    assert!(
+        [1.0, 2.0, 5.0].iter().any(|m| (mantissa - m).abs() < 1e-6),
+        "step {step} of {values:?}"
+    );
+    for (i, v) in values.iter().enumerate() {
+        assert!((v - step * i as f64).abs() < 1e-6 * step, "{values:?}");
+    }
+}
+
+#[test]
+fn heatmap_ticks_are_round_numbers() {
+    let text = svg_of(&lifecycle_batches(), "app.db-");
+    let svg = roxmltree::Document::parse(&text).unwrap();
+    assert_round(&tick_values(&svg, "x-axis"));
+    assert_round(&tick_values(&svg, "y-axis"));
+    // Odd sizes too: 3 page-ins up to 1000 KiB + 12 KiB over 1.23 ms.
+    let batches = recorded(1, 256, |t| {
+        t.path(0, DB, "/data/odd.db");
+        t.pagein(0, 200, 2001, DB, (0, 4096), 2);
+        t.ts += 1_230_000;
+        t.pagein(0, 200, 2001, DB, (1000 << 10, 12 << 10), 2);
+        t.drain();
+    });
+    let text = svg_of(&batches, "odd.db-");
+    let svg = roxmltree::Document::parse(&text).unwrap();
+    assert_round(&tick_values(&svg, "x-axis"));
+    assert_round(&tick_values(&svg, "y-axis"));
+}
+
+#[test]
+fn a_heatmap_marks_dropped_records_on_the_time_axis() {
+    let batches = lossy_batches(200);
+    let (_, totals) = decode(&batches);
+    assert!(totals.dropped > 0);
+    let text = svg_of(&batches, "app.db-");
+    let svg = roxmltree::Document::parse(&text).unwrap();
+    let marks: Vec<_> = svg
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("loss"))
+        .collect();
+    assert!(!marks.is_empty());
+    let shown: u64 = marks
+        .iter()
+        .map(|m| {
+            let title = m.children().find(|c| c.has_tag_name("title")).unwrap();
+            title
+                .text()
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(shown, totals.dropped);
+    assert!(text.contains("records lost"));
+}
+
+#[test]
+fn small_pageins_stay_visible_above_the_map_lines() {
+    // A 4 KiB page-in in a 4 GiB span is far below a pixel.
+    let batches = recorded(1, 256, |t| {
+        t.path(0, DB, "/data/huge.db");
+        t.mmap_call(0, 200, 2001, DB, 1, 1);
+        t.pagein(0, 200, 2001, DB, (0, 4096), 2);
+        t.pagein(0, 200, 2001, DB, (4 << 30, 4096), 2);
+        t.ts += 5_000_000_000;
+        t.mnomap(0, 200, 2001, DB, 2);
+        t.drain();
+    });
+    let text = svg_of(&batches, "huge.db-");
+    let svg = roxmltree::Document::parse(&text).unwrap();
+    let num = |n: roxmltree::Node<'_, '_>, a: &str| n.attribute(a).unwrap().parse::<f64>().unwrap();
+    let plot = svg
+        .descendants()
+        .find(|n| n.attribute("id") == Some("plot"))
+        .unwrap();
+    let (px, py, pw, ph) = (
+        num(plot, "x"),
+        num(plot, "y"),
+        num(plot, "width"),
+        num(plot, "height"),
+    );
+    let blocks: Vec<_> = svg
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("pagein"))
+        .collect();
+    assert_eq!(blocks.len(), 2);
+    for b in &blocks {
+        assert!(num(*b, "width") >= 3.0 && num(*b, "height") >= 3.0);
+        assert!(num(*b, "x") >= px && num(*b, "x") + num(*b, "width") <= px + pw + 1e-6);
+        assert!(num(*b, "y") >= py && num(*b, "y") + num(*b, "height") <= py + ph + 1e-6);
+    }
+    // Drawn after (so above) the map lines.
+    let order: Vec<&str> = svg
+        .root_element()
+        .children()
+        .filter_map(|n| n.attribute("id"))
+        .collect();
+    let at = |id: &str| order.iter().position(|x| *x == id).unwrap();
+    assert!(at("maps") < at("pageins"), "{order:?}");
+}
+
+#[test]
+fn a_heatmap_survives_timestamps_at_the_end_of_time() {
+    let batches = recorded(1, 256, |t| {
+        t.path(0, DB, "/data/late.db");
+        t.pagein(0, 200, 2001, DB, (0, 4096), 2);
+        // The page-in's end (time + 25 µs) is past 2^64 ns.
+        t.ts = u64::MAX - 15_000;
+        t.pagein(0, 200, 2001, DB, (i64::MAX - 100, u64::from(u32::MAX)), 2);
+        t.drain();
+    });
+    let text = svg_of(&batches, "late.db-");
+    roxmltree::Document::parse(&text).unwrap();
+}
