@@ -1,10 +1,8 @@
-//! Text primitives that the pipeline and every renderer share: JSON string
-//! literals, protections, mark names and times. They depend on nothing else
-//! in the crate, so the pipeline can escape a path once without reaching up
-//! into the renderers.
+//! Text primitives that the pipeline and every renderer share: protections,
+//! mark names and times. They depend on nothing else in the crate. (JSON
+//! string literals are `json`'s.)
 
 use maptrace_abi::Mark;
-use std::io::Write;
 
 /// `PROT_READ`, `PROT_WRITE`, `PROT_EXEC` as `rwx` letters.
 pub fn prot_str(p: u32) -> [u8; 3] {
@@ -23,33 +21,6 @@ pub fn mark_name(m: Mark) -> &'static str {
         Mark::VectorPatched => "vector_patched",
         Mark::Unknown(_) => "unknown",
     }
-}
-
-/// Appends `s` as a JSON string literal.
-pub fn json_str(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
-    let bytes = s.as_bytes();
-    if !bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
-        out.extend_from_slice(bytes);
-    } else {
-        for c in s.chars() {
-            match c {
-                '"' => out.extend_from_slice(b"\\\""),
-                '\\' => out.extend_from_slice(b"\\\\"),
-                '\n' => out.extend_from_slice(b"\\n"),
-                '\t' => out.extend_from_slice(b"\\t"),
-                '\r' => out.extend_from_slice(b"\\r"),
-                c if (c as u32) < 0x20 => {
-                    let _ = write!(out, "\\u{:04x}", c as u32);
-                }
-                c => {
-                    let mut b = [0u8; 4];
-                    out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
-                }
-            }
-        }
-    }
-    out.push(b'"');
 }
 
 /// Nanoseconds as `s.micros`.
@@ -76,14 +47,6 @@ pub(crate) fn push_secs(out: &mut Vec<u8>, ns: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn json_strings_escape_what_json_requires() {
-        let mut out = Vec::new();
-        json_str(&mut out, "a\"b\\c\nd\u{1}é");
-        let back: String = serde_json::from_slice(&out).unwrap();
-        assert_eq!(back, "a\"b\\c\nd\u{1}é");
-    }
 
     #[test]
     fn prot_letters() {

@@ -8,6 +8,7 @@ pub mod heatmap;
 mod read;
 pub mod record;
 pub mod report;
+pub mod schema;
 mod source;
 pub mod stats;
 pub mod stream;
