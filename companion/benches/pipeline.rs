@@ -1,7 +1,9 @@
 //! Throughput of the companion's hot paths over a recorded stream of real
 //! core batches: decode + merge alone, with JSON lines, with the human
-//! table; against two baselines measured in the same run (a memcpy of the
-//! batch bytes, and serde_json of a derived struct per record).
+//! table; against baselines measured in the same run: a memcpy of the
+//! batch bytes, serde_json of a derived 10-field struct per record,
+//! serde_json of the contract's own types (the very bytes `json_only`
+//! writes), and a naive `format!`-per-row table writer.
 //!
 //! Run: `cargo bench -p maptrace --bench pipeline`.
 
@@ -10,9 +12,11 @@ mod common;
 
 use common::{Mem, Trace};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use maptrace::contract::Line;
 use maptrace::output;
-use maptrace::pipeline::{Item, Pipeline};
-use maptrace_abi::{Decoder, Event};
+use maptrace::pipeline::{Ev, Item, Pipeline};
+use maptrace::text::secs;
+use maptrace_abi::{Decoder, Event, ProbeMethod};
 use serde::Serialize;
 use std::hint::black_box;
 
@@ -90,6 +94,79 @@ struct Plain<'a> {
     usecount: u16,
 }
 
+/// The table row the obvious way: `format!` for every cell and the row,
+/// a `String` per line (the same columns as `output::item_line`; page-ins,
+/// maps and unmaps are all this stream has besides its 64 PATH records).
+fn naive_row(ev: &Ev) -> String {
+    let r = &ev.rec;
+    let (counts, detail) = match &r.event {
+        Event::Pagein {
+            offset,
+            size,
+            duration_ns,
+            counts,
+            ..
+        } => (
+            Some(counts),
+            format!(
+                "off={:#x} size={}K {}.{}us",
+                offset,
+                size / 1024,
+                duration_ns / 1000,
+                duration_ns % 1000 / 100
+            ),
+        ),
+        Event::Mmap {
+            duration_ns,
+            counts,
+            ..
+        } => (
+            Some(counts),
+            format!(
+                "r-x exec/loader map {}.{}us",
+                duration_ns / 1000,
+                duration_ns % 1000 / 100
+            ),
+        ),
+        Event::Mnomap {
+            duration_ns,
+            counts,
+            ..
+        } => (
+            Some(counts),
+            format!(
+                "last unmap {}.{}us",
+                duration_ns / 1000,
+                duration_ns % 1000 / 100
+            ),
+        ),
+        _ => (None, String::new()),
+    };
+    let cell = |v: Option<u16>| v.map_or("-".to_string(), |v| v.to_string());
+    let (use_, kuse, io) = match counts.filter(|c| c.method != ProbeMethod::None) {
+        Some(c) => (
+            cell(Some(c.usecount)),
+            cell((c.method == ProbeMethod::Offset).then_some(c.kusecount)),
+            cell(c.iocount),
+        ),
+        None => ("-".into(), "-".into(), "-".into()),
+    };
+    let path = ev.path.as_ref().map_or(String::new(), |p| p.text.clone());
+    format!(
+        "{:>14}  {:>3} {:>7} {:>9}  {:<10} {:>4} {:>4} {:>4}  {:<44} {}\n",
+        secs(r.timestamp_ns),
+        r.shard,
+        r.pid,
+        r.tid,
+        r.kind.name(),
+        use_,
+        kuse,
+        io,
+        detail,
+        path
+    )
+}
+
 fn bench(c: &mut Criterion) {
     let (batches, n) = stream();
     let mut g = c.benchmark_group("companion");
@@ -143,6 +220,45 @@ fn bench(c: &mut Criterion) {
                 };
                 serde_json::to_writer(&mut out, &plain).unwrap();
                 out.push(b'\n');
+                if out.len() > FLUSH_AT {
+                    out.clear();
+                }
+            }
+            black_box(out.len())
+        })
+    });
+
+    // The naive rows are the real ones: the baseline does the same work.
+    for it in &all {
+        let Item::Event(ev) = it else { continue };
+        if matches!(ev.rec.event, Event::Pagein { .. } | Event::Mnomap { .. }) {
+            let mut line = Vec::new();
+            output::item_line(&mut line, it);
+            assert_eq!(naive_row(ev).as_bytes(), &line[..]);
+        }
+    }
+    g.bench_function("baseline_serde_json_contract_types", |b| {
+        let mut out = Vec::with_capacity(1 << 21);
+        b.iter(|| {
+            out.clear();
+            for it in &all {
+                serde_json::to_writer(&mut out, &Line::of(it)).unwrap();
+                out.push(b'\n');
+                if out.len() > FLUSH_AT {
+                    out.clear();
+                }
+            }
+            black_box(out.len())
+        })
+    });
+
+    g.bench_function("baseline_table_format_per_row", |b| {
+        let mut out = Vec::with_capacity(1 << 21);
+        b.iter(|| {
+            out.clear();
+            for it in &all {
+                let Item::Event(ev) = it else { continue };
+                out.extend_from_slice(naive_row(ev).as_bytes());
                 if out.len() > FLUSH_AT {
                     out.clear();
                 }

@@ -53,6 +53,8 @@ pub enum Command {
     Export(ExportArgs),
     /// Draw one SVG per file: file offset against time, page-ins and maps.
     Heatmap(HeatmapArgs),
+    /// Print the JSON Schema of `stream --json` lines.
+    Schema,
 }
 
 #[derive(Debug, Args)]
@@ -81,11 +83,45 @@ pub struct RecordArgs {
 pub struct ReportArgs {
     /// A recording to read (same as --source file:INPUT).
     pub input: Option<PathBuf>,
-    /// Write JSON instead of text.
-    #[arg(long)]
+    /// Write JSON instead of text (same as --format json).
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+    /// The output format: text, json (one document) or csv (one row per file and epoch).
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
     #[command(flatten)]
     pub limit: Limit,
+}
+
+impl ReportArgs {
+    /// The format asked for, `--json` included.
+    pub fn format(&self) -> ReportFormat {
+        if self.json {
+            ReportFormat::Json
+        } else {
+            self.format
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// Text for people.
+    Text,
+    /// One JSON document.
+    Json,
+    /// CSV, one row per file and mapped epoch.
+    Csv,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StreamFormat {
+    /// An aligned table for people.
+    Table,
+    /// JSON lines (the contract in companion/README.md; `maptrace schema`).
+    Json,
+    /// CSV with one fixed header: the JSON lines' fields as columns.
+    Csv,
 }
 
 #[derive(Debug, Args)]
@@ -188,9 +224,12 @@ pub struct Limit {
 pub struct StreamArgs {
     /// A recording to read (same as --source file:INPUT).
     pub input: Option<PathBuf>,
-    /// JSON lines, one object per event (fields in companion/README.md).
-    #[arg(long)]
+    /// JSON lines, one object per event (same as --format json; fields in companion/README.md).
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+    /// The output format: table, json (lines) or csv.
+    #[arg(long, value_enum, default_value_t = StreamFormat::Table)]
+    pub format: StreamFormat,
     /// Only events of this process (repeat for several).
     #[arg(long, value_name = "PID")]
     pub pid: Vec<u32>,
@@ -205,6 +244,17 @@ pub struct StreamArgs {
     pub no_summary: bool,
     #[command(flatten)]
     pub limit: Limit,
+}
+
+impl StreamArgs {
+    /// The format asked for, `--json` included.
+    pub fn format(&self) -> StreamFormat {
+        if self.json {
+            StreamFormat::Json
+        } else {
+            self.format
+        }
+    }
 }
 
 /// Parses a non-negative number of seconds.

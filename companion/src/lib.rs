@@ -2,8 +2,11 @@
 //! pipeline and every output the binary offers, so tests and benchmarks drive
 //! the same code the command line runs.
 
+pub mod contract;
 pub mod control;
+pub mod csv_rows;
 pub mod heatmap;
+pub mod json;
 pub mod output;
 pub mod perfetto;
 pub mod pipeline;

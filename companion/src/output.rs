@@ -1,17 +1,15 @@
 //! Rendering the item stream: JSON lines with stable field names (written by
-//! hand, because this is the hot path of `stream --json`) and an aligned
-//! human table.
+//! hand, because this is the hot path of `stream --json`; `contract` holds
+//! the same lines as types, and tests hold the two byte-identical) and an
+//! aligned human table.
 
+use crate::contract::{SCHEMA_NAME, SCHEMA_VERSION};
+use crate::json::push_str as json_str;
+use crate::json::{push_hex16_str, push_i64, push_str, push_u64, push_u64_str};
 use crate::pipeline::{Ev, Item, Loss, MapCall, Totals};
-use crate::text::{json_str, mark_name, prot_str, push_secs, push_shown};
+use crate::text::{mark_name, prot_str, push_secs, push_shown};
 use maptrace_abi::{Counts, Event, EventKind, Mark, ProbeMethod};
 use std::io::{self, Write};
-
-/// Appends the decimal digits of `v`.
-#[inline(always)]
-fn push_u64(out: &mut Vec<u8>, v: u64) {
-    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
-}
 
 /// Appends `,"key":v` for an unsigned value.
 #[inline(always)]
@@ -24,10 +22,22 @@ fn num(out: &mut Vec<u8>, key: &[u8], v: impl Into<u64>) {
 #[inline(always)]
 fn num_i(out: &mut Vec<u8>, key: &[u8], v: i64) {
     self::key(out, key);
-    if v < 0 {
-        out.push(b'-');
-    }
-    push_u64(out, v.unsigned_abs());
+    push_i64(out, v);
+}
+
+/// Appends `,"key":"v"`: a 64-bit id as a string of decimal digits.
+#[inline(always)]
+fn id(out: &mut Vec<u8>, key: &[u8], v: u64) {
+    self::key(out, key);
+    push_u64_str(out, v);
+}
+
+/// The first line of a JSON stream: which contract the lines follow.
+pub fn header_json(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"type\":\"schema\",\"schema\":");
+    push_str(out, SCHEMA_NAME);
+    num(out, b"version", SCHEMA_VERSION);
+    out.extend_from_slice(b"}\n");
 }
 
 #[inline(always)]
@@ -94,6 +104,7 @@ fn call_json(out: &mut Vec<u8>, c: &MapCall) {
 /// Appends one event as a JSON object (no newline).
 pub fn event_json(out: &mut Vec<u8>, ev: &Ev) {
     let r = &ev.rec;
+    out.reserve(JSON_LINE_RESERVE + ev.path.as_ref().map_or(0, |p| p.json.len()));
     match r.kind {
         EventKind::Mmap => out.extend_from_slice(b"{\"type\":\"event\",\"kind\":\"mmap\""),
         EventKind::Pagein => out.extend_from_slice(b"{\"type\":\"event\",\"kind\":\"pagein\""),
@@ -113,14 +124,10 @@ pub fn event_json(out: &mut Vec<u8>, ev: &Ev) {
         key(out, b"comm");
         json_str(out, c.as_ref());
     }
-    num(out, b"tid", r.tid);
-    let mut hex = [0u8; 16];
-    for (i, h) in hex.iter_mut().enumerate() {
-        *h = HEX[((r.vnode_id >> ((15 - i) * 4)) & 0xf) as usize];
-    }
-    out.extend_from_slice(b",\"vnode\":\"");
-    out.extend_from_slice(&hex);
-    out.extend_from_slice(b"\",\"path\":");
+    id(out, b"tid", r.tid);
+    out.extend_from_slice(b",\"vnode\":");
+    push_hex16_str(out, r.vnode_id);
+    out.extend_from_slice(b",\"path\":");
     match &ev.path {
         Some(p) => out.extend_from_slice(&p.json),
         None => out.extend_from_slice(b"null"),
@@ -214,10 +221,10 @@ pub fn event_json(out: &mut Vec<u8>, ev: &Ev) {
             arg2,
         } => {
             key(out, b"mark");
-            json_str(out, mark_name(*mark));
+            push_str(out, mark_name(*mark));
             num(out, b"arg0", *arg0);
-            num(out, b"arg1", *arg1);
-            num(out, b"arg2", *arg2);
+            id(out, b"arg1", *arg1);
+            id(out, b"arg2", *arg2);
         }
     }
     out.push(b'}');
@@ -250,12 +257,12 @@ pub fn item_json(out: &mut Vec<u8>, item: &Item) {
         }
         Item::Corrupt(msg) => {
             out.extend_from_slice(b"{\"type\":\"corrupt\",\"message\":");
-            json_str(out, msg);
+            push_str(out, msg);
             out.push(b'}');
         }
         Item::Reload { generation } => {
             out.extend_from_slice(b"{\"type\":\"reload\"");
-            num(out, b"generation", *generation);
+            id(out, b"generation", *generation);
             out.push(b'}');
         }
     }
@@ -273,6 +280,11 @@ pub fn summary_json(out: &mut Vec<u8>, t: &Totals) {
     num(out, b"cut_bytes", t.cut_bytes);
     out.extend_from_slice(b"}\n");
 }
+
+/// Room for a table row or JSON line without its path: one reservation a
+/// line instead of a capacity check growing the buffer mid-line.
+const TABLE_LINE_RESERVE: usize = 192;
+const JSON_LINE_RESERVE: usize = 512;
 
 /// Width of the table's detail column.
 const DETAIL_WIDTH: usize = 44;
@@ -446,9 +458,15 @@ fn detail(d: &mut Vec<u8>, ev: &Ev) {
 /// Appends one event as a table row (with its newline).
 pub fn event_line(out: &mut Vec<u8>, ev: &Ev) {
     let r = &ev.rec;
-    let mut t = Vec::with_capacity(24);
-    push_secs(&mut t, r.timestamp_ns);
-    right(out, &t, 14);
+    out.reserve(TABLE_LINE_RESERVE + ev.path.as_ref().map_or(0, |p| p.text.len()));
+    // The time right-aligned in 14 columns, written in place: `s.micros`
+    // is the seconds' digits plus seven.
+    let secs_len = itoa::Buffer::new()
+        .format(r.timestamp_ns / 1_000_000_000)
+        .len()
+        + 7;
+    out.resize(out.len() + 14usize.saturating_sub(secs_len), b' ');
+    push_secs(out, r.timestamp_ns);
     out.extend_from_slice(b"  ");
     right_num(out, r.shard, 3);
     out.push(b' ');

@@ -7,8 +7,9 @@
 //! once, and only what names tracks (processes, threads, files) is kept, so
 //! memory does not grow with the recording.
 
+use crate::json::push_str as json_str;
 use crate::pipeline::{Item, Loss};
-use crate::text::{json_str, mark_name, prot_str, shown};
+use crate::text::{mark_name, prot_str, shown};
 use maptrace_abi::{Event, ProbeMethod, Record};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::io::{self, Write};

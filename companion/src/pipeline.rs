@@ -55,7 +55,7 @@ impl PathInfo {
     pub fn new(bytes: &[u8], truncated: bool) -> PathInfo {
         let text = String::from_utf8_lossy(bytes).into_owned();
         let mut json = Vec::with_capacity(text.len() + 2);
-        crate::text::json_str(&mut json, &text);
+        crate::json::push_str(&mut json, &text);
         PathInfo {
             text,
             json,

@@ -1,6 +1,6 @@
-//! Text primitives that the pipeline and every renderer share: JSON string
-//! literals, escaping for terminals and XML, protections, mark names and
-//! times. They depend on nothing else in the crate, so the pipeline can
+//! Text primitives that the pipeline and every renderer share: escaping for
+//! terminals and XML, protections, mark names and times (JSON string literals
+//! are `json`'s). They depend on nothing else in the crate, so the pipeline can
 //! escape a path once without reaching up into the renderers.
 //!
 //! Paths and names come from the traced machine: anyone who can create a
@@ -10,7 +10,6 @@
 
 use maptrace_abi::Mark;
 use std::borrow::Cow;
-use std::io::Write;
 
 /// Whether `c` must not reach a terminal or a one-line listing as it is:
 /// C0 controls (newline, ESC ...), DEL, C1 controls (U+009B is an 8-bit
@@ -98,33 +97,6 @@ pub fn mark_name(m: Mark) -> &'static str {
     }
 }
 
-/// Appends `s` as a JSON string literal.
-pub fn json_str(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
-    let bytes = s.as_bytes();
-    if !bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
-        out.extend_from_slice(bytes);
-    } else {
-        for c in s.chars() {
-            match c {
-                '"' => out.extend_from_slice(b"\\\""),
-                '\\' => out.extend_from_slice(b"\\\\"),
-                '\n' => out.extend_from_slice(b"\\n"),
-                '\t' => out.extend_from_slice(b"\\t"),
-                '\r' => out.extend_from_slice(b"\\r"),
-                c if (c as u32) < 0x20 => {
-                    let _ = write!(out, "\\u{:04x}", c as u32);
-                }
-                c => {
-                    let mut b = [0u8; 4];
-                    out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
-                }
-            }
-        }
-    }
-    out.push(b'"');
-}
-
 /// Nanoseconds since the Unix epoch as a UTC date and time
 /// (`2026-12-05 03:35:46.123 UTC`).
 pub fn utc_time(unix_ns: u64) -> String {
@@ -174,14 +146,6 @@ pub(crate) fn push_secs(out: &mut Vec<u8>, ns: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn json_strings_escape_what_json_requires() {
-        let mut out = Vec::new();
-        json_str(&mut out, "a\"b\\c\nd\u{1}é");
-        let back: String = serde_json::from_slice(&out).unwrap();
-        assert_eq!(back, "a\"b\\c\nd\u{1}é");
-    }
 
     #[test]
     fn shown_text_carries_no_control_character() {

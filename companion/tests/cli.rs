@@ -103,6 +103,12 @@ fn stream_json_follows_the_documented_schema() {
     let f = fixture(&dir, "life.mtr", &lifecycle_batches());
     let (lines, code) = run_json(&["stream", "--json"], &f);
     assert_eq!(code, 0);
+    // The contract's name and version come first.
+    let (first, lines) = lines.split_first().unwrap();
+    assert_eq!(
+        first,
+        &serde_json::json!({"type":"schema","schema":"maptrace.events","version":1})
+    );
     let (last, events) = lines.split_last().unwrap();
     assert_eq!(last["type"], "summary");
     assert_eq!(last["events"].as_u64().unwrap() as usize, events.len());
@@ -124,6 +130,8 @@ fn stream_json_follows_the_documented_schema() {
         want.sort_unstable();
         assert_eq!(have, want, "keys of {e}");
         assert_eq!(e["vnode"].as_str().unwrap().len(), 16);
+        // 64-bit ids are decimal strings (jq would round numbers above 2^53).
+        assert!(e["tid"].as_str().unwrap().parse::<u64>().is_ok(), "{e}");
         let ts = e["ts_ns"].as_u64().unwrap();
         assert!(ts >= prev_ts, "time order: {e}");
         prev_ts = ts;
@@ -435,7 +443,7 @@ fn a_reload_is_announced_and_files_start_over() {
     assert_eq!(code, 0);
     let reload: Vec<&Value> = lines.iter().filter(|l| l["type"] == "reload").collect();
     assert_eq!(reload.len(), 1);
-    assert_eq!(reload[0]["generation"], 2);
+    assert_eq!(reload[0]["generation"], "2", "a 64-bit id, as a string");
     let out = maptrace()
         .args(["report", "--json"])
         .arg(&f)
@@ -958,4 +966,110 @@ fn a_heatmap_of_very_many_pageins_is_binned_and_still_counts_them_all() {
         .find(|x| x.attribute("id") == Some("binned"))
         .unwrap();
     assert!(note.text().unwrap().starts_with(&format!("{n} page-ins")));
+}
+
+/// Splits CSV text into records of fields (RFC 4180, as the `csv` crate
+/// writes it), by hand so the test does not trust the writer's library.
+fn parse_csv(text: &str) -> Vec<Vec<String>> {
+    let (mut rows, mut row, mut field) = (Vec::new(), Vec::new(), String::new());
+    let mut chars = text.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            (true, '"') => quoted = false,
+            (true, c) => field.push(c),
+            (false, '"') => quoted = true,
+            (false, ',') => row.push(std::mem::take(&mut field)),
+            (false, '\n') => {
+                row.push(std::mem::take(&mut field));
+                rows.push(std::mem::take(&mut row));
+            }
+            (false, c) => field.push(c),
+        }
+    }
+    rows
+}
+
+#[test]
+fn stream_csv_has_the_json_lines_fields_and_quotes_odd_paths() {
+    let dir = TempDir::new().unwrap();
+    let odd = "/data/a,b \"quoted\"\nnext line";
+    let batches = recorded(2, 64, |t| {
+        t.path(0, DB, odd);
+        t.mmap_call(0, 200, 2001, DB, 1, 1);
+        t.pagein(0, 200, 2001, DB, (0, 16384), 2);
+        t.drain();
+    });
+    let f = fixture(&dir, "odd.mtr", &batches);
+    let out = maptrace()
+        .args(["stream", "--format", "csv"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let rows = parse_csv(std::str::from_utf8(&out.stdout).unwrap());
+    let (json, _) = run_json(&["stream", "--json"], &f);
+    let header = &rows[0];
+    assert_eq!(rows.len() - 1, json.len(), "one row a JSON line");
+    for (row, line) in rows[1..].iter().zip(&json) {
+        assert_eq!(row.len(), header.len(), "{row:?}");
+        for (name, value) in line.as_object().unwrap() {
+            let col = header.iter().position(|h| h == name);
+            let col = col.unwrap_or_else(|| panic!("no column for {name}"));
+            let want = match value {
+                Value::Null => String::new(),
+                Value::String(s) => s.clone(),
+                v => v.to_string(),
+            };
+            assert_eq!(row[col], want, "{name} of {line}");
+        }
+    }
+    let path_col = header.iter().position(|h| h == "path").unwrap();
+    assert!(rows.iter().any(|r| r[path_col] == odd), "{rows:?}");
+    // --json and --format are one choice.
+    maptrace()
+        .args(["stream", "--json", "--format", "csv"])
+        .arg(&f)
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn report_csv_has_a_row_per_file_epoch() {
+    let dir = TempDir::new().unwrap();
+    let f = fixture(&dir, "life.mtr", &lifecycle_batches());
+    let out = maptrace()
+        .args(["report", "--format", "csv"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let rows = parse_csv(std::str::from_utf8(&out.stdout).unwrap());
+    let header = &rows[0];
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let row_of = |path: &str| {
+        rows.iter()
+            .find(|r| r[col("path")] == path)
+            .unwrap_or_else(|| panic!("no row for {path}: {rows:?}"))
+    };
+    assert_eq!(
+        rows.len(),
+        5,
+        "header + 4 files of one epoch each: {rows:?}"
+    );
+    assert_eq!(row_of("/data/app.db")[col("verdict")], "balanced");
+    assert_eq!(row_of("/data/app.db")[col("pageins")], "3");
+    assert_eq!(row_of("/var/log/open.log")[col("verdict")], "open");
+    assert_eq!(
+        row_of("/var/log/open.log")[col("leak_suspect")],
+        "still_mapped"
+    );
+    assert_eq!(
+        row_of("/usr/lib/libleak.dylib")[col("leak_suspect")],
+        "usecount_not_returned"
+    );
 }

@@ -135,7 +135,7 @@ pub fn formatters(data: &[u8]) {
     let text = parsed.root_element().text().unwrap_or("");
     assert_eq!(unshown(text).as_deref(), Some(&*s), "XML text is lossless");
     let mut json = Vec::new();
-    maptrace::text::json_str(&mut json, &s);
+    maptrace::json::push_str(&mut json, &s);
     let back: String = serde_json::from_slice(&json).expect("a JSON string literal");
     assert_eq!(back, *s);
 

@@ -9,6 +9,7 @@ pub mod info;
 mod read;
 pub mod record;
 pub mod report;
+pub mod schema;
 mod source;
 pub mod stats;
 pub mod stream;

@@ -1,9 +1,10 @@
-//! `maptrace stream`: events as they happen, as a table or JSON lines.
+//! `maptrace stream`: events as they happen, as a table, JSON lines or CSV.
 
 use super::read::for_each_batch;
 use super::source::open_source;
-use crate::cli::StreamArgs;
+use crate::cli::{StreamArgs, StreamFormat};
 use anyhow::Result;
+use maptrace::csv_rows::StreamCsv;
 use maptrace::output;
 use maptrace::pipeline::{Filter, Item, Totals};
 use maptrace::source::Source;
@@ -11,30 +12,48 @@ use std::io::Write;
 
 pub fn run(source: Option<&str>, a: &StreamArgs, out: &mut impl Write) -> Result<u8> {
     let mut src = open_source(source, a.input.as_deref())?;
-    let t = stream(src.as_mut(), a, out)?;
+    let t = match a.format() {
+        StreamFormat::Csv => stream_csv(src.as_mut(), a, out)?,
+        format => stream(src.as_mut(), a, format == StreamFormat::Json, out)?,
+    };
     Ok(t.exit_status())
 }
 
-fn stream(src: &mut dyn Source, a: &StreamArgs, out: &mut impl Write) -> Result<Totals> {
-    let filter = Filter {
+fn filter(a: &StreamArgs) -> Filter {
+    Filter {
         pids: a.pid.clone(),
         path_prefix: a.path.clone(),
         kinds: a.kind.unwrap_or(maptrace_abi::EventMask::all()),
-    };
+    }
+}
+
+/// Whether `item` is shown: losses and corruption always are.
+fn shown(filter: &Filter, item: &Item) -> bool {
+    match item {
+        Item::Event(ev) => filter.accepts(ev),
+        _ => true,
+    }
+}
+
+fn stream(
+    src: &mut dyn Source,
+    a: &StreamArgs,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<Totals> {
+    let filter = filter(a);
     let mut line = Vec::with_capacity(512);
-    if !a.json {
+    if json {
+        output::header_json(&mut line);
+        out.write_all(&line)?;
+    } else {
         out.write_all(output::TABLE_HEADER.as_bytes())?;
     }
     let live = src.is_live();
     let totals = for_each_batch(src, &a.limit, |items| {
         line.clear();
-        for item in items {
-            if let Item::Event(ev) = item {
-                if !filter.accepts(ev) {
-                    continue;
-                }
-            }
-            if a.json {
+        for item in items.iter().filter(|i| shown(&filter, i)) {
+            if json {
                 output::item_json(&mut line, item);
             } else {
                 output::item_line(&mut line, item);
@@ -48,7 +67,7 @@ fn stream(src: &mut dyn Source, a: &StreamArgs, out: &mut impl Write) -> Result<
         Ok(())
     })?;
     if !a.no_summary {
-        if a.json {
+        if json {
             line.clear();
             output::summary_json(&mut line, &totals);
             out.write_all(&line)?;
@@ -56,6 +75,28 @@ fn stream(src: &mut dyn Source, a: &StreamArgs, out: &mut impl Write) -> Result<
             output::summary_row(out, &totals)?;
         }
     }
+    out.flush()?;
+    Ok(totals)
+}
+
+fn stream_csv(src: &mut dyn Source, a: &StreamArgs, out: &mut impl Write) -> Result<Totals> {
+    let filter = filter(a);
+    let mut csv = StreamCsv::new(&mut *out)?;
+    let live = src.is_live();
+    let totals = for_each_batch(src, &a.limit, |items| {
+        for item in items.iter().filter(|i| shown(&filter, i)) {
+            csv.item(item)?;
+        }
+        if live {
+            csv.flush()?;
+        }
+        Ok(())
+    })?;
+    if !a.no_summary {
+        csv.summary(&totals)?;
+    }
+    csv.flush()?;
+    drop(csv);
     out.flush()?;
     Ok(totals)
 }

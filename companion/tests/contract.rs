@@ -1,0 +1,376 @@
+//! The JSON lines contract: the hand-written writer (`output`) against the
+//! typed reference (`contract::Line` through `serde_json`), byte for byte;
+//! the checked-in JSON Schema against the generated one; and every line the
+//! stream writes against that schema.
+
+mod common;
+
+use common::*;
+use maptrace::contract::{self, Line};
+use maptrace::output;
+use maptrace::pipeline::{Ev, Item, Loss, MapCall, PathInfo, Totals};
+use maptrace_abi::{Counts, Event, EventKind, Mark, ProbeMethod, Record};
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use std::rc::Rc;
+
+/// The reference bytes of an item's line.
+fn reference(item: &Item) -> Vec<u8> {
+    let mut v = serde_json::to_vec(&Line::of(item)).unwrap();
+    v.push(b'\n');
+    v
+}
+
+fn written(item: &Item) -> Vec<u8> {
+    let mut out = Vec::new();
+    output::item_json(&mut out, item);
+    out
+}
+
+fn validator() -> jsonschema::Validator {
+    jsonschema::validator_for(&serde_json::to_value(contract::schema()).unwrap()).unwrap()
+}
+
+fn assert_valid(v: &jsonschema::Validator, line: &[u8]) {
+    let value: serde_json::Value = serde_json::from_slice(line)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(line)));
+    let errors: Vec<String> = v.iter_errors(&value).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{value}: {errors:?}");
+}
+
+#[test]
+fn the_checked_in_schema_is_the_generated_one() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schema/events.schema.json");
+    let checked_in = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        checked_in == contract::schema_text(),
+        "{path} is stale: regenerate it with \
+         `cargo run -p maptrace -- schema > companion/schema/events.schema.json`"
+    );
+}
+
+#[test]
+fn the_schema_command_prints_the_schema() {
+    let out = maptrace().arg("schema").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        contract::schema_text()
+    );
+}
+
+/// Every fixture's stream, losses, gaps and reloads included.
+fn fixture_items() -> Vec<Item> {
+    let mut all = Vec::new();
+    for batches in [
+        lifecycle_batches(),
+        lossy_batches(5),
+        gap_batches(),
+        lossy_tail_batches(3),
+        reload_batches(),
+    ] {
+        all.extend(decode(&batches).0);
+    }
+    all.push(Item::Corrupt("batch 3: bad \"magic\"\n\u{1b}[2J".into()));
+    all
+}
+
+#[test]
+fn fixture_lines_are_the_reference_bytes_and_valid() {
+    let v = validator();
+    let items = fixture_items();
+    let mut kinds = std::collections::BTreeSet::new();
+    for item in &items {
+        let line = written(item);
+        assert_eq!(
+            String::from_utf8_lossy(&line),
+            String::from_utf8_lossy(&reference(item))
+        );
+        assert_valid(&v, &line);
+        let value: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        kinds.insert(format!("{}/{}", value["type"], value["kind"]));
+    }
+    assert!(kinds.len() >= 8, "fixtures cover too little: {kinds:?}");
+    let mut header = Vec::new();
+    output::header_json(&mut header);
+    assert_eq!(header, reference_line(&Line::header()));
+    assert_valid(&v, &header);
+    let mut summary = Vec::new();
+    let totals = decode(&lossy_batches(5)).1;
+    output::summary_json(&mut summary, &totals);
+    assert_eq!(summary, reference_line(&Line::summary(&totals)));
+    assert_valid(&v, &summary);
+}
+
+fn reference_line(l: &Line) -> Vec<u8> {
+    let mut v = serde_json::to_vec(l).unwrap();
+    v.push(b'\n');
+    v
+}
+
+#[test]
+fn the_schema_refuses_what_the_contract_forbids() {
+    let v = validator();
+    let good = serde_json::json!({"type":"reload","generation":"18446744073709551615"});
+    assert!(v.is_valid(&good));
+    for bad in [
+        // 64-bit ids are strings.
+        serde_json::json!({"type":"reload","generation":7}),
+        serde_json::json!({"type":"nonsense"}),
+        serde_json::json!({"type":"loss","reason":"gap","shard":0}),
+    ] {
+        assert!(!v.is_valid(&bad), "accepted {bad}");
+    }
+    let mut ev =
+        serde_json::from_slice::<serde_json::Value>(&written(&fixture_items()[0])).unwrap();
+    let mut numeric_tid = ev.clone();
+    numeric_tid["tid"] = 4098.into();
+    assert!(!v.is_valid(&numeric_tid), "accepted {numeric_tid}");
+    // A null path is stated, never left out.
+    ev.as_object_mut().unwrap().remove("path");
+    assert!(!v.is_valid(&ev), "accepted {ev}");
+}
+
+#[test]
+fn paths_of_any_bytes_stay_valid_json() {
+    let v = validator();
+    for bytes in [
+        &b"/tmp/\x1b[31mred\x1b[0m"[..],
+        b"/tmp/line\nbreak\r\ttab",
+        b"/tmp/\xff\xfe invalid utf-8 \xc3",
+        b"/tmp/quote\"back\\slash\x08\x0c\x7f",
+        b"",
+    ] {
+        let item = Item::Event(event(
+            Event::Pagein {
+                offset: 0,
+                size: 4096,
+                duration_ns: 1,
+                counts: Counts::default(),
+                upl_flags: 0,
+            },
+            Some(bytes),
+        ));
+        let line = written(&item);
+        assert_eq!(line, reference(&item));
+        assert_valid(&v, &line);
+        let value: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(
+            value["path"].as_str().unwrap(),
+            String::from_utf8_lossy(bytes)
+        );
+    }
+}
+
+fn kind_of(e: &Event) -> EventKind {
+    match e {
+        Event::Mmap { .. } => EventKind::Mmap,
+        Event::Pagein { .. } => EventKind::Pagein,
+        Event::Mnomap { .. } => EventKind::Mnomap,
+        Event::FileMmap { .. } => EventKind::FileMmap,
+        Event::Path { .. } => EventKind::Path,
+        Event::Mark { .. } => EventKind::Mark,
+        Event::Proc { .. } => EventKind::Proc,
+        Event::Open { .. } => EventKind::Open,
+        Event::Close { .. } => EventKind::Close,
+    }
+}
+
+fn event(e: Event, path: Option<&[u8]>) -> Ev {
+    Ev {
+        rec: Record {
+            shard: 1,
+            pos: 2,
+            lost_before: 0,
+            kind: kind_of(&e),
+            flags: 0,
+            error: 0,
+            pid: 3,
+            timestamp_ns: 4,
+            tid: u64::MAX,
+            vnode_id: 0xdead_beef,
+            event: e,
+        },
+        path: path.map(|b| Rc::new(PathInfo::new(b, false))),
+        call: None,
+        call_map: 0,
+        comm: None,
+    }
+}
+
+fn any_counts() -> impl Strategy<Value = Counts> {
+    (
+        any::<u16>(),
+        any::<u16>(),
+        proptest::option::of(any::<u16>()),
+        prop_oneof![
+            Just(ProbeMethod::None),
+            Just(ProbeMethod::Offset),
+            Just(ProbeMethod::IsInUse)
+        ],
+        any::<bool>(),
+    )
+        .prop_map(|(usecount, kusecount, iocount, method, saturated)| Counts {
+            usecount,
+            kusecount,
+            iocount,
+            method,
+            saturated,
+        })
+}
+
+fn any_event() -> impl Strategy<Value = Event> {
+    prop_oneof![
+        (any::<u32>(), any::<u32>(), any::<u32>(), any_counts()).prop_map(
+            |(fflags, vid, duration_ns, counts)| Event::Mmap {
+                fflags,
+                vid,
+                duration_ns,
+                counts
+            }
+        ),
+        (
+            any::<i64>(),
+            any::<u32>(),
+            any::<u32>(),
+            any_counts(),
+            any::<u16>()
+        )
+            .prop_map(|(offset, size, duration_ns, counts, upl_flags)| {
+                Event::Pagein {
+                    offset,
+                    size,
+                    duration_ns,
+                    counts,
+                    upl_flags,
+                }
+            }),
+        (any::<u32>(), any::<u32>(), any_counts()).prop_map(|(vid, duration_ns, counts)| {
+            Event::Mnomap {
+                vid,
+                duration_ns,
+                counts,
+            }
+        }),
+        (any::<u64>(), any::<u32>(), any::<u32>(), any::<u32>()).prop_map(
+            |(file_pos, prot, maxprot, mmap_flags)| Event::FileMmap {
+                file_pos,
+                prot,
+                maxprot,
+                mmap_flags
+            }
+        ),
+        (any::<u32>(), any::<bool>()).prop_map(|(vid, truncated)| Event::Path {
+            vid,
+            path: Vec::new(),
+            truncated
+        }),
+        (proptest::collection::vec(any::<u8>(), 0..24), any::<bool>())
+            .prop_map(|(name, truncated)| Event::Proc { name, truncated }),
+        (any::<u32>(), any::<u32>(), any_counts())
+            .prop_map(|(vid, fmode, counts)| { Event::Open { vid, fmode, counts } }),
+        (any::<u32>(), any::<u32>(), any::<u32>(), any_counts()).prop_map(
+            |(vid, fflag, duration_ns, counts)| Event::Close {
+                vid,
+                fflag,
+                duration_ns,
+                counts
+            }
+        ),
+        (any::<u32>(), any::<u32>(), any::<u64>(), any::<u64>()).prop_map(
+            |(m, arg0, arg1, arg2)| Event::Mark {
+                mark: Mark::from(m % 5),
+                arg0,
+                arg1,
+                arg2
+            }
+        ),
+    ]
+}
+
+prop_compose! {
+    fn any_ev()(
+        e in any_event(),
+        shard in any::<u16>(),
+        pos in any::<u64>(),
+        lost_before in any::<u64>(),
+        error in any::<u8>(),
+        pid in any::<u32>(),
+        timestamp_ns in any::<u64>(),
+        tid in any::<u64>(),
+        vnode_id in any::<u64>(),
+        path in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
+        call in proptest::option::of((any::<u64>(), any::<u32>(), any::<u32>(), any::<u32>())),
+        call_map in 0u8..3,
+        comm in proptest::option::of("[ -~\\x{1b}\n\"\\\\é]{0,20}"),
+    ) -> Ev {
+        let mut ev = event(e, path.as_deref());
+        ev.comm = comm.map(|c| std::rc::Rc::from(c.as_str()));
+        ev.rec.shard = shard;
+        ev.rec.pos = pos;
+        ev.rec.lost_before = lost_before;
+        ev.rec.error = error;
+        ev.rec.pid = pid;
+        ev.rec.timestamp_ns = timestamp_ns;
+        ev.rec.tid = tid;
+        ev.rec.vnode_id = vnode_id;
+        if matches!(ev.rec.event, Event::Mmap { .. }) {
+            ev.call = call.map(|(file_pos, prot, maxprot, mmap_flags)| MapCall {
+                file_pos,
+                prot,
+                maxprot,
+                mmap_flags,
+                timestamp_ns: 0,
+            });
+            ev.call_map = if ev.call.is_some() { call_map.max(1) } else { 0 };
+        }
+        ev
+    }
+}
+
+fn any_item() -> impl Strategy<Value = Item> {
+    prop_oneof![
+        8 => any_ev().prop_map(Item::Event),
+        1 => (any::<u16>(), any::<u64>(), proptest::option::of(any::<u64>())).prop_map(
+            |(shard, count, before_pos)| Item::Loss(Loss::Dropped { shard, count, before_pos })
+        ),
+        1 => (any::<u16>(), any::<u64>())
+            .prop_map(|(shard, slots)| Item::Loss(Loss::Gap { shard, slots })),
+        1 => any::<String>().prop_map(Item::Corrupt),
+        1 => any::<u64>().prop_map(|generation| Item::Reload { generation }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn any_item_is_written_as_the_reference_bytes(item in any_item()) {
+        let line = String::from_utf8(written(&item)).unwrap();
+        let want = String::from_utf8(reference(&item)).unwrap();
+        prop_assert_eq!(line, want);
+    }
+
+    #[test]
+    fn any_summary_is_written_as_the_reference_bytes(
+        batches in any::<u64>(), events in any::<u64>(), dropped in any::<u64>(),
+        gap_slots in any::<u64>(), corrupt in any::<u64>(),
+    ) {
+        let t = Totals { batches, events, dropped, gap_slots, corrupt, ..Totals::default() };
+        let mut out = Vec::new();
+        output::summary_json(&mut out, &t);
+        prop_assert_eq!(out, reference_line(&Line::summary(&t)));
+    }
+}
+
+#[test]
+fn random_lines_validate() {
+    // A few hundred generated items through the schema too (the validator
+    // is slower than the byte comparison, so fewer cases).
+    let v = validator();
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    for _ in 0..300 {
+        let item = any_item().new_tree(&mut runner).unwrap().current();
+        assert_valid(&v, &written(&item));
+    }
+}
