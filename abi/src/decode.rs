@@ -470,6 +470,7 @@ impl<'a> RecordView<'a> {
     }
 
     /// The record header as read.
+    #[inline]
     pub fn header(&self) -> raw::mt_rec_header {
         read(self.slots)
     }
@@ -514,9 +515,14 @@ impl<'a> RecordView<'a> {
     }
 
     /// What the record says, by kind (allocates only for a PATH's bytes).
+    #[inline]
     pub fn event(&self) -> Event {
+        self.event_with(self.header().flags)
+    }
+
+    #[inline]
+    fn event_with(&self, flags: u8) -> Event {
         let head = self.slots;
-        let flags = self.header().flags;
         // A new kind's fields are read here; `check_record` says how many
         // slots it may take.
         match self.kind {
@@ -579,6 +585,7 @@ impl<'a> RecordView<'a> {
     }
 
     /// The owned record.
+    #[inline]
     pub fn to_record(&self) -> Record {
         let h = self.header();
         Record {
@@ -592,7 +599,7 @@ impl<'a> RecordView<'a> {
             timestamp_ns: self.timestamp_ns,
             tid: h.tid,
             vnode_id: h.vnode_id,
-            event: self.event(),
+            event: self.event_with(h.flags),
         }
     }
 }
@@ -610,6 +617,7 @@ impl<'a> Sink<'a> for Vec<Result<Record, DecodeError>> {
     fn reserve(&mut self, n: usize) {
         Vec::reserve(self, n);
     }
+    #[inline]
     fn record(&mut self, r: RecordView<'a>) {
         self.push(Ok(r.to_record()));
     }
@@ -622,6 +630,7 @@ impl<'a> Sink<'a> for Vec<Decoded> {
     fn reserve(&mut self, n: usize) {
         Vec::reserve(self, n);
     }
+    #[inline]
     fn record(&mut self, r: RecordView<'a>) {
         self.push(Decoded::Record(r.to_record()));
     }
@@ -641,6 +650,7 @@ impl<'a> Sink<'a> for Views<'a, '_> {
     fn reserve(&mut self, n: usize) {
         self.records.reserve(n);
     }
+    #[inline]
     fn record(&mut self, r: RecordView<'a>) {
         self.records.push(r);
     }
@@ -1091,6 +1101,7 @@ fn counts(c: raw::mt_counts, flags: u8) -> Counts {
 /// `drops_before`) and the number of slots it uses. Everything a view's
 /// accessors rely on is checked here; a new kind states its slot rule here
 /// and its fields in [`RecordView::event`].
+#[inline]
 fn check_record(
     slots: &[u8],
     i: usize,
