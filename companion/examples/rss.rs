@@ -13,7 +13,6 @@
 //! (or `record`).
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code, reason = "shared with the tests")]
 mod common;
 
 use common::{Mem, Trace, ev};
