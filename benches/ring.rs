@@ -12,14 +12,15 @@
 //!   `peers/rtrb` — the same 64-byte records pushed through
 //!   `crossbeam_queue::ArrayQueue` (bounded MPMC) and `rtrb` (SPSC);
 //! * `drain/4096` vs `floor/memcpy_batch` — batch drain throughput;
-//! * `decode_merge/8192` — decoder + shard merge throughput.
+//! * `decode_merge/8192` — decoder + shard merge throughput: borrowed record
+//!   views and a merge order (`8192_owned`: owned records moved into runs).
 //!
 //! Run: `cargo bench --bench ring` (add `-- --quick` for a fast pass).
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use crossbeam_queue::ArrayQueue;
 use maptrace_abi::decode::Decoder;
-use maptrace_abi::merge::merge_into;
+use maptrace_abi::merge::{merge_into, time_order_with};
 use maptrace_abi::raw;
 use maptrace_core::ring::{Ring, SLOT_SIZE};
 use maptrace_core::{Engine, HookEvent, Params};
@@ -321,14 +322,33 @@ fn bench_decode(c: &mut Criterion) {
         b.iter(|| dst.copy_from_slice(black_box(&buf)));
     });
     // As a reader uses them: one decoder and reused buffers across batches.
+    // The fast path: records stay in the batch bytes as views, and the merge
+    // gives an order of indices.
+    let mut views = Vec::new();
+    let mut notices = Vec::new();
+    let (mut runs, mut order) = (Vec::new(), Vec::new());
+    g.bench_function("8192", |b| {
+        b.iter(|| {
+            views.clear();
+            notices.clear();
+            order.clear();
+            // A fresh generation each time: the decoder expects new positions.
+            let mut dec = Decoder::new();
+            dec.feed_views(black_box(&buf), &mut views, &mut notices)
+                .unwrap();
+            time_order_with(&views, &mut runs, &mut order);
+            black_box(order.len())
+        });
+    });
+    // The owned path: a `Record` per event, moved into shard runs and then
+    // into the merged output.
     let mut items = Vec::new();
     let mut runs = vec![Vec::new(), Vec::new()];
     let mut merged = Vec::new();
-    g.bench_function("8192", |b| {
+    g.bench_function("8192_owned", |b| {
         b.iter(|| {
             items.clear();
             merged.clear();
-            // A fresh generation each time: the decoder expects new positions.
             let mut dec = Decoder::new();
             dec.decode_into(black_box(&buf), &mut items).unwrap();
             for r in items.drain(..).flatten() {

@@ -496,3 +496,160 @@ fn proc_open_and_close_records_round_trip_and_names_are_claimed_once() {
     assert_ne!(recs[3].vnode_id, 0);
     assert_eq!(recs[1].vnode_id, 0);
 }
+
+/// One step of a generated stream.
+#[derive(Clone, Debug)]
+enum Step {
+    /// An event on a shard: kind (0..5, 4 = PATH), timestamp, path length.
+    Event(u32, u8, u64, usize),
+    /// Drain a batch and deliver it (`false`: another reader took it).
+    Drain(bool),
+    /// Flip one byte of the next delivered batch.
+    Damage(usize, u8),
+    /// A new kext load from here (new generation, positions near a wrap).
+    Reload,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        24 => (0u32..10, 0u8..5, 0u64..64, 0usize..1100)
+            .prop_map(|(s, k, t, l)| Step::Event(s, k, t, l)),
+        2 => Just(Step::Drain(true)),
+        1 => Just(Step::Drain(false)),
+        1 => (any::<usize>(), any::<u8>()).prop_map(|(at, b)| Step::Damage(at, b)),
+        1 => Just(Step::Reload),
+    ]
+}
+
+/// The batches a generated run delivers (byte damage included).
+fn delivered_batches(nshards: u32, steps: &[Step]) -> Vec<Vec<u8>> {
+    const CAP: u32 = 64;
+    let kinds = [
+        raw::MT_KIND_MMAP,
+        raw::MT_KIND_PAGEIN,
+        raw::MT_KIND_MNOMAP,
+        raw::MT_KIND_FILE_MMAP,
+    ];
+    let mut out = Vec::new();
+    let mut load = 0u64;
+    let mut damage = None;
+    let mut rest = steps;
+    while !rest.is_empty() {
+        // Positions just below the 31-bit stamp wrap and the 2^32 drop wrap.
+        let start = maptrace_core::ring::RingStart {
+            pos: u64::from(raw::MT_STAMP_MASK) - 20 + load * 7,
+            drops: u64::from(u32::MAX) - 10,
+        };
+        let mut mem = Mem::new(nshards, CAP);
+        let e = mem.engine_at(nshards, CAP, start);
+        let mut buf = vec![0u8; e.drain_capacity()];
+        let mut seq = 0u64;
+        let mut next_load = None;
+        for (i, s) in rest.iter().enumerate() {
+            match *s {
+                Step::Event(shard, kind, ts, len) => {
+                    seq += 1;
+                    let shard = shard % nshards;
+                    let mut ev = common::event(raw::MT_KIND_PAGEIN, 100 + shard, seq);
+                    ev.timestamp_ns = seq * 8 + ts; // mostly rising, some inversions
+                    if kind == 4 {
+                        let path: Vec<u8> = (0..len).map(|b| b"abc/xyz"[b % 7]).collect();
+                        e.record_path(shard, &ev, &path);
+                    } else {
+                        ev.kind = kinds[usize::from(kind)];
+                        e.record(shard, &ev);
+                    }
+                }
+                Step::Drain(mine) => {
+                    let n = e.drain_prepare(&mut buf, seq).unwrap();
+                    e.drain_commit();
+                    if mine && n > 0 {
+                        let mut b = buf[..n].to_vec();
+                        b[24..32].copy_from_slice(&(0x6e6e + load).to_le_bytes());
+                        if let Some((at, byte)) = damage.take() {
+                            let at = 64 + at % (b.len() - 64).max(1);
+                            if let Some(x) = b.get_mut(at) {
+                                *x = byte;
+                            }
+                        }
+                        out.push(b);
+                    }
+                }
+                Step::Damage(at, byte) => damage = Some((at, byte)),
+                Step::Reload => {
+                    next_load = Some(i + 1);
+                    break;
+                }
+            }
+        }
+        let n = e.drain_prepare(&mut buf, seq).unwrap();
+        if n > 0 {
+            let mut b = buf[..n].to_vec();
+            b[24..32].copy_from_slice(&(0x6e6e + load).to_le_bytes());
+            out.push(b);
+        }
+        load += 1;
+        rest = next_load.map_or(&[][..], |i| &rest[i..]);
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(common::proptest_config(200))]
+    /// The borrowed path (`feed_views` + `time_order`) gives exactly what the
+    /// owned path (`feed`, shard runs, `merge_by_time`) gives: the same
+    /// stream of records, losses, reloads and corruption, the same merged
+    /// order, the same loss figures; over PATH records, stamp and drop-count
+    /// wraps, full shards, batches another reader took, reloads and damage.
+    #[test]
+    fn views_and_index_merge_match_the_owned_decode_and_merge(
+        nshards in 1u32..=10,
+        steps in proptest::collection::vec(step(), 0..300),
+    ) {
+        use maptrace_abi::merge::time_order;
+        let batches = delivered_batches(nshards, &steps);
+        let (mut owned, mut fast) = (Decoder::new(), Decoder::new());
+        let (mut views, mut notices, mut order) = (Vec::new(), Vec::new(), Vec::new());
+        for b in &batches {
+            let mut items = Vec::new();
+            let a = owned.feed(b, &mut items);
+            views.clear();
+            notices.clear();
+            let f = fast.feed_views(b, &mut views, &mut notices);
+            prop_assert_eq!(a, f);
+            // The two outputs interleave back into the owned stream.
+            let mut rebuilt = Vec::new();
+            let mut notes = notices.iter().cloned().peekable();
+            for (i, v) in views.iter().enumerate() {
+                while let Some((_, n)) = notes.next_if(|(at, _)| *at <= i) {
+                    rebuilt.push(Decoded::from(n));
+                }
+                rebuilt.push(Decoded::Record(v.to_record()));
+            }
+            rebuilt.extend(notes.map(|(_, n)| Decoded::from(n)));
+            prop_assert_eq!(&rebuilt, &items);
+            // The companion's merge: one run per shard, in order of appearance.
+            let mut runs: Vec<Vec<maptrace_abi::Record>> = Vec::new();
+            let mut run_of = std::collections::HashMap::new();
+            for d in items {
+                if let Decoded::Record(r) = d {
+                    let i = *run_of.entry(r.shard).or_insert_with(|| {
+                        runs.push(Vec::new());
+                        runs.len() - 1
+                    });
+                    runs[i].push(r);
+                }
+            }
+            let merged = merge_by_time(runs);
+            order.clear();
+            time_order(&views, &mut order);
+            let by_index: Vec<_> = order.iter().map(|&i| views[i as usize].to_record()).collect();
+            prop_assert_eq!(by_index, merged);
+            prop_assert_eq!(owned.losses(), fast.losses());
+        }
+        let (mut a, mut f) = (Vec::new(), Vec::new());
+        owned.finish(None, &mut a);
+        fast.finish(None, &mut f);
+        prop_assert_eq!(a, f);
+    }
+}

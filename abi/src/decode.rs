@@ -428,6 +428,291 @@ pub enum Decoded {
     Corrupt(DecodeError),
 }
 
+/// What a batch says besides its records ([`Decoder::feed_views`]): the
+/// non-record items of [`Decoded`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// As [`Decoded::Lost`].
+    Lost(Loss),
+    /// As [`Decoded::Reload`].
+    Reload {
+        /// The new load's generation.
+        generation: u64,
+    },
+    /// As [`Decoded::Corrupt`].
+    Corrupt(DecodeError),
+}
+
+impl From<Notice> for Decoded {
+    fn from(n: Notice) -> Decoded {
+        match n {
+            Notice::Lost(l) => Decoded::Lost(l),
+            Notice::Reload { generation } => Decoded::Reload { generation },
+            Notice::Corrupt(e) => Decoded::Corrupt(e),
+        }
+    }
+}
+
+impl Notice {
+    /// An in-batch problem as the stream reports it: positions that moved
+    /// forward lost slots; positions that went back lost nothing, which is
+    /// corruption (or a replayed batch).
+    fn of_error(e: DecodeError) -> Notice {
+        match e {
+            DecodeError::PositionGap {
+                shard,
+                expected,
+                found,
+            } if found > expected => Notice::Lost(Loss::Gap {
+                shard,
+                slots: found - expected,
+            }),
+            e => Notice::Corrupt(e),
+        }
+    }
+}
+
+/// A validated record read in place from the batch bytes: what merging
+/// needs is at hand, the rest is read from the slots on demand. Converting
+/// with [`RecordView::to_record`] gives exactly what [`Decoder::feed`]
+/// delivers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    /// The record's slots: its head slot, then its continuation slots.
+    slots: &'a [u8],
+    /// Nanoseconds since boot.
+    pub timestamp_ns: u64,
+    /// Its 64-bit position in the shard.
+    pub pos: u64,
+    /// Records this shard dropped between the previous record and this one.
+    pub lost_before: u64,
+    /// The shard (CPU) it was recorded on.
+    pub shard: u16,
+    /// `enum mt_kind`.
+    pub kind: EventKind,
+}
+
+impl<'a> RecordView<'a> {
+    /// The record's raw slots (head first), as the kext wrote them.
+    pub fn slots(&self) -> &'a [u8] {
+        self.slots
+    }
+
+    /// The record header as read.
+    #[inline]
+    pub fn header(&self) -> raw::mt_rec_header {
+        read(self.slots)
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.header().pid
+    }
+
+    /// Thread id.
+    pub fn tid(&self) -> u64 {
+        self.header().tid
+    }
+
+    /// Keyed hash of the vnode and its vid.
+    pub fn vnode_id(&self) -> u64 {
+        self.header().vnode_id
+    }
+
+    /// The pieces of a PATH record's path, in order (nothing for other
+    /// kinds); the decoder checked that they add up to `path_len`.
+    pub fn path_chunks(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let slots = self.slots;
+        let len = if self.kind == EventKind::Path {
+            usize::from(read::<raw::mt_rec_path>(slots).path_len)
+        } else {
+            0
+        };
+        let head_at = core::mem::offset_of!(raw::mt_rec_path, path);
+        let cont_at = core::mem::offset_of!(raw::mt_rec_cont, data);
+        let head = len.min(wire::PATH_HEAD_BYTES);
+        let first = slots.get(head_at..head_at + head).unwrap_or(&[]);
+        let rest = (1..slots.len() / SLOT).scan(len - head, move |left, k| {
+            let take = (*left).min(wire::PATH_CONT_BYTES);
+            *left -= take;
+            let at = k * SLOT + cont_at;
+            Some(slots.get(at..at + take).unwrap_or(&[]))
+        });
+        core::iter::once(first)
+            .chain(rest)
+            .filter(|c| !c.is_empty())
+    }
+
+    /// What the record says, by kind (allocates only for a PATH's bytes).
+    #[inline]
+    pub fn event(&self) -> Event {
+        self.event_with(self.header().flags)
+    }
+
+    #[inline]
+    fn event_with(&self, flags: u8) -> Event {
+        let head = self.slots;
+        // A new kind's fields are read here; `check_record` says how many
+        // slots it may take.
+        match self.kind {
+            EventKind::Mmap => {
+                let r = read::<raw::mt_rec_mmap>(head);
+                Event::Mmap {
+                    fflags: r.fflags,
+                    vid: r.vid,
+                    duration_ns: r.duration_ns,
+                    counts: counts(r.counts, flags),
+                }
+            }
+            EventKind::Pagein => {
+                let r = read::<raw::mt_rec_pagein>(head);
+                Event::Pagein {
+                    offset: r.f_offset,
+                    size: r.size,
+                    duration_ns: r.duration_ns,
+                    counts: counts(r.counts, flags),
+                    upl_flags: r.upl_flags,
+                }
+            }
+            EventKind::Mnomap => {
+                let r = read::<raw::mt_rec_mnomap>(head);
+                Event::Mnomap {
+                    vid: r.vid,
+                    duration_ns: r.duration_ns,
+                    counts: counts(r.counts, flags),
+                }
+            }
+            EventKind::FileMmap => {
+                let r = read::<raw::mt_rec_file_mmap>(head);
+                Event::FileMmap {
+                    file_pos: r.file_pos,
+                    prot: r.prot,
+                    maxprot: r.maxprot,
+                    mmap_flags: r.mmap_flags,
+                }
+            }
+            EventKind::Mark => {
+                let r = read::<raw::mt_rec_mark>(head);
+                Event::Mark {
+                    mark: Mark::from(r.mark),
+                    arg0: r.arg0,
+                    arg1: r.arg1,
+                    arg2: r.arg2,
+                }
+            }
+            EventKind::Proc => {
+                let r = read::<raw::mt_rec_proc>(head);
+                let len = r.name.iter().position(|&b| b == 0).unwrap_or(r.name.len());
+                Event::Proc {
+                    name: r.name.get(..len).unwrap_or(&[]).to_vec(),
+                    truncated: flags as u32 & raw::MT_RF_TRUNCATED != 0,
+                }
+            }
+            EventKind::Open => {
+                let r = read::<raw::mt_rec_open>(head);
+                Event::Open {
+                    vid: r.vid,
+                    fmode: r.fmode,
+                    counts: counts(r.counts, flags),
+                }
+            }
+            EventKind::Close => {
+                let r = read::<raw::mt_rec_close>(head);
+                Event::Close {
+                    vid: r.vid,
+                    fflag: r.fflag,
+                    duration_ns: r.duration_ns,
+                    counts: counts(r.counts, flags),
+                }
+            }
+            EventKind::Path => {
+                let r = read::<raw::mt_rec_path>(head);
+                let mut path = Vec::with_capacity(usize::from(r.path_len));
+                self.path_chunks().for_each(|c| path.extend_from_slice(c));
+                Event::Path {
+                    vid: r.vid,
+                    path,
+                    truncated: flags as u32 & raw::MT_RF_TRUNCATED != 0,
+                }
+            }
+        }
+    }
+
+    /// The owned record.
+    #[inline]
+    pub fn to_record(&self) -> Record {
+        let h = self.header();
+        Record {
+            shard: self.shard,
+            pos: self.pos,
+            lost_before: self.lost_before,
+            kind: self.kind,
+            flags: h.flags,
+            error: h.error,
+            pid: h.pid,
+            timestamp_ns: self.timestamp_ns,
+            tid: h.tid,
+            vnode_id: h.vnode_id,
+            event: self.event_with(h.flags),
+        }
+    }
+}
+
+/// Where the decoder puts what it finds; one decoding loop serves the owned
+/// and the borrowed outputs.
+trait Sink<'a> {
+    /// Room for `n` more records.
+    fn reserve(&mut self, n: usize);
+    fn record(&mut self, r: RecordView<'a>);
+    fn error(&mut self, e: DecodeError);
+}
+
+impl<'a> Sink<'a> for Vec<Result<Record, DecodeError>> {
+    fn reserve(&mut self, n: usize) {
+        Vec::reserve(self, n);
+    }
+    #[inline]
+    fn record(&mut self, r: RecordView<'a>) {
+        self.push(Ok(r.to_record()));
+    }
+    fn error(&mut self, e: DecodeError) {
+        self.push(Err(e));
+    }
+}
+
+impl<'a> Sink<'a> for Vec<Decoded> {
+    fn reserve(&mut self, n: usize) {
+        Vec::reserve(self, n);
+    }
+    #[inline]
+    fn record(&mut self, r: RecordView<'a>) {
+        self.push(Decoded::Record(r.to_record()));
+    }
+    fn error(&mut self, e: DecodeError) {
+        self.push(Notice::of_error(e).into());
+    }
+}
+
+/// The borrowed output: records, and notices with the number of records
+/// that came before them.
+struct Views<'a, 'o> {
+    records: &'o mut Vec<RecordView<'a>>,
+    notices: &'o mut Vec<(usize, Notice)>,
+}
+
+impl<'a> Sink<'a> for Views<'a, '_> {
+    fn reserve(&mut self, n: usize) {
+        self.records.reserve(n);
+    }
+    #[inline]
+    fn record(&mut self, r: RecordView<'a>) {
+        self.records.push(r);
+    }
+    fn error(&mut self, e: DecodeError) {
+        self.notices.push((self.records.len(), Notice::of_error(e)));
+    }
+}
+
 /// The kext's own drop counters (`kern.maptrace.stats`), read after the
 /// last batch: drops after a shard's last record read reach no batch.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -460,8 +745,6 @@ pub struct Decoder {
     gap_slots: u64,
     corrupt_segments: u64,
     batches: u64,
-    /// Reused by [`Decoder::feed`].
-    scratch: Vec<Result<Record, DecodeError>>,
 }
 
 impl Decoder {
@@ -540,47 +823,50 @@ impl Decoder {
     /// nothing.
     pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<Decoded>) -> Result<Batch, BatchError> {
         let batch = parse_batch_header(bytes)?;
-        let generation = batch.header.generation;
+        self.start_load(batch.header.generation, &mut |n| out.push(n.into()));
+        self.decode_body(bytes, batch, out);
+        Ok(batch)
+    }
+
+    /// As [`Decoder::feed`] without copying records: appends the batch's
+    /// records, validated and in stream order, as views of `bytes` to
+    /// `records`, and everything else to `notices`, each with the length
+    /// `records` had when it came (so the two interleave back into exactly
+    /// the [`Decoded`] stream `feed` gives).
+    pub fn feed_views<'a>(
+        &mut self,
+        bytes: &'a [u8],
+        records: &mut Vec<RecordView<'a>>,
+        notices: &mut Vec<(usize, Notice)>,
+    ) -> Result<Batch, BatchError> {
+        let batch = parse_batch_header(bytes)?;
+        let at = records.len();
+        self.start_load(batch.header.generation, &mut |n| notices.push((at, n)));
+        self.decode_body(bytes, batch, &mut Views { records, notices });
+        Ok(batch)
+    }
+
+    /// Starts a batch of `generation`: at a reload, the old load's tail
+    /// losses, then the reload itself.
+    fn start_load(&mut self, generation: u64, out: &mut dyn FnMut(Notice)) {
         let reload = self.generation.is_some_and(|g| g != generation);
         if reload {
-            self.settle_tails(None, out);
+            self.settle_tails(None, &mut |l| out(Notice::Lost(l)));
         }
         self.start_batch(generation);
         if reload {
-            out.push(Decoded::Reload { generation });
+            out(Notice::Reload { generation });
         }
-        let mut scratch = core::mem::take(&mut self.scratch);
-        scratch.clear();
-        self.decode_body(bytes, batch, &mut scratch);
-        out.reserve(scratch.len());
-        for r in scratch.drain(..) {
-            out.push(match r {
-                Ok(rec) => Decoded::Record(rec),
-                // Positions that went back lost nothing: that is corruption
-                // (or a replayed batch).
-                Err(DecodeError::PositionGap {
-                    shard,
-                    expected,
-                    found,
-                }) if found > expected => Decoded::Lost(Loss::Gap {
-                    shard,
-                    slots: found - expected,
-                }),
-                Err(e) => Decoded::Corrupt(e),
-            });
-        }
-        self.scratch = scratch;
-        Ok(batch)
     }
 
     /// Reports, per shard, the drops counted after its last record (by the
     /// segment headers, or by `kext`'s counters when they are of the load
     /// being decoded); call at the end of a stream.
     pub fn finish(&mut self, kext: Option<&KextDrops>, out: &mut Vec<Decoded>) {
-        self.settle_tails(kext, out);
+        self.settle_tails(kext, &mut |l| out.push(Decoded::Lost(l)));
     }
 
-    fn settle_tails(&mut self, kext: Option<&KextDrops>, out: &mut Vec<Decoded>) {
+    fn settle_tails(&mut self, kext: Option<&KextDrops>, out: &mut dyn FnMut(Loss)) {
         let kext = kext.filter(|k| self.generation == Some(k.generation));
         let kext_at = |i: usize| kext.and_then(|k| k.per_shard.get(i).copied()).unwrap_or(0);
         // Shards the kext counted drops on that no segment named yet.
@@ -594,11 +880,11 @@ impl Decoder {
             let count = st.unplaced(kext_at(i));
             if count > 0 {
                 st.settled_tail = st.settled_tail.saturating_add(count);
-                out.push(Decoded::Lost(Loss::Dropped {
+                out(Loss::Dropped {
                     shard: i as u16,
                     count,
                     before_pos: None,
-                }));
+                });
             }
         }
     }
@@ -613,12 +899,7 @@ impl Decoder {
     }
 
     /// Decodes the segments of a batch whose header was checked.
-    fn decode_body(
-        &mut self,
-        bytes: &[u8],
-        batch: Batch,
-        out: &mut Vec<Result<Record, DecodeError>>,
-    ) {
+    fn decode_body<'a>(&mut self, bytes: &'a [u8], batch: Batch, out: &mut impl Sink<'a>) {
         let h = batch.header;
         out.reserve(usize::try_from(h.total_records).unwrap_or(0).min(1 << 20));
         let mut rest = bytes
@@ -634,7 +915,7 @@ impl Decoder {
                 Err(e) => {
                     // The rest of the batch cannot be located: stop here.
                     self.corrupt_segments += 1;
-                    out.push(Err(e));
+                    out.error(e);
                     break;
                 }
             };
@@ -643,7 +924,7 @@ impl Decoder {
             if u32::from(shard) >= raw::MT_MAX_SHARDS || seen.get(word).is_none_or(|w| w & bit != 0)
             {
                 self.corrupt_segments += 1;
-                out.push(Err(DecodeError::BadShard { shard }));
+                out.error(DecodeError::BadShard { shard });
                 continue;
             }
             if let Some(w) = seen.get_mut(word) {
@@ -662,7 +943,7 @@ impl Decoder {
         &mut self.shards[i]
     }
 
-    fn decode_segment(&mut self, seg: &Segment<'_>, out: &mut Vec<Result<Record, DecodeError>>) {
+    fn decode_segment<'a>(&mut self, seg: &Segment<'a>, out: &mut impl Sink<'a>) {
         let h = seg.header;
         let shard = h.shard;
         let mut gap = None;
@@ -693,43 +974,53 @@ impl Decoder {
                 .saturating_add(found.saturating_sub(expected));
         }
         if let Some(e) = gap {
-            out.push(Err(e));
+            out.error(e);
         }
 
         let nslots = seg.slots.len() / SLOT;
         let mut i = 0usize;
         let mut found = 0u32;
+        // The shard's drop history, in locals for the loop and stored back
+        // after it, whatever ends it.
+        let st = *self.shard_state(shard);
+        let (mut last_drops, mut attributed) = (st.last_drops, st.attributed);
+        let mut failed = None;
         while i < nslots {
             let pos = h.first_pos.wrapping_add(i as u64);
-            match decode_record(seg.slots, i, pos, shard) {
+            match check_record(seg.slots, i, pos, shard) {
                 Ok((mut rec, used)) => {
-                    let st = self.shard_state(shard);
-                    let drops = rec.lost_before as u32; // decode_record left drops_before here
-                    rec.lost_before = match st.last_drops {
+                    let drops = rec.lost_before as u32; // check_record left drops_before here
+                    rec.lost_before = match last_drops {
                         Some(prev) => u64::from(drops.wrapping_sub(prev)),
                         // First record seen of this shard: everything before
                         // it is the shard's history, attributed as such.
-                        None => u64::from(drops).saturating_sub(st.attributed),
+                        None => u64::from(drops).saturating_sub(attributed),
                     };
-                    st.last_drops = Some(drops);
-                    st.attributed = st.attributed.saturating_add(rec.lost_before);
-                    out.push(Ok(rec));
+                    last_drops = Some(drops);
+                    attributed = attributed.saturating_add(rec.lost_before);
+                    out.record(rec);
                     found += 1;
                     i += used;
                 }
                 Err(e) => {
-                    self.corrupt_segments += 1;
-                    out.push(Err(e));
-                    return;
+                    failed = Some(e);
+                    break;
                 }
             }
         }
+        let st = self.shard_state(shard);
+        (st.last_drops, st.attributed) = (last_drops, attributed);
+        if let Some(e) = failed {
+            self.corrupt_segments += 1;
+            out.error(e);
+            return;
+        }
         if found != h.nrecords {
-            out.push(Err(DecodeError::CountMismatch {
+            out.error(DecodeError::CountMismatch {
                 shard,
                 announced: h.nrecords,
                 found,
-            }));
+            });
         }
     }
 }
@@ -859,19 +1150,23 @@ fn counts(c: raw::mt_counts, flags: u8) -> Counts {
     }
 }
 
-/// Decodes the record whose head is slot `i` at shard position `pos`.
-/// Returns the record (with `lost_before` temporarily holding the raw
-/// `drops_before`) and the number of slots it used.
-fn decode_record(
+/// Validates the record whose head is slot `i` at shard position `pos`.
+/// Returns its view (with `lost_before` temporarily holding the raw
+/// `drops_before`) and the number of slots it uses. Everything a view's
+/// accessors rely on is checked here; a new kind states its slot rule here
+/// and its fields in [`RecordView::event`].
+#[inline]
+fn check_record(
     slots: &[u8],
     i: usize,
     pos: u64,
     shard: u16,
-) -> Result<(Record, usize), DecodeError> {
+) -> Result<(RecordView<'_>, usize), DecodeError> {
     let bad = |what| DecodeError::BadRecord { shard, pos, what };
     let head = slot(slots, i).ok_or(bad(RecordError::BadSlotCount(0)))?;
-    let (h, _) = raw::mt_rec_header::read_from_prefix(head)
-        .map_err(|_| bad(RecordError::BadSlotCount(0)))?;
+    // Only the fields checked and merged on are read here; a view reads the
+    // rest when asked.
+    let h = Head::of(head);
     let expected = (pos.wrapping_add(1) as u32) & raw::MT_STAMP_MASK;
     if h.stamp != expected {
         return Err(DecodeError::StampMismatch {
@@ -888,116 +1183,62 @@ fn decode_record(
     if n == 0 || n > available || (n > 1 && !multi_ok) {
         return Err(bad(RecordError::BadSlotCount(h.nslots)));
     }
-    let event = match kind {
-        EventKind::Mmap => {
-            let r = read::<raw::mt_rec_mmap>(head);
-            Event::Mmap {
-                fflags: r.fflags,
-                vid: r.vid,
-                duration_ns: r.duration_ns,
-                counts: counts(r.counts, h.flags),
+    let own = slots.get(i * SLOT..(i + n) * SLOT).unwrap_or(&[]);
+    if kind == EventKind::Path {
+        let r = read::<raw::mt_rec_path>(head);
+        let len = usize::from(r.path_len);
+        if len > wire::PATH_MAX || wire::path_slots(len) != n {
+            return Err(bad(RecordError::BadPathLength(r.path_len)));
+        }
+        for k in 1..n {
+            let c = read::<raw::mt_rec_cont>(slot(own, k).unwrap_or(&[0; SLOT]));
+            if c.marker != raw::MT_STAMP_CONT | k as u32 {
+                return Err(bad(RecordError::BadContinuation(c.marker)));
             }
         }
-        EventKind::Pagein => {
-            let r = read::<raw::mt_rec_pagein>(head);
-            Event::Pagein {
-                offset: r.f_offset,
-                size: r.size,
-                duration_ns: r.duration_ns,
-                counts: counts(r.counts, h.flags),
-                upl_flags: r.upl_flags,
-            }
-        }
-        EventKind::Mnomap => {
-            let r = read::<raw::mt_rec_mnomap>(head);
-            Event::Mnomap {
-                vid: r.vid,
-                duration_ns: r.duration_ns,
-                counts: counts(r.counts, h.flags),
-            }
-        }
-        EventKind::FileMmap => {
-            let r = read::<raw::mt_rec_file_mmap>(head);
-            Event::FileMmap {
-                file_pos: r.file_pos,
-                prot: r.prot,
-                maxprot: r.maxprot,
-                mmap_flags: r.mmap_flags,
-            }
-        }
-        EventKind::Mark => {
-            let r = read::<raw::mt_rec_mark>(head);
-            Event::Mark {
-                mark: Mark::from(r.mark),
-                arg0: r.arg0,
-                arg1: r.arg1,
-                arg2: r.arg2,
-            }
-        }
-        EventKind::Proc => {
-            let r = read::<raw::mt_rec_proc>(head);
-            let len = r.name.iter().position(|&b| b == 0).unwrap_or(r.name.len());
-            Event::Proc {
-                name: r.name.get(..len).unwrap_or(&[]).to_vec(),
-                truncated: h.flags as u32 & raw::MT_RF_TRUNCATED != 0,
-            }
-        }
-        EventKind::Open => {
-            let r = read::<raw::mt_rec_open>(head);
-            Event::Open {
-                vid: r.vid,
-                fmode: r.fmode,
-                counts: counts(r.counts, h.flags),
-            }
-        }
-        EventKind::Close => {
-            let r = read::<raw::mt_rec_close>(head);
-            Event::Close {
-                vid: r.vid,
-                fflag: r.fflag,
-                duration_ns: r.duration_ns,
-                counts: counts(r.counts, h.flags),
-            }
-        }
-        EventKind::Path => {
-            let r = read::<raw::mt_rec_path>(head);
-            let len = usize::from(r.path_len);
-            let head_bytes = wire::PATH_HEAD_BYTES;
-            let cont_bytes = wire::PATH_CONT_BYTES;
-            if len > wire::PATH_MAX || wire::path_slots(len) != n {
-                return Err(bad(RecordError::BadPathLength(r.path_len)));
-            }
-            let mut path = Vec::with_capacity(len);
-            path.extend_from_slice(r.path.get(..len.min(head_bytes)).unwrap_or(&[]));
-            for k in 1..n {
-                let c = read::<raw::mt_rec_cont>(slot(slots, i + k).unwrap_or(&[0; SLOT]));
-                if c.marker != raw::MT_STAMP_CONT | k as u32 {
-                    return Err(bad(RecordError::BadContinuation(c.marker)));
-                }
-                let take = (len - path.len()).min(cont_bytes);
-                path.extend_from_slice(c.data.get(..take).unwrap_or(&[]));
-            }
-            Event::Path {
-                vid: r.vid,
-                path,
-                truncated: h.flags as u32 & raw::MT_RF_TRUNCATED != 0,
-            }
-        }
-    };
-    let rec = Record {
-        shard,
+    }
+    let view = RecordView {
+        slots: own,
+        timestamp_ns: h.timestamp_ns,
         pos,
         lost_before: u64::from(h.drops_before),
+        shard,
         kind,
-        flags: h.flags,
-        error: h.error,
-        pid: h.pid,
-        timestamp_ns: h.timestamp_ns,
-        tid: h.tid,
-        vnode_id: h.vnode_id,
-        event,
     };
-    Ok((rec, n))
+    Ok((view, n))
+}
+
+/// The record header fields the decoder checks and merges on, read at the
+/// generated struct's offsets (`wire::record_header`).
+struct Head {
+    stamp: u32,
+    drops_before: u32,
+    kind: u8,
+    nslots: u8,
+    timestamp_ns: u64,
+}
+
+impl Head {
+    fn of(slot: &[u8]) -> Head {
+        use wire::record_header as at;
+        let word = |o: usize| -> [u8; 4] {
+            slot.get(o..o + 4)
+                .and_then(|b| b.try_into().ok())
+                .unwrap_or_default()
+        };
+        let byte = |o: usize| slot.get(o).copied().unwrap_or(0);
+        let ts: [u8; 8] = slot
+            .get(at::TIMESTAMP_NS..at::TIMESTAMP_NS + at::TIMESTAMP_NS_LEN)
+            .and_then(|b| b.try_into().ok())
+            .unwrap_or_default();
+        Head {
+            stamp: u32::from_ne_bytes(word(at::STAMP)),
+            drops_before: u32::from_ne_bytes(word(at::DROPS_BEFORE)),
+            kind: byte(at::KIND),
+            nslots: byte(at::NSLOTS),
+            timestamp_ns: u64::from_ne_bytes(ts),
+        }
+    }
 }
 
 /// Reads a 64-byte record struct from a slot (always exactly 64 bytes here).

@@ -34,5 +34,5 @@ pub mod merge;
 #[cfg(feature = "decode")]
 pub use decode::{
     Batch, BatchError, Counts, DecodeError, Decoded, Decoder, Event, HeaderTally, KextDrops, Loss,
-    Losses, Record, RecordError, Segment,
+    Losses, Notice, Record, RecordError, RecordView, Segment,
 };

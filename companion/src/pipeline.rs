@@ -2,8 +2,8 @@
 //! time, name vnodes from PATH records, pair mmap(2) checks with the
 //! `VNOP_MMAP` that follows them, and turn every loss into an item.
 
-use maptrace_abi::merge::merge_by_time;
-use maptrace_abi::{Decoded, Decoder, Event, EventKind, EventMask, Record};
+use maptrace_abi::merge::time_order_with;
+use maptrace_abi::{Decoded, Decoder, Event, EventKind, EventMask, Notice, Record, RecordView};
 use rustc_hash::FxHashMap;
 use std::rc::Rc;
 
@@ -144,35 +144,158 @@ impl Totals {
 }
 
 /// Decodes batches into [`Item`]s; one per stream (one kext load or several).
-#[derive(Debug, Default)]
+///
+/// What it keeps across batches is bounded by its [`Limits`] (see
+/// [`Recent`]), so a stream of any length runs in constant memory.
+#[derive(Debug)]
 pub struct Pipeline {
     decoder: Decoder,
-    paths: FxHashMap<u64, PathName>,
+    paths: Recent<PathName>,
     /// pid -> name from PROC records; kept across reloads (the kext names
-    /// every pid again after one anyway).
+    /// every pid again after one anyway). Bounded by the pid space (XNU's
+    /// `PID_MAX`, 99999), not by the stream's length.
     names: FxHashMap<u32, Rc<str>>,
-    pending: FxHashMap<u64, MapCall>,
+    pending: Recent<MapCall>,
     /// Time of the last `VNOP_MMAP` per thread: a check older than it came
     /// late (another shard's batch) and must not pair with a later map.
-    last_map: FxHashMap<u64, u64>,
+    last_map: Recent<u64>,
     /// Per thread, a `MAP_SHARED` call whose first `VNOP_MMAP` was the
     /// thread's last record, with that vnode: XNU's `vm_map_enter` maps the
     /// same named object again right after (osfmk/vm/vm_map.c,
     /// xnu-11417.101.15), so the next `VNOP_MMAP` of that vnode on that
     /// thread belongs to the same call.
-    second_map: FxHashMap<u64, (u64, MapCall)>,
+    second_map: Recent<(u64, MapCall)>,
     totals: Totals,
-    runs: Vec<Vec<Record>>,
-    /// Index into `runs` of each shard's run in the current batch.
-    shard_run: Vec<Option<usize>>,
-    /// The decoder's items of the current batch (buffer reused).
-    decoded: Vec<Decoded>,
+    /// The order of the current batch's records (buffers reused).
+    order: Vec<u32>,
+    merge_runs: Vec<(u32, u32)>,
+    /// The decoder's notices of the current batch (buffer reused).
+    notices: Vec<(usize, Notice)>,
+    /// A PATH record's bytes, joined (buffer reused).
+    path_buf: Vec<u8>,
+}
+
+impl Default for Pipeline {
+    fn default() -> Pipeline {
+        Pipeline::with_limits(Limits::DEFAULT)
+    }
+}
+
+/// A map by vnode or thread id that forgets what was not used lately, so
+/// that ids which come and go (threads, recycled vnodes) cannot grow it:
+/// entries live in a young and an old generation; when the young one holds
+/// `cap` entries it becomes the old one and the old one is dropped. It holds
+/// at most `2 × cap` entries, and an entry used since the last turn
+/// survives the next one.
+#[derive(Debug)]
+struct Recent<V> {
+    young: FxHashMap<u64, V>,
+    old: FxHashMap<u64, V>,
+    cap: usize,
+    /// Entries dropped by turns, not yet collected by `take_forgotten`.
+    forgotten: u64,
+}
+
+impl<V> Recent<V> {
+    fn new(cap: usize) -> Recent<V> {
+        Recent {
+            young: FxHashMap::default(),
+            old: FxHashMap::default(),
+            cap: cap.max(1),
+            forgotten: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.young.len() + self.old.len()
+    }
+
+    fn get(&self, k: &u64) -> Option<&V> {
+        self.young.get(k).or_else(|| self.old.get(k))
+    }
+
+    /// As `get`, marking the entry used.
+    fn touch(&mut self, k: &u64) -> Option<&V> {
+        if !self.young.contains_key(k) {
+            let v = self.old.remove(k)?;
+            self.insert(*k, v);
+        }
+        self.young.get(k)
+    }
+
+    fn insert(&mut self, k: u64, v: V) -> Option<V> {
+        let prev = self.remove(&k);
+        if self.young.len() >= self.cap {
+            let dropped = std::mem::replace(&mut self.old, std::mem::take(&mut self.young));
+            self.forgotten += dropped.len() as u64;
+        }
+        self.young.insert(k, v);
+        prev
+    }
+
+    fn remove(&mut self, k: &u64) -> Option<V> {
+        self.young.remove(k).or_else(|| self.old.remove(k))
+    }
+
+    fn clear(&mut self) {
+        self.young.clear();
+        self.old.clear();
+    }
+
+    /// Entries forgotten since the last call.
+    fn take_forgotten(&mut self) -> u64 {
+        std::mem::take(&mut self.forgotten)
+    }
+}
+
+/// How much the pipeline remembers across batches. Names and pairing
+/// state of ids not seen for that long are forgotten: a name comes back with
+/// the file's next mmap (the kext names the vnode at every `VNOP_MMAP`); a
+/// forgotten mmap(2) check counts as unpaired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Names (PATH records) kept by vnode id.
+    pub names: usize,
+    /// Threads whose mmap(2) pairing state is kept.
+    pub threads: usize,
+}
+
+impl Limits {
+    /// What [`Pipeline::new`] keeps: 8192 names per generation (at most
+    /// 16384, about 4 MB of 100-byte paths, 36 MB if all were 1024 bytes)
+    /// and 65536 threads per generation (about 14 MB at most).
+    pub const DEFAULT: Limits = Limits {
+        names: 8192,
+        threads: 65536,
+    };
+
+    /// The most entries [`Pipeline::state_entries`] can reach.
+    pub const fn max_entries(&self) -> usize {
+        2 * self.names + 3 * 2 * self.threads
+    }
 }
 
 impl Pipeline {
     /// A pipeline with no history.
     pub fn new() -> Pipeline {
         Pipeline::default()
+    }
+
+    /// A pipeline keeping at most `limits` across batches.
+    pub fn with_limits(limits: Limits) -> Pipeline {
+        Pipeline {
+            decoder: Decoder::new(),
+            paths: Recent::new(limits.names),
+            names: FxHashMap::default(),
+            pending: Recent::new(limits.threads),
+            last_map: Recent::new(limits.threads),
+            second_map: Recent::new(limits.threads),
+            totals: Totals::default(),
+            order: Vec::new(),
+            merge_runs: Vec::new(),
+            notices: Vec::new(),
+            path_buf: Vec::new(),
+        }
     }
 
     /// Totals so far.
@@ -185,76 +308,76 @@ impl Pipeline {
         self.paths.get(&vnode_id)
     }
 
+    /// Entries held across batches: names and per-thread pairing state;
+    /// never more than the limits' [`Limits::max_entries`].
+    pub fn state_entries(&self) -> usize {
+        self.paths.len() + self.pending.len() + self.last_map.len() + self.second_map.len()
+    }
+
     /// Decodes one batch and appends its items to `out`, in time order.
     /// Returns whether the kext said it left records behind (read again now).
     pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<Item>) -> bool {
         self.totals.batches += 1;
-        let mut decoded = std::mem::take(&mut self.decoded);
-        decoded.clear();
-        let batch = match self.decoder.feed(bytes, &mut decoded) {
+        // Records stay in `bytes` (views) until they are put in time order;
+        // each becomes an owned record once, as its item.
+        let mut views = Vec::new();
+        let mut notices = std::mem::take(&mut self.notices);
+        notices.clear();
+        let batch = match self.decoder.feed_views(bytes, &mut views, &mut notices) {
             Ok(batch) => batch,
             Err(e) => {
                 self.totals.corrupt += 1;
                 out.push(Item::Corrupt(batch_error_message(self.totals.batches, &e)));
-                self.decoded = decoded;
+                self.notices = notices;
                 return false;
             }
         };
-        self.runs.clear();
-        self.shard_run.clear();
-        self.shard_run
-            .resize(maptrace_abi::raw::MT_MAX_SHARDS as usize, None);
-        for d in decoded.drain(..) {
-            match d {
-                Decoded::Record(rec) => {
-                    let next = self.runs.len();
-                    let slot = self.shard_run.get_mut(usize::from(rec.shard));
-                    let i = match slot {
-                        Some(Some(i)) => *i,
-                        Some(s) => {
-                            *s = Some(next);
-                            self.runs.push(Vec::new());
-                            next
-                        }
-                        None => continue,
-                    };
-                    if let Some(run) = self.runs.get_mut(i) {
-                        run.push(rec);
-                    }
-                }
-                Decoded::Lost(loss) => self.push_loss(loss, out),
-                Decoded::Reload { generation } => {
+        for (_, n) in notices.drain(..) {
+            match n {
+                Notice::Lost(loss) => self.push_loss(loss, out),
+                Notice::Reload { generation } => {
                     self.paths.clear();
                     self.pending.clear();
                     self.last_map.clear();
                     self.second_map.clear();
                     out.push(Item::Reload { generation });
                 }
-                Decoded::Corrupt(e) => {
+                Notice::Corrupt(e) => {
                     self.totals.corrupt += 1;
                     out.push(Item::Corrupt(e.to_string()));
                 }
             }
         }
-        self.decoded = decoded;
-        let merged = merge_by_time(std::mem::take(&mut self.runs));
-        out.reserve(merged.len());
+        self.notices = notices;
+        let mut order = std::mem::take(&mut self.order);
+        order.clear();
+        time_order_with(&views, &mut self.merge_runs, &mut order);
+        out.reserve(order.len());
         // The kext names a vnode right after the event that first saw it, so
         // learn the batch's paths first: that event then carries its path.
-        for rec in &merged {
-            if let Event::Path {
-                path, truncated, ..
-            } = &rec.event
-            {
-                self.paths
-                    .entry(rec.vnode_id)
-                    .or_insert_with(|| Rc::new(PathInfo::new(path, *truncated)));
+        for v in views.iter().filter(|v| v.kind == EventKind::Path) {
+            let id = v.vnode_id();
+            if self.paths.touch(&id).is_none() {
+                let name = self.path_info(v);
+                self.paths.insert(id, name);
             }
         }
-        for rec in merged {
-            self.push_record(rec, out);
+        for &i in &order {
+            if let Some(v) = views.get(i as usize) {
+                self.push_record(v.to_record(), out);
+            }
         }
+        self.order = order;
         batch.header.flags & maptrace_abi::raw::MT_BF_TRUNCATED != 0
+    }
+
+    /// The name a PATH record gives.
+    fn path_info(&mut self, v: &RecordView<'_>) -> PathName {
+        self.path_buf.clear();
+        v.path_chunks()
+            .for_each(|c| self.path_buf.extend_from_slice(c));
+        let truncated = v.header().flags as u32 & maptrace_abi::raw::MT_RF_TRUNCATED != 0;
+        Rc::new(PathInfo::new(&self.path_buf, truncated))
     }
 
     /// Reports, per shard, the drops the batches' headers counted after the
@@ -267,15 +390,13 @@ impl Pipeline {
     /// counters know (after the last batch read) when they are of the load
     /// being decoded.
     pub fn finish_with(&mut self, kext: Option<&KextDrops>, out: &mut Vec<Item>) {
-        let mut decoded = std::mem::take(&mut self.decoded);
-        decoded.clear();
+        let mut decoded = Vec::new();
         self.decoder.finish(kext, &mut decoded);
-        for d in decoded.drain(..) {
+        for d in decoded {
             if let Decoded::Lost(loss) = d {
                 self.push_loss(loss, out);
             }
         }
-        self.decoded = decoded;
         self.totals.unpaired_calls += self.pending.len() as u64;
         self.pending.clear();
     }
@@ -361,7 +482,9 @@ impl Pipeline {
             }
             _ => {}
         }
-        let path = self.paths.get(&rec.vnode_id).cloned();
+        // A forgotten check never met its map.
+        self.totals.unpaired_calls += self.pending.take_forgotten();
+        let path = self.paths.touch(&rec.vnode_id).cloned();
         let comm = self.names.get(&rec.pid).cloned();
         out.push(Item::Event(Ev {
             rec,
