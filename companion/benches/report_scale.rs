@@ -51,8 +51,8 @@ impl Rng {
 
 /// A mix like a busy Mac: every file named and mapped by its opener, then
 /// mostly page-ins at random offsets by random processes with a skewed
-/// latency (most tens of µs, a tail to tens of ms), a map and a last unmap
-/// now and then; a few files stay mapped (still-mapped suspects).
+/// latency (most tens of µs, a tail to tens of ms), a last unmap or a new
+/// map now and then; 10 files stay mapped (still-mapped suspects).
 fn generate(events: u64) -> Vec<Vec<u8>> {
     let mut mem = Mem::new(2, 1 << 16);
     let e = mem.engine();
@@ -69,6 +69,7 @@ fn generate(events: u64) -> Vec<Vec<u8>> {
         t.mmap_call((f % 2) as u32, pid(f % PROCS), 1000 + f, vnode(f), 1, 5);
     }
     t.drain();
+    let mut mapped = vec![true; FILES as usize];
     let mut n = 2 * FILES;
     while n < events {
         let r = rng.next();
@@ -76,11 +77,16 @@ fn generate(events: u64) -> Vec<Vec<u8>> {
         let p = (r >> 16) % PROCS;
         let cpu = (n % 2) as u32;
         match (r >> 32) % 100 {
-            // Unmap and map again (a new epoch); files 0..10 never unmap.
+            // A last unmap, or a map starting a new epoch; files 0..10
+            // never unmap.
             0 if f >= 10 => {
-                t.mnomap(cpu, pid(p), 1000 + p, vnode(f), 2);
-                t.exec_map(cpu, pid(p), 1000 + p, vnode(f), 1, 5);
-                n += 1;
+                let m = &mut mapped[f as usize];
+                if *m {
+                    t.mnomap(cpu, pid(p), 1000 + p, vnode(f), 2);
+                } else {
+                    t.exec_map(cpu, pid(p), 1000 + p, vnode(f), 1, 5);
+                }
+                *m = !*m;
             }
             _ => {
                 let mut x = ev(raw::MT_KIND_PAGEIN, pid(p), 1000 + p, t.tick());
@@ -103,6 +109,11 @@ fn generate(events: u64) -> Vec<Vec<u8>> {
         n += 1;
         if n % DRAIN_EVERY == 0 {
             t.drain();
+        }
+    }
+    for f in 10..FILES {
+        if mapped[f as usize] {
+            t.mnomap(0, pid(f % PROCS), 1000 + f, vnode(f), 2);
         }
     }
     t.drain();

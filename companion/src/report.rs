@@ -24,8 +24,9 @@ use crate::text::secs;
 use latency::Histogram;
 use maptrace_abi::{Counts, Event, EventKind, ProbeMethod};
 use pages::PageSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
 
 /// Page size used to count distinct pages touched by page-ins.
@@ -286,7 +287,30 @@ struct FileState {
     peak_usecount: Option<u16>,
     /// An event the filter selects touched it.
     selected: bool,
-    procs: BTreeMap<u32, FileProcess>,
+    procs: FxHashMap<u32, FileProcess>,
+}
+
+/// Processes in pid order (their maps are hashed for speed).
+fn by_pid<P: HasPid>(it: impl Iterator<Item = P>) -> Vec<P> {
+    let mut v: Vec<P> = it.collect();
+    v.sort_unstable_by_key(HasPid::pid);
+    v
+}
+
+trait HasPid {
+    fn pid(&self) -> u32;
+}
+
+impl HasPid for FileProcess {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+}
+
+impl HasPid for ProcessReport {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
 }
 
 fn use_of(c: &Counts) -> Option<u16> {
@@ -297,9 +321,9 @@ fn use_of(c: &Counts) -> Option<u16> {
 #[derive(Debug, Default)]
 pub struct Builder {
     files: Vec<FileState>,
-    index: HashMap<(u64, u64), usize>,
+    index: FxHashMap<(u64, u64), usize>,
     generation: u64,
-    procs: BTreeMap<u32, (ProcessReport, HashSet<usize>)>,
+    procs: FxHashMap<u32, (ProcessReport, FxHashSet<usize>)>,
     corrupt: u64,
     filter: Filter,
     names: Names,
@@ -376,7 +400,7 @@ impl Builder {
             return;
         }
         let fi = self.file(r.vnode_id);
-        let mut unselected = (ProcessReport::default(), HashSet::new());
+        let mut unselected = (ProcessReport::default(), FxHashSet::default());
         let (proc_report, proc_files) = if selected {
             self.procs.entry(r.pid).or_default()
         } else {
@@ -594,24 +618,20 @@ impl Builder {
                 epochs: f.epochs,
                 epochs_not_kept: f.epochs_not_kept,
                 pageins: f.pageins,
-                by_process: f
-                    .procs
-                    .into_values()
-                    .filter(|p| p.maps + p.pageins + p.unmaps > 0)
-                    .collect(),
+                by_process: by_pid(
+                    f.procs
+                        .into_values()
+                        .filter(|p| p.maps + p.pageins + p.unmaps > 0),
+                ),
                 latency: f.latency.summary(),
                 peak_usecount: f.peak_usecount,
             });
         }
-        let processes: Vec<ProcessReport> = self
-            .procs
-            .into_iter()
-            .map(|(pid, (mut p, fs))| {
-                p.pid = pid;
-                p.files = fs.len() as u64;
-                p
-            })
-            .collect();
+        let processes = by_pid(self.procs.into_iter().map(|(pid, (mut p, fs))| {
+            p.pid = pid;
+            p.files = fs.len() as u64;
+            p
+        }));
         let mut by_kind = BTreeMap::new();
         for k in EventKind::ALL {
             by_kind.insert(k.name(), t.by_kind.get(k as usize).copied().unwrap_or(0));

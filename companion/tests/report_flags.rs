@@ -284,7 +284,7 @@ fn contradictory_or_bad_flags_are_usage_errors() {
             &["--since", "3", "--until", "2"],
             "--since 3 is after --until 2",
         ),
-        (&["--since", "-1"], "is not a number of seconds, 0 or more"),
+        (&["--since=-1"], "is not a number of seconds, 0 or more"),
         (
             &["--until", "soon"],
             "is not a number of seconds, 0 or more",

@@ -5,10 +5,11 @@
 //! each power of two is cut into 128 buckets, so a reported percentile is at
 //! most 1/128 (0.8 %) above the true value (HdrHistogram's scheme with two
 //! significant binary digits more than "1 %"). A file keeps only the buckets
-//! its page-ins fell in (a sorted vector; page-ins of one file cluster in a
-//! few dozen), so a report holds O(files × distinct buckets), at most 3 328
-//! buckets a file for a `u32` duration.
+//! its page-ins fell in (hashed; sorted only to read percentiles), so a
+//! report holds O(files × distinct buckets), at most 3 328 buckets a file
+//! for a `u32` duration.
 
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 /// Bits of mantissa kept: 2^7 = 128 buckets per power of two.
@@ -42,8 +43,8 @@ fn bucket_high(b: u16) -> u64 {
 /// Durations of one file's page-ins (or all of them), by bucket.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Histogram {
-    /// `(bucket, count)`, sorted by bucket.
-    buckets: Vec<(u16, u64)>,
+    /// Count by bucket.
+    buckets: FxHashMap<u16, u64>,
     count: u64,
     max: u64,
 }
@@ -62,19 +63,12 @@ impl Histogram {
     }
 
     fn add(&mut self, b: u16, n: u64) {
-        match self.buckets.binary_search_by_key(&b, |&(k, _)| k) {
-            Ok(i) => {
-                if let Some(e) = self.buckets.get_mut(i) {
-                    e.1 += n;
-                }
-            }
-            Err(i) => self.buckets.insert(i, (b, n)),
-        }
+        *self.buckets.entry(b).or_insert(0) += n;
     }
 
     /// Adds every duration of `other`.
     pub fn merge(&mut self, other: &Histogram) {
-        for &(b, n) in &other.buckets {
+        for (&b, &n) in &other.buckets {
             self.add(b, n);
         }
         self.count += other.count;
@@ -86,16 +80,26 @@ impl Histogram {
         self.count
     }
 
+    fn sorted(&self) -> Vec<(u16, u64)> {
+        let mut v: Vec<(u16, u64)> = self.buckets.iter().map(|(&b, &n)| (b, n)).collect();
+        v.sort_unstable();
+        v
+    }
+
     /// The `q` quantile (0 < q <= 1) by nearest rank: the smallest duration
     /// at least `q` of the page-ins took no longer than, rounded up to its
     /// bucket's top (never above the maximum). `None` when empty.
     pub fn quantile(&self, q: f64) -> Option<u64> {
+        self.quantile_in(&self.sorted(), q)
+    }
+
+    fn quantile_in(&self, sorted: &[(u16, u64)], q: f64) -> Option<u64> {
         if self.count == 0 {
             return None;
         }
         let rank = ((q * self.count as f64).ceil() as u64).clamp(1, self.count);
         let mut seen = 0;
-        for &(b, n) in &self.buckets {
+        for &(b, n) in sorted {
             seen += n;
             if seen >= rank {
                 return Some(bucket_high(b).min(self.max));
@@ -106,11 +110,12 @@ impl Histogram {
 
     /// p50, p90, p99 and the maximum.
     pub fn summary(&self) -> Option<Latency> {
+        let sorted = self.sorted();
         Some(Latency {
             count: self.count,
-            p50_ns: self.quantile(0.50)?,
-            p90_ns: self.quantile(0.90)?,
-            p99_ns: self.quantile(0.99)?,
+            p50_ns: self.quantile_in(&sorted, 0.50)?,
+            p90_ns: self.quantile_in(&sorted, 0.90)?,
+            p99_ns: self.quantile_in(&sorted, 0.99)?,
             max_ns: self.max,
         })
     }

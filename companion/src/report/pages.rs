@@ -1,53 +1,40 @@
-//! The distinct pages a file's page-ins covered, as runs of pages: memory
-//! grows with the runs (at most half the file's pages), not with page-ins.
-//! Page-ins read clusters in order, so most files are a few runs.
+//! The distinct pages a file's page-ins covered, as a sparse bitmap: one
+//! 64-bit word per 64 pages (256 KiB of file) that any page-in touched.
+//! Memory grows with the extent of the file that was read, never with the
+//! number of page-ins, and an insert is a few bit operations.
 
-use std::collections::BTreeMap;
+use rustc_hash::FxHashMap;
 
-/// Runs of pages: start page to end page (exclusive), disjoint and not
-/// touching.
+/// Pages, by word of 64.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PageSet {
-    runs: BTreeMap<u64, u64>,
+    words: FxHashMap<u64, u64>,
     pages: u64,
 }
 
 impl PageSet {
     /// Adds the pages `[start, end)`.
-    pub fn insert(&mut self, mut start: u64, mut end: u64) {
-        if start >= end {
-            return;
+    pub fn insert(&mut self, start: u64, end: u64) {
+        let mut page = start;
+        while page < end {
+            let (word, bit) = (page / 64, page % 64);
+            // The pages of `[page, end)` that fall in this word.
+            let n = (64 - bit).min(end - page);
+            let mask = if n == 64 {
+                u64::MAX
+            } else {
+                ((1u64 << n) - 1) << bit
+            };
+            let w = self.words.entry(word).or_insert(0);
+            self.pages += u64::from((mask & !*w).count_ones());
+            *w |= mask;
+            page += n;
         }
-        // A run that starts at or before `start` and reaches it.
-        if let Some((&s, &e)) = self.runs.range(..=start).next_back() {
-            if e >= start {
-                if e >= end {
-                    return;
-                }
-                start = s;
-                self.pages -= e - s;
-                self.runs.remove(&s);
-            }
-        }
-        // Runs that start inside or right after the new one.
-        while let Some((&s, &e)) = self.runs.range(start..=end).next() {
-            end = end.max(e);
-            self.pages -= e - s;
-            self.runs.remove(&s);
-        }
-        self.pages += end - start;
-        self.runs.insert(start, end);
     }
 
     /// Distinct pages.
     pub fn pages(&self) -> u64 {
         self.pages
-    }
-
-    /// Runs kept (memory).
-    #[cfg(test)]
-    fn runs(&self) -> usize {
-        self.runs.len()
     }
 }
 
@@ -66,27 +53,23 @@ mod tests {
             rng ^= rng >> 7;
             rng ^= rng << 17;
             let start = rng % 2_000;
-            let end = start + (rng >> 20) % 9;
+            let end = start + (rng >> 20) % 200;
             set.insert(start, end);
             exact.extend(start..end);
             assert_eq!(set.pages(), exact.len() as u64);
         }
-        // Every page 0..2000 is in by now or nearly: few runs remain.
-        assert!(set.runs() < 50, "{} runs", set.runs());
+        // 2 200 pages at most: 35 words.
+        assert!(set.words.len() <= 35, "{} words", set.words.len());
     }
 
     #[test]
-    fn sequential_clusters_are_one_run() {
+    fn whole_words_and_edges() {
         let mut set = PageSet::default();
-        for i in 0..1_000 {
-            set.insert(i * 4, i * 4 + 4);
-        }
-        set.insert(10, 12);
-        assert_eq!((set.pages(), set.runs()), (4_000, 1));
-        set.insert(5_000, 5_001);
-        set.insert(4_000, 5_000);
-        assert_eq!((set.pages(), set.runs()), (5_001, 1));
+        set.insert(0, 64);
+        set.insert(63, 130);
         set.insert(7, 7);
-        assert_eq!(set.pages(), 5_001);
+        assert_eq!(set.pages(), 130);
+        set.insert(u64::MAX - 3, u64::MAX);
+        assert_eq!(set.pages(), 133);
     }
 }
