@@ -380,6 +380,11 @@ impl Builder {
             Item::Loss(_) => return,
         };
         let r = &ev.rec;
+        // The trace starts at its first record about files: a MARK (the
+        // kext's start, a config change) may be long before.
+        if r.kind == EventKind::Mark {
+            return;
+        }
         let first = *self.first_ns.get_or_insert(r.timestamp_ns);
         self.last_ns = Some(self.last_ns.unwrap_or(0).max(r.timestamp_ns));
         if matches!(r.kind, EventKind::Mark | EventKind::Path) {

@@ -105,8 +105,8 @@ fn sort_orders_files_by_the_key() {
     );
     // app.db: 3 page-ins, 36 864 bytes, 2 maps; the others 1, 4096, 1; App 0.
     for key in ["pageins", "bytes", "maps"] {
-        let order = files(&text(&f, &["--sort", key]));
-        assert_eq!(order[0], "/data/app.db", "--sort {key}");
+        let out = text(&f, &["--sort", key]);
+        assert_eq!(files(&out)[0], "/data/app.db", "--sort {key}");
     }
     assert_eq!(
         *files(&text(&f, &["--sort", "pageins"])).last().unwrap(),
@@ -205,10 +205,10 @@ fn the_window_counts_seconds_from_the_first_event() {
 fn latency_batches() -> Vec<Vec<u8>> {
     recorded(1, 512, |t: &mut Trace<'_>| {
         t.map_db();
-        for us in 1..=100u32 {
+        for us in 1..=100u64 {
             let mut p = ev(raw::MT_KIND_PAGEIN, 200, 2001, t.tick());
             p.vnode_ptr = DB;
-            p.offset = i64::from(us) * 4096;
+            p.offset = us as i64 * 4096;
             p.size = 4096;
             p.duration_ns = us * 1000;
             t.e.record(0, &p);

@@ -111,7 +111,7 @@ impl Filter {
     }
 
     /// Only events from `since` to `until` seconds after the trace's first
-    /// event, both included.
+    /// record about a file (MARK records do not count), both included.
     pub fn window(mut self, since: Option<f64>, until: Option<f64>) -> Result<Filter, FilterError> {
         if let (Some(s), Some(u)) = (since, until) {
             if s > u {
