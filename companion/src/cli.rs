@@ -101,10 +101,10 @@ pub struct ReportArgs {
     /// Only files whose path matches this glob (`*` within a component, `**` across; repeat for several).
     #[arg(long, value_name = "GLOB", value_parser = parse_glob)]
     pub path: Vec<String>,
-    /// Only events at least SECS after the trace's first event.
+    /// Only events at least SECS after the trace's first record about a file.
     #[arg(long, value_name = "SECS", value_parser = parse_offset)]
     pub since: Option<f64>,
-    /// Only events at most SECS after the trace's first event.
+    /// Only events at most SECS after the trace's first record about a file.
     #[arg(long, value_name = "SECS", value_parser = parse_offset)]
     pub until: Option<f64>,
     /// Exit with status 5 when the report lists leak suspects (for CI).
