@@ -3,6 +3,7 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use maptrace::pipeline;
+use maptrace::report::{self, SortKey};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -17,7 +18,8 @@ Commands that read events also take a recording as their INPUT argument.
 Exit status: 0 everything read, nothing lost; 1 error; 2 bad command line;
 3 finished but records were lost (dropped by the kext, skipped, or the
 recording was cut off); 4 finished but part of the stream was corrupt (a
-recording frame failing its checksum included).";
+recording frame failing its checksum included);
+5 `report --fail-on-suspects` listed leak suspects (3 and 4 come first).";
 
 /// Trace file mappings and page-ins (VNOP_MMAP, VNOP_PAGEIN, VNOP_MNOMAP) with vnode usecounts.
 #[derive(Debug, Parser)]
@@ -89,6 +91,33 @@ pub struct ReportArgs {
     /// The output format: text, json (one document) or csv (one row per file and epoch).
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     pub format: ReportFormat,
+    /// Order files and processes by this, largest first (paths alphabetically).
+    #[arg(long, value_enum, default_value_t = SortKey::Pageins)]
+    pub sort: SortKey,
+    /// Show the first N files and processes (default: 20 as text, all as JSON; 0: all).
+    #[arg(long, value_name = "N", conflicts_with = "all")]
+    pub top: Option<usize>,
+    /// Show every file and process (same as --top 0).
+    #[arg(long)]
+    pub all: bool,
+    /// Only events of this process (repeat for several).
+    #[arg(long, value_name = "PID")]
+    pub pid: Vec<u32>,
+    /// Only events of processes with this name (repeat for several; names come from PROC records).
+    #[arg(long, value_name = "NAME")]
+    pub comm: Vec<String>,
+    /// Only files whose path matches this glob (`*` within a component, `**` across; repeat for several).
+    #[arg(long, value_name = "GLOB", value_parser = parse_glob)]
+    pub path: Vec<String>,
+    /// Only events at least SECS after the trace's first record about a file.
+    #[arg(long, value_name = "SECS", value_parser = parse_offset)]
+    pub since: Option<f64>,
+    /// Only events at most SECS after the trace's first record about a file.
+    #[arg(long, value_name = "SECS", value_parser = parse_offset)]
+    pub until: Option<f64>,
+    /// Exit with status 5 when the report lists leak suspects (for CI).
+    #[arg(long)]
+    pub fail_on_suspects: bool,
     #[command(flatten)]
     pub limit: Limit,
 }
@@ -255,6 +284,30 @@ impl StreamArgs {
             self.format
         }
     }
+}
+
+/// Checks a `--path` glob, keeping its text.
+fn parse_glob(s: &str) -> Result<String, String> {
+    report::filter::path_glob(s)
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Parses seconds after the start of a trace: a number, 0 or more.
+fn parse_offset(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .ok_or_else(|| format!("`{s}` is not a number of seconds, 0 or more (example: 2.5)"))
+}
+
+/// Ends the process as clap does for a bad command line (status 2), for
+/// what only a check across flags can see.
+pub fn usage_error(message: impl std::fmt::Display) -> ! {
+    use clap::CommandFactory;
+    Cli::command()
+        .error(clap::error::ErrorKind::ArgumentConflict, message)
+        .exit()
 }
 
 /// Parses a non-negative number of seconds.

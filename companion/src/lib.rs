@@ -31,4 +31,8 @@ pub mod exit {
     pub const LOSS: u8 = 3;
     /// The command finished but part of the stream was corrupt.
     pub const CORRUPT: u8 = 4;
+    /// `report --fail-on-suspects` listed leak suspects (and nothing was
+    /// lost or corrupt: those statuses come first, since lost records can
+    /// make a suspect).
+    pub const SUSPECTS: u8 = 5;
 }

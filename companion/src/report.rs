@@ -16,11 +16,23 @@
 //! unmount (`docs/xnu.md` §9a); a CLOSE no live open matches is a
 //! kernel-internal close and is nobody's.
 
+pub mod filter;
+pub mod latency;
+pub mod sort;
+pub mod summary;
+
+pub use filter::{Filter, FilterError, Names};
+pub use latency::Latency;
+pub use sort::{SortKey, View};
+pub use summary::Summary;
+
 use crate::pipeline::{Item, Totals};
 use crate::text::{secs, shown};
+use latency::Histogram;
 use maptrace_abi::{Counts, Event, EventKind, ProbeMethod};
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
 
 /// Page size used to count distinct pages touched by page-ins.
@@ -99,8 +111,57 @@ pub struct Epoch {
     pub forced_unmount: bool,
     /// What that means.
     pub verdict: Verdict,
-    /// Every MMAP and the MNOMAP, in order.
+    /// Every MMAP and the MNOMAP, in order; past [`MAX_STEPS`] maps only
+    /// the MNOMAP is kept.
     pub steps: Vec<Step>,
+    /// MMAPs left out of `steps` (counted in `maps`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub steps_not_kept: u64,
+    /// A later epoch started at or below `usecount_before`: a reference
+    /// this one held came back.
+    #[serde(skip)]
+    pub returned: bool,
+}
+
+/// Epochs kept per file: past them, a new epoch replaces the last one
+/// unless that one held a reference, so a file mapped and unmapped all
+/// trace long keeps its first epochs, its held ones and its latest.
+pub const MAX_EPOCHS: usize = 16;
+
+/// Before an epoch starting at usecount `before` is pushed: tells earlier
+/// ones whether a reference came back, and folds the last one away when
+/// enough are kept and it is not needed.
+fn make_room(epochs: &mut Vec<Epoch>, not_kept: &mut u64, before: Option<u16>) {
+    if let Some(u) = before {
+        for old in epochs.iter_mut() {
+            old.returned |= old.usecount_before.is_some_and(|b| u <= b);
+        }
+    }
+    if epochs.len() >= MAX_EPOCHS
+        && epochs
+            .last()
+            .is_some_and(|l| l.end_ns.is_some() && l.verdict != Verdict::Held)
+    {
+        epochs.pop();
+        *not_kept += 1;
+    }
+}
+
+/// MMAP steps kept per epoch: a library every process maps (exec of each
+/// one) would otherwise keep one step per map for the whole trace.
+pub const MAX_STEPS: usize = 32;
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Drops the MMAP step just pushed when [`MAX_STEPS`] are kept already
+/// (the MNOMAP is always kept).
+fn cap_steps(e: &mut Epoch) {
+    if e.steps.len() > MAX_STEPS {
+        e.steps.pop();
+        e.steps_not_kept += 1;
+    }
 }
 
 /// Page-in figures.
@@ -169,14 +230,21 @@ pub struct FileReport {
     pub vnode: String,
     /// Its path, when a PATH record named it.
     pub path: Option<String>,
-    /// Mapped epochs in order.
+    /// Mapped epochs in order (at most [`MAX_EPOCHS`] but for held ones).
     pub epochs: Vec<Epoch>,
+    /// Epochs left out of `epochs`: none of them held a reference.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub epochs_not_kept: u64,
     /// Page-ins.
     pub pageins: Pageins,
     /// By process, by pid.
     pub by_process: Vec<FileProcess>,
     /// Who holds it at the end (`None`: neither mapped nor open then).
     pub holders: Option<Holders>,
+    /// Page-in latency (`None`: no page-in).
+    pub latency: Option<Latency>,
+    /// The highest usecount any of its events saw.
+    pub peak_usecount: Option<u16>,
 }
 
 /// Why a file is suspected of leaking a reference.
@@ -288,7 +356,9 @@ pub struct ReportTotals {
 /// The whole report.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
-    /// Files, in order of first appearance.
+    /// What it covers, in a few figures.
+    pub summary: Summary,
+    /// Files, in order of first appearance (see [`sort::apply`]).
     pub files: Vec<FileReport>,
     /// Leak suspects.
     pub leak_suspects: Vec<Suspect>,
@@ -303,14 +373,42 @@ struct FileState {
     vnode_id: u64,
     path: Option<String>,
     epochs: Vec<Epoch>,
+    epochs_not_kept: u64,
     open: bool,
     pageins: Pageins,
     pages: PageSet,
-    procs: BTreeMap<u32, FileProcess>,
+    latency: Histogram,
+    peak_usecount: Option<u16>,
+    /// An event the filter selects touched it.
+    selected: bool,
+    procs: FxHashMap<u32, FileProcess>,
     /// Live opens by pid.
     opens: Opens,
     /// The usecount after the last operation a record saw.
     last_use: Option<u16>,
+}
+
+/// Processes in pid order (their maps are hashed for speed).
+fn by_pid<P: HasPid>(it: impl Iterator<Item = P>) -> Vec<P> {
+    let mut v: Vec<P> = it.collect();
+    v.sort_unstable_by_key(HasPid::pid);
+    v
+}
+
+trait HasPid {
+    fn pid(&self) -> u32;
+}
+
+impl HasPid for FileProcess {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+}
+
+impl HasPid for ProcessReport {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
 }
 
 /// `FREAD | FWRITE` (bsd/sys/fcntl.h): every open has one.
@@ -371,18 +469,34 @@ fn use_of(c: &Counts) -> Option<u16> {
 #[derive(Debug, Default)]
 pub struct Builder {
     files: Vec<FileState>,
-    index: HashMap<(u64, u64), usize>,
+    index: FxHashMap<(u64, u64), usize>,
     generation: u64,
-    procs: BTreeMap<u32, (ProcessReport, HashSet<usize>)>,
+    procs: FxHashMap<u32, (ProcessReport, FxHashSet<usize>)>,
     corrupt: u64,
+    filter: Filter,
     /// pid -> name, from PROC records (the latest wins: exec renames).
-    names: HashMap<u32, String>,
+    names: Names,
+    first_ns: Option<u64>,
+    last_ns: Option<u64>,
 }
 
 impl Builder {
     /// An empty report.
     pub fn new() -> Builder {
         Builder::default()
+    }
+
+    /// An empty report covering what `filter` selects.
+    pub fn with_filter(filter: Filter) -> Builder {
+        Builder {
+            filter,
+            ..Builder::default()
+        }
+    }
+
+    /// Process names by pid, for `--comm`: PROC records fill it.
+    pub fn names_mut(&mut self) -> &mut Names {
+        &mut self.names
     }
 
     fn file(&mut self, vnode_id: u64) -> usize {
@@ -420,15 +534,37 @@ impl Builder {
                 .insert(r.pid, String::from_utf8_lossy(name).into_owned());
             return;
         }
+        // The trace starts at its first record about files: a MARK (the
+        // kext's start, a config change) may be long before.
+        if r.kind == EventKind::Mark {
+            return;
+        }
+        let first = *self.first_ns.get_or_insert(r.timestamp_ns);
+        self.last_ns = Some(self.last_ns.unwrap_or(0).max(r.timestamp_ns));
         if matches!(r.kind, EventKind::Mark | EventKind::Path) {
             return;
         }
+        // Unselected events still shape the file's epochs (see `filter`),
+        // but count for no process and no page-in.
+        let selected = self
+            .filter
+            .selects(r.pid, r.timestamp_ns, first, &self.names);
         if r.kind == EventKind::FileMmap {
-            self.procs.entry(r.pid).or_default().0.mmap_calls += 1;
+            if selected {
+                self.procs.entry(r.pid).or_default().0.mmap_calls += 1;
+            }
+            return;
+        }
+        if !selected && r.kind == EventKind::Pagein {
             return;
         }
         let fi = self.file(r.vnode_id);
-        let (proc_report, proc_files) = self.procs.entry(r.pid).or_default();
+        let mut unselected = (ProcessReport::default(), FxHashSet::default());
+        let (proc_report, proc_files) = if selected {
+            self.procs.entry(r.pid).or_default()
+        } else {
+            &mut unselected
+        };
         proc_report.pid = r.pid;
         let Some(f) = self.files.get_mut(fi) else {
             return;
@@ -436,10 +572,22 @@ impl Builder {
         if f.path.is_none() {
             f.path = ev.path.as_ref().map(|p| p.text.to_string());
         }
-        let fp = f.procs.entry(r.pid).or_insert_with(|| FileProcess {
-            pid: r.pid,
-            ..FileProcess::default()
-        });
+        f.selected |= selected;
+        if let Event::Mmap { counts, .. }
+        | Event::Mnomap { counts, .. }
+        | Event::Pagein { counts, .. } = &r.event
+        {
+            f.peak_usecount = f.peak_usecount.max(use_of(counts));
+        }
+        let mut unselected_fp = FileProcess::default();
+        let fp = if selected {
+            f.procs.entry(r.pid).or_insert_with(|| FileProcess {
+                pid: r.pid,
+                ..FileProcess::default()
+            })
+        } else {
+            &mut unselected_fp
+        };
         match &r.event {
             Event::Path { .. } | Event::Proc { .. } => return,
             Event::Open { fmode, counts, .. } => {
@@ -472,6 +620,7 @@ impl Builder {
                 if !f.open {
                     let opens_before = f.opens.live(counts);
                     f.open = true;
+                    make_room(&mut f.epochs, &mut f.epochs_not_kept, use_of(counts));
                     f.epochs.push(Epoch {
                         start_ns: Some(r.timestamp_ns),
                         end_ns: None,
@@ -487,6 +636,8 @@ impl Builder {
                         forced_unmount: false,
                         verdict: Verdict::Open,
                         steps: Vec::new(),
+                        steps_not_kept: 0,
+                        returned: false,
                     });
                 }
                 if let Some(e) = f.epochs.last_mut() {
@@ -510,6 +661,7 @@ impl Builder {
                         iocount: counts.iocount,
                         via: Some(via),
                     });
+                    cap_steps(e);
                 }
                 fp.maps += 1;
                 proc_report.maps += 1;
@@ -520,6 +672,7 @@ impl Builder {
                 let opens_now = f.opens.live(counts);
                 if !f.open {
                     // Mapped before the trace began.
+                    make_room(&mut f.epochs, &mut f.epochs_not_kept, None);
                     f.epochs.push(Epoch {
                         start_ns: None,
                         end_ns: None,
@@ -535,6 +688,8 @@ impl Builder {
                         forced_unmount: false,
                         verdict: Verdict::Unknown,
                         steps: Vec::new(),
+                        steps_not_kept: 0,
+                        returned: false,
                     });
                 }
                 f.open = false;
@@ -580,6 +735,7 @@ impl Builder {
                 p.count += 1;
                 p.bytes += u64::from(*size);
                 p.total_duration_ns += u64::from(*duration_ns);
+                f.latency.record(u64::from(*duration_ns));
                 p.first_ns = Some(p.first_ns.map_or(r.timestamp_ns, |t| t.min(r.timestamp_ns)));
                 p.last_ns = Some(p.last_ns.map_or(r.timestamp_ns, |t| t.max(r.timestamp_ns)));
                 let start = u64::try_from(*offset).unwrap_or(0);
@@ -605,6 +761,7 @@ impl Builder {
             Some(n) => format!("{pid} ({n})"),
             None => pid.to_string(),
         };
+        let mut latency = Histogram::new();
         for mut f in self.files {
             for p in f.procs.values_mut() {
                 p.comm = comm(p.pid);
@@ -614,7 +771,13 @@ impl Builder {
                 // Only a PATH record: nothing happened to the file.
                 continue;
             }
+            if (self.filter.selects_events() && !f.selected)
+                || !self.filter.selects_path(f.path.as_deref())
+            {
+                continue;
+            }
             f.pageins.distinct_pages = f.pages.count();
+            latency.merge(&f.latency);
             let vnode = format!("{:016x}", f.vnode_id);
             if let Some(e) = f.epochs.last().filter(|e| e.end_ns.is_none()) {
                 let who: Vec<String> = e
@@ -646,13 +809,7 @@ impl Builder {
                 else {
                     continue;
                 };
-                let returned = f
-                    .epochs
-                    .get(i + 1..)
-                    .unwrap_or(&[])
-                    .iter()
-                    .any(|l| l.usecount_before.is_some_and(|u| u <= before));
-                if !returned {
+                if !e.returned {
                     suspects.push(Suspect {
                         vnode: vnode.clone(),
                         path: f.path.clone(),
@@ -670,25 +827,24 @@ impl Builder {
                 vnode,
                 path: f.path,
                 epochs: f.epochs,
+                epochs_not_kept: f.epochs_not_kept,
                 pageins: f.pageins,
-                by_process: f
-                    .procs
-                    .into_values()
-                    .filter(|p| p.maps + p.pageins + p.unmaps + p.opens > 0)
-                    .collect(),
+                by_process: by_pid(
+                    f.procs
+                        .into_values()
+                        .filter(|p| p.maps + p.pageins + p.unmaps + p.opens > 0),
+                ),
                 holders,
+                latency: f.latency.summary(),
+                peak_usecount: f.peak_usecount,
             });
         }
-        let processes: Vec<ProcessReport> = self
-            .procs
-            .into_iter()
-            .map(|(pid, (mut p, fs))| {
-                p.pid = pid;
-                p.comm = comm(pid);
-                p.files = fs.len() as u64;
-                p
-            })
-            .collect();
+        let processes = by_pid(self.procs.into_iter().map(|(pid, (mut p, fs))| {
+            p.pid = pid;
+            p.comm = comm(pid);
+            p.files = fs.len() as u64;
+            p
+        }));
         let mut by_kind = BTreeMap::new();
         for k in EventKind::ALL {
             by_kind.insert(k.name(), t.by_kind.get(k as usize).copied().unwrap_or(0));
@@ -706,7 +862,18 @@ impl Builder {
             cut_bytes: t.cut_bytes,
             incomplete: t.lossy() || t.corrupt > 0,
         };
+        let summary = Summary {
+            first_ns: self.first_ns,
+            last_ns: self.last_ns,
+            files: files.len() as u64,
+            processes: processes.len() as u64,
+            suspects: suspects.len() as u64,
+            latency: latency.summary(),
+            filtered: self.filter.selects_events() || !self.filter.selects_path(None),
+            ..Summary::default()
+        };
         Report {
+            summary,
             files,
             leak_suspects: suspects,
             processes,
@@ -785,24 +952,11 @@ fn opt_num(n: Option<u16>) -> String {
     n.map_or("?".into(), |n| n.to_string())
 }
 
-/// Writes the report as text for people.
+/// Writes the report as text for people: the summary, then each file, the
+/// suspects, the processes and the totals.
 pub fn write_human(w: &mut impl Write, r: &Report) -> io::Result<()> {
     let t = &r.totals;
-    writeln!(
-        w,
-        "maptrace report: {} events, {} files, {} processes",
-        t.events, t.files, t.processes
-    )?;
-    if t.incomplete {
-        writeln!(
-            w,
-            "!! INCOMPLETE: {} records dropped, {} slots skipped, {} corrupt parts{}; counts below may miss events",
-            t.dropped,
-            t.gap_slots,
-            t.corrupt,
-            cut_note(t.cut_bytes)
-        )?;
-    }
+    summary::write_summary(w, r)?;
     for f in &r.files {
         writeln!(w)?;
         writeln!(
@@ -860,7 +1014,18 @@ pub fn write_human(w: &mut impl Write, r: &Report) -> io::Result<()> {
                     )
                 })
                 .collect();
-            writeln!(w, "    steps: {}", steps.join(" -> "))?;
+            let more = match e.steps_not_kept {
+                0 => String::new(),
+                n => format!(" (and {n} more maps)"),
+            };
+            writeln!(w, "    steps: {}{more}", steps.join(" -> "))?;
+        }
+        if f.epochs_not_kept > 0 {
+            writeln!(
+                w,
+                "  ({} more epochs before the last, not listed: none held a reference)",
+                f.epochs_not_kept
+            )?;
         }
         let p = &f.pageins;
         if p.count > 0 {
@@ -874,6 +1039,9 @@ pub fn write_human(w: &mut impl Write, r: &Report) -> io::Result<()> {
                 opt_secs(p.last_ns),
                 p.total_duration_ns as f64 / 1e3
             )?;
+            if let Some(l) = &f.latency {
+                writeln!(w, "  latency  {}", summary::latency_line(l))?;
+            }
         } else {
             writeln!(w, "  page-ins none")?;
         }
@@ -928,32 +1096,11 @@ pub fn write_human(w: &mut impl Write, r: &Report) -> io::Result<()> {
         )?;
     }
     writeln!(w)?;
-    let kinds: Vec<String> = t.by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
-    writeln!(
-        w,
-        "TOTALS  {} batches, {} events: {}",
-        t.batches,
-        t.events,
-        kinds.join(", ")
-    )?;
-    writeln!(
-        w,
-        "LOSSES  dropped {}, gap slots {}, corrupt {}, unpaired mmap(2) checks {}{}{}",
-        t.dropped,
-        t.gap_slots,
-        t.corrupt,
-        t.unpaired_mmap_calls,
-        cut_note(t.cut_bytes),
-        if t.incomplete {
-            "  (INCOMPLETE)"
-        } else {
-            "  (nothing lost)"
-        }
-    )
+    summary::write_totals(w, t)
 }
 
 /// The cut of a recording, said in a losses line.
-fn cut_note(cut_bytes: u64) -> String {
+pub(crate) fn cut_note(cut_bytes: u64) -> String {
     if cut_bytes > 0 {
         format!(", recording CUT OFF ({cut_bytes} bytes of its last frame unread)")
     } else {
@@ -1109,6 +1256,84 @@ mod tests {
         assert!(r.leak_suspects.is_empty());
         // Without the second epoch it is one.
         let r = build(&[map(1, 1), unmap(2, 3)]);
+        assert_eq!(r.leak_suspects.len(), 1);
+        assert_eq!(r.leak_suspects[0].reason, "usecount_not_returned");
+    }
+
+    #[test]
+    fn comm_selects_the_processes_the_name_lookup_knows() {
+        let pagein = |pid| {
+            item(
+                2,
+                pid,
+                Event::Pagein {
+                    offset: 0,
+                    size: 4096,
+                    duration_ns: 10,
+                    counts: counts(2),
+                    upl_flags: 0,
+                },
+            )
+        };
+        let run = |names: &[(u32, &str)]| {
+            let mut b = Builder::with_filter(Filter::all().comms(&["mds".into()]));
+            for &(pid, name) in names {
+                b.names_mut().insert(pid, name.into());
+            }
+            b.observe(&pagein(7));
+            b.observe(&pagein(8));
+            b.finish(&Totals::default())
+        };
+        let r = run(&[(7, "mds"), (8, "Safari")]);
+        assert_eq!(r.processes.iter().map(|p| p.pid).collect::<Vec<_>>(), [7]);
+        assert_eq!(r.files[0].pageins.count, 1);
+        assert_eq!(r.files[0].by_process.len(), 1);
+        assert!(r.summary.filtered);
+        // Nobody named: nothing selected, no file listed.
+        let r = run(&[]);
+        assert!(r.files.is_empty() && r.processes.is_empty());
+    }
+
+    #[test]
+    fn an_epoch_keeps_its_first_maps_and_its_unmap() {
+        let mut items: Vec<Item> = (0..100).map(|i| map(i + 1, 1)).collect();
+        items.push(unmap(200, 2));
+        let r = build(&items);
+        let e = &r.files[0].epochs[0];
+        assert_eq!(
+            (e.maps, e.steps.len(), e.steps_not_kept),
+            (100, MAX_STEPS + 1, 100 - MAX_STEPS as u64)
+        );
+        assert_eq!(e.steps.last().map(|s| s.kind), Some("mnomap"));
+        assert_eq!(e.verdict, Verdict::Balanced);
+    }
+
+    #[test]
+    fn a_file_keeps_its_first_epochs_its_held_ones_and_its_last() {
+        let mut items = Vec::new();
+        for i in 0..100u64 {
+            // Epoch 50 holds a reference that never comes back: later
+            // epochs start at 2, above its 1.
+            let (before, at) = match i {
+                ..50 => (1, 2),
+                50 => (1, 3),
+                _ => (2, 3),
+            };
+            items.push(map(10 * i + 1, before));
+            items.push(unmap(10 * i + 2, at));
+        }
+        let r = build(&items);
+        let f = &r.files[0];
+        assert_eq!(f.epochs.len(), MAX_EPOCHS + 1);
+        assert_eq!(f.epochs_not_kept, 100 - (MAX_EPOCHS as u64 + 1));
+        assert_eq!(f.epochs.last().and_then(|e| e.end_ns), Some(992));
+        assert_eq!(
+            f.epochs
+                .iter()
+                .filter(|e| e.verdict == Verdict::Held)
+                .count(),
+            1
+        );
         assert_eq!(r.leak_suspects.len(), 1);
         assert_eq!(r.leak_suspects[0].reason, "usecount_not_returned");
     }

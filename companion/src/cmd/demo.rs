@@ -37,7 +37,9 @@ pub fn run(a: &DemoArgs, mut out: &mut impl Write) -> Result<u8> {
         output::summary_row(&mut out, &totals)?;
         writeln!(out)?;
     }
-    report::write_human(&mut out, &b.finish(&totals))?;
+    let mut r = b.finish(&totals);
+    report::sort::apply(&mut r, &report::View::default());
+    report::write_human(&mut out, &r)?;
     out.flush()?;
     Ok(totals.exit_status())
 }

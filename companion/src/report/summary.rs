@@ -1,0 +1,135 @@
+//! The report's first lines: what the trace covers, what was lost, how many
+//! suspects, and the page-in latency over every file, before any detail.
+
+use super::latency::{Latency, human_ns};
+use super::sort::SortKey;
+use super::{Report, ReportTotals};
+use crate::text::secs;
+use serde::Serialize;
+use std::io::{self, Write};
+
+/// What a report covers, in a few figures.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Summary {
+    /// The trace's first event, ns since boot (`None`: no event).
+    pub first_ns: Option<u64>,
+    /// Its last event.
+    pub last_ns: Option<u64>,
+    /// Files listed (after filters), before `--top`.
+    pub files: u64,
+    /// Processes listed (after filters), before `--top`.
+    pub processes: u64,
+    /// Leak suspects among the listed files.
+    pub suspects: u64,
+    /// Page-in latency over the listed files (`None`: no page-in).
+    pub latency: Option<Latency>,
+    /// Whether a filter (`--pid`, `--comm`, `--path`, `--since`, `--until`)
+    /// narrowed the report.
+    pub filtered: bool,
+    /// The order of files and processes.
+    pub sort: SortKey,
+    /// Files left out by `--top`.
+    pub files_not_shown: u64,
+    /// Processes left out by `--top`.
+    pub processes_not_shown: u64,
+}
+
+fn span(s: &Summary) -> String {
+    match (s.first_ns, s.last_ns) {
+        (Some(a), Some(b)) => format!(
+            "{} .. {} ({:.3}s)",
+            secs(a),
+            secs(b),
+            b.saturating_sub(a) as f64 / 1e9
+        ),
+        _ => "no events".into(),
+    }
+}
+
+fn losses(t: &ReportTotals) -> String {
+    format!(
+        "dropped {}, gap slots {}, corrupt {}, unpaired mmap(2) checks {}{}{}",
+        t.dropped,
+        t.gap_slots,
+        t.corrupt,
+        t.unpaired_mmap_calls,
+        super::cut_note(t.cut_bytes),
+        if t.incomplete {
+            "  (INCOMPLETE)"
+        } else {
+            "  (nothing lost)"
+        }
+    )
+}
+
+/// The latency figures in one line.
+pub fn latency_line(l: &Latency) -> String {
+    format!(
+        "p50 {}  p90 {}  p99 {}  max {}",
+        human_ns(l.p50_ns),
+        human_ns(l.p90_ns),
+        human_ns(l.p99_ns),
+        human_ns(l.max_ns)
+    )
+}
+
+/// Writes the summary block.
+pub fn write_summary(w: &mut impl Write, r: &Report) -> io::Result<()> {
+    let (s, t) = (&r.summary, &r.totals);
+    writeln!(
+        w,
+        "maptrace report: {} events, {} files, {} processes{}",
+        t.events,
+        s.files,
+        s.processes,
+        if s.filtered { " (filtered)" } else { "" }
+    )?;
+    if t.incomplete {
+        writeln!(
+            w,
+            "!! INCOMPLETE: {} records dropped, {} slots skipped, {} corrupt parts{}; counts below may miss events",
+            t.dropped,
+            t.gap_slots,
+            t.corrupt,
+            super::cut_note(t.cut_bytes)
+        )?;
+    }
+    writeln!(w, "  time      {}", span(s))?;
+    writeln!(w, "  losses    {}", losses(t))?;
+    writeln!(
+        w,
+        "  suspects  {}",
+        match s.suspects {
+            0 => "none".to_string(),
+            n => format!("{n} (LEAK SUSPECTS below)"),
+        }
+    )?;
+    match &s.latency {
+        Some(l) => writeln!(w, "  page-ins  {} clusters: {}", l.count, latency_line(l))?,
+        None => writeln!(w, "  page-ins  none")?,
+    }
+    let shown = |what: &str, n: u64| match n {
+        0 => String::new(),
+        n => format!("; {n} more {what} not shown (--top N, --all)"),
+    };
+    writeln!(
+        w,
+        "  sorted by {}{}{}",
+        s.sort.name(),
+        shown("files", s.files_not_shown),
+        shown("processes", s.processes_not_shown)
+    )
+}
+
+/// Writes the closing totals and losses lines.
+pub fn write_totals(w: &mut impl Write, t: &ReportTotals) -> io::Result<()> {
+    let kinds: Vec<String> = t.by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    writeln!(
+        w,
+        "TOTALS  {} batches, {} events: {}",
+        t.batches,
+        t.events,
+        kinds.join(", ")
+    )?;
+    writeln!(w, "LOSSES  {}", losses(t))
+}
