@@ -77,6 +77,11 @@ pub trait Source {
     /// Reads the next batch into `buf` (resized as needed).
     fn next_batch(&mut self, buf: &mut Vec<u8>) -> Result<Next, SourceError>;
 
+    /// The reader stops (its time is up, or Ctrl-C): a source that runs a
+    /// workload stops it, so what follows (the final drain, the closing
+    /// statistics) does not wait for the workload's natural end.
+    fn stop(&mut self) {}
+
     /// How long to wait after [`Next::Idle`].
     fn poll_interval(&self) -> Duration {
         Duration::from_millis(5)

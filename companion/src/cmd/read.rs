@@ -40,9 +40,14 @@ pub fn drive(
     let mut buf = Vec::new();
     let live = src.is_live();
     let mut after_stop = 0;
+    let mut stop_sent = false;
     loop {
         let stopping =
             stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d);
+        if stopping && !stop_sent {
+            src.stop();
+            stop_sent = true;
+        }
         // A busy live source may never be idle: the final drain is bounded.
         if stopping && (!live || after_stop >= FINAL_DRAIN_BATCHES) {
             break;

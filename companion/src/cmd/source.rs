@@ -32,11 +32,16 @@ pub fn open_source(spec: Option<&str>, input: Option<&Path>) -> Result<Box<dyn S
 
 #[cfg(feature = "sim")]
 fn open_sim(scenario: Option<&Path>) -> Result<Box<dyn Source>> {
-    use maptrace::sim::{SimSource, Workload};
-    Ok(Box::new(match scenario {
-        Some(p) => SimSource::open_script(p)?,
-        None => SimSource::open(Workload::Demo)?,
-    }))
+    use maptrace::sim::{Pace, SimSource, Workload};
+    // In lockstep with the reader: what each step records is read before the
+    // next one runs, so the same script gives the same stream every time.
+    let workload = match scenario {
+        Some(p) => Workload::Script(std::fs::read_to_string(p).map_err(|e| {
+            anyhow::anyhow!("cannot read scenario {}: {e}", p.display())
+        })?),
+        None => Workload::Demo,
+    };
+    Ok(Box::new(SimSource::open_paced(workload, Pace::Lockstep)?))
 }
 
 #[cfg(not(feature = "sim"))]
