@@ -583,7 +583,11 @@ fn a_stop_request_ends_a_run_inside_a_long_sleep() {
         .unwrap();
     assert!(r.stopped);
     assert_eq!(r.ops, 3, "open, mmap and the first touch; not the second");
-    let pageins = sim.trace().iter().filter(|t| t.op == TraceOp::Pagein).count();
+    let pageins = sim
+        .trace()
+        .iter()
+        .filter(|t| t.op == TraceOp::Pagein)
+        .count();
     assert!(pageins > 0);
     // Stopped before the first step, nothing runs.
     let stop = AtomicBool::new(true);

@@ -127,9 +127,10 @@ impl ChapterQueue for maptrace::sim::Chapters {
 fn open(a: &DemoArgs) -> Result<(Box<dyn maptrace::source::Source>, impl ChapterQueue)> {
     use maptrace::sim::{Pace, SimSource, Workload};
     let workload = match &a.scenario {
-        Some(p) => Workload::Script(std::fs::read_to_string(p).map_err(|e| {
-            anyhow::anyhow!("cannot read scenario {}: {e}", p.display())
-        })?),
+        Some(p) => Workload::Script(
+            std::fs::read_to_string(p)
+                .map_err(|e| anyhow::anyhow!("cannot read scenario {}: {e}", p.display()))?,
+        ),
         None => Workload::Demo,
     };
     let src = SimSource::open_paced(workload, Pace::Lockstep)?;

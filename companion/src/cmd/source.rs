@@ -36,9 +36,10 @@ fn open_sim(scenario: Option<&Path>) -> Result<Box<dyn Source>> {
     // In lockstep with the reader: what each step records is read before the
     // next one runs, so the same script gives the same stream every time.
     let workload = match scenario {
-        Some(p) => Workload::Script(std::fs::read_to_string(p).map_err(|e| {
-            anyhow::anyhow!("cannot read scenario {}: {e}", p.display())
-        })?),
+        Some(p) => Workload::Script(
+            std::fs::read_to_string(p)
+                .map_err(|e| anyhow::anyhow!("cannot read scenario {}: {e}", p.display()))?,
+        ),
         None => Workload::Demo,
     };
     Ok(Box::new(SimSource::open_paced(workload, Pace::Lockstep)?))
