@@ -630,6 +630,9 @@ fn a_batch_of_another_abi_inside_a_recording_is_refused_and_named() {
         ));
 }
 
+/// What clap refuses and what the commands refuse themselves (an unknown
+/// source, a recording and --source together, nothing to change, a bad
+/// kind list) are all usage errors: status 2, as the README says.
 #[test]
 fn bad_flags_are_refused() {
     let dir = TempDir::new().unwrap();
@@ -658,23 +661,23 @@ fn bad_flags_are_refused() {
     maptrace()
         .args(["config", "set"])
         .assert()
-        .code(1)
+        .code(2)
         .stderr(predicate::str::contains("nothing to change"));
     maptrace()
         .args(["config", "set", "--events", "mmap,nope"])
         .assert()
-        .code(1)
+        .code(2)
         .stderr(predicate::str::contains("unknown event kind `nope`"));
     maptrace()
         .args(["--source", "tape", "stream"])
         .assert()
-        .code(1)
+        .code(2)
         .stderr(predicate::str::contains("unknown source `tape`"));
     maptrace()
         .args(["--source", "sim", "stream"])
         .arg(&f)
         .assert()
-        .code(1)
+        .code(2)
         .stderr(predicate::str::contains("not both"));
     maptrace()
         .args(["export", "--format", "pdf"])
