@@ -106,7 +106,18 @@ pub fn run(a: &DemoArgs, mut out: &mut impl Write) -> Result<u8> {
     writeln!(out)?;
     writeln!(out, "{}", losses.closing_line(&totals))?;
     out.flush()?;
-    Ok(totals.exit_status())
+    Ok(demo_status(a, &totals))
+}
+
+/// The built-in demo loses records on purpose (its chapter 3) and says
+/// exactly how many on its last line, so it succeeds after a loss
+/// (`cargo xtask demo` and CI run it); a test pins that count, so a loss
+/// anywhere else shows. Another scenario gets the usual statuses.
+fn demo_status(a: &DemoArgs, t: &Totals) -> u8 {
+    match t.exit_status() {
+        maptrace::exit::LOSS if a.scenario.is_none() => maptrace::exit::OK,
+        status => status,
+    }
 }
 
 /// The chapter headings the workload reached, for the stream.
