@@ -15,6 +15,7 @@ pub mod sim;
 pub mod source;
 pub mod sysctl;
 pub mod text;
+pub mod wallclock;
 
 /// Exit statuses of the `maptrace` binary (documented in the README).
 pub mod exit {
