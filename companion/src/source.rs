@@ -82,6 +82,12 @@ pub trait Source {
     /// statistics) does not wait for the workload's natural end.
     fn stop(&mut self) {}
 
+    /// How far a source with a known end is: (bytes read, bytes in all),
+    /// for a progress bar. `None` for a live source.
+    fn progress(&self) -> Option<(u64, u64)> {
+        None
+    }
+
     /// How long to wait after [`Next::Idle`].
     fn poll_interval(&self) -> Duration {
         Duration::from_millis(5)

@@ -956,3 +956,31 @@ fn a_heatmap_of_very_many_pageins_is_binned_and_still_counts_them_all() {
         .unwrap();
     assert!(note.text().unwrap().starts_with(&format!("{n} page-ins")));
 }
+
+/// A recording reports how far it was read (the progress bar's figures),
+/// and the bar is drawn only on a terminal: a piped stderr stays empty.
+#[test]
+fn reading_a_recording_reports_progress_and_draws_no_bar_off_a_terminal() {
+    use maptrace::source::{Next, Source};
+    let dir = TempDir::new().unwrap();
+    let f = fixture(&dir, "life.mtr", &lifecycle_batches());
+    let size = std::fs::metadata(&f).unwrap().len();
+    let mut src = maptrace::replay::FileSource::open(&f).unwrap();
+    let (mut done, total) = src.progress().unwrap();
+    assert_eq!(total, size);
+    assert!(done > 0 && done < size, "the header is read: {done}");
+    let mut buf = Vec::new();
+    while let Next::Batch(_) = src.next_batch(&mut buf).unwrap() {
+        let (now, _) = src.progress().unwrap();
+        assert!(now > done && now <= size, "{done} -> {now} of {size}");
+        done = now;
+    }
+    assert_eq!(done, size, "every frame counted");
+    assert_eq!(src.progress(), Some((size, size)));
+    maptrace()
+        .arg("report")
+        .arg(&f)
+        .assert()
+        .code(0)
+        .stderr("");
+}

@@ -3,9 +3,11 @@
 
 use crate::cli::Limit;
 use anyhow::Result;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use maptrace::control;
 use maptrace::pipeline::{Item, KextDrops, Pipeline, Totals};
 use maptrace::source::{Next, Source};
+use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -41,6 +43,7 @@ pub fn drive(
     let live = src.is_live();
     let mut after_stop = 0;
     let mut stop_sent = false;
+    let bar = progress_bar(src);
     loop {
         let stopping =
             stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d);
@@ -53,7 +56,18 @@ pub fn drive(
             break;
         }
         match src.next_batch(&mut buf)? {
-            Next::Batch(n) => on_batch(buf.get(..n).unwrap_or(&[]))?,
+            Next::Batch(n) => {
+                let batch = buf.get(..n).unwrap_or(&[]);
+                match &bar {
+                    // Output written meanwhile (a table on the same terminal)
+                    // goes out with the bar hidden.
+                    Some(bar) => {
+                        bar.suspend(|| on_batch(batch))?;
+                        bar.set_position(src.progress().map_or(0, |(done, _)| done));
+                    }
+                    None => on_batch(batch)?,
+                }
+            }
             Next::End => break,
             Next::Idle if stopping || !live => break,
             Next::Idle => std::thread::sleep(src.poll_interval()),
@@ -62,7 +76,24 @@ pub fn drive(
             after_stop += 1;
         }
     }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
     Ok(())
+}
+
+/// A progress bar on stderr for a source with a known end (a recording),
+/// only when stderr is a terminal: a pipe or a file gets nothing.
+fn progress_bar(src: &dyn Source) -> Option<ProgressBar> {
+    let (_, total) = src.progress()?;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {eta}") {
+        bar.set_style(style);
+    }
+    Some(bar)
 }
 
 /// The kext's drop counters after the last read (read now from a live
