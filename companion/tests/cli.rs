@@ -977,10 +977,5 @@ fn reading_a_recording_reports_progress_and_draws_no_bar_off_a_terminal() {
     }
     assert_eq!(done, size, "every frame counted");
     assert_eq!(src.progress(), Some((size, size)));
-    maptrace()
-        .arg("report")
-        .arg(&f)
-        .assert()
-        .code(0)
-        .stderr("");
+    maptrace().arg("report").arg(&f).assert().code(0).stderr("");
 }
