@@ -550,6 +550,12 @@ fn chapters_and_ring_sizes_parse_print_and_refuse_bad_values() {
         "unknown ring option `size` (use slots=N, shards=N)"
     );
     assert_eq!(err("chapter   # nothing").2, "expected a chapter title");
+    // Found by the fuzz target's promise: an error's column is on its line.
+    assert_eq!(
+        err("ring slots"),
+        (1, 6, "expected slots=N or shards=N, found `slots`".into())
+    );
+    assert_eq!(err("ring slots=").1, 12);
 }
 
 /// A stop request ends a run inside a long `sleep` (checked in slices),

@@ -248,7 +248,12 @@ impl Scenario {
                     };
                     while let Some(t) = c.peek().cloned() {
                         c.i += 1;
-                        let (key, val) = t.text.split_once('=').unwrap_or((t.text, ""));
+                        let Some((key, val)) = t.text.split_once('=') else {
+                            return c.err(
+                                t.col,
+                                format!("expected slots=N or shards=N, found `{}`", t.text),
+                            );
+                        };
                         let n = val.parse::<u32>().ok().filter(|n| *n > 0);
                         let bad = |what: &str| ParseError {
                             line,
