@@ -49,6 +49,10 @@ fn main() -> ExitCode {
                 return ExitCode::from(exit::OK);
             }
             eprintln!("maptrace: error: {e:#}");
+            if e.downcast_ref::<exit::UsageError>().is_some() {
+                eprintln!("For more information, try '--help'.");
+                return ExitCode::from(exit::USAGE);
+            }
             ExitCode::from(exit::ERROR)
         }
     }

@@ -1,7 +1,7 @@
 //! A recording replayed as a [`Source`] (`--source file:FILE`, or a
 //! command's INPUT argument).
 
-use crate::recording::{Cut, Frame, Header, Reader};
+use crate::recording::{Cut, Frame, Header, Reader, encode_header};
 use crate::source::{Next, Source, SourceError};
 use std::fs::File;
 use std::io::BufReader;
@@ -11,15 +11,20 @@ use std::path::Path;
 #[derive(Debug)]
 pub struct FileSource {
     reader: Reader<BufReader<File>>,
+    /// Bytes of the file read so far (header and whole frames).
+    read: u64,
+    /// The file's size when opened.
+    size: u64,
 }
 
 impl FileSource {
     /// Opens and validates the recording at `path`.
     pub fn open(path: &Path) -> Result<FileSource, SourceError> {
         let name = crate::text::shown(&path.display().to_string()).into_owned();
-        Ok(FileSource {
-            reader: Reader::open_named(path, &name)?,
-        })
+        let reader = Reader::open_named(path, &name)?;
+        let size = std::fs::metadata(path).map_or(0, |m| m.len());
+        let read = encode_header(reader.header()).len() as u64;
+        Ok(FileSource { reader, read, size })
     }
 
     /// The recording's header.
@@ -44,9 +49,18 @@ impl Source for FileSource {
 
     fn next_batch(&mut self, buf: &mut Vec<u8>) -> Result<Next, SourceError> {
         Ok(match self.reader.next_frame(buf)? {
-            Some(Frame::Batch(n)) => Next::Batch(n),
-            Some(Frame::Corrupt(msg)) => Next::Corrupt(msg),
-            None => Next::End,
+            Some(Frame::Batch(n)) => {
+                self.read = self.reader.offset().min(self.size);
+                Next::Batch(n)
+            }
+            Some(Frame::Corrupt(msg)) => {
+                self.read = self.reader.offset().min(self.size);
+                Next::Corrupt(msg)
+            }
+            None => {
+                self.read = self.size;
+                Next::End
+            }
         })
     }
 
@@ -76,6 +90,10 @@ impl Source for FileSource {
 
     fn cut(&self) -> Option<Cut> {
         self.reader.cut().cloned()
+    }
+
+    fn progress(&self) -> Option<(u64, u64)> {
+        Some((self.read.min(self.size), self.size))
     }
 
     fn final_stats(&mut self) -> Option<Vec<u8>> {

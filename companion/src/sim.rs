@@ -7,10 +7,18 @@ use crate::source::{Next, Source, SourceError};
 use crate::sysctl::{SysErr, Sysctl, SysctlSource};
 use crate::text::shown_path;
 use maptrace_abi::raw;
-use maptrace_sim::{Config, Cred, DEMO, Scenario, Sim, ViolationPolicy};
+use maptrace_sim::{Config, Cred, DEMO, Scenario, Sim, Step, ViolationPolicy};
+use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How often the reader polls the simulator (and waits for a lockstep
+/// step before it looks at its stop request again).
+const POLL: Duration = Duration::from_millis(2);
 
 /// `Sysctl` over the simulated sysctl tree, as a given user.
 #[derive(Debug, Clone)]
@@ -69,6 +77,37 @@ pub enum Workload {
     Idle,
 }
 
+/// How the workload runs against the reader.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Pace {
+    /// On its own thread, at its own speed, while the reader polls (as a
+    /// real kernel runs).
+    #[default]
+    Free,
+    /// One step at a time: the next step starts only when the reader found
+    /// the kext's ring empty, and the reader does not read while a step
+    /// runs. What a step records is then read before the next one starts,
+    /// and a step that records more than the ring holds drops an exact,
+    /// repeatable number of records (`maptrace demo`).
+    Lockstep,
+}
+
+/// The chapter headings (`chapter TEXT` steps) the workload has reached
+/// and nobody has shown yet.
+pub type Chapters = Arc<Mutex<VecDeque<String>>>;
+
+/// The reader's side of [`Pace::Lockstep`]; dropped, the runner goes on
+/// alone.
+struct Lockstep {
+    /// One message lets the runner start its next step.
+    go: Sender<()>,
+    /// One message: the runner finished a step and waits before the next
+    /// (disconnected: the run is over).
+    parked: Receiver<()>,
+    /// A step runs: the reader waits for it before reading.
+    running: bool,
+}
+
 /// The simulator as a [`Source`].
 pub struct SimSource {
     inner: SysctlSource<SimSysctl>,
@@ -76,6 +115,10 @@ pub struct SimSource {
     scenario: Option<Scenario>,
     worker: Option<JoinHandle<Result<(), String>>>,
     finished: bool,
+    pace: Pace,
+    lockstep: Option<Lockstep>,
+    stop: Arc<AtomicBool>,
+    chapters: Chapters,
 }
 
 impl std::fmt::Debug for SimSource {
@@ -89,8 +132,14 @@ impl std::fmt::Debug for SimSource {
 impl SimSource {
     /// Boots the simulator, loads the kext and prepares the workload (a bad
     /// script is reported here, with its line and column). The workload
-    /// starts at the first read.
+    /// starts at the first read, at its own pace.
     pub fn open(workload: Workload) -> Result<SimSource, SourceError> {
+        SimSource::open_paced(workload, Pace::Free)
+    }
+
+    /// As [`SimSource::open`], with the workload run at `pace`. A script's
+    /// `ring` line sizes the kext's ring for this load.
+    pub fn open_paced(workload: Workload, pace: Pace) -> Result<SimSource, SourceError> {
         let scenario = match &workload {
             Workload::Demo => Some(DEMO.to_string()),
             Workload::Script(text) => Some(text.clone()),
@@ -107,7 +156,11 @@ impl SimSource {
             policy: ViolationPolicy::Collect,
             ..Config::default()
         }));
-        sim.load_shim().map_err(|e| {
+        let loaded = match scenario.as_ref().and_then(Scenario::ring) {
+            Some(ring) => sim.load_shim_with_ring(ring),
+            None => sim.load_shim(),
+        };
+        loaded.map_err(|e| {
             SourceError::Unsupported(format!("the simulator could not load the kext: {e:?}"))
         })?;
         let api = SimSysctl {
@@ -122,7 +175,17 @@ impl SimSource {
             scenario,
             worker: None,
             finished: false,
+            pace,
+            lockstep: None,
+            stop: Arc::new(AtomicBool::new(false)),
+            chapters: Chapters::default(),
         })
+    }
+
+    /// The chapter headings the workload reached; a reader takes them from
+    /// the front as it shows them.
+    pub fn chapters(&self) -> Chapters {
+        Arc::clone(&self.chapters)
     }
 
     /// Reads a scenario script from `path`.
@@ -139,17 +202,77 @@ impl SimSource {
     }
 
     fn start(&mut self) {
-        if let Some(sc) = self.scenario.take() {
-            let sim = Arc::clone(&self.sim);
-            self.worker = Some(std::thread::spawn(move || {
-                sc.run(&sim).map(|_| ()).map_err(|e| e.to_string())
-            }));
+        let Some(sc) = self.scenario.take() else {
+            return;
+        };
+        let sim = Arc::clone(&self.sim);
+        let stop = Arc::clone(&self.stop);
+        let chapters = Arc::clone(&self.chapters);
+        let (go_tx, go_rx) = channel::<()>();
+        let (parked_tx, parked_rx) = channel::<()>();
+        let lockstep = self.pace == Pace::Lockstep;
+        self.worker = Some(std::thread::spawn(move || {
+            let before_step = |step: &Step| {
+                if lockstep {
+                    // Parked until the reader found the ring empty; a
+                    // reader gone (or stopping) lets the run go on alone.
+                    let _ = parked_tx.send(());
+                    let _ = go_rx.recv();
+                }
+                if let Step::Chapter(title) = step {
+                    chapters
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push_back(title.clone());
+                }
+            };
+            sc.run_until(&sim, &stop, before_step)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }));
+        if lockstep {
+            // Wait until the runner is parked before its first step.
+            let _ = parked_rx.recv();
+            self.lockstep = Some(Lockstep {
+                go: go_tx,
+                parked: parked_rx,
+                running: false,
+            });
         }
+    }
+
+    /// Lockstep: lets the workload run its next step. False when the
+    /// runner is not paced or no longer there to run one.
+    fn go(&mut self) -> bool {
+        let Some(l) = &mut self.lockstep else {
+            return false;
+        };
+        l.running = l.go.send(()).is_ok();
+        l.running
+    }
+
+    /// Lockstep: whether the step that runs is still running after waiting
+    /// up to a poll interval for it (a reader must not read meanwhile, and
+    /// must still see its stop request and deadline in time).
+    fn step_running(&mut self) -> bool {
+        let Some(l) = &mut self.lockstep else {
+            return false;
+        };
+        if l.running && l.parked.recv_timeout(POLL) == Err(RecvTimeoutError::Timeout) {
+            return true;
+        }
+        l.running = false;
+        false
     }
 
     /// Whether the workload is over (or there is none).
     fn workload_done(&self) -> bool {
         self.worker.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// Lets the workload run on alone (the reader no longer paces it).
+    fn unpace(&mut self) {
+        self.lockstep = None;
     }
 
     /// Collects the workload's result and what the simulator caught.
@@ -180,6 +303,14 @@ impl SimSource {
             )));
         }
         Ok(())
+    }
+}
+
+impl Drop for SimSource {
+    /// A workload still running stops at its next step.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.unpace();
     }
 }
 
@@ -216,26 +347,41 @@ impl Source for SimSource {
             return Ok(Next::End);
         }
         self.start();
-        // Checked before the read, so a workload that ended just before an
-        // empty read has nothing left behind.
-        let done = self.workload_done();
-        match self.inner.next_batch(buf)? {
-            Next::Idle if done => {
-                self.finish()?;
-                Ok(Next::End)
+        loop {
+            if self.step_running() {
+                return Ok(Next::Idle);
             }
-            other => Ok(other),
+            // Checked before the read, so a workload that ended just before
+            // an empty read has nothing left behind.
+            let done = self.workload_done();
+            match self.inner.next_batch(buf)? {
+                Next::Idle if done => {
+                    self.finish()?;
+                    return Ok(Next::End);
+                }
+                // The ring is empty: the next step may run.
+                Next::Idle if self.go() => {}
+                other => return Ok(other),
+            }
         }
     }
 
-    fn poll_interval(&self) -> std::time::Duration {
-        std::time::Duration::from_millis(2)
+    /// Asks the workload to stop: it finishes the step it is in (a `sleep`
+    /// within a few milliseconds) and runs no further step.
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.unpace();
+    }
+
+    fn poll_interval(&self) -> Duration {
+        POLL
     }
 
     /// Runs the workload to its end first (nobody reads the events), so the
     /// counters show what it did.
     fn stats(&mut self) -> Result<Vec<u8>, SourceError> {
         self.start();
+        self.unpace();
         if let Some(w) = self.worker.take() {
             match w.join() {
                 Ok(Ok(())) => {}

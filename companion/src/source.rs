@@ -80,6 +80,17 @@ pub trait Source {
     /// Reads the next batch into `buf` (resized as needed).
     fn next_batch(&mut self, buf: &mut Vec<u8>) -> Result<Next, SourceError>;
 
+    /// The reader stops (its time is up, or Ctrl-C): a source that runs a
+    /// workload stops it, so what follows (the final drain, the closing
+    /// statistics) does not wait for the workload's natural end.
+    fn stop(&mut self) {}
+
+    /// How far a source with a known end is: (bytes read, bytes in all),
+    /// for a progress bar. `None` for a live source.
+    fn progress(&self) -> Option<(u64, u64)> {
+        None
+    }
+
     /// How long to wait after [`Next::Idle`].
     fn poll_interval(&self) -> Duration {
         Duration::from_millis(5)

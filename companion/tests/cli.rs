@@ -639,6 +639,9 @@ fn a_batch_of_another_abi_inside_a_recording_is_refused_and_named() {
         ));
 }
 
+/// What clap refuses and what the commands refuse themselves (an unknown
+/// source, a recording and --source together, nothing to change, a bad
+/// kind list) are all usage errors: status 2, as the README says.
 #[test]
 fn bad_flags_are_refused() {
     let dir = TempDir::new().unwrap();
@@ -667,23 +670,23 @@ fn bad_flags_are_refused() {
     maptrace()
         .args(["config", "set"])
         .assert()
-        .code(1)
+        .code(2)
         .stderr(predicate::str::contains("nothing to change"));
     maptrace()
         .args(["config", "set", "--events", "mmap,nope"])
         .assert()
-        .code(1)
+        .code(2)
         .stderr(predicate::str::contains("unknown event kind `nope`"));
     maptrace()
         .args(["--source", "tape", "stream"])
         .assert()
-        .code(1)
+        .code(2)
         .stderr(predicate::str::contains("unknown source `tape`"));
     maptrace()
         .args(["--source", "sim", "stream"])
         .arg(&f)
         .assert()
-        .code(1)
+        .code(2)
         .stderr(predicate::str::contains("not both"));
     maptrace()
         .args(["export", "--format", "pdf"])
@@ -1072,4 +1075,27 @@ fn report_csv_has_a_row_per_file_epoch() {
         row_of("/usr/lib/libleak.dylib")[col("leak_suspect")],
         "usecount_not_returned"
     );
+}
+
+/// A recording reports how far it was read (the progress bar's figures),
+/// and the bar is drawn only on a terminal: a piped stderr stays empty.
+#[test]
+fn reading_a_recording_reports_progress_and_draws_no_bar_off_a_terminal() {
+    use maptrace::source::{Next, Source};
+    let dir = TempDir::new().unwrap();
+    let f = fixture(&dir, "life.mtr", &lifecycle_batches());
+    let size = std::fs::metadata(&f).unwrap().len();
+    let mut src = maptrace::replay::FileSource::open(&f).unwrap();
+    let (mut done, total) = src.progress().unwrap();
+    assert_eq!(total, size);
+    assert!(done > 0 && done < size, "the header is read: {done}");
+    let mut buf = Vec::new();
+    while let Next::Batch(_) = src.next_batch(&mut buf).unwrap() {
+        let (now, _) = src.progress().unwrap();
+        assert!(now > done && now <= size, "{done} -> {now} of {size}");
+        done = now;
+    }
+    assert_eq!(done, size, "every frame counted");
+    assert_eq!(src.progress(), Some((size, size)));
+    maptrace().arg("report").arg(&f).assert().code(0).stderr("");
 }

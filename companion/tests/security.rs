@@ -58,7 +58,9 @@ fn assert_no_kernel_address(what: &str, bytes: &[u8]) {
 }
 
 /// Runs `maptrace --source SOURCE ARGS`, scans both streams and returns
-/// standard output. The command must succeed.
+/// standard output. The command must succeed, with or without a loss (the
+/// demo loses records on purpose, and its loss lines are output to scan
+/// too).
 fn run_scanned(source: &str, args: &[&str], extra: &[&Path]) -> Vec<u8> {
     let ranges = TempDir::new().unwrap();
     let ranges = ranges.path().join("ranges");
@@ -75,10 +77,10 @@ fn run_scanned(source: &str, args: &[&str], extra: &[&Path]) -> Vec<u8> {
         assert!(r.len() >= 2, "{what}: the arena and the kext image: {r:x?}");
         CHILD_RANGES.lock().unwrap().extend(r);
     }
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{what}: {}",
+    assert!(
+        matches!(out.status.code(), Some(0 | 3)),
+        "{what}: {:?} {}",
+        out.status,
         String::from_utf8_lossy(&out.stderr)
     );
     assert_no_kernel_address(&format!("{what} (stdout)"), &out.stdout);

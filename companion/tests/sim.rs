@@ -39,9 +39,30 @@ fn read_all(src: &mut dyn Source) -> (Vec<Item>, maptrace::pipeline::Totals) {
     panic!("the simulator source never ended");
 }
 
+/// The demo without its deliberately small ring (its `ring` line), so
+/// nothing is lost.
+fn demo_text_on_the_default_ring() -> String {
+    maptrace_sim::DEMO
+        .lines()
+        .filter(|l| !l.starts_with("ring "))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+fn demo_on_the_default_ring() -> Workload {
+    Workload::Script(demo_text_on_the_default_ring())
+}
+
+/// `--source sim:FILE` for the demo on the default ring.
+fn demo_source_on_the_default_ring(dir: &TempDir) -> String {
+    let f = dir.path().join("demo.mts");
+    std::fs::write(&f, demo_text_on_the_default_ring()).unwrap();
+    format!("sim:{}", f.display())
+}
+
 #[test]
 fn the_stream_is_what_reached_the_filesystems() {
-    let mut src = SimSource::open(Workload::Demo).unwrap();
+    let mut src = SimSource::open(demo_on_the_default_ring()).unwrap();
     let sim = Arc::clone(src.sim());
     let (items, totals) = read_all(&mut src);
     assert_eq!(
@@ -106,27 +127,98 @@ fn the_stream_is_what_reached_the_filesystems() {
     assert_eq!(totals.unpaired_calls, 0);
 }
 
+/// The demo's story: a key to the columns, three chapters, a leak suspect
+/// that names the helper, and a loss counted exactly (the simulator runs
+/// the demo in lockstep with the reader, on a 128-slot ring: the same
+/// records are lost every run).
 #[test]
-fn demo_streams_then_reports_with_nothing_lost() {
+fn demo_tells_a_launch_a_leak_and_an_exact_loss() {
+    let out = maptrace().arg("demo").output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    // The loss is the story's, said on the last line: the demo succeeds.
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let key = text.find("key: USE, KUSE, IO").expect("the key");
+    let header = text.find("TIME(s)").expect("the table");
+    assert!(key < header, "the key comes once, before the stream");
+    assert_eq!(text.matches("key: ").count(), 1);
+    let chapters: Vec<usize> = ["== 1. An app launch", "== 2. A leak", "== 3. A loss"]
+        .iter()
+        .map(|c| text.find(c).unwrap_or_else(|| panic!("no {c}: {text}")))
+        .collect();
+    assert!(chapters.is_sorted(), "{chapters:?}");
+    for want in [
+        "exec/loader map",
+        "mmap(2) check",
+        "/Volumes/External/Mail/Envelope.db",
+    ] {
+        assert!(text.contains(want), "{want}");
+    }
+    // Chapter 1's page-ins come under its heading, before chapter 2.
+    let launch = &text[chapters[0]..chapters[1]];
+    assert!(launch.matches(" pagein ").count() > 10, "{launch}");
+    // The helper that keeps the photo is the one the report suspects.
+    let helper = text[chapters[1]..chapters[2]]
+        .lines()
+        .find(|l| l.contains(" mmap ") && l.ends_with("/Users/me/Pictures/Holiday.heic"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .expect("the helper's mmap row");
+    let suspect = text
+        .lines()
+        .find(|l| l.contains("/Users/me/Pictures/Holiday.heic [still_mapped]"))
+        .expect("the photo is a leak suspect");
+    assert!(suspect.contains(&format!("by pid {helper} ")), "{suspect}");
+    // ... and names the process that holds it, by its open and its map.
+    assert!(
+        suspect.contains(&format!("held by pid {helper} (thumbnailer) open x1")),
+        "{suspect}"
+    );
+    assert!(text.contains("LEAK SUSPECTS: 1"), "{text}");
+    // The loss: under chapter 3, exactly counted, and the last line says so.
+    let lost = &text[chapters[2]..];
+    assert!(lost.contains("!! LOST 263 records on CPU 0 here"), "{lost}");
+    assert!(text.contains("LOSSES  dropped 263,"));
+    let last = text.lines().last().unwrap();
+    assert!(
+        last.starts_with("lost: exactly 263 records: 263 dropped (the kext's ring was full) on CPU 0 in \"3. A loss"),
+        "{last}"
+    );
+}
+
+/// `--quiet` shows the report alone (and the closing loss line).
+#[test]
+fn a_quiet_demo_shows_only_the_report() {
+    let out = maptrace().args(["demo", "--quiet"]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("maptrace report:"), "{text}");
+    assert!(!text.contains("key: ") && !text.contains("== ") && !text.contains("TIME(s)"));
+    assert!(
+        text.lines()
+            .last()
+            .unwrap()
+            .starts_with("lost: exactly 263 records")
+    );
+    // The same story as another scenario gets the usual status for a loss.
+    let dir = TempDir::new().unwrap();
+    let f = dir.path().join("story.mts");
+    std::fs::write(&f, maptrace_sim::DEMO).unwrap();
     maptrace()
-        .arg("demo")
+        .args(["demo", "--quiet", "--scenario"])
+        .arg(&f)
         .assert()
-        .code(0)
-        .stdout(predicate::str::contains("TIME(s)"))
-        .stdout(predicate::str::contains("exec/loader map"))
-        .stdout(predicate::str::contains("mmap(2) check"))
-        .stdout(predicate::str::contains(
-            "/Volumes/External/Mail/Envelope.db",
-        ))
-        .stdout(predicate::str::contains("maptrace report:"))
-        .stdout(predicate::str::contains("LEAK SUSPECTS: none"))
-        .stdout(predicate::str::contains("(nothing lost)"));
+        .code(3)
+        .stdout(predicate::str::contains("lost: exactly 263 records"));
 }
 
 #[test]
 fn the_demo_report_knows_the_xnu_semantics() {
+    let dir = TempDir::new().unwrap();
     let out = maptrace()
-        .args(["--source", "sim", "report", "--json"])
+        .args([
+            "--source",
+            &demo_source_on_the_default_ring(&dir),
+            "report",
+            "--json",
+        ])
         .output()
         .unwrap();
     let r = common::ok_json(&out);
@@ -153,7 +245,11 @@ fn the_demo_report_knows_the_xnu_semantics() {
         (Some(3), Some(3))
     );
     assert_eq!(e["verdict"], "text_ref");
-    assert!(r["leak_suspects"].as_array().unwrap().is_empty());
+    // Only chapter 2's helper, which never unmaps its photo, is suspected.
+    let suspects = r["leak_suspects"].as_array().unwrap();
+    assert_eq!(suspects.len(), 1, "{suspects:?}");
+    assert_eq!(suspects[0]["path"], "/Users/me/Pictures/Holiday.heic");
+    assert_eq!(suspects[0]["reason"], "still_mapped");
 }
 
 #[test]
@@ -301,7 +397,12 @@ fn recording_the_simulator_replays_identically() {
     let dir = TempDir::new().unwrap();
     let f = dir.path().join("demo.mtr");
     maptrace()
-        .args(["--source", "sim", "record", "-o"])
+        .args([
+            "--source",
+            &demo_source_on_the_default_ring(&dir),
+            "record",
+            "-o",
+        ])
         .arg(&f)
         .assert()
         .code(0)
@@ -313,7 +414,10 @@ fn recording_the_simulator_replays_identically() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(r["totals"]["files"], 4, "Mail, dyld, MailCore, Envelope.db");
+    assert_eq!(
+        r["totals"]["files"], 7,
+        "Mail, dyld, MailCore, MailUI, Envelope.db, Holiday.heic, Holiday.mov"
+    );
     assert!(r["totals"]["by_kind"]["pagein"].as_u64() > Some(0));
     // A live source's recording ends with the kext's counters (format 2).
     let mut rd = maptrace::recording::Reader::open(&f).unwrap();
@@ -357,6 +461,106 @@ fn duration_stops_a_live_stream_and_bad_durations_are_refused() {
             .code(2)
             .stderr(predicate::str::contains("not a number of seconds"));
     }
+}
+
+/// Page-ins of /data/a, a sleep far longer than any test, then page-ins of
+/// /data/b: a reader that stops in the sleep sees /data/a and not /data/b.
+fn sleepy_script(dir: &TempDir) -> std::path::PathBuf {
+    let script = dir.path().join("sleepy.mts");
+    std::fs::write(
+        &script,
+        "mount apfs /\nfile /data/a 256K\nfile /data/b 256K\nproc reader\n\
+         reader: open /data/a as fa\nreader: mmap fa as ma\nreader: touch ma\n\
+         sleep 1000s\n\
+         reader: open /data/b as fb\nreader: mmap fb as mb\nreader: touch mb\n",
+    )
+    .unwrap();
+    script
+}
+
+/// A hang guard only: no test here waits for anything near it.
+const HANG_GUARD: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// `--duration` ends the stream inside the scenario's long sleep: the
+/// closing summary comes without waiting for the scenario's end, which is
+/// 1000 s away (the stop reaches the workload, not only the reader).
+#[test]
+fn duration_stops_the_simulator_inside_a_long_step() {
+    let dir = TempDir::new().unwrap();
+    let src = format!("sim:{}", sleepy_script(&dir).display());
+    let out = maptrace()
+        .args(["--source", &src, "stream", "--json", "--duration", "0.5"])
+        .timeout(HANG_GUARD)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["type"], "summary");
+    assert!(text.contains("/data/a"), "{text}");
+    assert!(
+        !text.contains("/data/b"),
+        "stopped before the sleep ended: {text}"
+    );
+    let pageins = text.lines().filter(|l| l.contains("\"pagein\"")).count();
+    assert!(pageins > 0, "{text}");
+}
+
+/// Ctrl-C (SIGINT) stops a live stream of the simulator inside the
+/// scenario's long sleep: status 0, everything read so far, and the closing
+/// summary.
+#[test]
+fn ctrl_c_stops_a_simulator_stream_with_its_summary() {
+    use std::io::BufRead;
+    let dir = TempDir::new().unwrap();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("maptrace"))
+        .env_remove("MAPTRACE_SOURCE")
+        .args([
+            "--source",
+            &format!("sim:{}", sleepy_script(&dir).display()),
+            "stream",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (seen_tx, seen_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for l in std::io::BufReader::new(stdout).lines() {
+            let l = l.unwrap();
+            if l.contains(" pagein ") && l.ends_with("/data/a") {
+                let _ = seen_tx.send(());
+            }
+            lines.push(l);
+        }
+        lines
+    });
+    // The workload is in its sleep once /data/a's page-ins are out.
+    seen_rx
+        .recv_timeout(HANG_GUARD)
+        .expect("page-ins of /data/a");
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let guard = std::time::Instant::now() + HANG_GUARD;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > guard {
+            child.kill().unwrap();
+            panic!("Ctrl-C did not stop the stream");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let lines = reader.join().unwrap();
+    assert_eq!(status.code(), Some(0), "{lines:?}");
+    let last = lines.last().unwrap();
+    assert!(last.starts_with("-- ") && last.contains("events"), "{last}");
+    assert!(!lines.iter().any(|l| l.ends_with("/data/b")), "{lines:?}");
 }
 
 #[test]

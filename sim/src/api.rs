@@ -24,6 +24,9 @@ pub const SHIM_RESIDENT: bool = cfg!(feature = "resident");
 unsafe extern "C" {
     /// The shim's kmod_info (KMOD_EXPLICIT_DECL in kext-shim/src/mt_main.c).
     static mut kmod_info: xnu::kmod_info;
+    /// The shim's ring tunables (kext-shim/src/mt_main.c), read at start.
+    static mut mt_tunable_nshards: u32;
+    static mut mt_tunable_slots_per_shard: u32;
 }
 
 /// One simulator at a time per process: the kext's globals and the exported
@@ -308,6 +311,37 @@ impl Sim {
         }
         #[cfg(not(mt_shim))]
         {
+            Err(KextError::NotLinked)
+        }
+    }
+
+    /// Loads the real shim as [`Sim::load_shim`] does, with its ring sized
+    /// `ring` for this load (the shim reads its tunables once, in start);
+    /// the tunables are put back afterwards, so a later load gets what the
+    /// globals held before.
+    pub fn load_shim_with_ring(&self, ring: crate::RingSize) -> Result<(), KextError> {
+        #[cfg(mt_shim)]
+        {
+            // SAFETY: the shim reads these globals only in its start routine,
+            // and this thread holds the process's one simulator (its boot
+            // lock), so no other load runs meanwhile (so for each below).
+            let shards = unsafe { mt_tunable_nshards };
+            // SAFETY: as above.
+            let slots = unsafe { mt_tunable_slots_per_shard };
+            // SAFETY: as above.
+            unsafe { mt_tunable_nshards = ring.shards };
+            // SAFETY: as above.
+            unsafe { mt_tunable_slots_per_shard = ring.slots };
+            let r = self.load_shim();
+            // SAFETY: as above; start has returned.
+            unsafe { mt_tunable_nshards = shards };
+            // SAFETY: as above.
+            unsafe { mt_tunable_slots_per_shard = slots };
+            r
+        }
+        #[cfg(not(mt_shim))]
+        {
+            let _ = ring;
             Err(KextError::NotLinked)
         }
     }

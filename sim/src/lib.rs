@@ -58,7 +58,7 @@ pub use foreign::ForeignHook;
 pub use hold::{CopyoutHold, VnopHold};
 pub use kernel::{Config, Platform, Release, TraceEvent, TraceOp};
 pub use kext::KextError;
-pub use scenario::{DEMO, GenParams, Scenario};
+pub use scenario::{DEMO, GenParams, RingSize, Scenario, Step};
 pub use sysctl::SysctlError;
 pub use violation::{Violation, ViolationPolicy};
 pub use vm::{OpenMode, TouchStats, VmObject, map_flags, prot};

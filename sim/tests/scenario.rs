@@ -2,7 +2,8 @@
 //! generator, and runs against the simulator.
 
 use maptrace_sim::scenario::{GenParams, Op, Scenario, Step, generate, parse_size};
-use maptrace_sim::{Config, DEMO, Sim, TraceOp};
+use maptrace_sim::{Config, DEMO, RingSize, Sim, TraceOp};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 fn err(text: &str) -> (usize, usize, String) {
     let e = Scenario::parse(text).expect_err("must not parse");
@@ -511,4 +512,94 @@ fn unmount_by_a_process_and_jetsam_run_as_xnu_runs_them() {
         err("proc p\np: unmount /x now"),
         (2, 15, "unexpected `now`".into())
     );
+}
+
+#[test]
+fn chapters_and_ring_sizes_parse_print_and_refuse_bad_values() {
+    let s = Scenario::parse("ring slots=64\nchapter 1.  A   launch # the first part\nsleep 1ms\n")
+        .unwrap();
+    assert_eq!(
+        s.ring(),
+        Some(RingSize {
+            shards: 1,
+            slots: 64
+        })
+    );
+    assert_eq!(s.steps[1], Step::Chapter("1. A launch".into()));
+    assert_eq!(
+        Scenario::parse(&s.to_string()).unwrap().steps,
+        s.steps,
+        "printing round-trips"
+    );
+    assert_eq!(
+        Scenario::parse("ring shards=2 slots=256").unwrap().ring(),
+        Some(RingSize {
+            shards: 2,
+            slots: 256
+        })
+    );
+    assert_eq!(Scenario::parse("sleep 1ms").unwrap().ring(), None);
+    assert_eq!(
+        err("ring slots=100"),
+        (1, 12, "bad slot count (a power of two) `100`".into())
+    );
+    assert_eq!(err("ring shards=0 slots=64").2, "bad shard count `0`");
+    assert_eq!(err("ring shards=2").2, "expected slots=N");
+    assert_eq!(
+        err("ring size=1").2,
+        "unknown ring option `size` (use slots=N, shards=N)"
+    );
+    assert_eq!(err("chapter   # nothing").2, "expected a chapter title");
+    // Found by the fuzz target's promise: an error's column is on its line.
+    assert_eq!(
+        err("ring slots"),
+        (1, 6, "expected slots=N or shards=N, found `slots`".into())
+    );
+    assert_eq!(err("ring slots=").1, 12);
+}
+
+/// A stop request ends a run inside a long `sleep` (checked in slices),
+/// before the steps after it: the touch after the sleep never runs.
+#[test]
+fn a_stop_request_ends_a_run_inside_a_long_sleep() {
+    let s = Scenario::parse(
+        "mount apfs /\nfile /a 64K\nproc p\np: open /a as f\np: mmap f as m\n\
+         p: touch m 0 16K\nsleep 1000s\np: touch m 32K 16K\n",
+    )
+    .unwrap();
+    let sim = std::sync::Arc::new(Sim::boot(Config::default()));
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let (at_sleep_tx, at_sleep_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let (sim2, stop2) = (sim.clone(), stop.clone());
+    std::thread::spawn(move || {
+        let r = s.run_until(&sim2, &stop2, |step| {
+            if matches!(step, Step::Sleep(_)) {
+                let _ = at_sleep_tx.send(());
+            }
+        });
+        let _ = done_tx.send(r);
+    });
+    at_sleep_rx.recv().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    // A hang guard only: the run ends within a few milliseconds.
+    let r = done_rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the run stopped inside its sleep")
+        .unwrap();
+    assert!(r.stopped);
+    assert_eq!(r.ops, 3, "open, mmap and the first touch; not the second");
+    let pageins = sim
+        .trace()
+        .iter()
+        .filter(|t| t.op == TraceOp::Pagein)
+        .count();
+    assert!(pageins > 0);
+    // Stopped before the first step, nothing runs.
+    let stop = AtomicBool::new(true);
+    let r = Scenario::parse("proc q\nq: exit\n")
+        .unwrap()
+        .run_until(&sim, &stop, |_| {})
+        .unwrap();
+    assert_eq!((r.stopped, r.ops), (true, 0));
 }

@@ -2,7 +2,7 @@
 
 use super::source::open_source;
 use crate::cli::{JsonArgs, SetArgs};
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, anyhow};
 use maptrace::control::{self, ConfigChange, PidFilter};
 use maptrace::{exit, pipeline};
 use std::io::Write;
@@ -32,7 +32,7 @@ pub fn set(source: Option<&str>, a: &SetArgs, mut out: &mut impl Write) -> Resul
             .as_deref()
             .map(pipeline::parse_kinds)
             .transpose()
-            .map_err(|e| anyhow!("--events: {e}"))?,
+            .map_err(|e| exit::usage(format!("--events: {e}")))?,
         pid: match (a.pid, a.exclude_pid, a.all_pids) {
             (Some(p), _, _) => Some(Some(PidFilter::Only(p))),
             (_, Some(p), _) => Some(Some(PidFilter::Exclude(p))),
@@ -41,9 +41,9 @@ pub fn set(source: Option<&str>, a: &SetArgs, mut out: &mut impl Write) -> Resul
         },
     };
     if change == ConfigChange::default() {
-        bail!(
-            "nothing to change: give --enable, --disable, --events LIST, --pid N, --exclude-pid N or --all-pids"
-        );
+        return Err(exit::usage(
+            "nothing to change: give --enable, --disable, --events LIST, --pid N, --exclude-pid N or --all-pids",
+        ));
     }
     let mut src = open_source(source, None)?;
     let new = control::apply(&src.config()?, &change).map_err(|e| anyhow!(e))?;

@@ -3,9 +3,11 @@
 
 use crate::cli::Limit;
 use anyhow::Result;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use maptrace::control;
 use maptrace::pipeline::{Item, KextDrops, Pipeline, Totals};
 use maptrace::source::{Next, Source};
+use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -48,15 +50,32 @@ pub fn drive(
     let mut buf = Vec::new();
     let live = src.is_live();
     let mut after_stop = 0;
+    let mut stop_sent = false;
+    let bar = progress_bar(src);
     loop {
         let stopping =
             stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d);
+        if stopping && !stop_sent {
+            src.stop();
+            stop_sent = true;
+        }
         // A busy live source may never be idle: the final drain is bounded.
         if stopping && (!live || after_stop >= FINAL_DRAIN_BATCHES) {
             break;
         }
         match src.next_batch(&mut buf)? {
-            Next::Batch(n) => on_batch(Got::Batch(buf.get(..n).unwrap_or(&[])))?,
+            Next::Batch(n) => {
+                let batch = Got::Batch(buf.get(..n).unwrap_or(&[]));
+                match &bar {
+                    // Output written meanwhile (a table on the same terminal)
+                    // goes out with the bar hidden.
+                    Some(bar) => {
+                        bar.suspend(|| on_batch(batch))?;
+                        bar.set_position(src.progress().map_or(0, |(done, _)| done));
+                    }
+                    None => on_batch(batch)?,
+                }
+            }
             Next::Corrupt(msg) => on_batch(Got::Corrupt(&msg))?,
             Next::End => break,
             Next::Idle if stopping || !live => break,
@@ -66,7 +85,24 @@ pub fn drive(
             after_stop += 1;
         }
     }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
     Ok(())
+}
+
+/// A progress bar on stderr for a source with a known end (a recording),
+/// only when stderr is a terminal: a pipe or a file gets nothing.
+fn progress_bar(src: &dyn Source) -> Option<ProgressBar> {
+    let (_, total) = src.progress()?;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {eta}") {
+        bar.set_style(style);
+    }
+    Some(bar)
 }
 
 /// The kext's drop counters after the last read (read now from a live

@@ -1,6 +1,7 @@
 //! Opening the source a command reads: `--source`, or an INPUT recording.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
+use maptrace::exit;
 use maptrace::replay::FileSource;
 use maptrace::source::Source;
 use maptrace::sysctl;
@@ -9,7 +10,9 @@ use std::path::Path;
 pub fn open_source(spec: Option<&str>, input: Option<&Path>) -> Result<Box<dyn Source>> {
     if let Some(p) = input {
         if spec.is_some_and(|s| !s.starts_with("file:")) {
-            bail!("give either an INPUT recording or --source, not both");
+            return Err(exit::usage(
+                "give either an INPUT recording or --source, not both",
+            ));
         }
         return Ok(Box::new(FileSource::open(p)?));
     }
@@ -26,17 +29,25 @@ pub fn open_source(spec: Option<&str>, input: Option<&Path>) -> Result<Box<dyn S
         Some(("sim", path)) if !path.is_empty() => open_sim(Some(Path::new(path))),
         None if spec == "sim" => open_sim(None),
         None if spec == "sysctl" => Ok(Box::new(sysctl::open_kext()?)),
-        _ => bail!("unknown source `{spec}`: use sysctl, sim, sim:SCENARIO or file:RECORDING"),
+        _ => Err(exit::usage(format!(
+            "unknown source `{spec}`: use sysctl, sim, sim:SCENARIO or file:RECORDING"
+        ))),
     }
 }
 
 #[cfg(feature = "sim")]
 fn open_sim(scenario: Option<&Path>) -> Result<Box<dyn Source>> {
-    use maptrace::sim::{SimSource, Workload};
-    Ok(Box::new(match scenario {
-        Some(p) => SimSource::open_script(p)?,
-        None => SimSource::open(Workload::Demo)?,
-    }))
+    use maptrace::sim::{Pace, SimSource, Workload};
+    // In lockstep with the reader: what each step records is read before the
+    // next one runs, so the same script gives the same stream every time.
+    let workload = match scenario {
+        Some(p) => Workload::Script(
+            std::fs::read_to_string(p)
+                .map_err(|e| anyhow::anyhow!("cannot read scenario {}: {e}", p.display()))?,
+        ),
+        None => Workload::Demo,
+    };
+    Ok(Box::new(SimSource::open_paced(workload, Pace::Lockstep)?))
 }
 
 #[cfg(not(feature = "sim"))]

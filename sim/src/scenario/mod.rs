@@ -159,6 +159,23 @@ pub enum Step {
         /// File.
         path: String,
     },
+    /// `chapter TEXT`: a heading for the part that follows. Running it does
+    /// nothing; a reader shows it (`maptrace demo` prints it between parts).
+    Chapter(String),
+    /// `ring slots=N [shards=N]`: the size of the kext's ring, read by the
+    /// companion's simulator source when it loads the kext, before any step
+    /// runs (the shim reads its tunables once, at start). Running it does
+    /// nothing.
+    Ring(RingSize),
+}
+
+/// The kext's ring size a scenario asks for (`ring slots=N [shards=N]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingSize {
+    /// Shards (default 1).
+    pub shards: u32,
+    /// 64-byte slots per shard (a power of two, as the shim requires).
+    pub slots: u32,
 }
 
 /// One operation of a `parallel` block: (line, process, operation).
@@ -171,6 +188,16 @@ pub struct Scenario {
     pub steps: Vec<Step>,
     /// Source line of each step (0 where the step was generated).
     pub lines: Vec<usize>,
+}
+
+impl Scenario {
+    /// The ring size the script asks for (its first `ring` line), if any.
+    pub fn ring(&self) -> Option<RingSize> {
+        self.steps.iter().find_map(|s| match s {
+            Step::Ring(r) => Some(*r),
+            _ => None,
+        })
+    }
 }
 
 /// A syntax error.
@@ -216,4 +243,6 @@ pub struct RunReport {
     pub ops: usize,
     /// Sum of every touch.
     pub touches: TouchStats,
+    /// The run was asked to stop before its last step.
+    pub stopped: bool,
 }

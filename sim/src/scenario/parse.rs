@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use super::lex::{
     Cursor, parse_duration, parse_flags, parse_open_mode, parse_prot, parse_size, tokens,
 };
-use super::{Op, ParallelOp, ParseError, Scenario, Step};
+use super::{Op, ParallelOp, ParseError, RingSize, Scenario, Step};
 use crate::vm::{OpenMode, map_flags, prot};
 
 fn parse_op(c: &mut Cursor<'_>) -> Result<Op, ParseError> {
@@ -233,6 +233,53 @@ impl Scenario {
                 }
                 "recycle" => Step::Recycle { path: c.path()? },
                 "evict" => Step::Evict { path: c.path()? },
+                "chapter" => {
+                    let words: Vec<&str> = c.toks.iter().skip(1).map(|t| t.text).collect();
+                    if words.is_empty() {
+                        return c.err(c.end_col, "expected a chapter title");
+                    }
+                    c.i = c.toks.len();
+                    Step::Chapter(words.join(" "))
+                }
+                "ring" => {
+                    let mut ring = RingSize {
+                        shards: 1,
+                        slots: 0,
+                    };
+                    while let Some(t) = c.peek().cloned() {
+                        c.i += 1;
+                        let Some((key, val)) = t.text.split_once('=') else {
+                            return c.err(
+                                t.col,
+                                format!("expected slots=N or shards=N, found `{}`", t.text),
+                            );
+                        };
+                        let n = val.parse::<u32>().ok().filter(|n| *n > 0);
+                        let bad = |what: &str| ParseError {
+                            line,
+                            col: t.col + key.len() + 1,
+                            msg: format!("bad {what} `{val}`"),
+                        };
+                        match key {
+                            "slots" => {
+                                ring.slots = n
+                                    .filter(|n| n.is_power_of_two())
+                                    .ok_or_else(|| bad("slot count (a power of two)"))?
+                            }
+                            "shards" => ring.shards = n.ok_or_else(|| bad("shard count"))?,
+                            _ => {
+                                return c.err(
+                                    t.col,
+                                    format!("unknown ring option `{key}` (use slots=N, shards=N)"),
+                                );
+                            }
+                        }
+                    }
+                    if ring.slots == 0 {
+                        return c.err(c.end_col, "expected slots=N");
+                    }
+                    Step::Ring(ring)
+                }
                 "parallel" => {
                     c.done()?;
                     parallel = Some((line, Vec::new()));

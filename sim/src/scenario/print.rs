@@ -73,6 +73,8 @@ impl fmt::Display for Scenario {
                 Step::Jetsam { proc } => writeln!(f, "jetsam {proc}")?,
                 Step::Recycle { path } => writeln!(f, "recycle {path}")?,
                 Step::Evict { path } => writeln!(f, "evict {path}")?,
+                Step::Chapter(text) => writeln!(f, "chapter {text}")?,
+                Step::Ring(r) => writeln!(f, "ring slots={} shards={}", r.slots, r.shards)?,
             }
         }
         Ok(())

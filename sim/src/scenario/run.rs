@@ -1,8 +1,10 @@
 //! Running: one OS thread per simulated process, driven step by step.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use super::{Op, RunError, RunReport, Scenario, Step};
 use crate::api::{Proc, Sim};
@@ -11,9 +13,24 @@ use crate::vm::TouchStats;
 impl Scenario {
     /// Runs the scenario; a failing operation stops the run.
     pub fn run(&self, sim: &Sim) -> Result<RunReport, RunError> {
+        self.run_until(sim, &AtomicBool::new(false), |_| {})
+    }
+
+    /// Runs the scenario until its end or until `stop` is set: the flag is
+    /// checked before each step, after `before_step`, and every few
+    /// milliseconds of a `sleep`, so a reader that stops gets the runner
+    /// back promptly (a step already running finishes first).
+    /// `before_step` sees each step before it runs; a reader uses it to
+    /// pace the run or to show a `chapter`.
+    pub fn run_until(
+        &self,
+        sim: &Sim,
+        stop: &AtomicBool,
+        before_step: impl FnMut(&Step),
+    ) -> Result<RunReport, RunError> {
         let mut workers: HashMap<String, Worker> = HashMap::new();
         let mut report = RunReport::default();
-        let result = self.run_steps(sim, &mut workers, &mut report);
+        let result = self.run_steps(sim, &mut workers, &mut report, stop, before_step);
         for (_, w) in workers.drain() {
             w.finish();
         }
@@ -25,10 +42,20 @@ impl Scenario {
         sim: &Sim,
         workers: &mut HashMap<String, Worker>,
         report: &mut RunReport,
+        stop: &AtomicBool,
+        mut before_step: impl FnMut(&Step),
     ) -> Result<(), RunError> {
         let fail = |line: usize, msg: String| RunError { line, msg };
+        let stopped = || stop.load(Ordering::Relaxed);
         for (i, step) in self.steps.iter().enumerate() {
             let at = self.lines.get(i).copied().unwrap_or(0);
+            if !stopped() {
+                before_step(step);
+            }
+            if stopped() {
+                report.stopped = true;
+                return Ok(());
+            }
             match step {
                 Step::Mount { fstype, on } => sim
                     .mount(fstype, on)
@@ -69,7 +96,13 @@ impl Scenario {
                         return Err(e);
                     }
                 }
-                Step::Sleep(d) => std::thread::sleep(*d),
+                Step::Sleep(d) => {
+                    if !sleep_unless_stopped(*d, stop) {
+                        report.stopped = true;
+                        return Ok(());
+                    }
+                }
+                Step::Chapter(_) | Step::Ring(_) => {}
                 Step::Unmount { on, force } => sim
                     .unmount(on, *force)
                     .map_err(|e| fail(at, format!("unmount {on}: {e}")))?,
@@ -91,6 +124,26 @@ impl Scenario {
             }
         }
         Ok(())
+    }
+}
+
+/// Sleeps for `d` in slices, checking `stop` between them; false when
+/// stopped first.
+fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) -> bool {
+    const SLICE: Duration = Duration::from_millis(5);
+    let end = Instant::now().checked_add(d);
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        let left = match end {
+            Some(end) => end.saturating_duration_since(Instant::now()),
+            None => SLICE,
+        };
+        if left.is_zero() {
+            return true;
+        }
+        std::thread::sleep(left.min(SLICE));
     }
 }
 
