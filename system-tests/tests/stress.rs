@@ -603,12 +603,24 @@ fn every_event_is_delivered_once_or_counted_where_it_was_dropped() {
         flusher.open(&file_path(w, 0)).expect("open"),
     );
     let mut flushes = 0;
+    let mut extra_fds = Vec::new();
     loop {
         let st = stats(&sim, Cred::Root);
         if (0..SHARDS as usize).all(|i| since(&st, &base, i)[1] == c.shards[i].lost) {
             break;
         }
-        assert!(flushes < 8 * SHARDS, "drops never reached the stream");
+        if flushes >= 8 * SHARDS {
+            // A shard no flush reached: its last drops stay tail drops, which
+            // the companion reports at the end from the kext's counters
+            // (checked below).
+            break;
+        }
+        // Each syscall moves the thread to the next CPU (a global tick): a
+        // flush of k syscalls can land on the same CPUs every time, so open
+        // `flushes % SHARDS` more files first to vary the phase.
+        for _ in 0..flushes % SHARDS {
+            extra_fds.push(flusher.open(&path).expect("open"));
+        }
         produced.add(map_touch_unmap(
             &sim,
             &flusher,
@@ -620,6 +632,9 @@ fn every_event_is_delivered_once_or_counted_where_it_was_dropped() {
         drain_into(&sim, &mut c);
     }
     flusher.close(fd).expect("close");
+    for fd in extra_fds {
+        flusher.close(fd).expect("close");
+    }
     drain_into(&sim, &mut c);
 
     let st = stats(&sim, Cred::Root);
@@ -630,6 +645,10 @@ fn every_event_is_delivered_once_or_counted_where_it_was_dropped() {
         "stress: {} producers, {} events asked, {:.2?} elapsed, {} flush maps",
         knobs.producers, knobs.events, elapsed, flushes
     );
+    let mut tail = Vec::new();
+    c.pipeline.finish_with(Some(&kext_drops(&sim)), &mut tail);
+    let (tail_placed, tail_drops) = losses(&tail);
+    assert_eq!(tail_placed, vec![0; SHARDS as usize], "{tail:?}");
     let mut shard_lines = Vec::new();
     for (i, (seen, b)) in c.shards.iter().zip(&seen_base).enumerate() {
         let [
@@ -654,11 +673,13 @@ fn every_event_is_delivered_once_or_counted_where_it_was_dropped() {
             "shard {i}: decoded"
         );
         assert_eq!(
-            seen.lost, shard_dropped,
-            "shard {i}: drops placed by the decoder"
+            seen.lost + tail_drops[i],
+            shard_dropped,
+            "shard {i}: drops placed by the decoder, or at the end"
         );
         assert_eq!(
-            seen.companion_lost, shard_dropped,
+            seen.companion_lost + tail_drops[i],
+            shard_dropped,
             "shard {i}: companion loss markers"
         );
     }
@@ -682,14 +703,12 @@ fn every_event_is_delivered_once_or_counted_where_it_was_dropped() {
         expected,
         "produced == delivered + dropped"
     );
-    assert_eq!(c.lost(), dropped);
+    assert_eq!(c.lost() + tail_drops.iter().sum::<u64>(), dropped);
     assert_eq!(st.in_flight, 0);
     assert_eq!(st.errors, base.errors, "no hook failed open");
 
-    // The companion: every event and every loss, nothing left over.
-    let mut tail = Vec::new();
-    c.pipeline.finish_with(Some(&kext_drops(&sim)), &mut tail);
-    assert!(tail.iter().all(|i| !matches!(i, Item::Loss(_))), "{tail:?}");
+    // The companion: every event and every loss, nothing left over; drops
+    // no flush placed come out at the end, on their shard.
     let totals = c.pipeline.totals();
     assert_eq!(totals.events, c.companion_events);
     assert_eq!(totals.events, c.delivered());
@@ -858,7 +877,9 @@ fn drops_after_the_last_record_read_are_reported_on_their_shard() {
     let (placed, tail) = losses(&end);
     assert_eq!(placed, vec![0; SHARDS as usize]);
     let dropped: Vec<u64> = second.shards.iter().map(|s| s[1]).collect();
-    assert!(dropped.iter().all(|&d| d > 0), "{second:?}");
+    // Which shards the burst's threads land on depends on the global CPU
+    // tick; every shard that dropped is reported, exactly, below.
+    assert!(dropped.iter().any(|&d| d > 0), "{second:?}");
     assert_eq!(tail, dropped, "load 2: each shard's drops, at the end");
     let t = p.totals();
     assert_eq!(t.dropped, first.dropped() + second.dropped());
