@@ -76,10 +76,11 @@ pub fn heatmap(data: &[u8]) {
 /// `export`: the Perfetto document parses and its names are printable.
 pub fn export(data: &[u8]) {
     let (items, _) = items(data);
-    let mut b = maptrace::perfetto::Builder::new();
-    items.iter().for_each(|i| b.observe(i));
-    let mut out = Vec::new();
-    maptrace::perfetto::write(&mut out, &b.finish()).expect("writing to memory");
+    let mut x = maptrace::perfetto::Exporter::new(Vec::new()).expect("writing to memory");
+    for i in &items {
+        x.observe(i).expect("writing to memory");
+    }
+    let out = x.finish().expect("writing to memory");
     let doc: serde_json::Value = serde_json::from_slice(&out).expect("the export parses");
     for e in doc["traceEvents"].as_array().into_iter().flatten() {
         if let Some(name) = e["name"].as_str() {
