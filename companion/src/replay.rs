@@ -47,6 +47,10 @@ impl Source for FileSource {
         false
     }
 
+    fn anchor(&self) -> Option<crate::wallclock::Anchor> {
+        self.reader.header().anchor()
+    }
+
     fn next_batch(&mut self, buf: &mut Vec<u8>) -> Result<Next, SourceError> {
         Ok(match self.reader.next_frame(buf)? {
             Some(Frame::Batch(n)) => {

@@ -27,6 +27,41 @@ impl Anchor {
     }
 }
 
+/// Nanoseconds since the Unix epoch now (0 for a system clock set before
+/// it).
+pub fn unix_now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+impl Anchor {
+    /// Reads the Unix clock, then `clock`, then the Unix clock again, and
+    /// pairs `clock`'s reading with the midpoint of the two Unix readings:
+    /// the reading happened somewhere between them, so the midpoint is off
+    /// by at most half the time the three reads took, whichever way the
+    /// reader was delayed (always pairing the first reading would be late
+    /// by all of a delay before `clock`). `None` when `clock` has no
+    /// reading.
+    pub fn take(
+        mut unix_ns: impl FnMut() -> u64,
+        clock_ns: impl FnOnce() -> Option<u64>,
+    ) -> Option<Anchor> {
+        let before = unix_ns();
+        let clock_ns = clock_ns()?;
+        let after = unix_ns().max(before);
+        Some(Anchor {
+            unix_ns: before + (after - before) / 2,
+            clock_ns,
+        })
+    }
+
+    /// [`Anchor::take`] with the system's Unix clock.
+    pub fn now(clock_ns: impl FnOnce() -> Option<u64>) -> Option<Anchor> {
+        Anchor::take(unix_now_ns, clock_ns)
+    }
+}
+
 /// (year, month 1..=12, day 1..=31) of a count of days since 1970-01-01.
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
@@ -108,6 +143,27 @@ mod tests {
             prev = (y, m, d);
         }
         assert_eq!(prev, (2369, 12, 31));
+    }
+
+    #[test]
+    fn an_anchor_pairs_the_clock_with_the_midpoint_of_two_unix_readings() {
+        let mut unix = [1_000, 1_600].into_iter();
+        let a = Anchor::take(|| unix.next().unwrap_or(0), || Some(77));
+        assert_eq!(
+            a,
+            Some(Anchor {
+                unix_ns: 1_300,
+                clock_ns: 77
+            })
+        );
+        // A Unix clock stepped back between the readings: the first one.
+        let mut unix = [5_000, 4_000].into_iter();
+        let a = Anchor::take(|| unix.next().unwrap_or(0), || Some(1));
+        assert_eq!(a.map(|a| a.unix_ns), Some(5_000));
+        assert_eq!(Anchor::now(|| None), None);
+        let before = unix_now_ns();
+        let a = Anchor::now(|| Some(9)).unwrap();
+        assert!((before..=unix_now_ns()).contains(&a.unix_ns) && a.clock_ns == 9);
     }
 
     #[test]
