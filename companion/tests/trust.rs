@@ -165,6 +165,7 @@ fn info_describes_a_recording_and_stats_shows_its_closing_counters() {
     let text = String::from_utf8_lossy(&o.stdout);
     for want in [
         "format     4 (frames checksummed)",
+        "anchor     kext clock 1.000000s since boot",
         "host       fixture",
         "end        complete",
         "closing statistics are present",
