@@ -143,6 +143,15 @@ pub enum ReportFormat {
     Csv,
 }
 
+/// How times are shown (`--time`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TimeArg {
+    /// The kext's clock: seconds since boot, as the records carry it.
+    Rel,
+    /// UTC (RFC 3339), through the source's clock anchor.
+    Wall,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StreamFormat {
     /// An aligned table for people.
@@ -271,6 +280,9 @@ pub struct StreamArgs {
     /// No closing summary line.
     #[arg(long)]
     pub no_summary: bool,
+    /// Times as seconds since boot (rel) or UTC (wall: needs a live source or a format 4 recording).
+    #[arg(long, value_enum, value_name = "rel|wall", default_value_t = TimeArg::Rel)]
+    pub time: TimeArg,
     #[command(flatten)]
     pub limit: Limit,
 }

@@ -10,6 +10,7 @@
 use crate::contract::Line;
 use crate::pipeline::{Item, Totals};
 use crate::report::Report;
+use crate::wallclock::Anchor;
 use serde_json::Value;
 use std::io::{self, Write};
 
@@ -66,6 +67,7 @@ pub const STREAM_COLUMNS: &[&str] = &[
     "cut_bytes",
     "schema",
     "version",
+    "time",
 ];
 
 fn io_err(e: csv::Error) -> io::Error {
@@ -88,14 +90,21 @@ fn cell(v: Option<&Value>) -> String {
 /// Writes the stream as CSV rows.
 pub struct StreamCsv<W: Write> {
     w: csv::Writer<W>,
+    wall: Option<Anchor>,
 }
 
 impl<W: Write> StreamCsv<W> {
     /// A writer that has written the header row and, as the JSON stream
     /// does, the `schema` row.
     pub fn new(w: W) -> io::Result<StreamCsv<W>> {
+        StreamCsv::with_time(w, None)
+    }
+
+    /// [`StreamCsv::new`], events with their UTC time in the `time` column
+    /// when `wall` is given (empty otherwise).
+    pub fn with_time(w: W, wall: Option<Anchor>) -> io::Result<StreamCsv<W>> {
         let w = csv::WriterBuilder::new().from_writer(w);
-        let mut s = StreamCsv { w };
+        let mut s = StreamCsv { w, wall };
         s.w.write_record(STREAM_COLUMNS).map_err(io_err)?;
         s.line(&Line::header())?;
         Ok(s)
@@ -115,7 +124,7 @@ impl<W: Write> StreamCsv<W> {
 
     /// One item's row.
     pub fn item(&mut self, item: &Item) -> io::Result<()> {
-        self.line(&Line::of(item))
+        self.line(&Line::of_at(item, self.wall.as_ref()))
     }
 
     /// The closing summary row.

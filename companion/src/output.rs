@@ -8,6 +8,7 @@ use crate::json::push_str as json_str;
 use crate::json::{push_hex16_str, push_i64, push_str, push_u64, push_u64_str};
 use crate::pipeline::{Ev, Item, Loss, MapCall, Totals};
 use crate::text::{mark_name, prot_str, push_secs, push_shown};
+use crate::wallclock::{Anchor, rfc3339_micros};
 use maptrace_abi::{Counts, Event, EventKind, Mark, ProbeMethod};
 use std::io::{self, Write};
 
@@ -103,6 +104,12 @@ fn call_json(out: &mut Vec<u8>, c: &MapCall) {
 
 /// Appends one event as a JSON object (no newline).
 pub fn event_json(out: &mut Vec<u8>, ev: &Ev) {
+    event_json_at(out, ev, None);
+}
+
+/// [`event_json`], with the event's UTC time as `time` after `ts_ns` when
+/// `wall` maps the kext's clock to it (`--time wall`).
+pub fn event_json_at(out: &mut Vec<u8>, ev: &Ev, wall: Option<&Anchor>) {
     let r = &ev.rec;
     out.reserve(JSON_LINE_RESERVE + ev.path.as_ref().map_or(0, |p| p.json.len()));
     match r.kind {
@@ -117,6 +124,10 @@ pub fn event_json(out: &mut Vec<u8>, ev: &Ev) {
         EventKind::Close => out.extend_from_slice(b"{\"type\":\"event\",\"kind\":\"close\""),
     }
     num(out, b"ts_ns", r.timestamp_ns);
+    if let Some(a) = wall {
+        key(out, b"time");
+        push_str(out, &rfc3339_micros(a.unix_ns_of(r.timestamp_ns)));
+    }
     num(out, b"shard", r.shard);
     num(out, b"pos", r.pos);
     num(out, b"pid", r.pid);
@@ -232,8 +243,13 @@ pub fn event_json(out: &mut Vec<u8>, ev: &Ev) {
 
 /// Appends one item as a JSON line (with its newline).
 pub fn item_json(out: &mut Vec<u8>, item: &Item) {
+    item_json_at(out, item, None);
+}
+
+/// [`item_json`], events with their UTC time when `wall` is given.
+pub fn item_json_at(out: &mut Vec<u8>, item: &Item, wall: Option<&Anchor>) {
     match item {
-        Item::Event(ev) => event_json(out, ev),
+        Item::Event(ev) => event_json_at(out, ev, wall),
         Item::Loss(Loss::Dropped {
             shard,
             count,
@@ -291,6 +307,19 @@ const DETAIL_WIDTH: usize = 44;
 
 /// The table's column titles.
 pub const TABLE_HEADER: &str = "       TIME(s)  CPU     PID       TID COMM             KIND        USE KUSE   IO  DETAIL                                       FILE\n";
+
+/// The column titles with `--time wall`: the time column holds a UTC time
+/// (`2026-12-05T06:28:09.123456Z`, 27 characters).
+pub const TABLE_HEADER_WALL: &str = "TIME(UTC)                    CPU     PID       TID COMM             KIND        USE KUSE   IO  DETAIL                                       FILE\n";
+
+/// The column titles for relative times, or UTC times when `wall`.
+pub fn table_header(wall: bool) -> &'static str {
+    if wall {
+        TABLE_HEADER_WALL
+    } else {
+        TABLE_HEADER
+    }
+}
 
 /// Width of the COMM column (a longer name is cut).
 const COMM_WIDTH: usize = 16;
@@ -457,16 +486,26 @@ fn detail(d: &mut Vec<u8>, ev: &Ev) {
 
 /// Appends one event as a table row (with its newline).
 pub fn event_line(out: &mut Vec<u8>, ev: &Ev) {
+    event_line_at(out, ev, None);
+}
+
+/// [`event_line`], the time as UTC when `wall` is given (under
+/// [`TABLE_HEADER_WALL`]).
+pub fn event_line_at(out: &mut Vec<u8>, ev: &Ev, wall: Option<&Anchor>) {
     let r = &ev.rec;
     out.reserve(TABLE_LINE_RESERVE + ev.path.as_ref().map_or(0, |p| p.text.len()));
-    // The time right-aligned in 14 columns, written in place: `s.micros`
-    // is the seconds' digits plus seven.
-    let secs_len = itoa::Buffer::new()
-        .format(r.timestamp_ns / 1_000_000_000)
-        .len()
-        + 7;
-    out.resize(out.len() + 14usize.saturating_sub(secs_len), b' ');
-    push_secs(out, r.timestamp_ns);
+    if let Some(a) = wall {
+        out.extend_from_slice(rfc3339_micros(a.unix_ns_of(r.timestamp_ns)).as_bytes());
+    } else {
+        // The time right-aligned in 14 columns, written in place: `s.micros`
+        // is the seconds' digits plus seven.
+        let secs_len = itoa::Buffer::new()
+            .format(r.timestamp_ns / 1_000_000_000)
+            .len()
+            + 7;
+        out.resize(out.len() + 14usize.saturating_sub(secs_len), b' ');
+        push_secs(out, r.timestamp_ns);
+    }
     out.extend_from_slice(b"  ");
     right_num(out, r.shard, 3);
     out.push(b' ');
@@ -541,9 +580,14 @@ pub fn item_row(w: &mut impl Write, item: &Item) -> io::Result<()> {
 
 /// Appends one item as table row(s) to a line buffer.
 pub fn item_line(w: &mut Vec<u8>, item: &Item) {
+    item_line_at(w, item, None);
+}
+
+/// [`item_line`], event times as UTC when `wall` is given.
+pub fn item_line_at(w: &mut Vec<u8>, item: &Item, wall: Option<&Anchor>) {
     let _ = match item {
         Item::Event(ev) => {
-            event_line(w, ev);
+            event_line_at(w, ev, wall);
             Ok(())
         }
         Item::Loss(Loss::Dropped {

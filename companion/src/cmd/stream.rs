@@ -1,20 +1,22 @@
 //! `maptrace stream`: events as they happen, as a table, JSON lines or CSV.
 
 use super::read::for_each_batch;
-use super::source::open_source;
+use super::source::{open_source, wall_anchor};
 use crate::cli::{StreamArgs, StreamFormat};
 use anyhow::Result;
 use maptrace::csv_rows::StreamCsv;
 use maptrace::output;
 use maptrace::pipeline::{Filter, Item, Totals};
 use maptrace::source::Source;
+use maptrace::wallclock::Anchor;
 use std::io::Write;
 
 pub fn run(source: Option<&str>, a: &StreamArgs, out: &mut impl Write) -> Result<u8> {
     let mut src = open_source(source, a.input.as_deref())?;
+    let wall = wall_anchor(src.as_ref(), a.time)?;
     let t = match a.format() {
-        StreamFormat::Csv => stream_csv(src.as_mut(), a, out)?,
-        format => stream(src.as_mut(), a, format == StreamFormat::Json, out)?,
+        StreamFormat::Csv => stream_csv(src.as_mut(), a, wall, out)?,
+        format => stream(src.as_mut(), a, format == StreamFormat::Json, wall, out)?,
     };
     Ok(t.exit_status())
 }
@@ -39,6 +41,7 @@ fn stream(
     src: &mut dyn Source,
     a: &StreamArgs,
     json: bool,
+    wall: Option<Anchor>,
     out: &mut impl Write,
 ) -> Result<Totals> {
     let filter = filter(a);
@@ -47,16 +50,16 @@ fn stream(
         output::header_json(&mut line);
         out.write_all(&line)?;
     } else {
-        out.write_all(output::TABLE_HEADER.as_bytes())?;
+        out.write_all(output::table_header(wall.is_some()).as_bytes())?;
     }
     let live = src.is_live();
     let totals = for_each_batch(src, &a.limit, |items| {
         line.clear();
         for item in items.iter().filter(|i| shown(&filter, i)) {
             if json {
-                output::item_json(&mut line, item);
+                output::item_json_at(&mut line, item, wall.as_ref());
             } else {
-                output::item_line(&mut line, item);
+                output::item_line_at(&mut line, item, wall.as_ref());
             }
         }
         out.write_all(&line)?;
@@ -79,9 +82,14 @@ fn stream(
     Ok(totals)
 }
 
-fn stream_csv(src: &mut dyn Source, a: &StreamArgs, out: &mut impl Write) -> Result<Totals> {
+fn stream_csv(
+    src: &mut dyn Source,
+    a: &StreamArgs,
+    wall: Option<Anchor>,
+    out: &mut impl Write,
+) -> Result<Totals> {
     let filter = filter(a);
-    let mut csv = StreamCsv::new(&mut *out)?;
+    let mut csv = StreamCsv::with_time(&mut *out, wall)?;
     let live = src.is_live();
     let totals = for_each_batch(src, &a.limit, |items| {
         for item in items.iter().filter(|i| shown(&filter, i)) {

@@ -1,0 +1,276 @@
+//! `--time wall`: UTC times through a recording's clock anchor (format 4),
+//! the clear refusal for older recordings, and `info` showing the anchor.
+
+mod common;
+
+use common::*;
+use maptrace::recording::{Header, encode_header_of, frame_head};
+use maptrace::wallclock::rfc3339_micros;
+use predicates::prelude::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use tempfile::TempDir;
+
+/// The UTC time of a fixture record stamped `ts_ns`.
+fn fixture_utc(ts_ns: u64) -> String {
+    rfc3339_micros(FIXTURE_START_UNIX_NS + ts_ns - FIXTURE_CLOCK_NS)
+}
+
+/// The lifecycle batches as a format 3 recording (checksummed frames, no
+/// clock anchor), as the maptrace before format 4 wrote them.
+fn format_3_fixture(dir: &TempDir) -> PathBuf {
+    let mut bytes = encode_header_of(
+        3,
+        &Header {
+            abi_version: maptrace_abi::raw::MT_ABI_VERSION as u16,
+            start_unix_ns: FIXTURE_START_UNIX_NS,
+            start_clock_ns: None,
+            host: "old".into(),
+        },
+    );
+    for b in lifecycle_batches() {
+        bytes.extend_from_slice(&frame_head(b.len() as u32, &b));
+        bytes.extend_from_slice(&b);
+    }
+    assert_eq!(bytes[8], 3);
+    let p = dir.path().join("old.mtr");
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+fn json_lines(args: &[&str], f: &Path) -> Vec<Value> {
+    let out = maptrace().args(args).arg(f).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    std::str::from_utf8(&out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn stream_json_gains_utc_times_only_when_asked() {
+    let dir = TempDir::new().unwrap();
+    let f = fixture(&dir, "life.mtr", &lifecycle_batches());
+    let wall = json_lines(&["stream", "--json", "--time", "wall"], &f);
+    let rel = json_lines(&["stream", "--json"], &f);
+    assert_eq!(wall.len(), rel.len());
+    let mut events = 0;
+    for (w, r) in wall.iter().zip(&rel) {
+        if w["type"] != "event" {
+            assert_eq!(w, r, "only events gain a time");
+            continue;
+        }
+        events += 1;
+        let ts = w["ts_ns"].as_u64().unwrap();
+        assert_eq!(w["time"], fixture_utc(ts), "{w}");
+        assert!(r.get("time").is_none(), "relative lines have no time: {r}");
+        let mut without = w.clone();
+        without.as_object_mut().unwrap().remove("time");
+        assert_eq!(&without, r, "nothing else changes");
+    }
+    assert_eq!(events, 22);
+    // `--time rel` is the default, spelled out.
+    assert_eq!(json_lines(&["stream", "--json", "--time", "rel"], &f), rel);
+}
+
+#[test]
+fn stream_table_and_csv_show_utc_times() {
+    let dir = TempDir::new().unwrap();
+    let f = fixture(&dir, "life.mtr", &lifecycle_batches());
+    let ts: Vec<u64> = json_lines(&["stream", "--json"], &f)
+        .iter()
+        .filter(|l| l["type"] == "event")
+        .map(|l| l["ts_ns"].as_u64().unwrap())
+        .collect();
+
+    let out = maptrace()
+        .args(["stream", "--time", "wall"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    let head = lines.next().unwrap();
+    assert!(head.starts_with("TIME(UTC) "), "{head}");
+    let rows: Vec<&str> = lines.filter(|l| !l.starts_with("--")).collect();
+    assert_eq!(rows.len(), ts.len());
+    for (row, t) in rows.iter().zip(&ts) {
+        let utc = fixture_utc(*t);
+        assert!(row.starts_with(&format!("{utc}  ")), "{row}");
+        // The columns stay under their titles: CPU right-aligned in 3.
+        assert_eq!(&row[27..29], "  ", "{row}");
+    }
+    assert_eq!(head.find("CPU"), Some(29));
+
+    let out = maptrace()
+        .args(["stream", "--format", "csv", "--time", "wall"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut rd = csv::Reader::from_reader(out.stdout.as_slice());
+    let cols: Vec<String> = rd.headers().unwrap().iter().map(String::from).collect();
+    assert_eq!(
+        cols.last().map(String::as_str),
+        Some("time"),
+        "appended last"
+    );
+    let (t_col, ts_col) = (cols.len() - 1, 2);
+    let mut n = 0;
+    for rec in rd.records() {
+        let rec = rec.unwrap();
+        if &rec[0] == "event" {
+            let t: u64 = rec[ts_col].parse().unwrap();
+            assert_eq!(&rec[t_col], fixture_utc(t));
+            n += 1;
+        } else {
+            assert_eq!(&rec[t_col], "", "{rec:?}");
+        }
+    }
+    assert_eq!(n, ts.len());
+}
+
+#[test]
+fn wall_times_of_a_recording_without_an_anchor_are_refused_clearly() {
+    let dir = TempDir::new().unwrap();
+    let old = format_3_fixture(&dir);
+    // Format 3 is still read, with relative times.
+    let rel = json_lines(&["stream", "--json"], &old);
+    let new = fixture(&dir, "life.mtr", &lifecycle_batches());
+    assert_eq!(rel, json_lines(&["stream", "--json"], &new));
+    for args in [
+        &["stream", "--time", "wall"][..],
+        &["stream", "--json", "--time", "wall"],
+        &["stream", "--format", "csv", "--time", "wall"],
+    ] {
+        maptrace()
+            .args(args)
+            .arg(&old)
+            .assert()
+            .code(2)
+            .stdout("")
+            .stderr(predicate::str::contains("--time wall"))
+            .stderr(predicate::str::contains("old.mtr has no clock anchor"))
+            .stderr(predicate::str::contains("before format 4"))
+            .stderr(predicate::str::contains("use --time rel"));
+    }
+}
+
+#[test]
+fn a_bad_time_value_is_a_usage_error_naming_the_choices() {
+    let dir = TempDir::new().unwrap();
+    let f = fixture(&dir, "life.mtr", &lifecycle_batches());
+    for cmd in ["stream"] {
+        for bad in ["utc", "", "WALL"] {
+            maptrace()
+                .args([cmd, "--time", bad])
+                .arg(&f)
+                .assert()
+                .code(2)
+                .stdout("")
+                .stderr(predicate::str::contains("--time"))
+                .stderr(predicate::str::contains("possible values: rel, wall"));
+        }
+    }
+}
+
+#[test]
+fn info_shows_the_anchor_or_says_there_is_none() {
+    let dir = TempDir::new().unwrap();
+    let f = fixture(&dir, "life.mtr", &lifecycle_batches());
+    let ts: Vec<u64> = json_lines(&["stream", "--json"], &f)
+        .iter()
+        .filter_map(|l| l["ts_ns"].as_u64())
+        .collect();
+    let (first, last) = (
+        fixture_utc(*ts.iter().min().unwrap()),
+        fixture_utc(*ts.iter().max().unwrap()),
+    );
+    maptrace()
+        .args(["info"])
+        .arg(&f)
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains(
+            "format     4 (frames checksummed)",
+        ))
+        .stdout(predicate::str::contains(
+            "anchor     kext clock 1.000000s since boot at the start",
+        ))
+        .stdout(predicate::str::contains(format!(
+            "events     {first} .. {last}\n"
+        )));
+    let out = maptrace()
+        .args(["info", "--json"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    let i = ok_json(&out);
+    assert_eq!(i["start_clock_ns"], FIXTURE_CLOCK_NS);
+    assert_eq!(i["first_event_utc"], first);
+    assert_eq!(i["last_event_utc"], last);
+
+    let old = format_3_fixture(&dir);
+    maptrace()
+        .args(["info"])
+        .arg(&old)
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains(
+            "format     3 (frames checksummed)",
+        ))
+        .stdout(predicate::str::contains(
+            "anchor     none (format 3 has no kext clock reading)",
+        ))
+        .stdout(predicate::str::contains("events ").not());
+}
+
+#[test]
+fn a_copied_recording_keeps_its_anchor() {
+    let dir = TempDir::new().unwrap();
+    let f = fixture(&dir, "life.mtr", &lifecycle_batches());
+    let copy = dir.path().join("copy.mtr");
+    maptrace()
+        .args([
+            "--source",
+            &format!("file:{}", f.display()),
+            "record",
+            "-q",
+            "-o",
+        ])
+        .arg(&copy)
+        .assert()
+        .code(0);
+    let h = maptrace::recording::Reader::open(&copy)
+        .unwrap()
+        .header()
+        .clone();
+    assert_eq!(h.start_unix_ns, FIXTURE_START_UNIX_NS);
+    assert_eq!(h.start_clock_ns, Some(FIXTURE_CLOCK_NS));
+    assert_eq!(
+        json_lines(&["stream", "--json", "--time", "wall"], &copy),
+        json_lines(&["stream", "--json", "--time", "wall"], &f)
+    );
+    // A copy of a format 3 recording has no anchor either; it says so.
+    let old = format_3_fixture(&dir);
+    let copy = dir.path().join("copy3.mtr");
+    maptrace()
+        .args([
+            "--source",
+            &format!("file:{}", old.display()),
+            "record",
+            "-q",
+            "-o",
+        ])
+        .arg(&copy)
+        .assert()
+        .code(0);
+    let r = maptrace::recording::Reader::open(&copy).unwrap();
+    assert_eq!((r.format(), r.header().anchor()), (4, None));
+}
