@@ -115,6 +115,9 @@ pub struct ReportArgs {
     /// Only events at most SECS after the trace's first record about a file.
     #[arg(long, value_name = "SECS", value_parser = parse_offset)]
     pub until: Option<f64>,
+    /// Times as seconds since boot (rel) or UTC (wall: needs a live source or a format 4 recording).
+    #[arg(long, value_enum, value_name = "rel|wall", default_value_t = TimeArg::Rel)]
+    pub time: TimeArg,
     /// Exit with status 5 when the report lists leak suspects (for CI).
     #[arg(long)]
     pub fail_on_suspects: bool,

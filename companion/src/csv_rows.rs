@@ -10,7 +10,7 @@
 use crate::contract::Line;
 use crate::pipeline::{Item, Totals};
 use crate::report::Report;
-use crate::wallclock::Anchor;
+use crate::wallclock::{Anchor, shown_time};
 use serde_json::Value;
 use std::io::{self, Write};
 
@@ -161,6 +161,10 @@ pub const REPORT_COLUMNS: &[&str] = &[
     "last_pagein_ns",
     "pagein_duration_ns",
     "leak_suspect",
+    "start_time",
+    "end_time",
+    "first_pagein_time",
+    "last_pagein_time",
 ];
 
 fn opt<T: ToString>(v: Option<T>) -> String {
@@ -169,6 +173,9 @@ fn opt<T: ToString>(v: Option<T>) -> String {
 
 /// Writes a report as CSV.
 pub fn report_csv(w: impl Write, r: &Report) -> io::Result<()> {
+    // UTC times only with `--time wall`; empty cells otherwise.
+    let wall = r.summary.clock_anchor.as_ref();
+    let utc = |t: Option<u64>| wall.zip(t).map(|(a, t)| shown_time(t, Some(a)));
     let mut w = csv::WriterBuilder::new().from_writer(w);
     w.write_record(REPORT_COLUMNS).map_err(io_err)?;
     for f in &r.files {
@@ -189,6 +196,7 @@ pub fn report_csv(w: impl Write, r: &Report) -> io::Result<()> {
             p.total_duration_ns.to_string(),
             suspect,
         ];
+        let page_times = [opt(utc(p.first_ns)), opt(utc(p.last_ns))];
         let head = [f.vnode.clone(), f.path.clone().unwrap_or_default()];
         if f.epochs.is_empty() {
             let blank = std::iter::repeat_n(String::new(), 10);
@@ -196,7 +204,9 @@ pub fn report_csv(w: impl Write, r: &Report) -> io::Result<()> {
                 .iter()
                 .cloned()
                 .chain(blank)
-                .chain(tail.iter().cloned());
+                .chain(tail.iter().cloned())
+                .chain([String::new(), String::new()])
+                .chain(page_times.iter().cloned());
             w.write_record(row).map_err(io_err)?;
         }
         for (i, e) in f.epochs.iter().enumerate() {
@@ -217,7 +227,9 @@ pub fn report_csv(w: impl Write, r: &Report) -> io::Result<()> {
                 .iter()
                 .cloned()
                 .chain(epoch)
-                .chain(tail.iter().cloned());
+                .chain(tail.iter().cloned())
+                .chain([opt(utc(e.start_ns)), opt(utc(e.end_ns))])
+                .chain(page_times.iter().cloned());
             w.write_record(row).map_err(io_err)?;
         }
     }

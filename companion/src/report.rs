@@ -28,6 +28,7 @@ pub use summary::Summary;
 
 use crate::pipeline::{Item, Totals};
 use crate::text::{secs, shown};
+use crate::wallclock::{Anchor, shown_time};
 use latency::Histogram;
 use maptrace_abi::{Counts, Event, EventKind, ProbeMethod};
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -944,8 +945,8 @@ fn holders_line(h: &Holders) -> String {
     )
 }
 
-fn opt_secs(t: Option<u64>) -> String {
-    t.map_or("(before trace)".into(), secs)
+fn opt_time(t: Option<u64>, wall: Option<&Anchor>) -> String {
+    t.map_or("(before trace)".into(), |t| shown_time(t, wall))
 }
 
 fn opt_num(n: Option<u16>) -> String {
@@ -956,6 +957,7 @@ fn opt_num(n: Option<u16>) -> String {
 /// suspects, the processes and the totals.
 pub fn write_human(w: &mut impl Write, r: &Report) -> io::Result<()> {
     let t = &r.totals;
+    let wall = r.summary.clock_anchor.as_ref();
     summary::write_summary(w, r)?;
     for f in &r.files {
         writeln!(w)?;
@@ -966,12 +968,14 @@ pub fn write_human(w: &mut impl Write, r: &Report) -> io::Result<()> {
             f.vnode
         )?;
         for (i, e) in f.epochs.iter().enumerate() {
-            let end = e.end_ns.map_or("still mapped".into(), secs);
+            let end = e
+                .end_ns
+                .map_or("still mapped".into(), |t| shown_time(t, wall));
             writeln!(
                 w,
                 "  epoch {}  {} .. {}  maps {} ({} mmap(2), {} exec)",
                 i + 1,
-                opt_secs(e.start_ns),
+                opt_time(e.start_ns, wall),
                 end,
                 e.maps,
                 e.mmap_calls,
@@ -1035,8 +1039,8 @@ pub fn write_human(w: &mut impl Write, r: &Report) -> io::Result<()> {
                 p.count,
                 p.bytes,
                 p.distinct_pages,
-                opt_secs(p.first_ns),
-                opt_secs(p.last_ns),
+                opt_time(p.first_ns, wall),
+                opt_time(p.last_ns, wall),
                 p.total_duration_ns as f64 / 1e3
             )?;
             if let Some(l) = &f.latency {

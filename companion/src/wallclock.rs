@@ -7,7 +7,7 @@
 //! Gregorian calendar, public domain), so no calendar crate is needed.
 
 /// One reading of both clocks, taken together.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Anchor {
     /// Nanoseconds since the Unix epoch.
     pub unix_ns: u64,
@@ -59,6 +59,15 @@ impl Anchor {
     /// [`Anchor::take`] with the system's Unix clock.
     pub fn now(clock_ns: impl FnOnce() -> Option<u64>) -> Option<Anchor> {
         Anchor::take(unix_now_ns, clock_ns)
+    }
+}
+
+/// A time for people: seconds since boot as `s.micros`, or through
+/// `wall` the UTC time (RFC 3339) of that clock reading.
+pub fn shown_time(ns: u64, wall: Option<&Anchor>) -> String {
+    match wall {
+        Some(a) => rfc3339_micros(a.unix_ns_of(ns)),
+        None => crate::text::secs(ns),
     }
 }
 

@@ -148,6 +148,8 @@ fn wall_times_of_a_recording_without_an_anchor_are_refused_clearly() {
         &["stream", "--time", "wall"][..],
         &["stream", "--json", "--time", "wall"],
         &["stream", "--format", "csv", "--time", "wall"],
+        &["report", "--time", "wall"],
+        &["report", "--json", "--time", "wall"],
     ] {
         maptrace()
             .args(args)
@@ -166,7 +168,7 @@ fn wall_times_of_a_recording_without_an_anchor_are_refused_clearly() {
 fn a_bad_time_value_is_a_usage_error_naming_the_choices() {
     let dir = TempDir::new().unwrap();
     let f = fixture(&dir, "life.mtr", &lifecycle_batches());
-    for cmd in ["stream"] {
+    for cmd in ["stream", "report"] {
         for bad in ["utc", "", "WALL"] {
             maptrace()
                 .args([cmd, "--time", bad])
@@ -178,6 +180,77 @@ fn a_bad_time_value_is_a_usage_error_naming_the_choices() {
                 .stderr(predicate::str::contains("possible values: rel, wall"));
         }
     }
+}
+
+#[test]
+fn report_shows_utc_first_and_last_times_with_time_wall() {
+    let dir = TempDir::new().unwrap();
+    let f = fixture(&dir, "life.mtr", &lifecycle_batches());
+    let out = maptrace()
+        .args(["report", "--json", "--time", "wall"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    let r = ok_json(&out);
+    let s = &r["summary"];
+    let (first, last) = (
+        s["first_ns"].as_u64().unwrap(),
+        s["last_ns"].as_u64().unwrap(),
+    );
+    assert_eq!(s["first_time"], fixture_utc(first));
+    assert_eq!(s["last_time"], fixture_utc(last));
+    assert_eq!(s["clock_anchor"]["unix_ns"], FIXTURE_START_UNIX_NS);
+    assert_eq!(s["clock_anchor"]["clock_ns"], FIXTURE_CLOCK_NS);
+    // Relative (the default): no UTC fields.
+    let out = maptrace()
+        .args(["report", "--json"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    let rel = ok_json(&out);
+    for k in ["first_time", "last_time", "clock_anchor"] {
+        assert!(rel["summary"].get(k).is_none(), "{k}");
+    }
+
+    let out = maptrace()
+        .args(["report", "--time", "wall"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let span = format!(
+        "  time      {} .. {}",
+        fixture_utc(first),
+        fixture_utc(last)
+    );
+    assert!(text.contains(&span), "{text}");
+    assert!(
+        text.lines()
+            .filter(|l| l.starts_with("  epoch "))
+            .all(|l| l.contains(&fixture_utc(first)[..11])),
+        "{text}"
+    );
+
+    let out = maptrace()
+        .args(["report", "--format", "csv", "--time", "wall"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut rd = csv::Reader::from_reader(out.stdout.as_slice());
+    let cols: Vec<String> = rd.headers().unwrap().iter().map(String::from).collect();
+    let col = |n: &str| cols.iter().position(|c| c == n).unwrap();
+    let (start_ns, start_time) = (col("start_ns"), col("start_time"));
+    let mut epochs = 0;
+    for rec in rd.records() {
+        let rec = rec.unwrap();
+        if let Ok(t) = rec[start_ns].parse::<u64>() {
+            assert_eq!(&rec[start_time], fixture_utc(t));
+            epochs += 1;
+        }
+    }
+    assert!(epochs > 0);
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! or CSV, filtered, sorted and cut to the first N.
 
 use super::read::{observe_each, warn_losses};
-use super::source::open_source;
+use super::source::{open_source, wall_anchor};
 use crate::cli::{ReportArgs, ReportFormat, usage_error};
 use anyhow::Result;
 use maptrace::report::{self, Filter, View};
@@ -34,10 +34,14 @@ fn view(a: &ReportArgs) -> View {
 pub fn run(source: Option<&str>, a: &ReportArgs, mut out: &mut impl Write) -> Result<u8> {
     let filter = filter(a);
     let mut src = open_source(source, a.input.as_deref())?;
+    let wall = wall_anchor(src.as_ref(), a.time)?;
     let mut b = report::Builder::with_filter(filter);
     let totals = observe_each(src.as_mut(), &a.limit, |i| b.observe(i))?;
     let mut r = b.finish(&totals);
     report::sort::apply(&mut r, &view(a));
+    if let Some(anchor) = wall {
+        r.summary.set_wall_clock(anchor);
+    }
     match a.format() {
         ReportFormat::Json => {
             serde_json::to_writer_pretty(&mut out, &r)?;
