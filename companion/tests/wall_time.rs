@@ -347,3 +347,97 @@ fn a_copied_recording_keeps_its_anchor() {
     let r = maptrace::recording::Reader::open(&copy).unwrap();
     assert_eq!((r.format(), r.header().anchor()), (4, None));
 }
+
+fn report_json(f: &Path, args: &[&str]) -> Value {
+    let out = maptrace()
+        .args(["report", "--json"])
+        .arg(f)
+        .args(args)
+        .output()
+        .unwrap();
+    ok_json(&out)
+}
+
+fn report_paths(r: &Value) -> Vec<String> {
+    r["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// `--since` / `--until` take UTC times too: the same window as the
+/// seconds after the first record it maps to.
+#[test]
+fn the_report_window_takes_utc_times_through_the_anchor() {
+    let dir = TempDir::new().unwrap();
+    let f = fixture(&dir, "life.mtr", &lifecycle_batches());
+    let first = report_json(&f, &[])["summary"]["first_ns"]
+        .as_u64()
+        .unwrap();
+    let at = |after_ns: u64| fixture_utc(first + after_ns);
+    for (rel, utc) in [
+        (
+            &["--since", "0.00019"][..],
+            vec!["--since".to_string(), at(190_000)],
+        ),
+        (&["--until", "0.00007"], vec!["--until".into(), at(70_000)]),
+        (
+            &["--since", "0.00007", "--until", "0.00019"],
+            vec!["--since".into(), at(70_000), "--until".into(), at(190_000)],
+        ),
+    ] {
+        let want = report_json(&f, rel);
+        let utc: Vec<&str> = utc.iter().map(String::as_str).collect();
+        let got = report_json(&f, &utc);
+        assert_eq!(report_paths(&got), report_paths(&want), "{utc:?}");
+        assert_eq!(got["files"], want["files"], "{utc:?}");
+        assert_eq!(got["processes"], want["processes"], "{utc:?}");
+    }
+    assert_eq!(
+        report_paths(&report_json(&f, &["--since", "0.00019"])),
+        ["/var/log/open.log"]
+    );
+    // An offset is the same instant.
+    let plus_one = {
+        let z = at(190_000);
+        // 2025-11-24T15:59:59.xxxxxxZ -> the same instant at +01:00.
+        let hour: u32 = z[11..13].parse().unwrap();
+        format!("{}{:02}{}+01:00", &z[..11], hour + 1, &z[13..z.len() - 1])
+    };
+    assert_eq!(
+        report_json(&f, &["--since", &plus_one])["files"],
+        report_json(&f, &["--since", "0.00019"])["files"]
+    );
+
+    // UTC bounds in the wrong order, an impossible time, no anchor.
+    let (a, b) = (at(190_000), at(70_000));
+    maptrace()
+        .args(["report", "--since", &a, "--until", &b])
+        .arg(&f)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(format!(
+            "--since {a} is after --until {b}"
+        )));
+    maptrace()
+        .args(["report", "--since", "2025-02-30T00:00:00Z"])
+        .arg(&f)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "nor a UTC time (RFC 3339, example: 2026-12-05T06:28:09Z)",
+        ));
+    let old = format_3_fixture(&dir);
+    maptrace()
+        .args(["report", "--until", &b])
+        .arg(&old)
+        .assert()
+        .code(2)
+        .stdout("")
+        .stderr(predicate::str::contains(format!(
+            "--until {b}: a UTC time needs the source's clock anchor"
+        )))
+        .stderr(predicate::str::contains("give seconds after"));
+}
