@@ -310,7 +310,7 @@ pub enum EventLine {
         mmap_flags: u32,
     },
     /// A process's name (`proc_selfname`), recorded before its first event
-    /// and again after an exec, a config write or a drop.
+    /// and again after an exec, a config write or the drop of its record.
     Proc {
         /// Common fields.
         #[serde(flatten)]
