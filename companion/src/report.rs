@@ -31,6 +31,7 @@ use crate::text::{secs, shown};
 use latency::Histogram;
 use maptrace_abi::{Counts, Event, EventKind, ProbeMethod};
 use rustc_hash::{FxHashMap, FxHashSet};
+use schemars::{JsonSchema, Schema};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
@@ -39,7 +40,7 @@ use std::io::{self, Write};
 pub const PAGE_SIZE: u64 = 4096;
 
 /// One MMAP or MNOMAP of an epoch, with the counts it saw.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, JsonSchema, PartialEq, Eq)]
 pub struct Step {
     /// "mmap" or "mnomap".
     pub kind: &'static str,
@@ -57,7 +58,7 @@ pub struct Step {
 }
 
 /// What the usecounts of an epoch say.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// The usecount came back to where it was before the first map.
@@ -82,7 +83,7 @@ pub enum Verdict {
 }
 
 /// One mapped epoch of a file.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct Epoch {
     /// First MMAP (`None`: mapped before the trace began).
     pub start_ns: Option<u64>,
@@ -115,7 +116,7 @@ pub struct Epoch {
     /// the MNOMAP is kept.
     pub steps: Vec<Step>,
     /// MMAPs left out of `steps` (counted in `maps`).
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub steps_not_kept: u64,
     /// A later epoch started at or below `usecount_before`: a reference
     /// this one held came back.
@@ -165,7 +166,7 @@ fn cap_steps(e: &mut Epoch) {
 }
 
 /// Page-in figures.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, JsonSchema, PartialEq, Eq)]
 pub struct Pageins {
     /// Clusters read.
     pub count: u64,
@@ -182,7 +183,7 @@ pub struct Pageins {
 }
 
 /// One holder of a file's references at the end of the trace.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, JsonSchema, PartialEq, Eq)]
 pub struct Holder {
     /// The process.
     pub pid: u32,
@@ -196,7 +197,7 @@ pub struct Holder {
 }
 
 /// Who holds a file still mapped or open at the end of the trace.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, JsonSchema, PartialEq, Eq)]
 pub struct Holders {
     /// The usecount after the last operation a record of the file saw.
     pub usecount: Option<u16>,
@@ -205,7 +206,7 @@ pub struct Holders {
 }
 
 /// A process's part in one file.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, JsonSchema, PartialEq, Eq)]
 pub struct FileProcess {
     /// The process.
     pub pid: u32,
@@ -224,7 +225,7 @@ pub struct FileProcess {
 }
 
 /// Everything about one file.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct FileReport {
     /// The vnode id, 16 hex digits.
     pub vnode: String,
@@ -233,7 +234,7 @@ pub struct FileReport {
     /// Mapped epochs in order (at most [`MAX_EPOCHS`] but for held ones).
     pub epochs: Vec<Epoch>,
     /// Epochs left out of `epochs`: none of them held a reference.
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub epochs_not_kept: u64,
     /// Page-ins.
     pub pageins: Pageins,
@@ -248,7 +249,7 @@ pub struct FileReport {
 }
 
 /// Why a file is suspected of leaking a reference.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, JsonSchema, PartialEq, Eq)]
 pub struct Suspect {
     /// The vnode id.
     pub vnode: String,
@@ -261,7 +262,7 @@ pub struct Suspect {
 }
 
 /// A process across all files.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, JsonSchema, PartialEq, Eq)]
 pub struct ProcessReport {
     /// The process.
     pub pid: u32,
@@ -326,7 +327,7 @@ impl PageSet {
 }
 
 /// Totals and losses.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, JsonSchema, PartialEq, Eq)]
 pub struct ReportTotals {
     /// Batches read.
     pub batches: u64,
@@ -354,7 +355,7 @@ pub struct ReportTotals {
 }
 
 /// The whole report.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct Report {
     /// What it covers, in a few figures.
     pub summary: Summary,
@@ -366,6 +367,61 @@ pub struct Report {
     pub processes: Vec<ProcessReport>,
     /// Totals and losses.
     pub totals: ReportTotals,
+}
+
+/// The name `report --json` carries in its `schema` field.
+pub const SCHEMA_NAME: &str = "maptrace.report";
+/// The report document's version, under the stream contract's rules
+/// (`contract::SCHEMA_VERSION`): adding a field keeps it; renaming,
+/// removing or retyping one bumps it.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The document `report --json` writes: which contract, then the report.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct Document<'a> {
+    /// Always `maptrace.report`.
+    #[schemars(extend("const" = "maptrace.report"))]
+    pub schema: &'static str,
+    /// The document's version.
+    pub version: u32,
+    /// The report.
+    #[serde(flatten)]
+    pub report: &'a Report,
+}
+
+impl Document<'_> {
+    /// `r` under the current contract.
+    pub fn of(r: &Report) -> Document<'_> {
+        Document {
+            schema: SCHEMA_NAME,
+            version: SCHEMA_VERSION,
+            report: r,
+        }
+    }
+}
+
+/// The JSON Schema of the report document, as `maptrace schema report`
+/// prints it and `companion/schema/report.schema.json` holds it.
+pub fn schema() -> Schema {
+    let mut s = schemars::schema_for!(Document<'static>);
+    s.insert("$id".into(), "maptrace.report.schema.json".into());
+    s.insert(
+        "description".into(),
+        format!(
+            "The document `maptrace report --json` writes (contract {SCHEMA_NAME} version \
+             {SCHEMA_VERSION}): `schema` and `version` first, then the summary, files, leak \
+             suspects, processes and totals. Readers ignore fields they do not know."
+        )
+        .into(),
+    );
+    s
+}
+
+/// [`schema`] as pretty JSON text with a final newline.
+pub fn schema_text() -> String {
+    let mut t = serde_json::to_string_pretty(&schema()).unwrap_or_default();
+    t.push('\n');
+    t
 }
 
 #[derive(Debug, Default)]

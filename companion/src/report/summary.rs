@@ -5,11 +5,12 @@ use super::latency::{Latency, human_ns};
 use super::sort::SortKey;
 use super::{Report, ReportTotals};
 use crate::text::secs;
+use schemars::JsonSchema;
 use serde::Serialize;
 use std::io::{self, Write};
 
 /// What a report covers, in a few figures.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, JsonSchema, PartialEq, Eq)]
 pub struct Summary {
     /// The trace's first event, ns since boot (`None`: no event).
     pub first_ns: Option<u64>,
