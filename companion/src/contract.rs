@@ -158,7 +158,8 @@ pub enum Line {
 pub struct Common {
     /// Nanoseconds since boot.
     pub ts_ns: u64,
-    /// The CPU shard the record was made on.
+    /// The ring shard the record was made in (chosen by CPU; not a CPU
+    /// number: one shard may serve several CPUs).
     pub shard: u16,
     /// The record's position in its shard.
     pub pos: u64,

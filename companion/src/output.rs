@@ -290,7 +290,7 @@ const JSON_LINE_RESERVE: usize = 512;
 const DETAIL_WIDTH: usize = 44;
 
 /// The table's column titles.
-pub const TABLE_HEADER: &str = "       TIME(s)  CPU     PID       TID COMM             KIND        USE KUSE   IO  DETAIL                                       FILE\n";
+pub const TABLE_HEADER: &str = "       TIME(s) SHARD     PID       TID COMM             KIND        USE KUSE   IO  DETAIL                                       FILE\n";
 
 /// Width of the COMM column (a longer name is cut).
 const COMM_WIDTH: usize = 16;
@@ -467,8 +467,8 @@ pub fn event_line(out: &mut Vec<u8>, ev: &Ev) {
         + 7;
     out.resize(out.len() + 14usize.saturating_sub(secs_len), b' ');
     push_secs(out, r.timestamp_ns);
-    out.extend_from_slice(b"  ");
-    right_num(out, r.shard, 3);
+    out.push(b' ');
+    right_num(out, r.shard, 5);
     out.push(b' ');
     right_num(out, r.pid, 7);
     out.push(b' ');
@@ -553,19 +553,19 @@ pub fn item_line(w: &mut Vec<u8>, item: &Item) {
         }) => {
             writeln!(
                 w,
-                "!! LOST {count} records on CPU {shard} at the end of the stream (the kext's ring was full)"
+                "!! LOST {count} records on shard {shard} at the end of the stream (the kext's ring was full)"
             )
         }
         Item::Loss(Loss::Dropped { shard, count, .. }) => {
             writeln!(
                 w,
-                "!! LOST {count} records on CPU {shard} here (the kext's ring was full)"
+                "!! LOST {count} records on shard {shard} here (the kext's ring was full)"
             )
         }
         Item::Loss(Loss::Gap { shard, slots }) => {
             writeln!(
                 w,
-                "!! GAP on CPU {shard}: {slots} slots never reached this reader (another reader, or lost)"
+                "!! GAP on shard {shard}: {slots} slots never reached this reader (another reader, or lost)"
             )
         }
         Item::Corrupt(msg) => writeln!(w, "!! CORRUPT: {msg}"),

@@ -46,10 +46,17 @@ fn stream_table_shows_every_event_with_paths_and_a_clean_summary() {
     let header = text.lines().next().unwrap();
     let file_col = header.find("FILE").unwrap();
     let kind_col = header.find("KIND").unwrap();
+    // The shard, right-aligned under its title (a shard is not a CPU).
+    let shard_end = header.find("SHARD").expect("a SHARD column") + "SHARD".len();
     for line in text.lines() {
         assert!(!line.ends_with(' '), "trailing blanks: {line:?}");
         if line.ends_with("/data/app.db") {
             assert_eq!(line.find("/data/app.db"), Some(file_col), "{line}");
+            let b = line.as_bytes();
+            assert!(
+                b[shard_end - 1].is_ascii_digit() && b[shard_end] == b' ',
+                "{line}"
+            );
             assert!(
                 line[kind_col..].starts_with(|c: char| c.is_ascii_lowercase()),
                 "{line}"
@@ -483,7 +490,7 @@ fn a_batch_taken_by_another_reader_is_a_gap() {
         .arg(&f)
         .assert()
         .code(3)
-        .stdout(predicate::str::contains("!! GAP on CPU 0: 1 slots"));
+        .stdout(predicate::str::contains("!! GAP on shard 0: 1 slots"));
 }
 
 #[test]

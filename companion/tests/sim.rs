@@ -175,11 +175,14 @@ fn demo_tells_a_launch_a_leak_and_an_exact_loss() {
     assert!(text.contains("LEAK SUSPECTS: 1"), "{text}");
     // The loss: under chapter 3, exactly counted, and the last line says so.
     let lost = &text[chapters[2]..];
-    assert!(lost.contains("!! LOST 132 records on CPU 0 here"), "{lost}");
+    assert!(
+        lost.contains("!! LOST 132 records on shard 0 here"),
+        "{lost}"
+    );
     assert!(text.contains("LOSSES  dropped 132,"));
     let last = text.lines().last().unwrap();
     assert!(
-        last.starts_with("lost: exactly 132 records: 132 dropped (the kext's ring was full) on CPU 0 in \"3. A loss"),
+        last.starts_with("lost: exactly 132 records: 132 dropped (the kext's ring was full) on shard 0 in \"3. A loss"),
         "{last}"
     );
 }
