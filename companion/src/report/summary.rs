@@ -132,5 +132,14 @@ pub fn write_totals(w: &mut impl Write, t: &ReportTotals) -> io::Result<()> {
         t.events,
         kinds.join(", ")
     )?;
-    writeln!(w, "LOSSES  {}", losses(t))
+    writeln!(w, "LOSSES  {}", losses(t))?;
+    if t.folded_events > 0 {
+        writeln!(
+            w,
+            "… {} events of further (file, process) pairs folded into each file's \"other processes\" (the report keeps {} pairs; totals are exact)",
+            t.folded_events,
+            super::MAX_PAIRS
+        )?;
+    }
+    Ok(())
 }
