@@ -55,8 +55,23 @@ pub enum Command {
     Export(ExportArgs),
     /// Draw one SVG per file: file offset against time, page-ins and maps.
     Heatmap(HeatmapArgs),
-    /// Print the JSON Schema of `stream --json` lines.
-    Schema,
+    /// Print the JSON Schema of `stream --json` lines, or of `report --json`.
+    Schema(SchemaArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// Which output's schema.
+    #[arg(value_enum, default_value_t = SchemaOf::Events)]
+    pub of: SchemaOf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemaOf {
+    /// A line of `stream --json` (maptrace.events).
+    Events,
+    /// The document of `report --json` (maptrace.report).
+    Report,
 }
 
 #[derive(Debug, Args)]

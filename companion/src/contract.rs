@@ -166,7 +166,8 @@ pub struct Common {
         pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z$"
     ))]
     pub time: Option<String>,
-    /// The CPU shard the record was made on.
+    /// The ring shard the record was made in (chosen by CPU; not a CPU
+    /// number: one shard may serve several CPUs).
     pub shard: u16,
     /// The record's position in its shard.
     pub pos: u64,
@@ -318,7 +319,7 @@ pub enum EventLine {
         mmap_flags: u32,
     },
     /// A process's name (`proc_selfname`), recorded before its first event
-    /// and again after an exec, a config write or a drop.
+    /// and again after an exec, a config write or the drop of its record.
     Proc {
         /// Common fields.
         #[serde(flatten)]

@@ -6,12 +6,17 @@
 //! two formats cannot drift apart: one fixed header naming every field of
 //! every line type, and per row the cells of the fields that line has. A
 //! missing field and a JSON `null` are both an empty cell.
+//!
+//! Paths, process names and decoder messages come from the traced machine:
+//! a cell of theirs that a spreadsheet would run as a formula is defused
+//! ([`defused`]).
 
 use crate::contract::Line;
 use crate::pipeline::{Item, Totals};
 use crate::report::Report;
 use crate::wallclock::{Anchor, shown_time};
 use serde_json::Value;
+use std::borrow::Cow;
 use std::io::{self, Write};
 
 /// The stream's columns, in order. New fields are only ever appended.
@@ -77,11 +82,28 @@ fn io_err(e: csv::Error) -> io::Error {
     }
 }
 
-/// A cell: strings as they are, numbers and booleans as JSON writes them,
-/// null or missing as nothing.
-fn cell(v: Option<&Value>) -> String {
+/// The stream's columns whose text comes from the traced machine (a path
+/// or process name anyone can choose; a corrupt record's message).
+const UNTRUSTED_COLUMNS: &[&str] = &["path", "comm", "name", "message"];
+
+/// `text` as a cell no spreadsheet runs. OWASP ("CSV Injection") lists the
+/// first characters that make a cell a formula or command: `=`, `+`, `-`,
+/// `@`, tab and carriage return; such a cell gets a `'` in front, which
+/// makes it text. A cell already starting with `'` gets one more, so
+/// dropping one leading `'` from a defused cell always gives the text back.
+pub fn defused(text: &str) -> Cow<'_, str> {
+    match text.as_bytes().first() {
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r' | b'\'') => Cow::Owned(format!("'{text}")),
+        _ => Cow::Borrowed(text),
+    }
+}
+
+/// A cell: strings as they are (defused in an untrusted column), numbers
+/// and booleans as JSON writes them, null or missing as nothing.
+fn cell(column: &str, v: Option<&Value>) -> String {
     match v {
         None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) if UNTRUSTED_COLUMNS.contains(&column) => defused(s).into_owned(),
         Some(Value::String(s)) => s.clone(),
         Some(other) => other.to_string(),
     }
@@ -117,7 +139,7 @@ impl<W: Write> StreamCsv<W> {
             .write_record(
                 STREAM_COLUMNS
                     .iter()
-                    .map(|c| cell(map.and_then(|m| m.get(*c)))),
+                    .map(|c| cell(c, map.and_then(|m| m.get(*c)))),
             )
             .map_err(io_err)
     }
@@ -197,7 +219,8 @@ pub fn report_csv(w: impl Write, r: &Report) -> io::Result<()> {
             suspect,
         ];
         let page_times = [opt(utc(p.first_ns)), opt(utc(p.last_ns))];
-        let head = [f.vnode.clone(), f.path.clone().unwrap_or_default()];
+        let path = f.path.as_deref().map(defused).unwrap_or_default();
+        let head = [f.vnode.clone(), path.into_owned()];
         if f.epochs.is_empty() {
             let blank = std::iter::repeat_n(String::new(), 10);
             let row = head
@@ -210,7 +233,7 @@ pub fn report_csv(w: impl Write, r: &Report) -> io::Result<()> {
             w.write_record(row).map_err(io_err)?;
         }
         for (i, e) in f.epochs.iter().enumerate() {
-            let verdict = cell(serde_json::to_value(e.verdict).ok().as_ref());
+            let verdict = cell("verdict", serde_json::to_value(e.verdict).ok().as_ref());
             let epoch = [
                 (i + 1).to_string(),
                 opt(e.start_ns),

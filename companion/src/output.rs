@@ -306,11 +306,11 @@ const JSON_LINE_RESERVE: usize = 512;
 const DETAIL_WIDTH: usize = 44;
 
 /// The table's column titles.
-pub const TABLE_HEADER: &str = "       TIME(s)  CPU     PID       TID COMM             KIND        USE KUSE   IO  DETAIL                                       FILE\n";
+pub const TABLE_HEADER: &str = "       TIME(s) SHARD     PID       TID COMM             KIND        USE KUSE   IO  DETAIL                                       FILE\n";
 
 /// The column titles with `--time wall`: the time column holds a UTC time
 /// (`2026-12-05T06:28:09.123456Z`, 27 characters).
-pub const TABLE_HEADER_WALL: &str = "TIME(UTC)                    CPU     PID       TID COMM             KIND        USE KUSE   IO  DETAIL                                       FILE\n";
+pub const TABLE_HEADER_WALL: &str = "TIME(UTC)                   SHARD     PID       TID COMM             KIND        USE KUSE   IO  DETAIL                                       FILE\n";
 
 /// The column titles for relative times, or UTC times when `wall`.
 pub fn table_header(wall: bool) -> &'static str {
@@ -506,8 +506,8 @@ pub fn event_line_at(out: &mut Vec<u8>, ev: &Ev, wall: Option<&Anchor>) {
         out.resize(out.len() + 14usize.saturating_sub(secs_len), b' ');
         push_secs(out, r.timestamp_ns);
     }
-    out.extend_from_slice(b"  ");
-    right_num(out, r.shard, 3);
+    out.push(b' ');
+    right_num(out, r.shard, 5);
     out.push(b' ');
     right_num(out, r.pid, 7);
     out.push(b' ');
@@ -597,19 +597,19 @@ pub fn item_line_at(w: &mut Vec<u8>, item: &Item, wall: Option<&Anchor>) {
         }) => {
             writeln!(
                 w,
-                "!! LOST {count} records on CPU {shard} at the end of the stream (the kext's ring was full)"
+                "!! LOST {count} records on shard {shard} at the end of the stream (the kext's ring was full)"
             )
         }
         Item::Loss(Loss::Dropped { shard, count, .. }) => {
             writeln!(
                 w,
-                "!! LOST {count} records on CPU {shard} here (the kext's ring was full)"
+                "!! LOST {count} records on shard {shard} here (the kext's ring was full)"
             )
         }
         Item::Loss(Loss::Gap { shard, slots }) => {
             writeln!(
                 w,
-                "!! GAP on CPU {shard}: {slots} slots never reached this reader (another reader, or lost)"
+                "!! GAP on shard {shard}: {slots} slots never reached this reader (another reader, or lost)"
             )
         }
         Item::Corrupt(msg) => writeln!(w, "!! CORRUPT: {msg}"),

@@ -260,7 +260,7 @@ impl<W: Write> Exporter<W> {
                 count,
                 before_pos,
             } => {
-                o.str("name", &format!("LOST {count} records"));
+                o.str("name", &format!("LOST {count} records on shard {shard}"));
                 o.str("cat", "loss")
                     .str("ph", "i")
                     .str("s", "g")
@@ -275,7 +275,7 @@ impl<W: Write> Exporter<W> {
                 o.close();
             }
             Loss::Gap { shard, slots } => {
-                o.str("name", &format!("GAP {slots} slots"));
+                o.str("name", &format!("GAP {slots} slots on shard {shard}"));
                 o.str("cat", "loss")
                     .str("ph", "i")
                     .str("s", "g")

@@ -7,7 +7,7 @@
 //! Gregorian calendar, public domain), so no calendar crate is needed.
 
 /// One reading of both clocks, taken together.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct Anchor {
     /// Nanoseconds since the Unix epoch.
     pub unix_ns: u64,

@@ -422,3 +422,57 @@ fn random_lines_validate() {
         assert_valid(&v, &written(&item));
     }
 }
+
+/// `report --json` is one document that names its contract first, as the
+/// stream's first line does, and validates against the checked-in schema
+/// that `maptrace schema report` prints.
+#[test]
+fn report_documents_name_their_schema_and_validate() {
+    let out = maptrace().args(["schema", "report"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schema/report.schema.json");
+    assert!(
+        std::fs::read_to_string(path).unwrap_or_default() == text,
+        "{path} is stale: regenerate it with \
+         `cargo run -p maptrace -- schema report > companion/schema/report.schema.json`"
+    );
+    let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let v = jsonschema::validator_for(&schema).unwrap();
+    let dir = tempfile::TempDir::new().unwrap();
+    for (name, batches) in [
+        ("life.mtr", lifecycle_batches()),
+        ("lossy.mtr", lossy_batches(5)),
+        ("gap.mtr", gap_batches()),
+        ("reload.mtr", reload_batches()),
+    ] {
+        let f = fixture(&dir, name, &batches);
+        let out = maptrace()
+            .args(["report", "--json"])
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert!(
+            out.stdout
+                .starts_with(b"{\n  \"schema\": \"maptrace.report\",\n  \"version\": 1,\n"),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_valid(&v, &out.stdout);
+    }
+    // The schema holds the document to its shape.
+    let mut doc: serde_json::Value = serde_json::from_slice(
+        &maptrace()
+            .args(["report", "--json"])
+            .arg(fixture(&dir, "again.mtr", &lifecycle_batches()))
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    doc["schema"] = "maptrace.events".into();
+    assert!(!v.is_valid(&doc), "accepted another contract's name");
+    doc["schema"] = "maptrace.report".into();
+    doc["totals"]["dropped"] = "5".into();
+    assert!(!v.is_valid(&doc), "accepted a string count");
+}

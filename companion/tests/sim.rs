@@ -175,11 +175,14 @@ fn demo_tells_a_launch_a_leak_and_an_exact_loss() {
     assert!(text.contains("LEAK SUSPECTS: 1"), "{text}");
     // The loss: under chapter 3, exactly counted, and the last line says so.
     let lost = &text[chapters[2]..];
-    assert!(lost.contains("!! LOST 263 records on CPU 0 here"), "{lost}");
-    assert!(text.contains("LOSSES  dropped 263,"));
+    assert!(
+        lost.contains("!! LOST 132 records on shard 0 here"),
+        "{lost}"
+    );
+    assert!(text.contains("LOSSES  dropped 132,"));
     let last = text.lines().last().unwrap();
     assert!(
-        last.starts_with("lost: exactly 263 records: 263 dropped (the kext's ring was full) on CPU 0 in \"3. A loss"),
+        last.starts_with("lost: exactly 132 records: 132 dropped (the kext's ring was full) on shard 0 in \"3. A loss"),
         "{last}"
     );
 }
@@ -195,7 +198,7 @@ fn a_quiet_demo_shows_only_the_report() {
         text.lines()
             .last()
             .unwrap()
-            .starts_with("lost: exactly 263 records")
+            .starts_with("lost: exactly 132 records")
     );
     // The same story as another scenario gets the usual status for a loss.
     let dir = TempDir::new().unwrap();
@@ -206,7 +209,7 @@ fn a_quiet_demo_shows_only_the_report() {
         .arg(&f)
         .assert()
         .code(3)
-        .stdout(predicate::str::contains("lost: exactly 263 records"));
+        .stdout(predicate::str::contains("lost: exactly 132 records"));
 }
 
 #[test]

@@ -370,7 +370,7 @@ impl Checker {
         item_line(&mut self.line, item);
         assert_eq!(
             String::from_utf8_lossy(&self.line),
-            format!("!! LOST {count} records on CPU {shard} here (the kext's ring was full)\n")
+            format!("!! LOST {count} records on shard {shard} here (the kext's ring was full)\n")
         );
     }
 
@@ -810,7 +810,7 @@ fn losses(items: &[Item]) -> (Vec<u64>, Vec<u64>) {
             assert_eq!(
                 String::from_utf8_lossy(&line),
                 format!(
-                    "!! LOST {count} records on CPU {shard} at the end of the stream (the kext's ring was full)\n"
+                    "!! LOST {count} records on shard {shard} at the end of the stream (the kext's ring was full)\n"
                 )
             );
         }

@@ -74,7 +74,7 @@ pub fn run(source: Option<&str>, a: &ReportArgs, mut out: &mut impl Write) -> Re
     }
     match a.format() {
         ReportFormat::Json => {
-            serde_json::to_writer_pretty(&mut out, &r)?;
+            serde_json::to_writer_pretty(&mut out, &report::Document::of(&r))?;
             writeln!(out)?;
         }
         ReportFormat::Csv => csv_rows::report_csv(&mut out, &r)?,

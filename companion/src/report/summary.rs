@@ -5,11 +5,12 @@ use super::latency::{Latency, human_ns};
 use super::sort::SortKey;
 use super::{Report, ReportTotals};
 use crate::wallclock::{Anchor, shown_time};
+use schemars::JsonSchema;
 use serde::Serialize;
 use std::io::{self, Write};
 
 /// What a report covers, in a few figures.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, JsonSchema, PartialEq, Eq)]
 pub struct Summary {
     /// The trace's first event, ns since boot (`None`: no event).
     pub first_ns: Option<u64>,
@@ -151,5 +152,14 @@ pub fn write_totals(w: &mut impl Write, t: &ReportTotals) -> io::Result<()> {
         t.events,
         kinds.join(", ")
     )?;
-    writeln!(w, "LOSSES  {}", losses(t))
+    writeln!(w, "LOSSES  {}", losses(t))?;
+    if t.folded_events > 0 {
+        writeln!(
+            w,
+            "… {} events of further (file, process) pairs folded into each file's \"other processes\" (the report keeps {} pairs; totals are exact)",
+            t.folded_events,
+            super::MAX_PAIRS
+        )?;
+    }
+    Ok(())
 }
