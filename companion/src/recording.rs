@@ -523,6 +523,11 @@ impl<R: Read> Reader<R> {
         self.offset
     }
 
+    /// Whether reading is over: [`Reader::next_frame`] returns nothing more.
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
     /// Reads the next frame, a batch into `buf`; `Ok(None)` at the end of
     /// the file, or of what can be read of it (see [`Reader::cut`]). The
     /// closing statistics frame is kept for [`Reader::final_stats`].

@@ -1162,15 +1162,21 @@ fn csv_cells_from_the_traced_machine_never_start_a_formula() {
     assert!(!paths.iter().any(|c| starts_a_formula(c)), "{paths:?}");
 }
 
+/// The lifecycle recording in `dir`, its size, and it opened as a source.
+fn lifecycle_recording(dir: &TempDir) -> (PathBuf, u64, maptrace::replay::FileSource) {
+    let f = fixture(dir, "life.mtr", &lifecycle_batches());
+    let size = std::fs::metadata(&f).unwrap().len();
+    let src = maptrace::replay::FileSource::open(&f).unwrap();
+    (f, size, src)
+}
+
 /// A recording reports how far it was read (the progress bar's figures),
 /// and the bar is drawn only on a terminal: a piped stderr stays empty.
 #[test]
 fn reading_a_recording_reports_progress_and_draws_no_bar_off_a_terminal() {
     use maptrace::source::{Next, Source};
     let dir = TempDir::new().unwrap();
-    let f = fixture(&dir, "life.mtr", &lifecycle_batches());
-    let size = std::fs::metadata(&f).unwrap().len();
-    let mut src = maptrace::replay::FileSource::open(&f).unwrap();
+    let (f, size, mut src) = lifecycle_recording(&dir);
     let (mut done, total) = src.progress().unwrap();
     assert_eq!(total, size);
     assert!(done > 0 && done < size, "the header is read: {done}");
@@ -1183,4 +1189,15 @@ fn reading_a_recording_reports_progress_and_draws_no_bar_off_a_terminal() {
     assert_eq!(done, size, "every frame counted");
     assert_eq!(src.progress(), Some((size, size)));
     maptrace().arg("report").arg(&f).assert().code(0).stderr("");
+}
+
+/// Asking a recording for its closing statistics reads the rest of it, and
+/// its progress says so.
+#[test]
+fn a_recordings_statistics_read_it_to_the_end() {
+    use maptrace::source::Source;
+    let dir = TempDir::new().unwrap();
+    let (_, size, mut src) = lifecycle_recording(&dir);
+    assert!(src.stats().is_err(), "this recording has no statistics");
+    assert_eq!(src.progress(), Some((size, size)));
 }

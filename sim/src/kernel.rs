@@ -578,14 +578,15 @@ impl Kernel {
     /// another), as the scheduler may between two operations or when a
     /// thread that blocked runs again (`thread_setrun` picks a processor,
     /// osfmk/kern/sched_prim.c, xnu-11417.121.6).
+    ///
+    /// Each thread rotates through the CPUs on its own: any `cpus`
+    /// consecutive migrations of a thread visit every CPU, whatever other
+    /// threads do meanwhile, so every shard of a per-CPU ring sees a thread
+    /// that keeps running. (One tick shared by all threads let two
+    /// alternating threads each see only every other CPU.)
     pub fn migrate(&self) {
         if let Some(mut id) = context::identity(self.boot) {
-            let cpus = self.config.cpus.max(1);
-            let mut cpu = self.cpu_tick.fetch_add(1, Ordering::Relaxed) % cpus;
-            if cpu == id.cpu {
-                cpu = (cpu + 1) % cpus;
-            }
-            id.cpu = cpu;
+            id.cpu = (id.cpu + 1) % self.config.cpus.max(1);
             context::set_identity(Some(id));
         }
     }

@@ -37,9 +37,11 @@ use maptrace_abi::decode::{DecodeError, Decoder, Record};
 use maptrace_abi::raw;
 use maptrace_sim::{Config, Cred, DEMO, DirectVnode, GenParams, Proc, Scenario, Sim, prot, xnu};
 
-use maptrace_core::ring::RingStart;
-use maptrace_core::{Engine, HookEvent, Params, Ring};
 use maptrace_system_tests::{Tunables, raw_name};
+
+// The core's test helpers: an engine over owned memory, PAGEIN events.
+#[path = "../../tests/common/mod.rs"]
+mod common;
 
 unsafe extern "C" {
     // The simulator's clock KPIs, the ones the shim's mt_now_ns calls
@@ -340,53 +342,6 @@ fn pipeline(
     })
 }
 
-/// The throughput baseline's ring: the core alone over owned memory.
-struct CoreMem(Vec<std::mem::MaybeUninit<u8>>);
-
-impl CoreMem {
-    fn new(nshards: u32, cap: u32) -> CoreMem {
-        let size = Ring::mem_size(nshards, cap).expect("ring size");
-        CoreMem(vec![std::mem::MaybeUninit::uninit(); size])
-    }
-
-    fn engine(&mut self, nshards: u32, cap: u32) -> Engine<'_> {
-        let ring = Ring::init_at(&mut self.0, nshards, cap, RingStart::default()).expect("ring");
-        Engine::new(
-            ring,
-            Params {
-                hash_key: [7, 11],
-                generation: 0x6e6e,
-                probe_method: raw::MT_PROBE_OFFSET,
-                start_ns: 0,
-            },
-        )
-    }
-}
-
-/// A PAGEIN event as the shim records one; `seq` is its offset and time.
-fn core_pagein(pid: u32, tid: u64, seq: u64) -> HookEvent {
-    HookEvent {
-        kind: raw::MT_KIND_PAGEIN,
-        pid,
-        tid,
-        timestamp_ns: seq,
-        duration_ns: 1000,
-        vnode_ptr: 0xffff_ff80_0000_1000 + tid * 0x100,
-        vid: 1,
-        error: 0,
-        offset: seq as i64,
-        size: 4096,
-        usecount: 2,
-        kusecount: 0,
-        iocount: 1,
-        count_method: raw::MT_PROBE_OFFSET,
-        prot: 0,
-        maxprot: 0,
-        flags: 0,
-        reserved0: 0,
-    }
-}
-
 fn bench_throughput(c: &mut Criterion) {
     if maptrace_sim::SHIM_RESIDENT {
         return; // these unload the kext, which the resident build refuses
@@ -396,7 +351,7 @@ fn bench_throughput(c: &mut Criterion) {
     let threads = 2;
 
     // Baseline: the core alone, as the shim drives it.
-    let mut mem = CoreMem::new(4, SLOTS);
+    let mut mem = common::Mem::new(4, SLOTS);
     let engine = mem.engine(4, SLOTS);
     let mut core_buf = vec![0u8; engine.drain_capacity()];
     let mut dec = Decoder::new();
@@ -408,7 +363,7 @@ fn bench_throughput(c: &mut Criterion) {
                 iters,
                 |t, range| {
                     for i in range {
-                        let ev = core_pagein(501 + t, u64::from(t) + 1, i);
+                        let ev = common::pagein(501 + t, u64::from(t) + 1, i);
                         black_box(engine.record(t, &ev));
                     }
                 },
