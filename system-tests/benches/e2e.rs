@@ -11,9 +11,11 @@
 //!   every test runs) and off: what the tests pay for the meter.
 //! * `throughput/*` — producer threads dispatching VNOP_PAGEIN through the
 //!   trampolines while one reader drains `kern.maptrace.events` into the abi
-//!   `Decoder`, lossless (asserted). Baseline: `throughput/core`, the same
+//!   `Decoder`, lossless (asserted). Baselines: `throughput/core`, the same
 //!   threads calling `Engine::record` and a reader doing
-//!   `drain_prepare`/`drain_commit` + decode, without shim or simulator.
+//!   `drain_prepare`/`drain_commit` + decode, without shim or simulator
+//!   (synthetic timestamps); `throughput/core_clocked`, the same with the
+//!   two simulated clock reads a hook makes per event (`dispatch/timestamp`).
 //! * `workload/*` — a scenario (the demo, and a larger generated one) run
 //!   without and with the kext loaded.
 //! * `mac_cost/*` — open + mmap + munmap + close of one file, by one thread
@@ -158,6 +160,15 @@ fn timed_chunks(p: &Proc, iters: u64, f: impl Fn(u64), mut between: impl FnMut()
     })
 }
 
+/// Nanoseconds since boot as the shim's `mt_now_ns` reads them.
+fn sim_now_ns() -> u64 {
+    let mut ns = 0u64;
+    // SAFETY: a simulator KPI (a kernel is booted); `ns` is a valid
+    // out-pointer.
+    unsafe { absolutetime_to_nanoseconds(mach_absolute_time(), &raw mut ns) };
+    ns
+}
+
 fn pagein(vn: &DirectVnode, i: u64) {
     // Clusters of 4 pages spread over the first 64 pages of the file.
     let off = (i % 16 * 4 * PAGE as u64) as i64;
@@ -180,16 +191,7 @@ fn bench_dispatch(c: &mut Criterion) {
     // Looked up before the load, so the shim's sweep hooks its vector.
     let vn = p.direct_vnode("/data/a.bin").expect("vnode");
 
-    g.bench_function("timestamp", |b| {
-        b.iter(|| {
-            let mut ns = 0u64;
-            let abs = mach_absolute_time();
-            // SAFETY: a simulator KPI (a kernel is booted); `ns` is a valid
-            // out-pointer.
-            unsafe { absolutetime_to_nanoseconds(abs, &raw mut ns) };
-            black_box(ns)
-        });
-    });
+    g.bench_function("timestamp", |b| b.iter(|| black_box(sim_now_ns())));
     let vp = sim.vnode_addr("/data/a.bin").expect("vnode") as xnu::vnode_t;
     g.bench_function("hook_kpis", |b| {
         b.iter_custom(|iters| {
@@ -394,6 +396,8 @@ fn bench_throughput(c: &mut Criterion) {
     let mut g = c.benchmark_group("throughput");
     g.throughput(Throughput::Elements(1));
     let threads = 2;
+    // Booted first: `core_clocked` reads its clock (`core` ignores it).
+    let sim = boot();
 
     // Baseline: the core alone, as the shim drives it.
     let mut mem = CoreMem::new(4, SLOTS);
@@ -424,11 +428,38 @@ fn bench_throughput(c: &mut Criterion) {
             )
         });
     });
+    // The same, with the two clock reads every hook that reports a
+    // duration makes (`dispatch/timestamp`'s source, on a booted simulator).
+    g.bench_function("core_clocked", |b| {
+        b.iter_custom(|iters| {
+            pipeline(
+                threads,
+                iters,
+                |t, range| {
+                    for i in range {
+                        let start = sim_now_ns();
+                        let mut ev = core_pagein(501 + t, u64::from(t) + 1, i);
+                        ev.timestamp_ns = start;
+                        ev.duration_ns = sim_now_ns() - start;
+                        black_box(engine.record(t, &ev));
+                    }
+                },
+                || {
+                    let n = engine.drain_prepare(&mut core_buf, 0).expect("drain");
+                    engine.drain_commit();
+                    if n == 0 {
+                        0
+                    } else {
+                        count_pageins(&mut dec, &mut out, &core_buf[..n])
+                    }
+                },
+            )
+        });
+    });
     let lost: u64 = (0..4).map(|s| engine.ring().counters(s).dropped).sum();
-    assert_eq!(lost, 0, "the core baseline must not drop events");
+    assert_eq!(lost, 0, "the core baselines must not drop events");
 
     // The shim on the simulator: trampolines + sysctl reader.
-    let sim = boot();
     let procs: Vec<Proc> = (0..threads)
         .map(|t| sim.spawn(&format!("producer{t}"), 501))
         .collect();
