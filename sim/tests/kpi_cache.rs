@@ -133,3 +133,27 @@ fn a_reboot_is_seen_by_a_thread_that_cached_the_old_kernel() {
     drop(go);
     helper.join().unwrap();
 }
+
+#[test]
+fn a_cached_lookup_takes_no_shared_reference_and_sees_a_recycle() {
+    let sim = boot(Config::default());
+    let vfs = &sim.kernel().vfs;
+    let p = sim.spawn("reader", 501);
+    let fd = p.open("/a").unwrap();
+    p.close(fd).unwrap();
+    let addr = sim.vnode_addr("/a").unwrap() as usize;
+    let first = vfs.vnode(addr).expect("a vnode");
+    let shared = std::sync::Arc::strong_count(&*first);
+    // A hit is this thread's own handle: the vnode's Arc, which every CPU
+    // dispatching on it would write, keeps its count.
+    let again = vfs.vnode(addr).expect("a vnode");
+    assert!(std::sync::Arc::ptr_eq(&*first, &*again));
+    assert_eq!(std::sync::Arc::strong_count(&*again), shared);
+    let vid = again.vid;
+    drop((first, again));
+    assert!(sim.recycle("/a").unwrap());
+    assert!(vfs.vnode(addr).is_none(), "a freed block is no vnode");
+    let fd = p.open("/b").unwrap();
+    assert_eq!(vfs.vnode(addr).map(|v| v.vid), Some(vid + 1), "reused");
+    p.close(fd).unwrap();
+}
