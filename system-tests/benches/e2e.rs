@@ -25,7 +25,9 @@
 //!   `loaded_resident` (a static policy, no lock).
 //!
 //! Run: `cargo bench -p maptrace-system-tests --bench e2e` (and add
-//! `--features resident -- mac_cost` for the resident build).
+//! `--features resident -- mac_cost` for the resident build). On a machine
+//! loaded by other work, `MT_BENCH_CPU_TIME=1` times `dispatch`, `metered`
+//! and `throughput` in CPU time (see `Clock`).
 
 use std::hint::black_box;
 use std::ops::Range;
@@ -55,6 +57,82 @@ unsafe extern "C" {
     safe fn thread_tid(thread: xnu::thread_t) -> u64;
     safe fn vnode_vid(vp: xnu::vnode_t) -> u32;
     safe fn cpu_number() -> i32;
+}
+
+/// What a timed part is measured with. The wall clock by default; with
+/// `MT_BENCH_CPU_TIME=1` (Linux) the CPU time of the timing thread
+/// (`dispatch`, `metered`) or of the whole process (`throughput`: CPU per
+/// event rather than events per second), which a machine loaded by other
+/// work does not inflate with preemption.
+#[derive(Clone, Copy)]
+enum Clock {
+    Wall,
+    ThreadCpu,
+    ProcessCpu,
+}
+
+fn cpu_time_wanted() -> bool {
+    cfg!(target_os = "linux") && std::env::var_os("MT_BENCH_CPU_TIME").is_some_and(|v| v == "1")
+}
+
+/// The clock of a single-threaded timed part.
+fn thread_clock() -> Clock {
+    if cpu_time_wanted() {
+        Clock::ThreadCpu
+    } else {
+        Clock::Wall
+    }
+}
+
+/// The clock of a multi-threaded timed part.
+fn process_clock() -> Clock {
+    if cpu_time_wanted() {
+        Clock::ProcessCpu
+    } else {
+        Clock::Wall
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn cpu_ns(clock: Clock) -> u64 {
+    unsafe extern "C" {
+        fn clock_gettime(id: i32, ts: *mut [i64; 2]) -> i32;
+    }
+    // CLOCK_PROCESS_CPUTIME_ID and CLOCK_THREAD_CPUTIME_ID (linux/time.h).
+    let id = if matches!(clock, Clock::ProcessCpu) {
+        2
+    } else {
+        3
+    };
+    let mut ts = [0i64; 2];
+    // SAFETY: a valid out-pointer to a 64-bit `struct timespec`.
+    let rc = unsafe { clock_gettime(id, &raw mut ts) };
+    assert_eq!(rc, 0, "clock_gettime");
+    ts[0] as u64 * 1_000_000_000 + ts[1] as u64
+}
+
+#[cfg(not(target_os = "linux"))]
+fn cpu_ns(_: Clock) -> u64 {
+    unreachable!("CPU time is only asked for on Linux")
+}
+
+/// A started measurement on one of the clocks.
+struct Stopwatch(Clock, Instant, u64);
+
+impl Stopwatch {
+    fn start(clock: Clock) -> Stopwatch {
+        match clock {
+            Clock::Wall => Stopwatch(clock, Instant::now(), 0),
+            _ => Stopwatch(clock, Instant::now(), cpu_ns(clock)),
+        }
+    }
+
+    fn elapsed(&self) -> Duration {
+        match self.0 {
+            Clock::Wall => self.1.elapsed(),
+            c => Duration::from_nanos(cpu_ns(c) - self.2),
+        }
+    }
 }
 
 const PAGE: usize = 4096;
@@ -143,12 +221,13 @@ fn assert_lossless(sim: &Sim, since: u64, dispatched: u64) {
 /// Times `iters` calls of `f` as `p`'s thread in chunks, running `between`
 /// untimed after each chunk.
 fn timed_chunks(p: &Proc, iters: u64, f: impl Fn(u64), mut between: impl FnMut()) -> Duration {
+    let clock = thread_clock();
     p.run_as(|| {
         let mut total = Duration::ZERO;
         let mut done = 0;
         while done < iters {
             let n = CHUNK.min(iters - done);
-            let t0 = Instant::now();
+            let t0 = Stopwatch::start(clock);
             for i in done..done + n {
                 f(i);
             }
@@ -191,7 +270,15 @@ fn bench_dispatch(c: &mut Criterion) {
     // Looked up before the load, so the shim's sweep hooks its vector.
     let vn = p.direct_vnode("/data/a.bin").expect("vnode");
 
-    g.bench_function("timestamp", |b| b.iter(|| black_box(sim_now_ns())));
+    g.bench_function("timestamp", |b| {
+        b.iter_custom(|iters| {
+            let t0 = Stopwatch::start(thread_clock());
+            for _ in 0..iters {
+                black_box(sim_now_ns());
+            }
+            t0.elapsed()
+        });
+    });
     let vp = sim.vnode_addr("/data/a.bin").expect("vnode") as xnu::vnode_t;
     g.bench_function("hook_kpis", |b| {
         b.iter_custom(|iters| {
@@ -327,7 +414,7 @@ fn pipeline(
             });
         }
         start.wait();
-        let t0 = Instant::now();
+        let t0 = Stopwatch::start(process_clock());
         let mut seen = 0;
         while seen < iters {
             let n = read();
