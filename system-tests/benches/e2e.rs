@@ -480,7 +480,7 @@ fn bench_throughput(c: &mut Criterion) {
                 |t, range| {
                     for i in range {
                         let start = sim_now_ns();
-                        let mut ev = core_pagein(501 + t, u64::from(t) + 1, i);
+                        let mut ev = common::pagein(501 + t, u64::from(t) + 1, i);
                         ev.timestamp_ns = start;
                         ev.duration_ns = sim_now_ns() - start;
                         black_box(engine.record(t, &ev));
