@@ -13,9 +13,11 @@
 //!
 //! * Each entry is a seqlock: `seq` is odd while one writer updates the
 //!   entry's fields and even otherwise; every completed write adds 2.
-//!   A writer must win a CAS from an even `seq` to `seq + 1` before it
-//!   touches a field, and a writer that loses (or sees an odd `seq`) skips
-//!   caching: the memo is lossy, and no writer ever waits.
+//!   A writer must win a CAS (Acquire) from an even `seq` to `seq + 1`
+//!   before it touches a field, and a writer that loses (or sees an odd
+//!   `seq`) skips caching: the memo is lossy, and no writer ever waits.
+//!   Writes to an entry are thus serialised, each after the previous one's
+//!   stores (its Release of the even `seq`).
 //! * A reader returns an entry's id only if it read the same even `seq`
 //!   before and after reading the fields (an acquire fence between the
 //!   field loads and the second `seq` load). A write that overlapped the
@@ -100,11 +102,15 @@ impl MemoEntry {
         if seq & 1 != 0
             || self
                 .seq
-                .compare_exchange(seq, seq + 1, Ordering::Relaxed, Ordering::Relaxed)
+                .compare_exchange(seq, seq + 1, Ordering::Acquire, Ordering::Relaxed)
                 .is_err()
         {
             return;
         }
+        // (Acquire: the previous writer's field stores, published by its
+        // even seq, happen before ours; with a Relaxed CAS a late store of
+        // theirs could land after ours and leave a torn entry under an even
+        // seq — the loom model's two-writer case.)
         // Orders the odd seq before the field stores: a reader that sees
         // any of them also sees a seq other than the one it started with.
         fence(Ordering::Release);
