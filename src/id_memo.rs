@@ -102,7 +102,12 @@ impl MemoEntry {
         if seq & 1 != 0
             || self
                 .seq
-                .compare_exchange(seq, seq + 1, Ordering::Acquire, Ordering::Relaxed)
+                .compare_exchange(
+                    seq,
+                    seq.wrapping_add(1),
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                )
                 .is_err()
         {
             return;
@@ -118,7 +123,7 @@ impl MemoEntry {
         self.tag.store(tag_of(vid, epoch), Ordering::Relaxed);
         self.id.store(id, Ordering::Relaxed);
         // Publishes the fields with the even seq that ends the write.
-        self.seq.store(seq + 2, Ordering::Release);
+        self.seq.store(seq.wrapping_add(2), Ordering::Release);
     }
 }
 
