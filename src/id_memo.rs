@@ -25,8 +25,10 @@
 //!   miss, never a wrong id. `seq` is 64 bits: it does not wrap.
 //! * An entry stores the address, `tag = epoch << 32 | vid` and the id the
 //!   key gave that pair. The epoch names the key (the engine derives it
-//!   from the per-load generation), so entries written under another key
-//!   never match; `mt_core_init` also zeroes the table on every load.
+//!   from the per-load random generation), so an entry written under
+//!   another key does not match (unless two generations share an epoch,
+//!   2^-32). In the kext no entry outlives its key anyway: `mt_core_init`
+//!   writes every entry empty on every load.
 //! * Address 0 is "no vnode": never looked up (its id is 0) and the value
 //!   of an empty entry, which therefore never matches.
 //! * Lock-free and allocation-free: a hit is two loads of `seq` and three
@@ -112,12 +114,13 @@ impl MemoEntry {
         {
             return;
         }
-        // (Acquire: the previous writer's field stores, published by its
-        // even seq, happen before ours; with a Relaxed CAS a late store of
+        // The CAS is Acquire so the previous writer's field stores (published
+        // by its even seq) happen before ours: with a Relaxed CAS one of
         // theirs could land after ours and leave a torn entry under an even
-        // seq — the loom model's two-writer case.)
-        // Orders the odd seq before the field stores: a reader that sees
-        // any of them also sees a seq other than the one it started with.
+        // seq (the loom model's two-writer case).
+        //
+        // The fence orders the odd seq before our field stores: a reader
+        // that sees any of them also sees a seq other than its first.
         fence(Ordering::Release);
         self.addr.store(addr, Ordering::Relaxed);
         self.tag.store(tag_of(vid, epoch), Ordering::Relaxed);
