@@ -4,8 +4,11 @@
 //!
 //! * `floor/memcpy64+cas` — a 64-byte copy into a rotating slot plus one CAS;
 //! * `record/ring` — reserve + write + commit of a prebuilt record;
-//! * `record/engine` — the whole `Engine::record` (filter, keyed hash, encode,
-//!   ring) as the shim calls it;
+//! * `record/engine` — the whole `Engine::record` (filter, vnode id, encode,
+//!   ring) as the shim calls it, one vnode throughout (a page-in storm: the
+//!   id memo hits);
+//! * `record/engine_distinct` — the same with a new vnode every record (the
+//!   memo misses: keyed hash plus caching the id);
 //! * `record/two_threads` — two threads recording at once on their own shards;
 //! * `record/drop_path` — a full shard refusing events;
 //! * `peers/arrayqueue` (one thread, and two sharing the queue) and
@@ -255,6 +258,19 @@ fn bench_record(c: &mut Criterion) {
         b.iter_custom(|iters| {
             timed_producers(engine.ring(), 1, iters, |t, i| {
                 black_box(engine.record(t, black_box(&event(i))));
+            })
+        });
+    });
+
+    // A new vnode every record of a chunk: 8192 vnodes through 256 memo
+    // entries, so each entry is rewritten many times before its vnode
+    // comes back in the next chunk.
+    g.bench_function("engine_distinct", |b| {
+        b.iter_custom(|iters| {
+            timed_producers(engine.ring(), 1, iters, |t, i| {
+                let mut ev = event(i);
+                ev.vnode_ptr += i << 8;
+                black_box(engine.record(t, black_box(&ev)));
             })
         });
     });

@@ -16,6 +16,7 @@
 use crate::config::{Config, ConfigCell, ConfigError};
 use crate::ffi::bridge;
 use crate::ffi::bridge::mt_event;
+use crate::id_memo::{self, IdMemo};
 use crate::procs::ProcCache;
 use crate::record::{self, Head, PATH_MAX};
 use crate::ring::{Dropped, Peek, Ring, SLOT_SIZE};
@@ -118,6 +119,7 @@ pub struct Engine<'a> {
     pub(crate) ring: Ring<'a>,
     pub(crate) config: ConfigCell,
     pub(crate) key: VnodeIdKey,
+    pub(crate) ids: IdMemo,
     pub(crate) params: Params,
     pub(crate) vectors: VectorTable,
     pub(crate) procs: ProcCache,
@@ -135,6 +137,7 @@ impl<'a> Engine<'a> {
             ring,
             config: ConfigCell::new(Config::DEFAULT),
             key: VnodeIdKey::new(params.hash_key),
+            ids: IdMemo::new(),
             params,
             vectors: VectorTable::new(),
             procs: ProcCache::new(),
@@ -208,12 +211,19 @@ impl<'a> Engine<'a> {
         if !self.admit(kind, ev.pid) {
             return RecordResult::Filtered;
         }
-        let head = record::head_of(kind, ev, self.key.id(ev.vnode_ptr, ev.vid));
+        let head = record::head_of(kind, ev, self.vnode_id(ev));
         let pushed = self.ring.record(hint, 1, |w| {
             let drops_before = w.drops_before();
             w.head_with(|body| record::write_fixed(body, head, ev, drops_before));
         });
         pushed.into()
+    }
+
+    /// The keyed id of `ev`'s vnode, remembered under this load's key.
+    #[inline(always)]
+    fn vnode_id(&self, ev: &mt_event) -> u64 {
+        let epoch = id_memo::epoch_of(self.params.generation);
+        self.ids.id(&self.key, epoch, ev.vnode_ptr, ev.vid)
     }
 
     /// Whether the shim should record `pid`'s name now (PROC wanted for
@@ -255,7 +265,7 @@ impl<'a> Engine<'a> {
         if !self.admit(EventKind::Path, ev.pid) {
             return RecordResult::Filtered;
         }
-        let mut head = record::head_of(EventKind::Path, ev, self.key.id(ev.vnode_ptr, ev.vid));
+        let mut head = record::head_of(EventKind::Path, ev, self.vnode_id(ev));
         let path = match path.get(..PATH_MAX) {
             Some(cut) if path.len() > PATH_MAX => {
                 head.flags |= raw::MT_RF_TRUNCATED as u8;

@@ -25,6 +25,7 @@ pub mod config;
 pub mod engine;
 #[allow(unsafe_code)]
 pub mod ffi;
+pub mod id_memo;
 pub mod procs;
 pub mod record;
 #[allow(unsafe_code)]

@@ -102,7 +102,9 @@ fn count16(v: i32, saturated: &mut bool) -> Option<u16> {
     }))
 }
 
-/// The counts of `ev` and the `MT_RF_*` bits that describe them.
+/// The counts of `ev` and the `MT_RF_*` bits that describe them. Inlined:
+/// as a call (five kinds use it) it cost a spill of the live registers.
+#[inline(always)]
 fn counts(ev: &mt_event) -> (raw::mt_counts, u8) {
     let mut saturated = false;
     let (method, usecount, kusecount, iocount) = match ev.count_method {

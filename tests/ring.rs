@@ -739,3 +739,36 @@ fn a_drain_that_cannot_take_a_whole_record_takes_the_run_before_it() {
         "nothing past the run"
     );
 }
+
+#[test]
+fn remembered_vnode_ids_are_the_keyed_ids_through_evictions_and_recycling() {
+    use maptrace_core::id_memo::SLOTS;
+    use maptrace_core::vnode_id::VnodeIdKey;
+    // Under Miri (interpreted) just enough vnodes to evict some entries.
+    const VNODES: u64 = if cfg!(miri) {
+        SLOTS as u64 + 8
+    } else {
+        2 * SLOTS as u64
+    };
+    const CAP: u32 = if cfg!(miri) { 1024 } else { 2048 };
+    let key = VnodeIdKey::new([7, 11]); // the key of `Mem::engine`
+    let mut mem = Mem::new(1, CAP);
+    let e = mem.engine(1, CAP);
+    // More vnodes than memo entries, each seen three times (hit or evicted),
+    // the last time recycled (vid + 1).
+    let vnodes = VNODES;
+    let mut expected = Vec::new();
+    for round in 0..3u32 {
+        for v in 0..vnodes {
+            let mut ev = pagein(42, 7, expected.len() as u64);
+            ev.vnode_ptr = 0xffff_ff80_4000_0000 + v * 0xf8;
+            ev.vid = 1 + u32::from(round == 2);
+            assert_eq!(e.record(0, &ev), RecordResult::Recorded);
+            expected.push(key.id(ev.vnode_ptr, ev.vid));
+        }
+    }
+    let (recs, errs) = drain_all(&e, &mut Decoder::new(), e.drain_capacity());
+    assert!(errs.is_empty(), "{errs:?}");
+    let ids: Vec<u64> = events(&recs).iter().map(|r| r.vnode_id).collect();
+    assert_eq!(ids, expected);
+}

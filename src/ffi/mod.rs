@@ -11,6 +11,7 @@ mod panic;
 
 use crate::config::{Config, ConfigCell, ConfigError};
 use crate::engine::{DrainError, DrainState, Engine, Params, RecordResult, ShimCounters};
+use crate::id_memo::{IdMemo, MemoEntry};
 use crate::procs::ProcCache;
 use crate::ring::Ring;
 use crate::sync::{AtomicU32, AtomicU64};
@@ -204,6 +205,13 @@ unsafe fn init_engine<'e>(
     put!(slot.key = VnodeIdKey::new(params.hash_key));
     put!(slot.params = params);
     // SAFETY: as in put!: a projection inside the slot.
+    let memo = unsafe { &raw mut (*slot).ids.entries }.cast::<MemoEntry>();
+    for i in 0..crate::id_memo::SLOTS {
+        // SAFETY: element i of the entries array lies inside the slot and is
+        // aligned (array layout); its bytes are uninitialised.
+        unsafe { memo.wrapping_add(i).write(MemoEntry::new()) };
+    }
+    // SAFETY: as in put!: a projection inside the slot.
     let entries = unsafe { &raw mut (*slot).vectors.entries }.cast::<Entry>();
     for i in 0..MAX_VECTORS {
         // SAFETY: element i of the entries array lies inside the slot and is
@@ -236,6 +244,7 @@ const _: fn(&Engine<'static>) = |e| {
         ring: _,
         config: _,
         key: _,
+        ids: IdMemo { entries: _ },
         params: _,
         vectors:
             VectorTable {

@@ -113,8 +113,9 @@ fn step_cross_kauth(ctx: &Ctx) -> Result<()> {
     crate::package::cmd_bundle(&ctx.root, kauth, ctx.mode)
 }
 
-/// The loom models of the ring protocol (`tests/loom.rs`) and of the shim's
-/// hook counters and unload drain (`tests/loom_drain.rs`), in their own
+/// The loom models of the ring protocol (`tests/loom.rs`), of the shim's
+/// hook counters and unload drain (`tests/loom_drain.rs`) and of the
+/// vnode-id memo's seqlock (`tests/loom_memo.rs`), in their own
 /// target dir because `--cfg loom` changes every crate's build.
 fn step_loom(ctx: &Ctx) -> Result<()> {
     let mut plan = crate::exec::Plan::new();
@@ -130,6 +131,8 @@ fn step_loom(ctx: &Ctx) -> Result<()> {
                 "loom",
                 "--test",
                 "loom_drain",
+                "--test",
+                "loom_memo",
             ])
             .env("RUSTFLAGS", "--cfg loom")
             .env(
@@ -168,7 +171,7 @@ pub const TEST_STEPS: &[TestStep] = &[
         fatal: false,
     },
     TestStep {
-        name: "loom models of the ring and the hook drain",
+        name: "loom models of the ring, the hook drain and the id memo",
         run: step_loom,
         fatal: false,
     },
