@@ -95,7 +95,7 @@ struct Plain<'a> {
 }
 
 /// The table row the obvious way: `format!` for every cell and the row,
-/// a `String` per line (the same columns as `output::item_line`; page-ins,
+/// a `String` per line (the same columns as `output::item_line`, COMM included; page-ins,
 /// maps and unmaps are all this stream has besides its 64 PATH records).
 fn naive_row(ev: &Ev) -> String {
     let r = &ev.rec;
@@ -152,12 +152,14 @@ fn naive_row(ev: &Ev) -> String {
         None => ("-".into(), "-".into(), "-".into()),
     };
     let path = ev.path.as_ref().map_or(String::new(), |p| p.text.clone());
+    let comm = ev.comm.as_deref().unwrap_or("-");
     format!(
-        "{:>14}  {:>3} {:>7} {:>9}  {:<10} {:>4} {:>4} {:>4}  {:<44} {}\n",
+        "{:>14}  {:>3} {:>7} {:>9} {:<16.16} {:<10} {:>4} {:>4} {:>4}  {:<44} {}\n",
         secs(r.timestamp_ns),
         r.shard,
         r.pid,
         r.tid,
+        comm,
         r.kind.name(),
         use_,
         kuse,
