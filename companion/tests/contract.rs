@@ -363,6 +363,71 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// The stream's writer (`JsonLines`, lines written in place into a
+    /// buffer that keeps its stale bytes) writes the reference bytes too,
+    /// across a `clear` (what `stream` does after each batch).
+    #[test]
+    fn json_lines_are_the_reference_bytes(
+        items in proptest::collection::vec(any_item(), 0..40),
+        clear_at in 0usize..40,
+    ) {
+        let mut w = output::JsonLines::new();
+        let mut want = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            if i == clear_at {
+                w.clear();
+                want.clear();
+            }
+            w.item(item);
+            want.extend(reference(item));
+        }
+        prop_assert_eq!(w.len(), want.len());
+        prop_assert_eq!(
+            String::from_utf8(w.as_bytes().to_vec()).unwrap(),
+            String::from_utf8(want).unwrap()
+        );
+    }
+}
+
+#[test]
+fn json_lines_grow_and_never_show_stale_bytes() {
+    let long = "/x".repeat(2000);
+    let long_item = Item::Event(event(
+        Event::Path {
+            vid: 1,
+            path: Vec::new(),
+            truncated: true,
+        },
+        Some(long.as_bytes()),
+    ));
+    let short_item = Item::Reload { generation: 7 };
+    let mut w = output::JsonLines::new();
+    w.header();
+    let mut want = Vec::new();
+    output::header_json(&mut want);
+    // Well past the first 64 KiB: the buffer grows mid-stream.
+    for _ in 0..100 {
+        w.item(&long_item);
+        want.extend(reference(&long_item));
+    }
+    assert!(w.len() > 4 * (64 << 10), "{}", w.len());
+    assert!(w.as_bytes() == &want[..]);
+    // After a clear only the new lines show, not the long ones under them.
+    w.clear();
+    assert!(w.is_empty());
+    w.item(&short_item);
+    w.summary(&Totals::default());
+    let mut want = reference(&short_item);
+    output::summary_json(&mut want, &Totals::default());
+    assert_eq!(
+        String::from_utf8_lossy(w.as_bytes()),
+        String::from_utf8_lossy(&want)
+    );
+}
+
 #[test]
 fn random_lines_validate() {
     // A few hundred generated items through the schema too (the validator

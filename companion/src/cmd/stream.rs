@@ -43,23 +43,25 @@ fn stream(
 ) -> Result<Totals> {
     let filter = filter(a);
     let mut line = Vec::with_capacity(512);
+    let mut lines = output::JsonLines::new();
     if json {
-        output::header_json(&mut line);
-        out.write_all(&line)?;
+        lines.header();
+        out.write_all(lines.as_bytes())?;
     } else {
         out.write_all(output::TABLE_HEADER.as_bytes())?;
     }
     let live = src.is_live();
     let totals = for_each_batch(src, &a.limit, |items| {
-        line.clear();
-        for item in items.iter().filter(|i| shown(&filter, i)) {
-            if json {
-                output::item_json(&mut line, item);
-            } else {
-                output::item_line(&mut line, item);
-            }
+        let shown_items = items.iter().filter(|i| shown(&filter, i));
+        if json {
+            lines.clear();
+            shown_items.for_each(|item| lines.item(item));
+            out.write_all(lines.as_bytes())?;
+        } else {
+            line.clear();
+            shown_items.for_each(|item| output::item_line(&mut line, item));
+            out.write_all(&line)?;
         }
-        out.write_all(&line)?;
         // A live stream shows each batch as it comes.
         if live {
             out.flush()?;
@@ -68,9 +70,9 @@ fn stream(
     })?;
     if !a.no_summary {
         if json {
-            line.clear();
-            output::summary_json(&mut line, &totals);
-            out.write_all(&line)?;
+            lines.clear();
+            lines.summary(&totals);
+            out.write_all(lines.as_bytes())?;
         } else {
             output::summary_row(out, &totals)?;
         }
