@@ -428,6 +428,58 @@ fn json_lines_grow_and_never_show_stale_bytes() {
     );
 }
 
+/// The `path` of every page-in line `JsonLines` writes for `batches`,
+/// each line also checked against the reference bytes.
+fn pagein_paths(batches: &[Vec<u8>]) -> Vec<serde_json::Value> {
+    let mut w = output::JsonLines::new();
+    let mut paths = Vec::new();
+    for item in decode(batches).0 {
+        w.clear();
+        w.item(&item);
+        assert_eq!(w.as_bytes(), &reference(&item)[..]);
+        let v: serde_json::Value = serde_json::from_slice(w.as_bytes()).unwrap();
+        if v["kind"] == "pagein" {
+            paths.push(v["path"].clone());
+        }
+    }
+    paths
+}
+
+#[test]
+fn cached_path_fragments_follow_a_new_name_and_a_reload() {
+    // The escaped path is kept per vnode id (`PathInfo::json`): a later PATH
+    // record for the same id replaces it.
+    let batches = recorded(1, 256, |t| {
+        t.path(0, DB, "/data/old \"name\"");
+        t.pagein(0, 200, 2001, DB, (0, 4096), 1);
+        t.drain();
+        t.path(0, DB, "/data/new\nname");
+        t.pagein(0, 200, 2001, DB, (4096, 4096), 1);
+        t.drain();
+    });
+    assert_eq!(
+        pagein_paths(&batches),
+        ["/data/old \"name\"", "/data/new\nname"]
+    );
+    // After a reload, a vnode no PATH record of the new load named has no
+    // path, whatever the old load called it.
+    let mut batches = recorded(1, 256, |t| {
+        t.path(0, DB, "/data/app.db");
+        t.pagein(0, 200, 2001, DB, (0, 4096), 1);
+        t.drain();
+    });
+    let mut mem = Mem::new(1, 256);
+    let e = mem.engine_of(2);
+    let mut t = Trace::new(&e);
+    t.pagein(0, 200, 2001, DB, (0, 4096), 1);
+    t.drain();
+    batches.extend(t.batches);
+    assert_eq!(
+        pagein_paths(&batches),
+        [serde_json::json!("/data/app.db"), serde_json::Value::Null]
+    );
+}
+
 #[test]
 fn random_lines_validate() {
     // A few hundred generated items through the schema too (the validator
