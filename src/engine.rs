@@ -213,23 +213,14 @@ impl<'a> Engine<'a> {
             let drops_before = w.drops_before();
             w.head_with(|body| record::write_fixed(body, head, ev, drops_before));
         });
-        self.pushed(pushed)
-    }
-
-    /// A push's result; a drop may have lost a PROC record, so every pid
-    /// is named again after it.
-    #[inline]
-    fn pushed(&self, pushed: Result<(), Dropped>) -> RecordResult {
-        if pushed.is_err() {
-            self.procs.invalidate();
-        }
         pushed.into()
     }
 
     /// Whether the shim should record `pid`'s name now (PROC wanted for
     /// it, and not recorded since it last exec'd, the last config write
-    /// or the last drop). A `true` marks it named. Never counts as
-    /// filtered: most events of a pid are not asked about its name.
+    /// or the last drop of its PROC record). A `true` marks it named.
+    /// Never counts as filtered: most events of a pid are not asked about
+    /// its name.
     #[inline]
     pub fn proc_claim(&self, pid: u32) -> bool {
         self.config.get().wants(EventKind::Proc, pid) && self.procs.claim(pid)
@@ -241,7 +232,9 @@ impl<'a> Engine<'a> {
     }
 
     /// Records a PROC record naming `ev.pid` (`name` up to its first NUL,
-    /// cut at `MT_PROC_NAME_BYTES`).
+    /// cut at `MT_PROC_NAME_BYTES`). A dropped one forgets the pid, which
+    /// [`Engine::proc_claim`] marked named: its next event names it again.
+    /// The ring drops the newest record, so no other drop loses a name.
     pub fn record_proc(&self, hint: u32, ev: &mt_event, name: &[u8]) -> RecordResult {
         if !self.admit(EventKind::Proc, ev.pid) {
             return RecordResult::Filtered;
@@ -251,7 +244,10 @@ impl<'a> Engine<'a> {
             let drops_before = w.drops_before();
             w.head_with(|body| record::write_proc(body, head, drops_before, name));
         });
-        self.pushed(pushed)
+        if pushed.is_err() {
+            self.procs.forget(ev.pid);
+        }
+        pushed.into()
     }
 
     /// Records the path of `ev.vnode_ptr` (cut at `MT_PATH_MAX`).
@@ -275,7 +271,7 @@ impl<'a> Engine<'a> {
                 w.continuation_with(i, |body| record::write_path_continuation(body, path, i));
             }
         });
-        self.pushed(pushed)
+        pushed.into()
     }
 
     /// Records a marker on shard 0 (if markers are wanted), stamped `ts`.

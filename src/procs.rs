@@ -8,8 +8,12 @@
 //!
 //! * An entry is `epoch << 32 | pid` for the epoch in which that pid's PROC
 //!   record was handed to the ring, or 0 (empty). Bumping the epoch
-//!   ([`ProcCache::invalidate`]: after a config write or a dropped record)
-//!   makes every entry stale, so every pid is named again after it.
+//!   ([`ProcCache::invalidate`]: after a config write) makes every entry
+//!   stale, so every pid is named again after it.
+//! * A pid whose PROC record the ring dropped is forgotten
+//!   ([`ProcCache::forget`], by `Engine::record_proc`): its next event
+//!   names it again. Other drops lose no name (the ring drops the newest
+//!   record, never one already in it), so they leave the table alone.
 //! * Lock-free: one load of the epoch and one load (a miss: one swap) of an
 //!   entry. Two threads of one pid may both miss: two PROC records, harmless.
 
@@ -48,7 +52,8 @@ impl ProcCache {
         slot.load(Ordering::Relaxed) != want && slot.swap(want, Ordering::Relaxed) != want
     }
 
-    /// Forgets `pid` (it exec'd: a new name), so its next event names it.
+    /// Forgets `pid` (it exec'd: a new name; or its PROC record was
+    /// dropped), so its next event names it.
     pub fn forget(&self, pid: u32) {
         if let (Some(slot), want) = self.entry(pid) {
             let _ = slot.compare_exchange(want, 0, Ordering::Relaxed, Ordering::Relaxed);

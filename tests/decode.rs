@@ -497,6 +497,54 @@ fn proc_open_and_close_records_round_trip_and_names_are_claimed_once() {
     assert_eq!(recs[1].vnode_id, 0);
 }
 
+#[test]
+fn a_full_ring_forgets_only_the_names_it_drops() {
+    use maptrace_abi::decode::Event;
+    use maptrace_core::RecordResult::{Dropped, Recorded};
+    let mut mem = Mem::new(1, 64);
+    let e = mem.engine(1, 64);
+    // pid 8 is named while there is room; its events then fill the shard.
+    assert!(e.proc_claim(8));
+    assert_eq!(e.record_proc(0, &pagein(8, 1, 1), b"eight"), Recorded);
+    let mut seq = 2;
+    while e.record(0, &pagein(8, 1, seq)) == Recorded {
+        seq += 1;
+    }
+    // A dropped event lost no name: pid 8 is not named again.
+    assert!(!e.proc_claim(8));
+    // pid 7's PROC record is dropped: only pid 7 is forgotten, and its
+    // name is asked for again on each event until one gets through.
+    assert!(e.proc_claim(7));
+    assert_eq!(e.record_proc(0, &pagein(7, 2, seq), b"seven"), Dropped);
+    assert_eq!(e.record(0, &pagein(7, 2, seq)), Dropped);
+    assert!(!e.proc_claim(8));
+    assert!(e.proc_claim(7));
+    assert_eq!(e.record_proc(0, &pagein(7, 2, seq + 1), b"seven"), Dropped);
+    assert_eq!(e.record(0, &pagein(7, 2, seq + 1)), Dropped);
+    // Room returns: pid 7's name is sent once, pid 8's not at all.
+    let mut dec = Decoder::new();
+    let (first, _) = drain_all(&e, &mut dec, 1 << 16);
+    assert!(e.proc_claim(7));
+    assert_eq!(e.record_proc(0, &pagein(7, 2, seq + 2), b"seven"), Recorded);
+    assert_eq!(e.record(0, &pagein(7, 2, seq + 2)), Recorded);
+    assert!(!e.proc_claim(7));
+    assert!(!e.proc_claim(8));
+    assert_eq!(e.record(0, &pagein(8, 1, seq + 3)), Recorded);
+    let (second, errs) = drain_all(&e, &mut dec, 1 << 16);
+    assert!(errs.is_empty(), "{errs:?}");
+    let names = |recs: &[maptrace_abi::Record]| {
+        recs.iter()
+            .filter_map(|r| match &r.event {
+                Event::Proc { name, .. } => Some((r.pid, name.clone())),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&first), [(8, b"eight".to_vec())]);
+    assert_eq!(names(&second), [(7, b"seven".to_vec())]);
+    assert_eq!(second.len(), 3, "{second:?}");
+}
+
 /// One step of a generated stream.
 #[derive(Clone, Debug)]
 enum Step {

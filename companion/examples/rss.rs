@@ -50,6 +50,7 @@ fn main() {
     let header = recording::Header {
         abi_version: maptrace_abi::AbiVersion::CURRENT.field(),
         start_unix_ns: 0,
+        start_clock_ns: None,
         host: "rss".into(),
     };
     let mut rec = recording::Writer::new(std::io::sink(), &header).expect("a sink");

@@ -55,8 +55,23 @@ pub enum Command {
     Export(ExportArgs),
     /// Draw one SVG per file: file offset against time, page-ins and maps.
     Heatmap(HeatmapArgs),
-    /// Print the JSON Schema of `stream --json` lines.
-    Schema,
+    /// Print the JSON Schema of `stream --json` lines, or of `report --json`.
+    Schema(SchemaArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// Which output's schema.
+    #[arg(value_enum, default_value_t = SchemaOf::Events)]
+    pub of: SchemaOf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemaOf {
+    /// A line of `stream --json` (maptrace.events).
+    Events,
+    /// The document of `report --json` (maptrace.report).
+    Report,
 }
 
 #[derive(Debug, Args)]
@@ -109,12 +124,15 @@ pub struct ReportArgs {
     /// Only files whose path matches this glob (`*` within a component, `**` across; repeat for several).
     #[arg(long, value_name = "GLOB", value_parser = parse_glob)]
     pub path: Vec<String>,
-    /// Only events at least SECS after the trace's first record about a file.
-    #[arg(long, value_name = "SECS", value_parser = parse_offset)]
-    pub since: Option<f64>,
-    /// Only events at most SECS after the trace's first record about a file.
-    #[arg(long, value_name = "SECS", value_parser = parse_offset)]
-    pub until: Option<f64>,
+    /// Only events at least SECS after the trace's first record about a file, or from a UTC TIME on (RFC 3339; needs the source's clock anchor).
+    #[arg(long, value_name = "SECS|TIME", value_parser = parse_bound)]
+    pub since: Option<Bound>,
+    /// Only events at most SECS after the trace's first record about a file, or until a UTC TIME (RFC 3339).
+    #[arg(long, value_name = "SECS|TIME", value_parser = parse_bound)]
+    pub until: Option<Bound>,
+    /// Times as seconds since boot (rel) or UTC (wall: needs a live source or a format 4 recording).
+    #[arg(long, value_enum, value_name = "rel|wall", default_value_t = TimeArg::Rel)]
+    pub time: TimeArg,
     /// Exit with status 5 when the report lists leak suspects (for CI).
     #[arg(long)]
     pub fail_on_suspects: bool,
@@ -141,6 +159,15 @@ pub enum ReportFormat {
     Json,
     /// CSV, one row per file and mapped epoch.
     Csv,
+}
+
+/// How times are shown (`--time`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TimeArg {
+    /// The kext's clock: seconds since boot, as the records carry it.
+    Rel,
+    /// UTC (RFC 3339), through the source's clock anchor.
+    Wall,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -271,6 +298,9 @@ pub struct StreamArgs {
     /// No closing summary line.
     #[arg(long)]
     pub no_summary: bool,
+    /// Times as seconds since boot (rel) or UTC (wall: needs a live source or a format 4 recording).
+    #[arg(long, value_enum, value_name = "rel|wall", default_value_t = TimeArg::Rel)]
+    pub time: TimeArg,
     #[command(flatten)]
     pub limit: Limit,
 }
@@ -293,12 +323,29 @@ fn parse_glob(s: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Parses seconds after the start of a trace: a number, 0 or more.
-fn parse_offset(s: &str) -> Result<f64, String> {
-    s.parse::<f64>()
-        .ok()
-        .filter(|v| v.is_finite() && *v >= 0.0)
-        .ok_or_else(|| format!("`{s}` is not a number of seconds, 0 or more (example: 2.5)"))
+/// A `--since` / `--until` bound.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Bound {
+    /// Seconds after the trace's first record about a file.
+    Secs(f64),
+    /// A UTC time, as given and as nanoseconds since the Unix epoch.
+    Utc(String, u64),
+}
+
+/// Parses seconds after the start of a trace (a number, 0 or more) or a
+/// UTC time (RFC 3339).
+fn parse_bound(s: &str) -> Result<Bound, String> {
+    if let Some(v) = s.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0) {
+        return Ok(Bound::Secs(v));
+    }
+    maptrace::wallclock::parse_rfc3339(s)
+        .map(|ns| Bound::Utc(s.to_string(), ns))
+        .ok_or_else(|| {
+            format!(
+                "`{s}` is not a number of seconds, 0 or more (example: 2.5), \
+                 nor a UTC time (RFC 3339, example: 2026-12-05T06:28:09Z)"
+            )
+        })
 }
 
 /// Ends the process as clap does for a bad command line (status 2), for

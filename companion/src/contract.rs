@@ -8,6 +8,7 @@
 
 use crate::pipeline::{Ev, Item, Loss, Totals};
 use crate::text::prot_str;
+use crate::wallclock::{Anchor, rfc3339_micros};
 use maptrace_abi::{Counts, Event, Mark, ProbeMethod};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Serialize, Serializer};
@@ -158,7 +159,15 @@ pub enum Line {
 pub struct Common {
     /// Nanoseconds since boot.
     pub ts_ns: u64,
-    /// The CPU shard the record was made on.
+    /// The UTC time of `ts_ns` (RFC 3339, microseconds), with
+    /// `--time wall`; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(
+        pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z$"
+    ))]
+    pub time: Option<String>,
+    /// The ring shard the record was made in (chosen by CPU; not a CPU
+    /// number: one shard may serve several CPUs).
     pub shard: u16,
     /// The record's position in its shard.
     pub pos: u64,
@@ -310,7 +319,7 @@ pub enum EventLine {
         mmap_flags: u32,
     },
     /// A process's name (`proc_selfname`), recorded before its first event
-    /// and again after an exec, a config write or a drop.
+    /// and again after an exec, a config write or the drop of its record.
     Proc {
         /// Common fields.
         #[serde(flatten)]
@@ -424,9 +433,16 @@ fn counts(c: &Counts) -> CountsLine {
 impl EventLine {
     /// The line of one event.
     pub fn of(ev: &Ev) -> EventLine {
+        EventLine::of_at(ev, None)
+    }
+
+    /// The line of one event, with its UTC time when `wall` maps the
+    /// kext's clock to it.
+    pub fn of_at(ev: &Ev, wall: Option<&Anchor>) -> EventLine {
         let r = &ev.rec;
         let common = Common {
             ts_ns: r.timestamp_ns,
+            time: wall.map(|a| rfc3339_micros(a.unix_ns_of(r.timestamp_ns))),
             shard: r.shard,
             pos: r.pos,
             pid: r.pid,
@@ -559,8 +575,14 @@ impl Line {
 
     /// The line of one item.
     pub fn of(item: &Item) -> Line {
+        Line::of_at(item, None)
+    }
+
+    /// The line of one item, events with their UTC time when `wall` is
+    /// given.
+    pub fn of_at(item: &Item, wall: Option<&Anchor>) -> Line {
         match item {
-            Item::Event(ev) => Line::Event(EventLine::of(ev)),
+            Item::Event(ev) => Line::Event(EventLine::of_at(ev, wall)),
             Item::Loss(Loss::Dropped {
                 shard,
                 count,

@@ -6,11 +6,17 @@
 //! two formats cannot drift apart: one fixed header naming every field of
 //! every line type, and per row the cells of the fields that line has. A
 //! missing field and a JSON `null` are both an empty cell.
+//!
+//! Paths, process names and decoder messages come from the traced machine:
+//! a cell of theirs that a spreadsheet would run as a formula is defused
+//! ([`defused`]).
 
 use crate::contract::Line;
 use crate::pipeline::{Item, Totals};
 use crate::report::Report;
+use crate::wallclock::{Anchor, shown_time};
 use serde_json::Value;
+use std::borrow::Cow;
 use std::io::{self, Write};
 
 /// The stream's columns, in order. New fields are only ever appended.
@@ -66,6 +72,7 @@ pub const STREAM_COLUMNS: &[&str] = &[
     "cut_bytes",
     "schema",
     "version",
+    "time",
 ];
 
 fn io_err(e: csv::Error) -> io::Error {
@@ -75,11 +82,28 @@ fn io_err(e: csv::Error) -> io::Error {
     }
 }
 
-/// A cell: strings as they are, numbers and booleans as JSON writes them,
-/// null or missing as nothing.
-fn cell(v: Option<&Value>) -> String {
+/// The stream's columns whose text comes from the traced machine (a path
+/// or process name anyone can choose; a corrupt record's message).
+const UNTRUSTED_COLUMNS: &[&str] = &["path", "comm", "name", "message"];
+
+/// `text` as a cell no spreadsheet runs. OWASP ("CSV Injection") lists the
+/// first characters that make a cell a formula or command: `=`, `+`, `-`,
+/// `@`, tab and carriage return; such a cell gets a `'` in front, which
+/// makes it text. A cell already starting with `'` gets one more, so
+/// dropping one leading `'` from a defused cell always gives the text back.
+pub fn defused(text: &str) -> Cow<'_, str> {
+    match text.as_bytes().first() {
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r' | b'\'') => Cow::Owned(format!("'{text}")),
+        _ => Cow::Borrowed(text),
+    }
+}
+
+/// A cell: strings as they are (defused in an untrusted column), numbers
+/// and booleans as JSON writes them, null or missing as nothing.
+fn cell(column: &str, v: Option<&Value>) -> String {
     match v {
         None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) if UNTRUSTED_COLUMNS.contains(&column) => defused(s).into_owned(),
         Some(Value::String(s)) => s.clone(),
         Some(other) => other.to_string(),
     }
@@ -88,14 +112,21 @@ fn cell(v: Option<&Value>) -> String {
 /// Writes the stream as CSV rows.
 pub struct StreamCsv<W: Write> {
     w: csv::Writer<W>,
+    wall: Option<Anchor>,
 }
 
 impl<W: Write> StreamCsv<W> {
     /// A writer that has written the header row and, as the JSON stream
     /// does, the `schema` row.
     pub fn new(w: W) -> io::Result<StreamCsv<W>> {
+        StreamCsv::with_time(w, None)
+    }
+
+    /// [`StreamCsv::new`], events with their UTC time in the `time` column
+    /// when `wall` is given (empty otherwise).
+    pub fn with_time(w: W, wall: Option<Anchor>) -> io::Result<StreamCsv<W>> {
         let w = csv::WriterBuilder::new().from_writer(w);
-        let mut s = StreamCsv { w };
+        let mut s = StreamCsv { w, wall };
         s.w.write_record(STREAM_COLUMNS).map_err(io_err)?;
         s.line(&Line::header())?;
         Ok(s)
@@ -108,14 +139,14 @@ impl<W: Write> StreamCsv<W> {
             .write_record(
                 STREAM_COLUMNS
                     .iter()
-                    .map(|c| cell(map.and_then(|m| m.get(*c)))),
+                    .map(|c| cell(c, map.and_then(|m| m.get(*c)))),
             )
             .map_err(io_err)
     }
 
     /// One item's row.
     pub fn item(&mut self, item: &Item) -> io::Result<()> {
-        self.line(&Line::of(item))
+        self.line(&Line::of_at(item, self.wall.as_ref()))
     }
 
     /// The closing summary row.
@@ -152,6 +183,10 @@ pub const REPORT_COLUMNS: &[&str] = &[
     "last_pagein_ns",
     "pagein_duration_ns",
     "leak_suspect",
+    "start_time",
+    "end_time",
+    "first_pagein_time",
+    "last_pagein_time",
 ];
 
 fn opt<T: ToString>(v: Option<T>) -> String {
@@ -160,6 +195,9 @@ fn opt<T: ToString>(v: Option<T>) -> String {
 
 /// Writes a report as CSV.
 pub fn report_csv(w: impl Write, r: &Report) -> io::Result<()> {
+    // UTC times only with `--time wall`; empty cells otherwise.
+    let wall = r.summary.clock_anchor.as_ref();
+    let utc = |t: Option<u64>| wall.zip(t).map(|(a, t)| shown_time(t, Some(a)));
     let mut w = csv::WriterBuilder::new().from_writer(w);
     w.write_record(REPORT_COLUMNS).map_err(io_err)?;
     for f in &r.files {
@@ -180,18 +218,22 @@ pub fn report_csv(w: impl Write, r: &Report) -> io::Result<()> {
             p.total_duration_ns.to_string(),
             suspect,
         ];
-        let head = [f.vnode.clone(), f.path.clone().unwrap_or_default()];
+        let page_times = [opt(utc(p.first_ns)), opt(utc(p.last_ns))];
+        let path = f.path.as_deref().map(defused).unwrap_or_default();
+        let head = [f.vnode.clone(), path.into_owned()];
         if f.epochs.is_empty() {
             let blank = std::iter::repeat_n(String::new(), 10);
             let row = head
                 .iter()
                 .cloned()
                 .chain(blank)
-                .chain(tail.iter().cloned());
+                .chain(tail.iter().cloned())
+                .chain([String::new(), String::new()])
+                .chain(page_times.iter().cloned());
             w.write_record(row).map_err(io_err)?;
         }
         for (i, e) in f.epochs.iter().enumerate() {
-            let verdict = cell(serde_json::to_value(e.verdict).ok().as_ref());
+            let verdict = cell("verdict", serde_json::to_value(e.verdict).ok().as_ref());
             let epoch = [
                 (i + 1).to_string(),
                 opt(e.start_ns),
@@ -208,7 +250,9 @@ pub fn report_csv(w: impl Write, r: &Report) -> io::Result<()> {
                 .iter()
                 .cloned()
                 .chain(epoch)
-                .chain(tail.iter().cloned());
+                .chain(tail.iter().cloned())
+                .chain([opt(utc(e.start_ns)), opt(utc(e.end_ns))])
+                .chain(page_times.iter().cloned());
             w.write_record(row).map_err(io_err)?;
         }
     }

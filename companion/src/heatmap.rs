@@ -23,6 +23,10 @@ const TOP: f64 = 60.0;
 const BOTTOM: f64 = 60.0;
 /// Page-ins drawn one by one; beyond this they are binned.
 pub const MAX_BLOCKS: usize = 20_000;
+/// Marks (page-ins, maps, last unmaps) kept over the whole trace, whatever
+/// its length: 40 bytes a page-in, so the builder stays under ~40 MB on any
+/// input. Past it marks are counted (the SVG says how many are missing).
+pub const MAX_KEPT_MARKS: usize = 1_000_000;
 /// Bins of a binned heatmap (time × offset).
 const BIN_COLS: usize = 200;
 const BIN_ROWS: usize = 100;
@@ -83,6 +87,14 @@ pub struct FileEvents {
     pageins: Vec<Block>,
     maps: Vec<(u64, u32)>,
     unmaps: Vec<(u64, u32)>,
+    /// Page-ins seen, kept or not.
+    pub pageins_seen: u64,
+    /// Maps seen, kept or not.
+    pub maps_seen: u64,
+    /// Last unmaps seen, kept or not.
+    pub unmaps_seen: u64,
+    /// Marks seen but not kept: the builder's cap was reached.
+    pub not_drawn: u64,
     /// The whole trace's losses: any of them may have been this file's.
     losses: Rc<Vec<LossMark>>,
 }
@@ -111,12 +123,14 @@ impl FileEvents {
 
     /// Whether there is anything to draw.
     pub fn is_empty(&self) -> bool {
-        self.pageins.is_empty() && self.maps.is_empty() && self.unmaps.is_empty()
+        self.pageins_seen + self.maps_seen + self.unmaps_seen == 0
     }
 }
 
 /// Collects per-file events and the trace's losses from the item stream.
-#[derive(Debug, Default)]
+///
+/// Invariant: `kept` (marks held over all files) never exceeds `cap`.
+#[derive(Debug)]
 pub struct Builder {
     files: Vec<FileEvents>,
     index: HashMap<u64, usize>,
@@ -124,12 +138,33 @@ pub struct Builder {
     /// Records lost just before the next record, whose time they take.
     pending_loss: u64,
     last_ts: u64,
+    kept: usize,
+    cap: usize,
+}
+
+impl Default for Builder {
+    fn default() -> Builder {
+        Builder::with_cap(MAX_KEPT_MARKS)
+    }
 }
 
 impl Builder {
     /// Nothing yet.
     pub fn new() -> Builder {
         Builder::default()
+    }
+
+    /// Nothing yet; keeps at most `cap` marks.
+    pub fn with_cap(cap: usize) -> Builder {
+        Builder {
+            files: Vec::new(),
+            index: HashMap::new(),
+            losses: Vec::new(),
+            pending_loss: 0,
+            last_ts: 0,
+            kept: 0,
+            cap,
+        }
     }
 
     fn add_loss(&mut self, ts: u64, records: u64) {
@@ -193,6 +228,17 @@ impl Builder {
             f.path = ev.path.as_ref().map(|p| p.text.to_string());
         }
         match &r.event {
+            Event::Pagein { .. } => f.pageins_seen += 1,
+            Event::Mmap { .. } => f.maps_seen += 1,
+            Event::Mnomap { .. } => f.unmaps_seen += 1,
+            _ => return,
+        }
+        if self.kept >= self.cap {
+            f.not_drawn += 1;
+            return;
+        }
+        self.kept += 1;
+        match &r.event {
             Event::Pagein {
                 offset,
                 size,
@@ -206,8 +252,7 @@ impl Builder {
                 pid: r.pid,
             }),
             Event::Mmap { .. } => f.maps.push((r.timestamp_ns, r.pid)),
-            Event::Mnomap { .. } => f.unmaps.push((r.timestamp_ns, r.pid)),
-            _ => {}
+            _ => f.unmaps.push((r.timestamp_ns, r.pid)),
         }
     }
 
@@ -429,11 +474,20 @@ pub fn render(f: &FileEvents) -> String {
         s,
         r##"<text id="subtitle" x="{LEFT}" y="44" fill="#555">vnode {:016x} · {} page-ins, {} maps, {} last unmaps · from {:.6} s after boot{lost_note}</text>"##,
         f.vnode_id,
-        f.pageins.len(),
-        f.maps.len(),
-        f.unmaps.len(),
+        f.pageins_seen,
+        f.maps_seen,
+        f.unmaps_seen,
         t0 as f64 / 1e9
     );
+    if f.not_drawn > 0 {
+        let _ = writeln!(
+            s,
+            r##"<text id="not-drawn" x="{}" y="{}" text-anchor="end" fill="{LOSS_COLOR}" font-size="11">{} page-ins, maps and unmaps not drawn (past the memory cap)</text>"##,
+            WIDTH - 10.0,
+            HEIGHT - 5.0,
+            f.not_drawn
+        );
+    }
     // Plot frame and axes.
     let _ = writeln!(
         s,
@@ -685,6 +739,59 @@ fn legend(s: &mut String, pids: &[u32], colors: &Colors, lost: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::Ev;
+    use maptrace_abi::{Counts, EventKind, Record};
+
+    fn pagein(ts: u64, pid: u32, vnode_id: u64) -> Item {
+        Item::Event(Ev {
+            rec: Record {
+                shard: 0,
+                pos: ts,
+                lost_before: 0,
+                kind: EventKind::Pagein,
+                flags: 0,
+                error: 0,
+                pid,
+                timestamp_ns: ts,
+                tid: 1,
+                vnode_id,
+                event: Event::Pagein {
+                    offset: (ts % 64 * 4096) as i64,
+                    size: 4096,
+                    duration_ns: 10,
+                    counts: Counts::default(),
+                    upl_flags: 0,
+                },
+            },
+            path: None,
+            call: None,
+            call_map: 0,
+            comm: None,
+        })
+    }
+
+    /// Hostile input: however many page-ins, the builder keeps at most its
+    /// cap of marks; the rest are counted and said to be missing.
+    #[test]
+    fn page_ins_past_the_cap_are_counted_not_kept() {
+        let mut b = Builder::with_cap(1000);
+        for i in 0..5000u64 {
+            b.observe(&pagein(i, 100 + (i % 3) as u32, 1 + i % 2));
+        }
+        let files = b.finish();
+        let kept: usize = files.iter().map(|f| f.pageins.len()).sum();
+        assert_eq!(kept, 1000);
+        let seen: u64 = files.iter().map(|f| f.pageins_seen).sum();
+        assert_eq!(seen, 5000);
+        let not_drawn: u64 = files.iter().map(|f| f.not_drawn).sum();
+        assert_eq!(not_drawn, 4000);
+        let svg = render(&files[0]);
+        assert!(svg.contains("2500 page-ins,"), "the subtitle counts all");
+        assert!(
+            svg.contains(">2000 page-ins, maps and unmaps not drawn"),
+            "{svg}"
+        );
+    }
 
     #[test]
     fn steps_are_one_two_or_five_times_a_power_of_ten() {

@@ -33,7 +33,7 @@ fn run(cli: Cli) -> Result<u8> {
         } => cmd::config::set(source, a, &mut out),
         Command::Export(a) => cmd::export::run(source, a, &mut out),
         Command::Heatmap(a) => cmd::heatmap::run(source, a, &mut out),
-        Command::Schema => cmd::schema::run(&mut out),
+        Command::Schema(a) => cmd::schema::run(a, &mut out),
     }
 }
 

@@ -7,6 +7,7 @@ use crate::contract::{SCHEMA_NAME, SCHEMA_VERSION};
 use crate::json::{Cursor, escaped_max, push_str, push_u64, push_u64_str};
 use crate::pipeline::{Ev, Item, Loss, Totals};
 use crate::text::{mark_name, prot_str, push_secs, push_shown};
+use crate::wallclock::{Anchor, rfc3339_micros};
 use maptrace_abi::{Counts, Event, EventKind, Mark, ProbeMethod};
 use std::io::{self, Write};
 
@@ -103,39 +104,51 @@ fn kind_prefix(c: &mut Cursor<'_>, kind: EventKind) {
 
 /// Appends one event as a JSON object (no newline).
 pub fn event_json(out: &mut Vec<u8>, ev: &Ev) {
-    write_event(out, ev, false);
+    event_json_at(out, ev, None);
+}
+
+/// [`event_json`], with the event's UTC time as `time` after `ts_ns` when
+/// `wall` maps the kext's clock to it (`--time wall`).
+pub fn event_json_at(out: &mut Vec<u8>, ev: &Ev, wall: Option<&Anchor>) {
+    write_event(out, ev, wall, false);
 }
 
 /// Appends one event as a JSON object, and its newline if `newline`.
 #[inline(always)]
-fn write_event(out: &mut Vec<u8>, ev: &Ev, newline: bool) {
+fn write_event(out: &mut Vec<u8>, ev: &Ev, wall: Option<&Anchor>, newline: bool) {
+    let time = wall.map(|a| rfc3339_micros(a.unix_ns_of(ev.rec.timestamp_ns)));
     let start = out.len();
-    let mut c = Cursor::open(out, event_room(ev));
-    event_into(&mut c, ev, newline);
+    let mut c = Cursor::open(out, event_room(ev, time.as_deref()));
+    event_into(&mut c, ev, time.as_deref(), newline);
     let n = c.written();
     out.truncate(start + n);
 }
 
-/// The most bytes [`event_into`] writes for `ev`.
+/// The most bytes [`event_into`] writes for `ev` (and its UTC `time`).
 #[inline(always)]
-fn event_room(ev: &Ev) -> usize {
+fn event_room(ev: &Ev, time: Option<&str>) -> usize {
     let path = ev.path.as_ref().map_or(b"null".len(), |p| p.json.len());
     let comm = ev.comm.as_ref().map_or(0, |c| escaped_max(c.len()));
     let name = match &ev.rec.event {
         Event::Proc { name, .. } => escaped_max(name.len()),
         _ => 0,
     };
-    EVENT_ROOM + path + comm + name
+    let time = time.map_or(0, |t| b",\"time\":".len() + escaped_max(t.len()));
+    EVENT_ROOM + path + comm + name + time
 }
 
 /// Writes one event as a JSON object, and its newline if `newline`, in at
 /// most [`event_room`] bytes. Inlined, so the cursor stays in registers.
 #[inline(always)]
-fn event_into(c: &mut Cursor<'_>, ev: &Ev, newline: bool) {
+fn event_into(c: &mut Cursor<'_>, ev: &Ev, time: Option<&str>, newline: bool) {
     let r = &ev.rec;
     let path = ev.path.as_ref().map_or(&b"null"[..], |p| &p.json);
     kind_prefix(c, r.kind);
     c.u64(r.timestamp_ns);
+    if let Some(t) = time {
+        c.lit(b",\"time\":");
+        c.escaped(t);
+    }
     c.lit(b",\"shard\":");
     c.u64(r.shard.into());
     c.lit(b",\"pos\":");
@@ -292,8 +305,13 @@ fn event_fields(c: &mut Cursor<'_>, ev: &Ev) {
 
 /// Appends one item as a JSON line (with its newline).
 pub fn item_json(out: &mut Vec<u8>, item: &Item) {
+    item_json_at(out, item, None);
+}
+
+/// [`item_json`], events with their UTC time when `wall` is given.
+pub fn item_json_at(out: &mut Vec<u8>, item: &Item, wall: Option<&Anchor>) {
     match item {
-        Item::Event(ev) => return write_event(out, ev, true),
+        Item::Event(ev) => return write_event(out, ev, wall, true),
         Item::Loss(Loss::Dropped {
             shard,
             count,
@@ -395,16 +413,26 @@ impl JsonLines {
     /// Appends one item's line, the bytes [`item_json`] writes.
     #[inline]
     pub fn item(&mut self, item: &Item) {
-        if let Item::Event(ev) = item {
-            let mut c = Cursor::new(self.room(event_room(ev)));
-            event_into(&mut c, ev, true);
-            self.len += c.written();
-        } else {
-            let mut line = std::mem::take(&mut self.scratch);
-            line.clear();
-            item_json(&mut line, item);
-            self.push(&line);
-            self.scratch = line;
+        self.item_at(item, None);
+    }
+
+    /// Appends one item's line, the bytes [`item_json_at`] writes.
+    #[inline]
+    pub fn item_at(&mut self, item: &Item, wall: Option<&Anchor>) {
+        match item {
+            Item::Event(ev) => {
+                let time = wall.map(|a| rfc3339_micros(a.unix_ns_of(ev.rec.timestamp_ns)));
+                let mut c = Cursor::new(self.room(event_room(ev, time.as_deref())));
+                event_into(&mut c, ev, time.as_deref(), true);
+                self.len += c.written();
+            }
+            _ => {
+                let mut line = std::mem::take(&mut self.scratch);
+                line.clear();
+                item_json_at(&mut line, item, wall);
+                self.push(&line);
+                self.scratch = line;
+            }
         }
     }
 
@@ -443,7 +471,20 @@ const TABLE_LINE_RESERVE: usize = 192;
 const DETAIL_WIDTH: usize = 44;
 
 /// The table's column titles.
-pub const TABLE_HEADER: &str = "       TIME(s)  CPU     PID       TID COMM             KIND        USE KUSE   IO  DETAIL                                       FILE\n";
+pub const TABLE_HEADER: &str = "       TIME(s) SHARD     PID       TID COMM             KIND        USE KUSE   IO  DETAIL                                       FILE\n";
+
+/// The column titles with `--time wall`: the time column holds a UTC time
+/// (`2026-12-05T06:28:09.123456Z`, 27 characters).
+pub const TABLE_HEADER_WALL: &str = "TIME(UTC)                   SHARD     PID       TID COMM             KIND        USE KUSE   IO  DETAIL                                       FILE\n";
+
+/// The column titles for relative times, or UTC times when `wall`.
+pub fn table_header(wall: bool) -> &'static str {
+    if wall {
+        TABLE_HEADER_WALL
+    } else {
+        TABLE_HEADER
+    }
+}
 
 /// Width of the COMM column (a longer name is cut).
 const COMM_WIDTH: usize = 16;
@@ -610,18 +651,28 @@ fn detail(d: &mut Vec<u8>, ev: &Ev) {
 
 /// Appends one event as a table row (with its newline).
 pub fn event_line(out: &mut Vec<u8>, ev: &Ev) {
+    event_line_at(out, ev, None);
+}
+
+/// [`event_line`], the time as UTC when `wall` is given (under
+/// [`TABLE_HEADER_WALL`]).
+pub fn event_line_at(out: &mut Vec<u8>, ev: &Ev, wall: Option<&Anchor>) {
     let r = &ev.rec;
     out.reserve(TABLE_LINE_RESERVE + ev.path.as_ref().map_or(0, |p| p.text.len()));
-    // The time right-aligned in 14 columns, written in place: `s.micros`
-    // is the seconds' digits plus seven.
-    let secs_len = itoa::Buffer::new()
-        .format(r.timestamp_ns / 1_000_000_000)
-        .len()
-        + 7;
-    out.resize(out.len() + 14usize.saturating_sub(secs_len), b' ');
-    push_secs(out, r.timestamp_ns);
-    out.extend_from_slice(b"  ");
-    right_num(out, r.shard, 3);
+    if let Some(a) = wall {
+        out.extend_from_slice(rfc3339_micros(a.unix_ns_of(r.timestamp_ns)).as_bytes());
+    } else {
+        // The time right-aligned in 14 columns, written in place: `s.micros`
+        // is the seconds' digits plus seven.
+        let secs_len = itoa::Buffer::new()
+            .format(r.timestamp_ns / 1_000_000_000)
+            .len()
+            + 7;
+        out.resize(out.len() + 14usize.saturating_sub(secs_len), b' ');
+        push_secs(out, r.timestamp_ns);
+    }
+    out.push(b' ');
+    right_num(out, r.shard, 5);
     out.push(b' ');
     right_num(out, r.pid, 7);
     out.push(b' ');
@@ -694,9 +745,14 @@ pub fn item_row(w: &mut impl Write, item: &Item) -> io::Result<()> {
 
 /// Appends one item as table row(s) to a line buffer.
 pub fn item_line(w: &mut Vec<u8>, item: &Item) {
+    item_line_at(w, item, None);
+}
+
+/// [`item_line`], event times as UTC when `wall` is given.
+pub fn item_line_at(w: &mut Vec<u8>, item: &Item, wall: Option<&Anchor>) {
     let _ = match item {
         Item::Event(ev) => {
-            event_line(w, ev);
+            event_line_at(w, ev, wall);
             Ok(())
         }
         Item::Loss(Loss::Dropped {
@@ -706,19 +762,19 @@ pub fn item_line(w: &mut Vec<u8>, item: &Item) {
         }) => {
             writeln!(
                 w,
-                "!! LOST {count} records on CPU {shard} at the end of the stream (the kext's ring was full)"
+                "!! LOST {count} records on shard {shard} at the end of the stream (the kext's ring was full)"
             )
         }
         Item::Loss(Loss::Dropped { shard, count, .. }) => {
             writeln!(
                 w,
-                "!! LOST {count} records on CPU {shard} here (the kext's ring was full)"
+                "!! LOST {count} records on shard {shard} here (the kext's ring was full)"
             )
         }
         Item::Loss(Loss::Gap { shard, slots }) => {
             writeln!(
                 w,
-                "!! GAP on CPU {shard}: {slots} slots never reached this reader (another reader, or lost)"
+                "!! GAP on shard {shard}: {slots} slots never reached this reader (another reader, or lost)"
             )
         }
         Item::Corrupt(msg) => writeln!(w, "!! CORRUPT: {msg}"),

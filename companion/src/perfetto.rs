@@ -227,19 +227,9 @@ impl<W: Write> Exporter<W> {
             }
             Item::Corrupt(msg) => {
                 self.flush_pending(self.last_ts)?;
-                let ts = self.last_ts;
-                let mut o = start(&mut self.buf, &mut self.started);
-                o.str("name", "CORRUPT")
-                    .str("cat", "loss")
-                    .str("ph", "i")
-                    .str("s", "g")
-                    .us("ts", ts)
-                    .num("pid", 0)
-                    .num("tid", 0)
-                    .nest("args")
-                    .str("message", msg)
-                    .close();
-                self.emit()
+                self.loss_instant("CORRUPT", self.last_ts, |args| {
+                    args.str("message", msg);
+                })
             }
             Item::Reload { .. } => self.flush_pending(self.last_ts),
         }
@@ -253,40 +243,52 @@ impl<W: Write> Exporter<W> {
     }
 
     fn loss(&mut self, l: &Loss, ts: u64) -> io::Result<()> {
-        let mut o = start(&mut self.buf, &mut self.started);
         match *l {
             Loss::Dropped {
                 shard,
                 count,
                 before_pos,
-            } => {
-                o.str("name", &format!("LOST {count} records"));
-                o.str("cat", "loss")
-                    .str("ph", "i")
-                    .str("s", "g")
-                    .us("ts", ts);
-                o.num("pid", 0).num("tid", 0).nest("args");
-                o.num("shard", shard)
-                    .num("count", count)
-                    .str("reason", "dropped");
-                if let Some(p) = before_pos {
-                    o.num("before_pos", p);
-                }
-                o.close();
-            }
+            } => self.loss_instant(
+                &format!("LOST {count} records on shard {shard}"),
+                ts,
+                |args| {
+                    args.num("shard", shard)
+                        .num("count", count)
+                        .str("reason", "dropped");
+                    if let Some(p) = before_pos {
+                        args.num("before_pos", p);
+                    }
+                },
+            ),
             Loss::Gap { shard, slots } => {
-                o.str("name", &format!("GAP {slots} slots"));
-                o.str("cat", "loss")
-                    .str("ph", "i")
-                    .str("s", "g")
-                    .us("ts", ts);
-                o.num("pid", 0).num("tid", 0).nest("args");
-                o.num("shard", shard)
-                    .num("slots", slots)
-                    .str("reason", "gap");
-                o.close();
+                self.loss_instant(&format!("GAP {slots} slots on shard {shard}"), ts, |args| {
+                    args.num("shard", shard)
+                        .num("slots", slots)
+                        .str("reason", "gap");
+                })
             }
         }
+    }
+
+    /// Writes a global instant of the loss category named `name` at `ts`;
+    /// `args` fills in its arguments.
+    fn loss_instant(
+        &mut self,
+        name: &str,
+        ts: u64,
+        args: impl FnOnce(&mut Obj<'_>),
+    ) -> io::Result<()> {
+        let mut o = start(&mut self.buf, &mut self.started);
+        o.str("name", name)
+            .str("cat", "loss")
+            .str("ph", "i")
+            .str("s", "g")
+            .us("ts", ts)
+            .num("pid", 0)
+            .num("tid", 0)
+            .nest("args");
+        args(&mut o);
+        o.close();
         self.emit()
     }
 
@@ -488,6 +490,46 @@ mod tests {
         assert_eq!(us(1_500), "1.5");
         assert_eq!(us(1_050), "1.05");
         assert_eq!(us(u64::MAX), "18446744073709551.615");
+    }
+
+    /// Drops, gaps and corruption as global instants, byte for byte: a tail
+    /// drop at once, the others at the time they are flushed.
+    #[test]
+    fn losses_are_global_instants() {
+        let mut x = Exporter::new(Vec::new()).unwrap();
+        let items = [
+            Item::Loss(Loss::Dropped {
+                shard: 1,
+                count: 5,
+                before_pos: None,
+            }),
+            Item::Loss(Loss::Dropped {
+                shard: 2,
+                count: 7,
+                before_pos: Some(9),
+            }),
+            Item::Loss(Loss::Gap { shard: 3, slots: 4 }),
+            Item::Corrupt("batch 2: \"bad\"".into()),
+        ];
+        for item in &items {
+            x.observe(item).unwrap();
+        }
+        let out = String::from_utf8(x.finish().unwrap()).unwrap();
+        let events = out
+            .strip_prefix(
+                r#"{"displayTimeUnit":"ns","otherData":{"producer":"maptrace","clock":"nanoseconds since boot, shown in microseconds"},"traceEvents":["#,
+            )
+            .unwrap();
+        assert_eq!(
+            events,
+            concat!(
+                "\n{\"name\":\"LOST 5 records on shard 1\",\"cat\":\"loss\",\"ph\":\"i\",\"s\":\"g\",\"ts\":0,\"pid\":0,\"tid\":0,\"args\":{\"shard\":1,\"count\":5,\"reason\":\"dropped\"}},",
+                "\n{\"name\":\"LOST 7 records on shard 2\",\"cat\":\"loss\",\"ph\":\"i\",\"s\":\"g\",\"ts\":0,\"pid\":0,\"tid\":0,\"args\":{\"shard\":2,\"count\":7,\"reason\":\"dropped\",\"before_pos\":9}},",
+                "\n{\"name\":\"GAP 4 slots on shard 3\",\"cat\":\"loss\",\"ph\":\"i\",\"s\":\"g\",\"ts\":0,\"pid\":0,\"tid\":0,\"args\":{\"shard\":3,\"slots\":4,\"reason\":\"gap\"}},",
+                "\n{\"name\":\"CORRUPT\",\"cat\":\"loss\",\"ph\":\"i\",\"s\":\"g\",\"ts\":0,\"pid\":0,\"tid\":0,\"args\":{\"message\":\"batch 2: \\\"bad\\\"\"}}",
+                "\n]}\n",
+            )
+        );
     }
 
     #[test]

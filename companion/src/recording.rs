@@ -3,8 +3,11 @@
 //!
 //! ```text
 //! header  magic "MAPTRACE" (8) | format u16 | abi u16 | header_len u32
-//!         | start_unix_ns u64 | host_len u16 | host (host_len bytes)
-//! frame*  len u32 | len_crc u32 | crc u32 | batch (len bytes)     format 3
+//!         | start_unix_ns u64 | start_clock_ns u64              format 4
+//!         | host_len u16 | host (host_len bytes)
+//! header  magic "MAPTRACE" (8) | format u16 | abi u16 | header_len u32
+//!         | start_unix_ns u64 | host_len u16 | host              formats 1..=3
+//! frame*  len u32 | len_crc u32 | crc u32 | batch (len bytes)     formats 3, 4
 //! frame*  len u32 | batch (len bytes)                             formats 1, 2
 //! ```
 //! All integers are little-endian. `len_crc` is the CRC-32 (IEEE, as zlib)
@@ -23,7 +26,14 @@
 //! read reach no batch, only these counters, so a replay reports them as the
 //! live stream did. Formats 1 (no such frame) and 2 (no checksums) are still
 //! read.
+//!
+//! Since format 4, the header pairs `start_unix_ns` with `start_clock_ns`,
+//! the kext's clock (the time base of every record, nanoseconds since boot)
+//! read at the same moment: an [`Anchor`] that maps each record's time to
+//! UTC (`--time wall`). `u64::MAX` there means no reading was taken (a
+//! recording copied from a format 3 one). Formats 1..=3 have no anchor.
 
+use crate::wallclock::Anchor;
 use maptrace_abi::{AbiVersion, raw};
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
@@ -32,17 +42,32 @@ use std::path::Path;
 /// The first bytes of every recording.
 pub const MAGIC: [u8; 8] = *b"MAPTRACE";
 /// The format version this build writes (and the newest it reads).
-pub const FORMAT_VERSION: u16 = 3;
+pub const FORMAT_VERSION: u16 = 4;
 /// The first format whose frames carry checksums.
 pub const CHECKSUM_FORMAT: u16 = 3;
+/// The first format whose header carries the kext's clock (an [`Anchor`]).
+pub const ANCHOR_FORMAT: u16 = 4;
+/// `start_clock_ns` of a format 4 header without a clock reading.
+const NO_CLOCK: u64 = u64::MAX;
 /// The oldest format version this build reads.
 pub const MIN_FORMAT_VERSION: u16 = 1;
 /// Largest batch a frame may hold; a bigger length means a corrupt file.
 pub const MAX_FRAME: u32 = 1 << 30;
 /// Longest host name kept.
 const MAX_HOST: usize = 255;
-/// Bytes of the fixed part of the header.
-const FIXED_HEADER: usize = 8 + 2 + 2 + 4 + 8 + 2;
+/// Bytes of the header before its format-dependent part: magic, format,
+/// abi, header_len.
+const PREAMBLE: usize = 8 + 2 + 2 + 4;
+
+/// Bytes of the fixed part of a header of `format`: the preamble, the
+/// start time(s) and `host_len`.
+const fn fixed_header(format: u16) -> usize {
+    if format >= ANCHOR_FORMAT {
+        PREAMBLE + 8 + 8 + 2
+    } else {
+        PREAMBLE + 8 + 2
+    }
+}
 
 /// What a recording says about itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,6 +76,9 @@ pub struct Header {
     pub abi_version: u16,
     /// Wall-clock start of the recording, nanoseconds since the Unix epoch.
     pub start_unix_ns: u64,
+    /// The kext's clock (nanoseconds since boot) read together with
+    /// `start_unix_ns`; `None` in formats 1..=3.
+    pub start_clock_ns: Option<u64>,
     /// The machine it was recorded on.
     pub host: String,
 }
@@ -119,6 +147,17 @@ pub enum RecordingError {
     },
 }
 
+impl Header {
+    /// The pair of readings that maps the records' clock to UTC, when the
+    /// recording has one (format 4 on).
+    pub fn anchor(&self) -> Option<Anchor> {
+        self.start_clock_ns.map(|clock_ns| Anchor {
+            unix_ns: self.start_unix_ns,
+            clock_ns,
+        })
+    }
+}
+
 /// Serialises a header of the current format.
 pub fn encode_header(h: &Header) -> Vec<u8> {
     encode_header_of(FORMAT_VERSION, h)
@@ -129,13 +168,18 @@ pub fn encode_header(h: &Header) -> Vec<u8> {
 pub fn encode_header_of(format: u16, h: &Header) -> Vec<u8> {
     let host = h.host.as_bytes();
     let host = host.get(..host.len().min(MAX_HOST)).unwrap_or(host);
-    let len = FIXED_HEADER + host.len();
+    let len = fixed_header(format) + host.len();
     let mut v = Vec::with_capacity(len);
     v.extend_from_slice(&MAGIC);
     v.extend_from_slice(&format.to_le_bytes());
     v.extend_from_slice(&h.abi_version.to_le_bytes());
     v.extend_from_slice(&(len as u32).to_le_bytes());
     v.extend_from_slice(&h.start_unix_ns.to_le_bytes());
+    if format >= ANCHOR_FORMAT {
+        // A reading of exactly u64::MAX (585 years after boot) is kept as
+        // none: it cannot be told from the marker.
+        v.extend_from_slice(&h.start_clock_ns.unwrap_or(NO_CLOCK).to_le_bytes());
+    }
     v.extend_from_slice(&(host.len() as u16).to_le_bytes());
     v.extend_from_slice(host);
     v
@@ -361,40 +405,55 @@ impl<R: Read> Reader<R> {
             path: path.into(),
             err,
         };
-        let mut fixed = [0u8; FIXED_HEADER];
-        let got = read_full(&mut input, &mut fixed).map_err(io_err)?;
+        // The preamble first: the format says how long the rest is.
+        let mut fixed = [0u8; PREAMBLE + 8 + 8 + 2];
+        let got = read_full(&mut input, &mut fixed[..PREAMBLE]).map_err(io_err)?;
         if got < MAGIC.len() || fixed[..8] != MAGIC {
             // A short file that is a prefix of the magic is still not ours.
             return Err(RecordingError::BadMagic { path: path.into() });
         }
-        if got < FIXED_HEADER {
-            return Err(RecordingError::Truncated {
-                path: path.into(),
-                what: "header".into(),
-                need: (FIXED_HEADER - got) as u64,
-                have: got as u64,
-            });
+        let truncated = |need: usize, have: usize| RecordingError::Truncated {
+            path: path.into(),
+            what: "header".into(),
+            need: need as u64,
+            have: have as u64,
+        };
+        // A format too short to name itself is a cut header, whatever it is.
+        if got < 10 {
+            return Err(truncated(PREAMBLE - got, got));
         }
-        let u16_at = |i: usize| u16::from_le_bytes([fixed[i], fixed[i + 1]]);
-        let format = u16_at(8);
+        let u16_at = |f: &[u8], i: usize| u16::from_le_bytes([f[i], f[i + 1]]);
+        let format = u16_at(&fixed, 8);
         if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&format) {
             return Err(RecordingError::BadFormat {
                 path: path.into(),
                 found: format,
             });
         }
-        let abi_version = u16_at(10);
+        let fixed_len = fixed_header(format);
+        let got = got + read_full(&mut input, &mut fixed[got..fixed_len]).map_err(io_err)?;
+        if got < fixed_len {
+            return Err(truncated(fixed_len - got, got));
+        }
+        let abi_version = u16_at(&fixed, 10);
         if let Err(mismatch) = AbiVersion::from_field(abi_version).check() {
             return Err(RecordingError::AbiMismatch {
                 path: path.into(),
                 mismatch,
             });
         }
+        let u64_at = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&fixed[i..i + 8]);
+            u64::from_le_bytes(b)
+        };
         let header_len = u32::from_le_bytes([fixed[12], fixed[13], fixed[14], fixed[15]]) as usize;
-        let mut ts = [0u8; 8];
-        ts.copy_from_slice(&fixed[16..24]);
-        let host_len = usize::from(u16_at(24));
-        if host_len > MAX_HOST || header_len != FIXED_HEADER + host_len {
+        let start_unix_ns = u64_at(PREAMBLE);
+        let start_clock_ns = (format >= ANCHOR_FORMAT)
+            .then(|| u64_at(PREAMBLE + 8))
+            .filter(|&c| c != NO_CLOCK);
+        let host_len = usize::from(u16_at(&fixed, fixed_len - 2));
+        if host_len > MAX_HOST || header_len != fixed_len + host_len {
             return Err(RecordingError::Corrupt {
                 path: path.into(),
                 what: format!(
@@ -405,16 +464,12 @@ impl<R: Read> Reader<R> {
         let mut host = vec![0u8; host_len];
         let got = read_full(&mut input, &mut host).map_err(io_err)?;
         if got < host_len {
-            return Err(RecordingError::Truncated {
-                path: path.into(),
-                what: "header".into(),
-                need: (host_len - got) as u64,
-                have: (FIXED_HEADER + got) as u64,
-            });
+            return Err(truncated(host_len - got, fixed_len + got));
         }
         let header = Header {
             abi_version,
-            start_unix_ns: u64::from_le_bytes(ts),
+            start_unix_ns,
+            start_clock_ns,
             host: String::from_utf8_lossy(&host).into_owned(),
         };
         Ok(Reader {
@@ -466,6 +521,11 @@ impl<R: Read> Reader<R> {
     /// Bytes of the file read so far (whole frames and the header).
     pub fn offset(&self) -> u64 {
         self.offset
+    }
+
+    /// Whether reading is over: [`Reader::next_frame`] returns nothing more.
+    pub fn ended(&self) -> bool {
+        self.ended
     }
 
     /// Reads the next frame, a batch into `buf`; `Ok(None)` at the end of
@@ -584,6 +644,7 @@ mod tests {
         Header {
             abi_version: raw::MT_ABI_VERSION as u16,
             start_unix_ns: 1_700_000_000_000_000_000,
+            start_clock_ns: Some(86_400_123_456_789),
             host: "mac-mini".into(),
         }
     }
@@ -752,6 +813,48 @@ mod tests {
     }
 
     #[test]
+    fn the_anchor_round_trips_through_the_header() {
+        let bytes = recording(&[b"x"]);
+        let r = Reader::new(bytes.as_slice(), "t").unwrap();
+        assert_eq!(
+            r.header().anchor(),
+            Some(Anchor {
+                unix_ns: 1_700_000_000_000_000_000,
+                clock_ns: 86_400_123_456_789
+            })
+        );
+        // No reading to keep: written as the marker, read back as none.
+        let h = Header {
+            start_clock_ns: None,
+            ..header()
+        };
+        let bytes = encode_header(&h);
+        assert_eq!(bytes.len(), 8 + 2 + 2 + 4 + 8 + 8 + 2 + 8);
+        let r = Reader::new(bytes.as_slice(), "t").unwrap();
+        assert_eq!((r.header(), r.header().anchor()), (&h, None));
+    }
+
+    #[test]
+    fn format_3_is_read_with_checksums_and_no_anchor() {
+        let mut bytes = encode_header_of(3, &header());
+        for b in [&b"first"[..], b"second"] {
+            bytes.extend_from_slice(&frame_head(b.len() as u32, b));
+            bytes.extend_from_slice(b);
+        }
+        let (frames, r) = read_all(&bytes).unwrap();
+        assert_eq!(frames, [Frame::Batch(5), Frame::Batch(6)]);
+        assert!(r.checksummed() && r.format() == 3);
+        let h = r.header();
+        assert_eq!(h.start_unix_ns, header().start_unix_ns);
+        assert_eq!((h.start_clock_ns, h.anchor()), (None, None));
+        // Its header is 8 bytes shorter: no clock reading in it.
+        assert_eq!(
+            encode_header_of(3, &header()).len() + 8,
+            encode_header(&header()).len()
+        );
+    }
+
+    #[test]
     fn formats_1_and_2_are_read_without_checksums() {
         for format in [1, 2] {
             let bytes = unchecked_recording(format, &[b"batch", b"two"]);
@@ -803,7 +906,7 @@ mod tests {
         for mut bytes in [recording(&[]), unchecked_recording(2, &[])] {
             let len = u32::MAX;
             bytes.extend_from_slice(
-                &frame_head(len, b"")[..if bytes[8] == 3 { FRAME_HEAD } else { 4 }],
+                &frame_head(len, b"")[..if bytes[8] >= 3 { FRAME_HEAD } else { 4 }],
             );
             let e = read_all(&bytes).unwrap_err();
             assert!(matches!(e, RecordingError::Corrupt { .. }), "{e:?}");

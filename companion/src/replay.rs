@@ -1,7 +1,7 @@
 //! A recording replayed as a [`Source`] (`--source file:FILE`, or a
 //! command's INPUT argument).
 
-use crate::recording::{Cut, Frame, Header, Reader, encode_header};
+use crate::recording::{Cut, Frame, Header, Reader};
 use crate::source::{Next, Source, SourceError};
 use std::fs::File;
 use std::io::BufReader;
@@ -11,8 +11,6 @@ use std::path::Path;
 #[derive(Debug)]
 pub struct FileSource {
     reader: Reader<BufReader<File>>,
-    /// Bytes of the file read so far (header and whole frames).
-    read: u64,
     /// The file's size when opened.
     size: u64,
 }
@@ -23,8 +21,7 @@ impl FileSource {
         let name = crate::text::shown(&path.display().to_string()).into_owned();
         let reader = Reader::open_named(path, &name)?;
         let size = std::fs::metadata(path).map_or(0, |m| m.len());
-        let read = encode_header(reader.header()).len() as u64;
-        Ok(FileSource { reader, read, size })
+        Ok(FileSource { reader, size })
     }
 
     /// The recording's header.
@@ -47,20 +44,15 @@ impl Source for FileSource {
         false
     }
 
+    fn anchor(&self) -> Option<crate::wallclock::Anchor> {
+        self.reader.header().anchor()
+    }
+
     fn next_batch(&mut self, buf: &mut Vec<u8>) -> Result<Next, SourceError> {
         Ok(match self.reader.next_frame(buf)? {
-            Some(Frame::Batch(n)) => {
-                self.read = self.reader.offset().min(self.size);
-                Next::Batch(n)
-            }
-            Some(Frame::Corrupt(msg)) => {
-                self.read = self.reader.offset().min(self.size);
-                Next::Corrupt(msg)
-            }
-            None => {
-                self.read = self.size;
-                Next::End
-            }
+            Some(Frame::Batch(n)) => Next::Batch(n),
+            Some(Frame::Corrupt(msg)) => Next::Corrupt(msg),
+            None => Next::End,
         })
     }
 
@@ -93,7 +85,14 @@ impl Source for FileSource {
     }
 
     fn progress(&self) -> Option<(u64, u64)> {
-        Some((self.read.min(self.size), self.size))
+        // At the end, what was not read (a cut frame, bytes after a bad
+        // length) is done too.
+        let done = if self.reader.ended() {
+            self.size
+        } else {
+            self.reader.offset().min(self.size)
+        };
+        Some((done, self.size))
     }
 
     fn final_stats(&mut self) -> Option<Vec<u8>> {

@@ -28,9 +28,11 @@ pub use summary::Summary;
 
 use crate::pipeline::{Item, Totals};
 use crate::text::{secs, shown};
+use crate::wallclock::{Anchor, shown_time};
 use latency::Histogram;
 use maptrace_abi::{Counts, Event, EventKind, ProbeMethod};
 use rustc_hash::{FxHashMap, FxHashSet};
+use schemars::{JsonSchema, Schema};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
@@ -39,7 +41,7 @@ use std::io::{self, Write};
 pub const PAGE_SIZE: u64 = 4096;
 
 /// One MMAP or MNOMAP of an epoch, with the counts it saw.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, JsonSchema, PartialEq, Eq)]
 pub struct Step {
     /// "mmap" or "mnomap".
     pub kind: &'static str,
@@ -57,7 +59,7 @@ pub struct Step {
 }
 
 /// What the usecounts of an epoch say.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// The usecount came back to where it was before the first map.
@@ -82,7 +84,7 @@ pub enum Verdict {
 }
 
 /// One mapped epoch of a file.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct Epoch {
     /// First MMAP (`None`: mapped before the trace began).
     pub start_ns: Option<u64>,
@@ -115,7 +117,7 @@ pub struct Epoch {
     /// the MNOMAP is kept.
     pub steps: Vec<Step>,
     /// MMAPs left out of `steps` (counted in `maps`).
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub steps_not_kept: u64,
     /// A later epoch started at or below `usecount_before`: a reference
     /// this one held came back.
@@ -165,7 +167,7 @@ fn cap_steps(e: &mut Epoch) {
 }
 
 /// Page-in figures.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, JsonSchema, PartialEq, Eq)]
 pub struct Pageins {
     /// Clusters read.
     pub count: u64,
@@ -182,7 +184,7 @@ pub struct Pageins {
 }
 
 /// One holder of a file's references at the end of the trace.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, JsonSchema, PartialEq, Eq)]
 pub struct Holder {
     /// The process.
     pub pid: u32,
@@ -196,7 +198,7 @@ pub struct Holder {
 }
 
 /// Who holds a file still mapped or open at the end of the trace.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, JsonSchema, PartialEq, Eq)]
 pub struct Holders {
     /// The usecount after the last operation a record of the file saw.
     pub usecount: Option<u16>,
@@ -205,7 +207,7 @@ pub struct Holders {
 }
 
 /// A process's part in one file.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, JsonSchema, PartialEq, Eq)]
 pub struct FileProcess {
     /// The process.
     pub pid: u32,
@@ -223,8 +225,31 @@ pub struct FileProcess {
     pub unmaps: u64,
 }
 
+/// (File, process) pairs kept over the whole report: one [`FileProcess`]
+/// and one set entry each, so the builder stays under ~10 MB of them on
+/// any input. Past it a new pair's events fold into its file's
+/// `other_processes`; every total stays exact.
+pub const MAX_PAIRS: usize = 100_000;
+
+/// The events of a file's processes past [`MAX_PAIRS`], added up.
+#[derive(Clone, Debug, Default, Serialize, JsonSchema, PartialEq, Eq)]
+pub struct OtherProcesses {
+    /// Events folded here.
+    pub events: u64,
+    /// Their opens of the file.
+    pub opens: u64,
+    /// Their `VNOP_MMAP`s.
+    pub maps: u64,
+    /// Their page-ins.
+    pub pageins: u64,
+    /// Bytes of those.
+    pub pagein_bytes: u64,
+    /// Last unmaps they caused.
+    pub unmaps: u64,
+}
+
 /// Everything about one file.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct FileReport {
     /// The vnode id, 16 hex digits.
     pub vnode: String,
@@ -233,12 +258,15 @@ pub struct FileReport {
     /// Mapped epochs in order (at most [`MAX_EPOCHS`] but for held ones).
     pub epochs: Vec<Epoch>,
     /// Epochs left out of `epochs`: none of them held a reference.
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub epochs_not_kept: u64,
     /// Page-ins.
     pub pageins: Pageins,
     /// By process, by pid.
     pub by_process: Vec<FileProcess>,
+    /// Processes past the report's cap of (file, process) pairs, added up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other_processes: Option<OtherProcesses>,
     /// Who holds it at the end (`None`: neither mapped nor open then).
     pub holders: Option<Holders>,
     /// Page-in latency (`None`: no page-in).
@@ -248,7 +276,7 @@ pub struct FileReport {
 }
 
 /// Why a file is suspected of leaking a reference.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, JsonSchema, PartialEq, Eq)]
 pub struct Suspect {
     /// The vnode id.
     pub vnode: String,
@@ -261,13 +289,14 @@ pub struct Suspect {
 }
 
 /// A process across all files.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, JsonSchema, PartialEq, Eq)]
 pub struct ProcessReport {
     /// The process.
     pub pid: u32,
     /// Its name (the last PROC record), when known.
     pub comm: Option<String>,
-    /// Files it mapped or paged in.
+    /// Files it mapped or paged in (past [`MAX_PAIRS`], those of its kept
+    /// pairs: see `totals.folded_events`).
     pub files: u64,
     /// Its `VNOP_MMAP`s.
     pub maps: u64,
@@ -326,7 +355,7 @@ impl PageSet {
 }
 
 /// Totals and losses.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, JsonSchema, PartialEq, Eq)]
 pub struct ReportTotals {
     /// Batches read.
     pub batches: u64,
@@ -351,10 +380,13 @@ pub struct ReportTotals {
     pub cut_bytes: u64,
     /// Whether anything was lost (the report may then be incomplete).
     pub incomplete: bool,
+    /// Events counted in files' `other_processes`: past [`MAX_PAIRS`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub folded_events: u64,
 }
 
 /// The whole report.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct Report {
     /// What it covers, in a few figures.
     pub summary: Summary,
@@ -366,6 +398,61 @@ pub struct Report {
     pub processes: Vec<ProcessReport>,
     /// Totals and losses.
     pub totals: ReportTotals,
+}
+
+/// The name `report --json` carries in its `schema` field.
+pub const SCHEMA_NAME: &str = "maptrace.report";
+/// The report document's version, under the stream contract's rules
+/// (`contract::SCHEMA_VERSION`): adding a field keeps it; renaming,
+/// removing or retyping one bumps it.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The document `report --json` writes: which contract, then the report.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct Document<'a> {
+    /// Always `maptrace.report`.
+    #[schemars(extend("const" = "maptrace.report"))]
+    pub schema: &'static str,
+    /// The document's version.
+    pub version: u32,
+    /// The report.
+    #[serde(flatten)]
+    pub report: &'a Report,
+}
+
+impl Document<'_> {
+    /// `r` under the current contract.
+    pub fn of(r: &Report) -> Document<'_> {
+        Document {
+            schema: SCHEMA_NAME,
+            version: SCHEMA_VERSION,
+            report: r,
+        }
+    }
+}
+
+/// The JSON Schema of the report document, as `maptrace schema report`
+/// prints it and `companion/schema/report.schema.json` holds it.
+pub fn schema() -> Schema {
+    let mut s = schemars::schema_for!(Document<'static>);
+    s.insert("$id".into(), "maptrace.report.schema.json".into());
+    s.insert(
+        "description".into(),
+        format!(
+            "The document `maptrace report --json` writes (contract {SCHEMA_NAME} version \
+             {SCHEMA_VERSION}): `schema` and `version` first, then the summary, files, leak \
+             suspects, processes and totals. Readers ignore fields they do not know."
+        )
+        .into(),
+    );
+    s
+}
+
+/// [`schema`] as pretty JSON text with a final newline.
+pub fn schema_text() -> String {
+    let mut t = serde_json::to_string_pretty(&schema()).unwrap_or_default();
+    t.push('\n');
+    t
 }
 
 #[derive(Debug, Default)]
@@ -382,6 +469,9 @@ struct FileState {
     /// An event the filter selects touched it.
     selected: bool,
     procs: FxHashMap<u32, FileProcess>,
+    /// Processes whose pair came past the cap, added up (pid unused).
+    other: FileProcess,
+    other_events: u64,
     /// Live opens by pid.
     opens: Opens,
     /// The usecount after the last operation a record saw.
@@ -466,7 +556,11 @@ fn use_of(c: &Counts) -> Option<u16> {
 }
 
 /// Builds a [`Report`] from the item stream.
-#[derive(Debug, Default)]
+///
+/// Invariant: `pairs`, the (file, process) pairs held (each one entry of a
+/// file's `procs` and one of its process' file set), never exceeds
+/// `pair_cap`.
+#[derive(Debug)]
 pub struct Builder {
     files: Vec<FileState>,
     index: FxHashMap<(u64, u64), usize>,
@@ -478,9 +572,34 @@ pub struct Builder {
     names: Names,
     first_ns: Option<u64>,
     last_ns: Option<u64>,
+    pairs: usize,
+    pair_cap: usize,
+}
+
+impl Default for Builder {
+    fn default() -> Builder {
+        Builder::with_pair_cap(MAX_PAIRS)
+    }
 }
 
 impl Builder {
+    /// An empty report that keeps at most `cap` (file, process) pairs.
+    pub fn with_pair_cap(cap: usize) -> Builder {
+        Builder {
+            files: Vec::new(),
+            index: FxHashMap::default(),
+            generation: 0,
+            procs: FxHashMap::default(),
+            corrupt: 0,
+            filter: Filter::default(),
+            names: Names::default(),
+            first_ns: None,
+            last_ns: None,
+            pairs: 0,
+            pair_cap: cap,
+        }
+    }
+
     /// An empty report.
     pub fn new() -> Builder {
         Builder::default()
@@ -580,13 +699,20 @@ impl Builder {
             f.peak_usecount = f.peak_usecount.max(use_of(counts));
         }
         let mut unselected_fp = FileProcess::default();
-        let fp = if selected {
-            f.procs.entry(r.pid).or_insert_with(|| FileProcess {
-                pid: r.pid,
-                ..FileProcess::default()
-            })
-        } else {
+        let folded = selected && !f.procs.contains_key(&r.pid) && self.pairs >= self.pair_cap;
+        let fp = if !selected {
             &mut unselected_fp
+        } else if folded {
+            f.other_events += 1;
+            &mut f.other
+        } else {
+            f.procs.entry(r.pid).or_insert_with(|| {
+                self.pairs += 1;
+                FileProcess {
+                    pid: r.pid,
+                    ..FileProcess::default()
+                }
+            })
         };
         match &r.event {
             Event::Path { .. } | Event::Proc { .. } => return,
@@ -748,7 +874,9 @@ impl Builder {
             }
             Event::FileMmap { .. } | Event::Mark { .. } => return,
         }
-        proc_files.insert(fi);
+        if !folded {
+            proc_files.insert(fi);
+        }
     }
 
     /// Finishes the report with the pipeline's totals.
@@ -762,6 +890,7 @@ impl Builder {
             None => pid.to_string(),
         };
         let mut latency = Histogram::new();
+        let mut folded_events = 0;
         for mut f in self.files {
             for p in f.procs.values_mut() {
                 p.comm = comm(p.pid);
@@ -778,6 +907,15 @@ impl Builder {
             }
             f.pageins.distinct_pages = f.pages.count();
             latency.merge(&f.latency);
+            folded_events += f.other_events;
+            let other_processes = (f.other_events > 0).then_some(OtherProcesses {
+                events: f.other_events,
+                opens: f.other.opens,
+                maps: f.other.maps,
+                pageins: f.other.pageins,
+                pagein_bytes: f.other.pagein_bytes,
+                unmaps: f.other.unmaps,
+            });
             let vnode = format!("{:016x}", f.vnode_id);
             if let Some(e) = f.epochs.last().filter(|e| e.end_ns.is_none()) {
                 let who: Vec<String> = e
@@ -834,6 +972,7 @@ impl Builder {
                         .into_values()
                         .filter(|p| p.maps + p.pageins + p.unmaps + p.opens > 0),
                 ),
+                other_processes,
                 holders,
                 latency: f.latency.summary(),
                 peak_usecount: f.peak_usecount,
@@ -861,6 +1000,7 @@ impl Builder {
             unpaired_mmap_calls: t.unpaired_calls,
             cut_bytes: t.cut_bytes,
             incomplete: t.lossy() || t.corrupt > 0,
+            folded_events,
         };
         let summary = Summary {
             first_ns: self.first_ns,
@@ -944,8 +1084,8 @@ fn holders_line(h: &Holders) -> String {
     )
 }
 
-fn opt_secs(t: Option<u64>) -> String {
-    t.map_or("(before trace)".into(), secs)
+fn opt_time(t: Option<u64>, wall: Option<&Anchor>) -> String {
+    t.map_or("(before trace)".into(), |t| shown_time(t, wall))
 }
 
 fn opt_num(n: Option<u16>) -> String {
@@ -956,6 +1096,7 @@ fn opt_num(n: Option<u16>) -> String {
 /// suspects, the processes and the totals.
 pub fn write_human(w: &mut impl Write, r: &Report) -> io::Result<()> {
     let t = &r.totals;
+    let wall = r.summary.clock_anchor.as_ref();
     summary::write_summary(w, r)?;
     for f in &r.files {
         writeln!(w)?;
@@ -966,12 +1107,14 @@ pub fn write_human(w: &mut impl Write, r: &Report) -> io::Result<()> {
             f.vnode
         )?;
         for (i, e) in f.epochs.iter().enumerate() {
-            let end = e.end_ns.map_or("still mapped".into(), secs);
+            let end = e
+                .end_ns
+                .map_or("still mapped".into(), |t| shown_time(t, wall));
             writeln!(
                 w,
                 "  epoch {}  {} .. {}  maps {} ({} mmap(2), {} exec)",
                 i + 1,
-                opt_secs(e.start_ns),
+                opt_time(e.start_ns, wall),
                 end,
                 e.maps,
                 e.mmap_calls,
@@ -1035,8 +1178,8 @@ pub fn write_human(w: &mut impl Write, r: &Report) -> io::Result<()> {
                 p.count,
                 p.bytes,
                 p.distinct_pages,
-                opt_secs(p.first_ns),
-                opt_secs(p.last_ns),
+                opt_time(p.first_ns, wall),
+                opt_time(p.last_ns, wall),
                 p.total_duration_ns as f64 / 1e3
             )?;
             if let Some(l) = &f.latency {
@@ -1059,6 +1202,13 @@ pub fn write_human(w: &mut impl Write, r: &Report) -> io::Result<()> {
                 )
             })
             .collect();
+        let mut procs = procs;
+        if let Some(o) = &f.other_processes {
+            procs.push(format!(
+                "other processes: {} opens, {} maps, {} page-ins ({} bytes), {} last unmaps",
+                o.opens, o.maps, o.pageins, o.pagein_bytes, o.unmaps
+            ));
+        }
         writeln!(w, "  by process: {}", procs.join("; "))?;
         if let Some(h) = &f.holders {
             writeln!(w, "  at the end: {}", holders_line(h))?;
@@ -1398,6 +1548,62 @@ mod tests {
         let r = b.finish(&Totals::default());
         let pages_each = u64::from(u32::MAX).div_ceil(PAGE_SIZE);
         assert!(r.files[0].pageins.distinct_pages >= 4 * pages_each);
+    }
+
+    /// Hostile input: many processes paging in many files. The builder
+    /// keeps at most its cap of (file, process) pairs; the rest fold into
+    /// each file's `other_processes`, and every total stays exact.
+    #[test]
+    fn file_process_pairs_past_the_cap_fold_and_totals_stay_exact() {
+        let mut b = Builder::with_pair_cap(10);
+        for i in 0..500u64 {
+            let mut it = item(
+                i,
+                1000 + (i % 50) as u32,
+                Event::Pagein {
+                    offset: 0,
+                    size: 4096,
+                    duration_ns: 1,
+                    counts: counts(1),
+                    upl_flags: 0,
+                },
+            );
+            if let Item::Event(ev) = &mut it {
+                ev.rec.vnode_id = 1 + i % 10;
+            }
+            b.observe(&it);
+        }
+        let pairs: usize = b.files.iter().map(|f| f.procs.len()).sum();
+        let listed: usize = b.procs.values().map(|(_, fs)| fs.len()).sum();
+        assert_eq!((pairs, listed), (10, 10));
+        let r = b.finish(&Totals::default());
+        let pageins: u64 = r.files.iter().map(|f| f.pageins.count).sum();
+        assert_eq!(pageins, 500);
+        let by_process: u64 = r
+            .files
+            .iter()
+            .flat_map(|f| f.by_process.iter().map(|p| p.pageins))
+            .sum();
+        let other: u64 = r
+            .files
+            .iter()
+            .filter_map(|f| f.other_processes.as_ref())
+            .map(|o| o.pageins)
+            .sum();
+        // The first ten pairs (i % 50 < 10) keep all their events.
+        assert_eq!((by_process, other), (100, 400));
+        assert_eq!(r.totals.folded_events, 400);
+        // Processes keep their exact figures.
+        assert_eq!(r.processes.len(), 50);
+        assert!(r.processes.iter().all(|p| p.pageins == 10));
+        let mut text = Vec::new();
+        write_human(&mut text, &r).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(
+            text.contains("… 400 events of further (file, process) pairs folded"),
+            "{text}"
+        );
+        assert!(text.contains("other processes: "), "{text}");
     }
 
     #[test]

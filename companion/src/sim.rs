@@ -64,6 +64,13 @@ impl Sysctl for SimSysctl {
             .map(|_| ())
             .map_err(|e| errno(e.errno))
     }
+
+    /// The simulated kernel's clock, as the shim's `mt_now_ns()` reads it
+    /// (`absolutetime_to_nanoseconds(mach_absolute_time())`, sim/src/kpi/time.rs).
+    fn kext_clock_ns(&mut self) -> Option<u64> {
+        let k = self.sim.kernel();
+        Some(k.abs_to_ns(k.abs_time()))
+    }
 }
 
 /// What the simulator runs.
@@ -340,6 +347,10 @@ impl Source for SimSource {
 
     fn is_live(&self) -> bool {
         true
+    }
+
+    fn anchor(&self) -> Option<crate::wallclock::Anchor> {
+        self.inner.anchor()
     }
 
     fn next_batch(&mut self, buf: &mut Vec<u8>) -> Result<Next, SourceError> {

@@ -77,6 +77,13 @@ pub trait Source {
     /// stopped) rather than replaying them.
     fn is_live(&self) -> bool;
 
+    /// The pair of clock readings that maps the records' times (the kext's
+    /// clock) to UTC: a live source takes it when opened, a recording has
+    /// it in its header (format 4 on). `None`: no wall-clock times.
+    fn anchor(&self) -> Option<crate::wallclock::Anchor> {
+        None
+    }
+
     /// Reads the next batch into `buf` (resized as needed).
     fn next_batch(&mut self, buf: &mut Vec<u8>) -> Result<Next, SourceError>;
 

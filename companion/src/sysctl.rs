@@ -4,6 +4,7 @@
 //! The simulator implements the same trait, so it is read exactly like macOS.
 
 use crate::source::{Next, Source, SourceError};
+use crate::wallclock::Anchor;
 use maptrace_abi::{AbiVersion, raw};
 use zerocopy::{FromZeros, IntoBytes};
 
@@ -43,6 +44,12 @@ pub trait Sysctl {
     fn read(&mut self, name: &str, buf: Option<&mut [u8]>) -> Result<usize, SysErr>;
     /// Writes `data` to `name`.
     fn write(&mut self, name: &str, data: &[u8]) -> Result<(), SysErr>;
+    /// The kext's clock now, as it stamps records (nanoseconds since
+    /// boot), when this side can read it; `None` leaves the source without
+    /// wall-clock times.
+    fn kext_clock_ns(&mut self) -> Option<u64> {
+        None
+    }
 }
 
 fn map_err(name: &str, e: SysErr, writing: bool) -> SourceError {
@@ -124,6 +131,7 @@ pub struct SysctlSource<S> {
     api: S,
     label: String,
     abi: u32,
+    anchor: Option<Anchor>,
 }
 
 impl<S: Sysctl> SysctlSource<S> {
@@ -131,10 +139,15 @@ impl<S: Sysctl> SysctlSource<S> {
     /// non-root user or a version mismatch is reported before anything else.
     pub fn open(mut api: S, label: &str) -> Result<SysctlSource<S>, SourceError> {
         let abi = check_abi(&mut api)?;
+        // Both clocks read now, at open: every record's time maps to UTC
+        // through this one pair (the kext's clock does not jump; the Unix
+        // clock may be stepped later, which the mapping then ignores).
+        let anchor = Anchor::now(|| api.kext_clock_ns());
         Ok(SysctlSource {
             api,
             label: label.into(),
             abi,
+            anchor,
         })
     }
 
@@ -156,6 +169,10 @@ impl<S: Sysctl> Source for SysctlSource<S> {
 
     fn is_live(&self) -> bool {
         true
+    }
+
+    fn anchor(&self) -> Option<Anchor> {
+        self.anchor
     }
 
     fn next_batch(&mut self, buf: &mut Vec<u8>) -> Result<Next, SourceError> {
@@ -243,6 +260,46 @@ impl Sysctl for MacSysctl {
         };
         if rc == 0 { Ok(()) } else { Err(Self::errno()) }
     }
+
+    /// What the kext's `mt_now_ns()` computes, from userspace:
+    /// `mach_absolute_time()` scaled by `mach_timebase_info` (the kernel's
+    /// `absolutetime_to_nanoseconds` uses the same timebase; XNU
+    /// osfmk/arm/rtclock.c, osfmk/i386/rtclock.c at xnu-11417.121.6).
+    fn kext_clock_ns(&mut self) -> Option<u64> {
+        mach_clock_ns()
+    }
+}
+
+/// `struct mach_timebase_info` (`<mach/mach_time.h>`).
+#[cfg(target_os = "macos")]
+#[repr(C)]
+#[derive(Default)]
+struct MachTimebaseInfo {
+    numer: u32,
+    denom: u32,
+}
+
+#[cfg(target_os = "macos")]
+unsafe extern "C" {
+    // Declared here: the libc crate's declarations are deprecated.
+    fn mach_absolute_time() -> u64;
+    fn mach_timebase_info(info: *mut MachTimebaseInfo) -> i32;
+}
+
+/// `mach_absolute_time()` in nanoseconds (`None` if the timebase is not
+/// available, which no Mac does).
+#[cfg(target_os = "macos")]
+fn mach_clock_ns() -> Option<u64> {
+    let mut tb = MachTimebaseInfo::default();
+    // SAFETY: `tb` is a valid, writable `mach_timebase_info` for the call.
+    let rc = unsafe { mach_timebase_info(&mut tb) };
+    if rc != 0 || tb.denom == 0 {
+        return None;
+    }
+    // SAFETY: no arguments; reads the clock.
+    let ticks = unsafe { mach_absolute_time() };
+    let ns = u128::from(ticks) * u128::from(tb.numer) / u128::from(tb.denom);
+    u64::try_from(ns).ok()
 }
 
 /// Opens the kext's sysctl source on this machine.

@@ -46,10 +46,17 @@ fn stream_table_shows_every_event_with_paths_and_a_clean_summary() {
     let header = text.lines().next().unwrap();
     let file_col = header.find("FILE").unwrap();
     let kind_col = header.find("KIND").unwrap();
+    // The shard, right-aligned under its title (a shard is not a CPU).
+    let shard_end = header.find("SHARD").expect("a SHARD column") + "SHARD".len();
     for line in text.lines() {
         assert!(!line.ends_with(' '), "trailing blanks: {line:?}");
         if line.ends_with("/data/app.db") {
             assert_eq!(line.find("/data/app.db"), Some(file_col), "{line}");
+            let b = line.as_bytes();
+            assert!(
+                b[shard_end - 1].is_ascii_digit() && b[shard_end] == b' ',
+                "{line}"
+            );
             assert!(
                 line[kind_col..].starts_with(|c: char| c.is_ascii_lowercase()),
                 "{line}"
@@ -483,7 +490,7 @@ fn a_batch_taken_by_another_reader_is_a_gap() {
         .arg(&f)
         .assert()
         .code(3)
-        .stdout(predicate::str::contains("!! GAP on CPU 0: 1 slots"));
+        .stdout(predicate::str::contains("!! GAP on shard 0: 1 slots"));
 }
 
 #[test]
@@ -1077,15 +1084,99 @@ fn report_csv_has_a_row_per_file_epoch() {
     );
 }
 
+/// Text from the traced machine that a spreadsheet would run as a formula
+/// (each fits a process name's 24 bytes).
+const HOSTILE: &[&str] = &[
+    "=HYPERLINK(\"http://x\")",
+    "+1+cmd|' /C calc'!A0",
+    "-2+3",
+    "@SUM(1,2)",
+    "\t=1+1",
+    "\r=1+1",
+    "'already quoted",
+];
+
+/// OWASP's CSV injection guard: a cell of a path, name or message column
+/// that starts with `=`, `+`, `-`, `@`, tab or CR gets a `'` in front (and
+/// so does one starting with `'`, so dropping one `'` gives the text back);
+/// numbers and the companion's own words are left alone.
+#[test]
+fn csv_cells_from_the_traced_machine_never_start_a_formula() {
+    use maptrace_abi::raw::MT_KIND_PROC;
+    let dir = TempDir::new().unwrap();
+    let files: Vec<u64> = (0..HOSTILE.len() as u64).map(|i| DB + i * 0x100).collect();
+    let batches = recorded(1, 256, |t| {
+        for (i, (&vnode, &name)) in files.iter().zip(HOSTILE).enumerate() {
+            let pid = 500 + i as u32;
+            let ts = t.tick();
+            t.e.record_proc(0, &ev(MT_KIND_PROC, pid, 1, ts), name.as_bytes());
+            t.path(0, vnode, name);
+            t.mmap_call(0, pid, 1, vnode, 1, 1);
+            t.pagein(0, pid, 1, vnode, (-4096, 4096), 2);
+            t.mnomap(0, pid, 1, vnode, 1);
+        }
+        t.drain();
+    });
+    let f = fixture(&dir, "hostile.mtr", &batches);
+    let guarded = |s: &str| match s.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r' | '\'') => format!("'{s}"),
+        _ => s.to_string(),
+    };
+    let starts_a_formula = |c: &str| c.starts_with(['=', '+', '-', '@', '\t', '\r']);
+
+    let out = maptrace()
+        .args(["stream", "--format", "csv"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    let rows = parse_csv(std::str::from_utf8(&out.stdout).unwrap());
+    let col = |name: &str| rows[0].iter().position(|h| h == name).unwrap();
+    for name in ["path", "comm", "name"] {
+        let cells: Vec<&str> = rows[1..].iter().map(|r| r[col(name)].as_str()).collect();
+        assert!(
+            !cells.iter().any(|c| starts_a_formula(c)),
+            "{name}: {cells:?}"
+        );
+        for &h in HOSTILE {
+            assert!(
+                cells.contains(&guarded(h).as_str()),
+                "{name}: no {h:?} in {cells:?}"
+            );
+        }
+    }
+    // A negative offset is a number, not a formula: left as it is.
+    assert!(rows.iter().any(|r| r[col("offset")] == "-4096"), "{rows:?}");
+
+    let out = maptrace()
+        .args(["report", "--format", "csv"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    let rows = parse_csv(std::str::from_utf8(&out.stdout).unwrap());
+    let path = rows[0].iter().position(|h| h == "path").unwrap();
+    let paths: Vec<&str> = rows[1..].iter().map(|r| r[path].as_str()).collect();
+    let want: Vec<String> = HOSTILE.iter().map(|h| guarded(h)).collect();
+    for w in &want {
+        assert!(paths.contains(&w.as_str()), "no {w:?} in {paths:?}");
+    }
+    assert!(!paths.iter().any(|c| starts_a_formula(c)), "{paths:?}");
+}
+
+/// The lifecycle recording in `dir`, its size, and it opened as a source.
+fn lifecycle_recording(dir: &TempDir) -> (PathBuf, u64, maptrace::replay::FileSource) {
+    let f = fixture(dir, "life.mtr", &lifecycle_batches());
+    let size = std::fs::metadata(&f).unwrap().len();
+    let src = maptrace::replay::FileSource::open(&f).unwrap();
+    (f, size, src)
+}
+
 /// A recording reports how far it was read (the progress bar's figures),
 /// and the bar is drawn only on a terminal: a piped stderr stays empty.
 #[test]
 fn reading_a_recording_reports_progress_and_draws_no_bar_off_a_terminal() {
     use maptrace::source::{Next, Source};
     let dir = TempDir::new().unwrap();
-    let f = fixture(&dir, "life.mtr", &lifecycle_batches());
-    let size = std::fs::metadata(&f).unwrap().len();
-    let mut src = maptrace::replay::FileSource::open(&f).unwrap();
+    let (f, size, mut src) = lifecycle_recording(&dir);
     let (mut done, total) = src.progress().unwrap();
     assert_eq!(total, size);
     assert!(done > 0 && done < size, "the header is read: {done}");
@@ -1098,4 +1189,15 @@ fn reading_a_recording_reports_progress_and_draws_no_bar_off_a_terminal() {
     assert_eq!(done, size, "every frame counted");
     assert_eq!(src.progress(), Some((size, size)));
     maptrace().arg("report").arg(&f).assert().code(0).stderr("");
+}
+
+/// Asking a recording for its closing statistics reads the rest of it, and
+/// its progress says so.
+#[test]
+fn a_recordings_statistics_read_it_to_the_end() {
+    use maptrace::source::Source;
+    let dir = TempDir::new().unwrap();
+    let (_, size, mut src) = lifecycle_recording(&dir);
+    assert!(src.stats().is_err(), "this recording has no statistics");
+    assert_eq!(src.progress(), Some((size, size)));
 }

@@ -9,6 +9,7 @@ use common::*;
 use maptrace::contract::{self, Line};
 use maptrace::output;
 use maptrace::pipeline::{Ev, Item, Loss, MapCall, PathInfo, Totals};
+use maptrace::wallclock::Anchor;
 use maptrace_abi::{Counts, Event, EventKind, Mark, ProbeMethod, Record};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -24,6 +25,19 @@ fn reference(item: &Item) -> Vec<u8> {
 fn written(item: &Item) -> Vec<u8> {
     let mut out = Vec::new();
     output::item_json(&mut out, item);
+    out
+}
+
+/// [`reference`] and [`written`] with UTC times (`--time wall`).
+fn reference_at(item: &Item, a: &Anchor) -> Vec<u8> {
+    let mut v = serde_json::to_vec(&Line::of_at(item, Some(a))).unwrap();
+    v.push(b'\n');
+    v
+}
+
+fn written_at(item: &Item, a: &Anchor) -> Vec<u8> {
+    let mut out = Vec::new();
+    output::item_json_at(&mut out, item, Some(a));
     out
 }
 
@@ -91,6 +105,21 @@ fn fixture_lines_are_the_reference_bytes_and_valid() {
         kinds.insert(format!("{}/{}", value["type"], value["kind"]));
     }
     assert!(kinds.len() >= 8, "fixtures cover too little: {kinds:?}");
+    // With UTC times: the same bytes again, each event with its `time`.
+    let a = Anchor {
+        unix_ns: 1_764_000_000_000_000_000,
+        clock_ns: 1_000,
+    };
+    for item in &items {
+        let line = written_at(item, &a);
+        assert_eq!(
+            String::from_utf8_lossy(&line),
+            String::from_utf8_lossy(&reference_at(item, &a))
+        );
+        assert_valid(&v, &line);
+        let value: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(value.get("time").is_some(), value["type"] == "event");
+    }
     let mut header = Vec::new();
     output::header_json(&mut header);
     assert_eq!(header, reference_line(&Line::header()));
@@ -126,6 +155,15 @@ fn the_schema_refuses_what_the_contract_forbids() {
     let mut numeric_tid = ev.clone();
     numeric_tid["tid"] = 4098.into();
     assert!(!v.is_valid(&numeric_tid), "accepted {numeric_tid}");
+    // A time is RFC 3339 UTC with microseconds, or absent.
+    for bad in ["2025-11-24 16:00:00.000 UTC", "2025-11-24T16:00:00Z", ""] {
+        let mut t = ev.clone();
+        t["time"] = bad.into();
+        assert!(!v.is_valid(&t), "accepted {t}");
+    }
+    let mut t = ev.clone();
+    t["time"] = "2025-11-24T16:00:00.000001Z".into();
+    assert!(v.is_valid(&t), "refused {t}");
     // A null path is stated, never left out.
     ev.as_object_mut().unwrap().remove("path");
     assert!(!v.is_valid(&ev), "accepted {ev}");
@@ -352,6 +390,16 @@ proptest! {
     }
 
     #[test]
+    fn any_item_with_a_utc_time_is_written_as_the_reference_bytes(
+        item in any_item(), unix_ns in any::<u64>(), clock_ns in any::<u64>(),
+    ) {
+        let a = Anchor { unix_ns, clock_ns };
+        let line = String::from_utf8(written_at(&item, &a)).unwrap();
+        let want = String::from_utf8(reference_at(&item, &a)).unwrap();
+        prop_assert_eq!(line, want);
+    }
+
+    #[test]
     fn any_summary_is_written_as_the_reference_bytes(
         batches in any::<u64>(), events in any::<u64>(), dropped in any::<u64>(),
         gap_slots in any::<u64>(), corrupt in any::<u64>(),
@@ -490,4 +538,58 @@ fn random_lines_validate() {
         let item = any_item().new_tree(&mut runner).unwrap().current();
         assert_valid(&v, &written(&item));
     }
+}
+
+/// `report --json` is one document that names its contract first, as the
+/// stream's first line does, and validates against the checked-in schema
+/// that `maptrace schema report` prints.
+#[test]
+fn report_documents_name_their_schema_and_validate() {
+    let out = maptrace().args(["schema", "report"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schema/report.schema.json");
+    assert!(
+        std::fs::read_to_string(path).unwrap_or_default() == text,
+        "{path} is stale: regenerate it with \
+         `cargo run -p maptrace -- schema report > companion/schema/report.schema.json`"
+    );
+    let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let v = jsonschema::validator_for(&schema).unwrap();
+    let dir = tempfile::TempDir::new().unwrap();
+    for (name, batches) in [
+        ("life.mtr", lifecycle_batches()),
+        ("lossy.mtr", lossy_batches(5)),
+        ("gap.mtr", gap_batches()),
+        ("reload.mtr", reload_batches()),
+    ] {
+        let f = fixture(&dir, name, &batches);
+        let out = maptrace()
+            .args(["report", "--json"])
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert!(
+            out.stdout
+                .starts_with(b"{\n  \"schema\": \"maptrace.report\",\n  \"version\": 1,\n"),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_valid(&v, &out.stdout);
+    }
+    // The schema holds the document to its shape.
+    let mut doc: serde_json::Value = serde_json::from_slice(
+        &maptrace()
+            .args(["report", "--json"])
+            .arg(fixture(&dir, "again.mtr", &lifecycle_batches()))
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    doc["schema"] = "maptrace.events".into();
+    assert!(!v.is_valid(&doc), "accepted another contract's name");
+    doc["schema"] = "maptrace.report".into();
+    doc["totals"]["dropped"] = "5".into();
+    assert!(!v.is_valid(&doc), "accepted a string count");
 }

@@ -149,7 +149,11 @@ fn the_export_places_losses_where_they_happened() {
             continue;
         };
         assert_eq!(l["ts"], next["ts"], "{l} then {next}");
-        assert!(l["args"]["count"].as_u64().unwrap() > 0);
+        let count = l["args"]["count"].as_u64().unwrap();
+        assert!(count > 0);
+        // Named by the shard, which is not a CPU (one shard may serve many).
+        let shard = &l["args"]["shard"];
+        assert_eq!(l["name"], format!("LOST {count} records on shard {shard}"));
         placed += 1;
     }
     assert!(placed > 0);

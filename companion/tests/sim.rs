@@ -175,11 +175,14 @@ fn demo_tells_a_launch_a_leak_and_an_exact_loss() {
     assert!(text.contains("LEAK SUSPECTS: 1"), "{text}");
     // The loss: under chapter 3, exactly counted, and the last line says so.
     let lost = &text[chapters[2]..];
-    assert!(lost.contains("!! LOST 263 records on CPU 0 here"), "{lost}");
-    assert!(text.contains("LOSSES  dropped 263,"));
+    assert!(
+        lost.contains("!! LOST 132 records on shard 0 here"),
+        "{lost}"
+    );
+    assert!(text.contains("LOSSES  dropped 132,"));
     let last = text.lines().last().unwrap();
     assert!(
-        last.starts_with("lost: exactly 263 records: 263 dropped (the kext's ring was full) on CPU 0 in \"3. A loss"),
+        last.starts_with("lost: exactly 132 records: 132 dropped (the kext's ring was full) on shard 0 in \"3. A loss"),
         "{last}"
     );
 }
@@ -195,7 +198,7 @@ fn a_quiet_demo_shows_only_the_report() {
         text.lines()
             .last()
             .unwrap()
-            .starts_with("lost: exactly 263 records")
+            .starts_with("lost: exactly 132 records")
     );
     // The same story as another scenario gets the usual status for a loss.
     let dir = TempDir::new().unwrap();
@@ -206,7 +209,7 @@ fn a_quiet_demo_shows_only_the_report() {
         .arg(&f)
         .assert()
         .code(3)
-        .stdout(predicate::str::contains("lost: exactly 263 records"));
+        .stdout(predicate::str::contains("lost: exactly 132 records"));
 }
 
 #[test]
@@ -828,4 +831,81 @@ fn events_carry_the_process_name() {
         .find(|l| l.contains(" pagein "))
         .expect("a pagein row");
     assert!(row.contains(" indexer "), "{row}");
+}
+
+/// `--time wall` on the live simulator: the source pairs the simulated
+/// kernel's clock with the Unix clock when it opens, so every event's UTC
+/// time falls inside the run, as measured around it; and a recording of
+/// the simulator keeps that anchor for its replay.
+#[test]
+fn a_live_stream_with_time_wall_is_dated_within_the_run() {
+    use maptrace::wallclock::{rfc3339_micros, unix_now_ns};
+    let dir = TempDir::new().unwrap();
+    let src = demo_source_on_the_default_ring(&dir);
+    let before = unix_now_ns();
+    let out = maptrace()
+        .args(["--source", &src, "stream", "--json", "--time", "wall"])
+        .output()
+        .unwrap();
+    let after = unix_now_ns();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // RFC 3339 with fixed widths orders as text.
+    let (lo, hi) = (rfc3339_micros(before), rfc3339_micros(after));
+    let mut events = 0;
+    for l in String::from_utf8(out.stdout).unwrap().lines() {
+        let v: Value = serde_json::from_str(l).unwrap();
+        if v["type"] != "event" {
+            assert!(v.get("time").is_none(), "{v}");
+            continue;
+        }
+        let t = v["time"].as_str().expect("an event without a time");
+        assert!(
+            lo.as_str() <= t && t <= hi.as_str(),
+            "{t} outside {lo} .. {hi}"
+        );
+        events += 1;
+    }
+    assert!(events > 50, "{events} events");
+
+    // A recording of the simulator carries the anchor to its replay.
+    let rec = dir.path().join("sim.mtr");
+    let before = unix_now_ns();
+    maptrace()
+        .args(["--source", &src, "record", "-q", "-o"])
+        .arg(&rec)
+        .assert()
+        .code(0);
+    let after = unix_now_ns();
+    let h = maptrace::recording::Reader::open(&rec)
+        .unwrap()
+        .header()
+        .clone();
+    let a = h
+        .anchor()
+        .expect("a recording of a live source has an anchor");
+    assert!((before..=after).contains(&a.unix_ns), "{a:?}");
+    assert_eq!(h.start_unix_ns, a.unix_ns);
+    let out = maptrace()
+        .args(["stream", "--time", "wall"])
+        .arg(&rec)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let (lo, hi) = (rfc3339_micros(before), rfc3339_micros(after));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let rows: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .filter(|l| !l.starts_with("--"))
+        .collect();
+    assert!(rows.len() > 50);
+    for row in rows {
+        let t = &row[..27];
+        assert!(lo.as_str() <= t && t <= hi.as_str(), "{row}");
+    }
 }

@@ -32,6 +32,7 @@ fn a_cut_recording_is_read_up_to_its_last_whole_frame() {
     let header = encode_header(&maptrace::recording::Header {
         abi_version: maptrace_abi::raw::MT_ABI_VERSION as u16,
         start_unix_ns: 0,
+        start_clock_ns: None,
         host: "fixture".into(),
     })
     .len();
@@ -163,7 +164,8 @@ fn info_describes_a_recording_and_stats_shows_its_closing_counters() {
     let o = run(&["info"], &f);
     let text = String::from_utf8_lossy(&o.stdout);
     for want in [
-        "format     3 (frames checksummed)",
+        "format     4 (frames checksummed)",
+        "anchor     kext clock 1.000000s since boot",
         "host       fixture",
         "end        complete",
         "closing statistics are present",

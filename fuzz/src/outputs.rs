@@ -9,15 +9,23 @@ use std::io::Cursor;
 
 use maptrace::pipeline::{Item, Pipeline, Totals};
 use maptrace::recording::{Frame, Reader};
+use maptrace::wallclock::Anchor;
 
 /// The items `maptrace` makes of `data` as a recording (none when the
 /// header is refused), closing items included.
 pub fn items(data: &[u8]) -> (Vec<Item>, Totals) {
+    let (items, totals, _) = items_dated(data);
+    (items, totals)
+}
+
+/// [`items`], with the recording's clock anchor (format 4 on).
+pub fn items_dated(data: &[u8]) -> (Vec<Item>, Totals, Option<Anchor>) {
     let mut items = Vec::new();
     let mut p = Pipeline::new();
     let Ok(mut reader) = Reader::new(Cursor::new(data), "fuzz.mtr") else {
-        return (items, p.totals());
+        return (items, p.totals(), None);
     };
+    let anchor = reader.header().anchor();
     let mut buf = Vec::new();
     while let Ok(Some(f)) = reader.next_frame(&mut buf) {
         match f {
@@ -28,7 +36,7 @@ pub fn items(data: &[u8]) -> (Vec<Item>, Totals) {
         }
     }
     p.finish(&mut items);
-    (items, p.totals())
+    (items, p.totals(), anchor)
 }
 
 /// Panics when `text` holds a control character other than a newline.
@@ -140,12 +148,13 @@ pub fn formatters(data: &[u8]) {
     let back: String = serde_json::from_slice(&json).expect("a JSON string literal");
     assert_eq!(back, *s);
 
-    let (items, totals) = items(data);
+    // With the recording's anchor, as `stream --time wall` draws it.
+    let (items, totals, anchor) = items_dated(data);
     let mut table = Vec::new();
     let mut lines = Vec::new();
     for i in &items {
-        maptrace::output::item_line(&mut table, i);
-        maptrace::output::item_json(&mut lines, i);
+        maptrace::output::item_line_at(&mut table, i, anchor.as_ref());
+        maptrace::output::item_json_at(&mut lines, i, anchor.as_ref());
     }
     maptrace::output::summary_row(&mut table, &totals).expect("writing to memory");
     maptrace::output::summary_json(&mut lines, &totals);

@@ -73,6 +73,7 @@ pub fn write_all(dir: &Path) -> std::io::Result<()> {
     let header = Header {
         abi_version: raw::MT_ABI_VERSION as u16,
         start_unix_ns: 1_700_000_000_000_000_000,
+        start_clock_ns: Some(5_000_000_000),
         host: "fuzz-seed".into(),
     };
     let mut w = Writer::new(Vec::new(), &header)?;

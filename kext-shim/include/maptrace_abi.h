@@ -227,9 +227,9 @@ struct mt_rec_mark {
 
 /* MT_KIND_PROC: the name of process h.pid (proc_selfname: p_name, or p_comm
  * before macOS 12), recorded by the core the first time it records an event
- * of that pid, again after the pid execs, and again for every pid after a
- * config write or a dropped record (so a reader that joined late, or lost
- * the first PROC, learns the name). vnode_id is 0. name is NUL-padded, not
+ * of that pid, again after the pid execs, again for every pid after a config
+ * write (so a reader that joined late learns the names), and again for a pid
+ * whose PROC record a full shard dropped. vnode_id is 0. name is NUL-padded, not
  * NUL-terminated when all 24 bytes are used; MT_RF_TRUNCATED when cut. */
 struct mt_rec_proc {
     struct mt_rec_header h;

@@ -138,8 +138,8 @@ int32_t mt_core_record_path(const struct mt_core *core, uint32_t shard_hint,
 
 /* Whether the shim should record the name of pid now: PROC records are
  * wanted for it and it was not named since it last exec'd, the last config
- * write or the last drop. A 1 marks it named (the shim then calls
- * mt_core_record_proc); never counts as filtered. Lock-free. */
+ * write or the last drop of its PROC record. A 1 marks it named (the shim
+ * then calls mt_core_record_proc); never counts as filtered. Lock-free. */
 typedef int32_t (*mt_core_proc_claim_fn)(const struct mt_core *core, uint32_t pid);
 int32_t mt_core_proc_claim(const struct mt_core *core, uint32_t pid);
 
@@ -148,7 +148,8 @@ typedef void (*mt_core_proc_forget_fn)(const struct mt_core *core, uint32_t pid)
 void mt_core_proc_forget(const struct mt_core *core, uint32_t pid);
 
 /* Records a PROC record naming ev->pid (ev->kind is ignored): name is len
- * bytes, used up to its first NUL, cut at MT_PROC_NAME_BYTES. */
+ * bytes, used up to its first NUL, cut at MT_PROC_NAME_BYTES. A dropped one
+ * forgets pid, so its next event names it again. */
 typedef int32_t (*mt_core_record_proc_fn)(const struct mt_core *core, uint32_t shard_hint,
                                           const struct mt_event *ev, const uint8_t *name,
                                           size_t len);

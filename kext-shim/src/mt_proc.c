@@ -4,8 +4,9 @@
  * Role: before a hook records an event, the core is asked (lock-free)
  * whether the event's pid still needs its name recorded: the first time it
  * is seen, after it exec'd (mt_mac.c forgets it from
- * mpo_proc_notify_exec_complete), and after a config write or a drop. Only
- * then is proc_selfname read and a PROC record written ahead of the event.
+ * mpo_proc_notify_exec_complete), after a config write, and after the ring
+ * dropped its PROC record. Only then is proc_selfname read and a PROC record
+ * written ahead of the event.
  *
  * Calls: mt_core_proc_claim, mt_core_record_proc, proc_selfname.
  */

@@ -40,13 +40,21 @@ pub(crate) fn freed(addr: usize, size: usize) {
 }
 
 /// Whether `core` may be used; records the violation when it may not.
+/// Several calls per hook: the common answer (nothing freed) takes one load.
+#[inline]
 fn live(c: *const bridge::mt_core, call: &str) -> bool {
-    if c.is_null()
+    if !CORE_FREED.load(Ordering::Acquire)
+        || c.is_null()
         || c as usize != CORE.load(Ordering::Acquire)
-        || !CORE_FREED.load(Ordering::Acquire)
     {
         return true;
     }
+    use_after_free(call)
+}
+
+/// Records a call with the freed core.
+#[cold]
+fn use_after_free(call: &str) -> bool {
     with_current(call, |k| {
         k.violation(Violation::Contract {
             rule: "IOFree.no_use_after_free",

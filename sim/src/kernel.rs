@@ -299,6 +299,94 @@ pub fn with_current<R>(kpi: &str, f: impl FnOnce(&Kernel) -> R) -> R {
     r
 }
 
+/// Runs `f` on the calling thread's identity in the booted kernel. A thread
+/// that already has one for the booted kernel (every kext thread: XNU's
+/// `cpu_number`, `current_thread` and `proc_selfpid` read the running
+/// thread's own fields) needs no kernel handle; any other thread, or no
+/// kernel, takes [`with_current`]'s path (a kernel_task identity, or the
+/// loud abort).
+pub fn with_identity<R>(kpi: &str, f: impl FnOnce(ThreadIdentity) -> R) -> R {
+    // A KPI called from kext code, as in `with_current` (taken first, so no
+    // frame of ours counts as the kext's).
+    let scope = crate::stack::KernelScope::enter();
+    let booted = CURRENT_BOOT.load(Ordering::Acquire);
+    match context::identity(booted) {
+        Some(id) if booted != 0 => f(id),
+        _ => {
+            drop(scope);
+            with_current(kpi, |k| f(k.identity()))
+        }
+    }
+}
+
+/// `thread_tid(addr)` when `addr` is the calling thread's own `thread_t` in
+/// the booted kernel (no kernel handle, no thread table); `None` otherwise,
+/// for [`Kernel::thread_tid`] to answer.
+pub fn own_tid(addr: usize) -> Option<u64> {
+    let _scope = crate::stack::KernelScope::enter();
+    let booted = CURRENT_BOOT.load(Ordering::Acquire);
+    let id = context::identity(booted).filter(|id| booted != 0 && id.thread_addr == addr)?;
+    Some(id.tid)
+}
+
+/// The timebase of one boot: what `mach_absolute_time` and
+/// `absolutetime_to_nanoseconds` need, fixed from boot to shutdown.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    boot: u64,
+    started_ns: u64,
+    timebase: (u32, u32),
+}
+
+thread_local! {
+    /// This thread's copy of the booted kernel's [`Clock`] (boot 0: none).
+    static CLOCK: Cell<Clock> = const {
+        Cell::new(Clock {
+            boot: 0,
+            started_ns: 0,
+            timebase: (1, 1),
+        })
+    };
+}
+
+impl Clock {
+    /// `mach_absolute_time()`: monotonic ticks since boot.
+    pub fn abs_time(&self) -> u64 {
+        let ns = monotonic_ns().wrapping_sub(self.started_ns);
+        match self.timebase {
+            // The default (arm64) timebase with constant divisors.
+            (125, 3) => scale(ns, 3, 125),
+            (numer, denom) => scale(ns, u64::from(denom), u64::from(numer.max(1))),
+        }
+    }
+
+    /// `absolutetime_to_nanoseconds()`.
+    pub fn abs_to_ns(&self, abs: u64) -> u64 {
+        match self.timebase {
+            (125, 3) => scale(abs, 125, 3),
+            (numer, denom) => scale(abs, u64::from(numer), u64::from(denom.max(1))),
+        }
+    }
+}
+
+/// Runs `f` on the booted kernel's clock: from the thread's copy while its
+/// boot is the booted one (the clock KPIs run twice per hook; the timebase
+/// never changes during a boot), else through [`with_current`].
+pub fn with_clock<R>(kpi: &str, f: impl FnOnce(&Clock) -> R) -> R {
+    let scope = crate::stack::KernelScope::enter();
+    let booted = CURRENT_BOOT.load(Ordering::Acquire);
+    let clock = CLOCK.with(Cell::get);
+    if booted != 0 && clock.boot == booted {
+        return f(&clock);
+    }
+    drop(scope);
+    with_current(kpi, |k| {
+        let clock = k.clock();
+        CLOCK.with(|c| c.set(clock));
+        f(&clock)
+    })
+}
+
 /// Drops the calling thread's cached kernel handle (the Sim owner's thread
 /// at shutdown, so the kernel's memory goes with the `Sim`).
 pub fn forget_cached() {
@@ -441,22 +529,23 @@ impl Kernel {
 
     // ------------------------------------------------------------ time
 
+    /// This boot's clock.
+    pub fn clock(&self) -> Clock {
+        Clock {
+            boot: self.boot,
+            started_ns: self.started_ns,
+            timebase: self.config.timebase,
+        }
+    }
+
     /// `mach_absolute_time()`: monotonic ticks since boot.
     pub fn abs_time(&self) -> u64 {
-        let ns = monotonic_ns().wrapping_sub(self.started_ns);
-        match self.config.timebase {
-            // The default (arm64) timebase with constant divisors.
-            (125, 3) => scale(ns, 3, 125),
-            (numer, denom) => scale(ns, u64::from(denom), u64::from(numer.max(1))),
-        }
+        self.clock().abs_time()
     }
 
     /// `absolutetime_to_nanoseconds()`.
     pub fn abs_to_ns(&self, abs: u64) -> u64 {
-        match self.config.timebase {
-            (125, 3) => scale(abs, 125, 3),
-            (numer, denom) => scale(abs, u64::from(numer), u64::from(denom.max(1))),
-        }
+        self.clock().abs_to_ns(abs)
     }
 
     /// `read_random()`.
@@ -578,14 +667,15 @@ impl Kernel {
     /// another), as the scheduler may between two operations or when a
     /// thread that blocked runs again (`thread_setrun` picks a processor,
     /// osfmk/kern/sched_prim.c, xnu-11417.121.6).
+    ///
+    /// Each thread rotates through the CPUs on its own: any `cpus`
+    /// consecutive migrations of a thread visit every CPU, whatever other
+    /// threads do meanwhile, so every shard of a per-CPU ring sees a thread
+    /// that keeps running. (One tick shared by all threads let two
+    /// alternating threads each see only every other CPU.)
     pub fn migrate(&self) {
         if let Some(mut id) = context::identity(self.boot) {
-            let cpus = self.config.cpus.max(1);
-            let mut cpu = self.cpu_tick.fetch_add(1, Ordering::Relaxed) % cpus;
-            if cpu == id.cpu {
-                cpu = (cpu + 1) % cpus;
-            }
-            id.cpu = cpu;
+            id.cpu = (id.cpu + 1) % self.config.cpus.max(1);
             context::set_identity(Some(id));
         }
     }

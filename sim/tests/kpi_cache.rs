@@ -11,6 +11,7 @@ unsafe extern "C" {
     safe fn current_thread() -> xnu::thread_t;
     safe fn thread_tid(thread: xnu::thread_t) -> u64;
     safe fn proc_selfpid() -> i32;
+    safe fn cpu_number() -> i32;
     safe fn mach_absolute_time() -> u64;
     fn absolutetime_to_nanoseconds(abs: u64, result: *mut u64);
 }
@@ -129,6 +130,70 @@ fn a_reboot_is_seen_by_a_thread_that_cached_the_old_kernel() {
     assert_eq!(pid, p.pid());
     assert_ne!(tid, 0, "a thread of the new boot");
     assert!(t1 >= t0, "monotonic");
+    assert!(second.take_violations().is_empty());
+    drop(go);
+    helper.join().unwrap();
+}
+
+#[test]
+fn a_cached_lookup_takes_no_shared_reference_and_sees_a_recycle() {
+    let sim = boot(Config::default());
+    let vfs = &sim.kernel().vfs;
+    let p = sim.spawn("reader", 501);
+    let fd = p.open("/a").unwrap();
+    p.close(fd).unwrap();
+    let addr = sim.vnode_addr("/a").unwrap() as usize;
+    let first = vfs.vnode(addr).expect("a vnode");
+    let shared = std::sync::Arc::strong_count(&*first);
+    // A hit is this thread's own handle: the vnode's Arc, which every CPU
+    // dispatching on it would write, keeps its count.
+    let again = vfs.vnode(addr).expect("a vnode");
+    assert!(std::sync::Arc::ptr_eq(&*first, &*again));
+    assert_eq!(std::sync::Arc::strong_count(&*again), shared);
+    let vid = again.vid;
+    drop((first, again));
+    assert!(sim.recycle("/a").unwrap());
+    assert!(vfs.vnode(addr).is_none(), "a freed block is no vnode");
+    let fd = p.open("/b").unwrap();
+    assert_eq!(vfs.vnode(addr).map(|v| v.vid), Some(vid + 1), "reused");
+    p.close(fd).unwrap();
+}
+
+#[test]
+fn a_thread_identity_from_an_old_boot_is_not_used() {
+    use std::sync::mpsc::channel;
+    let (go, wait) = channel::<()>();
+    let (answer, answers) = channel::<(i32, usize, u64, i32)>();
+    // A plain thread gets a kernel_task identity at its first KPI call, and
+    // asks again after a reboot.
+    let helper = std::thread::spawn(move || {
+        while wait.recv().is_ok() {
+            let t = current_thread();
+            answer
+                .send((proc_selfpid(), t as usize, thread_tid(t), cpu_number()))
+                .unwrap();
+        }
+    });
+    let first = boot(Config::default());
+    go.send(()).unwrap();
+    let (pid, _, old_tid, _) = answers.recv().unwrap();
+    assert_eq!(pid, 0, "kernel_task");
+    assert_ne!(old_tid, 0);
+    drop(first);
+
+    let second = boot(Config {
+        cpus: 1,
+        ..Config::default()
+    });
+    // Threads of the new boot first, so an old tid would differ.
+    let p = second.spawn("reader", 501);
+    let mine = p.run_as(|| thread_tid(current_thread()));
+    go.send(()).unwrap();
+    let (pid, thread, tid, cpu) = answers.recv().unwrap();
+    assert_eq!((pid, cpu), (0, 0), "kernel_task on the only CPU");
+    assert_ne!(tid, mine);
+    // The new kernel's table knows the helper's thread_t, with its tid.
+    assert_eq!(p.run_as(|| thread_tid(thread as xnu::thread_t)), tid);
     assert!(second.take_violations().is_empty());
     drop(go);
     helper.join().unwrap();

@@ -4,6 +4,7 @@
 
 mod kpi;
 
+use std::collections::BTreeSet;
 use std::ffi::{c_char, c_int, c_void};
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -702,4 +703,30 @@ fn a_kext_filesystem_and_layout_discovery_by_scanning_a_vnode() {
     assert_eq!(sim.take_violations(), vec![]);
     sim.unload_kext().unwrap();
     assert_eq!(sim.take_violations(), vec![]);
+}
+
+// ---------------------------------------------------------------- scheduler
+
+/// thread_setrun may move a thread to another processor whenever it runs
+/// again (osfmk/kern/sched_prim.c, xnu-11417.121.6): however other threads'
+/// runs interleave with its own, a thread that keeps running visits every
+/// CPU, so each shard of a per-CPU ring sees its records.
+#[test]
+fn a_thread_that_keeps_running_visits_every_cpu() {
+    const CPUS: u32 = 4;
+    let sim = Sim::boot(Config {
+        cpus: CPUS,
+        ..Config::for_platform(Platform::IntelSsd)
+    });
+    let procs = [sim.spawn("first", 501), sim.spawn("second", 501)];
+    let mut visited = [BTreeSet::new(), BTreeSet::new()];
+    // Each thread migrates CPUS times, the two alternating.
+    for _ in 0..CPUS {
+        for (p, cpus) in procs.iter().zip(&mut visited) {
+            // SAFETY: a KPI without arguments, called as the process's thread.
+            cpus.insert(p.run_as(|| unsafe { cpu_number() }));
+        }
+    }
+    let all: BTreeSet<c_int> = (0..CPUS as c_int).collect();
+    assert_eq!(visited, [all.clone(), all]);
 }

@@ -11,9 +11,11 @@
 //!   every test runs) and off: what the tests pay for the meter.
 //! * `throughput/*` — producer threads dispatching VNOP_PAGEIN through the
 //!   trampolines while one reader drains `kern.maptrace.events` into the abi
-//!   `Decoder`, lossless (asserted). Baseline: `throughput/core`, the same
+//!   `Decoder`, lossless (asserted). Baselines: `throughput/core`, the same
 //!   threads calling `Engine::record` and a reader doing
-//!   `drain_prepare`/`drain_commit` + decode, without shim or simulator.
+//!   `drain_prepare`/`drain_commit` + decode, without shim or simulator
+//!   (synthetic timestamps); `throughput/core_clocked`, the same with the
+//!   two simulated clock reads a hook makes per event (`dispatch/timestamp`).
 //! * `workload/*` — a scenario (the demo, and a larger generated one) run
 //!   without and with the kext loaded.
 //! * `mac_cost/*` — open + mmap + munmap + close of one file, by one thread
@@ -23,7 +25,9 @@
 //!   `loaded_resident` (a static policy, no lock).
 //!
 //! Run: `cargo bench -p maptrace-system-tests --bench e2e` (and add
-//! `--features resident -- mac_cost` for the resident build).
+//! `--features resident -- mac_cost` for the resident build). On a machine
+//! loaded by other work, `MT_BENCH_CPU_TIME=1` times `dispatch`, `metered`
+//! and `throughput` in CPU time (see `Clock`).
 
 use std::hint::black_box;
 use std::ops::Range;
@@ -37,9 +41,11 @@ use maptrace_abi::decode::{DecodeError, Decoder, Record};
 use maptrace_abi::raw;
 use maptrace_sim::{Config, Cred, DEMO, DirectVnode, GenParams, Proc, Scenario, Sim, prot, xnu};
 
-use maptrace_core::ring::RingStart;
-use maptrace_core::{Engine, HookEvent, Params, Ring};
 use maptrace_system_tests::{Tunables, raw_name};
+
+// The core's test helpers: an engine over owned memory, PAGEIN events.
+#[path = "../../tests/common/mod.rs"]
+mod common;
 
 unsafe extern "C" {
     // The simulator's clock KPIs, the ones the shim's mt_now_ns calls
@@ -53,6 +59,82 @@ unsafe extern "C" {
     safe fn thread_tid(thread: xnu::thread_t) -> u64;
     safe fn vnode_vid(vp: xnu::vnode_t) -> u32;
     safe fn cpu_number() -> i32;
+}
+
+/// What a timed part is measured with. The wall clock by default; with
+/// `MT_BENCH_CPU_TIME=1` (Linux) the CPU time of the timing thread
+/// (`dispatch`, `metered`) or of the whole process (`throughput`: CPU per
+/// event rather than events per second), which a machine loaded by other
+/// work does not inflate with preemption.
+#[derive(Clone, Copy)]
+enum Clock {
+    Wall,
+    ThreadCpu,
+    ProcessCpu,
+}
+
+fn cpu_time_wanted() -> bool {
+    cfg!(target_os = "linux") && std::env::var_os("MT_BENCH_CPU_TIME").is_some_and(|v| v == "1")
+}
+
+/// The clock of a single-threaded timed part.
+fn thread_clock() -> Clock {
+    if cpu_time_wanted() {
+        Clock::ThreadCpu
+    } else {
+        Clock::Wall
+    }
+}
+
+/// The clock of a multi-threaded timed part.
+fn process_clock() -> Clock {
+    if cpu_time_wanted() {
+        Clock::ProcessCpu
+    } else {
+        Clock::Wall
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn cpu_ns(clock: Clock) -> u64 {
+    unsafe extern "C" {
+        fn clock_gettime(id: i32, ts: *mut [i64; 2]) -> i32;
+    }
+    // CLOCK_PROCESS_CPUTIME_ID and CLOCK_THREAD_CPUTIME_ID (linux/time.h).
+    let id = if matches!(clock, Clock::ProcessCpu) {
+        2
+    } else {
+        3
+    };
+    let mut ts = [0i64; 2];
+    // SAFETY: a valid out-pointer to a 64-bit `struct timespec`.
+    let rc = unsafe { clock_gettime(id, &raw mut ts) };
+    assert_eq!(rc, 0, "clock_gettime");
+    ts[0] as u64 * 1_000_000_000 + ts[1] as u64
+}
+
+#[cfg(not(target_os = "linux"))]
+fn cpu_ns(_: Clock) -> u64 {
+    unreachable!("CPU time is only asked for on Linux")
+}
+
+/// A started measurement on one of the clocks.
+struct Stopwatch(Clock, Instant, u64);
+
+impl Stopwatch {
+    fn start(clock: Clock) -> Stopwatch {
+        match clock {
+            Clock::Wall => Stopwatch(clock, Instant::now(), 0),
+            _ => Stopwatch(clock, Instant::now(), cpu_ns(clock)),
+        }
+    }
+
+    fn elapsed(&self) -> Duration {
+        match self.0 {
+            Clock::Wall => self.1.elapsed(),
+            c => Duration::from_nanos(cpu_ns(c) - self.2),
+        }
+    }
 }
 
 const PAGE: usize = 4096;
@@ -141,12 +223,13 @@ fn assert_lossless(sim: &Sim, since: u64, dispatched: u64) {
 /// Times `iters` calls of `f` as `p`'s thread in chunks, running `between`
 /// untimed after each chunk.
 fn timed_chunks(p: &Proc, iters: u64, f: impl Fn(u64), mut between: impl FnMut()) -> Duration {
+    let clock = thread_clock();
     p.run_as(|| {
         let mut total = Duration::ZERO;
         let mut done = 0;
         while done < iters {
             let n = CHUNK.min(iters - done);
-            let t0 = Instant::now();
+            let t0 = Stopwatch::start(clock);
             for i in done..done + n {
                 f(i);
             }
@@ -156,6 +239,15 @@ fn timed_chunks(p: &Proc, iters: u64, f: impl Fn(u64), mut between: impl FnMut()
         }
         total
     })
+}
+
+/// Nanoseconds since boot as the shim's `mt_now_ns` reads them.
+fn sim_now_ns() -> u64 {
+    let mut ns = 0u64;
+    // SAFETY: a simulator KPI (a kernel is booted); `ns` is a valid
+    // out-pointer.
+    unsafe { absolutetime_to_nanoseconds(mach_absolute_time(), &raw mut ns) };
+    ns
 }
 
 fn pagein(vn: &DirectVnode, i: u64) {
@@ -181,13 +273,12 @@ fn bench_dispatch(c: &mut Criterion) {
     let vn = p.direct_vnode("/data/a.bin").expect("vnode");
 
     g.bench_function("timestamp", |b| {
-        b.iter(|| {
-            let mut ns = 0u64;
-            let abs = mach_absolute_time();
-            // SAFETY: a simulator KPI (a kernel is booted); `ns` is a valid
-            // out-pointer.
-            unsafe { absolutetime_to_nanoseconds(abs, &raw mut ns) };
-            black_box(ns)
+        b.iter_custom(|iters| {
+            let t0 = Stopwatch::start(thread_clock());
+            for _ in 0..iters {
+                black_box(sim_now_ns());
+            }
+            t0.elapsed()
         });
     });
     let vp = sim.vnode_addr("/data/a.bin").expect("vnode") as xnu::vnode_t;
@@ -325,7 +416,7 @@ fn pipeline(
             });
         }
         start.wait();
-        let t0 = Instant::now();
+        let t0 = Stopwatch::start(process_clock());
         let mut seen = 0;
         while seen < iters {
             let n = read();
@@ -340,53 +431,6 @@ fn pipeline(
     })
 }
 
-/// The throughput baseline's ring: the core alone over owned memory.
-struct CoreMem(Vec<std::mem::MaybeUninit<u8>>);
-
-impl CoreMem {
-    fn new(nshards: u32, cap: u32) -> CoreMem {
-        let size = Ring::mem_size(nshards, cap).expect("ring size");
-        CoreMem(vec![std::mem::MaybeUninit::uninit(); size])
-    }
-
-    fn engine(&mut self, nshards: u32, cap: u32) -> Engine<'_> {
-        let ring = Ring::init_at(&mut self.0, nshards, cap, RingStart::default()).expect("ring");
-        Engine::new(
-            ring,
-            Params {
-                hash_key: [7, 11],
-                generation: 0x6e6e,
-                probe_method: raw::MT_PROBE_OFFSET,
-                start_ns: 0,
-            },
-        )
-    }
-}
-
-/// A PAGEIN event as the shim records one; `seq` is its offset and time.
-fn core_pagein(pid: u32, tid: u64, seq: u64) -> HookEvent {
-    HookEvent {
-        kind: raw::MT_KIND_PAGEIN,
-        pid,
-        tid,
-        timestamp_ns: seq,
-        duration_ns: 1000,
-        vnode_ptr: 0xffff_ff80_0000_1000 + tid * 0x100,
-        vid: 1,
-        error: 0,
-        offset: seq as i64,
-        size: 4096,
-        usecount: 2,
-        kusecount: 0,
-        iocount: 1,
-        count_method: raw::MT_PROBE_OFFSET,
-        prot: 0,
-        maxprot: 0,
-        flags: 0,
-        reserved0: 0,
-    }
-}
-
 fn bench_throughput(c: &mut Criterion) {
     if maptrace_sim::SHIM_RESIDENT {
         return; // these unload the kext, which the resident build refuses
@@ -394,9 +438,11 @@ fn bench_throughput(c: &mut Criterion) {
     let mut g = c.benchmark_group("throughput");
     g.throughput(Throughput::Elements(1));
     let threads = 2;
+    // Booted first: `core_clocked` reads its clock (`core` ignores it).
+    let sim = boot();
 
     // Baseline: the core alone, as the shim drives it.
-    let mut mem = CoreMem::new(4, SLOTS);
+    let mut mem = common::Mem::new(4, SLOTS);
     let engine = mem.engine(4, SLOTS);
     let mut core_buf = vec![0u8; engine.drain_capacity()];
     let mut dec = Decoder::new();
@@ -408,7 +454,35 @@ fn bench_throughput(c: &mut Criterion) {
                 iters,
                 |t, range| {
                     for i in range {
-                        let ev = core_pagein(501 + t, u64::from(t) + 1, i);
+                        let ev = common::pagein(501 + t, u64::from(t) + 1, i);
+                        black_box(engine.record(t, &ev));
+                    }
+                },
+                || {
+                    let n = engine.drain_prepare(&mut core_buf, 0).expect("drain");
+                    engine.drain_commit();
+                    if n == 0 {
+                        0
+                    } else {
+                        count_pageins(&mut dec, &mut out, &core_buf[..n])
+                    }
+                },
+            )
+        });
+    });
+    // The same, with the two clock reads every hook that reports a
+    // duration makes (`dispatch/timestamp`'s source, on a booted simulator).
+    g.bench_function("core_clocked", |b| {
+        b.iter_custom(|iters| {
+            pipeline(
+                threads,
+                iters,
+                |t, range| {
+                    for i in range {
+                        let start = sim_now_ns();
+                        let mut ev = core_pagein(501 + t, u64::from(t) + 1, i);
+                        ev.timestamp_ns = start;
+                        ev.duration_ns = sim_now_ns() - start;
                         black_box(engine.record(t, &ev));
                     }
                 },
@@ -425,10 +499,9 @@ fn bench_throughput(c: &mut Criterion) {
         });
     });
     let lost: u64 = (0..4).map(|s| engine.ring().counters(s).dropped).sum();
-    assert_eq!(lost, 0, "the core baseline must not drop events");
+    assert_eq!(lost, 0, "the core baselines must not drop events");
 
     // The shim on the simulator: trampolines + sysctl reader.
-    let sim = boot();
     let procs: Vec<Proc> = (0..threads)
         .map(|t| sim.spawn(&format!("producer{t}"), 501))
         .collect();

@@ -34,7 +34,7 @@ impl Losses {
             }
             Loss::Gap { shard, slots } => (format!("{slots} slots skipped"), shard),
         };
-        let mut at = format!("{what} on CPU {shard}");
+        let mut at = format!("{what} on shard {shard}");
         if let Some(c) = chapter {
             at.push_str(&format!(" in \"{c}\""));
         }

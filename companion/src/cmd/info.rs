@@ -7,7 +7,8 @@ use anyhow::Result;
 use maptrace::pipeline::Item;
 use maptrace::recording::Cut;
 use maptrace::replay::FileSource;
-use maptrace::text::{shown, utc_time};
+use maptrace::text::{secs, shown, utc_time};
+use maptrace::wallclock::rfc3339_micros;
 use serde::Serialize;
 use std::io::Write;
 
@@ -21,6 +22,12 @@ struct Info {
     host: String,
     start_unix_ns: u64,
     start_utc: String,
+    /// The kext's clock read together with `start_unix_ns` (format 4 on):
+    /// the anchor that maps record times to UTC.
+    start_clock_ns: Option<u64>,
+    /// The first and last events' UTC times, through the anchor.
+    first_event_utc: Option<String>,
+    last_event_utc: Option<String>,
     /// From the first event's timestamp to the last one's.
     duration_ns: u64,
     bytes_read: u64,
@@ -51,6 +58,11 @@ pub fn run(a: &InfoArgs, mut out: &mut impl Write) -> Result<u8> {
     })?;
     let r = src.reader();
     let h = r.header();
+    let utc_of = |ns: u64| {
+        h.anchor()
+            .filter(|_| first <= last)
+            .map(|a| rfc3339_micros(a.unix_ns_of(ns)))
+    };
     let info = Info {
         file: r.path().to_string(),
         format: r.format(),
@@ -59,6 +71,9 @@ pub fn run(a: &InfoArgs, mut out: &mut impl Write) -> Result<u8> {
         host: h.host.clone(),
         start_unix_ns: h.start_unix_ns,
         start_utc: utc_time(h.start_unix_ns),
+        start_clock_ns: h.start_clock_ns,
+        first_event_utc: utc_of(first),
+        last_event_utc: utc_of(last),
         duration_ns: last.saturating_sub(first),
         bytes_read: r.offset(),
         batches: totals.batches,
@@ -95,6 +110,21 @@ fn write_human(w: &mut impl Write, i: &Info) -> std::io::Result<()> {
     writeln!(w, "kext ABI   {}", i.abi_version)?;
     writeln!(w, "host       {}", shown(&i.host))?;
     writeln!(w, "started    {}", i.start_utc)?;
+    match i.start_clock_ns {
+        Some(c) => writeln!(
+            w,
+            "anchor     kext clock {}s since boot at the start: times map to UTC (--time wall)",
+            secs(c)
+        )?,
+        None => writeln!(
+            w,
+            "anchor     none (format {} has no kext clock reading): only relative times (--time rel)",
+            i.format
+        )?,
+    }
+    if let (Some(a), Some(b)) = (&i.first_event_utc, &i.last_event_utc) {
+        writeln!(w, "events     {a} .. {b}")?;
+    }
     writeln!(
         w,
         "duration   {:.3} s (first to last event)",

@@ -6,11 +6,12 @@ use crate::cli::{Limit, RecordArgs};
 use anyhow::{Context, Result};
 use maptrace::source::Source;
 use maptrace::text::shown_path;
+use maptrace::wallclock::unix_now_ns;
 use maptrace::{control, exit, recording};
 use maptrace_abi::HeaderTally;
 use std::io::BufWriter;
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 pub fn run(source: Option<&str>, a: &RecordArgs) -> Result<u8> {
     let mut src = open_source(source, None)?;
@@ -20,12 +21,13 @@ pub fn run(source: Option<&str>, a: &RecordArgs) -> Result<u8> {
 fn record(src: &mut dyn Source, path: &Path, limit: &Limit, quiet: bool) -> Result<u8> {
     let file = std::fs::File::create(path)
         .with_context(|| format!("cannot create {}", shown_path(path)))?;
-    let start_unix_ns = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
+    // The source's anchor (both clocks read when it opened) dates the
+    // recording, so a replay maps each record to UTC as the live stream did.
+    let anchor = src.anchor();
     let header = recording::Header {
         abi_version: maptrace_abi::AbiVersion::CURRENT.field(),
-        start_unix_ns,
+        start_unix_ns: anchor.map_or_else(unix_now_ns, |a| a.unix_ns),
+        start_clock_ns: anchor.map(|a| a.clock_ns),
         host: gethostname::gethostname().to_string_lossy().into_owned(),
     };
     let mut w = recording::Writer::new(BufWriter::with_capacity(1 << 20, file), &header)?;

@@ -1,11 +1,30 @@
 //! Opening the source a command reads: `--source`, or an INPUT recording.
 
+use crate::cli::TimeArg;
 use anyhow::Result;
 use maptrace::exit;
 use maptrace::replay::FileSource;
 use maptrace::source::Source;
 use maptrace::sysctl;
+use maptrace::wallclock::Anchor;
 use std::path::Path;
+
+/// The anchor `--time` asks for: none for relative times; for UTC the
+/// source's, and a usage error (status 2) when it has none, rather than
+/// relative times under a UTC heading.
+pub fn wall_anchor(src: &dyn Source, time: TimeArg) -> Result<Option<Anchor>> {
+    match time {
+        TimeArg::Rel => Ok(None),
+        TimeArg::Wall => src.anchor().map(Some).ok_or_else(|| {
+            exit::usage(format!(
+                "--time wall: {} has no clock anchor to map the kext's clock to UTC (recordings \
+                 before format 4 keep only their start time; `maptrace info FILE` shows the \
+                 format); use --time rel for times since boot, or record again with this maptrace",
+                src.describe()
+            ))
+        }),
+    }
+}
 
 pub fn open_source(spec: Option<&str>, input: Option<&Path>) -> Result<Box<dyn Source>> {
     if let Some(p) = input {

@@ -1,20 +1,22 @@
 //! `maptrace stream`: events as they happen, as a table, JSON lines or CSV.
 
 use super::read::for_each_batch;
-use super::source::open_source;
+use super::source::{open_source, wall_anchor};
 use crate::cli::{StreamArgs, StreamFormat};
 use anyhow::Result;
 use maptrace::csv_rows::StreamCsv;
 use maptrace::output;
 use maptrace::pipeline::{Filter, Item, Totals};
 use maptrace::source::Source;
+use maptrace::wallclock::Anchor;
 use std::io::Write;
 
 pub fn run(source: Option<&str>, a: &StreamArgs, out: &mut impl Write) -> Result<u8> {
     let mut src = open_source(source, a.input.as_deref())?;
+    let wall = wall_anchor(src.as_ref(), a.time)?;
     let t = match a.format() {
-        StreamFormat::Csv => stream_csv(src.as_mut(), a, out)?,
-        format => stream(src.as_mut(), a, format == StreamFormat::Json, out)?,
+        StreamFormat::Csv => stream_csv(src.as_mut(), a, wall, out)?,
+        format => stream(src.as_mut(), a, format == StreamFormat::Json, wall, out)?,
     };
     Ok(t.exit_status())
 }
@@ -39,6 +41,7 @@ fn stream(
     src: &mut dyn Source,
     a: &StreamArgs,
     json: bool,
+    wall: Option<Anchor>,
     out: &mut impl Write,
 ) -> Result<Totals> {
     let filter = filter(a);
@@ -48,18 +51,18 @@ fn stream(
         lines.header();
         out.write_all(lines.as_bytes())?;
     } else {
-        out.write_all(output::TABLE_HEADER.as_bytes())?;
+        out.write_all(output::table_header(wall.is_some()).as_bytes())?;
     }
     let live = src.is_live();
     let totals = for_each_batch(src, &a.limit, |items| {
         let shown_items = items.iter().filter(|i| shown(&filter, i));
         if json {
             lines.clear();
-            shown_items.for_each(|item| lines.item(item));
+            shown_items.for_each(|item| lines.item_at(item, wall.as_ref()));
             out.write_all(lines.as_bytes())?;
         } else {
             line.clear();
-            shown_items.for_each(|item| output::item_line(&mut line, item));
+            shown_items.for_each(|item| output::item_line_at(&mut line, item, wall.as_ref()));
             out.write_all(&line)?;
         }
         // A live stream shows each batch as it comes.
@@ -81,9 +84,14 @@ fn stream(
     Ok(totals)
 }
 
-fn stream_csv(src: &mut dyn Source, a: &StreamArgs, out: &mut impl Write) -> Result<Totals> {
+fn stream_csv(
+    src: &mut dyn Source,
+    a: &StreamArgs,
+    wall: Option<Anchor>,
+    out: &mut impl Write,
+) -> Result<Totals> {
     let filter = filter(a);
-    let mut csv = StreamCsv::new(&mut *out)?;
+    let mut csv = StreamCsv::with_time(&mut *out, wall)?;
     let live = src.is_live();
     let totals = for_each_batch(src, &a.limit, |items| {
         for item in items.iter().filter(|i| shown(&filter, i)) {

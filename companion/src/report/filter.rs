@@ -33,6 +33,14 @@ pub enum FilterError {
         /// Seconds after the start of the trace.
         until: f64,
     },
+    /// UTC bounds in the wrong order.
+    #[error("--since {since} is after --until {until}: the window would be empty")]
+    EmptyClockWindow {
+        /// The `--since` time as given.
+        since: String,
+        /// The `--until` time as given.
+        until: String,
+    },
     /// A window bound that is no number of seconds.
     #[error("--{flag} {value}: give seconds after the start of the trace, 0 or more")]
     BadSeconds {
@@ -63,6 +71,10 @@ pub struct Filter {
     paths: Option<GlobSet>,
     since_ns: Option<u64>,
     until_ns: Option<u64>,
+    /// Bounds on the kext's clock itself (UTC times given, mapped through
+    /// the source's anchor).
+    since_clock_ns: Option<u64>,
+    until_clock_ns: Option<u64>,
 }
 
 fn secs_to_ns(flag: &'static str, s: Option<f64>) -> Result<Option<u64>, FilterError> {
@@ -123,6 +135,28 @@ impl Filter {
         Ok(self)
     }
 
+    /// Only events the kext stamped from `since` to `until` on its own
+    /// clock, both included: UTC bounds (`--since 2026-12-05T06:28:09Z`)
+    /// mapped through the source's anchor. `shown` names them in an error.
+    pub fn clock_window(
+        mut self,
+        since: Option<u64>,
+        until: Option<u64>,
+        shown: (&str, &str),
+    ) -> Result<Filter, FilterError> {
+        if let (Some(s), Some(u)) = (since, until) {
+            if s > u {
+                return Err(FilterError::EmptyClockWindow {
+                    since: shown.0.to_string(),
+                    until: shown.1.to_string(),
+                });
+            }
+        }
+        self.since_clock_ns = since;
+        self.until_clock_ns = until;
+        Ok(self)
+    }
+
     /// Whether it selects events at all (a pid, a name or a window), so
     /// that files nothing selected touched are left out.
     pub fn selects_events(&self) -> bool {
@@ -130,6 +164,8 @@ impl Filter {
             || !self.comms.is_empty()
             || self.since_ns.is_some()
             || self.until_ns.is_some()
+            || self.since_clock_ns.is_some()
+            || self.until_clock_ns.is_some()
     }
 
     /// Whether the event of `pid` at `ts_ns` is covered, the trace having
@@ -138,6 +174,8 @@ impl Filter {
         let rel = ts_ns.saturating_sub(start_ns);
         self.since_ns.is_none_or(|s| rel >= s)
             && self.until_ns.is_none_or(|u| rel <= u)
+            && self.since_clock_ns.is_none_or(|s| ts_ns >= s)
+            && self.until_clock_ns.is_none_or(|u| ts_ns <= u)
             && (self.pids.is_empty() && self.comms.is_empty()
                 || self.pids.contains(&pid)
                 || names
@@ -194,6 +232,34 @@ mod tests {
             Filter::all().window(Some(-1.0), None),
             Err(FilterError::BadSeconds { flag: "since", .. })
         ));
+    }
+
+    #[test]
+    fn a_clock_window_bounds_the_kexts_own_clock() {
+        let shown = ("a", "b");
+        let f = Filter::all()
+            .clock_window(Some(5_000), Some(7_000), shown)
+            .unwrap();
+        assert!(f.selects_events());
+        let names = Names::default();
+        // The trace's start does not move it.
+        for start in [0, 4_000, 6_000] {
+            assert!(!f.selects(1, 4_999, start, &names));
+            assert!(f.selects(1, 5_000, start, &names));
+            assert!(f.selects(1, 7_000, start, &names));
+            assert!(!f.selects(1, 7_001, start, &names));
+        }
+        // With a relative window too, both must hold.
+        let f = f.window(Some(0.000_002), None).unwrap();
+        assert!(!f.selects(1, 5_000, 4_000, &names));
+        assert!(f.selects(1, 6_000, 4_000, &names));
+        assert_eq!(
+            Filter::all()
+                .clock_window(Some(2), Some(1), shown)
+                .unwrap_err()
+                .to_string(),
+            "--since a is after --until b: the window would be empty"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! for a `u32` duration.
 
 use rustc_hash::FxHashMap;
+use schemars::JsonSchema;
 use serde::Serialize;
 
 /// Bits of mantissa kept: 2^7 = 128 buckets per power of two.
@@ -122,7 +123,7 @@ impl Histogram {
 }
 
 /// Page-in latency figures (`VNOP_PAGEIN` durations).
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, JsonSchema, PartialEq, Eq)]
 pub struct Latency {
     /// Page-ins measured.
     pub count: u64,

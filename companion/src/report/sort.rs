@@ -5,7 +5,17 @@ use std::cmp::{Ordering, Reverse};
 
 /// What files (and processes) are ordered by; the largest first, but paths
 /// in alphabetical order.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SortKey {
     /// Page-ins (clusters read).

@@ -4,12 +4,13 @@
 use super::latency::{Latency, human_ns};
 use super::sort::SortKey;
 use super::{Report, ReportTotals};
-use crate::text::secs;
+use crate::wallclock::{Anchor, shown_time};
+use schemars::JsonSchema;
 use serde::Serialize;
 use std::io::{self, Write};
 
 /// What a report covers, in a few figures.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, JsonSchema, PartialEq, Eq)]
 pub struct Summary {
     /// The trace's first event, ns since boot (`None`: no event).
     pub first_ns: Option<u64>,
@@ -32,14 +33,34 @@ pub struct Summary {
     pub files_not_shown: u64,
     /// Processes left out by `--top`.
     pub processes_not_shown: u64,
+    /// With `--time wall`: the pair of clock readings that maps every
+    /// `*_ns` time of the report (the kext's clock) to Unix time; the text
+    /// and CSV then show UTC times.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clock_anchor: Option<Anchor>,
+    /// With `--time wall`: the first event's UTC time (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_time: Option<String>,
+    /// With `--time wall`: the last event's UTC time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_time: Option<String>,
+}
+
+impl Summary {
+    /// Shows times as UTC through `anchor` (`--time wall`).
+    pub fn set_wall_clock(&mut self, anchor: Anchor) {
+        self.clock_anchor = Some(anchor);
+        self.first_time = self.first_ns.map(|t| shown_time(t, Some(&anchor)));
+        self.last_time = self.last_ns.map(|t| shown_time(t, Some(&anchor)));
+    }
 }
 
 fn span(s: &Summary) -> String {
     match (s.first_ns, s.last_ns) {
         (Some(a), Some(b)) => format!(
             "{} .. {} ({:.3}s)",
-            secs(a),
-            secs(b),
+            shown_time(a, s.clock_anchor.as_ref()),
+            shown_time(b, s.clock_anchor.as_ref()),
             b.saturating_sub(a) as f64 / 1e9
         ),
         _ => "no events".into(),
@@ -131,5 +152,14 @@ pub fn write_totals(w: &mut impl Write, t: &ReportTotals) -> io::Result<()> {
         t.events,
         kinds.join(", ")
     )?;
-    writeln!(w, "LOSSES  {}", losses(t))
+    writeln!(w, "LOSSES  {}", losses(t))?;
+    if t.folded_events > 0 {
+        writeln!(
+            w,
+            "… {} events of further (file, process) pairs folded into each file's \"other processes\" (the report keeps {} pairs; totals are exact)",
+            t.folded_events,
+            super::MAX_PAIRS
+        )?;
+    }
+    Ok(())
 }

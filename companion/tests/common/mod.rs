@@ -256,6 +256,12 @@ pub fn fixture(dir: &TempDir, name: &str, batches: &[Vec<u8>]) -> PathBuf {
     p
 }
 
+/// The kext's clock when a fixture recording started (its anchor pairs it
+/// with `FIXTURE_START_UNIX_NS`).
+pub const FIXTURE_CLOCK_NS: u64 = 1_000_000_000;
+/// The Unix time a fixture recording started: 2025-11-24T16:00:00Z.
+pub const FIXTURE_START_UNIX_NS: u64 = 1_764_000_000_000_000_000;
+
 /// Writes `batches` as a recording at `path`.
 pub fn write_recording(path: &Path, batches: &[Vec<u8>]) {
     write_recording_with_stats(path, batches, None);
@@ -266,7 +272,8 @@ pub fn write_recording_with_stats(path: &Path, batches: &[Vec<u8>], stats: Optio
     let f = std::fs::File::create(path).unwrap();
     let h = Header {
         abi_version: raw::MT_ABI_VERSION as u16,
-        start_unix_ns: 1_764_000_000_000_000_000,
+        start_unix_ns: FIXTURE_START_UNIX_NS,
+        start_clock_ns: Some(FIXTURE_CLOCK_NS),
         host: "fixture".into(),
     };
     let mut w = Writer::new(f, &h).unwrap();

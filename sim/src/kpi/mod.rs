@@ -45,7 +45,7 @@ impl std::ops::Deref for KpiKernel {
 }
 
 /// The vnode at `vp`, or a recorded panic for a bad pointer.
-fn vnode(k: &Kernel, kpi: &str, vp: xnu::vnode_t) -> Option<std::sync::Arc<Vnode>> {
+fn vnode(k: &Kernel, kpi: &str, vp: xnu::vnode_t) -> Option<crate::vfs::Found<Vnode>> {
     let v = k.vfs.vnode(vp as usize);
     if v.is_none() {
         k.violation(Violation::KernelPanic(format!(

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use super::k;
 use crate::arena::Owner;
-use crate::kernel::{Kernel, with_current};
+use crate::kernel::{Kernel, with_identity};
 use crate::vfs::{self, errno, word};
 use crate::violation::Violation;
 use crate::xnu;
@@ -43,7 +43,7 @@ extern "C" fn current_proc() -> xnu::proc_t {
 
 #[unsafe(no_mangle)]
 extern "C" fn proc_selfpid() -> c_int {
-    with_current("proc_selfpid", |k| k.identity().pid)
+    with_identity("proc_selfpid", |id| id.pid)
 }
 
 fn copy_name(name: &str, buf: *mut c_char, size: c_int) {

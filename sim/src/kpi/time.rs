@@ -3,17 +3,17 @@
 use std::ffi::{c_int, c_uint, c_void};
 
 use super::k;
-use crate::kernel::{Kernel, with_current};
+use crate::kernel::{Clock, own_tid, with_clock, with_current, with_identity};
 use crate::xnu;
 
 #[unsafe(no_mangle)]
 extern "C" fn mach_absolute_time() -> u64 {
-    with_current("mach_absolute_time", Kernel::abs_time)
+    with_clock("mach_absolute_time", Clock::abs_time)
 }
 
 #[unsafe(no_mangle)]
 extern "C" fn absolutetime_to_nanoseconds(abs: u64, result: *mut u64) {
-    let ns = with_current("absolutetime_to_nanoseconds", |k| k.abs_to_ns(abs));
+    let ns = with_clock("absolutetime_to_nanoseconds", |c| c.abs_to_ns(abs));
     if !result.is_null() {
         // SAFETY: the caller's out-pointer.
         unsafe { *result = ns };
@@ -22,17 +22,19 @@ extern "C" fn absolutetime_to_nanoseconds(abs: u64, result: *mut u64) {
 
 #[unsafe(no_mangle)]
 extern "C" fn current_thread() -> xnu::thread_t {
-    with_current("current_thread", |k| k.identity().thread_addr) as xnu::thread_t
+    with_identity("current_thread", |id| id.thread_addr) as xnu::thread_t
 }
 
 #[unsafe(no_mangle)]
 extern "C" fn thread_tid(t: xnu::thread_t) -> u64 {
-    with_current("thread_tid", |k| k.thread_tid(t as usize).unwrap_or(0))
+    // The caller's own thread_t (almost always) needs no kernel handle.
+    own_tid(t as usize)
+        .unwrap_or_else(|| with_current("thread_tid", |k| k.thread_tid(t as usize).unwrap_or(0)))
 }
 
 #[unsafe(no_mangle)]
 extern "C" fn cpu_number() -> c_int {
-    with_current("cpu_number", |k| k.identity().cpu) as c_int
+    with_identity("cpu_number", |id| id.cpu) as c_int
 }
 
 #[unsafe(no_mangle)]

@@ -9,6 +9,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockWriteGuard};
@@ -39,8 +40,13 @@ struct Cached<T> {
     table: usize,
     generation: u64,
     addr: usize,
-    value: Arc<T>,
+    value: Found<T>,
 }
+
+/// What a table lookup hands out: the table's `Arc`, behind a thread-local
+/// `Rc` so a cache hit bumps no shared reference count (one vector's `Arc`
+/// is read by every CPU dispatching through it; XNU reads a field).
+pub type Found<T> = Rc<Arc<T>>;
 
 type LookupCache<T> = RefCell<Option<Cached<T>>>;
 
@@ -57,14 +63,14 @@ fn cached_lookup<M, T>(
     table: &RwLock<M>,
     addr: usize,
     find: impl FnOnce(&M) -> Option<Arc<T>>,
-) -> Option<Arc<T>> {
+) -> Option<Found<T>> {
     let key = std::ptr::from_ref(table) as usize;
     let generation = LOOKUP_GEN.load(Ordering::Acquire);
     let hit = cache.with(|c| {
         c.borrow()
             .as_ref()
             .filter(|e| e.table == key && e.addr == addr && e.generation == generation)
-            .map(|e| Arc::clone(&e.value))
+            .map(|e| Rc::clone(&e.value))
     });
     if hit.is_some() {
         return hit;
@@ -72,14 +78,14 @@ fn cached_lookup<M, T>(
     let (generation, found) = {
         let t = read(table);
         // Read under the lock: no change is under way.
-        (LOOKUP_GEN.load(Ordering::Acquire), find(&t))
+        (LOOKUP_GEN.load(Ordering::Acquire), find(&t).map(Rc::new))
     };
     if let Some(value) = &found {
         let entry = Cached {
             table: key,
             generation,
             addr,
-            value: Arc::clone(value),
+            value: Rc::clone(value),
         };
         // The old entry drops after the borrow ends.
         let old = cache.with(|c| c.borrow_mut().replace(entry));
@@ -326,7 +332,7 @@ impl Vfs {
     }
 
     /// The identity at `addr`: live, or dead but still referenced.
-    pub fn vnode(&self, addr: usize) -> Option<Arc<Vnode>> {
+    pub fn vnode(&self, addr: usize) -> Option<Found<Vnode>> {
         cached_lookup(&VNODE_CACHE, &self.state, addr, |st| {
             st.by_addr
                 .get(&addr)
@@ -336,7 +342,7 @@ impl Vfs {
     }
 
     /// What the kernel knows of the vector at `addr`.
-    fn vector_info(&self, addr: usize) -> Option<Arc<VectorInfo>> {
+    fn vector_info(&self, addr: usize) -> Option<Found<VectorInfo>> {
         cached_lookup(&VECTOR_CACHE, &self.vectors, addr, |v| {
             v.get(&addr).cloned()
         })

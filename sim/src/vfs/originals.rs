@@ -138,9 +138,9 @@ fn original_pagein_io(k: &Kernel, args: *mut c_void) -> c_int {
     if off < 0 || off as u64 >= vp.size.max(1) {
         return errno::EFAULT;
     }
-    let ps = k.config.page_size;
-    let first = off as u64 / ps;
-    let last = (off as u64 + size.max(1) - 1) / ps;
+    let page = |byte: u64| page_of(byte, k.config.page_size);
+    let first = page(off as u64);
+    let last = page(off as u64 + size.max(1) - 1);
     let mut pages = lock(&vp.pages);
     // A re-read of cached pages (one search) inserts nothing.
     if pages.range(first..=last).count() as u64 != last - first + 1 {
@@ -149,6 +149,17 @@ fn original_pagein_io(k: &Kernel, args: *mut c_void) -> c_int {
     drop(pages);
     trace_vnop(k, &vp, TraceOp::Pagein, off, size, a.a_flags);
     0
+}
+
+/// The page holding `byte`: a shift for the power-of-two sizes every
+/// modelled machine has (a division per page bound cost more than the
+/// page-cache search).
+fn page_of(byte: u64, page_size: u64) -> u64 {
+    if page_size.is_power_of_two() {
+        byte >> page_size.trailing_zeros()
+    } else {
+        byte / page_size.max(1)
+    }
 }
 
 /// VNOP_RECLAIM / VNOP_INACTIVE of the simulated filesystems.

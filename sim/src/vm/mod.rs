@@ -178,7 +178,19 @@ pub struct Enter {
 
 impl Drop for Enter {
     fn drop(&mut self) {
-        context::set_identity(self.prev);
+        let Some(ended) = context::set_identity(self.prev) else {
+            return;
+        };
+        // The thread stays on the CPU it ended on: its next operation
+        // migrates on from there (`Kernel::migrate` rotates per thread).
+        // Not after exec replaced the thread.
+        let _ = THREADS.try_with(|t| {
+            if let Some(id) = t.borrow_mut().get_mut(&(ended.boot, ended.pid))
+                && id.thread_addr == ended.thread_addr
+            {
+                id.cpu = ended.cpu;
+            }
+        });
     }
 }
 

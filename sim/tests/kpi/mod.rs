@@ -20,6 +20,7 @@ unsafe extern "C" {
     pub fn IOFree(p: *mut c_void, size: usize);
     pub fn IOMalloc(size: usize) -> *mut c_void;
     pub fn IOSleep(ms: u32);
+    pub fn cpu_number() -> c_int;
     pub fn kauth_listen_scope(
         id: *const c_char,
         cb: xnu::kauth_scope_callback_t,

@@ -40,7 +40,8 @@ fn step_fmt(ctx: &Ctx) -> Result<()> {
 /// The workspace tests (the companion's with its simulator source), then the system tests'
 /// shim tests (`system-tests/tests/shim_*.rs`) again against the shim's other build variants:
 /// kauth (`MT_WITH_KAUTH`) and resident (`MT_RESIDENT`, only its own test file: the others
-/// unload).
+/// unload). Last, every benchmark once in criterion's test mode (`cargo test --bench`): a bench
+/// whose set-up asserts no longer hold fails here, not months later on a quiet machine.
 fn host_tests_plan(root: &Path) -> crate::exec::Plan {
     let mut plan = crate::exec::Plan::new();
     plan.run(
@@ -59,6 +60,12 @@ fn host_tests_plan(root: &Path) -> crate::exec::Plan {
         cargo()
             .args(["test", "--locked", "-p", SYSTEM_TESTS])
             .args(["--features", "resident", "--test", "shim_resident"])
+            .cwd(root),
+    );
+    plan.run(
+        cargo()
+            .args(["test", "--workspace", "--locked"])
+            .args(["--features", "maptrace/sim", "--bench", "*"])
             .cwd(root),
     );
     plan
@@ -382,15 +389,18 @@ mod tests {
     }
 
     #[test]
-    fn host_tests_run_the_shim_tests_again_for_each_variant() {
+    fn host_tests_run_the_shim_tests_again_for_each_variant_then_the_benches_once() {
         let plan = host_tests_plan(Path::new("/repo"));
         let cmds: Vec<_> = plan.commands().collect();
-        assert_eq!(cmds.len(), 3);
+        assert_eq!(cmds.len(), 4);
         assert!(cmds[0].has_arg("--workspace") && cmds[0].has_arg("maptrace/sim"));
         assert!(cmds[1].has_arg("kauth") && cmds[1].has_arg("shim_*"));
         assert!(cmds[2].has_arg("resident") && cmds[2].has_arg("shim_resident"));
+        // The benches once each, with the features they need, and nothing else.
+        assert!(cmds[3].has_arg("--bench") && cmds[3].has_arg("*") && !cmds[3].has_arg("--lib"));
+        assert!(cmds[3].has_arg("--workspace") && cmds[3].has_arg("maptrace/sim"));
         assert!(
-            cmds[1..]
+            cmds[1..3]
                 .iter()
                 .all(|c| !c.has_arg("--workspace") && c.has_arg(SYSTEM_TESTS))
         );
