@@ -416,12 +416,15 @@ proptest! {
 
     /// The stream's writer (`JsonLines`, lines written in place into a
     /// buffer that keeps its stale bytes) writes the reference bytes too,
-    /// across a `clear` (what `stream` does after each batch).
+    /// across a `clear` (what `stream` does after each batch), with and
+    /// without UTC times.
     #[test]
     fn json_lines_are_the_reference_bytes(
         items in proptest::collection::vec(any_item(), 0..40),
         clear_at in 0usize..40,
+        wall in proptest::option::of((any::<u64>(), any::<u64>())),
     ) {
+        let wall = wall.map(|(unix_ns, clock_ns)| Anchor { unix_ns, clock_ns });
         let mut w = output::JsonLines::new();
         let mut want = Vec::new();
         for (i, item) in items.iter().enumerate() {
@@ -429,8 +432,16 @@ proptest! {
                 w.clear();
                 want.clear();
             }
-            w.item(item);
-            want.extend(reference(item));
+            match &wall {
+                Some(a) => {
+                    w.item_at(item, Some(a));
+                    want.extend(reference_at(item, a));
+                }
+                None => {
+                    w.item(item);
+                    want.extend(reference(item));
+                }
+            }
         }
         prop_assert_eq!(w.len(), want.len());
         prop_assert_eq!(
