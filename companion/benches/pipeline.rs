@@ -154,7 +154,7 @@ fn naive_row(ev: &Ev) -> String {
     let path = ev.path.as_ref().map_or(String::new(), |p| p.text.clone());
     let comm = ev.comm.as_deref().unwrap_or("-");
     format!(
-        "{:>14}  {:>3} {:>7} {:>9} {:<16.16} {:<10} {:>4} {:>4} {:>4}  {:<44} {}\n",
+        "{:>14} {:>5} {:>7} {:>9} {:<16.16} {:<10} {:>4} {:>4} {:>4}  {:<44} {}\n",
         secs(r.timestamp_ns),
         r.shard,
         r.pid,
