@@ -13,7 +13,7 @@ mod common;
 use common::{Mem, Trace};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use maptrace::contract::Line;
-use maptrace::output;
+use maptrace::output::{self, JsonLines};
 use maptrace::pipeline::{Ev, Item, Pipeline};
 use maptrace::text::secs;
 use maptrace_abi::{Decoder, Event, ProbeMethod};
@@ -95,7 +95,7 @@ struct Plain<'a> {
 }
 
 /// The table row the obvious way: `format!` for every cell and the row,
-/// a `String` per line (the same columns as `output::item_line`; page-ins,
+/// a `String` per line (the same columns as `output::item_line`, COMM included; page-ins,
 /// maps and unmaps are all this stream has besides its 64 PATH records).
 fn naive_row(ev: &Ev) -> String {
     let r = &ev.rec;
@@ -152,12 +152,14 @@ fn naive_row(ev: &Ev) -> String {
         None => ("-".into(), "-".into(), "-".into()),
     };
     let path = ev.path.as_ref().map_or(String::new(), |p| p.text.clone());
+    let comm = ev.comm.as_deref().unwrap_or("-");
     format!(
-        "{:>14}  {:>3} {:>7} {:>9}  {:<10} {:>4} {:>4} {:>4}  {:<44} {}\n",
+        "{:>14} {:>5} {:>7} {:>9} {:<16.16} {:<10} {:>4} {:>4} {:>4}  {:<44} {}\n",
         secs(r.timestamp_ns),
         r.shard,
         r.pid,
         r.tid,
+        comm,
         r.kind.name(),
         use_,
         kuse,
@@ -278,7 +280,24 @@ fn bench(c: &mut Criterion) {
         })
     });
 
+    // What `stream --json` runs: lines written in place into a buffer kept
+    // across batches.
     g.bench_function("json_only", |b| {
+        let mut out = JsonLines::new();
+        b.iter(|| {
+            out.clear();
+            for it in &all {
+                out.item(it);
+                if out.len() > FLUSH_AT {
+                    out.clear();
+                }
+            }
+            black_box(out.len())
+        })
+    });
+
+    // The same lines appended to a `Vec` (each line's room zeroed first).
+    g.bench_function("json_only_vec", |b| {
         let mut out = Vec::with_capacity(1 << 21);
         b.iter(|| {
             out.clear();
@@ -324,12 +343,12 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let mut p = Pipeline::new();
             let mut items = Vec::new();
-            let mut out = Vec::with_capacity(1 << 20);
+            let mut out = JsonLines::new();
             for x in &batches {
                 items.clear();
                 p.feed(x, &mut items);
                 for it in &items {
-                    output::item_json(&mut out, it);
+                    out.item(it);
                     if out.len() > FLUSH_AT {
                         out.clear();
                     }

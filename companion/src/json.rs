@@ -92,6 +92,251 @@ pub fn push_hex16_str(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(&hex);
 }
 
+/// The most bytes [`Cursor::escaped`] writes for `len` input bytes: a
+/// control character becomes `\u00XX` (6 bytes), an invalid UTF-8 byte made
+/// lossy becomes U+FFFD (3 bytes), plus the two quotes.
+pub const fn escaped_max(len: usize) -> usize {
+    6 * len + 2
+}
+
+/// Writes a line in place: a window of the output already sized for the
+/// line's worst case, filled front to back with no capacity checks and no
+/// calls into the formatting machinery, then cut to what was written.
+/// Every write is a bounds-checked slice copy, so a wrong bound is a panic
+/// in tests, never a bad byte.
+///
+/// ```
+/// # use maptrace::json::Cursor;
+/// let mut out = b"[".to_vec();
+/// let start = out.len();
+/// let mut c = Cursor::open(&mut out, 24);
+/// c.u64(4098);
+/// let n = c.written();
+/// out.truncate(start + n);
+/// assert_eq!(out, b"[4098");
+/// ```
+pub struct Cursor<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    /// A cursor over `room` bytes appended to `out`: one growth check and
+    /// one fill a line instead of one per field. The caller cuts `out` to
+    /// its old length plus [`Cursor::written`]. Kept a local value (not
+    /// behind a closure's reference), the position stays in a register.
+    #[inline(always)]
+    pub fn open(out: &'a mut Vec<u8>, room: usize) -> Cursor<'a> {
+        let start = out.len();
+        out.resize(start + room, 0);
+        Cursor::new(&mut out[start..])
+    }
+
+    /// A cursor writing `buf` from its start.
+    #[inline(always)]
+    pub fn new(buf: &'a mut [u8]) -> Cursor<'a> {
+        Cursor { buf, pos: 0 }
+    }
+
+    /// The bytes written.
+    #[inline(always)]
+    pub fn written(self) -> usize {
+        self.pos
+    }
+
+    /// Appends a constant; its length is known at compile time, so the copy
+    /// is a few stores.
+    #[inline(always)]
+    pub fn lit<const N: usize>(&mut self, s: &[u8; N]) {
+        self.buf[self.pos..self.pos + N].copy_from_slice(s);
+        self.pos += N;
+    }
+
+    /// Appends bytes of any length (an already escaped fragment).
+    #[inline(always)]
+    pub fn bytes(&mut self, s: &[u8]) {
+        self.buf[self.pos..self.pos + s.len()].copy_from_slice(s);
+        self.pos += s.len();
+    }
+
+    /// Appends one byte.
+    #[inline(always)]
+    pub fn byte(&mut self, b: u8) {
+        self.buf[self.pos] = b;
+        self.pos += 1;
+    }
+
+    /// Appends `true` or `false`.
+    #[inline(always)]
+    pub fn bool(&mut self, v: bool) {
+        if v {
+            self.lit(b"true");
+        } else {
+            self.lit(b"false");
+        }
+    }
+
+    /// Appends the decimal digits of `v`: up to eight digits at a time,
+    /// each group converted with a few multiplies on one word (no digit
+    /// loop); the small numbers most fields hold take shorter paths.
+    #[inline(always)]
+    pub fn u64(&mut self, v: u64) {
+        if v < E8 {
+            self.leading(v as u32);
+        } else if v < E16 {
+            self.leading((v / E8) as u32);
+            self.full8((v % E8) as u32);
+        } else {
+            self.leading((v / E16) as u32);
+            self.full8((v / E8 % E8) as u32);
+            self.full8((v % E8) as u32);
+        }
+    }
+
+    /// Appends `v` (below 10^8) without leading zeros.
+    #[inline(always)]
+    fn leading(&mut self, v: u32) {
+        // Most fields of a record are small (counts, errno, flags, pids).
+        if v < 10 {
+            self.byte(b'0' + v as u8);
+        } else if v < 100 {
+            self.lit(&[b'0' + (v / 10) as u8, b'0' + (v % 10) as u8]);
+        } else if v < 10_000 {
+            // Three or four digits; a whole 4-byte word is stored.
+            let len = if v < 1000 { 3 } else { 4 };
+            let ascii = (digits4(v) + 0x3030_3030) >> (8 * (4 - len));
+            self.buf[self.pos..self.pos + 4].copy_from_slice(&ascii.to_le_bytes());
+            self.pos += len as usize;
+        } else {
+            self.leading8(v);
+        }
+    }
+
+    /// Appends `v` (10 000 to 99 999 999) without leading zeros. Stores a
+    /// whole word, so it needs 8 bytes of room (the bytes past the digits
+    /// are overwritten by what follows or cut at the end).
+    #[inline(always)]
+    fn leading8(&mut self, v: u32) {
+        // The length comes from a short computation of its own, so the next
+        // write's position does not wait for the digits.
+        let len = v.ilog10() + 1;
+        // The most significant digit is the lowest byte: drop the leading
+        // zeros from the bottom.
+        let ascii = (digits8(v) + ASCII_ZEROS) >> (8 * (8 - len));
+        self.buf[self.pos..self.pos + 8].copy_from_slice(&ascii.to_le_bytes());
+        self.pos += len as usize;
+    }
+
+    /// Appends `v` (below 10^8) as exactly 8 digits, zeros included.
+    #[inline(always)]
+    fn full8(&mut self, v: u32) {
+        self.lit(&(digits8(v) + ASCII_ZEROS).to_le_bytes());
+    }
+
+    /// Appends the decimal digits of `v`, with a `-` when negative.
+    #[inline(always)]
+    pub fn i64(&mut self, v: i64) {
+        if v < 0 {
+            self.byte(b'-');
+        }
+        self.u64(v.unsigned_abs());
+    }
+
+    /// Appends the 16 lower-case hex digits of `v` (no quotes): each nibble
+    /// spread to a byte of a word, then made ASCII eight at a time.
+    #[inline(always)]
+    pub fn hex16(&mut self, v: u64) {
+        let mut hex = [0u8; 16];
+        hex[..8].copy_from_slice(&hex8((v >> 32) as u32));
+        hex[8..].copy_from_slice(&hex8(v as u32));
+        self.lit(&hex);
+    }
+
+    /// Appends `s` as a JSON string literal, escaped as [`push_str`]
+    /// escapes it; at most [`escaped_max`]`(s.len())` bytes.
+    pub fn escaped(&mut self, s: &str) {
+        self.byte(b'"');
+        let bytes = s.as_bytes();
+        let mut start = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            if !needs_escape(b) {
+                continue;
+            }
+            self.bytes(&bytes[start..i]);
+            match b {
+                b'"' => self.lit(b"\\\""),
+                b'\\' => self.lit(b"\\\\"),
+                b'\n' => self.lit(b"\\n"),
+                b'\t' => self.lit(b"\\t"),
+                b'\r' => self.lit(b"\\r"),
+                0x08 => self.lit(b"\\b"),
+                0x0c => self.lit(b"\\f"),
+                _ => self.lit(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[usize::from(b >> 4)],
+                    HEX[usize::from(b & 0xf)],
+                ]),
+            }
+            start = i + 1;
+        }
+        self.bytes(&bytes[start..]);
+        self.byte(b'"');
+    }
+}
+
+const E8: u64 = 100_000_000;
+const E16: u64 = E8 * E8;
+/// `'0'` in every byte.
+const ASCII_ZEROS: u64 = 0x3030_3030_3030_3030;
+
+/// The 8 decimal digits of `v` (below 10^8), one a byte (values 0 to 9),
+/// the most significant in the lowest byte: the two halves of 4 digits go
+/// into 32-bit lanes, each lane splits into 2-digit 16-bit lanes, those into
+/// 1-digit bytes, each split a multiply by a reciprocal (exact below these
+/// bounds) and a subtraction, all lanes at once.
+#[inline(always)]
+fn digits8(v: u32) -> u64 {
+    let hi = u64::from(v / 10_000);
+    let lo = u64::from(v % 10_000);
+    let merged = hi | (lo << 32);
+    // x / 100 for x < 10^4 is (x * 10486) >> 20.
+    let hundreds = ((merged * 10_486) >> 20) & 0x0000_007f_0000_007f;
+    let rest = merged - 100 * hundreds;
+    let pairs = (rest << 16) | hundreds;
+    // x / 10 for x < 100 is (x * 103) >> 10.
+    let tens = ((pairs * 103) >> 10) & 0x000f_000f_000f_000f;
+    tens | ((pairs - 10 * tens) << 8)
+}
+
+/// The 4 decimal digits of `v` (below 10^4), one a byte, the most
+/// significant in the lowest byte: as [`digits8`] with one 32-bit lane.
+#[inline(always)]
+fn digits4(v: u32) -> u32 {
+    // x / 100 for x < 43 699 is (x * 5243) >> 19.
+    let hundreds = (v * 5243) >> 19;
+    let pairs = ((v - 100 * hundreds) << 16) | hundreds;
+    let tens = ((pairs * 103) >> 10) & 0x000f_000f;
+    tens | ((pairs - 10 * tens) << 8)
+}
+
+/// The 8 lower-case hex digits of `v`, most significant first.
+#[inline(always)]
+fn hex8(v: u32) -> [u8; 8] {
+    // Spread the nibbles: nibble i (from the least significant) lands in
+    // byte i of the word.
+    let mut x = u64::from(v);
+    x = (x | (x << 16)) & 0x0000_ffff_0000_ffff;
+    x = (x | (x << 8)) & 0x00ff_00ff_00ff_00ff;
+    x = (x | (x << 4)) & 0x0f0f_0f0f_0f0f_0f0f;
+    // '0' + n, and 'a' - '0' - 10 = 39 more where n >= 10 (n + 6 carries
+    // into bit 4 exactly then); no byte carries into the next.
+    let ge10 = ((x + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+    (x + 0x3030_3030_3030_3030 + ge10 * 39).to_be_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,5 +389,83 @@ mod tests {
         out.clear();
         push_hex16_str(&mut out, 0x12ab);
         assert_eq!(out, b"\"00000000000012ab\"");
+    }
+
+    /// What a cursor writes with `write`, checked to stay in `room`.
+    fn cursor(room: usize, write: impl FnOnce(&mut Cursor<'_>)) -> Vec<u8> {
+        let mut out = b"kept".to_vec();
+        let mut c = Cursor::open(&mut out, room);
+        write(&mut c);
+        let n = c.written();
+        out.truncate(4 + n);
+        assert_eq!(&out[..4], b"kept");
+        out.split_off(4)
+    }
+
+    /// Every digit count and group boundary, both sides of each power of
+    /// ten, the extremes, and a spread of others.
+    fn interesting_u64() -> Vec<u64> {
+        let mut vs = vec![0, 1, 9, u64::MAX, u64::MAX - 1, i64::MAX as u64];
+        let mut p = 1u64;
+        while let Some(next) = p.checked_mul(10) {
+            p = next;
+            vs.extend([p - 1, p, p + 1, p / 10 * 9 + 7]);
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            vs.push(x);
+            vs.push(x >> (x % 64));
+        }
+        vs
+    }
+
+    #[test]
+    fn cursor_numbers_are_the_decimal_digits() {
+        for v in interesting_u64() {
+            assert_eq!(cursor(28, |c| c.u64(v)), v.to_string().as_bytes());
+            let i = v as i64;
+            assert_eq!(cursor(28, |c| c.i64(i)), i.to_string().as_bytes());
+        }
+        assert_eq!(cursor(28, |c| c.i64(i64::MIN)), b"-9223372036854775808");
+    }
+
+    #[test]
+    fn cursor_hex_is_16_lower_case_digits() {
+        for v in interesting_u64() {
+            assert_eq!(cursor(16, |c| c.hex16(v)), format!("{v:016x}").as_bytes());
+        }
+    }
+
+    #[test]
+    fn cursor_strings_escape_as_push_str_within_their_bound() {
+        let mut all_bytes: Vec<u8> = (0..=255).collect();
+        all_bytes.extend(b"\"\\\n\x01\xff\xc3");
+        let lossy = String::from_utf8_lossy(&all_bytes).into_owned();
+        let controls: String = (0u8..0x20).map(char::from).collect();
+        for s in ["", "plain", "a\"b\\c\nd\u{1}é\u{7f}", &controls, &lossy] {
+            let mut want = Vec::new();
+            push_str(&mut want, s);
+            // The bound is by input bytes: a lossy string's input is at
+            // most its length, so this room is the tightest it is given.
+            let room = escaped_max(s.len());
+            assert_eq!(cursor(room, |c| c.escaped(s)), want, "{s:?}");
+        }
+        // Every byte a control character without a short escape: exactly
+        // the bound.
+        let unnamed: String = controls
+            .chars()
+            .filter(|c| !"\u{8}\t\n\u{c}\r".contains(*c))
+            .collect();
+        let room = escaped_max(unnamed.len());
+        assert_eq!(cursor(room, |c| c.escaped(&unnamed)).len(), room);
+    }
+
+    #[test]
+    #[should_panic]
+    fn a_cursor_never_writes_past_its_room() {
+        cursor(3, |c| c.lit(b"four"));
     }
 }

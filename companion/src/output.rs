@@ -4,9 +4,8 @@
 //! aligned human table.
 
 use crate::contract::{SCHEMA_NAME, SCHEMA_VERSION};
-use crate::json::push_str as json_str;
-use crate::json::{push_hex16_str, push_i64, push_str, push_u64, push_u64_str};
-use crate::pipeline::{Ev, Item, Loss, MapCall, Totals};
+use crate::json::{Cursor, escaped_max, push_str, push_u64, push_u64_str};
+use crate::pipeline::{Ev, Item, Loss, Totals};
 use crate::text::{mark_name, prot_str, push_secs, push_shown};
 use crate::wallclock::{Anchor, rfc3339_micros};
 use maptrace_abi::{Counts, Event, EventKind, Mark, ProbeMethod};
@@ -17,13 +16,6 @@ use std::io::{self, Write};
 fn num(out: &mut Vec<u8>, key: &[u8], v: impl Into<u64>) {
     self::key(out, key);
     push_u64(out, v.into());
-}
-
-/// Appends `,"key":v` for a signed value.
-#[inline(always)]
-fn num_i(out: &mut Vec<u8>, key: &[u8], v: i64) {
-    self::key(out, key);
-    push_i64(out, v);
 }
 
 /// Appends `,"key":"v"`: a 64-bit id as a string of decimal digits.
@@ -48,58 +40,66 @@ fn key(out: &mut Vec<u8>, key: &[u8]) {
     out.extend_from_slice(b"\":");
 }
 
+/// `PROT_*` as `"r-x"`.
 #[inline(always)]
-fn prot(out: &mut Vec<u8>, name: &[u8], p: u32) {
-    key(out, name);
-    out.push(b'"');
-    out.extend_from_slice(&prot_str(p));
-    out.push(b'"');
+fn prot(c: &mut Cursor<'_>, p: u32) {
+    let [r, w, x] = prot_str(p);
+    c.lit(&[b'"', r, w, x, b'"']);
 }
 
 /// The counts by method: `offset` reads v_usecount, v_kusecount and the raw
 /// v_iocount; the `isinuse` fallback measures only usecount - kusecount
 /// (what vnode_isinuse compares), so usecount and kusecount are null there.
-fn counts_json(out: &mut Vec<u8>, c: &Counts) {
-    match c.method {
-        ProbeMethod::None => out.extend_from_slice(
-            b",\"usecount\":null,\"kusecount\":null,\"usecount_minus_kusecount\":null,\"iocount\":null",
-        ),
-        ProbeMethod::IsInUse => {
-            out.extend_from_slice(b",\"usecount\":null,\"kusecount\":null");
-            num(out, b"usecount_minus_kusecount", c.usecount);
-            out.extend_from_slice(b",\"iocount\":null");
-        }
+#[inline(always)]
+fn counts_json(c: &mut Cursor<'_>, n: &Counts) {
+    match n.method {
         ProbeMethod::Offset => {
-            num(out, b"usecount", c.usecount);
-            num(out, b"kusecount", c.kusecount);
-            num(
-                out,
-                b"usecount_minus_kusecount",
-                c.usecount.saturating_sub(c.kusecount),
-            );
-            match c.iocount {
-                Some(io) => num(out, b"iocount", io),
-                None => out.extend_from_slice(b",\"iocount\":null"),
+            c.lit(b",\"usecount\":");
+            c.u64(n.usecount.into());
+            c.lit(b",\"kusecount\":");
+            c.u64(n.kusecount.into());
+            c.lit(b",\"usecount_minus_kusecount\":");
+            c.u64(n.usecount.saturating_sub(n.kusecount).into());
+            c.lit(b",\"iocount\":");
+            match n.iocount {
+                Some(io) => c.u64(io.into()),
+                None => c.lit(b"null"),
             }
+            c.lit(b",\"count_method\":\"offset\",\"counts_saturated\":");
         }
+        ProbeMethod::IsInUse => {
+            c.lit(b",\"usecount\":null,\"kusecount\":null,\"usecount_minus_kusecount\":");
+            c.u64(n.usecount.into());
+            c.lit(b",\"iocount\":null,\"count_method\":\"isinuse\",\"counts_saturated\":");
+        }
+        ProbeMethod::None => c.lit(
+            b",\"usecount\":null,\"kusecount\":null,\"usecount_minus_kusecount\":null,\
+              \"iocount\":null,\"count_method\":\"none\",\"counts_saturated\":",
+        ),
     }
-    // One constant copy per arm: no length-dependent copy, no escape scan.
-    match c.method {
-        ProbeMethod::Offset => out.extend_from_slice(b",\"count_method\":\"offset\""),
-        ProbeMethod::IsInUse => out.extend_from_slice(b",\"count_method\":\"isinuse\""),
-        ProbeMethod::None => out.extend_from_slice(b",\"count_method\":\"none\""),
-    }
-    if c.saturated {
-        out.extend_from_slice(b",\"counts_saturated\":true");
-    } else {
-        out.extend_from_slice(b",\"counts_saturated\":false");
-    }
+    c.bool(n.saturated);
 }
 
-fn call_json(out: &mut Vec<u8>, c: &MapCall) {
-    num(out, b"file_pos", c.file_pos);
-    prot(out, b"maxprot", c.maxprot);
-    num(out, b"mmap_flags", c.mmap_flags);
+/// The most bytes an event line takes besides its path, its process name
+/// and a PROC record's name (every number at its widest: a mapping through
+/// mmap(2) is the longest, 511 bytes; `event_lines_fit_their_room` checks
+/// every kind at its widest).
+const EVENT_ROOM: usize = 576;
+
+/// The opening of an event line up to the value of `ts_ns`.
+#[inline(always)]
+fn kind_prefix(c: &mut Cursor<'_>, kind: EventKind) {
+    match kind {
+        EventKind::Mmap => c.lit(b"{\"type\":\"event\",\"kind\":\"mmap\",\"ts_ns\":"),
+        EventKind::Pagein => c.lit(b"{\"type\":\"event\",\"kind\":\"pagein\",\"ts_ns\":"),
+        EventKind::Mnomap => c.lit(b"{\"type\":\"event\",\"kind\":\"mnomap\",\"ts_ns\":"),
+        EventKind::FileMmap => c.lit(b"{\"type\":\"event\",\"kind\":\"file_mmap\",\"ts_ns\":"),
+        EventKind::Path => c.lit(b"{\"type\":\"event\",\"kind\":\"path\",\"ts_ns\":"),
+        EventKind::Mark => c.lit(b"{\"type\":\"event\",\"kind\":\"mark\",\"ts_ns\":"),
+        EventKind::Proc => c.lit(b"{\"type\":\"event\",\"kind\":\"proc\",\"ts_ns\":"),
+        EventKind::Open => c.lit(b"{\"type\":\"event\",\"kind\":\"open\",\"ts_ns\":"),
+        EventKind::Close => c.lit(b"{\"type\":\"event\",\"kind\":\"close\",\"ts_ns\":"),
+    }
 }
 
 /// Appends one event as a JSON object (no newline).
@@ -110,61 +110,77 @@ pub fn event_json(out: &mut Vec<u8>, ev: &Ev) {
 /// [`event_json`], with the event's UTC time as `time` after `ts_ns` when
 /// `wall` maps the kext's clock to it (`--time wall`).
 pub fn event_json_at(out: &mut Vec<u8>, ev: &Ev, wall: Option<&Anchor>) {
+    write_event(out, ev, wall, false);
+}
+
+/// Appends one event as a JSON object, and its newline if `newline`.
+#[inline(always)]
+fn write_event(out: &mut Vec<u8>, ev: &Ev, wall: Option<&Anchor>, newline: bool) {
+    let time = wall.map(|a| rfc3339_micros(a.unix_ns_of(ev.rec.timestamp_ns)));
+    let start = out.len();
+    let mut c = Cursor::open(out, event_room(ev, time.as_deref()));
+    event_into(&mut c, ev, time.as_deref(), newline);
+    let n = c.written();
+    out.truncate(start + n);
+}
+
+/// The most bytes [`event_into`] writes for `ev` (and its UTC `time`).
+#[inline(always)]
+fn event_room(ev: &Ev, time: Option<&str>) -> usize {
+    let path = ev.path.as_ref().map_or(b"null".len(), |p| p.json.len());
+    let comm = ev.comm.as_ref().map_or(0, |c| escaped_max(c.len()));
+    let name = match &ev.rec.event {
+        Event::Proc { name, .. } => escaped_max(name.len()),
+        _ => 0,
+    };
+    let time = time.map_or(0, |t| b",\"time\":".len() + escaped_max(t.len()));
+    EVENT_ROOM + path + comm + name + time
+}
+
+/// Writes one event as a JSON object, and its newline if `newline`, in at
+/// most [`event_room`] bytes. Inlined, so the cursor stays in registers.
+#[inline(always)]
+fn event_into(c: &mut Cursor<'_>, ev: &Ev, time: Option<&str>, newline: bool) {
     let r = &ev.rec;
-    out.reserve(JSON_LINE_RESERVE + ev.path.as_ref().map_or(0, |p| p.json.len()));
-    match r.kind {
-        EventKind::Mmap => out.extend_from_slice(b"{\"type\":\"event\",\"kind\":\"mmap\""),
-        EventKind::Pagein => out.extend_from_slice(b"{\"type\":\"event\",\"kind\":\"pagein\""),
-        EventKind::Mnomap => out.extend_from_slice(b"{\"type\":\"event\",\"kind\":\"mnomap\""),
-        EventKind::FileMmap => out.extend_from_slice(b"{\"type\":\"event\",\"kind\":\"file_mmap\""),
-        EventKind::Path => out.extend_from_slice(b"{\"type\":\"event\",\"kind\":\"path\""),
-        EventKind::Mark => out.extend_from_slice(b"{\"type\":\"event\",\"kind\":\"mark\""),
-        EventKind::Proc => out.extend_from_slice(b"{\"type\":\"event\",\"kind\":\"proc\""),
-        EventKind::Open => out.extend_from_slice(b"{\"type\":\"event\",\"kind\":\"open\""),
-        EventKind::Close => out.extend_from_slice(b"{\"type\":\"event\",\"kind\":\"close\""),
+    let path = ev.path.as_ref().map_or(&b"null"[..], |p| &p.json);
+    kind_prefix(c, r.kind);
+    c.u64(r.timestamp_ns);
+    if let Some(t) = time {
+        c.lit(b",\"time\":");
+        c.escaped(t);
     }
-    num(out, b"ts_ns", r.timestamp_ns);
-    if let Some(a) = wall {
-        key(out, b"time");
-        push_str(out, &rfc3339_micros(a.unix_ns_of(r.timestamp_ns)));
+    c.lit(b",\"shard\":");
+    c.u64(r.shard.into());
+    c.lit(b",\"pos\":");
+    c.u64(r.pos);
+    c.lit(b",\"pid\":");
+    c.u64(r.pid.into());
+    if let Some(comm) = &ev.comm {
+        c.lit(b",\"comm\":");
+        c.escaped(comm);
     }
-    num(out, b"shard", r.shard);
-    num(out, b"pos", r.pos);
-    num(out, b"pid", r.pid);
-    if let Some(c) = &ev.comm {
-        key(out, b"comm");
-        json_str(out, c.as_ref());
+    c.lit(b",\"tid\":\"");
+    c.u64(r.tid);
+    c.lit(b"\",\"vnode\":\"");
+    c.hex16(r.vnode_id);
+    c.lit(b"\",\"path\":");
+    c.bytes(path);
+    c.lit(b",\"error\":");
+    c.u64(r.error.into());
+    c.lit(b",\"lost_before\":");
+    c.u64(r.lost_before);
+    event_fields(c, ev);
+    if newline {
+        c.lit(b"}\n");
+    } else {
+        c.byte(b'}');
     }
-    id(out, b"tid", r.tid);
-    out.extend_from_slice(b",\"vnode\":");
-    push_hex16_str(out, r.vnode_id);
-    out.extend_from_slice(b",\"path\":");
-    match &ev.path {
-        Some(p) => out.extend_from_slice(&p.json),
-        None => out.extend_from_slice(b"null"),
-    }
-    num(out, b"error", r.error);
-    num(out, b"lost_before", r.lost_before);
-    match &r.event {
-        Event::Mmap {
-            fflags,
-            vid,
-            duration_ns,
-            counts,
-        } => {
-            prot(out, b"prot", *fflags);
-            num(out, b"vid", *vid);
-            num(out, b"duration_ns", *duration_ns);
-            counts_json(out, counts);
-            match &ev.call {
-                Some(c) => {
-                    out.extend_from_slice(b",\"via\":\"mmap\"");
-                    call_json(out, c);
-                    num(out, b"call_map", ev.call_map);
-                }
-                None => out.extend_from_slice(b",\"via\":\"exec\""),
-            }
-        }
+}
+
+/// The fields of each kind, after the common ones.
+#[inline(always)]
+fn event_fields(c: &mut Cursor<'_>, ev: &Ev) {
+    match &ev.rec.event {
         Event::Pagein {
             offset,
             size,
@@ -172,20 +188,53 @@ pub fn event_json_at(out: &mut Vec<u8>, ev: &Ev, wall: Option<&Anchor>) {
             counts,
             upl_flags,
         } => {
-            num_i(out, b"offset", *offset);
-            num(out, b"size", *size);
-            num(out, b"duration_ns", *duration_ns);
-            counts_json(out, counts);
-            num(out, b"upl_flags", *upl_flags);
+            c.lit(b",\"offset\":");
+            c.i64(*offset);
+            c.lit(b",\"size\":");
+            c.u64((*size).into());
+            c.lit(b",\"duration_ns\":");
+            c.u64((*duration_ns).into());
+            counts_json(c, counts);
+            c.lit(b",\"upl_flags\":");
+            c.u64((*upl_flags).into());
+        }
+        Event::Mmap {
+            fflags,
+            vid,
+            duration_ns,
+            counts,
+        } => {
+            c.lit(b",\"prot\":");
+            prot(c, *fflags);
+            c.lit(b",\"vid\":");
+            c.u64((*vid).into());
+            c.lit(b",\"duration_ns\":");
+            c.u64((*duration_ns).into());
+            counts_json(c, counts);
+            match &ev.call {
+                Some(call) => {
+                    c.lit(b",\"via\":\"mmap\",\"file_pos\":");
+                    c.u64(call.file_pos);
+                    c.lit(b",\"maxprot\":");
+                    prot(c, call.maxprot);
+                    c.lit(b",\"mmap_flags\":");
+                    c.u64(call.mmap_flags.into());
+                    c.lit(b",\"call_map\":");
+                    c.u64(ev.call_map.into());
+                }
+                None => c.lit(b",\"via\":\"exec\""),
+            }
         }
         Event::Mnomap {
             vid,
             duration_ns,
             counts,
         } => {
-            num(out, b"vid", *vid);
-            num(out, b"duration_ns", *duration_ns);
-            counts_json(out, counts);
+            c.lit(b",\"vid\":");
+            c.u64((*vid).into());
+            c.lit(b",\"duration_ns\":");
+            c.u64((*duration_ns).into());
+            counts_json(c, counts);
         }
         Event::FileMmap {
             file_pos,
@@ -193,26 +242,33 @@ pub fn event_json_at(out: &mut Vec<u8>, ev: &Ev, wall: Option<&Anchor>) {
             maxprot,
             mmap_flags,
         } => {
-            num(out, b"file_pos", *file_pos);
-            prot(out, b"prot", *p);
-            prot(out, b"maxprot", *maxprot);
-            num(out, b"mmap_flags", *mmap_flags);
+            c.lit(b",\"file_pos\":");
+            c.u64(*file_pos);
+            c.lit(b",\"prot\":");
+            prot(c, *p);
+            c.lit(b",\"maxprot\":");
+            prot(c, *maxprot);
+            c.lit(b",\"mmap_flags\":");
+            c.u64((*mmap_flags).into());
         }
         Event::Path { vid, truncated, .. } => {
-            num(out, b"vid", *vid);
-            key(out, b"truncated");
-            out.extend_from_slice(if *truncated { b"true" } else { b"false" });
+            c.lit(b",\"vid\":");
+            c.u64((*vid).into());
+            c.lit(b",\"truncated\":");
+            c.bool(*truncated);
         }
         Event::Proc { name, truncated } => {
-            key(out, b"name");
-            json_str(out, &String::from_utf8_lossy(name));
-            key(out, b"truncated");
-            out.extend_from_slice(if *truncated { b"true" } else { b"false" });
+            c.lit(b",\"name\":");
+            c.escaped(&String::from_utf8_lossy(name));
+            c.lit(b",\"truncated\":");
+            c.bool(*truncated);
         }
         Event::Open { vid, fmode, counts } => {
-            num(out, b"vid", *vid);
-            num(out, b"fmode", *fmode);
-            counts_json(out, counts);
+            c.lit(b",\"vid\":");
+            c.u64((*vid).into());
+            c.lit(b",\"fmode\":");
+            c.u64((*fmode).into());
+            counts_json(c, counts);
         }
         Event::Close {
             vid,
@@ -220,10 +276,13 @@ pub fn event_json_at(out: &mut Vec<u8>, ev: &Ev, wall: Option<&Anchor>) {
             duration_ns,
             counts,
         } => {
-            num(out, b"vid", *vid);
-            num(out, b"fflag", *fflag);
-            num(out, b"duration_ns", *duration_ns);
-            counts_json(out, counts);
+            c.lit(b",\"vid\":");
+            c.u64((*vid).into());
+            c.lit(b",\"fflag\":");
+            c.u64((*fflag).into());
+            c.lit(b",\"duration_ns\":");
+            c.u64((*duration_ns).into());
+            counts_json(c, counts);
         }
         Event::Mark {
             mark,
@@ -231,14 +290,17 @@ pub fn event_json_at(out: &mut Vec<u8>, ev: &Ev, wall: Option<&Anchor>) {
             arg1,
             arg2,
         } => {
-            key(out, b"mark");
-            push_str(out, mark_name(*mark));
-            num(out, b"arg0", *arg0);
-            id(out, b"arg1", *arg1);
-            id(out, b"arg2", *arg2);
+            c.lit(b",\"mark\":");
+            c.escaped(mark_name(*mark));
+            c.lit(b",\"arg0\":");
+            c.u64((*arg0).into());
+            c.lit(b",\"arg1\":\"");
+            c.u64(*arg1);
+            c.lit(b"\",\"arg2\":\"");
+            c.u64(*arg2);
+            c.byte(b'"');
         }
     }
-    out.push(b'}');
 }
 
 /// Appends one item as a JSON line (with its newline).
@@ -249,7 +311,7 @@ pub fn item_json(out: &mut Vec<u8>, item: &Item) {
 /// [`item_json`], events with their UTC time when `wall` is given.
 pub fn item_json_at(out: &mut Vec<u8>, item: &Item, wall: Option<&Anchor>) {
     match item {
-        Item::Event(ev) => event_json_at(out, ev, wall),
+        Item::Event(ev) => return write_event(out, ev, wall, true),
         Item::Loss(Loss::Dropped {
             shard,
             count,
@@ -285,6 +347,110 @@ pub fn item_json_at(out: &mut Vec<u8>, item: &Item, wall: Option<&Anchor>) {
     out.push(b'\n');
 }
 
+/// JSON lines written into a buffer that stays initialized: `stream
+/// --json`'s writer. A line is written in place into room the buffer
+/// already has, so no byte is zeroed or copied twice (the free functions
+/// above, on a `Vec`, zero the room of every line first). The bytes past
+/// [`JsonLines::as_bytes`] are stale lines, never shown.
+#[derive(Debug, Default)]
+pub struct JsonLines {
+    buf: Vec<u8>,
+    len: usize,
+    /// The lines written through the `Vec` writers (rare: losses, reloads,
+    /// corruption, the header and summary), buffer reused.
+    scratch: Vec<u8>,
+}
+
+impl JsonLines {
+    /// An empty writer.
+    pub fn new() -> JsonLines {
+        JsonLines::default()
+    }
+
+    /// The lines written since the last [`JsonLines::clear`].
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    /// Bytes written since the last [`JsonLines::clear`].
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing was written since the last [`JsonLines::clear`].
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Forgets the lines written (the buffer is kept).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// `room` bytes after the lines, grown (and zeroed) only when the
+    /// buffer is too short: doubling, so a stream grows it a few times.
+    #[inline(always)]
+    fn room(&mut self, room: usize) -> &mut [u8] {
+        let end = self.len + room;
+        if end > self.buf.len() {
+            self.grow(end);
+        }
+        &mut self.buf[self.len..end]
+    }
+
+    #[cold]
+    fn grow(&mut self, end: usize) {
+        let size = end.max(2 * self.buf.len()).max(64 << 10);
+        self.buf.resize(size, 0);
+    }
+
+    /// Appends bytes already formatted.
+    fn push(&mut self, bytes: &[u8]) {
+        self.room(bytes.len()).copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    /// Appends one item's line, the bytes [`item_json`] writes.
+    #[inline]
+    pub fn item(&mut self, item: &Item) {
+        self.item_at(item, None);
+    }
+
+    /// Appends one item's line, the bytes [`item_json_at`] writes.
+    #[inline]
+    pub fn item_at(&mut self, item: &Item, wall: Option<&Anchor>) {
+        match item {
+            Item::Event(ev) => {
+                let time = wall.map(|a| rfc3339_micros(a.unix_ns_of(ev.rec.timestamp_ns)));
+                let mut c = Cursor::new(self.room(event_room(ev, time.as_deref())));
+                event_into(&mut c, ev, time.as_deref(), true);
+                self.len += c.written();
+            }
+            _ => {
+                let mut line = std::mem::take(&mut self.scratch);
+                line.clear();
+                item_json_at(&mut line, item, wall);
+                self.push(&line);
+                self.scratch = line;
+            }
+        }
+    }
+
+    /// Appends the stream's first line, as [`header_json`].
+    pub fn header(&mut self) {
+        let mut line = Vec::new();
+        header_json(&mut line);
+        self.push(&line);
+    }
+
+    /// Appends the closing summary line, as [`summary_json`].
+    pub fn summary(&mut self, t: &Totals) {
+        let mut line = Vec::new();
+        summary_json(&mut line, t);
+        self.push(&line);
+    }
+}
+
 /// Appends the closing summary line of a JSON stream.
 pub fn summary_json(out: &mut Vec<u8>, t: &Totals) {
     out.extend_from_slice(b"{\"type\":\"summary\"");
@@ -297,10 +463,9 @@ pub fn summary_json(out: &mut Vec<u8>, t: &Totals) {
     out.extend_from_slice(b"}\n");
 }
 
-/// Room for a table row or JSON line without its path: one reservation a
-/// line instead of a capacity check growing the buffer mid-line.
+/// Room for a table row without its path: one reservation a line instead
+/// of a capacity check growing the buffer mid-line.
 const TABLE_LINE_RESERVE: usize = 192;
-const JSON_LINE_RESERVE: usize = 512;
 
 /// Width of the table's detail column.
 const DETAIL_WIDTH: usize = 44;
@@ -657,7 +822,10 @@ mod tests {
             saturated: false,
         };
         let mut out = b"{\"x\":0".to_vec();
-        counts_json(&mut out, &c);
+        let mut cur = Cursor::open(&mut out, 256);
+        counts_json(&mut cur, &c);
+        let n = cur.written();
+        out.truncate(6 + n);
         out.push(b'}');
         serde_json::from_slice(&out).unwrap()
     }
@@ -687,6 +855,126 @@ mod tests {
             serde_json::Value::Null,
             "{v}"
         );
+    }
+
+    /// Every kind with every number at its widest.
+    fn widest_events() -> Vec<Event> {
+        let counts = Counts {
+            usecount: u16::MAX,
+            kusecount: 0,
+            iocount: Some(u16::MAX),
+            method: ProbeMethod::Offset,
+            saturated: false,
+        };
+        vec![
+            Event::Mmap {
+                fflags: u32::MAX,
+                vid: u32::MAX,
+                duration_ns: u32::MAX,
+                counts,
+            },
+            Event::Pagein {
+                offset: i64::MIN,
+                size: u32::MAX,
+                duration_ns: u32::MAX,
+                counts,
+                upl_flags: u16::MAX,
+            },
+            Event::Mnomap {
+                vid: u32::MAX,
+                duration_ns: u32::MAX,
+                counts,
+            },
+            Event::FileMmap {
+                file_pos: u64::MAX,
+                prot: u32::MAX,
+                maxprot: u32::MAX,
+                mmap_flags: u32::MAX,
+            },
+            Event::Path {
+                vid: u32::MAX,
+                path: Vec::new(),
+                truncated: false,
+            },
+            Event::Proc {
+                name: Vec::new(),
+                truncated: false,
+            },
+            Event::Open {
+                vid: u32::MAX,
+                fmode: u32::MAX,
+                counts,
+            },
+            Event::Close {
+                vid: u32::MAX,
+                fflag: u32::MAX,
+                duration_ns: u32::MAX,
+                counts,
+            },
+            Event::Mark {
+                mark: Mark::VectorPatched,
+                arg0: u32::MAX,
+                arg1: u64::MAX,
+                arg2: u64::MAX,
+            },
+        ]
+    }
+
+    #[test]
+    fn event_lines_fit_their_room() {
+        let mut longest = 0;
+        for event in widest_events() {
+            let ev = Ev {
+                rec: maptrace_abi::Record {
+                    shard: u16::MAX,
+                    pos: u64::MAX,
+                    lost_before: u64::MAX,
+                    kind: EventKind::from_name(event_kind_name(&event)).unwrap(),
+                    flags: 0,
+                    error: u8::MAX,
+                    pid: u32::MAX,
+                    timestamp_ns: u64::MAX,
+                    tid: u64::MAX,
+                    vnode_id: u64::MAX,
+                    event,
+                },
+                path: None,
+                call: Some(crate::pipeline::MapCall {
+                    file_pos: u64::MAX,
+                    prot: u32::MAX,
+                    maxprot: u32::MAX,
+                    mmap_flags: u32::MAX,
+                    timestamp_ns: u64::MAX,
+                }),
+                call_map: 2,
+                comm: None,
+            };
+            let mut out = Vec::new();
+            item_json(&mut out, &Item::Event(ev));
+            serde_json::from_slice::<serde_json::Value>(&out).unwrap();
+            // The path's `null` is counted in the path's room.
+            longest = longest.max(out.len() - b"null".len());
+        }
+        // Numbers store whole 8-byte words: 8 bytes past the last digit.
+        assert!(longest + 8 <= EVENT_ROOM, "{longest}");
+        assert_eq!(
+            longest, 511,
+            "the longest line changed: update EVENT_ROOM's comment"
+        );
+    }
+
+    fn event_kind_name(e: &Event) -> &'static str {
+        match e {
+            Event::Mmap { .. } => "mmap",
+            Event::Pagein { .. } => "pagein",
+            Event::Mnomap { .. } => "mnomap",
+            Event::FileMmap { .. } => "file_mmap",
+            Event::Path { .. } => "path",
+            Event::Mark { .. } => "mark",
+            Event::Proc { .. } => "proc",
+            Event::Open { .. } => "open",
+            Event::Close { .. } => "close",
+        }
     }
 
     #[test]

@@ -411,6 +411,134 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// The stream's writer (`JsonLines`, lines written in place into a
+    /// buffer that keeps its stale bytes) writes the reference bytes too,
+    /// across a `clear` (what `stream` does after each batch), with and
+    /// without UTC times.
+    #[test]
+    fn json_lines_are_the_reference_bytes(
+        items in proptest::collection::vec(any_item(), 0..40),
+        clear_at in 0usize..40,
+        wall in proptest::option::of((any::<u64>(), any::<u64>())),
+    ) {
+        let wall = wall.map(|(unix_ns, clock_ns)| Anchor { unix_ns, clock_ns });
+        let mut w = output::JsonLines::new();
+        let mut want = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            if i == clear_at {
+                w.clear();
+                want.clear();
+            }
+            match &wall {
+                Some(a) => {
+                    w.item_at(item, Some(a));
+                    want.extend(reference_at(item, a));
+                }
+                None => {
+                    w.item(item);
+                    want.extend(reference(item));
+                }
+            }
+        }
+        prop_assert_eq!(w.len(), want.len());
+        prop_assert_eq!(
+            String::from_utf8(w.as_bytes().to_vec()).unwrap(),
+            String::from_utf8(want).unwrap()
+        );
+    }
+}
+
+#[test]
+fn json_lines_grow_and_never_show_stale_bytes() {
+    let long = "/x".repeat(2000);
+    let long_item = Item::Event(event(
+        Event::Path {
+            vid: 1,
+            path: Vec::new(),
+            truncated: true,
+        },
+        Some(long.as_bytes()),
+    ));
+    let short_item = Item::Reload { generation: 7 };
+    let mut w = output::JsonLines::new();
+    w.header();
+    let mut want = Vec::new();
+    output::header_json(&mut want);
+    // Well past the first 64 KiB: the buffer grows mid-stream.
+    for _ in 0..100 {
+        w.item(&long_item);
+        want.extend(reference(&long_item));
+    }
+    assert!(w.len() > 4 * (64 << 10), "{}", w.len());
+    assert!(w.as_bytes() == &want[..]);
+    // After a clear only the new lines show, not the long ones under them.
+    w.clear();
+    assert!(w.is_empty());
+    w.item(&short_item);
+    w.summary(&Totals::default());
+    let mut want = reference(&short_item);
+    output::summary_json(&mut want, &Totals::default());
+    assert_eq!(
+        String::from_utf8_lossy(w.as_bytes()),
+        String::from_utf8_lossy(&want)
+    );
+}
+
+/// The `path` of every page-in line `JsonLines` writes for `batches`,
+/// each line also checked against the reference bytes.
+fn pagein_paths(batches: &[Vec<u8>]) -> Vec<serde_json::Value> {
+    let mut w = output::JsonLines::new();
+    let mut paths = Vec::new();
+    for item in decode(batches).0 {
+        w.clear();
+        w.item(&item);
+        assert_eq!(w.as_bytes(), &reference(&item)[..]);
+        let v: serde_json::Value = serde_json::from_slice(w.as_bytes()).unwrap();
+        if v["kind"] == "pagein" {
+            paths.push(v["path"].clone());
+        }
+    }
+    paths
+}
+
+#[test]
+fn cached_path_fragments_follow_a_new_name_and_a_reload() {
+    // The escaped path is kept per vnode id (`PathInfo::json`): a later PATH
+    // record for the same id replaces it.
+    let batches = recorded(1, 256, |t| {
+        t.path(0, DB, "/data/old \"name\"");
+        t.pagein(0, 200, 2001, DB, (0, 4096), 1);
+        t.drain();
+        t.path(0, DB, "/data/new\nname");
+        t.pagein(0, 200, 2001, DB, (4096, 4096), 1);
+        t.drain();
+    });
+    assert_eq!(
+        pagein_paths(&batches),
+        ["/data/old \"name\"", "/data/new\nname"]
+    );
+    // After a reload, a vnode no PATH record of the new load named has no
+    // path, whatever the old load called it.
+    let mut batches = recorded(1, 256, |t| {
+        t.path(0, DB, "/data/app.db");
+        t.pagein(0, 200, 2001, DB, (0, 4096), 1);
+        t.drain();
+    });
+    let mut mem = Mem::new(1, 256);
+    let e = mem.engine_of(2);
+    let mut t = Trace::new(&e);
+    t.pagein(0, 200, 2001, DB, (0, 4096), 1);
+    t.drain();
+    batches.extend(t.batches);
+    assert_eq!(
+        pagein_paths(&batches),
+        [serde_json::json!("/data/app.db"), serde_json::Value::Null]
+    );
+}
+
 #[test]
 fn random_lines_validate() {
     // A few hundred generated items through the schema too (the validator

@@ -46,23 +46,25 @@ fn stream(
 ) -> Result<Totals> {
     let filter = filter(a);
     let mut line = Vec::with_capacity(512);
+    let mut lines = output::JsonLines::new();
     if json {
-        output::header_json(&mut line);
-        out.write_all(&line)?;
+        lines.header();
+        out.write_all(lines.as_bytes())?;
     } else {
         out.write_all(output::table_header(wall.is_some()).as_bytes())?;
     }
     let live = src.is_live();
     let totals = for_each_batch(src, &a.limit, |items| {
-        line.clear();
-        for item in items.iter().filter(|i| shown(&filter, i)) {
-            if json {
-                output::item_json_at(&mut line, item, wall.as_ref());
-            } else {
-                output::item_line_at(&mut line, item, wall.as_ref());
-            }
+        let shown_items = items.iter().filter(|i| shown(&filter, i));
+        if json {
+            lines.clear();
+            shown_items.for_each(|item| lines.item_at(item, wall.as_ref()));
+            out.write_all(lines.as_bytes())?;
+        } else {
+            line.clear();
+            shown_items.for_each(|item| output::item_line_at(&mut line, item, wall.as_ref()));
+            out.write_all(&line)?;
         }
-        out.write_all(&line)?;
         // A live stream shows each batch as it comes.
         if live {
             out.flush()?;
@@ -71,9 +73,9 @@ fn stream(
     })?;
     if !a.no_summary {
         if json {
-            line.clear();
-            output::summary_json(&mut line, &totals);
-            out.write_all(&line)?;
+            lines.clear();
+            lines.summary(&totals);
+            out.write_all(lines.as_bytes())?;
         } else {
             output::summary_row(out, &totals)?;
         }
