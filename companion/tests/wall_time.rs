@@ -103,10 +103,11 @@ fn stream_table_and_csv_show_utc_times() {
     for (row, t) in rows.iter().zip(&ts) {
         let utc = fixture_utc(*t);
         assert!(row.starts_with(&format!("{utc}  ")), "{row}");
-        // The columns stay under their titles: CPU right-aligned in 3.
+        // The columns stay under their titles: SHARD right-aligned in 5.
         assert_eq!(&row[27..29], "  ", "{row}");
+        assert!(row.as_bytes()[32].is_ascii_digit(), "{row}");
     }
-    assert_eq!(head.find("CPU"), Some(29));
+    assert_eq!(head.find("SHARD"), Some(28));
 
     let out = maptrace()
         .args(["stream", "--format", "csv", "--time", "wall"])
