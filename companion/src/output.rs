@@ -6,9 +6,10 @@
 use crate::contract::{SCHEMA_NAME, SCHEMA_VERSION};
 use crate::json::{Cursor, escaped_max, push_str, push_u64, push_u64_str};
 use crate::pipeline::{Ev, Item, Loss, Totals};
-use crate::text::{mark_name, prot_str, push_secs, push_shown};
+use crate::text::{mark_name, prot_str, push_secs, push_shown, shown};
 use crate::wallclock::{Anchor, rfc3339_micros};
 use maptrace_abi::{Counts, Event, EventKind, Mark, ProbeMethod};
+use std::borrow::Cow;
 use std::io::{self, Write};
 
 /// Appends `,"key":v` for an unsigned value.
@@ -533,6 +534,16 @@ fn right(out: &mut Vec<u8>, s: &[u8], width: usize) {
 }
 
 /// Appends `s` left-aligned in `width` columns.
+/// The longest prefix of `s` of at most `max` bytes that ends on a
+/// character boundary.
+fn cut_to(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 fn left(out: &mut Vec<u8>, s: &[u8], width: usize) {
     out.extend_from_slice(s);
     out.resize(out.len() + width.saturating_sub(s.len()), b' ');
@@ -611,7 +622,7 @@ fn detail(d: &mut Vec<u8>, ev: &Ev) {
                 d,
                 "names pid {}: {}{}",
                 r.pid,
-                String::from_utf8_lossy(name),
+                shown(&String::from_utf8_lossy(name)),
                 if *truncated { " [truncated]" } else { "" }
             );
         }
@@ -678,8 +689,10 @@ pub fn event_line_at(out: &mut Vec<u8>, ev: &Ev, wall: Option<&Anchor>) {
     out.push(b' ');
     right_num(out, r.tid, 9);
     out.push(b' ');
-    let comm = ev.comm.as_deref().unwrap_or("-").as_bytes();
-    left(out, &comm[..comm.len().min(COMM_WIDTH)], COMM_WIDTH);
+    // Escaped like a path (a process names itself), then cut on a
+    // character boundary.
+    let comm = ev.comm.as_deref().map_or(Cow::Borrowed("-"), shown);
+    left(out, cut_to(&comm, COMM_WIDTH).as_bytes(), COMM_WIDTH);
     out.push(b' ');
     left(out, r.kind.name().as_bytes(), 10);
     let counts = match &r.event {
@@ -812,6 +825,17 @@ pub fn summary_row(w: &mut impl Write, t: &Totals) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// COMM is cut to its column on a character boundary: a name whose
+    /// 16th byte is inside a character loses that whole character.
+    #[test]
+    fn comm_is_cut_on_a_character_boundary() {
+        let name = "abcdefghijklmnoé"; // 'é' is bytes 15 and 16
+        assert_eq!(cut_to(name, COMM_WIDTH), "abcdefghijklmno");
+        assert_eq!(cut_to("short", COMM_WIDTH), "short");
+        assert_eq!(cut_to("ééééééééé", COMM_WIDTH), "éééééééé");
+        assert_eq!(cut_to("", COMM_WIDTH), "");
+    }
 
     fn counts_of(method: ProbeMethod) -> serde_json::Value {
         let c = Counts {

@@ -34,6 +34,7 @@ use maptrace_abi::{Counts, Event, EventKind, ProbeMethod};
 use rustc_hash::{FxHashMap, FxHashSet};
 use schemars::{JsonSchema, Schema};
 use serde::Serialize;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
 
@@ -886,7 +887,7 @@ impl Builder {
         let names = &self.names;
         let comm = |pid: u32| names.get(&pid).cloned();
         let named = |pid: u32| match names.get(&pid) {
-            Some(n) => format!("{pid} ({n})"),
+            Some(n) => format!("{pid} ({})", shown(n)),
             None => pid.to_string(),
         };
         let mut latency = Histogram::new();
@@ -1073,7 +1074,7 @@ fn holders_line(h: &Holders) -> String {
             let name = x
                 .comm
                 .as_deref()
-                .map_or(String::new(), |n| format!(" ({n})"));
+                .map_or(String::new(), |n| format!(" ({})", shown(n)));
             format!("pid {}{name} {} x{}", x.pid, x.how, x.count)
         })
         .collect();
@@ -1195,7 +1196,7 @@ pub fn write_human(w: &mut impl Write, r: &Report) -> io::Result<()> {
                 let name = p
                     .comm
                     .as_deref()
-                    .map_or(String::new(), |n| format!(" ({n})"));
+                    .map_or(String::new(), |n| format!(" ({})", shown(n)));
                 format!(
                     "pid {}{name}: {} opens, {} maps, {} page-ins ({} bytes), {} last unmaps",
                     p.pid, p.opens, p.maps, p.pageins, p.pagein_bytes, p.unmaps
@@ -1236,7 +1237,7 @@ pub fn write_human(w: &mut impl Write, r: &Report) -> io::Result<()> {
             w,
             "  pid {:>7} {:<16} {} files, {} maps ({} mmap(2) calls), {} page-ins ({} bytes), {} last unmaps",
             p.pid,
-            p.comm.as_deref().unwrap_or("-"),
+            p.comm.as_deref().map_or(Cow::Borrowed("-"), shown),
             p.files,
             p.maps,
             p.mmap_calls,

@@ -210,10 +210,16 @@ fn info_describes_a_recording_and_stats_shows_its_closing_counters() {
 const HOSTILE: &str =
     "/tmp/x\u{1b}[2J\u{1b}]0;owned\u{7}\n   9.999999    0    1       1  pagein  FORGED\r\u{9b}31m";
 
-/// A recording of a file named [`HOSTILE`], with page-ins claiming 4 GiB
-/// and timestamps at the end of time.
+/// A recording of a file named [`HOSTILE`] mapped by a process named after
+/// its escape sequences, with page-ins claiming 4 GiB and timestamps at the
+/// end of time.
 fn hostile_recording(dir: &TempDir) -> std::path::PathBuf {
     let batches = recorded(1, 256, |t| {
+        // A process can name itself too (exec of a file so named): its
+        // name is shown wherever a path is.
+        let ts = t.tick();
+        let name = &HOSTILE.as_bytes()[6..30];
+        t.e.record_proc(0, &ev(maptrace_abi::raw::MT_KIND_PROC, 200, 2001, ts), name);
         t.path(0, DB, HOSTILE);
         t.mmap_call(0, 200, 2001, DB, 1, 1);
         // The last page-in ends past u64::MAX (ts + 25 us).
