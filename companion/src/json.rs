@@ -14,6 +14,35 @@ fn needs_escape(b: u8) -> bool {
     b < 0x20 || b == b'"' || b == b'\\'
 }
 
+/// The escape of a byte [`needs_escape`] says needs, written into `buf`:
+/// `\"`, `\\`, `\n`, `\t`, `\r`, `\b`, `\f` by name, the rest as `\u00XX`
+/// (serde_json's choices).
+#[inline]
+fn escape(b: u8, buf: &mut [u8; 6]) -> &[u8] {
+    let named = match b {
+        b'"' => b'"',
+        b'\\' => b'\\',
+        b'\n' => b'n',
+        b'\t' => b't',
+        b'\r' => b'r',
+        0x08 => b'b',
+        0x0c => b'f',
+        _ => {
+            *buf = [
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ];
+            return buf;
+        }
+    };
+    buf[..2].copy_from_slice(&[b'\\', named]);
+    &buf[..2]
+}
+
 /// Appends `s` as a JSON string literal, quotes included.
 ///
 /// `"` and `\` are escaped, as are the control characters below U+0020:
@@ -29,23 +58,7 @@ pub fn push_str(out: &mut Vec<u8>, s: &str) {
             continue;
         }
         out.extend_from_slice(&bytes[start..i]);
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            0x08 => out.extend_from_slice(b"\\b"),
-            0x0c => out.extend_from_slice(b"\\f"),
-            _ => out.extend_from_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[usize::from(b >> 4)],
-                HEX[usize::from(b & 0xf)],
-            ]),
-        }
+        out.extend_from_slice(escape(b, &mut [0; 6]));
         start = i + 1;
     }
     out.extend_from_slice(&bytes[start..]);
@@ -263,23 +276,7 @@ impl<'a> Cursor<'a> {
                 continue;
             }
             self.bytes(&bytes[start..i]);
-            match b {
-                b'"' => self.lit(b"\\\""),
-                b'\\' => self.lit(b"\\\\"),
-                b'\n' => self.lit(b"\\n"),
-                b'\t' => self.lit(b"\\t"),
-                b'\r' => self.lit(b"\\r"),
-                0x08 => self.lit(b"\\b"),
-                0x0c => self.lit(b"\\f"),
-                _ => self.lit(&[
-                    b'\\',
-                    b'u',
-                    b'0',
-                    b'0',
-                    HEX[usize::from(b >> 4)],
-                    HEX[usize::from(b & 0xf)],
-                ]),
-            }
+            self.bytes(escape(b, &mut [0; 6]));
             start = i + 1;
         }
         self.bytes(&bytes[start..]);
