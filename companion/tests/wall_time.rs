@@ -305,22 +305,22 @@ fn info_shows_the_anchor_or_says_there_is_none() {
         .stdout(predicate::str::contains("events ").not());
 }
 
+/// Records `src` (a recording given as the source) into `copy`.
+fn record_copy(src: &Path, copy: &Path) {
+    maptrace()
+        .args(["--source", &format!("file:{}", src.display())])
+        .args(["record", "-q", "-o"])
+        .arg(copy)
+        .assert()
+        .code(0);
+}
+
 #[test]
 fn a_copied_recording_keeps_its_anchor() {
     let dir = TempDir::new().unwrap();
     let f = fixture(&dir, "life.mtr", &lifecycle_batches());
     let copy = dir.path().join("copy.mtr");
-    maptrace()
-        .args([
-            "--source",
-            &format!("file:{}", f.display()),
-            "record",
-            "-q",
-            "-o",
-        ])
-        .arg(&copy)
-        .assert()
-        .code(0);
+    record_copy(&f, &copy);
     let h = maptrace::recording::Reader::open(&copy)
         .unwrap()
         .header()
@@ -334,17 +334,7 @@ fn a_copied_recording_keeps_its_anchor() {
     // A copy of a format 3 recording has no anchor either; it says so.
     let old = format_3_fixture(&dir);
     let copy = dir.path().join("copy3.mtr");
-    maptrace()
-        .args([
-            "--source",
-            &format!("file:{}", old.display()),
-            "record",
-            "-q",
-            "-o",
-        ])
-        .arg(&copy)
-        .assert()
-        .code(0);
+    record_copy(&old, &copy);
     let r = maptrace::recording::Reader::open(&copy).unwrap();
     assert_eq!((r.format(), r.header().anchor()), (4, None));
 }
