@@ -308,3 +308,77 @@ pub fn event_records(recs: &[Record]) -> usize {
         })
         .count()
 }
+
+/// Offsets in one drained batch where an unaligned 8-byte scan must stop
+/// (each struct's start: the batch header, each segment header, each
+/// 64-byte slot), and the offsets of its 8-byte clock readings (the drain
+/// time, each segment's first and last record time, each head slot's
+/// record time), both sorted.
+fn batch_layout(batch: &[u8]) -> (Vec<usize>, Vec<usize>) {
+    use raw::{MT_STAMP_CONT, mt_batch_header as B, mt_rec_header as R, mt_segment_header as S};
+    use std::mem::offset_of;
+    let le = |at: usize, n: usize| -> usize {
+        let mut v = [0u8; 8];
+        let end = (at + n).min(batch.len());
+        if at < end {
+            v[..end - at].copy_from_slice(&batch[at..end]);
+        }
+        u64::from_le_bytes(v) as usize
+    };
+    let slot_size = raw::MT_SLOT_SIZE as usize;
+    let mut structs = vec![0];
+    let mut clocks = vec![offset_of!(B, drain_ns)];
+    let mut seg = le(offset_of!(B, header_size), 2);
+    for _ in 0..le(offset_of!(B, nsegments), 4) {
+        if seg >= batch.len() {
+            break;
+        }
+        structs.push(seg);
+        clocks.extend([seg + offset_of!(S, ts_min), seg + offset_of!(S, ts_max)]);
+        let slots = seg + size_of::<S>();
+        let nslots = le(seg + offset_of!(S, nslots), 4);
+        for slot in (0..nslots).map(|i| slots + i * slot_size) {
+            structs.push(slot);
+            let stamp = le(slot, 4) as u32;
+            if stamp != 0 && stamp & MT_STAMP_CONT == 0 {
+                clocks.push(slot + offset_of!(R, timestamp_ns));
+            }
+        }
+        seg = slots + nslots * slot_size;
+    }
+    clocks.sort_unstable();
+    (structs, clocks)
+}
+
+/// The offsets of kernel addresses in one drained batch, read struct by
+/// struct as the kext wrote it: each clock field as its whole value, every
+/// unaligned 8-byte window over the bytes between (an address the kext
+/// wrote is one field of one struct, so it is found either way). A blind
+/// scan of every window reads values nobody wrote: a pid's zero upper bytes
+/// and the low five bytes of a time of 5.5-8.4 ms read as `0x55..`/`0x7f..`
+/// with zero low bytes, where a thread's stack may lie.
+pub fn batch_kernel_addresses(sim: &Sim, batch: &[u8]) -> Vec<usize> {
+    let ranges = sim.kernel_address_ranges();
+    let is_kernel = |v: u64| ranges.iter().any(|r| r.contains(&v));
+    let (structs, clocks) = batch_layout(batch);
+    let mut cuts: Vec<usize> = structs
+        .iter()
+        .copied()
+        .chain(clocks.iter().flat_map(|&at| [at, at + 8]))
+        .chain([batch.len()])
+        .filter(|&c| c <= batch.len())
+        .collect();
+    cuts.sort_unstable();
+    cuts.dedup();
+    let mut found = Vec::new();
+    for piece in cuts.windows(2) {
+        let (from, to) = (piece[0], piece[1]);
+        let bytes = &batch[from..to];
+        let windows = bytes.windows(8).enumerate().filter(|(i, w)| {
+            let clock = clocks.binary_search(&from).is_ok();
+            (!clock || *i == 0) && is_kernel(u64::from_le_bytes((*w).try_into().unwrap()))
+        });
+        found.extend(windows.map(|(i, _)| from + i));
+    }
+    found
+}
