@@ -431,6 +431,22 @@ fn pipeline(
     })
 }
 
+/// One drain of the core baseline's engine: the page-ins it returned.
+fn drain_core(
+    engine: &maptrace_core::Engine<'_>,
+    buf: &mut [u8],
+    dec: &mut Decoder,
+    out: &mut Vec<Result<Record, DecodeError>>,
+) -> u64 {
+    let n = engine.drain_prepare(buf, 0).expect("drain");
+    engine.drain_commit();
+    if n == 0 {
+        0
+    } else {
+        count_pageins(dec, out, &buf[..n])
+    }
+}
+
 fn bench_throughput(c: &mut Criterion) {
     if maptrace_sim::SHIM_RESIDENT {
         return; // these unload the kext, which the resident build refuses
@@ -458,15 +474,7 @@ fn bench_throughput(c: &mut Criterion) {
                         black_box(engine.record(t, &ev));
                     }
                 },
-                || {
-                    let n = engine.drain_prepare(&mut core_buf, 0).expect("drain");
-                    engine.drain_commit();
-                    if n == 0 {
-                        0
-                    } else {
-                        count_pageins(&mut dec, &mut out, &core_buf[..n])
-                    }
-                },
+                || drain_core(&engine, &mut core_buf, &mut dec, &mut out),
             )
         });
     });
@@ -486,15 +494,7 @@ fn bench_throughput(c: &mut Criterion) {
                         black_box(engine.record(t, &ev));
                     }
                 },
-                || {
-                    let n = engine.drain_prepare(&mut core_buf, 0).expect("drain");
-                    engine.drain_commit();
-                    if n == 0 {
-                        0
-                    } else {
-                        count_pageins(&mut dec, &mut out, &core_buf[..n])
-                    }
-                },
+                || drain_core(&engine, &mut core_buf, &mut dec, &mut out),
             )
         });
     });
