@@ -25,16 +25,6 @@ fn text(f: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn json(f: &Path, args: &[&str]) -> Value {
-    let out = maptrace()
-        .args(["report", "--json"])
-        .arg(f)
-        .args(args)
-        .output()
-        .unwrap();
-    common::ok_json(&out)
-}
-
 /// The paths of the FILE blocks, in order.
 fn files(report: &str) -> Vec<&str> {
     report
@@ -80,7 +70,7 @@ fn the_summary_comes_before_the_details() {
     assert_eq!(head[5], "  sorted by pageins");
     let summary_at = out.find("  suspects").unwrap();
     assert!(summary_at < out.find("FILE ").unwrap());
-    let r = json(&life(&dir), &[]);
+    let r = common::report_json(&life(&dir), &[]);
     let s = &r["summary"];
     assert_eq!(
         (s["files"].as_u64(), s["suspects"].as_u64()),
@@ -136,8 +126,8 @@ fn top_cuts_files_and_processes_but_never_suspects() {
     assert_eq!(files(&text(&f, &["--top", "0"])).len(), 4);
     assert_eq!(files(&text(&f, &["--all"])).len(), 4);
     // JSON lists everything unless told.
-    assert_eq!(json_paths(&json(&f, &[])).len(), 4);
-    let r = json(&f, &["--top", "2"]);
+    assert_eq!(json_paths(&common::report_json(&f, &[])).len(), 4);
+    let r = common::report_json(&f, &["--top", "2"]);
     assert_eq!(json_paths(&r).len(), 2);
     assert_eq!(r["summary"]["files_not_shown"], 2);
     assert_eq!(r["leak_suspects"].as_array().unwrap().len(), 2);
@@ -146,7 +136,7 @@ fn top_cuts_files_and_processes_but_never_suspects() {
 #[test]
 fn pid_selects_its_events_and_the_files_they_touched() {
     let dir = TempDir::new().unwrap();
-    let r = json(&life(&dir), &["--pid", "300"]);
+    let r = common::report_json(&life(&dir), &["--pid", "300"]);
     let mut paths = json_paths(&r);
     paths.sort();
     assert_eq!(paths, ["/Applications/App", "/usr/lib/libleak.dylib"]);
@@ -154,7 +144,7 @@ fn pid_selects_its_events_and_the_files_they_touched() {
     assert_eq!(r["summary"]["filtered"], true);
     assert_eq!(r["leak_suspects"].as_array().unwrap().len(), 1);
     assert_eq!(r["leak_suspects"][0]["path"], "/usr/lib/libleak.dylib");
-    let r = json(&life(&dir), &["--pid", "200", "--pid", "400"]);
+    let r = common::report_json(&life(&dir), &["--pid", "200", "--pid", "400"]);
     assert_eq!(pids(&r), [200, 400]);
     assert_eq!(json_paths(&r), ["/data/app.db", "/var/log/open.log"]);
 }
@@ -162,7 +152,7 @@ fn pid_selects_its_events_and_the_files_they_touched() {
 #[test]
 fn comm_selects_nothing_while_no_record_names_processes() {
     let dir = TempDir::new().unwrap();
-    let r = json(&life(&dir), &["--comm", "Safari"]);
+    let r = common::report_json(&life(&dir), &["--comm", "Safari"]);
     assert_eq!(json_paths(&r).len(), 0);
     assert_eq!(pids(&r).len(), 0);
 }
@@ -172,11 +162,14 @@ fn path_globs_match_within_components() {
     let dir = TempDir::new().unwrap();
     let f = life(&dir);
     assert_eq!(
-        json_paths(&json(&f, &["--path", "/usr/lib/*.dylib"])),
+        json_paths(&common::report_json(&f, &["--path", "/usr/lib/*.dylib"])),
         ["/usr/lib/libleak.dylib"]
     );
-    assert!(json_paths(&json(&f, &["--path", "/usr/*"])).is_empty());
-    let mut both = json_paths(&json(&f, &["--path", "/usr/**", "--path", "/data/*"]));
+    assert!(json_paths(&common::report_json(&f, &["--path", "/usr/*"])).is_empty());
+    let mut both = json_paths(&common::report_json(
+        &f,
+        &["--path", "/usr/**", "--path", "/data/*"],
+    ));
     both.sort();
     assert_eq!(both, ["/data/app.db", "/usr/lib/libleak.dylib"]);
 }
@@ -189,15 +182,15 @@ fn the_window_counts_seconds_from_the_first_event() {
     // map, its first page-in and the next mmap(2) check.
     let dir = TempDir::new().unwrap();
     let f = life(&dir);
-    let late = json(&f, &["--since", "0.00019"]);
+    let late = common::report_json(&f, &["--since", "0.00019"]);
     assert_eq!(json_paths(&late), ["/var/log/open.log"]);
     assert_eq!(pids(&late), [400]);
-    let early = json(&f, &["--until", "0.00007"]);
+    let early = common::report_json(&f, &["--until", "0.00007"]);
     assert_eq!(json_paths(&early), ["/data/app.db"]);
     assert_eq!(early["files"][0]["pageins"]["count"], 1);
     // The epoch stays whole: both maps and the unmap, balanced.
     assert_eq!(early["files"][0]["epochs"][0]["verdict"], "balanced");
-    let none = json(&f, &["--since", "5", "--until", "6"]);
+    let none = common::report_json(&f, &["--since", "5", "--until", "6"]);
     assert!(json_paths(&none).is_empty());
 }
 
@@ -221,7 +214,7 @@ fn latency_batches() -> Vec<Vec<u8>> {
 fn latency_percentiles_of_a_known_distribution() {
     let dir = TempDir::new().unwrap();
     let f = fixture(&dir, "lat.mtr", &latency_batches());
-    let r = json(&f, &[]);
+    let r = common::report_json(&f, &[]);
     let within = |got: &Value, want: u64| {
         let g = got.as_u64().unwrap();
         assert!(

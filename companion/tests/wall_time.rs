@@ -339,16 +339,6 @@ fn a_copied_recording_keeps_its_anchor() {
     assert_eq!((r.format(), r.header().anchor()), (4, None));
 }
 
-fn report_json(f: &Path, args: &[&str]) -> Value {
-    let out = maptrace()
-        .args(["report", "--json"])
-        .arg(f)
-        .args(args)
-        .output()
-        .unwrap();
-    ok_json(&out)
-}
-
 fn report_paths(r: &Value) -> Vec<String> {
     r["files"]
         .as_array()

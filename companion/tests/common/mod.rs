@@ -386,3 +386,14 @@ pub fn report_file(report: &serde_json::Value, path: &str) -> serde_json::Value 
         .unwrap_or_else(|| panic!("no {path} in the report"))
         .clone()
 }
+
+/// `maptrace report --json FILE ARGS`, which must exit 0, as its document.
+pub fn report_json(f: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let out = maptrace()
+        .args(["report", "--json"])
+        .arg(f)
+        .args(args)
+        .output()
+        .unwrap();
+    ok_json(&out)
+}
