@@ -8,7 +8,6 @@
 use crate::ffi::bridge::mt_event;
 use core::mem::offset_of;
 use maptrace_abi::{EventKind, raw, wire};
-use zerocopy::{Immutable, IntoBytes};
 
 /// Bytes of a slot.
 const SLOT: usize = wire::SLOT_SIZE;
@@ -46,35 +45,67 @@ pub struct Head {
 /// A slot's bytes after its stamp word: what the ring lends an encoder.
 pub type Body = [u8; SLOT - 4];
 
-/// Writes record fields at their ABI offsets (`offset_of!` on the
-/// `mt_rec_*` structs, so offsets count the stamp word) into a slot body,
-/// straight into the ring. Building a record on the stack and copying it in
-/// stalls on store-to-load forwarding: the copy's wide loads meet the
-/// fields' narrow stores still in the store buffer.
-struct Fields<'b>(&'b mut Body);
+/// A record's fixed fields built as eight little-endian words (registers,
+/// once inlined: every offset is a constant), then stored into the slot body
+/// with eight stores ([`Fields::store`]). Zeroing the body and then storing
+/// ~20 narrow fields wrote the slot's line twice and kept the store buffer
+/// full ahead of the next record's reserve CAS. Offsets come from
+/// `offset_of!` on the `mt_rec_*` structs, so they count the stamp word,
+/// which the ring writes at commit.
+struct Fields([u64; SLOT / 8]);
 
-impl<'b> Fields<'b> {
-    /// Zeroes the body (a reused slot keeps its previous record's bytes).
+/// A field value no wider than a word.
+trait Scalar: Copy {
+    const SIZE: usize;
+    fn bits(self) -> u64;
+}
+
+macro_rules! scalar {
+    ($($t:ty => $u:ty),*) => {$(
+        impl Scalar for $t {
+            const SIZE: usize = core::mem::size_of::<$t>();
+            #[inline(always)]
+            fn bits(self) -> u64 {
+                // Two's complement bits, zero-extended: the field's bytes.
+                u64::from(self as $u)
+            }
+        }
+    )*};
+}
+scalar!(u8 => u8, u16 => u16, u32 => u32, u64 => u64, i64 => u64);
+
+impl Fields {
+    /// All zero: fields not put (reserved bytes) stay zero.
     #[inline(always)]
-    fn zeroed(body: &'b mut Body) -> Fields<'b> {
-        *body = [0; SLOT - 4];
-        Fields(body)
+    fn new() -> Fields {
+        Fields([0; SLOT / 8])
     }
 
-    /// Writes `bytes` at record offset `off` (>= 4); out of range writes nothing.
+    /// Puts `v` at record offset `off`. Every `mt_rec_*` field is naturally
+    /// aligned (C layout, checked by the ABI's asserts), so none straddles
+    /// a word; an offset that would is a bug caught in debug builds and by
+    /// the field tests below, and writes nothing in release.
     #[inline(always)]
-    fn bytes(&mut self, off: usize, bytes: &[u8]) {
-        let dst = off
-            .checked_sub(4)
-            .and_then(|at| self.0.get_mut(at..at.checked_add(bytes.len())?));
-        if let Some(dst) = dst {
-            dst.copy_from_slice(bytes);
+    fn put<T: Scalar>(&mut self, off: usize, v: T) {
+        debug_assert!(
+            off >= 4 && off % T::SIZE == 0,
+            "aligned field after the stamp"
+        );
+        if off % 8 + T::SIZE > 8 {
+            return;
+        }
+        if let Some(w) = self.0.get_mut(off / 8) {
+            *w |= v.bits() << (off % 8 * 8);
         }
     }
 
+    /// Puts the three counts of `mt_counts` at record offset `off`.
     #[inline(always)]
-    fn put<T: IntoBytes + Immutable>(&mut self, off: usize, v: T) {
-        self.bytes(off, v.as_bytes());
+    fn counts(&mut self, off: usize, c: raw::mt_counts) {
+        use raw::mt_counts as C;
+        self.put(off + offset_of!(C, usecount), c.usecount);
+        self.put(off + offset_of!(C, kusecount), c.kusecount);
+        self.put(off + offset_of!(C, iocount), c.iocount);
     }
 
     /// The header fields after the stamp word.
@@ -90,6 +121,30 @@ impl<'b> Fields<'b> {
         self.put(offset_of!(H, timestamp_ns), h.timestamp_ns);
         self.put(offset_of!(H, tid), h.tid);
         self.put(offset_of!(H, vnode_id), h.vnode_id);
+    }
+
+    /// Stores the record into `body`: all 60 bytes after the stamp word (a
+    /// reused slot keeps its previous record's bytes), the first word's
+    /// upper half and then seven whole words.
+    #[inline(always)]
+    fn store(self, body: &mut Body) {
+        let [first, rest @ ..] = self.0;
+        let (head, tail) = body.split_at_mut(4);
+        head.copy_from_slice(&((first >> 32) as u32).to_le_bytes());
+        for (dst, w) in tail.chunks_exact_mut(8).zip(rest) {
+            dst.copy_from_slice(&w.to_le_bytes());
+        }
+    }
+}
+
+/// Copies `bytes` to record offset `off` (>= 4) of a stored body; out of
+/// range writes nothing.
+fn bytes_at(body: &mut Body, off: usize, bytes: &[u8]) {
+    let dst = off
+        .checked_sub(4)
+        .and_then(|at| body.get_mut(at..at.checked_add(bytes.len())?));
+    if let Some(dst) = dst {
+        dst.copy_from_slice(bytes);
     }
 }
 
@@ -168,7 +223,7 @@ pub fn head_of(kind: EventKind, ev: &mt_event, vnode_id: u64) -> Head {
 /// never pass them).
 #[inline(always)]
 pub fn write_fixed(body: &mut Body, mut head: Head, ev: &mt_event, drops_before: u32) {
-    let mut f = Fields::zeroed(body);
+    let mut f = Fields::new();
     match head.kind {
         EventKind::Mmap => {
             use raw::mt_rec_mmap as R;
@@ -178,7 +233,7 @@ pub fn write_fixed(body: &mut Body, mut head: Head, ev: &mt_event, drops_before:
             f.put(offset_of!(R, fflags), ev.prot);
             f.put(offset_of!(R, vid), ev.vid);
             f.put(offset_of!(R, duration_ns), duration_ns);
-            f.put(offset_of!(R, counts), c);
+            f.counts(offset_of!(R, counts), c);
         }
         EventKind::Pagein => {
             use raw::mt_rec_pagein as R;
@@ -191,7 +246,7 @@ pub fn write_fixed(body: &mut Body, mut head: Head, ev: &mt_event, drops_before:
                 u32::try_from(ev.size).unwrap_or(u32::MAX),
             );
             f.put(offset_of!(R, duration_ns), duration_ns);
-            f.put(offset_of!(R, counts), c);
+            f.counts(offset_of!(R, counts), c);
             f.put(offset_of!(R, upl_flags), ev.flags as u16);
         }
         EventKind::Mnomap => {
@@ -201,7 +256,7 @@ pub fn write_fixed(body: &mut Body, mut head: Head, ev: &mt_event, drops_before:
             let duration_ns = duration32(ev.duration_ns, &mut head.flags);
             f.put(offset_of!(R, vid), ev.vid);
             f.put(offset_of!(R, duration_ns), duration_ns);
-            f.put(offset_of!(R, counts), c);
+            f.counts(offset_of!(R, counts), c);
         }
         EventKind::FileMmap => {
             use raw::mt_rec_file_mmap as R;
@@ -216,7 +271,7 @@ pub fn write_fixed(body: &mut Body, mut head: Head, ev: &mt_event, drops_before:
             head.flags |= cf;
             f.put(offset_of!(R, vid), ev.vid);
             f.put(offset_of!(R, fmode), ev.flags);
-            f.put(offset_of!(R, counts), c);
+            f.counts(offset_of!(R, counts), c);
         }
         EventKind::Close => {
             use raw::mt_rec_close as R;
@@ -226,12 +281,13 @@ pub fn write_fixed(body: &mut Body, mut head: Head, ev: &mt_event, drops_before:
             f.put(offset_of!(R, vid), ev.vid);
             f.put(offset_of!(R, fflag), ev.flags);
             f.put(offset_of!(R, duration_ns), duration_ns);
-            f.put(offset_of!(R, counts), c);
+            f.counts(offset_of!(R, counts), c);
         }
         EventKind::Path | EventKind::Mark | EventKind::Proc => {}
     }
     // Last: the kind-specific fields above may have set flags.
     f.head(head, 1, drops_before);
+    f.store(body);
 }
 
 /// Encodes a one-slot record of kind MMAP, PAGEIN, MNOMAP or FILE_MMAP as a
@@ -266,12 +322,13 @@ pub fn write_mark(
     arg2: u64,
 ) {
     use raw::mt_rec_mark as R;
-    let mut f = Fields::zeroed(body);
+    let mut f = Fields::new();
     f.head(head, 1, drops_before);
     f.put(offset_of!(R, mark), mark);
     f.put(offset_of!(R, arg0), arg0);
     f.put(offset_of!(R, arg1), arg1);
     f.put(offset_of!(R, arg2), arg2);
+    f.store(body);
 }
 
 /// Encodes a MARK record as a whole slot (stamp 0).
@@ -296,9 +353,10 @@ pub fn write_proc(body: &mut Body, mut head: Head, drops_before: u32, name: &[u8
     if name.len() > cap {
         head.flags |= raw::MT_RF_TRUNCATED as u8;
     }
-    let mut f = Fields::zeroed(body);
+    let mut f = Fields::new();
     f.head(head, 1, drops_before);
-    f.bytes(offset_of!(R, name), name.get(..cap).unwrap_or(name));
+    f.store(body);
+    bytes_at(body, offset_of!(R, name), name.get(..cap).unwrap_or(name));
 }
 
 /// Encodes a PROC record as a whole slot (stamp 0).
@@ -310,11 +368,16 @@ pub fn encode_proc(head: Head, drops_before: u32, name: &[u8]) -> [u8; SLOT] {
 /// `PATH_MAX`; `head.flags` carries `MT_RF_TRUNCATED` if it was cut).
 pub fn write_path_head(body: &mut Body, head: Head, drops_before: u32, vid: u32, path: &[u8]) {
     use raw::mt_rec_path as R;
-    let mut f = Fields::zeroed(body);
+    let mut f = Fields::new();
     f.head(head, path_slots(path.len()) as u8, drops_before);
     f.put(offset_of!(R, vid), vid);
     f.put(offset_of!(R, path_len), path.len() as u16);
-    f.bytes(offset_of!(R, path), path.get(..PATH_HEAD).unwrap_or(path));
+    f.store(body);
+    bytes_at(
+        body,
+        offset_of!(R, path),
+        path.get(..PATH_HEAD).unwrap_or(path),
+    );
 }
 
 /// Encodes the head slot of a PATH record as a whole slot (stamp 0).
@@ -344,7 +407,7 @@ pub fn path_continuation(path: &[u8], i: u32) -> Body {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use zerocopy::FromBytes;
+    use zerocopy::{FromBytes, FromZeros};
 
     fn ev() -> mt_event {
         mt_event {
@@ -395,6 +458,115 @@ mod tests {
             !bytes.windows(8).any(|w| w == e.vnode_ptr.to_le_bytes()),
             "no kernel address in a record"
         );
+    }
+
+    /// An event whose every field has its own bytes, none clamped.
+    fn distinct_ev() -> mt_event {
+        mt_event {
+            kind: raw::MT_KIND_PAGEIN,
+            pid: 0x2122_2324,
+            tid: 0x3132_3334_3536_3738,
+            timestamp_ns: 0x4142_4344_4546_4748,
+            duration_ns: 0x5152_5354,
+            vnode_ptr: 0xffff_ff80_dead_beef,
+            vid: 0x6162_6364,
+            error: 0x71,
+            offset: 0x0102_0304_0506_0708,
+            size: 0x1b1c_1d1e,
+            usecount: 0x2b2c,
+            kusecount: 0x3b3c,
+            iocount: 0x4b4c,
+            count_method: raw::MT_PROBE_OFFSET,
+            prot: 0x5b5c_5d5e,
+            maxprot: 0x6b6c_6d6e,
+            flags: 0x7b7c_7d7e,
+            reserved0: 0,
+        }
+    }
+
+    /// The bytes of a record struct after its stamp word.
+    fn body_of<T: zerocopy::IntoBytes + zerocopy::Immutable>(rec: &T) -> Vec<u8> {
+        rec.as_bytes()[4..].to_vec()
+    }
+
+    #[test]
+    fn every_field_of_every_kind_lands_in_its_struct_field() {
+        // Built field by field through the bindgen structs, independently of
+        // the offsets the encoder shifts by: a wrong word or shift shows.
+        let e = distinct_ev();
+        let id = 0x8182_8384_8586_8788;
+        let header = |kind: u32, flags: u32| raw::mt_rec_header {
+            stamp: 0,
+            drops_before: 0x9192_9394,
+            kind: kind as u8,
+            nslots: 1,
+            flags: flags as u8,
+            error: 0x71,
+            pid: e.pid,
+            timestamp_ns: e.timestamp_ns,
+            tid: e.tid,
+            vnode_id: id,
+        };
+        let counts = raw::mt_counts {
+            usecount: 0x2b2c,
+            kusecount: 0x3b3c,
+            iocount: 0x4b4c,
+        };
+        let offset_counts = raw::MT_RF_COUNTS_OFFSET;
+        let encoded =
+            |kind| encode_fixed(head_of(kind, &e, id), &e, 0x9192_9394).unwrap()[4..].to_vec();
+
+        let mut mmap = raw::mt_rec_mmap::new_zeroed();
+        (mmap.h, mmap.fflags, mmap.vid) = (header(raw::MT_KIND_MMAP, offset_counts), e.prot, e.vid);
+        (mmap.duration_ns, mmap.counts) = (0x5152_5354, counts);
+        assert_eq!(encoded(EventKind::Mmap), body_of(&mmap));
+
+        let mut pagein = raw::mt_rec_pagein::new_zeroed();
+        (pagein.h, pagein.f_offset, pagein.size) = (
+            header(raw::MT_KIND_PAGEIN, offset_counts),
+            e.offset,
+            0x1b1c_1d1e,
+        );
+        (pagein.duration_ns, pagein.counts, pagein.upl_flags) = (0x5152_5354, counts, 0x7d7e);
+        assert_eq!(encoded(EventKind::Pagein), body_of(&pagein));
+
+        let mut mnomap = raw::mt_rec_mnomap::new_zeroed();
+        (mnomap.h, mnomap.vid, mnomap.duration_ns) = (
+            header(raw::MT_KIND_MNOMAP, offset_counts),
+            e.vid,
+            0x5152_5354,
+        );
+        mnomap.counts = counts;
+        assert_eq!(encoded(EventKind::Mnomap), body_of(&mnomap));
+
+        let mut file_mmap = raw::mt_rec_file_mmap::new_zeroed();
+        (file_mmap.h, file_mmap.file_pos) = (header(raw::MT_KIND_FILE_MMAP, 0), e.offset as u64);
+        (file_mmap.prot, file_mmap.maxprot, file_mmap.mmap_flags) = (e.prot, e.maxprot, e.flags);
+        assert_eq!(encoded(EventKind::FileMmap), body_of(&file_mmap));
+
+        let mut open = raw::mt_rec_open::new_zeroed();
+        (open.h, open.vid, open.fmode) = (header(raw::MT_KIND_OPEN, offset_counts), e.vid, e.flags);
+        open.counts = counts;
+        assert_eq!(encoded(EventKind::Open), body_of(&open));
+
+        let mut close = raw::mt_rec_close::new_zeroed();
+        (close.h, close.vid, close.fflag) =
+            (header(raw::MT_KIND_CLOSE, offset_counts), e.vid, e.flags);
+        (close.duration_ns, close.counts) = (0x5152_5354, counts);
+        assert_eq!(encoded(EventKind::Close), body_of(&close));
+
+        let mut mark = raw::mt_rec_mark::new_zeroed();
+        (mark.h, mark.mark, mark.arg0) = (header(raw::MT_KIND_MARK, 0), 0xa1a2_a3a4, 0xb1b2_b3b4);
+        (mark.arg1, mark.arg2) = (0xc1c2_c3c4_c5c6_c7c8, 0xd1d2_d3d4_d5d6_d7d8);
+        let m = encode_mark(
+            head_of(EventKind::Mark, &e, id),
+            0x9192_9394,
+            0xa1a2_a3a4,
+            0xb1b2_b3b4,
+            mark.arg1,
+            mark.arg2,
+        );
+        assert_eq!(m[4..], body_of(&mark)[..]);
     }
 
     #[test]
