@@ -232,6 +232,38 @@ pub struct FileProcess {
 /// `other_processes`; every total stays exact.
 pub const MAX_PAIRS: usize = 100_000;
 
+/// Files kept over the whole report: each costs a few hundred bytes before
+/// its pages, latency histogram and epochs, so hostile input naming a new
+/// vnode in every record would otherwise grow the report without bound.
+/// Past it a new file's events are added up in `totals.other_files`;
+/// processes keep their exact maps and page-ins.
+pub const MAX_FILES: usize = 100_000;
+
+/// Processes kept over the whole report (their figures and names): one more
+/// than XNU's `PID_MAX` (99999, bsd/sys/proc_internal.h, xnu-11417.121.6),
+/// so only input no kernel wrote reaches it. Past it a new pid's events
+/// still count for their files, and in `totals.unlisted_process_events`.
+pub const MAX_PROCESSES: usize = 100_000;
+
+/// The events of files past [`MAX_FILES`], added up by kind (selected
+/// events only, like a file's own figures).
+#[derive(Clone, Debug, Default, Serialize, JsonSchema, PartialEq, Eq)]
+pub struct OtherFiles {
+    /// Events folded here.
+    pub events: u64,
+    /// Their opens.
+    pub opens: u64,
+    /// Their `VNOP_MMAP`s.
+    pub maps: u64,
+    /// Their `VNOP_MNOMAP`s (whether each was a last unmap is not known
+    /// without the file's history).
+    pub mnomaps: u64,
+    /// Their page-ins.
+    pub pageins: u64,
+    /// Bytes of those.
+    pub pagein_bytes: u64,
+}
+
 /// The events of a file's processes past [`MAX_PAIRS`], added up.
 #[derive(Clone, Debug, Default, Serialize, JsonSchema, PartialEq, Eq)]
 pub struct OtherProcesses {
@@ -307,7 +339,8 @@ pub struct ProcessReport {
     pub pageins: u64,
     /// Bytes of those.
     pub pagein_bytes: u64,
-    /// Last unmaps it caused.
+    /// Last unmaps it caused (in files the report keeps: see
+    /// [`MAX_FILES`]).
     pub unmaps: u64,
 }
 
@@ -384,6 +417,13 @@ pub struct ReportTotals {
     /// Events counted in files' `other_processes`: past [`MAX_PAIRS`].
     #[serde(default, skip_serializing_if = "is_zero")]
     pub folded_events: u64,
+    /// Events of files past [`MAX_FILES`], added up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other_files: Option<OtherFiles>,
+    /// Events of processes past [`MAX_PROCESSES`]: counted for their files,
+    /// listed under no process.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unlisted_process_events: u64,
 }
 
 /// The whole report.
@@ -556,17 +596,30 @@ fn use_of(c: &Counts) -> Option<u16> {
     (c.method != ProbeMethod::None).then_some(c.usecount)
 }
 
+/// A process's figures and the files it touched.
+type ProcessState = (ProcessReport, FxHashSet<usize>);
+
+/// The state of process `pid`; `None` for a new one once [`MAX_PROCESSES`]
+/// are kept.
+fn process(procs: &mut FxHashMap<u32, ProcessState>, pid: u32) -> Option<&mut ProcessState> {
+    if procs.len() >= MAX_PROCESSES && !procs.contains_key(&pid) {
+        return None;
+    }
+    Some(procs.entry(pid).or_default())
+}
+
 /// Builds a [`Report`] from the item stream.
 ///
-/// Invariant: `pairs`, the (file, process) pairs held (each one entry of a
+/// Invariants: `pairs`, the (file, process) pairs held (each one entry of a
 /// file's `procs` and one of its process' file set), never exceeds
-/// `pair_cap`.
+/// `pair_cap`; `files` (and `index`) never exceed `file_cap`; `procs` and
+/// `names` never exceed [`MAX_PROCESSES`] entries.
 #[derive(Debug)]
 pub struct Builder {
     files: Vec<FileState>,
     index: FxHashMap<(u64, u64), usize>,
     generation: u64,
-    procs: FxHashMap<u32, (ProcessReport, FxHashSet<usize>)>,
+    procs: FxHashMap<u32, ProcessState>,
     corrupt: u64,
     filter: Filter,
     /// pid -> name, from PROC records (the latest wins: exec renames).
@@ -575,6 +628,9 @@ pub struct Builder {
     last_ns: Option<u64>,
     pairs: usize,
     pair_cap: usize,
+    file_cap: usize,
+    other_files: Option<OtherFiles>,
+    unlisted_process_events: u64,
 }
 
 impl Default for Builder {
@@ -586,6 +642,12 @@ impl Default for Builder {
 impl Builder {
     /// An empty report that keeps at most `cap` (file, process) pairs.
     pub fn with_pair_cap(cap: usize) -> Builder {
+        Builder::with_caps(cap, MAX_FILES)
+    }
+
+    /// An empty report that keeps at most `pairs` (file, process) pairs and
+    /// `files` files.
+    pub fn with_caps(pairs: usize, files: usize) -> Builder {
         Builder {
             files: Vec::new(),
             index: FxHashMap::default(),
@@ -597,7 +659,10 @@ impl Builder {
             first_ns: None,
             last_ns: None,
             pairs: 0,
-            pair_cap: cap,
+            pair_cap: pairs,
+            file_cap: files,
+            other_files: None,
+            unlisted_process_events: 0,
         }
     }
 
@@ -619,19 +684,53 @@ impl Builder {
         &mut self.names
     }
 
-    fn file(&mut self, vnode_id: u64) -> usize {
-        let next = self.files.len();
-        let i = *self
-            .index
-            .entry((self.generation, vnode_id))
-            .or_insert(next);
-        if i == next {
-            self.files.push(FileState {
-                vnode_id,
-                ..FileState::default()
-            });
+    /// The index of the file `vnode_id` names in this generation; `None`
+    /// for a new one once [`MAX_FILES`] are kept.
+    fn file(&mut self, vnode_id: u64) -> Option<usize> {
+        let key = (self.generation, vnode_id);
+        if let Some(&i) = self.index.get(&key) {
+            return Some(i);
         }
-        i
+        if self.files.len() >= self.file_cap {
+            return None;
+        }
+        let i = self.files.len();
+        self.index.insert(key, i);
+        self.files.push(FileState {
+            vnode_id,
+            ..FileState::default()
+        });
+        Some(i)
+    }
+
+    /// Adds up a selected event of a file past [`MAX_FILES`]; its process
+    /// keeps its map or page-in.
+    fn fold_file_event(&mut self, pid: u32, event: &Event) {
+        let o = self.other_files.get_or_insert_default();
+        o.events += 1;
+        match event {
+            Event::Open { .. } => o.opens += 1,
+            Event::Mmap { .. } => o.maps += 1,
+            Event::Mnomap { .. } => o.mnomaps += 1,
+            Event::Pagein { size, .. } => {
+                o.pageins += 1;
+                o.pagein_bytes += u64::from(*size);
+            }
+            _ => {}
+        }
+        let Some((p, _)) = process(&mut self.procs, pid) else {
+            self.unlisted_process_events += 1;
+            return;
+        };
+        p.pid = pid;
+        match event {
+            Event::Mmap { .. } => p.maps += 1,
+            Event::Pagein { size, .. } => {
+                p.pageins += 1;
+                p.pagein_bytes += u64::from(*size);
+            }
+            _ => {}
+        }
     }
 
     /// Takes in one item.
@@ -650,8 +749,10 @@ impl Builder {
         };
         let r = &ev.rec;
         if let Event::Proc { name, .. } = &r.event {
-            self.names
-                .insert(r.pid, String::from_utf8_lossy(name).into_owned());
+            if self.names.len() < MAX_PROCESSES || self.names.contains_key(&r.pid) {
+                self.names
+                    .insert(r.pid, String::from_utf8_lossy(name).into_owned());
+            }
             return;
         }
         // The trace starts at its first record about files: a MARK (the
@@ -671,20 +772,32 @@ impl Builder {
             .selects(r.pid, r.timestamp_ns, first, &self.names);
         if r.kind == EventKind::FileMmap {
             if selected {
-                self.procs.entry(r.pid).or_default().0.mmap_calls += 1;
+                match process(&mut self.procs, r.pid) {
+                    Some((p, _)) => p.mmap_calls += 1,
+                    None => self.unlisted_process_events += 1,
+                }
             }
             return;
         }
         if !selected && r.kind == EventKind::Pagein {
             return;
         }
-        let fi = self.file(r.vnode_id);
-        let mut unselected = (ProcessReport::default(), FxHashSet::default());
-        let (proc_report, proc_files) = if selected {
-            self.procs.entry(r.pid).or_default()
-        } else {
-            &mut unselected
+        let Some(fi) = self.file(r.vnode_id) else {
+            if selected {
+                self.fold_file_event(r.pid, &r.event);
+            }
+            return;
         };
+        let mut unlisted = (ProcessReport::default(), FxHashSet::default());
+        let listed = if selected {
+            process(&mut self.procs, r.pid)
+        } else {
+            None
+        };
+        if selected && listed.is_none() {
+            self.unlisted_process_events += 1;
+        }
+        let (proc_report, proc_files) = listed.unwrap_or(&mut unlisted);
         proc_report.pid = r.pid;
         let Some(f) = self.files.get_mut(fi) else {
             return;
@@ -1002,6 +1115,8 @@ impl Builder {
             cut_bytes: t.cut_bytes,
             incomplete: t.lossy() || t.corrupt > 0,
             folded_events,
+            other_files: self.other_files,
+            unlisted_process_events: self.unlisted_process_events,
         };
         let summary = Summary {
             first_ns: self.first_ns,
@@ -1293,6 +1408,7 @@ mod tests {
         let kind = match event {
             Event::Mmap { .. } => EventKind::Mmap,
             Event::Mnomap { .. } => EventKind::Mnomap,
+            Event::Proc { .. } => EventKind::Proc,
             _ => EventKind::Pagein,
         };
         let rec = Record {
@@ -1549,6 +1665,117 @@ mod tests {
         let r = b.finish(&Totals::default());
         let pages_each = u64::from(u32::MAX).div_ceil(PAGE_SIZE);
         assert!(r.files[0].pageins.distinct_pages >= 4 * pages_each);
+    }
+
+    /// A page-in of 4 KiB by `pid` of the file `vnode_id`.
+    fn pagein_of(ts: u64, pid: u32, vnode_id: u64) -> Item {
+        let mut it = item(
+            ts,
+            pid,
+            Event::Pagein {
+                offset: 0,
+                size: 4096,
+                duration_ns: 1,
+                counts: counts(1),
+                upl_flags: 0,
+            },
+        );
+        if let Item::Event(ev) = &mut it {
+            ev.rec.vnode_id = vnode_id;
+        }
+        it
+    }
+
+    /// Hostile input: a new vnode in every record. The builder keeps at
+    /// most its cap of files; the rest are added up in `other_files`, and
+    /// processes keep their exact page-ins.
+    #[test]
+    fn files_past_the_cap_are_added_up_and_processes_stay_exact() {
+        let mut b = Builder::with_caps(MAX_PAIRS, 10);
+        for i in 0..300u64 {
+            b.observe(&pagein_of(i, 1000 + (i % 3) as u32, 1 + i));
+            // A kept file's later events still go to it.
+            b.observe(&pagein_of(i, 1000, 1 + i % 10));
+        }
+        let mut m = map(400, 1);
+        if let Item::Event(ev) = &mut m {
+            (ev.rec.pid, ev.rec.vnode_id) = (2000, 999);
+        }
+        b.observe(&m);
+        assert_eq!((b.files.len(), b.index.len()), (10, 10));
+        let r = b.finish(&Totals::default());
+        let kept: u64 = r.files.iter().map(|f| f.pageins.count).sum();
+        let other = r.totals.other_files.clone().unwrap();
+        assert_eq!(kept, 10 + 300);
+        assert_eq!((other.events, other.pageins, other.maps), (291, 290, 1));
+        assert_eq!(other.pagein_bytes, 290 * 4096);
+        assert_eq!(kept + other.pageins, 600);
+        let pageins: BTreeMap<u32, u64> = r.processes.iter().map(|p| (p.pid, p.pageins)).collect();
+        assert_eq!(
+            pageins,
+            BTreeMap::from([(1000, 400), (1001, 100), (1002, 100), (2000, 0)])
+        );
+        assert_eq!(
+            r.processes.iter().find(|p| p.pid == 2000).map(|p| p.maps),
+            Some(1)
+        );
+        let mut text = Vec::new();
+        write_human(&mut text, &r).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(
+            text.contains("… 291 events of files past the first 100000 added up: 1 maps, 0 VNOP_MNOMAPs, 290 page-ins (1187840 bytes), 0 opens"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["totals"]["other_files"]["pageins"], 290);
+    }
+
+    /// Hostile input: more pids than XNU can have. Past `MAX_PROCESSES`
+    /// neither names nor figures are kept for new pids; their events still
+    /// count for their files.
+    #[test]
+    fn processes_past_the_cap_are_counted_but_not_listed() {
+        let mut b = Builder::new();
+        let extra = 5u32;
+        for pid in 0..MAX_PROCESSES as u32 + extra {
+            b.observe(&item(
+                1,
+                pid,
+                Event::Proc {
+                    name: b"p".to_vec(),
+                    truncated: false,
+                },
+            ));
+            b.observe(&pagein_of(2, pid, 7));
+        }
+        assert_eq!(
+            (b.names.len(), b.procs.len()),
+            (MAX_PROCESSES, MAX_PROCESSES)
+        );
+        // A kept pid is still renamed.
+        b.observe(&item(
+            3,
+            1,
+            Event::Proc {
+                name: b"renamed".to_vec(),
+                truncated: false,
+            },
+        ));
+        assert_eq!(b.names.get(&1).map(String::as_str), Some("renamed"));
+        let r = b.finish(&Totals::default());
+        assert_eq!(r.totals.unlisted_process_events, u64::from(extra));
+        assert_eq!(r.processes.len(), MAX_PROCESSES);
+        assert_eq!(
+            r.files[0].pageins.count,
+            MAX_PROCESSES as u64 + u64::from(extra)
+        );
+        let mut text = Vec::new();
+        write_human(&mut text, &r).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(
+            text.contains("… 5 events of processes past the first 100000 listed under no process"),
+            "{text}"
+        );
     }
 
     /// Hostile input: many processes paging in many files. The builder

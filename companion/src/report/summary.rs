@@ -161,5 +161,26 @@ pub fn write_totals(w: &mut impl Write, t: &ReportTotals) -> io::Result<()> {
             super::MAX_PAIRS
         )?;
     }
+    if let Some(o) = &t.other_files {
+        writeln!(
+            w,
+            "… {} events of files past the first {} added up: {} maps, {} VNOP_MNOMAPs, {} page-ins ({} bytes), {} opens (their processes keep their maps and page-ins)",
+            o.events,
+            super::MAX_FILES,
+            o.maps,
+            o.mnomaps,
+            o.pageins,
+            o.pagein_bytes,
+            o.opens
+        )?;
+    }
+    if t.unlisted_process_events > 0 {
+        writeln!(
+            w,
+            "… {} events of processes past the first {} listed under no process (their files count them)",
+            t.unlisted_process_events,
+            super::MAX_PROCESSES
+        )?;
+    }
     Ok(())
 }
