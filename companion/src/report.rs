@@ -631,6 +631,8 @@ pub struct Builder {
     file_cap: usize,
     other_files: Option<OtherFiles>,
     unlisted_process_events: u64,
+    /// The clock anchor of `--time wall`: suspect details name UTC times.
+    wall: Option<Anchor>,
 }
 
 impl Default for Builder {
@@ -663,6 +665,7 @@ impl Builder {
             file_cap: files,
             other_files: None,
             unlisted_process_events: 0,
+            wall: None,
         }
     }
 
@@ -677,6 +680,12 @@ impl Builder {
             filter,
             ..Builder::default()
         }
+    }
+
+    /// Writes the times in suspect details as UTC through `anchor` (the
+    /// rest of the report is rendered with [`Summary::set_wall_clock`]).
+    pub fn set_wall_clock(&mut self, anchor: Anchor) {
+        self.wall = Some(anchor);
     }
 
     /// Process names by pid, for `--comm`: PROC records fill it.
@@ -1045,9 +1054,12 @@ impl Builder {
                     path: f.path.clone(),
                     reason: "still_mapped",
                     detail: format!(
-                        "mapped {} time(s) since {}s by pid {} with no last unmap (VNOP_MNOMAP) before the trace ended{}",
+                        "mapped {} time(s) since {} by pid {} with no last unmap (VNOP_MNOMAP) before the trace ended{}",
                         e.maps,
-                        e.start_ns.map_or("?".into(), secs),
+                        e.start_ns.map_or("?".into(), |t| match &self.wall {
+                            Some(a) => shown_time(t, Some(a)),
+                            None => format!("{}s", secs(t)),
+                        }),
                         who.join(","),
                         holders.as_ref().map_or(String::new(), |h| format!("; {}", holders_line(h)))
                     ),

@@ -193,6 +193,18 @@ fn report_shows_utc_first_and_last_times_with_time_wall() {
         .output()
         .unwrap();
     let r = ok_json(&out);
+    // Suspect details name UTC times too, not seconds since boot.
+    let still_mapped: Vec<&str> = r["leak_suspects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["reason"] == "still_mapped")
+        .map(|s| s["detail"].as_str().unwrap())
+        .collect();
+    assert!(!still_mapped.is_empty(), "{r}");
+    for d in &still_mapped {
+        assert!(d.contains(" since 20") && d.contains("Z by pid "), "{d}");
+    }
     let s = &r["summary"];
     let (first, last) = (
         s["first_ns"].as_u64().unwrap(),

@@ -66,6 +66,9 @@ pub fn run(source: Option<&str>, a: &ReportArgs, mut out: &mut impl Write) -> Re
     let filter = filter(a, src.as_ref());
     let wall = wall_anchor(src.as_ref(), a.time)?;
     let mut b = report::Builder::with_filter(filter);
+    if let Some(anchor) = wall {
+        b.set_wall_clock(anchor);
+    }
     let totals = observe_each(src.as_mut(), &a.limit, |i| b.observe(i))?;
     let mut r = b.finish(&totals);
     report::sort::apply(&mut r, &view(a));
