@@ -161,7 +161,9 @@ pub struct Common {
     pub ts_ns: u64,
     /// The UTC time of `ts_ns` (RFC 3339, microseconds), with
     /// `--time wall`; absent otherwise.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    // Absent, never null: the schema says "string" (not required).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     #[schemars(regex(
         pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z$"
     ))]
@@ -175,7 +177,8 @@ pub struct Common {
     pub pid: u32,
     /// The process's name, once a `proc` line named the pid (the latest:
     /// an exec renames it); absent before.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub comm: Option<String>,
     /// Thread id (64-bit, so a string).
     pub tid: DecId,

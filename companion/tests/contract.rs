@@ -164,6 +164,12 @@ fn the_schema_refuses_what_the_contract_forbids() {
     let mut t = ev.clone();
     t["time"] = "2025-11-24T16:00:00.000001Z".into();
     assert!(v.is_valid(&t), "refused {t}");
+    // Optional fields are left out, never null: the writer never writes one.
+    for field in ["time", "comm"] {
+        let mut t = ev.clone();
+        t[field] = serde_json::Value::Null;
+        assert!(!v.is_valid(&t), "accepted {t}");
+    }
     // A null path is stated, never left out.
     ev.as_object_mut().unwrap().remove("path");
     assert!(!v.is_valid(&ev), "accepted {ev}");
