@@ -55,7 +55,8 @@ pub struct Step {
     /// Iocount before the operation (`None`: not measured).
     pub iocount: Option<u16>,
     /// For mmap: "mmap" (an mmap(2) call) or "exec" (exec or loader).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub via: Option<&'static str>,
 }
 
@@ -299,6 +300,7 @@ pub struct FileReport {
     pub by_process: Vec<FileProcess>,
     /// Processes past the report's cap of (file, process) pairs, added up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "OtherProcesses")]
     pub other_processes: Option<OtherProcesses>,
     /// Who holds it at the end (`None`: neither mapped nor open then).
     pub holders: Option<Holders>,
@@ -419,6 +421,7 @@ pub struct ReportTotals {
     pub folded_events: u64,
     /// Events of files past [`MAX_FILES`], added up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "OtherFiles")]
     pub other_files: Option<OtherFiles>,
     /// Events of processes past [`MAX_PROCESSES`]: counted for their files,
     /// listed under no process.

@@ -609,4 +609,16 @@ fn report_documents_name_their_schema_and_validate() {
     doc["schema"] = "maptrace.report".into();
     doc["totals"]["dropped"] = "5".into();
     assert!(!v.is_valid(&doc), "accepted a string count");
+    doc["totals"]["dropped"] = 5.into();
+    assert!(v.is_valid(&doc), "refused the document back");
+    // Fields left out when there is nothing to say are never null.
+    for (at, field) in [
+        ("summary", "clock_anchor"),
+        ("summary", "first_time"),
+        ("totals", "other_files"),
+    ] {
+        let mut d = doc.clone();
+        d[at][field] = serde_json::Value::Null;
+        assert!(!v.is_valid(&d), "accepted a null {field}");
+    }
 }

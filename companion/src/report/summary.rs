@@ -36,13 +36,17 @@ pub struct Summary {
     /// With `--time wall`: the pair of clock readings that maps every
     /// `*_ns` time of the report (the kext's clock) to Unix time; the text
     /// and CSV then show UTC times.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    // Absent, never null (as the other two): the schema says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Anchor")]
     pub clock_anchor: Option<Anchor>,
     /// With `--time wall`: the first event's UTC time (RFC 3339).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub first_time: Option<String>,
     /// With `--time wall`: the last event's UTC time.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub last_time: Option<String>,
 }
 
