@@ -1800,21 +1800,7 @@ mod tests {
     fn file_process_pairs_past_the_cap_fold_and_totals_stay_exact() {
         let mut b = Builder::with_pair_cap(10);
         for i in 0..500u64 {
-            let mut it = item(
-                i,
-                1000 + (i % 50) as u32,
-                Event::Pagein {
-                    offset: 0,
-                    size: 4096,
-                    duration_ns: 1,
-                    counts: counts(1),
-                    upl_flags: 0,
-                },
-            );
-            if let Item::Event(ev) = &mut it {
-                ev.rec.vnode_id = 1 + i % 10;
-            }
-            b.observe(&it);
+            b.observe(&pagein_of(i, 1000 + (i % 50) as u32, 1 + i % 10));
         }
         let pairs: usize = b.files.iter().map(|f| f.procs.len()).sum();
         let listed: usize = b.procs.values().map(|(_, fs)| fs.len()).sum();
