@@ -24,9 +24,18 @@ const BOTTOM: f64 = 60.0;
 /// Page-ins drawn one by one; beyond this they are binned.
 pub const MAX_BLOCKS: usize = 20_000;
 /// Marks (page-ins, maps, last unmaps) kept over the whole trace, whatever
-/// its length: 40 bytes a page-in, so the builder stays under ~40 MB on any
-/// input. Past it marks are counted (the SVG says how many are missing).
+/// its length: 48 bytes a page-in, so the builder stays under ~50 MB on any
+/// input. Reaching it halves the sampling rate (see [`Builder`]): the marks
+/// kept stay spread evenly over the whole trace, and the SVG says how many
+/// are not drawn.
 pub const MAX_KEPT_MARKS: usize = 1_000_000;
+/// Files kept: each costs ~200 bytes before its marks, so hostile input
+/// naming a new vnode in every record stays bounded. Later files' events
+/// are counted ([`Builder::events_past_file_cap`]), not drawn.
+pub const MAX_FILES: usize = 100_000;
+/// Loss marks kept; past it neighbours merge pairwise (their records
+/// summed), so the total stays exact and the time axis only coarser.
+pub const MAX_LOSS_MARKS: usize = 100_000;
 /// Bins of a binned heatmap (time × offset).
 const BIN_COLS: usize = 200;
 const BIN_ROWS: usize = 100;
@@ -55,6 +64,16 @@ struct Block {
     offset: u64,
     size: u64,
     pid: u32,
+    /// Its place among its file's marks (see [`Builder`]).
+    seq: u64,
+}
+
+/// A map or last unmap: a line across the plot.
+#[derive(Clone, Copy, Debug)]
+struct Line {
+    ts: u64,
+    pid: u32,
+    seq: u64,
 }
 
 /// When a page-in ended; saturates rather than wraps on absurd times.
@@ -85,8 +104,8 @@ pub struct FileEvents {
     /// Its path.
     pub path: Option<String>,
     pageins: Vec<Block>,
-    maps: Vec<(u64, u32)>,
-    unmaps: Vec<(u64, u32)>,
+    maps: Vec<Line>,
+    unmaps: Vec<Line>,
     /// Page-ins seen, kept or not.
     pub pageins_seen: u64,
     /// Maps seen, kept or not.
@@ -95,6 +114,8 @@ pub struct FileEvents {
     pub unmaps_seen: u64,
     /// Marks seen but not kept: the builder's cap was reached.
     pub not_drawn: u64,
+    /// One mark in this many was kept, evenly over the trace (1: all).
+    pub sampled_one_in: u64,
     /// The whole trace's losses: any of them may have been this file's.
     losses: Rc<Vec<LossMark>>,
 }
@@ -129,7 +150,17 @@ impl FileEvents {
 
 /// Collects per-file events and the trace's losses from the item stream.
 ///
-/// Invariant: `kept` (marks held over all files) never exceeds `cap`.
+/// A file's marks are numbered in the order they come (`seq`: 0 for its
+/// first); the builder keeps those whose number is a multiple of `stride`.
+/// When `kept` reaches the cap, `stride` doubles and the marks whose number
+/// is no longer a multiple go: what is kept of each file is always one mark
+/// in `stride` of its own, evenly over its whole trace (not its start, and
+/// never nothing: its first mark stays).
+///
+/// Invariants: `kept` (marks held over all files) stays below the larger of
+/// `cap` and twice the files (each file keeps at least its first mark);
+/// `stride` is a power of two; `files` holds at most `file_cap` files and
+/// `losses` at most [`MAX_LOSS_MARKS`] marks.
 #[derive(Debug)]
 pub struct Builder {
     files: Vec<FileEvents>,
@@ -140,6 +171,9 @@ pub struct Builder {
     last_ts: u64,
     kept: usize,
     cap: usize,
+    stride: u64,
+    file_cap: usize,
+    events_past_file_cap: u64,
 }
 
 impl Default for Builder {
@@ -154,8 +188,13 @@ impl Builder {
         Builder::default()
     }
 
-    /// Nothing yet; keeps at most `cap` marks.
+    /// Nothing yet; keeps fewer than `cap` marks.
     pub fn with_cap(cap: usize) -> Builder {
+        Builder::with_caps(cap, MAX_FILES)
+    }
+
+    /// Nothing yet; keeps fewer than `marks` marks and at most `files` files.
+    pub fn with_caps(marks: usize, files: usize) -> Builder {
         Builder {
             files: Vec::new(),
             index: HashMap::new(),
@@ -163,14 +202,48 @@ impl Builder {
             pending_loss: 0,
             last_ts: 0,
             kept: 0,
-            cap,
+            cap: marks,
+            stride: 1,
+            file_cap: files,
+            events_past_file_cap: 0,
         }
+    }
+
+    /// Page-ins, maps and last unmaps of files past [`MAX_FILES`]: not drawn.
+    pub fn events_past_file_cap(&self) -> u64 {
+        self.events_past_file_cap
+    }
+
+    /// Halves the sampling rate: keeps the marks whose number is a
+    /// multiple of the doubled stride.
+    fn thin(&mut self) {
+        self.stride = self.stride.saturating_mul(2);
+        let stride = self.stride;
+        let mut kept = 0;
+        for f in &mut self.files {
+            f.pageins.retain(|b| b.seq % stride == 0);
+            f.maps.retain(|l| l.seq % stride == 0);
+            f.unmaps.retain(|l| l.seq % stride == 0);
+            kept += f.pageins.len() + f.maps.len() + f.unmaps.len();
+        }
+        self.kept = kept;
     }
 
     fn add_loss(&mut self, ts: u64, records: u64) {
         match self.losses.last_mut() {
             Some(last) if last.ts == ts => last.records = last.records.saturating_add(records),
             _ => self.losses.push(LossMark { ts, records }),
+        }
+        if self.losses.len() >= MAX_LOSS_MARKS {
+            // Neighbours merge at the first one's time.
+            self.losses = self
+                .losses
+                .chunks(2)
+                .map(|pair| LossMark {
+                    ts: pair[0].ts,
+                    records: pair.iter().fold(0u64, |n, m| n.saturating_add(m.records)),
+                })
+                .collect();
         }
     }
 
@@ -213,14 +286,27 @@ impl Builder {
         {
             return;
         }
-        let next = self.files.len();
-        let i = *self.index.entry(r.vnode_id).or_insert(next);
-        if i == next {
-            self.files.push(FileEvents {
-                vnode_id: r.vnode_id,
-                ..FileEvents::default()
-            });
-        }
+        let i = match self.index.get(&r.vnode_id) {
+            Some(&i) => i,
+            None if self.files.len() >= self.file_cap => {
+                if matches!(
+                    r.event,
+                    Event::Pagein { .. } | Event::Mmap { .. } | Event::Mnomap { .. }
+                ) {
+                    self.events_past_file_cap += 1;
+                }
+                return;
+            }
+            None => {
+                let i = self.files.len();
+                self.index.insert(r.vnode_id, i);
+                self.files.push(FileEvents {
+                    vnode_id: r.vnode_id,
+                    ..FileEvents::default()
+                });
+                i
+            }
+        };
         let Some(f) = self.files.get_mut(i) else {
             return;
         };
@@ -233,11 +319,10 @@ impl Builder {
             Event::Mnomap { .. } => f.unmaps_seen += 1,
             _ => return,
         }
-        if self.kept >= self.cap {
-            f.not_drawn += 1;
+        let seq = (f.pageins_seen + f.maps_seen + f.unmaps_seen).saturating_sub(1);
+        if seq % self.stride != 0 {
             return;
         }
-        self.kept += 1;
         match &r.event {
             Event::Pagein {
                 offset,
@@ -250,9 +335,22 @@ impl Builder {
                 offset: u64::try_from(*offset).unwrap_or(0),
                 size: u64::from(*size),
                 pid: r.pid,
+                seq,
             }),
-            Event::Mmap { .. } => f.maps.push((r.timestamp_ns, r.pid)),
-            _ => f.unmaps.push((r.timestamp_ns, r.pid)),
+            Event::Mmap { .. } => f.maps.push(Line {
+                ts: r.timestamp_ns,
+                pid: r.pid,
+                seq,
+            }),
+            _ => f.unmaps.push(Line {
+                ts: r.timestamp_ns,
+                pid: r.pid,
+                seq,
+            }),
+        }
+        self.kept += 1;
+        if self.kept >= self.cap.max(2 * self.files.len()) {
+            self.thin();
         }
     }
 
@@ -261,12 +359,18 @@ impl Builder {
     pub fn finish(mut self) -> Vec<FileEvents> {
         self.place_pending_loss(self.last_ts);
         let losses = Rc::new(self.losses);
+        let stride = self.stride;
         self.files
             .into_iter()
             .filter(|f| !f.is_empty())
-            .map(|f| FileEvents {
-                losses: Rc::clone(&losses),
-                ..f
+            .map(|f| {
+                let kept = (f.pageins.len() + f.maps.len() + f.unmaps.len()) as u64;
+                FileEvents {
+                    losses: Rc::clone(&losses),
+                    not_drawn: (f.pageins_seen + f.maps_seen + f.unmaps_seen).saturating_sub(kept),
+                    sampled_one_in: stride,
+                    ..f
+                }
             })
             .collect()
     }
@@ -419,8 +523,8 @@ pub fn render(f: &FileEvents) -> String {
         .pageins
         .iter()
         .flat_map(|b| [b.ts, end_ns(b)])
-        .chain(f.maps.iter().map(|m| m.0))
-        .chain(f.unmaps.iter().map(|m| m.0));
+        .chain(f.maps.iter().map(|m| m.ts))
+        .chain(f.unmaps.iter().map(|m| m.ts));
     let t0 = times.clone().min().unwrap_or(0);
     let span = times.max().unwrap_or(0).saturating_sub(t0).max(1_000);
     let max_off = f
@@ -482,10 +586,11 @@ pub fn render(f: &FileEvents) -> String {
     if f.not_drawn > 0 {
         let _ = writeln!(
             s,
-            r##"<text id="not-drawn" x="{}" y="{}" text-anchor="end" fill="{LOSS_COLOR}" font-size="11">{} page-ins, maps and unmaps not drawn (past the memory cap)</text>"##,
+            r##"<text id="not-drawn" x="{}" y="{}" text-anchor="end" fill="{LOSS_COLOR}" font-size="11">{} page-ins, maps and unmaps not drawn: one in {} of the trace's is, evenly over it (memory cap)</text>"##,
             WIDTH - 10.0,
             HEIGHT - 5.0,
-            f.not_drawn
+            f.not_drawn,
+            f.sampled_one_in
         );
     }
     // Plot frame and axes.
@@ -551,8 +656,8 @@ pub fn render(f: &FileEvents) -> String {
             "last unmap",
         ),
     ] {
-        for (t, pid) in list {
-            let xp = x(*t);
+        for &Line { ts: t, pid, .. } in list {
+            let xp = x(t);
             let _ = writeln!(
                 s,
                 r#"<line class="{class}" x1="{xp:.2}" y1="{TOP}" x2="{xp:.2}" y2="{}" stroke="{col}" stroke-width="1.5" stroke-opacity="0.7"{dash}><title>pid {pid} {what} at {}</title></line>"#,
@@ -770,27 +875,77 @@ mod tests {
         })
     }
 
-    /// Hostile input: however many page-ins, the builder keeps at most its
-    /// cap of marks; the rest are counted and said to be missing.
+    /// Hostile input: however many page-ins, the builder keeps fewer than
+    /// its cap of marks, spread evenly over each file's whole trace; the
+    /// rest are counted and said to be missing.
     #[test]
-    fn page_ins_past_the_cap_are_counted_not_kept() {
+    fn page_ins_past_the_cap_are_sampled_evenly_and_counted() {
         let mut b = Builder::with_cap(1000);
         for i in 0..5000u64 {
             b.observe(&pagein(i, 100 + (i % 3) as u32, 1 + i % 2));
         }
         let files = b.finish();
-        let kept: usize = files.iter().map(|f| f.pageins.len()).sum();
-        assert_eq!(kept, 1000);
-        let seen: u64 = files.iter().map(|f| f.pageins_seen).sum();
-        assert_eq!(seen, 5000);
-        let not_drawn: u64 = files.iter().map(|f| f.not_drawn).sum();
-        assert_eq!(not_drawn, 4000);
+        assert_eq!(files.len(), 2);
+        for f in &files {
+            // 2500 page-ins each, every 8th of its own kept (0, 8, .., 2496).
+            assert_eq!((f.pageins_seen, f.pageins.len()), (2500, 313));
+            assert_eq!((f.not_drawn, f.sampled_one_in), (2187, 8));
+            let ts: Vec<u64> = f.pageins.iter().map(|b| b.ts).collect();
+            assert!(
+                ts[0] <= 1 && *ts.last().unwrap() >= 4992,
+                "covers the whole trace"
+            );
+            assert!(ts.windows(2).all(|w| w[1] - w[0] == 16), "evenly: {ts:?}");
+        }
         let svg = render(&files[0]);
         assert!(svg.contains("2500 page-ins,"), "the subtitle counts all");
         assert!(
-            svg.contains(">2000 page-ins, maps and unmaps not drawn"),
+            svg.contains(">2187 page-ins, maps and unmaps not drawn: one in 8 "),
             "{svg}"
         );
+    }
+
+    /// A file with one page-in among a storm of another's keeps it.
+    #[test]
+    fn sampling_never_empties_a_file() {
+        let mut b = Builder::with_cap(100);
+        b.observe(&pagein(0, 1, 9));
+        for i in 1..10_000u64 {
+            b.observe(&pagein(i, 1, 1));
+        }
+        let files = b.finish();
+        assert_eq!(files[0].vnode_id, 9);
+        assert_eq!((files[0].pageins.len(), files[0].not_drawn), (1, 0));
+        assert!(files[1].pageins.len() < 100);
+    }
+
+    /// Hostile input: a new vnode in every record. Files past the cap are
+    /// counted, not kept.
+    #[test]
+    fn files_past_the_cap_are_counted_not_kept() {
+        let mut b = Builder::with_caps(MAX_KEPT_MARKS, 10);
+        for i in 0..50u64 {
+            b.observe(&pagein(i, 1, 1 + i));
+        }
+        assert_eq!(b.events_past_file_cap(), 40);
+        assert_eq!((b.files.len(), b.index.len()), (10, 10));
+        assert_eq!(b.finish().len(), 10);
+    }
+
+    /// Hostile input: a loss before every record. Loss marks merge pairwise
+    /// past their cap; the records lost stay exact.
+    #[test]
+    fn loss_marks_stay_bounded_and_exact() {
+        let mut b = Builder::new();
+        let n = 3 * MAX_LOSS_MARKS as u64;
+        for ts in 0..n {
+            b.add_loss(ts, 2);
+        }
+        assert!(b.losses.len() < MAX_LOSS_MARKS);
+        let total: u64 = b.losses.iter().map(|m| m.records).sum();
+        assert_eq!(total, 2 * n);
+        assert!(b.losses.windows(2).all(|w| w[0].ts < w[1].ts));
+        assert_eq!(b.losses[0].ts, 0);
     }
 
     #[test]

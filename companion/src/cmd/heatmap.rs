@@ -20,6 +20,7 @@ pub fn run(source: Option<&str>, a: &HeatmapArgs, out: &mut impl Write) -> Resul
     let totals = observe_each(src.as_mut(), limit, |i| b.observe(i))?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", shown_path(dir)))?;
     let mut written = 0;
+    let past_cap = b.events_past_file_cap();
     for f in b.finish() {
         if let Some(prefix) = path {
             if !f
@@ -42,6 +43,12 @@ pub fn run(source: Option<&str>, a: &HeatmapArgs, out: &mut impl Write) -> Resul
         written += 1;
     }
     out.flush()?;
+    if past_cap > 0 {
+        eprintln!(
+            "maptrace: {past_cap} page-ins, maps and unmaps of files past the first {} were not drawn (memory cap)",
+            heatmap::MAX_FILES
+        );
+    }
     if written == 0 {
         bail!(
             "no file had page-ins or maps to draw{}",
