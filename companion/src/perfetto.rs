@@ -155,7 +155,16 @@ fn start<'a>(buf: &'a mut Vec<u8>, started: &mut bool) -> Obj<'a> {
     Obj::open(buf)
 }
 
+/// Processes, threads or files the exporter remembers having named (each
+/// set apart). Past it the set starts over: a track seen again is named
+/// again (the UI keeps the latest name), so hostile input naming a new
+/// thread or vnode in every record costs output, not memory.
+pub const MAX_NAMED: usize = 1 << 20;
+
 /// Writes the trace as items come in.
+///
+/// Invariant: `processes`, `threads` and `counters` each hold at most
+/// `cap` entries.
 #[derive(Debug)]
 pub struct Exporter<W: Write> {
     out: W,
@@ -170,6 +179,7 @@ pub struct Exporter<W: Write> {
     /// Drop and gap notices waiting for the time of the next record.
     pending: Vec<Loss>,
     last_ts: u64,
+    cap: usize,
 }
 
 impl<W: Write> Exporter<W> {
@@ -187,6 +197,7 @@ impl<W: Write> Exporter<W> {
             counters: FxHashMap::default(),
             pending: Vec::new(),
             last_ts: 0,
+            cap: MAX_NAMED,
         })
     }
 
@@ -303,12 +314,18 @@ impl<W: Write> Exporter<W> {
     ) -> io::Result<()> {
         let known = self.processes.get(&pid);
         if known.is_none() || (comm.is_some() && known.is_some_and(|k| k.as_ref() != comm)) {
+            if self.processes.len() >= self.cap {
+                self.processes.clear();
+            }
             self.processes.insert(pid, comm.cloned());
             let name = process_track_name(pid, comm.map(|c| &**c));
             let mut o = start(&mut self.buf, &mut self.started);
             o.str("name", "process_name").str("ph", "M").num("pid", pid);
             o.nest("args").str("name", &name).close();
             self.emit()?;
+        }
+        if self.threads.len() >= self.cap && !self.threads.contains(&(pid, tid)) {
+            self.threads.clear();
         }
         if self.threads.insert((pid, tid)) {
             let mut o = start(&mut self.buf, &mut self.started);
@@ -330,6 +347,10 @@ impl<W: Write> Exporter<W> {
         };
         if r.vnode_id == 0 {
             return Ok(());
+        }
+        if self.counters.len() >= self.cap && !self.counters.contains_key(&r.vnode_id) {
+            // Past the cap a file's track may be named anew (see MAX_NAMED).
+            self.counters.clear();
         }
         if self.counters.is_empty() {
             let mut o = start(&mut self.buf, &mut self.started);
@@ -476,6 +497,60 @@ impl<W: Write> Exporter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Hostile input: a new thread and file in every record. The exporter
+    /// remembers at most its cap of each, and a track it forgot is named
+    /// again when it comes back.
+    #[test]
+    fn named_tracks_stay_bounded() {
+        use crate::pipeline::Ev;
+        use maptrace_abi::{Counts, EventKind};
+        let pagein = |tid: u64| {
+            Item::Event(Ev {
+                rec: Record {
+                    shard: 0,
+                    pos: tid,
+                    lost_before: 0,
+                    kind: EventKind::Pagein,
+                    flags: 0,
+                    error: 0,
+                    pid: 7,
+                    timestamp_ns: tid,
+                    tid,
+                    vnode_id: 1 + tid,
+                    event: Event::Pagein {
+                        offset: 0,
+                        size: 4096,
+                        duration_ns: 1,
+                        counts: Counts {
+                            usecount: 1,
+                            kusecount: 0,
+                            iocount: Some(1),
+                            method: ProbeMethod::Offset,
+                            saturated: false,
+                        },
+                        upl_flags: 0,
+                    },
+                },
+                path: None,
+                call: None,
+                call_map: 0,
+                comm: None,
+            })
+        };
+        let mut x = Exporter::new(Vec::new()).unwrap();
+        x.cap = 4;
+        for tid in 0..100 {
+            x.observe(&pagein(tid)).unwrap();
+            assert!(x.threads.len() <= 4 && x.counters.len() <= 4);
+        }
+        x.observe(&pagein(0)).unwrap();
+        let out = String::from_utf8(x.finish().unwrap()).unwrap();
+        assert_eq!(out.matches(r#""name":"tid 0""#).count(), 2, "named again");
+        assert_eq!(out.matches(r#""name":"tid 99""#).count(), 1);
+        let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert!(doc["traceEvents"].as_array().unwrap().len() > 200);
+    }
 
     #[test]
     fn microseconds_are_exact_decimals() {
