@@ -550,17 +550,43 @@ const FREAD_FWRITE: u32 = 0x3;
 /// `O_EVTONLY` (bsd/sys/fcntl.h): the open's usecount is a kusecount too.
 const O_EVTONLY: u32 = 0x8000;
 
+/// Live opens a file tracks: a usecount past `u16::MAX` saturates in the
+/// records anyway, and OPENs whose CLOSEs were lost (or a crafted file)
+/// would otherwise grow the list, and the scan of it on every map, without
+/// bound. Opens past it are not tracked: their closes find another's.
+const MAX_LIVE_OPENS: usize = u16::MAX as usize;
+
 /// Live opens of one file by pid: their fmodes.
+///
+/// Invariant: `tracked` is the number of fmodes in `by_pid`, at most
+/// [`MAX_LIVE_OPENS`].
 #[derive(Debug, Default)]
-struct Opens(BTreeMap<u32, Vec<u32>>);
+struct Opens {
+    by_pid: BTreeMap<u32, Vec<u32>>,
+    tracked: usize,
+}
 
 impl Opens {
+    /// An OPEN by `pid` (untracked past [`MAX_LIVE_OPENS`]).
+    fn open(&mut self, pid: u32, fmode: u32) {
+        if self.tracked < MAX_LIVE_OPENS {
+            self.by_pid.entry(pid).or_default().push(fmode);
+            self.tracked += 1;
+        }
+    }
+
+    /// Every open went (vclean's closes on a forced unmount).
+    fn clear(&mut self) {
+        self.by_pid.clear();
+        self.tracked = 0;
+    }
+
     /// Live opens whose references `counts` include: with
     /// [`ProbeMethod::IsInUse`] the usecount excludes kusecounts, so
     /// event-only opens do not count.
     fn live(&self, counts: &Counts) -> u32 {
         let evtonly_seen = counts.method != ProbeMethod::IsInUse;
-        self.0
+        self.by_pid
             .values()
             .flatten()
             .filter(|m| evtonly_seen || *m & O_EVTONLY == 0)
@@ -571,15 +597,15 @@ impl Opens {
     /// close), else the oldest other pid's (an inherited descriptor); none
     /// live: a kernel-internal close. Returns whether an open went.
     fn close(&mut self, pid: u32, fflag: u32) -> bool {
-        let owner = if self.0.get(&pid).is_some_and(|v| !v.is_empty()) {
+        let owner = if self.by_pid.get(&pid).is_some_and(|v| !v.is_empty()) {
             Some(pid)
         } else {
-            self.0
+            self.by_pid
                 .iter()
                 .find(|(_, v)| v.iter().any(|m| *m & FREAD_FWRITE == fflag & FREAD_FWRITE))
                 .map(|(p, _)| *p)
         };
-        let Some(v) = owner.and_then(|o| self.0.get_mut(&o)) else {
+        let Some(v) = owner.and_then(|o| self.by_pid.get_mut(&o)) else {
             return false;
         };
         let i = v
@@ -587,9 +613,10 @@ impl Opens {
             .position(|m| *m & (FREAD_FWRITE | O_EVTONLY) == fflag & (FREAD_FWRITE | O_EVTONLY))
             .unwrap_or(0);
         v.remove(i);
+        self.tracked -= 1;
         if v.is_empty() {
             let o = owner.unwrap_or(pid);
-            self.0.remove(&o);
+            self.by_pid.remove(&o);
         }
         true
     }
@@ -843,7 +870,7 @@ impl Builder {
         match &r.event {
             Event::Path { .. } | Event::Proc { .. } => return,
             Event::Open { fmode, counts, .. } => {
-                f.opens.0.entry(r.pid).or_default().push(*fmode);
+                f.opens.open(r.pid, *fmode);
                 // Taken after the open's reference.
                 f.last_use = use_of(counts);
                 fp.opens += 1;
@@ -856,7 +883,7 @@ impl Builder {
                 f.last_use = use_of(counts).map(|u| u.saturating_sub(u16::from(drops)));
                 if fflag & FREAD_FWRITE == 0 {
                     // vclean's one close for every open: a forced unmount.
-                    f.opens.0.clear();
+                    f.opens.clear();
                     if let Some(e) = f.epochs.last_mut().filter(|_| f.open) {
                         e.forced_unmount = true;
                     }
@@ -1157,12 +1184,12 @@ impl Builder {
 /// the mappers and exec'ing processes of its current epoch.
 fn holders_of(f: &FileState, comm: &impl Fn(u32) -> Option<String>) -> Option<Holders> {
     let mapped = f.epochs.last().filter(|e| e.end_ns.is_none() && f.open);
-    if f.opens.0.is_empty() && mapped.is_none() {
+    if f.opens.by_pid.is_empty() && mapped.is_none() {
         return None;
     }
     let mut holders: Vec<Holder> = f
         .opens
-        .0
+        .by_pid
         .iter()
         .map(|(pid, v)| Holder {
             pid: *pid,
@@ -1424,6 +1451,7 @@ mod tests {
             Event::Mmap { .. } => EventKind::Mmap,
             Event::Mnomap { .. } => EventKind::Mnomap,
             Event::Proc { .. } => EventKind::Proc,
+            Event::Open { .. } => EventKind::Open,
             _ => EventKind::Pagein,
         };
         let rec = Record {
@@ -1699,6 +1727,32 @@ mod tests {
             ev.rec.vnode_id = vnode_id;
         }
         it
+    }
+
+    /// OPENs whose CLOSEs never come (lost, or a crafted file): a file
+    /// tracks at most `MAX_LIVE_OPENS` of them, as a usecount saturates.
+    #[test]
+    fn live_opens_stay_bounded() {
+        let mut b = Builder::new();
+        let open = |ts| {
+            item(
+                ts,
+                9,
+                Event::Open {
+                    vid: 1,
+                    fmode: 1,
+                    counts: counts(u16::MAX),
+                },
+            )
+        };
+        for ts in 0..MAX_LIVE_OPENS as u64 + 100 {
+            b.observe(&open(ts));
+        }
+        assert_eq!(b.files[0].opens.tracked, MAX_LIVE_OPENS);
+        let r = b.finish(&Totals::default());
+        let holders = r.files[0].holders.as_ref().unwrap();
+        assert_eq!(holders.holders[0].count, MAX_LIVE_OPENS as u32);
+        assert_eq!(r.processes[0].pid, 9);
     }
 
     /// Hostile input: a new vnode in every record. The builder keeps at
