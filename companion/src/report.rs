@@ -132,22 +132,54 @@ pub struct Epoch {
 /// trace long keeps its first epochs, its held ones and its latest.
 pub const MAX_EPOCHS: usize = 16;
 
-/// Before an epoch starting at usecount `before` is pushed: tells earlier
-/// ones whether a reference came back, and folds the last one away when
-/// enough are kept and it is not needed.
-fn make_room(epochs: &mut Vec<Epoch>, not_kept: &mut u64, before: Option<u16>) {
-    if let Some(u) = before {
-        for old in epochs.iter_mut() {
-            old.returned |= old.usecount_before.is_some_and(|b| u <= b);
+/// Epochs a file keeps in all, held ones included: a file whose every
+/// epoch leaks (a leak storm under test) would otherwise keep them all,
+/// and scan them all at every new one. Past it the latest finished epoch
+/// makes room even if it held a reference; such an epoch is remembered by
+/// its usecount before only, to know whether a later one returned it.
+pub const MAX_KEPT_EPOCHS: usize = 256;
+
+/// A file's epochs and what is remembered of those not kept.
+///
+/// Invariant: `kept` holds at most [`MAX_KEPT_EPOCHS`]; `held_not_kept`
+/// maps a usecount before to the number of epochs left out that held a
+/// reference not yet returned (at most one entry per `u16`).
+#[derive(Debug, Default)]
+struct Epochs {
+    kept: Vec<Epoch>,
+    not_kept: u64,
+    held_not_kept: BTreeMap<u16, u64>,
+}
+
+impl Epochs {
+    /// Before an epoch starting at usecount `before` is pushed: tells
+    /// earlier ones whether a reference came back, and folds the last one
+    /// away when enough are kept and it is not needed (or when the file
+    /// keeps all it may).
+    fn make_room(&mut self, before: Option<u16>) {
+        if let Some(u) = before {
+            for old in self.kept.iter_mut() {
+                old.returned |= old.usecount_before.is_some_and(|b| u <= b);
+            }
+            // Those left out that started at or above `u` got theirs back.
+            self.held_not_kept.split_off(&u);
+        }
+        let Some(last) = self.kept.last().filter(|l| l.end_ns.is_some()) else {
+            return;
+        };
+        let held = last.verdict == Verdict::Held;
+        if self.kept.len() >= MAX_EPOCHS && !held || self.kept.len() >= MAX_KEPT_EPOCHS {
+            if let (true, false, Some(b)) = (held, last.returned, last.usecount_before) {
+                *self.held_not_kept.entry(b).or_default() += 1;
+            }
+            self.kept.pop();
+            self.not_kept += 1;
         }
     }
-    if epochs.len() >= MAX_EPOCHS
-        && epochs
-            .last()
-            .is_some_and(|l| l.end_ns.is_some() && l.verdict != Verdict::Held)
-    {
-        epochs.pop();
-        *not_kept += 1;
+
+    /// Epochs left out that held a reference never returned.
+    fn held_not_returned(&self) -> u64 {
+        self.held_not_kept.values().sum()
     }
 }
 
@@ -289,11 +321,16 @@ pub struct FileReport {
     pub vnode: String,
     /// Its path, when a PATH record named it.
     pub path: Option<String>,
-    /// Mapped epochs in order (at most [`MAX_EPOCHS`] but for held ones).
+    /// Mapped epochs in order (at most [`MAX_EPOCHS`] but for held ones,
+    /// and at most [`MAX_KEPT_EPOCHS`]).
     pub epochs: Vec<Epoch>,
-    /// Epochs left out of `epochs`: none of them held a reference.
+    /// Epochs left out of `epochs` (held ones only past
+    /// [`MAX_KEPT_EPOCHS`]: see `held_epochs_not_kept`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub epochs_not_kept: u64,
+    /// Of those, the ones that held a reference no later epoch returned.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub held_epochs_not_kept: u64,
     /// Page-ins.
     pub pageins: Pageins,
     /// By process, by pid.
@@ -503,8 +540,7 @@ pub fn schema_text() -> String {
 struct FileState {
     vnode_id: u64,
     path: Option<String>,
-    epochs: Vec<Epoch>,
-    epochs_not_kept: u64,
+    epochs: Epochs,
     open: bool,
     pageins: Pageins,
     pages: PageSet,
@@ -884,7 +920,7 @@ impl Builder {
                 if fflag & FREAD_FWRITE == 0 {
                     // vclean's one close for every open: a forced unmount.
                     f.opens.clear();
-                    if let Some(e) = f.epochs.last_mut().filter(|_| f.open) {
+                    if let Some(e) = f.epochs.kept.last_mut().filter(|_| f.open) {
                         e.forced_unmount = true;
                     }
                 } else if !f.opens.close(r.pid, *fflag) {
@@ -899,8 +935,8 @@ impl Builder {
                 if !f.open {
                     let opens_before = f.opens.live(counts);
                     f.open = true;
-                    make_room(&mut f.epochs, &mut f.epochs_not_kept, use_of(counts));
-                    f.epochs.push(Epoch {
+                    f.epochs.make_room(use_of(counts));
+                    f.epochs.kept.push(Epoch {
                         start_ns: Some(r.timestamp_ns),
                         end_ns: None,
                         maps: 0,
@@ -919,7 +955,7 @@ impl Builder {
                         returned: false,
                     });
                 }
-                if let Some(e) = f.epochs.last_mut() {
+                if let Some(e) = f.epochs.kept.last_mut() {
                     e.maps += 1;
                     if ev.call.is_some() {
                         // A shared call's second VNOP_MMAP is the same call.
@@ -951,8 +987,8 @@ impl Builder {
                 let opens_now = f.opens.live(counts);
                 if !f.open {
                     // Mapped before the trace began.
-                    make_room(&mut f.epochs, &mut f.epochs_not_kept, None);
-                    f.epochs.push(Epoch {
+                    f.epochs.make_room(None);
+                    f.epochs.kept.push(Epoch {
                         start_ns: None,
                         end_ns: None,
                         maps: 0,
@@ -972,7 +1008,7 @@ impl Builder {
                     });
                 }
                 f.open = false;
-                if let Some(e) = f.epochs.last_mut() {
+                if let Some(e) = f.epochs.kept.last_mut() {
                     e.end_ns = Some(r.timestamp_ns);
                     e.usecount_at_unmap = use_of(counts);
                     e.opens_at_unmap = opens_now;
@@ -1049,7 +1085,7 @@ impl Builder {
                 p.comm = comm(p.pid);
             }
             let holders = holders_of(&f, &comm);
-            if f.epochs.is_empty() && f.pageins.count == 0 && holders.is_none() {
+            if f.epochs.kept.is_empty() && f.pageins.count == 0 && holders.is_none() {
                 // Only a PATH record: nothing happened to the file.
                 continue;
             }
@@ -1070,7 +1106,7 @@ impl Builder {
                 unmaps: f.other.unmaps,
             });
             let vnode = format!("{:016x}", f.vnode_id);
-            if let Some(e) = f.epochs.last().filter(|e| e.end_ns.is_none()) {
+            if let Some(e) = f.epochs.kept.last().filter(|e| e.end_ns.is_none()) {
                 let who: Vec<String> = e
                     .steps
                     .iter()
@@ -1097,7 +1133,7 @@ impl Builder {
             }
             // A held reference counts as returned if a later epoch starts at
             // or below the baseline again.
-            for (i, e) in f.epochs.iter().enumerate() {
+            for (i, e) in f.epochs.kept.iter().enumerate() {
                 let (Verdict::Held, Some(before), Some(at)) =
                     (e.verdict, e.usecount_before, e.usecount_at_unmap)
                 else {
@@ -1117,11 +1153,23 @@ impl Builder {
                     });
                 }
             }
+            let held_epochs_not_kept = f.epochs.held_not_returned();
+            if held_epochs_not_kept > 0 {
+                suspects.push(Suspect {
+                    vnode: vnode.clone(),
+                    path: f.path.clone(),
+                    reason: "usecount_not_returned",
+                    detail: format!(
+                        "{held_epochs_not_kept} more epoch(s), not kept (the report keeps {MAX_KEPT_EPOCHS} a file), held a reference no later epoch returned"
+                    ),
+                });
+            }
             files.push(FileReport {
                 vnode,
                 path: f.path,
-                epochs: f.epochs,
-                epochs_not_kept: f.epochs_not_kept,
+                epochs: f.epochs.kept,
+                epochs_not_kept: f.epochs.not_kept,
+                held_epochs_not_kept,
                 pageins: f.pageins,
                 by_process: by_pid(
                     f.procs
@@ -1183,7 +1231,11 @@ impl Builder {
 /// Who holds `f` at the end: its live opens, and when it is still mapped
 /// the mappers and exec'ing processes of its current epoch.
 fn holders_of(f: &FileState, comm: &impl Fn(u32) -> Option<String>) -> Option<Holders> {
-    let mapped = f.epochs.last().filter(|e| e.end_ns.is_none() && f.open);
+    let mapped = f
+        .epochs
+        .kept
+        .last()
+        .filter(|e| e.end_ns.is_none() && f.open);
     if f.opens.by_pid.is_empty() && mapped.is_none() {
         return None;
     }
@@ -1321,12 +1373,16 @@ pub fn write_human(w: &mut impl Write, r: &Report) -> io::Result<()> {
             };
             writeln!(w, "    steps: {}{more}", steps.join(" -> "))?;
         }
-        if f.epochs_not_kept > 0 {
-            writeln!(
+        match (f.epochs_not_kept, f.held_epochs_not_kept) {
+            (0, _) => {}
+            (n, 0) => writeln!(
                 w,
-                "  ({} more epochs before the last, not listed: none held a reference)",
-                f.epochs_not_kept
-            )?;
+                "  ({n} more epochs before the last, not listed: none held a reference that was not returned)"
+            )?,
+            (n, held) => writeln!(
+                w,
+                "  ({n} more epochs before the last, not listed: {held} of them held a reference no later epoch returned)"
+            )?,
         }
         let p = &f.pageins;
         if p.count > 0 {
@@ -1616,6 +1672,53 @@ mod tests {
         );
         assert_eq!(e.steps.last().map(|s| s.kind), Some("mnomap"));
         assert_eq!(e.verdict, Verdict::Balanced);
+    }
+
+    /// A leak storm: every epoch keeps a reference. The file keeps at most
+    /// `MAX_KEPT_EPOCHS`, remembers the ones left out by their baseline,
+    /// and a later epoch back at the start returns them all.
+    #[test]
+    fn a_leak_storm_keeps_its_epochs_bounded_and_its_suspects_exact() {
+        let storm = |n: u64| -> Vec<Item> {
+            (0..n)
+                .flat_map(|i| {
+                    let before = 1 + i as u16;
+                    [map(10 * i + 1, before), unmap(10 * i + 2, before + 2)]
+                })
+                .collect()
+        };
+        let mut items = storm(1000);
+        let r = build(&items);
+        let f = &r.files[0];
+        assert_eq!(f.epochs.len(), MAX_KEPT_EPOCHS);
+        assert_eq!((f.epochs_not_kept, f.held_epochs_not_kept), (744, 744));
+        assert!(f.epochs.iter().all(|e| e.verdict == Verdict::Held));
+        assert_eq!(f.epochs.last().and_then(|e| e.end_ns), Some(9992));
+        assert_eq!(r.leak_suspects.len(), MAX_KEPT_EPOCHS + 1);
+        assert!(
+            r.leak_suspects
+                .iter()
+                .any(|s| s.detail.starts_with("744 more epoch(s), not kept")),
+            "{:?}",
+            r.leak_suspects.last()
+        );
+        let mut text = Vec::new();
+        write_human(&mut text, &r).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(
+            text.contains("744 of them held a reference no later epoch returned"),
+            "{text}"
+        );
+
+        // Everything comes back: an epoch starts at the first baseline.
+        items.push(map(20_000, 1));
+        let r = build(&items);
+        assert_eq!(r.files[0].held_epochs_not_kept, 0);
+        assert!(
+            r.leak_suspects
+                .iter()
+                .all(|s| s.reason != "usecount_not_returned")
+        );
     }
 
     #[test]
