@@ -152,7 +152,7 @@ fn naive_row(ev: &Ev) -> String {
         None => ("-".into(), "-".into(), "-".into()),
     };
     let path = ev.path.as_ref().map_or(String::new(), |p| p.text.clone());
-    let comm = ev.comm.as_deref().unwrap_or("-");
+    let comm = ev.comm.as_ref().map_or("-", |c| c.text.as_str());
     format!(
         "{:>14} {:>5} {:>7} {:>9} {:<16.16} {:<10} {:>4} {:>4} {:>4}  {:<44} {}\n",
         secs(r.timestamp_ns),

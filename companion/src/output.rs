@@ -128,8 +128,12 @@ fn write_event(out: &mut Vec<u8>, ev: &Ev, wall: Option<&Anchor>, newline: bool)
 /// The most bytes [`event_into`] writes for `ev` (and its UTC `time`).
 #[inline(always)]
 fn event_room(ev: &Ev, time: Option<&str>) -> usize {
-    let path = ev.path.as_ref().map_or(b"null".len(), |p| p.json.len());
-    let comm = ev.comm.as_ref().map_or(0, |c| escaped_max(c.len()));
+    // The path with the id (the fragment the pipeline keeps), or null.
+    let path = ev
+        .path
+        .as_ref()
+        .map_or(b"null".len(), |p| p.id_and_json_len());
+    let comm = ev.comm.as_ref().map_or(0, |c| c.json().len());
     let name = match &ev.rec.event {
         Event::Proc { name, .. } => escaped_max(name.len()),
         _ => 0,
@@ -143,7 +147,6 @@ fn event_room(ev: &Ev, time: Option<&str>) -> usize {
 #[inline(always)]
 fn event_into(c: &mut Cursor<'_>, ev: &Ev, time: Option<&str>, newline: bool) {
     let r = &ev.rec;
-    let path = ev.path.as_ref().map_or(&b"null"[..], |p| &p.json);
     kind_prefix(c, r.kind);
     c.u64(r.timestamp_ns);
     if let Some(t) = time {
@@ -158,14 +161,22 @@ fn event_into(c: &mut Cursor<'_>, ev: &Ev, time: Option<&str>, newline: bool) {
     c.u64(r.pid.into());
     if let Some(comm) = &ev.comm {
         c.lit(b",\"comm\":");
-        c.escaped(comm);
+        c.bytes(comm.json());
     }
     c.lit(b",\"tid\":\"");
     c.u64(r.tid);
     c.lit(b"\",\"vnode\":\"");
-    c.hex16(r.vnode_id);
-    c.lit(b"\",\"path\":");
-    c.bytes(path);
+    // The id's digits come escaped with the path the pipeline learned for
+    // that id; a path attached to another id (never by the pipeline) is
+    // written after the id's own digits.
+    match ev.path.as_ref().map(|p| (p.id_and_json(r.vnode_id), p)) {
+        Some((Some(fragment), _)) => c.bytes(fragment),
+        found => {
+            c.hex16(r.vnode_id);
+            c.lit(b"\",\"path\":");
+            c.bytes(found.map_or(b"null", |(_, p)| p.json()));
+        }
+    }
     c.lit(b",\"error\":");
     c.u64(r.error.into());
     c.lit(b",\"lost_before\":");
@@ -691,7 +702,10 @@ pub fn event_line_at(out: &mut Vec<u8>, ev: &Ev, wall: Option<&Anchor>) {
     out.push(b' ');
     // Escaped like a path (a process names itself), then cut on a
     // character boundary.
-    let comm = ev.comm.as_deref().map_or(Cow::Borrowed("-"), shown);
+    let comm = ev
+        .comm
+        .as_ref()
+        .map_or(Cow::Borrowed("-"), |c| shown(&c.text));
     left(out, cut_to(&comm, COMM_WIDTH).as_bytes(), COMM_WIDTH);
     out.push(b' ');
     left(out, r.kind.name().as_bytes(), 10);

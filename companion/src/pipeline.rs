@@ -43,24 +43,76 @@ pub type PathName = Rc<PathInfo>;
 pub struct PathInfo {
     /// The path, lossily made UTF-8.
     pub text: String,
-    /// The path as a JSON string literal, escaped once here rather than
-    /// for every event.
-    pub json: Vec<u8>,
+    /// The vnode id the path names.
+    vnode_id: u64,
+    /// What a JSON line holds from the vnode id's digits to the end of the
+    /// path (`0000000000001000","path":"/a/b"`), written once here rather
+    /// than for every event of the file.
+    fragment: Vec<u8>,
     /// The path was cut at `MT_PATH_MAX`.
     pub truncated: bool,
 }
 
+/// Bytes of [`PathInfo`]'s fragment before the path's literal: the id's 16
+/// hex digits and `","path":`.
+const ID_FRAGMENT: usize = 16 + b"\",\"path\":".len();
+
 impl PathInfo {
-    /// A path from its record bytes.
-    pub fn new(bytes: &[u8], truncated: bool) -> PathInfo {
+    /// The path `vnode_id` was named by, from its record bytes.
+    pub fn new(vnode_id: u64, bytes: &[u8], truncated: bool) -> PathInfo {
         let text = String::from_utf8_lossy(bytes).into_owned();
-        let mut json = Vec::with_capacity(text.len() + 2);
-        crate::json::push_str(&mut json, &text);
+        let mut fragment = Vec::with_capacity(ID_FRAGMENT + text.len() + 2);
+        fragment.extend_from_slice(format!("{vnode_id:016x}\",\"path\":").as_bytes());
+        crate::json::push_str(&mut fragment, &text);
         PathInfo {
             text,
-            json,
+            vnode_id,
+            fragment,
             truncated,
         }
+    }
+
+    /// The path as a JSON string literal.
+    pub fn json(&self) -> &[u8] {
+        &self.fragment[ID_FRAGMENT..]
+    }
+
+    /// The length of [`PathInfo::id_and_json`]'s bytes.
+    #[inline(always)]
+    pub fn id_and_json_len(&self) -> usize {
+        self.fragment.len()
+    }
+
+    /// The JSON bytes from the vnode id's hex digits through the path's
+    /// literal, when this path names `vnode_id`.
+    #[inline(always)]
+    pub fn id_and_json(&self, vnode_id: u64) -> Option<&[u8]> {
+        (self.vnode_id == vnode_id).then_some(&self.fragment[..])
+    }
+}
+
+/// A process's name as learned from its PROC record, shared by every event
+/// of the process until the next one (an exec renames it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Comm {
+    /// The name, lossily made UTF-8.
+    pub text: String,
+    /// The name as a JSON string literal, escaped once here rather than for
+    /// every event.
+    json: Vec<u8>,
+}
+
+impl Comm {
+    /// A name from its text.
+    pub fn new(text: String) -> Comm {
+        let mut json = Vec::with_capacity(text.len() + 2);
+        crate::json::push_str(&mut json, &text);
+        Comm { text, json }
+    }
+
+    /// The name as a JSON string literal.
+    pub fn json(&self) -> &[u8] {
+        &self.json
     }
 }
 
@@ -79,7 +131,7 @@ pub struct Ev {
     pub call_map: u8,
     /// The process's name, when a PROC record named the pid (the latest:
     /// an exec renames it).
-    pub comm: Option<Rc<str>>,
+    pub comm: Option<Rc<Comm>>,
 }
 
 /// `MAP_SHARED` in mmap(2)'s flags.
@@ -154,7 +206,7 @@ pub struct Pipeline {
     /// pid -> name from PROC records; kept across reloads (the kext names
     /// every pid again after one anyway). Bounded by the pid space (XNU's
     /// `PID_MAX`, 99999), not by the stream's length.
-    names: FxHashMap<u32, Rc<str>>,
+    names: FxHashMap<u32, Rc<Comm>>,
     pending: Recent<MapCall>,
     /// Time of the last `VNOP_MMAP` per thread: a check older than it came
     /// late (another shard's batch) and must not pair with a later map.
@@ -398,7 +450,7 @@ impl Pipeline {
         v.path_chunks()
             .for_each(|c| self.path_buf.extend_from_slice(c));
         let truncated = v.header().flags as u32 & maptrace_abi::raw::MT_RF_TRUNCATED != 0;
-        Rc::new(PathInfo::new(&self.path_buf, truncated))
+        Rc::new(PathInfo::new(v.vnode_id(), &self.path_buf, truncated))
     }
 
     /// Reports, per shard, the drops the batches' headers counted after the
@@ -457,15 +509,17 @@ impl Pipeline {
             _ => self.second_map.remove(&rec.tid),
         };
         if let Event::Proc { name, .. } = &rec.event {
-            self.names
-                .insert(rec.pid, Rc::from(String::from_utf8_lossy(name).as_ref()));
+            let text = String::from_utf8_lossy(name).into_owned();
+            self.names.insert(rec.pid, Rc::new(Comm::new(text)));
         }
         match &rec.event {
             Event::Path {
                 path, truncated, ..
             } => {
-                self.paths
-                    .insert(rec.vnode_id, Rc::new(PathInfo::new(path, *truncated)));
+                self.paths.insert(
+                    rec.vnode_id,
+                    Rc::new(PathInfo::new(rec.vnode_id, path, *truncated)),
+                );
             }
             Event::FileMmap {
                 file_pos,
@@ -596,6 +650,23 @@ mod tests {
         let e = parse_kinds("mmap,paging").unwrap_err();
         assert!(e.contains("paging") && e.contains("file_mmap"), "{e}");
         assert!(parse_kinds(" , ").is_err());
+    }
+
+    /// What a pipeline keeps escaped per name stays within what escaping
+    /// can make of the name (6 bytes a control character) plus the id:
+    /// bounded as the names are, by the names' limits and `PID_MAX`.
+    #[test]
+    fn escaped_names_are_bounded_and_tied_to_their_vnode() {
+        let worst = vec![0x01u8; maptrace_abi::wire::PATH_MAX];
+        let p = PathInfo::new(0x12ab, &worst, true);
+        let fragment = p.id_and_json(0x12ab).unwrap();
+        assert_eq!(fragment.len(), p.id_and_json_len());
+        assert_eq!(fragment.len(), ID_FRAGMENT + crate::json::escaped_max(worst.len()));
+        assert!(fragment.starts_with(b"00000000000012ab\",\"path\":\"\\u0001"));
+        assert_eq!(&fragment[ID_FRAGMENT..], p.json());
+        assert!(p.id_and_json(0x12ac).is_none(), "another id's digits");
+        let c = Comm::new("a\u{1}\"".into());
+        assert_eq!(c.json(), b"\"a\\u0001\\\"\"");
     }
 
     #[test]

@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use maptrace::contract::{self, Line};
 use maptrace::output;
-use maptrace::pipeline::{Ev, Item, Loss, MapCall, PathInfo, Totals};
+use maptrace::pipeline::{Comm, Ev, Item, Loss, MapCall, PathInfo, Totals};
 use maptrace::wallclock::Anchor;
 use maptrace_abi::{Counts, Event, EventKind, Mark, ProbeMethod, Record};
 use proptest::prelude::*;
@@ -229,7 +229,7 @@ fn event(e: Event, path: Option<&[u8]>) -> Ev {
             vnode_id: 0xdead_beef,
             event: e,
         },
-        path: path.map(|b| Rc::new(PathInfo::new(b, false))),
+        path: path.map(|b| Rc::new(PathInfo::new(0xdead_beef, b, false))),
         call: None,
         call_map: 0,
         comm: None,
@@ -341,9 +341,10 @@ prop_compose! {
         call in proptest::option::of((any::<u64>(), any::<u32>(), any::<u32>(), any::<u32>())),
         call_map in 0u8..3,
         comm in proptest::option::of("[ -~\\x{1b}\n\"\\\\é]{0,20}"),
+        path_names_vnode in any::<bool>(),
     ) -> Ev {
         let mut ev = event(e, path.as_deref());
-        ev.comm = comm.map(|c| std::rc::Rc::from(c.as_str()));
+        ev.comm = comm.map(|c| Rc::new(Comm::new(c)));
         ev.rec.shard = shard;
         ev.rec.pos = pos;
         ev.rec.lost_before = lost_before;
@@ -352,6 +353,12 @@ prop_compose! {
         ev.rec.timestamp_ns = timestamp_ns;
         ev.rec.tid = tid;
         ev.rec.vnode_id = vnode_id;
+        // The pipeline attaches a path to the id it names (the writer then
+        // copies the id's digits with it); a path of another id is written
+        // after the id's own digits.
+        if path_names_vnode {
+            ev.path = path.map(|b| Rc::new(PathInfo::new(vnode_id, &b, false)));
+        }
         if matches!(ev.rec.event, Event::Mmap { .. }) {
             ev.call = call.map(|(file_pos, prot, maxprot, mmap_flags)| MapCall {
                 file_pos,
