@@ -977,13 +977,13 @@ mod tests {
                     event,
                 },
                 path: None,
-                call: Some(crate::pipeline::MapCall {
+                call: Some(Box::new(crate::pipeline::MapCall {
                     file_pos: u64::MAX,
                     prot: u32::MAX,
                     maxprot: u32::MAX,
                     mmap_flags: u32::MAX,
                     timestamp_ns: u64::MAX,
-                }),
+                })),
                 call_map: 2,
                 comm: None,
             };

@@ -124,8 +124,10 @@ pub struct Ev {
     /// The file's path, when a PATH record named its vnode.
     pub path: Option<PathName>,
     /// For `VNOP_MMAP`: the mmap(2) call it belongs to; `None` for exec and
-    /// loader maps, which have no MAC check.
-    pub call: Option<MapCall>,
+    /// loader maps, which have no MAC check. Boxed: few events have one,
+    /// and an item of at most 128 bytes is moved with a few vector stores
+    /// where a bigger one costs a `memcpy` call per item.
+    pub call: Option<Box<MapCall>>,
     /// Which `VNOP_MMAP` of its call this is: 1, or 2 for the second of a
     /// `MAP_SHARED` call (XNU maps the named object twice); 0 without a call.
     pub call_map: u8,
@@ -154,6 +156,10 @@ pub enum Item {
         generation: u64,
     },
 }
+
+// Items are moved once each (into the output vector): at most 128 bytes,
+// the move is a few vector stores rather than a `memcpy` call.
+const _: () = assert!(size_of::<Item>() <= 128);
 
 /// Running totals of everything the pipeline saw.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -501,7 +507,7 @@ impl Pipeline {
         if let Some(n) = self.totals.by_kind.get_mut(rec.kind as usize) {
             *n += 1;
         }
-        let mut call = None;
+        let mut call: Option<MapCall> = None;
         let mut call_map = 0;
         // Anything else the thread does (names aside) ends a shared call's maps.
         let awaited = match rec.event {
@@ -568,7 +574,7 @@ impl Pipeline {
         out.push(Item::Event(Ev {
             rec,
             path,
-            call,
+            call: call.map(Box::new),
             call_map,
             comm,
         }));
@@ -661,7 +667,10 @@ mod tests {
         let p = PathInfo::new(0x12ab, &worst, true);
         let fragment = p.id_and_json(0x12ab).unwrap();
         assert_eq!(fragment.len(), p.id_and_json_len());
-        assert_eq!(fragment.len(), ID_FRAGMENT + crate::json::escaped_max(worst.len()));
+        assert_eq!(
+            fragment.len(),
+            ID_FRAGMENT + crate::json::escaped_max(worst.len())
+        );
         assert!(fragment.starts_with(b"00000000000012ab\",\"path\":\"\\u0001"));
         assert_eq!(&fragment[ID_FRAGMENT..], p.json());
         assert!(p.id_and_json(0x12ac).is_none(), "another id's digits");

@@ -360,12 +360,14 @@ prop_compose! {
             ev.path = path.map(|b| Rc::new(PathInfo::new(vnode_id, &b, false)));
         }
         if matches!(ev.rec.event, Event::Mmap { .. }) {
-            ev.call = call.map(|(file_pos, prot, maxprot, mmap_flags)| MapCall {
-                file_pos,
-                prot,
-                maxprot,
-                mmap_flags,
-                timestamp_ns: 0,
+            ev.call = call.map(|(file_pos, prot, maxprot, mmap_flags)| {
+                Box::new(MapCall {
+                    file_pos,
+                    prot,
+                    maxprot,
+                    mmap_flags,
+                    timestamp_ns: 0,
+                })
             });
             ev.call_map = if ev.call.is_some() { call_map.max(1) } else { 0 };
         }
