@@ -358,6 +358,24 @@ fn bench(c: &mut Criterion) {
         })
     });
 
+    // The same lines, each item written as the pipeline makes it
+    // (`Pipeline::feed_each`): no batch of items stored and read back.
+    g.bench_function("decode_merge_json_each", |b| {
+        b.iter(|| {
+            let mut p = Pipeline::new();
+            let mut out = JsonLines::new();
+            for x in &batches {
+                p.feed_each(x, |it| {
+                    out.item(&it);
+                    if out.len() > FLUSH_AT {
+                        out.clear();
+                    }
+                });
+            }
+            black_box(out.len())
+        })
+    });
+
     g.bench_function("decode_merge_table", |b| {
         b.iter(|| {
             let mut p = Pipeline::new();

@@ -396,6 +396,17 @@ impl Pipeline {
     /// Decodes one batch and appends its items to `out`, in time order.
     /// Returns whether the kext said it left records behind (read again now).
     pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<Item>) -> bool {
+        self.feed_into(bytes, out)
+    }
+
+    /// As [`Pipeline::feed`], handing each item to `each` as it is made
+    /// instead of collecting the batch's items: a writer that renders items
+    /// at once saves storing them and reading them back.
+    pub fn feed_each(&mut self, bytes: &[u8], each: impl FnMut(Item)) -> bool {
+        self.feed_into(bytes, &mut Each(each))
+    }
+
+    fn feed_into(&mut self, bytes: &[u8], out: &mut impl Sink) -> bool {
         self.totals.batches += 1;
         // Records stay in `bytes` (views) until they are put in time order;
         // each becomes an owned record once, as its item.
@@ -431,7 +442,7 @@ impl Pipeline {
         let mut order = std::mem::take(&mut self.order);
         order.clear();
         time_order_with(&views, &mut self.merge_runs, &mut order);
-        out.reserve(order.len());
+        out.room_for(order.len());
         // The kext names a vnode right after the event that first saw it, so
         // learn the batch's paths first: that event then carries its path.
         for v in views.iter().filter(|v| v.kind == EventKind::Path) {
@@ -481,7 +492,7 @@ impl Pipeline {
     }
 
     /// Counts a loss and passes it on.
-    fn push_loss(&mut self, loss: Loss, out: &mut Vec<Item>) {
+    fn push_loss(&mut self, loss: Loss, out: &mut impl Sink) {
         // Counts come from untrusted headers: saturate, never overflow.
         match loss {
             Loss::Dropped { count, .. } => {
@@ -494,7 +505,8 @@ impl Pipeline {
         out.push(Item::Loss(loss));
     }
 
-    fn push_record(&mut self, rec: Record, out: &mut Vec<Item>) {
+    #[inline(always)]
+    fn push_record(&mut self, rec: Record, out: &mut impl Sink) {
         if rec.lost_before > 0 {
             let loss = Loss::Dropped {
                 shard: rec.shard,
@@ -578,6 +590,33 @@ impl Pipeline {
             call_map,
             comm,
         }));
+    }
+}
+
+/// Where the pipeline puts its items.
+trait Sink {
+    fn push(&mut self, item: Item);
+    /// `n` more items are coming.
+    fn room_for(&mut self, _n: usize) {}
+}
+
+impl Sink for Vec<Item> {
+    #[inline(always)]
+    fn push(&mut self, item: Item) {
+        Vec::push(self, item);
+    }
+    fn room_for(&mut self, n: usize) {
+        self.reserve(n);
+    }
+}
+
+/// Items handed on one by one.
+struct Each<F>(F);
+
+impl<F: FnMut(Item)> Sink for Each<F> {
+    #[inline(always)]
+    fn push(&mut self, item: Item) {
+        (self.0)(item);
     }
 }
 

@@ -285,3 +285,25 @@ fn escaped_names_follow_renames_new_paths_and_reloads() {
         ]
     );
 }
+
+/// `feed_each` hands on exactly the items `feed` collects, in order:
+/// events, losses, reloads and corruption alike.
+#[test]
+fn items_handed_on_one_by_one_are_the_items_collected() {
+    let mut batches = lifecycle_batches();
+    batches.extend(lossy_batches(3));
+    batches.extend(gap_batches());
+    batches.extend(reload_batches());
+    batches.push(vec![0u8; 100]);
+    let (mut collected, mut each) = (Vec::new(), Vec::new());
+    let (mut a, mut b) = (Pipeline::new(), Pipeline::new());
+    for x in &batches {
+        let truncated = a.feed(x, &mut collected);
+        assert_eq!(b.feed_each(x, |it| each.push(it)), truncated);
+    }
+    assert_eq!(format!("{collected:?}"), format!("{each:?}"));
+    assert!(collected.iter().any(|i| matches!(i, Item::Loss(_))));
+    assert!(collected.iter().any(|i| matches!(i, Item::Reload { .. })));
+    assert!(collected.iter().any(|i| matches!(i, Item::Corrupt(_))));
+    assert_eq!(a.totals(), b.totals());
+}
