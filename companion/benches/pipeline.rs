@@ -359,7 +359,8 @@ fn bench(c: &mut Criterion) {
     });
 
     // The same lines, each item written as the pipeline makes it
-    // (`Pipeline::feed_each`): no batch of items stored and read back.
+    // (`Pipeline::feed_each`, what `stream` runs): no batch of items
+    // stored and read back.
     g.bench_function("decode_merge_json_each", |b| {
         b.iter(|| {
             let mut p = Pipeline::new();
