@@ -252,7 +252,7 @@ fn escaped_names_follow_renames_new_paths_and_reloads() {
     }
     let (items, _) = decode(&batches);
     for it in &items {
-        if let Item::Event(e) = it.clone()
+        if let Item::Event(e) = it
             && matches!(e.rec.kind, EventKind::Mmap | EventKind::Pagein)
         {
             ids.push(e.rec.vnode_id);
