@@ -152,7 +152,7 @@ fn naive_row(ev: &Ev) -> String {
         None => ("-".into(), "-".into(), "-".into()),
     };
     let path = ev.path.as_ref().map_or(String::new(), |p| p.text.clone());
-    let comm = ev.comm.as_deref().unwrap_or("-");
+    let comm = ev.comm.as_ref().map_or("-", |c| c.text.as_str());
     format!(
         "{:>14} {:>5} {:>7} {:>9} {:<16.16} {:<10} {:>4} {:>4} {:>4}  {:<44} {}\n",
         secs(r.timestamp_ns),
@@ -353,6 +353,25 @@ fn bench(c: &mut Criterion) {
                         out.clear();
                     }
                 }
+            }
+            black_box(out.len())
+        })
+    });
+
+    // The same lines, each item written as the pipeline makes it
+    // (`Pipeline::feed_each`, what `stream` runs): no batch of items
+    // stored and read back.
+    g.bench_function("decode_merge_json_each", |b| {
+        b.iter(|| {
+            let mut p = Pipeline::new();
+            let mut out = JsonLines::new();
+            for x in &batches {
+                p.feed_each(x, |it| {
+                    out.item(&it);
+                    if out.len() > FLUSH_AT {
+                        out.clear();
+                    }
+                });
             }
             black_box(out.len())
         })

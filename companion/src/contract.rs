@@ -449,7 +449,7 @@ impl EventLine {
             shard: r.shard,
             pos: r.pos,
             pid: r.pid,
-            comm: ev.comm.as_ref().map(|c| c.to_string()),
+            comm: ev.comm.as_ref().map(|c| c.text.clone()),
             tid: DecId(r.tid),
             vnode: VnodeId(r.vnode_id),
             path: Nullable(ev.path.as_ref().map(|p| p.text.clone())),

@@ -165,6 +165,19 @@ impl<'a> Cursor<'a> {
         self.pos += N;
     }
 
+    /// Appends a constant with the bytes at the offsets `at` names replaced
+    /// (single digits): one copy for a run of keys and small values. The
+    /// offsets are constants too, so the replacements are plain stores.
+    #[inline(always)]
+    pub fn lit_with<const N: usize, const K: usize>(&mut self, s: &[u8; N], at: [(usize, u8); K]) {
+        let dst = &mut self.buf[self.pos..self.pos + N];
+        dst.copy_from_slice(s);
+        for (i, b) in at {
+            dst[i] = b;
+        }
+        self.pos += N;
+    }
+
     /// Appends bytes of any length (an already escaped fragment).
     #[inline(always)]
     pub fn bytes(&mut self, s: &[u8]) {

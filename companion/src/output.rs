@@ -41,6 +41,12 @@ fn key(out: &mut Vec<u8>, key: &[u8]) {
     out.extend_from_slice(b"\":");
 }
 
+/// The ASCII digit of `v` (below 10).
+#[inline(always)]
+fn digit(v: u32) -> u8 {
+    b'0' + v as u8
+}
+
 /// `PROT_*` as `"r-x"`.
 #[inline(always)]
 fn prot(c: &mut Cursor<'_>, p: u32) {
@@ -54,6 +60,24 @@ fn prot(c: &mut Cursor<'_>, p: u32) {
 #[inline(always)]
 fn counts_json(c: &mut Cursor<'_>, n: &Counts) {
     match n.method {
+        // The usual counts are single digits: one copy for the whole run.
+        ProbeMethod::Offset
+            if n.usecount < 10
+                && n.kusecount <= n.usecount
+                && n.iocount.is_some_and(|io| io < 10) =>
+        {
+            let io = n.iocount.unwrap_or(0);
+            c.lit_with(
+                b",\"usecount\":0,\"kusecount\":0,\"usecount_minus_kusecount\":0,\"iocount\":0,\
+                  \"count_method\":\"offset\",\"counts_saturated\":",
+                [
+                    (12, digit(n.usecount.into())),
+                    (26, digit(n.kusecount.into())),
+                    (55, digit((n.usecount - n.kusecount).into())),
+                    (67, digit(io.into())),
+                ],
+            );
+        }
         ProbeMethod::Offset => {
             c.lit(b",\"usecount\":");
             c.u64(n.usecount.into());
@@ -128,8 +152,12 @@ fn write_event(out: &mut Vec<u8>, ev: &Ev, wall: Option<&Anchor>, newline: bool)
 /// The most bytes [`event_into`] writes for `ev` (and its UTC `time`).
 #[inline(always)]
 fn event_room(ev: &Ev, time: Option<&str>) -> usize {
-    let path = ev.path.as_ref().map_or(b"null".len(), |p| p.json.len());
-    let comm = ev.comm.as_ref().map_or(0, |c| escaped_max(c.len()));
+    // The path with the id (the fragment the pipeline keeps), or null.
+    let path = ev
+        .path
+        .as_ref()
+        .map_or(b"null".len(), |p| p.id_and_json_len());
+    let comm = ev.comm.as_ref().map_or(0, |c| c.json().len());
     let name = match &ev.rec.event {
         Event::Proc { name, .. } => escaped_max(name.len()),
         _ => 0,
@@ -143,33 +171,50 @@ fn event_room(ev: &Ev, time: Option<&str>) -> usize {
 #[inline(always)]
 fn event_into(c: &mut Cursor<'_>, ev: &Ev, time: Option<&str>, newline: bool) {
     let r = &ev.rec;
-    let path = ev.path.as_ref().map_or(&b"null"[..], |p| &p.json);
     kind_prefix(c, r.kind);
     c.u64(r.timestamp_ns);
     if let Some(t) = time {
         c.lit(b",\"time\":");
         c.escaped(t);
     }
-    c.lit(b",\"shard\":");
-    c.u64(r.shard.into());
-    c.lit(b",\"pos\":");
+    // Few machines have more than 10 CPUs: one copy for both keys then.
+    if r.shard < 10 {
+        c.lit_with(b",\"shard\":0,\"pos\":", [(9, digit(r.shard.into()))]);
+    } else {
+        c.lit(b",\"shard\":");
+        c.u64(r.shard.into());
+        c.lit(b",\"pos\":");
+    }
     c.u64(r.pos);
     c.lit(b",\"pid\":");
     c.u64(r.pid.into());
     if let Some(comm) = &ev.comm {
         c.lit(b",\"comm\":");
-        c.escaped(comm);
+        c.bytes(comm.json());
     }
     c.lit(b",\"tid\":\"");
     c.u64(r.tid);
     c.lit(b"\",\"vnode\":\"");
-    c.hex16(r.vnode_id);
-    c.lit(b"\",\"path\":");
-    c.bytes(path);
-    c.lit(b",\"error\":");
-    c.u64(r.error.into());
-    c.lit(b",\"lost_before\":");
-    c.u64(r.lost_before);
+    // The id's digits come escaped with the path the pipeline learned for
+    // that id; a path attached to another id (never by the pipeline) is
+    // written after the id's own digits.
+    match ev.path.as_ref().map(|p| (p.id_and_json(r.vnode_id), p)) {
+        Some((Some(fragment), _)) => c.bytes(fragment),
+        found => {
+            c.hex16(r.vnode_id);
+            c.lit(b"\",\"path\":");
+            c.bytes(found.map_or(b"null", |(_, p)| p.json()));
+        }
+    }
+    // Nearly every record: no error, nothing lost before it.
+    if r.error == 0 && r.lost_before == 0 {
+        c.lit(b",\"error\":0,\"lost_before\":0");
+    } else {
+        c.lit(b",\"error\":");
+        c.u64(r.error.into());
+        c.lit(b",\"lost_before\":");
+        c.u64(r.lost_before);
+    }
     event_fields(c, ev);
     if newline {
         c.lit(b"}\n");
@@ -691,7 +736,10 @@ pub fn event_line_at(out: &mut Vec<u8>, ev: &Ev, wall: Option<&Anchor>) {
     out.push(b' ');
     // Escaped like a path (a process names itself), then cut on a
     // character boundary.
-    let comm = ev.comm.as_deref().map_or(Cow::Borrowed("-"), shown);
+    let comm = ev
+        .comm
+        .as_ref()
+        .map_or(Cow::Borrowed("-"), |c| shown(&c.text));
     left(out, cut_to(&comm, COMM_WIDTH).as_bytes(), COMM_WIDTH);
     out.push(b' ');
     left(out, r.kind.name().as_bytes(), 10);
@@ -963,13 +1011,13 @@ mod tests {
                     event,
                 },
                 path: None,
-                call: Some(crate::pipeline::MapCall {
+                call: Some(Box::new(crate::pipeline::MapCall {
                     file_pos: u64::MAX,
                     prot: u32::MAX,
                     maxprot: u32::MAX,
                     mmap_flags: u32::MAX,
                     timestamp_ns: u64::MAX,
-                }),
+                })),
                 call_map: 2,
                 comm: None,
             };

@@ -172,7 +172,7 @@ pub struct Exporter<W: Write> {
     /// Whether a trace event was written (the next needs a comma).
     started: bool,
     /// Per pid, the name its track was last given (an exec renames it).
-    processes: FxHashMap<u32, Option<std::rc::Rc<str>>>,
+    processes: FxHashMap<u32, Option<std::rc::Rc<crate::pipeline::Comm>>>,
     threads: FxHashSet<(u32, u64)>,
     /// Per vnode id, its counter track's name as a JSON string literal.
     counters: FxHashMap<u64, Box<[u8]>>,
@@ -310,7 +310,7 @@ impl<W: Write> Exporter<W> {
         &mut self,
         pid: u32,
         tid: u64,
-        comm: Option<&std::rc::Rc<str>>,
+        comm: Option<&std::rc::Rc<crate::pipeline::Comm>>,
     ) -> io::Result<()> {
         let known = self.processes.get(&pid);
         if known.is_none() || (comm.is_some() && known.is_some_and(|k| k.as_ref() != comm)) {
@@ -318,7 +318,7 @@ impl<W: Write> Exporter<W> {
                 self.processes.clear();
             }
             self.processes.insert(pid, comm.cloned());
-            let name = process_track_name(pid, comm.map(|c| &**c));
+            let name = process_track_name(pid, comm.map(|c| c.text.as_str()));
             let mut o = start(&mut self.buf, &mut self.started);
             o.str("name", "process_name").str("ph", "M").num("pid", pid);
             o.nest("args").str("name", &name).close();
@@ -389,7 +389,7 @@ impl<W: Write> Exporter<W> {
             self.name_tracks(r.pid, r.tid, ev.comm.as_ref())?;
         }
         let path = ev.path.as_ref();
-        let path_json: &[u8] = path.map_or(b"null", |p| &p.json);
+        let path_json: &[u8] = path.map_or(b"null", |p| p.json());
         let file = short(path.map(|p| p.text.as_str()), r.vnode_id);
         let uses = usecount_of(r);
         let mut o = start(&mut self.buf, &mut self.started);

@@ -43,24 +43,76 @@ pub type PathName = Rc<PathInfo>;
 pub struct PathInfo {
     /// The path, lossily made UTF-8.
     pub text: String,
-    /// The path as a JSON string literal, escaped once here rather than
-    /// for every event.
-    pub json: Vec<u8>,
+    /// The vnode id the path names.
+    vnode_id: u64,
+    /// What a JSON line holds from the vnode id's digits to the end of the
+    /// path (`0000000000001000","path":"/a/b"`), written once here rather
+    /// than for every event of the file.
+    fragment: Vec<u8>,
     /// The path was cut at `MT_PATH_MAX`.
     pub truncated: bool,
 }
 
+/// Bytes of [`PathInfo`]'s fragment before the path's literal: the id's 16
+/// hex digits and `","path":`.
+const ID_FRAGMENT: usize = 16 + b"\",\"path\":".len();
+
 impl PathInfo {
-    /// A path from its record bytes.
-    pub fn new(bytes: &[u8], truncated: bool) -> PathInfo {
+    /// The path `vnode_id` was named by, from its record bytes.
+    pub fn new(vnode_id: u64, bytes: &[u8], truncated: bool) -> PathInfo {
         let text = String::from_utf8_lossy(bytes).into_owned();
-        let mut json = Vec::with_capacity(text.len() + 2);
-        crate::json::push_str(&mut json, &text);
+        let mut fragment = Vec::with_capacity(ID_FRAGMENT + text.len() + 2);
+        fragment.extend_from_slice(format!("{vnode_id:016x}\",\"path\":").as_bytes());
+        crate::json::push_str(&mut fragment, &text);
         PathInfo {
             text,
-            json,
+            vnode_id,
+            fragment,
             truncated,
         }
+    }
+
+    /// The path as a JSON string literal.
+    pub fn json(&self) -> &[u8] {
+        &self.fragment[ID_FRAGMENT..]
+    }
+
+    /// The length of [`PathInfo::id_and_json`]'s bytes.
+    #[inline(always)]
+    pub fn id_and_json_len(&self) -> usize {
+        self.fragment.len()
+    }
+
+    /// The JSON bytes from the vnode id's hex digits through the path's
+    /// literal, when this path names `vnode_id`.
+    #[inline(always)]
+    pub fn id_and_json(&self, vnode_id: u64) -> Option<&[u8]> {
+        (self.vnode_id == vnode_id).then_some(&self.fragment[..])
+    }
+}
+
+/// A process's name as learned from its PROC record, shared by every event
+/// of the process until the next one (an exec renames it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Comm {
+    /// The name, lossily made UTF-8.
+    pub text: String,
+    /// The name as a JSON string literal, escaped once here rather than for
+    /// every event.
+    json: Vec<u8>,
+}
+
+impl Comm {
+    /// A name from its text.
+    pub fn new(text: String) -> Comm {
+        let mut json = Vec::with_capacity(text.len() + 2);
+        crate::json::push_str(&mut json, &text);
+        Comm { text, json }
+    }
+
+    /// The name as a JSON string literal.
+    pub fn json(&self) -> &[u8] {
+        &self.json
     }
 }
 
@@ -72,14 +124,16 @@ pub struct Ev {
     /// The file's path, when a PATH record named its vnode.
     pub path: Option<PathName>,
     /// For `VNOP_MMAP`: the mmap(2) call it belongs to; `None` for exec and
-    /// loader maps, which have no MAC check.
-    pub call: Option<MapCall>,
+    /// loader maps, which have no MAC check. Boxed: few events have one,
+    /// and an item of at most 128 bytes is moved with a few vector stores
+    /// where a bigger one costs a `memcpy` call per item.
+    pub call: Option<Box<MapCall>>,
     /// Which `VNOP_MMAP` of its call this is: 1, or 2 for the second of a
     /// `MAP_SHARED` call (XNU maps the named object twice); 0 without a call.
     pub call_map: u8,
     /// The process's name, when a PROC record named the pid (the latest:
     /// an exec renames it).
-    pub comm: Option<Rc<str>>,
+    pub comm: Option<Rc<Comm>>,
 }
 
 /// `MAP_SHARED` in mmap(2)'s flags.
@@ -102,6 +156,10 @@ pub enum Item {
         generation: u64,
     },
 }
+
+// Items are moved once each (into the output vector): at most 128 bytes,
+// the move is a few vector stores rather than a `memcpy` call.
+const _: () = assert!(size_of::<Item>() <= 128);
 
 /// Running totals of everything the pipeline saw.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -154,7 +212,7 @@ pub struct Pipeline {
     /// pid -> name from PROC records; kept across reloads (the kext names
     /// every pid again after one anyway). Bounded by the pid space (XNU's
     /// `PID_MAX`, 99999), not by the stream's length.
-    names: FxHashMap<u32, Rc<str>>,
+    names: FxHashMap<u32, Rc<Comm>>,
     pending: Recent<MapCall>,
     /// Time of the last `VNOP_MMAP` per thread: a check older than it came
     /// late (another shard's batch) and must not pair with a later map.
@@ -223,6 +281,21 @@ impl<V> Recent<V> {
         self.young.get(k)
     }
 
+    /// As `touch`, returning a clone: one lookup when the entry is young
+    /// (the common case), where `touch` makes two.
+    #[inline]
+    fn touch_cloned(&mut self, k: &u64) -> Option<V>
+    where
+        V: Clone,
+    {
+        if let Some(v) = self.young.get(k) {
+            return Some(v.clone());
+        }
+        let v = self.old.remove(k)?;
+        self.insert(*k, v.clone());
+        Some(v)
+    }
+
     fn insert(&mut self, k: u64, v: V) -> Option<V> {
         let prev = self.remove(&k);
         if self.young.len() >= self.cap {
@@ -233,7 +306,13 @@ impl<V> Recent<V> {
         prev
     }
 
+    #[inline]
     fn remove(&mut self, k: &u64) -> Option<V> {
+        // Most records meet empty maps (no shared call awaits a second
+        // map): no hashing then.
+        if self.young.is_empty() && self.old.is_empty() {
+            return None;
+        }
         self.young.remove(k).or_else(|| self.old.remove(k))
     }
 
@@ -317,6 +396,17 @@ impl Pipeline {
     /// Decodes one batch and appends its items to `out`, in time order.
     /// Returns whether the kext said it left records behind (read again now).
     pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<Item>) -> bool {
+        self.feed_into(bytes, out)
+    }
+
+    /// As [`Pipeline::feed`], handing each item to `each` as it is made
+    /// instead of collecting the batch's items: a writer that renders items
+    /// at once saves storing them and reading them back.
+    pub fn feed_each(&mut self, bytes: &[u8], each: impl FnMut(Item)) -> bool {
+        self.feed_into(bytes, &mut Each(each))
+    }
+
+    fn feed_into(&mut self, bytes: &[u8], out: &mut impl Sink) -> bool {
         self.totals.batches += 1;
         // Records stay in `bytes` (views) until they are put in time order;
         // each becomes an owned record once, as its item.
@@ -352,7 +442,7 @@ impl Pipeline {
         let mut order = std::mem::take(&mut self.order);
         order.clear();
         time_order_with(&views, &mut self.merge_runs, &mut order);
-        out.reserve(order.len());
+        out.room_for(order.len());
         // The kext names a vnode right after the event that first saw it, so
         // learn the batch's paths first: that event then carries its path.
         for v in views.iter().filter(|v| v.kind == EventKind::Path) {
@@ -377,7 +467,7 @@ impl Pipeline {
         v.path_chunks()
             .for_each(|c| self.path_buf.extend_from_slice(c));
         let truncated = v.header().flags as u32 & maptrace_abi::raw::MT_RF_TRUNCATED != 0;
-        Rc::new(PathInfo::new(&self.path_buf, truncated))
+        Rc::new(PathInfo::new(v.vnode_id(), &self.path_buf, truncated))
     }
 
     /// Reports, per shard, the drops the batches' headers counted after the
@@ -402,7 +492,7 @@ impl Pipeline {
     }
 
     /// Counts a loss and passes it on.
-    fn push_loss(&mut self, loss: Loss, out: &mut Vec<Item>) {
+    fn push_loss(&mut self, loss: Loss, out: &mut impl Sink) {
         // Counts come from untrusted headers: saturate, never overflow.
         match loss {
             Loss::Dropped { count, .. } => {
@@ -415,7 +505,8 @@ impl Pipeline {
         out.push(Item::Loss(loss));
     }
 
-    fn push_record(&mut self, rec: Record, out: &mut Vec<Item>) {
+    #[inline(always)]
+    fn push_record(&mut self, rec: Record, out: &mut impl Sink) {
         if rec.lost_before > 0 {
             let loss = Loss::Dropped {
                 shard: rec.shard,
@@ -428,7 +519,7 @@ impl Pipeline {
         if let Some(n) = self.totals.by_kind.get_mut(rec.kind as usize) {
             *n += 1;
         }
-        let mut call = None;
+        let mut call: Option<MapCall> = None;
         let mut call_map = 0;
         // Anything else the thread does (names aside) ends a shared call's maps.
         let awaited = match rec.event {
@@ -436,15 +527,17 @@ impl Pipeline {
             _ => self.second_map.remove(&rec.tid),
         };
         if let Event::Proc { name, .. } = &rec.event {
-            self.names
-                .insert(rec.pid, Rc::from(String::from_utf8_lossy(name).as_ref()));
+            let text = String::from_utf8_lossy(name).into_owned();
+            self.names.insert(rec.pid, Rc::new(Comm::new(text)));
         }
         match &rec.event {
             Event::Path {
                 path, truncated, ..
             } => {
-                self.paths
-                    .insert(rec.vnode_id, Rc::new(PathInfo::new(path, *truncated)));
+                self.paths.insert(
+                    rec.vnode_id,
+                    Rc::new(PathInfo::new(rec.vnode_id, path, *truncated)),
+                );
             }
             Event::FileMmap {
                 file_pos,
@@ -484,15 +577,46 @@ impl Pipeline {
         }
         // A forgotten check never met its map.
         self.totals.unpaired_calls += self.pending.take_forgotten();
-        let path = self.paths.touch(&rec.vnode_id).cloned();
-        let comm = self.names.get(&rec.pid).cloned();
+        let path = self.paths.touch_cloned(&rec.vnode_id);
+        let comm = if self.names.is_empty() {
+            None
+        } else {
+            self.names.get(&rec.pid).cloned()
+        };
         out.push(Item::Event(Ev {
             rec,
             path,
-            call,
+            call: call.map(Box::new),
             call_map,
             comm,
         }));
+    }
+}
+
+/// Where the pipeline puts its items.
+trait Sink {
+    fn push(&mut self, item: Item);
+    /// `n` more items are coming.
+    fn room_for(&mut self, _n: usize) {}
+}
+
+impl Sink for Vec<Item> {
+    #[inline(always)]
+    fn push(&mut self, item: Item) {
+        Vec::push(self, item);
+    }
+    fn room_for(&mut self, n: usize) {
+        self.reserve(n);
+    }
+}
+
+/// Items handed on one by one.
+struct Each<F>(F);
+
+impl<F: FnMut(Item)> Sink for Each<F> {
+    #[inline(always)]
+    fn push(&mut self, item: Item) {
+        (self.0)(item);
     }
 }
 
@@ -571,6 +695,26 @@ mod tests {
         let e = parse_kinds("mmap,paging").unwrap_err();
         assert!(e.contains("paging") && e.contains("file_mmap"), "{e}");
         assert!(parse_kinds(" , ").is_err());
+    }
+
+    /// What a pipeline keeps escaped per name stays within what escaping
+    /// can make of the name (6 bytes a control character) plus the id:
+    /// bounded as the names are, by the names' limits and `PID_MAX`.
+    #[test]
+    fn escaped_names_are_bounded_and_tied_to_their_vnode() {
+        let worst = vec![0x01u8; maptrace_abi::wire::PATH_MAX];
+        let p = PathInfo::new(0x12ab, &worst, true);
+        let fragment = p.id_and_json(0x12ab).unwrap();
+        assert_eq!(fragment.len(), p.id_and_json_len());
+        assert_eq!(
+            fragment.len(),
+            ID_FRAGMENT + crate::json::escaped_max(worst.len())
+        );
+        assert!(fragment.starts_with(b"00000000000012ab\",\"path\":\"\\u0001"));
+        assert_eq!(&fragment[ID_FRAGMENT..], p.json());
+        assert!(p.id_and_json(0x12ac).is_none(), "another id's digits");
+        let c = Comm::new("a\u{1}\"".into());
+        assert_eq!(c.json(), b"\"a\\u0001\\\"\"");
     }
 
     #[test]

@@ -1545,13 +1545,13 @@ mod tests {
             },
         );
         if let Item::Event(ev) = &mut i {
-            ev.call = Some(crate::pipeline::MapCall {
+            ev.call = Some(Box::new(crate::pipeline::MapCall {
                 file_pos: 0,
                 prot: 1,
                 maxprot: 7,
                 mmap_flags: 1,
                 timestamp_ns: ts,
-            });
+            }));
             ev.call_map = 1;
         }
         i

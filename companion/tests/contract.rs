@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use maptrace::contract::{self, Line};
 use maptrace::output;
-use maptrace::pipeline::{Ev, Item, Loss, MapCall, PathInfo, Totals};
+use maptrace::pipeline::{Comm, Ev, Item, Loss, MapCall, PathInfo, Totals};
 use maptrace::wallclock::Anchor;
 use maptrace_abi::{Counts, Event, EventKind, Mark, ProbeMethod, Record};
 use proptest::prelude::*;
@@ -235,18 +235,24 @@ fn event(e: Event, path: Option<&[u8]>) -> Ev {
             vnode_id: 0xdead_beef,
             event: e,
         },
-        path: path.map(|b| Rc::new(PathInfo::new(b, false))),
+        path: path.map(|b| Rc::new(PathInfo::new(0xdead_beef, b, false))),
         call: None,
         call_map: 0,
         comm: None,
     }
 }
 
+/// Single digits (and the first two-digit values) as often as any value:
+/// the writer has a shorter path for them.
+fn small_or_any() -> impl Strategy<Value = u16> {
+    prop_oneof![0u16..12, any::<u16>()]
+}
+
 fn any_counts() -> impl Strategy<Value = Counts> {
     (
-        any::<u16>(),
-        any::<u16>(),
-        proptest::option::of(any::<u16>()),
+        small_or_any(),
+        small_or_any(),
+        proptest::option::of(small_or_any()),
         prop_oneof![
             Just(ProbeMethod::None),
             Just(ProbeMethod::Offset),
@@ -335,10 +341,10 @@ fn any_event() -> impl Strategy<Value = Event> {
 prop_compose! {
     fn any_ev()(
         e in any_event(),
-        shard in any::<u16>(),
+        shard in small_or_any(),
         pos in any::<u64>(),
-        lost_before in any::<u64>(),
-        error in any::<u8>(),
+        lost_before in prop_oneof![Just(0), any::<u64>()],
+        error in prop_oneof![Just(0), any::<u8>()],
         pid in any::<u32>(),
         timestamp_ns in any::<u64>(),
         tid in any::<u64>(),
@@ -347,9 +353,10 @@ prop_compose! {
         call in proptest::option::of((any::<u64>(), any::<u32>(), any::<u32>(), any::<u32>())),
         call_map in 0u8..3,
         comm in proptest::option::of("[ -~\\x{1b}\n\"\\\\é]{0,20}"),
+        path_names_vnode in any::<bool>(),
     ) -> Ev {
         let mut ev = event(e, path.as_deref());
-        ev.comm = comm.map(|c| std::rc::Rc::from(c.as_str()));
+        ev.comm = comm.map(|c| Rc::new(Comm::new(c)));
         ev.rec.shard = shard;
         ev.rec.pos = pos;
         ev.rec.lost_before = lost_before;
@@ -358,13 +365,21 @@ prop_compose! {
         ev.rec.timestamp_ns = timestamp_ns;
         ev.rec.tid = tid;
         ev.rec.vnode_id = vnode_id;
+        // The pipeline attaches a path to the id it names (the writer then
+        // copies the id's digits with it); a path of another id is written
+        // after the id's own digits.
+        if path_names_vnode {
+            ev.path = path.map(|b| Rc::new(PathInfo::new(vnode_id, &b, false)));
+        }
         if matches!(ev.rec.event, Event::Mmap { .. }) {
-            ev.call = call.map(|(file_pos, prot, maxprot, mmap_flags)| MapCall {
-                file_pos,
-                prot,
-                maxprot,
-                mmap_flags,
-                timestamp_ns: 0,
+            ev.call = call.map(|(file_pos, prot, maxprot, mmap_flags)| {
+                Box::new(MapCall {
+                    file_pos,
+                    prot,
+                    maxprot,
+                    mmap_flags,
+                    timestamp_ns: 0,
+                })
             });
             ev.call_map = if ev.call.is_some() { call_map.max(1) } else { 0 };
         }

@@ -142,6 +142,52 @@ pub fn for_each_batch(
     items.clear();
     p.finish_with(kext_drops(src).as_ref(), &mut items);
     each(&items)?;
+    Ok(close(src, &p, skipped))
+}
+
+/// Runs `each` on every item of the source as the pipeline makes it (no
+/// batch of items kept), then with `None` at the end of each batch and
+/// after the closing items.
+pub fn for_each_item(
+    src: &mut dyn Source,
+    limit: &Limit,
+    mut each: impl FnMut(Option<&Item>) -> Result<()>,
+) -> Result<Totals> {
+    let stop = stop_flag();
+    let mut p = Pipeline::new();
+    let mut skipped = 0u64;
+    drive(src, limit, &stop, |got| {
+        match got {
+            Got::Batch(bytes) => {
+                // The first error stops the writing; the batch is still
+                // decoded whole, so the totals stay right.
+                let mut failed = Ok(());
+                p.feed_each(bytes, |item| {
+                    if failed.is_ok() {
+                        failed = each(Some(&item));
+                    }
+                });
+                failed?;
+            }
+            Got::Corrupt(msg) => {
+                skipped += 1;
+                each(Some(&Item::Corrupt(msg.to_string())))?;
+            }
+        }
+        each(None)
+    })?;
+    let mut items = Vec::new();
+    p.finish_with(kext_drops(src).as_ref(), &mut items);
+    for item in &items {
+        each(Some(item))?;
+    }
+    each(None)?;
+    Ok(close(src, &p, skipped))
+}
+
+/// The stream's totals, with the parts skipped before decoding and the
+/// recording's cut end.
+fn close(src: &mut dyn Source, p: &Pipeline, skipped: u64) -> Totals {
     let mut totals = p.totals();
     totals.corrupt = totals.corrupt.saturating_add(skipped);
     if let Some(cut) = src.cut() {
@@ -150,7 +196,7 @@ pub fn for_each_batch(
         eprintln!("maptrace: warning: {cut}");
         totals.cut_bytes = cut.bytes.max(1);
     }
-    Ok(totals)
+    totals
 }
 
 /// Runs `observe` on every item of the source, closing items included.

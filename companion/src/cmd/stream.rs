@@ -1,6 +1,6 @@
 //! `maptrace stream`: events as they happen, as a table, JSON lines or CSV.
 
-use super::read::for_each_batch;
+use super::read::{for_each_batch, for_each_item};
 use super::source::{open_source, wall_anchor};
 use crate::cli::{StreamArgs, StreamFormat};
 use anyhow::Result;
@@ -54,20 +54,27 @@ fn stream(
         out.write_all(output::table_header(wall.is_some()).as_bytes())?;
     }
     let live = src.is_live();
-    let totals = for_each_batch(src, &a.limit, |items| {
-        let shown_items = items.iter().filter(|i| shown(&filter, i));
-        if json {
-            lines.clear();
-            shown_items.for_each(|item| lines.item_at(item, wall.as_ref()));
-            out.write_all(lines.as_bytes())?;
-        } else {
-            line.clear();
-            shown_items.for_each(|item| output::item_line_at(&mut line, item, wall.as_ref()));
-            out.write_all(&line)?;
-        }
-        // A live stream shows each batch as it comes.
-        if live {
-            out.flush()?;
+    lines.clear();
+    // Each item is written as the pipeline makes it; a batch's lines go
+    // out together.
+    let totals = for_each_item(src, &a.limit, |item| {
+        match item {
+            Some(item) if !shown(&filter, item) => {}
+            Some(item) if json => lines.item_at(item, wall.as_ref()),
+            Some(item) => output::item_line_at(&mut line, item, wall.as_ref()),
+            None => {
+                if json {
+                    out.write_all(lines.as_bytes())?;
+                    lines.clear();
+                } else {
+                    out.write_all(&line)?;
+                    line.clear();
+                }
+                // A live stream shows each batch as it comes.
+                if live {
+                    out.flush()?;
+                }
+            }
         }
         Ok(())
     })?;
