@@ -201,17 +201,23 @@ impl Totals {
     }
 }
 
+/// Processes a pipeline keeps names of: one more than XNU's `PID_MAX`
+/// (99999, bsd/sys/proc_internal.h, xnu-11417.121.6), so only a crafted
+/// stream (pids are 32 bits in a record) reaches it; past it a new pid's
+/// name is not kept and its events carry none.
+pub const MAX_NAMED_PIDS: usize = 100_000;
+
 /// Decodes batches into [`Item`]s; one per stream (one kext load or several).
 ///
 /// What it keeps across batches is bounded by its [`Limits`] (see
-/// [`Recent`]), so a stream of any length runs in constant memory.
+/// [`Recent`]) and [`MAX_NAMED_PIDS`], so a stream of any length runs in
+/// constant memory.
 #[derive(Debug)]
 pub struct Pipeline {
     decoder: Decoder,
     paths: Recent<PathName>,
     /// pid -> name from PROC records; kept across reloads (the kext names
-    /// every pid again after one anyway). Bounded by the pid space (XNU's
-    /// `PID_MAX`, 99999), not by the stream's length.
+    /// every pid again after one anyway). At most [`MAX_NAMED_PIDS`].
     names: FxHashMap<u32, Rc<Comm>>,
     pending: Recent<MapCall>,
     /// Time of the last `VNOP_MMAP` per thread: a check older than it came
@@ -527,8 +533,10 @@ impl Pipeline {
             _ => self.second_map.remove(&rec.tid),
         };
         if let Event::Proc { name, .. } = &rec.event {
-            let text = String::from_utf8_lossy(name).into_owned();
-            self.names.insert(rec.pid, Rc::new(Comm::new(text)));
+            if self.names.len() < MAX_NAMED_PIDS || self.names.contains_key(&rec.pid) {
+                let text = String::from_utf8_lossy(name).into_owned();
+                self.names.insert(rec.pid, Rc::new(Comm::new(text)));
+            }
         }
         match &rec.event {
             Event::Path {
@@ -715,6 +723,37 @@ mod tests {
         assert!(p.id_and_json(0x12ac).is_none(), "another id's digits");
         let c = Comm::new("a\u{1}\"".into());
         assert_eq!(c.json(), b"\"a\\u0001\\\"\"");
+    }
+
+    /// A crafted stream naming more pids than XNU has: the names kept stay
+    /// at `MAX_NAMED_PIDS`, a kept pid is still renamed.
+    #[test]
+    fn names_kept_stay_within_the_pid_space() {
+        let proc_rec = |pid: u32, name: &[u8]| Record {
+            shard: 0,
+            pos: u64::from(pid),
+            lost_before: 0,
+            kind: EventKind::Proc,
+            flags: 0,
+            error: 0,
+            pid,
+            timestamp_ns: 1,
+            tid: 1,
+            vnode_id: 0,
+            event: Event::Proc {
+                name: name.to_vec(),
+                truncated: false,
+            },
+        };
+        let mut p = Pipeline::new();
+        let mut out: Vec<Item> = Vec::new();
+        for pid in 0..MAX_NAMED_PIDS as u32 + 10 {
+            p.push_record(proc_rec(pid, b"p"), &mut out);
+            out.clear();
+        }
+        assert_eq!(p.names.len(), MAX_NAMED_PIDS);
+        p.push_record(proc_rec(3, b"renamed"), &mut out);
+        assert_eq!(p.names.get(&3).map(|c| c.text.as_str()), Some("renamed"));
     }
 
     #[test]
