@@ -147,6 +147,7 @@ struct mt_hook {
     const struct mt_core *core;
     vnop_t orig;
     int want;
+    uint32_t slot; /* the counter slot mt_enter used, for mt_leave */
     struct mt_event ev; /* filled only when want */
 };
 
@@ -160,13 +161,13 @@ struct mt_hook {
  */
 static int mt_hook_begin(struct mt_hook *h, vnode_t vp, uint32_t op, uint32_t kind)
 {
-    mt_enter();
+    h->slot = mt_enter();
     h->core = mt_core_ref();
     h->orig = mt_original(h->core, vp, op);
     if (h->orig == NULL) {
         /* Fail open: an unexpected state never breaks the operation. */
         mt_error();
-        mt_leave();
+        mt_leave(h->slot);
         return 0;
     }
     uint32_t pid = (uint32_t)proc_selfpid();
@@ -198,7 +199,7 @@ static int mt_hook_end(struct mt_hook *h, int err, vnode_t path_vp)
         }
         mt_core_record(h->core, hint, &h->ev);
     }
-    mt_leave();
+    mt_leave(h->slot);
     return err;
 }
 
