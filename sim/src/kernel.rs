@@ -278,11 +278,20 @@ pub fn with_current<R>(kpi: &str, f: impl FnOnce(&Kernel) -> R) -> R {
     let booted = CURRENT_BOOT.load(Ordering::Acquire);
     let k = match cached {
         Some(k) if k.boot == booted => k,
-        _ => current_or_abort(kpi),
+        stale => booted_kernel(kpi, stale),
     };
     let r = f(&k);
     CACHED.with(|c| c.set(Some(k)));
     r
+}
+
+/// The booted kernel for a thread whose cached handle is missing or of an
+/// older boot (dropped here), out of line as [`with_identity_of_kernel`].
+#[cold]
+#[inline(never)]
+fn booted_kernel(kpi: &str, stale: Option<Arc<Kernel>>) -> Arc<Kernel> {
+    drop(stale);
+    current_or_abort(kpi)
 }
 
 /// Runs `f` on the calling thread's identity in the booted kernel. A thread
@@ -291,6 +300,7 @@ pub fn with_current<R>(kpi: &str, f: impl FnOnce(&Kernel) -> R) -> R {
 /// thread's own fields) needs no kernel handle; any other thread, or no
 /// kernel, takes [`with_current`]'s path (a kernel_task identity, or the
 /// loud abort).
+#[inline(always)]
 pub fn with_identity<R>(kpi: &str, f: impl FnOnce(ThreadIdentity) -> R) -> R {
     // A KPI called from kext code, as in `with_current` (taken first, so no
     // frame of ours counts as the kext's).
@@ -300,9 +310,17 @@ pub fn with_identity<R>(kpi: &str, f: impl FnOnce(ThreadIdentity) -> R) -> R {
         Some(id) if booted != 0 => f(id),
         _ => {
             drop(scope);
-            with_current(kpi, |k| f(k.identity()))
+            with_identity_of_kernel(kpi, f)
         }
     }
+}
+
+/// [`with_identity`] for a thread without an identity in the booted kernel,
+/// out of line: the KPIs' common path then saves no registers for it.
+#[cold]
+#[inline(never)]
+fn with_identity_of_kernel<R>(kpi: &str, f: impl FnOnce(ThreadIdentity) -> R) -> R {
+    with_current(kpi, |k| f(k.identity()))
 }
 
 /// `thread_tid(addr)` when `addr` is the calling thread's own `thread_t` in
