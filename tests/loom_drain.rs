@@ -3,8 +3,8 @@
 //! `struct mt_hook_slot`, `mt_enter`, `mt_core_ref`, `mt_leave`,
 //! `mt_hooks_inside`; `kext-shim/src/mt_main.c` `mt_stop_all` steps 6-7).
 //!
-//! Hooks enter on one CPU's slot and leave on another's (a migration), and
-//! race stop, which clears the core pointer, waits until the counters say no
+//! Hooks enter on one CPU's slot and leave on another CPU (a migration),
+//! counting their leave on the slot they entered on, and race stop, which clears the core pointer, waits until the counters say no
 //! hook is inside, then frees the core's memory. Loom explores every
 //! interleaving and checks that no hook that found the core reads its memory
 //! after (or unordered with) the free, and that the drain's count never goes
@@ -20,7 +20,8 @@
 //! Two variants that the C does not use are checked to FAIL (loom reports the
 //! hook's read of the core unordered with the free), so the model is seen to
 //! catch what it is for: one signed counter per slot summed in one
-//! pass (a migrating hook cancels a hook still inside), and the protocol
+//! pass, decremented on the CPU the hook leaves on (a migrating hook
+//! cancels a hook still inside), and the protocol
 //! without the seq_cst order (a hook that found the core is not counted).
 //!
 //! Run: `RUSTFLAGS="--cfg loom" cargo test --release --test loom_drain`
@@ -39,10 +40,11 @@ const FREED: u64 = 0xdead;
 /// How a variant of the protocol counts.
 #[derive(Clone, Copy, PartialEq)]
 enum Counting {
-    /// The C: monotonic enters and leaves per slot; leaves read first.
+    /// The C: monotonic enters and leaves per slot, a hook's leave on the
+    /// slot of its entry; leaves read first.
     EntersAndLeaves,
-    /// Not the C: one in-flight counter per slot (+1 on entry, -1 on exit),
-    /// summed in one pass.
+    /// Not the C: one in-flight counter per slot (+1 on entry, -1 on exit on
+    /// the CPU of the exit), summed in one pass.
     SignedPerSlot,
 }
 
@@ -80,10 +82,11 @@ impl Shim {
         self.core.load(Ordering::SeqCst)
     }
 
-    /// `mt_leave` on `cpu` (release: the hook's use of the core is before it).
-    fn leave(&self, cpu: usize) {
+    /// `mt_leave(slot)` of a hook that entered on `slot` and runs on `cpu`
+    /// (release: the hook's use of the core is before it).
+    fn leave(&self, slot: usize, cpu: usize) {
         match self.counting {
-            Counting::EntersAndLeaves => self.leaves[cpu].fetch_add(1, Ordering::Release),
+            Counting::EntersAndLeaves => self.leaves[slot].fetch_add(1, Ordering::Release),
             // -1 as a wrapping add: the slot may go "negative".
             Counting::SignedPerSlot => self.enters[cpu].fetch_add(u64::MAX, Ordering::Release),
         };
@@ -113,7 +116,8 @@ impl Shim {
         n
     }
 
-    /// One hook: enters on `from`, uses the core if it found one, leaves on `to`.
+    /// One hook: enters on `from`, uses the core if it found one, leaves
+    /// while running on `to`.
     fn hook(&self, from: usize, to: usize) {
         if self.enter(from) != 0 {
             // SAFETY: the model's cell; loom checks the access is ordered
@@ -121,7 +125,7 @@ impl Shim {
             let v = self.mem.with(|p| unsafe { *p });
             assert_eq!(v, LIVE, "a hook read the freed core");
         }
-        self.leave(to);
+        self.leave(from, to);
     }
 
     /// `mt_stop_all` 6-7: clear the core, wait until no hook is inside, free.

@@ -40,9 +40,9 @@ static int mt_kauth_vnode_cb(kauth_cred_t cred, void *idata, kauth_action_t acti
     (void)arg0;
     (void)arg2;
     (void)arg3;
-    mt_enter();
+    uint32_t slot = mt_enter();
     mt_vnode_seen((vnode_t)arg1);
-    mt_leave();
+    mt_leave(slot);
     return KAUTH_RESULT_DEFER;
 }
 

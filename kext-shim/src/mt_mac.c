@@ -41,7 +41,7 @@ static int mt_mac_file_check_mmap(kauth_cred_t cred, struct fileglob *fg, struct
     (void)cred;
     (void)fg;
     (void)label;
-    mt_enter();
+    uint32_t slot = mt_enter();
     const struct mt_core *core = mt_core_ref();
     uint32_t pid = (uint32_t)proc_selfpid();
     if (mt_core_wants(core, MT_KIND_FILE_MMAP, pid)) {
@@ -63,7 +63,7 @@ static int mt_mac_file_check_mmap(kauth_cred_t cred, struct fileglob *fg, struct
         mt_proc_note(core, hint, &ev);
         mt_core_record(core, hint, &ev);
     }
-    mt_leave();
+    mt_leave(slot);
     return 0;
 }
 
@@ -79,9 +79,9 @@ static int mt_mac_vnode_check_open(kauth_cred_t cred, struct vnode *vp, struct l
     (void)cred;
     (void)label;
     (void)acc_mode;
-    mt_enter();
+    uint32_t slot = mt_enter();
     mt_vnode_seen(vp);
-    mt_leave();
+    mt_leave(slot);
     return 0;
 }
 
@@ -127,10 +127,10 @@ static void mt_mac_vnode_notify_open(kauth_cred_t cred, struct vnode *vp, struct
 {
     (void)cred;
     (void)label;
-    mt_enter();
+    uint32_t slot = mt_enter();
     mt_vnode_seen(vp);
     mt_mac_record_open(vp, acc_flags);
-    mt_leave();
+    mt_leave(slot);
 }
 
 /**
@@ -153,10 +153,10 @@ static int mt_mac_vnode_check_exec(kauth_cred_t cred, struct vnode *vp, struct v
     (void)csflags;
     (void)macpolicyattr;
     (void)macpolicyattrlen;
-    mt_enter();
+    uint32_t slot = mt_enter();
     mt_vnode_seen(vp);
     mt_vnode_seen(scriptvp);
-    mt_leave();
+    mt_leave(slot);
     return 0;
 }
 
@@ -169,12 +169,12 @@ static int mt_mac_vnode_check_exec(kauth_cred_t cred, struct vnode *vp, struct v
  */
 static void mt_mac_proc_notify_exec_complete(struct proc *p)
 {
-    mt_enter();
+    uint32_t slot = mt_enter();
     const struct mt_core *core = mt_core_ref();
     if (core != NULL && p != NULL) {
         mt_core_proc_forget(core, (uint32_t)proc_pid(p));
     }
-    mt_leave();
+    mt_leave(slot);
 }
 
 /**
@@ -190,9 +190,9 @@ static int mt_mac_mount_check_umount(kauth_cred_t cred, struct mount *mp, struct
 {
     (void)cred;
     (void)label;
-    mt_enter();
+    uint32_t slot = mt_enter();
     mt_vnops_mount_going(mp);
-    mt_leave();
+    mt_leave(slot);
     return 0;
 }
 

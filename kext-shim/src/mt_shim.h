@@ -57,16 +57,17 @@ extern uint32_t mt_tunable_staging_max;
  *
  * INVARIANT (drain): enters and leaves only ever grow. A hook adds 1 to
  * enters of the slot of the CPU it enters on and, when it is done with
- * everything stop frees, 1 to leaves of the slot of the CPU it leaves on,
- * which may be another one (it migrated, or slept in the filesystem). So
- * one slot's enters - leaves means nothing; the sums over all slots do:
- * sum(enters) - sum(leaves) is the number of hooks inside. mt_hooks_inside
- * reads every leaves (acquire) BEFORE any enters, so each hook whose leave
- * it counted has its enter counted too: the difference it returns is never
- * below the true count at the moment between the two scans, and 0 means no
- * hook was inside then. Reading one signed counter per slot in one pass
- * would not be exact: a hook entering on a slot already read and leaving on
- * one not yet read cancels a hook still inside. tests/loom_drain.rs models
+ * everything stop frees, 1 to leaves of that same slot, even when it leaves
+ * on another CPU (it migrated, or slept in the filesystem): mt_enter
+ * returns the slot, mt_leave takes it back. So a slot's enters - leaves is
+ * its hooks inside, and the sum over all slots is every hook inside.
+ * mt_hooks_inside reads every leaves (acquire) BEFORE any enters, so each
+ * hook whose leave it counted has its enter counted too: the difference it
+ * returns is never below the true count at the moment between the two
+ * scans, and 0 means no hook was inside then. A leave on the CPU the hook
+ * leaves on would need the same two scans (with one signed counter per slot
+ * in one pass, a hook entering on a slot already read and leaving on one
+ * not yet read cancels a hook still inside). tests/loom_drain.rs models
  * the protocol, migration and the late hook included.
  * INVARIANT (core pointer): a hook counts its entry (seq_cst) before it
  * loads mt_g.core (seq_cst); stop stores NULL (seq_cst) before it scans.
@@ -159,22 +160,26 @@ static inline uint32_t mt_slot_here(void)
  * Marks a kernel-called hook as running: counted for stats and for unload.
  * seq_cst, so it precedes the hook's mt_core_ref in the total order that
  * stop's store of NULL is in (see struct mt_hook_slot).
+ * @return the slot counted, for the hook's mt_leave.
  * Context: any; never blocks.
  */
-static inline void mt_enter(void)
+static inline uint32_t mt_enter(void)
 {
-    __atomic_fetch_add(&mt_g.hooks[mt_slot_here()].enters, 1, __ATOMIC_SEQ_CST);
+    uint32_t slot = mt_slot_here();
+    __atomic_fetch_add(&mt_g.hooks[slot].enters, 1, __ATOMIC_SEQ_CST);
+    return slot;
 }
 
 /**
- * Marks a hook as finished, on the CPU it finishes on; after the last one
- * stop may free the core. Release: everything the hook did with the core
- * happens before a drain that counts this leave.
+ * Marks a hook as finished, on the slot its mt_enter counted (wherever it
+ * runs now); after the last one stop may free the core. Release:
+ * everything the hook did with the core happens before a drain that counts
+ * this leave.
  * Context: any; never blocks.
  */
-static inline void mt_leave(void)
+static inline void mt_leave(uint32_t slot)
 {
-    __atomic_fetch_add(&mt_g.hooks[mt_slot_here()].leaves, 1, __ATOMIC_RELEASE);
+    __atomic_fetch_add(&mt_g.hooks[slot].leaves, 1, __ATOMIC_RELEASE);
 }
 
 /**

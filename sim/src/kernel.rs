@@ -3,7 +3,7 @@
 
 use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -231,23 +231,9 @@ pub struct Kernel {
     pub upls: crate::upl::Upls,
     /// Set while `panic()` is being reported.
     pub panicked: AtomicBool,
-    /// Threads executing kext code right now (hooks, callbacks, handlers).
-    /// Sharded by thread so producers on different CPUs do not share a
-    /// counter line; a thread always uses the same shard.
-    in_kext: [InKextShard; IN_KEXT_SHARDS],
-}
-
-const IN_KEXT_SHARDS: usize = 16;
-
-/// One shard of the in-kext count, on its own cache line.
-#[repr(align(128))]
-#[derive(Default)]
-struct InKextShard(AtomicUsize);
-
-static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    static IN_KEXT_SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % IN_KEXT_SHARDS;
+    /// Kext calls threads are inside right now (hooks, callbacks, handlers),
+    /// one count per thread.
+    in_kext: crate::in_kext::InKext,
 }
 
 static BOOTS: AtomicU64 = AtomicU64::new(1);
@@ -292,11 +278,20 @@ pub fn with_current<R>(kpi: &str, f: impl FnOnce(&Kernel) -> R) -> R {
     let booted = CURRENT_BOOT.load(Ordering::Acquire);
     let k = match cached {
         Some(k) if k.boot == booted => k,
-        _ => current_or_abort(kpi),
+        stale => booted_kernel(kpi, stale),
     };
     let r = f(&k);
     CACHED.with(|c| c.set(Some(k)));
     r
+}
+
+/// The booted kernel for a thread whose cached handle is missing or of an
+/// older boot (dropped here), out of line as [`with_identity_of_kernel`].
+#[cold]
+#[inline(never)]
+fn booted_kernel(kpi: &str, stale: Option<Arc<Kernel>>) -> Arc<Kernel> {
+    drop(stale);
+    current_or_abort(kpi)
 }
 
 /// Runs `f` on the calling thread's identity in the booted kernel. A thread
@@ -305,6 +300,7 @@ pub fn with_current<R>(kpi: &str, f: impl FnOnce(&Kernel) -> R) -> R {
 /// thread's own fields) needs no kernel handle; any other thread, or no
 /// kernel, takes [`with_current`]'s path (a kernel_task identity, or the
 /// loud abort).
+#[inline(always)]
 pub fn with_identity<R>(kpi: &str, f: impl FnOnce(ThreadIdentity) -> R) -> R {
     // A KPI called from kext code, as in `with_current` (taken first, so no
     // frame of ours counts as the kext's).
@@ -314,9 +310,17 @@ pub fn with_identity<R>(kpi: &str, f: impl FnOnce(ThreadIdentity) -> R) -> R {
         Some(id) if booted != 0 => f(id),
         _ => {
             drop(scope);
-            with_current(kpi, |k| f(k.identity()))
+            with_identity_of_kernel(kpi, f)
         }
     }
+}
+
+/// [`with_identity`] for a thread without an identity in the booted kernel,
+/// out of line: the KPIs' common path then saves no registers for it.
+#[cold]
+#[inline(never)]
+fn with_identity_of_kernel<R>(kpi: &str, f: impl FnOnce(ThreadIdentity) -> R) -> R {
+    with_current(kpi, |k| f(k.identity()))
 }
 
 /// `thread_tid(addr)` when `addr` is the calling thread's own `thread_t` in
@@ -571,8 +575,7 @@ impl Kernel {
         budget: usize,
         f: impl FnOnce() -> R,
     ) -> R {
-        let shard = &self.in_kext[IN_KEXT_SHARD.with(|s| *s)].0;
-        shard.fetch_add(1, Ordering::AcqRel);
+        let inside = self.in_kext.enter(self.boot);
         self.kext_image.note_stack(self.boot);
         let (r, used) = if self.config.stack_meter {
             let depth = crate::stack::paint_for(budget);
@@ -581,7 +584,7 @@ impl Kernel {
         } else {
             (context::with_frame(frame, f), None)
         };
-        shard.fetch_sub(1, Ordering::AcqRel);
+        self.in_kext.leave(inside);
         if let Some(used) = used {
             self.check_stack(frame, budget, used);
         }
@@ -612,11 +615,7 @@ impl Kernel {
 
     /// Threads executing kext code right now.
     pub fn threads_in_kext(&self) -> usize {
-        // A thread inside for the whole scan is seen in its own shard.
-        self.in_kext
-            .iter()
-            .map(|s| s.0.load(Ordering::Acquire))
-            .sum()
+        self.in_kext.total()
     }
 
     // ------------------------------------------------------------ identity

@@ -47,11 +47,17 @@ impl KextImage {
 
     /// Records the current thread's stack, once per thread and boot: called
     /// at every entry into kext code.
-    #[inline]
+    #[inline(always)]
     pub fn note_stack(&self, boot: u64) {
-        if STACK_NOTED.with(Cell::get) == boot {
-            return;
+        if STACK_NOTED.with(Cell::get) != boot {
+            self.note_new_stack(boot);
         }
+    }
+
+    /// `note_stack`'s first call on a thread in a boot, out of line.
+    #[cold]
+    #[inline(never)]
+    fn note_new_stack(&self, boot: u64) {
         STACK_NOTED.with(|c| c.set(boot));
         let marker = 0u8;
         let sp = std::hint::black_box(&raw const marker) as u64;

@@ -33,6 +33,7 @@ mod corewatch;
 pub mod foreign;
 mod guard;
 pub mod hold;
+mod in_kext;
 pub mod kauth;
 pub mod kernel;
 pub mod kext;

@@ -364,6 +364,16 @@ impl KernelScope {
             // anything it called before that went deeper.
             (base - here).max(base - dirty)
         });
+        KernelScope::count_in(lo, base, here, so_far)
+    }
+
+    /// `enter`'s bookkeeping on the innermost meter, out of line: without a
+    /// meter on the thread (benchmarks; any KPI called outside kext code)
+    /// every KPI then compiles to a load and a branch, without this part's
+    /// registers and stack. Its frame is below `here`, after the scan.
+    #[cold]
+    #[inline(never)]
+    fn count_in(lo: usize, base: usize, here: usize, so_far: Option<usize>) -> KernelScope {
         let state = METERS.with(|m| {
             let mut m = m.borrow_mut();
             let index = m.len().checked_sub(1)?;
@@ -390,19 +400,31 @@ impl KernelScope {
 }
 
 impl Drop for KernelScope {
+    #[inline(always)]
     fn drop(&mut self) {
         let Some(index) = self.meter else { return };
-        let lo = METERS.with(|m| {
+        let lo = KernelScope::count_out(index);
+        if let (Some(lo), Some(_)) = (lo, self.outer) {
+            // SAFETY: the kernel's run below this frame is dead now; paint
+            // it again so the kext's later use is seen on its own. Here, in
+            // the frame the scope was entered in, not in `count_out`'s.
+            unsafe { paint_from(lo) };
+        }
+    }
+}
+
+impl KernelScope {
+    /// `drop`'s bookkeeping for a scope a meter counted, out of line (see
+    /// `count_in`); the innermost meter's painted floor.
+    #[cold]
+    #[inline(never)]
+    fn count_out(index: usize) -> Option<usize> {
+        METERS.with(|m| {
             let mut m = m.borrow_mut();
             let top = m.get_mut(index)?;
             top.in_kernel = top.in_kernel.saturating_sub(1);
             Some(top.lo)
-        });
-        if let (Some(lo), Some(_)) = (lo, self.outer) {
-            // SAFETY: the kernel's run below this frame is dead now; paint
-            // it again so the kext's later use is seen on its own.
-            unsafe { paint_from(lo) };
-        }
+        })
     }
 }
 

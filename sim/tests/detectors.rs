@@ -517,6 +517,38 @@ fn a_stop_that_returns_while_a_hook_is_in_flight_is_caught() {
 }
 
 #[test]
+fn hooks_in_flight_on_two_threads_are_all_counted_at_unload() {
+    use maptrace_sim::Vop;
+    let (sim, p, a) = setup(PATCH | RESTORE, Config::default());
+    // This thread entered the kext before (its own count, back at 0).
+    p.touch(a, 1).unwrap();
+    let hold = sim.hold_vnop(Vop::Pagein);
+    std::thread::scope(|s| {
+        let t1 = s.spawn(|| p.touch(a + PS * 8, 1));
+        let t2 = s.spawn(|| p.touch(a + PS * 16, 1));
+        assert!(hold.wait_held(2, Duration::from_secs(10)));
+        assert_eq!(
+            sim.kernel().threads_in_kext(),
+            2,
+            "each thread is inside the kext's pagein hook, on its own count"
+        );
+        sim.unload_kext().unwrap();
+        hold.release();
+        t1.join().unwrap().unwrap();
+        t2.join().unwrap().unwrap();
+    });
+    let v = sim.take_violations();
+    assert!(
+        has(
+            &v,
+            |x| matches!(x, Violation::CallAfterUnload { what, .. } if what.starts_with("2 thread(s)"))
+        ),
+        "{v:?}"
+    );
+    assert_eq!(sim.kernel().threads_in_kext(), 0);
+}
+
+#[test]
 fn vnode_ref_needs_some_reference_already() {
     let (sim, p, _a) = setup(0, Config::default());
     let held = sim.vnode_addr("/db").unwrap() as xnu::vnode_t;
