@@ -199,14 +199,17 @@ fn close(src: &mut dyn Source, p: &Pipeline, skipped: u64) -> Totals {
     totals
 }
 
-/// Runs `observe` on every item of the source, closing items included.
+/// Runs `observe` on every item of the source, closing items included, as
+/// the pipeline makes them (no batch of items kept).
 pub fn observe_each(
     src: &mut dyn Source,
     limit: &Limit,
     mut observe: impl FnMut(&Item),
 ) -> Result<Totals> {
-    for_each_batch(src, limit, |items| {
-        items.iter().for_each(&mut observe);
+    for_each_item(src, limit, |item| {
+        if let Some(item) = item {
+            observe(item);
+        }
         Ok(())
     })
 }
