@@ -57,6 +57,15 @@ pub enum Command {
     Heatmap(HeatmapArgs),
     /// Print the JSON Schema of `stream --json` lines, or of `report --json`.
     Schema(SchemaArgs),
+    /// Print a shell completion script (e.g. `maptrace completions bash > /etc/bash_completion.d/maptrace`).
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete in.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]

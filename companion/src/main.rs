@@ -34,6 +34,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Export(a) => cmd::export::run(source, a, &mut out),
         Command::Heatmap(a) => cmd::heatmap::run(source, a, &mut out),
         Command::Schema(a) => cmd::schema::run(a, &mut out),
+        Command::Completions(a) => cmd::completions::run(a, &mut out),
     }
 }
 

@@ -1201,3 +1201,45 @@ fn a_recordings_statistics_read_it_to_the_end() {
     assert!(src.stats().is_err(), "this recording has no statistics");
     assert_eq!(src.progress(), Some((size, size)));
 }
+
+/// `completions SHELL` prints a script the shell accepts, generated from the
+/// same command line definition: every subcommand and flag is offered.
+#[test]
+fn completions_are_scripts_the_shells_take() {
+    let out = maptrace().args(["completions", "bash"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let script = String::from_utf8(out.stdout).unwrap();
+    for word in [
+        "heatmap",
+        "report",
+        "--time",
+        "--fail-on-suspects",
+        "completions",
+    ] {
+        assert!(script.contains(word), "{word} not offered");
+    }
+    // bash itself loads it and registers the completion.
+    let dir = tempfile::TempDir::new().unwrap();
+    let file = dir.path().join("maptrace.bash");
+    std::fs::write(&file, &script).unwrap();
+    let loaded = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("source {} && complete -p maptrace", file.display()))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&loaded.stdout).contains("_maptrace"),
+        "{loaded:?}"
+    );
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let out = maptrace().args(["completions", shell]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("heatmap"),
+            "{shell}"
+        );
+    }
+    let bad = maptrace().args(["completions", "tcsh"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("possible values: bash"));
+}

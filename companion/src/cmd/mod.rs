@@ -1,6 +1,7 @@
 //! What each subcommand does, one module a command, over the library's
 //! sources, pipeline and renderers. `read` and `source` are what they share.
 
+pub mod completions;
 pub mod config;
 pub mod demo;
 pub mod export;
