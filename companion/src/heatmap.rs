@@ -749,8 +749,16 @@ struct Piece {
 /// the next `x0`) from `LEFT` to `LEFT + PW`.
 #[derive(Clone, Debug)]
 enum TimeMap {
-    Linear { t0: u64, scale: Scale },
-    Compressed { t0: u64, pieces: Vec<Piece> },
+    Linear {
+        t0: u64,
+        scale: Scale,
+    },
+    Compressed {
+        t0: u64,
+        pieces: Vec<Piece>,
+        /// Idle stretches longer than this were cut.
+        threshold: u64,
+    },
 }
 
 impl TimeMap {
@@ -829,7 +837,11 @@ impl TimeMap {
         if let Some(last) = pieces.last_mut() {
             last.x1 = LEFT + PW;
         }
-        TimeMap::Compressed { t0, pieces }
+        TimeMap::Compressed {
+            t0,
+            pieces,
+            threshold,
+        }
     }
 
     /// The time of the axis' origin.
@@ -865,7 +877,7 @@ impl TimeMap {
                 .ticks()
                 .map(|(v, label)| (LEFT + (v / scale.end()).clamp(0.0, 1.0) * PW, label))
                 .collect(),
-            TimeMap::Compressed { t0, pieces } => {
+            TimeMap::Compressed { t0, pieces, .. } => {
                 let mut ticks: Vec<(f64, String)> = Vec::new();
                 for p in pieces.iter().filter(|p| !p.is_break) {
                     let (a, b) = (p.from - t0, p.to - t0);
@@ -1021,13 +1033,12 @@ pub fn render_with(f: &FileEvents, axis: TimeAxis) -> String {
             esc(label)
         );
     }
-    let cut = if tm.breaks().next().is_some() {
-        format!(
+    let cut = match &tm {
+        TimeMap::Compressed { threshold, .. } => format!(
             " (idle stretches over {} cut, hatched)",
-            duration_label(BREAK_MIN_NS)
-        )
-    } else {
-        String::new()
+            duration_label(*threshold)
+        ),
+        TimeMap::Linear { .. } => String::new(),
     };
     let _ = writeln!(
         s,
@@ -1481,7 +1492,8 @@ mod tests {
             svg.contains(r#"class="tick""#) && svg.contains(">4.8020 s<"),
             "{svg}"
         );
-        assert!(svg.contains("(idle stretches over 1.0 ms cut, hatched)"));
+        // Over 5 % of the 4.804 s span.
+        assert!(svg.contains("(idle stretches over 240.2 ms cut, hatched)"));
         let plain = render_with(&f, TimeAxis::Linear);
         assert!(!plain.contains("idle") && plain == render(&f));
     }
