@@ -238,8 +238,28 @@ pub struct HeatmapArgs {
     /// Only files whose path starts with this.
     #[arg(long, value_name = "PREFIX")]
     pub path: Option<String>,
+    /// Time to scale (linear), or with idle stretches over 1 ms and 5 % of the span cut to a narrow labelled band (compressed).
+    #[arg(long, value_enum, value_name = "linear|compressed", default_value_t = TimeAxisArg::Linear)]
+    pub time_axis: TimeAxisArg,
     #[command(flatten)]
     pub limit: Limit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TimeAxisArg {
+    /// Time to scale.
+    Linear,
+    /// Long idle stretches cut.
+    Compressed,
+}
+
+impl From<TimeAxisArg> for maptrace::heatmap::TimeAxis {
+    fn from(a: TimeAxisArg) -> Self {
+        match a {
+            TimeAxisArg::Linear => Self::Linear,
+            TimeAxisArg::Compressed => Self::Compressed,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

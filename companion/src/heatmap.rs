@@ -14,13 +14,45 @@ use std::fmt::Write as _;
 use std::rc::Rc;
 
 /// Picture size in pixels.
-const WIDTH: f64 = 960.0;
-const HEIGHT: f64 = 540.0;
-/// Plot area margins.
+const WIDTH: f64 = 1080.0;
+const HEIGHT: f64 = 680.0;
+/// The plot: its top left corner and size.
 const LEFT: f64 = 90.0;
-const RIGHT: f64 = 200.0;
 const TOP: f64 = 60.0;
-const BOTTOM: f64 = 60.0;
+const PW: f64 = 670.0;
+const PH: f64 = 420.0;
+/// The offset histogram, right of the plot and on its offset axis.
+const HIST_X: f64 = LEFT + PW + 10.0;
+const HIST_W: f64 = 100.0;
+/// The cumulative bytes panel, below the plot and on its time axis.
+const CURVE_Y: f64 = TOP + PH + 35.0;
+const CURVE_H: f64 = 110.0;
+/// The legend's left edge.
+const LEGEND_X: f64 = HIST_X + HIST_W + 20.0;
+/// Offset buckets of a file's histogram: 512 bytes a file that has page-ins.
+pub const HIST_BUCKETS: usize = 64;
+/// The smallest histogram bucket: a page.
+const HIST_MIN_BUCKET: u64 = 4096;
+/// Points of one file's cumulative bytes curve, at most; past it every
+/// second goes (see [`Curve`]).
+pub const CURVE_POINTS: usize = 512;
+/// Curve points over all files: 16 bytes each. Reaching it halves every
+/// file's point budget, down to [`MIN_CURVE_POINTS`].
+pub const MAX_CURVE_POINTS: usize = 1_000_000;
+const MIN_CURVE_POINTS: usize = 8;
+/// Idle stretches cut from a compressed time axis, the longest first.
+pub const MAX_BREAKS: usize = 12;
+/// The width a cut idle stretch is drawn at.
+pub const BREAK_W: f64 = 18.0;
+/// An idle stretch is cut when longer than this and than [`BREAK_SHARE`]
+/// of the span: page-ins take tens of µs, so a burst's own spacing stays
+/// to scale.
+pub const BREAK_MIN_NS: u64 = 1_000_000;
+/// ... and than this fraction of the span (1/20): a shorter one takes
+/// under 34 px of the plot, already less than two breaks would.
+pub const BREAK_SHARE: u64 = 20;
+/// Pixels kept between two time tick labels.
+const TICK_GAP: f64 = 70.0;
 /// Page-ins drawn one by one; beyond this they are binned.
 pub const MAX_BLOCKS: usize = 20_000;
 /// Marks (page-ins, maps, last unmaps) kept over the whole trace, whatever
@@ -118,6 +150,139 @@ pub struct FileEvents {
     pub sampled_one_in: u64,
     /// The whole trace's losses: any of them may have been this file's.
     losses: Rc<Vec<LossMark>>,
+    /// Earliest start and latest end of every page-in, map and unmap seen.
+    span: Option<(u64, u64)>,
+    /// The largest end offset of every page-in seen.
+    max_end_offset: u64,
+    /// Bytes of every page-in seen, by offset.
+    pub histogram: Histogram,
+    /// Bytes of every page-in seen, over time.
+    pub curve: Curve,
+}
+
+/// Bytes paged in per offset bucket, exact for every page-in seen in a
+/// fixed number of buckets: a page-in past the last bucket doubles the
+/// bucket width, merging neighbours.
+///
+/// Invariants: `bytes` is empty or [`HIST_BUCKETS`] long; `width` is a power
+/// of two from [`HIST_MIN_BUCKET`] to 2^58, so the buckets cover every u64
+/// offset; the buckets sum to `total` (saturating).
+#[derive(Clone, Debug)]
+pub struct Histogram {
+    width: u64,
+    bytes: Vec<u64>,
+    total: u64,
+}
+
+impl Default for Histogram {
+    fn default() -> Histogram {
+        Histogram {
+            width: HIST_MIN_BUCKET,
+            bytes: Vec::new(),
+            total: 0,
+        }
+    }
+}
+
+impl Histogram {
+    /// Counts `size` bytes from `offset`. Bytes past 2^64 (a damaged
+    /// recording) count in the last bucket, so the total stays exact.
+    pub fn add(&mut self, offset: u64, size: u64) {
+        if size == 0 {
+            return;
+        }
+        if self.bytes.is_empty() {
+            self.bytes = vec![0; HIST_BUCKETS];
+        }
+        let end = offset.saturating_add(size);
+        let covered = |w: u64| u128::from(w) * HIST_BUCKETS as u128;
+        while u128::from(end) > covered(self.width) {
+            let merged: Vec<u64> = self
+                .bytes
+                .chunks(2)
+                .map(|p| p.iter().fold(0u64, |n, b| n.saturating_add(*b)))
+                .chain(std::iter::repeat(0))
+                .take(HIST_BUCKETS)
+                .collect();
+            self.bytes = merged;
+            self.width = self.width.saturating_mul(2);
+        }
+        let w = u128::from(self.width);
+        let (lo, hi) = (u128::from(offset), u128::from(end));
+        let first = (lo / w) as usize;
+        let last = ((hi - 1) / w) as usize;
+        for i in first..=last.min(HIST_BUCKETS - 1) {
+            let from = lo.max(i as u128 * w);
+            let to = hi.min((i as u128 + 1) * w);
+            if let Some(b) = self.bytes.get_mut(i) {
+                *b = b.saturating_add(u64::try_from(to - from).unwrap_or(u64::MAX));
+            }
+        }
+        if let Some(b) = self.bytes.get_mut(last.min(HIST_BUCKETS - 1)) {
+            *b = b.saturating_add(size - (end - offset));
+        }
+        self.total = self.total.saturating_add(size);
+    }
+
+    /// Each bucket: its first offset, its width and its bytes.
+    pub fn buckets(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+        let w = self.width;
+        self.bytes
+            .iter()
+            .enumerate()
+            .map(move |(i, b)| ((i as u64).saturating_mul(w), w, *b))
+    }
+
+    /// Bytes of every page-in counted.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+}
+
+/// Cumulative bytes paged in over time: after a page-in of time `ts`, the
+/// bytes of all page-ins so far. Every point is exact; past its budget the
+/// curve drops every second point (the last stays), so what is kept is
+/// spread over the page-ins, dense where they are.
+///
+/// Invariants: `points` are in time order (a record older than the one
+/// before takes its time) and their bytes never decrease; the last point's
+/// bytes are `total`.
+#[derive(Clone, Debug, Default)]
+pub struct Curve {
+    points: Vec<(u64, u64)>,
+    total: u64,
+}
+
+impl Curve {
+    fn push(&mut self, ts: u64, size: u64) {
+        self.total = self.total.saturating_add(size);
+        let ts = self.points.last().map_or(ts, |p| p.0.max(ts));
+        self.points.push((ts, self.total));
+    }
+
+    /// Keeps at most `cap` points; returns how many went.
+    fn thin_to(&mut self, cap: usize) -> usize {
+        let before = self.points.len();
+        while self.points.len() > cap.max(1) {
+            let last = self.points.len() - 1;
+            let mut i = 0;
+            self.points.retain(|_| {
+                i += 1;
+                i % 2 == 0 || i - 1 == last
+            });
+        }
+        before - self.points.len()
+    }
+
+    /// The points: time and bytes so far.
+    pub fn points(&self) -> &[(u64, u64)] {
+        &self.points
+    }
+
+    /// Bytes of every page-in.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
 }
 
 impl FileEvents {
@@ -160,7 +325,10 @@ impl FileEvents {
 /// Invariants: `kept` (marks held over all files) stays below the larger of
 /// `cap` and twice the files (each file keeps at least its first mark);
 /// `stride` is a power of two; `files` holds at most `file_cap` files and
-/// `losses` at most [`MAX_LOSS_MARKS`] marks.
+/// `losses` at most [`MAX_LOSS_MARKS`] marks. Every page-in seen counts in
+/// its file's histogram and curve, whatever the sampling; `curve_points`
+/// (held over all files) stays at most the larger of [`MAX_CURVE_POINTS`]
+/// and [`MIN_CURVE_POINTS`] a file, each file holding at most `curve_cap`.
 #[derive(Debug)]
 pub struct Builder {
     files: Vec<FileEvents>,
@@ -174,6 +342,8 @@ pub struct Builder {
     stride: u64,
     file_cap: usize,
     events_past_file_cap: u64,
+    curve_points: usize,
+    curve_cap: usize,
 }
 
 impl Default for Builder {
@@ -206,6 +376,8 @@ impl Builder {
             stride: 1,
             file_cap: files,
             events_past_file_cap: 0,
+            curve_points: 0,
+            curve_cap: CURVE_POINTS,
         }
     }
 
@@ -307,18 +479,38 @@ impl Builder {
                 i
             }
         };
+        self.bound_curves();
         let Some(f) = self.files.get_mut(i) else {
             return;
         };
         if f.path.is_none() {
             f.path = ev.path.as_ref().map(|p| p.text.to_string());
         }
+        let mut end = r.timestamp_ns;
         match &r.event {
-            Event::Pagein { .. } => f.pageins_seen += 1,
+            Event::Pagein {
+                offset,
+                size,
+                duration_ns,
+                ..
+            } => {
+                f.pageins_seen += 1;
+                let (offset, size) = (u64::try_from(*offset).unwrap_or(0), u64::from(*size));
+                end = end.saturating_add(u64::from(*duration_ns));
+                f.max_end_offset = f.max_end_offset.max(offset.saturating_add(size));
+                f.histogram.add(offset, size);
+                f.curve.push(r.timestamp_ns, size);
+                self.curve_points += 1;
+                self.curve_points -= f.curve.thin_to(self.curve_cap);
+            }
             Event::Mmap { .. } => f.maps_seen += 1,
             Event::Mnomap { .. } => f.unmaps_seen += 1,
             _ => return,
         }
+        f.span = Some(match f.span {
+            Some((a, b)) => (a.min(r.timestamp_ns), b.max(end)),
+            None => (r.timestamp_ns, end),
+        });
         let seq = (f.pageins_seen + f.maps_seen + f.unmaps_seen).saturating_sub(1);
         if seq % self.stride != 0 {
             return;
@@ -351,6 +543,19 @@ impl Builder {
         self.kept += 1;
         if self.kept >= self.cap.max(2 * self.files.len()) {
             self.thin();
+        }
+    }
+
+    /// Halves every file's curve budget once the curves together reach
+    /// theirs.
+    fn bound_curves(&mut self) {
+        if self.curve_points < MAX_CURVE_POINTS || self.curve_cap <= MIN_CURVE_POINTS {
+            return;
+        }
+        self.curve_cap = (self.curve_cap / 2).max(MIN_CURVE_POINTS);
+        let cap = self.curve_cap;
+        for f in &mut self.files {
+            self.curve_points -= f.curve.thin_to(cap);
         }
     }
 
@@ -517,28 +722,242 @@ impl Colors {
     }
 }
 
-/// Draws one file's heatmap as a standalone SVG document.
+/// How time runs along the x axis.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TimeAxis {
+    /// To scale from the first event to the last.
+    #[default]
+    Linear,
+    /// To scale, but idle stretches longer than [`BREAK_MIN_NS`] and a
+    /// [`BREAK_SHARE`]th of the span are cut to [`BREAK_W`] pixels each.
+    Compressed,
+}
+
+/// A stretch of the time axis: real times `from..=to` drawn over
+/// `x0..=x1`; a break is a cut idle stretch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Piece {
+    from: u64,
+    to: u64,
+    x0: f64,
+    x1: f64,
+    is_break: bool,
+}
+
+/// Real time (ns since boot) to x, monotonic: either one round [`Scale`]
+/// from `t0`, or contiguous pieces (each `to` the next `from`, each `x1`
+/// the next `x0`) from `LEFT` to `LEFT + PW`.
+#[derive(Clone, Debug)]
+enum TimeMap {
+    Linear {
+        t0: u64,
+        scale: Scale,
+    },
+    Compressed {
+        t0: u64,
+        pieces: Vec<Piece>,
+        /// Idle stretches longer than this were cut.
+        threshold: u64,
+    },
+}
+
+impl TimeMap {
+    /// The map of `axis` for activity `spans` (start, end; unsorted).
+    fn new(axis: TimeAxis, mut spans: Vec<(u64, u64)>) -> TimeMap {
+        let t0 = spans.iter().map(|s| s.0).min().unwrap_or(0);
+        let t1 = spans.iter().map(|s| s.1).max().unwrap_or(0).max(t0);
+        let linear = TimeMap::Linear {
+            t0,
+            scale: Scale::new(t1.saturating_sub(t0).max(1_000) as f64, &TIME_UNITS),
+        };
+        if axis == TimeAxis::Linear {
+            return linear;
+        }
+        let span = t1 - t0;
+        let threshold = BREAK_MIN_NS.max(span / BREAK_SHARE);
+        spans.sort_unstable();
+        let mut gaps = Vec::new();
+        let mut reach = t0;
+        for (a, b) in spans {
+            if a > reach && a - reach > threshold {
+                gaps.push((reach, a));
+            }
+            reach = reach.max(b.max(a));
+        }
+        if gaps.is_empty() {
+            return linear;
+        }
+        // The longest, back in time order.
+        gaps.sort_unstable_by_key(|g| std::cmp::Reverse(g.1 - g.0));
+        gaps.truncate(MAX_BREAKS);
+        gaps.sort_unstable();
+        // Segments between the breaks share what the breaks leave, a few
+        // pixels each at least so an instant stays visible.
+        let mut segments = Vec::with_capacity(gaps.len() + 1);
+        let mut from = t0;
+        for &(a, b) in &gaps {
+            segments.push((from, a));
+            from = b;
+        }
+        segments.push((from, t1));
+        let active: u64 = segments
+            .iter()
+            .fold(0u64, |n, s| n.saturating_add(s.1 - s.0));
+        let min_seg = 2.0 * MIN_MARK;
+        let free = PW - gaps.len() as f64 * BREAK_W - segments.len() as f64 * min_seg;
+        let mut pieces = Vec::with_capacity(2 * segments.len());
+        let mut x = LEFT;
+        for (i, &(a, b)) in segments.iter().enumerate() {
+            let share = if active == 0 {
+                1.0 / segments.len() as f64
+            } else {
+                (b - a) as f64 / active as f64
+            };
+            let x1 = x + min_seg + free * share;
+            pieces.push(Piece {
+                from: a,
+                to: b,
+                x0: x,
+                x1,
+                is_break: false,
+            });
+            x = x1;
+            if let Some(&(ga, gb)) = gaps.get(i) {
+                pieces.push(Piece {
+                    from: ga,
+                    to: gb,
+                    x0: x,
+                    x1: x + BREAK_W,
+                    is_break: true,
+                });
+                x += BREAK_W;
+            }
+        }
+        // Float sums may stray a hair; the last piece ends the plot.
+        if let Some(last) = pieces.last_mut() {
+            last.x1 = LEFT + PW;
+        }
+        TimeMap::Compressed {
+            t0,
+            pieces,
+            threshold,
+        }
+    }
+
+    /// The time of the axis' origin.
+    fn t0(&self) -> u64 {
+        match self {
+            TimeMap::Linear { t0, .. } | TimeMap::Compressed { t0, .. } => *t0,
+        }
+    }
+
+    /// Where time `t` falls; times outside the axis sit at its ends.
+    fn x(&self, t: u64) -> f64 {
+        match self {
+            TimeMap::Linear { t0, scale } => LEFT + scale.frac(t.saturating_sub(*t0)) * PW,
+            TimeMap::Compressed { pieces, .. } => {
+                let i = pieces.partition_point(|p| p.to < t);
+                let Some(p) = pieces.get(i) else {
+                    return LEFT + PW;
+                };
+                if t <= p.from {
+                    return p.x0;
+                }
+                let frac = (t - p.from) as f64 / (p.to - p.from).max(1) as f64;
+                p.x0 + frac.clamp(0.0, 1.0) * (p.x1 - p.x0)
+            }
+        }
+    }
+
+    /// The ticks: x and label (real time since `t0`), round within each
+    /// stretch drawn to scale, at least [`TICK_GAP`] apart.
+    fn ticks(&self) -> Vec<(f64, String)> {
+        match self {
+            TimeMap::Linear { scale, .. } => scale
+                .ticks()
+                .map(|(v, label)| (LEFT + (v / scale.end()).clamp(0.0, 1.0) * PW, label))
+                .collect(),
+            TimeMap::Compressed { t0, pieces, .. } => {
+                let mut ticks: Vec<(f64, String)> = Vec::new();
+                for p in pieces.iter().filter(|p| !p.is_break) {
+                    let (a, b) = (p.from - t0, p.to - t0);
+                    let room = ((p.x1 - p.x0) / TICK_GAP).floor().max(1.0);
+                    let step = nice_step((b - a) as f64 / room).max(1.0);
+                    let (unit, name) = TIME_UNITS
+                        .iter()
+                        .copied()
+                        .rfind(|(u, _)| (b as f64).max(step) >= *u)
+                        .unwrap_or((1.0, "ns"));
+                    let decimals = (-(step / unit).log10().floor()).clamp(0.0, 9.0) as usize;
+                    // Counted, not summed: near 2^64 ns a step may be
+                    // below a float's resolution.
+                    let first = (a as f64 / step).ceil();
+                    let count = ((b as f64 / step).floor() - first).clamp(0.0, 100.0) as u32;
+                    for k in 0..=count {
+                        let v = (first + f64::from(k)) * step;
+                        if v > b as f64 {
+                            break;
+                        }
+                        let xp = self.x(t0.saturating_add(v as u64));
+                        if ticks.last().is_none_or(|l| xp - l.0 >= TICK_GAP) {
+                            ticks.push((xp, format!("{:.*} {name}", decimals, v / unit)));
+                        }
+                    }
+                }
+                ticks
+            }
+        }
+    }
+
+    /// The cut idle stretches.
+    fn breaks(&self) -> impl Iterator<Item = &Piece> {
+        let pieces = match self {
+            TimeMap::Compressed { pieces, .. } => pieces.as_slice(),
+            TimeMap::Linear { .. } => &[],
+        };
+        pieces.iter().filter(|p| p.is_break)
+    }
+}
+
+/// A duration for people: `4.8 s`, `12.5 ms`, `350 µs`.
+fn duration_label(ns: u64) -> String {
+    if ns >= 1_000_000_000 {
+        format!("{:.1} s", ns as f64 / 1e9)
+    } else if ns >= 1_000_000 {
+        format!("{:.1} ms", ns as f64 / 1e6)
+    } else {
+        format!("{:.0} µs", ns as f64 / 1e3)
+    }
+}
+
+/// Draws one file's heatmap as a standalone SVG document, time to scale.
 pub fn render(f: &FileEvents) -> String {
-    let times = f
+    render_with(f, TimeAxis::Linear)
+}
+
+/// Draws one file's heatmap with time along `axis`.
+pub fn render_with(f: &FileEvents, axis: TimeAxis) -> String {
+    let spans: Vec<(u64, u64)> = f
         .pageins
         .iter()
-        .flat_map(|b| [b.ts, end_ns(b)])
-        .chain(f.maps.iter().map(|m| m.ts))
-        .chain(f.unmaps.iter().map(|m| m.ts));
-    let t0 = times.clone().min().unwrap_or(0);
-    let span = times.max().unwrap_or(0).saturating_sub(t0).max(1_000);
+        .map(|b| (b.ts, end_ns(b)))
+        .chain(f.maps.iter().chain(&f.unmaps).map(|m| (m.ts, m.ts)))
+        .chain(f.span.into_iter().flat_map(|(a, b)| [(a, a), (b, b)]))
+        .chain(f.curve.points.iter().map(|p| (p.0, p.0)))
+        .collect();
+    let tm = TimeMap::new(axis, spans);
+    let t0 = tm.t0();
     let max_off = f
         .pageins
         .iter()
         .map(end_offset)
         .max()
         .unwrap_or(0)
+        .max(f.max_end_offset)
         .max(4096);
-    let tx = Scale::new(span as f64, &TIME_UNITS);
     let ty = Scale::new(max_off as f64, &BYTE_UNITS);
-    let pw = WIDTH - LEFT - RIGHT;
-    let ph = HEIGHT - TOP - BOTTOM;
-    let x = |t: u64| LEFT + tx.frac(t.saturating_sub(t0)) * pw;
+    let (pw, ph) = (PW, PH);
+    let x = |t: u64| tm.x(t);
     let y = |o: u64| TOP + ty.frac(o) * ph;
     let pids: Vec<u32> = f
         .pageins
@@ -599,8 +1018,8 @@ pub fn render(f: &FileEvents) -> String {
         r##"<rect id="plot" x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="#fafafa" stroke="#333"/>"##
     );
     let _ = writeln!(s, r#"<g id="x-axis">"#);
-    for (v, label) in tx.ticks() {
-        let xp = LEFT + (v / tx.end()).clamp(0.0, 1.0) * pw;
+    let ticks = tm.ticks();
+    for (xp, label) in &ticks {
         let _ = writeln!(
             s,
             r##"<line x1="{xp:.1}" y1="{}" x2="{xp:.1}" y2="{}" stroke="#333"/>"##,
@@ -611,14 +1030,22 @@ pub fn render(f: &FileEvents) -> String {
             s,
             r#"<text class="tick" x="{xp:.1}" y="{}" text-anchor="middle">{}</text>"#,
             TOP + ph + 18.0,
-            esc(&label)
+            esc(label)
         );
     }
+    let cut = match &tm {
+        TimeMap::Compressed { threshold, .. } => format!(
+            " (idle stretches over {} cut, hatched)",
+            duration_label(*threshold)
+        ),
+        TimeMap::Linear { .. } => String::new(),
+    };
     let _ = writeln!(
         s,
-        r#"<text x="{}" y="{}" text-anchor="middle">time since first event</text>"#,
+        r#"<text x="{}" y="{}" text-anchor="middle">time since first event{}</text>"#,
         LEFT + pw / 2.0,
-        HEIGHT - 22.0
+        CURVE_Y + CURVE_H + 28.0,
+        esc(&cut)
     );
     let _ = writeln!(s, "</g>");
     let _ = writeln!(s, r#"<g id="y-axis">"#);
@@ -685,14 +1112,132 @@ pub fn render(f: &FileEvents) -> String {
         }
     } else {
         binned(&mut s, f, &colors, |b| {
-            (tx.frac(b.ts.saturating_sub(t0)), ty.frac(b.offset))
+            ((x(b.ts) - LEFT) / PW, ty.frac(b.offset))
         });
     }
     let _ = writeln!(s, "</g>");
+    breaks(&mut s, &tm);
+    histogram(&mut s, f, &y);
+    cumulative(&mut s, f, &tm, &ticks);
     losses(&mut s, f, t0, &x);
     legend(&mut s, &pids, &colors, lost);
     let _ = writeln!(s, "</svg>");
     s
+}
+
+/// The cut idle stretches: hatched bands across the plot, each labelled
+/// with its real length.
+fn breaks(s: &mut String, tm: &TimeMap) {
+    if tm.breaks().next().is_none() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        r##"<g id="breaks"><defs><pattern id="hatch" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="6" height="6" fill="#f0f0f0"/><line x1="0" y1="0" x2="0" y2="6" stroke="#bbb" stroke-width="2"/></pattern></defs>"##
+    );
+    for p in tm.breaks() {
+        let idle = duration_label(p.to - p.from);
+        let (cx, cy) = ((p.x0 + p.x1) / 2.0, TOP + PH / 2.0);
+        let _ = writeln!(
+            s,
+            r##"<g class="break"><rect x="{:.2}" y="{TOP}" width="{:.2}" height="{PH}" fill="url(#hatch)"/><text x="{cx:.2}" y="{cy:.1}" text-anchor="middle" dominant-baseline="middle" fill="#555" font-size="11" transform="rotate(-90 {cx:.2} {cy:.1})">⋯ {idle} idle ⋯</text><title>{idle} idle, from {} to {}, cut</title></g>"##,
+            p.x0,
+            p.x1 - p.x0,
+            time_label(p.from - tm.t0()),
+            time_label(p.to - tm.t0()),
+        );
+    }
+    let _ = writeln!(s, "</g>");
+}
+
+/// Bytes paged in per offset bucket, every page-in counted: bars right of
+/// the plot on its offset axis, the longest the busiest bucket.
+fn histogram(s: &mut String, f: &FileEvents, y: &impl Fn(u64) -> f64) {
+    let h = &f.histogram;
+    let top = h.buckets().map(|b| b.2).max().unwrap_or(0);
+    let _ = writeln!(
+        s,
+        r##"<g id="histogram"><rect x="{HIST_X}" y="{TOP}" width="{HIST_W}" height="{PH}" fill="#fafafa" stroke="#333"/>"##
+    );
+    for (from, width, bytes) in h.buckets().filter(|b| b.2 > 0) {
+        let to = from.saturating_add(width);
+        let (y0, len) = visible(y(from), y(to), TOP, TOP + PH);
+        let share = bytes as f64 / h.total().max(1) as f64;
+        let _ = writeln!(
+            s,
+            r##"<rect class="hist" x="{HIST_X}" y="{y0:.2}" width="{:.2}" height="{:.2}" fill="#4c72b0"><title>{} paged in at offsets {from:#x}–{to:#x} ({:.1} % of the file's)</title></rect>"##,
+            (bytes as f64 / top.max(1) as f64 * HIST_W).max(1.0),
+            (len - 0.5).max(1.0),
+            bytes_label(bytes),
+            100.0 * share
+        );
+    }
+    let _ = writeln!(
+        s,
+        r##"<text x="{HIST_X}" y="{}">bytes by offset</text><text x="{HIST_X}" y="{}" fill="#555" font-size="11">bar: {} max</text></g>"##,
+        TOP + PH + 34.0,
+        TOP + PH + 48.0,
+        bytes_label(top)
+    );
+}
+
+/// Bytes paged in so far against time, every page-in counted: how fast
+/// the file was read. On the plot's time axis, ending at the total.
+fn cumulative(s: &mut String, f: &FileEvents, tm: &TimeMap, ticks: &[(f64, String)]) {
+    let c = &f.curve;
+    let sy = Scale::new(c.total().max(1) as f64, &BYTE_UNITS);
+    let bottom = CURVE_Y + CURVE_H;
+    let y = |b: u64| bottom - sy.frac(b) * CURVE_H;
+    let _ = writeln!(
+        s,
+        r##"<g id="cumulative"><rect x="{LEFT}" y="{CURVE_Y}" width="{PW}" height="{CURVE_H}" fill="#fafafa" stroke="#333"/>"##
+    );
+    for (xp, _) in ticks {
+        let _ = writeln!(
+            s,
+            r##"<line x1="{xp:.1}" y1="{CURVE_Y}" x2="{xp:.1}" y2="{bottom}" stroke="#ddd"/>"##
+        );
+    }
+    for p in tm.breaks() {
+        let _ = writeln!(
+            s,
+            r##"<rect x="{:.2}" y="{CURVE_Y}" width="{:.2}" height="{CURVE_H}" fill="url(#hatch)"/>"##,
+            p.x0,
+            p.x1 - p.x0
+        );
+    }
+    for (v, label) in sy.ticks() {
+        let yp = bottom - (v / sy.end()).clamp(0.0, 1.0) * CURVE_H;
+        let _ = writeln!(
+            s,
+            r##"<line x1="{}" y1="{yp:.1}" x2="{LEFT}" y2="{yp:.1}" stroke="#333"/><text class="tick" x="{}" y="{:.1}" text-anchor="end" font-size="10">{}</text>"##,
+            LEFT - 4.0,
+            LEFT - 6.0,
+            yp + 3.0,
+            esc(&label)
+        );
+    }
+    if let (Some(first), Some(last)) = (c.points().first(), c.points().last()) {
+        // From nothing at the first page-in (its bytes are the first step).
+        let mut pts = format!("{:.2},{bottom}", tm.x(first.0));
+        for &(t, b) in c.points() {
+            let _ = write!(pts, " {:.2},{:.2}", tm.x(t), y(b));
+        }
+        let _ = writeln!(
+            s,
+            r##"<polyline id="cumulative-curve" points="{pts}" fill="none" stroke="#4c72b0" stroke-width="1.5"><title>{} paged in by {} page-ins, the last at {}</title></polyline>"##,
+            bytes_label(c.total()),
+            f.pageins_seen,
+            time_label(last.0.saturating_sub(tm.t0()))
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" font-size="11">bytes paged in so far: {}</text></g>"#,
+        LEFT + 6.0,
+        CURVE_Y + 14.0,
+        bytes_label(c.total())
+    );
 }
 
 /// Too many page-ins to draw one by one: counts per cell, each cell in the
@@ -724,9 +1269,7 @@ fn binned(s: &mut String, f: &FileEvents, colors: &Colors, at: impl Fn(&Block) -
         }
     }
     let top = bins.iter().copied().max().unwrap_or(1).max(1);
-    let pw = WIDTH - LEFT - RIGHT;
-    let ph = HEIGHT - TOP - BOTTOM;
-    let (cw, ch) = (pw / cols as f64, ph / rows as f64);
+    let (cw, ch) = (PW / cols as f64, PH / rows as f64);
     for (i, (n, l)) in bins.iter().zip(&lead).enumerate() {
         let (&n, Some((pid, most))) = (n, l) else {
             continue;
@@ -761,7 +1304,7 @@ fn losses(s: &mut String, f: &FileEvents, t0: u64, x: &impl Fn(u64) -> f64) {
         let col = columns.entry(x(l.ts).round() as i64).or_insert((l.ts, 0));
         col.1 = col.1.saturating_add(l.records);
     }
-    let base = HEIGHT - BOTTOM;
+    let base = TOP + PH;
     let _ = writeln!(s, r#"<g id="losses">"#);
     for (xp, (ts, n)) in columns {
         let when = if ts < t0 {
@@ -781,7 +1324,7 @@ fn losses(s: &mut String, f: &FileEvents, t0: u64, x: &impl Fn(u64) -> f64) {
 }
 
 fn legend(s: &mut String, pids: &[u32], colors: &Colors, lost: u64) {
-    let lx = WIDTH - RIGHT + 20.0;
+    let lx = LEGEND_X;
     let _ = writeln!(
         s,
         r#"<g id="legend"><text x="{lx}" y="{}" font-weight="bold">legend</text>"#,
@@ -873,6 +1416,234 @@ mod tests {
             call_map: 0,
             comm: None,
         })
+    }
+
+    fn pagein_at(ts: u64, offset: i64, size: u32, vnode_id: u64) -> Item {
+        let mut it = pagein(ts, 100, vnode_id);
+        if let Item::Event(ev) = &mut it {
+            ev.rec.event = Event::Pagein {
+                offset,
+                size,
+                duration_ns: 10_000,
+                counts: Counts::default(),
+                upl_flags: 0,
+            };
+        }
+        it
+    }
+
+    fn map_at(ts: u64, vnode_id: u64) -> Item {
+        let mut it = pagein(ts, 100, vnode_id);
+        if let Item::Event(ev) = &mut it {
+            ev.rec.kind = EventKind::Mmap;
+            ev.rec.event = Event::Mmap {
+                fflags: 1,
+                vid: 1,
+                duration_ns: 5,
+                counts: Counts::default(),
+            };
+        }
+        it
+    }
+
+    /// A launch: 2 ms of page-ins, `sleep` 4.8 s, 2 ms more.
+    fn burst_sleep_burst() -> FileEvents {
+        let mut b = Builder::new();
+        for i in 0..20u64 {
+            b.observe(&pagein_at(
+                1_000_000 + i * 100_000,
+                (i * 4096) as i64,
+                4096,
+                7,
+            ));
+        }
+        for i in 0..20u64 {
+            let t = 4_803_000_000 + i * 100_000;
+            b.observe(&pagein_at(t, ((64 + i) * 4096) as i64, 4096, 7));
+        }
+        b.finish().remove(0)
+    }
+
+    fn map_of(f: &FileEvents, axis: TimeAxis) -> TimeMap {
+        let spans = f.pageins.iter().map(|b| (b.ts, end_ns(b))).collect();
+        TimeMap::new(axis, spans)
+    }
+
+    #[test]
+    fn a_compressed_axis_cuts_a_long_idle_stretch_to_a_labelled_band() {
+        let f = burst_sleep_burst();
+        let tm = map_of(&f, TimeAxis::Compressed);
+        let breaks: Vec<&Piece> = tm.breaks().collect();
+        assert_eq!(breaks.len(), 1, "{tm:?}");
+        // The idle stretch: from the first burst's end to the second's start.
+        assert_eq!((breaks[0].from, breaks[0].to), (2_910_000, 4_803_000_000));
+        assert!((breaks[0].x1 - breaks[0].x0 - BREAK_W).abs() < 1e-9);
+        // The bursts share the rest: each about half the plot, not 0.04 %.
+        let first = tm.x(2_910_000) - tm.x(1_000_000);
+        assert!(first > (PW - BREAK_W) / 2.0 - 10.0, "{first}");
+        let linear = map_of(&f, TimeAxis::Linear);
+        assert!(linear.x(2_910_000) - linear.x(1_000_000) < 1.0);
+        assert_eq!(linear.breaks().count(), 0);
+        // Drawn as a hatched band with its real length; ticks label real
+        // times: the second burst's start is 4.802 s after the first event.
+        let svg = render_with(&f, TimeAxis::Compressed);
+        assert!(svg.contains(">⋯ 4.8 s idle ⋯<"), "{svg}");
+        assert!(
+            svg.contains(r#"class="tick""#) && svg.contains(">4.8020 s<"),
+            "{svg}"
+        );
+        // Over 5 % of the 4.804 s span.
+        assert!(svg.contains("(idle stretches over 240.2 ms cut, hatched)"));
+        let plain = render_with(&f, TimeAxis::Linear);
+        assert!(!plain.contains("idle") && plain == render(&f));
+    }
+
+    #[test]
+    fn the_compressed_mapping_is_monotonic_and_keeps_order() {
+        let f = burst_sleep_burst();
+        let tm = map_of(&f, TimeAxis::Compressed);
+        let mut probes: Vec<u64> = (0..2000u64).map(|i| i * 2_500_000).collect();
+        probes.extend([0, 1, 2_910_000, 4_803_000_000, u64::MAX - 1, u64::MAX]);
+        probes.sort_unstable();
+        let xs: Vec<f64> = probes.iter().map(|t| tm.x(*t)).collect();
+        assert!(xs.windows(2).all(|w| w[0] <= w[1]), "{xs:?}");
+        assert_eq!((xs[0], *xs.last().unwrap()), (LEFT, LEFT + PW));
+        // Distinct page-ins stay distinct and in order.
+        let starts: Vec<f64> = f.pageins.iter().map(|b| tm.x(b.ts)).collect();
+        assert!(starts.windows(2).all(|w| w[0] < w[1]), "{starts:?}");
+        // Short gaps (100 µs apart) are not cut.
+        let short = map_of(&f, TimeAxis::Compressed);
+        assert_eq!(short.breaks().count(), 1);
+    }
+
+    /// Map lines, page-ins and loss ▲ all go through the same mapping.
+    #[test]
+    fn marks_lines_and_losses_share_the_compressed_mapping() {
+        let mut b = Builder::new();
+        b.observe(&pagein_at(1_000_000, 0, 4096, 7));
+        b.observe(&Item::Loss(Loss::Gap { shard: 0, slots: 5 }));
+        b.observe(&map_at(3_000_000_000, 7));
+        b.observe(&pagein_at(3_000_500_000, 8192, 4096, 7));
+        let f = b.finish().remove(0);
+        let spans = f
+            .pageins
+            .iter()
+            .map(|b| (b.ts, end_ns(b)))
+            .chain(f.maps.iter().map(|m| (m.ts, m.ts)))
+            .collect();
+        let tm = TimeMap::new(TimeAxis::Compressed, spans);
+        let cut = *tm.breaks().next().unwrap();
+        assert_eq!(tm.breaks().count(), 1);
+        let svg = render_with(&f, TimeAxis::Compressed);
+        let map_x = tm.x(3_000_000_000);
+        assert_eq!(map_x, cut.x1, "right after the break");
+        assert!(
+            svg.contains(&format!(r#"class="map" x1="{map_x:.2}""#)),
+            "{svg}"
+        );
+        let pagein_x = tm.x(3_000_500_000);
+        assert!(svg.contains(&format!(r#"class="pagein" x="{pagein_x:.2}""#)));
+        // The loss came just before the map: at its time, its x.
+        let loss = format!(r#"class="loss" points="{},"#, map_x.round() as i64);
+        assert!(svg.contains(&loss), "{loss} in {svg}");
+        // Tooltips keep real times.
+        assert!(svg.contains("map at +2.999 s"), "{svg}");
+    }
+
+    /// The histogram and the curve count every page-in, past the mark cap
+    /// too; the curve ends at the total.
+    #[test]
+    fn the_histogram_and_curve_count_every_page_in_exactly() {
+        let mut b = Builder::with_cap(100);
+        let mut total = 0u64;
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for i in 0..20_000u64 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let size = (seed % 64 + 1) as u32 * 4096;
+            // The file grows: offsets reach past 1 GiB, widening buckets.
+            let offset = (seed >> 20) % (1 + i * 65_536);
+            total += u64::from(size);
+            b.observe(&pagein_at(i * 1000, offset as i64, size, 3));
+        }
+        let f = b.finish().remove(0);
+        assert!(
+            f.not_drawn > 19_000,
+            "the mark cap thinned: {}",
+            f.not_drawn
+        );
+        let buckets: u64 = f.histogram.buckets().map(|b| b.2).sum();
+        assert_eq!((buckets, f.histogram.total()), (total, total));
+        assert_eq!(f.histogram.buckets().count(), HIST_BUCKETS);
+        let pts = f.curve.points();
+        assert!(pts.len() <= CURVE_POINTS);
+        assert_eq!(pts.last().unwrap(), &(19_999_000, total));
+        assert!(pts.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1));
+        let svg = render(&f);
+        assert!(svg.contains(r#"id="cumulative-curve""#));
+        assert!(svg.contains(&format!("bytes paged in so far: {}", bytes_label(total))));
+    }
+
+    #[test]
+    fn histogram_buckets_split_page_ins_and_saturate() {
+        let mut h = Histogram::default();
+        // Across two 4 KiB buckets: 1 KiB in the first, 3 in the second.
+        h.add(3 * 1024, 4096);
+        let b: Vec<(u64, u64, u64)> = h.buckets().filter(|b| b.2 > 0).collect();
+        assert_eq!(b, [(0, 4096, 1024), (4096, 4096, 3072)]);
+        // Past 2^64: the buckets cover all of it, the total stays exact.
+        h.add(u64::MAX - 5, 100);
+        h.add(u64::MAX, u64::MAX);
+        let sum = h.buckets().fold(0u64, |n, b| n.saturating_add(b.2));
+        assert_eq!((sum, h.total()), (u64::MAX, u64::MAX));
+        assert_eq!(h.buckets().last().unwrap().1, 1 << 58);
+        let mut h = Histogram::default();
+        h.add(u64::MAX - 5, 100);
+        assert_eq!(h.buckets().map(|b| b.2).sum::<u64>(), 100);
+    }
+
+    #[test]
+    fn a_thinned_curve_keeps_exact_points_and_its_last() {
+        let mut c = Curve::default();
+        for i in 0..1001u64 {
+            c.push(i, 10);
+        }
+        assert_eq!(c.thin_to(100), 1001 - c.points().len());
+        assert!(c.points().len() <= 100);
+        assert!(c.points().iter().all(|(t, b)| *b == (t + 1) * 10));
+        assert_eq!(c.points().last(), Some(&(1000, 10_010)));
+        // A record out of order takes its predecessor's time.
+        c.push(3, 1);
+        assert_eq!(c.points().last(), Some(&(1000, 10_011)));
+    }
+
+    /// Hostile times: at 0, at the end of time, all equal.
+    #[test]
+    fn hostile_times_do_not_break_either_axis() {
+        let cases: [&[u64]; 4] = [
+            &[0, 0, 0],
+            &[u64::MAX, u64::MAX],
+            &[0, u64::MAX],
+            &[0, 5_000_000_000, u64::MAX - 1, u64::MAX],
+        ];
+        for times in cases {
+            let mut b = Builder::new();
+            for (i, t) in times.iter().enumerate() {
+                b.observe(&pagein_at(*t, i as i64 * 4096, 4096, 5));
+                b.observe(&map_at(*t, 5));
+            }
+            let f = b.finish().remove(0);
+            for axis in [TimeAxis::Linear, TimeAxis::Compressed] {
+                let svg = render_with(&f, axis);
+                assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
+                let tm = map_of(&f, axis);
+                for t in times {
+                    let x = tm.x(*t);
+                    assert!((LEFT..=LEFT + PW).contains(&x), "{times:?} {axis:?}: {x}");
+                }
+            }
+        }
     }
 
     /// Hostile input: however many page-ins, the builder keeps fewer than

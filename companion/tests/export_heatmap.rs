@@ -360,3 +360,80 @@ fn a_heatmap_survives_timestamps_at_the_end_of_time() {
     let text = svg_of(&batches, "late.db-");
     roxmltree::Document::parse(&text).unwrap();
 }
+
+/// A launch: a burst of page-ins, a 4.8 s sleep, another burst.
+fn burst_sleep_burst() -> Vec<Vec<u8>> {
+    recorded(1, 1 << 10, |t| {
+        t.path(0, DB, "/data/launch.db");
+        for i in 0..20i64 {
+            t.pagein(0, 200, 2001, DB, (i * 4096, 4096), 2);
+        }
+        t.ts += 4_800_000_000;
+        for i in 0..20i64 {
+            t.pagein(0, 200, 2001, DB, ((64 + i) * 4096, 4096), 2);
+        }
+        t.drain();
+    })
+}
+
+fn heatmap_with(batches: &[Vec<u8>], args: &[&str]) -> (std::process::Output, TempDir) {
+    let dir = TempDir::new().unwrap();
+    let f = fixture(&dir, "in.mtr", batches);
+    let out = maptrace()
+        .args(["heatmap", "-o"])
+        .arg(dir.path().join("svg"))
+        .arg(&f)
+        .args(args)
+        .output()
+        .unwrap();
+    (out, dir)
+}
+
+#[test]
+fn time_axis_compressed_cuts_the_sleep_and_linear_is_the_default() {
+    let batches = burst_sleep_burst();
+    let read = |dir: &TempDir| {
+        let svg = dir.path().join("svg");
+        let file = std::fs::read_dir(svg).unwrap().next().unwrap().unwrap();
+        std::fs::read_to_string(file.path()).unwrap()
+    };
+    let (out, dir) = heatmap_with(&batches, &["--time-axis", "compressed"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = read(&dir);
+    let svg = roxmltree::Document::parse(&text).unwrap();
+    let breaks: Vec<_> = svg
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("break"))
+        .collect();
+    assert_eq!(breaks.len(), 1, "{text}");
+    let label = breaks[0]
+        .children()
+        .find(|n| n.has_tag_name("text"))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        label.ends_with(" s idle ⋯") && label.contains("4.8"),
+        "{label}"
+    );
+    // Both panels are there; the curve ends at the 160 KiB read.
+    assert!(text.contains(r#"id="histogram""#) && text.contains(r#"id="cumulative-curve""#));
+    assert!(text.contains("bytes paged in so far: 160 KiB"));
+    let (out, dir) = heatmap_with(&batches, &[]);
+    assert_eq!(out.status.code(), Some(0));
+    let default = read(&dir);
+    assert!(!default.contains(r#"class="break""#));
+    let (_, dir) = heatmap_with(&batches, &["--time-axis", "linear"]);
+    assert_eq!(read(&dir), default);
+}
+
+#[test]
+fn a_bad_time_axis_is_refused_with_the_choices() {
+    let (out, _dir) = heatmap_with(&burst_sleep_burst(), &["--time-axis", "log"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("linear") && err.contains("compressed"),
+        "{err}"
+    );
+}

@@ -61,16 +61,20 @@ pub fn report(data: &[u8]) {
     assert_eq!(back["totals"]["files"], r.files.len());
 }
 
-/// `heatmap`: every SVG is well-formed XML with a printable title.
+/// `heatmap`: every SVG, on either time axis, is well-formed XML with a
+/// printable title.
 pub fn heatmap(data: &[u8]) {
     let (items, _) = items(data);
     let mut b = maptrace::heatmap::Builder::new();
     items.iter().for_each(|i| b.observe(i));
     for f in b.finish() {
-        let svg = maptrace::heatmap::render(&f);
-        assert_printable("an SVG", svg.as_bytes());
-        if let Err(e) = roxmltree::Document::parse(&svg) {
-            panic!("the SVG is not well-formed ({e}): {svg}");
+        use maptrace::heatmap::TimeAxis;
+        for axis in [TimeAxis::Linear, TimeAxis::Compressed] {
+            let svg = maptrace::heatmap::render_with(&f, axis);
+            assert_printable("an SVG", svg.as_bytes());
+            if let Err(e) = roxmltree::Document::parse(&svg) {
+                panic!("the SVG is not well-formed ({e}): {svg}");
+            }
         }
         let stem = f.file_stem();
         assert!(

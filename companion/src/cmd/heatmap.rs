@@ -13,6 +13,7 @@ pub fn run(source: Option<&str>, a: &HeatmapArgs, out: &mut impl Write) -> Resul
         input,
         output: dir,
         path,
+        time_axis,
         limit,
     } = a;
     let mut src = open_source(source, input.as_deref())?;
@@ -32,7 +33,7 @@ pub fn run(source: Option<&str>, a: &HeatmapArgs, out: &mut impl Write) -> Resul
             }
         }
         let file = dir.join(format!("{}.svg", f.file_stem()));
-        std::fs::write(&file, heatmap::render(&f))
+        std::fs::write(&file, heatmap::render_with(&f, (*time_axis).into()))
             .with_context(|| format!("cannot write {}", shown_path(&file)))?;
         writeln!(
             out,
