@@ -595,14 +595,22 @@ fn bytes_label(n: u64) -> String {
     }
 }
 
-fn time_label(ns: u64) -> String {
+/// `ns` in the largest of s, ms and µs it reaches, with `digits` decimals
+/// for each of them.
+fn in_unit(ns: u64, digits: [usize; 3]) -> String {
+    let [s, ms, us] = digits;
     if ns >= 1_000_000_000 {
-        format!("+{:.3} s", ns as f64 / 1e9)
+        format!("{:.s$} s", ns as f64 / 1e9)
     } else if ns >= 1_000_000 {
-        format!("+{:.2} ms", ns as f64 / 1e6)
+        format!("{:.ms$} ms", ns as f64 / 1e6)
     } else {
-        format!("+{:.1} µs", ns as f64 / 1e3)
+        format!("{:.us$} µs", ns as f64 / 1e3)
     }
+}
+
+/// A time since the first event: `+1.250 s`, `+3.25 ms`, `+12.5 µs`.
+fn time_label(ns: u64) -> String {
+    format!("+{}", in_unit(ns, [3, 2, 1]))
 }
 
 /// Units of the time axis (nanoseconds each).
@@ -921,13 +929,7 @@ impl TimeMap {
 
 /// A duration for people: `4.8 s`, `12.5 ms`, `350 µs`.
 fn duration_label(ns: u64) -> String {
-    if ns >= 1_000_000_000 {
-        format!("{:.1} s", ns as f64 / 1e9)
-    } else if ns >= 1_000_000 {
-        format!("{:.1} ms", ns as f64 / 1e6)
-    } else {
-        format!("{:.0} µs", ns as f64 / 1e3)
-    }
+    in_unit(ns, [1, 1, 0])
 }
 
 /// Draws one file's heatmap as a standalone SVG document, time to scale.
