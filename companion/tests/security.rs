@@ -15,7 +15,7 @@ use common::maptrace;
 use maptrace::recording::FORMAT_VERSION;
 use maptrace::sim::{SimSource, Workload};
 use maptrace_sim::arena::{
-    Leak, LeakForm, find_addresses, find_tagged_addresses, in_kernel_window,
+    Leak, find_addresses, find_addresses_by_field, find_tagged_addresses, in_kernel_window,
 };
 use maptrace_sim::scenario::generate;
 use maptrace_sim::{DEMO, GenParams};
@@ -48,54 +48,23 @@ fn kernel_addresses(bytes: &[u8]) -> Vec<Leak> {
     kernel_addresses_among(bytes, &CHILD_RANGES.lock().unwrap())
 }
 
-/// Every address in `bytes` that is in the tagged window or in `ranges`.
-fn kernel_addresses_among(bytes: &[u8], ranges: &[Range<u64>]) -> Vec<Leak> {
-    find_addresses(bytes, |v| {
-        in_kernel_window(v) || ranges.iter().any(|r| r.contains(&v))
-    })
+/// Whether `v` is in the tagged window or in `ranges`.
+fn kernel_among(ranges: &[Range<u64>]) -> impl Fn(u64) -> bool + '_ {
+    move |v| in_kernel_window(v) || ranges.iter().any(|r| r.contains(&v))
 }
 
-/// Every kernel address in the recording `rec`, read struct by struct and,
-/// where a field is a clock reading, field by field.
-///
-/// A blind scan of every 8 bytes reads values the kext never wrote. A time
-/// in nanoseconds has zero upper bytes, and so do most fields before it (a
-/// pid, a drop count): 8 bytes read across the two are the time shifted
-/// left, and a time of 5.5 to 8.4 ms shifted by 24 bits reads as
-/// 0x55../0x7f.. with zero low bytes, the addresses of a child's text and
-/// thread stacks. A slot's stamp (its position, a small count) after the
-/// last bytes of the slot before it reads the same way.
-///
-/// So every struct (the file header, a frame's header, a batch or segment
-/// header, a 64-byte slot, the closing statistics) is scanned on its own,
-/// each clock field in it as the whole value the kext wrote, every
-/// unaligned window over the bytes between. An address the kext wrote is
-/// one field of one struct: in a clock field or wholly beside one, it is
-/// found either way.
+/// Every address in `bytes` that is in the tagged window or in `ranges`.
+fn kernel_addresses_among(bytes: &[u8], ranges: &[Range<u64>]) -> Vec<Leak> {
+    find_addresses(bytes, kernel_among(ranges))
+}
+
+/// Every kernel address in the recording `rec`, read struct by struct (the
+/// file header, a frame's header, a batch or segment header, a 64-byte
+/// slot, the closing statistics) and each clock field as the whole value
+/// the kext wrote (`find_addresses_by_field` says why).
 fn recording_leaks(rec: &[u8], ranges: &[Range<u64>]) -> Vec<Leak> {
     let (structs, clocks) = recording_layout(rec);
-    let is_clock = |at: usize| clocks.binary_search(&at).is_ok();
-    let mut cuts: Vec<usize> = structs
-        .iter()
-        .copied()
-        .chain(clocks.iter().flat_map(|&at| [at, at + 8]))
-        .chain([rec.len()])
-        .filter(|&c| c <= rec.len())
-        .collect();
-    cuts.sort_unstable();
-    cuts.dedup();
-    let mut leaks = Vec::new();
-    for piece in cuts.windows(2) {
-        let (from, to) = (piece[0], piece[1]);
-        let found = kernel_addresses_among(&rec[from..to], ranges)
-            .into_iter()
-            .filter(|l| !is_clock(from) || (l.form == LeakForm::Binary && l.offset == 0));
-        leaks.extend(found.map(|l| Leak {
-            offset: l.offset + from,
-            ..l
-        }));
-    }
-    leaks
+    find_addresses_by_field(rec, &structs, &clocks, kernel_among(ranges))
 }
 
 /// A little-endian integer of `N` bytes at `at`.

@@ -100,6 +100,48 @@ pub fn find_addresses(bytes: &[u8], is_kernel: impl Fn(u64) -> bool) -> Vec<Leak
     out
 }
 
+/// [`find_addresses`] over bytes a writer laid out as structs, read as it
+/// wrote them: each struct (starting at an offset of `structs`) on its own,
+/// each 8-byte clock field (at an offset of `clocks`, sorted) only as the
+/// whole value it holds, every other byte run with all its windows.
+///
+/// A blind scan reads values nobody wrote: a time in nanoseconds has zero
+/// upper bytes, and so do most fields before it (a pid, a drop count, a
+/// slot's stamp), so 8 bytes read across the two are the time shifted left;
+/// a time of 5.5 to 8.4 ms shifted by 24 bits reads as `0x55..`/`0x7f..`
+/// with zero low bytes, where a process's text or a thread's stack lies.
+/// An address the writer put in is one field of one struct: in a clock
+/// field or wholly beside one, it is found either way.
+pub fn find_addresses_by_field(
+    bytes: &[u8],
+    structs: &[usize],
+    clocks: &[usize],
+    is_kernel: impl Fn(u64) -> bool,
+) -> Vec<Leak> {
+    let mut cuts: Vec<usize> = structs
+        .iter()
+        .copied()
+        .chain(clocks.iter().flat_map(|&at| [at, at + 8]))
+        .chain([bytes.len()])
+        .filter(|&c| c <= bytes.len())
+        .collect();
+    cuts.sort_unstable();
+    cuts.dedup();
+    let mut leaks = Vec::new();
+    for piece in cuts.windows(2) {
+        let (from, to) = (piece[0], piece[1]);
+        let clock = clocks.binary_search(&from).is_ok();
+        let found = find_addresses(&bytes[from..to], &is_kernel)
+            .into_iter()
+            .filter(|l| !clock || (l.form == LeakForm::Binary && l.offset == 0));
+        leaks.extend(found.map(|l| Leak {
+            offset: l.offset + from,
+            ..l
+        }));
+    }
+    leaks
+}
+
 /// [`find_addresses`] with [`in_kernel_window`]: kernel addresses of a
 /// simulator that ran in any process.
 pub fn find_tagged_addresses(bytes: &[u8]) -> Vec<Leak> {

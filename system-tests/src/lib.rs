@@ -6,6 +6,7 @@
 
 use maptrace_abi::decode::{Decoder, Record};
 use maptrace_abi::{StatsView, raw};
+use maptrace_sim::arena::{LeakForm, find_addresses_by_field};
 use maptrace_sim::{Config, Cred, Sim, SysctlError, xnu};
 
 unsafe extern "C" {
@@ -350,35 +351,17 @@ fn batch_layout(batch: &[u8]) -> (Vec<usize>, Vec<usize>) {
     (structs, clocks)
 }
 
-/// The offsets of kernel addresses in one drained batch, read struct by
-/// struct as the kext wrote it: each clock field as its whole value, every
-/// unaligned 8-byte window over the bytes between (an address the kext
-/// wrote is one field of one struct, so it is found either way). A blind
-/// scan of every window reads values nobody wrote: a pid's zero upper bytes
-/// and the low five bytes of a time of 5.5-8.4 ms read as `0x55..`/`0x7f..`
-/// with zero low bytes, where a thread's stack may lie.
+/// The offsets of kernel addresses (as 8 little-endian bytes) in one
+/// drained batch, read struct by struct as the kext wrote it, each clock
+/// field as its whole value (`find_addresses_by_field` says why).
 pub fn batch_kernel_addresses(sim: &Sim, batch: &[u8]) -> Vec<usize> {
     let ranges = sim.kernel_address_ranges();
-    let is_kernel = |v: u64| ranges.iter().any(|r| r.contains(&v));
     let (structs, clocks) = batch_layout(batch);
-    let mut cuts: Vec<usize> = structs
-        .iter()
-        .copied()
-        .chain(clocks.iter().flat_map(|&at| [at, at + 8]))
-        .chain([batch.len()])
-        .filter(|&c| c <= batch.len())
-        .collect();
-    cuts.sort_unstable();
-    cuts.dedup();
-    let mut found = Vec::new();
-    for piece in cuts.windows(2) {
-        let (from, to) = (piece[0], piece[1]);
-        let bytes = &batch[from..to];
-        let windows = bytes.windows(8).enumerate().filter(|(i, w)| {
-            let clock = clocks.binary_search(&from).is_ok();
-            (!clock || *i == 0) && is_kernel(u64::from_le_bytes((*w).try_into().unwrap()))
-        });
-        found.extend(windows.map(|(i, _)| from + i));
-    }
-    found
+    find_addresses_by_field(batch, &structs, &clocks, |v| {
+        ranges.iter().any(|r| r.contains(&v))
+    })
+    .into_iter()
+    .filter(|l| l.form == LeakForm::Binary)
+    .map(|l| l.offset)
+    .collect()
 }
