@@ -272,11 +272,11 @@ pub const MAX_PAIRS: usize = 100_000;
 /// processes keep their exact maps and page-ins.
 pub const MAX_FILES: usize = 100_000;
 
-/// Processes kept over the whole report (their figures and names): one more
-/// than XNU's `PID_MAX` (99999, bsd/sys/proc_internal.h, xnu-11417.121.6),
-/// so only input no kernel wrote reaches it. Past it a new pid's events
-/// still count for their files, and in `totals.unlisted_process_events`.
-pub const MAX_PROCESSES: usize = 100_000;
+/// Processes kept over the whole report (their figures and names): the
+/// pipeline's bound on named pids, one more than XNU's `PID_MAX`, so only
+/// input no kernel wrote reaches it. Past it a new pid's events still count
+/// for their files, and in `totals.unlisted_process_events`.
+pub const MAX_PROCESSES: usize = crate::pipeline::MAX_NAMED_PIDS;
 
 /// The events of files past [`MAX_FILES`], added up by kind (selected
 /// events only, like a file's own figures).
