@@ -7,6 +7,11 @@
 //! * `record/engine` — the whole `Engine::record` (filter, vnode id, encode,
 //!   ring) as the shim calls it, one vnode throughout (a page-in storm: the
 //!   id memo hits);
+//! * `record/parts/*` — `Engine::record` taken apart, inlined into the
+//!   loop: the ring plus the encoder of a prebuilt event
+//!   (`ring+encode_prebuilt`), of an event built per record as the shim
+//!   does (`ring+encode`), plus the id memo's hit (`ring+encode+memo`);
+//!   `record/engine` adds the kind and config checks and the call;
 //! * `record/engine_distinct` — the same with a new vnode every record (the
 //!   memo misses: keyed hash plus caching the id);
 //! * `record/two_threads` — two threads recording at once on their own shards;
@@ -22,10 +27,14 @@
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use crossbeam_queue::ArrayQueue;
+use maptrace_abi::EventKind;
 use maptrace_abi::decode::Decoder;
 use maptrace_abi::merge::{merge_into, time_order_with};
 use maptrace_abi::raw;
+use maptrace_core::id_memo::IdMemo;
+use maptrace_core::record;
 use maptrace_core::ring::{Ring, SLOT_SIZE};
+use maptrace_core::vnode_id::VnodeIdKey;
 use maptrace_core::{Engine, HookEvent, Params};
 use rtrb::RingBuffer;
 use std::hint::black_box;
@@ -258,6 +267,51 @@ fn bench_record(c: &mut Criterion) {
         b.iter_custom(|iters| {
             timed_producers(engine.ring(), 1, iters, |t, i| {
                 black_box(engine.record(t, black_box(&event(i))));
+            })
+        });
+    });
+
+    // The engine's record taken apart, each step adding one stage to the
+    // bare ring: the encoder (a constant vnode id), then the id memo's hit,
+    // then (`record/engine`) the kind and config checks.
+    let mut m = mem(2, CAP);
+    let parts = Ring::init(&mut m, 2, CAP).unwrap();
+    g.bench_function("parts/ring+encode", |b| {
+        b.iter_custom(|iters| {
+            timed_producers(&parts, 1, iters, |t, i| {
+                let ev = black_box(event(i));
+                let head = record::head_of(EventKind::Pagein, &ev, 0x5eed);
+                let _ = parts.record(t, 1, |w| {
+                    let drops_before = w.drops_before();
+                    w.head_with(|body| record::write_fixed(body, head, &ev, drops_before));
+                });
+            })
+        });
+    });
+    let pre = event(7);
+    g.bench_function("parts/ring+encode_prebuilt", |b| {
+        b.iter_custom(|iters| {
+            timed_producers(&parts, 1, iters, |t, _| {
+                let ev = black_box(&pre);
+                let head = record::head_of(EventKind::Pagein, ev, 0x5eed);
+                let _ = parts.record(t, 1, |w| {
+                    let drops_before = w.drops_before();
+                    w.head_with(|body| record::write_fixed(body, head, ev, drops_before));
+                });
+            })
+        });
+    });
+    let (key, memo) = (VnodeIdKey::new(params().hash_key), IdMemo::new());
+    g.bench_function("parts/ring+encode+memo", |b| {
+        b.iter_custom(|iters| {
+            timed_producers(&parts, 1, iters, |t, i| {
+                let ev = black_box(event(i));
+                let id = memo.id(&key, 1, ev.vnode_ptr, ev.vid);
+                let head = record::head_of(EventKind::Pagein, &ev, id);
+                let _ = parts.record(t, 1, |w| {
+                    let drops_before = w.drops_before();
+                    w.head_with(|body| record::write_fixed(body, head, &ev, drops_before));
+                });
             })
         });
     });
