@@ -232,7 +232,7 @@ pub struct ExportArgs {
 pub struct HeatmapArgs {
     /// A recording to read (same as --source file:INPUT).
     pub input: Option<PathBuf>,
-    /// Directory to write the SVG files into (created if missing).
+    /// Directory to write the pictures into (created if missing).
     #[arg(short, long, value_name = "DIR")]
     pub output: PathBuf,
     /// Only files whose path starts with this.
@@ -241,8 +241,19 @@ pub struct HeatmapArgs {
     /// Time to scale (linear), or with idle stretches over 1 ms and 5 % of the span cut to a narrow labelled band (compressed).
     #[arg(long, value_enum, value_name = "linear|compressed", default_value_t = TimeAxisArg::Linear)]
     pub time_axis: TimeAxisArg,
+    /// Picture format: svg (scalable, hover for details) or png (to paste into a bug report; labels use a system font).
+    #[arg(long, value_enum, value_name = "svg|png", default_value_t = ImageFormat::Svg)]
+    pub format: ImageFormat,
     #[command(flatten)]
     pub limit: Limit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImageFormat {
+    /// Scalable, with hover titles.
+    Svg,
+    /// Raster, twice the SVG's size.
+    Png,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -10,6 +10,8 @@ pub mod json;
 pub mod output;
 pub mod perfetto;
 pub mod pipeline;
+#[cfg(feature = "png")]
+pub mod raster;
 pub mod recording;
 pub mod replay;
 pub mod report;

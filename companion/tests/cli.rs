@@ -898,6 +898,63 @@ fn heatmaps_are_svg_with_axes_legend_and_one_block_per_pagein() {
 }
 
 #[test]
+fn png_heatmaps_are_the_svg_pictures_rasterized() {
+    let dir = TempDir::new().unwrap();
+    let f = fixture(&dir, "life.mtr", &lifecycle_batches());
+    let (svgs, pngs) = (dir.path().join("svg"), dir.path().join("png"));
+    maptrace()
+        .args(["heatmap", "-o"])
+        .arg(&svgs)
+        .arg(&f)
+        .assert()
+        .code(0);
+    maptrace()
+        .args(["heatmap", "--format", "png", "-o"])
+        .arg(&pngs)
+        .arg(&f)
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains(".png  /data/app.db"));
+    let listed = |d: &Path| {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        v.sort();
+        v
+    };
+    let (svgs, pngs) = (listed(&svgs), listed(&pngs));
+    assert_eq!(svgs.len(), 4);
+    assert_eq!(svgs.len(), pngs.len());
+    let raster = maptrace::raster::Rasterizer::with_system_fonts();
+    for (svg, png) in svgs.iter().zip(&pngs) {
+        assert_eq!(svg.file_stem(), png.file_stem());
+        assert_eq!(png.extension().unwrap(), "png");
+        let bytes = std::fs::read(png).unwrap();
+        // A PNG (signature, then IHDR) at twice the SVG's 1080 × 680.
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        let be = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+        assert_eq!((be(16), be(20)), (2160, 1360));
+        // Exactly the picture the SVG run wrote, rasterized.
+        let expected = raster.png(&std::fs::read_to_string(svg).unwrap()).unwrap();
+        assert!(
+            bytes == expected,
+            "{} is not {} rasterized",
+            png.display(),
+            svg.display()
+        );
+    }
+    // An unknown format is a usage error naming the choices.
+    maptrace()
+        .args(["heatmap", "--format", "jpg", "-o"])
+        .arg(dir.path().join("jpg"))
+        .arg(&f)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("svg").and(predicate::str::contains("png")));
+}
+
+#[test]
 fn help_reads_well() {
     maptrace()
         .arg("--help")

@@ -1,8 +1,9 @@
-//! `maptrace heatmap`: one SVG per file, offset against time.
+//! `maptrace heatmap`: one picture per file (SVG, or PNG), offset against
+//! time.
 
 use super::read::{observe_each, warn_losses};
 use super::source::open_source;
-use crate::cli::HeatmapArgs;
+use crate::cli::{HeatmapArgs, ImageFormat};
 use anyhow::{Context, Result, bail};
 use maptrace::heatmap;
 use maptrace::text::{shown, shown_path};
@@ -14,8 +15,10 @@ pub fn run(source: Option<&str>, a: &HeatmapArgs, out: &mut impl Write) -> Resul
         output: dir,
         path,
         time_axis,
+        format,
         limit,
     } = a;
+    let picture = Picture::new(*format)?;
     let mut src = open_source(source, input.as_deref())?;
     let mut b = heatmap::Builder::new();
     let totals = observe_each(src.as_mut(), limit, |i| b.observe(i))?;
@@ -32,8 +35,9 @@ pub fn run(source: Option<&str>, a: &HeatmapArgs, out: &mut impl Write) -> Resul
                 continue;
             }
         }
-        let file = dir.join(format!("{}.svg", f.file_stem()));
-        std::fs::write(&file, heatmap::render_with(&f, (*time_axis).into()))
+        let file = dir.join(format!("{}.{}", f.file_stem(), picture.extension()));
+        let svg = heatmap::render_with(&f, (*time_axis).into());
+        std::fs::write(&file, picture.bytes(svg)?)
             .with_context(|| format!("cannot write {}", shown_path(&file)))?;
         writeln!(
             out,
@@ -59,4 +63,52 @@ pub fn run(source: Option<&str>, a: &HeatmapArgs, out: &mut impl Write) -> Resul
     }
     warn_losses(&totals);
     Ok(totals.exit_status())
+}
+
+/// How each heatmap is written.
+enum Picture {
+    Svg,
+    #[cfg(feature = "png")]
+    Png(maptrace::raster::Rasterizer),
+}
+
+impl Picture {
+    /// Loads the system's fonts for PNG output, once (a warning when there
+    /// are none: the pictures then have no labels).
+    fn new(format: ImageFormat) -> Result<Picture> {
+        match format {
+            ImageFormat::Svg => Ok(Picture::Svg),
+            #[cfg(feature = "png")]
+            ImageFormat::Png => {
+                let r = maptrace::raster::Rasterizer::with_system_fonts();
+                if !r.has_fonts() {
+                    eprintln!(
+                        "maptrace: no fonts found on this system, so the PNG pictures have no labels; \
+                         install one (Debian: apt-get install fonts-dejavu-core) or use --format svg"
+                    );
+                }
+                Ok(Picture::Png(r))
+            }
+            #[cfg(not(feature = "png"))]
+            ImageFormat::Png => Err(maptrace::exit::usage(
+                "this maptrace was built without PNG output (cargo feature `png`); use --format svg",
+            )),
+        }
+    }
+
+    fn extension(&self) -> &'static str {
+        match self {
+            Picture::Svg => "svg",
+            #[cfg(feature = "png")]
+            Picture::Png(_) => "png",
+        }
+    }
+
+    fn bytes(&self, svg: String) -> Result<Vec<u8>> {
+        match self {
+            Picture::Svg => Ok(svg.into_bytes()),
+            #[cfg(feature = "png")]
+            Picture::Png(r) => Ok(r.png(&svg)?),
+        }
+    }
 }
