@@ -33,6 +33,8 @@ pub const SHIM_CLANG_SOURCE: &str =
 const RUST_WEB: &[&str] = &["rustc-web", "cargo-web", "rust-web-src"];
 /// lld's Mach-O linker, for the stand-in executable signed on Linux.
 const LLD: &[&str] = &["lld-19"];
+/// A TrueType font, for the text of `heatmap --format png` in the companion's tests.
+const FONTS: &[&str] = &["fonts-dejavu-core"];
 
 /// The Debian packages `task` needs, without duplicates, in a stable order.
 pub fn packages(task: Task) -> Vec<&'static str> {
@@ -41,7 +43,7 @@ pub fn packages(task: Task) -> Vec<&'static str> {
         // The core's build script runs bindgen on the host during the cross build too.
         Task::Cross => &[BINDGEN, SHIM_CLANG, RUST_WEB],
         Task::SignCheck => &[CLANG, LLD],
-        Task::Test => &[BINDGEN, CLANG, SHIM_CLANG, RUST_WEB, LLD],
+        Task::Test => &[BINDGEN, CLANG, SHIM_CLANG, RUST_WEB, LLD, FONTS],
     };
     let mut out: Vec<&'static str> = Vec::new();
     for p in groups.iter().flat_map(|g| g.iter()) {
@@ -185,6 +187,9 @@ mod tests {
         {
             assert!(test.contains(&p), "{p} missing from the test set");
         }
+        // The PNG heatmaps' labels, asserted by the companion's tests.
+        assert!(test.contains(&"fonts-dejavu-core"));
+        assert!(!packages(Task::Demo).contains(&"fonts-dejavu-core"));
         let mut dedup = test.clone();
         dedup.dedup();
         assert_eq!(dedup.len(), test.len());

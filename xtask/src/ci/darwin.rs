@@ -2,7 +2,8 @@
 //! Linux only, so a macOS-only code path (the real sysctl source) could rot unseen: this step
 //! type-checks it for both Mac architectures with the nightly toolchain's `-Zbuild-std` (no
 //! prebuilt std for apple targets is installed here). The Linux host has no macOS SDK headers,
-//! hence `-ffreestanding` for bindgen; the simulator feature stays off, as in a user's build.
+//! hence `-ffreestanding` for bindgen; the default features only (PNG output, no simulator), as in a
+//! user's build.
 
 use anyhow::Result;
 
@@ -25,7 +26,6 @@ fn plan(ctx: &Ctx) -> Plan {
                     target,
                     "-p",
                     "maptrace",
-                    "--no-default-features",
                 ])
                 .env("BINDGEN_EXTRA_CLANG_ARGS", "-ffreestanding"),
         );
@@ -53,9 +53,11 @@ mod tests {
         let text = plan(&ctx).render();
         assert_eq!(plan(&ctx).commands().count(), TARGETS.len(), "{text}");
         for line in text.lines() {
+            // A user's build: the default features (PNG output), no simulator.
+            assert!(!line.contains("--no-default-features"), "{line}");
+            assert!(!line.contains("--features"), "{line}");
             for flag in [
                 "-p maptrace",
-                "--no-default-features",
                 "-Zbuild-std=std,panic_abort",
                 "BINDGEN_EXTRA_CLANG_ARGS=-ffreestanding",
                 "target/darwin",
