@@ -77,6 +77,7 @@ impl<K: Copy + PartialEq> Gate<K> {
 static VNOPS: Gate<Vop> = Gate::new();
 static DISPATCH: Gate<Vop> = Gate::new();
 static COPYOUT: Gate<()> = Gate::new();
+static MAC_REGISTER: Gate<()> = Gate::new();
 
 /// A thread that blocked runs again on another CPU (`Kernel::migrate`): a
 /// hook around the operation enters on one CPU and leaves on another.
@@ -109,6 +110,14 @@ pub(crate) fn enter_copyout() {
     }
 }
 
+/// Called by `mac_policy_register` before it registers: blocks while a test
+/// holds it.
+pub(crate) fn enter_mac_register() {
+    if MAC_REGISTER.enter(()) {
+        resumed();
+    }
+}
+
 /// Holds copyout (`Sim::hold_copyout`).
 pub(crate) fn hold_copyout() -> CopyoutHold {
     COPYOUT.hold(())
@@ -124,6 +133,8 @@ pub struct Hold<K: Copy + PartialEq + 'static> {
 pub type VnopHold = Hold<Vop>;
 /// Threads held inside copyout.
 pub type CopyoutHold = Hold<()>;
+/// Threads held inside `mac_policy_register`.
+pub type MacRegisterHold = Hold<()>;
 
 impl<K: Copy + PartialEq> Hold<K> {
     /// Waits until `n` threads are held; false on timeout.
@@ -176,5 +187,13 @@ impl Sim {
     /// race XNU's lock-free dispatch (bsd/vfs/kpi_vfs.c VNOP_*) allows.
     pub fn hold_dispatch(&self, op: Vop) -> VnopHold {
         DISPATCH.hold(op)
+    }
+
+    /// From now on, a kext start that calls `mac_policy_register` waits in
+    /// it until the hold is released: what the start did before that step
+    /// (for the resident build, the sweep's hooks) is in place, and the test
+    /// can act on it before the start goes on.
+    pub fn hold_mac_policy_register(&self) -> MacRegisterHold {
+        MAC_REGISTER.hold(())
     }
 }

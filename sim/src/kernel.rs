@@ -106,6 +106,10 @@ pub struct Config {
     /// `vfs_fsadd` fails with this errno (a kernel that refuses the kext's
     /// filesystem), for start-failure tests.
     pub fsadd_error: Option<i32>,
+    /// `mac_policy_register` fails with this errno, as XNU's does for a
+    /// policy name already registered (EEXIST) or a full policy table
+    /// (ENOMEM) (security/mac_base.c, xnu-11417.121.6): start-failure tests.
+    pub mac_register_error: Option<i32>,
     /// Trace events kept (the oldest go first), so long runs stay bounded.
     pub trace_capacity: usize,
     /// Measure every hook's and callout's kext stack against its budget
@@ -133,6 +137,7 @@ impl Default for Config {
             echo_log: false,
             counts_offset: None,
             fsadd_error: None,
+            mac_register_error: None,
             trace_capacity: 1 << 20,
             stack_meter: true,
         }

@@ -56,7 +56,7 @@ pub use api::{
 };
 pub use context::Vop;
 pub use foreign::ForeignHook;
-pub use hold::{CopyoutHold, VnopHold};
+pub use hold::{CopyoutHold, MacRegisterHold, VnopHold};
 pub use kernel::{Config, Platform, Release, TraceEvent, TraceOp};
 pub use kext::KextError;
 pub use scenario::{DEMO, GenParams, RingSize, Scenario, Step};

@@ -50,6 +50,10 @@ extern "C" fn mac_policy_register(
     _xd: *mut c_void,
 ) -> c_int {
     let k = k("mac_policy_register");
+    crate::hold::enter_mac_register();
+    if let Some(e) = k.config.mac_register_error {
+        return e;
+    }
     match k.mac.register(&k, mpc as usize) {
         Ok(h) => {
             if !handlep.is_null() {
