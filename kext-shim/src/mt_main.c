@@ -363,7 +363,9 @@ static int mt_start_all(void)
  * kmod start routine (reached through kmod_info.start).
  * @param ki   the kext's kmod_info.
  * @param data loader data, handed to mac_policy_register.
- * @return KERN_SUCCESS, or KERN_FAILURE with nothing left registered.
+ * @return KERN_SUCCESS when started; KERN_FAILURE with nothing left
+ *         registered, hooked or allocated; or KERN_SUCCESS for a failed
+ *         start that could not undo itself (see below).
  * Context: thread context; may block.
  */
 kern_return_t mt_kmod_start(kmod_info_t *ki, void *data)
@@ -375,13 +377,25 @@ kern_return_t mt_kmod_start(kmod_info_t *ki, void *data)
     if (err == 0) {
         return KERN_SUCCESS;
     }
-    /* RACE: if a hook patched during the sweep is still running and does not
-     * drain in time, the start fails anyway; the wait bound makes this a
-     * thread stuck in a filesystem for longer than the unload wait. */
-    if (mt_stop_all() != 0) {
-        IOLog("maptrace: start failed and cleanup could not finish\n");
+    if (mt_stop_all() == 0) {
+        return KERN_FAILURE;
     }
-    return KERN_FAILURE;
+    /* The cleanup was refused: another kext hooked over our entries, or a
+     * hook is still running past the wait bound. XNU frees a kext whose
+     * start failed without calling its stop (OSKext::loadKextWithIdentifier
+     * -> removeKext -> OSKext::unload, which stops only a started kext, then
+     * unmaps the executable; libkern/c++/OSKext.cpp, xnu-11417.121.6): our
+     * trampolines and memory would be gone under those callers. So stay
+     * loaded, recording nothing (mt_g.started stays 0, so stop does not
+     * resume and even a resident build may unload); a later unload retries
+     * the cleanup. */
+    if (mt_g.core != NULL) {
+        mt_core_shutdown(mt_g.core);
+    }
+    IOLog("maptrace: start failed (%d) and its hooks could not all be removed; staying loaded, "
+          "not tracing: unload again once nothing else calls into it\n",
+          err);
+    return KERN_SUCCESS;
 }
 
 /**
