@@ -249,6 +249,13 @@ thread_local! {
     static CACHED: Cell<Option<Arc<Kernel>>> = const { Cell::new(None) };
 }
 
+/// Boot id of the booted kernel (0: none), one load: for a KPI's
+/// per-thread memo of an answer given in that boot.
+#[inline(always)]
+pub fn booted_id() -> u64 {
+    CURRENT_BOOT.load(Ordering::Acquire)
+}
+
 /// The booted kernel the KPIs act on.
 pub fn current() -> Option<Arc<Kernel>> {
     read(&CURRENT).clone()
