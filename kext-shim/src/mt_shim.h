@@ -239,7 +239,38 @@ static inline uint64_t mt_now_ns(void)
 #pragma mark - mt_layout.c
 
 int mt_layout_discover(void);
-void mt_counts_snapshot(vnode_t vp, struct mt_event *ev);
+void mt_counts_snapshot_unvalidated(vnode_t vp, struct mt_event *ev);
+
+/**
+ * Reads the 32-bit count at off in vp.
+ * @return the count as the kernel stores it (a racy, aligned snapshot).
+ * Context: any; never blocks.
+ */
+static inline int32_t mt_read_count(vnode_t vp, size_t off)
+{
+    return __atomic_load_n((const int32_t *)(const void *)((const char *)vp + off),
+                           __ATOMIC_RELAXED);
+}
+
+/**
+ * Fills ev's counts with the method validated at start. Inline for the
+ * validated offsets (three loads, every hook on a known layout); the
+ * vnode_isinuse search and the unknown layout are out of line.
+ * @param vp the hook's vnode (the caller's VNOP holds an iocount).
+ * @param ev the event being built.
+ * Context: any hook; never sleeps or allocates.
+ */
+static inline void mt_counts_snapshot(vnode_t vp, struct mt_event *ev)
+{
+    if (mt_g.probe_method != MT_PROBE_OFFSET) {
+        mt_counts_snapshot_unvalidated(vp, ev);
+        return;
+    }
+    ev->count_method = MT_PROBE_OFFSET;
+    ev->usecount = mt_read_count(vp, MT_OFF_USECOUNT);
+    ev->kusecount = mt_read_count(vp, MT_OFF_KUSECOUNT);
+    ev->iocount = mt_read_count(vp, MT_OFF_IOCOUNT);
+}
 
 #pragma mark - mt_vnops.c
 
@@ -253,7 +284,21 @@ void mt_vnops_fini(void);
 
 #pragma mark - mt_proc.c
 
-void mt_proc_note(const struct mt_core *core, uint32_t hint, const struct mt_event *ev);
+void mt_proc_record_name(const struct mt_core *core, uint32_t hint, const struct mt_event *ev);
+
+/**
+ * Records a PROC record naming ev->pid if the core wants one now (see
+ * mt_proc.c). The core's lock-free answer, almost always "no", is asked
+ * inline; the name is read and recorded out of line.
+ * Context: any hook, including the pagein path; never blocks.
+ */
+static inline void mt_proc_note(const struct mt_core *core, uint32_t hint,
+                                const struct mt_event *ev)
+{
+    if (core != NULL && mt_core_proc_claim(core, ev->pid)) {
+        mt_proc_record_name(core, hint, ev);
+    }
+}
 
 #pragma mark - mt_kauth.c
 
