@@ -65,6 +65,37 @@ static inline uint32_t mt_shard_hint(uint64_t tid)
 #endif
 }
 
+/**
+ * The CPU a vnode hook entered on where a public KPI gives it (x86_64),
+ * else 0: its counter slot and shard hint both come from this one call.
+ * Context: any; never blocks.
+ */
+static inline uint32_t mt_entry_cpu(void)
+{
+#if defined(__x86_64__)
+    return (uint32_t)cpu_number();
+#else
+    return 0;
+#endif
+}
+
+/**
+ * mt_shard_hint for a hook that read mt_entry_cpu at entry: on x86_64 that
+ * CPU (no second cpu_number; a hook that migrated since still passes a
+ * valid hint, see mt_shard_hint), elsewhere the thread-id hash.
+ * Context: any; never blocks.
+ */
+static inline uint32_t mt_shard_hint_at(uint64_t tid, uint32_t entry_cpu)
+{
+#if defined(__x86_64__)
+    (void)tid;
+    return entry_cpu;
+#else
+    (void)entry_cpu;
+    return mt_shard_hint(tid);
+#endif
+}
+
 #pragma mark - arm64e pointer signing
 
 /*

@@ -67,17 +67,6 @@ static int mt_probe_inactive(void *ap)
 }
 
 /**
- * Reads the 32-bit count at off in vp.
- * @return the count as the kernel stores it (a racy, aligned snapshot).
- * Context: any; never blocks.
- */
-static int32_t mt_read_count(vnode_t vp, size_t off)
-{
-    return __atomic_load_n((const int32_t *)(const void *)((const char *)vp + off),
-                           __ATOMIC_RELAXED);
-}
-
-/**
  * Whether vnode_isinuse agrees that (usecount - kusecount) is exactly n.
  * Context: thread context; takes the vnode lock inside vnode_isinuse.
  */
@@ -319,19 +308,16 @@ static int32_t mt_isinuse_search(vnode_t vp)
 }
 
 /**
- * Fills ev's counts with the method validated at start.
+ * mt_counts_snapshot without validated offsets: the vnode_isinuse search,
+ * or no counts at all.
  * @param vp the hook's vnode (the caller's VNOP holds an iocount).
  * @param ev the event being built.
  * Context: any hook; never sleeps or allocates.
  */
-void mt_counts_snapshot(vnode_t vp, struct mt_event *ev)
+void mt_counts_snapshot_unvalidated(vnode_t vp, struct mt_event *ev)
 {
     ev->count_method = mt_g.probe_method;
-    if (mt_g.probe_method == MT_PROBE_OFFSET) {
-        ev->usecount = mt_read_count(vp, MT_OFF_USECOUNT);
-        ev->kusecount = mt_read_count(vp, MT_OFF_KUSECOUNT);
-        ev->iocount = mt_read_count(vp, MT_OFF_IOCOUNT);
-    } else if (mt_g.probe_method == MT_PROBE_ISINUSE) {
+    if (mt_g.probe_method == MT_PROBE_ISINUSE) {
         ev->usecount = mt_isinuse_search(vp);
         ev->kusecount = -1;
         ev->iocount = -1;

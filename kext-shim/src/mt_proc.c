@@ -18,19 +18,16 @@
 #define MT_PROC_NAME_BUF 33
 
 /**
- * Records a PROC record naming ev->pid if the core wants one now. ev is the
- * event about to be recorded by the calling hook: the PROC record takes its
- * pid, tid and timestamp. ev->pid must be the current process
+ * Records the PROC record naming ev->pid that mt_proc_note claimed. ev is
+ * the event about to be recorded by the calling hook: the PROC record takes
+ * its pid, tid and timestamp. ev->pid must be the current process
  * (proc_selfpid), since the name is proc_selfname's.
  * Context: any hook, including the pagein path: proc_selfname copies
  *          p_name (p_comm at xnu-7195.141.2) without a lock
  *          (bsd/kern/kern_proc.c); never blocks or allocates.
  */
-void mt_proc_note(const struct mt_core *core, uint32_t hint, const struct mt_event *ev)
+void mt_proc_record_name(const struct mt_core *core, uint32_t hint, const struct mt_event *ev)
 {
-    if (core == NULL || !mt_core_proc_claim(core, ev->pid)) {
-        return;
-    }
     char name[MT_PROC_NAME_BUF];
     /* xnu-7195.141.2's proc_selfname neither zeroes the buffer nor writes
      * anything without a current proc: zero it here. */

@@ -139,6 +139,22 @@ extern struct mt_state mt_g;
 #define MT_LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
 
 /**
+ * mt_slot_here for a caller that already read mt_entry_cpu (x86_64: the
+ * slot of that CPU; elsewhere the thread hash, cpu unused).
+ * Context: any; never blocks.
+ */
+static inline uint32_t mt_slot_at(uint32_t cpu)
+{
+#if defined(__x86_64__)
+    return cpu % MT_HOOK_SLOTS;
+#else
+    (void)cpu;
+    uint64_t h = (uint64_t)(uintptr_t)current_thread() * 0x9e3779b97f4a7c15ull;
+    return (uint32_t)(h >> 58) % MT_HOOK_SLOTS;
+#endif
+}
+
+/**
  * The counter slot of the CPU the caller runs on: the CPU number where a
  * public KPI gives it (x86_64), otherwise a hash of the thread (arm64:
  * cpu_number is kpi.private), which spreads CPUs' threads over the slots.
@@ -148,26 +164,31 @@ extern struct mt_state mt_g;
  */
 static inline uint32_t mt_slot_here(void)
 {
-#if defined(__x86_64__)
-    return (uint32_t)cpu_number() % MT_HOOK_SLOTS;
-#else
-    uint64_t h = (uint64_t)(uintptr_t)current_thread() * 0x9e3779b97f4a7c15ull;
-    return (uint32_t)(h >> 58) % MT_HOOK_SLOTS;
-#endif
+    return mt_slot_at(mt_entry_cpu());
 }
 
 /**
  * Marks a kernel-called hook as running: counted for stats and for unload.
  * seq_cst, so it precedes the hook's mt_core_ref in the total order that
  * stop's store of NULL is in (see struct mt_hook_slot).
+ * @param cpu mt_entry_cpu(), read by the caller (see mt_slot_at).
  * @return the slot counted, for the hook's mt_leave.
+ * Context: any; never blocks.
+ */
+static inline uint32_t mt_enter_at(uint32_t cpu)
+{
+    uint32_t slot = mt_slot_at(cpu);
+    __atomic_fetch_add(&mt_g.hooks[slot].enters, 1, __ATOMIC_SEQ_CST);
+    return slot;
+}
+
+/**
+ * mt_enter_at on the CPU the caller runs on (see mt_slot_here).
  * Context: any; never blocks.
  */
 static inline uint32_t mt_enter(void)
 {
-    uint32_t slot = mt_slot_here();
-    __atomic_fetch_add(&mt_g.hooks[slot].enters, 1, __ATOMIC_SEQ_CST);
-    return slot;
+    return mt_enter_at(mt_entry_cpu());
 }
 
 /**
@@ -239,7 +260,38 @@ static inline uint64_t mt_now_ns(void)
 #pragma mark - mt_layout.c
 
 int mt_layout_discover(void);
-void mt_counts_snapshot(vnode_t vp, struct mt_event *ev);
+void mt_counts_snapshot_unvalidated(vnode_t vp, struct mt_event *ev);
+
+/**
+ * Reads the 32-bit count at off in vp.
+ * @return the count as the kernel stores it (a racy, aligned snapshot).
+ * Context: any; never blocks.
+ */
+static inline int32_t mt_read_count(vnode_t vp, size_t off)
+{
+    return __atomic_load_n((const int32_t *)(const void *)((const char *)vp + off),
+                           __ATOMIC_RELAXED);
+}
+
+/**
+ * Fills ev's counts with the method validated at start. Inline for the
+ * validated offsets (three loads, every hook on a known layout); the
+ * vnode_isinuse search and the unknown layout are out of line.
+ * @param vp the hook's vnode (the caller's VNOP holds an iocount).
+ * @param ev the event being built.
+ * Context: any hook; never sleeps or allocates.
+ */
+static inline void mt_counts_snapshot(vnode_t vp, struct mt_event *ev)
+{
+    if (mt_g.probe_method != MT_PROBE_OFFSET) {
+        mt_counts_snapshot_unvalidated(vp, ev);
+        return;
+    }
+    ev->count_method = MT_PROBE_OFFSET;
+    ev->usecount = mt_read_count(vp, MT_OFF_USECOUNT);
+    ev->kusecount = mt_read_count(vp, MT_OFF_KUSECOUNT);
+    ev->iocount = mt_read_count(vp, MT_OFF_IOCOUNT);
+}
 
 #pragma mark - mt_vnops.c
 
@@ -253,7 +305,21 @@ void mt_vnops_fini(void);
 
 #pragma mark - mt_proc.c
 
-void mt_proc_note(const struct mt_core *core, uint32_t hint, const struct mt_event *ev);
+void mt_proc_record_name(const struct mt_core *core, uint32_t hint, const struct mt_event *ev);
+
+/**
+ * Records a PROC record naming ev->pid if the core wants one now (see
+ * mt_proc.c). The core's lock-free answer, almost always "no", is asked
+ * inline; the name is read and recorded out of line.
+ * Context: any hook, including the pagein path; never blocks.
+ */
+static inline void mt_proc_note(const struct mt_core *core, uint32_t hint,
+                                const struct mt_event *ev)
+{
+    if (core != NULL && mt_core_proc_claim(core, ev->pid)) {
+        mt_proc_record_name(core, hint, ev);
+    }
+}
 
 #pragma mark - mt_kauth.c
 

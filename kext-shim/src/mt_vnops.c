@@ -162,6 +162,7 @@ struct mt_hook {
     vnop_t orig;
     int want;
     uint32_t slot; /* the counter slot mt_enter used, for mt_leave */
+    uint32_t cpu;  /* mt_entry_cpu at entry: the slot's and the shard hint's */
     struct mt_event ev; /* filled only when want */
 };
 
@@ -175,7 +176,8 @@ struct mt_hook {
  */
 static int mt_hook_begin(struct mt_hook *h, vnode_t vp, uint32_t op, uint32_t kind)
 {
-    h->slot = mt_enter();
+    h->cpu = mt_entry_cpu();
+    h->slot = mt_enter_at(h->cpu);
     h->core = mt_core_ref();
     h->orig = mt_original(h->core, vp, op);
     if (h->orig == NULL) {
@@ -206,7 +208,7 @@ static int mt_hook_end(struct mt_hook *h, int err, vnode_t path_vp)
     if (h->want) {
         h->ev.duration_ns = mt_now_ns() - h->ev.timestamp_ns;
         h->ev.error = err;
-        uint32_t hint = mt_shard_hint(h->ev.tid);
+        uint32_t hint = mt_shard_hint_at(h->ev.tid, h->cpu);
         mt_proc_note(h->core, hint, &h->ev);
         if (path_vp != NULL) {
             mt_record_path(h->core, path_vp, &h->ev, hint);

@@ -1,7 +1,7 @@
 //! Per-thread kernel context: which simulated process and thread an OS thread
 //! is running as, which CPU it is on, and whether it is inside kext hook code.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 
 /// What kind of kernel callout a thread is in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,7 +62,9 @@ pub struct ThreadIdentity {
 
 thread_local! {
     static IDENTITY: Cell<Option<ThreadIdentity>> = const { Cell::new(None) };
-    static FRAMES: RefCell<Vec<Frame>> = const { RefCell::new(Vec::new()) };
+    /// The innermost frame; the outer ones are saved by the `with_frame`
+    /// calls that entered them, on the thread's own stack.
+    static TOP_FRAME: Cell<Option<Frame>> = const { Cell::new(None) };
     static SPINS: Cell<u32> = const { Cell::new(0) };
 }
 
@@ -81,15 +83,18 @@ pub fn set_identity(id: Option<ThreadIdentity>) -> Option<ThreadIdentity> {
 /// (`stack::kernel_section`).
 pub fn with_frame<R>(frame: Frame, f: impl FnOnce() -> R) -> R {
     let _kernel = (frame == Frame::Original).then(crate::stack::KernelScope::enter);
-    FRAMES.with(|s| s.borrow_mut().push(frame));
+    // Frames nest as these calls do: the outer one comes back when `f`
+    // returns (a Vec-backed stack cost a borrow and a capacity check each
+    // way, on every hook and original).
+    let outer = TOP_FRAME.replace(Some(frame));
     let r = f();
-    FRAMES.with(|s| s.borrow_mut().pop());
+    TOP_FRAME.set(outer);
     r
 }
 
 /// The innermost frame.
 pub fn top_frame() -> Option<Frame> {
-    FRAMES.with(|s| s.borrow().last().copied())
+    TOP_FRAME.get()
 }
 
 /// Whether the thread runs kext code inside a VNOP_PAGEIN hook right now.
@@ -105,4 +110,34 @@ pub fn spins_held() -> u32 {
 /// Records one more (or one fewer) spinlock held.
 pub fn spin_adjust(delta: i32) {
     SPINS.with(|c| c.set(c.get().saturating_add_signed(delta)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pagein_hook_is_seen_again_after_the_original_it_called_returns() {
+        let hook = Frame::VnopHook(Vop::Pagein);
+        assert!(!in_pagein_hook());
+        let seen = with_frame(hook, || {
+            let before = in_pagein_hook();
+            let inner = with_frame(Frame::Original, || {
+                // A callback nested in the original, as deep as it goes.
+                let deepest = with_frame(Frame::Callback, top_frame);
+                (in_pagein_hook(), deepest, top_frame())
+            });
+            (before, inner, in_pagein_hook())
+        });
+        assert_eq!(
+            seen,
+            (
+                true,
+                (false, Some(Frame::Callback), Some(Frame::Original)),
+                true
+            ),
+            "a sleep after the original returns is still in the hook"
+        );
+        assert_eq!(top_frame(), None);
+    }
 }

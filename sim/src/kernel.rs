@@ -254,6 +254,13 @@ thread_local! {
     static CACHED: Cell<Option<Arc<Kernel>>> = const { Cell::new(None) };
 }
 
+/// Boot id of the booted kernel (0: none), one load: for a KPI's
+/// per-thread memo of an answer given in that boot.
+#[inline(always)]
+pub fn booted_id() -> u64 {
+    CURRENT_BOOT.load(Ordering::Acquire)
+}
+
 /// The booted kernel the KPIs act on.
 pub fn current() -> Option<Arc<Kernel>> {
     read(&CURRENT).clone()
@@ -360,18 +367,29 @@ thread_local! {
 
 impl Clock {
     /// `mach_absolute_time()`: monotonic ticks since boot.
+    #[inline(always)]
     pub fn abs_time(&self) -> u64 {
-        let ns = monotonic_ns().wrapping_sub(self.started_ns);
+        self.ns_to_abs(monotonic_ns().wrapping_sub(self.started_ns))
+    }
+
+    /// Ticks in `ns` nanoseconds (rounded down).
+    #[inline(always)]
+    fn ns_to_abs(&self, ns: u64) -> u64 {
         match self.timebase {
-            // The default (arm64) timebase with constant divisors.
+            // The default (arm64) timebase: one product and one division
+            // by a constant while `ns * 3` fits (194 years of uptime).
+            (125, 3) if ns <= u64::MAX / 3 => ns * 3 / 125,
             (125, 3) => scale(ns, 3, 125),
             (numer, denom) => scale(ns, u64::from(denom), u64::from(numer.max(1))),
         }
     }
 
     /// `absolutetime_to_nanoseconds()`.
+    #[inline(always)]
     pub fn abs_to_ns(&self, abs: u64) -> u64 {
         match self.timebase {
+            // As in `ns_to_abs`: `abs * 125` fits for 187 years of ticks.
+            (125, 3) if abs <= u64::MAX / 125 => abs * 125 / 3,
             (125, 3) => scale(abs, 125, 3),
             (numer, denom) => scale(abs, u64::from(numer), u64::from(denom.max(1))),
         }
@@ -381,18 +399,27 @@ impl Clock {
 /// Runs `f` on the booted kernel's clock: from the thread's copy while its
 /// boot is the booted one (the clock KPIs run twice per hook; the timebase
 /// never changes during a boot), else through [`with_current`].
+#[inline(always)]
 pub fn with_clock<R>(kpi: &str, f: impl FnOnce(&Clock) -> R) -> R {
-    let scope = crate::stack::KernelScope::enter();
+    let _scope = crate::stack::KernelScope::enter();
     let booted = CURRENT_BOOT.load(Ordering::Acquire);
-    let clock = CLOCK.with(Cell::get);
-    if booted != 0 && clock.boot == booted {
-        return f(&clock);
+    let mut clock = CLOCK.with(Cell::get);
+    if booted == 0 || clock.boot != booted {
+        clock = booted_clock(kpi);
     }
-    drop(scope);
+    f(&clock)
+}
+
+/// The booted kernel's clock, copied to the thread (or the loud abort
+/// without a kernel), out of line as [`booted_kernel`]: the clock KPIs'
+/// common path then saves no registers for it.
+#[cold]
+#[inline(never)]
+fn booted_clock(kpi: &str) -> Clock {
     with_current(kpi, |k| {
         let clock = k.clock();
         CLOCK.with(|c| c.set(clock));
-        f(&clock)
+        clock
     })
 }
 
@@ -720,7 +747,36 @@ fn scale(x: u64, mul: u64, div: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::scale;
+    use super::{Clock, scale};
+
+    #[test]
+    fn the_default_timebase_converts_as_128_bit_arithmetic_on_both_paths() {
+        let clock = Clock {
+            boot: 1,
+            started_ns: 0,
+            timebase: (125, 3),
+        };
+        // Each side of the single-division paths' bounds, and the ends.
+        let xs = [
+            0,
+            1,
+            124,
+            125,
+            1_000_000_007,
+            u64::MAX / 125 - 1,
+            u64::MAX / 125,
+            u64::MAX / 125 + 1,
+            u64::MAX / 3 - 1,
+            u64::MAX / 3,
+            u64::MAX / 3 + 1,
+            u64::MAX,
+        ];
+        let want = |x: u64, mul: u128, div: u128| (u128::from(x) * mul / div) as u64;
+        for x in xs {
+            assert_eq!(clock.ns_to_abs(x), want(x, 3, 125), "{x} ns");
+            assert_eq!(clock.abs_to_ns(x), want(x, 125, 3), "{x} ticks");
+        }
+    }
 
     #[test]
     fn scale_matches_128_bit_arithmetic() {

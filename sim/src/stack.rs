@@ -326,24 +326,32 @@ pub fn kernel_section<R>(f: impl FnOnce() -> R) -> R {
 /// While alive, the thread runs simulated-kernel code called from kext code
 /// (a KPI, the original vnode op): the kext's depth is taken when it is
 /// created, and the stack below is painted again when it is dropped.
+///
+/// Two words (no `Option`s), so it lives in registers: every KPI makes one.
 #[derive(Debug)]
 pub struct KernelScope {
-    /// Index of the meter it belongs to, and its stack pointer, when it is
-    /// the outermost kernel section of that meter.
-    outer: Option<(usize, usize)>,
-    /// Index of the meter whose nesting it counted.
-    meter: Option<usize>,
+    /// Index of the meter whose nesting it counted ([`KernelScope::NONE`]:
+    /// none).
+    meter: usize,
+    /// Whether it is the outermost kernel section of that meter (then the
+    /// stack below is painted again when it ends).
+    outer: bool,
 }
 
 impl KernelScope {
+    /// `meter` of a scope no meter counted.
+    const NONE: usize = usize::MAX;
+    /// A scope no meter counted: nothing to undo.
+    const UNCOUNTED: KernelScope = KernelScope {
+        meter: KernelScope::NONE,
+        outer: false,
+    };
+
     /// Enters kernel code at the current stack pointer.
     #[inline(always)]
     pub fn enter() -> KernelScope {
         if !ENABLED {
-            return KernelScope {
-                outer: None,
-                meter: None,
-            };
+            return KernelScope::UNCOUNTED;
         }
         let here = sp() & !7;
         // Scanned before anything else runs below this frame.
@@ -351,10 +359,7 @@ impl KernelScope {
         if base == 0 {
             // No meter on this thread (the meter is off, or a KPI called
             // outside kext code): nothing to count or paint again.
-            return KernelScope {
-                outer: None,
-                meter: None,
-            };
+            return KernelScope::UNCOUNTED;
         }
         let so_far = (lo < here && here < base).then(|| {
             // SAFETY: lo is the innermost meter's painted floor; here is at
@@ -364,16 +369,16 @@ impl KernelScope {
             // anything it called before that went deeper.
             (base - here).max(base - dirty)
         });
-        KernelScope::count_in(lo, base, here, so_far)
+        KernelScope::count_in(lo, base, so_far)
     }
 
     /// `enter`'s bookkeeping on the innermost meter, out of line: without a
     /// meter on the thread (benchmarks; any KPI called outside kext code)
     /// every KPI then compiles to a load and a branch, without this part's
-    /// registers and stack. Its frame is below `here`, after the scan.
+    /// registers and stack. Its frame is below the scanned point.
     #[cold]
     #[inline(never)]
-    fn count_in(lo: usize, base: usize, here: usize, so_far: Option<usize>) -> KernelScope {
+    fn count_in(lo: usize, base: usize, so_far: Option<usize>) -> KernelScope {
         let state = METERS.with(|m| {
             let mut m = m.borrow_mut();
             let index = m.len().checked_sub(1)?;
@@ -386,25 +391,21 @@ impl KernelScope {
             }
             Some((index, so_far.is_some()))
         });
-        let Some((index, outer)) = state else {
-            return KernelScope {
-                outer: None,
-                meter: None,
-            };
+        let Some((meter, outer)) = state else {
+            return KernelScope::UNCOUNTED;
         };
-        KernelScope {
-            outer: outer.then_some((index, here)),
-            meter: Some(index),
-        }
+        KernelScope { meter, outer }
     }
 }
 
 impl Drop for KernelScope {
     #[inline(always)]
     fn drop(&mut self) {
-        let Some(index) = self.meter else { return };
-        let lo = KernelScope::count_out(index);
-        if let (Some(lo), Some(_)) = (lo, self.outer) {
+        if self.meter == KernelScope::NONE {
+            return;
+        }
+        let lo = KernelScope::count_out(self.meter);
+        if let (Some(lo), true) = (lo, self.outer) {
             // SAFETY: the kernel's run below this frame is dead now; paint
             // it again so the kext's later use is seen on its own. Here, in
             // the frame the scope was entered in, not in `count_out`'s.

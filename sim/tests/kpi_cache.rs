@@ -198,3 +198,30 @@ fn a_thread_identity_from_an_old_boot_is_not_used() {
     drop(go);
     helper.join().unwrap();
 }
+
+#[test]
+fn a_vnode_vid_memo_of_an_old_boot_is_not_used() {
+    let first = boot(Config::default());
+    let p = first.spawn("reader", 501);
+    let fd = p.open("/a").unwrap();
+    let vp = first.vnode_addr("/a").unwrap() as xnu::vnode_t;
+    let vid = first.counts("/a").unwrap().vid;
+    // Twice: the second answer is this thread's memo.
+    assert_eq!(p.run_as(|| [vnode_vid(vp), vnode_vid(vp)]), [vid, vid]);
+    p.close(fd).unwrap();
+    drop(p);
+    drop(first);
+
+    // A kernel whose tables have not changed since (no mount, no vnode):
+    // the old block is no vnode of this boot, whatever the thread noted.
+    let second = Sim::boot(Config {
+        policy: ViolationPolicy::Collect,
+        ..Config::default()
+    });
+    assert_eq!(vnode_vid(vp), 0);
+    let v = second.take_violations();
+    assert!(
+        matches!(v.as_slice(), [Violation::KernelPanic(m)] if m.contains("vnode_vid") && m.contains("not a vnode")),
+        "{v:?}"
+    );
+}

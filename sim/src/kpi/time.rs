@@ -28,8 +28,15 @@ extern "C" fn current_thread() -> xnu::thread_t {
 #[unsafe(no_mangle)]
 extern "C" fn thread_tid(t: xnu::thread_t) -> u64 {
     // The caller's own thread_t (almost always) needs no kernel handle.
-    own_tid(t as usize)
-        .unwrap_or_else(|| with_current("thread_tid", |k| k.thread_tid(t as usize).unwrap_or(0)))
+    own_tid(t as usize).unwrap_or_else(|| tid_of_any_thread(t))
+}
+
+/// `thread_tid` of another thread (or of no thread: 0), from the kernel's
+/// table; out of line, so the own-thread answer saves no registers for it.
+#[cold]
+#[inline(never)]
+fn tid_of_any_thread(t: xnu::thread_t) -> u64 {
+    with_current("thread_tid", |k| k.thread_tid(t as usize).unwrap_or(0))
 }
 
 #[unsafe(no_mangle)]

@@ -1,12 +1,13 @@
 //! Vnode, mount and filesystem KPIs.
 
+use std::cell::Cell;
 use std::ffi::{c_char, c_int, c_void};
 use std::sync::atomic::Ordering;
 
 use super::{k, may_block, vnode};
 use crate::arena::Owner;
 use crate::context::Frame;
-use crate::kernel::with_current;
+use crate::kernel::{booted_id, with_current};
 use crate::vfs::{self, VectorInfo, errno, word};
 use crate::violation::Violation;
 use crate::xnu;
@@ -72,10 +73,41 @@ extern "C" fn vnode_rele(vp: xnu::vnode_t) {
     }
 }
 
+thread_local! {
+    /// This thread's last `vnode_vid` answer: `(boot, lookup generation,
+    /// vnode address, vid)`. A vid never changes (a recycled block gets a
+    /// new identity, and every table change bumps the generation), so the
+    /// answer holds while the boot and the generation are unchanged.
+    static VID_MEMO: Cell<(u64, u64, usize, u32)> = const { Cell::new((0, 0, 0, 0)) };
+}
+
 #[unsafe(no_mangle)]
 extern "C" fn vnode_vid(vp: xnu::vnode_t) -> u32 {
+    // A KPI called from kext code, as in `with_current`.
+    let _scope = crate::stack::KernelScope::enter();
+    let key = (booted_id(), vfs::lookup_generation(), vp as usize);
+    let (boot, generation, addr, vid) = VID_MEMO.get();
+    if key.0 != 0 && (boot, generation, addr) == key {
+        return vid;
+    }
+    vnode_vid_looked_up(vp)
+}
+
+/// `vnode_vid` from the tables (the "not a vnode" panic, or the loud abort
+/// without a kernel), memoized for the thread; out of line, so the memo's
+/// hit saves no registers for it.
+#[cold]
+#[inline(never)]
+fn vnode_vid_looked_up(vp: xnu::vnode_t) -> u32 {
     with_current("vnode_vid", |k| {
-        vnode(k, "vnode_vid", vp).map_or(0, |v| v.vid)
+        // Read before the lookup: a change in between leaves the memo
+        // stale-keyed (a later miss), never wrong.
+        let generation = vfs::lookup_generation();
+        let Some(v) = vnode(k, "vnode_vid", vp) else {
+            return 0;
+        };
+        VID_MEMO.set((k.boot, generation, vp as usize, v.vid));
+        v.vid
     })
 }
 

@@ -35,6 +35,13 @@ pub use mount::under;
 /// lock at generation `g` is exact while the generation is still `g`.
 static LOOKUP_GEN: AtomicU64 = AtomicU64::new(0);
 
+/// The lookup generation now: an answer read from the tables at (or after)
+/// this generation is still exact while it is unchanged.
+#[inline(always)]
+pub fn lookup_generation() -> u64 {
+    LOOKUP_GEN.load(Ordering::Acquire)
+}
+
 /// One thread's last lookup in a VFS table.
 struct Cached<T> {
     table: usize,
