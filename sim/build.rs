@@ -73,6 +73,11 @@ fn main() {
         "mt_core_record",
         "mt_core_record_path",
         "mt_core_vector_original",
+        "mt_core_vector_insert",
+        "mt_core_vector_remove",
+        "mt_core_proc_claim",
+        "mt_core_proc_forget",
+        "mt_core_record_proc",
     ] {
         build.define(f, Some(format!("mt_sim_{}", &f[3..]).as_str()));
     }

@@ -1,6 +1,7 @@
 //! The shim's calls into the core, seen from the simulator: the shim is
 //! compiled with its hook-path `mt_core_*` calls renamed to the
-//! `mt_sim_core_*` wrappers below (sim/build.rs), which forward to the real
+//! `mt_sim_core_*` wrappers below (sim/build.rs: every call a hook, a MAC or
+//! kauth callback or the patch path makes), which forward to the real
 //! core after two checks a kernel cannot make for us:
 //!
 //! * a call with a core whose memory the kext already gave back to `IOFree`
@@ -145,4 +146,59 @@ impl Sim {
     pub fn on_core_shutdown(&self, f: impl FnOnce() + Send + 'static) {
         *lock(&ON_SHUTDOWN) = Some(Box::new(f));
     }
+}
+
+#[unsafe(no_mangle)]
+unsafe extern "C" fn mt_sim_core_vector_insert(
+    c: *const bridge::mt_core,
+    vector_addr: u64,
+    originals: *const u64,
+    now_ns: u64,
+) -> i32 {
+    if !live(c, "mt_core_vector_insert") {
+        return bridge::MT_EINVAL as i32;
+    }
+    // SAFETY: forwarded unchanged; the core is live.
+    unsafe { core::mt_core_vector_insert(c, vector_addr, originals, now_ns) }
+}
+
+#[unsafe(no_mangle)]
+unsafe extern "C" fn mt_sim_core_vector_remove(c: *const bridge::mt_core, vector_addr: u64) -> i32 {
+    if !live(c, "mt_core_vector_remove") {
+        return bridge::MT_EINVAL as i32;
+    }
+    // SAFETY: forwarded unchanged; the core is live.
+    unsafe { core::mt_core_vector_remove(c, vector_addr) }
+}
+
+#[unsafe(no_mangle)]
+unsafe extern "C" fn mt_sim_core_proc_claim(c: *const bridge::mt_core, pid: u32) -> i32 {
+    if !live(c, "mt_core_proc_claim") {
+        return 0;
+    }
+    // SAFETY: forwarded unchanged; the core is live.
+    unsafe { core::mt_core_proc_claim(c, pid) }
+}
+
+#[unsafe(no_mangle)]
+unsafe extern "C" fn mt_sim_core_proc_forget(c: *const bridge::mt_core, pid: u32) {
+    if live(c, "mt_core_proc_forget") {
+        // SAFETY: forwarded unchanged; the core is live.
+        unsafe { core::mt_core_proc_forget(c, pid) }
+    }
+}
+
+#[unsafe(no_mangle)]
+unsafe extern "C" fn mt_sim_core_record_proc(
+    c: *const bridge::mt_core,
+    shard_hint: u32,
+    ev: *const bridge::mt_event,
+    name: *const u8,
+    len: usize,
+) -> i32 {
+    if !live(c, "mt_core_record_proc") {
+        return bridge::MT_FILTERED as i32;
+    }
+    // SAFETY: forwarded unchanged; the core is live.
+    unsafe { core::mt_core_record_proc(c, shard_hint, ev, name, len) }
 }
