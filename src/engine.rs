@@ -284,9 +284,10 @@ impl<'a> Engine<'a> {
         pushed.into()
     }
 
-    /// Records a marker on shard 0 (if markers are wanted), stamped `ts`.
+    /// Records a marker on shard 0 (if markers are wanted, whatever the
+    /// pid filter), stamped `ts`.
     fn mark(&self, ts: u64, mark: u32, arg0: u32, arg1: u64, arg2: u64) {
-        if !self.config.get().wants(EventKind::Mark, 0) {
+        if !self.config.get().wants_marks() {
             return;
         }
         let head = Head {

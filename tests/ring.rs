@@ -314,6 +314,50 @@ fn config_filters_and_counts_what_it_filters() {
 }
 
 #[test]
+fn markers_describe_the_tracer_and_pass_any_pid_filter() {
+    // A pid filter selects processes' events; the CONFIG marker that
+    // records that very filter, and a later VECTOR_PATCHED, are the
+    // tracer's own and must still reach the reader. Only the mask's MARK
+    // bit (and ENABLE) turn them off.
+    let marks = |filter: u32, mask: u32| {
+        let mut mem = Mem::new(1, 64);
+        let e = mem.engine(1, 64);
+        let mut c = e.config_get();
+        c.flags = raw::MT_CF_ENABLE | filter;
+        c.pid = 5;
+        c.event_mask = mask;
+        e.config_set(zerocopy::IntoBytes::as_bytes(&c), 77).unwrap();
+        e.vector_insert(0x1000, [1, 2, 3, 4], 78).unwrap();
+        let mut dec = Decoder::new();
+        let (recs, errs) = drain_all(&e, &mut dec, MIN_DRAIN_BUFFER);
+        assert!(errs.is_empty(), "{errs:?}");
+        recs.iter()
+            .filter_map(|r| match r.event {
+                Ev::Mark { mark, .. } => Some(mark),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    use maptrace_abi::Mark;
+    let all = [Mark::Start, Mark::Config, Mark::VectorPatched];
+    assert_eq!(marks(raw::MT_CF_PID_FILTER, raw::MT_EVMASK_ALL), all);
+    assert_eq!(marks(raw::MT_CF_PID_EXCLUDE, raw::MT_EVMASK_ALL), all);
+    // Excluding pid 0 (the markers' pid) does not hide them either.
+    let mut mem = Mem::new(1, 64);
+    let e = mem.engine(1, 64);
+    let mut c = e.config_get();
+    c.flags = raw::MT_CF_ENABLE | raw::MT_CF_PID_EXCLUDE;
+    c.pid = 0;
+    e.config_set(zerocopy::IntoBytes::as_bytes(&c), 77).unwrap();
+    let mut dec = Decoder::new();
+    let (recs, _) = drain_all(&e, &mut dec, MIN_DRAIN_BUFFER);
+    assert_eq!(recs.iter().filter(|r| r.kind == EventKind::Mark).count(), 2);
+    // The mask's MARK bit is what turns them off.
+    let no_marks = raw::MT_EVMASK_ALL & !raw::MT_EVMASK_MARK;
+    assert_eq!(marks(raw::MT_CF_PID_FILTER, no_marks), [Mark::Start]);
+}
+
+#[test]
 fn stats_agree_with_what_was_drained() {
     let mut mem = Mem::new(2, 64);
     let e = mem.engine(2, 64);

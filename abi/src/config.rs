@@ -106,6 +106,14 @@ impl Config {
             && !(self.flags.contains(ConfigFlags::PID_FILTER) && pid != self.pid)
             && !(self.flags.contains(ConfigFlags::PID_EXCLUDE) && pid == self.pid)
     }
+
+    /// Whether markers (MARK records) pass this config. They describe the
+    /// tracer — a config write, a hooked vector — not a process, so the pid
+    /// filters do not apply: the CONFIG marker of a pid filter survives it.
+    #[inline]
+    pub fn wants_marks(self) -> bool {
+        self.flags.contains(ConfigFlags::ENABLE) && self.mask.contains(EventMask::MARK)
+    }
 }
 
 #[cfg(test)]

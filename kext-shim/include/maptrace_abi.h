@@ -305,8 +305,8 @@ struct mt_segment_header {
 
 #define MT_CONFIG_VERSION 1
 #define MT_CF_ENABLE 0x1u      /* record events at all */
-#define MT_CF_PID_FILTER 0x2u  /* only events of mt_config.pid */
-#define MT_CF_PID_EXCLUDE 0x4u /* all events except those of mt_config.pid */
+#define MT_CF_PID_FILTER 0x2u  /* only events of mt_config.pid (markers: all) */
+#define MT_CF_PID_EXCLUDE 0x4u /* all events except those of mt_config.pid (markers: all) */
 #define MT_CF_ALL 0x7u
 
 /* Written whole; wrong size, wrong version, unknown flags or mask bits, both
