@@ -285,8 +285,15 @@ impl Curve {
     }
 }
 
+/// Characters of a path's last part kept in a picture's file name: with the
+/// id (9) and the extension (4) it stays under the 255 bytes a file name
+/// may have (NAME_MAX on macOS and Linux), which a last part can reach alone.
+pub const STEM_NAME_MAX: usize = 200;
+
 impl FileEvents {
-    /// A name usable as a file name: the path's last part and the vnode id.
+    /// A name usable as a file name: the path's last part (ASCII letters,
+    /// digits and `.-_`, others as `_`, at most [`STEM_NAME_MAX`]) and the
+    /// vnode id.
     pub fn file_stem(&self) -> String {
         let base = self
             .path
@@ -296,6 +303,7 @@ impl FileEvents {
             .unwrap_or("vnode");
         let clean: String = base
             .chars()
+            .take(STEM_NAME_MAX)
             .map(|c| {
                 if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' {
                     c
@@ -1418,6 +1426,34 @@ mod tests {
             call_map: 0,
             comm: None,
         })
+    }
+
+    #[test]
+    fn file_names_stay_short_and_plain_whatever_the_path() {
+        let stem = |path: &str| {
+            let mut it = pagein(1, 100, 0xabcd_ef01_0000_0001);
+            if let Item::Event(ev) = &mut it {
+                ev.path = Some(std::rc::Rc::new(crate::pipeline::PathInfo::new(
+                    0xabcd_ef01_0000_0001,
+                    path.as_bytes(),
+                    false,
+                )));
+            }
+            let mut b = Builder::new();
+            b.observe(&it);
+            b.finish().remove(0).file_stem()
+        };
+        assert_eq!(stem("/usr/lib/dyld"), "dyld-abcdef01");
+        // A last part of 255 bytes (the most a file system allows) would
+        // make a 268-byte name with the id and ".svg": ENAMETOOLONG.
+        let s = stem(&format!("/data/{}", "a".repeat(255)));
+        assert_eq!(s, format!("{}-abcdef01", "a".repeat(STEM_NAME_MAX)));
+        assert!(s.len() + ".svg".len() <= 255);
+        // Two bytes a character, one `_` each.
+        let s = stem(&format!("/data/{}", "é".repeat(127)));
+        assert_eq!(s, format!("{}-abcdef01", "_".repeat(127)));
+        assert_eq!(stem("/a/b c/$(x)"), "__x_-abcdef01");
+        assert_eq!(stem("/"), "vnode-abcdef01");
     }
 
     fn pagein_at(ts: u64, offset: i64, size: u32, vnode_id: u64) -> Item {
