@@ -568,6 +568,17 @@ fn ctrl_c_stops_a_simulator_stream_with_its_summary() {
 
 #[test]
 fn ctrl_c_stops_a_recording_cleanly_with_every_drained_batch_written() {
+    a_signal_stops_a_recording_cleanly("-INT");
+}
+
+/// `kill` (SIGTERM), as a service manager or a script stops a recorder,
+/// ends it as cleanly as Ctrl-C.
+#[test]
+fn sigterm_stops_a_recording_cleanly_with_every_drained_batch_written() {
+    a_signal_stops_a_recording_cleanly("-TERM");
+}
+
+fn a_signal_stops_a_recording_cleanly(signal: &str) {
     let dir = TempDir::new().unwrap();
     let script = long_script(&dir);
     let out = dir.path().join("cut.mtr");
@@ -590,12 +601,14 @@ fn ctrl_c_stops_a_recording_cleanly_with_every_drained_batch_written() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
     let done = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&done.stderr).replace('\r', "\n");
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    // stderr is a pipe, not a terminal: whole lines, no carriage returns.
+    assert!(!stderr.contains('\r'), "{stderr:?}");
     assert_eq!(done.status.code(), Some(0), "{stderr}");
     // The file is whole, and holds exactly the events the progress line counted.
     let said: u64 = stderr

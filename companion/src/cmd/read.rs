@@ -12,11 +12,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-/// A stop request from Ctrl-C, shared with the read loop.
+/// A stop request from Ctrl-C, SIGTERM or SIGHUP (`kill`, a closed
+/// terminal, a service manager), shared with the read loop.
 pub fn stop_flag() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let f = Arc::clone(&flag);
-    // A second Ctrl-C ends the process at once.
+    // A second request ends the process at once.
     let _ = ctrlc::set_handler(move || {
         if f.swap(true, Ordering::SeqCst) {
             std::process::exit(130);

@@ -9,7 +9,7 @@ use maptrace::text::shown_path;
 use maptrace::wallclock::unix_now_ns;
 use maptrace::{control, exit, recording};
 use maptrace_abi::HeaderTally;
-use std::io::BufWriter;
+use std::io::{BufWriter, IsTerminal};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,14 @@ fn record(src: &mut dyn Source, path: &Path, limit: &Limit, quiet: bool) -> Resu
     let stop = stop_flag();
     let started = Instant::now();
     let mut last_progress = started;
+    // On a terminal one line redrawn four times a second; in a log (stderr
+    // redirected) a whole line every ten seconds, with no carriage returns.
+    let tty = std::io::stderr().is_terminal();
+    let every = if tty {
+        Duration::from_millis(250)
+    } else {
+        Duration::from_secs(10)
+    };
     let mut tally = HeaderTally::default();
     // Frames of a recording read back that failed their checksum.
     let mut corrupt = 0u64;
@@ -43,10 +51,11 @@ fn record(src: &mut dyn Source, path: &Path, limit: &Limit, quiet: bool) -> Resu
         }
         let secs = started.elapsed().as_secs_f64().max(1e-3);
         eprint!(
-            "\rrecording: {events} events, {dropped} dropped, {:.0} events/s, {:.1} MiB{}",
+            "{}recording: {events} events, {dropped} dropped, {:.0} events/s, {:.1} MiB{}",
+            if tty { "\r" } else { "" },
             events as f64 / secs,
             bytes as f64 / f64::from(1u32 << 20),
-            if done { "\n" } else { "   " }
+            if done || !tty { "\n" } else { "   " }
         );
     };
     drive(src, limit, &stop, |got| {
@@ -65,7 +74,7 @@ fn record(src: &mut dyn Source, path: &Path, limit: &Limit, quiet: bool) -> Resu
             .with_context(|| format!("writing {}", shown_path(path)))?;
         // A refused header is counted; the batch is recorded as it came.
         let _ = tally.batch(bytes);
-        if last_progress.elapsed() >= Duration::from_millis(250) {
+        if last_progress.elapsed() >= every {
             last_progress = Instant::now();
             progress(tally.events(), tally.dropped(), w.bytes(), false);
         }
