@@ -19,7 +19,7 @@ fn run(cli: Cli) -> Result<u8> {
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
     let source = cli.source.as_deref();
     match &cli.command {
-        Command::Demo(a) => cmd::demo::run(a, &mut out),
+        Command::Demo(a) => cmd::demo::run(source, a, &mut out),
         Command::Stream(a) => cmd::stream::run(source, a, &mut out),
         Command::Record(a) => cmd::record::run(source, a),
         Command::Report(a) => cmd::report::run(source, a, &mut out),

@@ -419,4 +419,8 @@ impl Source for SimSource {
     fn set_config(&mut self, cfg: &raw::mt_config) -> Result<(), SourceError> {
         self.inner.set_config(cfg)
     }
+
+    fn config_persists(&self) -> bool {
+        false
+    }
 }

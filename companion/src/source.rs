@@ -136,6 +136,12 @@ pub trait Source {
         )))
     }
 
+    /// Whether a config written here outlives this process (the kext's
+    /// does; a simulator booted for one command does not).
+    fn config_persists(&self) -> bool {
+        true
+    }
+
     /// Writes a new config.
     fn set_config(&mut self, _cfg: &raw::mt_config) -> Result<(), SourceError> {
         Err(SourceError::Unsupported(format!(

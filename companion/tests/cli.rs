@@ -695,6 +695,16 @@ fn bad_flags_are_refused() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("not both"));
+    // From the environment, the message names the variable and its value.
+    maptrace()
+        .env("MAPTRACE_SOURCE", "sysctl")
+        .arg("stream")
+        .arg(&f)
+        .assert()
+        .code(2)
+        .stderr(
+            predicate::str::contains("MAPTRACE_SOURCE").and(predicate::str::contains("`sysctl`")),
+        );
     maptrace()
         .args(["export", "--format", "pdf"])
         .arg(&f)

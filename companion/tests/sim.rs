@@ -637,6 +637,30 @@ fn a_signal_stops_a_recording_cleanly(signal: &str) {
     assert_eq!(dec.losses().dropped, 0);
 }
 
+#[test]
+fn demo_says_it_does_not_use_a_source_and_config_set_says_the_simulator_forgets() {
+    let out = maptrace()
+        .env("MAPTRACE_SOURCE", "sysctl")
+        .args(["demo", "--quiet"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("the source `sysctl`") && stderr.contains("is not used"),
+        "{stderr}"
+    );
+    maptrace()
+        .args(["--source", "sim", "config", "set", "--disable"])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("disabled"))
+        .stderr(predicate::str::contains("runs only for this command"));
+    // Without a source given, the demo says nothing of one.
+    let out = maptrace().args(["demo", "--quiet"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("is not used"));
+}
+
 /// One MAP_SHARED mmap(2) reaches the filesystem as two VNOP_MMAPs
 /// (osfmk/vm/vm_map.c:5093 and 3698, xnu-11417.101.15): the report shows
 /// one mmap(2) call with two maps, and the stream no exec/loader map.

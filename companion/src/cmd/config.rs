@@ -50,5 +50,12 @@ pub fn set(source: Option<&str>, a: &SetArgs, mut out: &mut impl Write) -> Resul
     src.set_config(&new)?;
     control::write_config(&mut out, &control::view(&src.config()?))?;
     out.flush()?;
+    if !src.config_persists() {
+        eprintln!(
+            "maptrace: note: {} runs only for this command, so this config ends with it; \
+             the kext keeps its config between commands (--source sysctl, on macOS)",
+            src.describe()
+        );
+    }
     Ok(exit::OK)
 }

@@ -61,7 +61,15 @@ impl Losses {
     }
 }
 
-pub fn run(a: &DemoArgs, mut out: &mut impl Write) -> Result<u8> {
+pub fn run(source: Option<&str>, a: &DemoArgs, mut out: &mut impl Write) -> Result<u8> {
+    if let Some(s) = source {
+        eprintln!(
+            "maptrace: note: demo always runs its workload on the simulator (--scenario FILE for \
+             another); the source `{}` (--source or MAPTRACE_SOURCE) is not used: \
+             `maptrace --source {0} stream` reads it",
+            maptrace::text::shown(s)
+        );
+    }
     let quiet = a.quiet;
     let (mut src, chapters) = open(a)?;
     let mut b = report::Builder::new();

@@ -29,9 +29,11 @@ pub fn wall_anchor(src: &dyn Source, time: TimeArg) -> Result<Option<Anchor>> {
 pub fn open_source(spec: Option<&str>, input: Option<&Path>) -> Result<Box<dyn Source>> {
     if let Some(p) = input {
         if spec.is_some_and(|s| !s.starts_with("file:")) {
-            return Err(exit::usage(
-                "give either an INPUT recording or --source, not both",
-            ));
+            return Err(exit::usage(format!(
+                "give either an INPUT recording or a source, not both: the source is `{}` (from \
+                 --source, or the MAPTRACE_SOURCE environment variable: unset it or give no INPUT)",
+                spec.unwrap_or_default()
+            )));
         }
         return Ok(Box::new(FileSource::open(p)?));
     }
