@@ -195,8 +195,11 @@ int mt_sysctl_start(void)
                 mt_sysctl_stats, "S,mt_stats", "counters");
     mt_oid_fill(&mt_oid_config, &mt_sysctl_children, CTLTYPE_OPAQUE | CTLFLAG_RW, NULL, "config",
                 mt_sysctl_config, "S,mt_config", "configuration (root)");
-    mt_oid_fill(&mt_oid_events, &mt_sysctl_children, CTLTYPE_OPAQUE | CTLFLAG_RD, NULL, "events",
-                mt_sysctl_events, "S,mt_batch", "one batch of events (root)");
+    /* Masked: a read consumes a batch, so a listing (`sysctl -A`) must not
+     * read it (CTLFLAG_MASKED: "don't show in sysctl listing in userland",
+     * bsd/sys/sysctl.h, xnu-11417.121.6). */
+    mt_oid_fill(&mt_oid_events, &mt_sysctl_children, CTLTYPE_OPAQUE | CTLFLAG_RD | CTLFLAG_MASKED,
+                NULL, "events", mt_sysctl_events, "S,mt_batch", "one batch of events (root)");
     sysctl_register_oid(&mt_oid_node);
     sysctl_register_oid(&mt_oid_abi);
     sysctl_register_oid(&mt_oid_stats);

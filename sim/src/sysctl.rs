@@ -224,9 +224,21 @@ impl Sysctl {
 
     /// Full dotted names of every registered OID.
     pub fn names(&self) -> Vec<String> {
+        self.named(|_| true)
+    }
+
+    /// The names a userland listing (`sysctl -A`) shows, and so reads: not
+    /// those marked CTLFLAG_MASKED ("don't show in sysctl listing in
+    /// userland", bsd/sys/sysctl.h, xnu-11417.121.6).
+    pub fn listed_names(&self) -> Vec<String> {
+        self.named(|o| o.kind & xnu::CTLFLAG_MASKED == 0)
+    }
+
+    /// Full dotted names of the registered OIDs `keep` selects.
+    fn named(&self, keep: impl Fn(&Oid) -> bool) -> Vec<String> {
         let oids = self.oids();
         let mut out = Vec::new();
-        for o in &oids {
+        for o in oids.iter().filter(|o| keep(o)) {
             let mut parts = vec![o.name.clone()];
             let mut parent = o.parent;
             while parent != kern_children() {

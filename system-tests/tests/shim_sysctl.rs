@@ -122,6 +122,21 @@ fn every_kern_maptrace_leaf_refuses_non_root_reads_and_writes() {
 }
 
 #[test]
+fn a_sysctl_listing_does_not_read_the_destructive_events_leaf() {
+    // `sysctl -A` reads every listed leaf; reading kern.maptrace.events
+    // consumes a batch, which the companion would then never see.
+    let sim = boot_loaded(Config::default(), Tunables::default());
+    let leaf = |name: &'static [u8]| raw_name(name).to_string();
+    let listed = sim.kernel().sysctl.listed_names();
+    assert!(!listed.contains(&leaf(raw::MT_SYSCTL_EVENTS)), "{listed:?}");
+    for shown in [raw::MT_SYSCTL_STATS.as_slice(), raw::MT_SYSCTL_CONFIG] {
+        assert!(listed.contains(&leaf(shown)), "{listed:?}");
+    }
+    // Still there for a reader that names it.
+    assert!(sim.sysctl_names().contains(&leaf(raw::MT_SYSCTL_EVENTS)));
+}
+
+#[test]
 fn malformed_config_writes_are_refused_and_change_nothing() {
     let sim = boot_loaded(Config::default(), Tunables::default());
     let root = Cred::Root;
