@@ -605,6 +605,53 @@ fn a_shared_writable_map_of_a_read_only_descriptor_is_eacces() {
     sim.check_balanced().unwrap();
 }
 
+/// A touch of a PROT_NONE mapping is a protection failure before any
+/// pager: `vm_map_lookup_and_lock_object` refuses a fault whose type the
+/// entry's protection lacks (osfmk/vm/vm_map.c, xnu-11417.121.6), so no
+/// VNOP_PAGEIN reaches the filesystem (the process gets SIGBUS: EFAULT here).
+#[test]
+fn touching_a_prot_none_mapping_faults_without_a_pagein() {
+    let sim = sim();
+    let db = "/Volumes/Data/db";
+    let p = sim.spawn("reader", 501);
+    let fd = p.open(db).unwrap();
+    let none = p.mmap(fd, 4 * PS, 0, map_flags::SHARED, 0).unwrap();
+    assert_eq!(p.touch(none, PS).unwrap_err().0, 14, "EFAULT");
+    assert_eq!(ops(&sim, TraceOp::Pagein, db), 0);
+    // The same pages through a readable mapping page in.
+    let r = p
+        .mmap(fd, 4 * PS, prot::READ, map_flags::SHARED, 0)
+        .unwrap();
+    p.touch(r, PS).unwrap();
+    assert!(ops(&sim, TraceOp::Pagein, db) > 0);
+    sim.check_balanced().unwrap();
+}
+
+/// mmap implies PROT_READ for a write or execute request ("the hardware
+/// does not support writing without read-before-write, or
+/// execution-without-read": bsd/kern/kern_mman.c, radar 3777787,
+/// xnu-11417.121.6), before the MAC check, so a write-only or exec-only
+/// map is readable and its VNOP_MMAP asks for read too.
+#[test]
+fn a_write_or_exec_only_map_is_also_readable() {
+    let sim = sim();
+    let db = "/Volumes/Data/db";
+    let p = sim.spawn("writer", 501);
+    let rw = p.open_mode(db, OpenMode::ReadWrite).unwrap();
+    for pr in [prot::WRITE, prot::EXEC] {
+        let before = sim.trace().len();
+        let m = p.mmap(rw, PS, pr, map_flags::SHARED, 0).unwrap();
+        p.touch(m, PS).unwrap();
+        let new = sim.trace().split_off(before);
+        let mac = new
+            .iter()
+            .find(|t| t.op == TraceOp::FileCheckMmap)
+            .expect("the MAC check");
+        assert_eq!(mac.prot, pr | prot::READ, "prot {pr:#x}");
+    }
+    sim.check_balanced().unwrap();
+}
+
 /// VNOP_MMAP_CHECK gets `prot & ~PROT_WRITE` for MAP_PRIVATE and prot for
 /// MAP_SHARED (kern_mman.c:671-672, xnu-11417.101.15).
 #[test]

@@ -27,6 +27,13 @@ impl Kernel {
         if addr + len > m.addr + m.len {
             return Err(errno::EFAULT);
         }
+        // A touch reads: a mapping without read (PROT_NONE; mmap adds read
+        // to write and execute) is a protection failure before any pager
+        // (vm_map_lookup_and_lock_object, osfmk/vm/vm_map.c,
+        // xnu-11417.121.6): SIGBUS, no VNOP_PAGEIN.
+        if m.prot & super::prot::READ == 0 {
+            return Err(errno::EFAULT);
+        }
         let ps = self.config.page_size;
         let file_pages = m.vp.size.div_ceil(ps);
         let mut st = TouchStats::default();

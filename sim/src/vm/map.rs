@@ -57,6 +57,13 @@ impl Kernel {
         if len == 0 || offset % ps != 0 {
             return Err(errno::EINVAL);
         }
+        // Write or execute implies read, before anything sees prot
+        // (bsd/kern/kern_mman.c mmap(), radar 3777787, xnu-11417.121.6).
+        let prot = if prot & (prot::WRITE | prot::EXEC) != 0 {
+            prot | prot::READ
+        } else {
+            prot
+        };
         let f = lock(&p.fds).get(&fd).cloned().ok_or(errno::EBADF)?;
         let vp = f.vp;
         self.vfs.get(&vp).map_err(|_| errno::EBADF)?;
