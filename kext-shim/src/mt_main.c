@@ -337,10 +337,12 @@ static int mt_start_all(void)
         return err;
     }
 #endif
-    err = mt_kauth_start();
-    if (err != 0) {
-        IOLog("maptrace: kauth_listen_scope failed\n");
-        return err;
+    /* The kauth listener only discovers vectors, as MAC and the sweep do: a
+     * full listener table (KAUTH_SCOPE_MAX_LISTENERS) costs it, not the
+     * start. */
+    if (mt_kauth_start() != 0) {
+        IOLog("maptrace: kauth listener not registered (table full?); vectors are found "
+              "through MAC and the sweep\n");
     }
     mt_vnops_sweep();
     err = mt_sysctl_start();

@@ -361,6 +361,65 @@ fn discovery_through_mac_alone_and_kauth_registration() {
     }
 }
 
+#[cfg(feature = "kauth")]
+#[test]
+fn a_full_kauth_table_leaves_discovery_to_mac_and_the_sweep() {
+    // KAUTH_SCOPE_MAX_LISTENERS other listeners on the vnode scope make
+    // kauth_listen_scope return NULL (kauth_add_callback_to_scope: ENOSPC,
+    // bsd/kern/kern_authorization.c, xnu-7195.141.2). The listener only
+    // finds vectors, which MAC and the sweep find too: the start goes on.
+    extern "C" fn other_kext(
+        _: maptrace_sim::xnu::kauth_cred_t,
+        _: *mut std::ffi::c_void,
+        _: maptrace_sim::xnu::kauth_action_t,
+        _: usize,
+        _: usize,
+        _: usize,
+        _: usize,
+    ) -> i32 {
+        maptrace_sim::xnu::KAUTH_RESULT_DEFER as i32
+    }
+    let sim = boot_fs(Config::default());
+    let k = sim.kernel();
+    let others: Vec<usize> = (0..maptrace_sim::kauth::MAX_LISTENERS)
+        .map(|_| {
+            k.kauth.listen(
+                k,
+                "com.apple.kauth.vnode",
+                other_kext as *const () as usize,
+                0,
+            )
+        })
+        .collect();
+    assert!(others.iter().all(|&h| h != 0), "the table fills");
+    load(
+        &sim,
+        Tunables {
+            kauth: true,
+            ..Tunables::default()
+        },
+    )
+    .expect("loads without its kauth listener");
+    assert_eq!(
+        k.kauth.listeners().len(),
+        maptrace_sim::kauth::MAX_LISTENERS
+    );
+    let log = sim.log_lines().join("\n");
+    assert!(log.contains("kauth listener not registered"), "{log}");
+    let mut dec = Decoder::new();
+    drain(&sim, &mut dec);
+    let p = sim.spawn("app", 501);
+    workload(&p, "/Volumes/hfs/c.bin");
+    let recs = drain(&sim, &mut dec);
+    assert_eq!(recs.iter().filter(|r| r.kind == EventKind::Mmap).count(), 2);
+    // The other kexts go first: the simulator takes every listener for ours.
+    for h in others {
+        assert!(k.kauth.unlisten(h));
+    }
+    sim.unload_kext().expect("unload");
+    assert_nothing_left(&sim);
+}
+
 #[cfg(not(feature = "kauth"))]
 #[test]
 fn default_variant_has_no_kauth_listener_and_finds_vectors_through_mac() {
