@@ -108,7 +108,7 @@ struct mt_state {
     lck_mtx_t *patch_lock;  /* serialises every write to a vector and the
                              * table changes; taken inside vnode_iterate
                              * callouts, never held across an iteration */
-    lck_mtx_t *reader_lock; /* serialises sysctl readers (drain, stats) */
+    lck_mtx_t *reader_lock; /* serialises sysctl readers (drain, stats) and config writes */
 
     /* Layout found at start. */
     size_t v_op_off;

@@ -85,9 +85,13 @@ static int mt_sysctl_stats SYSCTL_HANDLER_ARGS
 /**
  * kern.maptrace.config: read or write the struct mt_config (root only).
  * A write of the wrong size, version or bits is EINVAL and changes nothing
- * (the core validates).
+ * (the core validates). A write is a swap: it returns the config it
+ * replaced, and no other write lands between (the reader mutex, held
+ * across the copies), so CONFIG markers follow the order configs took
+ * effect.
  * @return 0, EPERM, EINVAL, or the copy's error.
- * Context: thread context; may block in copyin/copyout.
+ * Context: thread context; a write takes the reader mutex; may block in
+ *          copyin/copyout; no spinlock is held across them.
  */
 static int mt_sysctl_config SYSCTL_HANDLER_ARGS
 {
@@ -97,21 +101,26 @@ static int mt_sysctl_config SYSCTL_HANDLER_ARGS
     if (mt_sysctl_require_root(req) != 0) {
         return EPERM;
     }
+    int writing = req->newptr != 0;
+    if (writing) {
+        lck_mtx_lock(mt_g.reader_lock);
+    }
     struct mt_config cur;
     mt_core_config_get(mt_g.core, &cur);
     int err = SYSCTL_OUT(req, &cur, sizeof(cur));
-    if (err != 0 || req->newptr == 0) {
-        return err;
+    if (err == 0 && writing) {
+        struct mt_config next;
+        if (req->newlen != sizeof(struct mt_config)) {
+            err = EINVAL;
+        } else if ((err = SYSCTL_IN(req, &next, sizeof(next))) == 0) {
+            int rc = mt_core_config_set(mt_g.core, &next, sizeof(next), mt_now_ns());
+            err = rc == MT_OK ? 0 : EINVAL;
+        }
     }
-    if (req->newlen != sizeof(struct mt_config)) {
-        return EINVAL;
+    if (writing) {
+        lck_mtx_unlock(mt_g.reader_lock);
     }
-    struct mt_config next;
-    err = SYSCTL_IN(req, &next, sizeof(next));
-    if (err != 0) {
-        return err;
-    }
-    return mt_core_config_set(mt_g.core, &next, sizeof(next), mt_now_ns()) == MT_OK ? 0 : EINVAL;
+    return err;
 }
 
 /**

@@ -3,6 +3,7 @@
 //! validation, the size query, copyout faults and concurrent readers.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use maptrace_abi::decode::Decoder;
 use maptrace_abi::{EventKind, raw};
@@ -209,6 +210,53 @@ fn malformed_config_writes_are_refused_and_change_nothing() {
     assert!(recs.iter().any(|r| r.kind == EventKind::Mmap));
     let st = stats(&sim, root);
     assert_eq!(st.event_mask, raw::MT_EVMASK_ALL & !raw::MT_EVMASK_PAGEIN);
+}
+
+#[test]
+fn a_config_write_is_a_swap_no_other_write_lands_inside() {
+    // A write returns the config it replaced. Writer A is held in the
+    // copyout of that old value; writer B (no old buffer, so no copyout)
+    // must wait for A, or A would return a config B has already replaced
+    // and B's CONFIG marker would precede A's although A's config lost.
+    let sim = boot_loaded(Config::default(), Tunables::default());
+    let name = raw_name(raw::MT_SYSCTL_CONFIG);
+    let a = config_bytes(raw::MT_CF_ENABLE, raw::MT_EVMASK_MMAP, 0);
+    let b = config_bytes(raw::MT_CF_ENABLE, raw::MT_EVMASK_PAGEIN, 0);
+    let hold = sim.hold_copyout();
+    let b_done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let writer_a = s.spawn(|| {
+            let mut old = vec![0u8; a.len()];
+            sim.sysctl_write(name, &a, Some(&mut old), Cred::Root)
+                .expect("A writes");
+        });
+        assert!(
+            hold.wait_held(1, Duration::from_secs(20)),
+            "A in its copyout"
+        );
+        let writer_b = s.spawn(|| {
+            sim.sysctl_write(name, &b, None, Cred::Root)
+                .expect("B writes");
+            b_done.store(true, std::sync::atomic::Ordering::Release);
+        });
+        // The old shim lets B through at once; give it the chance.
+        let until = std::time::Instant::now() + Duration::from_millis(500);
+        while !b_done.load(std::sync::atomic::Ordering::Acquire)
+            && std::time::Instant::now() < until
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            !b_done.load(std::sync::atomic::Ordering::Acquire),
+            "B wrote while A was between reading and replacing the config"
+        );
+        hold.release();
+        writer_a.join().unwrap();
+        writer_b.join().unwrap();
+    });
+    let mut now = vec![0u8; b.len()];
+    sim.sysctl_read(name, Some(&mut now), Cred::Root).unwrap();
+    assert_eq!(now, b, "B, the later write, is in effect");
 }
 
 #[test]
