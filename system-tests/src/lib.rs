@@ -365,3 +365,13 @@ pub fn batch_kernel_addresses(sim: &Sim, batch: &[u8]) -> Vec<usize> {
     .map(|l| l.offset)
     .collect()
 }
+
+/// Whether every live vnode-op vector holds its filesystem's own entries
+/// (nothing of the kext's, or another kext's, left in any slot).
+pub fn vectors_original(sim: &Sim) -> bool {
+    sim.kernel().vfs.live_vectors().iter().all(|(addr, info)| {
+        info.originals.iter().enumerate().all(|(i, o)| {
+            maptrace_sim::vfs::word(addr + i * 8).load(std::sync::atomic::Ordering::Acquire) == *o
+        })
+    })
+}

@@ -6,13 +6,12 @@
 #![cfg(feature = "resident")]
 #![allow(missing_docs)]
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use maptrace_abi::EventKind;
 use maptrace_abi::decode::Decoder;
-use maptrace_sim::{Config, KextError, Sim, ViolationPolicy};
-use maptrace_system_tests::{Tunables, boot_fs, boot_loaded, drain, load};
+use maptrace_sim::{Config, KextError, ViolationPolicy};
+use maptrace_system_tests::{Tunables, boot_fs, boot_loaded, drain, load, vectors_original};
 
 fn workload(p: &maptrace_sim::Proc, path: &str) {
     let fd = p.open(path).expect("open");
@@ -67,16 +66,6 @@ fn resident_kext_refuses_to_unload_and_keeps_tracing() {
     // One MAP_SHARED mmap(2): XNU calls VNOP_MMAP twice for it (vm_map.c), and
     // both calls are traced.
     assert_eq!(recs.iter().filter(|r| r.kind == EventKind::Mmap).count(), 2);
-}
-
-/// Whether every live vnode-op vector holds its filesystem's own entries.
-fn vectors_original(sim: &Sim) -> bool {
-    sim.kernel().vfs.live_vectors().iter().all(|(addr, info)| {
-        info.originals
-            .iter()
-            .enumerate()
-            .all(|(i, o)| maptrace_sim::vfs::word(addr + i * 8).load(Ordering::Acquire) == *o)
-    })
 }
 
 #[test]

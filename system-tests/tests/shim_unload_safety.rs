@@ -12,7 +12,7 @@ use maptrace_abi::EventKind;
 use maptrace_abi::decode::Decoder;
 use maptrace_sim::context::Vop;
 use maptrace_sim::{Config, Proc, Sim, Violation, ViolationPolicy, map_flags, prot};
-use maptrace_system_tests::{Tunables, boot_fs, drain, load};
+use maptrace_system_tests::{Tunables, boot_fs, drain, load, vectors_original};
 
 const PAGE: u64 = 4096;
 
@@ -110,16 +110,6 @@ fn a_pagein_that_fails_open_releases_the_faulting_threads_upl() {
     let v = fault_entering_at_core_shutdown(&sim, &p, a);
     assert!(v.is_empty(), "{v:#?}");
     assert!(!sim.kext_loaded());
-}
-
-/// Every entry of every live vector holds its filesystem's own entry.
-fn vectors_original(sim: &Sim) -> bool {
-    sim.kernel().vfs.live_vectors().iter().all(|(addr, info)| {
-        info.originals
-            .iter()
-            .enumerate()
-            .all(|(i, o)| maptrace_sim::vfs::word(addr + i * 8).load(Ordering::Acquire) == *o)
-    })
 }
 
 /// Whether the vector at `addr` holds something other than its own
