@@ -177,7 +177,7 @@ impl Epochs {
         }
     }
 
-    /// Epochs left out that held a reference never returned.
+    /// Epochs left out that held a reference not returned by the trace's end.
     fn held_not_returned(&self) -> u64 {
         self.held_not_kept.values().sum()
     }
@@ -1145,7 +1145,7 @@ impl Builder {
                         path: f.path.clone(),
                         reason: "usecount_not_returned",
                         detail: format!(
-                            "epoch {}: usecount {before} before the first map, {} after the last unmap ({at} minus the mapping reference): {} reference(s) never returned",
+                            "epoch {}: usecount {before} before the first map, {} after the last unmap ({at} minus the mapping reference): {} reference(s) not returned by the end of the trace",
                             i + 1,
                             at - 1,
                             e.balance.unwrap_or(0)
