@@ -21,6 +21,28 @@ recording was cut off); 4 finished but part of the stream was corrupt (a
 recording frame failing its checksum included);
 5 `report --fail-on-suspects` listed leak suspects (3 and 4 come first).";
 
+const STREAM_EXAMPLES: &str = "\
+Examples:
+  sudo maptrace stream --pid 501 --kind mmap,pagein,mnomap
+  sudo maptrace stream --json --time wall | jq 'select(.kind == \"pagein\")'
+  maptrace stream app.mtr --path /Applications/Mail.app/";
+
+const RECORD_EXAMPLES: &str = "\
+Examples:
+  sudo maptrace record -o launch.mtr --duration 30
+  maptrace --source sim:storm.mts record -o storm.mtr";
+
+const REPORT_EXAMPLES: &str = "\
+Examples:
+  maptrace report launch.mtr --top 10 --sort pageins
+  maptrace report launch.mtr --path '/Volumes/**' --fail-on-suspects
+  maptrace report launch.mtr --json | jq '.suspects'";
+
+const HEATMAP_EXAMPLES: &str = "\
+Examples:
+  maptrace heatmap launch.mtr -o heat --path /Applications/ --time-axis compressed
+  maptrace heatmap launch.mtr -o heat --format png";
+
 /// Trace file mappings and page-ins (VNOP_MMAP, VNOP_PAGEIN, VNOP_MNOMAP) with vnode usecounts.
 #[derive(Debug, Parser)]
 #[command(name = "maptrace", version, about, after_help = AFTER_HELP, max_term_width = 100)]
@@ -37,10 +59,13 @@ pub enum Command {
     /// Load the kext into the simulator, run the demo workload, show the live stream, then the report.
     Demo(DemoArgs),
     /// Show events as they happen: an aligned table, or JSON lines.
+    #[command(after_help = STREAM_EXAMPLES)]
     Stream(StreamArgs),
     /// Save the raw event stream to a recording file.
+    #[command(after_help = RECORD_EXAMPLES)]
     Record(RecordArgs),
     /// Per-file lifecycle: mapped epochs, usecounts and balance, page-ins by process, leak suspects, losses.
+    #[command(after_help = REPORT_EXAMPLES)]
     Report(ReportArgs),
     /// Show the kext's counters: hooks, shards, drops, backlog (of a recording: those it closes with).
     Stats(StatsArgs),
@@ -53,7 +78,8 @@ pub enum Command {
     },
     /// Convert events for other tools (Perfetto UI / chrome://tracing).
     Export(ExportArgs),
-    /// Draw one SVG per file: file offset against time, page-ins and maps.
+    /// Draw one picture per file (SVG, or PNG): file offset against time, page-ins and maps.
+    #[command(after_help = HEATMAP_EXAMPLES)]
     Heatmap(HeatmapArgs),
     /// Print the JSON Schema of `stream --json` lines, or of `report --json`.
     Schema(SchemaArgs),
@@ -414,5 +440,53 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    /// Words of a shell line up to its first pipe, `'…'` quoting only (all
+    /// the examples use).
+    fn words(line: &str) -> Vec<String> {
+        let (mut out, mut cur, mut quoted, mut any) = (Vec::new(), String::new(), false, false);
+        for c in line.chars() {
+            match c {
+                '\'' => (quoted, any) = (!quoted, true),
+                '|' if !quoted => break,
+                ' ' if !quoted => {
+                    if any {
+                        out.push(std::mem::take(&mut cur));
+                    }
+                    any = false;
+                }
+                c => (cur, any) = (cur + &c.to_string(), true),
+            }
+        }
+        if any {
+            out.push(cur);
+        }
+        out
+    }
+
+    /// Every example a `--help` shows is a command line that parses, with
+    /// every value accepted by its parser.
+    #[test]
+    fn every_help_example_parses() {
+        let mut seen = 0;
+        for block in [
+            STREAM_EXAMPLES,
+            RECORD_EXAMPLES,
+            REPORT_EXAMPLES,
+            HEATMAP_EXAMPLES,
+        ] {
+            for line in block.lines().skip(1) {
+                let line = line.trim().trim_start_matches("sudo ");
+                let args = words(line);
+                assert_eq!(args.first().map(String::as_str), Some("maptrace"), "{line}");
+                if let Err(e) = Cli::try_parse_from(&args) {
+                    panic!("`{line}` does not parse: {e}");
+                }
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 10);
+        assert_eq!(words("a 'b c'd | e"), ["a", "b cd"]);
     }
 }
