@@ -112,18 +112,22 @@ pub const fn escaped_max(len: usize) -> usize {
     6 * len + 2
 }
 
-/// Writes a line in place: a window of the output already sized for the
-/// line's worst case, filled front to back with no capacity checks and no
-/// calls into the formatting machinery, then cut to what was written.
-/// Every write is a bounds-checked slice copy, so a wrong bound is a panic
-/// in tests, never a bad byte.
+/// Writes a line in place: room of the output already sized for the line's
+/// worst case, filled front to back with no capacity checks and no calls
+/// into the formatting machinery, then cut to what was written.
+///
+/// Variable-length parts (a path, a name) are written by the cursor, one
+/// bounds-checked copy each; the runs of constants and numbers between
+/// them by a [`Window`] the cursor opens over the next [`WINDOW`] bytes,
+/// checked once (a check a write was about a fifth of a line's
+/// instructions). A wrong bound is a panic, never a bad byte.
 ///
 /// ```
-/// # use maptrace::json::Cursor;
+/// # use maptrace::json::{Cursor, WINDOW};
 /// let mut out = b"[".to_vec();
 /// let start = out.len();
-/// let mut c = Cursor::open(&mut out, 24);
-/// c.u64(4098);
+/// let mut c = Cursor::open(&mut out, 24 + WINDOW);
+/// c.fixed(|w| w.u64(4098));
 /// let n = c.written();
 /// out.truncate(start + n);
 /// assert_eq!(out, b"[4098");
@@ -132,6 +136,15 @@ pub struct Cursor<'a> {
     buf: &'a mut [u8],
     pos: usize,
 }
+
+/// The most bytes a [`Window`] holds.
+pub const SPAN: usize = 512;
+/// The most bytes one write of a window stores (a word of digits may run
+/// past the digits it keeps).
+const MAX_WRITE: usize = 128;
+/// The room a window takes: its span and one write from its last byte. A
+/// cursor needs this much room from where each window opens.
+pub const WINDOW: usize = SPAN + MAX_WRITE;
 
 impl<'a> Cursor<'a> {
     /// A cursor over `room` bytes appended to `out`: one growth check and
@@ -157,25 +170,15 @@ impl<'a> Cursor<'a> {
         self.pos
     }
 
-    /// Appends a constant; its length is known at compile time, so the copy
-    /// is a few stores.
+    /// Writes a run of constants and numbers through a [`Window`] at the
+    /// position: at most [`SPAN`] bytes, in [`WINDOW`] bytes of room.
     #[inline(always)]
-    pub fn lit<const N: usize>(&mut self, s: &[u8; N]) {
-        self.buf[self.pos..self.pos + N].copy_from_slice(s);
-        self.pos += N;
-    }
-
-    /// Appends a constant with the bytes at the offsets `at` names replaced
-    /// (single digits): one copy for a run of keys and small values. The
-    /// offsets are constants too, so the replacements are plain stores.
-    #[inline(always)]
-    pub fn lit_with<const N: usize, const K: usize>(&mut self, s: &[u8; N], at: [(usize, u8); K]) {
-        let dst = &mut self.buf[self.pos..self.pos + N];
-        dst.copy_from_slice(s);
-        for (i, b) in at {
-            dst[i] = b;
-        }
-        self.pos += N;
+    pub fn fixed(&mut self, write: impl FnOnce(&mut Window<'_>)) {
+        let buf = self.buf[self.pos..].first_chunk_mut().unwrap();
+        let mut w = Window { buf, pos: 0 };
+        write(&mut w);
+        assert!(w.pos <= SPAN, "a window holds at most {SPAN} bytes");
+        self.pos += w.pos;
     }
 
     /// Appends bytes of any length (an already escaped fragment).
@@ -185,11 +188,69 @@ impl<'a> Cursor<'a> {
         self.pos += s.len();
     }
 
+    /// Appends `s` as a JSON string literal, escaped as [`push_str`]
+    /// escapes it; at most [`escaped_max`]`(s.len())` bytes.
+    pub fn escaped(&mut self, s: &str) {
+        self.bytes(b"\"");
+        let bytes = s.as_bytes();
+        let mut start = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            if !needs_escape(b) {
+                continue;
+            }
+            self.bytes(&bytes[start..i]);
+            self.bytes(escape(b, &mut [0; 6]));
+            start = i + 1;
+        }
+        self.bytes(&bytes[start..]);
+        self.bytes(b"\"");
+    }
+}
+
+/// A run of constants and numbers written by [`Cursor::fixed`]. Its room
+/// has a length known at compile time and each write starts at the
+/// position modulo [`SPAN`], so the compiler proves every write in bounds
+/// and checks none; the cursor checks once, at the end, that the position
+/// never passed [`SPAN`] (so it never wrapped).
+pub struct Window<'a> {
+    buf: &'a mut [u8; WINDOW],
+    pos: usize,
+}
+
+impl Window<'_> {
+    /// Stores `bytes` at the position and moves it on by `len` (at most
+    /// `N`: the bytes after are overwritten by what follows or cut).
+    #[inline(always)]
+    fn put<const N: usize>(&mut self, bytes: &[u8; N], len: usize) {
+        const { assert!(N <= MAX_WRITE) };
+        let at = self.pos % SPAN;
+        self.buf[at..at + N].copy_from_slice(bytes);
+        self.pos += len;
+    }
+
+    /// Appends a constant; its length is known at compile time, so the copy
+    /// is a few stores.
+    #[inline(always)]
+    pub fn lit<const N: usize>(&mut self, s: &[u8; N]) {
+        self.put(s, N);
+    }
+
+    /// Appends a constant with the bytes at the offsets `at` names replaced
+    /// (single digits): one copy for a run of keys and small values. The
+    /// offsets are constants too, so the replacements are plain stores.
+    #[inline(always)]
+    pub fn lit_with<const N: usize, const K: usize>(&mut self, s: &[u8; N], at: [(usize, u8); K]) {
+        let mut line = *s;
+        for (i, b) in at {
+            line[i] = b;
+        }
+        self.put(&line, N);
+    }
+
     /// Appends one byte.
     #[inline(always)]
     pub fn byte(&mut self, b: u8) {
-        self.buf[self.pos] = b;
-        self.pos += 1;
+        self.put(&[b], 1);
     }
 
     /// Appends `true` or `false`.
@@ -231,16 +292,15 @@ impl<'a> Cursor<'a> {
             // Three or four digits; a whole 4-byte word is stored.
             let len = if v < 1000 { 3 } else { 4 };
             let ascii = (digits4(v) + 0x3030_3030) >> (8 * (4 - len));
-            self.buf[self.pos..self.pos + 4].copy_from_slice(&ascii.to_le_bytes());
-            self.pos += len as usize;
+            self.put(&ascii.to_le_bytes(), len as usize);
         } else {
             self.leading8(v);
         }
     }
 
     /// Appends `v` (10 000 to 99 999 999) without leading zeros. Stores a
-    /// whole word, so it needs 8 bytes of room (the bytes past the digits
-    /// are overwritten by what follows or cut at the end).
+    /// whole word (the bytes past the digits are overwritten by what
+    /// follows or cut at the end).
     #[inline(always)]
     fn leading8(&mut self, v: u32) {
         // The length comes from a short computation of its own, so the next
@@ -249,8 +309,7 @@ impl<'a> Cursor<'a> {
         // The most significant digit is the lowest byte: drop the leading
         // zeros from the bottom.
         let ascii = (digits8(v) + ASCII_ZEROS) >> (8 * (8 - len));
-        self.buf[self.pos..self.pos + 8].copy_from_slice(&ascii.to_le_bytes());
-        self.pos += len as usize;
+        self.put(&ascii.to_le_bytes(), len as usize);
     }
 
     /// Appends `v` (below 10^8) as exactly 8 digits, zeros included.
@@ -276,24 +335,6 @@ impl<'a> Cursor<'a> {
         hex[..8].copy_from_slice(&hex8((v >> 32) as u32));
         hex[8..].copy_from_slice(&hex8(v as u32));
         self.lit(&hex);
-    }
-
-    /// Appends `s` as a JSON string literal, escaped as [`push_str`]
-    /// escapes it; at most [`escaped_max`]`(s.len())` bytes.
-    pub fn escaped(&mut self, s: &str) {
-        self.byte(b'"');
-        let bytes = s.as_bytes();
-        let mut start = 0;
-        for (i, &b) in bytes.iter().enumerate() {
-            if !needs_escape(b) {
-                continue;
-            }
-            self.bytes(&bytes[start..i]);
-            self.bytes(escape(b, &mut [0; 6]));
-            start = i + 1;
-        }
-        self.bytes(&bytes[start..]);
-        self.byte(b'"');
     }
 }
 
@@ -432,20 +473,25 @@ mod tests {
         vs
     }
 
+    /// What one window writes with `write`, in the least room it takes.
+    fn window(write: impl FnOnce(&mut Window<'_>)) -> Vec<u8> {
+        cursor(WINDOW, |c| c.fixed(write))
+    }
+
     #[test]
     fn cursor_numbers_are_the_decimal_digits() {
         for v in interesting_u64() {
-            assert_eq!(cursor(28, |c| c.u64(v)), v.to_string().as_bytes());
+            assert_eq!(window(|w| w.u64(v)), v.to_string().as_bytes());
             let i = v as i64;
-            assert_eq!(cursor(28, |c| c.i64(i)), i.to_string().as_bytes());
+            assert_eq!(window(|w| w.i64(i)), i.to_string().as_bytes());
         }
-        assert_eq!(cursor(28, |c| c.i64(i64::MIN)), b"-9223372036854775808");
+        assert_eq!(window(|w| w.i64(i64::MIN)), b"-9223372036854775808");
     }
 
     #[test]
     fn cursor_hex_is_16_lower_case_digits() {
         for v in interesting_u64() {
-            assert_eq!(cursor(16, |c| c.hex16(v)), format!("{v:016x}").as_bytes());
+            assert_eq!(window(|w| w.hex16(v)), format!("{v:016x}").as_bytes());
         }
     }
 
@@ -476,6 +522,35 @@ mod tests {
     #[test]
     #[should_panic]
     fn a_cursor_never_writes_past_its_room() {
-        cursor(3, |c| c.lit(b"four"));
+        cursor(3, |c| c.bytes(b"four"));
+    }
+
+    #[test]
+    #[should_panic]
+    fn a_window_needs_its_whole_room() {
+        cursor(WINDOW - 1, |c| c.fixed(|w| w.byte(b'x')));
+    }
+
+    #[test]
+    fn a_window_holds_its_span() {
+        let full = window(|w| {
+            for _ in 0..SPAN / 8 {
+                w.lit(b"01234567");
+            }
+        });
+        assert_eq!(full.len(), SPAN);
+    }
+
+    #[test]
+    #[should_panic(expected = "a window holds at most")]
+    fn a_window_never_holds_more_than_its_span() {
+        // The writes past the span wrap to its start: the cursor refuses
+        // the window rather than keep those bytes.
+        window(|w| {
+            for _ in 0..SPAN / 8 {
+                w.lit(b"01234567");
+            }
+            w.byte(b'!');
+        });
     }
 }
