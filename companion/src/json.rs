@@ -280,6 +280,39 @@ impl Window<'_> {
         }
     }
 
+    /// Appends the decimal digits of `v` as [`Window::u64`] does, through
+    /// `memo`, the digits of the field's last value: a repeated value is
+    /// copied, and a value with the same digits above the lowest eight (a
+    /// clock or an offset that rises slowly) converts only those eight.
+    #[inline(always)]
+    pub fn u64_memo(&mut self, v: u64, memo: &mut DigitsMemo) {
+        let len = usize::from(memo.len);
+        if v == memo.value {
+            self.put(&memo.ascii, len);
+            return;
+        }
+        let high = v / E8;
+        if high == memo.value / E8 && high != 0 {
+            // The same digits above the lowest eight, and as many of them.
+            // The old digits are copied before the new ones are stored: a
+            // load that spans a store just made would wait for it.
+            let low = (digits8((v % E8) as u32) + ASCII_ZEROS).to_le_bytes();
+            self.put(&memo.ascii, len - 8);
+            self.put(&low, 8);
+            memo.ascii[len - 8..len].copy_from_slice(&low);
+            memo.value = v;
+            return;
+        }
+        let at = self.pos % SPAN;
+        self.u64(v);
+        let written = self.buf[at..].first_chunk().unwrap();
+        *memo = DigitsMemo {
+            value: v,
+            ascii: *written,
+            len: (self.pos % SPAN - at) as u8,
+        };
+    }
+
     /// Appends `v` (below 10^8) without leading zeros.
     #[inline(always)]
     fn leading(&mut self, v: u32) {
@@ -335,6 +368,35 @@ impl Window<'_> {
         hex[..8].copy_from_slice(&hex8((v >> 32) as u32));
         hex[8..].copy_from_slice(&hex8(v as u32));
         self.lit(&hex);
+    }
+}
+
+/// The digits of the last value a field of a line held, for
+/// [`Cursor::u64_memo`]. Invariant: `ascii[..len]` are the decimal digits
+/// of `value` (the bytes after them are whatever the cursor had written).
+#[derive(Clone, Copy, Debug)]
+pub struct DigitsMemo {
+    value: u64,
+    ascii: [u8; DigitsMemo::ROOM],
+    len: u8,
+}
+
+impl DigitsMemo {
+    /// The bytes a memo keeps: the 20 digits of `u64::MAX` and a word's
+    /// worth (those past the digits are overwritten or cut when copied).
+    const ROOM: usize = 24;
+}
+
+impl Default for DigitsMemo {
+    /// The memo of 0.
+    fn default() -> DigitsMemo {
+        let mut ascii = [0; DigitsMemo::ROOM];
+        ascii[0] = b'0';
+        DigitsMemo {
+            value: 0,
+            ascii,
+            len: 1,
+        }
     }
 }
 
@@ -486,6 +548,60 @@ mod tests {
             assert_eq!(window(|w| w.i64(i)), i.to_string().as_bytes());
         }
         assert_eq!(window(|w| w.i64(i64::MIN)), b"-9223372036854775808");
+    }
+
+    /// Each value of `values` written through one memo, as the fields of
+    /// consecutive lines are: the decimal digits every time.
+    fn assert_memo_writes_digits(values: &[u64]) {
+        let mut memo = DigitsMemo::default();
+        let mut last = None;
+        for &v in values {
+            let got = window(|w| w.u64_memo(v, &mut memo));
+            assert_eq!(
+                String::from_utf8(got).unwrap(),
+                v.to_string(),
+                "after {last:?}"
+            );
+            last = Some(v);
+        }
+    }
+
+    #[test]
+    fn memo_digits_follow_repeats_carries_and_falls() {
+        // Zero first (the empty memo's value), then repeats, a rise with
+        // the same digits above the lowest eight, the carries into them
+        // (10^8, 10^9, each new digit count), a fall, the extremes.
+        let mut values = vec![0, 0, 7, 7, 5, 99_999_999, 100_000_000, 100_000_000];
+        values.extend([199_999_999, 200_000_000, 123_456_789, 123_456_780]);
+        values.extend([999_999_999, 1_000_000_000, 1_000_000_001, 999_999_999]);
+        let mut p = 1u64;
+        while let Some(next) = p.checked_mul(10) {
+            p = next;
+            values.extend([p - 1, p, p + 1, p + 1, p - 1, p / 10]);
+        }
+        values.extend([u64::MAX, u64::MAX, u64::MAX - 1, u64::MAX, 0, u64::MAX]);
+        // A repeat right after a rise of the lowest eight copies the new
+        // digits, not the old.
+        values.extend([3_000_000_001, 3_000_000_002, 3_000_000_002, 3_000_000_001]);
+        assert_memo_writes_digits(&values);
+        // Random walks of small and large steps either way.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut v = 1_000_000_000u64;
+        let mut walk = Vec::new();
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let step = x >> (x % 64);
+            v = if x & 1 == 0 {
+                v.wrapping_add(step % 1_000_000)
+            } else {
+                v.wrapping_sub(step)
+            };
+            walk.push(v);
+        }
+        assert_memo_writes_digits(&walk);
+        assert_memo_writes_digits(&interesting_u64());
     }
 
     #[test]
