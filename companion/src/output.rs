@@ -10,7 +10,7 @@ use crate::json::{
 use crate::pipeline::{Ev, Item, Loss, Totals};
 use crate::text::{mark_name, prot_str, push_secs, push_shown, shown};
 use crate::wallclock::{Anchor, rfc3339_micros};
-use maptrace_abi::{Counts, Event, EventKind, Mark, ProbeMethod};
+use maptrace_abi::{Counts, Event, EventKind, Mark, ProbeMethod, Record};
 use std::borrow::Cow;
 use std::io::{self, Write};
 
@@ -243,17 +243,7 @@ fn event_into(c: &mut Cursor<'_>, ev: &Ev, time: Option<&str>, newline: bool, me
         Some((None, p)) => p.json(),
         None => b"null",
     });
-    event_fields(c, ev, memo, |w| {
-        // Nearly every record: no error, nothing lost before it.
-        if r.error == 0 && r.lost_before == 0 {
-            w.lit(b",\"error\":0,\"lost_before\":0");
-        } else {
-            w.lit(b",\"error\":");
-            w.u64(r.error.into());
-            w.lit(b",\"lost_before\":");
-            w.u64(r.lost_before);
-        }
-    });
+    event_fields(c, ev, memo);
     c.fixed(|w| {
         if newline {
             w.lit(b"}\n");
@@ -263,16 +253,26 @@ fn event_into(c: &mut Cursor<'_>, ev: &Ev, time: Option<&str>, newline: bool, me
     });
 }
 
-/// The fields of each kind, after the common ones the window `head` writes
-/// (the fields of most kinds in the same window).
+/// `error` and `lost_before`, the fields after the path.
 #[inline(always)]
-fn event_fields(
-    c: &mut Cursor<'_>,
-    ev: &Ev,
-    memo: &mut LineMemo,
-    head: impl FnOnce(&mut Window<'_>),
-) {
-    match &ev.rec.event {
+fn error_and_lost(w: &mut Window<'_>, r: &Record) {
+    // Nearly every record: no error, nothing lost before it.
+    if r.error == 0 && r.lost_before == 0 {
+        w.lit(b",\"error\":0,\"lost_before\":0");
+    } else {
+        w.lit(b",\"error\":");
+        w.u64(r.error.into());
+        w.lit(b",\"lost_before\":");
+        w.u64(r.lost_before);
+    }
+}
+
+/// `error`, `lost_before` and the fields of each kind, those of most
+/// kinds in one window.
+#[inline(always)]
+fn event_fields(c: &mut Cursor<'_>, ev: &Ev, memo: &mut LineMemo) {
+    let r = &ev.rec;
+    match &r.event {
         Event::Pagein {
             offset,
             size,
@@ -280,7 +280,7 @@ fn event_fields(
             counts,
             upl_flags,
         } => c.fixed(|w| {
-            head(w);
+            error_and_lost(w, r);
             w.lit(b",\"offset\":");
             if *offset < 0 {
                 w.byte(b'-');
@@ -300,7 +300,7 @@ fn event_fields(
             duration_ns,
             counts,
         } => c.fixed(|w| {
-            head(w);
+            error_and_lost(w, r);
             w.lit(b",\"prot\":");
             prot(w, *fflags);
             w.lit(b",\"vid\":");
@@ -327,7 +327,7 @@ fn event_fields(
             duration_ns,
             counts,
         } => c.fixed(|w| {
-            head(w);
+            error_and_lost(w, r);
             w.lit(b",\"vid\":");
             w.u64((*vid).into());
             w.lit(b",\"duration_ns\":");
@@ -340,7 +340,7 @@ fn event_fields(
             maxprot,
             mmap_flags,
         } => c.fixed(|w| {
-            head(w);
+            error_and_lost(w, r);
             w.lit(b",\"file_pos\":");
             w.u64(*file_pos);
             w.lit(b",\"prot\":");
@@ -351,7 +351,7 @@ fn event_fields(
             w.u64((*mmap_flags).into());
         }),
         Event::Path { vid, truncated, .. } => c.fixed(|w| {
-            head(w);
+            error_and_lost(w, r);
             w.lit(b",\"vid\":");
             w.u64((*vid).into());
             w.lit(b",\"truncated\":");
@@ -359,7 +359,7 @@ fn event_fields(
         }),
         Event::Proc { name, truncated } => {
             c.fixed(|w| {
-                head(w);
+                error_and_lost(w, r);
                 w.lit(b",\"name\":");
             });
             c.escaped(&String::from_utf8_lossy(name));
@@ -369,7 +369,7 @@ fn event_fields(
             });
         }
         Event::Open { vid, fmode, counts } => c.fixed(|w| {
-            head(w);
+            error_and_lost(w, r);
             w.lit(b",\"vid\":");
             w.u64((*vid).into());
             w.lit(b",\"fmode\":");
@@ -382,7 +382,7 @@ fn event_fields(
             duration_ns,
             counts,
         } => c.fixed(|w| {
-            head(w);
+            error_and_lost(w, r);
             w.lit(b",\"vid\":");
             w.u64((*vid).into());
             w.lit(b",\"fflag\":");
@@ -398,7 +398,7 @@ fn event_fields(
             arg2,
         } => {
             c.fixed(|w| {
-                head(w);
+                error_and_lost(w, r);
                 w.lit(b",\"mark\":");
             });
             c.escaped(mark_name(*mark));
