@@ -292,7 +292,7 @@ impl Window<'_> {
             return;
         }
         let high = v / E8;
-        if high == memo.value / E8 && high != 0 {
+        if high == memo.high && high != 0 {
             // The same digits above the lowest eight, and as many of them.
             // The old digits are copied before the new ones are stored: a
             // load that spans a store just made would wait for it.
@@ -308,9 +308,32 @@ impl Window<'_> {
         let written = self.buf[at..].first_chunk().unwrap();
         *memo = DigitsMemo {
             value: v,
+            high,
             ascii: *written,
             len: (self.pos % SPAN - at) as u8,
         };
+    }
+
+    /// Appends the decimal digits of `v`, a count that mostly rises by one
+    /// (a shard's positions), through `memo` as [`Window::u64_memo`]: when
+    /// only the last digit differs from the memo's value, only that digit
+    /// is written anew (nine counts in ten).
+    #[inline(always)]
+    pub fn count_memo(&mut self, v: u64, memo: &mut DigitsMemo) {
+        let len = usize::from(memo.len);
+        let last = memo.ascii[(len - 1) % DigitsMemo::ROOM];
+        // Never across u64::MAX to 0: that wraps to a step of one.
+        let step = v.wrapping_sub(memo.value);
+        if v >= memo.value && step <= u64::from(b'9' - last) {
+            // Copied before the new digit is stored (see `u64_memo`).
+            let digit = last + step as u8;
+            self.put(&memo.ascii, len - 1);
+            self.byte(digit);
+            memo.ascii[(len - 1) % DigitsMemo::ROOM] = digit;
+            memo.value = v;
+            return;
+        }
+        self.u64_memo(v, memo);
     }
 
     /// Appends `v` (below 10^8) without leading zeros.
@@ -372,19 +395,22 @@ impl Window<'_> {
 }
 
 /// The digits of the last value a field of a line held, for
-/// [`Cursor::u64_memo`]. Invariant: `ascii[..len]` are the decimal digits
-/// of `value` (the bytes after them are whatever the cursor had written).
+/// [`Window::u64_memo`]. Invariant: `ascii[..len]` are the decimal digits
+/// of `value` (the bytes after them are whatever the window had written),
+/// `len` is 1 to 20, and `high` is `value / 10^8`.
 #[derive(Clone, Copy, Debug)]
 pub struct DigitsMemo {
     value: u64,
+    high: u64,
     ascii: [u8; DigitsMemo::ROOM],
     len: u8,
 }
 
 impl DigitsMemo {
-    /// The bytes a memo keeps: the 20 digits of `u64::MAX` and a word's
-    /// worth (those past the digits are overwritten or cut when copied).
-    const ROOM: usize = 24;
+    /// The bytes a memo keeps: the 20 digits of `u64::MAX` and more (those
+    /// past the digits are overwritten or cut when copied); a power of two,
+    /// so an index modulo it needs no check.
+    const ROOM: usize = 32;
 }
 
 impl Default for DigitsMemo {
@@ -394,6 +420,7 @@ impl Default for DigitsMemo {
         ascii[0] = b'0';
         DigitsMemo {
             value: 0,
+            high: 0,
             ascii,
             len: 1,
         }
@@ -551,9 +578,10 @@ mod tests {
     }
 
     /// Each value of `values` written through one memo, as the fields of
-    /// consecutive lines are: the decimal digits every time.
+    /// consecutive lines are, as a value and as a count: the decimal
+    /// digits every time.
     fn assert_memo_writes_digits(values: &[u64]) {
-        let mut memo = DigitsMemo::default();
+        let (mut memo, mut count) = (DigitsMemo::default(), DigitsMemo::default());
         let mut last = None;
         for &v in values {
             let got = window(|w| w.u64_memo(v, &mut memo));
@@ -562,8 +590,31 @@ mod tests {
                 v.to_string(),
                 "after {last:?}"
             );
+            let got = window(|w| w.count_memo(v, &mut count));
+            assert_eq!(
+                String::from_utf8(got).unwrap(),
+                v.to_string(),
+                "count after {last:?}"
+            );
             last = Some(v);
         }
+    }
+
+    #[test]
+    fn count_digits_follow_steps_within_and_across_the_last_digit() {
+        // Up by one through the carries of each digit count, by steps that
+        // stay within the last digit and that cross it, down by one.
+        let mut values: Vec<u64> = (0..1100).collect();
+        values.extend([1100, 1102, 1109, 1110, 1119, 1118, 1111, 1120]);
+        let mut p = 1u64;
+        while let Some(next) = p.checked_mul(10) {
+            p = next;
+            values.extend(p.saturating_sub(12)..p + 12);
+            values.extend([p + 9, p + 10, p + 8, p]);
+        }
+        values.extend((u64::MAX - 12)..=u64::MAX);
+        values.extend([0, 1, u64::MAX, 9, 10]);
+        assert_memo_writes_digits(&values);
     }
 
     #[test]

@@ -150,10 +150,16 @@ pub fn event_json_at(out: &mut Vec<u8>, ev: &Ev, wall: Option<&Anchor>) {
 #[derive(Clone, Copy, Debug, Default)]
 struct LineMemo {
     ts_ns: DigitsMemo,
+    /// By shard (modulo [`POS_MEMOS`]): lines interleave the shards, and
+    /// each shard's positions count up by one.
+    pos: [DigitsMemo; POS_MEMOS],
     offset: DigitsMemo,
     size: DigitsMemo,
     duration_ns: DigitsMemo,
 }
+
+/// The shards whose positions [`LineMemo`] keeps apart.
+const POS_MEMOS: usize = 4;
 
 /// Appends one event as a JSON object, and its newline if `newline`.
 #[inline(always)]
@@ -215,7 +221,7 @@ fn event_into(c: &mut Cursor<'_>, ev: &Ev, time: Option<&str>, newline: bool, me
             w.u64(r.shard.into());
             w.lit(b",\"pos\":");
         }
-        w.u64(r.pos);
+        w.count_memo(r.pos, &mut memo.pos[usize::from(r.shard) % POS_MEMOS]);
         w.lit(b",\"pid\":");
         w.u64(r.pid.into());
         if ev.comm.is_some() {

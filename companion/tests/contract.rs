@@ -502,12 +502,16 @@ proptest! {
             (any::<(u8, u64)>(), any::<(u8, u64)>(), any::<(u8, u64)>(), 0u8..4),
             1..60,
         ),
+        positions in proptest::collection::vec((0u16..6, any::<u64>(), 0u64..12), 60),
     ) {
+        // Shards 0 to 5, so two pairs share a position memo; each shard's
+        // positions rise by small steps from where it starts.
+        let mut pos: Vec<u64> = positions.iter().map(|&(_, start, _)| start).collect();
         let (mut ts, offset, size, duration) = start;
         let (mut offset, mut size, mut duration) = (offset as u64, u64::from(size), u64::from(duration));
         let mut w = output::JsonLines::new();
         let mut want = Vec::new();
-        for (ts_step, offset_step, size_step, kind) in steps {
+        for (i, (ts_step, offset_step, size_step, kind)) in steps.into_iter().enumerate() {
             ts = next_value(ts, ts_step);
             offset = next_value(offset, offset_step);
             size = next_value(size, size_step);
@@ -532,6 +536,11 @@ proptest! {
             };
             let mut ev = event(e, Some(b"/a/b"));
             ev.rec.timestamp_ns = ts;
+            let (shard, _, pos_step) = positions[i];
+            let p = &mut pos[usize::from(shard)];
+            *p = p.wrapping_add(pos_step);
+            ev.rec.shard = shard;
+            ev.rec.pos = *p;
             let item = Item::Event(ev);
             w.item(&item);
             want.extend(reference(&item));
