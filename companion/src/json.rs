@@ -296,8 +296,9 @@ impl Window<'_> {
             // The same digits above the lowest eight, and as many of them.
             // The old digits are copied before the new ones are stored: a
             // load that spans a store just made would wait for it.
+            // Those digits are at most 12 (u64::MAX / 10^8 has 12).
             let low = (digits8((v % E8) as u32) + ASCII_ZEROS).to_le_bytes();
-            self.put(&memo.ascii, len - 8);
+            self.put(memo.ascii.first_chunk::<16>().unwrap(), len - 8);
             self.put(&low, 8);
             memo.ascii[len - 8..len].copy_from_slice(&low);
             memo.value = v;
