@@ -318,7 +318,8 @@ impl Window<'_> {
     /// Appends the decimal digits of `v`, a count that mostly rises by one
     /// (a shard's positions), through `memo` as [`Window::u64_memo`]: when
     /// only the last digit differs from the memo's value, only that digit
-    /// is written anew (nine counts in ten).
+    /// is written anew (nine counts in ten), and the last two on a carry
+    /// into the tens.
     #[inline(always)]
     pub fn count_memo(&mut self, v: u64, memo: &mut DigitsMemo) {
         let len = usize::from(memo.len);
@@ -331,6 +332,19 @@ impl Window<'_> {
             self.put(&memo.ascii, len - 1);
             self.byte(digit);
             memo.ascii[(len - 1) % DigitsMemo::ROOM] = digit;
+            memo.value = v;
+            return;
+        }
+        // A carry into the tens (nine in ten of the other counts): the
+        // slower paths read back what they wrote to fill the memo, which
+        // waits for those stores.
+        let tens = memo.ascii[len.wrapping_sub(2) % DigitsMemo::ROOM];
+        if v >= memo.value && step <= 9 && len >= 2 && tens < b'9' {
+            let digits = [tens + 1, last + step as u8 - 10];
+            self.put(&memo.ascii, len - 2);
+            self.lit(&digits);
+            memo.ascii[len.wrapping_sub(2) % DigitsMemo::ROOM] = digits[0];
+            memo.ascii[(len - 1) % DigitsMemo::ROOM] = digits[1];
             memo.value = v;
             return;
         }
