@@ -112,18 +112,22 @@ pub const fn escaped_max(len: usize) -> usize {
     6 * len + 2
 }
 
-/// Writes a line in place: a window of the output already sized for the
-/// line's worst case, filled front to back with no capacity checks and no
-/// calls into the formatting machinery, then cut to what was written.
-/// Every write is a bounds-checked slice copy, so a wrong bound is a panic
-/// in tests, never a bad byte.
+/// Writes a line in place: room of the output already sized for the line's
+/// worst case, filled front to back with no capacity checks and no calls
+/// into the formatting machinery, then cut to what was written.
+///
+/// Variable-length parts (a path, a name) are written by the cursor, one
+/// bounds-checked copy each; the runs of constants and numbers between
+/// them by a [`Window`] the cursor opens over the next [`WINDOW`] bytes,
+/// checked once (a check a write was about a fifth of a line's
+/// instructions). A wrong bound is a panic, never a bad byte.
 ///
 /// ```
-/// # use maptrace::json::Cursor;
+/// # use maptrace::json::{Cursor, WINDOW};
 /// let mut out = b"[".to_vec();
 /// let start = out.len();
-/// let mut c = Cursor::open(&mut out, 24);
-/// c.u64(4098);
+/// let mut c = Cursor::open(&mut out, 24 + WINDOW);
+/// c.fixed(|w| w.u64(4098));
 /// let n = c.written();
 /// out.truncate(start + n);
 /// assert_eq!(out, b"[4098");
@@ -132,6 +136,15 @@ pub struct Cursor<'a> {
     buf: &'a mut [u8],
     pos: usize,
 }
+
+/// The most bytes a [`Window`] holds.
+pub const SPAN: usize = 512;
+/// The most bytes one write of a window stores (a word of digits may run
+/// past the digits it keeps).
+const MAX_WRITE: usize = 128;
+/// The room a window takes: its span and one write from its last byte. A
+/// cursor needs this much room from where each window opens.
+pub const WINDOW: usize = SPAN + MAX_WRITE;
 
 impl<'a> Cursor<'a> {
     /// A cursor over `room` bytes appended to `out`: one growth check and
@@ -157,25 +170,15 @@ impl<'a> Cursor<'a> {
         self.pos
     }
 
-    /// Appends a constant; its length is known at compile time, so the copy
-    /// is a few stores.
+    /// Writes a run of constants and numbers through a [`Window`] at the
+    /// position: at most [`SPAN`] bytes, in [`WINDOW`] bytes of room.
     #[inline(always)]
-    pub fn lit<const N: usize>(&mut self, s: &[u8; N]) {
-        self.buf[self.pos..self.pos + N].copy_from_slice(s);
-        self.pos += N;
-    }
-
-    /// Appends a constant with the bytes at the offsets `at` names replaced
-    /// (single digits): one copy for a run of keys and small values. The
-    /// offsets are constants too, so the replacements are plain stores.
-    #[inline(always)]
-    pub fn lit_with<const N: usize, const K: usize>(&mut self, s: &[u8; N], at: [(usize, u8); K]) {
-        let dst = &mut self.buf[self.pos..self.pos + N];
-        dst.copy_from_slice(s);
-        for (i, b) in at {
-            dst[i] = b;
-        }
-        self.pos += N;
+    pub fn fixed(&mut self, write: impl FnOnce(&mut Window<'_>)) {
+        let buf = self.buf[self.pos..].first_chunk_mut().unwrap();
+        let mut w = Window { buf, pos: 0 };
+        write(&mut w);
+        assert!(w.pos <= SPAN, "a window holds at most {SPAN} bytes");
+        self.pos += w.pos;
     }
 
     /// Appends bytes of any length (an already escaped fragment).
@@ -185,11 +188,69 @@ impl<'a> Cursor<'a> {
         self.pos += s.len();
     }
 
+    /// Appends `s` as a JSON string literal, escaped as [`push_str`]
+    /// escapes it; at most [`escaped_max`]`(s.len())` bytes.
+    pub fn escaped(&mut self, s: &str) {
+        self.bytes(b"\"");
+        let bytes = s.as_bytes();
+        let mut start = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            if !needs_escape(b) {
+                continue;
+            }
+            self.bytes(&bytes[start..i]);
+            self.bytes(escape(b, &mut [0; 6]));
+            start = i + 1;
+        }
+        self.bytes(&bytes[start..]);
+        self.bytes(b"\"");
+    }
+}
+
+/// A run of constants and numbers written by [`Cursor::fixed`]. Its room
+/// has a length known at compile time and each write starts at the
+/// position modulo [`SPAN`], so the compiler proves every write in bounds
+/// and checks none; the cursor checks once, at the end, that the position
+/// never passed [`SPAN`] (so it never wrapped).
+pub struct Window<'a> {
+    buf: &'a mut [u8; WINDOW],
+    pos: usize,
+}
+
+impl Window<'_> {
+    /// Stores `bytes` at the position and moves it on by `len` (at most
+    /// `N`: the bytes after are overwritten by what follows or cut).
+    #[inline(always)]
+    fn put<const N: usize>(&mut self, bytes: &[u8; N], len: usize) {
+        const { assert!(N <= MAX_WRITE) };
+        let at = self.pos % SPAN;
+        self.buf[at..at + N].copy_from_slice(bytes);
+        self.pos += len;
+    }
+
+    /// Appends a constant; its length is known at compile time, so the copy
+    /// is a few stores.
+    #[inline(always)]
+    pub fn lit<const N: usize>(&mut self, s: &[u8; N]) {
+        self.put(s, N);
+    }
+
+    /// Appends a constant with the bytes at the offsets `at` names replaced
+    /// (single digits): one copy for a run of keys and small values. The
+    /// offsets are constants too, so the replacements are plain stores.
+    #[inline(always)]
+    pub fn lit_with<const N: usize, const K: usize>(&mut self, s: &[u8; N], at: [(usize, u8); K]) {
+        let mut line = *s;
+        for (i, b) in at {
+            line[i] = b;
+        }
+        self.put(&line, N);
+    }
+
     /// Appends one byte.
     #[inline(always)]
     pub fn byte(&mut self, b: u8) {
-        self.buf[self.pos] = b;
-        self.pos += 1;
+        self.put(&[b], 1);
     }
 
     /// Appends `true` or `false`.
@@ -219,6 +280,77 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// Appends the decimal digits of `v` as [`Window::u64`] does, through
+    /// `memo`, the digits of the field's last value: a repeated value is
+    /// copied, and a value with the same digits above the lowest eight (a
+    /// clock or an offset that rises slowly) converts only those eight.
+    #[inline(always)]
+    pub fn u64_memo(&mut self, v: u64, memo: &mut DigitsMemo) {
+        let len = usize::from(memo.len);
+        if v == memo.value {
+            self.put(&memo.ascii, len);
+            return;
+        }
+        let high = v / E8;
+        if high == memo.high && high != 0 {
+            // The same digits above the lowest eight, and as many of them.
+            // The old digits are copied before the new ones are stored: a
+            // load that spans a store just made would wait for it.
+            // Those digits are at most 12 (u64::MAX / 10^8 has 12).
+            let low = (digits8((v % E8) as u32) + ASCII_ZEROS).to_le_bytes();
+            self.put(memo.ascii.first_chunk::<16>().unwrap(), len - 8);
+            self.put(&low, 8);
+            memo.ascii[len - 8..len].copy_from_slice(&low);
+            memo.value = v;
+            return;
+        }
+        let at = self.pos % SPAN;
+        self.u64(v);
+        let written = self.buf[at..].first_chunk().unwrap();
+        *memo = DigitsMemo {
+            value: v,
+            high,
+            ascii: *written,
+            len: (self.pos % SPAN - at) as u8,
+        };
+    }
+
+    /// Appends the decimal digits of `v`, a count that mostly rises by one
+    /// (a shard's positions), through `memo` as [`Window::u64_memo`]: when
+    /// only the last digit differs from the memo's value, only that digit
+    /// is written anew (nine counts in ten), and the last two on a carry
+    /// into the tens.
+    #[inline(always)]
+    pub fn count_memo(&mut self, v: u64, memo: &mut DigitsMemo) {
+        let len = usize::from(memo.len);
+        let last = memo.ascii[(len - 1) % DigitsMemo::ROOM];
+        // Never across u64::MAX to 0: that wraps to a step of one.
+        let step = v.wrapping_sub(memo.value);
+        if v >= memo.value && step <= u64::from(b'9' - last) {
+            // Copied before the new digit is stored (see `u64_memo`).
+            let digit = last + step as u8;
+            self.put(&memo.ascii, len - 1);
+            self.byte(digit);
+            memo.ascii[(len - 1) % DigitsMemo::ROOM] = digit;
+            memo.value = v;
+            return;
+        }
+        // A carry into the tens (nine in ten of the other counts): the
+        // slower paths read back what they wrote to fill the memo, which
+        // waits for those stores.
+        let tens = memo.ascii[len.wrapping_sub(2) % DigitsMemo::ROOM];
+        if v >= memo.value && step <= 9 && len >= 2 && tens < b'9' {
+            let digits = [tens + 1, last + step as u8 - 10];
+            self.put(&memo.ascii, len - 2);
+            self.lit(&digits);
+            memo.ascii[len.wrapping_sub(2) % DigitsMemo::ROOM] = digits[0];
+            memo.ascii[(len - 1) % DigitsMemo::ROOM] = digits[1];
+            memo.value = v;
+            return;
+        }
+        self.u64_memo(v, memo);
+    }
+
     /// Appends `v` (below 10^8) without leading zeros.
     #[inline(always)]
     fn leading(&mut self, v: u32) {
@@ -231,16 +363,15 @@ impl<'a> Cursor<'a> {
             // Three or four digits; a whole 4-byte word is stored.
             let len = if v < 1000 { 3 } else { 4 };
             let ascii = (digits4(v) + 0x3030_3030) >> (8 * (4 - len));
-            self.buf[self.pos..self.pos + 4].copy_from_slice(&ascii.to_le_bytes());
-            self.pos += len as usize;
+            self.put(&ascii.to_le_bytes(), len as usize);
         } else {
             self.leading8(v);
         }
     }
 
     /// Appends `v` (10 000 to 99 999 999) without leading zeros. Stores a
-    /// whole word, so it needs 8 bytes of room (the bytes past the digits
-    /// are overwritten by what follows or cut at the end).
+    /// whole word (the bytes past the digits are overwritten by what
+    /// follows or cut at the end).
     #[inline(always)]
     fn leading8(&mut self, v: u32) {
         // The length comes from a short computation of its own, so the next
@@ -249,8 +380,7 @@ impl<'a> Cursor<'a> {
         // The most significant digit is the lowest byte: drop the leading
         // zeros from the bottom.
         let ascii = (digits8(v) + ASCII_ZEROS) >> (8 * (8 - len));
-        self.buf[self.pos..self.pos + 8].copy_from_slice(&ascii.to_le_bytes());
-        self.pos += len as usize;
+        self.put(&ascii.to_le_bytes(), len as usize);
     }
 
     /// Appends `v` (below 10^8) as exactly 8 digits, zeros included.
@@ -277,23 +407,38 @@ impl<'a> Cursor<'a> {
         hex[8..].copy_from_slice(&hex8(v as u32));
         self.lit(&hex);
     }
+}
 
-    /// Appends `s` as a JSON string literal, escaped as [`push_str`]
-    /// escapes it; at most [`escaped_max`]`(s.len())` bytes.
-    pub fn escaped(&mut self, s: &str) {
-        self.byte(b'"');
-        let bytes = s.as_bytes();
-        let mut start = 0;
-        for (i, &b) in bytes.iter().enumerate() {
-            if !needs_escape(b) {
-                continue;
-            }
-            self.bytes(&bytes[start..i]);
-            self.bytes(escape(b, &mut [0; 6]));
-            start = i + 1;
+/// The digits of the last value a field of a line held, for
+/// [`Window::u64_memo`]. Invariant: `ascii[..len]` are the decimal digits
+/// of `value` (the bytes after them are whatever the window had written),
+/// `len` is 1 to 20, and `high` is `value / 10^8`.
+#[derive(Clone, Copy, Debug)]
+pub struct DigitsMemo {
+    value: u64,
+    high: u64,
+    ascii: [u8; DigitsMemo::ROOM],
+    len: u8,
+}
+
+impl DigitsMemo {
+    /// The bytes a memo keeps: the 20 digits of `u64::MAX` and more (those
+    /// past the digits are overwritten or cut when copied); a power of two,
+    /// so an index modulo it needs no check.
+    const ROOM: usize = 32;
+}
+
+impl Default for DigitsMemo {
+    /// The memo of 0.
+    fn default() -> DigitsMemo {
+        let mut ascii = [0; DigitsMemo::ROOM];
+        ascii[0] = b'0';
+        DigitsMemo {
+            value: 0,
+            high: 0,
+            ascii,
+            len: 1,
         }
-        self.bytes(&bytes[start..]);
-        self.byte(b'"');
     }
 }
 
@@ -432,20 +577,103 @@ mod tests {
         vs
     }
 
+    /// What one window writes with `write`, in the least room it takes.
+    fn window(write: impl FnOnce(&mut Window<'_>)) -> Vec<u8> {
+        cursor(WINDOW, |c| c.fixed(write))
+    }
+
     #[test]
     fn cursor_numbers_are_the_decimal_digits() {
         for v in interesting_u64() {
-            assert_eq!(cursor(28, |c| c.u64(v)), v.to_string().as_bytes());
+            assert_eq!(window(|w| w.u64(v)), v.to_string().as_bytes());
             let i = v as i64;
-            assert_eq!(cursor(28, |c| c.i64(i)), i.to_string().as_bytes());
+            assert_eq!(window(|w| w.i64(i)), i.to_string().as_bytes());
         }
-        assert_eq!(cursor(28, |c| c.i64(i64::MIN)), b"-9223372036854775808");
+        assert_eq!(window(|w| w.i64(i64::MIN)), b"-9223372036854775808");
+    }
+
+    /// Each value of `values` written through one memo, as the fields of
+    /// consecutive lines are, as a value and as a count: the decimal
+    /// digits every time.
+    fn assert_memo_writes_digits(values: &[u64]) {
+        let (mut memo, mut count) = (DigitsMemo::default(), DigitsMemo::default());
+        let mut last = None;
+        for &v in values {
+            let got = window(|w| w.u64_memo(v, &mut memo));
+            assert_eq!(
+                String::from_utf8(got).unwrap(),
+                v.to_string(),
+                "after {last:?}"
+            );
+            let got = window(|w| w.count_memo(v, &mut count));
+            assert_eq!(
+                String::from_utf8(got).unwrap(),
+                v.to_string(),
+                "count after {last:?}"
+            );
+            last = Some(v);
+        }
+    }
+
+    #[test]
+    fn count_digits_follow_steps_within_and_across_the_last_digit() {
+        // Up by one through the carries of each digit count, by steps that
+        // stay within the last digit and that cross it, down by one.
+        let mut values: Vec<u64> = (0..1100).collect();
+        values.extend([1100, 1102, 1109, 1110, 1119, 1118, 1111, 1120]);
+        let mut p = 1u64;
+        while let Some(next) = p.checked_mul(10) {
+            p = next;
+            values.extend(p.saturating_sub(12)..p + 12);
+            values.extend([p + 9, p + 10, p + 8, p]);
+        }
+        values.extend((u64::MAX - 12)..=u64::MAX);
+        values.extend([0, 1, u64::MAX, 9, 10]);
+        assert_memo_writes_digits(&values);
+    }
+
+    #[test]
+    fn memo_digits_follow_repeats_carries_and_falls() {
+        // Zero first (the empty memo's value), then repeats, a rise with
+        // the same digits above the lowest eight, the carries into them
+        // (10^8, 10^9, each new digit count), a fall, the extremes.
+        let mut values = vec![0, 0, 7, 7, 5, 99_999_999, 100_000_000, 100_000_000];
+        values.extend([199_999_999, 200_000_000, 123_456_789, 123_456_780]);
+        values.extend([999_999_999, 1_000_000_000, 1_000_000_001, 999_999_999]);
+        let mut p = 1u64;
+        while let Some(next) = p.checked_mul(10) {
+            p = next;
+            values.extend([p - 1, p, p + 1, p + 1, p - 1, p / 10]);
+        }
+        values.extend([u64::MAX, u64::MAX, u64::MAX - 1, u64::MAX, 0, u64::MAX]);
+        // A repeat right after a rise of the lowest eight copies the new
+        // digits, not the old.
+        values.extend([3_000_000_001, 3_000_000_002, 3_000_000_002, 3_000_000_001]);
+        assert_memo_writes_digits(&values);
+        // Random walks of small and large steps either way.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut v = 1_000_000_000u64;
+        let mut walk = Vec::new();
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let step = x >> (x % 64);
+            v = if x & 1 == 0 {
+                v.wrapping_add(step % 1_000_000)
+            } else {
+                v.wrapping_sub(step)
+            };
+            walk.push(v);
+        }
+        assert_memo_writes_digits(&walk);
+        assert_memo_writes_digits(&interesting_u64());
     }
 
     #[test]
     fn cursor_hex_is_16_lower_case_digits() {
         for v in interesting_u64() {
-            assert_eq!(cursor(16, |c| c.hex16(v)), format!("{v:016x}").as_bytes());
+            assert_eq!(window(|w| w.hex16(v)), format!("{v:016x}").as_bytes());
         }
     }
 
@@ -476,6 +704,35 @@ mod tests {
     #[test]
     #[should_panic]
     fn a_cursor_never_writes_past_its_room() {
-        cursor(3, |c| c.lit(b"four"));
+        cursor(3, |c| c.bytes(b"four"));
+    }
+
+    #[test]
+    #[should_panic]
+    fn a_window_needs_its_whole_room() {
+        cursor(WINDOW - 1, |c| c.fixed(|w| w.byte(b'x')));
+    }
+
+    #[test]
+    fn a_window_holds_its_span() {
+        let full = window(|w| {
+            for _ in 0..SPAN / 8 {
+                w.lit(b"01234567");
+            }
+        });
+        assert_eq!(full.len(), SPAN);
+    }
+
+    #[test]
+    #[should_panic(expected = "a window holds at most")]
+    fn a_window_never_holds_more_than_its_span() {
+        // The writes past the span wrap to its start: the cursor refuses
+        // the window rather than keep those bytes.
+        window(|w| {
+            for _ in 0..SPAN / 8 {
+                w.lit(b"01234567");
+            }
+            w.byte(b'!');
+        });
     }
 }

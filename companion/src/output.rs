@@ -4,11 +4,13 @@
 //! aligned human table.
 
 use crate::contract::{SCHEMA_NAME, SCHEMA_VERSION};
-use crate::json::{Cursor, escaped_max, push_str, push_u64, push_u64_str};
+use crate::json::{
+    Cursor, DigitsMemo, WINDOW, Window, escaped_max, push_str, push_u64, push_u64_str,
+};
 use crate::pipeline::{Ev, Item, Loss, Totals};
 use crate::text::{mark_name, prot_str, push_secs, push_shown, shown};
 use crate::wallclock::{Anchor, rfc3339_micros};
-use maptrace_abi::{Counts, Event, EventKind, Mark, ProbeMethod};
+use maptrace_abi::{Counts, Event, EventKind, Mark, ProbeMethod, Record};
 use std::borrow::Cow;
 use std::io::{self, Write};
 
@@ -49,7 +51,7 @@ fn digit(v: u32) -> u8 {
 
 /// `PROT_*` as `"r-x"`.
 #[inline(always)]
-fn prot(c: &mut Cursor<'_>, p: u32) {
+fn prot(c: &mut Window<'_>, p: u32) {
     let [r, w, x] = prot_str(p);
     c.lit(&[b'"', r, w, x, b'"']);
 }
@@ -58,7 +60,7 @@ fn prot(c: &mut Cursor<'_>, p: u32) {
 /// v_iocount; the `isinuse` fallback measures only usecount - kusecount
 /// (what vnode_isinuse compares), so usecount and kusecount are null there.
 #[inline(always)]
-fn counts_json(c: &mut Cursor<'_>, n: &Counts) {
+fn counts_json(c: &mut Window<'_>, n: &Counts) {
     match n.method {
         // The usual counts are single digits: one copy for the whole run.
         ProbeMethod::Offset
@@ -107,13 +109,17 @@ fn counts_json(c: &mut Cursor<'_>, n: &Counts) {
 
 /// The most bytes an event line takes besides its path, its process name
 /// and a PROC record's name (every number at its widest: a mapping through
-/// mmap(2) is the longest, 511 bytes; `event_lines_fit_their_room` checks
-/// every kind at its widest).
-const EVENT_ROOM: usize = 576;
+/// mmap(2) is the longest, 511 bytes, and the keys of the time and the
+/// name; `event_lines_fit_their_room` checks every kind at its widest).
+const EVENT_BYTES: usize = 576;
+
+/// The room of an event line besides its path and names: its bytes, and
+/// the room of the cursor's last window past them.
+const EVENT_ROOM: usize = EVENT_BYTES + WINDOW;
 
 /// The opening of an event line up to the value of `ts_ns`.
 #[inline(always)]
-fn kind_prefix(c: &mut Cursor<'_>, kind: EventKind) {
+fn kind_prefix(c: &mut Window<'_>, kind: EventKind) {
     match kind {
         EventKind::Mmap => c.lit(b"{\"type\":\"event\",\"kind\":\"mmap\",\"ts_ns\":"),
         EventKind::Pagein => c.lit(b"{\"type\":\"event\",\"kind\":\"pagein\",\"ts_ns\":"),
@@ -138,13 +144,36 @@ pub fn event_json_at(out: &mut Vec<u8>, ev: &Ev, wall: Option<&Anchor>) {
     write_event(out, ev, wall, false);
 }
 
+/// The digits of the last line's multi-digit numbers that often repeat or
+/// rise slowly from line to line, kept by a writer across its lines: about
+/// 40 % of a page-in line's time was their conversion.
+#[derive(Clone, Copy, Debug, Default)]
+struct LineMemo {
+    ts_ns: DigitsMemo,
+    /// By shard (modulo [`POS_MEMOS`]): lines interleave the shards, and
+    /// each shard's positions count up by one.
+    pos: [DigitsMemo; POS_MEMOS],
+    offset: DigitsMemo,
+    size: DigitsMemo,
+    duration_ns: DigitsMemo,
+}
+
+/// The shards whose positions [`LineMemo`] keeps apart.
+const POS_MEMOS: usize = 4;
+
 /// Appends one event as a JSON object, and its newline if `newline`.
 #[inline(always)]
 fn write_event(out: &mut Vec<u8>, ev: &Ev, wall: Option<&Anchor>, newline: bool) {
     let time = wall.map(|a| rfc3339_micros(a.unix_ns_of(ev.rec.timestamp_ns)));
     let start = out.len();
     let mut c = Cursor::open(out, event_room(ev, time.as_deref()));
-    event_into(&mut c, ev, time.as_deref(), newline);
+    event_into(
+        &mut c,
+        ev,
+        time.as_deref(),
+        newline,
+        &mut LineMemo::default(),
+    );
     let n = c.written();
     out.truncate(start + n);
 }
@@ -168,183 +197,226 @@ fn event_room(ev: &Ev, time: Option<&str>) -> usize {
 
 /// Writes one event as a JSON object, and its newline if `newline`, in at
 /// most [`event_room`] bytes. Inlined, so the cursor stays in registers.
+/// The runs between the variable-length parts (the UTC time, the process
+/// name, the path) are each written through one window.
 #[inline(always)]
-fn event_into(c: &mut Cursor<'_>, ev: &Ev, time: Option<&str>, newline: bool) {
+fn event_into(c: &mut Cursor<'_>, ev: &Ev, time: Option<&str>, newline: bool, memo: &mut LineMemo) {
     let r = &ev.rec;
-    kind_prefix(c, r.kind);
-    c.u64(r.timestamp_ns);
+    c.fixed(|w| {
+        kind_prefix(w, r.kind);
+        w.u64_memo(r.timestamp_ns, &mut memo.ts_ns);
+        if time.is_some() {
+            w.lit(b",\"time\":");
+        }
+    });
     if let Some(t) = time {
-        c.lit(b",\"time\":");
         c.escaped(t);
     }
-    // Few machines have more than 10 CPUs: one copy for both keys then.
-    if r.shard < 10 {
-        c.lit_with(b",\"shard\":0,\"pos\":", [(9, digit(r.shard.into()))]);
-    } else {
-        c.lit(b",\"shard\":");
-        c.u64(r.shard.into());
-        c.lit(b",\"pos\":");
-    }
-    c.u64(r.pos);
-    c.lit(b",\"pid\":");
-    c.u64(r.pid.into());
+    c.fixed(|w| {
+        // Few machines have more than 10 CPUs: one copy for both keys then.
+        if r.shard < 10 {
+            w.lit_with(b",\"shard\":0,\"pos\":", [(9, digit(r.shard.into()))]);
+        } else {
+            w.lit(b",\"shard\":");
+            w.u64(r.shard.into());
+            w.lit(b",\"pos\":");
+        }
+        w.count_memo(r.pos, &mut memo.pos[usize::from(r.shard) % POS_MEMOS]);
+        w.lit(b",\"pid\":");
+        w.u64(r.pid.into());
+        if ev.comm.is_some() {
+            w.lit(b",\"comm\":");
+        }
+    });
     if let Some(comm) = &ev.comm {
-        c.lit(b",\"comm\":");
         c.bytes(comm.json());
     }
-    c.lit(b",\"tid\":\"");
-    c.u64(r.tid);
-    c.lit(b"\",\"vnode\":\"");
     // The id's digits come escaped with the path the pipeline learned for
     // that id; a path attached to another id (never by the pipeline) is
     // written after the id's own digits.
-    match ev.path.as_ref().map(|p| (p.id_and_json(r.vnode_id), p)) {
-        Some((Some(fragment), _)) => c.bytes(fragment),
-        found => {
-            c.hex16(r.vnode_id);
-            c.lit(b"\",\"path\":");
-            c.bytes(found.map_or(b"null", |(_, p)| p.json()));
+    let found = ev.path.as_ref().map(|p| (p.id_and_json(r.vnode_id), p));
+    c.fixed(|w| {
+        w.lit(b",\"tid\":\"");
+        w.u64(r.tid);
+        w.lit(b"\",\"vnode\":\"");
+        if !matches!(found, Some((Some(_), _))) {
+            w.hex16(r.vnode_id);
+            w.lit(b"\",\"path\":");
         }
-    }
+    });
+    c.bytes(match found {
+        Some((Some(fragment), _)) => fragment,
+        Some((None, p)) => p.json(),
+        None => b"null",
+    });
+    event_fields(c, ev, memo);
+    c.fixed(|w| {
+        if newline {
+            w.lit(b"}\n");
+        } else {
+            w.byte(b'}');
+        }
+    });
+}
+
+/// `error` and `lost_before`, the fields after the path.
+#[inline(always)]
+fn error_and_lost(w: &mut Window<'_>, r: &Record) {
     // Nearly every record: no error, nothing lost before it.
     if r.error == 0 && r.lost_before == 0 {
-        c.lit(b",\"error\":0,\"lost_before\":0");
+        w.lit(b",\"error\":0,\"lost_before\":0");
     } else {
-        c.lit(b",\"error\":");
-        c.u64(r.error.into());
-        c.lit(b",\"lost_before\":");
-        c.u64(r.lost_before);
-    }
-    event_fields(c, ev);
-    if newline {
-        c.lit(b"}\n");
-    } else {
-        c.byte(b'}');
+        w.lit(b",\"error\":");
+        w.u64(r.error.into());
+        w.lit(b",\"lost_before\":");
+        w.u64(r.lost_before);
     }
 }
 
-/// The fields of each kind, after the common ones.
+/// `error`, `lost_before` and the fields of each kind, those of most
+/// kinds in one window.
 #[inline(always)]
-fn event_fields(c: &mut Cursor<'_>, ev: &Ev) {
-    match &ev.rec.event {
+fn event_fields(c: &mut Cursor<'_>, ev: &Ev, memo: &mut LineMemo) {
+    let r = &ev.rec;
+    match &r.event {
         Event::Pagein {
             offset,
             size,
             duration_ns,
             counts,
             upl_flags,
-        } => {
-            c.lit(b",\"offset\":");
-            c.i64(*offset);
-            c.lit(b",\"size\":");
-            c.u64((*size).into());
-            c.lit(b",\"duration_ns\":");
-            c.u64((*duration_ns).into());
-            counts_json(c, counts);
-            c.lit(b",\"upl_flags\":");
-            c.u64((*upl_flags).into());
-        }
+        } => c.fixed(|w| {
+            error_and_lost(w, r);
+            w.lit(b",\"offset\":");
+            if *offset < 0 {
+                w.byte(b'-');
+            }
+            w.u64_memo(offset.unsigned_abs(), &mut memo.offset);
+            w.lit(b",\"size\":");
+            w.u64_memo((*size).into(), &mut memo.size);
+            w.lit(b",\"duration_ns\":");
+            w.u64_memo((*duration_ns).into(), &mut memo.duration_ns);
+            counts_json(w, counts);
+            w.lit(b",\"upl_flags\":");
+            w.u64((*upl_flags).into());
+        }),
         Event::Mmap {
             fflags,
             vid,
             duration_ns,
             counts,
-        } => {
-            c.lit(b",\"prot\":");
-            prot(c, *fflags);
-            c.lit(b",\"vid\":");
-            c.u64((*vid).into());
-            c.lit(b",\"duration_ns\":");
-            c.u64((*duration_ns).into());
-            counts_json(c, counts);
+        } => c.fixed(|w| {
+            error_and_lost(w, r);
+            w.lit(b",\"prot\":");
+            prot(w, *fflags);
+            w.lit(b",\"vid\":");
+            w.u64((*vid).into());
+            w.lit(b",\"duration_ns\":");
+            w.u64_memo((*duration_ns).into(), &mut memo.duration_ns);
+            counts_json(w, counts);
             match &ev.call {
                 Some(call) => {
-                    c.lit(b",\"via\":\"mmap\",\"file_pos\":");
-                    c.u64(call.file_pos);
-                    c.lit(b",\"maxprot\":");
-                    prot(c, call.maxprot);
-                    c.lit(b",\"mmap_flags\":");
-                    c.u64(call.mmap_flags.into());
-                    c.lit(b",\"call_map\":");
-                    c.u64(ev.call_map.into());
+                    w.lit(b",\"via\":\"mmap\",\"file_pos\":");
+                    w.u64(call.file_pos);
+                    w.lit(b",\"maxprot\":");
+                    prot(w, call.maxprot);
+                    w.lit(b",\"mmap_flags\":");
+                    w.u64(call.mmap_flags.into());
+                    w.lit(b",\"call_map\":");
+                    w.u64(ev.call_map.into());
                 }
-                None => c.lit(b",\"via\":\"exec\""),
+                None => w.lit(b",\"via\":\"exec\""),
             }
-        }
+        }),
         Event::Mnomap {
             vid,
             duration_ns,
             counts,
-        } => {
-            c.lit(b",\"vid\":");
-            c.u64((*vid).into());
-            c.lit(b",\"duration_ns\":");
-            c.u64((*duration_ns).into());
-            counts_json(c, counts);
-        }
+        } => c.fixed(|w| {
+            error_and_lost(w, r);
+            w.lit(b",\"vid\":");
+            w.u64((*vid).into());
+            w.lit(b",\"duration_ns\":");
+            w.u64_memo((*duration_ns).into(), &mut memo.duration_ns);
+            counts_json(w, counts);
+        }),
         Event::FileMmap {
             file_pos,
             prot: p,
             maxprot,
             mmap_flags,
-        } => {
-            c.lit(b",\"file_pos\":");
-            c.u64(*file_pos);
-            c.lit(b",\"prot\":");
-            prot(c, *p);
-            c.lit(b",\"maxprot\":");
-            prot(c, *maxprot);
-            c.lit(b",\"mmap_flags\":");
-            c.u64((*mmap_flags).into());
-        }
-        Event::Path { vid, truncated, .. } => {
-            c.lit(b",\"vid\":");
-            c.u64((*vid).into());
-            c.lit(b",\"truncated\":");
-            c.bool(*truncated);
-        }
+        } => c.fixed(|w| {
+            error_and_lost(w, r);
+            w.lit(b",\"file_pos\":");
+            w.u64(*file_pos);
+            w.lit(b",\"prot\":");
+            prot(w, *p);
+            w.lit(b",\"maxprot\":");
+            prot(w, *maxprot);
+            w.lit(b",\"mmap_flags\":");
+            w.u64((*mmap_flags).into());
+        }),
+        Event::Path { vid, truncated, .. } => c.fixed(|w| {
+            error_and_lost(w, r);
+            w.lit(b",\"vid\":");
+            w.u64((*vid).into());
+            w.lit(b",\"truncated\":");
+            w.bool(*truncated);
+        }),
         Event::Proc { name, truncated } => {
-            c.lit(b",\"name\":");
+            c.fixed(|w| {
+                error_and_lost(w, r);
+                w.lit(b",\"name\":");
+            });
             c.escaped(&String::from_utf8_lossy(name));
-            c.lit(b",\"truncated\":");
-            c.bool(*truncated);
+            c.fixed(|w| {
+                w.lit(b",\"truncated\":");
+                w.bool(*truncated);
+            });
         }
-        Event::Open { vid, fmode, counts } => {
-            c.lit(b",\"vid\":");
-            c.u64((*vid).into());
-            c.lit(b",\"fmode\":");
-            c.u64((*fmode).into());
-            counts_json(c, counts);
-        }
+        Event::Open { vid, fmode, counts } => c.fixed(|w| {
+            error_and_lost(w, r);
+            w.lit(b",\"vid\":");
+            w.u64((*vid).into());
+            w.lit(b",\"fmode\":");
+            w.u64((*fmode).into());
+            counts_json(w, counts);
+        }),
         Event::Close {
             vid,
             fflag,
             duration_ns,
             counts,
-        } => {
-            c.lit(b",\"vid\":");
-            c.u64((*vid).into());
-            c.lit(b",\"fflag\":");
-            c.u64((*fflag).into());
-            c.lit(b",\"duration_ns\":");
-            c.u64((*duration_ns).into());
-            counts_json(c, counts);
-        }
+        } => c.fixed(|w| {
+            error_and_lost(w, r);
+            w.lit(b",\"vid\":");
+            w.u64((*vid).into());
+            w.lit(b",\"fflag\":");
+            w.u64((*fflag).into());
+            w.lit(b",\"duration_ns\":");
+            w.u64_memo((*duration_ns).into(), &mut memo.duration_ns);
+            counts_json(w, counts);
+        }),
         Event::Mark {
             mark,
             arg0,
             arg1,
             arg2,
         } => {
-            c.lit(b",\"mark\":");
+            c.fixed(|w| {
+                error_and_lost(w, r);
+                w.lit(b",\"mark\":");
+            });
             c.escaped(mark_name(*mark));
-            c.lit(b",\"arg0\":");
-            c.u64((*arg0).into());
-            c.lit(b",\"arg1\":\"");
-            c.u64(*arg1);
-            c.lit(b"\",\"arg2\":\"");
-            c.u64(*arg2);
-            c.byte(b'"');
+            c.fixed(|w| {
+                w.lit(b",\"arg0\":");
+                w.u64((*arg0).into());
+                w.lit(b",\"arg1\":\"");
+                w.u64(*arg1);
+                w.lit(b"\",\"arg2\":\"");
+                w.u64(*arg2);
+                w.byte(b'"');
+            });
         }
     }
 }
@@ -405,6 +477,8 @@ pub struct JsonLines {
     /// The lines written through the `Vec` writers (rare: losses, reloads,
     /// corruption, the header and summary), buffer reused.
     scratch: Vec<u8>,
+    /// The digits of the last event line's numbers.
+    memo: LineMemo,
 }
 
 impl JsonLines {
@@ -437,11 +511,19 @@ impl JsonLines {
     /// buffer is too short: doubling, so a stream grows it a few times.
     #[inline(always)]
     fn room(&mut self, room: usize) -> &mut [u8] {
+        let end = self.reserve(room);
+        &mut self.buf[self.len..end]
+    }
+
+    /// Grows the buffer to hold `room` bytes after the lines, as
+    /// [`JsonLines::room`]; returns where that room ends.
+    #[inline(always)]
+    fn reserve(&mut self, room: usize) -> usize {
         let end = self.len + room;
         if end > self.buf.len() {
             self.grow(end);
         }
-        &mut self.buf[self.len..end]
+        end
     }
 
     #[cold]
@@ -468,8 +550,10 @@ impl JsonLines {
         match item {
             Item::Event(ev) => {
                 let time = wall.map(|a| rfc3339_micros(a.unix_ns_of(ev.rec.timestamp_ns)));
-                let mut c = Cursor::new(self.room(event_room(ev, time.as_deref())));
-                event_into(&mut c, ev, time.as_deref(), true);
+                let end = self.reserve(event_room(ev, time.as_deref()));
+                // The buffer and the memo are borrowed apart.
+                let mut c = Cursor::new(&mut self.buf[self.len..end]);
+                event_into(&mut c, ev, time.as_deref(), true, &mut self.memo);
                 self.len += c.written();
             }
             _ => {
@@ -873,6 +957,7 @@ pub fn summary_row(w: &mut impl Write, t: &Totals) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::json::SPAN;
 
     /// COMM is cut to its column on a character boundary: a name whose
     /// 16th byte is inside a character loses that whole character.
@@ -894,8 +979,8 @@ mod tests {
             saturated: false,
         };
         let mut out = b"{\"x\":0".to_vec();
-        let mut cur = Cursor::open(&mut out, 256);
-        counts_json(&mut cur, &c);
+        let mut cur = Cursor::open(&mut out, 256 + WINDOW);
+        cur.fixed(|w| counts_json(w, &c));
         let n = cur.written();
         out.truncate(6 + n);
         out.push(b'}');
@@ -1027,8 +1112,13 @@ mod tests {
             // The path's `null` is counted in the path's room.
             longest = longest.max(out.len() - b"null".len());
         }
-        // Numbers store whole 8-byte words: 8 bytes past the last digit.
-        assert!(longest + 8 <= EVENT_ROOM, "{longest}");
+        // With the keys of a process name and a UTC time, within the
+        // bound, and each window's bytes within its span.
+        assert!(
+            longest + 2 * b",\"time\":".len() <= EVENT_BYTES,
+            "{longest}"
+        );
+        assert!(longest <= SPAN, "{longest}");
         assert_eq!(
             longest, 511,
             "the longest line changed: update EVENT_ROOM's comment"

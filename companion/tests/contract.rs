@@ -472,6 +472,86 @@ proptest! {
     }
 }
 
+/// The next value of a field that repeats, rises or falls a little, jumps
+/// near a power of ten, or anywhere: what the writer's memo of each
+/// field's last digits sees.
+fn next_value(v: u64, (how, arg): (u8, u64)) -> u64 {
+    match how % 6 {
+        0 => v,
+        1 => v.wrapping_add(arg % 1000),
+        2 => v.wrapping_sub(arg % 1000),
+        3 => v.wrapping_add(arg % 200_000_000),
+        4 => 10u64
+            .pow((arg % 20) as u32)
+            .wrapping_add(arg % 3)
+            .wrapping_sub(1),
+        _ => arg,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Lines whose numbers repeat or move a little from line to line (what
+    /// a stream holds) are the reference bytes too: the writer's memo of
+    /// the last line's digits never shows a stale digit.
+    #[test]
+    fn json_lines_of_related_values_are_the_reference_bytes(
+        start in any::<(u64, i64, u32, u32)>(),
+        steps in proptest::collection::vec(
+            (any::<(u8, u64)>(), any::<(u8, u64)>(), any::<(u8, u64)>(), 0u8..4),
+            1..60,
+        ),
+        positions in proptest::collection::vec((0u16..6, any::<u64>(), 0u64..12), 60),
+    ) {
+        // Shards 0 to 5, so two pairs share a position memo; each shard's
+        // positions rise by small steps from where it starts.
+        let mut pos: Vec<u64> = positions.iter().map(|&(_, start, _)| start).collect();
+        let (mut ts, offset, size, duration) = start;
+        let (mut offset, mut size, mut duration) = (offset as u64, u64::from(size), u64::from(duration));
+        let mut w = output::JsonLines::new();
+        let mut want = Vec::new();
+        for (i, (ts_step, offset_step, size_step, kind)) in steps.into_iter().enumerate() {
+            ts = next_value(ts, ts_step);
+            offset = next_value(offset, offset_step);
+            size = next_value(size, size_step);
+            duration = next_value(duration, (size_step.0 / 6, offset_step.1));
+            let counts = Counts {
+                usecount: 2,
+                kusecount: 1,
+                iocount: Some(1),
+                method: ProbeMethod::Offset,
+                saturated: false,
+            };
+            let e = match kind {
+                0 | 1 => Event::Pagein {
+                    offset: offset as i64,
+                    size: size as u32,
+                    duration_ns: duration as u32,
+                    counts,
+                    upl_flags: 0,
+                },
+                2 => Event::Mnomap { vid: 1, duration_ns: duration as u32, counts },
+                _ => Event::Close { vid: 1, fflag: 1, duration_ns: duration as u32, counts },
+            };
+            let mut ev = event(e, Some(b"/a/b"));
+            ev.rec.timestamp_ns = ts;
+            let (shard, _, pos_step) = positions[i];
+            let p = &mut pos[usize::from(shard)];
+            *p = p.wrapping_add(pos_step);
+            ev.rec.shard = shard;
+            ev.rec.pos = *p;
+            let item = Item::Event(ev);
+            w.item(&item);
+            want.extend(reference(&item));
+        }
+        prop_assert_eq!(
+            String::from_utf8(w.as_bytes().to_vec()).unwrap(),
+            String::from_utf8(want).unwrap()
+        );
+    }
+}
+
 #[test]
 fn json_lines_grow_and_never_show_stale_bytes() {
     let long = "/x".repeat(2000);
