@@ -151,6 +151,10 @@ pub enum Line {
         /// Bytes missing at the end of a recording cut mid-frame (0 when
         /// whole, and for live sources).
         cut_bytes: u64,
+        /// Of `events`, those the filters (`--pid`, `--kind`, `--path`) let
+        /// through; absent without a filter.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shown: Option<u64>,
     },
 }
 
@@ -617,6 +621,7 @@ impl Line {
             gap_slots: t.gap_slots,
             corrupt: t.corrupt,
             cut_bytes: t.cut_bytes,
+            shown: t.shown,
         }
     }
 }

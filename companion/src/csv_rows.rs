@@ -73,6 +73,7 @@ pub const STREAM_COLUMNS: &[&str] = &[
     "schema",
     "version",
     "time",
+    "shown",
 ];
 
 fn io_err(e: csv::Error) -> io::Error {

@@ -590,6 +590,9 @@ pub fn summary_json(out: &mut Vec<u8>, t: &Totals) {
     num(out, b"gap_slots", t.gap_slots);
     num(out, b"corrupt", t.corrupt);
     num(out, b"cut_bytes", t.cut_bytes);
+    if let Some(shown) = t.shown {
+        num(out, b"shown", shown);
+    }
     out.extend_from_slice(b"}\n");
 }
 
@@ -933,6 +936,9 @@ pub fn item_line_at(w: &mut Vec<u8>, item: &Item, wall: Option<&Anchor>) {
 /// Writes the closing summary of a table stream.
 pub fn summary_row(w: &mut impl Write, t: &Totals) -> io::Result<()> {
     let mut line = format!("-- {} events in {} batches", t.events, t.batches);
+    if let Some(shown) = t.shown {
+        line.push_str(&format!(" ({shown} shown by the filters)"));
+    }
     if t.dropped > 0 {
         line.push_str(&format!(", {} LOST (dropped by the kext)", t.dropped));
     }

@@ -181,6 +181,9 @@ pub struct Totals {
     /// Bytes of a recording's last, incomplete frame (the file was cut off
     /// there, as a killed recorder leaves it): read up to it, not past.
     pub cut_bytes: u64,
+    /// Events a command's filters (`--pid`, `--kind`, `--path`) let
+    /// through, when it filters: set by the command, never by the pipeline.
+    pub shown: Option<u64>,
 }
 
 impl Totals {

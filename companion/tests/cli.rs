@@ -207,6 +207,45 @@ fn stream_filters_by_pid_path_and_kind() {
     );
     let none = events(&["stream", "--json", "--pid", "999"]);
     assert!(none.is_empty());
+    // The summary counts what the filter let through beside every event
+    // read, in each format; without a filter it says nothing of it.
+    let summary = |args: &[&str]| -> Value {
+        let (l, _) = run_json(args, &f);
+        l.into_iter().find(|v| v["type"] == "summary").unwrap()
+    };
+    let all = summary(&["stream", "--json"]);
+    assert!(all.get("shown").is_none(), "{all}");
+    let s = summary(&["stream", "--json", "--pid", "300"]);
+    assert_eq!(
+        (s["shown"].as_u64(), &s["events"]),
+        (Some(6), &all["events"])
+    );
+    let table = maptrace()
+        .args(["stream", "--kind", "pagein,mnomap"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    let last = String::from_utf8(table.stdout).unwrap();
+    let last = last.lines().last().unwrap().to_string();
+    assert!(
+        last.starts_with(&format!("-- {} events", all["events"]))
+            && last.contains("(8 shown by the filters)"),
+        "{last}"
+    );
+    let csv = maptrace()
+        .args(["stream", "--format", "csv", "--pid", "999"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    let csv = String::from_utf8(csv.stdout).unwrap();
+    let mut rows = csv::Reader::from_reader(csv.as_bytes());
+    let headers = rows.headers().unwrap().clone();
+    let col = headers
+        .iter()
+        .position(|h| h == "shown")
+        .expect("a shown column");
+    let last = rows.records().last().unwrap().unwrap();
+    assert_eq!((&last[0], &last[col]), ("summary", "0"));
 }
 
 #[test]

@@ -29,11 +29,39 @@ fn filter(a: &StreamArgs) -> Filter {
     }
 }
 
-/// Whether `item` is shown: losses and corruption always are.
-fn shown(filter: &Filter, item: &Item) -> bool {
-    match item {
-        Item::Event(ev) => filter.accepts(ev),
-        _ => true,
+/// What the filter lets through, counted for the summary.
+struct Shown {
+    filter: Filter,
+    /// Whether any filter was given (else the summary says nothing of it).
+    filtering: bool,
+    events: u64,
+}
+
+impl Shown {
+    fn new(a: &StreamArgs) -> Shown {
+        Shown {
+            filter: filter(a),
+            filtering: !a.pid.is_empty() || a.path.is_some() || a.kind.is_some(),
+            events: 0,
+        }
+    }
+
+    /// Whether `item` is shown: losses and corruption always are.
+    fn admits(&mut self, item: &Item) -> bool {
+        match item {
+            Item::Event(ev) => {
+                let yes = self.filter.accepts(ev);
+                self.events += u64::from(yes);
+                yes
+            }
+            _ => true,
+        }
+    }
+
+    /// `totals` with the count of shown events, when filtering.
+    fn into_totals(self, mut totals: Totals) -> Totals {
+        totals.shown = self.filtering.then_some(self.events);
+        totals
     }
 }
 
@@ -44,7 +72,7 @@ fn stream(
     wall: Option<Anchor>,
     out: &mut impl Write,
 ) -> Result<Totals> {
-    let filter = filter(a);
+    let mut shown = Shown::new(a);
     let mut line = Vec::with_capacity(512);
     let mut lines = output::JsonLines::new();
     if json {
@@ -59,7 +87,7 @@ fn stream(
     // out together.
     let totals = for_each_item(src, &a.limit, |item| {
         match item {
-            Some(item) if !shown(&filter, item) => {}
+            Some(item) if !shown.admits(item) => {}
             Some(item) if json => lines.item_at(item, wall.as_ref()),
             Some(item) => output::item_line_at(&mut line, item, wall.as_ref()),
             None => {
@@ -78,6 +106,7 @@ fn stream(
         }
         Ok(())
     })?;
+    let totals = shown.into_totals(totals);
     if !a.no_summary {
         if json {
             lines.clear();
@@ -97,11 +126,11 @@ fn stream_csv(
     wall: Option<Anchor>,
     out: &mut impl Write,
 ) -> Result<Totals> {
-    let filter = filter(a);
+    let mut shown = Shown::new(a);
     let mut csv = StreamCsv::with_time(&mut *out, wall)?;
     let live = src.is_live();
     let totals = for_each_batch(src, &a.limit, |items| {
-        for item in items.iter().filter(|i| shown(&filter, i)) {
+        for item in items.iter().filter(|i| shown.admits(i)) {
             csv.item(item)?;
         }
         if live {
@@ -109,6 +138,7 @@ fn stream_csv(
         }
         Ok(())
     })?;
+    let totals = shown.into_totals(totals);
     if !a.no_summary {
         csv.summary(&totals)?;
     }
