@@ -261,7 +261,7 @@ pub struct HeatmapArgs {
     /// Directory to write the pictures into (created if missing).
     #[arg(short, long, value_name = "DIR")]
     pub output: PathBuf,
-    /// Only files whose path starts with this.
+    /// Only files at or under this path, by whole components (/data/a: not /data/ab).
     #[arg(long, value_name = "PREFIX")]
     pub path: Option<String>,
     /// Time to scale (linear), or with idle stretches over 1 ms and 5 % of the span cut to a narrow labelled band (compressed).
@@ -355,7 +355,7 @@ pub struct StreamArgs {
     /// Only events of this process (repeat for several).
     #[arg(long, value_name = "PID")]
     pub pid: Vec<u32>,
-    /// Only files whose path starts with this.
+    /// Only files at or under this path, by whole components (/data/a: not /data/ab).
     #[arg(long, value_name = "PREFIX")]
     pub path: Option<String>,
     /// Only these kinds, comma-separated: mmap,pagein,mnomap,file_mmap,path,mark.

@@ -636,7 +636,7 @@ impl<F: FnMut(Item)> Sink for Each<F> {
 pub struct Filter {
     /// Only these processes (empty: all).
     pub pids: Vec<u32>,
-    /// Only files whose path starts with this.
+    /// Only files at or under this path ([`path_under`]).
     pub path_prefix: Option<String>,
     /// Only these kinds.
     pub kinds: EventMask,
@@ -664,12 +664,17 @@ impl Filter {
         }
         match &self.path_prefix {
             None => true,
-            Some(p) => ev
-                .path
-                .as_ref()
-                .is_some_and(|n| n.text.starts_with(p.as_str())),
+            Some(p) => ev.path.as_ref().is_some_and(|n| path_under(&n.text, p)),
         }
     }
+}
+
+/// Whether `path` is `prefix` or lies under it, by whole components:
+/// `/data/a` takes `/data/a` and `/data/a/b` but not `/data/ab`; a prefix
+/// ending in `/` takes everything below it.
+pub fn path_under(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/'))
 }
 
 /// Parses a comma-separated list of kind names (`mmap,pagein`).
@@ -696,6 +701,17 @@ pub fn parse_kinds(list: &str) -> Result<EventMask, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_prefix_is_whole_components() {
+        assert!(path_under("/data/a", "/data/a"));
+        assert!(path_under("/data/a/b", "/data/a"));
+        assert!(!path_under("/data/ab", "/data/a"));
+        assert!(path_under("/data/ab", "/data/"));
+        assert!(path_under("/data/a", "/"));
+        assert!(!path_under("/dat", "/data"));
+        assert!(path_under("/x", ""), "an empty prefix is the root's");
+    }
 
     #[test]
     fn kind_lists_parse_and_refuse_unknown_names() {

@@ -191,6 +191,14 @@ fn stream_filters_by_pid_path_and_kind() {
     assert!(by_pid.iter().all(|e| e["pid"] == 300));
     let by_two = events(&["stream", "--json", "--pid", "300", "--pid", "400"]);
     assert_eq!(by_two.len(), 9);
+    // A prefix is whole path components: `/data/app` is not `/data/app.db`.
+    assert!(events(&["stream", "--json", "--path", "/data/app"]).is_empty());
+    let exact = events(&["stream", "--json", "--path", "/data/app.db"]);
+    assert_eq!(exact.len(), 1 + 2 + 3 + 1);
+    assert_eq!(
+        events(&["stream", "--json", "--path", "/data"]).len(),
+        exact.len()
+    );
     let by_path = events(&["stream", "--json", "--path", "/data/"]);
     assert!(by_path.iter().all(|e| e["path"] == "/data/app.db"));
     assert_eq!(

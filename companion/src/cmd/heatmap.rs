@@ -30,7 +30,7 @@ pub fn run(source: Option<&str>, a: &HeatmapArgs, out: &mut impl Write) -> Resul
             if !f
                 .path
                 .as_deref()
-                .is_some_and(|p| p.starts_with(prefix.as_str()))
+                .is_some_and(|p| maptrace::pipeline::path_under(p, prefix))
             {
                 continue;
             }
