@@ -57,6 +57,12 @@ impl Wanted {
             && !(self.flags & raw::MT_CF_PID_FILTER != 0 && pid != self.pid)
             && !(self.flags & raw::MT_CF_PID_EXCLUDE != 0 && pid == self.pid)
     }
+
+    /// Whether this config records markers: they describe the kext, not a
+    /// process, so the pid filters do not apply to them.
+    pub fn wants_marks(self) -> bool {
+        self.flags & raw::MT_CF_ENABLE != 0 && self.mask & (1 << EventKind::Mark as u32) != 0
+    }
 }
 
 /// One simulator with the shim loaded, a process and a decoder.
@@ -170,7 +176,7 @@ impl Harness {
                 )
             })
             .collect();
-        if wanted.wants(EventKind::Mark, 0) {
+        if wanted.wants_marks() {
             let expect_arg1 = (u64::from(wanted.flags) << 32) | u64::from(wanted.pid);
             assert!(
                 matches!(config_marks.as_slice(), [r] if matches!(r.event,
