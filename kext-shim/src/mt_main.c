@@ -246,20 +246,39 @@ static int mt_stop_all(void)
 
     /* 6. Hooks stop finding the core. A hook that counted itself in flight
      * before this store may still hold the old pointer: drain again, so no
-     * one is left using it. A hook entering later reads NULL and fails open
-     * without touching the core's memory (mt_enter precedes mt_core_ref).
+     * one is left using it. A hook entering later reads NULL without
+     * touching the core's memory (mt_enter precedes mt_core_ref) and calls
+     * its filesystem's operation from the shim's copy of the originals,
+     * counted in flight, so this drain waits for it too.
      * seq_cst: a hook that read the old pointer counted its entry before
      * this store, so the wait's scan sees it (struct mt_hook_slot). */
     struct mt_core *core = mt_g.core;
     __atomic_store_n(&mt_g.core, NULL, __ATOMIC_SEQ_CST);
-    if (!mt_wait_drained()) {
+    int drained = mt_wait_drained();
+    /* 6b. A hook entering after the last drain's scan would run its
+     * filesystem's operation from code about to be unmapped: close the
+     * copy first, then drain once more. A hook that found the copy open
+     * counted itself before this store (both seq_cst), so the drain sees
+     * it; one entering later fails open at once. */
+    if (drained) {
+        mt_vnops_shadow_close(1);
+        drained = mt_wait_drained();
+    }
+    if (!drained) {
         IOLog("maptrace: %llu hook(s) still running; refusing to unload, still tracing\n",
               (unsigned long long)mt_hooks_inside(NULL));
+        mt_vnops_shadow_close(0);
         __atomic_store_n(&mt_g.core, core, __ATOMIC_RELEASE);
         if (resume) {
             mt_resume();
         }
         return EBUSY;
+    }
+    uint64_t untraced = MT_LOAD(&mt_g.untraced_calls);
+    if (untraced != 0) {
+        IOLog("maptrace: %llu vnode operation(s) reached their filesystem untraced "
+              "(dispatched to a hook as it was being removed)\n",
+              (unsigned long long)untraced);
     }
     if (core != NULL) {
         mt_core_shutdown(core);

@@ -126,6 +126,8 @@ struct mt_state {
     uint64_t errors;
     uint64_t paths_skipped;
     uint64_t vectors_patched;
+    uint64_t untraced_calls; /* hooks that called the shim's copy of an
+                              * original (the core's table had none) */
 
     /* Hook entries and exits, per CPU (see mt_enter). */
     struct mt_hook_slot hooks[MT_HOOK_SLOTS];
@@ -301,6 +303,7 @@ void mt_vnops_sweep(void);
 uint32_t mt_vnops_restore(uint32_t *unknown);
 void mt_vnops_mount_going(mount_t mp);
 void mt_vnops_repatch(void);
+void mt_vnops_shadow_close(int closed);
 void mt_vnops_fini(void);
 
 #pragma mark - mt_proc.c

@@ -26,6 +26,38 @@ static vnop_t mt_hooks[MT_VOP__COUNT];
  * and no unmount-time unhook until resume clears it. */
 static int mt_patch_closed;
 
+/*
+ * The shim's own copy of the originals of every vector hooked since start:
+ * what a trampoline calls when the core's table cannot answer (the core
+ * already cleared by stop, or the vector restored and forgotten at its
+ * filesystem's last unmount) after XNU had dispatched the call to us
+ * (bsd/vfs/kpi_vfs.c reads the entry without a lock, xnu-11417.121.6).
+ * Failing such a call instead would skip the filesystem's own operation
+ * (APFS/HFS checks in VNOP_MMAP) or SIGBUS the faulting process (EIO from
+ * VNOP_PAGEIN).
+ * Invariant: entries [0, mt_shadow_len) never change once published
+ * (append-only, under the patch lock; the length stored with release after
+ * the entry), so a lock-free reader never sees a torn entry; the last
+ * entry for an address is the current one (a vector freed by vfs_fsremove
+ * and reallocated at the same address is patched, so appended, before any
+ * trampoline of ours sits in it). A vector's memory stays valid while a
+ * hook runs for one of its vnodes: the caller's iocount holds the mount,
+ * and vfs_fsremove refuses a mounted type.
+ */
+struct mt_shadow_entry {
+    const vnop_t *vector;
+    vnop_t originals[MT_VOP__COUNT];
+};
+#define MT_SHADOW_MAX (2 * MT_CORE_MAX_VECTORS)
+static struct mt_shadow_entry mt_shadow[MT_SHADOW_MAX];
+static uint32_t mt_shadow_len;
+/* Set by stop before its last drain: a hook entering later has no drain
+ * left to wait for it, so it fails open at once rather than run the
+ * filesystem's operation from code about to be unmapped. seq_cst with
+ * mt_enter: a hook that read it clear counted itself first, so the last
+ * drain sees it. */
+static int mt_shadow_closed;
+
 #pragma mark - helpers
 
 /**
@@ -65,6 +97,71 @@ static vnop_t mt_original(const struct mt_core *core, vnode_t vp, uint32_t op)
 {
     uint64_t o = mt_core_vector_original(core, (uint64_t)(uintptr_t)mt_vector_of(vp), op);
     return (vnop_t)(uintptr_t)o;
+}
+
+/**
+ * Appends vec's originals to the shim's copy, unless its last entry for
+ * vec already holds them (a filesystem type mounted again).
+ * @return 0, or -1 when the copy is full (the vector is then not hooked).
+ * Context: thread context, under the patch lock.
+ */
+static int mt_shadow_add(const vnop_t *vec, const vnop_t *originals)
+{
+    uint32_t n = mt_shadow_len;
+    for (uint32_t i = n; i > 0; i--) {
+        const struct mt_shadow_entry *e = &mt_shadow[i - 1];
+        if (e->vector == vec) {
+            int same = 1;
+            for (uint32_t op = 0; op < MT_VOP__COUNT; op++) {
+                same &= e->originals[op] == originals[op];
+            }
+            if (same) {
+                return 0;
+            }
+            break;
+        }
+    }
+    if (n >= MT_SHADOW_MAX) {
+        return -1;
+    }
+    mt_shadow[n].vector = vec;
+    for (uint32_t op = 0; op < MT_VOP__COUNT; op++) {
+        mt_shadow[n].originals[op] = originals[op];
+    }
+    __atomic_store_n(&mt_shadow_len, n + 1, __ATOMIC_RELEASE);
+    return 0;
+}
+
+/**
+ * The original entry op of vp's vector from the shim's copy: for a hook
+ * the core's table could not answer.
+ * @return the original, or NULL when stop has closed the copy or no vector
+ *         at that address was ever hooked.
+ * Context: any hook, counted in flight; lock-free, never blocks.
+ */
+static vnop_t mt_shadow_original(vnode_t vp, uint32_t op)
+{
+    if (__atomic_load_n(&mt_shadow_closed, __ATOMIC_SEQ_CST)) {
+        return NULL;
+    }
+    const vnop_t *vec = mt_vector_of(vp);
+    for (uint32_t i = __atomic_load_n(&mt_shadow_len, __ATOMIC_ACQUIRE); i > 0; i--) {
+        const struct mt_shadow_entry *e = &mt_shadow[i - 1];
+        if (e->vector == vec) {
+            return op < MT_VOP__COUNT ? e->originals[op] : NULL;
+        }
+    }
+    return NULL;
+}
+
+/**
+ * Opens or closes the shim's copy of the originals to hooks (stop closes
+ * it before its last drain; a refused stop opens it again).
+ * Context: thread context (stop).
+ */
+void mt_vnops_shadow_close(int closed)
+{
+    __atomic_store_n(&mt_shadow_closed, closed, __ATOMIC_SEQ_CST);
 }
 
 /* mt_event_base stores every field of this layout one by one; a new field
@@ -169,8 +266,12 @@ struct mt_hook {
 /**
  * Prologue of every trampoline: counts the hook in flight, finds the
  * original and, when the config wants this kind from this pid, starts the
- * event (counts snapshot and clock BEFORE the original runs).
- * @return 1, or 0 when the original is unknown: the hook has then left
+ * event (counts snapshot and clock BEFORE the original runs). An original
+ * only the shim's copy knows (stop or an unmount restored the entry after
+ * XNU dispatched to us) is called untraced, still counted in flight so
+ * that stop waits for it.
+ * @return 1, or 0 when the original is unknown (stop's last drain has
+ *         begun, or the vector was never hooked): the hook has then left
  *         again and the caller fails open with its op's errno.
  * Context: any hook; never blocks.
  */
@@ -181,6 +282,14 @@ static int mt_hook_begin(struct mt_hook *h, vnode_t vp, uint32_t op, uint32_t ki
     h->core = mt_core_ref();
     h->orig = mt_original(h->core, vp, op);
     if (h->orig == NULL) {
+        /* Dispatched to us before stop or an unmount restored the entry:
+         * the filesystem's own operation, untraced. */
+        h->orig = mt_shadow_original(vp, op);
+        h->want = 0;
+        if (h->orig != NULL) {
+            MT_INC(&mt_g.untraced_calls);
+            return 1;
+        }
         /* Fail open: an unexpected state never breaks the operation. */
         mt_error();
         mt_leave(h->slot);
@@ -335,6 +444,7 @@ static int mt_vnop_close_hook(void *ap)
 static void mt_patch_vector(const struct mt_core *core, vnop_t *vec)
 {
     uint64_t originals[MT_VOP__COUNT];
+    vnop_t entries[MT_VOP__COUNT];
     for (uint32_t op = 0; op < MT_VOP__COUNT; op++) {
         vnop_t cur = __atomic_load_n(&vec[mt_desc_offset(op)], __ATOMIC_ACQUIRE);
         if (cur == NULL || cur == mt_hooks[op]) {
@@ -342,7 +452,13 @@ static void mt_patch_vector(const struct mt_core *core, vnop_t *vec)
             mt_error();
             return;
         }
+        entries[op] = cur;
         originals[op] = (uint64_t)(uintptr_t)cur;
+    }
+    if (mt_shadow_add(vec, entries) != 0) {
+        /* No room to keep the originals where a late hook finds them. */
+        mt_error();
+        return;
     }
     if (mt_core_vector_insert(core, (uint64_t)(uintptr_t)vec, originals, mt_now_ns()) != MT_OK) {
         /* Table full (or a duplicate): the vector stays unhooked. */
@@ -591,8 +707,8 @@ static int mt_going_vnode(struct vnode *vp, void *arg)
  * seen again (never a write into a vector that may have been freed).
  * Cost, for a last mount with nothing in use: after an unmount that still
  * fails (EBUSY), the volume is untraced until a vnode of it is seen again.
- * RACE: a hook that read our entry just before the restore and has not
- * looked up its original yet fails open, as at unload.
+ * A hook that read our entry just before the restore and looks up its
+ * original after it finds it in the shim's copy (mt_shadow).
  * Context: thread context (unmount(2)); may block.
  */
 void mt_vnops_mount_going(mount_t mp)
@@ -693,6 +809,10 @@ void mt_vnops_sweep(void)
 int mt_vnops_init(void)
 {
     mt_patch_closed = 0;
+    /* No hook runs yet (nothing patched), and a previous load's copy is
+     * stale. */
+    mt_shadow_len = 0;
+    mt_shadow_closed = 0;
     mt_hooks[MT_VOP_MMAP] = mt_vnop_mmap_hook;
     mt_hooks[MT_VOP_PAGEIN] = mt_vnop_pagein_hook;
     mt_hooks[MT_VOP_MNOMAP] = mt_vnop_mnomap_hook;

@@ -112,6 +112,54 @@ fn a_pagein_that_fails_open_releases_the_faulting_threads_upl() {
     assert!(!sim.kext_loaded());
 }
 
+#[test]
+fn a_hook_entering_after_the_core_is_cleared_still_runs_the_filesystems_operation() {
+    // A fault that read our entry before stop restored it and enters the
+    // hook once the core is cleared, while stop still drains: it gets the
+    // filesystem's own pagein from the shim's copy of the originals (it
+    // failed open before: EIO, a SIGBUS on a Mac), and stop waits for it.
+    let sim = boot();
+    let (p, a) = mapped(&sim, HFS_FILE);
+    let dispatch = sim.hold_dispatch(Vop::Pagein);
+    let done = Arc::new(AtomicBool::new(false));
+    let fired = Arc::new(AtomicBool::new(false));
+    let touched = std::thread::scope(|s| {
+        let fault = s.spawn(|| {
+            let r = p.touch(a, 1);
+            done.store(true, Ordering::Release);
+            r
+        });
+        assert!(dispatch.wait_held(1, Duration::from_secs(10)));
+        let (done2, fired2) = (Arc::clone(&done), Arc::clone(&fired));
+        // Stop's drain before the core is cleared polls three times (two
+        // sleeps); the third sleep is the first poll of the drain after.
+        sim.on_kext_sleep(2, move || {
+            fired2.store(true, Ordering::Release);
+            dispatch.release();
+            wait_until("the late fault returned", || done2.load(Ordering::Acquire));
+        });
+        sim.unload_kext()
+            .expect("unload once the late fault has returned");
+        fault.join().expect("the fault thread")
+    });
+    assert!(
+        fired.load(Ordering::Acquire),
+        "the fault was let go in the drain"
+    );
+    let stats = touched.expect("the late fault is served by the filesystem");
+    assert_eq!(stats.pageins, 1, "{stats:?}");
+    assert!(
+        sim.log_lines()
+            .iter()
+            .any(|l| l.contains("1 vnode operation(s) reached their filesystem untraced")),
+        "{:?}",
+        sim.log_lines()
+    );
+    let v = sim.take_violations();
+    assert!(v.is_empty(), "{v:#?}");
+    assert!(!sim.kext_loaded());
+}
+
 /// Whether the vector at `addr` holds something other than its own
 /// entries (the shim's trampolines).
 fn vector_hooked(sim: &Sim, addr: usize) -> bool {
