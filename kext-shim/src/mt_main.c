@@ -100,12 +100,14 @@ static int mt_core_start(void)
     __atomic_store_n(&mt_g.core, core, __ATOMIC_RELEASE);
 
     /* One batch is staged in kernel memory, then copied out: the staging
-     * buffer bounds a batch. */
+     * buffer bounds a batch. Zeroed: the drain writes every byte it
+     * reports, but a future gap in a batch would then copy out zeros, not
+     * a previous allocation's kernel memory. */
     size_t staging = mt_core_drain_capacity(mt_g.core);
     if (staging > mt_tunable_staging_max) {
         staging = mt_tunable_staging_max;
     }
-    mt_g.staging = IOMalloc(staging);
+    mt_g.staging = IOMallocZero(staging);
     if (mt_g.staging == NULL) {
         return ENOMEM;
     }
