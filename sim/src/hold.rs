@@ -2,6 +2,8 @@
 //! them: a filesystem's original vnode operation (slow I/O) or copyout (a
 //! user page being faulted in). The way to have a kext hook or sysctl
 //! handler "stuck" (in flight) while the test tries to unload the kext.
+//! Also a callback run inside one of the kext's `IOSleep` calls (the polls
+//! of stop's drains), for a test to act at that moment.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -100,6 +102,39 @@ pub(crate) fn enter(op: Vop) {
 pub(crate) fn enter_dispatch(op: Vop) {
     if DISPATCH.enter(op) {
         resumed();
+    }
+}
+
+/// A test's callback for a coming `IOSleep` call: how many calls to let
+/// pass first, and what to run.
+type SleepCallback = (u32, Box<dyn FnOnce() + Send>);
+static ON_SLEEP: Mutex<Option<SleepCallback>> = Mutex::new(None);
+
+impl Sim {
+    /// Runs `f` on the kext's thread inside its `IOSleep` call after
+    /// `skip` others (before it sleeps): a moment inside a wait the kext
+    /// polls, such as stop's drains of in-flight hooks, for a test to act
+    /// in. The shim has one kext's state per process, so one callback.
+    pub fn on_kext_sleep(&self, skip: u32, f: impl FnOnce() + Send + 'static) {
+        *lock(&ON_SLEEP) = Some((skip, Box::new(f)));
+    }
+}
+
+/// Called by `IOSleep` before it sleeps: runs the test's callback when due.
+pub(crate) fn enter_sleep() {
+    let due = {
+        let mut slot = lock(&ON_SLEEP);
+        match slot.as_mut() {
+            Some((0, _)) => slot.take().map(|(_, f)| f),
+            Some((skip, _)) => {
+                *skip -= 1;
+                None
+            }
+            None => None,
+        }
+    };
+    if let Some(f) = due {
+        f();
     }
 }
 

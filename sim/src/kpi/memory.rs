@@ -1,13 +1,10 @@
 //! Memory (`IOMalloc`/`IOFree`), `IOSleep`, `IOLog` and `panic`.
 
 use std::ffi::{c_char, c_uint, c_void};
-use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
 use super::{k, may_block};
-use crate::api::Sim;
 use crate::arena::Owner;
-use crate::lock;
 use crate::violation::Violation;
 use crate::xnu;
 
@@ -55,41 +52,11 @@ extern "C" fn IOFree(address: *mut c_void, size: xnu::vm_size_t) {
     }
 }
 
-/// A test's callback for a coming `IOSleep` call: how many calls to let
-/// pass first, and what to run.
-type SleepCallback = (u32, Box<dyn FnOnce() + Send>);
-static ON_SLEEP: Mutex<Option<SleepCallback>> = Mutex::new(None);
-
-impl Sim {
-    /// Runs `f` on the kext's thread inside its `IOSleep` call after
-    /// `skip` others (before it sleeps): a moment inside a wait the kext
-    /// polls, such as stop's drains of in-flight hooks, for a test to act
-    /// in. The shim has one kext's state per process, so one callback.
-    pub fn on_kext_sleep(&self, skip: u32, f: impl FnOnce() + Send + 'static) {
-        *lock(&ON_SLEEP) = Some((skip, Box::new(f)));
-    }
-}
-
-/// The callback due at this `IOSleep`, if any.
-fn sleep_callback() -> Option<Box<dyn FnOnce() + Send>> {
-    let mut slot = lock(&ON_SLEEP);
-    match slot.as_mut() {
-        Some((0, _)) => slot.take().map(|(_, f)| f),
-        Some((skip, _)) => {
-            *skip -= 1;
-            None
-        }
-        None => None,
-    }
-}
-
 #[unsafe(no_mangle)]
 extern "C" fn IOSleep(ms: c_uint) {
     let k = k("IOSleep");
     may_block(&k, "IOSleep");
-    if let Some(f) = sleep_callback() {
-        f();
-    }
+    crate::hold::enter_sleep();
     std::thread::sleep(std::time::Duration::from_millis(u64::from(ms)));
 }
 
