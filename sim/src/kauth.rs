@@ -40,6 +40,10 @@ pub struct Listener {
     pub callback: usize,
     /// `idata`.
     pub idata: usize,
+    /// Registered by the kext under test (through the KPI); false for
+    /// another kext's listener (`listen_other`), whose code stays loaded
+    /// when ours goes.
+    pub ours: bool,
 }
 
 /// The kauth subsystem.
@@ -60,8 +64,21 @@ type Callback = unsafe extern "C" fn(
 ) -> i32;
 
 impl Kauth {
-    /// kauth_listen_scope.
+    /// kauth_listen_scope, called by the kext under test.
     pub fn listen(&self, k: &Kernel, scope: &str, callback: usize, idata: usize) -> usize {
+        k.kext_image.note(callback);
+        k.kext_image.note(idata);
+        self.add(k, scope, callback, idata, true)
+    }
+
+    /// kauth_listen_scope, called by another loaded kext: it shares the
+    /// scope's table (`MAX_LISTENERS`) and its callbacks run whether or not
+    /// ours is loaded.
+    pub fn listen_other(&self, k: &Kernel, scope: &str, callback: usize, idata: usize) -> usize {
+        self.add(k, scope, callback, idata, false)
+    }
+
+    fn add(&self, k: &Kernel, scope: &str, callback: usize, idata: usize, ours: bool) -> usize {
         let mut l = lock(&self.listeners);
         // kauth_add_callback_to_scope: ENOSPC when all slots are taken, and
         // kauth_listen_scope then frees the listener and returns NULL.
@@ -70,24 +87,23 @@ impl Kauth {
         {
             return 0;
         }
-        k.kext_image.note(callback);
-        k.kext_image.note(idata);
         let handle = k.kalloc(32, "kauth_listener");
         l.push(Listener {
             handle,
             scope: scope.to_string(),
             callback,
             idata,
+            ours,
         });
         handle
     }
 
-    /// kauth_unlisten_scope; false when the handle is unknown.
-    pub fn unlisten(&self, handle: usize) -> bool {
+    /// kauth_unlisten_scope; `None` when the handle is unknown, else whether
+    /// the listener was ours.
+    pub fn unlisten(&self, handle: usize) -> Option<bool> {
         let mut l = lock(&self.listeners);
-        let before = l.len();
-        l.retain(|x| x.handle != handle);
-        l.len() != before
+        let at = l.iter().position(|x| x.handle == handle)?;
+        Some(l.remove(at).ours)
     }
 
     /// Threads that copied a callback and wait in the race window
@@ -96,9 +112,18 @@ impl Kauth {
         self.in_window.load(Ordering::Acquire)
     }
 
-    /// Listeners still registered.
+    /// Listeners still registered, ours and other kexts'.
     pub fn listeners(&self) -> Vec<Listener> {
         lock(&self.listeners).clone()
+    }
+
+    /// Our kext's listeners still registered.
+    pub fn our_listeners(&self) -> Vec<Listener> {
+        lock(&self.listeners)
+            .iter()
+            .filter(|l| l.ours)
+            .cloned()
+            .collect()
     }
 
     /// kauth_authorize_action: every listener of `scope`, combined.
@@ -124,17 +149,17 @@ impl Kauth {
                 std::thread::sleep(k.config.kauth_race_delay);
                 self.in_window.fetch_sub(1, Ordering::AcqRel);
             }
-            if !k.kext.is_loaded() {
+            if l.ours && !k.kext.is_loaded() {
                 k.violation(Violation::CallAfterUnload {
                     what: format!("kauth listener on {}", l.scope),
                     addr: l.callback as u64,
                 });
                 continue;
             }
-            // SAFETY: `callback` is the kauth_scope_callback_t the loaded kext
-            // registered.
+            // SAFETY: `callback` is the kauth_scope_callback_t a loaded kext
+            // registered (ours is checked above; another stays loaded).
             let f: Callback = unsafe { std::mem::transmute(l.callback) };
-            let r = k.kext_call(Frame::Callback, || {
+            let call = || {
                 // SAFETY: arguments follow the scope's documented shape.
                 unsafe {
                     f(
@@ -147,7 +172,12 @@ impl Kauth {
                         args[3],
                     )
                 }
-            });
+            };
+            let r = if l.ours {
+                k.kext_call(Frame::Callback, call)
+            } else {
+                call()
+            };
             let deny = r == xnu::KAUTH_RESULT_DENY as i32;
             if deny
                 || (r == xnu::KAUTH_RESULT_ALLOW as i32 && result == xnu::KAUTH_RESULT_DEFER as i32)

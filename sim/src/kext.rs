@@ -144,7 +144,7 @@ impl KextSlot {
                 p.name
             )));
         }
-        for l in k.kauth.listeners() {
+        for l in k.kauth.our_listeners() {
             k.violation(Violation::LeftRegistered(format!(
                 "kauth listener on {} (after {when})",
                 l.scope

@@ -454,6 +454,22 @@ fn kauth_scope_tables_hold_fifteen_listeners() {
     assert_eq!(sim.take_violations(), vec![]);
 }
 
+#[test]
+fn kauth_unlisten_scope_of_another_kexts_listener_breaks_its_contract() {
+    let sim = loaded();
+    let k = sim.kernel();
+    let other = k
+        .kauth
+        .listen_other(k, "com.apple.kauth.vnode", defer as *const () as usize, 0);
+    assert_ne!(other, 0);
+    // SAFETY: a deliberately bad KPI call: a live handle, not ours.
+    unsafe { kauth_unlisten_scope(other as xnu::kauth_listener_t) };
+    assert_eq!(
+        rules(&sim.take_violations()),
+        ["kauth_unlisten_scope.own_listener"]
+    );
+}
+
 extern "C" fn allow_mmap(
     _c: xnu::kauth_cred_t,
     _fg: *mut xnu::fileglob,

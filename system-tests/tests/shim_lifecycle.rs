@@ -5,7 +5,7 @@
 //! a filesystem (the kext stays and keeps tracing), and an unload that waits
 //! for an events read held in copyout.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use maptrace_abi::decode::{Decoder, Event, Record};
@@ -71,7 +71,7 @@ fn assert_nothing_left(sim: &Sim) {
         sim.sysctl_names()
     );
     assert!(sim.kernel().mac.policies().is_empty());
-    assert!(sim.kernel().kauth.listeners().is_empty());
+    assert!(sim.kernel().kauth.our_listeners().is_empty());
     assert!(
         sim.kernel().vfs.kext_fstypes().is_empty(),
         "the probe filesystem is gone"
@@ -368,6 +368,7 @@ fn a_full_kauth_table_leaves_discovery_to_mac_and_the_sweep() {
     // kauth_listen_scope return NULL (kauth_add_callback_to_scope: ENOSPC,
     // bsd/kern/kern_authorization.c, xnu-7195.141.2). The listener only
     // finds vectors, which MAC and the sweep find too: the start goes on.
+    static OTHER_CALLS: AtomicUsize = AtomicUsize::new(0);
     extern "C" fn other_kext(
         _: maptrace_sim::xnu::kauth_cred_t,
         _: *mut std::ffi::c_void,
@@ -377,13 +378,14 @@ fn a_full_kauth_table_leaves_discovery_to_mac_and_the_sweep() {
         _: usize,
         _: usize,
     ) -> i32 {
+        OTHER_CALLS.fetch_add(1, Ordering::Relaxed);
         maptrace_sim::xnu::KAUTH_RESULT_DEFER as i32
     }
     let sim = boot_fs(Config::default());
     let k = sim.kernel();
     let others: Vec<usize> = (0..maptrace_sim::kauth::MAX_LISTENERS)
         .map(|_| {
-            k.kauth.listen(
+            k.kauth.listen_other(
                 k,
                 "com.apple.kauth.vnode",
                 other_kext as *const () as usize,
@@ -404,6 +406,7 @@ fn a_full_kauth_table_leaves_discovery_to_mac_and_the_sweep() {
         k.kauth.listeners().len(),
         maptrace_sim::kauth::MAX_LISTENERS
     );
+    assert!(k.kauth.our_listeners().is_empty());
     let log = sim.log_lines().join("\n");
     assert!(log.contains("kauth listener not registered"), "{log}");
     let mut dec = Decoder::new();
@@ -412,12 +415,17 @@ fn a_full_kauth_table_leaves_discovery_to_mac_and_the_sweep() {
     workload(&p, "/Volumes/hfs/c.bin");
     let recs = drain(&sim, &mut dec);
     assert_eq!(recs.iter().filter(|r| r.kind == EventKind::Mmap).count(), 2);
-    // The other kexts go first: the simulator takes every listener for ours.
-    for h in others {
-        assert!(k.kauth.unlisten(h));
-    }
     sim.unload_kext().expect("unload");
     assert_nothing_left(&sim);
+    // The other kexts stay, and keep being called, ours gone.
+    let before = OTHER_CALLS.load(Ordering::Relaxed);
+    workload(&sim.spawn("app", 501), "/Volumes/hfs/c.bin");
+    assert!(OTHER_CALLS.load(Ordering::Relaxed) > before);
+    let v = sim.take_violations();
+    assert!(v.is_empty(), "{v:#?}");
+    for h in others {
+        assert_eq!(k.kauth.unlisten(h), Some(false));
+    }
 }
 
 #[cfg(not(feature = "kauth"))]

@@ -35,11 +35,22 @@ extern "C" fn kauth_listen_scope(
 #[unsafe(no_mangle)]
 extern "C" fn kauth_unlisten_scope(listener: xnu::kauth_listener_t) {
     let k = k("kauth_unlisten_scope");
-    if !k.kauth.unlisten(listener as usize) {
-        k.violation(Violation::KernelPanic(format!(
+    match k.kauth.unlisten(listener as usize) {
+        None => k.violation(Violation::KernelPanic(format!(
             "kauth_unlisten_scope: unknown listener {:#x}",
             listener as usize
-        )));
+        ))),
+        // kauth_unlisten_scope frees whatever handle it is given
+        // (bsd/kern/kern_authorization.c, xnu-11417.121.6): the kext that
+        // registered it frees it again later.
+        Some(false) => k.violation(Violation::Contract {
+            rule: "kauth_unlisten_scope.own_listener",
+            detail: format!(
+                "kauth_unlisten_scope({:#x}): another kext's listener",
+                listener as usize
+            ),
+        }),
+        Some(true) => {}
     }
 }
 
