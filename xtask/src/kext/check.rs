@@ -347,6 +347,43 @@ fn a64_fp_findings(p: &Parsed<'_>) -> Vec<String> {
     out
 }
 
+/// AArch64: true for a branch to a register (BR, BLR and their pointer-authenticated forms
+/// BRAA/BRAAZ/BRAB/BRABZ, BLRAA/BLRAAZ/BLRAB/BLRABZ); RET, RETAA/RETAB and ERET are not.
+/// Unconditional branch (register): bits 31:25 `1101011`, opc (24:21) 0000 BR, 0001 BLR,
+/// 1000 BRA*, 1001 BLRA*; op2 (20:16) `11111` (Arm ARM, C4.1.94).
+pub fn a64_branches_to_register(word: u32) -> bool {
+    word >> 25 == 0b110_1011
+        && matches!((word >> 21) & 0xf, 0b0000 | 0b0001 | 0b1000 | 0b1001)
+        && (word >> 16) & 0x1f == 0x1f
+}
+
+/// arm64e, the Rust core: no branch to a register. The core is built for the user-space
+/// arm64e ABI inside a kernel-ABI kext; the two differ in how code pointers are signed, not in
+/// return-address signing (PACIBSP/RETAB in both). A core that calls nothing through a pointer
+/// and stores no function pointer (`arm64e_unsigned_fn_ptrs`) has no signed code pointer for
+/// the difference to reach, which is also the house rule: the kernel's function pointers live
+/// in C, Rust makes only direct calls.
+fn a64_indirect_branch_findings(p: &Parsed<'_>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (label, ip, bytes) in code_ranges(p) {
+        let hit = bytes
+            .chunks_exact(4)
+            .enumerate()
+            .find(|(_, c)| a64_branches_to_register(u32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+        if let Some((i, c)) = hit {
+            out.push(format!(
+                "{}: {label}: branch to a register {:#010x} at {:#x} in the Rust core (an indirect \
+                 call or jump table: the core's arm64e user ABI signs code pointers unlike the \
+                 kernel's; make the call direct)",
+                p.name,
+                u32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+                ip + 4 * i as u64
+            ));
+        }
+    }
+    out
+}
+
 /// arm64e: plain 64-bit pointers to functions in data (unsigned, so the kernel faults on them).
 /// No exception, `kmod_info.start/stop` included: OSKext authenticates `kmod_info->start` (key
 /// IA, discriminator 0) before calling it (libkern/c++/OSKext.cpp, xnu-11417.121.6), so it must
@@ -455,6 +492,7 @@ pub fn check_variant(
             ));
         }
     }
+    let core_names: BTreeSet<&str> = core.iter().map(|o| o.name.as_str()).collect();
     let mut defined: BTreeMap<String, Vec<&str>> = BTreeMap::new();
     let mut undefined: BTreeMap<String, Vec<&str>> = BTreeMap::new();
     for p in &parsed {
@@ -464,6 +502,9 @@ pub fn check_variant(
         });
         if arch == Arch::Arm64e {
             errors.extend(arm64e_unsigned_fn_ptrs(p, table));
+            if core_names.contains(p.name) {
+                errors.extend(a64_indirect_branch_findings(p));
+            }
         }
         for sym in p.file.symbols() {
             let Ok(name) = sym.name() else { continue };
@@ -943,6 +984,64 @@ mod tests {
         ] {
             assert!(!a64_uses_fp(int), "{int:#x} should be integer");
         }
+    }
+
+    #[test]
+    fn a64_register_branches_match_known_encodings() {
+        // br x16, blr x8, blraaz x8, braa x16 x17, blrab x1 x2, brabz x3 (llvm-mc-22).
+        for ind in [
+            0xd61f_0200_u32,
+            0xd63f_0100,
+            0xd63f_091f,
+            0xd71f_0a11,
+            0xd73f_0c22,
+            0xd61f_0c7f,
+        ] {
+            assert!(
+                a64_branches_to_register(ind),
+                "{ind:#x} branches to a register"
+            );
+        }
+        // ret, retab, eret, bl #0, b #0, pacibsp, cbz x0.
+        for direct in [
+            0xd65f_03c0_u32,
+            0xd65f_0fff,
+            0xd69f_03e0,
+            0x9400_0000,
+            0x1400_0000,
+            0xd503_237f,
+            0xb400_0000,
+        ] {
+            assert!(!a64_branches_to_register(direct), "{direct:#x} does not");
+        }
+    }
+
+    #[test]
+    fn an_indirect_call_in_the_arm64e_core_is_caught_not_in_the_shim() {
+        let src = "typedef int (*op_t)(void *);\n\
+            int mt_call(op_t f, void *a) { return f(a) + 1; }\n";
+        let (_d, o) = obj(Arch::Arm64e, src, "indirect");
+        let as_shim = check(Arch::Arm64e, std::slice::from_ref(&o), &[], &table());
+        assert!(
+            !as_shim
+                .errors
+                .iter()
+                .any(|e| e.contains("branch to a register")),
+            "{}",
+            as_shim.render(Arch::Arm64e)
+        );
+        let as_core = check(Arch::Arm64e, &[], std::slice::from_ref(&o), &table());
+        assert!(
+            as_core
+                .errors
+                .iter()
+                .any(|e| e.contains("branch to a register") && e.contains("_mt_call")),
+            "{}",
+            as_core.render(Arch::Arm64e)
+        );
+        let (_d, direct) = obj(Arch::Arm64e, CLEAN, "direct");
+        let r = check(Arch::Arm64e, &[], &[direct], &table());
+        assert!(r.errors.is_empty(), "{}", r.render(Arch::Arm64e));
     }
 
     #[test]
