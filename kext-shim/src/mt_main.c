@@ -198,8 +198,15 @@ static int mt_stop_all(void)
     int resume = mt_g.started;
     mt_g.started = 0;
 
-    /* 1. No new sysctl requests; unregister waits for running ones. */
-    mt_sysctl_stop();
+    /* 1. No new sysctl requests; wait, bounded, for running ones. */
+    if (mt_sysctl_stop() != 0) {
+        IOLog("maptrace: a sysctl request is still running (a reader stuck in its copy?); "
+              "refusing to unload, still tracing\n");
+        if (resume) {
+            mt_resume();
+        }
+        return EBUSY;
+    }
 
     /* 2. MAC hooks off. Without UNLOADOK this would be EBUSY forever. */
     if (mt_mac_stop() != 0) {

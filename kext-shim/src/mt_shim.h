@@ -370,6 +370,6 @@ int mt_mac_stop(void);
 #pragma mark - mt_sysctl.c
 
 int mt_sysctl_start(void);
-void mt_sysctl_stop(void);
+int mt_sysctl_stop(void);
 
 #endif /* MT_SHIM_H */

@@ -23,6 +23,51 @@ static struct sysctl_oid mt_oid_stats;
 static struct sysctl_oid mt_oid_config;
 static struct sysctl_oid mt_oid_events;
 
+/*
+ * Handlers running in the shim, and whether stop is closing the sysctls.
+ * XNU's sysctl_unregister_oid sleeps THREAD_UNINT until the OID's running
+ * handlers return (bsd/kern/kern_newsysctl.c, xnu-11417.121.6), and kmod
+ * stop runs under OSKext's sKextLock (OSKext::removeKextWithIdentifier,
+ * libkern/c++/OSKext.cpp): a reader stuck in copyout (its buffer on a
+ * hung NFS or FUSE mapping) would hang the unload, and every kext load and
+ * unload behind it, for good. So stop first closes the door and waits,
+ * bounded, for the handlers inside, and refuses to unload if one stays.
+ * Invariant: mt_sysctl_inside counts handlers between mt_sysctl_enter and
+ * mt_sysctl_leave. A handler counts itself before it reads the flag and
+ * stop sets the flag before it reads the count (both seq_cst), so either
+ * the handler sees the flag and leaves at once, or stop sees the handler.
+ */
+static uint32_t mt_sysctl_inside;
+static uint32_t mt_sysctl_closing;
+/* How often stop looks at the handlers inside while it waits. */
+#define MT_SYSCTL_POLL_MS 10
+
+/**
+ * Counts a handler in.
+ * @return 1, or 0 when stop is closing the sysctls (the handler has then
+ *         left again and returns ENOENT, as once the OIDs are gone).
+ * Context: thread context of sysctl(2); never blocks.
+ */
+static int mt_sysctl_enter(void)
+{
+    __atomic_fetch_add(&mt_sysctl_inside, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&mt_sysctl_closing, __ATOMIC_SEQ_CST)) {
+        __atomic_fetch_sub(&mt_sysctl_inside, 1, __ATOMIC_RELEASE);
+        return 0;
+    }
+    return 1;
+}
+
+/**
+ * Counts a handler out; passes its result through.
+ * Context: thread context of sysctl(2); never blocks.
+ */
+static int mt_sysctl_leave(int err)
+{
+    __atomic_fetch_sub(&mt_sysctl_inside, 1, __ATOMIC_RELEASE);
+    return err;
+}
+
 #pragma mark - handlers
 
 /**
@@ -40,11 +85,8 @@ static int mt_sysctl_require_root(struct sysctl_req *req)
  * @return 0, EPERM (not root, or a write), or SYSCTL_OUT's error.
  * Context: thread context of sysctl(2); may block in copyout.
  */
-static int mt_sysctl_abi SYSCTL_HANDLER_ARGS
+static int mt_sysctl_abi_in(struct sysctl_req *req)
 {
-    (void)oidp;
-    (void)arg1;
-    (void)arg2;
     if (mt_sysctl_require_root(req) != 0 || req->newptr != 0) {
         return EPERM;
     }
@@ -58,11 +100,8 @@ static int mt_sysctl_abi SYSCTL_HANDLER_ARGS
  * @return 0, EPERM (not root, or a write), ENOMEM, or SYSCTL_OUT's error.
  * Context: thread context; takes the reader mutex; may block in copyout.
  */
-static int mt_sysctl_stats SYSCTL_HANDLER_ARGS
+static int mt_sysctl_stats_in(struct sysctl_req *req)
 {
-    (void)oidp;
-    (void)arg1;
-    (void)arg2;
     if (mt_sysctl_require_root(req) != 0 || req->newptr != 0) {
         return EPERM;
     }
@@ -93,11 +132,8 @@ static int mt_sysctl_stats SYSCTL_HANDLER_ARGS
  * Context: thread context; a write takes the reader mutex; may block in
  *          copyin/copyout; no spinlock is held across them.
  */
-static int mt_sysctl_config SYSCTL_HANDLER_ARGS
+static int mt_sysctl_config_in(struct sysctl_req *req)
 {
-    (void)oidp;
-    (void)arg1;
-    (void)arg2;
     if (mt_sysctl_require_root(req) != 0) {
         return EPERM;
     }
@@ -132,11 +168,8 @@ static int mt_sysctl_config SYSCTL_HANDLER_ARGS
  * Context: thread context; takes the reader mutex (serialises readers);
  *          may block in copyout; no spinlock is held across it.
  */
-static int mt_sysctl_events SYSCTL_HANDLER_ARGS
+static int mt_sysctl_events_in(struct sysctl_req *req)
 {
-    (void)oidp;
-    (void)arg1;
-    (void)arg2;
     if (mt_sysctl_require_root(req) != 0 || req->newptr != 0) {
         return EPERM;
     }
@@ -163,6 +196,39 @@ static int mt_sysctl_events SYSCTL_HANDLER_ARGS
     }
     lck_mtx_unlock(mt_g.reader_lock);
     return err;
+}
+
+/* The handlers the kernel calls: each counted in and out (above). */
+static int mt_sysctl_abi SYSCTL_HANDLER_ARGS
+{
+    (void)oidp;
+    (void)arg1;
+    (void)arg2;
+    return mt_sysctl_enter() ? mt_sysctl_leave(mt_sysctl_abi_in(req)) : ENOENT;
+}
+
+static int mt_sysctl_stats SYSCTL_HANDLER_ARGS
+{
+    (void)oidp;
+    (void)arg1;
+    (void)arg2;
+    return mt_sysctl_enter() ? mt_sysctl_leave(mt_sysctl_stats_in(req)) : ENOENT;
+}
+
+static int mt_sysctl_config SYSCTL_HANDLER_ARGS
+{
+    (void)oidp;
+    (void)arg1;
+    (void)arg2;
+    return mt_sysctl_enter() ? mt_sysctl_leave(mt_sysctl_config_in(req)) : ENOENT;
+}
+
+static int mt_sysctl_events SYSCTL_HANDLER_ARGS
+{
+    (void)oidp;
+    (void)arg1;
+    (void)arg2;
+    return mt_sysctl_enter() ? mt_sysctl_leave(mt_sysctl_events_in(req)) : ENOENT;
 }
 
 #pragma mark - registration
@@ -209,6 +275,7 @@ int mt_sysctl_start(void)
      * bsd/sys/sysctl.h, xnu-11417.121.6). */
     mt_oid_fill(&mt_oid_events, &mt_sysctl_children, CTLTYPE_OPAQUE | CTLFLAG_RD | CTLFLAG_MASKED,
                 NULL, "events", mt_sysctl_events, "S,mt_batch", "one batch of events (root)");
+    __atomic_store_n(&mt_sysctl_closing, 0, __ATOMIC_SEQ_CST);
     sysctl_register_oid(&mt_oid_node);
     sysctl_register_oid(&mt_oid_abi);
     sysctl_register_oid(&mt_oid_stats);
@@ -219,14 +286,27 @@ int mt_sysctl_start(void)
 }
 
 /**
- * Unregisters the leaves, then the node (reverse order). XNU waits for
- * running handlers before an OID is gone.
+ * Closes the sysctls to new requests, waits (bounded by
+ * mt_tunable_unload_wait_ms) until no handler runs, then unregisters the
+ * leaves and the node (reverse order). XNU's unregister still waits for a
+ * handler it let in, but one entering now leaves at once (ENOENT).
+ * @return 0, or EBUSY when a handler stayed inside (a reader stuck in its
+ *         copy): nothing was unregistered and the sysctls are open again.
  * Context: thread context (stop, first step); may block.
  */
-void mt_sysctl_stop(void)
+int mt_sysctl_stop(void)
 {
     if (!mt_g.sysctl_registered) {
-        return;
+        return 0;
+    }
+    __atomic_store_n(&mt_sysctl_closing, 1, __ATOMIC_SEQ_CST);
+    for (uint32_t waited = 0; __atomic_load_n(&mt_sysctl_inside, __ATOMIC_SEQ_CST) != 0;
+         waited += MT_SYSCTL_POLL_MS) {
+        if (waited >= mt_tunable_unload_wait_ms) {
+            __atomic_store_n(&mt_sysctl_closing, 0, __ATOMIC_SEQ_CST);
+            return EBUSY;
+        }
+        IOSleep(MT_SYSCTL_POLL_MS);
     }
     sysctl_unregister_oid(&mt_oid_events);
     sysctl_unregister_oid(&mt_oid_config);
@@ -234,4 +314,5 @@ void mt_sysctl_stop(void)
     sysctl_unregister_oid(&mt_oid_abi);
     sysctl_unregister_oid(&mt_oid_node);
     mt_g.sysctl_registered = 0;
+    return 0;
 }

@@ -782,6 +782,70 @@ fn traced_kind(op: TraceOp) -> Option<EventKind> {
 }
 
 #[test]
+fn unload_refuses_rather_than_hang_on_a_read_stuck_in_copyout() {
+    // XNU's sysctl_unregister_oid sleeps THREAD_UNINT until the OID's
+    // running handlers return (bsd/kern/kern_newsysctl.c, xnu-11417.121.6),
+    // and kmod stop runs under OSKext's lock: a reader stuck in copyout (its
+    // buffer on a hung network mapping) would hang the unload for good.
+    // Stop waits for it as long as for hooks, then refuses.
+    let sim = boot_fs(Config {
+        policy: ViolationPolicy::Collect,
+        ..Config::default()
+    });
+    load(
+        &sim,
+        Tunables {
+            unload_wait_ms: 100,
+            ..Tunables::default()
+        },
+    )
+    .expect("load");
+    let buf = events_buffer(&sim);
+    let (finished, unloaded, read) = std::thread::scope(|s| {
+        let sim = &sim;
+        // Inside the scope: a failed assertion drops (releases) the hold
+        // before the scope joins the reader and the unload.
+        let hold = sim.hold_copyout();
+        let reader = s.spawn(move || {
+            let mut buf = buf;
+            sim.sysctl_read(raw_name(raw::MT_SYSCTL_EVENTS), Some(&mut buf), Cred::Root)
+        });
+        assert!(hold.wait_held(1, Duration::from_secs(10)), "in copyout");
+        let unload = s.spawn(move || sim.unload_kext());
+        // Bounded, not a speed check: the old shim's unload never returns
+        // while the handler is held.
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while !unload.is_finished() && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let finished = unload.is_finished();
+        hold.release();
+        let unloaded = unload.join().expect("unload thread");
+        (finished, unloaded, reader.join().expect("reader"))
+    });
+    assert!(finished, "unload returned while the reader was stuck");
+    assert_eq!(unloaded, Err(KextError::StopRefused(KERN_FAILURE)));
+    read.expect("the held read completes once let go");
+    assert!(sim.kext_loaded(), "stays loaded, tracing");
+    assert!(
+        sim.log_lines()
+            .iter()
+            .any(|l| l.contains("a sysctl request is still running")),
+        "{:?}",
+        sim.log_lines()
+    );
+    // Still tracing, and the sysctls are open again.
+    let mut dec = Decoder::new();
+    drain(&sim, &mut dec);
+    workload(&sim.spawn("app", 501), "/data/a.bin");
+    let recs = drain(&sim, &mut dec);
+    assert!(recs.iter().any(|r| r.kind == EventKind::Mmap), "{recs:?}");
+    sim.unload_kext().expect("unload once the reader is gone");
+    let v = sim.take_violations();
+    assert!(v.is_empty(), "{v:#?}");
+}
+
+#[test]
 fn unload_waits_for_an_events_read_held_in_copyout() {
     // A reader of kern.maptrace.events is inside the shim's handler, in
     // copyout, while the kext is unloaded: stop unregisters the sysctls
