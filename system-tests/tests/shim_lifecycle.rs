@@ -5,7 +5,7 @@
 //! a filesystem (the kext stays and keeps tracing), and an unload that waits
 //! for an events read held in copyout.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use maptrace_abi::decode::{Decoder, Event, Record};
@@ -368,7 +368,7 @@ fn a_full_kauth_table_leaves_discovery_to_mac_and_the_sweep() {
     // kauth_listen_scope return NULL (kauth_add_callback_to_scope: ENOSPC,
     // bsd/kern/kern_authorization.c, xnu-7195.141.2). The listener only
     // finds vectors, which MAC and the sweep find too: the start goes on.
-    static OTHER_CALLS: AtomicUsize = AtomicUsize::new(0);
+    static OTHER_CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     extern "C" fn other_kext(
         _: maptrace_sim::xnu::kauth_cred_t,
         _: *mut std::ffi::c_void,
