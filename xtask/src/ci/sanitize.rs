@@ -25,9 +25,16 @@ const SHIM_TESTS: &[&str] = &[
 
 /// The tests with threads racing each other: producers and a drainer on the ring, several
 /// processes through the shim, load/unload under load and in the kauth race window, two
-/// sysctl readers. `shim_e2e` is single-threaded, so TSan would add time and find nothing.
-/// `ring` is the core's test, the others the system tests'.
-const TSAN_TESTS: &[&str] = &["ring", "shim_concurrency", "shim_lifecycle", "shim_sysctl"];
+/// sysctl readers, hooks entering during stop's drains. `shim_e2e` is single-threaded, so
+/// TSan would add time and find nothing. `ring` is the core's test, the others the system
+/// tests'.
+const TSAN_TESTS: &[&str] = &[
+    "ring",
+    "shim_concurrency",
+    "shim_lifecycle",
+    "shim_sysctl",
+    "shim_unload_safety",
+];
 
 /// Integration tests of the core that run under Miri: pure Rust over `ring` and `ffi`.
 /// The `shim_*` tests are left out (they link the C shim and simulator, which Miri cannot
