@@ -826,7 +826,7 @@ fn perfetto_export_has_tracks_slices_and_instants() {
     assert_eq!(
         meta("process_name"),
         3 + 1,
-        "one track group per process, and the file usecounts"
+        "one track group per process, and the files' usecounts and epochs"
     );
     assert_eq!(meta("thread_name"), 4, "one track per thread");
     let slices: Vec<&Value> = evs.iter().filter(|e| e["ph"] == "X").collect();

@@ -1,7 +1,7 @@
 //! The Perfetto export and the heatmaps at scale and on awkward input:
 //! the export is one valid JSON document written as it goes, with a
-//! usecount counter track per file and named process tracks, keeping state
-//! only per file, process and thread; heatmaps colour every process even
+//! usecount counter track per file, a slice per mapped epoch and named
+//! process tracks, keeping state only per file, process and thread; heatmaps colour every process even
 //! when binned, round their ticks, mark drops and survive absurd times.
 
 mod common;
@@ -68,7 +68,7 @@ fn the_export_has_a_usecount_counter_track_per_file() {
     assert!(evs.iter().any(|e| e["ph"] == "M"
         && e["name"] == "process_name"
         && e["pid"] == cpid
-        && e["args"]["name"] == "file usecounts"));
+        && e["args"]["name"] == "file usecounts and mapped epochs"));
 }
 
 #[test]
@@ -157,6 +157,110 @@ fn the_export_places_losses_where_they_happened() {
         placed += 1;
     }
     assert!(placed > 0);
+}
+
+/// The export's epoch slices by file name: (begin, end) in the order they
+/// began, every begin ended once with the same name, category and id.
+fn epoch_slices(doc: &Value) -> BTreeMap<String, Vec<(Value, Value)>> {
+    let evs = doc["traceEvents"].as_array().unwrap();
+    let mut ends: BTreeMap<u64, &Value> = BTreeMap::new();
+    for e in evs.iter().filter(|e| e["ph"] == "e") {
+        let id = e["id2"]["local"].as_u64().unwrap();
+        assert!(ends.insert(id, e).is_none(), "one end per id: {e}");
+    }
+    let mut by_file: BTreeMap<String, Vec<(Value, Value)>> = BTreeMap::new();
+    for b in evs.iter().filter(|e| e["ph"] == "b") {
+        let e = ends
+            .remove(&b["id2"]["local"].as_u64().unwrap())
+            .unwrap_or_else(|| panic!("no end for {b}"));
+        assert_eq!(
+            (&e["name"], &e["cat"], &e["pid"]),
+            (&b["name"], &b["cat"], &b["pid"])
+        );
+        assert_eq!(b["cat"], "epoch");
+        assert_eq!(b["pid"], perfetto::COUNTERS_PID, "beside the counters");
+        assert!(e["ts"].as_f64() >= b["ts"].as_f64(), "{b} {e}");
+        by_file
+            .entry(b["name"].as_str().unwrap().to_string())
+            .or_default()
+            .push((b.clone(), e.clone()));
+    }
+    assert!(ends.is_empty(), "ends without a begin: {ends:?}");
+    by_file
+}
+
+#[test]
+fn the_export_shows_each_mapped_epoch_as_an_async_slice() {
+    let doc = export(&lifecycle_batches());
+    let epochs = epoch_slices(&doc);
+    let names: Vec<&str> = epochs.keys().map(String::as_str).collect();
+    assert_eq!(names, ["App", "app.db", "libleak.dylib", "open.log"]);
+    let only = |name: &str| {
+        let e = &epochs[name];
+        assert_eq!(e.len(), 1, "{name}: one epoch");
+        e[0].clone()
+    };
+    // Mapped twice by pid 200, paged in three times, one last unmap.
+    let (b, e) = only("app.db");
+    assert_eq!(b["args"]["path"], "/data/app.db");
+    assert_eq!(b["args"]["first_pid"], 200);
+    assert_eq!(b["args"]["via"], "mmap");
+    assert_eq!(b["args"]["usecount_before"], 1);
+    assert_eq!(e["args"]["end"], "last unmap (VNOP_MNOMAP)");
+    assert_eq!(e["args"]["maps"], 2);
+    assert_eq!(e["args"]["pageins"], 3);
+    assert_eq!(e["args"]["last_unmap_pid"], 200);
+    assert_eq!(e["args"]["usecount_at_unmap"], 2);
+    let (b, _) = only("App");
+    assert_eq!(b["args"]["via"], "exec");
+    assert_eq!(b["args"]["first_pid"], 300);
+    // Never unmapped: closed at the trace's last time, and says so.
+    let (b, e) = only("open.log");
+    assert_eq!(e["args"]["end"], "not unmapped by the end of the trace");
+    assert!(e["args"].get("last_unmap_pid").is_none());
+    let last = doc["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["ts"].as_f64())
+        .fold(0.0, f64::max);
+    assert_eq!(e["ts"].as_f64(), Some(last));
+    assert!(b["ts"].as_f64() < Some(last));
+    // Nothing was lost.
+    assert!(
+        epochs
+            .values()
+            .flatten()
+            .all(|(_, e)| e["args"].get("lost").is_none())
+    );
+}
+
+#[test]
+fn the_export_marks_an_epoch_that_lost_records() {
+    let epochs = epoch_slices(&export(&lossy_batches(200)));
+    let (_, e) = &epochs["app.db"][0];
+    assert_eq!(epochs["app.db"].len(), 1);
+    assert_eq!(e["args"]["end"], "last unmap (VNOP_MNOMAP)");
+    assert!(e["args"]["losses_during"].as_u64().unwrap() > 0, "{e}");
+    assert!(
+        e["args"]["lost"]
+            .as_str()
+            .unwrap()
+            .contains("may be among them")
+    );
+}
+
+#[test]
+fn the_export_gives_each_load_its_own_epochs() {
+    // The same file mapped and unmapped in two kext loads: two slices,
+    // each ended by its own load's last unmap.
+    let epochs = epoch_slices(&export(&reload_batches()));
+    let db = &epochs["app.db"];
+    assert_eq!(db.len(), 2);
+    for (_, e) in db {
+        assert_eq!(e["args"]["end"], "last unmap (VNOP_MNOMAP)");
+        assert_eq!(e["args"]["maps"], 1);
+    }
 }
 
 fn svg_of(batches: &[Vec<u8>], stem: &str) -> String {

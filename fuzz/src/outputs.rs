@@ -85,7 +85,9 @@ pub fn heatmap(data: &[u8]) {
     }
 }
 
-/// `export`: the Perfetto document parses and its names are printable.
+/// `export`: the Perfetto document parses, its names are printable, and
+/// every epoch slice's begin has exactly one end, later, with its name,
+/// category and track.
 pub fn export(data: &[u8]) {
     let (items, _) = items(data);
     let mut x = maptrace::perfetto::Exporter::new(Vec::new()).expect("writing to memory");
@@ -94,11 +96,31 @@ pub fn export(data: &[u8]) {
     }
     let out = x.finish().expect("writing to memory");
     let doc: serde_json::Value = serde_json::from_slice(&out).expect("the export parses");
+    let mut open = std::collections::HashMap::new();
     for e in doc["traceEvents"].as_array().into_iter().flatten() {
         if let Some(name) = e["name"].as_str() {
             assert_printable("a trace event name", name.as_bytes());
         }
+        let id = || {
+            e["id2"]["local"]
+                .as_u64()
+                .expect("an epoch slice has an id")
+        };
+        let key = |e: &serde_json::Value| (e["name"].clone(), e["cat"].clone(), e["pid"].clone());
+        match e["ph"].as_str() {
+            Some("b") => assert!(open.insert(id(), e).is_none(), "id reused: {e}"),
+            Some("e") => {
+                let b = open.remove(&id()).expect("an end has a begin");
+                assert_eq!(key(b), key(e), "an end matches its begin");
+                assert!(
+                    e["ts"].as_f64() >= b["ts"].as_f64(),
+                    "{b} ends before it begins"
+                );
+            }
+            _ => {}
+        }
     }
+    assert!(open.is_empty(), "every begin is ended: {open:?}");
 }
 
 /// Undoes [`maptrace::text::shown`], so the oracle can check nothing is lost.
