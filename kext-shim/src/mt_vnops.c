@@ -48,7 +48,12 @@ struct mt_shadow_entry {
     const vnop_t *vector;
     vnop_t originals[MT_VOP__COUNT];
 };
-#define MT_SHADOW_MAX (2 * MT_CORE_MAX_VECTORS)
+/* Entries for a whole load's life: one per vector hooked, plus one each
+ * time a filesystem type comes back with other originals (its kext
+ * reloaded elsewhere after vfs_fsremove); a type mounted again with the
+ * same originals reuses its entry. Full, a new vector stays unhooked
+ * (counted in stats.errors). 512 x 40 bytes of zeroed data. */
+#define MT_SHADOW_MAX (8 * MT_CORE_MAX_VECTORS)
 static struct mt_shadow_entry mt_shadow[MT_SHADOW_MAX];
 static uint32_t mt_shadow_len;
 /* Set by stop before its last drain: a hook entering later has no drain
