@@ -51,18 +51,28 @@ fn escape(b: u8, buf: &mut [u8; 6]) -> &[u8] {
 /// writes. A `&str` is valid UTF-8, so the result is always valid JSON.
 pub fn push_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
+    escape_runs(s, |part| out.extend_from_slice(part));
+    out.push(b'"');
+}
+
+/// Hands `put` the parts of `s` escaped for a JSON string, in order: each
+/// run of bytes copied as is and each escape between them (no quotes).
+/// The one loop behind [`push_str`] and [`Cursor::escaped`]; inlined, so
+/// each keeps its own way of storing a part (a `Vec` pushes its quotes:
+/// through `put` they cost it a register).
+#[inline(always)]
+fn escape_runs(s: &str, mut put: impl FnMut(&[u8])) {
     let bytes = s.as_bytes();
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         if !needs_escape(b) {
             continue;
         }
-        out.extend_from_slice(&bytes[start..i]);
-        out.extend_from_slice(escape(b, &mut [0; 6]));
+        put(&bytes[start..i]);
+        put(escape(b, &mut [0; 6]));
         start = i + 1;
     }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
+    put(&bytes[start..]);
 }
 
 /// Appends the decimal digits of `v`. Most fields of a record are small
@@ -192,17 +202,7 @@ impl<'a> Cursor<'a> {
     /// escapes it; at most [`escaped_max`]`(s.len())` bytes.
     pub fn escaped(&mut self, s: &str) {
         self.bytes(b"\"");
-        let bytes = s.as_bytes();
-        let mut start = 0;
-        for (i, &b) in bytes.iter().enumerate() {
-            if !needs_escape(b) {
-                continue;
-            }
-            self.bytes(&bytes[start..i]);
-            self.bytes(escape(b, &mut [0; 6]));
-            start = i + 1;
-        }
-        self.bytes(&bytes[start..]);
+        escape_runs(s, |part| self.bytes(part));
         self.bytes(b"\"");
     }
 }
