@@ -89,54 +89,53 @@ unsafe extern "C" fn mt_sim_core_shutdown(c: *mut bridge::mt_core) {
     }
 }
 
-#[unsafe(no_mangle)]
-unsafe extern "C" fn mt_sim_core_wants(c: *const bridge::mt_core, kind: u32, pid: u32) -> i32 {
-    if !live(c, "mt_core_wants") {
-        return 0;
-    }
-    // SAFETY: forwarded unchanged; the core is live.
-    unsafe { core::mt_core_wants(c, kind, pid) }
+/// The answer a freed core gives a record call: filtered, nothing recorded.
+const FILTERED: i32 = bridge::MT_FILTERED as i32;
+/// The answer a freed core gives a vector change: refused.
+const EINVAL: i32 = bridge::MT_EINVAL as i32;
+/// The event and byte-string pointers the shim passes, unchanged.
+type Event = *const bridge::mt_event;
+type Bytes = *const u8;
+
+/// Wrappers that check the core is live, then forward unchanged:
+/// `wrapper => core call(arguments after the core) -> result, else what the
+/// wrapper answers for a freed core`; a call without a result just returns.
+/// That answer is the one the core itself gives a NULL core
+/// (src/ffi/mod.rs), so the hook carries on untraced.
+macro_rules! checked_calls {
+    ($(
+        $(#[$doc:meta])*
+        $name:ident => $call:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty, else $fallback:expr)?;
+    )*) => {$(
+        $(#[$doc])*
+        #[unsafe(no_mangle)]
+        unsafe extern "C" fn $name(c: *const bridge::mt_core, $($arg: $ty),*) $(-> $ret)? {
+            if !live(c, stringify!($call)) {
+                return $($fallback)?;
+            }
+            // SAFETY: forwarded unchanged; the core is live.
+            unsafe { core::$call(c, $($arg),*) }
+        }
+    )*};
 }
 
-#[unsafe(no_mangle)]
-unsafe extern "C" fn mt_sim_core_record(
-    c: *const bridge::mt_core,
-    shard_hint: u32,
-    ev: *const bridge::mt_event,
-) -> i32 {
-    if !live(c, "mt_core_record") {
-        return bridge::MT_FILTERED as i32;
-    }
-    // SAFETY: forwarded unchanged; the core is live.
-    unsafe { core::mt_core_record(c, shard_hint, ev) }
-}
-
-#[unsafe(no_mangle)]
-unsafe extern "C" fn mt_sim_core_record_path(
-    c: *const bridge::mt_core,
-    shard_hint: u32,
-    ev: *const bridge::mt_event,
-    path: *const u8,
-    len: usize,
-) -> i32 {
-    if !live(c, "mt_core_record_path") {
-        return bridge::MT_FILTERED as i32;
-    }
-    // SAFETY: forwarded unchanged; the core is live.
-    unsafe { core::mt_core_record_path(c, shard_hint, ev, path, len) }
-}
-
-#[unsafe(no_mangle)]
-unsafe extern "C" fn mt_sim_core_vector_original(
-    c: *const bridge::mt_core,
-    vector_addr: u64,
-    op: u32,
-) -> u64 {
-    if !live(c, "mt_core_vector_original") {
-        return 0;
-    }
-    // SAFETY: forwarded unchanged; the core is live.
-    unsafe { core::mt_core_vector_original(c, vector_addr, op) }
+checked_calls! {
+    /// Not wanted, so no event is built.
+    mt_sim_core_wants => mt_core_wants(kind: u32, pid: u32) -> i32, else 0;
+    mt_sim_core_record => mt_core_record(shard: u32, ev: Event) -> i32, else FILTERED;
+    mt_sim_core_record_path =>
+        mt_core_record_path(shard: u32, ev: Event, path: Bytes, len: usize) -> i32, else FILTERED;
+    mt_sim_core_record_proc =>
+        mt_core_record_proc(shard: u32, ev: Event, name: Bytes, len: usize) -> i32, else FILTERED;
+    /// No original known.
+    mt_sim_core_vector_original => mt_core_vector_original(vector: u64, op: u32) -> u64, else 0;
+    mt_sim_core_vector_insert =>
+        mt_core_vector_insert(vector: u64, originals: *const u64, now_ns: u64) -> i32, else EINVAL;
+    mt_sim_core_vector_remove => mt_core_vector_remove(vector: u64) -> i32, else EINVAL;
+    /// Not claimed, so the process is not noted.
+    mt_sim_core_proc_claim => mt_core_proc_claim(pid: u32) -> i32, else 0;
+    /// Nothing to forget.
+    mt_sim_core_proc_forget => mt_core_proc_forget(pid: u32);
 }
 
 impl Sim {
@@ -146,59 +145,4 @@ impl Sim {
     pub fn on_core_shutdown(&self, f: impl FnOnce() + Send + 'static) {
         *lock(&ON_SHUTDOWN) = Some(Box::new(f));
     }
-}
-
-#[unsafe(no_mangle)]
-unsafe extern "C" fn mt_sim_core_vector_insert(
-    c: *const bridge::mt_core,
-    vector_addr: u64,
-    originals: *const u64,
-    now_ns: u64,
-) -> i32 {
-    if !live(c, "mt_core_vector_insert") {
-        return bridge::MT_EINVAL as i32;
-    }
-    // SAFETY: forwarded unchanged; the core is live.
-    unsafe { core::mt_core_vector_insert(c, vector_addr, originals, now_ns) }
-}
-
-#[unsafe(no_mangle)]
-unsafe extern "C" fn mt_sim_core_vector_remove(c: *const bridge::mt_core, vector_addr: u64) -> i32 {
-    if !live(c, "mt_core_vector_remove") {
-        return bridge::MT_EINVAL as i32;
-    }
-    // SAFETY: forwarded unchanged; the core is live.
-    unsafe { core::mt_core_vector_remove(c, vector_addr) }
-}
-
-#[unsafe(no_mangle)]
-unsafe extern "C" fn mt_sim_core_proc_claim(c: *const bridge::mt_core, pid: u32) -> i32 {
-    if !live(c, "mt_core_proc_claim") {
-        return 0;
-    }
-    // SAFETY: forwarded unchanged; the core is live.
-    unsafe { core::mt_core_proc_claim(c, pid) }
-}
-
-#[unsafe(no_mangle)]
-unsafe extern "C" fn mt_sim_core_proc_forget(c: *const bridge::mt_core, pid: u32) {
-    if live(c, "mt_core_proc_forget") {
-        // SAFETY: forwarded unchanged; the core is live.
-        unsafe { core::mt_core_proc_forget(c, pid) }
-    }
-}
-
-#[unsafe(no_mangle)]
-unsafe extern "C" fn mt_sim_core_record_proc(
-    c: *const bridge::mt_core,
-    shard_hint: u32,
-    ev: *const bridge::mt_event,
-    name: *const u8,
-    len: usize,
-) -> i32 {
-    if !live(c, "mt_core_record_proc") {
-        return bridge::MT_FILTERED as i32;
-    }
-    // SAFETY: forwarded unchanged; the core is live.
-    unsafe { core::mt_core_record_proc(c, shard_hint, ev, name, len) }
 }
