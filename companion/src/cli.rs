@@ -85,6 +85,15 @@ pub enum Command {
     Schema(SchemaArgs),
     /// Print a shell completion script (e.g. `maptrace completions bash > /etc/bash_completion.d/maptrace`).
     Completions(CompletionsArgs),
+    /// Print the manual page as roff (`maptrace man | man -l -`; `maptrace man stream` for a command's own page).
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// The command whose page to print (e.g. `stream`, or `config set`); none: maptrace(1), which lists them.
+    #[arg(value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]

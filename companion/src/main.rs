@@ -35,6 +35,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Heatmap(a) => cmd::heatmap::run(source, a, &mut out),
         Command::Schema(a) => cmd::schema::run(a, &mut out),
         Command::Completions(a) => cmd::completions::run(a, &mut out),
+        Command::Man(a) => cmd::man::run(a, &mut out),
     }
 }
 
