@@ -50,8 +50,32 @@ pub struct Cli {
     /// Where events come from: sysctl, sim, sim:SCENARIO or file:RECORDING.
     #[arg(long, global = true, env = "MAPTRACE_SOURCE", value_name = "SOURCE")]
     pub source: Option<String>,
+    /// Colour the table and text people read: auto (on a terminal, unless NO_COLOR is set), always or never. JSON and CSV never are.
+    #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = ColorArg::Auto)]
+    pub color: ColorArg,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// When to colour (`--color`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorArg {
+    /// When stdout is a terminal and NO_COLOR is not set (or CLICOLOR_FORCE is).
+    Auto,
+    /// Always, even into a pipe or a file (`| less -R`).
+    Always,
+    /// Never.
+    Never,
+}
+
+impl From<ColorArg> for anstream::ColorChoice {
+    fn from(c: ColorArg) -> Self {
+        match c {
+            ColorArg::Auto => Self::Auto,
+            ColorArg::Always => Self::Always,
+            ColorArg::Never => Self::Never,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
