@@ -14,6 +14,7 @@ use common::{Mem, Trace};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use maptrace::contract::Line;
 use maptrace::output::{self, JsonLines};
+use maptrace::palette::Palette;
 use maptrace::pipeline::{Ev, Item, Pipeline};
 use maptrace::text::secs;
 use maptrace_abi::{Decoder, Event, ProbeMethod};
@@ -324,6 +325,28 @@ fn bench(c: &mut Criterion) {
             black_box(out.len())
         })
     });
+
+    // The table as `stream` writes it, the palette known only at run time:
+    // off (no colour, the default in a pipe) and on (`--color always`).
+    for (name, palette) in [
+        ("table_only_palette_off", Palette::PLAIN),
+        ("table_only_colour", Palette::ANSI),
+    ] {
+        let palette = black_box(palette);
+        g.bench_function(name, |b| {
+            let mut out = Vec::with_capacity(1 << 21);
+            b.iter(|| {
+                out.clear();
+                for it in &all {
+                    output::item_line_styled(&mut out, it, None, &palette);
+                    if out.len() > FLUSH_AT {
+                        out.clear();
+                    }
+                }
+                black_box(out.len())
+            })
+        });
+    }
 
     g.bench_function("decode_merge", |b| {
         b.iter(|| {

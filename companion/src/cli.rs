@@ -50,8 +50,32 @@ pub struct Cli {
     /// Where events come from: sysctl, sim, sim:SCENARIO or file:RECORDING.
     #[arg(long, global = true, env = "MAPTRACE_SOURCE", value_name = "SOURCE")]
     pub source: Option<String>,
+    /// Colour the table and text people read: auto (on a terminal, unless NO_COLOR is set), always or never. JSON and CSV never are.
+    #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = ColorArg::Auto)]
+    pub color: ColorArg,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// When to colour (`--color`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorArg {
+    /// When stdout is a terminal and NO_COLOR is not set (or CLICOLOR_FORCE is).
+    Auto,
+    /// Always, even into a pipe or a file (`| less -R`).
+    Always,
+    /// Never.
+    Never,
+}
+
+impl From<ColorArg> for anstream::ColorChoice {
+    fn from(c: ColorArg) -> Self {
+        match c {
+            ColorArg::Auto => Self::Auto,
+            ColorArg::Always => Self::Always,
+            ColorArg::Never => Self::Never,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,6 +109,15 @@ pub enum Command {
     Schema(SchemaArgs),
     /// Print a shell completion script (e.g. `maptrace completions bash > /etc/bash_completion.d/maptrace`).
     Completions(CompletionsArgs),
+    /// Print the manual page as roff (`maptrace man | man -l -`; `maptrace man stream` for a command's own page).
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// The command whose page to print (e.g. `stream`, or `config set`); none: maptrace(1), which lists them.
+    #[arg(value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]

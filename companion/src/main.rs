@@ -11,6 +11,7 @@ use anyhow::Result;
 use clap::Parser;
 use cli::{Cli, Command, ConfigAction};
 use maptrace::exit;
+use maptrace::palette::Palette;
 use std::io::{self, BufWriter};
 use std::process::ExitCode;
 
@@ -18,11 +19,13 @@ fn run(cli: Cli) -> Result<u8> {
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
     let source = cli.source.as_deref();
+    // Decided once, for the outputs people read; the others take none.
+    let palette = Palette::for_stdout(cli.color.into());
     match &cli.command {
-        Command::Demo(a) => cmd::demo::run(source, a, &mut out),
-        Command::Stream(a) => cmd::stream::run(source, a, &mut out),
+        Command::Demo(a) => cmd::demo::run(source, a, &palette, &mut out),
+        Command::Stream(a) => cmd::stream::run(source, a, &palette, &mut out),
         Command::Record(a) => cmd::record::run(source, a),
-        Command::Report(a) => cmd::report::run(source, a, &mut out),
+        Command::Report(a) => cmd::report::run(source, a, &palette, &mut out),
         Command::Stats(a) => cmd::stats::run(source, a, &mut out),
         Command::Info(a) => cmd::info::run(a, &mut out),
         Command::Config {
@@ -35,6 +38,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Heatmap(a) => cmd::heatmap::run(source, a, &mut out),
         Command::Schema(a) => cmd::schema::run(a, &mut out),
         Command::Completions(a) => cmd::completions::run(a, &mut out),
+        Command::Man(a) => cmd::man::run(a, &mut out),
     }
 }
 

@@ -7,6 +7,7 @@ use crate::contract::{SCHEMA_NAME, SCHEMA_VERSION};
 use crate::json::{
     Cursor, DigitsMemo, WINDOW, Window, escaped_max, push_str, push_u64, push_u64_str,
 };
+use crate::palette::{Palette, push_styled};
 use crate::pipeline::{Ev, Item, Loss, Totals};
 use crate::text::{mark_name, prot_str, push_secs, push_shown, shown};
 use crate::wallclock::{Anchor, rfc3339_micros};
@@ -600,6 +601,9 @@ pub fn summary_json(out: &mut Vec<u8>, t: &Totals) {
 /// of a capacity check growing the buffer mid-line.
 const TABLE_LINE_RESERVE: usize = 192;
 
+/// Width of the table's KIND column.
+const KIND_WIDTH: usize = 10;
+
 /// Width of the table's detail column.
 const DETAIL_WIDTH: usize = 44;
 
@@ -617,6 +621,14 @@ pub fn table_header(wall: bool) -> &'static str {
     } else {
         TABLE_HEADER
     }
+}
+
+/// Writes the column titles (relative times, or UTC when `wall`) in the
+/// palette's heading style.
+pub fn write_table_header(w: &mut impl Write, wall: bool, palette: &Palette) -> io::Result<()> {
+    let h = palette.heading;
+    let title = table_header(wall).trim_end_matches('\n');
+    writeln!(w, "{h}{title}{h:#}")
 }
 
 /// Width of the COMM column (a longer name is cut).
@@ -800,6 +812,13 @@ pub fn event_line(out: &mut Vec<u8>, ev: &Ev) {
 /// [`event_line`], the time as UTC when `wall` is given (under
 /// [`TABLE_HEADER_WALL`]).
 pub fn event_line_at(out: &mut Vec<u8>, ev: &Ev, wall: Option<&Anchor>) {
+    event_line_styled(out, ev, wall, &Palette::PLAIN);
+}
+
+/// [`event_line_at`], the kind in the palette's colour for it (escapes
+/// outside the column's padding, so columns still line up).
+#[inline]
+pub fn event_line_styled(out: &mut Vec<u8>, ev: &Ev, wall: Option<&Anchor>, palette: &Palette) {
     let r = &ev.rec;
     out.reserve(TABLE_LINE_RESERVE + ev.path.as_ref().map_or(0, |p| p.text.len()));
     if let Some(a) = wall {
@@ -829,7 +848,9 @@ pub fn event_line_at(out: &mut Vec<u8>, ev: &Ev, wall: Option<&Anchor>) {
         .map_or(Cow::Borrowed("-"), |c| shown(&c.text));
     left(out, cut_to(&comm, COMM_WIDTH).as_bytes(), COMM_WIDTH);
     out.push(b' ');
-    left(out, r.kind.name().as_bytes(), 10);
+    let kind = r.kind.name().as_bytes();
+    push_styled(out, palette.kind(r.kind), kind);
+    out.resize(out.len() + KIND_WIDTH.saturating_sub(kind.len()), b' ');
     let counts = match &r.event {
         Event::Mmap { counts, .. }
         | Event::Pagein { counts, .. }
@@ -898,9 +919,16 @@ pub fn item_line(w: &mut Vec<u8>, item: &Item) {
 
 /// [`item_line`], event times as UTC when `wall` is given.
 pub fn item_line_at(w: &mut Vec<u8>, item: &Item, wall: Option<&Anchor>) {
+    item_line_styled(w, item, wall, &Palette::PLAIN);
+}
+
+/// [`item_line_at`] in `palette`'s colours: a loss, a gap or corruption
+/// in the loss style, a reload as a notice.
+pub fn item_line_styled(w: &mut Vec<u8>, item: &Item, wall: Option<&Anchor>, palette: &Palette) {
+    let (l, n) = (palette.loss, palette.notice);
     let _ = match item {
         Item::Event(ev) => {
-            event_line_at(w, ev, wall);
+            event_line_styled(w, ev, wall, palette);
             Ok(())
         }
         Item::Loss(Loss::Dropped {
@@ -910,52 +938,62 @@ pub fn item_line_at(w: &mut Vec<u8>, item: &Item, wall: Option<&Anchor>) {
         }) => {
             writeln!(
                 w,
-                "!! LOST {count} records on shard {shard} at the end of the stream (the kext's ring was full)"
+                "{l}!! LOST {count} records on shard {shard} at the end of the stream (the kext's ring was full){l:#}"
             )
         }
         Item::Loss(Loss::Dropped { shard, count, .. }) => {
             writeln!(
                 w,
-                "!! LOST {count} records on shard {shard} here (the kext's ring was full)"
+                "{l}!! LOST {count} records on shard {shard} here (the kext's ring was full){l:#}"
             )
         }
         Item::Loss(Loss::Gap { shard, slots }) => {
             writeln!(
                 w,
-                "!! GAP on shard {shard}: {slots} slots never reached this reader (another reader, or lost)"
+                "{l}!! GAP on shard {shard}: {slots} slots never reached this reader (another reader, or lost){l:#}"
             )
         }
-        Item::Corrupt(msg) => writeln!(w, "!! CORRUPT: {msg}"),
+        Item::Corrupt(msg) => writeln!(w, "{l}!! CORRUPT: {msg}{l:#}"),
         Item::Reload { generation } => writeln!(
             w,
-            "-- kext reloaded (generation {generation:#x}); vnode ids start over"
+            "{n}-- kext reloaded (generation {generation:#x}); vnode ids start over{n:#}"
         ),
     };
 }
 
 /// Writes the closing summary of a table stream.
 pub fn summary_row(w: &mut impl Write, t: &Totals) -> io::Result<()> {
+    summary_row_styled(w, t, &Palette::PLAIN)
+}
+
+/// [`summary_row`] in `palette`'s colours: each loss in the loss style,
+/// "nothing lost" in the ok style.
+pub fn summary_row_styled(w: &mut impl Write, t: &Totals, palette: &Palette) -> io::Result<()> {
+    let (l, ok) = (palette.loss, palette.ok);
     let mut line = format!("-- {} events in {} batches", t.events, t.batches);
     if let Some(shown) = t.shown {
         line.push_str(&format!(" ({shown} shown by the filters)"));
     }
     if t.dropped > 0 {
-        line.push_str(&format!(", {} LOST (dropped by the kext)", t.dropped));
+        line.push_str(&format!(
+            ", {l}{} LOST{l:#} (dropped by the kext)",
+            t.dropped
+        ));
     }
     if t.gap_slots > 0 {
-        line.push_str(&format!(", {} slots skipped (gaps)", t.gap_slots));
+        line.push_str(&format!(", {l}{} slots skipped{l:#} (gaps)", t.gap_slots));
     }
     if t.corrupt > 0 {
-        line.push_str(&format!(", {} CORRUPT parts", t.corrupt));
+        line.push_str(&format!(", {l}{} CORRUPT parts{l:#}", t.corrupt));
     }
     if t.cut_bytes > 0 {
         line.push_str(&format!(
-            ", recording CUT OFF ({} bytes of its last frame unread)",
+            ", {l}recording CUT OFF{l:#} ({} bytes of its last frame unread)",
             t.cut_bytes
         ));
     }
     if !t.lossy() && t.corrupt == 0 {
-        line.push_str(", nothing lost");
+        line.push_str(&format!(", {ok}nothing lost{ok:#}"));
     }
     writeln!(w, "{line}")
 }

@@ -26,6 +26,7 @@ pub use latency::Latency;
 pub use sort::{SortKey, View};
 pub use summary::Summary;
 
+use crate::palette::Palette;
 use crate::pipeline::{Item, Totals};
 use crate::text::{secs, shown};
 use crate::wallclock::{Anchor, shown_time};
@@ -1305,14 +1306,21 @@ fn opt_num(n: Option<u16>) -> String {
 /// Writes the report as text for people: the summary, then each file, the
 /// suspects, the processes and the totals.
 pub fn write_human(w: &mut impl Write, r: &Report) -> io::Result<()> {
+    write_human_styled(w, r, &Palette::PLAIN)
+}
+
+/// [`write_human`] in `palette`'s colours: headings in bold, losses in
+/// the loss style, HELD verdicts and suspects in the suspect style.
+pub fn write_human_styled(w: &mut impl Write, r: &Report, palette: &Palette) -> io::Result<()> {
     let t = &r.totals;
     let wall = r.summary.clock_anchor.as_ref();
-    summary::write_summary(w, r)?;
+    let (h, sus) = (palette.heading, palette.suspect);
+    summary::write_summary(w, r, palette)?;
     for f in &r.files {
         writeln!(w)?;
         writeln!(
             w,
-            "FILE {}  (vnode {})",
+            "{h}FILE {}{h:#}  (vnode {})",
             shown(f.path.as_deref().unwrap_or("<path unknown>")),
             f.vnode
         )?;
@@ -1330,14 +1338,18 @@ pub fn write_human(w: &mut impl Write, r: &Report) -> io::Result<()> {
                 e.mmap_calls,
                 e.exec_maps
             )?;
+            let v = match e.verdict {
+                Verdict::Held => sus,
+                _ => anstyle::Style::new(),
+            };
             let balance = match (e.usecount_before, e.usecount_at_unmap) {
                 (Some(b), Some(u)) => format!(
-                    "usecount {b} before first map, {u} at last unmap ({} without the mapping ref): {}",
+                    "usecount {b} before first map, {u} at last unmap ({} without the mapping ref): {v}{}{v:#}",
                     i32::from(u) - 1,
                     verdict_word(e.verdict)
                 ),
                 _ => format!(
-                    "usecount {} before first map, {} at last unmap: {}",
+                    "usecount {} before first map, {} at last unmap: {v}{}{v:#}",
                     opt_num(e.usecount_before),
                     opt_num(e.usecount_at_unmap),
                     verdict_word(e.verdict)
@@ -1381,7 +1393,7 @@ pub fn write_human(w: &mut impl Write, r: &Report) -> io::Result<()> {
             )?,
             (n, held) => writeln!(
                 w,
-                "  ({n} more epochs before the last, not listed: {held} of them held a reference no later epoch returned)"
+                "  ({n} more epochs before the last, not listed: {sus}{held} of them held a reference{sus:#} no later epoch returned)"
             )?,
         }
         let p = &f.pageins;
@@ -1430,13 +1442,13 @@ pub fn write_human(w: &mut impl Write, r: &Report) -> io::Result<()> {
     }
     writeln!(w)?;
     if r.leak_suspects.is_empty() {
-        writeln!(w, "LEAK SUSPECTS: none")?;
+        writeln!(w, "{h}LEAK SUSPECTS: none{h:#}")?;
     } else {
-        writeln!(w, "LEAK SUSPECTS: {}", r.leak_suspects.len())?;
+        writeln!(w, "{sus}LEAK SUSPECTS: {}{sus:#}", r.leak_suspects.len())?;
         for s in &r.leak_suspects {
             writeln!(
                 w,
-                "  {} [{}] {}",
+                "  {sus}{}{sus:#} [{}] {}",
                 shown(s.path.as_deref().unwrap_or(&s.vnode)),
                 s.reason,
                 s.detail
@@ -1444,7 +1456,7 @@ pub fn write_human(w: &mut impl Write, r: &Report) -> io::Result<()> {
         }
     }
     writeln!(w)?;
-    writeln!(w, "PROCESSES")?;
+    writeln!(w, "{h}PROCESSES{h:#}")?;
     for p in &r.processes {
         writeln!(
             w,
@@ -1460,7 +1472,7 @@ pub fn write_human(w: &mut impl Write, r: &Report) -> io::Result<()> {
         )?;
     }
     writeln!(w)?;
-    summary::write_totals(w, t)
+    summary::write_totals(w, t, palette)
 }
 
 /// The cut of a recording, said in a losses line.

@@ -1357,3 +1357,71 @@ fn completions_are_scripts_the_shells_take() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("possible values: bash"));
 }
+
+/// `man` prints a roff page titled maptrace that lists every command, and
+/// each command's own page; groff reads them without a warning.
+#[test]
+fn man_prints_a_page_listing_every_command() {
+    let out = maptrace().arg("man").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let page = String::from_utf8(out.stdout).unwrap();
+    // After roff's preamble (the `\*(Aq` apostrophe), the title.
+    let first = page
+        .lines()
+        .find(|l| !l.starts_with(".ie ") && !l.starts_with(".el "))
+        .unwrap();
+    assert!(first.starts_with(".TH maptrace 1 "), "{first}");
+    for command in [
+        "demo",
+        "stream",
+        "record",
+        "report",
+        "stats",
+        "info",
+        "config",
+        "export",
+        "heatmap",
+        "schema",
+        "completions",
+        "man",
+    ] {
+        assert!(
+            page.contains(&format!("maptrace\\-{command}(1)")),
+            "{command} not listed"
+        );
+    }
+    assert!(page.contains("MAPTRACE_SOURCE"), "the environment");
+    assert!(page.contains("Exit status"), "the after-help text");
+    let stream = maptrace().args(["man", "stream"]).output().unwrap();
+    assert_eq!(stream.status.code(), Some(0));
+    let stream = String::from_utf8(stream.stdout).unwrap();
+    assert!(stream.contains(".TH maptrace-stream 1 "), "{stream}");
+    assert!(stream.contains("\\-\\-no\\-summary"), "{stream}");
+    let bad = maptrace().args(["man", "nope"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no command `nope`"));
+    // groff, where installed, formats them with every warning on and none.
+    for roff in [&page, &stream] {
+        let Ok(mut groff) = std::process::Command::new("groff")
+            .args(["-man", "-Tutf8", "-ww", "-z"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+        else {
+            return;
+        };
+        use std::io::Write;
+        groff
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(roff.as_bytes())
+            .unwrap();
+        let checked = groff.wait_with_output().unwrap();
+        assert!(
+            checked.status.success() && checked.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&checked.stderr)
+        );
+    }
+}

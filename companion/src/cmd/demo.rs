@@ -5,6 +5,7 @@ use super::read::for_each_batch;
 use crate::cli::{DemoArgs, Limit};
 use anyhow::Result;
 use maptrace::output;
+use maptrace::palette::Palette;
 use maptrace::pipeline::{Item, Loss, Totals};
 use maptrace::report;
 use std::io::Write;
@@ -49,19 +50,26 @@ impl Losses {
     }
 
     /// The demo's last line: the exact count and where.
-    fn closing_line(&self, t: &Totals) -> String {
+    fn closing_line(&self, t: &Totals, palette: &Palette) -> String {
         if t.dropped == 0 && t.gap_slots == 0 {
-            return "lost: nothing".into();
+            let ok = palette.ok;
+            return format!("lost: {ok}nothing{ok:#}");
         }
-        let mut line = format!("lost: exactly {} records", t.dropped);
+        let l = palette.loss;
+        let mut line = format!("lost: {l}exactly {} records", t.dropped);
         if t.gap_slots > 0 {
             line.push_str(&format!(" and {} slots", t.gap_slots));
         }
-        format!("{line}: {}", self.places.join("; "))
+        format!("{line}{l:#}: {}", self.places.join("; "))
     }
 }
 
-pub fn run(source: Option<&str>, a: &DemoArgs, mut out: &mut impl Write) -> Result<u8> {
+pub fn run(
+    source: Option<&str>,
+    a: &DemoArgs,
+    palette: &Palette,
+    mut out: &mut impl Write,
+) -> Result<u8> {
     if let Some(s) = source {
         eprintln!(
             "maptrace: note: demo always runs its workload on the simulator (--scenario FILE for \
@@ -76,7 +84,7 @@ pub fn run(source: Option<&str>, a: &DemoArgs, mut out: &mut impl Write) -> Resu
     let limit = Limit { duration: None };
     if !quiet {
         out.write_all(KEY.as_bytes())?;
-        out.write_all(output::TABLE_HEADER.as_bytes())?;
+        output::write_table_header(&mut out, false, palette)?;
     }
     let mut line = Vec::with_capacity(1 << 16);
     let mut chapter: Option<String> = None;
@@ -88,7 +96,8 @@ pub fn run(source: Option<&str>, a: &DemoArgs, mut out: &mut impl Write) -> Resu
         // simulator runs the demo in lockstep with this reader).
         while let Some(c) = chapters.take() {
             if !quiet {
-                writeln!(line, "\n== {c}")?;
+                let h = palette.heading;
+                writeln!(line, "\n{h}== {c}{h:#}")?;
             }
             chapter = Some(c);
         }
@@ -98,7 +107,7 @@ pub fn run(source: Option<&str>, a: &DemoArgs, mut out: &mut impl Write) -> Resu
             if let Item::Event(ev) = item {
                 last_ns = Some(ev.rec.timestamp_ns);
             }
-            output::item_line(&mut line, item);
+            output::item_line_styled(&mut line, item, None, palette);
         }
         if !quiet {
             out.write_all(&line)?;
@@ -107,14 +116,14 @@ pub fn run(source: Option<&str>, a: &DemoArgs, mut out: &mut impl Write) -> Resu
         Ok(())
     })?;
     if !quiet {
-        output::summary_row(&mut out, &totals)?;
+        output::summary_row_styled(&mut out, &totals, palette)?;
         writeln!(out)?;
     }
     let mut r = b.finish(&totals);
     report::sort::apply(&mut r, &report::View::default());
-    report::write_human(&mut out, &r)?;
+    report::write_human_styled(&mut out, &r, palette)?;
     writeln!(out)?;
-    writeln!(out, "{}", losses.closing_line(&totals))?;
+    writeln!(out, "{}", losses.closing_line(&totals, palette))?;
     out.flush()?;
     Ok(demo_status(a, &totals))
 }

@@ -7,6 +7,7 @@ pub mod demo;
 pub mod export;
 pub mod heatmap;
 pub mod info;
+pub mod man;
 mod read;
 pub mod record;
 pub mod report;

@@ -5,6 +5,7 @@ use super::read::{observe_each, warn_losses};
 use super::source::{open_source, wall_anchor};
 use crate::cli::{Bound, ReportArgs, ReportFormat, usage_error};
 use anyhow::Result;
+use maptrace::palette::Palette;
 use maptrace::report::{self, Filter, View};
 use maptrace::source::Source;
 use maptrace::{csv_rows, exit};
@@ -61,7 +62,13 @@ fn view(a: &ReportArgs) -> View {
     View { sort: a.sort, top }
 }
 
-pub fn run(source: Option<&str>, a: &ReportArgs, mut out: &mut impl Write) -> Result<u8> {
+/// `palette` colours the text only: JSON and CSV never take colour.
+pub fn run(
+    source: Option<&str>,
+    a: &ReportArgs,
+    palette: &Palette,
+    mut out: &mut impl Write,
+) -> Result<u8> {
     let mut src = open_source(source, a.input.as_deref())?;
     let filter = filter(a, src.as_ref());
     let wall = wall_anchor(src.as_ref(), a.time)?;
@@ -81,7 +88,7 @@ pub fn run(source: Option<&str>, a: &ReportArgs, mut out: &mut impl Write) -> Re
             writeln!(out)?;
         }
         ReportFormat::Csv => csv_rows::report_csv(&mut out, &r)?,
-        ReportFormat::Text => report::write_human(&mut out, &r)?,
+        ReportFormat::Text => report::write_human_styled(&mut out, &r, palette)?,
     }
     out.flush()?;
     warn_losses(&totals);

@@ -6,17 +6,25 @@ use crate::cli::{StreamArgs, StreamFormat};
 use anyhow::Result;
 use maptrace::csv_rows::StreamCsv;
 use maptrace::output;
+use maptrace::palette::Palette;
 use maptrace::pipeline::{Filter, Item, Totals};
 use maptrace::source::Source;
 use maptrace::wallclock::Anchor;
 use std::io::Write;
 
-pub fn run(source: Option<&str>, a: &StreamArgs, out: &mut impl Write) -> Result<u8> {
+/// `palette` colours the table only: JSON and CSV never take colour.
+pub fn run(
+    source: Option<&str>,
+    a: &StreamArgs,
+    palette: &Palette,
+    out: &mut impl Write,
+) -> Result<u8> {
     let mut src = open_source(source, a.input.as_deref())?;
     let wall = wall_anchor(src.as_ref(), a.time)?;
     let t = match a.format() {
         StreamFormat::Csv => stream_csv(src.as_mut(), a, wall, out)?,
-        format => stream(src.as_mut(), a, format == StreamFormat::Json, wall, out)?,
+        StreamFormat::Json => stream(src.as_mut(), a, None, wall, out)?,
+        StreamFormat::Table => stream(src.as_mut(), a, Some(palette), wall, out)?,
     };
     Ok(t.exit_status())
 }
@@ -65,13 +73,16 @@ impl Shown {
     }
 }
 
+/// JSON lines, or the table in `table`'s palette.
 fn stream(
     src: &mut dyn Source,
     a: &StreamArgs,
-    json: bool,
+    table: Option<&Palette>,
     wall: Option<Anchor>,
     out: &mut impl Write,
 ) -> Result<Totals> {
+    let json = table.is_none();
+    let palette = table.unwrap_or(&Palette::PLAIN);
     let mut shown = Shown::new(a);
     let mut line = Vec::with_capacity(512);
     let mut lines = output::JsonLines::new();
@@ -79,7 +90,7 @@ fn stream(
         lines.header();
         out.write_all(lines.as_bytes())?;
     } else {
-        out.write_all(output::table_header(wall.is_some()).as_bytes())?;
+        output::write_table_header(out, wall.is_some(), palette)?;
     }
     let live = src.is_live();
     lines.clear();
@@ -89,7 +100,7 @@ fn stream(
         match item {
             Some(item) if !shown.admits(item) => {}
             Some(item) if json => lines.item_at(item, wall.as_ref()),
-            Some(item) => output::item_line_at(&mut line, item, wall.as_ref()),
+            Some(item) => output::item_line_styled(&mut line, item, wall.as_ref(), palette),
             None => {
                 if json {
                     out.write_all(lines.as_bytes())?;
@@ -113,7 +124,7 @@ fn stream(
             lines.summary(&totals);
             out.write_all(lines.as_bytes())?;
         } else {
-            output::summary_row(out, &totals)?;
+            output::summary_row_styled(out, &totals, palette)?;
         }
     }
     out.flush()?;

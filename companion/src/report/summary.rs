@@ -4,6 +4,7 @@
 use super::latency::{Latency, human_ns};
 use super::sort::SortKey;
 use super::{Report, ReportTotals};
+use crate::palette::Palette;
 use crate::wallclock::{Anchor, shown_time};
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -71,19 +72,19 @@ fn span(s: &Summary) -> String {
     }
 }
 
-fn losses(t: &ReportTotals) -> String {
+fn losses(t: &ReportTotals, palette: &Palette) -> String {
+    let (verdict, style) = if t.incomplete {
+        ("INCOMPLETE", palette.loss)
+    } else {
+        ("nothing lost", palette.ok)
+    };
     format!(
-        "dropped {}, gap slots {}, corrupt {}, unpaired mmap(2) checks {}{}{}",
+        "dropped {}, gap slots {}, corrupt {}, unpaired mmap(2) checks {}{}  ({style}{verdict}{style:#})",
         t.dropped,
         t.gap_slots,
         t.corrupt,
         t.unpaired_mmap_calls,
         super::cut_note(t.cut_bytes),
-        if t.incomplete {
-            "  (INCOMPLETE)"
-        } else {
-            "  (nothing lost)"
-        }
     )
 }
 
@@ -99,11 +100,12 @@ pub fn latency_line(l: &Latency) -> String {
 }
 
 /// Writes the summary block.
-pub fn write_summary(w: &mut impl Write, r: &Report) -> io::Result<()> {
+pub fn write_summary(w: &mut impl Write, r: &Report, palette: &Palette) -> io::Result<()> {
     let (s, t) = (&r.summary, &r.totals);
+    let (h, l, sus) = (palette.heading, palette.loss, palette.suspect);
     writeln!(
         w,
-        "maptrace report: {} events, {} files, {} processes{}",
+        "{h}maptrace report:{h:#} {} events, {} files, {} processes{}",
         t.events,
         s.files,
         s.processes,
@@ -112,7 +114,7 @@ pub fn write_summary(w: &mut impl Write, r: &Report) -> io::Result<()> {
     if t.incomplete {
         writeln!(
             w,
-            "!! INCOMPLETE: {} records dropped, {} slots skipped, {} corrupt parts{}; counts below may miss events",
+            "{l}!! INCOMPLETE: {} records dropped, {} slots skipped, {} corrupt parts{}; counts below may miss events{l:#}",
             t.dropped,
             t.gap_slots,
             t.corrupt,
@@ -120,13 +122,13 @@ pub fn write_summary(w: &mut impl Write, r: &Report) -> io::Result<()> {
         )?;
     }
     writeln!(w, "  time      {}", span(s))?;
-    writeln!(w, "  losses    {}", losses(t))?;
+    writeln!(w, "  losses    {}", losses(t, palette))?;
     writeln!(
         w,
         "  suspects  {}",
         match s.suspects {
             0 => "none".to_string(),
-            n => format!("{n} (LEAK SUSPECTS below)"),
+            n => format!("{sus}{n}{sus:#} (LEAK SUSPECTS below)"),
         }
     )?;
     match &s.latency {
@@ -147,16 +149,17 @@ pub fn write_summary(w: &mut impl Write, r: &Report) -> io::Result<()> {
 }
 
 /// Writes the closing totals and losses lines.
-pub fn write_totals(w: &mut impl Write, t: &ReportTotals) -> io::Result<()> {
+pub fn write_totals(w: &mut impl Write, t: &ReportTotals, palette: &Palette) -> io::Result<()> {
+    let h = palette.heading;
     let kinds: Vec<String> = t.by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
     writeln!(
         w,
-        "TOTALS  {} batches, {} events: {}",
+        "{h}TOTALS{h:#}  {} batches, {} events: {}",
         t.batches,
         t.events,
         kinds.join(", ")
     )?;
-    writeln!(w, "LOSSES  {}", losses(t))?;
+    writeln!(w, "{h}LOSSES{h:#}  {}", losses(t, palette))?;
     if t.folded_events > 0 {
         writeln!(
             w,

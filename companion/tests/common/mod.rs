@@ -11,10 +11,13 @@ use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
 use tempfile::TempDir;
 
-/// The `maptrace` binary, deaf to a `MAPTRACE_SOURCE` of the caller's.
+/// The `maptrace` binary, deaf to a `MAPTRACE_SOURCE` of the caller's and
+/// to their colour settings (`CLICOLOR_FORCE` would colour a piped table).
 pub fn maptrace() -> assert_cmd::Command {
     let mut c = assert_cmd::Command::cargo_bin("maptrace").unwrap();
-    c.env_remove("MAPTRACE_SOURCE");
+    for var in ["MAPTRACE_SOURCE", "NO_COLOR", "CLICOLOR", "CLICOLOR_FORCE"] {
+        c.env_remove(var);
+    }
     c
 }
 

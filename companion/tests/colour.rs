@@ -1,0 +1,176 @@
+//! Colour: only in the outputs people read (the stream's table, the
+//! report's text), only when `--color always` asks or, by default, when
+//! stdout is a terminal and `NO_COLOR` is not set; never in JSON or CSV.
+//! The tests run the binary with stdout piped, as a pipeline would.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use tempfile::TempDir;
+
+/// The start of every ANSI escape the palette writes (CSI).
+const CSI: &str = "\u{1b}[";
+
+/// Red and bold, the style of a loss.
+const LOSS: &str = "\u{1b}[1m\u{1b}[31m";
+
+/// Yellow and bold, the style of a held reference and of suspects.
+const SUSPECT: &str = "\u{1b}[1m\u{1b}[33m";
+
+/// stdout of `maptrace ARGS FILE` with `env` set, and the exit status.
+fn run(args: &[&str], file: &Path, env: &[(&str, &str)]) -> (String, i32) {
+    let mut cmd = maptrace();
+    cmd.args(args).arg(file);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        String::from_utf8(out.stdout).unwrap(),
+        out.status.code().unwrap(),
+    )
+}
+
+/// `s` with its styles taken out, as a terminal without colour shows it.
+fn strip(s: &str) -> String {
+    anstream::adapter::strip_str(s).to_string()
+}
+
+#[test]
+fn a_piped_table_has_no_colour_unless_asked() {
+    let dir = TempDir::new().unwrap();
+    let f = fixture(&dir, "lossy.mtr", &lossy_batches(100));
+    let (plain, status) = run(&["stream"], &f, &[]);
+    assert_eq!(status, 3, "{plain}");
+    assert!(plain.contains("!! LOST "), "{plain}");
+    assert!(!plain.contains(CSI), "{plain:?}");
+
+    // Asked for: the loss in red, the same text once the styles are out
+    // (columns still line up), and the same status. `--color` is global.
+    for args in [
+        &["--color", "always", "stream"][..],
+        &["stream", "--color=always"],
+    ] {
+        let (coloured, status) = run(args, &f, &[]);
+        assert_eq!(status, 3);
+        assert!(
+            coloured.contains(&format!("{LOSS}!! LOST ")),
+            "{coloured:?}"
+        );
+        assert_eq!(strip(&coloured), plain);
+    }
+
+    // CLICOLOR_FORCE colours a pipe by default (`| less -R`), and a
+    // non-empty NO_COLOR wins over it; an empty NO_COLOR is no request.
+    let forced = run(&["stream"], &f, &[("CLICOLOR_FORCE", "1")]).0;
+    assert!(forced.contains(LOSS), "{forced:?}");
+    let empty_no_colour = [("CLICOLOR_FORCE", "1"), ("NO_COLOR", "")];
+    assert!(run(&["stream"], &f, &empty_no_colour).0.contains(LOSS));
+    for env in [
+        &[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")][..],
+        &[("NO_COLOR", "1")],
+    ] {
+        let (out, _) = run(&["stream"], &f, env);
+        assert_eq!(out, plain, "{env:?}");
+    }
+    // `never` overrides the environment; `always` overrides NO_COLOR (an
+    // explicit flag beats a default, as no-color.org asks).
+    let never = run(
+        &["--color", "never", "stream"],
+        &f,
+        &[("CLICOLOR_FORCE", "1")],
+    );
+    assert_eq!(never.0, plain);
+    let always = run(&["--color", "always", "stream"], &f, &[("NO_COLOR", "1")]);
+    assert!(always.0.contains(LOSS));
+}
+
+#[test]
+fn the_table_colours_kinds_and_its_header_but_keeps_its_columns() {
+    let dir = TempDir::new().unwrap();
+    let f = fixture(&dir, "life.mtr", &lifecycle_batches());
+    let plain = run(&["stream"], &f, &[]).0;
+    let coloured = run(&["--color", "always", "stream"], &f, &[]).0;
+    assert_eq!(strip(&coloured), plain);
+    let header = coloured.lines().next().unwrap();
+    assert!(header.starts_with("\u{1b}[1m") && header.contains("TIME(s)"));
+    // Each lifecycle kind in its own colour, padding outside the style.
+    for kind in ["mmap", "pagein", "mnomap"] {
+        let styled = coloured
+            .lines()
+            .find_map(|l| {
+                let at = l.find(&format!("{kind}\u{1b}[0m "))?;
+                l[..at].rfind(CSI).map(|s| &l[s..at])
+            })
+            .unwrap_or_else(|| panic!("{kind} not styled: {coloured:?}"));
+        assert!(styled.ends_with('m'), "{styled:?}");
+    }
+}
+
+#[test]
+fn json_and_csv_never_take_colour() {
+    let dir = TempDir::new().unwrap();
+    let lossy = fixture(&dir, "lossy.mtr", &lossy_batches(100));
+    let life = fixture(&dir, "life.mtr", &lifecycle_batches());
+    let force = [("CLICOLOR_FORCE", "1")];
+    for (args, f) in [
+        (&["stream", "--json"][..], &lossy),
+        (&["stream", "--format", "json"], &lossy),
+        (&["stream", "--format", "csv"], &lossy),
+        (&["report", "--json"], &life),
+        (&["report", "--format", "csv"], &life),
+        (&["export"], &life),
+        (&["info", "--json"], &lossy),
+    ] {
+        for color in ["--color=always", "--color=auto"] {
+            let mut all = vec![color];
+            all.extend_from_slice(args);
+            let (out, _) = run(&all, f, &force);
+            assert!(!out.is_empty(), "{all:?}");
+            assert!(!out.contains('\u{1b}'), "{all:?}: {out:?}");
+        }
+    }
+}
+
+#[test]
+fn the_report_marks_held_references_and_suspects() {
+    let dir = TempDir::new().unwrap();
+    let f = fixture(&dir, "life.mtr", &lifecycle_batches());
+    let (plain, status) = run(&["report"], &f, &[]);
+    assert!(!plain.contains(CSI), "{plain:?}");
+    let (coloured, status_coloured) = run(&["--color", "always", "report"], &f, &[]);
+    assert_eq!((status, status_coloured), (0, 0));
+    assert_eq!(strip(&coloured), plain);
+    assert!(coloured.contains(&format!("{SUSPECT}HELD")), "{coloured:?}");
+    assert!(
+        coloured.contains(&format!("{SUSPECT}LEAK SUSPECTS: 2")),
+        "{coloured:?}"
+    );
+    // Headings in bold.
+    assert!(coloured.contains("\u{1b}[1mPROCESSES"), "{coloured:?}");
+
+    // A lossy report says INCOMPLETE in the colour of a loss.
+    let lossy = fixture(&dir, "lossy.mtr", &lossy_batches(100));
+    let (plain, _) = run(&["report"], &lossy, &[]);
+    let (coloured, _) = run(&["report", "--color", "always"], &lossy, &[]);
+    assert_eq!(strip(&coloured), plain);
+    assert!(
+        coloured.contains(&format!("{LOSS}!! INCOMPLETE")),
+        "{coloured:?}"
+    );
+}
+
+#[test]
+fn a_colour_choice_is_one_of_three() {
+    let out = maptrace()
+        .args(["--color", "sometimes", "stream"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("possible values: auto, always, never"),
+        "{err}"
+    );
+}
