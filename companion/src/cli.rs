@@ -391,7 +391,9 @@ pub struct StreamArgs {
     /// Only files at or under this path, by whole components (/data/a: not /data/ab).
     #[arg(long, value_name = "PREFIX")]
     pub path: Option<String>,
-    /// Only these kinds, comma-separated: mmap,pagein,mnomap,file_mmap,path,mark.
+    /// Only these kinds, comma-separated (mmap,pagein,mnomap,file_mmap,open,close,path,proc,mark),
+    /// or all. The table leaves out path and proc rows unless named here: each row names its file
+    /// and process.
     #[arg(long, value_name = "LIST", value_parser = pipeline::parse_kinds)]
     pub kind: Option<maptrace_abi::EventMask>,
     /// No closing summary line.

@@ -677,16 +677,21 @@ pub fn path_under(path: &str, prefix: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/'))
 }
 
-/// Parses a comma-separated list of kind names (`mmap,pagein`).
+/// Parses a comma-separated list of kind names (`mmap,pagein`); `all` names
+/// every kind.
 pub fn parse_kinds(list: &str) -> Result<EventMask, String> {
     let mut mask = EventMask::empty();
     for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if name == "all" {
+            mask |= EventMask::all();
+            continue;
+        }
         match EventKind::from_name(name) {
             Some(k) => mask |= k.mask(),
             None => {
                 let known: Vec<_> = EventKind::ALL.iter().map(|k| k.name()).collect();
                 return Err(format!(
-                    "unknown event kind `{name}` (known: {})",
+                    "unknown event kind `{name}` (known: {}, or all)",
                     known.join(", ")
                 ));
             }

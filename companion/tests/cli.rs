@@ -65,6 +65,48 @@ fn stream_table_shows_every_event_with_paths_and_a_clean_summary() {
     }
 }
 
+#[test]
+fn the_table_leaves_out_path_and_proc_rows_unless_asked() {
+    // Each table row names its file and process already; a PATH row before
+    // every map repeated it. JSON keeps every kind.
+    let dir = TempDir::new().unwrap();
+    let f = fixture(&dir, "life.mtr", &lifecycle_batches());
+    let table = |args: &[&str]| -> String {
+        let out = maptrace().args(args).arg(&f).output().unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let kind_rows = |text: &str, kind: &str| {
+        let header = text.lines().next().unwrap();
+        let col = header.find("KIND").unwrap();
+        text.lines()
+            .filter(|l| {
+                l.get(col..)
+                    .is_some_and(|k| k.starts_with(&format!("{kind} ")))
+            })
+            .count()
+    };
+    let plain = table(&["stream"]);
+    assert_eq!(kind_rows(&plain, "path"), 0, "{plain}");
+    assert!(kind_rows(&plain, "mmap") > 0, "{plain}");
+    let last = plain.lines().last().unwrap();
+    assert!(
+        last.starts_with("-- 4 path and proc rows not shown") && last.contains("--kind all"),
+        "{plain}"
+    );
+    let all = table(&["stream", "--kind", "all"]);
+    assert_eq!(kind_rows(&all, "path"), 4, "{all}");
+    assert!(!all.contains("not shown"), "{all}");
+    let (lines, _) = run_json(&["stream", "--json"], &f);
+    assert_eq!(lines.iter().filter(|v| v["kind"] == "path").count(), 4);
+    maptrace()
+        .args(["stream", "--kind", "mmap,everything"])
+        .arg(&f)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("or all"));
+}
+
 /// Keys every event line has, and the extra keys of each kind.
 const COMMON: &[&str] = &[
     "type",

@@ -88,8 +88,9 @@ fn stream_table_and_csv_show_utc_times() {
         .map(|l| l["ts_ns"].as_u64().unwrap())
         .collect();
 
+    // Every kind, so that the rows match the JSON events one to one.
     let out = maptrace()
-        .args(["stream", "--time", "wall"])
+        .args(["stream", "--time", "wall", "--kind", "all"])
         .arg(&f)
         .output()
         .unwrap();

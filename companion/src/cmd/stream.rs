@@ -10,6 +10,7 @@ use maptrace::palette::Palette;
 use maptrace::pipeline::{Filter, Item, Totals};
 use maptrace::source::Source;
 use maptrace::wallclock::Anchor;
+use maptrace_abi::EventMask;
 use std::io::Write;
 
 /// `palette` colours the table only: JSON and CSV never take colour.
@@ -29,28 +30,46 @@ pub fn run(
     Ok(t.exit_status())
 }
 
-fn filter(a: &StreamArgs) -> Filter {
+/// Kinds the table leaves out unless `--kind` names them: each of its rows
+/// already names its file (what a PATH record says) and its process (what
+/// a PROC record says). JSON and CSV keep every kind.
+const TABLE_HIDDEN: EventMask = EventMask::PATH.union(EventMask::PROC);
+
+fn filter(a: &StreamArgs, table: bool) -> Filter {
+    let default = if table {
+        EventMask::all().difference(TABLE_HIDDEN)
+    } else {
+        EventMask::all()
+    };
     Filter {
         pids: a.pid.clone(),
         path_prefix: a.path.clone(),
-        kinds: a.kind.unwrap_or(maptrace_abi::EventMask::all()),
+        kinds: a.kind.unwrap_or(default),
     }
 }
 
 /// What the filter lets through, counted for the summary.
 struct Shown {
     filter: Filter,
-    /// Whether any filter was given (else the summary says nothing of it).
+    /// Whether any filter was given, or the table's default hides kinds
+    /// (else the summary says nothing of it).
     filtering: bool,
+    /// Whether the table hides [`TABLE_HIDDEN`] by default.
+    hides_names: bool,
     events: u64,
+    /// Events of [`TABLE_HIDDEN`] kinds left out by that default.
+    names_hidden: u64,
 }
 
 impl Shown {
-    fn new(a: &StreamArgs) -> Shown {
+    fn new(a: &StreamArgs, table: bool) -> Shown {
+        let hides_names = table && a.kind.is_none();
         Shown {
-            filter: filter(a),
-            filtering: !a.pid.is_empty() || a.path.is_some() || a.kind.is_some(),
+            filter: filter(a, table),
+            filtering: !a.pid.is_empty() || a.path.is_some() || a.kind.is_some() || hides_names,
+            hides_names,
             events: 0,
+            names_hidden: 0,
         }
     }
 
@@ -60,6 +79,8 @@ impl Shown {
             Item::Event(ev) => {
                 let yes = self.filter.accepts(ev);
                 self.events += u64::from(yes);
+                self.names_hidden +=
+                    u64::from(self.hides_names && TABLE_HIDDEN.contains(ev.rec.kind.mask()));
                 yes
             }
             _ => true,
@@ -83,7 +104,7 @@ fn stream(
 ) -> Result<Totals> {
     let json = table.is_none();
     let palette = table.unwrap_or(&Palette::PLAIN);
-    let mut shown = Shown::new(a);
+    let mut shown = Shown::new(a, !json);
     let mut line = Vec::with_capacity(512);
     let mut lines = output::JsonLines::new();
     if json {
@@ -117,6 +138,7 @@ fn stream(
         }
         Ok(())
     })?;
+    let names_hidden = shown.names_hidden;
     let totals = shown.into_totals(totals);
     if !a.no_summary {
         if json {
@@ -125,6 +147,13 @@ fn stream(
             out.write_all(lines.as_bytes())?;
         } else {
             output::summary_row_styled(out, &totals, palette)?;
+            if names_hidden > 0 {
+                writeln!(
+                    out,
+                    "-- {names_hidden} path and proc rows not shown (each row names its file \
+                     and process): --kind all shows them"
+                )?;
+            }
         }
     }
     out.flush()?;
@@ -137,7 +166,7 @@ fn stream_csv(
     wall: Option<Anchor>,
     out: &mut impl Write,
 ) -> Result<Totals> {
-    let mut shown = Shown::new(a);
+    let mut shown = Shown::new(a, false);
     let mut csv = StreamCsv::with_time(&mut *out, wall)?;
     let live = src.is_live();
     let totals = for_each_batch(src, &a.limit, |items| {
