@@ -8,6 +8,7 @@ pub mod csv_rows;
 pub mod heatmap;
 pub mod json;
 pub mod output;
+pub mod pagesize;
 pub mod palette;
 pub mod perfetto;
 pub mod pipeline;
