@@ -51,6 +51,7 @@ fn main() {
         abi_version: maptrace_abi::AbiVersion::CURRENT.field(),
         start_unix_ns: 0,
         start_clock_ns: None,
+        page_size: None,
         host: "rss".into(),
     };
     let mut rec = recording::Writer::new(std::io::sink(), &header).expect("a sink");

@@ -3,11 +3,14 @@
 //!
 //! ```text
 //! header  magic "MAPTRACE" (8) | format u16 | abi u16 | header_len u32
+//!         | start_unix_ns u64 | start_clock_ns u64 | page_size u32   format 5
+//!         | host_len u16 | host (host_len bytes)
+//! header  magic "MAPTRACE" (8) | format u16 | abi u16 | header_len u32
 //!         | start_unix_ns u64 | start_clock_ns u64              format 4
 //!         | host_len u16 | host (host_len bytes)
 //! header  magic "MAPTRACE" (8) | format u16 | abi u16 | header_len u32
 //!         | start_unix_ns u64 | host_len u16 | host              formats 1..=3
-//! frame*  len u32 | len_crc u32 | crc u32 | batch (len bytes)     formats 3, 4
+//! frame*  len u32 | len_crc u32 | crc u32 | batch (len bytes)     formats 3..=5
 //! frame*  len u32 | batch (len bytes)                             formats 1, 2
 //! ```
 //! All integers are little-endian. `len_crc` is the CRC-32 (IEEE, as zlib)
@@ -32,7 +35,13 @@
 //! read at the same moment: an [`Anchor`] that maps each record's time to
 //! UTC (`--time wall`). `u64::MAX` there means no reading was taken (a
 //! recording copied from a format 3 one). Formats 1..=3 have no anchor.
+//!
+//! Since format 5, the header has the VM page size of the machine recorded
+//! on (in bytes; 0: not known), which counts the distinct pages page-ins
+//! touched (16 KiB on Apple silicon, 4 KiB on Intel). Formats 1..=4 have
+//! none: a report counts their pages in 4 KiB and says so.
 
+use crate::pagesize::PageSize;
 use crate::wallclock::Anchor;
 use maptrace_abi::{AbiVersion, raw};
 use std::fs::File;
@@ -42,11 +51,15 @@ use std::path::Path;
 /// The first bytes of every recording.
 pub const MAGIC: [u8; 8] = *b"MAPTRACE";
 /// The format version this build writes (and the newest it reads).
-pub const FORMAT_VERSION: u16 = 4;
+pub const FORMAT_VERSION: u16 = 5;
 /// The first format whose frames carry checksums.
 pub const CHECKSUM_FORMAT: u16 = 3;
 /// The first format whose header carries the kext's clock (an [`Anchor`]).
 pub const ANCHOR_FORMAT: u16 = 4;
+/// The first format whose header carries the page size.
+pub const PAGE_SIZE_FORMAT: u16 = 5;
+/// `page_size` of a format 5 header that does not know it.
+const NO_PAGE_SIZE: u32 = 0;
 /// `start_clock_ns` of a format 4 header without a clock reading.
 const NO_CLOCK: u64 = u64::MAX;
 /// The oldest format version this build reads.
@@ -59,10 +72,15 @@ const MAX_HOST: usize = 255;
 /// abi, header_len.
 const PREAMBLE: usize = 8 + 2 + 2 + 4;
 
+/// Bytes of the longest fixed part of a header.
+const MAX_FIXED_HEADER: usize = PREAMBLE + 8 + 8 + 4 + 2;
+
 /// Bytes of the fixed part of a header of `format`: the preamble, the
-/// start time(s) and `host_len`.
+/// start time(s), the page size and `host_len`.
 const fn fixed_header(format: u16) -> usize {
-    if format >= ANCHOR_FORMAT {
+    if format >= PAGE_SIZE_FORMAT {
+        MAX_FIXED_HEADER
+    } else if format >= ANCHOR_FORMAT {
         PREAMBLE + 8 + 8 + 2
     } else {
         PREAMBLE + 8 + 2
@@ -79,6 +97,9 @@ pub struct Header {
     /// The kext's clock (nanoseconds since boot) read together with
     /// `start_unix_ns`; `None` in formats 1..=3.
     pub start_clock_ns: Option<u64>,
+    /// The VM page size of the machine recorded on; `None` in formats
+    /// 1..=4, or when the source did not say.
+    pub page_size: Option<PageSize>,
     /// The machine it was recorded on.
     pub host: String,
 }
@@ -179,6 +200,10 @@ pub fn encode_header_of(format: u16, h: &Header) -> Vec<u8> {
         // A reading of exactly u64::MAX (585 years after boot) is kept as
         // none: it cannot be told from the marker.
         v.extend_from_slice(&h.start_clock_ns.unwrap_or(NO_CLOCK).to_le_bytes());
+    }
+    if format >= PAGE_SIZE_FORMAT {
+        let page_size = h.page_size.map_or(NO_PAGE_SIZE, PageSize::bytes_u32);
+        v.extend_from_slice(&page_size.to_le_bytes());
     }
     v.extend_from_slice(&(host.len() as u16).to_le_bytes());
     v.extend_from_slice(host);
@@ -406,7 +431,7 @@ impl<R: Read> Reader<R> {
             err,
         };
         // The preamble first: the format says how long the rest is.
-        let mut fixed = [0u8; PREAMBLE + 8 + 8 + 2];
+        let mut fixed = [0u8; MAX_FIXED_HEADER];
         let got = read_full(&mut input, &mut fixed[..PREAMBLE]).map_err(io_err)?;
         if got < MAGIC.len() || fixed[..8] != MAGIC {
             // A short file that is a prefix of the magic is still not ours.
@@ -452,6 +477,23 @@ impl<R: Read> Reader<R> {
         let start_clock_ns = (format >= ANCHOR_FORMAT)
             .then(|| u64_at(PREAMBLE + 8))
             .filter(|&c| c != NO_CLOCK);
+        let page_size =
+            if format >= PAGE_SIZE_FORMAT {
+                let at = PREAMBLE + 8 + 8;
+                match u32::from_le_bytes([fixed[at], fixed[at + 1], fixed[at + 2], fixed[at + 3]]) {
+                    NO_PAGE_SIZE => None,
+                    bytes => Some(PageSize::new(u64::from(bytes)).map_err(|_| {
+                        RecordingError::Corrupt {
+                            path: path.into(),
+                            what: format!(
+                                "page size {bytes} is not a power of two from 4096 to 65536"
+                            ),
+                        }
+                    })?),
+                }
+            } else {
+                None
+            };
         let host_len = usize::from(u16_at(&fixed, fixed_len - 2));
         if host_len > MAX_HOST || header_len != fixed_len + host_len {
             return Err(RecordingError::Corrupt {
@@ -470,6 +512,7 @@ impl<R: Read> Reader<R> {
             abi_version,
             start_unix_ns,
             start_clock_ns,
+            page_size,
             host: String::from_utf8_lossy(&host).into_owned(),
         };
         Ok(Reader {
@@ -645,6 +688,7 @@ mod tests {
             abi_version: raw::MT_ABI_VERSION as u16,
             start_unix_ns: 1_700_000_000_000_000_000,
             start_clock_ns: Some(86_400_123_456_789),
+            page_size: Some(PageSize::SIXTEEN_K),
             host: "mac-mini".into(),
         }
     }
@@ -829,9 +873,57 @@ mod tests {
             ..header()
         };
         let bytes = encode_header(&h);
-        assert_eq!(bytes.len(), 8 + 2 + 2 + 4 + 8 + 8 + 2 + 8);
+        assert_eq!(bytes.len(), 8 + 2 + 2 + 4 + 8 + 8 + 4 + 2 + 8);
         let r = Reader::new(bytes.as_slice(), "t").unwrap();
         assert_eq!((r.header(), r.header().anchor()), (&h, None));
+    }
+
+    #[test]
+    fn the_page_size_round_trips_through_the_header() {
+        for page_size in [Some(PageSize::SIXTEEN_K), Some(PageSize::FOUR_K), None] {
+            let h = Header {
+                page_size,
+                ..header()
+            };
+            let mut bytes = encode_header(&h);
+            bytes.extend_from_slice(&frame_head(1, b"x"));
+            bytes.push(b'x');
+            let (frames, r) = read_all(&bytes).unwrap();
+            assert_eq!(frames, [Frame::Batch(1)]);
+            assert_eq!((r.format(), r.header()), (5, &h));
+        }
+    }
+
+    #[test]
+    fn format_4_is_read_with_its_anchor_and_no_page_size() {
+        let mut bytes = encode_header_of(4, &header());
+        bytes.extend_from_slice(&frame_head(5, b"first"));
+        bytes.extend_from_slice(b"first");
+        let (frames, r) = read_all(&bytes).unwrap();
+        assert_eq!(frames, [Frame::Batch(5)]);
+        assert!(r.checksummed() && r.format() == 4);
+        assert_eq!(r.header().anchor(), header().anchor());
+        assert_eq!(r.header().page_size, None);
+        // Its header is 4 bytes shorter: no page size in it.
+        assert_eq!(
+            encode_header_of(4, &header()).len() + 4,
+            encode_header(&header()).len()
+        );
+    }
+
+    #[test]
+    fn a_header_page_size_that_is_no_page_size_is_corruption() {
+        let at = PREAMBLE + 8 + 8;
+        for bad in [1u32, 2048, 4097, 12288, 1 << 17, u32::MAX] {
+            let mut bytes = encode_header(&header());
+            bytes[at..at + 4].copy_from_slice(&bad.to_le_bytes());
+            let e = Reader::new(bytes.as_slice(), "t").unwrap_err();
+            assert!(
+                matches!(&e, RecordingError::Corrupt { what, .. }
+                    if what.contains(&format!("page size {bad} "))),
+                "{bad}: {e:?}"
+            );
+        }
     }
 
     #[test]
@@ -847,10 +939,11 @@ mod tests {
         let h = r.header();
         assert_eq!(h.start_unix_ns, header().start_unix_ns);
         assert_eq!((h.start_clock_ns, h.anchor()), (None, None));
-        // Its header is 8 bytes shorter: no clock reading in it.
+        assert_eq!(h.page_size, None);
+        // Its header is 8 bytes shorter than format 4's: no clock reading.
         assert_eq!(
             encode_header_of(3, &header()).len() + 8,
-            encode_header(&header()).len()
+            encode_header_of(4, &header()).len()
         );
     }
 

@@ -33,6 +33,7 @@ fn a_cut_recording_is_read_up_to_its_last_whole_frame() {
         abi_version: maptrace_abi::raw::MT_ABI_VERSION as u16,
         start_unix_ns: 0,
         start_clock_ns: None,
+        page_size: Some(maptrace::pagesize::PageSize::FOUR_K),
         host: "fixture".into(),
     })
     .len();
@@ -164,7 +165,7 @@ fn info_describes_a_recording_and_stats_shows_its_closing_counters() {
     let o = run(&["info"], &f);
     let text = String::from_utf8_lossy(&o.stdout);
     for want in [
-        "format     4 (frames checksummed)",
+        "format     5 (frames checksummed)",
         "anchor     kext clock 1.000000s since boot",
         "host       fixture",
         "end        complete",

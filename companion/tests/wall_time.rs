@@ -25,6 +25,7 @@ fn format_3_fixture(dir: &TempDir) -> PathBuf {
             abi_version: maptrace_abi::raw::MT_ABI_VERSION as u16,
             start_unix_ns: FIXTURE_START_UNIX_NS,
             start_clock_ns: None,
+            page_size: None,
             host: "old".into(),
         },
     );
@@ -282,7 +283,7 @@ fn info_shows_the_anchor_or_says_there_is_none() {
         .assert()
         .code(0)
         .stdout(predicate::str::contains(
-            "format     4 (frames checksummed)",
+            "format     5 (frames checksummed)",
         ))
         .stdout(predicate::str::contains(
             "anchor     kext clock 1.000000s since boot at the start",
@@ -346,7 +347,7 @@ fn a_copied_recording_keeps_its_anchor() {
     let copy = dir.path().join("copy3.mtr");
     record_copy(&old, &copy);
     let r = maptrace::recording::Reader::open(&copy).unwrap();
-    assert_eq!((r.format(), r.header().anchor()), (4, None));
+    assert_eq!((r.format(), r.header().anchor()), (5, None));
 }
 
 fn report_paths(r: &Value) -> Vec<String> {

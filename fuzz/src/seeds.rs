@@ -74,6 +74,7 @@ pub fn write_all(dir: &Path) -> std::io::Result<()> {
         abi_version: raw::MT_ABI_VERSION as u16,
         start_unix_ns: 1_700_000_000_000_000_000,
         start_clock_ns: Some(5_000_000_000),
+        page_size: Some(maptrace::pagesize::PageSize::SIXTEEN_K),
         host: "fuzz-seed".into(),
     };
     let mut w = Writer::new(Vec::new(), &header)?;

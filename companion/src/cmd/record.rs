@@ -28,6 +28,7 @@ fn record(src: &mut dyn Source, path: &Path, limit: &Limit, quiet: bool) -> Resu
         abi_version: maptrace_abi::AbiVersion::CURRENT.field(),
         start_unix_ns: anchor.map_or_else(unix_now_ns, |a| a.unix_ns),
         start_clock_ns: anchor.map(|a| a.clock_ns),
+        page_size: None,
         host: gethostname::gethostname().to_string_lossy().into_owned(),
     };
     let mut w = recording::Writer::new(BufWriter::with_capacity(1 << 20, file), &header)?;

@@ -3,6 +3,7 @@
 //! the scenarios the CLI tests read (balanced, leaking, still mapped, lossy).
 #![allow(dead_code, reason = "each test file uses a different subset")]
 
+use maptrace::pagesize::PageSize;
 use maptrace::pipeline::{Item, Pipeline, Totals};
 use maptrace::recording::{Header, Writer};
 use maptrace_abi::raw;
@@ -277,6 +278,8 @@ pub fn write_recording_with_stats(path: &Path, batches: &[Vec<u8>], stats: Optio
         abi_version: raw::MT_ABI_VERSION as u16,
         start_unix_ns: FIXTURE_START_UNIX_NS,
         start_clock_ns: Some(FIXTURE_CLOCK_NS),
+        // The fixtures page in 4 KiB at a time, as an Intel Mac does.
+        page_size: Some(PageSize::FOUR_K),
         host: "fixture".into(),
     };
     let mut w = Writer::new(f, &h).unwrap();
