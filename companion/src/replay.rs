@@ -1,7 +1,8 @@
 //! A recording replayed as a [`Source`] (`--source file:FILE`, or a
 //! command's INPUT argument).
 
-use crate::recording::{Cut, Frame, Header, Reader};
+use crate::pagesize::PageSize;
+use crate::recording::{Cut, Frame, Header, PAGE_SIZE_FORMAT, Reader};
 use crate::source::{Next, Source, SourceError};
 use std::fs::File;
 use std::io::BufReader;
@@ -46,6 +47,16 @@ impl Source for FileSource {
 
     fn anchor(&self) -> Option<crate::wallclock::Anchor> {
         self.reader.header().anchor()
+    }
+
+    fn page_size(&self) -> Result<PageSize, String> {
+        match (self.reader.header().page_size, self.reader.format()) {
+            (Some(size), _) => Ok(size),
+            (None, format) if format < PAGE_SIZE_FORMAT => {
+                Err(format!("recording format {format}"))
+            }
+            (None, _) => Err("the recording does not say".into()),
+        }
     }
 
     fn next_batch(&mut self, buf: &mut Vec<u8>) -> Result<Next, SourceError> {

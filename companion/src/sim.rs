@@ -3,6 +3,7 @@
 //! built-in demo workload on its own threads, and reads events through the
 //! simulated `kern.maptrace.*` sysctls with exactly the logic used on macOS.
 
+use crate::pagesize::PageSize;
 use crate::source::{Next, Source, SourceError};
 use crate::sysctl::{SysErr, Sysctl, SysctlSource};
 use crate::text::shown_path;
@@ -70,6 +71,11 @@ impl Sysctl for SimSysctl {
     fn kext_clock_ns(&mut self) -> Option<u64> {
         let k = self.sim.kernel();
         Some(k.abs_to_ns(k.abs_time()))
+    }
+
+    /// The simulated kernel's `PAGE_SIZE` (16 KiB unless booted as Intel).
+    fn page_size(&mut self) -> Option<PageSize> {
+        PageSize::new(self.sim.config().page_size).ok()
     }
 }
 
@@ -351,6 +357,10 @@ impl Source for SimSource {
 
     fn anchor(&self) -> Option<crate::wallclock::Anchor> {
         self.inner.anchor()
+    }
+
+    fn page_size(&self) -> Result<PageSize, String> {
+        self.inner.page_size()
     }
 
     fn next_batch(&mut self, buf: &mut Vec<u8>) -> Result<Next, SourceError> {

@@ -1,6 +1,7 @@
 //! Where batches come from: one trait over the kext's sysctl, the simulator
 //! and recordings, so every command works the same on each.
 
+use crate::pagesize::PageSize;
 use maptrace_abi::raw;
 use std::time::Duration;
 
@@ -82,6 +83,14 @@ pub trait Source {
     /// it in its header (format 4 on). `None`: no wall-clock times.
     fn anchor(&self) -> Option<crate::wallclock::Anchor> {
         None
+    }
+
+    /// The VM page size of the machine traced, in which page-ins' distinct
+    /// pages are counted: a live source's machine's, or the one a
+    /// recording's header keeps (format 5 on). `Err` says why it is not
+    /// known.
+    fn page_size(&self) -> Result<PageSize, String> {
+        Err(format!("{} does not say", self.describe()))
     }
 
     /// Reads the next batch into `buf` (resized as needed).

@@ -3,6 +3,7 @@
 //! over a [`Sysctl`] trait, with the real `sysctlbyname` on macOS only.
 //! The simulator implements the same trait, so it is read exactly like macOS.
 
+use crate::pagesize::PageSize;
 use crate::source::{Next, Source, SourceError};
 use crate::wallclock::Anchor;
 use maptrace_abi::{AbiVersion, raw};
@@ -48,6 +49,10 @@ pub trait Sysctl {
     /// boot), when this side can read it; `None` leaves the source without
     /// wall-clock times.
     fn kext_clock_ns(&mut self) -> Option<u64> {
+        None
+    }
+    /// The VM page size of the kext's machine, when this side can tell.
+    fn page_size(&mut self) -> Option<PageSize> {
         None
     }
 }
@@ -132,6 +137,7 @@ pub struct SysctlSource<S> {
     label: String,
     abi: u32,
     anchor: Option<Anchor>,
+    page_size: Option<PageSize>,
 }
 
 impl<S: Sysctl> SysctlSource<S> {
@@ -143,11 +149,13 @@ impl<S: Sysctl> SysctlSource<S> {
         // through this one pair (the kext's clock does not jump; the Unix
         // clock may be stepped later, which the mapping then ignores).
         let anchor = Anchor::now(|| api.kext_clock_ns());
+        let page_size = api.page_size();
         Ok(SysctlSource {
             api,
             label: label.into(),
             abi,
             anchor,
+            page_size,
         })
     }
 
@@ -173,6 +181,11 @@ impl<S: Sysctl> Source for SysctlSource<S> {
 
     fn anchor(&self) -> Option<Anchor> {
         self.anchor
+    }
+
+    fn page_size(&self) -> Result<PageSize, String> {
+        self.page_size
+            .ok_or_else(|| format!("{} did not say", self.label))
     }
 
     fn next_batch(&mut self, buf: &mut Vec<u8>) -> Result<Next, SourceError> {
@@ -267,6 +280,22 @@ impl Sysctl for MacSysctl {
     /// osfmk/arm/rtclock.c, osfmk/i386/rtclock.c at xnu-11417.121.6).
     fn kext_clock_ns(&mut self) -> Option<u64> {
         mach_clock_ns()
+    }
+
+    /// `sysconf(_SC_PAGESIZE)`: libsyscall's `vm_page_size`, read from the
+    /// commpage's user page shift (libsyscall/mach/mach_init.c). The kernel
+    /// writes its own `PAGE_SHIFT` there on x86_64 and `SIXTEENK_PAGE_SHIFT`
+    /// on arm64 (osfmk/i386/commpage/commpage.c, osfmk/arm/commpage/
+    /// commpage.c), where its page is 16 KiB too (`ARM_PGSHIFT` 14,
+    /// osfmk/arm64/proc_reg.h); all at xnu-11417.121.6. So a native
+    /// maptrace sees the kernel's page size on both. (An x86_64 build under
+    /// Rosetta runs in a 4 KiB map and would see 4 KiB: `--page-size`.)
+    fn page_size(&mut self) -> Option<PageSize> {
+        // SAFETY: sysconf takes a constant and touches no memory of ours.
+        let bytes = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        u64::try_from(bytes)
+            .ok()
+            .and_then(|b| PageSize::new(b).ok())
     }
 }
 

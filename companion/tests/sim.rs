@@ -7,6 +7,7 @@ mod common;
 
 use common::maptrace;
 
+use maptrace::pagesize::PageSize;
 use maptrace::pipeline::{Ev, Item, Pipeline};
 use maptrace::sim::{SimSource, SimSysctl, Workload};
 use maptrace::source::{Next, Source, SourceError};
@@ -429,6 +430,21 @@ fn recording_the_simulator_replays_identically() {
     let stats = maptrace::control::parse_stats(rd.final_stats().expect("closing stats")).unwrap();
     assert_eq!(stats.shards.iter().map(|s| s.dropped).sum::<u64>(), 0);
     assert!(stats.hook_calls > 0);
+    // The simulated Mac's page size travels with the recording (format 5).
+    assert_eq!(rd.header().page_size, Some(PageSize::SIXTEEN_K));
+}
+
+#[test]
+fn the_simulator_source_says_its_kernels_page_size() {
+    // The simulator models Apple silicon by default: 16 KiB pages.
+    let src = SimSource::open(Workload::Idle).unwrap();
+    assert_eq!(src.page_size(), Ok(PageSize::SIXTEEN_K));
+    // One simulator at a time: this one goes before the next boots.
+    drop(src);
+    // An Intel one: 4 KiB, read through the sysctl side as on a Mac.
+    let cfg = maptrace_sim::Config::for_platform(maptrace_sim::Platform::IntelSsd);
+    let mut api = SimSysctl::new(Arc::new(maptrace_sim::Sim::boot(cfg)), Cred::Root);
+    assert_eq!(api.page_size(), Some(PageSize::FOUR_K));
 }
 
 /// About three seconds of page-ins, one 16K cluster per millisecond.

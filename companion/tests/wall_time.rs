@@ -338,16 +338,22 @@ fn a_copied_recording_keeps_its_anchor() {
         .clone();
     assert_eq!(h.start_unix_ns, FIXTURE_START_UNIX_NS);
     assert_eq!(h.start_clock_ns, Some(FIXTURE_CLOCK_NS));
+    // And its page size.
+    assert_eq!(h.page_size, Some(maptrace::pagesize::PageSize::FOUR_K));
     assert_eq!(
         json_lines(&["stream", "--json", "--time", "wall"], &copy),
         json_lines(&["stream", "--json", "--time", "wall"], &f)
     );
-    // A copy of a format 3 recording has no anchor either; it says so.
+    // A copy of a format 3 recording has no anchor nor page size either;
+    // it says so.
     let old = format_3_fixture(&dir);
     let copy = dir.path().join("copy3.mtr");
     record_copy(&old, &copy);
     let r = maptrace::recording::Reader::open(&copy).unwrap();
-    assert_eq!((r.format(), r.header().anchor()), (5, None));
+    assert_eq!(
+        (r.format(), r.header().anchor(), r.header().page_size),
+        (5, None, None)
+    );
 }
 
 fn report_paths(r: &Value) -> Vec<String> {

@@ -22,13 +22,14 @@ fn record(src: &mut dyn Source, path: &Path, limit: &Limit, quiet: bool) -> Resu
     let file = std::fs::File::create(path)
         .with_context(|| format!("cannot create {}", shown_path(path)))?;
     // The source's anchor (both clocks read when it opened) dates the
-    // recording, so a replay maps each record to UTC as the live stream did.
+    // recording, so a replay maps each record to UTC as the live stream did;
+    // its page size lets a replay count pages as the traced machine does.
     let anchor = src.anchor();
     let header = recording::Header {
         abi_version: maptrace_abi::AbiVersion::CURRENT.field(),
         start_unix_ns: anchor.map_or_else(unix_now_ns, |a| a.unix_ns),
         start_clock_ns: anchor.map(|a| a.clock_ns),
-        page_size: None,
+        page_size: src.page_size().ok(),
         host: gethostname::gethostname().to_string_lossy().into_owned(),
     };
     let mut w = recording::Writer::new(BufWriter::with_capacity(1 << 20, file), &header)?;
