@@ -2,6 +2,7 @@
 //! them. What a command does lives in `cmd/`.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use maptrace::pagesize::PageSize;
 use maptrace::pipeline;
 use maptrace::report::{self, SortKey};
 use std::path::PathBuf;
@@ -201,6 +202,9 @@ pub struct ReportArgs {
     /// Times as seconds since boot (rel) or UTC (wall: needs a live source or a format 4 recording).
     #[arg(long, value_enum, value_name = "rel|wall", default_value_t = TimeArg::Rel)]
     pub time: TimeArg,
+    /// Count distinct pages in pages of BYTES (4096, 16384, 4k, 16k: a power of two from 4k to 64k) rather than the traced machine's page size.
+    #[arg(long, value_name = "BYTES", value_parser = parse_page_size)]
+    pub page_size: Option<PageSize>,
     /// Exit with status 5 when the report lists leak suspects (for CI).
     #[arg(long)]
     pub fail_on_suspects: bool,
@@ -422,6 +426,11 @@ fn parse_glob(s: &str) -> Result<String, String> {
     report::filter::path_glob(s)
         .map(|_| s.to_string())
         .map_err(|e| e.to_string())
+}
+
+fn parse_page_size(s: &str) -> Result<PageSize, String> {
+    s.parse()
+        .map_err(|e: maptrace::pagesize::PageSizeError| e.to_string())
 }
 
 /// A `--since` / `--until` bound.

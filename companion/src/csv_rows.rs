@@ -163,7 +163,9 @@ impl<W: Write> StreamCsv<W> {
 
 /// The report's columns: one row per file and mapped epoch (a file never
 /// mapped in the trace has one row with empty epoch cells); the file's
-/// page-in figures and leak suspicion repeat on each of its rows.
+/// page-in figures and leak suspicion repeat on each of its rows. Columns
+/// added later come last, so a reader by position keeps working: the UTC
+/// times, then the bytes of a page in `distinct_pages`.
 pub const REPORT_COLUMNS: &[&str] = &[
     "vnode",
     "path",
@@ -188,6 +190,7 @@ pub const REPORT_COLUMNS: &[&str] = &[
     "end_time",
     "first_pagein_time",
     "last_pagein_time",
+    "page_size",
 ];
 
 fn opt<T: ToString>(v: Option<T>) -> String {
@@ -219,7 +222,11 @@ pub fn report_csv(w: impl Write, r: &Report) -> io::Result<()> {
             p.total_duration_ns.to_string(),
             suspect,
         ];
-        let page_times = [opt(utc(p.first_ns)), opt(utc(p.last_ns))];
+        let appended = [
+            opt(utc(p.first_ns)),
+            opt(utc(p.last_ns)),
+            p.page_size.to_string(),
+        ];
         let path = f.path.as_deref().map(defused).unwrap_or_default();
         let head = [f.vnode.clone(), path.into_owned()];
         if f.epochs.is_empty() {
@@ -230,7 +237,7 @@ pub fn report_csv(w: impl Write, r: &Report) -> io::Result<()> {
                 .chain(blank)
                 .chain(tail.iter().cloned())
                 .chain([String::new(), String::new()])
-                .chain(page_times.iter().cloned());
+                .chain(appended.iter().cloned());
             w.write_record(row).map_err(io_err)?;
         }
         for (i, e) in f.epochs.iter().enumerate() {
@@ -253,7 +260,7 @@ pub fn report_csv(w: impl Write, r: &Report) -> io::Result<()> {
                 .chain(epoch)
                 .chain(tail.iter().cloned())
                 .chain([opt(utc(e.start_ns)), opt(utc(e.end_ns))])
-                .chain(page_times.iter().cloned());
+                .chain(appended.iter().cloned());
             w.write_record(row).map_err(io_err)?;
         }
     }

@@ -83,7 +83,7 @@ impl FromStr for PageSize {
 }
 
 /// Where the page size a report counts in comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PageSizeFrom {
     /// The traced machine's: the live source's own, or a recording's header.
@@ -91,6 +91,7 @@ pub enum PageSizeFrom {
     /// `--page-size`, over the trace's.
     Option,
     /// Not known (a recording before format 5): 4 KiB.
+    #[default]
     Unknown,
 }
 

@@ -26,6 +26,7 @@ pub use latency::Latency;
 pub use sort::{SortKey, View};
 pub use summary::Summary;
 
+use crate::pagesize::{PageBasis, PageSize};
 use crate::palette::Palette;
 use crate::pipeline::{Item, Totals};
 use crate::text::{secs, shown};
@@ -38,9 +39,6 @@ use serde::Serialize;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
-
-/// Page size used to count distinct pages touched by page-ins.
-pub const PAGE_SIZE: u64 = 4096;
 
 /// One MMAP or MNOMAP of an epoch, with the counts it saw.
 #[derive(Clone, Debug, Serialize, JsonSchema, PartialEq, Eq)]
@@ -208,8 +206,11 @@ pub struct Pageins {
     pub count: u64,
     /// Bytes requested.
     pub bytes: u64,
-    /// Distinct `PAGE_SIZE` pages covered.
+    /// Distinct pages covered, of `page_size` bytes.
     pub distinct_pages: u64,
+    /// Bytes of a page in `distinct_pages`: the traced machine's page size,
+    /// `--page-size`, or 4096 when not known (see `summary.page_size_from`).
+    pub page_size: u64,
     /// First page-in.
     pub first_ns: Option<u64>,
     /// Last page-in.
@@ -700,6 +701,8 @@ pub struct Builder {
     unlisted_process_events: u64,
     /// The clock anchor of `--time wall`: suspect details name UTC times.
     wall: Option<Anchor>,
+    /// The page size distinct pages are counted in.
+    pages: PageBasis,
 }
 
 impl Default for Builder {
@@ -733,6 +736,7 @@ impl Builder {
             other_files: None,
             unlisted_process_events: 0,
             wall: None,
+            pages: PageBasis::default(),
         }
     }
 
@@ -753,6 +757,12 @@ impl Builder {
     /// rest of the report is rendered with [`Summary::set_wall_clock`]).
     pub fn set_wall_clock(&mut self, anchor: Anchor) {
         self.wall = Some(anchor);
+    }
+
+    /// Counts distinct pages in `pages.size` (4 KiB, not known, unless
+    /// set); call before the first item.
+    pub fn set_page_basis(&mut self, pages: PageBasis) {
+        self.pages = pages;
     }
 
     /// Process names by pid, for `--comm`: PROC records fill it.
@@ -824,6 +834,7 @@ impl Builder {
             Item::Loss(_) => return,
         };
         let r = &ev.rec;
+        let page = self.pages.size.bytes();
         if let Event::Proc { name, .. } = &r.event {
             if self.names.len() < MAX_PROCESSES || self.names.contains_key(&r.pid) {
                 self.names
@@ -1056,7 +1067,7 @@ impl Builder {
                 p.last_ns = Some(p.last_ns.map_or(r.timestamp_ns, |t| t.max(r.timestamp_ns)));
                 let start = u64::try_from(*offset).unwrap_or(0);
                 let end = start.saturating_add(u64::from(*size));
-                f.pages.insert(start / PAGE_SIZE, end.div_ceil(PAGE_SIZE));
+                f.pages.insert(start / page, end.div_ceil(page));
                 fp.pageins += 1;
                 fp.pagein_bytes += u64::from(*size);
                 proc_report.pageins += 1;
@@ -1096,6 +1107,7 @@ impl Builder {
                 continue;
             }
             f.pageins.distinct_pages = f.pages.count();
+            f.pageins.page_size = self.pages.size.bytes();
             latency.merge(&f.latency);
             folded_events += f.other_events;
             let other_processes = (f.other_events > 0).then_some(OtherProcesses {
@@ -1217,6 +1229,9 @@ impl Builder {
             suspects: suspects.len() as u64,
             latency: latency.summary(),
             filtered: self.filter.selects_events() || !self.filter.selects_path(None),
+            page_size: self.pages.size.bytes(),
+            page_size_from: self.pages.from,
+            page_size_note: self.pages.note.clone(),
             ..Summary::default()
         };
         Report {
@@ -1297,6 +1312,11 @@ fn holders_line(h: &Holders) -> String {
 
 fn opt_time(t: Option<u64>, wall: Option<&Anchor>) -> String {
     t.map_or("(before trace)".into(), |t| shown_time(t, wall))
+}
+
+/// "16 KiB" for a page size in bytes (any value: the report's are valid).
+fn shown_page_size(bytes: u64) -> String {
+    PageSize::new(bytes).map_or_else(|_| format!("{bytes} B"), |p| p.to_string())
 }
 
 fn opt_num(n: Option<u16>) -> String {
@@ -1400,10 +1420,11 @@ pub fn write_human_styled(w: &mut impl Write, r: &Report, palette: &Palette) -> 
         if p.count > 0 {
             writeln!(
                 w,
-                "  page-ins {} clusters, {} bytes, {} distinct pages, first {} last {}, {:.1}us in VNOP_PAGEIN",
+                "  page-ins {} clusters, {} bytes, {} distinct {} pages, first {} last {}, {:.1}us in VNOP_PAGEIN",
                 p.count,
                 p.bytes,
                 p.distinct_pages,
+                shown_page_size(p.page_size),
                 opt_time(p.first_ns, wall),
                 opt_time(p.last_ns, wall),
                 p.total_duration_ns as f64 / 1e3
@@ -1501,6 +1522,7 @@ fn verdict_word(v: Verdict) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pagesize::PageSizeFrom;
     use crate::pipeline::Ev;
     use maptrace_abi::Record;
 
@@ -1794,6 +1816,57 @@ mod tests {
     }
 
     #[test]
+    fn distinct_pages_count_in_the_page_size_given() {
+        let pagein = |ts, offset, size| {
+            item(
+                ts,
+                7,
+                Event::Pagein {
+                    offset,
+                    size,
+                    duration_ns: 10,
+                    counts: counts(2),
+                    upl_flags: 0,
+                },
+            )
+        };
+        // One 16 KiB page-in, then 4 KiB inside that page, then one that
+        // straddles two 16 KiB pages.
+        let items = [
+            map(1, 1),
+            pagein(2, 0, 16384),
+            pagein(3, 8192, 4096),
+            pagein(4, 30 << 10, 4096),
+        ];
+        let pages_at = |basis: PageBasis| {
+            let mut b = Builder::new();
+            b.set_page_basis(basis);
+            items.iter().for_each(|i| b.observe(i));
+            let r = b.finish(&Totals::default());
+            let p = &r.files[0].pageins;
+            (p.distinct_pages, p.page_size, r.summary.page_size)
+        };
+        let trace = |size| PageBasis::resolve(None, Ok(size));
+        assert_eq!(pages_at(trace(PageSize::SIXTEEN_K)), (3, 16384, 16384));
+        assert_eq!(pages_at(trace(PageSize::FOUR_K)), (6, 4096, 4096));
+        let r = {
+            let mut b = Builder::new();
+            items[..2].iter().for_each(|i| b.observe(i));
+            b.finish(&Totals::default())
+        };
+        // A 16 KiB page-in is 1 page at 16 KiB, 4 at the default 4 KiB,
+        // which the summary says it does not know better.
+        assert_eq!(r.files[0].pageins.distinct_pages, 4);
+        assert_eq!(r.summary.page_size_from, PageSizeFrom::Unknown);
+        assert!(r.summary.page_size_note.is_some());
+        let mut text = Vec::new();
+        write_human(&mut text, &r).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.contains("4 distinct 4 KiB pages"), "{text}");
+        assert!(text.contains("page size unknown"), "{text}");
+    }
+
+    #[test]
     fn huge_pageins_cost_one_entry_not_one_per_page() {
         // A 673-byte recording of 4 GiB page-ins once made report insert a
         // million pages each (227 MB, 4.7 s): the set is bounded by the
@@ -1821,7 +1894,7 @@ mod tests {
         let entries = b.files[0].pages.entries();
         assert!(entries <= 5, "{entries} entries for 5 page-ins");
         let r = b.finish(&Totals::default());
-        let pages_each = u64::from(u32::MAX).div_ceil(PAGE_SIZE);
+        let pages_each = u64::from(u32::MAX).div_ceil(PageSize::FOUR_K.bytes());
         assert!(r.files[0].pageins.distinct_pages >= 4 * pages_each);
     }
 

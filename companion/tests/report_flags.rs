@@ -56,7 +56,7 @@ fn pids(r: &Value) -> Vec<u64> {
 fn the_summary_comes_before_the_details() {
     let dir = TempDir::new().unwrap();
     let out = text(&life(&dir), &[]);
-    let head: Vec<&str> = out.lines().take(6).collect();
+    let head: Vec<&str> = out.lines().take(7).collect();
     assert!(head[0].starts_with("maptrace report: "), "{out}");
     assert!(head[0].ends_with(" 4 files, 3 processes"), "{out}");
     assert!(head[1].starts_with("  time      "), "{out}");
@@ -67,7 +67,11 @@ fn the_summary_comes_before_the_details() {
         head[4],
         "  page-ins  5 clusters: p50 25us  p90 25us  p99 25us  max 25us"
     );
-    assert_eq!(head[5], "  sorted by pageins");
+    assert_eq!(
+        head[5],
+        "  pages     counted in 4 KiB pages (the traced machine's)"
+    );
+    assert_eq!(head[6], "  sorted by pageins");
     let summary_at = out.find("  suspects").unwrap();
     assert!(summary_at < out.find("FILE ").unwrap());
     let r = common::report_json(&life(&dir), &[]);
@@ -293,5 +297,131 @@ fn contradictory_or_bad_flags_are_usage_errors() {
             .assert()
             .code(2)
             .stderr(predicate::str::contains(*says));
+    }
+}
+
+/// The lifecycle batches as a recording of `format` (4: the anchor but no
+/// page size, as the maptrace before format 5 wrote them).
+fn life_of_format(dir: &TempDir, format: u16) -> PathBuf {
+    use maptrace::recording::{Header, encode_header_of, frame_head};
+    let mut bytes = encode_header_of(
+        format,
+        &Header {
+            abi_version: raw::MT_ABI_VERSION as u16,
+            start_unix_ns: common::FIXTURE_START_UNIX_NS,
+            start_clock_ns: Some(common::FIXTURE_CLOCK_NS),
+            page_size: None,
+            host: "old".into(),
+        },
+    );
+    for b in lifecycle_batches() {
+        bytes.extend_from_slice(&frame_head(b.len() as u32, &b));
+        bytes.extend_from_slice(&b);
+    }
+    let f = dir.path().join(format!("life{format}.mtr"));
+    std::fs::write(&f, bytes).unwrap();
+    f
+}
+
+/// `/data/app.db`'s distinct pages and their size, and the summary's
+/// page size and where it comes from.
+fn db_pages(r: &Value) -> (u64, u64, u64, String) {
+    let p = &common::report_file(r, "/data/app.db")["pageins"];
+    let s = &r["summary"];
+    (
+        p["distinct_pages"].as_u64().unwrap(),
+        p["page_size"].as_u64().unwrap(),
+        s["page_size"].as_u64().unwrap(),
+        s["page_size_from"].as_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn distinct_pages_count_in_the_traces_page_size_or_the_option() {
+    let dir = TempDir::new().unwrap();
+    let f = life(&dir);
+    // app.db pages in 0..24 KiB and 64..68 KiB: 7 pages of 4 KiB (the
+    // fixture's, from its header), 3 of 16 KiB, 2 of 64 KiB.
+    let trace = (7, 4096, 4096, "trace".to_string());
+    assert_eq!(db_pages(&common::report_json(&f, &[])), trace);
+    for (flag, pages, bytes) in [
+        ("16k", 3, 16384),
+        ("16384", 3, 16384),
+        ("16K", 3, 16384),
+        ("4k", 7, 4096),
+        ("64k", 2, 65536),
+    ] {
+        assert_eq!(
+            db_pages(&common::report_json(&f, &["--page-size", flag])),
+            (pages, bytes, bytes, "option".to_string()),
+            "--page-size {flag}"
+        );
+    }
+    // Text and CSV say it too.
+    let out = text(&f, &["--page-size", "16k"]);
+    assert!(
+        out.contains("  pages     counted in 16 KiB pages (--page-size)"),
+        "{out}"
+    );
+    assert!(out.contains("3 distinct 16 KiB pages"), "{out}");
+    assert!(text(&f, &[]).contains("counted in 4 KiB pages (the traced machine's)"));
+    let csv = maptrace()
+        .args(["report", "--format", "csv", "--page-size", "16k"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    let csv = String::from_utf8(csv.stdout).unwrap();
+    let mut rows = csv.lines().map(|l| l.split(',').collect::<Vec<_>>());
+    let head = rows.next().unwrap();
+    let col = |name| head.iter().position(|c| *c == name).unwrap();
+    assert_eq!(col("page_size"), head.len() - 1, "appended last");
+    let db = rows.find(|r| r[col("path")] == "/data/app.db").unwrap();
+    assert_eq!(
+        (db[col("distinct_pages")], db[col("page_size")]),
+        ("3", "16384")
+    );
+}
+
+#[test]
+fn a_recording_before_format_5_counts_4k_pages_and_says_so() {
+    let dir = TempDir::new().unwrap();
+    let f = life_of_format(&dir, 4);
+    let r = common::report_json(&f, &[]);
+    assert_eq!(db_pages(&r), (7, 4096, 4096, "unknown".to_string()));
+    let note = "page size unknown (recording format 4), counted in 4 KiB pages";
+    assert_eq!(r["summary"]["page_size_note"], note);
+    assert!(text(&f, &[]).contains(&format!("  pages     {note}")));
+    // The option decides then, with no note.
+    let r = common::report_json(&f, &["--page-size", "16k"]);
+    assert_eq!(db_pages(&r), (3, 16384, 16384, "option".to_string()));
+    assert!(r["summary"].get("page_size_note").is_none());
+}
+
+#[test]
+fn page_sizes_that_are_not_are_usage_errors() {
+    let dir = TempDir::new().unwrap();
+    let f = life(&dir);
+    for (value, says) in [
+        (
+            "5000",
+            "page size 5000 bytes is not a page size: give a power of two from 4096 (4k) to 65536 (64k)",
+        ),
+        ("2k", "page size 2048 bytes is not a page size"),
+        ("128k", "page size 131072 bytes is not a page size"),
+        ("0", "page size 0 bytes is not a page size"),
+        (
+            "16kb",
+            "page size `16kb` is not a number of bytes (examples: 4096, 16384, 4k, 16k)",
+        ),
+        ("", "is not a number of bytes"),
+    ] {
+        maptrace()
+            .arg("report")
+            .arg(&f)
+            .args(["--page-size", value])
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("--page-size"))
+            .stderr(predicate::str::contains(says));
     }
 }

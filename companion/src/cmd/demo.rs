@@ -5,6 +5,7 @@ use super::read::for_each_batch;
 use crate::cli::{DemoArgs, Limit};
 use anyhow::Result;
 use maptrace::output;
+use maptrace::pagesize::PageBasis;
 use maptrace::palette::Palette;
 use maptrace::pipeline::{Item, Loss, Totals};
 use maptrace::report;
@@ -81,6 +82,7 @@ pub fn run(
     let quiet = a.quiet;
     let (mut src, chapters) = open(a)?;
     let mut b = report::Builder::new();
+    b.set_page_basis(PageBasis::resolve(None, src.page_size()));
     let limit = Limit { duration: None };
     if !quiet {
         out.write_all(KEY.as_bytes())?;

@@ -5,6 +5,7 @@ use super::read::{observe_each, warn_losses};
 use super::source::{open_source, wall_anchor};
 use crate::cli::{Bound, ReportArgs, ReportFormat, usage_error};
 use anyhow::Result;
+use maptrace::pagesize::PageBasis;
 use maptrace::palette::Palette;
 use maptrace::report::{self, Filter, View};
 use maptrace::source::Source;
@@ -73,6 +74,7 @@ pub fn run(
     let filter = filter(a, src.as_ref());
     let wall = wall_anchor(src.as_ref(), a.time)?;
     let mut b = report::Builder::with_filter(filter);
+    b.set_page_basis(PageBasis::resolve(a.page_size, src.page_size()));
     if let Some(anchor) = wall {
         b.set_wall_clock(anchor);
     }

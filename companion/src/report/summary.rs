@@ -4,6 +4,7 @@
 use super::latency::{Latency, human_ns};
 use super::sort::SortKey;
 use super::{Report, ReportTotals};
+use crate::pagesize::PageSizeFrom;
 use crate::palette::Palette;
 use crate::wallclock::{Anchor, shown_time};
 use schemars::JsonSchema;
@@ -30,6 +31,16 @@ pub struct Summary {
     pub filtered: bool,
     /// The order of files and processes.
     pub sort: SortKey,
+    /// Bytes of a page in every file's `pageins.distinct_pages`.
+    pub page_size: u64,
+    /// Where `page_size` comes from: `trace` (the traced machine's),
+    /// `option` (`--page-size`) or `unknown` (4096: a recording before
+    /// format 5).
+    pub page_size_from: PageSizeFrom,
+    /// Why the page size is a guess, when it is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub page_size_note: Option<String>,
     /// Files left out by `--top`.
     pub files_not_shown: u64,
     /// Processes left out by `--top`.
@@ -88,6 +99,17 @@ fn losses(t: &ReportTotals, palette: &Palette) -> String {
     )
 }
 
+/// The page size distinct pages are counted in, and where it comes from.
+fn page_size_line(s: &Summary) -> String {
+    let size = super::shown_page_size(s.page_size);
+    match (&s.page_size_note, s.page_size_from) {
+        (Some(note), _) => note.clone(),
+        (None, PageSizeFrom::Trace) => format!("counted in {size} pages (the traced machine's)"),
+        (None, PageSizeFrom::Option) => format!("counted in {size} pages (--page-size)"),
+        (None, PageSizeFrom::Unknown) => format!("counted in {size} pages (page size unknown)"),
+    }
+}
+
 /// The latency figures in one line.
 pub fn latency_line(l: &Latency) -> String {
     format!(
@@ -135,6 +157,7 @@ pub fn write_summary(w: &mut impl Write, r: &Report, palette: &Palette) -> io::R
         Some(l) => writeln!(w, "  page-ins  {} clusters: {}", l.count, latency_line(l))?,
         None => writeln!(w, "  page-ins  none")?,
     }
+    writeln!(w, "  pages     {}", page_size_line(s))?;
     let shown = |what: &str, n: u64| match n {
         0 => String::new(),
         n => format!("; {n} more {what} not shown (--top N, --all)"),
