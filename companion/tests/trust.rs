@@ -156,6 +156,7 @@ fn info_describes_a_recording_and_stats_shows_its_closing_counters() {
     assert_eq!(i["format"], maptrace::recording::FORMAT_VERSION);
     assert_eq!(i["checksummed"], true);
     assert_eq!(i["host"], "fixture");
+    assert_eq!(i["page_size"], 4096);
     assert_eq!(i["start_utc"], "2025-11-24 16:00:00.000 UTC");
     assert_eq!(i["batches"], batches.len());
     assert_eq!(i["events"], decode(&batches).1.events);
@@ -167,6 +168,7 @@ fn info_describes_a_recording_and_stats_shows_its_closing_counters() {
     for want in [
         "format     5 (frames checksummed)",
         "anchor     kext clock 1.000000s since boot",
+        "page size  4 KiB (4096 bytes)",
         "host       fixture",
         "end        complete",
         "closing statistics are present",
@@ -334,4 +336,31 @@ fn a_hostile_file_name_given_on_the_command_line_is_escaped_in_errors() {
     assert_eq!(o.status.code(), Some(1));
     assert_clean("error", &o.stderr);
     assert!(stderr(&o).contains("cannot create"), "{}", stderr(&o));
+}
+
+#[test]
+fn info_says_a_recording_before_format_5_has_no_page_size() {
+    let dir = TempDir::new().unwrap();
+    let f = dir.path().join("old.mtr");
+    let h = maptrace::recording::Header {
+        abi_version: maptrace_abi::raw::MT_ABI_VERSION as u16,
+        start_unix_ns: 0,
+        start_clock_ns: None,
+        page_size: Some(maptrace::pagesize::PageSize::SIXTEEN_K),
+        host: "old".into(),
+    };
+    // Format 4 has no room for it: it is not written.
+    std::fs::write(&f, maptrace::recording::encode_header_of(4, &h)).unwrap();
+    let o = run(&["info", "--json"], &f);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let i: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (i["format"].as_u64(), &i["page_size"]),
+        (Some(4), &Value::Null)
+    );
+    let text = String::from_utf8(run(&["info"], &f).stdout).unwrap();
+    assert!(
+        text.contains("page size  unknown (format 4 has none): `report` counts 4 KiB pages"),
+        "{text}"
+    );
 }

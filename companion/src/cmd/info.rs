@@ -4,8 +4,9 @@
 use super::read::for_each_batch;
 use crate::cli::{InfoArgs, Limit};
 use anyhow::Result;
+use maptrace::pagesize::PageSize;
 use maptrace::pipeline::Item;
-use maptrace::recording::Cut;
+use maptrace::recording::{Cut, PAGE_SIZE_FORMAT};
 use maptrace::replay::FileSource;
 use maptrace::text::{secs, shown, utc_time};
 use maptrace::wallclock::rfc3339_micros;
@@ -25,6 +26,9 @@ struct Info {
     /// The kext's clock read together with `start_unix_ns` (format 4 on):
     /// the anchor that maps record times to UTC.
     start_clock_ns: Option<u64>,
+    /// The VM page size of the machine recorded on, in bytes (format 5
+    /// on; `None`: not known).
+    page_size: Option<u64>,
     /// The first and last events' UTC times, through the anchor.
     first_event_utc: Option<String>,
     last_event_utc: Option<String>,
@@ -72,6 +76,7 @@ pub fn run(a: &InfoArgs, mut out: &mut impl Write) -> Result<u8> {
         start_unix_ns: h.start_unix_ns,
         start_utc: utc_time(h.start_unix_ns),
         start_clock_ns: h.start_clock_ns,
+        page_size: h.page_size.map(PageSize::bytes),
         first_event_utc: utc_of(first),
         last_event_utc: utc_of(last),
         duration_ns: last.saturating_sub(first),
@@ -120,6 +125,22 @@ fn write_human(w: &mut impl Write, i: &Info) -> std::io::Result<()> {
             w,
             "anchor     none (format {} has no kext clock reading): only relative times (--time rel)",
             i.format
+        )?,
+    }
+    let unknown = if i.format < PAGE_SIZE_FORMAT {
+        format!("format {} has none", i.format)
+    } else {
+        "the recording does not say".into()
+    };
+    match i.page_size.map(PageSize::new) {
+        Some(Ok(p)) => writeln!(
+            w,
+            "page size  {p} ({} bytes): `report` counts distinct pages in it",
+            p.bytes()
+        )?,
+        _ => writeln!(
+            w,
+            "page size  unknown ({unknown}): `report` counts 4 KiB pages (--page-size to choose)"
         )?,
     }
     if let (Some(a), Some(b)) = (&i.first_event_utc, &i.last_event_utc) {
