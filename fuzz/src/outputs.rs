@@ -7,6 +7,7 @@
 
 use std::io::Cursor;
 
+use maptrace::pagesize::{PageBasis, PageSize};
 use maptrace::pipeline::{Item, Pipeline, Totals};
 use maptrace::recording::{Frame, Reader};
 use maptrace::wallclock::Anchor;
@@ -39,6 +40,15 @@ pub fn items_dated(data: &[u8]) -> (Vec<Item>, Totals, Option<Anchor>) {
     (items, p.totals(), anchor)
 }
 
+/// The page size the recording's header keeps, as `maptrace report` reads
+/// it (format 5 on).
+fn page_size(data: &[u8]) -> Result<PageSize, String> {
+    Reader::new(Cursor::new(data), "fuzz.mtr")
+        .ok()
+        .and_then(|r| r.header().page_size)
+        .ok_or_else(|| "no page size in the header".into())
+}
+
 /// Panics when `text` holds a control character other than a newline.
 fn assert_printable(what: &str, text: &[u8]) {
     let text = String::from_utf8_lossy(text);
@@ -51,8 +61,13 @@ fn assert_printable(what: &str, text: &[u8]) {
 pub fn report(data: &[u8]) {
     let (items, totals) = items(data);
     let mut b = maptrace::report::Builder::new();
+    b.set_page_basis(PageBasis::resolve(None, page_size(data)));
     items.iter().for_each(|i| b.observe(i));
     let r = b.finish(&totals);
+    // Every file's pages are counted in the one size the summary names.
+    for f in &r.files {
+        assert_eq!(f.pageins.page_size, r.summary.page_size);
+    }
     let mut human = Vec::new();
     maptrace::report::write_human(&mut human, &r).expect("writing to memory");
     assert_printable("the report", &human);

@@ -16,6 +16,11 @@ pub fn check(data: &[u8]) {
             return;
         }
     };
+    // Only format 5 on keeps a page size (a valid one, or the header is refused).
+    assert!(
+        reader.format() >= maptrace::recording::PAGE_SIZE_FORMAT
+            || reader.header().page_size.is_none()
+    );
     let mut pipeline = Pipeline::new();
     let (mut buf, mut items) = (Vec::new(), Vec::new());
     let mut total = 0usize;
