@@ -597,6 +597,17 @@ pub fn summary_json(out: &mut Vec<u8>, t: &Totals) {
     out.extend_from_slice(b"}\n");
 }
 
+/// Kinds the table leaves out unless asked for (`stream --kind`): each row
+/// already names its file (what a PATH record says) and its process (what a
+/// PROC record says). JSON and CSV keep every kind.
+pub const TABLE_HIDDEN_KINDS: maptrace_abi::EventMask =
+    maptrace_abi::EventMask::PATH.union(maptrace_abi::EventMask::PROC);
+
+/// Whether the table leaves `item` out by default ([`TABLE_HIDDEN_KINDS`]).
+pub fn hidden_by_default(item: &Item) -> bool {
+    matches!(item, Item::Event(ev) if TABLE_HIDDEN_KINDS.contains(ev.rec.kind.mask()))
+}
+
 /// Room for a table row without its path: one reservation a line instead
 /// of a capacity check growing the buffer mid-line.
 const TABLE_LINE_RESERVE: usize = 192;

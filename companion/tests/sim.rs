@@ -154,6 +154,19 @@ fn demo_tells_a_launch_a_leak_and_an_exact_loss() {
     ] {
         assert!(text.contains(want), "{want}");
     }
+    // As stream's table: no naming rows (each row names its file and
+    // process), and a line says how many were left out.
+    let kind_col = text[header..].lines().next().unwrap().find("KIND").unwrap();
+    assert!(
+        !text.lines().any(|l| l
+            .get(kind_col..)
+            .is_some_and(|k| k.starts_with("path ") || k.starts_with("proc "))),
+        "{text}"
+    );
+    assert!(
+        text.contains("-- 20 path and proc rows not shown"),
+        "{text}"
+    );
     // Chapter 1's page-ins come under its heading, before chapter 2.
     let launch = &text[chapters[0]..chapters[1]];
     assert!(launch.matches(" pagein ").count() > 10, "{launch}");

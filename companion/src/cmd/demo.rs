@@ -92,6 +92,7 @@ pub fn run(
     let mut chapter: Option<String> = None;
     let mut last_ns = None;
     let mut losses = Losses::default();
+    let mut names_hidden = 0u64;
     let totals = for_each_batch(src.as_mut(), &limit, |items| {
         line.clear();
         // A chapter reached before this batch was read heads its events (the
@@ -109,7 +110,12 @@ pub fn run(
             if let Item::Event(ev) = item {
                 last_ns = Some(ev.rec.timestamp_ns);
             }
-            output::item_line_styled(&mut line, item, None, palette);
+            // As `stream`'s table: each row names its file and process.
+            if output::hidden_by_default(item) {
+                names_hidden += 1;
+            } else {
+                output::item_line_styled(&mut line, item, None, palette);
+            }
         }
         if !quiet {
             out.write_all(&line)?;
@@ -119,6 +125,13 @@ pub fn run(
     })?;
     if !quiet {
         output::summary_row_styled(&mut out, &totals, palette)?;
+        if names_hidden > 0 {
+            writeln!(
+                out,
+                "-- {names_hidden} path and proc rows not shown (each row names its file and \
+                 process): `maptrace --source sim stream --kind all` shows them"
+            )?;
+        }
         writeln!(out)?;
     }
     let mut r = b.finish(&totals);

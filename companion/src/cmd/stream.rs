@@ -30,14 +30,9 @@ pub fn run(
     Ok(t.exit_status())
 }
 
-/// Kinds the table leaves out unless `--kind` names them: each of its rows
-/// already names its file (what a PATH record says) and its process (what
-/// a PROC record says). JSON and CSV keep every kind.
-const TABLE_HIDDEN: EventMask = EventMask::PATH.union(EventMask::PROC);
-
 fn filter(a: &StreamArgs, table: bool) -> Filter {
     let default = if table {
-        EventMask::all().difference(TABLE_HIDDEN)
+        EventMask::all().difference(output::TABLE_HIDDEN_KINDS)
     } else {
         EventMask::all()
     };
@@ -54,10 +49,10 @@ struct Shown {
     /// Whether any filter was given, or the table's default hides kinds
     /// (else the summary says nothing of it).
     filtering: bool,
-    /// Whether the table hides [`TABLE_HIDDEN`] by default.
+    /// Whether the table hides [`output::TABLE_HIDDEN_KINDS`] by default.
     hides_names: bool,
     events: u64,
-    /// Events of [`TABLE_HIDDEN`] kinds left out by that default.
+    /// Events of [`output::TABLE_HIDDEN_KINDS`] kinds left out by that default.
     names_hidden: u64,
 }
 
@@ -79,8 +74,9 @@ impl Shown {
             Item::Event(ev) => {
                 let yes = self.filter.accepts(ev);
                 self.events += u64::from(yes);
-                self.names_hidden +=
-                    u64::from(self.hides_names && TABLE_HIDDEN.contains(ev.rec.kind.mask()));
+                self.names_hidden += u64::from(
+                    self.hides_names && output::TABLE_HIDDEN_KINDS.contains(ev.rec.kind.mask()),
+                );
                 yes
             }
             _ => true,
