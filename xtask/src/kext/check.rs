@@ -328,23 +328,33 @@ pub fn a64_uses_fp(word: u32) -> bool {
     simd_dp || sve || simd_ldst || fp_sysreg
 }
 
-fn a64_fp_findings(p: &Parsed<'_>) -> Vec<String> {
+/// AArch64: the first instruction word of each code range that `pred` picks, with its label and
+/// address (one finding a range is enough to fail and to point at).
+fn a64_first_words(p: &Parsed<'_>, pred: fn(u32) -> bool) -> Vec<(String, u64, u32)> {
     let mut out = Vec::new();
     for (label, ip, bytes) in code_ranges(p) {
         let hit = bytes
             .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .enumerate()
-            .find(|(_, c)| a64_uses_fp(u32::from_le_bytes([c[0], c[1], c[2], c[3]])));
-        if let Some((i, c)) = hit {
-            out.push(format!(
-                "{}: {label}: FP/SIMD instruction {:#010x} at {:#x}",
-                p.name,
-                u32::from_le_bytes([c[0], c[1], c[2], c[3]]),
-                ip + 4 * i as u64
-            ));
+            .find(|&(_, w)| pred(w));
+        if let Some((i, word)) = hit {
+            out.push((label, ip + 4 * i as u64, word));
         }
     }
     out
+}
+
+fn a64_fp_findings(p: &Parsed<'_>) -> Vec<String> {
+    a64_first_words(p, a64_uses_fp)
+        .into_iter()
+        .map(|(label, at, word)| {
+            format!(
+                "{}: {label}: FP/SIMD instruction {word:#010x} at {at:#x}",
+                p.name
+            )
+        })
+        .collect()
 }
 
 /// AArch64: true for a branch to a register (BR, BLR and their pointer-authenticated forms
@@ -364,24 +374,17 @@ pub fn a64_branches_to_register(word: u32) -> bool {
 /// the difference to reach, which is also the house rule: the kernel's function pointers live
 /// in C, Rust makes only direct calls.
 fn a64_indirect_branch_findings(p: &Parsed<'_>) -> Vec<String> {
-    let mut out = Vec::new();
-    for (label, ip, bytes) in code_ranges(p) {
-        let hit = bytes
-            .chunks_exact(4)
-            .enumerate()
-            .find(|(_, c)| a64_branches_to_register(u32::from_le_bytes([c[0], c[1], c[2], c[3]])));
-        if let Some((i, c)) = hit {
-            out.push(format!(
-                "{}: {label}: branch to a register {:#010x} at {:#x} in the Rust core (an indirect \
-                 call or jump table: the core's arm64e user ABI signs code pointers unlike the \
-                 kernel's; make the call direct)",
-                p.name,
-                u32::from_le_bytes([c[0], c[1], c[2], c[3]]),
-                ip + 4 * i as u64
-            ));
-        }
-    }
-    out
+    a64_first_words(p, a64_branches_to_register)
+        .into_iter()
+        .map(|(label, at, word)| {
+            format!(
+                "{}: {label}: branch to a register {word:#010x} at {at:#x} in the Rust core (an \
+                 indirect call or jump table: the core's arm64e user ABI signs code pointers \
+                 unlike the kernel's; make the call direct)",
+                p.name
+            )
+        })
+        .collect()
 }
 
 /// arm64e: plain 64-bit pointers to functions in data (unsigned, so the kernel faults on them).
