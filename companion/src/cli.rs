@@ -1,10 +1,11 @@
 //! The command line: every subcommand, flag and help text, as clap parses
 //! them. What a command does lives in `cmd/`.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use maptrace::pagesize::PageSize;
 use maptrace::pipeline;
 use maptrace::report::{self, SortKey};
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -51,7 +52,7 @@ pub struct Cli {
     /// Where events come from: sysctl, sim, sim:SCENARIO or file:RECORDING.
     #[arg(long, global = true, env = "MAPTRACE_SOURCE", value_name = "SOURCE")]
     pub source: Option<String>,
-    /// Colour the table and text people read: auto (on a terminal, unless NO_COLOR is set), always or never. JSON and CSV never are.
+    /// Colour the tables, text and help people read: auto (on a terminal, unless NO_COLOR is set), always or never. JSON and CSV never are.
     #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = ColorArg::Auto)]
     pub color: ColorArg,
     #[command(subcommand)]
@@ -67,6 +68,56 @@ pub enum ColorArg {
     Always,
     /// Never.
     Never,
+}
+
+impl Cli {
+    /// Parses the process's arguments as [`Parser::parse`] does, with
+    /// clap's help and errors in the colour `--color` asks for.
+    pub fn parse_coloured() -> Cli {
+        let args: Vec<OsString> = std::env::args_os().collect();
+        let mut cmd = command_for(&args);
+        let mut matches = cmd
+            .try_get_matches_from_mut(args)
+            .unwrap_or_else(|e| e.exit());
+        Cli::from_arg_matches_mut(&mut matches).unwrap_or_else(|e| e.format(&mut cmd).exit())
+    }
+}
+
+/// The command line for `args` (the program's name first): clap writes its
+/// help and errors while it parses, in the colour set before, so the
+/// `--color` among `args` is read first. Without a valid one, clap's
+/// `auto` reads the terminal and environment as the palette's does.
+fn command_for(args: &[OsString]) -> clap::Command {
+    let choice = colour_in(args).map_or(clap::ColorChoice::Auto, |c| match c {
+        ColorArg::Auto => clap::ColorChoice::Auto,
+        ColorArg::Always => clap::ColorChoice::Always,
+        ColorArg::Never => clap::ColorChoice::Never,
+    });
+    Cli::command().color(choice)
+}
+
+/// The last valid `--color WHEN` or `--color=WHEN` in `args` before any
+/// `--` (after it, words are values), as clap keeps the last one given. A
+/// value clap refuses counts as none: clap then reports it.
+fn colour_in(args: &[OsString]) -> Option<ColorArg> {
+    let words: Vec<Option<&str>> = args
+        .iter()
+        .skip(1)
+        .map(|a| a.to_str())
+        .take_while(|a| *a != Some("--"))
+        .collect();
+    let mut choice = None;
+    for (i, word) in words.iter().enumerate() {
+        let value = match *word {
+            Some("--color") => words.get(i + 1).copied().flatten(),
+            Some(w) => w.strip_prefix("--color="),
+            None => None,
+        };
+        if let Some(c) = value.and_then(|v| ColorArg::from_str(v, false).ok()) {
+            choice = Some(c);
+        }
+    }
+    choice
 }
 
 impl From<ColorArg> for anstream::ColorChoice {
@@ -461,8 +512,8 @@ fn parse_bound(s: &str) -> Result<Bound, String> {
 /// Ends the process as clap does for a bad command line (status 2), for
 /// what only a check across flags can see.
 pub fn usage_error(message: impl std::fmt::Display) -> ! {
-    use clap::CommandFactory;
-    Cli::command()
+    let args: Vec<OsString> = std::env::args_os().collect();
+    command_for(&args)
         .error(clap::error::ErrorKind::ArgumentConflict, message)
         .exit()
 }
@@ -478,12 +529,71 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     /// clap's own checks: no clashing flags, ids or value names.
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    /// The `--color` read ahead of clap: anywhere before `--`, the last
+    /// valid one, and nothing from a value clap will refuse.
+    #[test]
+    fn the_colour_is_read_ahead_as_clap_will_parse_it() {
+        let of = |args: &[&str]| {
+            let args: Vec<OsString> = ["maptrace"]
+                .iter()
+                .chain(args)
+                .map(OsString::from)
+                .collect();
+            colour_in(&args)
+        };
+        use ColorArg::{Always, Auto, Never};
+        assert_eq!(of(&[]), None);
+        assert_eq!(of(&["stream", "--help"]), None);
+        assert_eq!(of(&["--color", "never", "--help"]), Some(Never));
+        assert_eq!(of(&["stream", "--help", "--color=always"]), Some(Always));
+        assert_eq!(
+            of(&["--color=never", "stream", "--color", "auto"]),
+            Some(Auto)
+        );
+        assert_eq!(
+            of(&["--color=always", "stream", "--", "--color=never"]),
+            Some(Always)
+        );
+        assert_eq!(of(&["stream", "--", "--color", "never"]), None);
+        // The program's name is not an argument.
+        let named: Vec<OsString> = ["--color=never"].map(OsString::from).to_vec();
+        assert_eq!(colour_in(&named), None);
+        for bad in [
+            &["--color", "sometimes"][..],
+            &["--color=Never"],
+            &["--color="],
+            &["--color"],
+            &["--color", "--help"],
+            &["--colour=never"],
+        ] {
+            assert_eq!(of(bad), None, "{bad:?}");
+            // A bad one after a good one leaves the good one (clap refuses
+            // the line either way).
+            assert_eq!(
+                of(&[&["--color=never"], bad].concat()),
+                Some(Never),
+                "{bad:?}"
+            );
+        }
+        // A name that is not UTF-8 is no choice, and ends nothing.
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStringExt;
+            let args = vec![
+                OsString::from("maptrace"),
+                OsString::from("--color"),
+                OsString::from_vec(vec![0xff]),
+                OsString::from("--color=never"),
+            ];
+            assert_eq!(colour_in(&args), Some(Never));
+        }
     }
 
     /// Words of a shell line up to its first pipe, `'…'` quoting only (all

@@ -8,7 +8,6 @@ mod cli;
 mod cmd;
 
 use anyhow::Result;
-use clap::Parser;
 use cli::{Cli, Command, ConfigAction};
 use maptrace::exit;
 use maptrace::palette::Palette;
@@ -43,7 +42,7 @@ fn run(cli: Cli) -> Result<u8> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_coloured();
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

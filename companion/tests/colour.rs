@@ -174,3 +174,143 @@ fn a_colour_choice_is_one_of_three() {
         "{err}"
     );
 }
+
+/// Output and status of `maptrace ARGS` with `env` set.
+fn run_clap(args: &[&str], env: &[(&str, &str)]) -> (String, String, i32) {
+    let mut cmd = maptrace();
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+        out.status.code().unwrap(),
+    )
+}
+
+/// `CLICOLOR_FORCE` stands for a terminal: `auto` colours under it.
+const TERMINAL: [(&str, &str); 1] = [("CLICOLOR_FORCE", "1")];
+
+#[test]
+fn help_follows_the_colour_choice_wherever_it_is_given() {
+    let plain = run_clap(&["stream", "--help"], &[]).0;
+    assert!(!plain.contains('\u{1b}'), "{plain:?}");
+    // Auto on a terminal: clap's bold headings.
+    let auto = run_clap(&["stream", "--help"], &TERMINAL).0;
+    assert!(auto.contains("\u{1b}[1m"), "{auto:?}");
+    assert_eq!(strip(&auto), plain);
+
+    // `--help` acts where clap meets it, so a `--color` after it must
+    // count too: clap is told before it parses.
+    for args in [
+        &["--color", "never", "stream", "--help"][..],
+        &["stream", "--color=never", "--help"],
+        &["stream", "--help", "--color", "never"],
+        &["--color", "always", "stream", "--help", "--color=never"],
+    ] {
+        let (out, _, status) = run_clap(args, &TERMINAL);
+        assert_eq!((status, out.as_str()), (0, plain.as_str()), "{args:?}");
+    }
+    for args in [
+        &["--color", "always", "stream", "--help"][..],
+        &["stream", "--help", "--color=always"],
+        &["--color", "never", "stream", "--color", "always", "--help"],
+    ] {
+        let (out, _, status) = run_clap(args, &[("NO_COLOR", "1")]);
+        assert_eq!(status, 0, "{args:?}");
+        assert!(out.contains("\u{1b}[1m"), "{args:?}: {out:?}");
+        assert_eq!(strip(&out), plain);
+    }
+    // NO_COLOR beats a terminal, as it does for the table; `help` too.
+    let no_colour = [("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")];
+    assert_eq!(run_clap(&["stream", "--help"], &no_colour).0, plain);
+    assert_eq!(run_clap(&["help", "stream"], &no_colour).0, plain);
+    let always = run_clap(&["--color=always", "help", "stream"], &[]).0;
+    assert_eq!(strip(&always), plain);
+    assert_ne!(always, plain);
+}
+
+#[test]
+fn clap_errors_follow_the_colour_choice() {
+    let (_, plain, status) = run_clap(&["stream", "--bogus"], &[]);
+    assert_eq!(status, 2);
+    assert!(plain.contains("unexpected argument '--bogus'"), "{plain}");
+    assert!(!plain.contains('\u{1b}'), "{plain:?}");
+    for args in [
+        &["--color", "always", "stream", "--bogus"][..],
+        &["stream", "--bogus", "--color=always"],
+    ] {
+        let (_, err, status) = run_clap(args, &[]);
+        assert_eq!(status, 2);
+        assert!(err.contains(CSI), "{args:?}: {err:?}");
+        assert_eq!(strip(&err), plain);
+    }
+    for args in [
+        &["--color", "never", "stream", "--bogus"][..],
+        &["stream", "--bogus", "--color", "never"],
+        // After `--` a `--color` is a file name, not a choice.
+        &["--color=never", "stream", "--bogus", "--", "--color=always"],
+    ] {
+        let (_, err, status) = run_clap(args, &TERMINAL);
+        assert_eq!(status, 2, "{args:?}");
+        assert!(!err.contains('\u{1b}'), "{args:?}: {err:?}");
+    }
+    let (_, err, _) = run_clap(
+        &["--color=always", "stream", "--bogus", "--", "--color=never"],
+        &[],
+    );
+    assert!(err.contains(CSI), "{err:?}");
+
+    // A check of the command's own (`report --since 5 --until 2`) ends as
+    // clap's errors do, in the same colour.
+    let dir = TempDir::new().unwrap();
+    let f = fixture(&dir, "life.mtr", &lifecycle_batches());
+    let f = f.to_str().unwrap();
+    let window = ["report", f, "--since", "5", "--until", "2"];
+    let (_, plain, status) = run_clap(&window, &[]);
+    assert_eq!(status, 2, "{plain}");
+    assert!(!plain.contains('\u{1b}'), "{plain:?}");
+    let never = [&["--color", "never"][..], &window].concat();
+    assert_eq!(run_clap(&never, &TERMINAL).1, plain);
+    let always = [&window[..], &["--color", "always"]].concat();
+    let coloured = run_clap(&always, &[]).1;
+    assert!(coloured.contains(CSI), "{coloured:?}");
+    assert_eq!(strip(&coloured), plain);
+}
+
+#[test]
+fn a_bad_colour_choice_is_still_refused_by_clap() {
+    for args in [
+        &["--color", "sometimes", "--help"][..],
+        &["stream", "--color=sometimes"],
+        &["--color=Never", "stream"],
+        &["stream", "--color"],
+        &["stream", "--color="],
+        &["--color", "--help"],
+    ] {
+        for env in [
+            &[][..],
+            &TERMINAL,
+            &[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")],
+        ] {
+            let (out, err, status) = run_clap(args, env);
+            assert_eq!(status, 2, "{args:?} {env:?}: {out}{err}");
+            assert!(out.is_empty(), "{args:?}: {out}");
+            let shown = strip(&err);
+            assert!(shown.starts_with("error: "), "{args:?}: {err}");
+            // No choice was made: the environment's, as for any help.
+            assert_eq!(
+                err.contains('\u{1b}'),
+                env == TERMINAL,
+                "{args:?} {env:?}: {err:?}"
+            );
+        }
+    }
+    let err = run_clap(&["--color", "sometimes", "stream"], &[]).1;
+    assert!(
+        err.contains("invalid value 'sometimes' for '--color <WHEN>'"),
+        "{err}"
+    );
+}
