@@ -1,6 +1,8 @@
 //! The kext's control surface: parsing `kern.maptrace.stats`, showing and
 //! changing `kern.maptrace.config`, with values checked before they are sent.
 
+use crate::palette::Palette;
+use anstyle::Style;
 use maptrace_abi::{
     AbiVersion, Config, ConfigFlags, EventKind, EventMask, ProbeMethod, StatsView, raw,
 };
@@ -106,9 +108,16 @@ pub fn parse_stats(bytes: &[u8]) -> Result<Stats, StatsError> {
 
 /// Writes stats for people.
 pub fn write_stats(w: &mut impl Write, s: &Stats) -> io::Result<()> {
+    write_stats_styled(w, s, &Palette::PLAIN)
+}
+
+/// [`write_stats`] in `palette`'s colours: labels and column titles as
+/// headings, drops and skipped paths as losses, recording off as a notice.
+pub fn write_stats_styled(w: &mut impl Write, s: &Stats, palette: &Palette) -> io::Result<()> {
+    let (h, l, n) = (palette.heading, palette.loss, palette.notice);
     writeln!(
         w,
-        "kext      ABI {}, generation {:#018x}, {} shards x {} slots, counts via {}, {} vnode-op vectors hooked",
+        "{h}kext{h:#}      ABI {}, generation {:#018x}, {} shards x {} slots, counts via {}, {} vnode-op vectors hooked",
         AbiVersion::from_field(s.abi_version),
         s.generation,
         s.shards.len(),
@@ -116,49 +125,60 @@ pub fn write_stats(w: &mut impl Write, s: &Stats) -> io::Result<()> {
         s.probe_method,
         s.vectors_patched
     )?;
+    let enabled = if s.enabled {
+        "enabled".to_string()
+    } else {
+        format!("{n}DISABLED{n:#}")
+    };
     writeln!(
         w,
-        "recording {}, events: {}",
-        if s.enabled { "enabled" } else { "DISABLED" },
+        "{h}recording{h:#} {enabled}, events: {}",
         s.events.join(",")
     )?;
     writeln!(
         w,
-        "hooks     {} calls, {} in flight, {} filtered out, {} errors (fail-open)",
+        "{h}hooks{h:#}     {} calls, {} in flight, {} filtered out, {} errors (fail-open)",
         s.hook_calls, s.hooks_in_flight, s.filtered, s.errors
     )?;
     writeln!(
         w,
-        "{:>5} {:>14} {:>10} {:>14} {:>14} {:>10}",
+        "{h}{:>5} {:>14} {:>10} {:>14} {:>14} {:>10}{h:#}",
         "shard", "produced", "dropped", "drained slots", "drained recs", "backlog"
     )?;
     for sh in &s.shards {
+        let dropped = match sh.dropped {
+            0 => format!("{:>10}", 0),
+            d => right_aligned(d, 10, l),
+        };
         writeln!(
             w,
-            "{:>5} {:>14} {:>10} {:>14} {:>14} {:>10}",
-            sh.shard,
-            sh.produced_slots,
-            sh.dropped,
-            sh.drained_slots,
-            sh.drained_records,
-            sh.backlog_slots
+            "{:>5} {:>14} {dropped} {:>14} {:>14} {:>10}",
+            sh.shard, sh.produced_slots, sh.drained_slots, sh.drained_records, sh.backlog_slots
         )?;
     }
     if s.paths_skipped > 0 {
         writeln!(
             w,
-            "!! {} PATH records skipped (no free path buffer): some files will show as vnode ids",
+            "{l}!! {} PATH records skipped (no free path buffer): some files will show as vnode ids{l:#}",
             s.paths_skipped
         )?;
     }
     if s.dropped > 0 {
         writeln!(
             w,
-            "!! {} records dropped so far (rings full): read more often or record fewer kinds",
+            "{l}!! {} records dropped so far (rings full): read more often or record fewer kinds{l:#}",
             s.dropped
         )?;
     }
     Ok(())
+}
+
+/// `value` right-aligned in `width` columns, in `style` but not its
+/// padding (a column's width stays that of its text).
+fn right_aligned(value: impl std::fmt::Display, width: usize, style: Style) -> String {
+    let text = value.to_string();
+    let pad = width.saturating_sub(text.chars().count());
+    format!("{:pad$}{style}{text}{style:#}", "")
 }
 
 /// A config, decoded for display.
@@ -402,6 +422,24 @@ mod tests {
         let text = String::from_utf8(text).unwrap();
         assert!(text.contains("2 PATH records skipped"), "{text}");
         assert!(text.contains("4 records dropped"), "{text}");
+        // In colour: the same text once the styles are out, the dropping
+        // shards' counts in the loss style within their columns.
+        let mut coloured = Vec::new();
+        write_stats_styled(&mut coloured, &s, &Palette::ANSI).unwrap();
+        let coloured = String::from_utf8(coloured).unwrap();
+        assert_eq!(anstream::adapter::strip_str(&coloured).to_string(), text);
+        let loss = Palette::ANSI.loss;
+        assert!(
+            coloured.contains(&format!("         {loss}2{loss:#} ")),
+            "{coloured:?}"
+        );
+        let mut off = s.clone();
+        off.enabled = false;
+        let mut coloured = Vec::new();
+        write_stats_styled(&mut coloured, &off, &Palette::ANSI).unwrap();
+        let notice = Palette::ANSI.notice;
+        let want = format!("recording\u{1b}[0m {notice}DISABLED{notice:#},");
+        assert!(String::from_utf8(coloured).unwrap().contains(&want));
         assert_eq!(
             parse_stats(&bytes[..100]),
             Err(StatsError::Short {

@@ -25,8 +25,8 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Stream(a) => cmd::stream::run(source, a, &palette, &mut out),
         Command::Record(a) => cmd::record::run(source, a),
         Command::Report(a) => cmd::report::run(source, a, &palette, &mut out),
-        Command::Stats(a) => cmd::stats::run(source, a, &mut out),
-        Command::Info(a) => cmd::info::run(a, &mut out),
+        Command::Stats(a) => cmd::stats::run(source, a, &palette, &mut out),
+        Command::Info(a) => cmd::info::run(a, &palette, &mut out),
         Command::Config {
             action: ConfigAction::Show(a),
         } => cmd::config::show(source, a, &mut out),

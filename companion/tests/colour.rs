@@ -314,3 +314,103 @@ fn a_bad_colour_choice_is_still_refused_by_clap() {
         "{err}"
     );
 }
+
+/// Bold, the style of headings and of the labels of `info` and `stats`.
+const HEADING: &str = "\u{1b}[1m";
+
+/// Green, the style of "nothing lost".
+const OK: &str = "\u{1b}[32m";
+
+#[test]
+fn info_colours_its_labels_and_losses_like_the_report() {
+    let dir = TempDir::new().unwrap();
+    let lossy = fixture(&dir, "lossy.mtr", &lossy_batches(100));
+    let (plain, status) = run(&["info"], &lossy, &[]);
+    assert_eq!(status, 3, "{plain}");
+    assert!(!plain.contains('\u{1b}'), "{plain:?}");
+    let (coloured, status) = run(&["--color", "always", "info"], &lossy, &[]);
+    assert_eq!(status, 3);
+    assert_eq!(strip(&coloured), plain);
+    assert!(
+        coloured.starts_with(&format!("{HEADING}recording")),
+        "{coloured:?}"
+    );
+    let losses = coloured.lines().find(|l| l.contains("dropped")).unwrap();
+    assert!(
+        losses.starts_with(&format!("{HEADING}losses")),
+        "{losses:?}"
+    );
+    assert!(losses.contains(LOSS), "{losses:?}");
+
+    // Nothing lost: in the colour of "nothing lost".
+    let life = fixture(&dir, "life.mtr", &lifecycle_batches());
+    let coloured = run(&["info", "--color=always"], &life, &[]).0;
+    let losses = coloured.lines().find(|l| l.contains("dropped")).unwrap();
+    assert!(losses.contains(OK) && !losses.contains(LOSS), "{losses:?}");
+
+    // Cut off: the end line says so in the colour of a loss.
+    let bytes = std::fs::read(&life).unwrap();
+    let cut = dir.path().join("cut.mtr");
+    std::fs::write(&cut, &bytes[..bytes.len() - 7]).unwrap();
+    let (plain, _) = run(&["info"], &cut, &[]);
+    let (coloured, status) = run(&["--color", "always", "info"], &cut, &[]);
+    assert_eq!(status, 3);
+    assert_eq!(strip(&coloured), plain);
+    assert!(coloured.contains(&format!("{LOSS}CUT OFF")), "{coloured:?}");
+
+    // Plain whenever colour is not asked for or is refused.
+    for (args, env) in [
+        (&["info"][..], &[][..]),
+        (&["--color", "never", "info"], &TERMINAL),
+        (&["info"], &[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")]),
+    ] {
+        assert_eq!(run(args, &cut, env).0, plain, "{args:?} {env:?}");
+    }
+    assert!(run(&["info"], &cut, &TERMINAL).0.contains(LOSS));
+}
+
+#[test]
+fn stats_colours_its_headings_and_drops_like_the_report() {
+    let dir = TempDir::new().unwrap();
+    let f = dir.path().join("stats.mtr");
+    let (batches, stats) = lossy_unread_tail(10, 100);
+    write_recording_with_stats(&f, &batches, Some(&stats));
+    let (plain, status) = run(&["stats"], &f, &[]);
+    assert_eq!(status, 0, "{plain}");
+    assert!(plain.contains("records dropped so far"), "{plain}");
+    assert!(!plain.contains('\u{1b}'), "{plain:?}");
+    let (coloured, status) = run(&["--color", "always", "stats"], &f, &[]);
+    assert_eq!(status, 0);
+    assert_eq!(strip(&coloured), plain);
+    assert!(
+        coloured.starts_with(&format!("{HEADING}kext")),
+        "{coloured:?}"
+    );
+    let titles = coloured.lines().find(|l| l.contains("backlog")).unwrap();
+    assert!(titles.starts_with(HEADING), "{titles:?}");
+    assert!(
+        coloured
+            .lines()
+            .any(|l| l.starts_with(&format!("{LOSS}!! ")) && l.contains("records dropped")),
+        "{coloured:?}"
+    );
+    // The shard that dropped shows its count as a loss, padding outside.
+    let shard = coloured
+        .lines()
+        .find(|l| l.trim_start().starts_with("0 "))
+        .unwrap();
+    assert!(shard.contains(&format!(" {LOSS}")), "{shard:?}");
+    for (args, env) in [
+        (&["--color", "never", "stats"][..], &TERMINAL[..]),
+        (&["stats"], &[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")]),
+    ] {
+        assert_eq!(run(args, &f, env).0, plain, "{args:?} {env:?}");
+    }
+    assert!(run(&["stats"], &f, &TERMINAL).0.contains(LOSS));
+    // JSON never.
+    let json = run(&["--color", "always", "stats", "--json"], &f, &TERMINAL).0;
+    assert!(
+        json.starts_with('{') && !json.contains('\u{1b}'),
+        "{json:?}"
+    );
+}

@@ -5,6 +5,7 @@ use super::read::for_each_batch;
 use crate::cli::{InfoArgs, Limit};
 use anyhow::Result;
 use maptrace::pagesize::PageSize;
+use maptrace::palette::Palette;
 use maptrace::pipeline::Item;
 use maptrace::recording::{Cut, PAGE_SIZE_FORMAT};
 use maptrace::replay::FileSource;
@@ -48,7 +49,7 @@ struct Info {
     closing_stats: bool,
 }
 
-pub fn run(a: &InfoArgs, mut out: &mut impl Write) -> Result<u8> {
+pub fn run(a: &InfoArgs, palette: &Palette, mut out: &mut impl Write) -> Result<u8> {
     let mut src = FileSource::open(&a.input)?;
     let (mut first, mut last) = (u64::MAX, 0u64);
     let totals = for_each_batch(&mut src, &Limit { duration: None }, |items| {
@@ -94,36 +95,53 @@ pub fn run(a: &InfoArgs, mut out: &mut impl Write) -> Result<u8> {
         serde_json::to_writer_pretty(&mut out, &info)?;
         writeln!(out)?;
     } else {
-        write_human(out, &info)?;
+        write_human(out, &info, palette)?;
     }
     out.flush()?;
     Ok(totals.exit_status())
 }
 
-fn write_human(w: &mut impl Write, i: &Info) -> std::io::Result<()> {
-    writeln!(w, "recording  {}", i.file)?;
-    writeln!(
-        w,
-        "format     {}{}",
-        i.format,
-        if i.checksummed {
-            " (frames checksummed)"
-        } else {
-            " (no checksums: written by an older maptrace)"
-        }
-    )?;
-    writeln!(w, "kext ABI   {}", i.abi_version)?;
-    writeln!(w, "host       {}", shown(&i.host))?;
-    writeln!(w, "started    {}", i.start_utc)?;
+/// The width of the label column, the space after it included.
+const LABEL_WIDTH: usize = 11;
+
+/// Writes the description for people: each label as a heading (as the
+/// report's TOTALS and LOSSES), losses and a cut-off end as losses, a
+/// lossless one as ok, a recording without checksums as a notice.
+fn write_human(w: &mut impl Write, i: &Info, palette: &Palette) -> std::io::Result<()> {
+    let (l, n, ok) = (palette.loss, palette.notice, palette.ok);
+    let label = |w: &mut dyn Write, name: &str| {
+        let h = palette.heading;
+        let pad = LABEL_WIDTH - name.len();
+        write!(w, "{h}{name}{h:#}{:pad$}", "")
+    };
+    label(w, "recording")?;
+    writeln!(w, "{}", i.file)?;
+    label(w, "format")?;
+    if i.checksummed {
+        writeln!(w, "{} (frames checksummed)", i.format)?;
+    } else {
+        writeln!(
+            w,
+            "{} {n}(no checksums: written by an older maptrace){n:#}",
+            i.format
+        )?;
+    }
+    label(w, "kext ABI")?;
+    writeln!(w, "{}", i.abi_version)?;
+    label(w, "host")?;
+    writeln!(w, "{}", shown(&i.host))?;
+    label(w, "started")?;
+    writeln!(w, "{}", i.start_utc)?;
+    label(w, "anchor")?;
     match i.start_clock_ns {
         Some(c) => writeln!(
             w,
-            "anchor     kext clock {}s since boot at the start: times map to UTC (--time wall)",
+            "kext clock {}s since boot at the start: times map to UTC (--time wall)",
             secs(c)
         )?,
         None => writeln!(
             w,
-            "anchor     none (format {} has no kext clock reading): only relative times (--time rel)",
+            "none (format {} has no kext clock reading): only relative times (--time rel)",
             i.format
         )?,
     }
@@ -132,46 +150,105 @@ fn write_human(w: &mut impl Write, i: &Info) -> std::io::Result<()> {
     } else {
         "the recording does not say".into()
     };
+    label(w, "page size")?;
     match i.page_size.map(PageSize::new) {
         Some(Ok(p)) => writeln!(
             w,
-            "page size  {p} ({} bytes): `report` counts distinct pages in it",
+            "{p} ({} bytes): `report` counts distinct pages in it",
             p.bytes()
         )?,
         _ => writeln!(
             w,
-            "page size  unknown ({unknown}): `report` counts 4 KiB pages (--page-size to choose)"
+            "unknown ({unknown}): `report` counts 4 KiB pages (--page-size to choose)"
         )?,
     }
     if let (Some(a), Some(b)) = (&i.first_event_utc, &i.last_event_utc) {
-        writeln!(w, "events     {a} .. {b}")?;
+        label(w, "events")?;
+        writeln!(w, "{a} .. {b}")?;
     }
+    label(w, "duration")?;
     writeln!(
         w,
-        "duration   {:.3} s (first to last event)",
+        "{:.3} s (first to last event)",
         i.duration_ns as f64 / 1e9
     )?;
+    label(w, "contents")?;
     writeln!(
         w,
-        "contents   {} batches, {} events, {} bytes read",
+        "{} batches, {} events, {} bytes read",
         i.batches, i.events, i.bytes_read
     )?;
+    let lost = i.dropped + i.gap_slots + i.corrupt + i.corrupt_frames > 0;
+    let s = if lost { l } else { ok };
+    label(w, "losses")?;
     writeln!(
         w,
-        "losses     {} dropped, {} gap slots, {} corrupt parts ({} frames failed their checksum)",
+        "{s}{} dropped, {} gap slots, {} corrupt parts ({} frames failed their checksum){s:#}",
         i.dropped, i.gap_slots, i.corrupt, i.corrupt_frames
     )?;
+    label(w, "end")?;
     match &i.cut {
-        Some(c) => writeln!(w, "end        CUT OFF: {c}")?,
-        None => writeln!(w, "end        complete (ends after a whole frame)")?,
+        Some(c) => writeln!(w, "{l}CUT OFF: {c}{l:#}")?,
+        None => writeln!(w, "complete (ends after a whole frame)")?,
     }
+    label(w, "stats")?;
     writeln!(
         w,
-        "stats      {}",
+        "{}",
         if i.closing_stats {
             "the kext's closing statistics are present (`maptrace stats FILE`)"
         } else {
             "no closing statistics"
         }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A recording of an older maptrace: no checksums, no anchor, no page
+    /// size, nothing lost.
+    fn old_recording() -> Info {
+        Info {
+            file: "old.mtr".into(),
+            format: 2,
+            checksummed: false,
+            abi_version: "1.1".into(),
+            host: "vm".into(),
+            start_unix_ns: 0,
+            start_utc: utc_time(0),
+            start_clock_ns: None,
+            page_size: None,
+            first_event_utc: None,
+            last_event_utc: None,
+            duration_ns: 0,
+            bytes_read: 64,
+            batches: 1,
+            events: 2,
+            dropped: 0,
+            gap_slots: 0,
+            corrupt: 0,
+            corrupt_frames: 0,
+            cut: None,
+            closing_stats: false,
+        }
+    }
+
+    #[test]
+    fn a_recording_without_checksums_is_a_notice() {
+        let (mut plain, mut coloured) = (Vec::new(), Vec::new());
+        write_human(&mut plain, &old_recording(), &Palette::PLAIN).unwrap();
+        write_human(&mut coloured, &old_recording(), &Palette::ANSI).unwrap();
+        let (plain, coloured) = (
+            String::from_utf8(plain).unwrap(),
+            String::from_utf8(coloured).unwrap(),
+        );
+        assert!(!plain.contains('\u{1b}'), "{plain:?}");
+        assert_eq!(anstream::adapter::strip_str(&coloured).to_string(), plain);
+        let (n, ok) = (Palette::ANSI.notice, Palette::ANSI.ok);
+        let want = format!("format\u{1b}[0m     2 {n}(no checksums");
+        assert!(coloured.contains(&want), "{coloured:?}");
+        assert!(coloured.contains(&format!("{ok}0 dropped")), "{coloured:?}");
+    }
 }

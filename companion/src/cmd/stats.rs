@@ -3,10 +3,16 @@
 use super::source::open_source;
 use crate::cli::StatsArgs;
 use anyhow::Result;
+use maptrace::palette::Palette;
 use maptrace::{control, exit};
 use std::io::Write;
 
-pub fn run(source: Option<&str>, a: &StatsArgs, mut out: &mut impl Write) -> Result<u8> {
+pub fn run(
+    source: Option<&str>,
+    a: &StatsArgs,
+    palette: &Palette,
+    mut out: &mut impl Write,
+) -> Result<u8> {
     let mut src = open_source(source, a.input.as_deref())?;
     let bytes = src.stats()?;
     let s = control::parse_stats(&bytes)?;
@@ -14,7 +20,7 @@ pub fn run(source: Option<&str>, a: &StatsArgs, mut out: &mut impl Write) -> Res
         serde_json::to_writer_pretty(&mut out, &s)?;
         writeln!(out)?;
     } else {
-        control::write_stats(&mut out, &s)?;
+        control::write_stats_styled(&mut out, &s, palette)?;
     }
     out.flush()?;
     Ok(exit::OK)
