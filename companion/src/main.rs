@@ -43,6 +43,7 @@ fn run(cli: Cli) -> Result<u8> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse_coloured();
+    let stderr = Palette::for_stderr(cli.color.into());
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -52,7 +53,8 @@ fn main() -> ExitCode {
             {
                 return ExitCode::from(exit::OK);
             }
-            eprintln!("maptrace: error: {e:#}");
+            let error = stderr.error;
+            eprintln!("maptrace: {error}error:{error:#} {e:#}");
             if e.downcast_ref::<exit::UsageError>().is_some() {
                 eprintln!("For more information, try '--help'.");
                 return ExitCode::from(exit::USAGE);

@@ -17,6 +17,8 @@ use std::io::Write;
 pub struct Palette {
     /// Records lost, skipped or corrupt: `!! LOST` lines, INCOMPLETE.
     pub loss: Style,
+    /// The `error:` of a command that failed, as clap styles its own.
+    pub error: Style,
     /// What the reader must notice but is not a loss: a kext reload.
     pub notice: Style,
     /// A reference held after the last unmap (HELD) and leak suspects.
@@ -41,6 +43,7 @@ impl Palette {
     /// No colour: every style writes nothing.
     pub const PLAIN: Palette = Palette {
         loss: PLAIN,
+        error: PLAIN,
         notice: PLAIN,
         suspect: PLAIN,
         ok: PLAIN,
@@ -54,6 +57,7 @@ impl Palette {
     /// ANSI colours: the 8 basic ones, which every terminal theme adapts.
     pub const ANSI: Palette = Palette {
         loss: fg(AnsiColor::Red).effects(Effects::BOLD),
+        error: fg(AnsiColor::Red).effects(Effects::BOLD),
         notice: fg(AnsiColor::Yellow),
         suspect: fg(AnsiColor::Yellow).effects(Effects::BOLD),
         ok: fg(AnsiColor::Green),
@@ -78,8 +82,22 @@ impl Palette {
     /// environment allows it (a non-empty `NO_COLOR` forbids it,
     /// `CLICOLOR_FORCE` asks for it, as `anstream` reads them).
     pub fn for_stdout(choice: anstream::ColorChoice) -> Palette {
+        Palette::for_stream(choice, &std::io::stdout())
+    }
+
+    /// The palette for standard error under `choice`, decided as
+    /// [`Palette::for_stdout`] decides for standard output: the command's
+    /// own error lines, beside clap's.
+    pub fn for_stderr(choice: anstream::ColorChoice) -> Palette {
+        Palette::for_stream(choice, &std::io::stderr())
+    }
+
+    fn for_stream<S: anstream::stream::RawStream>(
+        choice: anstream::ColorChoice,
+        stream: &S,
+    ) -> Palette {
         let choice = match choice {
-            anstream::ColorChoice::Auto => anstream::AutoStream::choice(&std::io::stdout()),
+            anstream::ColorChoice::Auto => anstream::AutoStream::<S>::choice(stream),
             forced => forced,
         };
         Palette::new(choice != anstream::ColorChoice::Never)

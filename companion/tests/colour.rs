@@ -281,6 +281,40 @@ fn clap_errors_follow_the_colour_choice() {
 }
 
 #[test]
+fn a_failed_command_says_error_in_clap_s_colour() {
+    // A recording that is not there: the command's own failure (status 1),
+    // on standard error beside clap's, in the same bold red `error:`.
+    let dir = TempDir::new().unwrap();
+    let missing = dir.path().join("missing.mtr");
+    let missing = missing.to_str().unwrap();
+    let (_, plain, status) = run_clap(&["info", missing], &[]);
+    assert_eq!(status, 1, "{plain}");
+    assert!(plain.starts_with("maptrace: error: "), "{plain:?}");
+    assert!(plain.contains("missing.mtr"), "{plain}");
+    for (args, env) in [
+        (&["--color", "always", "info", missing][..], &[][..]),
+        (&["info", missing], &TERMINAL),
+    ] {
+        let (_, err, status) = run_clap(args, env);
+        assert_eq!(status, 1);
+        assert!(
+            err.starts_with(&format!("maptrace: {LOSS}error:\u{1b}[0m ")),
+            "{args:?} {env:?}: {err:?}"
+        );
+        assert_eq!(strip(&err), plain);
+    }
+    for (args, env) in [
+        (&["info", missing, "--color=never"][..], &TERMINAL[..]),
+        (
+            &["info", missing],
+            &[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")],
+        ),
+    ] {
+        assert_eq!(run_clap(args, env).1, plain, "{args:?} {env:?}");
+    }
+}
+
+#[test]
 fn a_bad_colour_choice_is_still_refused_by_clap() {
     for args in [
         &["--color", "sometimes", "--help"][..],
