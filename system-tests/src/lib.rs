@@ -7,7 +7,7 @@
 use maptrace_abi::decode::{Decoder, Record};
 use maptrace_abi::{StatsView, raw};
 use maptrace_sim::arena::{LeakForm, find_addresses_by_field};
-use maptrace_sim::{Config, Cred, Sim, SysctlError, xnu};
+use maptrace_sim::{Config, Cred, Sim, SysctlError, ViolationPolicy, xnu};
 
 unsafe extern "C" {
     /// The shim's kmod_info (KMOD_EXPLICIT_DECL in kext-shim/src/mt_main.c).
@@ -94,6 +94,30 @@ pub fn boot_loaded(config: Config, t: Tunables) -> Sim {
     let sim = boot_fs(config);
     load(&sim, t).expect("the shim loads");
     sim
+}
+
+/// The default tunables with the kauth listener `kauth` and a short unload
+/// wait, for tests that hold a hook or a reader across an unload: a
+/// refused unload comes back soon.
+pub fn short_unload_wait(kauth: bool) -> Tunables {
+    Tunables {
+        kauth,
+        unload_wait_ms: 100,
+        ..Tunables::default()
+    }
+}
+
+/// A booted simulator that collects violations (the test takes and checks
+/// them) with filesystems and files, and the shim loaded with the kauth
+/// listener `kauth` and a short unload wait.
+pub fn boot_collecting(kauth: bool) -> Sim {
+    boot_loaded(
+        Config {
+            policy: ViolationPolicy::Collect,
+            ..Config::default()
+        },
+        short_unload_wait(kauth),
+    )
 }
 
 /// A booted simulator with filesystems and files, nothing loaded.

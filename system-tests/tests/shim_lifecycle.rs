@@ -16,7 +16,8 @@ use maptrace_sim::{
     map_flags, prot,
 };
 use maptrace_system_tests::{
-    Tunables, boot_fs, boot_loaded, drain, events_buffer, load, raw_name, stats,
+    Tunables, boot_collecting, boot_fs, boot_loaded, drain, events_buffer, load, raw_name,
+    short_unload_wait, stats,
 };
 
 const PAGE: u64 = 4096;
@@ -535,13 +536,7 @@ fn unload_is_refused_while_a_hook_is_stuck_then_succeeds() {
     // operation is held (slow I/O). The unload is refused, the kext stays
     // loaded and keeps tracing, and once the hook leaves, unload succeeds.
     for vop in [Vop::Pagein, Vop::Mmap, Vop::Mnomap] {
-        let sim = boot_loaded(
-            Config::default(),
-            Tunables {
-                unload_wait_ms: 100,
-                ..Tunables::default()
-            },
-        );
+        let sim = boot_loaded(Config::default(), short_unload_wait(SHIM_WITH_KAUTH));
         let mut dec = Decoder::new();
         let p = sim.spawn("stuck", 501);
         let q = sim.spawn("other", 501);
@@ -788,18 +783,7 @@ fn unload_refuses_rather_than_hang_on_a_read_stuck_in_copyout() {
     // and kmod stop runs under OSKext's lock: a reader stuck in copyout (its
     // buffer on a hung network mapping) would hang the unload for good.
     // Stop waits for it as long as for hooks, then refuses.
-    let sim = boot_fs(Config {
-        policy: ViolationPolicy::Collect,
-        ..Config::default()
-    });
-    load(
-        &sim,
-        Tunables {
-            unload_wait_ms: 100,
-            ..Tunables::default()
-        },
-    )
-    .expect("load");
+    let sim = boot_collecting(SHIM_WITH_KAUTH);
     let buf = events_buffer(&sim);
     let (finished, unloaded, read) = std::thread::scope(|s| {
         let sim = &sim;

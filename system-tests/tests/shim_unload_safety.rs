@@ -3,6 +3,9 @@
 //! drain and the free), leave a faulting thread's UPL busy when a pagein
 //! fails open, unload while another kext's hook still calls ours, and
 //! write into (or trust) the vector of a filesystem that went away.
+//! Each test loads the shim without its kauth listener (discovery by MAC
+//! only, so the test decides when vectors are seen) and with a short
+//! unload wait.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,29 +15,11 @@ use maptrace_abi::EventKind;
 use maptrace_abi::decode::Decoder;
 use maptrace_sim::context::Vop;
 use maptrace_sim::{Config, Proc, Sim, Violation, ViolationPolicy, map_flags, prot};
-use maptrace_system_tests::{Tunables, boot_fs, drain, load, vectors_original};
+use maptrace_system_tests::{
+    boot_collecting, boot_fs, drain, load, short_unload_wait, vectors_original,
+};
 
 const PAGE: u64 = 4096;
-
-/// A simulator collecting violations, the shim loaded (discovery by MAC
-/// only, so the test decides when vectors are seen) with a short unload
-/// wait.
-fn boot() -> Sim {
-    let sim = boot_fs(Config {
-        policy: ViolationPolicy::Collect,
-        ..Config::default()
-    });
-    load(
-        &sim,
-        Tunables {
-            kauth: false,
-            unload_wait_ms: 100,
-            ..Tunables::default()
-        },
-    )
-    .expect("load");
-    sim
-}
 
 /// `path` opened and mapped (8 pages) by a new process.
 fn mapped(sim: &Sim, path: &str) -> (Proc, u64) {
@@ -93,7 +78,7 @@ fn fault_entering_at_core_shutdown(sim: &Sim, p: &Proc, a: u64) -> Vec<Violation
 #[test]
 fn a_hook_entering_between_the_drain_and_the_free_never_uses_the_freed_core() {
     // apfs (PAGEINV2): no UPL, so only the core's lifetime is under test.
-    let sim = boot();
+    let sim = boot_collecting(false);
     let (p, a) = mapped(&sim, "/data/a.bin");
     let v = fault_entering_at_core_shutdown(&sim, &p, a);
     assert!(v.is_empty(), "{v:#?}");
@@ -105,7 +90,7 @@ fn a_pagein_that_fails_open_releases_the_faulting_threads_upl() {
     // hfs (no PAGEINV2): vnode_pagein hands the hook a UPL and aborts it
     // itself only for EAGAIN/EPERM (bsd/vm/vnode_pager.c, xnu-11417.121.6).
     // A fault entering after the core is cleared fails open with EIO.
-    let sim = boot();
+    let sim = boot_collecting(false);
     let (p, a) = mapped(&sim, "/Volumes/hfs/c.bin");
     let v = fault_entering_at_core_shutdown(&sim, &p, a);
     assert!(v.is_empty(), "{v:#?}");
@@ -118,7 +103,7 @@ fn a_hook_entering_after_the_core_is_cleared_still_runs_the_filesystems_operatio
     // hook once the core is cleared, while stop still drains: it gets the
     // filesystem's own pagein from the shim's copy of the originals (it
     // failed open before: EIO, a SIGBUS on a Mac), and stop waits for it.
-    let sim = boot();
+    let sim = boot_collecting(false);
     let (p, a) = mapped(&sim, HFS_FILE);
     let dispatch = sim.hold_dispatch(Vop::Pagein);
     let done = Arc::new(AtomicBool::new(false));
@@ -194,7 +179,7 @@ fn unload_is_refused_while_another_kext_hooked_over_our_entries() {
     // The other kext saved our trampolines as its originals: unloading
     // would leave it calling unmapped code (bsd/vfs/kpi_vfs.c dispatches
     // through whatever is in the slot, xnu-11417.121.6).
-    let sim = boot();
+    let sim = boot_collecting(false);
     let (p, a) = mapped(&sim, HFS_FILE);
     assert!(!vectors_original(&sim), "hfs hooked by the shim");
     let other = sim.foreign_hook(HFS_FILE).expect("the other kext hooks");
@@ -233,15 +218,7 @@ fn unload_over_another_kexts_earlier_hook_puts_its_entries_back() {
         ..Config::default()
     });
     let other = sim.foreign_hook(HFS_FILE).expect("the other kext hooks");
-    load(
-        &sim,
-        Tunables {
-            kauth: false,
-            unload_wait_ms: 100,
-            ..Tunables::default()
-        },
-    )
-    .expect("load");
+    load(&sim, short_unload_wait(false)).expect("load");
     let (p, a) = mapped(&sim, HFS_FILE);
     p.touch(a, 1).expect("both hooks forward");
     assert_eq!(other.unhook(&sim), 3, "ours sits over its entries");
@@ -289,7 +266,7 @@ fn trace_then_remove_fs(sim: &Sim, fs: &str) -> usize {
 
 #[test]
 fn unload_after_a_traced_filesystem_went_away_touches_no_freed_vector() {
-    let sim = boot();
+    let sim = boot_collecting(false);
     trace_then_remove_fs(&sim, "xfs");
     sim.unload_kext().expect("unload");
     assert!(vectors_original(&sim));
@@ -299,7 +276,7 @@ fn unload_after_a_traced_filesystem_went_away_touches_no_freed_vector() {
 
 #[test]
 fn a_new_vector_at_a_freed_vectors_address_is_hooked() {
-    let sim = boot();
+    let sim = boot_collecting(false);
     let old = trace_then_remove_fs(&sim, "xfs");
     let new = sim.add_fs("yfs").expect("vfs_fsadd");
     assert_eq!(new, old, "the freed vector's memory is reused");
@@ -326,7 +303,7 @@ fn a_vector_no_mounted_filesystem_uses_keeps_the_kext_loaded() {
     // removed: the kext cannot tell a freed vector from one of a type that
     // is registered but unmounted (whose next mount would still call our
     // trampolines), so it touches neither and stays loaded.
-    let sim = boot();
+    let sim = boot_collecting(false);
     let vector = fs_with_file(&sim, "xfs");
     map_unmap(&sim.spawn("fsuser", 501), "/Volumes/x/f");
     assert!(vector_hooked(&sim, vector));
@@ -356,7 +333,7 @@ fn a_forced_unmount_of_the_last_mount_of_a_type_traces_its_last_unmaps() {
     // vector then belongs to no live vnode and may be freed by
     // vfs_fsremove: the kext never touches it again and refuses to unload
     // (safe) rather than write into it.
-    let sim = boot();
+    let sim = boot_collecting(false);
     let vector = fs_with_file(&sim, "xfs");
     let p = sim.spawn("fsuser", 501);
     let fd = p.open("/Volumes/x/f").expect("open");
@@ -385,7 +362,7 @@ fn the_last_mount_of_a_type_with_nothing_in_use_is_unhooked_first() {
     // Nothing in use: no last unmap can come, so the MAC unmount check (the
     // last moment the filesystem is certainly registered) restores the
     // vector and forgets it; the type's removal then costs nothing.
-    let sim = boot();
+    let sim = boot_collecting(false);
     let vector = fs_with_file(&sim, "xfs");
     map_unmap(&sim.spawn("fsuser", 501), "/Volumes/x/f");
     assert!(vector_hooked(&sim, vector));
