@@ -12,26 +12,16 @@ use maptrace_abi::decode::{Decoder, Event, Record};
 use maptrace_abi::{EventKind, ProbeMethod, raw};
 use maptrace_sim::context::Vop;
 use maptrace_sim::{
-    Config, Cred, KextError, Proc, Release, SHIM_WITH_KAUTH, Sim, TraceOp, ViolationPolicy,
-    map_flags, prot,
+    Config, Cred, KextError, Release, SHIM_WITH_KAUTH, Sim, TraceOp, ViolationPolicy, map_flags,
+    prot,
 };
 use maptrace_system_tests::{
     Tunables, boot_collecting, boot_fs, boot_loaded, drain, events_buffer, load, raw_name,
-    short_unload_wait, stats,
+    short_unload_wait, stats, workload,
 };
 
 const PAGE: u64 = 4096;
 const KERN_FAILURE: i32 = 5;
-
-fn workload(p: &Proc, path: &str) {
-    let fd = p.open(path).expect("open");
-    let a = p
-        .mmap(fd, 8 * PAGE, prot::READ, map_flags::SHARED, 0)
-        .expect("map");
-    p.touch(a, 8 * PAGE).expect("touch");
-    p.munmap(a).expect("unmap");
-    p.close(fd).expect("close");
-}
 
 fn counts(r: &Record) -> maptrace_abi::Counts {
     match r.event {
