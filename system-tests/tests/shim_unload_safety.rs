@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use maptrace_abi::EventKind;
-use maptrace_abi::decode::Decoder;
+use maptrace_abi::decode::{Decoder, Record};
 use maptrace_sim::context::Vop;
-use maptrace_sim::{Config, Proc, Sim, Violation, ViolationPolicy, map_flags, prot};
+use maptrace_sim::{Config, Cred, Proc, Sim, TraceOp, Violation, ViolationPolicy, map_flags, prot};
 use maptrace_system_tests::{
-    boot_collecting, boot_fs, drain, load, short_unload_wait, vectors_original,
+    boot_collecting, boot_fs, drain, load, short_unload_wait, stats, vectors_original,
 };
 
 const PAGE: u64 = 4096;
@@ -373,6 +373,126 @@ fn the_last_mount_of_a_type_with_nothing_in_use_is_unhooked_first() {
     );
     sim.remove_fs("xfs").expect("vfs_fsremove");
     sim.unload_kext().expect("unload");
+    let v = sim.take_violations();
+    assert!(v.is_empty(), "{v:#?}");
+}
+
+/// Vectors the core's table takes in one load (removed slots are not
+/// reused, src/vectors.rs), and entries in the shim's append-only copy of
+/// the originals (MT_SHADOW_MAX, kext-shim/src/mt_vnops.c).
+const CORE_VECTORS: usize = maptrace_core::vectors::MAX_VECTORS;
+const SHADOW_MAX: usize = 8 * CORE_VECTORS;
+
+/// The kinds of `pid`'s MMAP, PAGEIN and MNOMAP records, sorted.
+fn vnop_kinds(recs: &[Record], pid: i32) -> Vec<EventKind> {
+    let mut kinds: Vec<EventKind> = recs
+        .iter()
+        .filter(|r| r.pid == pid as u32)
+        .filter(|r| {
+            matches!(
+                r.kind,
+                EventKind::Mmap | EventKind::Pagein | EventKind::Mnomap
+            )
+        })
+        .map(|r| r.kind)
+        .collect();
+    kinds.sort_unstable();
+    kinds
+}
+
+/// The same kinds for `pid`'s VNOP_MMAP, VNOP_PAGEIN and VNOP_MNOMAP that
+/// reached the filesystem (the simulator's ground truth), sorted.
+fn vnops_reached(sim: &Sim, pid: i32) -> Vec<EventKind> {
+    let mut kinds: Vec<EventKind> = sim
+        .trace()
+        .iter()
+        .filter(|t| t.pid == pid)
+        .filter_map(|t| match t.op {
+            TraceOp::Mmap => Some(EventKind::Mmap),
+            TraceOp::Pagein => Some(EventKind::Pagein),
+            TraceOp::Mnomap => Some(EventKind::Mnomap),
+            _ => None,
+        })
+        .collect();
+    kinds.sort_unstable();
+    kinds
+}
+
+#[test]
+fn vectors_past_the_kexts_tables_stay_unhooked_and_untraced() {
+    // Filesystem types that stay registered (a removed one's vector comes
+    // back at the same address with the same originals), each mounted, its
+    // vector seen by an open, then unmounted. Every new vector takes an
+    // entry in the copy of the originals before the core's insert, so the
+    // core's table fills first (the 65th vector: the core refuses it), and
+    // from the 513th on the copy is full and refuses it itself. A refused
+    // vector stays unhooked, counted as an error; those hooked before keep
+    // tracing.
+    let sim = boot_collecting(false);
+    // Hooks hfs.
+    map_unmap(&sim.spawn("traced", 501), HFS_FILE);
+    let hooked_before = sim
+        .kernel()
+        .vfs
+        .live_vectors()
+        .iter()
+        .filter(|(a, _)| vector_hooked(&sim, *a))
+        .count();
+    let p = sim.spawn("fsuser", 501);
+    let mut errors = stats(&sim, Cred::Root).errors;
+    // Three past the copy's limit.
+    for i in hooked_before..SHADOW_MAX + 3 {
+        let fs = format!("fs{i}");
+        let vector = fs_with_file(&sim, &fs);
+        let fd = p.open("/Volumes/x/f").expect("open");
+        p.close(fd).expect("close");
+        let st = stats(&sim, Cred::Root);
+        if i < CORE_VECTORS {
+            assert!(vector_hooked(&sim, vector), "{fs} hooked");
+            assert_eq!(st.errors, errors, "{fs}");
+        } else {
+            assert!(!vector_hooked(&sim, vector), "{fs} past the tables");
+            assert!(st.errors > errors, "{fs}: the refusal is counted");
+        }
+        assert_eq!(st.vectors_patched as usize, i.min(CORE_VECTORS - 1) + 1);
+        errors = st.errors;
+        sim.unmount("/Volumes/x", false).expect("unmount");
+        assert!(!vector_hooked(&sim, vector), "{fs} unhooked at unmount");
+    }
+
+    // One more refused vector: its operations reach the filesystem, and
+    // nothing of them is traced.
+    let mut dec = Decoder::new();
+    drain(&sim, &mut dec);
+    let vector = fs_with_file(&sim, "full");
+    let q = sim.spawn("untraced", 501);
+    let fd = q.open("/Volumes/x/f").expect("open");
+    let a = q
+        .mmap(fd, 8 * PAGE, prot::READ, map_flags::SHARED, 0)
+        .expect("map");
+    assert!(!vector_hooked(&sim, vector), "not hooked");
+    let touched = q.touch(a, 1).expect("the filesystem serves the fault");
+    assert_eq!(touched.pageins, 1, "{touched:?}");
+    q.munmap(a).expect("unmap");
+    q.close(fd).expect("close");
+    let reached = vnops_reached(&sim, q.pid());
+    for kind in [EventKind::Mmap, EventKind::Pagein, EventKind::Mnomap] {
+        assert!(reached.contains(&kind), "{kind:?} reached the filesystem");
+    }
+    let recs = drain(&sim, &mut dec);
+    assert_eq!(vnop_kinds(&recs, q.pid()), [], "{recs:?}");
+    assert!(stats(&sim, Cred::Root).errors > errors);
+    sim.unmount("/Volumes/x", false).expect("unmount");
+
+    // hfs, hooked before the tables filled, still traces all of it.
+    let t = sim.spawn("traced-after", 501);
+    map_unmap(&t, HFS_FILE);
+    let reached = vnops_reached(&sim, t.pid());
+    assert!(reached.contains(&EventKind::Mmap) && reached.contains(&EventKind::Mnomap));
+    assert_eq!(vnop_kinds(&drain(&sim, &mut dec), t.pid()), reached);
+
+    sim.unload_kext().expect("unload");
+    assert!(vectors_original(&sim));
     let v = sim.take_violations();
     assert!(v.is_empty(), "{v:#?}");
 }
