@@ -923,8 +923,12 @@ mod tests {
         })
     }
 
-    /// The document `items` export to, parsed.
-    fn exported(items: &[Item], epoch_cap: Option<usize>) -> serde_json::Value {
+    /// An epoch slice: its begin and end events.
+    type Slice = (serde_json::Value, serde_json::Value);
+
+    /// The document `items` export to (epochs capped at `epoch_cap`, else
+    /// the default cap), parsed, and its epoch slices (see `slices`).
+    fn exported(items: &[Item], epoch_cap: Option<usize>) -> (serde_json::Value, Vec<Slice>) {
         let mut x = Exporter::new(Vec::new()).unwrap();
         if let Some(cap) = epoch_cap {
             x.epoch_cap = cap;
@@ -933,13 +937,15 @@ mod tests {
             x.observe(it).unwrap();
             assert!(x.epochs.len() <= x.epoch_cap);
         }
-        serde_json::from_slice(&x.finish().unwrap()).expect("one JSON document")
+        let doc = serde_json::from_slice(&x.finish().unwrap()).expect("one JSON document");
+        let epochs = slices(&doc);
+        (doc, epochs)
     }
 
     /// The epoch slices of `doc` as (begin, end) pairs in the order they
     /// began, checking that every begin has exactly one end with the same
     /// name, category, id and track, no earlier than it.
-    fn slices(doc: &serde_json::Value) -> Vec<(serde_json::Value, serde_json::Value)> {
+    fn slices(doc: &serde_json::Value) -> Vec<Slice> {
         let evs = doc["traceEvents"].as_array().unwrap();
         let of = |ph: &str| -> Vec<&serde_json::Value> {
             evs.iter()
@@ -967,7 +973,7 @@ mod tests {
 
     #[test]
     fn an_epoch_is_one_async_slice_from_first_map_to_last_unmap() {
-        let doc = exported(
+        let (doc, epochs) = exported(
             &[
                 item("mmap", 7, 10, 0xa),
                 item("pagein", 7, 15, 0xa),
@@ -978,7 +984,6 @@ mod tests {
             ],
             None,
         );
-        let epochs = slices(&doc);
         assert_eq!(epochs.len(), 1, "{doc}");
         let (b, e) = &epochs[0];
         assert_eq!(b["name"], "vnode:000000000000000a");
@@ -1005,7 +1010,7 @@ mod tests {
 
     #[test]
     fn two_epochs_of_a_file_are_two_slices() {
-        let doc = exported(
+        let (doc, epochs) = exported(
             &[
                 item("mmap", 7, 10, 0xa),
                 item("mnomap", 7, 20, 0xa),
@@ -1015,7 +1020,6 @@ mod tests {
             ],
             None,
         );
-        let epochs = slices(&doc);
         assert_eq!(epochs.len(), 2, "{doc}");
         assert_ne!(epochs[0].0["id2"], epochs[1].0["id2"]);
         let spans: Vec<_> = epochs
@@ -1031,7 +1035,7 @@ mod tests {
 
     #[test]
     fn an_epoch_still_mapped_at_the_end_is_closed_there() {
-        let doc = exported(
+        let (doc, epochs) = exported(
             &[
                 item("mmap", 7, 10, 0xa),
                 item("mmap", 7, 12, 0xb),
@@ -1040,7 +1044,6 @@ mod tests {
             ],
             None,
         );
-        let epochs = slices(&doc);
         assert_eq!(epochs.len(), 2, "{doc}");
         let (b, e) = epochs
             .iter()
@@ -1054,7 +1057,7 @@ mod tests {
 
     #[test]
     fn a_reload_closes_the_epochs_of_the_previous_load() {
-        let doc = exported(
+        let (doc, epochs) = exported(
             &[
                 item("mmap", 7, 10, 0xa),
                 Item::Reload { generation: 2 },
@@ -1063,7 +1066,6 @@ mod tests {
             ],
             None,
         );
-        let epochs = slices(&doc);
         assert_eq!(epochs.len(), 1, "{doc}");
         assert_eq!(epochs[0].1["ts"], 10);
         assert_eq!(
@@ -1075,7 +1077,7 @@ mod tests {
     #[test]
     fn a_loss_inside_an_epoch_marks_its_slice() {
         let gap = Item::Loss(Loss::Gap { shard: 0, slots: 3 });
-        let doc = exported(
+        let (doc, epochs) = exported(
             &[
                 // Before the first file's first map: not its loss.
                 gap.clone(),
@@ -1094,7 +1096,6 @@ mod tests {
             ],
             None,
         );
-        let epochs = slices(&doc);
         assert_eq!(epochs.len(), 3, "{doc}");
         assert!(epochs[0].1["args"].get("losses_during").is_none(), "{doc}");
         for (_, e) in &epochs[1..] {
@@ -1111,7 +1112,7 @@ mod tests {
 
     #[test]
     fn a_last_unmap_without_a_map_opens_nothing() {
-        let doc = exported(
+        let (doc, epochs) = exported(
             &[
                 item("mnomap", 7, 10, 0xa),
                 item("pagein", 7, 20, 0xa),
@@ -1121,7 +1122,7 @@ mod tests {
             ],
             None,
         );
-        assert!(slices(&doc).is_empty(), "{doc}");
+        assert!(epochs.is_empty(), "{doc}");
         // The process and thread, 4 records, the files' process and 3
         // counter points (none for vnode 0): no epoch, no note.
         assert_eq!(doc["traceEvents"].as_array().unwrap().len(), 2 + 4 + 1 + 3);
@@ -1132,8 +1133,7 @@ mod tests {
     #[test]
     fn epochs_past_the_cap_are_counted_not_kept() {
         let items: Vec<Item> = (1..=5).map(|v| item("mmap", 7, v * 10, v)).collect();
-        let doc = exported(&items, Some(2));
-        let epochs = slices(&doc);
+        let (doc, epochs) = exported(&items, Some(2));
         assert_eq!(epochs.len(), 2);
         let note: Vec<_> = doc["traceEvents"]
             .as_array()
@@ -1147,7 +1147,7 @@ mod tests {
         assert_eq!(note[0]["args"]["cap"], 2);
         assert_eq!(note[0]["ts"], 50);
         // Once one was left out, a later epoch may have begun earlier.
-        let doc = exported(
+        let (doc, epochs) = exported(
             &[
                 item("mmap", 7, 10, 0xa),
                 item("mmap", 7, 20, 0xb),
@@ -1156,7 +1156,6 @@ mod tests {
             ],
             Some(1),
         );
-        let epochs = slices(&doc);
         assert_eq!(epochs.len(), 2, "{doc}");
         assert!(epochs[0].0["args"].get("note").is_none());
         assert!(epochs[1].0["args"]["note"].is_string(), "{doc}");

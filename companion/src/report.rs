@@ -1603,6 +1603,22 @@ mod tests {
         )
     }
 
+    /// A page-in of `size` bytes at `offset` by pid 7, 10 ns long, at
+    /// usecount 2 (mapped once).
+    fn pagein(ts: u64, offset: i64, size: u32) -> Item {
+        item(
+            ts,
+            7,
+            Event::Pagein {
+                offset,
+                size,
+                duration_ns: 10,
+                counts: counts(2),
+                upl_flags: 0,
+            },
+        )
+    }
+
     fn build(items: &[Item]) -> Report {
         let mut b = Builder::new();
         items.iter().for_each(|i| b.observe(i));
@@ -1787,19 +1803,6 @@ mod tests {
 
     #[test]
     fn overlapping_pageins_count_pages_once() {
-        let pagein = |ts, offset, size| {
-            item(
-                ts,
-                7,
-                Event::Pagein {
-                    offset,
-                    size,
-                    duration_ns: 10,
-                    counts: counts(2),
-                    upl_flags: 0,
-                },
-            )
-        };
         let r = build(&[
             map(1, 1),
             pagein(2, 0, 8192),
@@ -1817,19 +1820,6 @@ mod tests {
 
     #[test]
     fn distinct_pages_count_in_the_page_size_given() {
-        let pagein = |ts, offset, size| {
-            item(
-                ts,
-                7,
-                Event::Pagein {
-                    offset,
-                    size,
-                    duration_ns: 10,
-                    counts: counts(2),
-                    upl_flags: 0,
-                },
-            )
-        };
         // One 16 KiB page-in, then 4 KiB inside that page, then one that
         // straddles two 16 KiB pages.
         let items = [

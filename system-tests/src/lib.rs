@@ -7,7 +7,7 @@
 use maptrace_abi::decode::{Decoder, Record};
 use maptrace_abi::{StatsView, raw};
 use maptrace_sim::arena::{LeakForm, find_addresses_by_field};
-use maptrace_sim::{Config, Cred, Sim, SysctlError, xnu};
+use maptrace_sim::{Config, Cred, Proc, Sim, SysctlError, ViolationPolicy, map_flags, prot, xnu};
 
 unsafe extern "C" {
     /// The shim's kmod_info (KMOD_EXPLICIT_DECL in kext-shim/src/mt_main.c).
@@ -96,6 +96,30 @@ pub fn boot_loaded(config: Config, t: Tunables) -> Sim {
     sim
 }
 
+/// The default tunables with the kauth listener `kauth` and a short unload
+/// wait, for tests that hold a hook or a reader across an unload: a
+/// refused unload comes back soon.
+pub fn short_unload_wait(kauth: bool) -> Tunables {
+    Tunables {
+        kauth,
+        unload_wait_ms: 100,
+        ..Tunables::default()
+    }
+}
+
+/// A booted simulator that collects violations (the test takes and checks
+/// them) with filesystems and files, and the shim loaded with the kauth
+/// listener `kauth` and a short unload wait.
+pub fn boot_collecting(kauth: bool) -> Sim {
+    boot_loaded(
+        Config {
+            policy: ViolationPolicy::Collect,
+            ..Config::default()
+        },
+        short_unload_wait(kauth),
+    )
+}
+
 /// A booted simulator with filesystems and files, nothing loaded.
 pub fn boot_fs(config: Config) -> Sim {
     let sim = Sim::boot(config);
@@ -114,6 +138,18 @@ pub const FILES: &[(&str, u64)] = &[
     ("/bin/tool", 32 * 4096),
     ("/Volumes/hfs/c.bin", 24 * 4096),
 ];
+
+/// `p` opens `path`, maps 8 pages, touches them all, unmaps, closes.
+pub fn workload(p: &Proc, path: &str) {
+    const LEN: u64 = 8 * 4096;
+    let fd = p.open(path).expect("open");
+    let a = p
+        .mmap(fd, LEN, prot::READ, map_flags::SHARED, 0)
+        .expect("map");
+    p.touch(a, LEN).expect("touch");
+    p.munmap(a).expect("unmap");
+    p.close(fd).expect("close");
+}
 
 /// Everything one read of `kern.maptrace.events` can hold.
 pub fn events_buffer(sim: &Sim) -> Vec<u8> {

@@ -12,25 +12,16 @@ use maptrace_abi::decode::{Decoder, Event, Record};
 use maptrace_abi::{EventKind, ProbeMethod, raw};
 use maptrace_sim::context::Vop;
 use maptrace_sim::{
-    Config, Cred, KextError, Proc, Release, SHIM_WITH_KAUTH, Sim, TraceOp, ViolationPolicy,
-    map_flags, prot,
+    Config, Cred, KextError, Release, SHIM_WITH_KAUTH, Sim, TraceOp, ViolationPolicy, map_flags,
+    prot,
 };
 use maptrace_system_tests::{
-    Tunables, boot_fs, boot_loaded, drain, events_buffer, load, raw_name, stats,
+    Tunables, boot_collecting, boot_fs, boot_loaded, drain, events_buffer, load, raw_name,
+    short_unload_wait, stats, workload,
 };
 
 const PAGE: u64 = 4096;
 const KERN_FAILURE: i32 = 5;
-
-fn workload(p: &Proc, path: &str) {
-    let fd = p.open(path).expect("open");
-    let a = p
-        .mmap(fd, 8 * PAGE, prot::READ, map_flags::SHARED, 0)
-        .expect("map");
-    p.touch(a, 8 * PAGE).expect("touch");
-    p.munmap(a).expect("unmap");
-    p.close(fd).expect("close");
-}
 
 fn counts(r: &Record) -> maptrace_abi::Counts {
     match r.event {
@@ -535,13 +526,7 @@ fn unload_is_refused_while_a_hook_is_stuck_then_succeeds() {
     // operation is held (slow I/O). The unload is refused, the kext stays
     // loaded and keeps tracing, and once the hook leaves, unload succeeds.
     for vop in [Vop::Pagein, Vop::Mmap, Vop::Mnomap] {
-        let sim = boot_loaded(
-            Config::default(),
-            Tunables {
-                unload_wait_ms: 100,
-                ..Tunables::default()
-            },
-        );
+        let sim = boot_loaded(Config::default(), short_unload_wait(SHIM_WITH_KAUTH));
         let mut dec = Decoder::new();
         let p = sim.spawn("stuck", 501);
         let q = sim.spawn("other", 501);
@@ -788,18 +773,7 @@ fn unload_refuses_rather_than_hang_on_a_read_stuck_in_copyout() {
     // and kmod stop runs under OSKext's lock: a reader stuck in copyout (its
     // buffer on a hung network mapping) would hang the unload for good.
     // Stop waits for it as long as for hooks, then refuses.
-    let sim = boot_fs(Config {
-        policy: ViolationPolicy::Collect,
-        ..Config::default()
-    });
-    load(
-        &sim,
-        Tunables {
-            unload_wait_ms: 100,
-            ..Tunables::default()
-        },
-    )
-    .expect("load");
+    let sim = boot_collecting(SHIM_WITH_KAUTH);
     let buf = events_buffer(&sim);
     let (finished, unloaded, read) = std::thread::scope(|s| {
         let sim = &sim;

@@ -11,7 +11,9 @@ use std::time::Duration;
 use maptrace_abi::EventKind;
 use maptrace_abi::decode::Decoder;
 use maptrace_sim::{Config, KextError, ViolationPolicy};
-use maptrace_system_tests::{Tunables, boot_fs, boot_loaded, drain, load, vectors_original};
+use maptrace_system_tests::{
+    Tunables, boot_fs, boot_loaded, drain, load, short_unload_wait, vectors_original,
+};
 
 fn workload(p: &maptrace_sim::Proc, path: &str) {
     let fd = p.open(path).expect("open");
@@ -89,16 +91,7 @@ fn a_start_that_cannot_undo_its_hooks_stays_loaded_and_inert() {
     let fd = p.open(HFS_FILE).expect("open");
     let gate = sim.hold_mac_policy_register();
     let (started, other) = std::thread::scope(|s| {
-        let start = s.spawn(|| {
-            load(
-                &sim,
-                Tunables {
-                    kauth: false,
-                    unload_wait_ms: 100,
-                    ..Tunables::default()
-                },
-            )
-        });
+        let start = s.spawn(|| load(&sim, short_unload_wait(false)));
         assert!(
             gate.wait_held(1, Duration::from_secs(20)),
             "the start reaches mac_policy_register"

@@ -7,28 +7,16 @@ use std::time::Duration;
 
 use maptrace_abi::decode::Decoder;
 use maptrace_abi::{EventKind, raw};
-use maptrace_sim::{Config, Cred, Proc, TraceOp, map_flags, prot};
+use maptrace_sim::{Config, Cred, Proc, TraceOp};
 use maptrace_system_tests::{
     Tunables, boot_loaded, config_bytes, drain, event_records, events_buffer, raw_name,
-    read_config, stats, traced, write_config,
+    read_config, stats, traced, workload, write_config,
 };
 
-const PAGE: u64 = 4096;
 const EPERM: i32 = 1;
 const ENOMEM: i32 = 12;
 const EFAULT: i32 = 14;
 const EINVAL: i32 = 22;
-
-/// open, map 8 pages, touch them all, unmap, close.
-fn workload(p: &Proc, path: &str) {
-    let fd = p.open(path).expect("open");
-    let a = p
-        .mmap(fd, 8 * PAGE, prot::READ, map_flags::SHARED, 0)
-        .expect("map");
-    p.touch(a, 8 * PAGE).expect("touch");
-    p.munmap(a).expect("unmap");
-    p.close(fd).expect("close");
-}
 
 /// Every leaf the kext registers under `kern.maptrace`, from the sysctl tree
 /// itself, so a leaf added later is covered without touching the tests.

@@ -3,38 +3,23 @@
 //! drain and the free), leave a faulting thread's UPL busy when a pagein
 //! fails open, unload while another kext's hook still calls ours, and
 //! write into (or trust) the vector of a filesystem that went away.
+//! Each test loads the shim without its kauth listener (discovery by MAC
+//! only, so the test decides when vectors are seen) and with a short
+//! unload wait.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use maptrace_abi::EventKind;
-use maptrace_abi::decode::Decoder;
+use maptrace_abi::decode::{Decoder, Record};
 use maptrace_sim::context::Vop;
-use maptrace_sim::{Config, Proc, Sim, Violation, ViolationPolicy, map_flags, prot};
-use maptrace_system_tests::{Tunables, boot_fs, drain, load, vectors_original};
+use maptrace_sim::{Config, Cred, Proc, Sim, TraceOp, Violation, ViolationPolicy, map_flags, prot};
+use maptrace_system_tests::{
+    boot_collecting, boot_fs, drain, load, short_unload_wait, stats, vectors_original,
+};
 
 const PAGE: u64 = 4096;
-
-/// A simulator collecting violations, the shim loaded (discovery by MAC
-/// only, so the test decides when vectors are seen) with a short unload
-/// wait.
-fn boot() -> Sim {
-    let sim = boot_fs(Config {
-        policy: ViolationPolicy::Collect,
-        ..Config::default()
-    });
-    load(
-        &sim,
-        Tunables {
-            kauth: false,
-            unload_wait_ms: 100,
-            ..Tunables::default()
-        },
-    )
-    .expect("load");
-    sim
-}
 
 /// `path` opened and mapped (8 pages) by a new process.
 fn mapped(sim: &Sim, path: &str) -> (Proc, u64) {
@@ -93,7 +78,7 @@ fn fault_entering_at_core_shutdown(sim: &Sim, p: &Proc, a: u64) -> Vec<Violation
 #[test]
 fn a_hook_entering_between_the_drain_and_the_free_never_uses_the_freed_core() {
     // apfs (PAGEINV2): no UPL, so only the core's lifetime is under test.
-    let sim = boot();
+    let sim = boot_collecting(false);
     let (p, a) = mapped(&sim, "/data/a.bin");
     let v = fault_entering_at_core_shutdown(&sim, &p, a);
     assert!(v.is_empty(), "{v:#?}");
@@ -105,7 +90,7 @@ fn a_pagein_that_fails_open_releases_the_faulting_threads_upl() {
     // hfs (no PAGEINV2): vnode_pagein hands the hook a UPL and aborts it
     // itself only for EAGAIN/EPERM (bsd/vm/vnode_pager.c, xnu-11417.121.6).
     // A fault entering after the core is cleared fails open with EIO.
-    let sim = boot();
+    let sim = boot_collecting(false);
     let (p, a) = mapped(&sim, "/Volumes/hfs/c.bin");
     let v = fault_entering_at_core_shutdown(&sim, &p, a);
     assert!(v.is_empty(), "{v:#?}");
@@ -118,7 +103,7 @@ fn a_hook_entering_after_the_core_is_cleared_still_runs_the_filesystems_operatio
     // hook once the core is cleared, while stop still drains: it gets the
     // filesystem's own pagein from the shim's copy of the originals (it
     // failed open before: EIO, a SIGBUS on a Mac), and stop waits for it.
-    let sim = boot();
+    let sim = boot_collecting(false);
     let (p, a) = mapped(&sim, HFS_FILE);
     let dispatch = sim.hold_dispatch(Vop::Pagein);
     let done = Arc::new(AtomicBool::new(false));
@@ -194,7 +179,7 @@ fn unload_is_refused_while_another_kext_hooked_over_our_entries() {
     // The other kext saved our trampolines as its originals: unloading
     // would leave it calling unmapped code (bsd/vfs/kpi_vfs.c dispatches
     // through whatever is in the slot, xnu-11417.121.6).
-    let sim = boot();
+    let sim = boot_collecting(false);
     let (p, a) = mapped(&sim, HFS_FILE);
     assert!(!vectors_original(&sim), "hfs hooked by the shim");
     let other = sim.foreign_hook(HFS_FILE).expect("the other kext hooks");
@@ -233,15 +218,7 @@ fn unload_over_another_kexts_earlier_hook_puts_its_entries_back() {
         ..Config::default()
     });
     let other = sim.foreign_hook(HFS_FILE).expect("the other kext hooks");
-    load(
-        &sim,
-        Tunables {
-            kauth: false,
-            unload_wait_ms: 100,
-            ..Tunables::default()
-        },
-    )
-    .expect("load");
+    load(&sim, short_unload_wait(false)).expect("load");
     let (p, a) = mapped(&sim, HFS_FILE);
     p.touch(a, 1).expect("both hooks forward");
     assert_eq!(other.unhook(&sim), 3, "ours sits over its entries");
@@ -289,7 +266,7 @@ fn trace_then_remove_fs(sim: &Sim, fs: &str) -> usize {
 
 #[test]
 fn unload_after_a_traced_filesystem_went_away_touches_no_freed_vector() {
-    let sim = boot();
+    let sim = boot_collecting(false);
     trace_then_remove_fs(&sim, "xfs");
     sim.unload_kext().expect("unload");
     assert!(vectors_original(&sim));
@@ -299,7 +276,7 @@ fn unload_after_a_traced_filesystem_went_away_touches_no_freed_vector() {
 
 #[test]
 fn a_new_vector_at_a_freed_vectors_address_is_hooked() {
-    let sim = boot();
+    let sim = boot_collecting(false);
     let old = trace_then_remove_fs(&sim, "xfs");
     let new = sim.add_fs("yfs").expect("vfs_fsadd");
     assert_eq!(new, old, "the freed vector's memory is reused");
@@ -326,7 +303,7 @@ fn a_vector_no_mounted_filesystem_uses_keeps_the_kext_loaded() {
     // removed: the kext cannot tell a freed vector from one of a type that
     // is registered but unmounted (whose next mount would still call our
     // trampolines), so it touches neither and stays loaded.
-    let sim = boot();
+    let sim = boot_collecting(false);
     let vector = fs_with_file(&sim, "xfs");
     map_unmap(&sim.spawn("fsuser", 501), "/Volumes/x/f");
     assert!(vector_hooked(&sim, vector));
@@ -356,7 +333,7 @@ fn a_forced_unmount_of_the_last_mount_of_a_type_traces_its_last_unmaps() {
     // vector then belongs to no live vnode and may be freed by
     // vfs_fsremove: the kext never touches it again and refuses to unload
     // (safe) rather than write into it.
-    let sim = boot();
+    let sim = boot_collecting(false);
     let vector = fs_with_file(&sim, "xfs");
     let p = sim.spawn("fsuser", 501);
     let fd = p.open("/Volumes/x/f").expect("open");
@@ -385,7 +362,7 @@ fn the_last_mount_of_a_type_with_nothing_in_use_is_unhooked_first() {
     // Nothing in use: no last unmap can come, so the MAC unmount check (the
     // last moment the filesystem is certainly registered) restores the
     // vector and forgets it; the type's removal then costs nothing.
-    let sim = boot();
+    let sim = boot_collecting(false);
     let vector = fs_with_file(&sim, "xfs");
     map_unmap(&sim.spawn("fsuser", 501), "/Volumes/x/f");
     assert!(vector_hooked(&sim, vector));
@@ -396,6 +373,126 @@ fn the_last_mount_of_a_type_with_nothing_in_use_is_unhooked_first() {
     );
     sim.remove_fs("xfs").expect("vfs_fsremove");
     sim.unload_kext().expect("unload");
+    let v = sim.take_violations();
+    assert!(v.is_empty(), "{v:#?}");
+}
+
+/// Vectors the core's table takes in one load (removed slots are not
+/// reused, src/vectors.rs), and entries in the shim's append-only copy of
+/// the originals (MT_SHADOW_MAX, kext-shim/src/mt_vnops.c).
+const CORE_VECTORS: usize = maptrace_core::vectors::MAX_VECTORS;
+const SHADOW_MAX: usize = 8 * CORE_VECTORS;
+
+/// The kinds of `pid`'s MMAP, PAGEIN and MNOMAP records, sorted.
+fn vnop_kinds(recs: &[Record], pid: i32) -> Vec<EventKind> {
+    let mut kinds: Vec<EventKind> = recs
+        .iter()
+        .filter(|r| r.pid == pid as u32)
+        .filter(|r| {
+            matches!(
+                r.kind,
+                EventKind::Mmap | EventKind::Pagein | EventKind::Mnomap
+            )
+        })
+        .map(|r| r.kind)
+        .collect();
+    kinds.sort_unstable();
+    kinds
+}
+
+/// The same kinds for `pid`'s VNOP_MMAP, VNOP_PAGEIN and VNOP_MNOMAP that
+/// reached the filesystem (the simulator's ground truth), sorted.
+fn vnops_reached(sim: &Sim, pid: i32) -> Vec<EventKind> {
+    let mut kinds: Vec<EventKind> = sim
+        .trace()
+        .iter()
+        .filter(|t| t.pid == pid)
+        .filter_map(|t| match t.op {
+            TraceOp::Mmap => Some(EventKind::Mmap),
+            TraceOp::Pagein => Some(EventKind::Pagein),
+            TraceOp::Mnomap => Some(EventKind::Mnomap),
+            _ => None,
+        })
+        .collect();
+    kinds.sort_unstable();
+    kinds
+}
+
+#[test]
+fn vectors_past_the_kexts_tables_stay_unhooked_and_untraced() {
+    // Filesystem types that stay registered (a removed one's vector comes
+    // back at the same address with the same originals), each mounted, its
+    // vector seen by an open, then unmounted. Every new vector takes an
+    // entry in the copy of the originals before the core's insert, so the
+    // core's table fills first (the 65th vector: the core refuses it), and
+    // from the 513th on the copy is full and refuses it itself. A refused
+    // vector stays unhooked, counted as an error; those hooked before keep
+    // tracing.
+    let sim = boot_collecting(false);
+    // Hooks hfs.
+    map_unmap(&sim.spawn("traced", 501), HFS_FILE);
+    let hooked_before = sim
+        .kernel()
+        .vfs
+        .live_vectors()
+        .iter()
+        .filter(|(a, _)| vector_hooked(&sim, *a))
+        .count();
+    let p = sim.spawn("fsuser", 501);
+    let mut errors = stats(&sim, Cred::Root).errors;
+    // Three past the copy's limit.
+    for i in hooked_before..SHADOW_MAX + 3 {
+        let fs = format!("fs{i}");
+        let vector = fs_with_file(&sim, &fs);
+        let fd = p.open("/Volumes/x/f").expect("open");
+        p.close(fd).expect("close");
+        let st = stats(&sim, Cred::Root);
+        if i < CORE_VECTORS {
+            assert!(vector_hooked(&sim, vector), "{fs} hooked");
+            assert_eq!(st.errors, errors, "{fs}");
+        } else {
+            assert!(!vector_hooked(&sim, vector), "{fs} past the tables");
+            assert!(st.errors > errors, "{fs}: the refusal is counted");
+        }
+        assert_eq!(st.vectors_patched as usize, i.min(CORE_VECTORS - 1) + 1);
+        errors = st.errors;
+        sim.unmount("/Volumes/x", false).expect("unmount");
+        assert!(!vector_hooked(&sim, vector), "{fs} unhooked at unmount");
+    }
+
+    // One more refused vector: its operations reach the filesystem, and
+    // nothing of them is traced.
+    let mut dec = Decoder::new();
+    drain(&sim, &mut dec);
+    let vector = fs_with_file(&sim, "full");
+    let q = sim.spawn("untraced", 501);
+    let fd = q.open("/Volumes/x/f").expect("open");
+    let a = q
+        .mmap(fd, 8 * PAGE, prot::READ, map_flags::SHARED, 0)
+        .expect("map");
+    assert!(!vector_hooked(&sim, vector), "not hooked");
+    let touched = q.touch(a, 1).expect("the filesystem serves the fault");
+    assert_eq!(touched.pageins, 1, "{touched:?}");
+    q.munmap(a).expect("unmap");
+    q.close(fd).expect("close");
+    let reached = vnops_reached(&sim, q.pid());
+    for kind in [EventKind::Mmap, EventKind::Pagein, EventKind::Mnomap] {
+        assert!(reached.contains(&kind), "{kind:?} reached the filesystem");
+    }
+    let recs = drain(&sim, &mut dec);
+    assert_eq!(vnop_kinds(&recs, q.pid()), [], "{recs:?}");
+    assert!(stats(&sim, Cred::Root).errors > errors);
+    sim.unmount("/Volumes/x", false).expect("unmount");
+
+    // hfs, hooked before the tables filled, still traces all of it.
+    let t = sim.spawn("traced-after", 501);
+    map_unmap(&t, HFS_FILE);
+    let reached = vnops_reached(&sim, t.pid());
+    assert!(reached.contains(&EventKind::Mmap) && reached.contains(&EventKind::Mnomap));
+    assert_eq!(vnop_kinds(&drain(&sim, &mut dec), t.pid()), reached);
+
+    sim.unload_kext().expect("unload");
+    assert!(vectors_original(&sim));
     let v = sim.take_violations();
     assert!(v.is_empty(), "{v:#?}");
 }
