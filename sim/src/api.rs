@@ -165,6 +165,18 @@ impl Sim {
         res(self.k.vfs.mount(&self.k, fstype, on).map(|_| ()))
     }
 
+    /// Mounts a stacking filesystem (`nullfs`, `bindfs`) on `on`, mirroring
+    /// the directory `lower` of another mount (`mount -t nullfs lower on`):
+    /// its vnodes forward VNOP_MMAP, VNOP_MNOMAP and VNOP_CLOSE to the lower
+    /// vnodes, and its page-ins read the lower files.
+    pub fn mount_over(&self, fstype: &str, lower: &str, on: &str) -> Result<(), SimError> {
+        res(self
+            .k
+            .vfs
+            .mount_stacked(&self.k, fstype, lower, on)
+            .map(|_| ()))
+    }
+
     /// Creates a regular file of `size` bytes on the mount covering `path`.
     pub fn add_file(&self, path: &str, size: u64) -> Result<(), SimError> {
         res(self.k.vfs.add_file(path, size))
@@ -515,7 +527,9 @@ impl Sim {
     pub fn check_balanced(&self) -> Result<(), Vec<Violation>> {
         let mut bad = Vec::new();
         let procs = self.k.procs.all();
-        for vp in self.k.vfs.all_vnodes() {
+        let vnodes = self.k.vfs.all_vnodes();
+        for vp in &vnodes {
+            let vp = Arc::clone(vp);
             let fgs: std::collections::HashSet<usize> =
                 procs.iter().flat_map(|p| p.opens_of(&vp)).collect();
             let opens = fgs.len() as i32;
@@ -528,7 +542,12 @@ impl Sim {
             } else {
                 0
             };
-            let expected = opens + texts + mapped + kext;
+            // A stacking filesystem's vnodes hold their lower one.
+            let uppers = vnodes
+                .iter()
+                .filter(|u| u.lower.as_ref().is_some_and(|l| Arc::ptr_eq(l, &vp)))
+                .count() as i32;
+            let expected = opens + texts + mapped + kext + uppers;
             let kext_io = if loaded {
                 vp.kext_iocounts.load(std::sync::atomic::Ordering::Acquire)
             } else {
@@ -536,7 +555,7 @@ impl Sim {
             };
             if vp.usecount() != expected {
                 bad.push(Violation::UnbalancedCount(format!(
-                    "{}: usecount {} but {opens} open(s) + {texts} text + {mapped} mapping + {kext} kext ref(s)",
+                    "{}: usecount {} but {opens} open(s) + {texts} text + {mapped} mapping + {kext} kext ref(s) + {uppers} stacked vnode(s)",
                     vp.path,
                     vp.usecount()
                 )));

@@ -1,6 +1,7 @@
 //! Dispatch: `(*vp->v_op[desc.vdesc_offset])(&args)` with the checks a
 //! kext's hook gets.
 
+use std::cell::Cell;
 use std::ffi::{c_int, c_void};
 use std::sync::atomic::Ordering;
 
@@ -68,11 +69,43 @@ impl Vfs {
             return errno::EIO;
         }
         if kext_code {
-            k.kext_call(Frame::VnopHook(op), || call_vnop(entry, args))
+            hook_call(k, vp, op, || call_vnop(entry, args))
         } else {
             call_vnop(entry, args)
         }
     }
+}
+
+thread_local! {
+    /// The kext's vnode-op hooks on this thread's stack.
+    static HOOKS_ON_STACK: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Runs a kext's vnode-op hook. One entered while another of its hooks is
+/// on the same thread's stack (a stacking filesystem's op forwarding to the
+/// lower vnode's vector: nullfs_mmap's VNOP_MMAP(lvp),
+/// bsd/miscfs/nullfs/null_vnops.c:919, xnu-11417.121.6) is
+/// `stack.nested_hooks`: `kext-shim/stack.tsv` budgets each hook alone
+/// (1 KiB of a 16 KiB kernel stack, osfmk/mach/i386/vm_param.h
+/// KERNEL_STACK_SIZE, xnu-11417.121.6), so a nested one doubles the kext's
+/// share of a stack already deep in the VM and VFS.
+fn hook_call(k: &Kernel, vp: &Vnode, op: Vop, call: impl FnOnce() -> c_int) -> c_int {
+    let outer = HOOKS_ON_STACK.get();
+    if outer > 0 {
+        k.violation(Violation::Contract {
+            rule: "stack.nested_hooks",
+            detail: format!(
+                "{} hook entered for {} inside {outer} other hook(s) of the kext on the \
+                 same stack",
+                op.name(),
+                vp.path
+            ),
+        });
+    }
+    HOOKS_ON_STACK.set(outer + 1);
+    let r = k.kext_call(Frame::VnopHook(op), call);
+    HOOKS_ON_STACK.set(outer);
+    r
 }
 
 /// Calls a vector entry (for the simulated second hooker).

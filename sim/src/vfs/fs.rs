@@ -6,16 +6,29 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use super::desc::{vfs_op_init, vn_default_error};
-use super::originals::{dead_vnop_eio, filesystem_entries, sim_vnop_ok};
+use super::originals::{dead_vnop_eio, filesystem_entries, sim_vnop_ok, stacking_entries};
 use super::{
-    BUILTIN_FS, COUNTS_BASE, FsType, POISON_WORD, V_KUSECOUNT, VNODE_SIZE, VectorInfo, Vfs,
-    VfsState, errno, word,
+    BUILTIN_FS, COUNTS_BASE, FsType, POISON_WORD, STACKING_FS, V_KUSECOUNT, VNODE_SIZE, VectorInfo,
+    Vfs, VfsState, errno, word,
 };
 use crate::arena::{Arena, Owner};
 use crate::kernel::{Config, Kernel};
 use crate::violation::Violation;
 use crate::xnu;
 use crate::{lock, read};
+
+/// deadfs's vector: every operation fails but reclaim and close.
+fn dead_entries(o: super::VopOffsets) -> Vec<usize> {
+    let default = vn_default_error as *const () as usize;
+    let mut entries = vec![default; o.numops];
+    for e in [o.mmap, o.mnomap, o.pagein, o.mmap_check] {
+        entries[e] = dead_vnop_eio as *const () as usize;
+    }
+    entries[o.reclaim] = sim_vnop_ok as *const () as usize;
+    // dead_nullop (bsd/miscfs/deadfs/dead_vnops.c, xnu-11417.121.6).
+    entries[o.close] = sim_vnop_ok as *const () as usize;
+    entries
+}
 
 impl Vfs {
     /// `vfs_op_init` plus the built-in filesystems.
@@ -46,18 +59,26 @@ impl Vfs {
             freed_vectors: Mutex::new(Vec::new()),
             guarded: Mutex::new(std::collections::HashSet::new()),
         };
-        vfs.dead_vector = vfs.kernel_vector(arena, "deadfs", true);
-        for (name, v2) in BUILTIN_FS {
-            let vector = vfs.kernel_vector(arena, name, false);
+        vfs.dead_vector = vfs.kernel_vector(arena, "deadfs", dead_entries(offsets));
+        let builtin = BUILTIN_FS
+            .iter()
+            .map(|(name, v2)| (*name, *v2, filesystem_entries(offsets)))
+            .chain(
+                STACKING_FS
+                    .iter()
+                    .map(|name| (*name, false, stacking_entries(offsets))),
+            );
+        for (name, v2, entries) in builtin {
+            let vector = vfs.kernel_vector(arena, name, entries);
             let handle = arena
                 .alloc(64, 16, false, Owner::Kernel, "vfstable")
                 .unwrap_or(0);
             vfs.state_mut().fstypes.push(Arc::new(FsType {
-                name: (*name).to_string(),
+                name: name.to_string(),
                 handle,
                 vectors: vec![vector],
                 owner: Owner::Kernel,
-                flags: if *v2 { xnu::VFS_TBLVNOP_PAGEINV2 } else { 0 },
+                flags: if v2 { xnu::VFS_TBLVNOP_PAGEINV2 } else { 0 },
                 mounts: AtomicU32::new(0),
             }));
         }
@@ -65,21 +86,8 @@ impl Vfs {
     }
 
     /// Builds a kernel filesystem's vector (heap memory, like vfs_fsadd).
-    fn kernel_vector(&self, arena: &Arena, fs: &str, dead: bool) -> usize {
+    fn kernel_vector(&self, arena: &Arena, fs: &str, entries: Vec<usize>) -> usize {
         let o = self.offsets;
-        let entries = if dead {
-            let default = vn_default_error as *const () as usize;
-            let mut entries = vec![default; o.numops];
-            for e in [o.mmap, o.mnomap, o.pagein, o.mmap_check] {
-                entries[e] = dead_vnop_eio as *const () as usize;
-            }
-            entries[o.reclaim] = sim_vnop_ok as *const () as usize;
-            // dead_nullop (bsd/miscfs/deadfs/dead_vnops.c, xnu-11417.121.6).
-            entries[o.close] = sim_vnop_ok as *const () as usize;
-            entries
-        } else {
-            filesystem_entries(o)
-        };
         let addr = arena
             .alloc(o.numops * 8, 16, true, Owner::Kernel, "vnode-op vector")
             .expect("kernel memory for a vector");
@@ -96,6 +104,11 @@ impl Vfs {
             }),
         );
         addr
+    }
+
+    /// Whether `fstype` mirrors another mount's directory (nullfs, bindfs).
+    pub fn is_stacking(fstype: &str) -> bool {
+        STACKING_FS.contains(&fstype)
     }
 
     /// Registers a filesystem type built from kext-provided vectors.

@@ -233,6 +233,9 @@ pub struct Vnode {
     pub kext_iocounts: AtomicI32,
     /// usecounts the kext took through vnode_ref and not yet released.
     pub kext_refs: AtomicI32,
+    /// A stacking filesystem's vnode: the vnode it forwards to, on which it
+    /// holds a usecount until reclaimed.
+    pub lower: Option<Arc<Vnode>>,
 }
 
 /// Where `v_kusecount` sits in this boot's vnodes (`Config::counts_offset`);
@@ -286,6 +289,8 @@ pub struct Mount {
     pub on: String,
     /// The VREG vector every vnode of this mount uses.
     pub vector: usize,
+    /// A stacking filesystem's mount: the directory it mirrors.
+    pub lower: Option<String>,
     /// Files: path → size.
     pub files: Mutex<BTreeMap<String, u64>>,
     /// Unmounted.
@@ -361,6 +366,12 @@ const POISON_WORD: usize = usize::from_ne_bytes([crate::arena::POISON; 8]);
 
 /// The filesystems every boot registers (name, PAGEINV2).
 pub const BUILTIN_FS: &[(&str, bool)] = &[("apfs", true), ("hfs", false), ("devfs", false)];
+
+/// The stacking filesystems every boot registers (bsd/vfs/vfs_conf.c
+/// `vfstbllist`, xnu-11417.121.6; nullfs since xnu-6153, bindfs since
+/// xnu-7195): a mount mirrors a directory of another mount, and their
+/// vnodes forward VNOP_MMAP, VNOP_MNOMAP and VNOP_CLOSE to the lower vnode.
+pub const STACKING_FS: &[&str] = &["nullfs", "bindfs"];
 
 /// Copies `s` NUL-terminated into `len` bytes at `dst`.
 pub fn copy_cstr(s: &str, dst: usize, len: usize) {

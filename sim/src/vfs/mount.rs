@@ -12,6 +12,44 @@ use crate::{lock, read};
 impl Vfs {
     /// Mounts a filesystem of type `fstype` on `on`.
     pub fn mount(&self, k: &Kernel, fstype: &str, on: &str) -> Result<Arc<Mount>, i32> {
+        if Vfs::is_stacking(fstype) {
+            // nullfs_mount copies in the directory to mirror
+            // (bsd/miscfs/nullfs/null_vfsops.c, xnu-11417.121.6).
+            return Err(errno::EINVAL);
+        }
+        self.mount_with(k, fstype, on, None)
+    }
+
+    /// Mounts a stacking filesystem (nullfs, bindfs) of type `fstype` on
+    /// `on`, mirroring the directory `lower` of another mount: it must be
+    /// on a mount (nullfs_mount's vnode_lookup, ENOENT otherwise).
+    pub fn mount_stacked(
+        &self,
+        k: &Kernel,
+        fstype: &str,
+        lower: &str,
+        on: &str,
+    ) -> Result<Arc<Mount>, i32> {
+        if !Vfs::is_stacking(fstype) {
+            return Err(errno::EINVAL);
+        }
+        if !lower.starts_with('/') || self.mount_for(lower).is_none() {
+            return Err(errno::ENOENT);
+        }
+        if under(lower, on) {
+            // A mount mirroring itself would look itself up forever.
+            return Err(errno::EINVAL);
+        }
+        self.mount_with(k, fstype, on, Some(lower.to_string()))
+    }
+
+    fn mount_with(
+        &self,
+        k: &Kernel,
+        fstype: &str,
+        on: &str,
+        lower: Option<String>,
+    ) -> Result<Arc<Mount>, i32> {
         let mut st = self.state_mut();
         let fs = st
             .fstypes
@@ -46,6 +84,7 @@ impl Vfs {
             fstype: fstype.to_string(),
             on: on.to_string(),
             vector: fs.vectors[0],
+            lower,
             files: Mutex::new(BTreeMap::new()),
             gone: AtomicBool::new(false),
         });
@@ -96,12 +135,26 @@ impl Vfs {
         }
     }
 
-    /// Adds a file to the mount that covers `path`.
+    /// Adds a file to the mount that covers `path` (a stacking mount's go
+    /// to the directory it mirrors).
     pub fn add_file(&self, path: &str, size: u64) -> Result<(), i32> {
         let m = self.mount_for(path).ok_or(errno::ENOENT)?;
+        if let Some(dir) = &m.lower {
+            return self.add_file(&lower_path(path, &m.on, dir), size);
+        }
         lock(&m.files).insert(path.to_string(), size);
         Ok(())
     }
+}
+
+/// Where `path`, on a stacking mount at `on` mirroring `dir`, lives below.
+pub(super) fn lower_path(path: &str, on: &str, dir: &str) -> String {
+    let rest = if on == "/" {
+        path
+    } else {
+        path.strip_prefix(on).unwrap_or(path)
+    };
+    format!("{}{rest}", dir.trim_end_matches('/'))
 }
 
 /// Whether `path` is `dir` or below it.

@@ -34,17 +34,41 @@ impl Vfs {
 
     fn instantiate(&self, k: &Kernel, path: &str) -> Result<Arc<Vnode>, i32> {
         let m = self.mount_for(path).ok_or(errno::ENOENT)?;
-        let size = *lock(&m.files).get(path).ok_or(errno::ENOENT)?;
+        // A stacking filesystem's vnode holds a usecount on the lower one
+        // (null_nodeget: vnode_ref(lowervp), bsd/miscfs/nullfs/null_subr.c,
+        // xnu-11417.121.6).
+        let lower = match &m.lower {
+            Some(dir) => {
+                let lower_path = super::mount::lower_path(path, &m.on, dir);
+                let lower = self.lookup(k, &lower_path)?;
+                self.vref(&lower);
+                self.put(k, &lower);
+                Some(lower)
+            }
+            None => None,
+        };
+        let size = match &lower {
+            Some(l) => l.size,
+            None => *lock(&m.files).get(path).ok_or(errno::ENOENT)?,
+        };
         let mut st = self.state_mut();
         if let Some(vp) = st.by_path.get(path) {
-            return Ok(Arc::clone(vp));
+            let vp = Arc::clone(vp);
+            drop(st);
+            // Another thread's vnode won (null_hashins): ours is not made.
+            if let Some(l) = &lower {
+                self.rele(k, l);
+            }
+            return Ok(vp);
         }
         let (addr, vid) = match st.free_blocks.pop() {
             Some(b) => b,
             None => (k.kalloc(VNODE_SIZE, "vnode"), 1),
         };
-        let vp =
-            Arc::new(self.init_vnode(addr, vid, xnu::VREG, m.addr, path, size, 0, m.vector, 0));
+        let vp = Arc::new(Vnode {
+            lower,
+            ..self.init_vnode(addr, vid, xnu::VREG, m.addr, path, size, 0, m.vector, 0)
+        });
         st.by_path.insert(path.to_string(), Arc::clone(&vp));
         st.by_addr.insert(addr, Arc::clone(&vp));
         Ok(vp)
@@ -91,6 +115,7 @@ impl Vfs {
             freed: AtomicBool::new(false),
             kext_iocounts: AtomicI32::new(0),
             kext_refs: AtomicI32::new(0),
+            lower: None,
         }
     }
 
