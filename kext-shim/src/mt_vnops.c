@@ -5,7 +5,9 @@
  *
  * Role: the first vnode seen (kauth, MAC or sweep) with a vector the core
  * does not know causes that vector's mmap, pagein, mnomap and close entries to be
- * replaced by the trampolines below, once, under the patch lock; the
+ * replaced by the trampolines below (only pagein for a stacking filesystem,
+ * nullfs or bindfs, whose others forward to the lower vnode's vector),
+ * once, under the patch lock; the
  * originals go into the core's table BEFORE a hook becomes visible, so a
  * hook always finds its original. Each trampoline counts itself in flight,
  * snapshots the vnode counts BEFORE the original (MMAP: before ubc_map's
@@ -441,16 +443,23 @@ static int mt_vnop_close_hook(void *ap)
 
 /**
  * Hooks one vector: originals into the core's table first, then the
- * trampolines into the vector.
+ * trampolines into the vector. An op left out of ops keeps its entry and
+ * has original 0 in the table and the shim's copy (never swapped).
  * @param core the core (its table receives the originals).
  * @param vec  the vector (not yet in the core's table).
+ * @param ops  the ops to hook (bit 1 << op); always MT_VOP_PAGEIN.
  * Context: thread context, under the patch lock.
  */
-static void mt_patch_vector(const struct mt_core *core, vnop_t *vec)
+static void mt_patch_vector(const struct mt_core *core, vnop_t *vec, uint32_t ops)
 {
     uint64_t originals[MT_VOP__COUNT];
     vnop_t entries[MT_VOP__COUNT];
     for (uint32_t op = 0; op < MT_VOP__COUNT; op++) {
+        originals[op] = 0;
+        entries[op] = NULL;
+        if (!(ops & (1u << op))) {
+            continue;
+        }
         vnop_t cur = __atomic_load_n(&vec[mt_desc_offset(op)], __ATOMIC_ACQUIRE);
         if (cur == NULL || cur == mt_hooks[op]) {
             /* Not a vector we can hook safely; leave it alone. */
@@ -471,37 +480,93 @@ static void mt_patch_vector(const struct mt_core *core, vnop_t *vec)
         return;
     }
     for (uint32_t op = 0; op < MT_VOP__COUNT; op++) {
-        __atomic_store_n(&vec[mt_desc_offset(op)], mt_hooks[op], __ATOMIC_RELEASE);
+        if (ops & (1u << op)) {
+            __atomic_store_n(&vec[mt_desc_offset(op)], mt_hooks[op], __ATOMIC_RELEASE);
+        }
     }
     MT_INC(&mt_g.vectors_patched);
 }
 
+/* Every op, for a filesystem that holds its files' data. */
+#define MT_VOPS_ALL ((1u << MT_VOP__COUNT) - 1u)
+
 /**
- * A vnode was seen (kauth, MAC or sweep): hooks its vector if it is new.
- * The known-vector check is lock-free; only a new vector takes the lock.
- * @param vp a vnode the caller holds an iocount on (NULL is ignored).
- * Context: thread context (discovery callbacks); may block on the patch lock.
+ * The ops to hook in vp's vector. nullfs and bindfs (built into XNU:
+ * bsd/vfs/vfs_conf.c; nullfs since xnu-6153, bindfs since xnu-7195.141.2)
+ * call VNOP_MMAP, VNOP_MNOMAP and VNOP_CLOSE on the lower vnode through its
+ * own vector (bsd/miscfs/nullfs/null_vnops.c:919, 945, 374;
+ * bsd/miscfs/bindfs/bind_vnops.c:437, 456, 173; xnu-11417.121.6): hooking
+ * theirs too would record each twice and nest two trampolines on one
+ * stack, so those are recorded once, at the lower file. Their VNOP_PAGEIN
+ * reads the lower file with VNOP_READ (null_vnops.c:1057, bind_vnops.c:552):
+ * no page-in reaches the lower vector, so theirs is hooked.
+ * Context: thread context (discovery); vfs_name never blocks.
  */
-void mt_vnode_seen(vnode_t vp)
+static uint32_t mt_vops_to_hook(vnode_t vp)
+{
+    mount_t mp = vnode_mount(vp);
+    if (mp == NULL) {
+        return MT_VOPS_ALL;
+    }
+    char name[MFSNAMELEN + 1];
+    memset(name, 0, sizeof(name));
+    vfs_name(mp, name);
+    if (strncmp(name, "nullfs", sizeof(name)) == 0 || strncmp(name, "bindfs", sizeof(name)) == 0) {
+        return 1u << MT_VOP_PAGEIN;
+    }
+    return MT_VOPS_ALL;
+}
+
+/**
+ * Hooks vp's vector if it is new. The known-vector check is lock-free;
+ * only a new vector takes the lock.
+ * @param vp a vnode the caller holds an iocount on (NULL is ignored).
+ * @return the ops hooked now (0: known already, not a file, or closed).
+ * Context: thread context (discovery, sweep); may block on the patch lock.
+ */
+static uint32_t mt_vnode_hook(vnode_t vp)
 {
     const struct mt_core *core = mt_core_ref();
     if (vp == NULL || core == NULL || vnode_vtype(vp) != VREG) {
-        return;
+        return 0;
     }
     vnop_t *vec = mt_vector_of(vp);
     if (vec == NULL) {
         mt_error();
-        return;
+        return 0;
     }
+    /* PAGEIN is hooked in every vector of the table. */
     uint64_t key = (uint64_t)(uintptr_t)vec;
-    if (mt_core_vector_original(core, key, MT_VOP_MMAP) != 0) {
-        return;
+    if (mt_core_vector_original(core, key, MT_VOP_PAGEIN) != 0) {
+        return 0;
     }
+    uint32_t ops = mt_vops_to_hook(vp);
+    uint32_t patched = 0;
     lck_mtx_lock(mt_g.patch_lock);
-    if (!mt_patch_closed && mt_core_vector_original(core, key, MT_VOP_MMAP) == 0) {
-        mt_patch_vector(core, vec);
+    if (!mt_patch_closed && mt_core_vector_original(core, key, MT_VOP_PAGEIN) == 0) {
+        mt_patch_vector(core, vec, ops);
+        patched = ops;
     }
     lck_mtx_unlock(mt_g.patch_lock);
+    return patched;
+}
+
+/**
+ * A vnode was seen (kauth, MAC): hooks its vector if it is new, and when
+ * that is a stacking filesystem's, sweeps for its lower filesystem's.
+ * @param vp a vnode the caller holds an iocount on (NULL is ignored).
+ * Context: thread context (discovery callbacks); may block on the patch
+ *          lock and, once per stacking filesystem type, in the sweep.
+ */
+void mt_vnode_seen(vnode_t vp)
+{
+    uint32_t patched = mt_vnode_hook(vp);
+    if (patched != 0 && patched != MT_VOPS_ALL) {
+        /* A stacking filesystem's maps are recorded at the lower file,
+         * whose filesystem this thread may not have seen yet: its vnode is
+         * live (the mirror holds a usecount on it), so a sweep finds it. */
+        mt_vnops_sweep();
+    }
 }
 
 /**
@@ -515,6 +580,9 @@ static uint32_t mt_vectors_swap_one(vnop_t *vec, const uint64_t *originals, int 
     uint32_t foreign = 0;
     for (uint32_t op = 0; op < MT_VOP__COUNT; op++) {
         vnop_t original = (vnop_t)(uintptr_t)originals[op];
+        if (original == NULL) {
+            continue; /* an op this vector was not hooked for */
+        }
         vnop_t seen = to_hooks ? original : mt_hooks[op];
         vnop_t next = to_hooks ? mt_hooks[op] : original;
         if (!__atomic_compare_exchange_n(&vec[mt_desc_offset(op)], &seen, next, 0,
@@ -682,11 +750,10 @@ static int mt_going_vnode(struct vnode *vp, void *arg)
     uint64_t key = (uint64_t)(uintptr_t)vec;
     uint64_t originals[MT_VOP__COUNT];
     lck_mtx_lock(mt_g.patch_lock);
-    int hooked = 1;
     for (uint32_t op = 0; op < MT_VOP__COUNT; op++) {
         originals[op] = mt_core_vector_original(core, key, op);
-        hooked &= originals[op] != 0;
     }
+    int hooked = originals[MT_VOP_PAGEIN] != 0; /* in every table vector */
     if (!mt_patch_closed && hooked) {
         if (mt_vectors_swap_one(vec, originals, 0) == 0) {
             (void)mt_core_vector_remove(core, key);
@@ -781,7 +848,8 @@ static int mt_sweep_vnode(struct vnode *vp, void *arg)
     if (vnode_vtype(vp) != VREG) {
         return VNODE_RETURNED;
     }
-    mt_vnode_seen(vp);
+    /* This sweep reaches every mount: a stacking one needs no other. */
+    (void)mt_vnode_hook(vp);
     return VNODE_RETURNED_DONE;
 }
 
