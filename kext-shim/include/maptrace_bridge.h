@@ -159,13 +159,14 @@ int32_t mt_core_record_proc(const struct mt_core *core, uint32_t shard_hint,
 /* --------------------------------------------------- vnode-op vectors */
 
 /* The original entry for op of the hooked vector at vector_addr, or 0 when the
- * vector is not in the table. Lock-free. */
+ * vector is not in the table or the shim left op unhooked in it. Lock-free. */
 typedef uint64_t (*mt_core_vector_original_fn)(const struct mt_core *core, uint64_t vector_addr,
                                                uint32_t op);
 uint64_t mt_core_vector_original(const struct mt_core *core, uint64_t vector_addr, uint32_t op);
 
 /* Remembers the original entries of a vector before the shim patches it.
- * originals has MT_VOP__COUNT entries; now_ns stamps the VECTOR_PATCHED
+ * originals has MT_VOP__COUNT entries (0: an op the shim leaves unhooked in
+ * that vector); now_ns stamps the VECTOR_PATCHED
  * marker. Returns MT_OK, MT_EINVAL (already
  * present, zero address) or MT_ENOSPC (table full). Serialised by the shim. */
 typedef int32_t (*mt_core_vector_insert_fn)(const struct mt_core *core, uint64_t vector_addr,
