@@ -8,14 +8,20 @@
 //! # Invariants
 //!
 //! * Entries `0..len` are fully written before `len` is published with
-//!   Release, and never change afterwards (until the core is discarded), so a
-//!   reader that loads `len` with Acquire sees complete entries; the one
-//!   exception is `remove`, which sets an entry's `vector` to 0. A removed
-//!   slot is never reused, so a reader that matched it just before sees the
-//!   originals it had (unchanged), and a lookup after it misses.
+//!   Release, and their originals never change afterwards (until the core
+//!   is discarded), so a reader that loads `len` with Acquire sees complete
+//!   entries. Only `vector` changes: `remove` sets it to 0 (keeping the
+//!   address in `removed`), and `insert` of that same address with the same
+//!   originals stores it back. A reader that matched an entry therefore
+//!   always reads the originals the entry was published with, whichever
+//!   address it later holds: a key is never paired with other originals.
 //! * A vector address appears at most once among entries not removed (the
-//!   same address may come back as a new entry: a freed vector's memory
-//!   reused for another filesystem's).
+//!   same address may come back with other originals as a new entry: a
+//!   freed vector's memory reused for another filesystem's).
+//! * Reviving keeps `len` bounded by the distinct (address, originals)
+//!   pairs seen: a filesystem type unhooked at its last unmount and hooked
+//!   again at its next mount costs no slot (`MAX_VECTORS` would otherwise
+//!   run out after that many ejects, or unmount(2) attempts by any user).
 
 use crate::ffi::bridge;
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
@@ -36,6 +42,9 @@ pub enum VectorError {
 
 pub(crate) struct Entry {
     vector: AtomicU64,
+    /// The address `remove` took out of `vector` (0 until then): a later
+    /// insert of it with the same originals revives this entry.
+    removed: AtomicU64,
     originals: [AtomicU64; OPS],
 }
 
@@ -44,6 +53,7 @@ impl Entry {
     pub(crate) fn new() -> Entry {
         Entry {
             vector: AtomicU64::new(0),
+            removed: AtomicU64::new(0),
             originals: core::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
@@ -86,16 +96,31 @@ impl VectorTable {
         e.originals.get(op).map(|o| o.load(Ordering::Relaxed))
     }
 
-    /// Remembers `originals` of `vector`; returns its index.
+    /// Remembers `originals` of `vector`; returns its index. A removed
+    /// entry of the same address with the same originals is revived
+    /// rather than a slot spent.
     pub fn insert(&self, vector: u64, originals: [u64; OPS]) -> Result<u32, VectorError> {
         let _guard = self.insert_lock.lock();
+        let published = self.published();
         if vector == 0
-            || self
-                .published()
+            || published
                 .iter()
                 .any(|e| e.vector.load(Ordering::Relaxed) == vector)
         {
             return Err(VectorError::Invalid);
+        }
+        let same = |e: &Entry| {
+            e.removed.load(Ordering::Relaxed) == vector
+                && e.originals
+                    .iter()
+                    .zip(originals)
+                    .all(|(o, v)| o.load(Ordering::Relaxed) == v)
+        };
+        if let Some((i, e)) = published.iter().enumerate().find(|(_, e)| same(e)) {
+            // INVARIANT: the originals a reader pairs with `vector` are the
+            // ones this entry was published with, the same as given.
+            e.vector.store(vector, Ordering::Release);
+            return Ok(i as u32);
         }
         let n = self.len.load(Ordering::Relaxed) as usize;
         let e = self.entries.get(n).ok_or(VectorError::Full)?;
@@ -109,7 +134,8 @@ impl VectorTable {
     }
 
     /// Forgets `vector` (its filesystem is going away): lookups miss from
-    /// now on and a later insert of the same address is a new entry.
+    /// now on; a later insert of the same address revives the entry when
+    /// its originals are the same, else takes a new one.
     /// Returns whether it was in the table.
     pub fn remove(&self, vector: u64) -> bool {
         let _guard = self.insert_lock.lock();
@@ -122,6 +148,7 @@ impl VectorTable {
             .find(|e| e.vector.load(Ordering::Relaxed) == vector)
         {
             Some(e) => {
+                e.removed.store(vector, Ordering::Relaxed);
                 e.vector.store(0, Ordering::Release);
                 true
             }
@@ -201,6 +228,78 @@ mod tests {
         assert_eq!(t.insert(0x1000, [7, 8, 9, 10]), Ok(2));
         assert_eq!(t.original(0x1000, 2), Some(9));
         assert_eq!(t.len(), 3);
+        assert_eq!(
+            t.get(0),
+            Some((0, [1, 2, 3, 4])),
+            "the old slot stays removed"
+        );
+    }
+
+    #[test]
+    fn a_vector_hooked_again_with_the_same_originals_reuses_its_slot() {
+        // A filesystem type unhooked at its last unmount and hooked again
+        // at its next mount, far more often than the table has slots.
+        let t = VectorTable::new();
+        assert_eq!(t.insert(0x2000, [4, 5, 6, 7]), Ok(0));
+        for _ in 0..4 * MAX_VECTORS {
+            assert_eq!(t.insert(0x1000, [1, 2, 3, 4]), Ok(1));
+            assert!(t.remove(0x1000));
+        }
+        assert_eq!(t.len(), 2, "no slot spent per round");
+        assert_eq!(t.insert(0x1000, [1, 2, 3, 4]), Ok(1));
+        assert_eq!(t.original(0x1000, 3), Some(4));
+        assert_eq!(
+            t.insert(0x1000, [1, 2, 3, 4]),
+            Err(VectorError::Invalid),
+            "revived: a duplicate again"
+        );
+        assert_eq!(t.original(0x2000, 0), Some(4), "the others are untouched");
+    }
+
+    #[test]
+    fn a_removed_slot_is_revived_only_by_its_address_with_its_originals() {
+        let t = VectorTable::new();
+        assert_eq!(t.insert(0x1000, [1, 2, 3, 4]), Ok(0));
+        assert!(t.remove(0x1000));
+        assert_eq!(t.insert(0x3000, [1, 2, 3, 4]), Ok(1), "other address");
+        assert_eq!(t.insert(0x1000, [1, 2, 3, 5]), Ok(2), "other originals");
+        assert!(t.remove(0x1000));
+        // Both removed entries hold 0x1000: each revives with its own.
+        assert_eq!(t.insert(0x1000, [1, 2, 3, 4]), Ok(0));
+        assert_eq!(t.original(0x1000, 3), Some(4));
+        assert!(t.remove(0x1000));
+        assert_eq!(t.insert(0x1000, [1, 2, 3, 5]), Ok(2));
+        assert_eq!(t.original(0x1000, 3), Some(5));
+        assert_eq!(t.len(), 3);
+    }
+
+    #[test]
+    fn a_lookup_racing_removes_and_revivals_never_sees_other_originals() {
+        let t = VectorTable::new();
+        assert_eq!(t.insert(0x1000, [1, 2, 3, 4]), Ok(0));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for round in 0..if cfg!(miri) { 20 } else { 10_000 } {
+                    assert!(t.remove(0x1000));
+                    // The other originals at the same address take a new
+                    // slot once, then revive it.
+                    let other = if round % 2 == 0 {
+                        [1, 2, 3, 4]
+                    } else {
+                        [5, 6, 7, 8]
+                    };
+                    t.insert(0x1000, other).unwrap();
+                }
+            });
+            s.spawn(|| {
+                for _ in 0..if cfg!(miri) { 20 } else { 10_000 } {
+                    let (a, b) = (t.original(0x1000, 0), t.original(0x1000, 3));
+                    assert!(matches!(a, None | Some(1) | Some(5)), "{a:?}");
+                    assert!(matches!(b, None | Some(4) | Some(8)), "{b:?}");
+                }
+            });
+        });
+        assert_eq!(t.len(), 2);
     }
 
     #[test]

@@ -106,7 +106,8 @@ fn the_shim_call_sequence_works_through_c_types() {
             mt_core_vector_get(core, 1, &mut v, o.as_mut_ptr()),
             MT_EINVAL as i32
         );
-        // Remove: lookups miss, the address can come back as a new entry.
+        // Remove: lookups miss; the address with the same originals revives
+        // its slot, with other originals it is a new entry.
         assert_eq!(mt_core_vector_remove(core, 0xabc0), MT_OK as i32);
         assert_eq!(mt_core_vector_remove(core, 0xabc0), MT_EINVAL as i32);
         assert_eq!(mt_core_vector_original(core, 0xabc0, 1), 0);
@@ -114,7 +115,16 @@ fn the_shim_call_sequence_works_through_c_types() {
             mt_core_vector_insert(core, 0xabc0, origs.as_ptr(), 5),
             MT_OK as i32
         );
+        assert_eq!(mt_core_vector_count(core), 1, "revived");
+        assert_eq!(mt_core_vector_original(core, 0xabc0, 1), 0x20);
+        assert_eq!(mt_core_vector_remove(core, 0xabc0), MT_OK as i32);
+        let other = [0x11u64, 0x21, 0x31, 0x41];
+        assert_eq!(
+            mt_core_vector_insert(core, 0xabc0, other.as_ptr(), 5),
+            MT_OK as i32
+        );
         assert_eq!(mt_core_vector_count(core), 2);
+        assert_eq!(mt_core_vector_original(core, 0xabc0, 1), 0x21);
         for i in 2..64u64 {
             mt_core_vector_insert(core, 0x1_0000 + i * 16, origs.as_ptr(), 5);
         }

@@ -182,8 +182,9 @@ int32_t mt_core_vector_get(const struct mt_core *core, uint32_t index, uint64_t 
                            uint64_t *originals);
 
 /* Forgets a hooked vector whose entries the shim restored (its filesystem is
- * going away); lookups miss from then on and a later insert of the same
- * address is a new entry (removed slots are not reused). MT_OK, or
+ * going away); lookups miss from then on. A later insert of the same
+ * address with the same originals revives its slot; with other originals it
+ * is a new entry. MT_OK, or
  * MT_EINVAL when it is not in the table. Thread context, under the shim's
  * patch lock. */
 typedef int32_t (*mt_core_vector_remove_fn)(const struct mt_core *core, uint64_t vector_addr);

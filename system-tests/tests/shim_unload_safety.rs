@@ -377,8 +377,8 @@ fn the_last_mount_of_a_type_with_nothing_in_use_is_unhooked_first() {
     assert!(v.is_empty(), "{v:#?}");
 }
 
-/// Vectors the core's table takes in one load (removed slots are not
-/// reused, src/vectors.rs), and entries in the shim's append-only copy of
+/// Vectors the core's table takes in one load (a removed slot comes back
+/// only for its own address and originals, src/vectors.rs), and entries in the shim's append-only copy of
 /// the originals (MT_SHADOW_MAX, kext-shim/src/mt_vnops.c).
 const CORE_VECTORS: usize = maptrace_core::vectors::MAX_VECTORS;
 const SHADOW_MAX: usize = 8 * CORE_VECTORS;
