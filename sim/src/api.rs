@@ -701,6 +701,15 @@ impl Proc {
         r
     }
 
+    /// mount(2) by this process: the mount's `f_owner` is its uid
+    /// (`mount_common`, bsd/vfs/vfs_syscalls.c, xnu-11417.121.6), so it
+    /// may unmount it without being root.
+    pub fn mount(&self, fstype: &str, on: &str) -> Result<(), SimError> {
+        let m = res(self.k.vfs.mount(&self.k, fstype, on))?;
+        self.k.vfs.set_mount_owner(&m, self.p.uid);
+        Ok(())
+    }
+
     /// unmount(2) called by this process (umount(8), diskarbitrationd).
     pub fn unmount(&self, on: &str, force: bool) -> Result<(), SimError> {
         let r = res(self.k.sys_unmount(&self.p, on, force));

@@ -215,6 +215,40 @@ fn exit_unmaps_everything_and_closes_files() {
     sim.check_balanced().unwrap();
 }
 
+/// safedounmount (bsd/vfs/vfs_syscalls.c, xnu-11417.121.6 and
+/// xnu-7195.141.2): only root or the mount's owner unmounts it; a path
+/// that is not a mount's root is EINVAL.
+#[test]
+fn unmount_is_for_root_or_the_mounts_owner() {
+    for release in [Release::Sequoia, Release::Catalina] {
+        let sim = Sim::boot(Config { release, ..intel() });
+        sim.mount("apfs", "/").unwrap();
+        sim.mount("hfs", "/Volumes/Data").unwrap();
+        sim.add_file("/Volumes/Data/db", 4 * PS).unwrap();
+        let user = sim.spawn("umount", 501);
+        let other = sim.spawn("umount", 502);
+        assert_eq!(
+            user.unmount("/Volumes/Data", false).unwrap_err().0,
+            1,
+            "EPERM: not root, not the owner"
+        );
+        assert_eq!(
+            user.unmount("/Volumes/Data/db", false).unwrap_err().0,
+            22,
+            "EINVAL: not the root of a mount"
+        );
+        assert_eq!(user.unmount("/Volumes/None", false).unwrap_err().0, 2);
+        sim.add_fs("msdos").unwrap();
+        user.mount("msdos", "/Volumes/Stick").unwrap();
+        assert_eq!(other.unmount("/Volumes/Stick", false).unwrap_err().0, 1);
+        user.unmount("/Volumes/Stick", false)
+            .expect("the owner unmounts its own mount");
+        sim.spawn("diskarbitrationd", 0)
+            .unmount("/Volumes/Data", false)
+            .expect("root unmounts any mount");
+    }
+}
+
 #[test]
 fn forced_unmount_unmaps_and_kills_the_mapping() {
     let sim = sim();

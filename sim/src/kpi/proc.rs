@@ -29,10 +29,22 @@ extern "C" fn kauth_cred_get() -> xnu::kauth_cred_t {
     current_process(&k).map_or(0, |p| p.cred_addr) as xnu::kauth_cred_t
 }
 
+/// The credential's effective uid: `posix_cred_get(cred)->cr_uid`, read
+/// unchecked, so anything but a credential faults
+/// (bsd/kern/kern_credential.c kauth_cred_getuid, xnu-11417.121.6).
 #[unsafe(no_mangle)]
 extern "C" fn kauth_cred_getuid(cred: xnu::kauth_cred_t) -> xnu::uid_t {
     let k = k("kauth_cred_getuid");
-    k.procs.by_object(cred as usize).map_or(u32::MAX, |p| p.uid)
+    match k.procs.by_object(cred as usize) {
+        Some(p) if p.cred_addr == cred as usize => p.uid,
+        _ => {
+            k.violation(Violation::KernelPanic(format!(
+                "kauth_cred_getuid: {:#x} is not a credential",
+                cred as usize
+            )));
+            u32::MAX
+        }
+    }
 }
 
 #[unsafe(no_mangle)]

@@ -92,6 +92,25 @@ impl Vfs {
         Ok(m)
     }
 
+    /// The mount's owner, `f_owner` of its `vfsstatfs` (the uid that
+    /// mounted it; 0 for the mounts of boot and diskarbitrationd).
+    pub fn mount_owner(&self, m: &Mount) -> u32 {
+        let at = m.addr + MOUNT_STATFS_OFFSET + std::mem::offset_of!(xnu::vfsstatfs, f_owner);
+        // SAFETY: f_owner of the vfsstatfs `mount` wrote inside the mount
+        // block, which lives as long as `m`; packed, so read unaligned.
+        unsafe { (at as *const u32).read_unaligned() }
+    }
+
+    /// Sets the mount's `f_owner`, as mount(2) does with the mounting
+    /// caller's uid (`mount_common`, bsd/vfs/vfs_syscalls.c,
+    /// xnu-11417.121.6).
+    pub fn set_mount_owner(&self, m: &Mount, uid: u32) {
+        let at = m.addr + MOUNT_STATFS_OFFSET + std::mem::offset_of!(xnu::vfsstatfs, f_owner);
+        // SAFETY: as in mount_owner; the simulator writes it before the
+        // mount is used, as mount_common does.
+        unsafe { (at as *mut u32).write_unaligned(uid) };
+    }
+
     /// Live mounts, in mount order.
     pub fn mounts(&self) -> Vec<Arc<Mount>> {
         read(&self.state).mounts.clone()

@@ -88,14 +88,41 @@ impl Kernel {
     /// `vnode_pager_vrele` → `ubc_unmap`, so VNOP_MNOMAP runs in the
     /// caller's thread with iocount 2 (vflush's and ubc_unmap's), then
     /// VNOP_RECLAIM.
+    ///
+    /// The steps and their order are XNU's `unmount()` then
+    /// `safedounmount()` (bsd/vfs/vfs_syscalls.c): `on` is looked up (a
+    /// file below a mount point names that mount, not its root); the
+    /// VROOT test (EINVAL) comes after `mac_mount_check_umount` up to
+    /// macOS 13 (xnu-7195.141.2, xnu-8792.81.2: the Catalina model) and
+    /// before it from macOS 14 (xnu-10002.81.5, xnu-11417.121.6); then
+    /// `unmount.permission_after_mac`: a caller neither root nor the
+    /// mount's `f_owner` gets EPERM, after the MAC policies ran.
     pub fn sys_unmount(&self, caller: &Process, on: &str, force: bool) -> Result<(), i32> {
         let _g = enter(self, caller);
-        let m = self.vfs.mount_on(on).ok_or(errno::ENOENT)?;
-        // unmount(2) asks MAC with the caller's credential
-        // (bsd/vfs/vfs_syscalls.c, xnu-11417.121.6).
+        let (m, vroot) = match self.vfs.mount_on(on) {
+            Some(m) => (m, true),
+            None => {
+                let m = self.vfs.mount_for(on).ok_or(errno::ENOENT)?;
+                if !lock(&m.files).contains_key(on) {
+                    return Err(errno::ENOENT);
+                }
+                (m, false)
+            }
+        };
+        let mac_before_vroot = self.config.release == crate::kernel::Release::Catalina;
+        if !vroot && !mac_before_vroot {
+            return Err(errno::EINVAL);
+        }
+        // unmount(2) asks MAC with the caller's credential.
         let err = self.mac.mount_check_umount(self, caller.cred_addr, m.addr);
         if err != 0 {
             return Err(err);
+        }
+        if !vroot {
+            return Err(errno::EINVAL);
+        }
+        if caller.uid != 0 && caller.uid != self.vfs.mount_owner(&m) {
+            return Err(errno::EPERM);
         }
         self.dounmount(caller.ctx_addr, on, force)
     }
