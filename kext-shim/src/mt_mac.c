@@ -178,20 +178,43 @@ static void mt_mac_proc_notify_exec_complete(struct proc *p)
 }
 
 /**
+ * Whether cred may unmount mp: root, or the user that mounted it. The rule
+ * safedounmount applies AFTER the MAC check (bsd/vfs/vfs_syscalls.c
+ * unmount and safedounmount, xnu-11417.121.6 and xnu-7195.141.2), so any
+ * user's unmount(2) reaches our hook first. (A task with the role-account
+ * entitlement gets the kernel's credential on macOS 15, so it is root
+ * here; a MNTK_PERMIT_UNMOUNT mount unmounted by another user keeps its
+ * hooks, as a MAC-less unmount does.)
+ * Context: thread context; never blocks.
+ */
+static int mt_may_unmount(kauth_cred_t cred, mount_t mp)
+{
+    if (cred == NULL || mp == NULL) {
+        return 0;
+    }
+    uid_t uid = kauth_cred_getuid(cred);
+    return uid == 0 || vfs_statfs(mp)->f_owner == uid;
+}
+
+/**
  * mpo_mount_check_umount: a mount is about to go; when it is the last of
  * its filesystem type, its hooked vector is restored and forgotten while
  * the filesystem is certainly still registered (mt_vnops_mount_going).
  * XNU calls it from unmount(2) with an iocount on the mount's root vnode
- * (bsd/vfs/vfs_syscalls.c, xnu-11417.121.6), before dounmount.
+ * (bsd/vfs/vfs_syscalls.c, xnu-11417.121.6), before dounmount. Only for a
+ * caller that may unmount: anyone else's attempt fails with EPERM after
+ * this check, and unhooking for it would let any user keep a volume
+ * untraced (and cost a vnode walk of it) at will.
  * @return 0, always (never denies).
  * Context: thread context of unmount(2); may block on the patch lock.
  */
 static int mt_mac_mount_check_umount(kauth_cred_t cred, struct mount *mp, struct label *label)
 {
-    (void)cred;
     (void)label;
     uint32_t slot = mt_enter();
-    mt_vnops_mount_going(mp);
+    if (mt_may_unmount(cred, mp)) {
+        mt_vnops_mount_going(mp);
+    }
     mt_leave(slot);
     return 0;
 }
