@@ -18,6 +18,7 @@ void mt_sim_panic(const char *msg, size_t len) MT_XNU_NORETURN;
 /* The exported descriptors. vdesc_offset is 0 until the simulated boot
  * assigns it (vfs_op_init), exactly like bsd/vfs/vnode_if.c. */
 struct vnodeop_desc vnop_default_desc = {0, "vnop_default", 0, NULL, -1, -1, -1, -1, -1, NULL};
+struct vnodeop_desc vnop_lookup_desc = {0, "vnop_lookup", 0, NULL, 16, -1, -1, 24, 32, NULL};
 struct vnodeop_desc vnop_mmap_desc = {0, "vnop_mmap", 0, NULL, -1, -1, -1, -1, 24, NULL};
 struct vnodeop_desc vnop_mnomap_desc = {0, "vnop_mnomap", 0, NULL, -1, -1, -1, -1, 16, NULL};
 struct vnodeop_desc vnop_close_desc = {0, "vnop_close", 0, NULL, -1, -1, -1, -1, 24, NULL};

@@ -9,6 +9,7 @@ use crate::xnu;
 
 unsafe extern "C" {
     static mut vnop_default_desc: xnu::vnodeop_desc;
+    static mut vnop_lookup_desc: xnu::vnodeop_desc;
     static mut vnop_mmap_desc: xnu::vnodeop_desc;
     static mut vnop_mnomap_desc: xnu::vnodeop_desc;
     static mut vnop_close_desc: xnu::vnodeop_desc;
@@ -104,6 +105,8 @@ pub struct VopOffsets {
     pub numops: usize,
     /// vnop_default.
     pub default: usize,
+    /// vnop_lookup.
+    pub lookup: usize,
     /// vnop_mmap.
     pub mmap: usize,
     /// vnop_mnomap.
@@ -165,6 +168,7 @@ pub(super) fn vfs_op_init(release: Release) -> VopOffsets {
     let offsets = VopOffsets {
         numops: names.len(),
         default: at("vnop_default"),
+        lookup: at("vnop_lookup"),
         mmap: at("vnop_mmap"),
         mnomap: at("vnop_mnomap"),
         pagein: at("vnop_pagein"),
@@ -174,6 +178,7 @@ pub(super) fn vfs_op_init(release: Release) -> VopOffsets {
         close: at("vnop_close"),
     };
     set_desc(&raw mut vnop_default_desc, offsets.default);
+    set_desc(&raw mut vnop_lookup_desc, offsets.lookup);
     set_desc(&raw mut vnop_mmap_desc, offsets.mmap);
     set_desc(&raw mut vnop_mnomap_desc, offsets.mnomap);
     set_desc(&raw mut vnop_pagein_desc, offsets.pagein);

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use super::desc::{vfs_op_init, vn_default_error};
-use super::originals::{dead_vnop_eio, filesystem_entries, sim_vnop_ok, stacking_entries};
+use super::originals::{
+    dead_vnop_eio, filesystem_entries, kext_filesystem_entries, sim_vnop_ok, stacking_entries,
+};
 use super::{
     BUILTIN_FS, COUNTS_BASE, FsType, POISON_WORD, STACKING_FS, V_KUSECOUNT, VNODE_SIZE, VectorInfo,
     Vfs, VfsState, errno, word,
@@ -57,6 +59,7 @@ impl Vfs {
             dead_vector: 0,
             state: RwLock::new(VfsState::default()),
             freed_vectors: Mutex::new(Vec::new()),
+            kext_fs_names: Mutex::new(Vec::new()),
             guarded: Mutex::new(std::collections::HashSet::new()),
         };
         vfs.dead_vector = vfs.kernel_vector(arena, "deadfs", dead_entries(offsets));
@@ -203,7 +206,16 @@ impl Vfs {
                 a
             }
         };
-        let entries = filesystem_entries(o);
+        // Each kext's filesystem has its own code (lookup, reclaim): a new
+        // type at a reused address is told apart from the old one by them.
+        let kext = {
+            let mut names = lock(&self.kext_fs_names);
+            names.iter().position(|n| n == name).unwrap_or_else(|| {
+                names.push(name.to_string());
+                names.len() - 1
+            })
+        };
+        let entries = kext_filesystem_entries(o, kext);
         for (i, e) in entries.iter().enumerate() {
             word(addr + i * 8).store(*e, Ordering::Relaxed);
         }

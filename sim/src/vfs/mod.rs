@@ -325,6 +325,9 @@ pub struct Vfs {
     /// most recent last: the next one allocated reuses the most recent, as
     /// a zone's per-CPU cache hands back the element just freed.
     freed_vectors: Mutex<Vec<usize>>,
+    /// Names of the filesystem types other kexts added, in first-add
+    /// order: a name added again is the same kext's code again.
+    kext_fs_names: Mutex<Vec<String>>,
     /// Vectors of other kexts' filesystems, each alone on its page (so a
     /// freed one can be made inaccessible).
     guarded: Mutex<std::collections::HashSet<usize>>,

@@ -176,11 +176,67 @@ pub(super) extern "C" fn dead_vnop_eio(_args: *mut c_void) -> c_int {
     errno::EIO
 }
 
+/// VNOP_LOOKUP of the simulated filesystems (never called: the model
+/// resolves paths itself).
+extern "C" fn sim_vnop_lookup(_args: *mut c_void) -> c_int {
+    errno::ENOTSUP
+}
+
+/// Another kext's filesystem code: its own VNOP_LOOKUP, VNOP_RECLAIM and
+/// VNOP_MMAP (the last forwarding to the model's), at addresses no other
+/// kext's filesystem shares (each body differs, so no function merging
+/// folds them into one).
+macro_rules! kext_fs_code {
+    ($($lookup:ident $reclaim:ident $mmap:ident $n:literal),*) => {
+        $(
+            extern "C" fn $lookup(_args: *mut c_void) -> c_int {
+                std::hint::black_box($n);
+                errno::ENOTSUP
+            }
+            extern "C" fn $reclaim(args: *mut c_void) -> c_int {
+                std::hint::black_box($n);
+                sim_vnop_ok(args)
+            }
+            extern "C" fn $mmap(args: *mut c_void) -> c_int {
+                std::hint::black_box($n);
+                sim_vnop_mmap(args)
+            }
+        )*
+        /// (lookup, reclaim, mmap) of each modelled filesystem kext.
+        fn kext_fs_code() -> Vec<[usize; 3]> {
+            vec![$([
+                $lookup as *const () as usize,
+                $reclaim as *const () as usize,
+                $mmap as *const () as usize,
+            ]),*]
+        }
+    };
+}
+kext_fs_code!(
+    kext0_lookup kext0_reclaim kext0_mmap 0,
+    kext1_lookup kext1_reclaim kext1_mmap 1,
+    kext2_lookup kext2_reclaim kext2_mmap 2,
+    kext3_lookup kext3_reclaim kext3_mmap 3
+);
+
+/// The vector of the `n`th filesystem kext (mod 4): the simulated
+/// operations, with that kext's own lookup, reclaim and mmap.
+pub(super) fn kext_filesystem_entries(o: VopOffsets, n: usize) -> Vec<usize> {
+    let mut entries = filesystem_entries(o);
+    let code = kext_fs_code();
+    let [lookup, reclaim, mmap] = code[n % code.len()];
+    entries[o.lookup] = lookup;
+    entries[o.reclaim] = reclaim;
+    entries[o.mmap] = mmap;
+    entries
+}
+
 /// The vector a simulated filesystem registers: its own operations where it
 /// has them, `vn_default_error` elsewhere.
 pub(super) fn filesystem_entries(o: VopOffsets) -> Vec<usize> {
     let default = vn_default_error as *const () as usize;
     let mut entries = vec![default; o.numops];
+    entries[o.lookup] = sim_vnop_lookup as *const () as usize;
     entries[o.mmap] = sim_vnop_mmap as *const () as usize;
     entries[o.mnomap] = sim_vnop_mnomap as *const () as usize;
     entries[o.pagein] = sim_vnop_pagein as *const () as usize;
