@@ -46,15 +46,24 @@ static int mt_patch_closed;
  * hook runs for one of its vnodes: the caller's iocount holds the mount,
  * and vfs_fsremove refuses a mounted type.
  */
+/* Entries we never patch, recorded as a vector's fingerprint when it is
+ * hooked: lookup and reclaim, which every filesystem implements itself.
+ * Both differing later means vfs_fsremove freed the vector and vfs_fsadd
+ * gave its memory to another filesystem (bsd/vfs/kpi_vfs.c,
+ * xnu-11417.121.6); a kext hooking over ours would have to replace both
+ * as well to be mistaken for one. */
+#define MT_FINGERPRINT_COUNT 2
+
 struct mt_shadow_entry {
     const vnop_t *vector;
     vnop_t originals[MT_VOP__COUNT];
+    vnop_t fingerprint[MT_FINGERPRINT_COUNT];
 };
 /* Entries for a whole load's life: one per vector hooked, plus one each
  * time a filesystem type comes back with other originals (its kext
  * reloaded elsewhere after vfs_fsremove); a type mounted again with the
  * same originals reuses its entry. Full, a new vector stays unhooked
- * (counted in stats.errors). 512 x 40 bytes of zeroed data. */
+ * (counted in stats.errors). 512 x 56 bytes of zeroed data. */
 #define MT_SHADOW_MAX (8 * MT_CORE_MAX_VECTORS)
 static struct mt_shadow_entry mt_shadow[MT_SHADOW_MAX];
 static uint32_t mt_shadow_len;
@@ -95,6 +104,17 @@ static inline int mt_desc_offset(uint32_t op)
 }
 
 /**
+ * Reads vec's fingerprint entries (see MT_FINGERPRINT_COUNT).
+ * Context: any; vec allocated (the caller holds an iocount on a vnode
+ * using it, so vfs_fsremove cannot free it); never blocks.
+ */
+static void mt_fingerprint_read(const vnop_t *vec, vnop_t *fp)
+{
+    fp[0] = __atomic_load_n(&vec[vnop_lookup_desc.vdesc_offset], __ATOMIC_RELAXED);
+    fp[1] = __atomic_load_n(&vec[vnop_reclaim_desc.vdesc_offset], __ATOMIC_RELAXED);
+}
+
+/**
  * The original entry op of vp's vector, from the core's table.
  * @return the original, or NULL when the vector is unknown (vnode cleaned
  *         between dispatch and this lookup, or the core is gone).
@@ -107,25 +127,40 @@ static vnop_t mt_original(const struct mt_core *core, vnode_t vp, uint32_t op)
 }
 
 /**
- * Appends vec's originals to the shim's copy, unless its last entry for
- * vec already holds them (a filesystem type mounted again).
+ * The shim's current entry for vec: the last one appended.
+ * @return it, or NULL when vec was never hooked.
+ * Context: any; lock-free (acquire on the length), never blocks.
+ */
+static const struct mt_shadow_entry *mt_shadow_last(const vnop_t *vec)
+{
+    for (uint32_t i = __atomic_load_n(&mt_shadow_len, __ATOMIC_ACQUIRE); i > 0; i--) {
+        if (mt_shadow[i - 1].vector == vec) {
+            return &mt_shadow[i - 1];
+        }
+    }
+    return NULL;
+}
+
+/**
+ * Appends vec's originals and fingerprint to the shim's copy, unless its
+ * last entry for vec already holds them (a filesystem type mounted again).
  * @return 0, or -1 when the copy is full (the vector is then not hooked).
  * Context: thread context, under the patch lock.
  */
-static int mt_shadow_add(const vnop_t *vec, const vnop_t *originals)
+static int mt_shadow_add(const vnop_t *vec, const vnop_t *originals, const vnop_t *fingerprint)
 {
     uint32_t n = mt_shadow_len;
-    for (uint32_t i = n; i > 0; i--) {
-        const struct mt_shadow_entry *e = &mt_shadow[i - 1];
-        if (e->vector == vec) {
-            int same = 1;
-            for (uint32_t op = 0; op < MT_VOP__COUNT; op++) {
-                same &= e->originals[op] == originals[op];
-            }
-            if (same) {
-                return 0;
-            }
-            break;
+    const struct mt_shadow_entry *last = mt_shadow_last(vec);
+    if (last != NULL) {
+        int same = 1;
+        for (uint32_t op = 0; op < MT_VOP__COUNT; op++) {
+            same &= last->originals[op] == originals[op];
+        }
+        for (uint32_t i = 0; i < MT_FINGERPRINT_COUNT; i++) {
+            same &= last->fingerprint[i] == fingerprint[i];
+        }
+        if (same) {
+            return 0;
         }
     }
     if (n >= MT_SHADOW_MAX) {
@@ -134,6 +169,9 @@ static int mt_shadow_add(const vnop_t *vec, const vnop_t *originals)
     mt_shadow[n].vector = vec;
     for (uint32_t op = 0; op < MT_VOP__COUNT; op++) {
         mt_shadow[n].originals[op] = originals[op];
+    }
+    for (uint32_t i = 0; i < MT_FINGERPRINT_COUNT; i++) {
+        mt_shadow[n].fingerprint[i] = fingerprint[i];
     }
     __atomic_store_n(&mt_shadow_len, n + 1, __ATOMIC_RELEASE);
     return 0;
@@ -151,14 +189,8 @@ static vnop_t mt_shadow_original(vnode_t vp, uint32_t op)
     if (__atomic_load_n(&mt_shadow_closed, __ATOMIC_SEQ_CST)) {
         return NULL;
     }
-    const vnop_t *vec = mt_vector_of(vp);
-    for (uint32_t i = __atomic_load_n(&mt_shadow_len, __ATOMIC_ACQUIRE); i > 0; i--) {
-        const struct mt_shadow_entry *e = &mt_shadow[i - 1];
-        if (e->vector == vec) {
-            return op < MT_VOP__COUNT ? e->originals[op] : NULL;
-        }
-    }
-    return NULL;
+    const struct mt_shadow_entry *e = mt_shadow_last(mt_vector_of(vp));
+    return e != NULL && op < MT_VOP__COUNT ? e->originals[op] : NULL;
 }
 
 /**
@@ -469,7 +501,9 @@ static void mt_patch_vector(const struct mt_core *core, vnop_t *vec, uint32_t op
         entries[op] = cur;
         originals[op] = (uint64_t)(uintptr_t)cur;
     }
-    if (mt_shadow_add(vec, entries) != 0) {
+    vnop_t fingerprint[MT_FINGERPRINT_COUNT];
+    mt_fingerprint_read(vec, fingerprint);
+    if (mt_shadow_add(vec, entries, fingerprint) != 0) {
         /* No room to keep the originals where a late hook finds them. */
         mt_error();
         return;
@@ -517,9 +551,107 @@ static uint32_t mt_vops_to_hook(vnode_t vp)
     return MT_VOPS_ALL;
 }
 
+static uint32_t mt_vectors_swap_one(vnop_t *vec, const uint64_t *originals, int to_hooks);
+
+/* What a vector in the core's table holds now. */
+enum mt_vector_state {
+    MT_VECTOR_OURS,     /* one of our trampolines at least: hooked */
+    MT_VECTOR_STALE,    /* another filesystem at a freed vector's address */
+    MT_VECTOR_ORIGINAL, /* the recorded originals: the type added again */
+    MT_VECTOR_FOREIGN,  /* another kext's hooks over ours: left alone */
+};
+
 /**
- * Hooks vp's vector if it is new. The known-vector check is lock-free;
- * only a new vector takes the lock.
+ * Tells what the table vector vec holds, against its recorded originals
+ * (0 for an op not hooked in it) and fingerprint. A vector is freed with
+ * no word of ours removed only by an unmount that skipped the MAC check
+ * (vfs_unmountbyfsid, submounts, vfs_unmountall: bsd/vfs/vfs_syscalls.c
+ * and vfs_subr.c, xnu-11417.121.6) followed by vfs_fsremove; vfs_fsadd may
+ * then reuse its memory.
+ * @param originals the table's originals of vec.
+ * Context: any; vec allocated (the caller holds an iocount on a vnode
+ * using it); lock-free reads, the patch lock to act on the answer.
+ */
+static enum mt_vector_state mt_vector_state(const vnop_t *vec, const uint64_t *originals)
+{
+    int original = 1;
+    for (uint32_t op = 0; op < MT_VOP__COUNT; op++) {
+        if (originals[op] == 0) {
+            continue; /* an op this vector was not hooked for */
+        }
+        vnop_t cur = __atomic_load_n(&vec[mt_desc_offset(op)], __ATOMIC_ACQUIRE);
+        if (cur == mt_hooks[op]) {
+            return MT_VECTOR_OURS;
+        }
+        original &= (uint64_t)(uintptr_t)cur == originals[op];
+    }
+    const struct mt_shadow_entry *e = mt_shadow_last(vec);
+    if (e == NULL) {
+        return MT_VECTOR_FOREIGN; /* unknown: never touch it */
+    }
+    vnop_t fp[MT_FINGERPRINT_COUNT];
+    mt_fingerprint_read(vec, fp);
+    int all_differ = 1;
+    for (uint32_t i = 0; i < MT_FINGERPRINT_COUNT; i++) {
+        all_differ &= fp[i] != e->fingerprint[i];
+    }
+    if (all_differ) {
+        return MT_VECTOR_STALE;
+    }
+    return original ? MT_VECTOR_ORIGINAL : MT_VECTOR_FOREIGN;
+}
+
+/**
+ * The table's originals of vec (0 for an op not hooked in it).
+ * @return 1, or 0 when vec is not in the table (PAGEIN is hooked in every
+ *         vector of the table).
+ * Context: any; lock-free.
+ */
+static int mt_table_originals(const struct mt_core *core, const vnop_t *vec, uint64_t *originals)
+{
+    for (uint32_t op = 0; op < MT_VOP__COUNT; op++) {
+        originals[op] = mt_core_vector_original(core, (uint64_t)(uintptr_t)vec, op);
+    }
+    return originals[MT_VOP_PAGEIN] != 0;
+}
+
+/**
+ * Hooks ops of vec if it is new, or if the table's entry for it is stale
+ * (another filesystem's vector at its address: the entry is dropped, never
+ * written through); puts our trampolines back if it holds the recorded
+ * originals again (the same type added again). Another kext's hooks over
+ * ours are left alone: recording its trampolines as originals would make
+ * each call ours again, without end.
+ * @return the ops patched afresh (0: none).
+ * Context: thread context, under the patch lock, patching open.
+ */
+static uint32_t mt_vector_seen_locked(const struct mt_core *core, vnop_t *vec, uint32_t ops)
+{
+    uint64_t originals[MT_VOP__COUNT];
+    if (!mt_table_originals(core, vec, originals)) {
+        mt_patch_vector(core, vec, ops);
+        return ops;
+    }
+    switch (mt_vector_state(vec, originals)) {
+    case MT_VECTOR_STALE:
+        (void)mt_core_vector_remove(core, (uint64_t)(uintptr_t)vec);
+        mt_patch_vector(core, vec, ops);
+        return ops;
+    case MT_VECTOR_ORIGINAL:
+        if (mt_vectors_swap_one(vec, originals, 1) != 0) {
+            /* Changed under us: back out, as for a foreign hook. */
+            (void)mt_vectors_swap_one(vec, originals, 0);
+        }
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+/**
+ * Hooks vp's vector if it is new, or if its table entry is stale or its
+ * originals are back (see mt_vector_seen_locked). The checks are
+ * lock-free; only a vector to patch takes the lock.
  * @param vp a vnode the caller holds an iocount on (NULL is ignored).
  * @return the ops hooked now (0: known already, not a file, or closed).
  * Context: thread context (discovery, sweep); may block on the patch lock.
@@ -536,16 +668,23 @@ static uint32_t mt_vnode_hook(vnode_t vp)
         return 0;
     }
     /* PAGEIN is hooked in every vector of the table. */
-    uint64_t key = (uint64_t)(uintptr_t)vec;
-    if (mt_core_vector_original(core, key, MT_VOP_PAGEIN) != 0) {
-        return 0;
+    if (mt_core_vector_original(core, (uint64_t)(uintptr_t)vec, MT_VOP_PAGEIN) != 0 &&
+        __atomic_load_n(&vec[mt_desc_offset(MT_VOP_PAGEIN)], __ATOMIC_RELAXED) ==
+            mt_hooks[MT_VOP_PAGEIN]) {
+        return 0; /* hooked: the common case, one lookup */
+    }
+    uint64_t originals[MT_VOP__COUNT];
+    if (mt_table_originals(core, vec, originals)) {
+        enum mt_vector_state state = mt_vector_state(vec, originals);
+        if (state == MT_VECTOR_OURS || state == MT_VECTOR_FOREIGN) {
+            return 0;
+        }
     }
     uint32_t ops = mt_vops_to_hook(vp);
     uint32_t patched = 0;
     lck_mtx_lock(mt_g.patch_lock);
-    if (!mt_patch_closed && mt_core_vector_original(core, key, MT_VOP_PAGEIN) == 0) {
-        mt_patch_vector(core, vec, ops);
-        patched = ops;
+    if (!mt_patch_closed) {
+        patched = mt_vector_seen_locked(core, vec, ops);
     }
     lck_mtx_unlock(mt_g.patch_lock);
     return patched;
@@ -629,7 +768,12 @@ static int mt_swap_vnode(struct vnode *vp, void *arg)
         found = 1;
         if (!pass->seen[i]) {
             pass->seen[i] = 1;
-            pass->foreign += mt_vectors_swap_one(vec, originals, pass->to_hooks);
+            if (mt_vector_state(vec, originals) == MT_VECTOR_STALE) {
+                /* Another filesystem's vector now: nothing of ours in it. */
+                (void)mt_core_vector_remove(mt_g.core, key);
+            } else {
+                pass->foreign += mt_vectors_swap_one(vec, originals, pass->to_hooks);
+            }
         }
     }
     lck_mtx_unlock(mt_g.patch_lock);
@@ -755,7 +899,10 @@ static int mt_going_vnode(struct vnode *vp, void *arg)
     }
     int hooked = originals[MT_VOP_PAGEIN] != 0; /* in every table vector */
     if (!mt_patch_closed && hooked) {
-        if (mt_vectors_swap_one(vec, originals, 0) == 0) {
+        if (mt_vector_state(vec, originals) == MT_VECTOR_STALE) {
+            /* Another filesystem's vector now: forget the old one's. */
+            (void)mt_core_vector_remove(core, key);
+        } else if (mt_vectors_swap_one(vec, originals, 0) == 0) {
             (void)mt_core_vector_remove(core, key);
         } else {
             /* Someone hooked over us: we stay under them, still hooked. */

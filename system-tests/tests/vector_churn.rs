@@ -175,3 +175,81 @@ fn the_owner_of_a_mount_unhooks_it_at_its_unmount() {
     let v = sim.take_violations();
     assert!(v.is_empty(), "{v:#?}");
 }
+
+/// Filesystem `fs` of another kext mounted on `on` with one file `file`,
+/// traced, then unmounted WITHOUT the MAC check (vfs_unmountbyfsid, a
+/// submount, vfs_unmountall) and removed: vfs_fsremove frees its vector
+/// while our table still holds it. Returns the freed vector's address.
+fn trace_then_remove_unchecked(sim: &Sim, fs: &str) -> usize {
+    let vector = lone_type(sim, fs);
+    sim.mount(fs, "/Volumes/x").expect("mount");
+    sim.add_file("/Volumes/x/f", 4 * PAGE).expect("file");
+    let p = sim.spawn("app", 501);
+    use_file(&p, "/Volumes/x/f");
+    assert!(vector_hooked(sim, vector));
+    p.exit();
+    sim.unmount_unchecked("/Volumes/x", false)
+        .expect("unmount without MAC");
+    sim.remove_fs(fs).expect("vfs_fsremove");
+    vector
+}
+
+/// Mounts `fs` (its vector at `vector`) on /Volumes/y and maps a file of
+/// it; asserts the map is traced and the vector hooked; then unloads.
+fn reused_vector_is_traced_and_unload_goes_through(sim: &Sim, fs: &str, vector: usize) {
+    sim.mount(fs, "/Volumes/y").expect("mount");
+    sim.add_file("/Volumes/y/g", 4 * PAGE).expect("file");
+    let mut dec = Decoder::new();
+    let _ = drain(sim, &mut dec);
+    let p = sim.spawn("app", 501);
+    use_file(&p, "/Volumes/y/g");
+    let recs = drain(sim, &mut dec);
+    assert!(vector_hooked(sim, vector), "the reused vector is hooked");
+    assert!(mmaps_of(&recs, p.pid() as u32) > 0, "its maps are traced");
+    assert_eq!(stats(sim, Cred::Root).errors, 0);
+    assert_eq!(sim.unload_kext(), Ok(()), "{:?}", sim.log_lines());
+    assert!(!vector_hooked(sim, vector), "its entries are back");
+    let v = sim.take_violations();
+    assert!(v.is_empty(), "{v:#?}");
+}
+
+#[test]
+fn another_filesystem_at_a_vector_freed_without_the_unmount_check_is_hooked() {
+    // The stale entry's fingerprint (lookup, reclaim) is not the new
+    // filesystem's: it is dropped, never written, and the new vector hooked.
+    let sim = boot();
+    let old = trace_then_remove_unchecked(&sim, "xfs");
+    let new = lone_type(&sim, "yfs");
+    assert_eq!(new, old, "vfs_fsadd reuses the freed vector's memory");
+    reused_vector_is_traced_and_unload_goes_through(&sim, "yfs", new);
+}
+
+#[test]
+fn the_same_filesystem_added_again_at_its_freed_vector_is_hooked_again() {
+    // Same kext, same code: the table's originals still hold, so the
+    // entries get our trampolines again.
+    let sim = boot();
+    let old = trace_then_remove_unchecked(&sim, "xfs");
+    let new = lone_type(&sim, "xfs");
+    assert_eq!(new, old, "vfs_fsadd reuses the freed vector's memory");
+    reused_vector_is_traced_and_unload_goes_through(&sim, "xfs", new);
+}
+
+#[test]
+fn unload_after_another_filesystem_reused_a_stale_vector_goes_through() {
+    // Only opened, never mapped: the old shim counted the new filesystem's
+    // entries as another kext's hooks and refused every unload.
+    let sim = boot();
+    let old = trace_then_remove_unchecked(&sim, "xfs");
+    assert_eq!(lone_type(&sim, "yfs"), old);
+    sim.mount("yfs", "/Volumes/y").expect("mount");
+    sim.add_file("/Volumes/y/g", 4 * PAGE).expect("file");
+    let p = sim.spawn("app", 501);
+    let fd = p.open("/Volumes/y/g").expect("open");
+    let r = sim.unload_kext();
+    p.close(fd).expect("close");
+    assert_eq!(r, Ok(()), "{:?}", sim.log_lines());
+    assert!(!vector_hooked(&sim, old));
+    let v = sim.take_violations();
+    assert!(v.is_empty(), "{v:#?}");
+}

@@ -275,6 +275,7 @@ MT_XNU_ASSERT_SIZE(struct vnop_inactive_args, 24);
 
 /* Exported descriptors (kpi.bsd); vdesc_offset is assigned by vfs_op_init. */
 extern struct vnodeop_desc vnop_default_desc;
+extern struct vnodeop_desc vnop_lookup_desc;
 extern struct vnodeop_desc vnop_mmap_desc;
 extern struct vnodeop_desc vnop_mnomap_desc;
 extern struct vnodeop_desc vnop_close_desc;
