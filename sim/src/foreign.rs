@@ -1,8 +1,9 @@
 //! A second vnode-op hooker: another loaded kext (a DLP or EDR product, say)
-//! that patches the VNOP_MMAP / VNOP_PAGEIN / VNOP_MNOMAP entries of a
-//! filesystem's vector the way maptrace does, and forwards each call to the
-//! entry it found there. It can hook before maptrace (maptrace then hooks
-//! over it) or after (it then calls maptrace's trampoline as its original).
+//! that patches the VNOP_MMAP / VNOP_PAGEIN / VNOP_MNOMAP entries (with
+//! `foreign_hook_all`, VNOP_CLOSE too) of a filesystem's vector the way
+//! maptrace does, and forwards each call to the entry it found there. It
+//! can hook before maptrace (maptrace then hooks over it) or after (it then
+//! calls maptrace's trampoline as its original).
 //!
 //! XNU dispatches through whatever sits in the slot, with no lock and no
 //! notion of who put it there (bsd/vfs/kpi_vfs.c VNOP_PAGEIN,
@@ -26,10 +27,10 @@ use crate::vfs::{errno, word};
 use crate::violation::Violation;
 
 /// The ops the other kext hooks.
-const OPS: [Vop; 3] = [Vop::Mmap, Vop::Pagein, Vop::Mnomap];
+const OPS: [Vop; 4] = [Vop::Mmap, Vop::Pagein, Vop::Mnomap, Vop::Close];
 
 /// Hooked vectors: vector address -> the entry found in each of `OPS`.
-static HOOKED: Mutex<Option<HashMap<usize, [usize; 3]>>> = Mutex::new(None);
+static HOOKED: Mutex<Option<HashMap<usize, [usize; 4]>>> = Mutex::new(None);
 
 fn slot_index(op: Vop) -> usize {
     OPS.iter().position(|o| *o == op).unwrap_or(0)
@@ -39,6 +40,7 @@ fn trampoline(op: Vop) -> usize {
     match op {
         Vop::Mmap => foreign_mmap as *const () as usize,
         Vop::Pagein => foreign_pagein as *const () as usize,
+        Vop::Close => foreign_close as *const () as usize,
         _ => foreign_mnomap as *const () as usize,
     }
 }
@@ -53,6 +55,7 @@ fn offset(k: &Kernel, op: Vop) -> usize {
     match op {
         Vop::Mmap => o.mmap,
         Vop::Pagein => o.pagein,
+        Vop::Close => o.close,
         _ => o.mnomap,
     }
 }
@@ -70,7 +73,8 @@ fn forward(op: Vop, args: *mut c_void) -> c_int {
     let vector = k.vfs.v_op(&v);
     let found = lock(&HOOKED)
         .as_ref()
-        .and_then(|h| h.get(&vector).map(|f| f[slot_index(op)]));
+        .and_then(|h| h.get(&vector).map(|f| f[slot_index(op)]))
+        .filter(|f| *f != 0);
     let Some(found) = found else {
         return errno::EIO;
     };
@@ -109,6 +113,10 @@ extern "C" fn foreign_mnomap(args: *mut c_void) -> c_int {
     forward(Vop::Mnomap, args)
 }
 
+extern "C" fn foreign_close(args: *mut c_void) -> c_int {
+    forward(Vop::Close, args)
+}
+
 /// After a successful unload: no other kext may still call maptrace's code.
 pub(crate) fn check_unloaded(k: &Kernel) {
     let hooked = lock(&HOOKED).clone().unwrap_or_default();
@@ -117,7 +125,7 @@ pub(crate) fn check_unloaded(k: &Kernel) {
         let Some((_, info)) = info else { continue };
         for op in OPS {
             let f = found[slot_index(op)];
-            if info.originals.get(offset(k, op)) != Some(&f) && !is_trampoline(f) {
+            if f != 0 && info.originals.get(offset(k, op)) != Some(&f) && !is_trampoline(f) {
                 k.violation(Violation::Contract {
                     rule: "kmod_stop.no_foreign_caller",
                     detail: format!(
@@ -152,7 +160,7 @@ impl ForeignHook {
             return 0;
         };
         let mut stuck = 0;
-        for op in OPS {
+        for op in OPS.into_iter().filter(|op| found[slot_index(*op)] != 0) {
             let slot = word(self.vector + offset(k, op) * 8);
             if slot
                 .compare_exchange(
@@ -179,6 +187,16 @@ impl Sim {
     /// finds there (the filesystem's entry, or maptrace's trampoline) and
     /// forwarding every call to it. One such kext per vector.
     pub fn foreign_hook(&self, path: &str) -> Result<ForeignHook, SimError> {
+        self.foreign_hook_ops(path, &OPS[..3])
+    }
+
+    /// As [`Sim::foreign_hook`], VNOP_CLOSE too: every entry maptrace
+    /// hooks.
+    pub fn foreign_hook_all(&self, path: &str) -> Result<ForeignHook, SimError> {
+        self.foreign_hook_ops(path, &OPS)
+    }
+
+    fn foreign_hook_ops(&self, path: &str, ops: &[Vop]) -> Result<ForeignHook, SimError> {
         let k = self.kernel();
         let m = k.vfs.mount_for(path).ok_or(SimError(errno::ENOENT))?;
         let vector = m.vector;
@@ -187,14 +205,14 @@ impl Sim {
         if h.contains_key(&vector) {
             return Err(SimError(errno::EBUSY));
         }
-        let mut found = [0usize; 3];
-        for op in OPS {
-            found[slot_index(op)] = word(vector + offset(k, op) * 8).load(Ordering::Acquire);
+        let mut found = [0usize; 4];
+        for op in ops {
+            found[slot_index(*op)] = word(vector + offset(k, *op) * 8).load(Ordering::Acquire);
         }
         // Saved before the entries are visible, as a hooker must.
         h.insert(vector, found);
-        for op in OPS {
-            word(vector + offset(k, op) * 8).store(trampoline(op), Ordering::Release);
+        for op in ops {
+            word(vector + offset(k, *op) * 8).store(trampoline(*op), Ordering::Release);
         }
         Ok(ForeignHook { vector })
     }

@@ -253,3 +253,44 @@ fn unload_after_another_filesystem_reused_a_stale_vector_goes_through() {
     let v = sim.take_violations();
     assert!(v.is_empty(), "{v:#?}");
 }
+
+/// Every word of the vector at `addr`.
+fn vector_words(sim: &Sim, addr: usize) -> Vec<usize> {
+    let n = sim
+        .kernel()
+        .vfs
+        .live_vectors()
+        .iter()
+        .find(|(a, _)| *a == addr)
+        .map_or(0, |(_, info)| info.originals.len());
+    (0..n)
+        .map(|i| maptrace_sim::vfs::word(addr + i * 8).load(Ordering::Acquire))
+        .collect()
+}
+
+#[test]
+fn another_kext_hooked_over_all_our_entries_is_not_taken_for_a_new_filesystem() {
+    // None of our trampolines is left in the vector, but its lookup and
+    // reclaim are still the filesystem's: another kext's hooks, not a new
+    // filesystem. Recording them as originals would make every call come
+    // back to us without end; the shim leaves them alone.
+    let sim = boot();
+    let vector = lone_type(&sim, "msdos");
+    sim.mount("msdos", STICK).expect("mount");
+    sim.add_file(FILE, 4 * PAGE).expect("file");
+    let p = sim.spawn("app", 501);
+    use_file(&p, FILE);
+    let other = sim.foreign_hook_all(FILE).expect("the other kext hooks");
+    let words = vector_words(&sim, vector);
+    let mut dec = Decoder::new();
+    let _ = drain(&sim, &mut dec);
+    use_file(&p, FILE);
+    assert_eq!(vector_words(&sim, vector), words, "left alone");
+    let recs = drain(&sim, &mut dec);
+    assert!(mmaps_of(&recs, p.pid() as u32) > 0, "traced under it");
+    assert_eq!(other.unhook(&sim), 0, "our trampolines under its hooks");
+    assert!(vector_hooked(&sim, vector));
+    assert_eq!(sim.unload_kext(), Ok(()), "{:?}", sim.log_lines());
+    let v = sim.take_violations();
+    assert!(v.is_empty(), "{v:#?}");
+}
