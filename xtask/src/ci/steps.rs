@@ -115,7 +115,8 @@ fn step_cross_kauth(ctx: &Ctx) -> Result<()> {
 
 /// The loom models of the ring protocol (`tests/loom.rs`), of the shim's
 /// hook counters and unload drain (`tests/loom_drain.rs`) and of the
-/// vnode-id memo's seqlock (`tests/loom_memo.rs`), in their own
+/// vnode-id memo's seqlock (`tests/loom_memo.rs`) and of the vector
+/// table's remove and revive (`tests/loom_vectors.rs`), in their own
 /// target dir because `--cfg loom` changes every crate's build.
 fn step_loom(ctx: &Ctx) -> Result<()> {
     let mut plan = crate::exec::Plan::new();
@@ -133,6 +134,8 @@ fn step_loom(ctx: &Ctx) -> Result<()> {
                 "loom_drain",
                 "--test",
                 "loom_memo",
+                "--test",
+                "loom_vectors",
             ])
             .env("RUSTFLAGS", "--cfg loom")
             .env(
