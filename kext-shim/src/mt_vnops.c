@@ -58,12 +58,16 @@ struct mt_shadow_entry {
     const vnop_t *vector;
     vnop_t originals[MT_VOP__COUNT];
     vnop_t fingerprint[MT_FINGERPRINT_COUNT];
+    /* The filesystem type of the mount the vector was hooked from: every
+     * vnode using a vector is of the one type vfs_fsadd made it for, and
+     * no hook over ours changes a mount's type. */
+    char fstype[MFSNAMELEN + 1];
 };
 /* Entries for a whole load's life: one per vector hooked, plus one each
  * time a filesystem type comes back with other originals (its kext
  * reloaded elsewhere after vfs_fsremove); a type mounted again with the
  * same originals reuses its entry. Full, a new vector stays unhooked
- * (counted in stats.errors). 512 x 56 bytes of zeroed data. */
+ * (counted in stats.errors). 512 x 72 bytes of zeroed data. */
 #define MT_SHADOW_MAX (8 * MT_CORE_MAX_VECTORS)
 static struct mt_shadow_entry mt_shadow[MT_SHADOW_MAX];
 static uint32_t mt_shadow_len;
@@ -101,6 +105,22 @@ static inline int mt_desc_offset(uint32_t op)
     default:
         return vnop_mnomap_desc.vdesc_offset;
     }
+}
+
+/**
+ * Writes the type name of vp's mount ("apfs", "nullfs") into name, NUL
+ * terminated; empty when vp has no mount.
+ * Context: any; vfs_name copies the vfstable's name, no lock, never blocks
+ * (bsd/vfs/kpi_vfs.c, xnu-11417.121.6).
+ */
+static void mt_fstype_of(vnode_t vp, char name[MFSNAMELEN + 1])
+{
+    memset(name, 0, MFSNAMELEN + 1);
+    mount_t mp = vnode_mount(vp);
+    if (mp != NULL) {
+        vfs_name(mp, name);
+    }
+    name[MFSNAMELEN] = '\0';
 }
 
 /**
@@ -147,7 +167,8 @@ static const struct mt_shadow_entry *mt_shadow_last(const vnop_t *vec)
  * @return 0, or -1 when the copy is full (the vector is then not hooked).
  * Context: thread context, under the patch lock.
  */
-static int mt_shadow_add(const vnop_t *vec, const vnop_t *originals, const vnop_t *fingerprint)
+static int mt_shadow_add(const vnop_t *vec, const vnop_t *originals, const vnop_t *fingerprint,
+                         const char *fstype)
 {
     uint32_t n = mt_shadow_len;
     const struct mt_shadow_entry *last = mt_shadow_last(vec);
@@ -159,6 +180,7 @@ static int mt_shadow_add(const vnop_t *vec, const vnop_t *originals, const vnop_
         for (uint32_t i = 0; i < MT_FINGERPRINT_COUNT; i++) {
             same &= last->fingerprint[i] == fingerprint[i];
         }
+        same &= strncmp(last->fstype, fstype, sizeof(last->fstype)) == 0;
         if (same) {
             return 0;
         }
@@ -173,6 +195,7 @@ static int mt_shadow_add(const vnop_t *vec, const vnop_t *originals, const vnop_
     for (uint32_t i = 0; i < MT_FINGERPRINT_COUNT; i++) {
         mt_shadow[n].fingerprint[i] = fingerprint[i];
     }
+    memcpy(mt_shadow[n].fstype, fstype, sizeof(mt_shadow[n].fstype));
     __atomic_store_n(&mt_shadow_len, n + 1, __ATOMIC_RELEASE);
     return 0;
 }
@@ -480,9 +503,11 @@ static int mt_vnop_close_hook(void *ap)
  * @param core the core (its table receives the originals).
  * @param vec  the vector (not yet in the core's table).
  * @param ops  the ops to hook (bit 1 << op); always MT_VOP_PAGEIN.
+ * @param fstype the type of the mount it was seen from (mt_fstype_of).
  * Context: thread context, under the patch lock.
  */
-static void mt_patch_vector(const struct mt_core *core, vnop_t *vec, uint32_t ops)
+static void mt_patch_vector(const struct mt_core *core, vnop_t *vec, uint32_t ops,
+                            const char *fstype)
 {
     uint64_t originals[MT_VOP__COUNT];
     vnop_t entries[MT_VOP__COUNT];
@@ -503,7 +528,7 @@ static void mt_patch_vector(const struct mt_core *core, vnop_t *vec, uint32_t op
     }
     vnop_t fingerprint[MT_FINGERPRINT_COUNT];
     mt_fingerprint_read(vec, fingerprint);
-    if (mt_shadow_add(vec, entries, fingerprint) != 0) {
+    if (mt_shadow_add(vec, entries, fingerprint, fstype) != 0) {
         /* No room to keep the originals where a late hook finds them. */
         mt_error();
         return;
@@ -525,7 +550,8 @@ static void mt_patch_vector(const struct mt_core *core, vnop_t *vec, uint32_t op
 #define MT_VOPS_ALL ((1u << MT_VOP__COUNT) - 1u)
 
 /**
- * The ops to hook in vp's vector. nullfs and bindfs (built into XNU:
+ * The ops to hook in a vector of a mount of type fstype (mt_fstype_of).
+ * nullfs and bindfs (built into XNU:
  * bsd/vfs/vfs_conf.c; nullfs since xnu-6153, bindfs since xnu-7195.141.2)
  * call VNOP_MMAP, VNOP_MNOMAP and VNOP_CLOSE on the lower vnode through its
  * own vector (bsd/miscfs/nullfs/null_vnops.c:919, 945, 374;
@@ -534,18 +560,12 @@ static void mt_patch_vector(const struct mt_core *core, vnop_t *vec, uint32_t op
  * stack, so those are recorded once, at the lower file. Their VNOP_PAGEIN
  * reads the lower file with VNOP_READ (null_vnops.c:1057, bind_vnops.c:552):
  * no page-in reaches the lower vector, so theirs is hooked.
- * Context: thread context (discovery); vfs_name never blocks.
+ * Context: any; never blocks.
  */
-static uint32_t mt_vops_to_hook(vnode_t vp)
+static uint32_t mt_vops_to_hook(const char *fstype)
 {
-    mount_t mp = vnode_mount(vp);
-    if (mp == NULL) {
-        return MT_VOPS_ALL;
-    }
-    char name[MFSNAMELEN + 1];
-    memset(name, 0, sizeof(name));
-    vfs_name(mp, name);
-    if (strncmp(name, "nullfs", sizeof(name)) == 0 || strncmp(name, "bindfs", sizeof(name)) == 0) {
+    if (strncmp(fstype, "nullfs", MFSNAMELEN + 1) == 0 ||
+        strncmp(fstype, "bindfs", MFSNAMELEN + 1) == 0) {
         return 1u << MT_VOP_PAGEIN;
     }
     return MT_VOPS_ALL;
@@ -567,12 +587,21 @@ enum mt_vector_state {
  * no word of ours removed only by an unmount that skipped the MAC check
  * (vfs_unmountbyfsid, submounts, vfs_unmountall: bsd/vfs/vfs_syscalls.c
  * and vfs_subr.c, xnu-11417.121.6) followed by vfs_fsremove; vfs_fsadd may
- * then reuse its memory.
+ * then reuse its memory. Stale needs proof: lookup and reclaim both
+ * other than recorded AND vp's mount of another type than the one vec was
+ * hooked from. A kext interposing on every entry (lookup and reclaim
+ * too) changes no mount's type, so it is never taken for a new
+ * filesystem, whose trampolines recorded as originals would call ours
+ * again without end; the price is a filesystem of the same type added
+ * again with other code (its kext reloaded elsewhere), left untraced and
+ * the unload refused until it goes, as for any foreign hook.
  * @param originals the table's originals of vec.
+ * @param fstype the type of the mount of the vnode vec was read from.
  * Context: any; vec allocated (the caller holds an iocount on a vnode
  * using it); lock-free reads, the patch lock to act on the answer.
  */
-static enum mt_vector_state mt_vector_state(const vnop_t *vec, const uint64_t *originals)
+static enum mt_vector_state mt_vector_state(const vnop_t *vec, const uint64_t *originals,
+                                            const char *fstype)
 {
     int original = 1;
     for (uint32_t op = 0; op < MT_VOP__COUNT; op++) {
@@ -595,7 +624,7 @@ static enum mt_vector_state mt_vector_state(const vnop_t *vec, const uint64_t *o
     for (uint32_t i = 0; i < MT_FINGERPRINT_COUNT; i++) {
         all_differ &= fp[i] != e->fingerprint[i];
     }
-    if (all_differ) {
+    if (all_differ && strncmp(fstype, e->fstype, sizeof(e->fstype)) != 0) {
         return MT_VECTOR_STALE;
     }
     return original ? MT_VECTOR_ORIGINAL : MT_VECTOR_FOREIGN;
@@ -625,17 +654,18 @@ static int mt_table_originals(const struct mt_core *core, const vnop_t *vec, uin
  * @return the ops patched afresh (0: none).
  * Context: thread context, under the patch lock, patching open.
  */
-static uint32_t mt_vector_seen_locked(const struct mt_core *core, vnop_t *vec, uint32_t ops)
+static uint32_t mt_vector_seen_locked(const struct mt_core *core, vnop_t *vec, uint32_t ops,
+                                      const char *fstype)
 {
     uint64_t originals[MT_VOP__COUNT];
     if (!mt_table_originals(core, vec, originals)) {
-        mt_patch_vector(core, vec, ops);
+        mt_patch_vector(core, vec, ops, fstype);
         return ops;
     }
-    switch (mt_vector_state(vec, originals)) {
+    switch (mt_vector_state(vec, originals, fstype)) {
     case MT_VECTOR_STALE:
         (void)mt_core_vector_remove(core, (uint64_t)(uintptr_t)vec);
-        mt_patch_vector(core, vec, ops);
+        mt_patch_vector(core, vec, ops, fstype);
         return ops;
     case MT_VECTOR_ORIGINAL:
         if (mt_vectors_swap_one(vec, originals, 1) != 0) {
@@ -673,18 +703,20 @@ static uint32_t mt_vnode_hook(vnode_t vp)
             mt_hooks[MT_VOP_PAGEIN]) {
         return 0; /* hooked: the common case, one lookup */
     }
+    char fstype[MFSNAMELEN + 1];
+    mt_fstype_of(vp, fstype);
     uint64_t originals[MT_VOP__COUNT];
     if (mt_table_originals(core, vec, originals)) {
-        enum mt_vector_state state = mt_vector_state(vec, originals);
+        enum mt_vector_state state = mt_vector_state(vec, originals, fstype);
         if (state == MT_VECTOR_OURS || state == MT_VECTOR_FOREIGN) {
             return 0;
         }
     }
-    uint32_t ops = mt_vops_to_hook(vp);
+    uint32_t ops = mt_vops_to_hook(fstype);
     uint32_t patched = 0;
     lck_mtx_lock(mt_g.patch_lock);
     if (!mt_patch_closed) {
-        patched = mt_vector_seen_locked(core, vec, ops);
+        patched = mt_vector_seen_locked(core, vec, ops, fstype);
     }
     lck_mtx_unlock(mt_g.patch_lock);
     return patched;
@@ -757,6 +789,8 @@ static int mt_swap_vnode(struct vnode *vp, void *arg)
     vnop_t *vec = mt_vector_of(vp);
     uint64_t key = (uint64_t)(uintptr_t)vec;
     int found = 0;
+    char fstype[MFSNAMELEN + 1];
+    mt_fstype_of(vp, fstype);
     lck_mtx_lock(mt_g.patch_lock);
     uint32_t n = mt_g.core != NULL ? mt_core_vector_count(mt_g.core) : 0;
     for (uint32_t i = 0; i < n && i < MT_CORE_MAX_VECTORS && key != 0; i++) {
@@ -768,7 +802,7 @@ static int mt_swap_vnode(struct vnode *vp, void *arg)
         found = 1;
         if (!pass->seen[i]) {
             pass->seen[i] = 1;
-            if (mt_vector_state(vec, originals) == MT_VECTOR_STALE) {
+            if (mt_vector_state(vec, originals, fstype) == MT_VECTOR_STALE) {
                 /* Another filesystem's vector now: nothing of ours in it. */
                 (void)mt_core_vector_remove(mt_g.core, key);
             } else {
@@ -893,13 +927,15 @@ static int mt_going_vnode(struct vnode *vp, void *arg)
     }
     uint64_t key = (uint64_t)(uintptr_t)vec;
     uint64_t originals[MT_VOP__COUNT];
+    char fstype[MFSNAMELEN + 1];
+    mt_fstype_of(vp, fstype);
     lck_mtx_lock(mt_g.patch_lock);
     for (uint32_t op = 0; op < MT_VOP__COUNT; op++) {
         originals[op] = mt_core_vector_original(core, key, op);
     }
     int hooked = originals[MT_VOP_PAGEIN] != 0; /* in every table vector */
     if (!mt_patch_closed && hooked) {
-        if (mt_vector_state(vec, originals) == MT_VECTOR_STALE) {
+        if (mt_vector_state(vec, originals, fstype) == MT_VECTOR_STALE) {
             /* Another filesystem's vector now: forget the old one's. */
             (void)mt_core_vector_remove(core, key);
         } else if (mt_vectors_swap_one(vec, originals, 0) == 0) {

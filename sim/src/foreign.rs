@@ -1,6 +1,7 @@
 //! A second vnode-op hooker: another loaded kext (a DLP or EDR product, say)
 //! that patches the VNOP_MMAP / VNOP_PAGEIN / VNOP_MNOMAP entries (with
-//! `foreign_hook_all`, VNOP_CLOSE too) of a filesystem's vector the way
+//! `foreign_hook_all`, VNOP_CLOSE too; with `foreign_interpose`, also
+//! VNOP_LOOKUP and VNOP_RECLAIM) of a filesystem's vector the way
 //! maptrace does, and forwards each call to the entry it found there. It
 //! can hook before maptrace (maptrace then hooks over it) or after (it then
 //! calls maptrace's trampoline as its original).
@@ -26,11 +27,23 @@ use crate::lock;
 use crate::vfs::{errno, word};
 use crate::violation::Violation;
 
-/// The ops the other kext hooks.
-const OPS: [Vop; 4] = [Vop::Mmap, Vop::Pagein, Vop::Mnomap, Vop::Close];
+/// The ops the other kext can hook: maptrace's four, then VNOP_RECLAIM (an
+/// interposer's only).
+const OPS: [Vop; 5] = [
+    Vop::Mmap,
+    Vop::Pagein,
+    Vop::Mnomap,
+    Vop::Close,
+    Vop::Reclaim,
+];
 
-/// Hooked vectors: vector address -> the entry found in each of `OPS`.
-static HOOKED: Mutex<Option<HashMap<usize, [usize; 4]>>> = Mutex::new(None);
+/// Where a hooked vector's saved VNOP_LOOKUP goes, after `OPS`' (an
+/// interposer's only; 0 when not hooked).
+const LOOKUP: usize = OPS.len();
+
+/// Hooked vectors: vector address -> the entry found in each of `OPS`, then
+/// VNOP_LOOKUP's (0: that one not hooked).
+static HOOKED: Mutex<Option<HashMap<usize, [usize; OPS.len() + 1]>>> = Mutex::new(None);
 
 fn slot_index(op: Vop) -> usize {
     OPS.iter().position(|o| *o == op).unwrap_or(0)
@@ -41,13 +54,14 @@ fn trampoline(op: Vop) -> usize {
         Vop::Mmap => foreign_mmap as *const () as usize,
         Vop::Pagein => foreign_pagein as *const () as usize,
         Vop::Close => foreign_close as *const () as usize,
+        Vop::Reclaim => foreign_reclaim as *const () as usize,
         _ => foreign_mnomap as *const () as usize,
     }
 }
 
 /// Whether `entry` is one of the other kext's trampolines (live code).
 pub(crate) fn is_trampoline(entry: usize) -> bool {
-    OPS.iter().any(|op| trampoline(*op) == entry)
+    OPS.iter().any(|op| trampoline(*op) == entry) || entry == foreign_lookup as *const () as usize
 }
 
 fn offset(k: &Kernel, op: Vop) -> usize {
@@ -56,6 +70,7 @@ fn offset(k: &Kernel, op: Vop) -> usize {
         Vop::Mmap => o.mmap,
         Vop::Pagein => o.pagein,
         Vop::Close => o.close,
+        Vop::Reclaim => o.reclaim,
         _ => o.mnomap,
     }
 }
@@ -117,6 +132,16 @@ extern "C" fn foreign_close(args: *mut c_void) -> c_int {
     forward(Vop::Close, args)
 }
 
+extern "C" fn foreign_reclaim(args: *mut c_void) -> c_int {
+    forward(Vop::Reclaim, args)
+}
+
+/// The interposer's VNOP_LOOKUP: never called (the model resolves paths
+/// itself), only there to be other than the filesystem's.
+extern "C" fn foreign_lookup(_args: *mut c_void) -> c_int {
+    errno::ENOTSUP
+}
+
 /// After a successful unload: no other kext may still call maptrace's code.
 pub(crate) fn check_unloaded(k: &Kernel) {
     let hooked = lock(&HOOKED).clone().unwrap_or_default();
@@ -160,15 +185,19 @@ impl ForeignHook {
             return 0;
         };
         let mut stuck = 0;
-        for op in OPS.into_iter().filter(|op| found[slot_index(*op)] != 0) {
-            let slot = word(self.vector + offset(k, op) * 8);
+        let lookup = (
+            k.vfs.offsets.lookup,
+            foreign_lookup as *const () as usize,
+            found[LOOKUP],
+        );
+        let entries = OPS
+            .into_iter()
+            .map(|op| (offset(k, op), trampoline(op), found[slot_index(op)]))
+            .chain([lookup]);
+        for (at, ours, saved) in entries.filter(|e| e.2 != 0) {
+            let slot = word(self.vector + at * 8);
             if slot
-                .compare_exchange(
-                    trampoline(op),
-                    found[slot_index(op)],
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                )
+                .compare_exchange(ours, saved, Ordering::AcqRel, Ordering::Acquire)
                 .is_err()
             {
                 stuck += 1;
@@ -187,16 +216,28 @@ impl Sim {
     /// finds there (the filesystem's entry, or maptrace's trampoline) and
     /// forwarding every call to it. One such kext per vector.
     pub fn foreign_hook(&self, path: &str) -> Result<ForeignHook, SimError> {
-        self.foreign_hook_ops(path, &OPS[..3])
+        self.foreign_hook_ops(path, &OPS[..3], false)
     }
 
     /// As [`Sim::foreign_hook`], VNOP_CLOSE too: every entry maptrace
     /// hooks.
     pub fn foreign_hook_all(&self, path: &str) -> Result<ForeignHook, SimError> {
-        self.foreign_hook_ops(path, &OPS)
+        self.foreign_hook_ops(path, &OPS[..4], false)
     }
 
-    fn foreign_hook_ops(&self, path: &str, ops: &[Vop]) -> Result<ForeignHook, SimError> {
+    /// As [`Sim::foreign_hook_all`], VNOP_LOOKUP and VNOP_RECLAIM too: an
+    /// interposer that leaves none of the entries maptrace hooks or
+    /// fingerprints a vector by as the filesystem's own.
+    pub fn foreign_interpose(&self, path: &str) -> Result<ForeignHook, SimError> {
+        self.foreign_hook_ops(path, &OPS, true)
+    }
+
+    fn foreign_hook_ops(
+        &self,
+        path: &str,
+        ops: &[Vop],
+        lookup: bool,
+    ) -> Result<ForeignHook, SimError> {
         let k = self.kernel();
         let m = k.vfs.mount_for(path).ok_or(SimError(errno::ENOENT))?;
         let vector = m.vector;
@@ -205,14 +246,21 @@ impl Sim {
         if h.contains_key(&vector) {
             return Err(SimError(errno::EBUSY));
         }
-        let mut found = [0usize; 4];
+        let mut found = [0usize; OPS.len() + 1];
         for op in ops {
             found[slot_index(*op)] = word(vector + offset(k, *op) * 8).load(Ordering::Acquire);
+        }
+        let lookup_at = vector + k.vfs.offsets.lookup * 8;
+        if lookup {
+            found[LOOKUP] = word(lookup_at).load(Ordering::Acquire);
         }
         // Saved before the entries are visible, as a hooker must.
         h.insert(vector, found);
         for op in ops {
             word(vector + offset(k, *op) * 8).store(trampoline(*op), Ordering::Release);
+        }
+        if lookup {
+            word(lookup_at).store(foreign_lookup as *const () as usize, Ordering::Release);
         }
         Ok(ForeignHook { vector })
     }

@@ -294,3 +294,34 @@ fn another_kext_hooked_over_all_our_entries_is_not_taken_for_a_new_filesystem() 
     let v = sim.take_violations();
     assert!(v.is_empty(), "{v:#?}");
 }
+
+#[test]
+fn an_interposer_over_every_entry_is_not_taken_for_a_new_filesystem() {
+    // Another kext replaces lookup and reclaim too, so neither entry the
+    // shim fingerprints a vector by is the filesystem's any more; but the
+    // mount is still of the type the vector was hooked from, so it is no
+    // new filesystem. Taking it for one would record the interposer's
+    // trampolines as originals, which forward to ours: every map would go
+    // round the two without end (a kernel stack overflow).
+    let sim = boot();
+    let vector = lone_type(&sim, "msdos");
+    sim.mount("msdos", STICK).expect("mount");
+    sim.add_file(FILE, 4 * PAGE).expect("file");
+    let p = sim.spawn("app", 501);
+    use_file(&p, FILE);
+    let other = sim
+        .foreign_interpose(FILE)
+        .expect("the other kext interposes");
+    let words = vector_words(&sim, vector);
+    let mut dec = Decoder::new();
+    let _ = drain(&sim, &mut dec);
+    use_file(&p, FILE);
+    assert_eq!(vector_words(&sim, vector), words, "left alone");
+    let recs = drain(&sim, &mut dec);
+    assert!(mmaps_of(&recs, p.pid() as u32) > 0, "traced under it");
+    assert_eq!(other.unhook(&sim), 0, "our trampolines under its hooks");
+    assert!(vector_hooked(&sim, vector));
+    assert_eq!(sim.unload_kext(), Ok(()), "{:?}", sim.log_lines());
+    let v = sim.take_violations();
+    assert!(v.is_empty(), "{v:#?}");
+}
