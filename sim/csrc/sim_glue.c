@@ -14,6 +14,9 @@ int vsnprintf(char *buf, size_t size, const char *fmt, va_list ap);
 /* Implemented in Rust (sim/src/kpi/memory.rs). */
 void mt_sim_iolog(const char *msg, size_t len);
 void mt_sim_panic(const char *msg, size_t len) MT_XNU_NORETURN;
+/* Runs f(arg) as the simulated kernel's own work: the stack it takes is
+ * not the kext's (sim/src/stack.rs). */
+void mt_sim_as_kernel(void (*f)(void *), void *arg);
 
 /* The exported descriptors. vdesc_offset is 0 until the simulated boot
  * assigns it (vfs_op_init), exactly like bsd/vfs/vnode_if.c. */
@@ -40,23 +43,41 @@ int vn_default_error(void)
     return ENOTSUP;
 }
 
+/* IOLog's arguments, handed to its kernel part. */
+struct mt_sim_log_args {
+    const char *format;
+    va_list *ap;
+};
+
 /**
- * IOLog: formats into a bounded buffer and appends one line to the
- * simulator's log.
- * Context: any; never blocks.
+ * IOLog's kernel part: formats into a bounded buffer and appends one line
+ * to the simulator's log.
+ * Context: inside mt_sim_as_kernel.
  */
-void IOLog(const char *format, ...)
+static void mt_sim_iolog_format(void *arg)
 {
+    const struct mt_sim_log_args *a = arg;
     char buf[1024];
-    va_list ap;
-    va_start(ap, format);
-    int n = vsnprintf(buf, sizeof(buf), format, ap);
-    va_end(ap);
+    int n = vsnprintf(buf, sizeof(buf), a->format, *a->ap);
     if (n < 0) {
         n = 0;
     }
     size_t len = (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1;
     mt_sim_iolog(buf, len);
+}
+
+/**
+ * IOLog. Its formatting runs as kernel code, as XNU's does (the kext's
+ * stack budget counts only the kext's frames: kext-shim/stack.tsv).
+ * Context: any; never blocks.
+ */
+void IOLog(const char *format, ...)
+{
+    va_list ap;
+    va_start(ap, format);
+    struct mt_sim_log_args a = {format, &ap};
+    mt_sim_as_kernel(mt_sim_iolog_format, &a);
+    va_end(ap);
 }
 
 /**

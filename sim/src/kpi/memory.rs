@@ -60,6 +60,13 @@ extern "C" fn IOSleep(ms: c_uint) {
     std::thread::sleep(std::time::Duration::from_millis(u64::from(ms)));
 }
 
+/// Runs `f(arg)` from the C glue (`IOLog`'s formatting) as kernel code:
+/// its stack is not the kext's.
+#[unsafe(no_mangle)]
+extern "C" fn mt_sim_as_kernel(f: extern "C" fn(*mut c_void), arg: *mut c_void) {
+    crate::stack::kernel_section(|| f(arg));
+}
+
 /// Called by the C `IOLog` with the formatted line.
 #[unsafe(no_mangle)]
 extern "C" fn mt_sim_iolog(msg: *const c_char, len: usize) {
