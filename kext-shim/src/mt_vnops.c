@@ -496,6 +496,27 @@ static int mt_vnop_close_hook(void *ap)
 
 #pragma mark - patching
 
+/* Whether this load has said a vector found no room (under the patch
+ * lock; cleared by mt_vnops_init): said once, then only counted. */
+static int mt_table_full_logged;
+
+/**
+ * Says, once a load, that a filesystem type stays untraced for want of
+ * room in the vector tables: stats.errors alone does not say which or why.
+ * Context: thread context, under the patch lock (IOLog may block briefly;
+ * no hook holds this lock).
+ */
+static void mt_log_untraced_type(const char *fstype)
+{
+    if (mt_table_full_logged) {
+        return;
+    }
+    mt_table_full_logged = 1;
+    IOLog("maptrace: no room for another vnode-op vector (the table holds %u); filesystem type "
+          "\"%s\" and later new ones stay untraced until the kext is reloaded\n",
+          (unsigned)MT_CORE_MAX_VECTORS, fstype);
+}
+
 /**
  * Hooks one vector: originals into the core's table first, then the
  * trampolines into the vector. An op left out of ops keeps its entry and
@@ -531,11 +552,16 @@ static void mt_patch_vector(const struct mt_core *core, vnop_t *vec, uint32_t op
     if (mt_shadow_add(vec, entries, fingerprint, fstype) != 0) {
         /* No room to keep the originals where a late hook finds them. */
         mt_error();
+        mt_log_untraced_type(fstype);
         return;
     }
-    if (mt_core_vector_insert(core, (uint64_t)(uintptr_t)vec, originals, mt_now_ns()) != MT_OK) {
+    int err = mt_core_vector_insert(core, (uint64_t)(uintptr_t)vec, originals, mt_now_ns());
+    if (err != MT_OK) {
         /* Table full (or a duplicate): the vector stays unhooked. */
         mt_error();
+        if (err == MT_ENOSPC) {
+            mt_log_untraced_type(fstype);
+        }
         return;
     }
     for (uint32_t op = 0; op < MT_VOP__COUNT; op++) {
@@ -1069,6 +1095,7 @@ int mt_vnops_init(void)
      * stale. */
     mt_shadow_len = 0;
     mt_shadow_closed = 0;
+    mt_table_full_logged = 0;
     mt_hooks[MT_VOP_MMAP] = mt_vnop_mmap_hook;
     mt_hooks[MT_VOP_PAGEIN] = mt_vnop_pagein_hook;
     mt_hooks[MT_VOP_MNOMAP] = mt_vnop_mnomap_hook;

@@ -491,6 +491,18 @@ fn vectors_past_the_kexts_tables_stay_unhooked_and_untraced() {
     assert!(reached.contains(&EventKind::Mmap) && reached.contains(&EventKind::Mnomap));
     assert_eq!(vnop_kinds(&drain(&sim, &mut dec), t.pid()), reached);
 
+    // Said once, naming the first type refused: errors alone say neither.
+    let said: Vec<String> = sim
+        .log_lines()
+        .into_iter()
+        .filter(|l| l.contains("no room for another vnode-op vector"))
+        .collect();
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said[0].contains(&format!("filesystem type \"fs{CORE_VECTORS}\"")),
+        "{said:?}"
+    );
+
     sim.unload_kext().expect("unload");
     assert!(vectors_original(&sim));
     let v = sim.take_violations();
