@@ -749,21 +749,26 @@ static uint32_t mt_vnode_hook(vnode_t vp)
 }
 
 /**
- * A vnode was seen (kauth, MAC): hooks its vector if it is new, and when
- * that is a stacking filesystem's, sweeps for its lower filesystem's.
+ * A vnode was seen (kauth, MAC): hooks its vector if it is new.
+ *
+ * Never sweeps other mounts from here: the callers run inside open, exec
+ * and the kauth listener, where vfs_iterate/vnode_iterate would wait on
+ * every mount's iterate lock (held by vflush while it waits for iocounts,
+ * by an NFS sync across the network) and on vnodes being torn down
+ * (bsd/vfs/vfs_subr.c vnode_iterate, vnode_getiocount, xnu-11417.121.6):
+ * an open could hang behind a dead server, and one made from another
+ * kext's vnode_iterate callout would take that mount's lock twice (a
+ * panic). So a stacking mount (nullfs, bindfs) over a filesystem the
+ * kext has not seen yet leaves its maps untraced until a vnode of that
+ * filesystem is seen itself; the filesystems mounted at load are swept
+ * then, from start.
  * @param vp a vnode the caller holds an iocount on (NULL is ignored).
  * Context: thread context (discovery callbacks); may block on the patch
- *          lock and, once per stacking filesystem type, in the sweep.
+ *          lock.
  */
 void mt_vnode_seen(vnode_t vp)
 {
-    uint32_t patched = mt_vnode_hook(vp);
-    if (patched != 0 && patched != MT_VOPS_ALL) {
-        /* A stacking filesystem's maps are recorded at the lower file,
-         * whose filesystem this thread may not have seen yet: its vnode is
-         * live (the mirror holds a usecount on it), so a sweep finds it. */
-        mt_vnops_sweep();
-    }
+    (void)mt_vnode_hook(vp);
 }
 
 /**
