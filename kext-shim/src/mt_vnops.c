@@ -109,16 +109,21 @@ static inline int mt_desc_offset(uint32_t op)
 
 /**
  * Writes the type name of vp's mount ("apfs", "nullfs") into name, NUL
- * terminated; empty when vp has no mount.
- * Context: any; vfs_name copies the vfstable's name, no lock, never blocks
- * (bsd/vfs/kpi_vfs.c, xnu-11417.121.6).
+ * terminated; empty when vp has no mount. Read from the mount's statfs
+ * (f_fstypename, copied from the vfstable at mount: mount_common,
+ * bsd/vfs/vfs_syscalls.c), not with vfs_name, which dereferences the
+ * mount's vfstable: the dead mount a reclaimed vnode points to has none
+ * (bsd/vfs/vfs_init.c), and its statfs reads as an empty name.
+ * Context: any; no lock, never blocks.
  */
 static void mt_fstype_of(vnode_t vp, char name[MFSNAMELEN + 1])
 {
     memset(name, 0, MFSNAMELEN + 1);
     mount_t mp = vnode_mount(vp);
-    if (mp != NULL) {
-        vfs_name(mp, name);
+    struct vfsstatfs *st = mp != NULL ? vfs_statfs(mp) : NULL;
+    if (st != NULL) {
+        /* f_fstypename holds at most MFSNAMELEN characters and its NUL. */
+        memcpy(name, st->f_fstypename, MFSNAMELEN);
     }
     name[MFSNAMELEN] = '\0';
 }
