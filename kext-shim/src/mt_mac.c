@@ -181,10 +181,15 @@ static void mt_mac_proc_notify_exec_complete(struct proc *p)
  * Whether cred may unmount mp: root, or the user that mounted it. The rule
  * safedounmount applies AFTER the MAC check (bsd/vfs/vfs_syscalls.c
  * unmount and safedounmount, xnu-11417.121.6 and xnu-7195.141.2), so any
- * user's unmount(2) reaches our hook first. (A task with the role-account
- * entitlement gets the kernel's credential on macOS 15, so it is root
- * here; a MNTK_PERMIT_UNMOUNT mount unmounted by another user keeps its
- * hooks, as a MAC-less unmount does.)
+ * user's unmount(2) reaches our hook first. safedounmount also lets two
+ * others through that no public KPI can tell: a task with the private
+ * role-account-unmount entitlement (from xnu-8792 unmount(2) hands us the
+ * kernel's credential for it, so it is root here; before, and through
+ * VFS_CTL_UMOUNT on every release, it is its own user), and another user
+ * of a KERNEL_MOUNT_PERMIT_UNMOUNT mount without MNT_FORCE (the flag has
+ * no accessor). Those unmounts keep the hooks, as a MAC-less unmount
+ * does: the vector stays in the table, and unload is refused until a
+ * mount of that type is seen again (RELIABILITY.md).
  * Context: thread context; never blocks.
  */
 static int mt_may_unmount(kauth_cred_t cred, mount_t mp)
