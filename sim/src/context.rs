@@ -66,6 +66,9 @@ thread_local! {
     /// calls that entered them, on the thread's own stack.
     static TOP_FRAME: Cell<Option<Frame>> = const { Cell::new(None) };
     static SPINS: Cell<u32> = const { Cell::new(0) };
+    /// The file operation (open, exec, mmap) whose MAC check or kauth
+    /// authorisation the thread is in, if any.
+    static FILE_OPERATION: Cell<Option<&'static str>> = const { Cell::new(None) };
 }
 
 /// The current identity, if this thread has one for `boot`.
@@ -100,6 +103,25 @@ pub fn top_frame() -> Option<Frame> {
 /// Whether the thread runs kext code inside a VNOP_PAGEIN hook right now.
 pub fn in_pagein_hook() -> bool {
     top_frame() == Some(Frame::VnopHook(Vop::Pagein))
+}
+
+/// Runs `f` as the part of a file operation that calls a kext's MAC hooks
+/// or kauth listeners (`what` names it: "mac_vnode_check_open"). XNU runs
+/// them inside open(2), execve(2) and mmap(2) (vn_open_auth,
+/// exec_check_permissions, mmap in bsd/vfs/vfs_vnops.c, bsd/kern/
+/// kern_exec.c, bsd/kern/kern_mman.c, xnu-11417.121.6), whose callers
+/// must not hang on other mounts: see `file_operation`.
+pub fn in_file_operation<R>(what: &'static str, f: impl FnOnce() -> R) -> R {
+    let outer = FILE_OPERATION.replace(Some(what));
+    let r = f();
+    FILE_OPERATION.set(outer);
+    r
+}
+
+/// The file operation whose hooks the thread runs, if any
+/// (`in_file_operation`).
+pub fn file_operation() -> Option<&'static str> {
+    FILE_OPERATION.get()
 }
 
 /// Spinlocks the thread holds.

@@ -126,8 +126,23 @@ impl Kauth {
             .collect()
     }
 
-    /// kauth_authorize_action: every listener of `scope`, combined.
+    /// kauth_authorize_action: every listener of `scope`, combined. Its
+    /// callers are file operations (vnode_authorize in open and exec, the
+    /// fileop notifications): see `context::in_file_operation`.
     pub fn authorize(
+        &self,
+        k: &Kernel,
+        scope: &str,
+        cred: usize,
+        action: i32,
+        args: [usize; 4],
+    ) -> i32 {
+        crate::context::in_file_operation("kauth_authorize_action", || {
+            self.authorize_listeners(k, scope, cred, action, args)
+        })
+    }
+
+    fn authorize_listeners(
         &self,
         k: &Kernel,
         scope: &str,

@@ -220,29 +220,31 @@ impl Mac {
     ) -> i32 {
         let before = *maxprot;
         let mp = maxprot as *mut i32;
-        let err = self.each(k, xnu::MPO_FILE_CHECK_MMAP, |hook| {
-            // SAFETY: the slot holds an mpo_file_check_mmap_t.
-            let f: unsafe extern "C" fn(
-                xnu::kauth_cred_t,
-                *mut xnu::fileglob,
-                *mut xnu::label,
-                i32,
-                i32,
-                u64,
-                *mut i32,
-            ) -> i32 = unsafe { std::mem::transmute(hook) };
-            // SAFETY: arguments as mac_file_check_mmap passes them.
-            unsafe {
-                f(
-                    cred as _,
-                    fg as _,
-                    std::ptr::null_mut(),
-                    prot,
-                    flags,
-                    pos,
-                    mp,
-                )
-            }
+        let err = crate::context::in_file_operation("mac_file_check_mmap", || {
+            self.each(k, xnu::MPO_FILE_CHECK_MMAP, |hook| {
+                // SAFETY: the slot holds an mpo_file_check_mmap_t.
+                let f: unsafe extern "C" fn(
+                    xnu::kauth_cred_t,
+                    *mut xnu::fileglob,
+                    *mut xnu::label,
+                    i32,
+                    i32,
+                    u64,
+                    *mut i32,
+                ) -> i32 = unsafe { std::mem::transmute(hook) };
+                // SAFETY: arguments as mac_file_check_mmap passes them.
+                unsafe {
+                    f(
+                        cred as _,
+                        fg as _,
+                        std::ptr::null_mut(),
+                        prot,
+                        flags,
+                        pos,
+                        mp,
+                    )
+                }
+            })
         });
         if *maxprot & !before != 0 {
             k.violation(Violation::KernelPanic(
@@ -254,16 +256,18 @@ impl Mac {
 
     /// mac_vnode_check_open.
     pub fn vnode_check_open(&self, k: &Kernel, cred: usize, vp: &Vnode, acc: i32) -> i32 {
-        self.each(k, xnu::MPO_VNODE_CHECK_OPEN, |hook| {
-            // SAFETY: the slot holds an mpo_vnode_check_open_t.
-            let f: unsafe extern "C" fn(
-                xnu::kauth_cred_t,
-                *mut xnu::vnode,
-                *mut xnu::label,
-                i32,
-            ) -> i32 = unsafe { std::mem::transmute(hook) };
-            // SAFETY: arguments as mac_vnode_check_open passes them.
-            unsafe { f(cred as _, vp.addr as _, std::ptr::null_mut(), acc) }
+        crate::context::in_file_operation("mac_vnode_check_open", || {
+            self.each(k, xnu::MPO_VNODE_CHECK_OPEN, |hook| {
+                // SAFETY: the slot holds an mpo_vnode_check_open_t.
+                let f: unsafe extern "C" fn(
+                    xnu::kauth_cred_t,
+                    *mut xnu::vnode,
+                    *mut xnu::label,
+                    i32,
+                ) -> i32 = unsafe { std::mem::transmute(hook) };
+                // SAFETY: arguments as mac_vnode_check_open passes them.
+                unsafe { f(cred as _, vp.addr as _, std::ptr::null_mut(), acc) }
+            })
         })
     }
 
@@ -285,13 +289,19 @@ impl Mac {
 
     /// mac_vnode_notify_open.
     pub fn vnode_notify_open(&self, k: &Kernel, cred: usize, vp: &Vnode, acc: i32) {
-        self.each(k, xnu::MPO_VNODE_NOTIFY_OPEN, |hook| {
-            // SAFETY: the slot holds an mpo_vnode_notify_open_t.
-            let f: unsafe extern "C" fn(xnu::kauth_cred_t, *mut xnu::vnode, *mut xnu::label, i32) =
-                unsafe { std::mem::transmute(hook) };
-            // SAFETY: arguments as mac_vnode_notify_open passes them.
-            unsafe { f(cred as _, vp.addr as _, std::ptr::null_mut(), acc) };
-            0
+        crate::context::in_file_operation("mac_vnode_notify_open", || {
+            self.each(k, xnu::MPO_VNODE_NOTIFY_OPEN, |hook| {
+                // SAFETY: the slot holds an mpo_vnode_notify_open_t.
+                let f: unsafe extern "C" fn(
+                    xnu::kauth_cred_t,
+                    *mut xnu::vnode,
+                    *mut xnu::label,
+                    i32,
+                ) = unsafe { std::mem::transmute(hook) };
+                // SAFETY: arguments as mac_vnode_notify_open passes them.
+                unsafe { f(cred as _, vp.addr as _, std::ptr::null_mut(), acc) };
+                0
+            })
         });
     }
 
@@ -310,38 +320,40 @@ impl Mac {
 
     /// mac_vnode_check_exec.
     pub fn vnode_check_exec(&self, k: &Kernel, cred: usize, vp: &Vnode) -> i32 {
-        self.each(k, xnu::MPO_VNODE_CHECK_EXEC, |hook| {
-            type F = unsafe extern "C" fn(
-                xnu::kauth_cred_t,
-                *mut xnu::vnode,
-                *mut xnu::vnode,
-                *mut xnu::label,
-                *mut xnu::label,
-                *mut xnu::label,
-                *mut xnu::componentname,
-                *mut u32,
-                *mut std::ffi::c_void,
-                usize,
-            ) -> i32;
-            // SAFETY: the slot holds an mpo_vnode_check_exec_t.
-            let f: F = unsafe { std::mem::transmute(hook) };
-            let mut csflags: u32 = 0;
-            let n: *mut std::ffi::c_void = std::ptr::null_mut();
-            // SAFETY: arguments as exec_check_permissions passes them.
-            unsafe {
-                f(
-                    cred as _,
-                    vp.addr as _,
-                    n.cast(),
-                    n.cast(),
-                    n.cast(),
-                    n.cast(),
-                    n.cast(),
-                    &raw mut csflags,
-                    n,
-                    0,
-                )
-            }
+        crate::context::in_file_operation("mac_vnode_check_exec", || {
+            self.each(k, xnu::MPO_VNODE_CHECK_EXEC, |hook| {
+                type F = unsafe extern "C" fn(
+                    xnu::kauth_cred_t,
+                    *mut xnu::vnode,
+                    *mut xnu::vnode,
+                    *mut xnu::label,
+                    *mut xnu::label,
+                    *mut xnu::label,
+                    *mut xnu::componentname,
+                    *mut u32,
+                    *mut std::ffi::c_void,
+                    usize,
+                ) -> i32;
+                // SAFETY: the slot holds an mpo_vnode_check_exec_t.
+                let f: F = unsafe { std::mem::transmute(hook) };
+                let mut csflags: u32 = 0;
+                let n: *mut std::ffi::c_void = std::ptr::null_mut();
+                // SAFETY: arguments as exec_check_permissions passes them.
+                unsafe {
+                    f(
+                        cred as _,
+                        vp.addr as _,
+                        n.cast(),
+                        n.cast(),
+                        n.cast(),
+                        n.cast(),
+                        n.cast(),
+                        &raw mut csflags,
+                        n,
+                        0,
+                    )
+                }
+            })
         })
     }
 }

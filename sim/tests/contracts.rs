@@ -388,6 +388,59 @@ fn a_null_iterate_callout_breaks_its_contract() {
     );
 }
 
+extern "C" fn first_mount_only(_mp: *mut xnu::mount, _arg: *mut c_void) -> c_int {
+    xnu::VFS_RETURNED_DONE as c_int
+}
+
+/// A kauth vnode listener that walks the mounts, as a sweep from discovery
+/// would.
+unsafe extern "C" fn walk_mounts(
+    _c: xnu::kauth_cred_t,
+    _i: *mut c_void,
+    _a: xnu::kauth_action_t,
+    _a0: usize,
+    _a1: usize,
+    _a2: usize,
+    _a3: usize,
+) -> c_int {
+    // SAFETY: a KPI call with a valid callout.
+    unsafe { vfs_iterate(0, Some(first_mount_only), std::ptr::null_mut()) };
+    xnu::KAUTH_RESULT_DEFER as c_int
+}
+
+#[test]
+fn a_walk_of_mounts_from_an_open_hook_breaks_its_contract() {
+    let sim = loaded();
+    // From kmod start or a thread of its own, a walk is fine.
+    // SAFETY: a KPI call with a valid callout.
+    unsafe { vfs_iterate(0, Some(first_mount_only), std::ptr::null_mut()) };
+    assert_eq!(sim.take_violations(), vec![]);
+    // From a listener open(2) calls, it is not.
+    // SAFETY: KPI call with a static scope name.
+    let l = unsafe {
+        kauth_listen_scope(
+            c"com.apple.kauth.vnode".as_ptr(),
+            Some(walk_mounts),
+            std::ptr::null_mut(),
+        )
+    };
+    assert!(!l.is_null());
+    let p = sim.spawn("p", 501);
+    let fd = p.open("/f").unwrap();
+    p.close(fd).unwrap();
+    // SAFETY: our listener.
+    unsafe { kauth_unlisten_scope(l) };
+    let v = sim.take_violations();
+    assert!(
+        rules(&v).contains(&"vnode_iterate.not_in_file_operation"),
+        "{v:#?}"
+    );
+    // After the operation, a walk is fine again.
+    // SAFETY: a KPI call with a valid callout.
+    unsafe { vfs_iterate(0, Some(first_mount_only), std::ptr::null_mut()) };
+    assert_eq!(sim.take_violations(), vec![]);
+}
+
 unsafe extern "C" fn defer(
     _c: xnu::kauth_cred_t,
     _i: *mut c_void,

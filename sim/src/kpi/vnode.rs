@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use super::{k, may_block, vnode};
 use crate::arena::Owner;
 use crate::context::Frame;
-use crate::kernel::{booted_id, with_current};
+use crate::kernel::{Kernel, booted_id, with_current};
 use crate::vfs::{self, VectorInfo, errno, word};
 use crate::violation::Violation;
 use crate::xnu;
@@ -251,6 +251,7 @@ extern "C" fn vnode_iterate(
         });
         return errno::EINVAL;
     };
+    refuse_in_file_operation(&k, "vnode_iterate");
     let flags = flags as u32;
     for v in k.vfs.vnodes_of(mp as usize) {
         let active = v.usecount() > 0;
@@ -280,6 +281,24 @@ extern "C" fn vnode_iterate(
     0
 }
 
+/// A walk of mounts or vnodes from a kext's MAC hook or kauth listener of
+/// a file operation (open, exec, mmap): `vnode_iterate` takes each mount's
+/// iterate lock, which vflush holds while it waits for iocounts and an NFS
+/// sync holds across the network, and waits on vnodes being torn down
+/// (bsd/vfs/vfs_subr.c vnode_iterate, mount_iterate_lock,
+/// vnode_getiocount, xnu-11417.121.6): the operation could hang with no
+/// bound, and one made from another kext's vnode_iterate callout would
+/// take that mount's lock twice (a panic). The simulator's walks take no
+/// such lock, so the call itself is the violation.
+fn refuse_in_file_operation(k: &Kernel, kpi: &str) {
+    if let Some(op) = crate::context::file_operation() {
+        k.violation(Violation::Contract {
+            rule: "vnode_iterate.not_in_file_operation",
+            detail: format!("{kpi} from the kext's {op} hook"),
+        });
+    }
+}
+
 #[unsafe(no_mangle)]
 extern "C" fn vfs_iterate(flags: c_int, callout: Option<MountCallout>, arg: *mut c_void) -> c_int {
     let k = k("vfs_iterate");
@@ -291,6 +310,7 @@ extern "C" fn vfs_iterate(flags: c_int, callout: Option<MountCallout>, arg: *mut
         });
         return errno::EINVAL;
     };
+    refuse_in_file_operation(&k, "vfs_iterate");
     let mut mounts = k.vfs.mounts();
     if flags as u32 & xnu::VFS_ITERATE_TAIL_FIRST != 0 {
         mounts.reverse();
