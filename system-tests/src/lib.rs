@@ -405,9 +405,26 @@ pub fn batch_kernel_addresses(sim: &Sim, batch: &[u8]) -> Vec<usize> {
 /// Whether every live vnode-op vector holds its filesystem's own entries
 /// (nothing of the kext's, or another kext's, left in any slot).
 pub fn vectors_original(sim: &Sim) -> bool {
-    sim.kernel().vfs.live_vectors().iter().all(|(addr, info)| {
-        info.originals.iter().enumerate().all(|(i, o)| {
-            maptrace_sim::vfs::word(addr + i * 8).load(std::sync::atomic::Ordering::Acquire) == *o
-        })
+    sim.kernel()
+        .vfs
+        .live_vectors()
+        .iter()
+        .all(|(addr, info)| holds_originals(*addr, &info.originals))
+}
+
+/// Whether the live vector at `addr` holds something other than its own
+/// entries (the shim's trampolines, or another kext's).
+pub fn vector_hooked(sim: &Sim, addr: usize) -> bool {
+    sim.kernel()
+        .vfs
+        .live_vectors()
+        .iter()
+        .any(|(a, info)| *a == addr && !holds_originals(*a, &info.originals))
+}
+
+/// Whether the vector at `addr` holds exactly `originals`.
+fn holds_originals(addr: usize, originals: &[usize]) -> bool {
+    originals.iter().enumerate().all(|(i, o)| {
+        maptrace_sim::vfs::word(addr + i * 8).load(std::sync::atomic::Ordering::Acquire) == *o
     })
 }

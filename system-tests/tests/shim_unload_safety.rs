@@ -16,7 +16,8 @@ use maptrace_abi::decode::{Decoder, Record};
 use maptrace_sim::context::Vop;
 use maptrace_sim::{Config, Cred, Proc, Sim, TraceOp, Violation, ViolationPolicy, map_flags, prot};
 use maptrace_system_tests::{
-    boot_collecting, boot_fs, drain, load, short_unload_wait, stats, vectors_original,
+    boot_collecting, boot_fs, drain, load, short_unload_wait, stats, vector_hooked,
+    vectors_original,
 };
 
 const PAGE: u64 = 4096;
@@ -143,22 +144,6 @@ fn a_hook_entering_after_the_core_is_cleared_still_runs_the_filesystems_operatio
     let v = sim.take_violations();
     assert!(v.is_empty(), "{v:#?}");
     assert!(!sim.kext_loaded());
-}
-
-/// Whether the vector at `addr` holds something other than its own
-/// entries (the shim's trampolines).
-fn vector_hooked(sim: &Sim, addr: usize) -> bool {
-    sim.kernel()
-        .vfs
-        .live_vectors()
-        .iter()
-        .filter(|(a, _)| *a == addr)
-        .any(|(a, info)| {
-            info.originals
-                .iter()
-                .enumerate()
-                .any(|(i, o)| maptrace_sim::vfs::word(a + i * 8).load(Ordering::Acquire) != *o)
-        })
 }
 
 const HFS_FILE: &str = "/Volumes/hfs/c.bin";

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use maptrace_abi::EventKind;
 use maptrace_abi::decode::Decoder;
 use maptrace_sim::{Config, Cred, Proc, Sim, ViolationPolicy, map_flags, prot};
-use maptrace_system_tests::{Tunables, boot_fs, drain, load, stats};
+use maptrace_system_tests::{Tunables, boot_fs, drain, load, stats, vector_hooked};
 
 const PAGE: u64 = 4096;
 /// More rounds than the table has slots (`MT_CORE_MAX_VECTORS`, 64).
@@ -36,22 +36,6 @@ fn boot() -> Sim {
     )
     .expect("load");
     sim
-}
-
-/// Whether the vector at `addr` holds something other than its own
-/// entries (the shim's trampolines).
-fn vector_hooked(sim: &Sim, addr: usize) -> bool {
-    sim.kernel()
-        .vfs
-        .live_vectors()
-        .iter()
-        .filter(|(a, _)| *a == addr)
-        .any(|(a, info)| {
-            info.originals
-                .iter()
-                .enumerate()
-                .any(|(i, o)| maptrace_sim::vfs::word(a + i * 8).load(Ordering::Acquire) != *o)
-        })
 }
 
 /// `p` opens, maps, faults, unmaps and closes `path`.
