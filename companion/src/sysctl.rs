@@ -51,10 +51,29 @@ pub trait Sysctl {
     fn kext_clock_ns(&mut self) -> Option<u64> {
         None
     }
-    /// The VM page size of the kext's machine, when this side can tell.
+    /// The VM page size of the kext's machine by this side's own means,
+    /// when `vm.pagesize` does not say ([`kernel_page_size`]).
     fn page_size(&mut self) -> Option<PageSize> {
         None
     }
+}
+
+/// The sysctl with the kernel's own page size.
+pub const VM_PAGESIZE: &str = "vm.pagesize";
+
+/// The traced kernel's page size: `vm.pagesize`, XNU's `page_size`
+/// (`SYSCTL_INT(_vm, OID_AUTO, pagesize, ...)`, bsd/vm/vm_unix.c,
+/// xnu-7195.141.2 and xnu-11417.121.6), the same for every caller; unlike
+/// `hw.pagesize` and `sysconf`, which give the caller's map's page (4 KiB
+/// for an x86_64 build under Rosetta on a 16 KiB kernel). Without it, the
+/// side's own answer ([`Sysctl::page_size`]).
+pub fn kernel_page_size<S: Sysctl + ?Sized>(api: &mut S) -> Option<PageSize> {
+    let mut word = [0u8; 4];
+    let from_kernel = match api.read(VM_PAGESIZE, Some(&mut word)) {
+        Ok(4) => PageSize::new(u64::from(u32::from_ne_bytes(word))).ok(),
+        _ => None,
+    };
+    from_kernel.or_else(|| api.page_size())
 }
 
 fn map_err(name: &str, e: SysErr, writing: bool) -> SourceError {
@@ -149,7 +168,7 @@ impl<S: Sysctl> SysctlSource<S> {
         // through this one pair (the kext's clock does not jump; the Unix
         // clock may be stepped later, which the mapping then ignores).
         let anchor = Anchor::now(|| api.kext_clock_ns());
-        let page_size = api.page_size();
+        let page_size = kernel_page_size(&mut api);
         Ok(SysctlSource {
             api,
             label: label.into(),
@@ -282,14 +301,14 @@ impl Sysctl for MacSysctl {
         mach_clock_ns()
     }
 
-    /// `sysconf(_SC_PAGESIZE)`: libsyscall's `vm_page_size`, read from the
-    /// commpage's user page shift (libsyscall/mach/mach_init.c). The kernel
-    /// writes its own `PAGE_SHIFT` there on x86_64 and `SIXTEENK_PAGE_SHIFT`
-    /// on arm64 (osfmk/i386/commpage/commpage.c, osfmk/arm/commpage/
-    /// commpage.c), where its page is 16 KiB too (`ARM_PGSHIFT` 14,
-    /// osfmk/arm64/proc_reg.h); all at xnu-11417.121.6. So a native
-    /// maptrace sees the kernel's page size on both. (An x86_64 build under
-    /// Rosetta runs in a 4 KiB map and would see 4 KiB: `--page-size`.)
+    /// `sysconf(_SC_PAGESIZE)`, when `vm.pagesize` cannot be read:
+    /// libsyscall's `vm_page_size`, read from the commpage's user page shift
+    /// (libsyscall/mach/mach_init.c). The kernel writes its own `PAGE_SHIFT`
+    /// there on x86_64 and `SIXTEENK_PAGE_SHIFT` on arm64 (osfmk/i386/
+    /// commpage/commpage.c, osfmk/arm/commpage/commpage.c), where its page
+    /// is 16 KiB too (`ARM_PGSHIFT` 14, osfmk/arm64/proc_reg.h); all at
+    /// xnu-11417.121.6. (An x86_64 build under Rosetta runs in a 4 KiB map
+    /// and would see 4 KiB, which is why `vm.pagesize` comes first.)
     fn page_size(&mut self) -> Option<PageSize> {
         // SAFETY: sysconf takes a constant and touches no memory of ours.
         let bytes = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
@@ -379,6 +398,10 @@ mod tests {
         reads: Vec<usize>,
         config: Vec<u8>,
         refuse_writes: Option<SysErr>,
+        /// What `vm.pagesize` answers (None: no such sysctl).
+        vm_pagesize: Option<Vec<u8>>,
+        /// The side's own page size (sysconf's, on macOS).
+        own_page_size: Option<PageSize>,
     }
 
     impl Sysctl for Fake {
@@ -415,6 +438,13 @@ mod tests {
                         .copy_from_slice(&self.config);
                     Ok(self.config.len())
                 }
+                VM_PAGESIZE => {
+                    let v = self.vm_pagesize.as_ref().ok_or(SysErr::NoEnt)?;
+                    let b = buf.ok_or(SysErr::Inval)?;
+                    let n = v.len().min(b.len());
+                    b[..n].copy_from_slice(&v[..n]);
+                    Ok(n)
+                }
                 _ => Err(SysErr::NoEnt),
             }
         }
@@ -427,6 +457,56 @@ mod tests {
             self.config = data.to_vec();
             Ok(())
         }
+
+        fn page_size(&mut self) -> Option<PageSize> {
+            self.own_page_size
+        }
+    }
+
+    #[test]
+    fn the_kernels_page_size_comes_before_the_callers_own() {
+        let with = |vm: Option<Vec<u8>>, own: Option<PageSize>| {
+            let mut f = Fake {
+                vm_pagesize: vm,
+                own_page_size: own,
+                ..abi_ok()
+            };
+            kernel_page_size(&mut f)
+        };
+        let word = |v: u32| Some(v.to_ne_bytes().to_vec());
+        // An x86_64 build under Rosetta: its own map says 4 KiB, the
+        // kernel's page is 16 KiB.
+        assert_eq!(
+            with(word(16384), Some(PageSize::FOUR_K)),
+            Some(PageSize::SIXTEEN_K)
+        );
+        assert_eq!(with(word(4096), None), Some(PageSize::FOUR_K));
+        // No such sysctl, a short answer or a size that is no page size:
+        // the side's own answer, or none.
+        assert_eq!(
+            with(None, Some(PageSize::SIXTEEN_K)),
+            Some(PageSize::SIXTEEN_K)
+        );
+        assert_eq!(
+            with(Some(vec![0, 0x40]), Some(PageSize::FOUR_K)),
+            Some(PageSize::FOUR_K)
+        );
+        for bad in [0, 3, 1 << 20] {
+            assert_eq!(
+                with(word(bad), Some(PageSize::FOUR_K)),
+                Some(PageSize::FOUR_K),
+                "{bad}"
+            );
+        }
+        assert_eq!(with(word(12345), None), None);
+        // The source keeps what it found at open.
+        let f = Fake {
+            vm_pagesize: word(16384),
+            own_page_size: Some(PageSize::FOUR_K),
+            ..abi_ok()
+        };
+        let src = SysctlSource::open(f, "test").unwrap();
+        assert_eq!(src.page_size(), Ok(PageSize::SIXTEEN_K));
     }
 
     fn abi_ok() -> Fake {

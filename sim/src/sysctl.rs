@@ -296,6 +296,9 @@ impl Sysctl {
         new: Option<&[u8]>,
     ) -> Result<usize, SysctlError> {
         let fail = |e| SysctlError { errno: e, len: 0 };
+        if name == VM_PAGESIZE {
+            return kernel_int(k.config.page_size as i32, old, new);
+        }
         let oid = self.resolve(name).map_err(fail)?;
         let o = oid_read(oid.addr);
         let kind = o.oid_kind as u32;
@@ -378,6 +381,39 @@ impl Sysctl {
             Ok(len)
         }
     }
+}
+
+/// The kernel's own page size, as userspace reads it:
+/// `SYSCTL_INT(_vm, OID_AUTO, pagesize, CTLFLAG_RD | CTLFLAG_LOCKED,
+/// &page_size, ...)` (bsd/vm/vm_unix.c, xnu-7195.141.2 and
+/// xnu-11417.121.6), the same for every caller. The one node of XNU's own
+/// tree the companion reads; the rest of it is not modelled.
+pub const VM_PAGESIZE: &str = "vm.pagesize";
+
+/// A read-only `SYSCTL_INT` of the kernel's, answered as sysctl_handle_int
+/// and sysctl_old_user answer (bsd/kern/kern_newsysctl.c,
+/// xnu-11417.121.6): a write is EPERM (not CTLFLAG_WR); a size query
+/// (no buffer) gives 4; a shorter buffer gets what fits, then ENOMEM.
+fn kernel_int(v: i32, old: Option<&mut [u8]>, new: Option<&[u8]>) -> Result<usize, SysctlError> {
+    let bytes = v.to_ne_bytes();
+    if new.is_some() {
+        return Err(SysctlError {
+            errno: errno::EPERM,
+            len: 0,
+        });
+    }
+    let Some(buf) = old else {
+        return Ok(bytes.len());
+    };
+    let n = buf.len().min(bytes.len());
+    buf[..n].copy_from_slice(&bytes[..n]);
+    if n < bytes.len() {
+        return Err(SysctlError {
+            errno: errno::ENOMEM,
+            len: n,
+        });
+    }
+    Ok(n)
 }
 
 /// copyout: a sleeping call (it may wait in `Sim::hold_copyout`), and

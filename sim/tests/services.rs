@@ -213,6 +213,47 @@ fn sysctl_size_query_partial_copy_and_faults() {
     assert_eq!(sim.take_violations(), vec![]);
 }
 
+#[test]
+fn vm_pagesize_is_the_kernels_page_for_every_caller() {
+    for (platform, page) in [
+        (Platform::IntelSsd, 4096u32),
+        (Platform::AppleSilicon, 16384),
+    ] {
+        let sim = Sim::boot(Config::for_platform(platform));
+        for cred in [Cred::Root, Cred::User(501)] {
+            assert_eq!(
+                sim.sysctl_read("vm.pagesize", None, cred),
+                Ok(4),
+                "size query"
+            );
+            let mut word = [0u8; 4];
+            assert_eq!(sim.sysctl_read("vm.pagesize", Some(&mut word), cred), Ok(4));
+            assert_eq!(u32::from_ne_bytes(word), page, "{platform:?}");
+        }
+        let mut short = [0u8; 2];
+        assert_eq!(
+            sim.sysctl_read("vm.pagesize", Some(&mut short), Cred::Root),
+            Err(SysctlError { errno: 12, len: 2 }),
+            "ENOMEM after a partial copy"
+        );
+        assert_eq!(short[..], page.to_ne_bytes()[..2]);
+        assert_eq!(
+            sim.sysctl_write("vm.pagesize", &4096u32.to_ne_bytes(), None, Cred::Root)
+                .unwrap_err()
+                .errno,
+            1,
+            "read-only: EPERM"
+        );
+        // The rest of XNU's own tree is not there.
+        assert_eq!(
+            sim.sysctl_read("vm.page_free_count", None, Cred::Root)
+                .unwrap_err()
+                .errno,
+            2
+        );
+    }
+}
+
 /// A reader of `kern.svc.data` on its own thread: (result, its buffer).
 fn spawn_reader<'s>(
     s: &'s std::thread::Scope<'s, '_>,
