@@ -603,3 +603,67 @@ fn a_stop_request_ends_a_run_inside_a_long_sleep() {
         .unwrap();
     assert_eq!((r.stopped, r.ops), (true, 0));
 }
+
+#[test]
+fn a_stacking_mount_mirrors_a_directory_from_a_scenario() {
+    let text = "mount hfs /Volumes/Data\nfile /Volumes/Data/App/bin 64K\n\
+                mount nullfs /private/var/Translocated from /Volumes/Data/App\n\
+                proc p\np: open /private/var/Translocated/bin as f\n\
+                p: mmap f prot=rx as m\np: touch m\np: munmap m\np: close f\n";
+    let s = Scenario::parse(text).unwrap();
+    assert_eq!(
+        s.steps[2],
+        Step::Mount {
+            fstype: "nullfs".into(),
+            on: "/private/var/Translocated".into(),
+            from: Some("/Volumes/Data/App".into()),
+        }
+    );
+    // Printed as written, and read back the same.
+    assert!(
+        s.to_string()
+            .contains("mount nullfs /private/var/Translocated from /Volumes/Data/App\n")
+    );
+    assert_eq!(Scenario::parse(&s.to_string()).unwrap().steps, s.steps);
+
+    // The map goes through the mirror to the lower file (nullfs_mmap).
+    let sim = Sim::boot(Config::default());
+    s.run(&sim).unwrap();
+    let mmaps: Vec<String> = sim
+        .trace()
+        .into_iter()
+        .filter(|t| t.op == TraceOp::Mmap)
+        .map(|t| t.path)
+        .collect();
+    assert_eq!(mmaps, ["/Volumes/Data/App/bin"]);
+    sim.check_balanced().unwrap();
+    drop(sim); // one booted simulator at a time
+
+    // A stacking mount without `from`, a bad `from`, and a mirror of a
+    // directory no mount holds: line, command and a way out.
+    assert_eq!(
+        err("mount nullfs /m from App").2,
+        "`App` is not an absolute path"
+    );
+    assert_eq!(err("mount nullfs /m from").2, "expected a path");
+    let sim = Sim::boot(Config::default());
+    let e = Scenario::parse("mount nullfs /m\n")
+        .unwrap()
+        .run(&sim)
+        .unwrap_err();
+    assert_eq!(e.line, 1);
+    assert!(
+        e.msg.starts_with("mount nullfs /m: ") && e.msg.contains("`mount nullfs /m from DIR`"),
+        "{}",
+        e.msg
+    );
+    let e = Scenario::parse("mount bindfs /m from /nowhere\n")
+        .unwrap()
+        .run(&sim)
+        .unwrap_err();
+    assert!(
+        e.msg.starts_with("mount bindfs /m from /nowhere: "),
+        "{}",
+        e.msg
+    );
+}

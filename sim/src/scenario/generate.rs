@@ -42,10 +42,12 @@ pub fn generate(seed: u64, g: &GenParams) -> Scenario {
         Step::Mount {
             fstype: "apfs".into(),
             on: "/".into(),
+            from: None,
         },
         Step::Mount {
             fstype: "hfs".into(),
             on: "/Volumes/Data".into(),
+            from: None,
         },
     ];
     let files: Vec<(String, u64)> = (0..g.files.max(1))

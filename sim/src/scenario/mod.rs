@@ -101,12 +101,15 @@ pub enum Op {
 /// One step of a scenario.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
-    /// `mount FSTYPE PATH`.
+    /// `mount FSTYPE PATH [from DIR]`: `from` mirrors DIR, a directory of
+    /// another mount, with a stacking filesystem (nullfs, bindfs).
     Mount {
         /// Filesystem type.
         fstype: String,
         /// Mount point.
         on: String,
+        /// The mirrored directory (stacking filesystems only).
+        from: Option<String>,
     },
     /// `file PATH SIZE`.
     File {

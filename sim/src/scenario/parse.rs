@@ -175,10 +175,15 @@ impl Scenario {
             let step = match first.text {
                 "mount" => {
                     let fstype = c.label("filesystem type")?;
-                    Step::Mount {
-                        fstype,
-                        on: c.path()?,
-                    }
+                    let on = c.path()?;
+                    let from = match c.peek() {
+                        Some(t) if t.text == "from" => {
+                            c.i += 1;
+                            Some(c.path()?)
+                        }
+                        _ => None,
+                    };
+                    Step::Mount { fstype, on, from }
                 }
                 "file" => {
                     let path = c.path()?;

@@ -55,7 +55,16 @@ impl fmt::Display for Scenario {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for s in &self.steps {
             match s {
-                Step::Mount { fstype, on } => writeln!(f, "mount {fstype} {on}")?,
+                Step::Mount {
+                    fstype,
+                    on,
+                    from: None,
+                } => writeln!(f, "mount {fstype} {on}")?,
+                Step::Mount {
+                    fstype,
+                    on,
+                    from: Some(dir),
+                } => writeln!(f, "mount {fstype} {on} from {dir}")?,
                 Step::File { path, size } => writeln!(f, "file {path} {}", fmt_size(*size))?,
                 Step::Proc { name, uid } => writeln!(f, "proc {name} uid={uid}")?,
                 Step::Op { proc, op, .. } => writeln!(f, "{proc}: {op}")?,

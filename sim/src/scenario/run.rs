@@ -57,9 +57,21 @@ impl Scenario {
                 return Ok(());
             }
             match step {
-                Step::Mount { fstype, on } => sim
-                    .mount(fstype, on)
-                    .map_err(|e| fail(at, format!("mount {fstype} {on}: {e}")))?,
+                Step::Mount { fstype, on, from } => match from {
+                    None => sim.mount(fstype, on).map_err(|e| {
+                        let hint = if crate::vfs::STACKING_FS.contains(&fstype.as_str()) {
+                            format!(
+                                " ({fstype} mirrors a directory: `mount {fstype} {on} from DIR`)"
+                            )
+                        } else {
+                            String::new()
+                        };
+                        fail(at, format!("mount {fstype} {on}: {e}{hint}"))
+                    })?,
+                    Some(dir) => sim
+                        .mount_over(fstype, dir, on)
+                        .map_err(|e| fail(at, format!("mount {fstype} {on} from {dir}: {e}")))?,
+                },
                 Step::File { path, size } => sim
                     .add_file(path, *size)
                     .map_err(|e| fail(at, format!("file {path}: {e}")))?,
