@@ -63,7 +63,8 @@ struct mt_shadow_entry {
      * no hook over ours changes a mount's type. */
     char fstype[MFSNAMELEN + 1];
 };
-/* Entries for a whole load's life: one per vector hooked, plus one each
+/* Entries for a whole load's life: one per vector hooked or refused by a
+ * full core table (appended before the core's insert), plus one each
  * time a filesystem type comes back with other originals (its kext
  * reloaded elsewhere after vfs_fsremove); a type mounted again with the
  * same originals reuses its entry. Full, a new vector stays unhooked
