@@ -170,6 +170,15 @@ pub fn write_stats_styled(w: &mut impl Write, s: &Stats, palette: &Palette) -> i
             s.dropped
         )?;
     }
+    if s.errors > 0 {
+        writeln!(
+            w,
+            "{l}!! {} hook errors: operations that reached their filesystem untraced, or filesystems \
+             left unhooked; a full vector table is named in the kernel log \
+             (log show --last 1d --predicate 'eventMessage CONTAINS \"maptrace:\"'){l:#}",
+            s.errors
+        )?;
+    }
     Ok(())
 }
 
@@ -422,6 +431,17 @@ mod tests {
         let text = String::from_utf8(text).unwrap();
         assert!(text.contains("2 PATH records skipped"), "{text}");
         assert!(text.contains("4 records dropped"), "{text}");
+        assert!(!text.contains("hook errors"), "none: no line\n{text}");
+        let mut failing = s.clone();
+        failing.errors = 3;
+        let mut t = Vec::new();
+        write_stats(&mut t, &failing).unwrap();
+        let t = String::from_utf8(t).unwrap();
+        assert!(
+            t.lines()
+                .any(|l| l.starts_with("!! 3 hook errors: ") && l.contains("log show")),
+            "{t}"
+        );
         // In colour: the same text once the styles are out, the dropping
         // shards' counts in the loss style within their columns.
         let mut coloured = Vec::new();
