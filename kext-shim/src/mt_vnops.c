@@ -683,57 +683,69 @@ static int mt_table_originals(const struct mt_core *core, const vnop_t *vec, uin
  * originals again (the same type added again). Another kext's hooks over
  * ours are left alone: recording its trampolines as originals would make
  * each call ours again, without end.
- * @return the ops patched afresh (0: none).
  * Context: thread context, under the patch lock, patching open.
  */
-static uint32_t mt_vector_seen_locked(const struct mt_core *core, vnop_t *vec, uint32_t ops,
-                                      const char *fstype)
+static void mt_vector_seen_locked(const struct mt_core *core, vnop_t *vec, uint32_t ops,
+                                  const char *fstype)
 {
     uint64_t originals[MT_VOP__COUNT];
     if (!mt_table_originals(core, vec, originals)) {
         mt_patch_vector(core, vec, ops, fstype);
-        return ops;
+        return;
     }
     switch (mt_vector_state(vec, originals, fstype)) {
     case MT_VECTOR_STALE:
         (void)mt_core_vector_remove(core, (uint64_t)(uintptr_t)vec);
         mt_patch_vector(core, vec, ops, fstype);
-        return ops;
+        break;
     case MT_VECTOR_ORIGINAL:
         if (mt_vectors_swap_one(vec, originals, 1) != 0) {
             /* Changed under us: back out, as for a foreign hook. */
             (void)mt_vectors_swap_one(vec, originals, 0);
         }
-        return 0;
+        break;
     default:
-        return 0;
+        break;
     }
 }
 
 /**
- * Hooks vp's vector if it is new, or if its table entry is stale or its
- * originals are back (see mt_vector_seen_locked). The checks are
- * lock-free; only a vector to patch takes the lock.
+ * A vnode was seen (kauth, MAC, the start sweep): hooks its vector if it
+ * is new, or if its table entry is stale or its originals are back (see
+ * mt_vector_seen_locked). The checks are lock-free; only a vector to patch
+ * takes the lock.
+ *
+ * Never sweeps other mounts from here: the discovery callers run inside
+ * open, exec and the kauth listener, where vfs_iterate/vnode_iterate would
+ * wait on every mount's iterate lock (held by vflush while it waits for
+ * iocounts, by an NFS sync across the network) and on vnodes being torn
+ * down (bsd/vfs/vfs_subr.c vnode_iterate, vnode_getiocount,
+ * xnu-11417.121.6): an open could hang behind a dead server, and one made
+ * from another kext's vnode_iterate callout would take that mount's lock
+ * twice (a panic). So a stacking mount (nullfs, bindfs) over a filesystem
+ * the kext has not seen yet leaves its maps untraced until a vnode of that
+ * filesystem is seen itself; the filesystems mounted at load are swept
+ * then, from start.
  * @param vp a vnode the caller holds an iocount on (NULL is ignored).
- * @return the ops hooked now (0: known already, not a file, or closed).
- * Context: thread context (discovery, sweep); may block on the patch lock.
+ * Context: thread context (discovery callbacks, sweep); may block on the
+ *          patch lock.
  */
-static uint32_t mt_vnode_hook(vnode_t vp)
+void mt_vnode_seen(vnode_t vp)
 {
     const struct mt_core *core = mt_core_ref();
     if (vp == NULL || core == NULL || vnode_vtype(vp) != VREG) {
-        return 0;
+        return;
     }
     vnop_t *vec = mt_vector_of(vp);
     if (vec == NULL) {
         mt_error();
-        return 0;
+        return;
     }
     /* PAGEIN is hooked in every vector of the table. */
     if (mt_core_vector_original(core, (uint64_t)(uintptr_t)vec, MT_VOP_PAGEIN) != 0 &&
         __atomic_load_n(&vec[mt_desc_offset(MT_VOP_PAGEIN)], __ATOMIC_RELAXED) ==
             mt_hooks[MT_VOP_PAGEIN]) {
-        return 0; /* hooked: the common case, one lookup */
+        return; /* hooked: the common case, one lookup */
     }
     char fstype[MFSNAMELEN + 1];
     mt_fstype_of(vp, fstype);
@@ -741,40 +753,15 @@ static uint32_t mt_vnode_hook(vnode_t vp)
     if (mt_table_originals(core, vec, originals)) {
         enum mt_vector_state state = mt_vector_state(vec, originals, fstype);
         if (state == MT_VECTOR_OURS || state == MT_VECTOR_FOREIGN) {
-            return 0;
+            return;
         }
     }
     uint32_t ops = mt_vops_to_hook(fstype);
-    uint32_t patched = 0;
     lck_mtx_lock(mt_g.patch_lock);
     if (!mt_patch_closed) {
-        patched = mt_vector_seen_locked(core, vec, ops, fstype);
+        mt_vector_seen_locked(core, vec, ops, fstype);
     }
     lck_mtx_unlock(mt_g.patch_lock);
-    return patched;
-}
-
-/**
- * A vnode was seen (kauth, MAC): hooks its vector if it is new.
- *
- * Never sweeps other mounts from here: the callers run inside open, exec
- * and the kauth listener, where vfs_iterate/vnode_iterate would wait on
- * every mount's iterate lock (held by vflush while it waits for iocounts,
- * by an NFS sync across the network) and on vnodes being torn down
- * (bsd/vfs/vfs_subr.c vnode_iterate, vnode_getiocount, xnu-11417.121.6):
- * an open could hang behind a dead server, and one made from another
- * kext's vnode_iterate callout would take that mount's lock twice (a
- * panic). So a stacking mount (nullfs, bindfs) over a filesystem the
- * kext has not seen yet leaves its maps untraced until a vnode of that
- * filesystem is seen itself; the filesystems mounted at load are swept
- * then, from start.
- * @param vp a vnode the caller holds an iocount on (NULL is ignored).
- * Context: thread context (discovery callbacks); may block on the patch
- *          lock.
- */
-void mt_vnode_seen(vnode_t vp)
-{
-    (void)mt_vnode_hook(vp);
 }
 
 /**
@@ -967,11 +954,7 @@ static int mt_going_vnode(struct vnode *vp, void *arg)
     char fstype[MFSNAMELEN + 1];
     mt_fstype_of(vp, fstype);
     lck_mtx_lock(mt_g.patch_lock);
-    for (uint32_t op = 0; op < MT_VOP__COUNT; op++) {
-        originals[op] = mt_core_vector_original(core, key, op);
-    }
-    int hooked = originals[MT_VOP_PAGEIN] != 0; /* in every table vector */
-    if (!mt_patch_closed && hooked) {
+    if (!mt_patch_closed && mt_table_originals(core, vec, originals)) {
         if (mt_vector_state(vec, originals, fstype) == MT_VECTOR_STALE) {
             /* Another filesystem's vector now: forget the old one's. */
             (void)mt_core_vector_remove(core, key);
@@ -1068,8 +1051,7 @@ static int mt_sweep_vnode(struct vnode *vp, void *arg)
     if (vnode_vtype(vp) != VREG) {
         return VNODE_RETURNED;
     }
-    /* This sweep reaches every mount: a stacking one needs no other. */
-    (void)mt_vnode_hook(vp);
+    mt_vnode_seen(vp);
     return VNODE_RETURNED_DONE;
 }
 
