@@ -165,7 +165,14 @@ impl Mac {
 
     /// Runs `f` for every policy whose slot `i` is set, under the read lock
     /// (MAC_CHECK / MAC_PERFORM).
-    fn each(&self, k: &Kernel, i: u32, mut f: impl FnMut(usize) -> i32) -> i32 {
+    fn each(&self, k: &Kernel, i: u32, f: impl FnMut(usize) -> i32) -> i32 {
+        match file_operation_of(i) {
+            Some(what) => crate::context::in_file_operation(what, || self.each_policy(k, i, f)),
+            None => self.each_policy(k, i, f),
+        }
+    }
+
+    fn each_policy(&self, k: &Kernel, i: u32, mut f: impl FnMut(usize) -> i32) -> i32 {
         let p = read(&self.policies);
         let busy = Self::has_dynamic(&p.0);
         if busy {
@@ -220,31 +227,29 @@ impl Mac {
     ) -> i32 {
         let before = *maxprot;
         let mp = maxprot as *mut i32;
-        let err = crate::context::in_file_operation("mac_file_check_mmap", || {
-            self.each(k, xnu::MPO_FILE_CHECK_MMAP, |hook| {
-                // SAFETY: the slot holds an mpo_file_check_mmap_t.
-                let f: unsafe extern "C" fn(
-                    xnu::kauth_cred_t,
-                    *mut xnu::fileglob,
-                    *mut xnu::label,
-                    i32,
-                    i32,
-                    u64,
-                    *mut i32,
-                ) -> i32 = unsafe { std::mem::transmute(hook) };
-                // SAFETY: arguments as mac_file_check_mmap passes them.
-                unsafe {
-                    f(
-                        cred as _,
-                        fg as _,
-                        std::ptr::null_mut(),
-                        prot,
-                        flags,
-                        pos,
-                        mp,
-                    )
-                }
-            })
+        let err = self.each(k, xnu::MPO_FILE_CHECK_MMAP, |hook| {
+            // SAFETY: the slot holds an mpo_file_check_mmap_t.
+            let f: unsafe extern "C" fn(
+                xnu::kauth_cred_t,
+                *mut xnu::fileglob,
+                *mut xnu::label,
+                i32,
+                i32,
+                u64,
+                *mut i32,
+            ) -> i32 = unsafe { std::mem::transmute(hook) };
+            // SAFETY: arguments as mac_file_check_mmap passes them.
+            unsafe {
+                f(
+                    cred as _,
+                    fg as _,
+                    std::ptr::null_mut(),
+                    prot,
+                    flags,
+                    pos,
+                    mp,
+                )
+            }
         });
         if *maxprot & !before != 0 {
             k.violation(Violation::KernelPanic(
@@ -256,18 +261,16 @@ impl Mac {
 
     /// mac_vnode_check_open.
     pub fn vnode_check_open(&self, k: &Kernel, cred: usize, vp: &Vnode, acc: i32) -> i32 {
-        crate::context::in_file_operation("mac_vnode_check_open", || {
-            self.each(k, xnu::MPO_VNODE_CHECK_OPEN, |hook| {
-                // SAFETY: the slot holds an mpo_vnode_check_open_t.
-                let f: unsafe extern "C" fn(
-                    xnu::kauth_cred_t,
-                    *mut xnu::vnode,
-                    *mut xnu::label,
-                    i32,
-                ) -> i32 = unsafe { std::mem::transmute(hook) };
-                // SAFETY: arguments as mac_vnode_check_open passes them.
-                unsafe { f(cred as _, vp.addr as _, std::ptr::null_mut(), acc) }
-            })
+        self.each(k, xnu::MPO_VNODE_CHECK_OPEN, |hook| {
+            // SAFETY: the slot holds an mpo_vnode_check_open_t.
+            let f: unsafe extern "C" fn(
+                xnu::kauth_cred_t,
+                *mut xnu::vnode,
+                *mut xnu::label,
+                i32,
+            ) -> i32 = unsafe { std::mem::transmute(hook) };
+            // SAFETY: arguments as mac_vnode_check_open passes them.
+            unsafe { f(cred as _, vp.addr as _, std::ptr::null_mut(), acc) }
         })
     }
 
@@ -289,19 +292,13 @@ impl Mac {
 
     /// mac_vnode_notify_open.
     pub fn vnode_notify_open(&self, k: &Kernel, cred: usize, vp: &Vnode, acc: i32) {
-        crate::context::in_file_operation("mac_vnode_notify_open", || {
-            self.each(k, xnu::MPO_VNODE_NOTIFY_OPEN, |hook| {
-                // SAFETY: the slot holds an mpo_vnode_notify_open_t.
-                let f: unsafe extern "C" fn(
-                    xnu::kauth_cred_t,
-                    *mut xnu::vnode,
-                    *mut xnu::label,
-                    i32,
-                ) = unsafe { std::mem::transmute(hook) };
-                // SAFETY: arguments as mac_vnode_notify_open passes them.
-                unsafe { f(cred as _, vp.addr as _, std::ptr::null_mut(), acc) };
-                0
-            })
+        self.each(k, xnu::MPO_VNODE_NOTIFY_OPEN, |hook| {
+            // SAFETY: the slot holds an mpo_vnode_notify_open_t.
+            let f: unsafe extern "C" fn(xnu::kauth_cred_t, *mut xnu::vnode, *mut xnu::label, i32) =
+                unsafe { std::mem::transmute(hook) };
+            // SAFETY: arguments as mac_vnode_notify_open passes them.
+            unsafe { f(cred as _, vp.addr as _, std::ptr::null_mut(), acc) };
+            0
         });
     }
 
@@ -320,41 +317,53 @@ impl Mac {
 
     /// mac_vnode_check_exec.
     pub fn vnode_check_exec(&self, k: &Kernel, cred: usize, vp: &Vnode) -> i32 {
-        crate::context::in_file_operation("mac_vnode_check_exec", || {
-            self.each(k, xnu::MPO_VNODE_CHECK_EXEC, |hook| {
-                type F = unsafe extern "C" fn(
-                    xnu::kauth_cred_t,
-                    *mut xnu::vnode,
-                    *mut xnu::vnode,
-                    *mut xnu::label,
-                    *mut xnu::label,
-                    *mut xnu::label,
-                    *mut xnu::componentname,
-                    *mut u32,
-                    *mut std::ffi::c_void,
-                    usize,
-                ) -> i32;
-                // SAFETY: the slot holds an mpo_vnode_check_exec_t.
-                let f: F = unsafe { std::mem::transmute(hook) };
-                let mut csflags: u32 = 0;
-                let n: *mut std::ffi::c_void = std::ptr::null_mut();
-                // SAFETY: arguments as exec_check_permissions passes them.
-                unsafe {
-                    f(
-                        cred as _,
-                        vp.addr as _,
-                        n.cast(),
-                        n.cast(),
-                        n.cast(),
-                        n.cast(),
-                        n.cast(),
-                        &raw mut csflags,
-                        n,
-                        0,
-                    )
-                }
-            })
+        self.each(k, xnu::MPO_VNODE_CHECK_EXEC, |hook| {
+            type F = unsafe extern "C" fn(
+                xnu::kauth_cred_t,
+                *mut xnu::vnode,
+                *mut xnu::vnode,
+                *mut xnu::label,
+                *mut xnu::label,
+                *mut xnu::label,
+                *mut xnu::componentname,
+                *mut u32,
+                *mut std::ffi::c_void,
+                usize,
+            ) -> i32;
+            // SAFETY: the slot holds an mpo_vnode_check_exec_t.
+            let f: F = unsafe { std::mem::transmute(hook) };
+            let mut csflags: u32 = 0;
+            let n: *mut std::ffi::c_void = std::ptr::null_mut();
+            // SAFETY: arguments as exec_check_permissions passes them.
+            unsafe {
+                f(
+                    cred as _,
+                    vp.addr as _,
+                    n.cast(),
+                    n.cast(),
+                    n.cast(),
+                    n.cast(),
+                    n.cast(),
+                    &raw mut csflags,
+                    n,
+                    0,
+                )
+            }
         })
+    }
+}
+
+/// The check XNU makes inside a file operation (open, exec, mmap: vn_open_auth,
+/// exec_check_permissions, mmap in bsd/vfs/vfs_vnops.c, bsd/kern/kern_exec.c,
+/// bsd/kern/kern_mman.c, xnu-11417.121.6) that slot `i` serves, if any: its
+/// hooks run marked as such (`context::in_file_operation`).
+fn file_operation_of(i: u32) -> Option<&'static str> {
+    match i {
+        xnu::MPO_FILE_CHECK_MMAP => Some("mac_file_check_mmap"),
+        xnu::MPO_VNODE_CHECK_OPEN => Some("mac_vnode_check_open"),
+        xnu::MPO_VNODE_NOTIFY_OPEN => Some("mac_vnode_notify_open"),
+        xnu::MPO_VNODE_CHECK_EXEC => Some("mac_vnode_check_exec"),
+        _ => None,
     }
 }
 
